@@ -1,0 +1,91 @@
+"""Shared test set-up: offline, deterministic, CPU only."""
+
+import os
+
+# No network, ever: set before transformers / huggingface_hub are imported by any test module.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_dtype():
+    """Every test starts from the same seed and the default dtype, and leaves them as found."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+    dtype = torch.get_default_dtype()
+    yield
+    torch.set_default_dtype(dtype)
+
+
+# -- tiny models, built offline and loaded through the production loaders ------------------------------
+
+
+def compose_model_config(name: str = "tiny", overrides: list[str] | None = None):
+    """Compose ``lavida/configs/model/<name>.yaml`` (with overrides) into a LavidaConfig."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from lavida.models.config import LavidaConfig
+
+    with initialize_config_module("lavida.configs", version_base=None):
+        cfg = compose("info", overrides=[f"model={name}", *(overrides or [])])
+    return LavidaConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrained(tmp_path_factory):
+    """The tiny config, its random base models written to disk in their native formats."""
+    from lavida.models.random_init import write_random_pretrained
+
+    return write_random_pretrained(compose_model_config("tiny"), tmp_path_factory.mktemp("tiny_base"))
+
+
+@pytest.fixture
+def tiny_model(tiny_pretrained):
+    """A fresh tiny LAVIDA model loaded from the written base models (function scope: tests may train it)."""
+    from lavida.models.lavida import build_lavida
+
+    torch.manual_seed(0)
+    return build_lavida(tiny_pretrained)
+
+
+def tiny_processor_for(model):
+    """A LavidaProcessor for the tiny model: small pixel budgets so clips stay a few dozen tokens."""
+    from lavida.data.processor import LavidaProcessor, PixelBudget
+
+    budget = PixelBudget(56 * 56, 112 * 112)
+    return LavidaProcessor(
+        qwen_processor=model.mllm.processor,
+        clip_tokenizer=model.text_encoder.tokenizer,
+        sam_image_size=model.mask_decoder.image_size,
+        train_video_budget=budget,
+        test_video_budget=budget,
+        image_budget=budget,
+    )
+
+
+def make_samples(seed: int = 0):
+    """A video clip (8 frames, 3 categories) and an image (1 category), with masks."""
+    from lavida.data.types import ClipSample
+
+    rng = np.random.default_rng(seed)
+    video = ClipSample(
+        frames=rng.integers(0, 256, (8, 64, 96, 3), dtype=np.uint8),
+        categories=["fire", "a man running", "car crash"],
+        is_video=True,
+        masks=rng.random((8, 64, 96)) > 0.7,
+    )
+    image = ClipSample(
+        frames=rng.integers(0, 256, (1, 80, 80, 3), dtype=np.uint8),
+        categories=["dog"],
+        is_video=False,
+        masks=rng.random((1, 80, 80)) > 0.5,
+    )
+    return video, image
