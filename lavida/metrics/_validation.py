@@ -1,0 +1,154 @@
+"""Input checks shared by the metrics: one place for the wording of every error message.
+
+Every check raises ``ValueError`` (``TypeError`` for a wrong container type) with a message of the form
+``"<function>: <what> <where>: expected <expected>, got <received>."`` so that a failing evaluation
+names the offending video or frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = [
+    "check_labels",
+    "check_scores",
+    "check_unit_interval",
+    "per_video_pairs",
+]
+
+
+def check_scores(scores: ArrayLike, *, fn: str, where: str) -> NDArray[np.floating]:
+    """Return ``scores`` as a float array after checking that every value is finite and in [0, 1].
+
+    Args:
+        scores: Scores of any shape.
+        fn: Name of the calling public function, used in the message.
+        where: Which input this is, e.g. ``"scores[3]"``.
+
+    Returns:
+        The scores as a float32 or float64 array (float64 unless the input already is float32).
+
+    Raises:
+        ValueError: If a value is NaN, infinite or outside [0, 1].
+    """
+    arr = np.asarray(scores)
+    if arr.dtype == np.bool_ or not (
+        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+    ):
+        raise ValueError(f"{fn}: {where} must hold real numbers in [0, 1], got dtype {arr.dtype}.")
+    if arr.dtype != np.float32:
+        arr = arr.astype(np.float64, copy=False)
+    if arr.size:
+        lo, hi = arr.min(), arr.max()
+        # NaN makes both comparisons false, so it lands here too.
+        if not (lo >= 0.0 and hi <= 1.0):
+            if np.isnan(lo) or np.isnan(hi):
+                raise ValueError(f"{fn}: {where} contains NaN; expected probabilities in [0, 1].")
+            raise ValueError(
+                f"{fn}: {where} must be probabilities in [0, 1], got values in [{lo:.6g}, {hi:.6g}]; "
+                "apply a sigmoid to logits first."
+            )
+    return arr
+
+
+def check_labels(labels: ArrayLike, *, fn: str, where: str) -> NDArray[np.bool_]:
+    """Return ``labels`` as a bool array after checking that every value is 0 or 1.
+
+    Args:
+        labels: Labels of any shape; bool, or integers/floats equal to 0 or 1.
+        fn: Name of the calling public function, used in the message.
+        where: Which input this is, e.g. ``"labels[3]"``.
+
+    Returns:
+        A bool array of the same shape (a view when the input already is bool).
+
+    Raises:
+        ValueError: If a value is neither 0 nor 1.
+    """
+    arr = np.asarray(labels)
+    if arr.dtype == np.bool_:
+        return arr
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise ValueError(f"{fn}: {where} must be bool or 0/1 numbers, got dtype {arr.dtype}.")
+    bad = (arr != 0) & (arr != 1)
+    if bad.any():
+        first = arr[bad].flat[0]
+        raise ValueError(
+            f"{fn}: {where} must contain only 0 and 1 (or bool), got the value {first!r} "
+            f"({int(bad.sum())} entries are neither 0 nor 1)."
+        )
+    return arr != 0
+
+
+def check_unit_interval(value: float, *, fn: str, name: str, closed_low: bool = False) -> float:
+    """Check a scalar parameter such as ``alpha`` or ``beta`` lies in (0, 1] (or [0, 1])."""
+    value = float(value)
+    ok = (0.0 <= value if closed_low else 0.0 < value) and value <= 1.0
+    if not ok:
+        interval = "[0, 1]" if closed_low else "(0, 1]"
+        raise ValueError(f"{fn}: {name} must lie in {interval}, got {value!r}.")
+    return value
+
+
+def per_video_pairs(
+    scores: Sequence[ArrayLike],
+    labels: Sequence[ArrayLike],
+    *,
+    fn: str,
+    ndim: int,
+    shape_name: str,
+) -> list[tuple[NDArray[np.floating], NDArray[np.bool_]]]:
+    """Validate per-video score/label sequences and return them as checked array pairs.
+
+    Args:
+        scores: One array per video.
+        labels: One array per video, same count and shapes as ``scores``.
+        fn: Name of the calling public function, used in messages.
+        ndim: Required number of dimensions of every per-video array (1 for frame scores, 3 for maps).
+        shape_name: Human-readable shape, e.g. ``"(T,)"`` or ``"(T, H, W)"``.
+
+    Returns:
+        A list of ``(scores_i, labels_i)`` pairs, float scores in [0, 1] and bool labels.
+
+    Raises:
+        TypeError: If ``scores`` or ``labels`` is a bare array or a string instead of a sequence.
+        ValueError: On a count, shape or value mismatch, naming the video index.
+    """
+    for name, seq in (("scores", scores), ("labels", labels)):
+        if isinstance(seq, (np.ndarray, str, bytes)) or not isinstance(seq, Sequence):
+            raise TypeError(
+                f"{fn}: {name} must be a sequence (e.g. a list) with one {shape_name} array per video, "
+                f"got {type(seq).__name__}"
+                + (f" of shape {seq.shape}" if isinstance(seq, np.ndarray) else "")
+                + "; wrap a single video as [array]."
+            )
+    if len(scores) != len(labels):
+        raise ValueError(
+            f"{fn}: got {len(scores)} score arrays but {len(labels)} label arrays; "
+            "expected one of each per video, in the same order."
+        )
+    if len(scores) == 0:
+        raise ValueError(f"{fn}: got no videos; expected at least one {shape_name} array.")
+    pairs = []
+    for i, (s, y) in enumerate(zip(scores, labels, strict=True)):
+        s_arr = np.asarray(s)
+        y_arr = np.asarray(y)
+        if s_arr.ndim != ndim:
+            raise ValueError(f"{fn}: scores[{i}] must have shape {shape_name}, got shape {s_arr.shape}.")
+        if s_arr.shape != y_arr.shape:
+            raise ValueError(
+                f"{fn}: video {i}: scores[{i}] has shape {s_arr.shape} but labels[{i}] has shape "
+                f"{y_arr.shape}; expected one label per score."
+            )
+        if s_arr.size == 0:
+            raise ValueError(f"{fn}: video {i} is empty (shape {s_arr.shape}); expected at least one frame.")
+        pairs.append(
+            (
+                check_scores(s_arr, fn=fn, where=f"scores[{i}]"),
+                check_labels(y_arr, fn=fn, where=f"labels[{i}]"),
+            )
+        )
+    return pairs

@@ -1,0 +1,153 @@
+"""TAO-style pixel AUROC: one ROC-AUC per anomalous frame, averaged over those frames.
+
+This is the pixel metric of TAO (yu2hi13/TAO ``Benchmark_Metrics/pixel_level/pixle_level_evaluate.py``;
+``research/vad_eval.md`` §2 item 4), the strongest baseline of LAVIDA's Ped2 table, and most likely the
+definition behind that table's baseline numbers. It differs from the pooled pixel AUC
+(:class:`lavida.metrics.PixelAUC`, LAVIDA's own number) in three ways:
+
+1. each frame gets its own ROC-AUC over its own pixels, and the result is the plain mean of those
+   per-frame AUCs over all frames of all videos (not a mean of per-video means);
+2. frames without any anomalous pixel are skipped (their AUC is undefined);
+3. a frame whose prediction is zero everywhere scores **0**, not the 0.5 its ROC curve gives (TAO
+   returns 0 for ``pred_mask.sum() == 0``). ``empty_prediction="auc"`` uses the honest 0.5 instead.
+
+TAO also divides each frame's map by its maximum first; that rescaling does not change an AUC.
+Frames whose every pixel is anomalous have an undefined AUC too (TAO would crash on them); they are
+skipped and counted in :attr:`PerFramePixelAUC.num_skipped_full`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from lavida.metrics._ranking import rank_auc
+from lavida.metrics._validation import check_labels, check_scores, per_video_pairs
+
+__all__ = ["PerFramePixelAUC", "per_frame_pixel_auc"]
+
+logger = logging.getLogger(__name__)
+
+EmptyPrediction = Literal["zero", "auc"]
+
+
+class PerFramePixelAUC:
+    """Streaming mean of per-frame pixel ROC-AUCs over anomalous frames (TAO definition).
+
+    Memory is constant: a running sum and counts. Each frame's AUC is exact (mid-ranks, equal to
+    ``sklearn.metrics.roc_auc_score`` on that frame's pixels).
+
+    Args:
+        empty_prediction: Value of a frame whose scores are all exactly 0: ``"zero"`` (TAO, default, for
+            comparison with the numbers TAO-style tables report) or ``"auc"`` (its true ROC-AUC, 0.5).
+        frames_per_batch: Frames ranked together in one vectorised call (bounds the temporaries).
+    """
+
+    def __init__(self, *, empty_prediction: EmptyPrediction = "zero", frames_per_batch: int = 16) -> None:
+        if empty_prediction not in ("zero", "auc"):
+            raise ValueError(
+                f"PerFramePixelAUC: empty_prediction must be 'zero' or 'auc', got {empty_prediction!r}."
+            )
+        if int(frames_per_batch) < 1:
+            raise ValueError(
+                f"PerFramePixelAUC: frames_per_batch must be positive, got {frames_per_batch!r}."
+            )
+        self.empty_prediction = empty_prediction
+        self.frames_per_batch = int(frames_per_batch)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every frame seen so far."""
+        self._sum = 0.0
+        self.num_frames = 0  #: frames that contributed an AUC
+        self.num_skipped_normal = 0  #: frames without anomalous pixels (skipped by definition)
+        self.num_skipped_full = 0  #: frames whose every pixel is anomalous (AUC undefined, skipped)
+
+    def update(self, scores: ArrayLike, labels: ArrayLike) -> None:
+        """Add frames.
+
+        Args:
+            scores: ``(T, H, W)`` (or one ``(H, W)`` frame) probabilities in [0, 1].
+            labels: Same shape; bool or 0/1 pixel labels.
+
+        Raises:
+            ValueError: On a shape mismatch, a wrong number of dimensions, or invalid values.
+        """
+        s = np.asarray(scores)
+        y = np.asarray(labels)
+        if s.shape != y.shape:
+            raise ValueError(
+                f"PerFramePixelAUC.update: scores have shape {s.shape} but labels have shape {y.shape}."
+            )
+        if s.ndim == 2:
+            s, y = s[None], y[None]
+        if s.ndim != 3:
+            raise ValueError(
+                f"PerFramePixelAUC.update: expected (T, H, W) or (H, W) maps, got shape {s.shape}."
+            )
+        s = check_scores(s, fn="PerFramePixelAUC.update", where="scores").reshape(s.shape[0], -1)
+        y = check_labels(y, fn="PerFramePixelAUC.update", where="labels").reshape(y.shape[0], -1)
+        n_pos = y.sum(axis=1)
+        self.num_skipped_normal += int((n_pos == 0).sum())
+        full = n_pos == y.shape[1]
+        self.num_skipped_full += int(full.sum())
+        if full.any():
+            logger.warning(
+                "PerFramePixelAUC: %d frame(s) are anomalous at every pixel; their AUC is undefined and "
+                "they are skipped.",
+                int(full.sum()),
+            )
+        keep = np.flatnonzero((n_pos > 0) & ~full)
+        for start in range(0, keep.size, self.frames_per_batch):
+            rows = keep[start : start + self.frames_per_batch]
+            frame_scores, frame_labels = s[rows], y[rows]
+            aucs = rank_auc(frame_scores, frame_labels)
+            if self.empty_prediction == "zero":
+                # TAO: `if pred_mask.sum() == 0: return 0` (scores are non-negative, so max == 0).
+                aucs = np.where(frame_scores.max(axis=1) == 0, 0.0, aucs)
+            self._sum += float(aucs.sum())
+            self.num_frames += rows.size
+
+    def compute(self) -> float:
+        """Mean per-frame AUC over every contributing frame.
+
+        Raises:
+            ValueError: If no frame had both anomalous and normal pixels.
+        """
+        if self.num_frames == 0:
+            raise ValueError(
+                "PerFramePixelAUC.compute: no frame with both anomalous and normal pixels was seen "
+                f"({self.num_skipped_normal} normal frames, {self.num_skipped_full} fully anomalous); "
+                "the metric is undefined."
+            )
+        return self._sum / self.num_frames
+
+
+def per_frame_pixel_auc(
+    scores: Sequence[ArrayLike],
+    labels: Sequence[ArrayLike],
+    *,
+    empty_prediction: EmptyPrediction = "zero",
+) -> float:
+    """TAO-style pixel AUROC: the mean ROC-AUC of anomalous frames, each over its own pixels.
+
+    Args:
+        scores: One ``(T_i, H_i, W_i)`` array per video of pixel probabilities in [0, 1].
+        labels: One array per video of the same shape; bool or 0/1 pixel labels.
+        empty_prediction: ``"zero"`` (TAO): a frame predicted all-zero scores 0; ``"auc"``: 0.5.
+
+    Returns:
+        The mean over frames with at least one anomalous and one normal pixel.
+
+    Raises:
+        TypeError: If ``scores``/``labels`` is not a sequence of arrays.
+        ValueError: On invalid inputs, or if no frame has both anomalous and normal pixels.
+    """
+    metric = PerFramePixelAUC(empty_prediction=empty_prediction)
+    for s, y in per_video_pairs(scores, labels, fn="per_frame_pixel_auc", ndim=3, shape_name="(T, H, W)"):
+        metric.update(s, y)
+    return metric.compute()

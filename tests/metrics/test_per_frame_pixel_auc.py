@@ -1,0 +1,78 @@
+"""TAO-style per-frame pixel AUROC against a hand-worked case and a per-frame sklearn loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from lavida.metrics import PerFramePixelAUC, per_frame_pixel_auc
+
+
+def hand_video() -> tuple[np.ndarray, np.ndarray]:
+    scores = np.array(
+        [
+            [[0.9, 0.1], [0.4, 0.2]],  # frame 0: positive .9 beats the 3 negatives -> AUC 1
+            [[0.3, 0.5], [0.5, 0.1]],  # frame 1: see below -> AUC 0.625
+            [[0.8, 0.8], [0.8, 0.8]],  # frame 2: no anomalous pixel -> skipped
+            [[0.0, 0.0], [0.0, 0.0]],  # frame 3: all-zero prediction -> 0 (TAO) or 0.5 (true AUC)
+        ]
+    )
+    labels = np.array(
+        [
+            [[1, 0], [0, 0]],
+            [[1, 0], [1, 0]],  # positives {.3, .5}, negatives {.5, .1}: .3 -> 0 + 1, .5 -> .5 + 1 => 2.5/4
+            [[0, 0], [0, 0]],
+            [[0, 1], [0, 0]],
+        ]
+    )
+    return scores, labels
+
+
+def test_hand_worked_tao_and_true_auc():
+    scores, labels = hand_video()
+    # TAO: mean over frames 0, 1, 3 = (1 + 0.625 + 0) / 3.
+    assert per_frame_pixel_auc([scores], [labels]) == pytest.approx((1 + 0.625 + 0) / 3, abs=1e-12)
+    assert per_frame_pixel_auc([scores], [labels], empty_prediction="auc") == pytest.approx(
+        (1 + 0.625 + 0.5) / 3, abs=1e-12
+    )
+
+
+def test_matches_per_frame_sklearn_mean_over_all_frames_of_all_videos():
+    rng = np.random.default_rng(0)
+    videos_s, videos_y, per_frame = [], [], []
+    for t in (3, 5, 2):
+        y = rng.random((t, 12, 16)) < 0.15
+        y[0] = False  # one normal frame per video, skipped
+        s = np.round(np.clip(rng.normal(0.3 + 0.3 * y, 0.2), 0, 1), 2)
+        videos_s.append(s)
+        videos_y.append(y)
+        per_frame += [roc_auc_score(y[i].ravel(), s[i].ravel()) for i in range(1, t)]
+    # Frame mean, not a mean of video means (the videos have different lengths, so they differ).
+    expected = np.mean(per_frame)
+    assert per_frame_pixel_auc(videos_s, videos_y) == pytest.approx(expected, abs=1e-12)
+
+
+def test_streaming_class_counts_skipped_frames_and_batches_consistently():
+    scores, labels = hand_video()
+    full = np.ones((1, 2, 2), dtype=bool)
+    metric = PerFramePixelAUC(frames_per_batch=1)
+    metric.update(scores, labels)
+    metric.update(scores[0], labels[0])  # one (H, W) frame: AUC 1 again
+    metric.update(np.full((1, 2, 2), 0.3), full)  # every pixel anomalous: undefined, skipped
+    assert (metric.num_frames, metric.num_skipped_normal, metric.num_skipped_full) == (4, 1, 1)
+    assert metric.compute() == pytest.approx((1 + 0.625 + 0 + 1) / 4, abs=1e-12)
+    metric.reset()
+    with pytest.raises(ValueError, match="no frame with both anomalous and normal pixels"):
+        metric.compute()
+
+
+def test_invalid_inputs():
+    with pytest.raises(ValueError, match="'zero' or 'auc'"):
+        PerFramePixelAUC(empty_prediction="half")
+    with pytest.raises(ValueError, match=r"\(T, H, W\)"):
+        per_frame_pixel_auc([np.zeros((4, 4))], [np.zeros((4, 4))])
+    with pytest.raises(ValueError, match="shape"):
+        PerFramePixelAUC().update(np.zeros((1, 2, 2)), np.zeros((1, 2, 3)))
+    with pytest.raises(ValueError, match="no frame"):
+        per_frame_pixel_auc([np.zeros((2, 2, 2))], [np.zeros((2, 2, 2))])
