@@ -1,0 +1,45 @@
+"""``lavida-info [model=NAME]``: build a model on the meta device and print its parameter counts.
+
+Nothing is allocated and no weights are read: the architecture comes from the config (``arch``), so
+this works for the full 8.5 B model on any machine. The last line is ``total_params=N``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from lavida.models.config import LavidaConfig
+from lavida.models.lavida import build_lavida
+from lavida.models.summary import component_counts
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig) -> int:
+    """Print the per-component table for ``cfg.model``; return the total parameter count."""
+    config = LavidaConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True)).without_weights()
+    with torch.device("meta"):
+        model = build_lavida(config)
+    rows = component_counts(model)
+    width = max(len(row.name) for row in rows)
+    print(f"{'component':<{width}}  {'total':>15}  {'trainable':>13}")
+    for row in rows:
+        print(f"{row.name:<{width}}  {row.total:>15,}  {row.trainable:>13,}")
+    total = sum(row.total for row in rows)
+    trainable = sum(row.trainable for row in rows)
+    print(f"{'all':<{width}}  {total:>15,}  {trainable:>13,}")
+    print(f"total_params={total}")
+    return total
+
+
+@hydra.main(version_base=None, config_path="pkg://lavida.configs", config_name="info")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Save and load a trained LAVIDA model.
+
+A checkpoint directory holds only what training changed; the frozen base models are read from their
+local paths when the model is rebuilt:
+
+    lavida_config.json      the model config (LavidaConfig.to_dict), incl. the base-model paths
+    mllm_adapter/           PEFT adapter: LoRA weights and the trained <SEG> rows (usable with PEFT tools)
+    heads.safetensors       every other trained parameter: projector, SAM2 prompt encoder and mask
+                            decoder, the prompt embedding layer
+    meta.json               lavida version, git revision, parameter counts, <SEG> token id
+
+Directories are written to a temporary sibling and renamed into place, so a crash never leaves a
+half-written checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+import lavida
+from lavida.models.config import LavidaConfig
+from lavida.models.lavida import LavidaModel, build_lavida
+from lavida.models.weights import WeightsNotFoundError
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "lavida_config.json"
+ADAPTER_DIR = "mllm_adapter"
+HEADS_FILE = "heads.safetensors"
+META_FILE = "meta.json"
+
+
+def heads_state_dict(model: LavidaModel) -> dict[str, torch.Tensor]:
+    """Every trainable parameter outside the MLLM, by its name in ``model``."""
+    return {
+        name: parameter.detach()
+        for name, parameter in model.named_parameters()
+        if parameter.requires_grad and not name.startswith("mllm.")
+    }
+
+
+def save_checkpoint(
+    model: LavidaModel,
+    config: LavidaConfig,
+    directory: str | Path,
+    *,
+    extra_meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model``'s trained weights and ``config`` to ``directory`` (replaced atomically if it exists)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        (staging / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
+        peft_model = model.mllm.model
+        if hasattr(peft_model, "save_pretrained") and hasattr(peft_model, "peft_config"):
+            peft_model.save_pretrained(staging / ADAPTER_DIR)
+        heads = {name: tensor.contiguous().cpu() for name, tensor in heads_state_dict(model).items()}
+        save_file(heads, str(staging / HEADS_FILE))
+        meta = {
+            "lavida_version": lavida.__version__,
+            "git_revision": _git_revision(),
+            "seg_token_id": model.mllm.seg_token_id,
+            "trainable_parameters": model.trainable_parameter_count(),
+            **(extra_meta or {}),
+        }
+        (staging / META_FILE).write_text(json.dumps(meta, indent=2))
+        _replace_directory(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("Saved checkpoint to %s", directory)
+    return directory
+
+
+def load_checkpoint(
+    directory: str | Path,
+    *,
+    config_overrides: dict[str, Any] | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[LavidaModel, LavidaConfig]:
+    """Rebuild the model from a checkpoint directory.
+
+    Args:
+        directory: A directory written by :func:`save_checkpoint`.
+        config_overrides: Nested values replacing the saved config, e.g. new base-model paths on another
+            machine: ``{"mllm": {"pretrained": "/models/Qwen2-VL-7B-Instruct"}, "dtype": "bfloat16"}``.
+        device: Where to put the model.
+
+    Raises:
+        WeightsNotFoundError: a file is missing, or the weights do not match the configured model.
+    """
+    directory = Path(directory)
+    required = [CONFIG_FILE, HEADS_FILE]
+    missing = [name for name in required if not (directory / name).is_file()]
+    if missing:
+        found = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else "(no such directory)"
+        raise WeightsNotFoundError(
+            f"'{directory}' is not a LAVIDA checkpoint: missing {missing}. A checkpoint holds {CONFIG_FILE}, "
+            f"{HEADS_FILE}, {ADAPTER_DIR}/ and {META_FILE}. Found: {found}"
+        )
+    data = json.loads((directory / CONFIG_FILE).read_text())
+    if config_overrides:
+        data = _merge(data, config_overrides)
+    config = LavidaConfig.from_dict(data)
+    model = build_lavida(config)
+    _load_adapter(model, directory / ADAPTER_DIR)
+    _load_heads(model, directory / HEADS_FILE)
+    meta_file = directory / META_FILE
+    if meta_file.is_file():
+        saved_seg = json.loads(meta_file.read_text()).get("seg_token_id")
+        if saved_seg is not None and saved_seg != model.mllm.seg_token_id:
+            raise WeightsNotFoundError(
+                f"{meta_file}: the checkpoint was trained with <SEG> id {saved_seg}, but the tokenizer now gives "
+                f"{model.mllm.seg_token_id}; the base MLLM differs from the one it was trained on."
+            )
+    return model.to(device), config
+
+
+def _load_adapter(model: LavidaModel, adapter_dir: Path) -> None:
+    peft_model = model.mllm.model
+    if not hasattr(peft_model, "peft_config"):
+        return
+    from peft.utils import load_peft_weights, set_peft_model_state_dict
+
+    if not (adapter_dir / "adapter_model.safetensors").is_file():
+        raise WeightsNotFoundError(
+            f"'{adapter_dir}/adapter_model.safetensors' is missing: the MLLM adapter was not saved."
+        )
+    weights = load_peft_weights(str(adapter_dir), device="cpu")
+    result = set_peft_model_state_dict(peft_model, weights)
+    adapter_keys = [key for key in result.missing_keys if ".default" in key or "trainable_tokens" in key]
+    if result.unexpected_keys or adapter_keys:
+        raise WeightsNotFoundError(
+            f"'{adapter_dir}' does not match the model's adapter: unexpected {result.unexpected_keys[:5]}, "
+            f"missing {adapter_keys[:5]}. Was it trained with another LoRA configuration?"
+        )
+
+
+def _load_heads(model: LavidaModel, heads_file: Path) -> None:
+    try:
+        heads = load_file(str(heads_file))
+    except Exception as error:  # safetensors raises several types for corrupt files
+        raise WeightsNotFoundError(
+            f"Could not read '{heads_file}' ({error}); the file is corrupt."
+        ) from error
+    expected = heads_state_dict(model)
+    missing = sorted(set(expected) - set(heads))
+    unexpected = sorted(set(heads) - set(expected))
+    if missing or unexpected:
+        raise WeightsNotFoundError(
+            f"'{heads_file}' does not match the configured model: missing {missing[:5]} ({len(missing)}), "
+            f"unexpected {unexpected[:5]} ({len(unexpected)})."
+        )
+    parameters = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, tensor in heads.items():
+            if parameters[name].shape != tensor.shape:
+                raise WeightsNotFoundError(
+                    f"'{heads_file}': {name} has shape {tuple(tensor.shape)}, the model expects "
+                    f"{tuple(parameters[name].shape)}."
+                )
+            parameters[name].copy_(tensor)
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    merged = dict(base)
+    for key, value in overrides.items():
+        merged[key] = (
+            _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        )
+    return merged
+
+
+def _replace_directory(staging: Path, target: Path) -> None:
+    """Move ``staging`` to ``target``; an existing ``target`` is swapped out first, then removed."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, target)
+
+
+def _git_revision() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None

@@ -1,0 +1,125 @@
+"""The model's configuration as typed dataclasses.
+
+Hydra composes YAML groups (``lavida/configs/model``) into a plain mapping with exactly these fields;
+entry points turn it into a :class:`LavidaConfig` with :meth:`LavidaConfig.from_dict`. A checkpoint
+stores the same mapping as JSON, so a trained model is rebuilt without Hydra (docs/decisions.md).
+Unknown keys are rejected with the list of valid ones, so a YAML typo fails loudly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass
+class MllmConfig:
+    """Semantic extractor (§3.5, B.5). See ``lavida.models.mllm.build_semantic_extractor``."""
+
+    family: Literal["qwen2_vl", "qwen2_5_vl"] = "qwen2_vl"
+    pretrained: str | None = None
+    arch: dict | None = None
+    lora: dict | None = field(default_factory=lambda: {"r": 8, "alpha": 16, "dropout": 0.05})
+    positions: Literal["mrope", "sequential"] = "mrope"
+    attn_implementation: str = "sdpa"
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class CompressionConfig:
+    """Reverse-attention token compression (§3.4). ``ratio: 1.0`` or ``enabled: false`` disables it."""
+
+    enabled: bool = True
+    ratio: float = 0.2
+    k: int = 8
+    density: Literal["paper", "lof"] = "paper"
+
+
+@dataclass
+class TextEncoderConfig:
+    """CLIP text tower (B.5). See ``lavida.models.text_encoder.build_category_encoder``."""
+
+    model_name: str = "ViT-B-32-quickgelu"
+    pretrained: str | None = None
+    arch: dict | None = None
+
+
+@dataclass
+class MaskDecoderConfig:
+    """SAM2 (§3.8, B.5). See ``lavida.models.mask_decoder.build_mask_decoder``."""
+
+    pretrained: str | None = None
+    arch: dict | None = None
+    prompt_embedding: Literal["linear", "none"] = "linear"
+
+
+@dataclass
+class ProjectorConfig:
+    """Multi-Scale Semantic Projector (§3.7, B.5: d_a 768, 48 queries, 5 layers, D_m 256)."""
+
+    hidden_dim: int = 768
+    num_queries: int = 48
+    num_layers: int = 5
+    num_heads: int = 12
+    mlp_dim: int = 2048
+    cross_attn_heads: int = 8
+    attention_downsample_rate: int = 2
+    out_dim: int = 256
+
+
+@dataclass
+class LavidaConfig:
+    """The whole model. ``dtype`` applies to every component (float32 on CPU, bfloat16 on GPU)."""
+
+    mllm: MllmConfig = field(default_factory=MllmConfig)
+    compression: CompressionConfig = field(default_factory=CompressionConfig)
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    mask_decoder: MaskDecoderConfig = field(default_factory=MaskDecoderConfig)
+    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LavidaConfig:
+        """Build from a nested mapping (e.g. ``OmegaConf.to_container(cfg.model, resolve=True)``)."""
+        return _from_dict(cls, data, "model")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def without_weights(self) -> LavidaConfig:
+        """The same architecture with every ``pretrained`` path cleared (random init, e.g. on meta)."""
+        data = self.to_dict()
+        for section in ("mllm", "text_encoder", "mask_decoder"):
+            # open_clip knows its named architectures; the other two need `arch`.
+            needs_arch = section != "text_encoder"
+            if needs_arch and data[section]["pretrained"] is not None and data[section]["arch"] is None:
+                raise ValueError(
+                    f"model.{section} has weights but no `arch`: its architecture is only known from the "
+                    "weights. Add the architecture to the config to build it without weights."
+                )
+            data[section]["pretrained"] = None
+        return LavidaConfig.from_dict(data)
+
+
+def _from_dict(cls, data: dict[str, Any], where: str):
+    if not isinstance(data, dict):
+        raise TypeError(f"{where}: expected a mapping, got {type(data).__name__}.")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; valid keys are {sorted(known)}.")
+    values = {}
+    for name, value in data.items():
+        nested = _NESTED.get(known[name].type) if isinstance(known[name].type, str) else None
+        values[name] = _from_dict(nested, value, f"{where}.{name}") if nested is not None else value
+    return cls(**values)
+
+
+_NESTED = {
+    "MllmConfig": MllmConfig,
+    "CompressionConfig": CompressionConfig,
+    "TextEncoderConfig": TextEncoderConfig,
+    "MaskDecoderConfig": MaskDecoderConfig,
+    "ProjectorConfig": ProjectorConfig,
+}

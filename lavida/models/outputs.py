@@ -1,0 +1,71 @@
+"""What :class:`lavida.models.lavida.LavidaModel` returns (notation of ``lavida.data.types``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from lavida.models.mask_decoder import NO_OBJECT_LOGIT
+
+
+@dataclass
+class LavidaOutput:
+    """Raw training-time outputs.
+
+    Attributes:
+        mask_logits: (N, M, h, w) mask logits per frame (M = 3; h = w = S/4, i.e. 256 at S = 1024).
+        iou_pred: (N, M) predicted IoU of each mask.
+        object_logits: (N,) object-score logits: the frame-level anomaly score before the sigmoid (§3.8).
+        seg_features: (B, D_llm) f_sem.
+        lm_loss: Scalar L_txt, or None without labels.
+        visual_tokens: (B,) visual tokens per sample before compression.
+        kept_tokens: (B,) visual tokens per sample after compression.
+    """
+
+    mask_logits: torch.Tensor
+    iou_pred: torch.Tensor
+    object_logits: torch.Tensor
+    seg_features: torch.Tensor
+    lm_loss: torch.Tensor | None
+    visual_tokens: torch.Tensor
+    kept_tokens: torch.Tensor
+
+
+@dataclass
+class LavidaPrediction:
+    """Inference outputs per frame.
+
+    Attributes:
+        frame_scores: (N,) anomaly probability per frame, sigmoid of the object-score logit (§3.8).
+        mask_logits: (N, h, w) logits of the mask with the highest predicted IoU; on frames whose object
+            score is ≤ 0 they are set to −1024 when gating is on (SAM2's no-object convention).
+        object_logits: (N,) the raw object-score logits.
+    """
+
+    frame_scores: torch.Tensor
+    mask_logits: torch.Tensor
+    object_logits: torch.Tensor
+
+    @classmethod
+    def from_output(cls, output: LavidaOutput, *, gate_masks: bool = True) -> LavidaPrediction:
+        """Pick the best mask per frame (highest predicted IoU) and optionally gate it by the object score."""
+        best = output.iou_pred.argmax(dim=1)  # (N,)
+        frames = torch.arange(best.shape[0], device=best.device)
+        masks = output.mask_logits[frames, best]  # (N, h, w)
+        if gate_masks:
+            absent = (output.object_logits <= 0).reshape(-1, 1, 1)
+            masks = masks.masked_fill(absent, NO_OBJECT_LOGIT)
+        return cls(
+            frame_scores=torch.sigmoid(output.object_logits.float()),
+            mask_logits=masks,
+            object_logits=output.object_logits,
+        )
+
+    def pixel_scores(self, size: tuple[int, int]) -> torch.Tensor:
+        """(N, H, W) per-pixel anomaly probabilities at ``size`` (bilinear upsampling of the logits)."""
+        logits = F.interpolate(
+            self.mask_logits.unsqueeze(1).float(), size=size, mode="bilinear", align_corners=False
+        )
+        return torch.sigmoid(logits[:, 0])

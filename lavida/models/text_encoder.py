@@ -1,0 +1,156 @@
+"""Category feature encoding (§3.6, Eq. 6; B.5): the frozen CLIP ViT-B/32 text tower, f_c ∈ R^{K×512}.
+
+Built with open_clip. Its BPE vocabulary ships inside the wheel, so tokenising works offline; the
+weights come from a local file (``open_clip_model.safetensors`` or ``open_clip_pytorch_model.bin`` of
+the OpenAI ViT-B/32 checkpoint). Only the text tower is kept: the image tower is deleted after
+construction and its weights are never read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lavida.models.weights import WeightsNotFoundError, check_weights_file, load_state_dict_file
+
+log = logging.getLogger(__name__)
+
+CLIP_HINT = (
+    "Download the open_clip weights of OpenAI's ViT-B/32 once (e.g. open_clip_model.safetensors from the "
+    "`timm/vit_base_patch32_clip_224.openai` repository) and point `model.text_encoder.pretrained` "
+    "(or LAVIDA_CLIP_PATH) at the file."
+)
+
+
+class CategoryEncoder(nn.Module):
+    """Frozen CLIP text tower mapping category strings to features.
+
+    Args:
+        clip: An open_clip model whose ``encode_text`` works (the image tower may be deleted).
+        tokenizer: The matching open_clip tokenizer (callable: list[str] -> (K, context) int64).
+        dim: Output feature width (512 for ViT-B/32).
+
+    Note:
+        The features are open_clip's ``encode_text`` output (after the text projection). The official
+        code took the pooled output before the projection; both are 512-d and differ by a fixed
+        linear map that the projector's learned W_c absorbs (docs/fidelity.md).
+    """
+
+    def __init__(self, *, clip: nn.Module, tokenizer, dim: int) -> None:
+        super().__init__()
+        self.clip = clip
+        self.tokenizer = tokenizer
+        self.dim = dim
+        self.clip.requires_grad_(False)
+        self.clip.eval()
+
+    def train(self, mode: bool = True) -> CategoryEncoder:
+        # Frozen (B.2): stay in eval mode whatever the parent does.
+        super().train(mode)
+        self.clip.eval()
+        return self
+
+    def tokenize(self, categories: Sequence[str]) -> torch.Tensor:
+        """(K,) strings → (K, context_length) int64 token ids, truncated to the context length."""
+        return self.tokenizer(list(categories))
+
+    @torch.no_grad()
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(K, context_length) int64 → (K, dim) features, in the dtype of the tower's weights."""
+        return self.clip.encode_text(tokens)
+
+
+def build_category_encoder(
+    *,
+    model_name: str = "ViT-B-32-quickgelu",
+    pretrained: str | None = None,
+    arch: dict | None = None,
+    dtype: str = "float32",
+) -> CategoryEncoder:
+    """Build the CLIP text tower from open_clip's config ``model_name`` and a local weights file.
+
+    Args:
+        model_name: An open_clip model name. The paper's encoder is OpenAI's ViT-B/32, which uses
+            QuickGELU: ``ViT-B-32-quickgelu``.
+        pretrained: Local ``.safetensors``/``.bin``/``.pt`` state dict (open_clip key names); ``None``
+            keeps random weights (tests, ``lavida-info``, runtime benchmarks).
+        arch: An open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``) registered under
+            ``model_name`` before building, for tiny or custom towers.
+        dtype: Parameter dtype.
+
+    Raises:
+        WeightsNotFoundError: the weights file is missing, unreadable, or lacks text-tower keys.
+    """
+    clip, tokenizer = load_clip_text(model_name=model_name, pretrained=pretrained, arch=arch, dtype=dtype)
+    dim = _output_dim(clip)
+    log.info("Built CLIP text tower %s (%s), %d-d", model_name, pretrained or "random init", dim)
+    return CategoryEncoder(clip=clip, tokenizer=tokenizer, dim=dim)
+
+
+def load_clip_text(
+    *, model_name: str, pretrained: str | None = None, arch: dict | None = None, dtype: str = "float32"
+):
+    """The open_clip model without its image tower, and its tokenizer. Args as :func:`build_category_encoder`."""
+    import open_clip
+
+    if arch is not None:
+        _register_config(model_name, arch)
+    elif model_name not in open_clip.list_models():
+        raise ValueError(
+            f"Unknown open_clip model '{model_name}'. Use one of open_clip.list_models() or give `arch`."
+        )
+    clip = open_clip.create_model(model_name, pretrained=None, device=torch.get_default_device())
+    del clip.visual  # only the text tower is used; this frees ~88M parameters for ViT-B/32
+    if pretrained is not None:
+        _load_text_weights(clip, pretrained)
+    clip.to(getattr(torch, dtype))
+    return clip, open_clip.get_tokenizer(model_name)
+
+
+def _register_config(model_name: str, arch: dict) -> None:
+    import open_clip
+
+    # open_clip reads configs from files; it parses them at registration, so the file can go at once.
+    with tempfile.TemporaryDirectory(prefix="lavida-clip-config-") as directory:
+        (Path(directory) / f"{model_name}.json").write_text(json.dumps(arch))
+        open_clip.add_model_config(directory)
+
+
+def _output_dim(clip: nn.Module) -> int:
+    projection = getattr(clip, "text_projection", None)
+    if isinstance(projection, nn.Linear):
+        return projection.out_features
+    if projection is not None:
+        return projection.shape[1]
+    return clip.transformer.width
+
+
+def _load_text_weights(clip: nn.Module, path: str) -> None:
+    file = check_weights_file(
+        path, what="CLIP text encoder", suffixes=(".safetensors", ".bin", ".pt", ".pth"), hint=CLIP_HINT
+    )
+    state = load_state_dict_file(file, what="CLIP text encoder")
+    state = {key.removeprefix("module."): value for key, value in state.items()}
+    text_state = {key: value for key, value in state.items() if not key.startswith("visual.")}
+    expected = set(clip.state_dict())
+    missing = sorted(expected - set(text_state))
+    if missing:
+        raise WeightsNotFoundError(
+            f"CLIP text encoder: '{file}' lacks {len(missing)} text-tower tensors, e.g. {missing[:5]}. Is it an "
+            f"open_clip state dict of the configured model? {CLIP_HINT}"
+        )
+    unexpected = sorted(set(text_state) - expected)
+    if unexpected:
+        log.warning("Ignoring %d unexpected keys in %s, e.g. %s", len(unexpected), file, unexpected[:5])
+    try:
+        clip.load_state_dict({key: text_state[key] for key in expected}, strict=True, assign=False)
+    except RuntimeError as error:  # shape mismatch: another model's weights
+        raise WeightsNotFoundError(
+            f"CLIP text encoder: '{file}' does not fit the configured model: {error}"
+        ) from error

@@ -1,0 +1,118 @@
+"""Checks for locally stored pretrained weights, with errors that say what is missing and how to fix it.
+
+LAVIDA never downloads anything: every base model (Qwen2-VL, SAM2, CLIP) is read from a local path
+given in the config (usually through an environment variable, see ``lavida/configs/paths``). These
+helpers turn the many ways a local copy can be incomplete into one readable error.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """A pretrained directory or file is missing or incomplete."""
+
+
+def _listing(directory: Path, limit: int = 20) -> str:
+    names = sorted(p.name for p in directory.iterdir())
+    shown = ", ".join(names[:limit]) + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+    return shown or "(empty)"
+
+
+def check_pretrained_dir(
+    path: str | Path,
+    *,
+    what: str,
+    required: Sequence[Sequence[str]],
+    hint: str,
+) -> Path:
+    """Check that ``path`` is a directory holding every required file.
+
+    Args:
+        path: The directory to check.
+        what: Human name of the model, e.g. ``"Qwen2-VL-7B-Instruct"``.
+        required: One entry per required file; each entry lists alternative glob patterns of which at
+            least one must match (e.g. ``["model.safetensors", "model.safetensors.index.json"]``).
+        hint: How to obtain the files (shown in the error).
+
+    Returns:
+        The directory as a ``Path``.
+
+    Raises:
+        WeightsNotFoundError: if the directory does not exist or a required file is missing; the message
+            lists the expected files and what the directory holds.
+    """
+    directory = Path(path).expanduser()
+    expected = "\n".join("  - " + " or ".join(alternatives) for alternatives in required)
+    if not directory.is_dir():
+        raise WeightsNotFoundError(
+            f"{what}: expected a local directory at '{directory}', but it does not exist"
+            f"{' (it is a file)' if directory.is_file() else ''}.\n"
+            f"It must contain:\n{expected}\n{hint}"
+        )
+    names = [p.name for p in directory.iterdir()]
+    missing = [
+        alternatives
+        for alternatives in required
+        if not any(fnmatch.filter(names, pattern) for pattern in alternatives)
+    ]
+    if missing:
+        missing_text = "\n".join("  - " + " or ".join(alternatives) for alternatives in missing)
+        raise WeightsNotFoundError(
+            f"{what}: the directory '{directory}' is incomplete.\nMissing:\n{missing_text}\n"
+            f"It must contain:\n{expected}\nFound: {_listing(directory)}\n{hint}"
+        )
+    return directory
+
+
+def check_weights_file(path: str | Path, *, what: str, suffixes: Sequence[str], hint: str) -> Path:
+    """Check that ``path`` is an existing weights file with one of the given suffixes.
+
+    Raises:
+        WeightsNotFoundError: if the file is missing or has an unexpected suffix.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        parent = file.parent
+        found = f"\nFound in '{parent}': {_listing(parent)}" if parent.is_dir() else ""
+        raise WeightsNotFoundError(
+            f"{what}: expected a weights file at '{file}' ({' or '.join(suffixes)}), but it does not exist."
+            f"{found}\n{hint}"
+        )
+    if not any(file.name.endswith(suffix) for suffix in suffixes):
+        raise WeightsNotFoundError(
+            f"{what}: '{file}' is not a supported weights file; expected one of {', '.join(suffixes)}.\n{hint}"
+        )
+    return file
+
+
+def load_state_dict_file(path: Path, *, what: str) -> dict:
+    """Read a ``.safetensors`` file, or a ``.bin``/``.pt`` state dict with ``weights_only=True``.
+
+    Raises:
+        WeightsNotFoundError: if the file cannot be parsed (truncated download, wrong format); the
+            message names the file.
+    """
+    import torch
+
+    try:
+        if path.name.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # the loaders raise many types; all mean the same to the user
+        raise WeightsNotFoundError(
+            f"{what}: could not read '{path}' ({type(error).__name__}: {error}). The file is corrupt or "
+            "not a state dict; download it again."
+        ) from error
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsNotFoundError(
+            f"{what}: '{path}' does not hold a state dict (got {type(state).__name__})."
+        )
+    return state

@@ -1,0 +1,112 @@
+"""Checkpoint save → load gives identical outputs; broken checkpoints give clear errors."""
+
+import json
+
+import pytest
+import torch
+from conftest import make_samples, tiny_processor_for
+
+from lavida.models.checkpoint import heads_state_dict, load_checkpoint, save_checkpoint
+from lavida.models.lavida import build_lavida
+from lavida.models.weights import WeightsNotFoundError
+
+
+def _perturb_trainable(model):
+    """Move every trained parameter off its initial value (LoRA B starts at 0, <SEG> deltas at 0)."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+
+
+@pytest.fixture
+def trained(tiny_model, tiny_pretrained):
+    _perturb_trainable(tiny_model)
+    tiny_model.eval()
+    return tiny_model, tiny_pretrained
+
+
+def _outputs(model):
+    video, image = make_samples()
+    with torch.no_grad():
+        out = model(tiny_processor_for(model)([video, image], train=True))
+    return out
+
+
+def test_save_load_identical_outputs(trained, tmp_path):
+    model, config = trained
+    before = _outputs(model)
+    save_checkpoint(model, config, tmp_path / "ckpt")
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
+        "heads.safetensors",
+        "lavida_config.json",
+        "meta.json",
+        "mllm_adapter",
+    ]
+    loaded, loaded_config = load_checkpoint(tmp_path / "ckpt")
+    loaded.eval()
+    after = _outputs(loaded)
+    assert loaded_config == config
+    for field in ("object_logits", "mask_logits", "iou_pred", "seg_features", "lm_loss"):
+        torch.testing.assert_close(getattr(after, field), getattr(before, field), rtol=0, atol=0)
+    # The test can fail: a fresh model from the same base weights differs.
+    fresh = build_lavida(config).eval()
+    assert not torch.allclose(_outputs(fresh).object_logits, before.object_logits)
+
+
+def test_overwrite_is_atomic_and_complete(trained, tmp_path):
+    model, config = trained
+    target = tmp_path / "ckpt"
+    save_checkpoint(model, config, target)
+    with torch.no_grad():
+        model.projector.out_proj.weight.add_(1.0)
+    save_checkpoint(model, config, target)
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no staging or backup left behind
+    loaded, _ = load_checkpoint(target)
+    torch.testing.assert_close(loaded.projector.out_proj.weight, model.projector.out_proj.weight)
+
+
+def test_heads_hold_exactly_the_trained_non_mllm_parameters(tiny_model):
+    heads = heads_state_dict(tiny_model)
+    expected = {n for n, p in tiny_model.named_parameters() if p.requires_grad and not n.startswith("mllm.")}
+    assert set(heads) == expected
+    assert any(n.startswith("projector.") for n in heads) and any(
+        n.startswith("mask_decoder.") for n in heads
+    )
+
+
+def test_broken_checkpoints_raise_clear_errors(trained, tmp_path):
+    model, config = trained
+    target = save_checkpoint(model, config, tmp_path / "ckpt")
+    (target / "heads.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(WeightsNotFoundError, match="heads.safetensors"):
+        load_checkpoint(target)
+
+    target = save_checkpoint(model, config, tmp_path / "ckpt2")
+    (target / "heads.safetensors").unlink()
+    with pytest.raises(WeightsNotFoundError, match="missing \\['heads.safetensors'\\]"):
+        load_checkpoint(target)
+
+    target = save_checkpoint(model, config, tmp_path / "ckpt3")
+    data = json.loads((target / "lavida_config.json").read_text())
+    data["projector"]["num_queries"] = 6  # another architecture: the saved heads no longer fit
+    (target / "lavida_config.json").write_text(json.dumps(data))
+    with pytest.raises(WeightsNotFoundError, match="does not fit|shape"):
+        load_checkpoint(target)
+
+    with pytest.raises(WeightsNotFoundError, match="not a LAVIDA checkpoint"):
+        load_checkpoint(tmp_path / "nowhere")
+
+
+def test_load_with_overridden_base_paths(trained, tmp_path):
+    """Base models moved to another place: point the checkpoint at them with config_overrides."""
+    import shutil
+
+    model, config = trained
+    target = save_checkpoint(model, config, tmp_path / "ckpt")
+    moved = tmp_path / "moved_mllm"
+    shutil.copytree(config.mllm.pretrained, moved)
+    loaded, loaded_config = load_checkpoint(target, config_overrides={"mllm": {"pretrained": str(moved)}})
+    assert loaded_config.mllm.pretrained == str(moved)
+    assert loaded_config.projector == config.projector

@@ -1,0 +1,93 @@
+"""Missing or corrupt base-weight paths give errors that name the path and list what is expected."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from lavida.models.mask_decoder import build_mask_decoder
+from lavida.models.mllm import build_semantic_extractor
+from lavida.models.text_encoder import build_category_encoder
+from lavida.models.weights import WeightsNotFoundError
+
+
+def test_missing_qwen_directory_lists_expected_files(tmp_path):
+    with pytest.raises(WeightsNotFoundError) as error:
+        build_semantic_extractor(pretrained=str(tmp_path / "Qwen2-VL-7B-Instruct"))
+    message = str(error.value)
+    assert "does not exist" in message and "Qwen2-VL-7B-Instruct" in message
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json"):
+        assert name in message
+    assert "LAVIDA_QWEN2VL_PATH" in message
+
+
+def test_incomplete_qwen_directory_names_missing_files(tiny_pretrained, tmp_path):
+    import shutil
+
+    broken = tmp_path / "mllm"
+    shutil.copytree(tiny_pretrained.mllm.pretrained, broken)
+    (broken / "model.safetensors").unlink()
+    with pytest.raises(
+        WeightsNotFoundError, match=r"Missing:\n  - model.safetensors or model.safetensors.index.json"
+    ):
+        build_semantic_extractor(pretrained=str(broken))
+
+
+def test_corrupt_qwen_weights(tiny_pretrained, tmp_path):
+    import shutil
+
+    broken = tmp_path / "mllm"
+    shutil.copytree(tiny_pretrained.mllm.pretrained, broken)
+    (broken / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(WeightsNotFoundError, match="Could not load the MLLM"):
+        build_semantic_extractor(pretrained=str(broken))
+
+
+def test_missing_and_corrupt_sam2(tiny_pretrained, tmp_path):
+    import shutil
+
+    with pytest.raises(WeightsNotFoundError, match="LAVIDA_SAM2_PATH"):
+        build_mask_decoder(pretrained=str(tmp_path / "sam"))
+    broken = tmp_path / "sam2"
+    shutil.copytree(tiny_pretrained.mask_decoder.pretrained, broken)
+    (broken / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(WeightsNotFoundError, match="Could not load SAM2"):
+        build_mask_decoder(pretrained=str(broken))
+
+
+def test_clip_weights_errors(tiny_pretrained, tmp_path):
+    arch = tiny_pretrained.text_encoder.arch
+    name = tiny_pretrained.text_encoder.model_name
+    with pytest.raises(WeightsNotFoundError, match="does not exist"):
+        build_category_encoder(model_name=name, arch=arch, pretrained=str(tmp_path / "clip.safetensors"))
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x01\x02\x03")
+    with pytest.raises(WeightsNotFoundError, match="corrupt.safetensors"):
+        build_category_encoder(model_name=name, arch=arch, pretrained=str(corrupt))
+    visual_only = tmp_path / "visual_only.safetensors"
+    save_file({"visual.proj": torch.zeros(2, 2)}, str(visual_only))
+    with pytest.raises(WeightsNotFoundError, match="lacks .* text-tower tensors"):
+        build_category_encoder(model_name=name, arch=arch, pretrained=str(visual_only))
+    wrong_suffix = tmp_path / "weights.npz"
+    wrong_suffix.write_bytes(b"")
+    with pytest.raises(WeightsNotFoundError, match="not a supported weights file"):
+        build_category_encoder(model_name=name, arch=arch, pretrained=str(wrong_suffix))
+
+
+def test_clip_loads_torch_bin_state_dict(tiny_pretrained, tmp_path):
+    """A .bin state dict (open_clip's other format) loads with weights_only=True and gives the same tower."""
+    from safetensors.torch import load_file
+
+    state = load_file(tiny_pretrained.text_encoder.pretrained)
+    state["visual.extra"] = torch.zeros(1)  # image-tower keys are ignored
+    torch.save(state, tmp_path / "open_clip_pytorch_model.bin")
+    arch, name = tiny_pretrained.text_encoder.arch, tiny_pretrained.text_encoder.model_name
+    from_bin = build_category_encoder(
+        model_name=name, arch=arch, pretrained=str(tmp_path / "open_clip_pytorch_model.bin")
+    )
+    from_st = build_category_encoder(
+        model_name=name, arch=arch, pretrained=tiny_pretrained.text_encoder.pretrained
+    )
+    tokens = from_st.tokenize(["fire", "fighting"])
+    torch.testing.assert_close(from_bin(tokens), from_st(tokens), rtol=0, atol=0)
+    assert from_st(tokens).shape == (2, from_st.dim)
+    assert not any(p.requires_grad for p in from_st.parameters())

@@ -1,0 +1,80 @@
+"""Every model config composes, and every real option has a tiny twin of the same structure."""
+
+from pathlib import Path
+
+import pytest
+from conftest import compose_model_config
+
+from lavida.models.config import LavidaConfig
+
+CONFIG_ROOT = Path(__file__).resolve().parents[1] / "lavida" / "configs" / "model"
+# Real option -> its tiny twin, per group.
+TWINS = {
+    "mllm": {"qwen2vl_7b": "tiny", "qwen2_5vl_7b": "tiny_qwen2_5"},
+    "text_encoder": {"clip_b32": "tiny"},
+    "mask_decoder": {
+        "sam2.1_hiera_s": "tiny",
+        "sam2.1_hiera_t": "tiny",
+        "sam2.1_hiera_b_plus": "tiny",
+        "sam2.1_hiera_l": "tiny",
+    },
+    "projector": {"paper": "tiny"},
+}
+
+
+def _shape(value):
+    """The key tree of a config (values dropped); lists count as leaves."""
+    if isinstance(value, dict):
+        return {key: _shape(item) for key, item in value.items()}
+    return type(value).__name__ if isinstance(value, list) else "leaf"
+
+
+def test_every_group_option_has_a_twin_listed():
+    for group, twins in TWINS.items():
+        options = {path.stem for path in (CONFIG_ROOT / group).glob("*.yaml")}
+        assert set(twins) | set(twins.values()) == options, group
+
+
+@pytest.mark.parametrize("group,real,tiny", [(g, r, t) for g, tw in TWINS.items() for r, t in tw.items()])
+def test_tiny_twin_has_the_same_structure(group, real, tiny):
+    real_config = compose_model_config("lavida", [f"model/{group}={real}"]).to_dict()[group]
+    tiny_config = compose_model_config("lavida", [f"model/{group}={tiny}"]).to_dict()[group]
+    if group in ("mllm", "mask_decoder"):  # sub-config keys may differ by family, but never the top level
+        assert set(real_config["arch"]) == set(tiny_config["arch"])
+        for key in real_config["arch"]:
+            assert set(real_config["arch"][key]) == set(tiny_config["arch"][key]), key
+    assert set(real_config) == set(tiny_config)
+
+
+def test_model_configs_compose_to_the_paper_defaults():
+    config = compose_model_config("lavida")
+    assert (
+        config.compression.ratio == 0.2
+        and config.compression.k == 8
+        and config.compression.density == "paper"
+    )
+    assert config.projector.hidden_dim == 768 and config.projector.num_queries == 48
+    assert config.projector.num_layers == 5 and config.projector.out_dim == 256
+    assert config.mllm.lora == {"r": 8, "alpha": 16, "dropout": 0.05}
+    assert config.mllm.arch["text_config"]["hidden_size"] == 3584  # f_sem ∈ R^3584 (B.5)
+    assert config.mask_decoder.prompt_embedding == "linear"
+    official = compose_model_config("lavida", ["model/compression=official"]).compression
+    assert (official.ratio, official.density) == (0.5, "lof")
+
+
+def test_unknown_keys_are_rejected_with_the_valid_ones():
+    data = LavidaConfig().to_dict()
+    data["projector"]["num_querys"] = 3
+    with pytest.raises(ValueError, match=r"model.projector: unknown keys \['num_querys'\].*num_queries"):
+        LavidaConfig.from_dict(data)
+
+
+def test_environment_variables_set_weight_paths(monkeypatch):
+    monkeypatch.setenv("LAVIDA_QWEN2VL_PATH", "/models/qwen")
+    monkeypatch.setenv("LAVIDA_SAM2_PATH", "/models/sam2")
+    monkeypatch.setenv("LAVIDA_CLIP_PATH", "/models/clip.safetensors")
+    config = compose_model_config("lavida")
+    assert config.mllm.pretrained == "/models/qwen"
+    assert config.mask_decoder.pretrained == "/models/sam2"
+    assert config.text_encoder.pretrained == "/models/clip.safetensors"
+    assert config.without_weights().mllm.pretrained is None
