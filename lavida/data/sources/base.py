@@ -1,0 +1,179 @@
+"""The uniform record every training source produces, and the interface a source implements.
+
+A *source* reads one segmentation dataset in its official layout. Indexing it (slow: walks the
+folders, parses annotation files) yields :class:`SegRecord` s, which ``lavida-prepare`` writes once to
+a JSON-lines manifest; training then starts from the manifest and the source only loads frames and
+masks on demand.
+
+A record is one image or one video with the things that can be segmented in it (*targets*, each with
+a text description and a mask spec the source understands), the group it belongs to, and every text
+visible in it. The Anomaly Exposure Sampler (``lavida.data.exposure``, Eq. 1–2) turns a record and a
+target into a (categories, is-anomaly) pair; the source turns the target into per-frame masks.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lavida.data.video import read_image
+
+
+class DatasetFormatError(ValueError):
+    """A dataset file is missing or does not have the expected format; the message names the file."""
+
+
+@dataclass(frozen=True)
+class SegTarget:
+    """One segmentable thing: its description and how to get its mask.
+
+    Attributes:
+        text: The description used as the genuine anomaly category (a class name or a referring
+            expression).
+        mask: JSON-serialisable spec interpreted by the record's source, e.g. ``{"class_id": 12}``,
+            ``{"object_ids": [2]}``, ``{"ann_id": 1234}``, ``{"anno_ids": [5, 9]}``.
+        frames: For videos, positions (into ``SegRecord.frames``) where the target is annotated as
+            visible; empty = unknown/everywhere.
+    """
+
+    text: str
+    mask: dict[str, Any]
+    frames: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class SegRecord:
+    """One image or video of a segmentation dataset.
+
+    Attributes:
+        source: The source's name (``ade20k``, ``mevis``, ...).
+        key: Unique within the source.
+        group: Records of one group (same video, same image) share their present texts: a text present
+            anywhere in the group is never used as an irrelevant category for this record.
+        frames: Frame file paths relative to the source root, in temporal order (one for an image).
+        targets: Candidates for the genuine description.
+        present: Every text describing something visible in this record (targets' texts included).
+        is_video: Video (clips are sampled from ``frames``) or image.
+        meta: Source-specific extras (JSON-serialisable), e.g. image size.
+    """
+
+    source: str
+    key: str
+    group: str
+    frames: tuple[str, ...]
+    targets: tuple[SegTarget, ...]
+    present: tuple[str, ...]
+    is_video: bool
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "source": self.source,
+                "key": self.key,
+                "group": self.group,
+                "frames": list(self.frames),
+                "targets": [{"text": t.text, "mask": t.mask, "frames": list(t.frames)} for t in self.targets],
+                "present": list(self.present),
+                "is_video": self.is_video,
+                "meta": self.meta,
+            },
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_json(cls, line: str) -> SegRecord:
+        data = json.loads(line)
+        return cls(
+            source=data["source"],
+            key=data["key"],
+            group=data["group"],
+            frames=tuple(data["frames"]),
+            targets=tuple(
+                SegTarget(t["text"], t["mask"], tuple(t.get("frames", ()))) for t in data["targets"]
+            ),
+            present=tuple(data["present"]),
+            is_video=bool(data["is_video"]),
+            meta=data.get("meta", {}),
+        )
+
+
+def write_manifest(records: Iterable[SegRecord], path: str | Path) -> int:
+    """Write records as JSON lines (atomically: a temporary file renamed into place); return the count."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    count = 0
+    with temporary.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(record.to_json() + "\n")
+            count += 1
+    temporary.replace(path)
+    return count
+
+
+def read_manifest(path: str | Path) -> list[SegRecord]:
+    """Read a JSON-lines manifest.
+
+    Raises:
+        DatasetFormatError: naming the file and line of a malformed record.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetFormatError(f"{path}: manifest not found; run `lavida-prepare` for this dataset first.")
+    records = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(SegRecord.from_json(line))
+            except (KeyError, TypeError, ValueError) as error:
+                raise DatasetFormatError(f"{path}, line {number}: not a valid record ({error}).") from error
+    return records
+
+
+class SegmentationSource(abc.ABC):
+    """A segmentation dataset in its official layout.
+
+    Subclasses set ``name`` and ``is_video`` and implement :meth:`index` and :meth:`load_masks`.
+
+    Args:
+        root: The dataset's root folder (as downloaded; see data/README.md).
+        split: Which split to read (the training split by default).
+    """
+
+    name: str
+    is_video: bool
+
+    def __init__(self, root: str | Path, *, split: str = "train") -> None:
+        self.root = Path(root).expanduser()
+        self.split = split
+        if not self.root.is_dir():
+            raise DatasetFormatError(
+                f"{self.name}: dataset root '{self.root}' does not exist. See data/README.md for what to download."
+            )
+
+    @abc.abstractmethod
+    def index(self) -> Iterator[SegRecord]:
+        """Walk the official layout and yield every usable record (slow; done once by lavida-prepare)."""
+
+    def load_frames(self, record: SegRecord, positions: Sequence[int]) -> np.ndarray:
+        """Frames ``positions`` (indices into ``record.frames``) as (n, H, W, 3) uint8."""
+        frames = [read_image(self.root / record.frames[i]) for i in positions]
+        return np.stack(frames)
+
+    @abc.abstractmethod
+    def load_masks(self, record: SegRecord, target: SegTarget, positions: Sequence[int]) -> np.ndarray:
+        """The target's masks on frames ``positions`` as (n, H, W) bool (all False where it is absent)."""
+
+    def manifest_path(self, directory: str | Path | None = None) -> Path:
+        """Where ``lavida-prepare`` writes this source's manifest (default: ``<root>/.lavida/``)."""
+        base = Path(directory) if directory is not None else self.root / ".lavida"
+        return base / f"{self.name}_{self.split}.jsonl"

@@ -1,0 +1,148 @@
+"""Mask encodings shared by the sources: index PNGs and COCO run-length encodings.
+
+Two mask specs cover all eleven training datasets (research notes §5.1):
+
+- ``{"kind": "index_png", "paths": [png per frame, or None], "values": [v, ...]}`` — the target is
+  the set of pixels whose raw value is in ``values`` (ADE20K class k is stored as k, Cityscapes
+  labelIds, Mapillary label indices, YouTube-VOS / DAVIS object ids). Palette PNGs are read as
+  palette indices, never converted to RGB.
+- ``{"kind": "rle", "file": "<json file>", "key": "<id>"}`` — the file maps ``key`` to a list with one
+  entry per frame: an RLE dict, a list of RLE dicts (their union), or None (absent). refCOCO-family
+  polygons are converted to RLE once at indexing time; MeViS's one big ``mask_dict.json`` is split into
+  one file per video so a worker never loads all of it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lavida.data.sources.base import DatasetFormatError
+
+
+def read_index_png(path: str | Path) -> np.ndarray:
+    """A label PNG as an (H, W) integer array of raw pixel values (palette indices for mode 'P')."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            if image.mode in ("P", "L", "I", "I;16", "1"):
+                return np.asarray(image).astype(np.int64)
+            raise DatasetFormatError(
+                f"{path}: expected a single-channel label PNG (mode P/L/I), got mode {image.mode}."
+            )
+    except OSError as error:
+        raise DatasetFormatError(f"{path}: cannot read the label image ({error}).") from error
+
+
+def mask_from_values(label: np.ndarray, values: Sequence[int]) -> np.ndarray:
+    """(H, W) bool: pixels whose value is one of ``values``."""
+    return np.isin(label, np.asarray(values, dtype=label.dtype))
+
+
+def encode_rle(mask: np.ndarray) -> dict[str, Any]:
+    """(H, W) bool → COCO compressed RLE with ``counts`` as str (JSON-serialisable)."""
+    from pycocotools import mask as coco_mask
+
+    rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+
+
+def decode_rle(rle: dict[str, Any] | Sequence[dict[str, Any]] | None, size: tuple[int, int]) -> np.ndarray:
+    """One RLE, a list of RLEs (their union), or None (empty) → (H, W) bool.
+
+    Accepts compressed (``counts`` str) and uncompressed (``counts`` list of ints) RLEs.
+    """
+    from pycocotools import mask as coco_mask
+
+    height, width = size
+    if rle is None:
+        return np.zeros((height, width), dtype=bool)
+    parts = [rle] if isinstance(rle, dict) else list(rle)
+    result = np.zeros((height, width), dtype=bool)
+    for part in parts:
+        if part is None:
+            continue
+        counts = part["counts"]
+        if isinstance(counts, list):  # uncompressed → compressed
+            part = coco_mask.frPyObjects(part, int(part["size"][0]), int(part["size"][1]))
+        elif isinstance(counts, str):
+            part = {"size": part["size"], "counts": counts.encode("ascii")}
+        decoded = coco_mask.decode(part).astype(bool)
+        if decoded.shape != (height, width):
+            raise DatasetFormatError(f"RLE of size {decoded.shape} does not fit a {height}×{width} frame.")
+        result |= decoded
+    return result
+
+
+def polygons_to_rle(polygons: Sequence[Sequence[float]], height: int, width: int) -> dict[str, Any]:
+    """COCO polygons ([x1, y1, x2, y2, ...] lists) → one compressed RLE of their union."""
+    from pycocotools import mask as coco_mask
+
+    rles = coco_mask.frPyObjects([list(map(float, p)) for p in polygons if len(p) >= 6], height, width)
+    if not rles:
+        return encode_rle(np.zeros((height, width), dtype=bool))
+    merged = coco_mask.merge(rles)
+    return {"size": [height, width], "counts": merged["counts"].decode("ascii")}
+
+
+@lru_cache(maxsize=16)
+def _read_rle_file(path: str) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise DatasetFormatError(f"{path}: cannot read the RLE file ({error}).") from error
+
+
+def load_mask_spec(
+    spec: dict[str, Any], positions: Sequence[int], *, root: str | Path, size: tuple[int, int]
+) -> np.ndarray:
+    """Masks of frames ``positions`` for an ``index_png`` or ``rle`` spec: (n, H, W) bool.
+
+    Args:
+        spec: The target's mask spec (see the module docstring); paths are relative to ``root``.
+        positions: Frame positions within the record.
+        root: The source's root folder.
+        size: (H, W) of the frames, used for frames without an annotation.
+
+    Raises:
+        DatasetFormatError: unknown kind, missing file, or a position without an entry.
+    """
+    root = Path(root)
+    kind = spec.get("kind")
+    masks = np.zeros((len(positions), *size), dtype=bool)
+    if kind == "index_png":
+        paths = spec["paths"]
+        for row, position in enumerate(positions):
+            if position >= len(paths):
+                raise DatasetFormatError(
+                    f"index_png spec has {len(paths)} frames; position {position} requested."
+                )
+            if paths[position] is not None:
+                label = read_index_png(root / paths[position])
+                masks[row] = _fit(mask_from_values(label, spec["values"]), size, root / paths[position])
+        return masks
+    if kind == "rle":
+        table = _read_rle_file(str(root / spec["file"]))
+        if spec["key"] not in table:
+            raise DatasetFormatError(f"{root / spec['file']}: no entry '{spec['key']}'.")
+        per_frame = table[spec["key"]]
+        for row, position in enumerate(positions):
+            if position >= len(per_frame):
+                raise DatasetFormatError(f"{root / spec['file']}: '{spec['key']}' has no frame {position}.")
+            masks[row] = decode_rle(per_frame[position], size)
+        return masks
+    raise DatasetFormatError(f"Unknown mask spec kind {kind!r}; expected 'index_png' or 'rle'.")
+
+
+def _fit(mask: np.ndarray, size: tuple[int, int], path: Path) -> np.ndarray:
+    if mask.shape != tuple(size):
+        raise DatasetFormatError(
+            f"{path}: label of size {mask.shape} does not match its frame's size {tuple(size)}."
+        )
+    return mask

@@ -1,0 +1,55 @@
+"""Mask specs: index PNGs and COCO RLE, checked against hand-built masks."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lavida.data.sources.base import DatasetFormatError
+from lavida.data.sources.masks import decode_rle, encode_rle, load_mask_spec, polygons_to_rle, read_index_png
+
+
+def test_rle_round_trip_and_union():
+    a = np.zeros((6, 9), bool)
+    a[1:3, 2:5] = True
+    b = np.zeros((6, 9), bool)
+    b[4, :] = True
+    np.testing.assert_array_equal(decode_rle(encode_rle(a), (6, 9)), a)
+    np.testing.assert_array_equal(decode_rle([encode_rle(a), None, encode_rle(b)], (6, 9)), a | b)
+    assert not decode_rle(None, (6, 9)).any()
+    uncompressed = {"size": [6, 9], "counts": [6 * 9]}  # all background
+    assert not decode_rle(uncompressed, (6, 9)).any()
+
+
+def test_polygon_rasterises_the_rectangle():
+    mask = decode_rle(polygons_to_rle([[1, 1, 5, 1, 5, 3, 1, 3]], 5, 7), (5, 7))
+    assert mask.sum() == 8 and mask[1:3, 1:5].all()
+
+
+def test_index_png_keeps_palette_indices(tmp_path):
+    label = np.zeros((4, 5), np.uint8)
+    label[0, 0], label[2, 3] = 7, 12
+    image = Image.fromarray(label, mode="P")
+    image.putpalette([255, 0, 0] * 256)  # every index has the same colour: RGB would lose the ids
+    image.save(tmp_path / "a.png")
+    np.testing.assert_array_equal(read_index_png(tmp_path / "a.png"), label)
+    spec = {"kind": "index_png", "paths": ["a.png", None], "values": [12]}
+    masks = load_mask_spec(spec, [0, 1], root=tmp_path, size=(4, 5))
+    assert masks.shape == (2, 4, 5) and masks[0].sum() == 1 and masks[0, 2, 3] and not masks[1].any()
+
+
+def test_rle_spec_and_errors(tmp_path):
+    mask = np.zeros((4, 5), bool)
+    mask[1, 1] = True
+    (tmp_path / "v.json").write_text(json.dumps({"e1": [None, encode_rle(mask)]}))
+    spec = {"kind": "rle", "file": "v.json", "key": "e1"}
+    masks = load_mask_spec(spec, [1, 0], root=tmp_path, size=(4, 5))
+    assert masks[0].sum() == 1 and not masks[1].any()
+    with pytest.raises(DatasetFormatError, match="no entry 'e2'"):
+        load_mask_spec({**spec, "key": "e2"}, [0], root=tmp_path, size=(4, 5))
+    with pytest.raises(DatasetFormatError, match="Unknown mask spec kind"):
+        load_mask_spec({"kind": "poly"}, [0], root=tmp_path, size=(4, 5))
+    Image.fromarray(np.zeros((4, 5, 3), np.uint8)).save(tmp_path / "rgb.png")
+    with pytest.raises(DatasetFormatError, match="single-channel"):
+        read_index_png(tmp_path / "rgb.png")
