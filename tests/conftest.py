@@ -57,18 +57,10 @@ def tiny_model(tiny_pretrained):
 
 
 def tiny_processor_for(model):
-    """A LavidaProcessor for the tiny model: small pixel budgets so clips stay a few dozen tokens."""
-    from lavida.data.processor import LavidaProcessor, PixelBudget
+    """A LavidaProcessor for the tiny model with the tiny config's small pixel budgets."""
+    from lavida.data.processor import LavidaProcessor
 
-    budget = PixelBudget(56 * 56, 112 * 112)
-    return LavidaProcessor(
-        qwen_processor=model.mllm.processor,
-        clip_tokenizer=model.text_encoder.tokenizer,
-        sam_image_size=model.mask_decoder.image_size,
-        train_video_budget=budget,
-        test_video_budget=budget,
-        image_budget=budget,
-    )
+    return LavidaProcessor.for_model(model, compose_model_config("tiny").inputs)
 
 
 def make_samples(seed: int = 0):

@@ -225,6 +225,22 @@ class LavidaProcessor:
             frame_labels=_cat_optional([s.frame_labels for s in samples], what="frame labels"),
         )
 
+    @classmethod
+    def for_model(cls, model, inputs=None, *, templates: PromptTemplates | None = None) -> LavidaProcessor:
+        """The processor matching a built model and its ``model.inputs`` config (``InputConfig``)."""
+        from lavida.models.config import InputConfig
+
+        inputs = inputs or InputConfig()
+        return cls(
+            qwen_processor=model.mllm.processor,
+            clip_tokenizer=model.text_encoder.tokenizer,
+            sam_image_size=model.mask_decoder.image_size,
+            templates=templates,
+            train_video_budget=PixelBudget(*inputs.train_video_budget),
+            test_video_budget=PixelBudget(*inputs.test_video_budget),
+            image_budget=PixelBudget(*inputs.image_budget),
+        )
+
     def __call__(
         self, samples: Sequence[ClipSample], *, train: bool, rng: np.random.Generator | None = None
     ) -> LavidaBatch:

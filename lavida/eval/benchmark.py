@@ -47,6 +47,8 @@ class TestVideo:
         meta: Free-form facts (scene, class, abnormal/normal, ...).
     """
 
+    __test__ = False  # not a pytest test class despite its name
+
     name: str
     path: Path
     frame_labels: np.ndarray

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -126,6 +127,38 @@ class PixelCriterion:
             critical[frames] = gt_scores[order[run_start[frames] + k - 1]]
         self._critical.append(critical)
         self._anomalous.append(anomalous)
+
+    def state_dict(self) -> dict[str, NDArray[Any]]:
+        """Per-frame critical scores and anomalous flags as plain arrays (``np.savez``-able)."""
+        critical = np.concatenate(self._critical) if self._critical else np.zeros(0)
+        anomalous = np.concatenate(self._anomalous) if self._anomalous else np.zeros(0, dtype=bool)
+        return {"critical": critical.astype(np.float64), "anomalous": anomalous.astype(bool)}
+
+    def load_state_dict(self, state: dict[str, ArrayLike]) -> None:
+        """Replace the accumulated frames with those of ``state`` (from :meth:`state_dict`).
+
+        Raises:
+            ValueError: If a key is missing or the two arrays differ in length.
+        """
+        missing = [key for key in ("critical", "anomalous") if key not in state]
+        if missing:
+            raise ValueError(f"PixelCriterion.load_state_dict: missing keys {missing}.")
+        critical = np.asarray(state["critical"], dtype=np.float64).reshape(-1)
+        anomalous = np.asarray(state["anomalous"], dtype=bool).reshape(-1)
+        if critical.shape != anomalous.shape:
+            raise ValueError(
+                f"PixelCriterion.load_state_dict: 'critical' {critical.shape} and 'anomalous' "
+                f"{anomalous.shape} differ in length."
+            )
+        self._critical, self._anomalous = [critical], [anomalous]
+
+    def merge(self, other: PixelCriterion) -> PixelCriterion:
+        """Add another instance's frames (sharded or per-video evaluation). Returns ``self``."""
+        if not isinstance(other, PixelCriterion) or other.min_coverage != self.min_coverage:
+            raise ValueError("PixelCriterion.merge: expects a PixelCriterion with the same min_coverage.")
+        self._critical.extend(other._critical)
+        self._anomalous.extend(other._anomalous)
+        return self
 
     def compute(self, *, thresholds: ArrayLike | None = None) -> PixelCriterionResult:
         """ROC curve, AUC and EER of every frame added so far.

@@ -112,6 +112,39 @@ class PerFramePixelAUC:
             self._sum += float(aucs.sum())
             self.num_frames += rows.size
 
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The running sum and counts as 0-d arrays (``np.savez``-able)."""
+        return {
+            "sum": np.asarray(self._sum, dtype=np.float64),
+            "num_frames": np.asarray(self.num_frames, dtype=np.int64),
+            "num_skipped_normal": np.asarray(self.num_skipped_normal, dtype=np.int64),
+            "num_skipped_full": np.asarray(self.num_skipped_full, dtype=np.int64),
+        }
+
+    def load_state_dict(self, state: dict[str, ArrayLike]) -> None:
+        """Replace the running sum and counts with those of ``state`` (from :meth:`state_dict`)."""
+        missing = [
+            k for k in ("sum", "num_frames", "num_skipped_normal", "num_skipped_full") if k not in state
+        ]
+        if missing:
+            raise ValueError(f"PerFramePixelAUC.load_state_dict: missing keys {missing}.")
+        self._sum = float(np.asarray(state["sum"]))
+        self.num_frames = int(np.asarray(state["num_frames"]))
+        self.num_skipped_normal = int(np.asarray(state["num_skipped_normal"]))
+        self.num_skipped_full = int(np.asarray(state["num_skipped_full"]))
+
+    def merge(self, other: PerFramePixelAUC) -> PerFramePixelAUC:
+        """Add another instance's frames. Returns ``self``."""
+        if not isinstance(other, PerFramePixelAUC) or other.empty_prediction != self.empty_prediction:
+            raise ValueError(
+                "PerFramePixelAUC.merge: expects a PerFramePixelAUC with the same empty_prediction."
+            )
+        self._sum += other._sum
+        self.num_frames += other.num_frames
+        self.num_skipped_normal += other.num_skipped_normal
+        self.num_skipped_full += other.num_skipped_full
+        return self
+
     def compute(self) -> float:
         """Mean per-frame AUC over every contributing frame.
 

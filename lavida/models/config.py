@@ -69,6 +69,24 @@ class ProjectorConfig:
 
 
 @dataclass
+class InputConfig:
+    """Per-frame pixel budgets [min, max] of the MLLM branch (official values, lavida_official.md §2)."""
+
+    train_video_budget: tuple[int, int] = (200_704, 401_408)
+    test_video_budget: tuple[int, int] = (1_003_520, 1_204_224)
+    image_budget: tuple[int, int] = (25_088, 802_816)
+
+    def __post_init__(self) -> None:
+        for name in ("train_video_budget", "test_video_budget", "image_budget"):
+            value = tuple(getattr(self, name))
+            if len(value) != 2 or not 0 < value[0] <= value[1]:
+                raise ValueError(
+                    f"model.inputs.{name} must be [min_pixels, max_pixels] with 0 < min ≤ max, got {value}."
+                )
+            object.__setattr__(self, name, (int(value[0]), int(value[1])))
+
+
+@dataclass
 class LavidaConfig:
     """The whole model. ``dtype`` applies to every component (float32 on CPU, bfloat16 on GPU)."""
 
@@ -77,6 +95,7 @@ class LavidaConfig:
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     mask_decoder: MaskDecoderConfig = field(default_factory=MaskDecoderConfig)
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    inputs: InputConfig = field(default_factory=InputConfig)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
     @classmethod
@@ -122,4 +141,5 @@ _NESTED = {
     "TextEncoderConfig": TextEncoderConfig,
     "MaskDecoderConfig": MaskDecoderConfig,
     "ProjectorConfig": ProjectorConfig,
+    "InputConfig": InputConfig,
 }

@@ -76,3 +76,21 @@ def test_invalid_inputs():
         PerFramePixelAUC().update(np.zeros((1, 2, 2)), np.zeros((1, 2, 3)))
     with pytest.raises(ValueError, match="no frame"):
         per_frame_pixel_auc([np.zeros((2, 2, 2))], [np.zeros((2, 2, 2))])
+
+
+def test_state_round_trip_and_merge_equal_the_whole():
+    from lavida.metrics import PerFramePixelAUC
+
+    rng = np.random.default_rng(4)
+    scores = rng.random((10, 5, 5))
+    labels = rng.random((10, 5, 5)) > 0.7
+    whole = PerFramePixelAUC()
+    whole.update(scores, labels)
+    first, second = PerFramePixelAUC(), PerFramePixelAUC()
+    first.update(scores[:4], labels[:4])
+    second.update(scores[4:], labels[4:])
+    restored = PerFramePixelAUC()
+    restored.load_state_dict(first.state_dict())
+    restored.merge(second)
+    assert restored.compute() == pytest.approx(whole.compute(), abs=1e-12)
+    assert restored.num_frames == whole.num_frames

@@ -123,3 +123,22 @@ def test_eer_interpolated_on_a_tied_segment():
     assert result.auc == pytest.approx(0.875, abs=1e-12)
     assert result.eer == pytest.approx(0.25, abs=1e-12)
     assert result.eer_threshold == pytest.approx(0.5)
+
+
+def test_state_round_trip_and_merge_equal_the_whole():
+    from lavida.metrics import PixelCriterion
+
+    rng = np.random.default_rng(3)
+    scores = rng.random((12, 6, 7))
+    labels = np.zeros((12, 6, 7), bool)
+    labels[::3, 1:4, 2:5] = True
+    whole = PixelCriterion()
+    whole.update(scores, labels)
+    first, second = PixelCriterion(), PixelCriterion()
+    first.update(scores[:5], labels[:5])
+    second.update(scores[5:], labels[5:])
+    restored = PixelCriterion()
+    restored.load_state_dict({k: v.copy() for k, v in first.state_dict().items()})
+    restored.merge(second)
+    assert restored.compute().auc == whole.compute().auc
+    assert restored.compute().eer == whole.compute().eer

@@ -1,0 +1,26 @@
+"""``lavida-tables RUN_DIR [RUN_DIR ...] [--out DIR]``: the paper's Tab. 1 / Tab. 2 from evaluation runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lavida.eval.tables import build_tables, read_run
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("runs", nargs="+", type=Path, help="lavida-eval output directories")
+    parser.add_argument("--out", type=Path, default=None, help="write tables.md and tables.csv here")
+    parser.add_argument("--label", default="ours", help="row label for these runs")
+    args = parser.parse_args(argv)
+    markdown, table_csv = build_tables([read_run(path) for path in args.runs], label=args.label)
+    print(markdown)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "tables.md").write_text(markdown)
+        (args.out / "tables.csv").write_text(table_csv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""From per-video results to the benchmark's metrics and the files a run leaves behind.
+
+Files written into the run directory:
+
+- ``metrics.json`` — flat keys (``frame_auc_micro``, ``frame_auc_macro``, ``frame_ap``,
+  ``frame_ap_trapezoid``, ``pixel_auc``, ``pixel_auc_per_frame``, ``pixel_criterion_auc``,
+  ``pixel_criterion_eer``, ``rbdc``, ``tbdc``, counts) with values as fractions in [0, 1], plus
+  ``primary_metric`` naming the benchmark's headline metric. A metric that is undefined for the data
+  (e.g. AP without anomalous frames) is left out and explained in the report.
+- ``per_video.csv`` — frames, anomalous frames, mean/max score and frame AUC per video.
+- ``report.md`` — the run's settings, the metrics beside the paper's number, and the notes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lavida.eval.benchmark import TestVideo, VadBenchmark
+from lavida.eval.paper_results import PAPER_RESULTS
+from lavida.eval.video_result import PixelStatistics, VideoResult
+from lavida.metrics import frame_ap, frame_auc, rbdc_tbdc
+
+METRIC_DESCRIPTIONS = {
+    "frame_auc_micro": "frame ROC-AUC over all frames pooled (micro)",
+    "frame_auc_macro": "mean per-video frame ROC-AUC with [0]/[1] sentinels (macro, UBnormal convention)",
+    "frame_ap": "frame average precision (sklearn)",
+    "frame_ap_trapezoid": "frame PR-AUC by the trapezoid rule (LAVAD/VERA convention)",
+    "pixel_auc": "pooled pixel ROC-AUC over every pixel of every frame (LAVIDA's pixel metric)",
+    "pixel_auc_per_frame": "mean per-frame pixel ROC-AUC over anomalous frames (TAO)",
+    "pixel_criterion_auc": "AUC of the 40% pixel-level criterion (Mahadevan et al.)",
+    "pixel_criterion_eer": "EER of the 40% pixel-level criterion",
+    "rbdc": "region-based detection criterion (Ramachandra & Jones, IoU 0.1)",
+    "tbdc": "track-based detection criterion (alpha 0.1)",
+}
+
+
+def compute_metrics(
+    results: Sequence[VideoResult], *, videos: Sequence[TestVideo], benchmark: VadBenchmark
+) -> tuple[dict, list[str]]:
+    """All metrics the results support, and notes on those that could not be computed."""
+    metrics: dict = {}
+    notes: list[str] = []
+    scored = [r for r in results if r.scored.size]
+    scores = [r.frame_scores for r in scored]
+    labels = [r.frame_labels for r in scored]
+    skipped = len(results) - len(scored)
+    if skipped:
+        notes.append(f"{skipped} video(s) had no scored frame under this protocol (shorter than one window).")
+
+    def attempt(key: str, compute) -> None:
+        try:
+            metrics[key] = float(compute())
+        except ValueError as error:
+            notes.append(f"{key}: not computed — {error}")
+
+    if scored:
+        attempt("frame_auc_micro", lambda: frame_auc(scores, labels, average="micro"))
+        attempt("frame_auc_macro", lambda: frame_auc(scores, labels, average="macro"))
+        attempt("frame_ap", lambda: frame_ap(scores, labels, method="sklearn"))
+        attempt("frame_ap_trapezoid", lambda: frame_ap(scores, labels, method="trapezoid"))
+
+    with_pixels = [r.pixels for r in scored if r.pixels is not None]
+    if with_pixels:
+        pixels = PixelStatistics()
+        for stats in with_pixels:
+            pixels.merge(stats)
+        attempt("pixel_auc", pixels.pixel_auc.compute)
+        attempt("pixel_auc_per_frame", pixels.per_frame.compute)
+        try:
+            criterion = pixels.criterion.compute()
+            metrics["pixel_criterion_auc"] = float(criterion.auc)
+            metrics["pixel_criterion_eer"] = float(criterion.eer)
+        except ValueError as error:
+            notes.append(f"pixel_criterion: not computed — {error}")
+
+    by_name = {v.name: v for v in videos}
+    tracked = [r for r in scored if r.regions is not None and by_name[r.name].tracks is not None]
+    if tracked:
+        gt_tracks = {r.name: _tracks_within(by_name[r.name].tracks, r.scored) for r in tracked}
+        detections = {r.name: r.regions for r in tracked}
+        frames = {r.name: int(r.scored.size) for r in tracked}
+        try:
+            metrics["rbdc"], metrics["tbdc"] = (float(x) for x in rbdc_tbdc(gt_tracks, detections, frames))
+        except ValueError as error:
+            notes.append(f"rbdc/tbdc: not computed — {error}")
+
+    metrics["num_videos"] = len(results)
+    metrics["num_frames"] = int(sum(r.scored.size for r in results))
+    metrics["num_anomalous_frames"] = int(sum(int(r.frame_labels.sum()) for r in results))
+    metrics["primary_metric"] = benchmark.primary_metric
+    return metrics, notes
+
+
+def _tracks_within(tracks: np.ndarray, scored: np.ndarray) -> np.ndarray:
+    """Track rows on scored frames only (the official protocol drops tails)."""
+    tracks = np.asarray(tracks).reshape(-1, 6)
+    if scored.size == 0:
+        return tracks[:0]
+    return tracks[tracks[:, 1] <= scored.max()]
+
+
+def write_reports(
+    output_dir: Path,
+    *,
+    metrics: dict,
+    notes: list[str],
+    results: Sequence[VideoResult],
+    info: dict,
+    benchmark: VadBenchmark,
+) -> None:
+    """Write metrics.json, per_video.csv and report.md (each atomically)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+
+    rows = []
+    for result in results:
+        row = {
+            "video": result.name,
+            "frames": int(result.scored.size),
+            "anomalous_frames": int(result.frame_labels.sum()),
+            "mean_score": f"{float(result.frame_scores.mean()):.6f}" if result.scored.size else "",
+            "max_score": f"{float(result.frame_scores.max()):.6f}" if result.scored.size else "",
+            "frame_auc": "",
+        }
+        positives = int(result.frame_labels.sum())
+        if 0 < positives < result.scored.size:
+            row["frame_auc"] = f"{frame_auc([result.frame_scores], [result.frame_labels]):.6f}"
+        rows.append(row)
+    temporary = output_dir / ".per_video.csv.tmp"
+    with temporary.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temporary, output_dir / "per_video.csv")
+
+    _atomic_write(output_dir / "report.md", _markdown(metrics, notes, info, benchmark))
+
+
+def _markdown(metrics: dict, notes: list[str], info: dict, benchmark: VadBenchmark) -> str:
+    paper_key, paper_value = PAPER_RESULTS.get(benchmark.name, (None, None))
+    lines = [f"# {benchmark.name} — {info.get('protocol')} protocol", ""]
+    for key in ("mode", "checkpoint", "interval", "drop_tail", "pixel_size"):
+        if key in info and info[key] is not None:
+            lines.append(f"- {key}: `{info[key]}`")
+    lines.append(f"- categories ({len(info.get('categories', []))}): {', '.join(info.get('categories', []))}")
+    lines += [
+        f"- videos: {metrics['num_videos']}, frames scored: {metrics['num_frames']}, "
+        f"anomalous: {metrics['num_anomalous_frames']}",
+        "",
+        "| metric | value (%) | paper (%) | definition |",
+        "|---|---:|---:|---|",
+    ]
+    for key, description in METRIC_DESCRIPTIONS.items():
+        if key in metrics:
+            paper = f"{paper_value:.2f}" if key == paper_key else ""
+            marker = " **(primary)**" if key == metrics["primary_metric"] else ""
+            lines.append(f"| {key}{marker} | {100 * metrics[key]:.2f} | {paper} | {description} |")
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)

@@ -1,0 +1,94 @@
+"""Collect evaluation runs into the paper's Tab. 1 (frame level) and Tab. 2 (Ped2 pixel level).
+
+Each run directory holds the ``metrics.json`` and ``report.md`` written by ``lavida-eval``; the
+benchmark and protocol are read from the run's resolved config (``.hydra/config.yaml``) or, failing
+that, from the report's title line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lavida.eval.paper_results import PAPER_RESULTS
+
+TABLE1 = ("ubnormal", "shanghaitech", "ucf_crime", "xd_violence")
+TABLE2 = ("ucsd_ped2",)
+TITLES = {
+    "ubnormal": "UBnormal AUC",
+    "shanghaitech": "ShanghaiTech AUC",
+    "ucf_crime": "UCF-Crime AUC",
+    "xd_violence": "XD-Violence AP",
+    "ucsd_ped2": "UCSD Ped2 pixel AUC",
+}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One evaluation run: where it is, what it evaluated, and its metrics."""
+
+    path: Path
+    benchmark: str
+    protocol: str
+    metrics: dict
+
+
+def read_run(path: str | Path) -> RunResult:
+    """Read a run directory written by ``lavida-eval``.
+
+    Raises:
+        FileNotFoundError: no ``metrics.json`` in ``path``.
+        ValueError: the benchmark or protocol cannot be determined.
+    """
+    path = Path(path)
+    metrics_file = path / "metrics.json"
+    if not metrics_file.is_file():
+        raise FileNotFoundError(f"{path}: no metrics.json — is this a lavida-eval output directory?")
+    metrics = json.loads(metrics_file.read_text())
+    report = path / "report.md"
+    title = report.read_text().splitlines()[0] if report.is_file() else ""
+    match = re.match(r"# (\S+) — (\S+) protocol", title)
+    if not match:
+        raise ValueError(f"{report}: cannot read the benchmark and protocol from its title line {title!r}.")
+    return RunResult(path=path, benchmark=match.group(1), protocol=match.group(2), metrics=metrics)
+
+
+def build_tables(runs: Sequence[RunResult], *, label: str = "ours") -> tuple[str, str]:
+    """Markdown and CSV of Tab. 1 and Tab. 2, our numbers beside the paper's (percent).
+
+    With several runs of one benchmark and protocol, the last one wins; protocols are separate rows.
+    """
+    by_protocol: dict[str, dict[str, RunResult]] = {}
+    for run in runs:
+        by_protocol.setdefault(run.protocol, {})[run.benchmark] = run
+
+    rows = [["table", "row"] + [TITLES[b] for b in TABLE1 + TABLE2]]
+    rows.append(["paper", "LAVIDA (paper)"] + [f"{PAPER_RESULTS[b][1]:.2f}" for b in TABLE1 + TABLE2])
+    for protocol, found in sorted(by_protocol.items()):
+        values = []
+        for benchmark in TABLE1 + TABLE2:
+            key = PAPER_RESULTS[benchmark][0]
+            run = found.get(benchmark)
+            values.append(f"{100 * run.metrics[key]:.2f}" if run and key in run.metrics else "–")
+        rows.append(["ours", f"{label} ({protocol} protocol)"] + values)
+
+    markdown = ["## Tab. 1 — frame level, zero-shot", ""]
+    markdown += _markdown_table(rows, columns=range(2, 2 + len(TABLE1)))
+    markdown += ["", "## Tab. 2 — UCSD Ped2, pixel level, zero-shot", ""]
+    markdown += _markdown_table(rows, columns=range(2 + len(TABLE1), 2 + len(TABLE1) + len(TABLE2)))
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    return "\n".join(markdown) + "\n", buffer.getvalue()
+
+
+def _markdown_table(rows: list[list[str]], *, columns: range) -> list[str]:
+    header = ["method"] + [rows[0][c] for c in columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * len(columns)]
+    for row in rows[1:]:
+        lines.append("| " + " | ".join([row[1]] + [row[c] for c in columns]) + " |")
+    return lines

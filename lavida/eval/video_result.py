@@ -1,0 +1,181 @@
+"""Per-video evaluation results: what is cached on disk, and how it is computed from predictions.
+
+A :class:`VideoResult` holds everything the benchmark metrics need from one video, so that an
+interrupted evaluation resumes without recomputing finished videos and shards of a multi-process run
+are merged at the end: frame scores and labels of the scored frames, and — for benchmarks with
+pixel ground truth — the sufficient statistics of the pixel metrics (pooled pixel-AUC histogram,
+per-frame AUC sums, the 40 % criterion's per-frame critical scores) and the scored regions for
+RBDC/TBDC. Pixel maps themselves are not stored (UBnormal alone would need tens of GB).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lavida.metrics import PerFramePixelAUC, PixelAUC, PixelCriterion, extract_regions
+
+_PREFIXES = {"pixel_auc": PixelAUC, "per_frame": PerFramePixelAUC, "criterion": PixelCriterion}
+
+
+@dataclass
+class PixelStatistics:
+    """Streaming pixel-metric accumulators of one or more videos."""
+
+    pixel_auc: PixelAUC = field(default_factory=PixelAUC)
+    per_frame: PerFramePixelAUC = field(default_factory=PerFramePixelAUC)
+    criterion: PixelCriterion = field(default_factory=PixelCriterion)
+
+    def update(self, scores: np.ndarray, labels: np.ndarray) -> None:
+        """Add (n, H, W) pixel probabilities and (n, H, W) bool ground truth."""
+        self.pixel_auc.update(scores, labels)
+        self.per_frame.update(scores, labels)
+        self.criterion.update(scores, labels)
+
+    def merge(self, other: PixelStatistics) -> PixelStatistics:
+        self.pixel_auc.merge(other.pixel_auc)
+        self.per_frame.merge(other.per_frame)
+        self.criterion.merge(other.criterion)
+        return self
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        state = {}
+        for prefix in _PREFIXES:
+            for key, value in getattr(self, prefix).state_dict().items():
+                state[f"{prefix}.{key}"] = np.asarray(value)
+        return state
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, np.ndarray]) -> PixelStatistics:
+        stats = cls()
+        for prefix in _PREFIXES:
+            part = {
+                key.split(".", 1)[1]: value for key, value in state.items() if key.startswith(prefix + ".")
+            }
+            getattr(stats, prefix).load_state_dict(part)
+        return stats
+
+
+@dataclass
+class VideoResult:
+    """One video's contribution to the benchmark metrics.
+
+    Attributes:
+        name: The video's name in the benchmark.
+        scored: (F,) int64 raw frame indices that were scored.
+        frame_scores: (F,) float32 anomaly probabilities.
+        frame_labels: (F,) uint8 ground truth.
+        pixels: Pixel-metric statistics, or None without pixel ground truth.
+        regions: (N, 6) rows ``(frame, x_min, y_min, x_max, y_max, score)`` for RBDC/TBDC, or None.
+        fingerprint: Identifies the settings that produced the result (a resumed run must match).
+    """
+
+    name: str
+    scored: np.ndarray
+    frame_scores: np.ndarray
+    frame_labels: np.ndarray
+    pixels: PixelStatistics | None = None
+    regions: np.ndarray | None = None
+    fingerprint: str = ""
+
+    def save(self, path: str | Path) -> Path:
+        """Write to ``path`` (``.npz``) atomically: a temporary file renamed into place."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {
+            "name": np.asarray(self.name),
+            "fingerprint": np.asarray(self.fingerprint),
+            "scored": self.scored.astype(np.int64),
+            "frame_scores": self.frame_scores.astype(np.float32),
+            "frame_labels": self.frame_labels.astype(np.uint8),
+        }
+        if self.pixels is not None:
+            arrays.update({f"pixels.{k}": v for k, v in self.pixels.state_dict().items()})
+        if self.regions is not None:
+            arrays["regions"] = self.regions.astype(np.float64)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+        np.savez_compressed(temporary, **arrays)
+        os.replace(temporary, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> VideoResult:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+        pixel_state = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("pixels.")}
+        return cls(
+            name=str(arrays["name"]),
+            scored=arrays["scored"],
+            frame_scores=arrays["frame_scores"],
+            frame_labels=arrays["frame_labels"],
+            pixels=PixelStatistics.from_state_dict(pixel_state) if pixel_state else None,
+            regions=arrays.get("regions"),
+            fingerprint=str(arrays["fingerprint"]),
+        )
+
+
+PixelProvider = Callable[[np.ndarray], np.ndarray]
+
+
+def pixel_statistics(
+    scored: np.ndarray,
+    *,
+    predicted: PixelProvider,
+    ground_truth: PixelProvider,
+    size: tuple[int, int] | None = None,
+    region_thresholds: tuple[float, ...] | None = None,
+    chunk: int = 16,
+) -> tuple[PixelStatistics, np.ndarray | None]:
+    """Stream the pixel metrics of one video, a chunk of frames at a time.
+
+    Args:
+        scored: (F,) raw frame indices to evaluate.
+        predicted: frames → (n, h, w) predicted probabilities (any size; resized bilinearly to the ground
+            truth's size, or to ``size``).
+        ground_truth: frames → (n, H, W) bool masks.
+        size: Compute the metrics at this (H, W) (ground truth resized with nearest neighbour), or None for
+            the ground truth's own size.
+        region_thresholds: Extract scored regions at these levels for RBDC/TBDC; None skips them.
+        chunk: Frames per step (bounds memory).
+
+    Returns:
+        The statistics and the (N, 6) regions (or None).
+    """
+    stats = PixelStatistics()
+    regions = []
+    for start in range(0, scored.size, chunk):
+        frames = scored[start : start + chunk]
+        labels = np.asarray(ground_truth(frames), dtype=bool)
+        target = size or tuple(labels.shape[1:])
+        if tuple(labels.shape[1:]) != tuple(target):
+            labels = resize_masks(labels, target)
+        scores = resize_probabilities(np.asarray(predicted(frames), dtype=np.float32), target)
+        stats.update(scores, labels)
+        if region_thresholds is not None:
+            regions.append(
+                extract_regions(scores, thresholds=list(region_thresholds), frames=frames.tolist())
+            )
+    boxes = None
+    if region_thresholds is not None:
+        boxes = np.concatenate(regions) if regions else np.zeros((0, 6))
+    return stats, boxes
+
+
+def resize_probabilities(scores: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(n, h, w) probabilities → (n, H, W) by bilinear interpolation (identity if the size matches)."""
+    if tuple(scores.shape[1:]) == tuple(size):
+        return scores
+    tensor = torch.from_numpy(np.ascontiguousarray(scores)).unsqueeze(1)
+    return F.interpolate(tensor, size=size, mode="bilinear", align_corners=False)[:, 0].clamp_(0, 1).numpy()
+
+
+def resize_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(n, h, w) bool → (n, H, W) bool by nearest neighbour."""
+    tensor = torch.from_numpy(np.ascontiguousarray(masks)).to(torch.uint8).unsqueeze(1)
+    return F.interpolate(tensor, size=size, mode="nearest-exact")[:, 0].bool().numpy()

@@ -1,0 +1,209 @@
+"""Running a LAVIDA model over the clips of a video: decoding in workers, batched forward passes.
+
+Shared by the benchmark evaluation (``lavida.eval.runner``) and open-world detection
+(``lavida.detect``). A video's clips come from a plan (``lavida.eval.benchmark.plan_clips``); each
+clip's frames are decoded in one call and processed for the model by a dataloader worker, while the
+main process runs the model on batches of clips.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lavida.data.processor import EncodedSample, LavidaProcessor
+from lavida.data.types import ClipSample
+from lavida.data.video import FrameSource, open_video
+from lavida.models.lavida import LavidaModel
+from lavida.models.outputs import LavidaPrediction
+
+log = logging.getLogger(__name__)
+
+
+class ClipDataset(Dataset):
+    """The clips of one video, decoded and encoded for the model.
+
+    Args:
+        path: Video file or frame folder (opened lazily in each worker: decoders do not pickle).
+        clips: (C, T) frame indices per clip.
+        categories: The anomaly categories of the prompt.
+        processor: Builds model inputs (test-time pixel budget, fixed prompt template).
+        source: An already opened frame source to use in the main process (``num_workers=0``).
+    """
+
+    def __init__(
+        self,
+        *,
+        path: str | Path,
+        clips: np.ndarray,
+        categories: Sequence[str],
+        processor: LavidaProcessor,
+        source: FrameSource | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.clips = np.asarray(clips, dtype=np.int64)
+        self.categories = list(categories)
+        self.processor = processor
+        self._source = source
+
+    def __len__(self) -> int:
+        return int(self.clips.shape[0])
+
+    def __getitem__(self, index: int) -> tuple[int, EncodedSample]:
+        if self._source is None:
+            self._source = open_video(self.path)
+        frames = self._source.get_frames(self.clips[index])  # one batched decode per clip (DESIGN §8)
+        sample = ClipSample(frames=frames, categories=self.categories, is_video=frames.shape[0] > 1)
+        return index, self.processor.encode(sample, train=False)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_source"] = None  # each worker opens its own reader
+        return state
+
+
+@dataclass
+class ClipBatchPrediction:
+    """Predictions for a batch of clips.
+
+    Attributes:
+        clip_indices: (b,) which clips of the plan these are.
+        frame_scores: (b, T) anomaly probability per sampled frame.
+        mask_logits: (b, T, h, w) float16 logits of the best mask (gated by the object score), or None.
+    """
+
+    clip_indices: np.ndarray
+    frame_scores: np.ndarray
+    mask_logits: np.ndarray | None
+
+
+@dataclass
+class VideoPrediction:
+    """All clips of a video, flattened in plan order (C·T sampled slots).
+
+    Attributes:
+        frame_scores: (C·T,) float32 anomaly probabilities.
+        mask_logits: (C·T, h, w) float16 mask logits, or None when masks were not kept.
+    """
+
+    frame_scores: np.ndarray
+    mask_logits: np.ndarray | None
+
+
+class Predictor:
+    """Runs a model over clip plans.
+
+    Args:
+        model: A LAVIDA model (moved to its device and put in eval mode by the caller or here).
+        processor: Its input processor.
+        batch_size: Clips per forward pass.
+        num_workers: Dataloader workers decoding and encoding clips.
+        keep_masks: Return the low-resolution mask logits (needed for pixel metrics and overlays).
+        gate_masks: Set masks of frames whose object score is ≤ 0 to −1024 (SAM2's convention).
+    """
+
+    def __init__(
+        self,
+        *,
+        model: LavidaModel,
+        processor: LavidaProcessor,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        keep_masks: bool = True,
+        gate_masks: bool = True,
+    ) -> None:
+        if batch_size < 1 or num_workers < 0:
+            raise ValueError(f"batch_size must be ≥ 1 and num_workers ≥ 0; got {batch_size}, {num_workers}.")
+        self.model = model.eval()
+        self.processor = processor
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.keep_masks = keep_masks
+        self.gate_masks = gate_masks
+        parameter = next(model.projector.parameters())
+        self.device, self.dtype = parameter.device, parameter.dtype
+
+    def iter_clips(
+        self,
+        path: str | Path,
+        clips: np.ndarray,
+        categories: Sequence[str],
+        *,
+        source: FrameSource | None = None,
+        keep_masks: bool | None = None,
+    ) -> Iterator[ClipBatchPrediction]:
+        """Predict the clips of one video, one batch at a time, in plan order.
+
+        Args:
+            path: Video file or frame folder.
+            clips: (C, T) frame indices.
+            categories: Prompt categories.
+            source: An opened frame source to reuse (only with ``num_workers=0``).
+            keep_masks: Override the predictor's ``keep_masks`` for this video.
+        """
+        keep_masks = self.keep_masks if keep_masks is None else keep_masks
+        dataset = ClipDataset(
+            path=path, clips=clips, categories=categories, processor=self.processor, source=source
+        )
+        loader = DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=self._collate,
+            persistent_workers=False,
+        )
+        for indices, batch in loader:
+            with torch.inference_mode():
+                prediction = LavidaPrediction.from_output(
+                    self.model(batch.to(self.device, dtype=self.dtype)), gate_masks=self.gate_masks
+                )
+            steps = clips.shape[1]
+            scores = prediction.frame_scores.float().cpu().numpy().reshape(len(indices), steps)
+            masks = None
+            if keep_masks:
+                logits = prediction.mask_logits.to(torch.float16).cpu().numpy()
+                masks = logits.reshape(len(indices), steps, *logits.shape[1:])
+            yield ClipBatchPrediction(np.asarray(indices, dtype=np.int64), scores, masks)
+
+    def predict_video(
+        self,
+        path: str | Path,
+        clips: np.ndarray,
+        categories: Sequence[str],
+        *,
+        source: FrameSource | None = None,
+        keep_masks: bool | None = None,
+    ) -> VideoPrediction:
+        """Predict every clip of a video and return them flattened in plan order (args as :meth:`iter_clips`)."""
+        num_clips, steps = clips.shape
+        scores = np.zeros((num_clips, steps), dtype=np.float32)
+        masks = None
+        for batch in self.iter_clips(path, clips, categories, source=source, keep_masks=keep_masks):
+            scores[batch.clip_indices] = batch.frame_scores
+            if batch.mask_logits is not None:
+                if masks is None:
+                    masks = np.zeros((num_clips, steps, *batch.mask_logits.shape[2:]), dtype=np.float16)
+                masks[batch.clip_indices] = batch.mask_logits
+        flat_masks = None if masks is None else masks.reshape(num_clips * steps, *masks.shape[2:])
+        return VideoPrediction(frame_scores=scores.reshape(-1), mask_logits=flat_masks)
+
+    def _collate(self, items: list[tuple[int, EncodedSample]]):
+        indices = [index for index, _ in items]
+        return indices, self.processor.collate([sample for _, sample in items])
+
+
+def upsample_mask_logits(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(n, h, w) low-resolution logits → (n, H, W) float32 probabilities (bilinear, then sigmoid).
+
+    SAM2 predicts masks for a frame stretched to S×S; its S/4 × S/4 logits stretch back to any frame
+    size the same way.
+    """
+    tensor = torch.from_numpy(np.ascontiguousarray(logits)).float().unsqueeze(1)
+    resized = torch.nn.functional.interpolate(tensor, size=size, mode="bilinear", align_corners=False)
+    return torch.sigmoid(resized[:, 0]).numpy()
