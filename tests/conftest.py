@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+torch.set_num_threads(int(os.environ.get("LAVIDA_TEST_THREADS", min(2, os.cpu_count() or 1))))
 
 
 @pytest.fixture(autouse=True)
@@ -81,3 +81,17 @@ def make_samples(seed: int = 0):
         masks=rng.random((1, 80, 80)) > 0.5,
     )
     return video, image
+
+
+@pytest.fixture(scope="session")
+def synthetic_train_root(tmp_path_factory):
+    from lavida.data.sources.base import write_manifest
+    from lavida.data.sources.synthetic import SyntheticSource
+    from lavida.synthetic.datasets import SegmentationSetSpec, default_split, write_segmentation_set
+
+    root = tmp_path_factory.mktemp("synthetic_train")
+    spec = SegmentationSetSpec(videos=6, images=4, frames=8, height=64, width=96, seed=0)
+    write_segmentation_set(root, default_split(0), spec)
+    source = SyntheticSource(root)
+    write_manifest(source.index(), source.manifest_path())
+    return root

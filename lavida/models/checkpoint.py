@@ -114,8 +114,7 @@ def load_checkpoint(
         data = _merge(data, config_overrides)
     config = LavidaConfig.from_dict(data)
     model = build_lavida(config)
-    _load_adapter(model, directory / ADAPTER_DIR)
-    _load_heads(model, directory / HEADS_FILE)
+    load_trained_weights(model, directory)
     meta_file = directory / META_FILE
     if meta_file.is_file():
         saved_seg = json.loads(meta_file.read_text()).get("seg_token_id")
@@ -125,6 +124,16 @@ def load_checkpoint(
                 f"{model.mllm.seg_token_id}; the base MLLM differs from the one it was trained on."
             )
     return model.to(device), config
+
+
+def load_trained_weights(model: LavidaModel, directory: str | Path) -> None:
+    """Load a checkpoint's trained weights (adapter + heads) into an already built ``model``.
+
+    Used to resume training, where the model is built from the run's config first.
+    """
+    directory = Path(directory)
+    _load_adapter(model, directory / ADAPTER_DIR)
+    _load_heads(model, directory / HEADS_FILE)
 
 
 def _load_adapter(model: LavidaModel, adapter_dir: Path) -> None:

@@ -56,8 +56,12 @@ class MaskDecoderConfig:
 
 @dataclass
 class ProjectorConfig:
-    """Multi-Scale Semantic Projector (§3.7, B.5: d_a 768, 48 queries, 5 layers, D_m 256)."""
+    """Multi-Scale Semantic Projector (§3.7, B.5: d_a 768, 48 queries, 5 layers, D_m 256).
 
+    ``kind`` selects Tab. 4's adapter: ``multiscale`` (proposed), ``qformer`` or ``mlp`` (baselines).
+    """
+
+    kind: Literal["multiscale", "qformer", "mlp"] = "multiscale"
     hidden_dim: int = 768
     num_queries: int = 48
     num_layers: int = 5

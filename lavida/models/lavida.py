@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from lavida.data.types import LavidaBatch
+from lavida.models.adapters import MLPAdapter
 from lavida.models.compression import TokenCompressor
 from lavida.models.config import LavidaConfig
 from lavida.models.mask_decoder import MultiLevelMaskDecoder, build_mask_decoder
@@ -42,7 +43,7 @@ class LavidaModel(nn.Module):
         mllm: SemanticExtractor,
         text_encoder: CategoryEncoder,
         mask_decoder: MultiLevelMaskDecoder,
-        projector: MultiScaleSemanticProjector,
+        projector: MultiScaleSemanticProjector | MLPAdapter,
     ) -> None:
         super().__init__()
         self.mllm = mllm
@@ -141,19 +142,26 @@ def build_lavida(config: LavidaConfig | dict) -> LavidaModel:
         prompt_embedding=d.prompt_embedding,
         dtype=config.dtype,
     )
-    projector = MultiScaleSemanticProjector(
-        llm_dim=mllm.hidden_size,
-        text_dim=text_encoder.dim,
-        vision_dim=mask_decoder.feature_dim,
-        out_dim=p.out_dim,
-        hidden_dim=p.hidden_dim,
-        num_queries=p.num_queries,
-        num_layers=p.num_layers,
-        num_heads=p.num_heads,
-        mlp_dim=p.mlp_dim,
-        cross_attn_heads=p.cross_attn_heads,
-        attention_downsample_rate=p.attention_downsample_rate,
-    ).to(getattr(torch, config.dtype))
+    if p.kind == "mlp":
+        projector = MLPAdapter(llm_dim=mllm.hidden_size, out_dim=p.out_dim, hidden_dim=p.hidden_dim)
+    elif p.kind in ("multiscale", "qformer"):
+        projector = MultiScaleSemanticProjector(
+            llm_dim=mllm.hidden_size,
+            text_dim=text_encoder.dim,
+            vision_dim=mask_decoder.feature_dim,
+            out_dim=p.out_dim,
+            hidden_dim=p.hidden_dim,
+            num_queries=p.num_queries,
+            num_layers=p.num_layers,
+            num_heads=p.num_heads,
+            mlp_dim=p.mlp_dim,
+            cross_attn_heads=p.cross_attn_heads,
+            attention_downsample_rate=p.attention_downsample_rate,
+            two_way=p.kind == "multiscale",
+        )
+    else:
+        raise ValueError(f"model.projector.kind must be multiscale, qformer or mlp; got '{p.kind}'.")
+    projector = projector.to(getattr(torch, config.dtype))
     model = LavidaModel(mllm=mllm, text_encoder=text_encoder, mask_decoder=mask_decoder, projector=projector)
     log.info(
         "LAVIDA built: %.3f B parameters, %.2f M trainable",

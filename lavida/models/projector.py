@@ -43,6 +43,8 @@ class MultiScaleSemanticProjector(nn.Module):
         mlp_dim: MLP width of the two-way blocks.
         cross_attn_heads: Heads of the Eq. 7 category -> vision cross-attention.
         attention_downsample_rate: Internal-width reduction of every cross-attention.
+        two_way: Update the keys from the queries in every block (the proposed projector); False gives
+            the one-way Q-Former baseline of Tab. 4.
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class MultiScaleSemanticProjector(nn.Module):
         mlp_dim: int = 2048,
         cross_attn_heads: int = 8,
         attention_downsample_rate: int = 2,
+        two_way: bool = True,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -103,7 +106,8 @@ class MultiScaleSemanticProjector(nn.Module):
                 num_heads=num_heads,
                 mlp_dim=mlp_dim,
                 attention_downsample_rate=attention_downsample_rate,
-                update_keys=i < num_layers - 1,
+                # Tab. 4's Q-Former baseline (two_way=False): the queries read the keys, which never change.
+                update_keys=two_way and i < num_layers - 1,
             )
             for i in range(num_layers)
         )

@@ -1,0 +1,50 @@
+"""``lavida-train experiment=<name>``: train LAVIDA (Hydra entry point; see lavida/configs/train.yaml).
+
+Multi-GPU and multi-node runs use the same script under ``accelerate launch``, e.g.
+``accelerate launch --multi_gpu --num_processes 8 -m lavida.cli.train experiment=paper_main launcher=zero2``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from lavida.data.config import DataConfig
+from lavida.models.config import LavidaConfig
+from lavida.train.config import TrainConfig, launcher_from_dict
+from lavida.train.loop import Trainer, TrainSummary
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig, *, sources: dict | None = None) -> TrainSummary:
+    """Train as configured; returns the summary (the final checkpoint is ``<output_dir>/final``)."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    trainer = Trainer(
+        model=LavidaConfig.from_dict(container["model"]),
+        data=DataConfig.from_dict(container["data"]),
+        train=TrainConfig.from_dict(container["train"]),
+        launcher=launcher_from_dict(container["launcher"]),
+        output_dir=cfg.output_dir,
+        sources=sources,
+        run_config=container,
+    )
+    summary = trainer.fit()
+    log.info(
+        "Finished %d steps in %.0f s; final model: %s",
+        summary.steps,
+        summary.seconds,
+        summary.final_checkpoint,
+    )
+    return summary
+
+
+@hydra.main(version_base=None, config_path="pkg://lavida.configs", config_name="train")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

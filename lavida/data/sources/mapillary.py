@@ -1,0 +1,204 @@
+"""Mapillary Vistas (research edition, v2.0 labels): 124 classes, one palette PNG per image.
+
+Layout (train_datasets.md §2.2)::
+
+    <root>/config_v2.0.json                        # {"labels": [{"name", "readable", ...}, ...]}
+    <root>/training/images/<key>.jpg
+    <root>/training/v2.0/labels/<key>.png          # 8-bit palette PNG: palette index = label index
+    <root>/validation/...
+
+A label's pixel value is its position in the config's ``labels`` list; its text is ``readable``
+lower-cased, as in the reference loaders (LISA/VISA ``init_mapillary``). One record per image; one
+target per class present.
+
+Void labels: the official code keeps all 124 names, so "unlabeled", "ego vehicle" and "car mount"
+can become the genuine anomaly (lavida_official.md §8) — a bug the research notes advise against
+copying (train_datasets.md §2.2). Labels named ``void--*`` are therefore neither targets nor present
+texts by default (``skip_void=False`` restores the official behaviour).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lavida.data.sources.base import DatasetFormatError, SegmentationSource, SegRecord, SegTarget
+from lavida.data.sources.masks import load_mask_spec, read_index_png
+from lavida.data.sources.text import normalize_text
+
+__all__ = ["MapillaryVistasSource"]
+
+logger = logging.getLogger(__name__)
+
+_SPLIT_FOLDERS = {
+    "train": "training",
+    "training": "training",
+    "val": "validation",
+    "validation": "validation",
+}
+_VOID_PREFIX = "void--"
+
+
+class MapillaryVistasSource(SegmentationSource):
+    """Mapillary Vistas as image records with one target per (non-void) class present.
+
+    Args:
+        root: The extracted research edition (holding ``config_v2.0.json`` and ``training/``).
+        split: ``"train"`` (folder ``training``) or ``"val"`` (``validation``).
+        version: Label version, ``"v2.0"`` (124 labels; default, as the official code) or ``"v1.2"``
+            (66 labels); selects ``config_<version>.json`` and ``<split>/<version>/labels``.
+        skip_void: Drop ``void--*`` labels (unlabeled, ego vehicle, car mount, ...) from targets and
+            present texts (default). ``False`` keeps them, as the official code does.
+        min_pixels: A class covering fewer pixels is listed in ``present`` but is not a target;
+            1 (default) keeps every class, as the official code does.
+
+    Raises:
+        DatasetFormatError: ``root`` does not exist, or the config file is missing or malformed.
+        ValueError: Unknown ``split`` or ``version``, or ``min_pixels`` < 1.
+    """
+
+    name = "mapillary"
+    is_video = False
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        split: str = "train",
+        version: str = "v2.0",
+        skip_void: bool = True,
+        min_pixels: int = 1,
+    ) -> None:
+        if split not in _SPLIT_FOLDERS:
+            raise ValueError(f"mapillary: unknown split {split!r}; expected one of {sorted(_SPLIT_FOLDERS)}.")
+        if version not in ("v2.0", "v1.2"):
+            raise ValueError(f"mapillary: unknown label version {version!r}; expected 'v2.0' or 'v1.2'.")
+        if min_pixels < 1:
+            raise ValueError(f"mapillary: min_pixels must be >= 1, got {min_pixels}.")
+        super().__init__(root, split=split)
+        self.version = version
+        self.skip_void = skip_void
+        self.min_pixels = min_pixels
+        # texts[v] is the description of pixel value v, or None for a skipped void label.
+        self.texts = self._read_config(self.root / f"config_{version}.json")
+
+    def _read_config(self, path: Path) -> tuple[str | None, ...]:
+        try:
+            labels = json.loads(path.read_text(encoding="utf-8"))["labels"]
+            entries = [(str(label["name"]), label["readable"]) for label in labels]
+        except FileNotFoundError as error:
+            raise DatasetFormatError(
+                f"{path}: the label config is missing; it ships at the root of the Mapillary Vistas "
+                "research edition next to training/ and validation/."
+            ) from error
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise DatasetFormatError(
+                f"{path}: expected {{'labels': [{{'name': ..., 'readable': ...}}, ...]}} ({error!r})."
+            ) from error
+        texts: list[str | None] = []
+        for position, (name, readable) in enumerate(entries):
+            if not isinstance(readable, str) or not normalize_text(readable):
+                raise DatasetFormatError(f"{path}: label {position} ({name}) has no readable name.")
+            void = name.startswith(_VOID_PREFIX)
+            texts.append(None if void and self.skip_void else normalize_text(readable.lower()))
+        if not entries:
+            raise DatasetFormatError(f"{path}: the config lists no labels.")
+        return tuple(texts)
+
+    def index(self, *, skip_errors: bool = False) -> Iterator[SegRecord]:
+        """Yield one record per image that has at least one target, in file-name order.
+
+        Args:
+            skip_errors: Log and skip an image whose label is missing, unreadable or invalid instead
+                of raising; a count of skipped images is logged at the end.
+
+        Raises:
+            DatasetFormatError: The split's folders are missing or empty, or (unless
+                ``skip_errors``) an image's label is missing or invalid; the message names the file.
+        """
+        folder = _SPLIT_FOLDERS[self.split]
+        images_dir = self.root / folder / "images"
+        labels_dir = self.root / folder / self.version / "labels"
+        images = sorted(images_dir.glob("*.jpg")) if images_dir.is_dir() else []
+        if not images or not labels_dir.is_dir():
+            raise DatasetFormatError(
+                f"mapillary: expected images in {images_dir}/*.jpg and label PNGs in {labels_dir}/*.png; "
+                f"found {len(images)} images{'' if labels_dir.is_dir() else ' and no labels folder'}. "
+                "Point root at the extracted research edition (the folder holding config_v2.0.json)."
+            )
+        skipped = without_targets = 0
+        for image in images:
+            try:
+                record = self._record(image, labels_dir / f"{image.stem}.png")
+            except DatasetFormatError as error:
+                if not skip_errors:
+                    raise
+                skipped += 1
+                logger.warning("mapillary: skipping %s: %s", image.name, error)
+                continue
+            if not record.targets:
+                without_targets += 1
+                continue
+            yield record
+        if without_targets:
+            logger.info("mapillary: %d images have no target class and are left out.", without_targets)
+        if skipped:
+            logger.warning("mapillary: skipped %d of %d images with format errors.", skipped, len(images))
+
+    def _record(self, image: Path, label_path: Path) -> SegRecord:
+        if not label_path.is_file():
+            raise DatasetFormatError(f"{label_path}: label missing for image {image.name}.")
+        label = read_index_png(label_path)
+        _check_image(image, label.shape)
+        if label.min() < 0 or label.max() >= len(self.texts):
+            raise DatasetFormatError(
+                f"{label_path}: pixel value {int(label.max())} has no entry in config_{self.version}.json "
+                f"(labels 0..{len(self.texts) - 1}); do the labels and the config come from the same version?"
+            )
+        # bincount, not np.unique: Mapillary labels are up to ~25 MP and sorting them dominates indexing.
+        counts = np.bincount(label.ravel(), minlength=len(self.texts))
+        values_by_text: dict[str, list[int]] = {}
+        for value in np.flatnonzero(counts):
+            text = self.texts[value]
+            if text is not None:  # several labels may share a readable name: one target for all
+                values_by_text.setdefault(text, []).append(int(value))
+        label_file = label_path.relative_to(self.root).as_posix()
+        targets = tuple(
+            SegTarget(text=text, mask={"kind": "index_png", "paths": [label_file], "values": values})
+            for text, values in values_by_text.items()
+            if counts[values].sum() >= self.min_pixels
+        )
+        return SegRecord(
+            source=self.name,
+            key=image.stem,
+            group=f"{self.name}/{image.stem}",
+            frames=(image.relative_to(self.root).as_posix(),),
+            targets=targets,
+            present=tuple(values_by_text),
+            is_video=False,
+            meta={"size": [int(label.shape[0]), int(label.shape[1])]},
+        )
+
+    def load_masks(self, record: SegRecord, target: SegTarget, positions: Sequence[int]) -> np.ndarray:
+        """The target's mask as (len(positions), H, W) bool; an image has the single position 0."""
+        return load_mask_spec(target.mask, positions, root=self.root, size=tuple(record.meta["size"]))
+
+
+def _check_image(image: Path, label_shape: tuple[int, ...]) -> None:
+    """Raise unless ``image`` opens and has the label's (H, W); reads the header only."""
+    from PIL import Image
+
+    try:
+        with Image.open(image) as handle:
+            width, height = handle.size
+    except OSError as error:
+        raise DatasetFormatError(f"{image}: cannot read the image ({error}).") from error
+    if (height, width) != tuple(label_shape):
+        raise DatasetFormatError(
+            f"{image}: image is {height}x{width} but its label is {label_shape[0]}x{label_shape[1]}; "
+            "image and annotation must have the same size."
+        )

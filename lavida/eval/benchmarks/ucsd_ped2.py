@@ -1,0 +1,214 @@
+"""UCSD Ped2 (Mahadevan et al., CVPR 2010; UCSD_Anomaly_Dataset.v1p2) test set: 12 clips with pixel masks.
+
+Layout (``research/vad_eval.md`` §1.5)::
+
+    <root>/UCSDped2/Test/Test001/001.tif ...        greyscale frames, 240×360
+    <root>/UCSDped2/Test/Test001_gt/001.bmp ...     one binary mask per frame (anomalous where > 0)
+    <root>/UCSDped2/Test/UCSDped2.m                 frame GT: "TestVideoFile{end+1}.gt_frame = [61:180];"
+
+``root`` may be the folder holding ``UCSDped2/`` (or the archive's ``UCSD_Anomaly_Dataset.v1p2/``) or
+``UCSDped2/`` itself. The macOS ``._*`` and ``.DS_Store`` files of the archive are ignored.
+
+``UCSDped2.m`` lists one MATLAB vector per test clip, in clip order: 1-based, inclusive ranges
+(``[61:180]``), several ranges (``[1:10, 50:60]``), single frames and ``a:step:b`` are understood.
+Frame labels come from it by default; the release uses ``any`` of each pixel mask instead
+(``frame_labels="pixel"``). The two are compared at load and differences are logged. The primary metric
+is the pooled pixel ROC-AUC.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from lavida.data.video import list_frame_files
+from lavida.eval.benchmark import GroundTruthError, TestVideo, VadBenchmark, labels_from_intervals
+from lavida.eval.benchmarks._common import (
+    MaskFiles,
+    categories_from_resource,
+    text_lines,
+    warn_if_labels_disagree,
+)
+
+log = logging.getLogger(__name__)
+
+FRAME_SUFFIXES = (".tif", ".tiff")
+MASK_SUFFIXES = (".bmp", ".png", ".tif", ".tiff")
+
+_GT_LINE = re.compile(r"TestVideoFile\s*\{\s*(end\s*\+\s*1|\d+)\s*\}\s*\.\s*gt_frame\s*=\s*\[(.*)\]\s*;?")
+_ELEMENT = re.compile(r"(\d+)(?::(\d+))?(?::(\d+))?")
+
+
+def parse_matlab_ranges(body: str, *, where: str) -> list[tuple[int, int]]:
+    """A MATLAB vector of 1-based frame numbers → 0-based inclusive ``(start, end)`` intervals.
+
+    ``"61:180"`` → ``[(60, 179)]``; ``"1:10, 50:60"`` → ``[(0, 9), (49, 59)]``; ``"5 7"`` → ``[(4, 4), (6, 6)]``;
+    ``"1:2:7"`` (start:step:stop) → single frames 1, 3, 5, 7; ``""`` → ``[]``.
+
+    Raises:
+        GroundTruthError: an element is not ``a``, ``a:b`` or ``a:s:b`` with positive integers.
+    """
+    body = re.sub(r"\s*:\s*", ":", body.strip())
+    intervals: list[tuple[int, int]] = []
+    for token in (t for t in re.split(r"[,\s;]+", body) if t):
+        match = _ELEMENT.fullmatch(token)
+        if not match:
+            raise GroundTruthError(f"{where}: '{token}' is not a MATLAB range 'a:b' of frame numbers.")
+        first, second, third = (int(g) if g is not None else None for g in match.groups())
+        if first < 1:
+            raise GroundTruthError(f"{where}: '{token}': MATLAB frame numbers start at 1.")
+        if third is not None:  # a:step:b
+            if second == 0:
+                raise GroundTruthError(f"{where}: '{token}' has a zero step.")
+            intervals.extend((f - 1, f - 1) for f in range(first, third + 1, second))
+            continue
+        last = second if second is not None else first
+        if last >= first:  # MATLAB's a:b is empty when b < a
+            intervals.append((first - 1, last - 1))
+    return intervals
+
+
+def read_ucsd_frame_gt(path: Path) -> list[list[tuple[int, int]]]:
+    """Per-clip 0-based inclusive anomalous intervals from ``UCSDped{1,2}.m``, in clip order.
+
+    Raises:
+        GroundTruthError: missing file, a ``gt_frame`` line that cannot be parsed, or no such line.
+    """
+    expected = "lines 'TestVideoFile{end+1}.gt_frame = [start:end];' (1-based, inclusive)"
+    clips: dict[int, list[tuple[int, int]]] = {}
+    for number, line in text_lines(path, expected=expected):
+        code = line.split("%", 1)[0]  # MATLAB comment
+        if "gt_frame" not in code:
+            continue
+        where = f"{path}, line {number}"
+        match = _GT_LINE.search(code)
+        if not match:
+            raise GroundTruthError(f"{where}: '{line}' does not match {expected}.")
+        index = len(clips) + 1 if match.group(1).replace(" ", "") == "end+1" else int(match.group(1))
+        if index in clips:
+            raise GroundTruthError(f"{where}: clip {index} is given twice.")
+        clips[index] = parse_matlab_ranges(match.group(2), where=where)
+    if not clips:
+        raise GroundTruthError(f"{path}: no gt_frame line found; expected {expected}.")
+    if sorted(clips) != list(range(1, len(clips) + 1)):
+        raise GroundTruthError(f"{path}: clips {sorted(clips)} are not numbered 1 .. {len(clips)}.")
+    return [clips[i] for i in range(1, len(clips) + 1)]
+
+
+class UCSDPed2(VadBenchmark):
+    """UCSD Ped2 test set (12 clips, frame and pixel ground truth).
+
+    Args:
+        root: The folder holding ``UCSDped2/``, or ``UCSDped2/`` itself.
+        frame_labels: ``"matlab"`` (default: ``UCSDped2.m``) or ``"pixel"`` (any pixel of the mask, as the release).
+    """
+
+    name = "ucsd_ped2"
+    intervals = {"standard": 1, "lavida_official": 1}
+    has_pixel_gt = True
+    primary_metric = "pixel_auc"
+
+    def __init__(self, root: str | Path, *, frame_labels: Literal["matlab", "pixel"] = "matlab") -> None:
+        super().__init__(root)
+        if frame_labels not in ("matlab", "pixel"):
+            raise ValueError(f"UCSD Ped2: frame_labels must be 'matlab' or 'pixel', got {frame_labels!r}.")
+        self.frame_labels = frame_labels
+        self.test_dir = self._find_test_dir()
+
+    @property
+    def categories(self) -> list[str]:
+        return categories_from_resource("ucsd_ped2_categories.txt")
+
+    def _find_test_dir(self) -> Path:
+        for base in (self.root / "UCSDped2", self.root / "UCSD_Anomaly_Dataset.v1p2" / "UCSDped2", self.root):
+            if (base / "Test").is_dir():
+                return base / "Test"
+        raise FileNotFoundError(
+            f"UCSD Ped2: no UCSDped2/Test folder under {self.root}. Give the folder that holds UCSDped2/ "
+            "(or UCSDped2/ itself); expected UCSDped2/Test/TestNNN/*.tif, UCSDped2/Test/TestNNN_gt/*.bmp and "
+            "UCSDped2/Test/UCSDped2.m."
+        )
+
+    def _matlab_file(self) -> Path:
+        default = self.test_dir / "UCSDped2.m"
+        if default.is_file():
+            return default
+        others = sorted(p for p in self.test_dir.glob("*.m") if not p.name.startswith("."))
+        return others[0] if len(others) == 1 else default  # reading the default raises the named error
+
+    def load_videos(self) -> list[TestVideo]:
+        from PIL import Image
+
+        clips = sorted(
+            (p for p in self.test_dir.iterdir() if p.is_dir() and re.fullmatch(r"Test\d+", p.name)),
+            key=lambda p: int(p.name[4:]),
+        )
+        if not clips:
+            raise FileNotFoundError(f"UCSD Ped2: {self.test_dir} holds no TestNNN folders.")
+        matlab = self._matlab_file()
+        frame_gt = read_ucsd_frame_gt(matlab) if self.frame_labels == "matlab" else None
+        if frame_gt is not None and len(frame_gt) != len(clips):
+            raise GroundTruthError(
+                f"{matlab}: {len(frame_gt)} gt_frame lines for {len(clips)} test clips in {self.test_dir}; "
+                "expected one line per TestNNN folder, in order."
+            )
+        videos = []
+        for position, clip in enumerate(clips):
+            frames = list_frame_files(clip, FRAME_SUFFIXES)
+            if not frames:
+                raise FileNotFoundError(f"UCSD Ped2: {clip} holds no .tif frames.")
+            gt_dir = clip.with_name(clip.name + "_gt")
+            if not gt_dir.is_dir():
+                raise GroundTruthError(
+                    f"{gt_dir}: pixel ground truth not found; expected one .bmp mask per frame of {clip}."
+                )
+            masks = MaskFiles(list_frame_files(gt_dir, MASK_SUFFIXES))
+            if len(masks.files) != len(frames):
+                raise GroundTruthError(
+                    f"{gt_dir}: {len(masks.files)} masks for {len(frames)} frames in {clip}; expected one mask per frame."
+                )
+            pixel = masks(np.arange(len(frames)))
+            pixel_labels = pixel.any(axis=(1, 2))
+            with Image.open(frames[0]) as image:  # header only
+                frame_size = image.size[::-1]
+            if pixel.shape[1:] != frame_size:
+                log.warning(
+                    "%s: masks are %s but the frames are %s; pixel metrics will resize.",
+                    gt_dir,
+                    pixel.shape[1:],
+                    frame_size,
+                )
+            if frame_gt is None:
+                labels = pixel_labels.astype(np.uint8)
+            else:
+                where = f"{matlab}, clip {position + 1}"
+                labels = labels_from_intervals(len(frames), frame_gt[position], where=where)
+                if any(end >= len(frames) for _, end in frame_gt[position]):
+                    log.warning("%s: a range runs past the clip's %d frames; clipped.", where, len(frames))
+                warn_if_labels_disagree(
+                    labels,
+                    pixel_labels,
+                    where=f"UCSD Ped2 {clip.name}",
+                    frame_source="UCSDped2.m",
+                    pixel_source="any(pixel mask)",
+                )
+            videos.append(
+                TestVideo(
+                    name=clip.name,
+                    path=clip,
+                    frame_labels=labels,
+                    pixel_masks=masks,
+                    meta={"gt_dir": str(gt_dir)},
+                )
+            )
+        log.info(
+            "UCSD Ped2: %d test clips (%d anomalous), %d frames",
+            len(videos),
+            sum(v.is_anomalous for v in videos),
+            sum(v.num_frames for v in videos),
+        )
+        return videos

@@ -1,0 +1,145 @@
+"""Training settings as typed dataclasses (B.3), built from the Hydra ``train``/``launcher`` groups."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass
+class OptimConfig:
+    """AdamW and its schedule (B.3: lr 1e-5, weight decay 1e-5, WarmupDecayLR with 100 warm-up steps).
+
+    Attributes:
+        lr: Peak learning rate.
+        weight_decay: AdamW weight decay (the paper's 1e-5; the official code ran with AdamW's default 0.01).
+        betas: AdamW betas.
+        eps: AdamW epsilon.
+        warmup_steps: Optimizer steps of warm-up.
+        warmup_type: ``linear`` (what the official code's HF scheduler does) or ``log`` (DeepSpeed
+            WarmupDecayLR's default shape).
+        decay: ``linear`` to 0 at the last step (WarmupDecayLR) or ``constant`` after warm-up.
+        grad_clip: Max gradient norm; 0 disables (the official code: 1.0).
+    """
+
+    lr: float = 1e-5
+    weight_decay: float = 1e-5
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_steps: int = 100
+    warmup_type: Literal["linear", "log"] = "linear"
+    decay: Literal["linear", "constant"] = "linear"
+    grad_clip: float = 1.0
+
+
+@dataclass
+class LossConfig:
+    """Eq. 10 and L_seg (SAM2's loss; weights ``sam2`` 20/1/1/1 or ``official`` 20/2/1/2)."""
+
+    lambda_txt: float = 1.0
+    lambda_seg: float = 1.0
+    weights: Literal["sam2", "official"] = "sam2"
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    supervise_all_iou: bool = False
+    iou_l1: bool = True
+
+
+@dataclass
+class LauncherConfig:
+    """How the run is distributed (the only place DeepSpeed settings live).
+
+    Attributes:
+        name: ``single``, ``ddp``, ``zero2`` or ``zero3`` (informative).
+        mixed_precision: ``no``, ``bf16`` or ``fp16`` (Accelerate autocast).
+        cpu: Force CPU even where a GPU exists (tests, demo).
+        deepspeed: A DeepSpeed config dict (ZeRO stage etc.), or None for plain PyTorch/DDP.
+        find_unused_parameters: DDP flag: some trainable parameters get no gradient in a step (the
+            mask tokens SAM2's multimask mode does not output), so DDP must not wait for them.
+    """
+
+    name: str = "single"
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    cpu: bool = False
+    deepspeed: dict | None = None
+    find_unused_parameters: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """The training loop (B.3: batch 2, 10 epochs × 2,000 batches).
+
+    Attributes:
+        epochs: Passes over ``batches_per_epoch`` batches.
+        batches_per_epoch: Optimizer-level batches per epoch (per process: each draws its own items).
+        batch_size: Samples per forward pass per process.
+        grad_accum: Forward passes per optimizer step.
+        max_steps: Stop after this many optimizer steps (smoke runs); None = epochs × batches_per_epoch.
+        seed: Seed of the model's randomness (dropout); the data has its own (``data.seed``).
+        trainable_fp32: Keep trainable parameters in float32 when the model is bf16 (mixed precision).
+        log_every: Optimizer steps between logged losses.
+        save_every: Optimizer steps between checkpoints (0: only at the end).
+        keep_last: Checkpoints kept (older ones are deleted).
+        val_every: Optimizer steps between validations (0: never); validation uses held-out draws from
+            the training sources, never a test benchmark.
+        val_batches: Batches per validation.
+        resume: ``auto`` (continue from the latest checkpoint in the output directory if any), ``never``,
+            or a checkpoint directory.
+        logger: ``tensorboard``, ``wandb`` or ``none``.
+    """
+
+    epochs: int = 10
+    batches_per_epoch: int = 2000
+    batch_size: int = 2
+    grad_accum: int = 1
+    max_steps: int | None = None
+    seed: int = 44
+    trainable_fp32: bool = True
+    log_every: int = 10
+    save_every: int = 1000
+    keep_last: int = 2
+    val_every: int = 1000
+    val_batches: int = 8
+    resume: str = "auto"
+    logger: Literal["tensorboard", "wandb", "none"] = "tensorboard"
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batches_per_epoch", "batch_size", "grad_accum", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be ≥ 1, got {getattr(self, name)}.")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"train.max_steps must be ≥ 1 or null, got {self.max_steps}.")
+
+    @property
+    def total_steps(self) -> int:
+        full = self.epochs * self.batches_per_epoch
+        return min(full, self.max_steps) if self.max_steps is not None else full
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        optim = _build(OptimConfig, data.pop("optim", {}) or {}, "train.optim")
+        loss = _build(LossConfig, data.pop("loss", {}) or {}, "train.loss")
+        return _build(cls, {**data, "optim": optim, "loss": loss}, "train")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def launcher_from_dict(data: dict[str, Any]) -> LauncherConfig:
+    return _build(LauncherConfig, data, "launcher")
+
+
+def _build(cls, data: dict[str, Any], where: str):
+    if not isinstance(data, dict):
+        return data  # already built
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; valid keys are {sorted(known)}.")
+    if "betas" in data:
+        data = {**data, "betas": tuple(data["betas"])}
+    return cls(**data)

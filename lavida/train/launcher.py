@@ -1,0 +1,50 @@
+"""The ``Accelerator`` for a launcher config: single process, DDP, or DeepSpeed ZeRO-2/3.
+
+The same training script runs under ``python -m``/``lavida-train`` (one process) and under
+``accelerate launch`` (several processes, one or more nodes); the launcher config only chooses mixed
+precision and, for ZeRO, hands its DeepSpeed dict to Accelerate.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from lavida.train.config import LauncherConfig, TrainConfig
+
+
+def deepspeed_config(launcher: LauncherConfig, train: TrainConfig) -> dict | None:
+    """The launcher's DeepSpeed dict with the batch settings filled in from the training config.
+
+    DeepSpeed wants ``train_micro_batch_size_per_gpu``, ``gradient_accumulation_steps`` and
+    ``gradient_clipping``; they are taken from ``train`` so they can never disagree with the loop.
+    """
+    if launcher.deepspeed is None:
+        return None
+    config = copy.deepcopy(launcher.deepspeed)
+    config["train_micro_batch_size_per_gpu"] = train.batch_size
+    config["gradient_accumulation_steps"] = train.grad_accum
+    config["gradient_clipping"] = train.optim.grad_clip if train.optim.grad_clip > 0 else 0.0
+    if launcher.mixed_precision == "bf16":
+        config["bf16"] = {"enabled": True}
+    return config
+
+
+def build_accelerator(launcher: LauncherConfig, train: TrainConfig, *, output_dir: Path):
+    """An ``Accelerator`` configured for ``launcher`` (logging to ``output_dir`` when a logger is set)."""
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.utils import DeepSpeedPlugin
+
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=launcher.find_unused_parameters)]
+    ds_config = deepspeed_config(launcher, train)
+    plugin = DeepSpeedPlugin(hf_ds_config=ds_config) if ds_config is not None else None
+    log_with = None if train.logger == "none" else train.logger
+    return Accelerator(
+        cpu=launcher.cpu,
+        mixed_precision=launcher.mixed_precision,
+        gradient_accumulation_steps=train.grad_accum,
+        deepspeed_plugin=plugin,
+        kwargs_handlers=handlers,
+        log_with=log_with,
+        project_dir=str(output_dir),
+    )

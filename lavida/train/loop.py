@@ -1,0 +1,355 @@
+"""The training loop (B.3): setup → train → save, readable top to bottom.
+
+    trainer = Trainer(model=..., data=..., train=..., launcher=..., output_dir=...)
+    summary = trainer.fit()
+
+``setup`` builds the accelerator, model, processor, data, optimizer, schedule and logger, and resumes
+from the newest checkpoint if there is one. ``fit`` loops over epochs and batches; ``train_step`` is
+the only place that touches accumulation, autocast, backward and clipping. A non-finite loss stops the
+run with a clear message; the last good checkpoint is left as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from lavida.data.config import DataConfig
+from lavida.data.processor import LavidaProcessor
+from lavida.data.train_dataset import TrainBatch, build_train_dataset
+from lavida.losses import LavidaLoss, SegLossWeights
+from lavida.models.checkpoint import save_checkpoint
+from lavida.models.config import LavidaConfig
+from lavida.models.lavida import build_lavida
+from lavida.train.config import LauncherConfig, TrainConfig
+from lavida.train.launcher import build_accelerator
+from lavida.train.optim import build_optimizer, build_scheduler
+from lavida.train.state import Progress, latest_checkpoint, load_training_checkpoint, save_training_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; training stopped without saving."""
+
+
+@dataclass
+class TrainSummary:
+    """What a finished run reports."""
+
+    steps: int
+    final_checkpoint: Path
+    last_losses: dict[str, float]
+    seconds: float
+
+
+class Trainer:
+    """Trains LAVIDA on pseudo-anomalies.
+
+    Args:
+        model: The model configuration.
+        data: The training data configuration.
+        train: Loop, optimizer and loss settings.
+        launcher: Distribution and precision.
+        output_dir: Run directory (checkpoints, logs, the final model).
+        sources: Already built sources by name (e.g. the synthetic one); others are built from ``data``.
+        run_config: The resolved configuration to record with the run (Hydra's, as a plain dict).
+    """
+
+    def __init__(
+        self,
+        *,
+        model: LavidaConfig,
+        data: DataConfig,
+        train: TrainConfig,
+        launcher: LauncherConfig,
+        output_dir: str | Path,
+        sources: dict | None = None,
+        run_config: dict | None = None,
+    ) -> None:
+        self.model_config = model
+        self.data_config = data
+        self.config = train
+        self.launcher = launcher
+        self.output_dir = Path(output_dir)
+        self.sources = sources
+        self.run_config = run_config or {}
+        self.progress = Progress()
+
+    # -- setup -------------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        from accelerate.utils import set_seed
+
+        self.accelerator = build_accelerator(self.launcher, self.config, output_dir=self.output_dir)
+        acc = self.accelerator
+        set_seed(self.config.seed, device_specific=True)
+        log.info("Building the model")
+        model = build_lavida(self.model_config)
+        if self.config.trainable_fp32:
+            # Mixed precision: frozen weights may be bf16, trained ones (and their optimizer state) stay fp32.
+            for parameter in model.parameters():
+                if parameter.requires_grad:
+                    parameter.data = parameter.data.float()
+        self.processor = LavidaProcessor.for_model(model, self.model_config.inputs)
+        self.loss_fn = LavidaLoss(
+            lambda_txt=self.config.loss.lambda_txt,
+            lambda_seg=self.config.loss.lambda_seg,
+            seg_weights=SegLossWeights.official()
+            if self.config.loss.weights == "official"
+            else SegLossWeights(),
+            focal_alpha=self.config.loss.focal_alpha,
+            focal_gamma=self.config.loss.focal_gamma,
+            supervise_all_iou=self.config.loss.supervise_all_iou,
+            iou_l1=self.config.loss.iou_l1,
+        )
+
+        micro_batches = self.config.batches_per_epoch * self.config.grad_accum
+        per_epoch = micro_batches * self.config.batch_size * acc.num_processes
+        data = DataConfig.from_dict({**self.data_config.to_dict(), "samples_per_epoch": per_epoch})
+        self.dataset = build_train_dataset(data, processor=self.processor, sources=self.sources)
+        loader = self._loader(self.dataset, data.num_workers)
+        self.validation = None
+        if self.config.val_every > 0 and self.config.val_batches > 0:
+            val_data = DataConfig.from_dict(
+                {
+                    **data.to_dict(),
+                    "seed": data.seed + 1_000_003,  # held-out draws from the training sources
+                    "samples_per_epoch": self.config.val_batches * self.config.batch_size * acc.num_processes,
+                }
+            )
+            val_set = build_train_dataset(val_data, processor=self.processor, sources=self.sources)
+            self.validation = acc.prepare_data_loader(self._loader(val_set, 0), device_placement=False)
+
+        optimizer = build_optimizer(model, self.config.optim)
+        scheduler = build_scheduler(optimizer, self.config.optim, total_steps=self.config.total_steps)
+        self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
+        self.loader = acc.prepare_data_loader(loader, device_placement=False)
+
+        resume = self._resume_from()
+        if resume is not None:
+            self.progress = load_training_checkpoint(
+                resume, accelerator=acc, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler
+            )
+        if acc.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "run_config.json").write_text(
+                json.dumps(self._record(), indent=2, default=str)
+            )
+        if self.config.logger != "none":
+            acc.init_trackers("lavida", config=_flat(self._record()))
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        log.info(
+            "Training %.2f M parameters on %d process(es), %d steps (%d per epoch)",
+            trainable / 1e6,
+            acc.num_processes,
+            self.config.total_steps,
+            self.config.batches_per_epoch,
+        )
+
+    def _loader(self, dataset, num_workers: int) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.config.batch_size,
+            shuffle=False,  # every index is already a random draw; order is the data position
+            num_workers=num_workers,
+            collate_fn=dataset.collate_fn,
+            drop_last=True,
+        )
+
+    def _resume_from(self) -> Path | None:
+        resume = self.config.resume
+        if resume == "never":
+            return None
+        if resume == "auto":
+            return latest_checkpoint(self.output_dir)
+        return Path(resume)
+
+    def _record(self) -> dict:
+        return {
+            "model": self.model_config.to_dict(),
+            "data": self.data_config.to_dict(),
+            "train": self.config.to_dict(),
+            "launcher": {k: v for k, v in vars(self.launcher).items()},
+            "hydra": self.run_config,
+        }
+
+    # -- loop --------------------------------------------------------------------------------------
+
+    def fit(self) -> TrainSummary:
+        """Train until ``total_steps``; return a summary. Call :meth:`setup` first (or let this do it)."""
+        if not hasattr(self, "accelerator"):
+            self.setup()
+        acc = self.accelerator
+        total = self.config.total_steps
+        progress_bar = tqdm(
+            total=total,
+            initial=self.progress.step,
+            desc="train",
+            unit="step",
+            disable=not acc.is_local_main_process,
+        )
+        started = time.perf_counter()
+        last: dict[str, float] = {}
+        running: dict[str, float] = {}
+        self.model.train()
+        while self.progress.step < total:
+            self.dataset.set_epoch(self.progress.epoch)
+            loader = self.loader
+            if self.progress.batch_in_epoch:
+                loader = acc.skip_first_batches(self.loader, self.progress.batch_in_epoch)
+            for batch in loader:
+                self._seed_micro_batch()
+                losses = self.train_step(batch)
+                self.progress.batch_in_epoch += 1
+                for key, value in losses.items():
+                    running[key] = running.get(key, 0.0) + value
+                if not acc.sync_gradients:
+                    continue
+                self.progress.step += 1
+                progress_bar.update(1)
+                if self.progress.step % self.config.log_every == 0 or self.progress.step == total:
+                    count = self.config.log_every * self.config.grad_accum
+                    last = {key: value / count for key, value in running.items()}
+                    last["lr"] = self.scheduler.get_last_lr()[0]
+                    acc.log({f"train/{k}": v for k, v in last.items()}, step=self.progress.step)
+                    progress_bar.set_postfix(loss=f"{last['loss']:.4f}")
+                    running = {}
+                if self.validation is not None and self.progress.step % self.config.val_every == 0:
+                    acc.log(self.validate(), step=self.progress.step)
+                if self.config.save_every and self.progress.step % self.config.save_every == 0:
+                    self.save()
+                if self.progress.step >= total:
+                    break
+            else:  # the epoch ran out
+                self.progress.epoch += 1
+                self.progress.batch_in_epoch = 0
+        progress_bar.close()
+        if not self.config.save_every or self.progress.step % self.config.save_every:
+            self.save()
+        final = self.save_final()
+        acc.end_training()
+        return TrainSummary(self.progress.step, final, last, time.perf_counter() - started)
+
+    def _seed_micro_batch(self) -> None:
+        """Seed the model's randomness (LoRA dropout) from (seed, epoch, batch, rank).
+
+        Dropout then depends only on the data position, never on how much randomness other code
+        (dataloader iterators, checkpoint I/O) consumed before — so a resumed run draws exactly the
+        masks an uninterrupted one would.
+        """
+        entropy = [
+            self.config.seed,
+            self.progress.epoch,
+            self.progress.batch_in_epoch,
+            self.accelerator.process_index,
+        ]
+        torch.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
+
+    def train_step(self, batch: TrainBatch) -> dict[str, float]:
+        """One micro-batch: forward, loss, backward; on accumulation boundaries clip, step, zero."""
+        acc = self.accelerator
+        with acc.accumulate(self.model), acc.autocast():
+            losses = self.compute_loss(batch)
+            loss = losses["loss"]
+            if not torch.isfinite(loss.detach()):
+                terms = {k: float(v) for k, v in losses.items()}
+                latest = latest_checkpoint(self.output_dir)
+                raise NonFiniteLossError(
+                    f"Step {self.progress.step + 1}: the loss is {float(loss)} ({terms}). Training stopped; "
+                    f"the last good checkpoint is {latest or 'none (none was saved yet)'}. Lower the learning "
+                    "rate, check the data of this batch, or train in float32."
+                )
+            acc.backward(loss)
+            if acc.sync_gradients and self.config.optim.grad_clip > 0:
+                norm = acc.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
+                losses["grad_norm"] = norm if norm is not None else torch.tensor(float("nan"))
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return {key: float(value) for key, value in losses.items()}
+
+    def compute_loss(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
+        """Eq. 10 on one batch: λ_txt·L_txt + λ_seg·L_seg."""
+        inputs = batch.batch.to(self.accelerator.device)
+        output = self.model(inputs)
+        return self.loss_fn(
+            lm_loss=output.lm_loss,
+            mask_logits=output.mask_logits,
+            iou_pred=output.iou_pred,
+            object_logits=output.object_logits,
+            target_masks=inputs.target_masks,
+        )
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Mean losses on held-out draws from the training sources (never a test benchmark)."""
+        acc = self.accelerator
+        self.model.eval()
+        totals: dict[str, float] = {}
+        count = 0
+        for batch in self.validation:
+            with acc.autocast():
+                losses = self.compute_loss(batch)
+            for key, value in losses.items():
+                gathered = acc.gather_for_metrics(value.detach().reshape(1))
+                totals[key] = totals.get(key, 0.0) + float(gathered.sum())
+                if key == "loss":
+                    count += gathered.numel()
+        self.model.train()
+        return {f"val/{key}": value / max(count, 1) for key, value in totals.items()}
+
+    # -- saving ------------------------------------------------------------------------------------
+
+    def save(self) -> Path:
+        """A resumable training checkpoint (collective)."""
+        return save_training_checkpoint(
+            accelerator=self.accelerator,
+            model=self.model,
+            model_config=self.model_config,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            progress=self.progress,
+            output_dir=self.output_dir,
+            keep_last=self.config.keep_last,
+            extra_meta={"step": self.progress.step},
+        )
+
+    def save_final(self) -> Path:
+        """The trained model alone, in the evaluable checkpoint format: ``<output_dir>/final``."""
+        final = self.output_dir / "final"
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            save_checkpoint(
+                self.accelerator.unwrap_model(self.model),
+                self.model_config,
+                final,
+                extra_meta={"step": self.progress.step},
+            )
+        self.accelerator.wait_for_everyone()
+        return final
+
+
+def _flat(record: dict, prefix: str = "") -> dict:
+    """Flatten a nested config to scalar values (TensorBoard's hparams accept only those)."""
+    flat = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flat(value, name + "."))
+        elif isinstance(value, (int, float, str, bool)) and not (
+            isinstance(value, float) and math.isnan(value)
+        ):
+            flat[name] = value
+        elif value is None:
+            flat[name] = "null"
+    return flat

@@ -1,0 +1,65 @@
+"""AdamW over the trainable parameters and the warm-up/decay learning-rate schedule (B.3)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from lavida.train.config import OptimConfig
+
+
+def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
+    """AdamW on exactly the parameters that train (LoRA, ``<SEG>`` rows, projector, SAM2 decoder).
+
+    Weight decay applies to all of them, as B.3 states one value; the frozen parts are not given to the
+    optimizer at all, so they cannot drift (the official code passed every parameter).
+    """
+    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    if not parameters:
+        raise ValueError("The model has no trainable parameter; nothing to optimise.")
+    return torch.optim.AdamW(
+        parameters, lr=config.lr, betas=tuple(config.betas), eps=config.eps, weight_decay=config.weight_decay
+    )
+
+
+def warmup_decay_factor(
+    step: int, *, warmup_steps: int, total_steps: int, warmup_type: str, decay: str
+) -> float:
+    """Learning-rate multiplier at optimizer step ``step`` (0-based).
+
+    WarmupDecayLR shape: rise to 1 over ``warmup_steps`` (linearly, or logarithmically as DeepSpeed's
+    default), then fall linearly to 0 at ``total_steps`` (or stay at 1 with ``decay="constant"``).
+    """
+    if warmup_steps > 0 and step < warmup_steps:
+        if warmup_type == "log":
+            return math.log(step + 1) / math.log(warmup_steps + 1)
+        return (step + 1) / warmup_steps
+    if decay == "constant":
+        return 1.0
+    remaining = total_steps - max(warmup_steps, 0)
+    if remaining <= 0:
+        return 1.0
+    return max(0.0, (total_steps - step) / remaining)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig, *, total_steps: int) -> LambdaLR:
+    """A LambdaLR following :func:`warmup_decay_factor`, stepped once per optimizer step."""
+    if config.warmup_type not in ("linear", "log") or config.decay not in ("linear", "constant"):
+        raise ValueError(
+            f"optim.warmup_type must be linear|log and optim.decay linear|constant, got "
+            f"{config.warmup_type!r}, {config.decay!r}."
+        )
+
+    def factor(step: int) -> float:
+        return warmup_decay_factor(
+            step,
+            warmup_steps=config.warmup_steps,
+            total_steps=total_steps,
+            warmup_type=config.warmup_type,
+            decay=config.decay,
+        )
+
+    return LambdaLR(optimizer, factor)

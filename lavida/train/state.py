@@ -1,0 +1,148 @@
+"""Training checkpoints: written atomically, resumed exactly.
+
+A training checkpoint directory ``<output_dir>/checkpoints/step_<N>/`` holds
+
+    model/                  the trained weights in the LAVIDA checkpoint format (evaluable as is)
+    optimizer.pt            optimizer and scheduler state (tensors and numbers; loaded weights_only)
+    progress.json           optimizer step, epoch, micro-batches consumed in the epoch
+    accelerate/             (DeepSpeed only) Accelerate's sharded engine state
+
+Everything is first written to ``step_<N>.staging`` and renamed when complete; ``latest.txt`` names
+the newest complete checkpoint. Neither data nor RNG needs state of its own: item i of epoch e is a
+pure function of (seed, e, i), and the model's randomness is reseeded per micro-batch from (seed,
+epoch, batch, rank) — so resuming at (epoch, micro-batch) replays exactly what an uninterrupted run
+would have done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from lavida.models.checkpoint import load_trained_weights, save_checkpoint
+from lavida.models.config import LavidaConfig
+
+log = logging.getLogger(__name__)
+
+LATEST = "latest.txt"
+
+
+@dataclass
+class Progress:
+    """Where training stands.
+
+    Attributes:
+        step: Optimizer steps done.
+        epoch: Current epoch (0-based).
+        batch_in_epoch: Micro-batches of this epoch already consumed.
+    """
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+
+
+def checkpoint_root(output_dir: Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def save_training_checkpoint(
+    *,
+    accelerator,
+    model,
+    model_config: LavidaConfig,
+    optimizer,
+    scheduler,
+    progress: Progress,
+    output_dir: Path,
+    keep_last: int,
+    extra_meta: dict | None = None,
+) -> Path:
+    """Write a training checkpoint for ``progress.step`` (collective: every process must call it)."""
+    root = checkpoint_root(output_dir)
+    final = root / f"step_{progress.step:07d}"
+    staging = root / f"step_{progress.step:07d}.staging"
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+
+    uses_deepspeed = accelerator.state.deepspeed_plugin is not None
+    if uses_deepspeed:
+        accelerator.save_state(str(staging / "accelerate"))
+    unwrapped = accelerator.unwrap_model(model)
+    if accelerator.is_main_process:
+        save_checkpoint(unwrapped, model_config, staging / "model", extra_meta=extra_meta)
+        if not uses_deepspeed:
+            torch.save(
+                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                staging / "optimizer.pt",
+            )
+        (staging / "progress.json").write_text(json.dumps(asdict(progress), indent=2))
+    accelerator.wait_for_everyone()
+
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(staging, final)
+        temporary = root / f".{LATEST}.tmp"
+        temporary.write_text(final.name + "\n")
+        os.replace(temporary, root / LATEST)
+        _prune(root, keep_last)
+        log.info("Saved training checkpoint %s", final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete training checkpoint in ``output_dir``, or None."""
+    pointer = checkpoint_root(output_dir) / LATEST
+    if not pointer.is_file():
+        return None
+    candidate = checkpoint_root(output_dir) / pointer.read_text().strip()
+    return candidate if (candidate / "progress.json").is_file() else None
+
+
+def load_training_checkpoint(directory: Path, *, accelerator, model, optimizer, scheduler) -> Progress:
+    """Restore weights, optimizer and scheduler from ``directory``; return the progress to resume at.
+
+    Raises:
+        FileNotFoundError: a required file is missing (the message lists what a checkpoint holds).
+    """
+    directory = Path(directory)
+    required = ["progress.json", "model"]
+    if accelerator.state.deepspeed_plugin is None:
+        required.append("optimizer.pt")
+    missing = [name for name in required if not (directory / name).exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"{directory} is not a complete training checkpoint: missing {missing}. It should hold model/, "
+            "optimizer.pt and progress.json."
+        )
+    if accelerator.state.deepspeed_plugin is not None:
+        accelerator.load_state(str(directory / "accelerate"))
+    else:
+        load_trained_weights(accelerator.unwrap_model(model), directory / "model")
+        state = torch.load(directory / "optimizer.pt", map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    progress = Progress(**json.loads((directory / "progress.json").read_text()))
+    log.info(
+        "Resumed from %s at step %d (epoch %d, batch %d)",
+        directory,
+        progress.step,
+        progress.epoch,
+        progress.batch_in_epoch,
+    )
+    return progress
+
+
+def _prune(root: Path, keep_last: int) -> None:
+    checkpoints = sorted(p for p in root.glob("step_*") if p.is_dir() and not p.name.endswith(".staging"))
+    for old in checkpoints[: max(0, len(checkpoints) - max(keep_last, 1))]:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,90 @@
+"""Cityscapes (gtFine labelIds) source on a tiny tree."""
+
+import logging
+
+import numpy as np
+import pytest
+from trees import write_cityscapes_tree
+
+from lavida.data.sources.base import DatasetFormatError
+from lavida.data.sources.cityscapes import (
+    CITYSCAPES_LABELS,
+    CITYSCAPES_OFFICIAL8,
+    CITYSCAPES_TRAIN19,
+    CityscapesSource,
+)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return write_cityscapes_tree(tmp_path / "cityscapes")
+
+
+def test_label_table_subsets():
+    assert len(CITYSCAPES_LABELS) == 34 and CITYSCAPES_LABELS[26] == "car"
+    assert [CITYSCAPES_LABELS[i] for i in CITYSCAPES_OFFICIAL8] == [
+        "traffic light", "traffic sign", "terrain", "truck", "bus", "train", "motorcycle", "bicycle",
+    ]  # fmt: skip
+    assert len(CITYSCAPES_TRAIN19) == 19 and set(CITYSCAPES_OFFICIAL8) <= set(CITYSCAPES_TRAIN19)
+
+
+def test_official8_targets_only_the_eight_ids(tree):
+    records = list(CityscapesSource(tree["root"]).index())
+    # aachen_000001 shows road, sky, person: none of the eight, so it is left out.
+    assert [r.key for r in records] == ["aachen_000000_000019", "bochum_000000_000313"]
+    aachen, bochum = records
+    assert aachen.group == "cityscapes/aachen_000000_000019" and aachen.meta["city"] == "aachen"
+    assert aachen.frames == ("leftImg8bit/train/aachen/aachen_000000_000019_leftImg8bit.png",)
+    assert [t.text for t in aachen.targets] == ["traffic light", "bicycle"]
+    # Road and car are visible, so present, but not selectable; unlabeled (0) is neither.
+    assert aachen.present == ("road", "traffic light", "car", "bicycle")
+    assert aachen.targets[0].mask == {
+        "kind": "index_png",
+        "paths": ["gtFine/train/aachen/aachen_000000_000019_gtFine_labelIds.png"],
+        "values": [19],
+    }
+    # Static (id 4) is a void id: not present.
+    assert [t.text for t in bochum.targets] == ["terrain", "truck"] and bochum.present == ("terrain", "truck")
+
+
+def test_train19_and_masks(tree):
+    source = CityscapesSource(tree["root"], classes="train19")
+    records = {r.key: r for r in source.index()}
+    assert len(records) == 3
+    assert [t.text for t in records["aachen_000000_000019"].targets] == [
+        "road",
+        "traffic light",
+        "car",
+        "bicycle",
+    ]
+    assert [t.text for t in records["aachen_000001_000019"].targets] == ["road", "sky", "person"]
+    aachen = records["aachen_000000_000019"]
+    car = np.zeros((24, 32), bool)
+    car[14:20, 2:12] = True
+    np.testing.assert_array_equal(source.load_masks(aachen, aachen.targets[2], [0])[0], car)
+    road = source.load_masks(aachen, aachen.targets[0], [0])[0]
+    np.testing.assert_array_equal(road, tree["labels"]["aachen_000000_000019"] == 7)
+
+
+def test_bad_files_raise_or_are_skipped(tree, caplog):
+    root = tree["root"]
+    (root / "gtFine/train/bochum/bochum_000000_000313_gtFine_labelIds.png").unlink()
+    with pytest.raises(DatasetFormatError, match="bochum_000000_000313_gtFine_labelIds.png: label missing"):
+        list(CityscapesSource(root).index())
+    with caplog.at_level(logging.WARNING, logger="lavida.data.sources.cityscapes"):
+        records = list(CityscapesSource(root).index(skip_errors=True))
+    assert [r.key for r in records] == ["aachen_000000_000019"] and "skipped 1 of 3 images" in caplog.text
+    (root / "leftImg8bit/train/aachen/aachen_000000_000019_leftImg8bit.png").write_bytes(b"")
+    with pytest.raises(
+        DatasetFormatError, match="aachen_000000_000019_leftImg8bit.png: cannot read the image"
+    ):
+        list(CityscapesSource(root).index())
+
+
+def test_options_are_validated(tree, tmp_path):
+    with pytest.raises(ValueError, match="unknown class set"):
+        CityscapesSource(tree["root"], classes="all")
+    with pytest.raises(ValueError, match="unknown split"):
+        CityscapesSource(tree["root"], split="test")
+    with pytest.raises(DatasetFormatError, match="gtFine_trainvaltest.zip"):
+        list(CityscapesSource(tree["root"], split="val").index())

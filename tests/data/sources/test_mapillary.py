@@ -1,0 +1,88 @@
+"""Mapillary Vistas (v2.0) source on a tiny research-edition tree."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+from PIL import Image
+from trees import write_mapillary_tree
+
+from lavida.data.sources.base import DatasetFormatError
+from lavida.data.sources.mapillary import MapillaryVistasSource
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return write_mapillary_tree(tmp_path / "mapillary")
+
+
+def test_palette_indices_become_lowercased_readable_targets(tree):
+    source = MapillaryVistasSource(tree["root"])
+    records = list(source.index())
+    # k3 holds only "unlabeled": no target, left out.
+    assert [r.key for r in records] == ["k1", "k2"]
+    k1, k2 = records
+    assert (
+        k1.group == "mapillary/k1"
+        and k1.frames == ("training/images/k1.jpg",)
+        and k1.meta["size"] == [24, 32]
+    )
+    # Void labels (ego vehicle, unlabeled) are neither targets nor present texts.
+    assert [t.text for t in k1.targets] == ["bird", "car"] and k1.present == ("bird", "car")
+    assert k1.targets[1].mask == {
+        "kind": "index_png",
+        "paths": ["training/v2.0/labels/k1.png"],
+        "values": [2],
+    }
+    # Two labels with the same readable name make one target covering both values.
+    assert [(t.text, t.mask["values"]) for t in k2.targets] == [
+        ("curb", [1]),
+        ("lane marking - crosswalk", [3, 4]),
+    ]
+
+
+def test_masks_match_the_hand_built_labels(tree):
+    source = MapillaryVistasSource(tree["root"])
+    k1, k2 = source.index()
+    bird = np.zeros((24, 32), bool)
+    bird[2:6, 2:8] = True
+    np.testing.assert_array_equal(source.load_masks(k1, k1.targets[0], [0])[0], bird)
+    crosswalk = np.zeros((24, 32), bool)
+    crosswalk[4:8, :] = True
+    np.testing.assert_array_equal(source.load_masks(k2, k2.targets[1], [0])[0], crosswalk)
+    np.testing.assert_array_equal(source.load_masks(k2, k2.targets[0], [0])[0], tree["labels"]["k2"] == 1)
+
+
+def test_official_behaviour_keeps_void_labels(tree):
+    records = list(MapillaryVistasSource(tree["root"], skip_void=False).index())
+    assert [r.key for r in records] == ["k1", "k2", "k3"]
+    assert [t.text for t in records[0].targets] == ["bird", "car", "ego vehicle", "unlabeled"]
+
+
+def test_config_errors_name_the_file(tree):
+    config = tree["root"] / "config_v2.0.json"
+    config.write_text(json.dumps({"labels": [{"name": "animal--bird"}]}))
+    with pytest.raises(DatasetFormatError, match=r"config_v2.0.json: expected"):
+        MapillaryVistasSource(tree["root"])
+    config.unlink()
+    with pytest.raises(DatasetFormatError, match=r"config_v2.0.json: the label config is missing"):
+        MapillaryVistasSource(tree["root"])
+
+
+def test_bad_labels_raise_or_are_skipped(tree, caplog):
+    labels = tree["root"] / "training" / "v2.0" / "labels"
+    Image.fromarray(np.full((24, 32), 9, np.uint8), mode="L").save(labels / "k2.png")  # 9: no such label
+    (labels / "k1.png").unlink()
+    with pytest.raises(DatasetFormatError, match=r"k1.png: label missing"):
+        list(MapillaryVistasSource(tree["root"]).index())
+    with caplog.at_level(logging.WARNING, logger="lavida.data.sources.mapillary"):
+        records = list(MapillaryVistasSource(tree["root"], skip_void=False).index(skip_errors=True))
+    assert [r.key for r in records] == ["k3"]
+    assert "k2.png: pixel value 9 has no entry in config_v2.0.json" in caplog.text
+    assert "skipped 2 of 3 images" in caplog.text
+
+
+def test_missing_split_folder_explains_the_layout(tree):
+    with pytest.raises(DatasetFormatError, match=r"validation/images/\*\.jpg"):
+        list(MapillaryVistasSource(tree["root"], split="val").index())

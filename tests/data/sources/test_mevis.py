@@ -1,0 +1,207 @@
+"""MeViS source on a tiny tree (video_trees.write_mevis_tree): RLE masks, unions, per-video shards."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+from video_trees import SIZE, encode, write_frame, write_json, write_mevis_tree, write_youtube_vos_tree
+
+from lavida.data.sources.base import DatasetFormatError, read_manifest, write_manifest
+from lavida.data.sources.mevis import MeViSSource, iter_json_object
+from lavida.data.sources.youtube_vos import YouTubeVOSSource
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return write_mevis_tree(tmp_path / "mevis")
+
+
+def records_by_key(source, **kwargs):
+    return {record.key: record for record in source.index(**kwargs)}
+
+
+def test_one_target_per_expression_and_one_shard_per_video(tree):
+    records = records_by_key(MeViSSource(tree["root"]))
+    assert sorted(records) == ["m1", "m2"]
+    m1 = records["m1"]
+    assert m1.source == "mevis" and m1.group == "mevis/m1" and m1.meta["size"] == list(SIZE)
+    assert m1.frames == tuple(f"train/JPEGImages/m1/{stem}.jpg" for stem in tree["frames"]["m1"])
+    assert [(t.text, t.mask["key"], t.mask["anno_ids"], t.frames) for t in m1.targets] == [
+        ("two cats playing", "10+11", [10, 11], (0, 1, 2, 4)),  # absent on frame 3 only
+        ("the cat on the left", "10", [10], (0, 1, 2)),
+        ("the cat that jumps", "11", [11], (1, 2, 4)),
+        ("the cat on the left", "10", [10], (0, 1, 2)),  # same annotations: shares the shard entry
+    ]
+    assert m1.present == ("two cats playing", "the cat on the left", "the cat that jumps")
+    for record in records.values():
+        assert {t.mask["kind"] for t in record.targets} == {"rle"}
+        assert {t.mask["file"] for t in record.targets} == {f".lavida/mevis_masks/train/{record.key}.json"}
+    shard = json.loads((tree["root"] / ".lavida/mevis_masks/train/m1.json").read_text())
+    assert sorted(shard) == ["10", "10+11", "11"]  # keyed by annotation set, each stored once
+    assert shard["10+11"][3] is None and len(shard["10+11"][1]) == 2
+
+
+def test_masks_are_the_union_never_the_sum(tree):
+    source = MeViSSource(tree["root"])
+    records = records_by_key(source)
+    cat_a, cat_b = tree["masks"]["m1"]["10"], tree["masks"]["m1"]["11"]
+    assert (cat_a & cat_b).any()  # the fixture's two cats overlap
+    both = source.load_masks(records["m1"], records["m1"].targets[0], range(5))
+    assert both.dtype == bool
+    np.testing.assert_array_equal(
+        both, cat_a | cat_b
+    )  # overlap pixels stay in (the official `== 1` loses them)
+    assert not both[3].any()  # both annotations null on frame 3
+    np.testing.assert_array_equal(
+        source.load_masks(records["m1"], records["m1"].targets[2], [4, 0]), cat_b[[4, 0]]
+    )
+    dog = source.load_masks(records["m2"], records["m2"].targets[0], [0, 1, 2])
+    np.testing.assert_array_equal(dog, tree["masks"]["m2"]["12"])
+    assert not dog[1].any()
+
+
+def test_training_never_opens_mask_dict(tree):
+    source = MeViSSource(tree["root"])
+    written = list(source.index())
+    write_manifest(written, source.manifest_path())
+    tree["mask_dict"].rename(tree["mask_dict"].with_name("mask_dict.moved"))
+    records = read_manifest(source.manifest_path())  # a fresh start from the manifest
+    assert not tree["mask_dict"].exists()
+    for record in records:
+        for target in record.targets:
+            masks = source.load_masks(record, target, range(len(record.frames)))
+            assert masks.shape == (len(record.frames), *SIZE)
+            assert masks.any(axis=(1, 2)).nonzero()[0].tolist() == list(target.frames)
+
+
+def test_rle_and_png_give_the_same_masks(tmp_path):
+    # The same object masks as YouTube-VOS palette PNGs and as a MeViS mask_dict of RLEs.
+    ytvos = write_youtube_vos_tree(tmp_path / "ytvos")
+    root = tmp_path / "mevis_from_pngs"
+    mask_dict, videos = {}, {}
+    for video in ("v1", "v2"):
+        stems = ytvos["frames"][video]
+        for position, stem in enumerate(stems):
+            write_frame(root / "train/JPEGImages" / video / f"{stem}.jpg", position)
+        expressions = {}
+        by_category = {}
+        for object_id, entry in ytvos["objects"][video].items():
+            anno = f"{video}{object_id}".replace("v", "")  # unique numeric id per object
+            masks = ytvos["masks"][video][int(object_id)]
+            mask_dict[anno] = [encode(m) if m.any() else None for m in masks]
+            if entry["category"] != "others":
+                by_category.setdefault(entry["category"].replace("_", " "), []).append(int(anno))
+        for i, (category, annos) in enumerate(by_category.items()):
+            expressions[str(i)] = {"exp": category, "obj_id": annos, "anno_id": annos}
+        videos[video] = {"expressions": expressions, "frames": stems}
+    write_json(root / "train/meta_expressions.json", {"videos": videos})
+    write_json(root / "train/mask_dict.json", mask_dict)
+    png_source, rle_source = YouTubeVOSSource(ytvos["root"]), MeViSSource(root)
+    png_records, rle_records = records_by_key(png_source), records_by_key(rle_source)
+    assert sorted(png_records) == sorted(rle_records) == ["v1", "v2"]
+    compared = 0
+    for video, png_record in png_records.items():
+        rle_record = rle_records[video]
+        assert [t.text for t in png_record.targets] == [t.text for t in rle_record.targets]
+        for png_target, rle_target in zip(png_record.targets, rle_record.targets, strict=True):
+            every = list(range(len(png_record.frames)))
+            np.testing.assert_array_equal(
+                png_source.load_masks(png_record, png_target, every),
+                rle_source.load_masks(rle_record, rle_target, every),
+            )
+            assert png_target.frames == rle_target.frames
+            compared += 1
+    assert compared == 3
+
+
+@pytest.mark.parametrize("chunk_chars", [1, 7, 64, 1 << 20])
+def test_streaming_reader_matches_json_load(tree, chunk_chars):
+    expected = json.loads(tree["mask_dict"].read_text())
+    assert dict(iter_json_object(tree["mask_dict"], chunk_chars=chunk_chars)) == expected
+
+
+def test_streaming_reader_edge_cases(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_text(' { "a" : 12345 , "b":[1, {"c": null}] ,"d":"x}"}\n ')
+    assert list(iter_json_object(path, chunk_chars=3)) == [("a", 12345), ("b", [1, {"c": None}]), ("d", "x}")]
+    path.write_text("{}")
+    assert list(iter_json_object(path)) == []
+    for broken in ('{"a": [1, 2}', '{"a": 1', "[1, 2]", '{"a": 1} trailing', "", "{1: 2}"):
+        path.write_text(broken)
+        with pytest.raises(DatasetFormatError, match=r"a\.json: not valid JSON"):
+            list(iter_json_object(path, chunk_chars=4))
+
+
+def test_small_chunks_index_the_same(tree):
+    assert list(MeViSSource(tree["root"], chunk_chars=5).index()) == list(MeViSSource(tree["root"]).index())
+
+
+def test_artifacts_outside_the_root_are_referenced_by_absolute_path(tree, tmp_path):
+    source = MeViSSource(tree["root"])
+    records = records_by_key(source, artifacts=tmp_path / "elsewhere")
+    shard = tmp_path / "elsewhere/mevis_masks/train/m2.json"
+    assert shard.is_file() and not (tree["root"] / ".lavida").exists()
+    target = records["m2"].targets[0]
+    assert target.mask["file"] == shard.resolve().as_posix()
+    np.testing.assert_array_equal(
+        source.load_masks(records["m2"], target, [0]), tree["masks"]["m2"]["12"][[0]]
+    )
+
+
+def test_valid_u_split(tmp_path):
+    written = write_mevis_tree(tmp_path / "mevis", split="valid_u")
+    records = records_by_key(MeViSSource(written["root"], split="valid_u"))
+    assert sorted(records) == ["m1", "m2"]
+    assert records["m2"].frames[0] == "valid_u/JPEGImages/m2/00000.jpg"
+    assert (written["root"] / ".lavida/mevis_masks/valid_u/m2.json").is_file()
+    with pytest.raises(ValueError, match="'valid' is not supported"):
+        MeViSSource(written["root"], split="valid")
+
+
+def test_missing_annotation_and_bad_masks_name_mask_dict(tree):
+    data = json.loads(tree["mask_dict"].read_text())
+    del data["11"]
+    write_json(tree["mask_dict"], data)
+    with pytest.raises(
+        DatasetFormatError, match=r"mask_dict\.json: no entry for annotation id\(s\) 11 of video m1"
+    ):
+        list(MeViSSource(tree["root"]).index())
+    data["11"] = data["10"][:4]  # one frame short
+    write_json(tree["mask_dict"], data)
+    with pytest.raises(
+        DatasetFormatError, match=r"mask_dict\.json: annotation 11 \(video m1\): expected a list of 5 masks"
+    ):
+        list(MeViSSource(tree["root"]).index())
+    data["11"] = data["10"][:4] + [encode(np.zeros((5, 5), bool))]
+    write_json(tree["mask_dict"], data)
+    with pytest.raises(
+        DatasetFormatError, match=r"frame 4 has a \[5, 5\] mask but the video's frames are \[24, 32\]"
+    ):
+        list(MeViSSource(tree["root"]).index())
+    tree["mask_dict"].write_text('{"10": [null, ')
+    with pytest.raises(DatasetFormatError, match=r"mask_dict\.json: not valid JSON"):
+        list(MeViSSource(tree["root"]).index())
+    tree["mask_dict"].unlink()
+    with pytest.raises(DatasetFormatError, match=r"mask_dict\.json: file not found"):
+        list(MeViSSource(tree["root"]).index())
+
+
+def test_missing_frames_and_metadata_name_the_file(tree):
+    (tree["root"] / "train/JPEGImages/m2/00001.jpg").unlink()
+    with pytest.raises(DatasetFormatError, match=r"JPEGImages/m2: 1 of the video's 3 frames.*00001\.jpg"):
+        list(MeViSSource(tree["root"]).index())
+    (tree["root"] / "train/meta_expressions.json").write_text('{"videos": [1, 2]}')
+    with pytest.raises(DatasetFormatError, match=r'meta_expressions\.json: expected .* no "videos" mapping'):
+        list(MeViSSource(tree["root"]).index())
+
+
+def test_skip_errors_logs_a_count_and_continues(tree, caplog):
+    data = json.loads(tree["mask_dict"].read_text())
+    del data["12"]
+    write_json(tree["mask_dict"], data)
+    with caplog.at_level(logging.WARNING, logger="lavida.data.sources"):
+        records = records_by_key(MeViSSource(tree["root"]), skip_errors=True)
+    assert sorted(records) == ["m1"]
+    assert "skipped 1 of 2 videos" in caplog.text
+    assert not (tree["root"] / ".lavida/mevis_masks/train/m2.json").exists()

@@ -1,0 +1,216 @@
+"""Refer-DAVIS-17: the converted layout, the raw release read directly, and the raw → converted converter."""
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+from video_trees import SIZE, write_davis_raw_tree, write_ref_davis_tree
+
+from lavida.data.sources.base import DatasetFormatError
+from lavida.data.sources.ref_davis import RefDAVISSource, convert_davis, read_text_annotations
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return write_ref_davis_tree(tmp_path / "ref_davis")
+
+
+@pytest.fixture
+def raw(tmp_path):
+    return write_davis_raw_tree(tmp_path / "davis_raw")
+
+
+def records_by_key(source, **kwargs):
+    return {record.key: record for record in source.index(**kwargs)}
+
+
+def assert_masks_match(source, records, masks):
+    for video, record in records.items():
+        every = list(range(len(record.frames)))
+        for target in record.targets:
+            expected = masks[video][target.mask["values"][0]]
+            loaded = source.load_masks(record, target, every)
+            np.testing.assert_array_equal(loaded, expected)
+            assert loaded.any(axis=(1, 2)).nonzero()[0].tolist() == list(target.frames)
+
+
+def test_converted_layout_records_and_masks(tree):
+    source = RefDAVISSource(tree["root"])
+    records = records_by_key(source)
+    assert sorted(records) == ["bike-packing", "dog"]
+    bike = records["bike-packing"]
+    assert (
+        bike.source == "refdavis"
+        and bike.group == "refdavis/bike-packing"
+        and bike.meta["size"] == list(SIZE)
+    )
+    assert bike.frames == tuple(
+        f"train/JPEGImages/bike-packing/{stem}.jpg" for stem in tree["frames"]["train"]["bike-packing"]
+    )
+    assert [t.mask["values"] for t in bike.targets] == [[1]] * 4 + [[2]] * 4  # 4 expressions per object
+    assert bike.targets[7].text == "the bicycle ridden by the man"  # normalised
+    assert bike.targets[4].frames == (1, 2)  # visible frames read from the annotations
+    assert bike.present == tuple(t.text for t in bike.targets)
+    assert_masks_match(source, records, tree["masks"]["train"])
+    assert not source.load_masks(records["dog"], records["dog"].targets[0], [1]).any()  # absent frame
+
+
+def test_valid_split(tree):
+    source = RefDAVISSource(tree["root"], split="valid")
+    records = records_by_key(source)
+    assert sorted(records) == ["blackswan"]
+    assert records["blackswan"].frames[0] == "valid/JPEGImages/blackswan/00000.jpg"
+    assert_masks_match(source, records, tree["masks"]["valid"])
+
+
+def test_text_annotations_quirks(raw):
+    videos = read_text_annotations(raw["root"] / "davis_text_annotations")
+    assert "clasic-car" not in videos and "dog-scale" not in videos  # misspelt names fixed
+    assert videos["classic-car"][1] == [
+        "a white car",
+        "a white car parked",
+        "the white café racer",  # latin-1 line decoded
+        "a white car, façade behind it.",
+    ]
+    assert videos["classic-car"][2] == [
+        "a man walking",
+        "a man walking past the car",
+        "a man in black",
+        "the man",
+    ]
+    assert videos["dogs-scale"][1][2] == "dog"
+
+
+def test_converter_writes_the_referformer_layout(raw, tmp_path):
+    out = tmp_path / "converted"
+    assert convert_davis(raw["root"], out) == {"train": 2, "valid": 1}
+    for split in ("train", "valid"):
+        written = json.loads(
+            (out / "meta_expressions" / split / "meta_expressions.json").read_text(encoding="utf-8")
+        )
+        assert written == raw["meta_expressions"][split]
+    car = json.loads((out / "meta_expressions/train/meta_expressions.json").read_text())["videos"][
+        "classic-car"
+    ]
+    assert [(k, e["obj_id"]) for k, e in car["expressions"].items()] == [
+        (str(i), "1" if i < 4 else "2") for i in range(8)
+    ]
+    assert car["expressions"]["2"]["exp"] == "the white café racer" and car["frames"] == [
+        "00000",
+        "00001",
+        "00002",
+        "00003",
+    ]
+    assert "unknown-video" not in json.dumps(car)
+    meta = json.loads((out / "train/meta.json").read_text())
+    assert meta == {"videos": {"classic-car": {"objects": {"1": {"category": "car"}, "2": {"category": "person"}}},
+                               "dogs-scale": {"objects": {"1": {"category": "dog"}}}}}  # fmt: skip
+    for video in ("classic-car", "dogs-scale"):
+        for raw_folder, folder in (("JPEGImages", "JPEGImages"), ("Annotations_unsupervised", "Annotations")):
+            for path in (raw["root"] / "DAVIS" / raw_folder / "480p" / video).iterdir():
+                assert (out / "train" / folder / video / path.name).read_bytes() == path.read_bytes()
+    assert (out / "valid/JPEGImages/blackswan/00001.jpg").is_file()
+    assert (raw["root"] / "DAVIS/JPEGImages/480p/classic-car").is_dir()  # never moved
+    # The converted tree is what the source reads.
+    source = RefDAVISSource(out)
+    records = records_by_key(source)
+    assert sorted(records) == ["classic-car", "dogs-scale"]
+    assert_masks_match(source, records, raw["masks"])
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_converter_link_modes(raw, tmp_path, link):
+    out = tmp_path / "converted"
+    convert_davis(raw["root"], out, link=link)
+    convert_davis(raw["root"], out, link=link)  # re-running replaces its own output
+    frame = out / "train/JPEGImages/dogs-scale/00000.jpg"
+    assert frame.read_bytes() == (raw["root"] / "DAVIS/JPEGImages/480p/dogs-scale/00000.jpg").read_bytes()
+    if link == "symlink":
+        assert (out / "train/JPEGImages/dogs-scale").is_symlink()
+    else:
+        assert frame.stat().st_nlink == 2
+    with pytest.raises(ValueError, match="link must be one of"):
+        convert_davis(raw["root"], out, link="move")
+
+
+def test_raw_layout_is_read_directly(raw, tmp_path):
+    source = RefDAVISSource(raw["root"])
+    records = records_by_key(source, artifacts=tmp_path / "artefacts")
+    assert sorted(records) == ["classic-car", "dogs-scale"]
+    car = records["classic-car"]
+    assert car.frames[0] == "DAVIS/JPEGImages/480p/classic-car/00000.jpg"  # no copy needed
+    assert car.targets[0].mask["paths"][0] == "DAVIS/Annotations_unsupervised/480p/classic-car/00000.png"
+    assert [t.text for t in car.targets][:4] == [
+        "a white car",
+        "a white car parked",
+        "the white café racer",
+        "a white car, façade behind it",
+    ]
+    assert_masks_match(source, records, raw["masks"])
+    written = json.loads(
+        (tmp_path / "artefacts/ref_davis/meta_expressions/train/meta_expressions.json").read_text()
+    )
+    assert written == raw["meta_expressions"]["train"]
+    # Same records as from the converted tree, up to the folder names.
+    out = tmp_path / "converted"
+    convert_davis(raw["root"], out)
+    converted = records_by_key(RefDAVISSource(out))
+    for video, record in records.items():
+        assert [(t.text, t.mask["values"], t.frames) for t in record.targets] == [
+            (t.text, t.mask["values"], t.frames) for t in converted[video].targets
+        ]
+        assert record.present == converted[video].present
+    assert sorted(records_by_key(RefDAVISSource(raw["root"], split="valid"), artifacts=tmp_path / "a")) == [
+        "blackswan"
+    ]
+
+
+def test_malformed_text_line_names_file_and_line(raw):
+    path = raw["root"] / "davis_text_annotations/Davis17_annot1_full_video.txt"
+    path.write_bytes(path.read_bytes() + b"blackswan\r\n")
+    with pytest.raises(DatasetFormatError, match=r"Davis17_annot1_full_video\.txt, line 6: expected"):
+        list(RefDAVISSource(raw["root"]).index())
+    with pytest.raises(DatasetFormatError, match=r"Davis17_annot1_full_video\.txt, line 6"):
+        convert_davis(raw["root"], raw["root"] / "out")
+    path.unlink()
+    with pytest.raises(DatasetFormatError, match=r"Davis17_annot1_full_video\.txt: file not found"):
+        list(RefDAVISSource(raw["root"]).index())
+
+
+def test_missing_raw_folders_name_them(raw, tmp_path):
+    shutil.rmtree(raw["root"] / "DAVIS/Annotations_unsupervised/480p/dogs-scale")
+    with pytest.raises(
+        DatasetFormatError, match=r"Annotations_unsupervised/480p/dogs-scale: folder not found"
+    ):
+        list(RefDAVISSource(raw["root"]).index())
+    with pytest.raises(
+        DatasetFormatError, match=r"Annotations_unsupervised/480p/dogs-scale: folder not found"
+    ):
+        convert_davis(raw["root"], tmp_path / "out")
+    (raw["root"] / "DAVIS/ImageSets/2017/train.txt").unlink()
+    with pytest.raises(DatasetFormatError, match=r"ImageSets/2017/train\.txt: file not found"):
+        list(RefDAVISSource(raw["root"]).index())
+    with pytest.raises(DatasetFormatError, match=r"point raw_root at the folder"):
+        convert_davis(tmp_path, tmp_path / "out")
+
+
+def test_neither_layout_explains_both(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetFormatError, match="converted Ref-DAVIS folder .* or at the raw one"):
+        list(RefDAVISSource(tmp_path / "empty").index())
+
+
+def test_corrupt_annotation_names_the_file(tree):
+    (tree["root"] / "train/Annotations/dog/00001.png").write_bytes(b"broken")
+    with pytest.raises(DatasetFormatError, match=r"Annotations/dog/00001\.png: cannot read"):
+        list(RefDAVISSource(tree["root"]).index())
+
+
+def test_skip_errors_logs_a_count_and_continues(tree, caplog):
+    (tree["root"] / "train/JPEGImages/dog/00002.jpg").unlink()
+    with caplog.at_level(logging.WARNING, logger="lavida.data.sources"):
+        records = records_by_key(RefDAVISSource(tree["root"]), skip_errors=True)
+    assert sorted(records) == ["bike-packing"]
+    assert "skipped 1 of 2 videos" in caplog.text

@@ -1,0 +1,112 @@
+"""Refer-YouTube-VOS source on a tiny tree (video_trees.write_ref_youtube_vos_tree)."""
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+from video_trees import SIZE, write_ref_youtube_vos_tree
+
+from lavida.data.sources.base import DatasetFormatError
+from lavida.data.sources.ref_youtube_vos import RefYouTubeVOSSource
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return write_ref_youtube_vos_tree(tmp_path / "ref_youtube_vos")
+
+
+def records_by_key(source, **kwargs):
+    return {record.key: record for record in source.index(**kwargs)}
+
+
+def test_one_target_per_expression_with_normalised_text(tree):
+    records = records_by_key(RefYouTubeVOSSource(tree["root"]))
+    assert sorted(records) == ["v1", "v2", "v3"]  # v3's only object is "others": fine as a referent
+    v1 = records["v1"]
+    assert v1.source == "refvos" and v1.group == "refvos/v1" and v1.meta["size"] == list(SIZE)
+    assert v1.frames == tuple(f"train/JPEGImages/v1/{stem}.jpg" for stem in tree["frames"]["v1"])
+    assert [(t.text, t.mask["values"], t.frames) for t in v1.targets] == [
+        ("a man in a red shirt", [1], (0, 1, 2, 3)),  # trailing period dropped
+        ("a tennis racket held up", [2], (1, 2)),  # whitespace collapsed
+        ("the person on the left", [3], (0, 1)),  # obj_id written as an int
+        ("a man in a red shirt", [3], (0, 1)),  # same text, another object: still its own target
+    ]
+    assert v1.present == ("a man in a red shirt", "a tennis racket held up", "the person on the left")
+    assert [t.text for t in records["v2"].targets] == ["a seal lying on a rock", "a bird flying away"]
+
+
+def test_masks_equal_the_hand_built_object_masks(tree):
+    source = RefYouTubeVOSSource(tree["root"])
+    records = records_by_key(source)
+    for video, record in records.items():
+        every = list(range(len(record.frames)))
+        for target in record.targets:
+            expected = tree["masks"][video][target.mask["values"][0]]
+            loaded = source.load_masks(record, target, every)
+            np.testing.assert_array_equal(loaded, expected)
+            absent = [p for p in every if p not in target.frames]
+            assert not loaded[absent].any()
+    bird = records["v2"].targets[1]  # an "others" object in YouTube-VOS, visible on frame 2 only
+    assert source.load_masks(records["v2"], bird, [0, 1, 2]).sum(axis=(1, 2)).tolist() == [0, 0, 24]
+
+
+def test_separate_youtube_vos_root(tree, tmp_path):
+    # One copy of the frames: the Ref-YouTube-VOS folder only holds meta_expressions/.
+    expressions_root = tmp_path / "only_expressions"
+    shutil.copytree(tree["root"] / "meta_expressions", expressions_root / "meta_expressions")
+    source = RefYouTubeVOSSource(expressions_root, ytvos_root=tree["root"])
+    assert source.root == tree["root"]
+    records = records_by_key(source)
+    assert records == records_by_key(RefYouTubeVOSSource(tree["root"]))
+    assert source.load_frames(records["v1"], [1]).shape == (1, *SIZE, 3)
+    with pytest.raises(DatasetFormatError, match="does not exist"):
+        RefYouTubeVOSSource(tmp_path / "nowhere", ytvos_root=tree["root"])
+
+
+def test_expression_about_an_unknown_object_is_left_out(tree, caplog):
+    path = tree["root"] / "meta_expressions/train/meta_expressions.json"
+    data = json.loads(path.read_text())
+    data["videos"]["v2"]["expressions"]["2"] = {"exp": "a ghost", "obj_id": "9"}
+    path.write_text(json.dumps(data))
+    with caplog.at_level(logging.INFO, logger="lavida.data.sources"):
+        records = records_by_key(RefYouTubeVOSSource(tree["root"]))
+    assert "a ghost" not in records["v2"].present and len(records["v2"].targets) == 2
+    assert "1 expressions refer to an object" in caplog.text
+
+
+def test_missing_or_corrupt_files_name_the_file(tree):
+    root = tree["root"]
+    path = root / "meta_expressions/train/meta_expressions.json"
+    data = json.loads(path.read_text())
+    data["videos"]["v1"]["frames"].append("00020")
+    path.write_text(json.dumps(data))
+    with pytest.raises(DatasetFormatError, match=r"JPEGImages/v1: 1 of the video's 5 frames.*00020\.jpg"):
+        list(RefYouTubeVOSSource(root).index())
+    data["videos"]["v1"]["expressions"]["0"]["obj_id"] = "one"
+    data["videos"]["v1"]["frames"].pop()
+    path.write_text(json.dumps(data))
+    with pytest.raises(DatasetFormatError, match=r"meta_expressions\.json: video v1: object id 'one'"):
+        list(RefYouTubeVOSSource(root).index())
+    path.unlink()
+    with pytest.raises(
+        DatasetFormatError, match=r"meta_expressions/train/meta_expressions\.json: file not found"
+    ):
+        list(RefYouTubeVOSSource(root).index())
+
+
+def test_missing_youtube_vos_meta_names_the_file(tree):
+    (tree["root"] / "train/meta.json").unlink()
+    with pytest.raises(DatasetFormatError, match=r"train/meta\.json: file not found.*Ref-YouTube-VOS ships"):
+        list(RefYouTubeVOSSource(tree["root"]).index())
+
+
+def test_skip_errors_logs_a_count_and_continues(tree, caplog):
+    shutil.rmtree(tree["root"] / "train/Annotations/v3")
+    with pytest.raises(DatasetFormatError, match=r"Annotations/v3: folder not found"):
+        list(RefYouTubeVOSSource(tree["root"]).index())
+    with caplog.at_level(logging.WARNING, logger="lavida.data.sources"):
+        records = records_by_key(RefYouTubeVOSSource(tree["root"]), skip_errors=True)
+    assert sorted(records) == ["v1", "v2"]
+    assert "skipped 1 of 3 videos" in caplog.text

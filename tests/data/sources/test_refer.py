@@ -1,0 +1,272 @@
+"""refCLEF / refCOCO / refCOCO+ / refCOCOg sources and the restricted refs-pickle converter."""
+
+import io
+import json
+import logging
+import os
+import pickle
+
+import numpy as np
+import pytest
+from trees import write_refer_tree
+
+from lavida.data.sources.base import DatasetFormatError, read_manifest, write_manifest
+from lavida.data.sources.masks import decode_rle, encode_rle
+from lavida.data.sources.refer import (
+    RefClefSource,
+    RefCocoGSource,
+    RefCocoPlusSource,
+    RefCocoSource,
+    segmentation_to_rle,
+)
+from lavida.data.sources.refer_pickle import DataOnlyUnpickler, convert_refs_pickle, load_data_pickle
+from lavida.data.sources.text import normalize_text
+
+
+@pytest.fixture
+def refcoco(tmp_path):
+    return write_refer_tree(tmp_path / "refer_seg", "refcoco")
+
+
+def _check_masks(source, records, tree):
+    """Every target's mask equals its ref's hand-built mask."""
+    for record in records:
+        for target in record.targets:
+            mask = source.load_masks(record, target, [0])
+            assert mask.shape == (1, 24, 32) and mask.dtype == bool
+            np.testing.assert_array_equal(mask[0], tree["masks"][int(target.mask["key"])])
+
+
+def test_one_target_per_ref_sentence_train_split_only(refcoco):
+    source = RefCocoSource(refcoco["root"])
+    records = list(source.index())
+    # Image 3 only has a val ref.
+    assert [r.key for r in records] == ["1", "2"]
+    image1, image2 = records
+    assert image1.source == "refcoco" and image1.group == "refcoco/1" and not image1.is_video
+    assert image1.frames == ("images/mscoco/images/train2014/COCO_train2014_000000000001.jpg",)
+    assert image1.meta == {"size": [24, 32], "image_id": 1}
+    # Sentences are normalised and a ref's duplicates ("left man" twice) collapse.
+    assert [(t.text, t.mask["key"]) for t in image1.targets] == [
+        ("the man on the left", "0"),
+        ("left man", "0"),
+        ("red car", "1"),
+    ]
+    assert image1.targets[0].mask == {
+        "kind": "rle",
+        "file": ".lavida/refcoco_unc_train_masks/00000.json",
+        "key": "0",
+    }
+    assert image1.present == ("the man on the left", "left man", "red car")
+    # The testA ref is not a target but describes something visible, so it is present.
+    assert [t.text for t in image2.targets] == ["the dog"] and image2.present == ("the dog", "blue sky")
+    _check_masks(source, records, refcoco)
+
+
+def test_masks_are_sharded_by_image_and_stale_shards_go(refcoco, monkeypatch):
+    from lavida.data.sources import refer
+
+    monkeypatch.setattr(refer, "_IMAGES_PER_SHARD", 1)
+    source = RefCocoSource(refcoco["root"])
+    image1, image2 = source.index()
+    shards = refcoco["root"] / ".lavida" / "refcoco_unc_train_masks"
+    assert {t.mask["file"] for t in image1.targets} == {".lavida/refcoco_unc_train_masks/00000.json"}
+    assert {t.mask["file"] for t in image2.targets} == {".lavida/refcoco_unc_train_masks/00001.json"}
+    assert json.loads((shards / "00001.json").read_text()).keys() == {"2"}
+    _check_masks(source, [image1, image2], refcoco)
+    monkeypatch.setattr(refer, "_IMAGES_PER_SHARD", 100)
+    list(source.index())  # a re-run replaces the folder: no stale 00001.json
+    assert sorted(p.name for p in shards.iterdir()) == ["00000.json"]
+
+
+def test_other_splits(refcoco):
+    (val,) = RefCocoSource(refcoco["root"], split="val").index()
+    assert val.key == "3" and [t.text for t in val.targets] == ["val thing"]
+    (test_a,) = RefCocoSource(refcoco["root"], split="testA").index()
+    assert test_a.key == "2" and [t.text for t in test_a.targets] == ["blue sky"]
+    with pytest.raises(DatasetFormatError, match=r"no usable ref in split 'test'.*'testA', 'train', 'val'"):
+        list(RefCocoSource(refcoco["root"], split="test").index())
+
+
+def test_pickle_is_converted_once_to_json(refcoco):
+    root = refcoco["root"]
+    list(RefCocoSource(root).index())
+    converted = root / ".lavida" / "refcoco_refs(unc).json"
+    assert json.loads(converted.read_text())[0]["sentences"][0]["sent"] == "the man on the left."
+    refcoco["refs_path"].unlink()  # from now on only the JSON is read
+    assert [r.key for r in RefCocoSource(root).index()] == ["1", "2"]
+
+
+def test_refs_json_next_to_the_pickle_is_used_directly(tmp_path):
+    tree = write_refer_tree(tmp_path / "refer_seg", "refcoco+", refs_format="json")
+    source = RefCocoPlusSource(tree["root"])
+    records = list(source.index())
+    assert [r.group for r in records] == ["refcoco+/1", "refcoco+/2"]
+    assert not (tree["root"] / ".lavida" / "refcoco+_refs(unc).json").exists()
+    _check_masks(source, records, tree)
+
+
+def test_refclef_rle_annotations_and_image_paths(tmp_path):
+    tree = write_refer_tree(tmp_path / "refer_seg", "refclef")
+    source = RefClefSource(tree["root"])
+    records = list(source.index())
+    assert records[0].frames == ("images/saiapr_tc-12/00/images/1.jpg",)
+    # A list of RLEs (union), a single compressed RLE; the uncompressed one is on a testA ref.
+    _check_masks(source, records, tree)
+    (test_a,) = RefClefSource(tree["root"], split="testA").index()
+    _check_masks(source, [test_a], tree)
+
+
+def test_refcocog_defaults_to_the_umd_split(tmp_path):
+    tree = write_refer_tree(tmp_path / "refer_seg", "refcocog")
+    records = list(RefCocoGSource(tree["root"]).index())
+    assert records[0].targets[0].mask["file"] == ".lavida/refcocog_umd_train_masks/00000.json"
+    with pytest.raises(DatasetFormatError, match=r"refs\(unc\)\.p: not found.*split_by='unc'"):
+        list(RefCocoGSource(tree["root"], split_by="unc").index())
+
+
+def test_artifacts_outside_root_and_manifest_round_trip(refcoco, tmp_path):
+    source = RefCocoSource(refcoco["root"])
+    artifacts = tmp_path / "prepared"
+    records = list(source.index(artifacts=artifacts))
+    mask_file = (artifacts / "refcoco_unc_train_masks" / "00000.json").resolve()
+    assert records[0].targets[0].mask["file"] == mask_file.as_posix()
+    assert set(json.loads(mask_file.read_text())) == {"0", "1", "2"}
+    assert (artifacts / "refcoco_refs(unc).json").is_file()
+    manifest = source.manifest_path(artifacts)
+    write_manifest(records, manifest)
+    loaded = read_manifest(manifest)
+    assert loaded == records
+    _check_masks(source, loaded, refcoco)
+
+
+def test_missing_files_raise_or_are_skipped(refcoco, caplog):
+    root = refcoco["root"]
+    (root / refcoco["frames"][1]).unlink()
+    with pytest.raises(DatasetFormatError, match="COCO_train2014_000000000001.jpg: image not found"):
+        list(RefCocoSource(root).index())
+    with caplog.at_level(logging.WARNING, logger="lavida.data.sources.refer"):
+        records = list(RefCocoSource(root).index(skip_errors=True))
+    assert [r.key for r in records] == ["2"] and "skipped 1 images" in caplog.text
+    # Only the kept image's refs are in the mask shards.
+    assert set(json.loads((root / ".lavida/refcoco_unc_train_masks/00000.json").read_text())) == {"2"}
+    (root / "refcoco" / "instances.json").unlink()
+    with pytest.raises(DatasetFormatError, match=r"refcoco/instances.json: not found"):
+        list(RefCocoSource(root).index())
+
+
+def test_bad_annotations_name_the_file(refcoco):
+    path = refcoco["dataset_dir"] / "instances.json"
+    instances = json.loads(path.read_text())
+    instances["annotations"][0]["segmentation"] = {"size": [10, 10], "counts": "abc"}
+    path.write_text(json.dumps(instances))
+    with pytest.raises(DatasetFormatError, match=r"instances.json, annotation 100: RLE with size \[10, 10\]"):
+        list(RefCocoSource(refcoco["root"]).index())
+    instances["annotations"][0]["segmentation"] = [[2.0, 2.0, 10.0, 2.0, 10.0, 10.0]]
+    instances["annotations"][0]["image_id"] = 2
+    path.write_text(json.dumps(instances))
+    with pytest.raises(DatasetFormatError, match="annotation 100 is on image 2, but ref 0 says image 1"):
+        list(RefCocoSource(refcoco["root"]).index())
+    path.write_text("{not json")
+    with pytest.raises(DatasetFormatError, match="instances.json: expected COCO-style JSON"):
+        list(RefCocoSource(refcoco["root"]).index())
+
+
+def test_malformed_refs_name_the_file(refcoco):
+    refs = [{"ref_id": "0", "ann_id": 100, "image_id": 1, "split": "train", "sentences": []}]
+    (refcoco["dataset_dir"] / "refs(unc).json").write_text(json.dumps(refs))
+    with pytest.raises(DatasetFormatError, match=r"refs\(unc\)\.json: ref #0 lacks integer ref_id"):
+        list(RefCocoSource(refcoco["root"]).index())
+
+
+def test_corrupt_refs_pickle_names_the_file(refcoco):
+    refcoco["refs_path"].write_bytes(refcoco["refs_path"].read_bytes()[:40])
+    with pytest.raises(DatasetFormatError, match=r"refs\(unc\)\.p: not a valid pickle"):
+        list(RefCocoSource(refcoco["root"]).index())
+
+
+def test_segmentation_layouts_agree():
+    mask = np.zeros((24, 32), bool)
+    mask[3:7, 5:9] = True
+    polygon = segmentation_to_rle([[5.0, 3.0, 9.0, 3.0, 9.0, 7.0, 5.0, 7.0]], 24, 32)
+    np.testing.assert_array_equal(decode_rle(polygon, (24, 32)), mask)
+    assert segmentation_to_rle(encode_rle(mask), 24, 32) == encode_rle(mask)
+    with pytest.raises(DatasetFormatError, match="mixes polygons and RLEs"):
+        segmentation_to_rle([[1.0, 2.0], encode_rle(mask)], 24, 32)
+
+
+# -- the restricted unpickler ------------------------------------------------------------------------
+
+
+class _Exploit:
+    """Unpickling this calls os.system (a classic malicious pickle)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickle_that_imports_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    data = pickle.dumps([{"ref_id": 1}, _Exploit(marker)])
+    path = tmp_path / "refs(unc).p"
+    path.write_bytes(data)
+    with pytest.raises(DatasetFormatError, match=r"refs\(unc\)\.p: refused: opcode STACK_GLOBAL"):
+        convert_refs_pickle(path)
+    # The unpickler alone, without the opcode scan, refuses the global too.
+    with pytest.raises(pickle.UnpicklingError, match=r"refused global '(posix|os|nt)\.system'"):
+        DataOnlyUnpickler(io.BytesIO(data)).load()
+    for protocol in (0, 2):  # protocol 0 uses GLOBAL (text), protocol 2 GLOBAL + REDUCE
+        with pytest.raises(DatasetFormatError, match="refused: opcode GLOBAL"):
+            load_data_pickle(pickle.dumps(_Exploit(marker), protocol=protocol))
+        with pytest.raises(pickle.UnpicklingError, match="refused global"):
+            DataOnlyUnpickler(io.BytesIO(pickle.dumps(_Exploit(marker), protocol=protocol))).load()
+    assert not marker.exists() and not path.with_suffix(".json").exists()
+
+
+def test_plain_data_pickles_convert_next_to_the_pickle(tmp_path):
+    refs = [{"ref_id": 1, "sentences": [{"sent": "a dog"}], "pair": (1, 2)}]
+    path = tmp_path / "refs(unc).p"
+    path.write_bytes(pickle.dumps(refs))
+    output = convert_refs_pickle(path)
+    assert output == tmp_path / "refs(unc).json"
+    assert json.loads(output.read_text()) == [{"ref_id": 1, "sentences": [{"sent": "a dog"}], "pair": [1, 2]}]
+    path.write_bytes(pickle.dumps({"not": "a list"}))
+    with pytest.raises(DatasetFormatError, match="expected a list of ref dicts"):
+        convert_refs_pickle(path)
+
+
+def test_python2_byte_strings_are_decoded_as_utf8():
+    # What Python 2's pickle.dumps([{'ref_id': 7, 'sent': 'cafés'}], 2) writes: str as SHORT_BINSTRING.
+    python2 = b"\x80\x02]q\x00}q\x01(U\x06ref_idq\x02K\x07U\x04sentq\x03U\x06caf\xc3\xa9sq\x04ua."
+    assert load_data_pickle(python2) == [{"ref_id": 7, "sent": "cafés"}]
+    latin1 = python2.replace(b"U\x06caf\xc3\xa9s", b"U\x05caf\xe9s")
+    with pytest.raises(DatasetFormatError, match="not valid UTF-8"):
+        load_data_pickle(latin1, name="old.p")
+
+
+def test_image_dir_can_live_outside_root(refcoco, tmp_path):
+    moved = tmp_path / "coco_train2014"
+    (refcoco["root"] / "images/mscoco/images/train2014").rename(moved)
+    source = RefCocoSource(refcoco["root"], image_dir=moved)
+    records = list(source.index())
+    assert records[0].frames == (f"{moved.as_posix()}/COCO_train2014_000000000001.jpg",)
+    assert source.load_frames(records[0], [0]).shape == (1, 24, 32, 3)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("  The man\t on the\nleft.  ", "The man on the left"),
+        ("left man..", "left man"),
+        ("st. george statue", "st. george statue"),
+        ("a dog .", "a dog"),
+        (" . ", ""),
+    ],
+)
+def test_normalize_text(raw, expected):
+    assert normalize_text(raw) == expected
+    with pytest.raises(TypeError, match="expected a str"):
+        normalize_text(b"bytes")

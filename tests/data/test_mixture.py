@@ -1,0 +1,166 @@
+"""Source mixture and the data configs (official mixture, tiny twin, supplement Tab. 3 ablations)."""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from lavida.data.config import DataConfig
+from lavida.data.mixture import OFFICIAL_WEIGHTS, REFER_FAMILY, Mixture
+from lavida.data.sources import IMAGE_SOURCES, VIDEO_SOURCES
+
+DATASETS = set(IMAGE_SOURCES) | set(VIDEO_SOURCES)  # the eleven datasets of B.1
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "lavida" / "configs" / "data"
+
+
+def compose_data(name: str, overrides: list[str] | None = None) -> DataConfig:
+    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
+        cfg = compose(name, overrides=overrides or [])
+    return DataConfig.from_dict(OmegaConf.to_container(cfg, resolve=True))
+
+
+def test_official_weights():
+    assert set(OFFICIAL_WEIGHTS) == DATASETS
+    assert sum(OFFICIAL_WEIGHTS.values()) == pytest.approx(1.0)
+    assert sum(OFFICIAL_WEIGHTS[name] for name in VIDEO_SOURCES) == pytest.approx(0.70)
+    assert sum(OFFICIAL_WEIGHTS[name] for name in REFER_FAMILY) == pytest.approx(0.10)
+
+
+def test_draws_follow_the_weights():
+    mixture = Mixture({"a": 2.0, "b": 1.0, "c": 1.0, "unused": 0.0})
+    assert mixture.names == ("a", "b", "c")
+    rng = np.random.default_rng(0)
+    n = 20000
+    names = [mixture.draw(rng) for _ in range(n)]
+    for name, p in mixture.weights.items():
+        count = names.count(name)
+        assert abs(count - n * p) <= 4 * np.sqrt(n * p * (1 - p)), (name, count)
+
+
+def test_official_mixture_proportions_and_determinism():
+    mixture = Mixture(OFFICIAL_WEIGHTS)
+    n = 10000
+    draws = [
+        mixture.draw(np.random.default_rng([7, i])) for i in range(n)
+    ]  # per-item streams, as in training
+    assert draws[:500] == [mixture.draw(np.random.default_rng([7, i])) for i in range(500)]
+    for name, p in OFFICIAL_WEIGHTS.items():
+        assert abs(draws.count(name) - n * p) <= 4 * np.sqrt(n * p * (1 - p)), name
+
+
+def test_invalid_weights():
+    with pytest.raises(ValueError, match="finite number"):
+        Mixture({"a": -1.0})
+    with pytest.raises(ValueError, match="finite number"):
+        Mixture({"a": float("nan")})
+    with pytest.raises(ValueError, match="no source with a positive weight"):
+        Mixture({"a": 0.0})
+
+
+def test_missing_sources_error_or_renormalise(caplog):
+    mixture = Mixture({"a": 0.5, "b": 0.3, "c": 0.2})
+    with pytest.raises(ValueError, match=r"\['c'\].*20%.*missing_sources=renormalize"):
+        mixture.restricted({"a", "b"})
+    with caplog.at_level(logging.WARNING, logger="lavida.data.mixture"):
+        kept = mixture.restricted({"a", "b"}, on_missing="renormalize")
+    assert "['c']" in caplog.text
+    assert kept.weights == pytest.approx({"a": 0.625, "b": 0.375})
+    assert mixture.restricted({"a", "b", "c"}) is mixture
+    with pytest.raises(ValueError, match="None of"):
+        mixture.restricted(set(), on_missing="renormalize")
+
+
+def test_official_yaml_is_the_dataclass_default(monkeypatch):
+    monkeypatch.delenv("LAVIDA_DATA_ROOT", raising=False)
+    assert compose_data("official") == DataConfig()
+    config = DataConfig()
+    assert config.p == 0.5 and config.max_categories == 30 and config.clip_length == 8
+    assert config.frame_labels == "presence" and config.weights() == pytest.approx(OFFICIAL_WEIGHTS)
+    assert config.root_of("ade20k") is None  # relative root, no data root: unknown
+
+
+def test_data_root_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("LAVIDA_DATA_ROOT", str(tmp_path))
+    config = compose_data("official", ["sources.mevis.root=/elsewhere/MeViS"])
+    assert config.root_of("ade20k") == tmp_path / "ADEChallengeData2016"
+    assert config.root_of("mevis") == Path("/elsewhere/MeViS")
+
+
+def test_official_caps_are_one_override_away():
+    config = compose_data(
+        "official", ["sources.mapillary.max_categories=20", "sources.cityscapes.max_categories=6"]
+    )
+    assert (
+        config.sources["mapillary"].max_categories == 20 and config.sources["cityscapes"].max_categories == 6
+    )
+    assert config.sources["ade20k"].max_categories is None
+
+
+# Supplement Tab. 3: the training sets of each row.
+ABLATIONS = {
+    "ablation_no_image": set(VIDEO_SOURCES),
+    "ablation_image_only": set(IMAGE_SOURCES),
+    "ablation_no_refdavis": DATASETS - {"refdavis"},
+    "ablation_no_mevis": DATASETS - {"mevis"},
+    "ablation_no_refvos": DATASETS - {"refvos"},
+    "ablation_no_vos": DATASETS - {"vos"},
+}
+
+
+@pytest.mark.parametrize("name,expected", ABLATIONS.items())
+def test_ablation_configs_select_the_right_sources(name, expected):
+    config = compose_data(name)
+    assert set(config.weights()) == expected
+    for source in expected:  # the kept sources keep their official relative weights
+        assert config.sources[source].weight == OFFICIAL_WEIGHTS[source]
+    mixture = Mixture(config.weights())
+    assert sum(mixture.weights.values()) == pytest.approx(1.0)
+
+
+def test_every_ablation_file_is_listed():
+    assert {path.stem for path in CONFIG_DIR.glob("ablation_*.yaml")} == set(ABLATIONS)
+
+
+def _shape(value):
+    if isinstance(value, dict):
+        return {key: _shape(item) for key, item in value.items()}
+    return "leaf"
+
+
+def test_tiny_twin_has_the_same_structure():
+    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
+        official = OmegaConf.to_container(compose("official"), resolve=True)
+        tiny = OmegaConf.to_container(compose("tiny"), resolve=True)
+    assert _shape(official) == _shape(tiny)
+    assert DataConfig.from_dict(tiny).samples_per_epoch < DataConfig.from_dict(official).samples_per_epoch
+
+
+def test_unknown_keys_are_rejected_with_the_valid_ones():
+    data = DataConfig().to_dict()
+    data["max_categorys"] = 3
+    with pytest.raises(ValueError, match=r"data: unknown keys \['max_categorys'\].*max_categories"):
+        DataConfig.from_dict(data)
+    data = DataConfig().to_dict()
+    data["sources"]["mevis"]["wieght"] = 1
+    with pytest.raises(ValueError, match=r"data.sources.mevis: unknown keys \['wieght'\]"):
+        DataConfig.from_dict(data)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"p": 1.5}, "data.p"),
+        ({"strides": []}, "data.strides"),
+        ({"frame_labels": "ones"}, "data.frame_labels"),
+        ({"missing_sources": "ignore"}, "data.missing_sources"),
+        ({"clip_length": 0}, "data.clip_length"),
+    ],
+)
+def test_invalid_values_are_rejected(change, message):
+    data = DataConfig().to_dict()
+    data.update(change)
+    with pytest.raises(ValueError, match=message):
+        DataConfig.from_dict(data)

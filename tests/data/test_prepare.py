@@ -1,0 +1,135 @@
+"""`lavida-prepare` on a tiny fake source, and the lazy source registry."""
+
+import logging
+
+import pytest
+
+from lavida.cli.prepare import main
+from lavida.data.sources import SOURCES, get_source, source_class
+from lavida.data.sources.base import (
+    DatasetFormatError,
+    SegmentationSource,
+    SegRecord,
+    SegTarget,
+    read_manifest,
+)
+
+SEEN: dict[str, object] = {}
+
+
+class TinySource(SegmentationSource):
+    """Three images; the third has no target. ``index`` takes ``artifacts`` like the real sources."""
+
+    name = "tiny"
+    is_video = False
+
+    def __init__(
+        self, root, *, split="train", min_pixels: int = 1, keep_void: bool = False, label: str | None = None
+    ):
+        super().__init__(root, split=split)
+        SEEN["options"] = (min_pixels, keep_void, label)
+
+    def index(self, *, artifacts=None):
+        SEEN["artifacts"] = artifacts
+        texts = [["dog", "a red car"], ["Dog", "tree"], []]
+        for i, names in enumerate(texts):
+            yield SegRecord(
+                source=self.name,
+                key=f"img{i}",
+                group=f"img{i}",
+                frames=(f"images/{i}.jpg",),
+                targets=tuple(SegTarget(text, {"class_id": k}) for k, text in enumerate(names)),
+                present=tuple(names),
+                is_video=False,
+            )
+
+    def load_masks(self, record, target, positions):
+        raise NotImplementedError
+
+
+class OldStyleSource(TinySource):
+    """A source whose ``index`` takes no arguments."""
+
+    name = "oldstyle"
+
+    def index(self):
+        yield from TinySource.index(self)
+
+
+def test_prepare_writes_the_manifest_and_prints_the_summary(tmp_path, capsys):
+    out = tmp_path / "manifests"
+    main(["test_prepare:TinySource", f"root={tmp_path}", f"out={out}", f"artifacts={tmp_path / 'art'}"])
+    assert SEEN["options"] == (1, False, None)
+    manifest = out / "tiny_train.jsonl"
+    records = read_manifest(manifest)
+    assert [record.key for record in records] == ["img0", "img1", "img2"]
+    assert SEEN["artifacts"] == tmp_path / "art"
+    printed = capsys.readouterr().out
+    assert f"wrote {manifest}" in printed
+    summary = dict(line.split(None, 1) for line in printed.splitlines()[1:])
+    assert (
+        summary["entries"] == "3" and summary["targets"] == "4" and summary["entries_without_targets"] == "1"
+    )
+    assert summary["text_pool"] == "4" and summary["distinct_texts"] == "3"  # "dog" = "Dog"
+
+
+def test_prepare_default_location_and_sources_without_artifacts(tmp_path, capsys, caplog):
+    with caplog.at_level(logging.WARNING):
+        main(["test_prepare:OldStyleSource", f"root={tmp_path}", "artifacts=/x", "split=val"])
+    assert "takes no 'artifacts'" in caplog.text
+    assert len(read_manifest(tmp_path / ".lavida" / "oldstyle_val.jsonl")) == 3
+    main(["test_prepare:TinySource", f"root={tmp_path}", f"out={tmp_path / 'm.jsonl'}"])
+    assert len(read_manifest(tmp_path / "m.jsonl")) == 3
+    capsys.readouterr()
+
+
+def test_prepare_passes_typed_constructor_options(tmp_path, capsys):
+    main(["test_prepare:TinySource", f"root={tmp_path}", "min_pixels=5", "keep_void=true", "label=abc"])
+    assert SEEN["options"] == (5, True, "abc")
+    main(["test_prepare:TinySource", f"root={tmp_path}", "label=null"])
+    assert SEEN["options"] == (1, False, None)
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["ade20k"], "root=DIR is required"),
+        (["test_prepare:TinySource", "root=/x", "roots=/y"], "'roots' is not a setting of TinySource"),
+        (["ade20k", "root=/x", "noequals"], "expected key=value"),
+        (["test_prepare:TinySource", "root=/x", "min_pixels=many"], "min_pixels must be an integer"),
+        (["test_prepare:TinySource", "root=/x", "keep_void=maybe"], "keep_void must be true or false"),
+        (["nosuchdataset", "root=/x"], "unknown dataset"),
+        (["ade20k", "root=/x", "skip_errors=maybe"], "skip_errors must be"),
+    ],
+)
+def test_bad_arguments_exit_with_a_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_missing_root_is_reported_without_a_traceback(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["test_prepare:TinySource", f"root={tmp_path / 'absent'}"])
+    assert exit_info.value.code == 1 and "does not exist" in capsys.readouterr().err
+
+
+def test_registry_names_and_lazy_import(tmp_path):
+    assert set(SOURCES) == {
+        "ade20k", "mapillary", "cityscapes", "refclef", "refcoco", "refcoco+", "refcocog",
+        "vos", "refvos", "mevis", "refdavis", "synthetic",
+    }  # fmt: skip
+    assert all(spec.startswith("lavida.data.sources.") and ":" in spec for spec in SOURCES.values())
+    assert isinstance(get_source("test_prepare:TinySource", tmp_path, split="val"), TinySource)
+    with pytest.raises(KeyError, match="known sources: ade20k"):
+        source_class("ade21k")
+
+
+def test_unimportable_or_wrong_sources(tmp_path):
+    with pytest.raises(ImportError, match="cannot import lavida.data.sources.no_such_module"):
+        source_class("lavida.data.sources.no_such_module:X")
+    with pytest.raises(TypeError, match="not a SegmentationSource"):
+        source_class("lavida.data.sources.base:SegRecord")
+    with pytest.raises(DatasetFormatError, match="does not exist"):
+        get_source("test_prepare:TinySource", tmp_path / "absent")

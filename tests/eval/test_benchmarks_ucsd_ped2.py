@@ -1,0 +1,91 @@
+"""UCSD Ped2 loader on a tiny tree in the official layout, macOS litter included (tests/eval/trees.py)."""
+
+import logging
+
+import numpy as np
+import pytest
+from eval.trees import write_ucsd_ped2_tree
+
+from lavida.eval.benchmark import GroundTruthError, plan_clips
+from lavida.eval.benchmarks.ucsd_ped2 import UCSDPed2, parse_matlab_ranges
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return write_ucsd_ped2_tree(tmp_path / "UCSD_Anomaly_Dataset.v1p2")
+
+
+def test_clips_labels_from_matlab_ranges_and_masks(tree):
+    bench = UCSDPed2(tree.root)
+    videos = bench.videos()
+    assert [v.name for v in videos] == ["Test001", "Test002"]  # ._Test001 ignored
+    first, second = videos
+    assert first.num_frames == 8 and second.num_frames == 6  # ._001.tif and .DS_Store ignored
+    np.testing.assert_array_equal(first.frame_labels, [0, 0, 1, 1, 1, 0, 0, 0])  # [3:5], 1-based inclusive
+    np.testing.assert_array_equal(second.frame_labels, [1, 1, 0, 0, 1, 1])  # [1:2, 5:6]
+    masks = first.pixel_masks(np.array([1, 2]))
+    assert masks.shape == (2, 32, 48) and not masks[0].any() and masks[1].sum() == 8 * 12
+    for v in videos:
+        np.testing.assert_array_equal(v.pixel_masks(np.arange(v.num_frames)), tree.videos[v.name].masks)
+    assert bench.has_pixel_gt and bench.primary_metric == "pixel_auc"
+    assert bench.categories == ["car", "cart", "wheelchair", "skate", "bicycle"]
+
+
+def test_root_may_be_the_ucsdped2_folder(tree):
+    assert len(UCSDPed2(tree.root / "UCSDped2").videos()) == 2
+    with pytest.raises(FileNotFoundError, match="no UCSDped2/Test folder"):
+        UCSDPed2(tree.root / "UCSDped2" / "Test" / "Test001")
+
+
+@pytest.mark.parametrize(
+    ("body", "intervals"),
+    [
+        ("61:180", [(60, 179)]),
+        ("61 : 180", [(60, 179)]),
+        ("1:10, 50:60", [(0, 9), (49, 59)]),
+        ("5 7", [(4, 4), (6, 6)]),
+        ("1:2:7", [(0, 0), (2, 2), (4, 4), (6, 6)]),
+        ("", []),
+    ],
+)
+def test_matlab_ranges(body, intervals):
+    assert parse_matlab_ranges(body, where="x") == intervals
+
+
+def test_malformed_matlab_line_names_file_and_line(tree):
+    tree.files["matlab"].write_text(
+        "TestVideoFile = {};\nTestVideoFile{end+1}.gt_frame = [3:5];\nTestVideoFile{end+1}.gt_frame = [1-2];\n"
+    )
+    with pytest.raises(GroundTruthError, match=r"UCSDped2\.m, line 3: '1-2' is not a MATLAB range"):
+        UCSDPed2(tree.root).videos()
+    tree.files["matlab"].write_text("TestVideoFile{end+1}.gt_frame = [3:5];\n")
+    with pytest.raises(GroundTruthError, match=r"UCSDped2\.m: 1 gt_frame lines for 2 test clips"):
+        UCSDPed2(tree.root).videos()
+    tree.files["matlab"].unlink()
+    with pytest.raises(GroundTruthError, match=r"UCSDped2\.m: ground-truth file not found"):
+        UCSDPed2(tree.root).videos()
+
+
+def test_mask_count_must_match_the_frames(tree):
+    next(tree.files["Test002:gt"].glob("006.bmp")).unlink()
+    with pytest.raises(GroundTruthError, match=r"Test002_gt: 5 masks for 6 frames"):
+        UCSDPed2(tree.root).videos()
+
+
+def test_disagreement_with_pixel_masks_is_logged(tree, caplog):
+    tree.files["matlab"].write_text(
+        "TestVideoFile{end+1}.gt_frame = [3:6];\nTestVideoFile{end+1}.gt_frame = [1:2, 5:6];\n"
+    )
+    with caplog.at_level(logging.WARNING):
+        first = UCSDPed2(tree.root).videos()[0]
+    assert "Test001: UCSDped2.m and any(pixel mask) disagree on 1 of 8 frames" in caplog.text
+    assert first.frame_labels[5] == 1
+    assert UCSDPed2(tree.root, frame_labels="pixel").videos()[0].frame_labels[5] == 0
+
+
+def test_interval_one_plan(tree):
+    bench = UCSDPed2(tree.root)
+    assert bench.protocol("standard").interval == bench.protocol("lavida_official").interval == 1
+    plan = plan_clips(bench.videos()[0].num_frames, interval=1)
+    np.testing.assert_array_equal(plan.clips, [np.arange(8)])
+    assert plan_clips(bench.videos()[1].num_frames, interval=1, drop_tail=True).num_clips == 0

@@ -1,0 +1,89 @@
+"""Every training experiment composes into valid typed configs; every DeepSpeed launcher validates."""
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from lavida.data.config import DataConfig
+from lavida.models.config import LavidaConfig
+from lavida.train.config import TrainConfig, launcher_from_dict
+from lavida.train.launcher import deepspeed_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "lavida" / "configs"
+EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
+LAUNCHERS = sorted(p.stem for p in (CONFIGS / "launcher").glob("*.yaml"))
+
+
+def compose_train(overrides):
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("lavida.configs", version_base=None):
+        cfg = compose("train", overrides=overrides)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes(experiment):
+    cfg = compose_train([f"experiment={experiment}"])
+    model = LavidaConfig.from_dict(cfg["model"])
+    data = DataConfig.from_dict(cfg["data"])
+    train = TrainConfig.from_dict(cfg["train"])
+    launcher_from_dict(cfg["launcher"])
+    assert cfg["run_name"] == experiment
+    assert train.total_steps > 0 and data.weights()
+    assert model.mllm.arch["text_config"]["hidden_size"] == 3584
+
+
+def test_paper_recipe_values():
+    cfg = compose_train(["experiment=paper_main"])
+    train = TrainConfig.from_dict(cfg["train"])
+    assert (train.optim.lr, train.optim.weight_decay, train.optim.warmup_steps) == (1e-5, 1e-5, 100)
+    assert (train.batch_size, train.epochs, train.batches_per_epoch, train.optim.grad_clip) == (
+        2,
+        10,
+        2000,
+        1.0,
+    )
+    assert (train.loss.lambda_txt, train.loss.lambda_seg) == (1.0, 1.0)
+    official = TrainConfig.from_dict(compose_train(["experiment=official"])["train"])
+    assert (official.epochs, official.grad_accum, official.optim.weight_decay) == (8, 2, 0.01)
+
+
+def test_ablations_change_what_they_say():
+    assert (
+        DataConfig.from_dict(compose_train(["experiment=ablation_max_categories_10"])["data"]).max_categories
+        == 10
+    )
+    assert (
+        LavidaConfig.from_dict(
+            compose_train(["experiment=ablation_queries_64"])["model"]
+        ).projector.num_queries
+        == 64
+    )
+    assert (
+        LavidaConfig.from_dict(compose_train(["experiment=ablation_adapter_mlp"])["model"]).projector.kind
+        == "mlp"
+    )
+    assert (
+        DataConfig.from_dict(compose_train(["experiment=ablation_clip_length_16"])["data"]).clip_length == 16
+    )
+    no_vos = DataConfig.from_dict(compose_train(["experiment=ablation_data_no_vos"])["data"])
+    assert "vos" not in no_vos.weights() and "mevis" in no_vos.weights()
+
+
+@pytest.mark.parametrize("launcher", [name for name in LAUNCHERS if name.startswith("zero")])
+def test_deepspeed_launchers_validate(launcher):
+    """DeepSpeed's own config parser accepts every ZeRO launcher, with batch settings from the train config."""
+    deepspeed = pytest.importorskip("deepspeed")
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    cfg = compose_train([f"launcher={launcher}"])
+    train = TrainConfig.from_dict(cfg["train"])
+    ds = deepspeed_config(launcher_from_dict(cfg["launcher"]), train)
+    parsed = DeepSpeedConfig(ds)
+    assert parsed.zero_optimization_stage == int(launcher[-1])
+    assert parsed.train_micro_batch_size_per_gpu == train.batch_size
+    assert parsed.gradient_accumulation_steps == train.grad_accum
+    assert parsed.gradient_clipping == train.optim.grad_clip
+    assert deepspeed.__version__
