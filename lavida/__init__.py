@@ -5,3 +5,12 @@ submodules that need them.
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # `from lavida import Detector` without importing torch and transformers on `import lavida`.
+    if name in ("Detector", "Detection"):
+        from lavida.detect import detector
+
+        return getattr(detector, name)
+    raise AttributeError(f"module 'lavida' has no attribute {name!r}")

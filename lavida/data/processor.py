@@ -225,6 +225,39 @@ class LavidaProcessor:
             frame_labels=_cat_optional([s.frame_labels for s in samples], what="frame labels"),
         )
 
+    def question_batch(self, frames: np.ndarray | torch.Tensor, question: str) -> LavidaBatch:
+        """A one-sample MLLM-only batch asking ``question`` about the frames (prompt ends at the assistant
+        header, for ``SemanticExtractor.generate``). The SAM2 and category fields are empty."""
+        frames = _as_uint8_frames(frames)
+        is_video = frames.shape[0] > 1
+        visual = "<|vision_start|>" + ("<|video_pad|>" if is_video else "<|image_pad|>") + "<|vision_end|>"
+        prompt = (
+            f"<|im_start|>system\n{self.templates.system}<|im_end|>\n"
+            f"<|im_start|>user\n{visual}{question}<|im_end|>\n<|im_start|>assistant\n"
+        )
+        budget = self.budgets["test" if is_video else "image"]
+        height, width = smart_resize(frames.shape[-2], frames.shape[-1], factor=self.factor, budget=budget)
+        resized = _resize_uint8(frames, (height, width))
+        key = "videos" if is_video else "images"
+        encoded = self.qwen(
+            text=[prompt], **{key: [resized if is_video else resized[0]]}, return_tensors="pt"
+        )
+        side = self.sam_image_size
+        return LavidaBatch(
+            input_ids=encoded["input_ids"],
+            attention_mask=encoded["attention_mask"],
+            mm_token_type_ids=encoded["mm_token_type_ids"],
+            pixel_values=None if is_video else encoded["pixel_values"],
+            image_grid_thw=None if is_video else encoded["image_grid_thw"],
+            pixel_values_videos=encoded["pixel_values_videos"] if is_video else None,
+            video_grid_thw=encoded["video_grid_thw"] if is_video else None,
+            second_per_grid_ts=_seconds(encoded) if is_video else None,
+            sam_pixel_values=torch.zeros(0, 3, side, side),
+            frame_to_sample=torch.zeros(0, dtype=torch.long),
+            category_tokens=torch.zeros(0, 77, dtype=torch.long),
+            category_to_sample=torch.zeros(0, dtype=torch.long),
+        )
+
     @classmethod
     def for_model(cls, model, inputs=None, *, templates: PromptTemplates | None = None) -> LavidaProcessor:
         """The processor matching a built model and its ``model.inputs`` config (``InputConfig``)."""

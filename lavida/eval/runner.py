@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.special import expit
 from tqdm import tqdm
 
 from lavida.data.video import open_video
@@ -192,7 +193,7 @@ def _predict(
 
         def predicted(frames: np.ndarray) -> np.ndarray:
             held = logits[plan.source[frames]].astype(np.float32)  # scored frames are 0..F'-1
-            return 1.0 / (1.0 + np.exp(-held))
+            return expit(held)
 
         pixels, regions = pixel_statistics(
             plan.scored,

@@ -140,6 +140,7 @@ def build_lavida(config: LavidaConfig | dict) -> LavidaModel:
         arch=d.arch,
         prompt_dim=p.out_dim,
         prompt_embedding=d.prompt_embedding,
+        train_image_encoder=d.train_image_encoder,
         dtype=config.dtype,
     )
     if p.kind == "mlp":

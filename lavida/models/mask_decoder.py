@@ -77,6 +77,8 @@ class MultiLevelMaskDecoder(nn.Module):
         prompt_embedding: ``"linear"`` — B.5's additional embedding layer, Linear(D_m → C); ``"none"`` —
             feed f_proj directly (the official code; then D_m must equal C).
         multimask_output: Predict 3 masks per frame (SAM2's multimask mode, as the official code).
+        train_image_encoder: Train the image encoder too. The paper freezes it (B.2); the synthetic demo
+            trains it, because its tiny encoder has random weights that cannot see yet.
     """
 
     def __init__(
@@ -86,9 +88,11 @@ class MultiLevelMaskDecoder(nn.Module):
         prompt_dim: int,
         prompt_embedding: Literal["linear", "none"] = "linear",
         multimask_output: bool = True,
+        train_image_encoder: bool = False,
     ) -> None:
         super().__init__()
         self.sam = sam
+        self.train_image_encoder = train_image_encoder
         self.multimask_output = multimask_output
         self.embed_dim = sam.config.prompt_encoder_config.hidden_size
         if prompt_embedding == "linear":
@@ -106,6 +110,8 @@ class MultiLevelMaskDecoder(nn.Module):
         self.sam.requires_grad_(False)
         for module in (self.sam.prompt_encoder, self.sam.mask_decoder):
             module.requires_grad_(True)
+        if train_image_encoder:
+            self.sam.vision_encoder.requires_grad_(True)
         self.sam.prompt_encoder.mask_embed.requires_grad_(False)  # no mask prompts: never used
         self.sam.prompt_encoder.point_embed.requires_grad_(False)  # no point prompts: never used
         self.sam.prompt_encoder.not_a_point_embed.requires_grad_(False)
@@ -121,12 +127,13 @@ class MultiLevelMaskDecoder(nn.Module):
 
     def train(self, mode: bool = True) -> MultiLevelMaskDecoder:
         super().train(mode)
-        self.sam.vision_encoder.eval()  # frozen encoder: always inference behaviour
+        if not self.train_image_encoder:
+            self.sam.vision_encoder.eval()  # frozen encoder: always inference behaviour
         return self
 
     def encode_images(self, pixel_values: torch.Tensor) -> ImageFeatures:
         """(N, 3, S, S) normalised frames → :class:`ImageFeatures` (frozen encoder, trainable convs)."""
-        with torch.no_grad():
+        with torch.set_grad_enabled(self.train_image_encoder and torch.is_grad_enabled()):
             encoded = self.sam.vision_encoder(pixel_values)
         levels = encoded.fpn_hidden_states  # high → low resolution, each (N, C, H_l, W_l)
         top = levels[-1]
@@ -174,6 +181,7 @@ def build_mask_decoder(
     arch: dict | None = None,
     prompt_dim: int = 256,
     prompt_embedding: Literal["linear", "none"] = "linear",
+    train_image_encoder: bool = False,
     dtype: str = "float32",
 ) -> MultiLevelMaskDecoder:
     """Build SAM2 from a local transformers checkpoint directory, or ``arch`` with random weights.
@@ -185,6 +193,7 @@ def build_mask_decoder(
             ``mask_decoder_config``), used when ``pretrained`` is None.
         prompt_dim: Width D_m of the projector's output.
         prompt_embedding: See :class:`MultiLevelMaskDecoder`.
+        train_image_encoder: See :class:`MultiLevelMaskDecoder` (the paper: False).
         dtype: Parameter dtype.
     """
     sam = load_sam2(pretrained=pretrained, arch=arch, dtype=dtype)
@@ -193,7 +202,13 @@ def build_mask_decoder(
         pretrained or "random init",
         sam.config.prompt_encoder_config.image_size,
     )
-    return MultiLevelMaskDecoder(sam=sam, prompt_dim=prompt_dim, prompt_embedding=prompt_embedding)
+    decoder = MultiLevelMaskDecoder(
+        sam=sam,
+        prompt_dim=prompt_dim,
+        prompt_embedding=prompt_embedding,
+        train_image_encoder=train_image_encoder,
+    )
+    return decoder.to(getattr(torch, dtype))  # the new prompt embedding layer in the model's dtype too
 
 
 def load_sam2(*, pretrained: str | None = None, arch: dict | None = None, dtype: str = "float32"):

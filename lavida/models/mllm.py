@@ -117,6 +117,27 @@ class SemanticExtractor(nn.Module):
     # -- forward -----------------------------------------------------------------------------------
 
     def forward(self, batch: LavidaBatch) -> MllmOutput:
+        packed, visual_counts, kept_counts = self._prepare(batch)
+        hidden = self.hf_model.model.language_model(
+            inputs_embeds=packed.embeds,
+            attention_mask=packed.attention_mask,
+            position_ids=packed.position_ids,
+            use_cache=False,
+        ).last_hidden_state  # (B, L', D), after the final norm
+        hf = self.hf_model
+
+        # 5. f_sem at <SEG> (Eq. 5) and L_txt on the answer tokens.
+        seg_features = self._seg_features(hidden, packed.input_ids)
+        lm_loss = None
+        if packed.labels is not None:
+            lm_loss = _answer_cross_entropy(hidden, packed.labels, hf.get_output_embeddings())
+        return MllmOutput(
+            seg_features=seg_features, lm_loss=lm_loss, visual_tokens=visual_counts, kept_tokens=kept_counts
+        )
+
+    def _prepare(self, batch: LavidaBatch) -> tuple[_Packed, torch.Tensor, torch.Tensor]:
+        """Steps 1–4: M-RoPE ids, visual tokens, compression, packing. Returns the packed sequence and the
+        visual-token counts per sample before and after compression."""
         hf = self.hf_model
         core = hf.model  # Qwen2VLModel: .visual, .language_model, .get_rope_index
         input_ids, attention_mask = batch.input_ids, batch.attention_mask
@@ -160,28 +181,59 @@ class SemanticExtractor(nn.Module):
             keep |= visual_mask
         embeds = torch.where(visual_mask.unsqueeze(-1), visual, text_embeds)
 
-        # 4. Shorten the sequence to the kept positions and run the language model.
+        # 4. Shorten the sequence to the kept positions (the language model runs on it).
         packed = _pack(
             keep, embeds=embeds, input_ids=input_ids, labels=batch.labels, position_ids=position_ids
         )
         if self.positions == "sequential":
             sequential = (packed.attention_mask.cumsum(dim=1) - 1).clamp(min=0)
             packed.position_ids = sequential.unsqueeze(0).expand(3, -1, -1)
-        hidden = core.language_model(
+        return packed, visual_counts, kept_counts
+
+    @torch.no_grad()
+    def generate(self, batch: LavidaBatch, *, max_new_tokens: int = 64) -> list[int]:
+        """Greedy decoding from a prompt that ends with the assistant header (one sample, B = 1).
+
+        The visual tokens are compressed exactly as for detection (§3.4; supplement D.1.4 uses this for
+        explanations). Decoding continues the 1-D position after the largest prompt position, as Qwen2-VL
+        does after its 3-D vision ids.
+
+        Returns:
+            The generated token ids (without the prompt), stopping at ``<|im_end|>``.
+        """
+        if batch.batch_size != 1:
+            raise ValueError(f"generate() takes one sample, got a batch of {batch.batch_size}.")
+        packed, _, _ = self._prepare(batch)
+        hf = self.hf_model
+        language_model = hf.model.language_model
+        embed, head = hf.get_input_embeddings(), hf.get_output_embeddings()
+        end = hf.config.text_config.eos_token_id
+        ends = set(end) if isinstance(end, list) else {end}
+        output = language_model(
             inputs_embeds=packed.embeds,
             attention_mask=packed.attention_mask,
             position_ids=packed.position_ids,
-            use_cache=False,
-        ).last_hidden_state  # (B, L', D), after the final norm
-
-        # 5. f_sem at <SEG> (Eq. 5) and L_txt on the answer tokens.
-        seg_features = self._seg_features(hidden, packed.input_ids)
-        lm_loss = None
-        if packed.labels is not None:
-            lm_loss = _answer_cross_entropy(hidden, packed.labels, hf.get_output_embeddings())
-        return MllmOutput(
-            seg_features=seg_features, lm_loss=lm_loss, visual_tokens=visual_counts, kept_tokens=kept_counts
+            use_cache=True,
         )
+        cache, mask = output.past_key_values, packed.attention_mask
+        position = int(packed.position_ids.max()) + 1
+        token = int(head(output.last_hidden_state[:, -1]).argmax(-1))
+        generated = [token]
+        while token not in ends and len(generated) < max_new_tokens:
+            mask = torch.cat([mask, mask.new_ones(1, 1)], dim=1)
+            step = torch.full((3, 1, 1), position, dtype=packed.position_ids.dtype, device=mask.device)
+            ids = torch.tensor([[token]], device=mask.device)
+            output = language_model(
+                inputs_embeds=embed(ids),
+                attention_mask=mask,
+                position_ids=step,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            cache, position = output.past_key_values, position + 1
+            token = int(head(output.last_hidden_state[:, -1]).argmax(-1))
+            generated.append(token)
+        return generated
 
     def _visual_tokens(self, batch: LavidaBatch, input_ids: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """Run the frozen vision tower and place its tokens at their placeholder positions: (B, L, D)."""

@@ -98,3 +98,21 @@ def test_qwen2_5_vl_twin_runs(tmp_path):
     batch = tiny_processor_for(model)([video, image], train=True)
     out = model(batch)
     assert out.object_logits.shape == (9,) and torch.isfinite(out.lm_loss)
+
+
+def test_bfloat16_model_runs(tiny_pretrained):
+    """A bf16 build (the GPU setting) runs: every weight bf16 except PEFT's adapters, which PEFT keeps
+    in float32 on purpose (``autocast_adapter_dtype``)."""
+    import dataclasses
+
+    from lavida.models.lavida import build_lavida
+
+    model = build_lavida(dataclasses.replace(tiny_pretrained, dtype="bfloat16")).eval()
+    dtypes = {name: p.dtype for name, p in model.named_parameters()}
+    adapters = {name for name in dtypes if "lora_" in name or "trainable_tokens_delta" in name}
+    assert adapters and all(dtypes[name] == torch.float32 for name in adapters)
+    assert {dtype for name, dtype in dtypes.items() if name not in adapters} == {torch.bfloat16}
+    video, _ = make_samples()
+    with torch.no_grad():
+        out = model(tiny_processor_for(model)([video], train=False).to("cpu", dtype=torch.bfloat16))
+    assert out.object_logits.dtype == torch.bfloat16 and torch.isfinite(out.object_logits.float()).all()

@@ -1,0 +1,346 @@
+"""Open-world detection on any video (§4.2, Fig. 5): ``from lavida import Detector``.
+
+    detector = Detector.from_checkpoint("runs/lavida/final")
+    result = detector.detect("street.mp4", ["fire", "fighting"], output_dir="out/")
+    result.scores          # (F,) anomaly probability per frame
+    result.intervals       # anomalous intervals (start, end, peak score)
+
+    for frame in detector.stream("rtsp://camera/stream", ["fire"]):   # live, bounded memory
+        ...
+
+Frames are scored clip by clip with a sliding window (``lavida.detect.window``); results are written as
+they become final (``lavida.detect.outputs``), so a long video or an endless stream never accumulates
+in memory. With ``explain=True`` the same MLLM, with token compression, answers "Is there any abnormal
+event in this video? Answer yes or no and explain" for each detected interval (supplement D.1.4).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lavida.data.processor import LavidaProcessor
+from lavida.data.prompts import clean_categories
+from lavida.data.types import ClipSample
+from lavida.detect.intervals import Interval, anomalous_intervals
+from lavida.detect.outputs import MaskWriter, ScoreWriter, VideoWriter, overlay_frame, write_summary
+from lavida.detect.stream import open_stream
+from lavida.detect.window import Aggregation, FrameResult, SlidingWindow
+from lavida.inference import upsample_mask_logits
+from lavida.models.lavida import LavidaModel
+
+log = logging.getLogger(__name__)
+
+EXPLAIN_QUESTION = "Is there any abnormal event in this video? Answer yes or no and explain."
+
+
+@dataclass
+class Detection:
+    """The result of :meth:`Detector.detect` on one video.
+
+    Attributes:
+        name: The video's name.
+        scores: (F,) per-frame anomaly probabilities.
+        intervals: Detected anomalous intervals.
+        fps: Frame rate if known.
+        categories: The categories searched for.
+        explanations: Interval number → the MLLM's answer (with ``explain``).
+        output_dir: Where the files were written (or None).
+    """
+
+    name: str
+    scores: np.ndarray
+    intervals: list[Interval]
+    fps: float | None
+    categories: list[str]
+    explanations: dict[int, str] = field(default_factory=dict)
+    output_dir: Path | None = None
+
+
+class Detector:
+    """Detects anomalies of named categories in videos, frame by frame and pixel by pixel.
+
+    Args:
+        model: A trained LAVIDA model (evaluation mode is set here).
+        processor: Its input processor (test-time pixel budget).
+        clip_length: Frames per clip (T = 8, B.3).
+        interval: Score every ``interval``-th frame; the frames between hold its score.
+        stride: Sampled frames between clip starts (< ``clip_length`` overlaps clips; default no overlap).
+        aggregation: How overlapping clips combine a frame's scores and masks: ``mean`` or ``max``.
+        threshold: Frame-score threshold for anomalous intervals (and the pixel-mask threshold).
+        min_interval: Drop intervals shorter than this many frames.
+        merge_gap: Join intervals separated by at most this many frames.
+        gate_masks: Empty masks on frames whose object score is ≤ 0 (SAM2's convention).
+    """
+
+    def __init__(
+        self,
+        *,
+        model: LavidaModel,
+        processor: LavidaProcessor,
+        clip_length: int = 8,
+        interval: int = 1,
+        stride: int | None = None,
+        aggregation: Aggregation = "mean",
+        threshold: float = 0.5,
+        min_interval: int = 1,
+        merge_gap: int = 0,
+        gate_masks: bool = True,
+    ) -> None:
+        self.model = model.eval()
+        self.processor = processor
+        self.clip_length, self.interval, self.stride = clip_length, interval, stride
+        self.aggregation = aggregation
+        self.threshold, self.min_interval, self.merge_gap = threshold, min_interval, merge_gap
+        self.gate_masks = gate_masks
+        parameter = next(model.projector.parameters())
+        self.device, self.dtype = parameter.device, parameter.dtype
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: str | Path,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | None = None,
+        config_overrides: dict | None = None,
+        **kwargs,
+    ) -> Detector:
+        """Load a LAVIDA checkpoint (bf16 on GPU, fp32 on CPU unless ``dtype`` says otherwise)."""
+        from lavida.models.checkpoint import load_checkpoint
+
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        overrides = dict(config_overrides or {})
+        overrides.setdefault("dtype", dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+        model, config = load_checkpoint(checkpoint, config_overrides=overrides, device=device)
+        return cls(model=model, processor=LavidaProcessor.for_model(model, config.inputs), **kwargs)
+
+    # -- one clip ----------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict_clip(self, frames: np.ndarray, categories: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(T, H, W, 3) uint8 frames → (T,) anomaly probabilities and (T, h, w) pixel probabilities."""
+        sample = ClipSample(frames=frames, categories=list(categories), is_video=frames.shape[0] > 1)
+        batch = self.processor([sample], train=False).to(self.device, dtype=self.dtype)
+        prediction = self.model.predict(batch, gate_masks=self.gate_masks)
+        scores = prediction.frame_scores.float().cpu().numpy()
+        masks = torch.sigmoid(prediction.mask_logits.float()).cpu().numpy()
+        return scores, masks
+
+    # -- streams -----------------------------------------------------------------------------------
+
+    def stream(
+        self, source: str | Path, categories: Sequence[str], *, max_frames: int | None = None
+    ) -> Iterator[FrameResult]:
+        """Yield every frame's result (score, low-resolution mask, the frame) as soon as it is final."""
+        categories = clean_categories(categories)
+        frames = open_stream(source, max_frames=max_frames).frames
+        window = SlidingWindow(
+            lambda clip: self.predict_clip(clip, categories),
+            clip_length=self.clip_length,
+            interval=self.interval,
+            stride=self.stride,
+            aggregation=self.aggregation,
+        )
+        yield from window.run(frames)
+
+    def detect(
+        self,
+        source: str | Path,
+        categories: Sequence[str],
+        *,
+        output_dir: str | Path | None = None,
+        overlay: bool = True,
+        save: str = "all",
+        explain: bool = False,
+        max_frames: int | None = None,
+        progress: bool = True,
+    ) -> Detection:
+        """Score a whole video (or a stream, up to ``max_frames``) and write its outputs.
+
+        Args:
+            source: Video file, frame folder, URL or device.
+            categories: Anomaly categories to look for.
+            output_dir: Write the files of ``lavida.detect.outputs`` to ``<output_dir>/<video name>/``.
+            overlay: Write the overlay video.
+            save: ``all`` (one overlay video) or ``anomalous`` (overlay videos of anomalous segments only).
+            explain: Ask the MLLM to explain each detected interval.
+            max_frames: Stop after this many frames.
+            progress: Show a progress bar.
+
+        Raises:
+            ValueError: empty category list.
+            lavida.data.video.VideoReadError: unreadable, empty or undecodable video.
+        """
+        from tqdm import tqdm
+
+        categories = clean_categories(categories)
+        stream = open_stream(source, max_frames=max_frames)
+        folder = None
+        writers = _Writers(None, fps=stream.fps, threshold=self.threshold, overlay=False, save="all")
+        if output_dir is not None:
+            folder = Path(output_dir) / stream.name
+            folder.mkdir(parents=True, exist_ok=True)
+            writers = _Writers(folder, fps=stream.fps, threshold=self.threshold, overlay=overlay, save=save)
+        window = SlidingWindow(
+            lambda clip: self.predict_clip(clip, categories),
+            clip_length=self.clip_length,
+            interval=self.interval,
+            stride=self.stride,
+            aggregation=self.aggregation,
+        )
+        scores: list[float] = []
+        keeper = _ExplanationFrames() if explain else None
+        bar = tqdm(total=stream.num_frames, desc=stream.name, unit="frame", disable=not progress)
+        try:
+            for result in window.run(stream.frames):
+                scores.append(result.score)
+                writers.write(result, scores)
+                if keeper is not None:
+                    keeper.add(result, anomalous=result.score >= self.threshold)
+                bar.update(1)
+        finally:
+            bar.close()
+            writers.close()
+        if not scores:
+            raise ValueError(f"{source}: no frames were read.")
+        values = np.asarray(scores, dtype=np.float32)
+        intervals = anomalous_intervals(
+            values, threshold=self.threshold, min_length=self.min_interval, merge_gap=self.merge_gap
+        )
+        explanations = {}
+        if keeper is not None:
+            for number, interval in enumerate(intervals):
+                frames = keeper.frames_for(interval)
+                if frames is not None:
+                    explanations[number] = self.explain(frames)
+        if folder is not None:
+            settings = {
+                "threshold": self.threshold,
+                "clip_length": self.clip_length,
+                "interval": self.interval,
+                "stride": self.stride or self.clip_length,
+                "aggregation": self.aggregation,
+            }
+            write_summary(
+                folder,
+                video=stream.name,
+                scores=values,
+                intervals=intervals,
+                categories=categories,
+                fps=stream.fps,
+                settings=settings,
+                explanations=explanations,
+            )
+        log.info("%s: %d frames, %d anomalous interval(s)", stream.name, values.size, len(intervals))
+        return Detection(stream.name, values, intervals, stream.fps, categories, explanations, folder)
+
+    # -- explanations ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def explain(
+        self, frames: np.ndarray, *, question: str = EXPLAIN_QUESTION, max_new_tokens: int = 64
+    ) -> str:
+        """The MLLM's answer to ``question`` about (T, H, W, 3) frames, with token compression."""
+        batch = self.processor.question_batch(frames, question).to(self.device, dtype=self.dtype)
+        tokens = self.model.mllm.generate(batch, max_new_tokens=max_new_tokens)
+        text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
+        return text.strip()
+
+
+class _Writers:
+    """The per-frame writers of one video (all optional)."""
+
+    def __init__(
+        self, folder: Path | None, *, fps: float | None, threshold: float, overlay: bool, save: str
+    ) -> None:
+        if save not in ("all", "anomalous"):
+            raise ValueError(f"save must be 'all' or 'anomalous', got {save!r}.")
+        self.folder, self.fps, self.threshold, self.save = folder, fps, threshold, save
+        self.scores = ScoreWriter(folder, fps=fps, threshold=threshold) if folder else None
+        self.masks = MaskWriter(folder) if folder else None
+        self.overlay = (
+            VideoWriter(folder / "overlay.mp4", fps=fps) if folder and overlay and save == "all" else None
+        )
+        self.segment: VideoWriter | None = None
+        self.segments = 0
+        self.make_segments = folder is not None and overlay and save == "anomalous"
+
+    def write(self, result: FrameResult, history: list[float]) -> None:
+        if self.folder is None:
+            return
+        height, width = result.frame.shape[:2]
+        mask = np.zeros((height, width), dtype=bool)
+        if result.mask is not None:
+            mask = upsample_mask_logits_from_probabilities(result.mask, (height, width)) >= self.threshold
+        self.scores.write(result.index, result.score)
+        self.masks.write(result.index, mask)
+        if self.overlay is not None or self.make_segments:
+            image = overlay_frame(result.frame, mask, history, self.threshold)
+            if self.overlay is not None:
+                self.overlay.write(image)
+            if self.make_segments:
+                self._segment(image, anomalous=result.score >= self.threshold)
+
+    def _segment(self, image: np.ndarray, *, anomalous: bool) -> None:
+        if anomalous and self.segment is None:
+            self.segment = VideoWriter(
+                self.folder / "segments" / f"segment_{self.segments:03d}.mp4", fps=self.fps
+            )
+            self.segments += 1
+        if self.segment is not None:
+            if anomalous:
+                self.segment.write(image)
+            else:
+                self.segment.close()
+                self.segment = None
+
+    def close(self) -> None:
+        for writer in (self.scores, self.masks, self.overlay, self.segment):
+            if writer is not None:
+                writer.close()
+
+
+def upsample_mask_logits_from_probabilities(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(h, w) probabilities → (H, W) probabilities (bilinear on the logits, as SAM2 upsamples)."""
+    logits = np.log(np.clip(mask, 1e-6, 1 - 1e-6)) - np.log1p(-np.clip(mask, 1e-6, 1 - 1e-6))
+    return upsample_mask_logits(logits[None].astype(np.float32), size)[0]
+
+
+class _ExplanationFrames:
+    """Keeps a bounded, evenly spread set of frames of each anomalous run for explanations."""
+
+    def __init__(self, per_run: int = 8) -> None:
+        self.per_run = per_run
+        self.runs: list[tuple[int, int, list[np.ndarray], int]] = []  # (start, end, frames, step)
+        self._open = False
+
+    def add(self, result: FrameResult, *, anomalous: bool) -> None:
+        if not anomalous:
+            self._open = False
+            return
+        if not self._open:
+            self.runs.append((result.index, result.index, [], 1))
+            self._open = True
+        start, _, frames, step = self.runs[-1]
+        if (result.index - start) % step == 0:
+            frames.append(result.frame)
+        if len(frames) > 2 * self.per_run:  # keep every other frame: memory stays bounded
+            frames[:] = frames[::2]
+            step *= 2
+        self.runs[-1] = (start, result.index, frames, step)
+
+    def frames_for(self, interval: Interval) -> np.ndarray | None:
+        chosen = [
+            frames for start, end, frames, _ in self.runs if start <= interval.end and end >= interval.start
+        ]
+        pool = [frame for frames in chosen for frame in frames]
+        if not pool:
+            return None
+        picks = np.linspace(0, len(pool) - 1, min(self.per_run, len(pool))).round().astype(int)
+        return np.stack([pool[i] for i in picks])

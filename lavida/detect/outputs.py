@@ -1,0 +1,202 @@
+"""What ``lavida-detect`` writes per video, streamed frame by frame.
+
+<out>/<video>/scores.csv       frame, time_s, score, anomalous
+<out>/<video>/scores.jsonl     one JSON object per frame, written as soon as the frame is final
+<out>/<video>/scores.json      all scores at once (written at the end)
+<out>/<video>/masks.jsonl      one line per frame: {"frame": i, "rle": COCO RLE of score ≥ 0.5}
+<out>/<video>/overlay.mp4      frames with the predicted mask (green) and the score curve
+<out>/<video>/segments/*.mp4   (save="anomalous") overlay video of each anomalous segment only
+<out>/<video>/scores.png       score plot with the threshold line and detected intervals
+<out>/<video>/summary.json     intervals (start, end, peak score), categories, settings
+<out>/<video>/summary.md       the same, for people
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from lavida.data.sources.masks import decode_rle, encode_rle
+from lavida.detect.intervals import Interval
+
+
+class ScoreWriter:
+    """scores.csv and scores.jsonl, one row per frame, flushed as frames become final."""
+
+    def __init__(self, folder: Path, *, fps: float | None, threshold: float) -> None:
+        self.fps, self.threshold = fps, threshold
+        self._csv_file = (folder / "scores.csv").open("w", newline="")
+        self._csv = csv.writer(self._csv_file)
+        self._csv.writerow(["frame", "time_s", "score", "anomalous"])
+        self._jsonl = (folder / "scores.jsonl").open("w")
+
+    def write(self, index: int, score: float) -> None:
+        time_s = index / self.fps if self.fps else None
+        anomalous = int(score >= self.threshold)
+        self._csv.writerow([index, "" if time_s is None else f"{time_s:.3f}", f"{score:.6f}", anomalous])
+        record = {"frame": index, "time_s": time_s, "score": round(score, 6), "anomalous": bool(anomalous)}
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()
+
+    def close(self) -> None:
+        self._csv_file.close()
+        self._jsonl.close()
+
+
+class MaskWriter:
+    """masks.jsonl: the binary mask (probability ≥ 0.5) of every frame as a COCO RLE."""
+
+    def __init__(self, folder: Path) -> None:
+        self._file = (folder / "masks.jsonl").open("w")
+
+    def write(self, index: int, mask: np.ndarray) -> None:
+        self._file.write(json.dumps({"frame": index, "rle": encode_rle(mask)}) + "\n")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_masks(path: str | Path) -> dict[int, np.ndarray]:
+    """masks.jsonl → {frame: (H, W) bool}."""
+    masks = {}
+    with Path(path).open() as handle:
+        for line in handle:
+            entry = json.loads(line)
+            height, width = entry["rle"]["size"]
+            masks[entry["frame"]] = decode_rle(entry["rle"], (height, width))
+    return masks
+
+
+def overlay_frame(
+    frame: np.ndarray, mask: np.ndarray | None, history: list[float], threshold: float
+) -> np.ndarray:
+    """The frame with the mask blended in green and a strip below plotting recent scores.
+
+    Returns (H + strip, W, 3) uint8 with even sides (video encoders need them).
+    """
+    image = frame.astype(np.float32)
+    if mask is not None and mask.any():
+        image[mask] = 0.45 * image[mask] + 0.55 * np.array([40, 230, 60], dtype=np.float32)
+    height, width = frame.shape[:2]
+    strip_height = max(24, height // 5)
+    strip = np.full((strip_height, width, 3), 24, dtype=np.float32)
+    line_y = int(round((1 - threshold) * (strip_height - 1)))
+    strip[line_y, :] = (200, 60, 60)
+    recent = history[-width:]
+    xs = np.arange(width - len(recent), width)
+    ys = np.clip(np.round((1 - np.asarray(recent)) * (strip_height - 1)).astype(int), 0, strip_height - 1)
+    strip[ys, xs] = (255, 255, 255)
+    composed = np.concatenate([image, strip], axis=0).clip(0, 255).astype(np.uint8)
+    even_h, even_w = composed.shape[0] // 2 * 2, composed.shape[1] // 2 * 2
+    return composed[:even_h, :even_w]
+
+
+class VideoWriter:
+    """An mp4 written frame by frame with PyAV (opened lazily on the first frame)."""
+
+    def __init__(self, path: Path, *, fps: float | None) -> None:
+        self.path, self.fps = path, fps or 25.0
+        self._container = self._stream = None
+
+    def write(self, frame: np.ndarray) -> None:
+        import av
+
+        if self._container is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._container = av.open(str(self.path), "w")
+            self._stream = self._container.add_stream("mpeg4", rate=max(1, int(round(self.fps))))
+            self._stream.height, self._stream.width = frame.shape[:2]
+            self._stream.pix_fmt = "yuv420p"
+        for packet in self._stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            self._container.mux(packet)
+
+    def close(self) -> None:
+        if self._container is not None:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+            self._container.close()
+            self._container = None
+
+
+def write_summary(
+    folder: Path,
+    *,
+    video: str,
+    scores: np.ndarray,
+    intervals: list[Interval],
+    categories: list[str],
+    fps: float | None,
+    settings: dict,
+    explanations: dict[int, str] | None = None,
+) -> dict:
+    """summary.json, summary.md, scores.json and scores.png for one video."""
+    summary = {
+        "video": video,
+        "frames": int(scores.size),
+        "fps": fps,
+        "categories": categories,
+        "settings": settings,
+        "max_score": float(scores.max()) if scores.size else None,
+        "intervals": [
+            {
+                **interval.to_dict(fps),
+                **({"explanation": explanations[i]} if explanations and i in explanations else {}),
+            }
+            for i, interval in enumerate(intervals)
+        ],
+    }
+    _atomic_json(folder / "summary.json", summary)
+    _atomic_json(
+        folder / "scores.json",
+        {"video": video, "fps": fps, "categories": categories, "scores": scores.round(6).tolist()},
+    )
+    lines = [
+        f"# {video}",
+        "",
+        f"{scores.size} frames, categories: {', '.join(categories)}; threshold {settings.get('threshold')}.",
+        "",
+    ]
+    if intervals:
+        lines += ["| # | start | end | peak score | explanation |", "|---:|---:|---:|---:|---|"]
+        for i, interval in enumerate(intervals):
+            span = (
+                f"{interval.start} ({interval.start / fps:.2f}s)" if fps else str(interval.start),
+                f"{interval.end} ({(interval.end + 1) / fps:.2f}s)" if fps else str(interval.end),
+            )
+            note = (explanations or {}).get(i, "").replace("|", "/").replace("\n", " ")
+            lines.append(f"| {i} | {span[0]} | {span[1]} | {interval.peak_score:.3f} | {note} |")
+    else:
+        lines.append("No frame reached the threshold.")
+    (folder / "summary.md").write_text("\n".join(lines) + "\n")
+    _plot(folder / "scores.png", scores, intervals, settings.get("threshold", 0.5), video)
+    return summary
+
+
+def _plot(path: Path, scores: np.ndarray, intervals: list[Interval], threshold: float, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 2.4))
+    for interval in intervals:
+        axis.axvspan(interval.start, interval.end + 1, color="pink", alpha=0.6, linewidth=0)
+    axis.plot(np.arange(scores.size), scores, color="tab:blue", linewidth=1.2, label="anomaly score")
+    axis.axhline(threshold, color="tab:red", linestyle="--", linewidth=1, label=f"threshold {threshold}")
+    axis.set_ylim(0, 1)
+    axis.set_xlabel("frame")
+    axis.set_title(title, fontsize=9)
+    axis.legend(fontsize=7, loc="upper right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _atomic_json(path: Path, data: dict) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(temporary, path)

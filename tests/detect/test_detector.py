@@ -1,0 +1,165 @@
+"""lavida-detect and the Detector API on generated videos with the tiny checkpoint."""
+
+import csv
+import json
+import tracemalloc
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lavida.data.video import VideoReadError, open_video, write_video
+from lavida.detect.outputs import read_masks
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_pretrained, tmp_path_factory):
+    import torch
+
+    from lavida.models.checkpoint import save_checkpoint
+    from lavida.models.lavida import build_lavida
+
+    torch.manual_seed(0)
+    model = build_lavida(tiny_pretrained)
+    with torch.no_grad():  # make the object score positive somewhere, so masks and intervals appear
+        model.mask_decoder.sam.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(0.5)
+    return save_checkpoint(model, tiny_pretrained, tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def detector(checkpoint):
+    from lavida import Detector
+
+    return Detector.from_checkpoint(checkpoint, device="cpu", threshold=0.5)
+
+
+def moving_square(n, h=48, w=64):
+    frames = np.full((n, h, w, 3), 90, np.uint8)
+    for t in range(n):
+        x = (3 * t) % (w - 12)
+        frames[t, 10:22, x : x + 12] = (230, 40, 40)
+    return frames
+
+
+def test_outputs_exist_parse_and_match_frames(detector, tmp_path):
+    video = write_video(tmp_path / "clip.mp4", moving_square(21), fps=10)  # 21: not a multiple of 8
+    result = detector.detect(video, ["red square", "fire"], output_dir=tmp_path / "out", progress=False)
+    folder = tmp_path / "out" / "clip"
+    assert result.scores.shape == (21,) and result.output_dir == folder
+    rows = list(csv.DictReader((folder / "scores.csv").open()))
+    assert [int(r["frame"]) for r in rows] == list(range(21))
+    assert np.allclose([float(r["score"]) for r in rows], result.scores, atol=1e-6)
+    lines = [json.loads(line) for line in (folder / "scores.jsonl").read_text().splitlines()]
+    assert [line["frame"] for line in lines] == list(range(21)) and lines[3]["time_s"] == pytest.approx(0.3)
+    masks = read_masks(folder / "masks.jsonl")
+    assert sorted(masks) == list(range(21)) and masks[0].shape == (48, 64)
+    overlay = open_video(folder / "overlay.mp4")
+    assert len(overlay) == 21 and overlay.width == 64
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["frames"] == 21 and summary["categories"] == ["red square", "fire"]
+    assert [i["start"] for i in summary["intervals"]] == [i.start for i in result.intervals]
+    assert json.loads((folder / "scores.json").read_text())["scores"] == pytest.approx(
+        result.scores.tolist(), abs=1e-6
+    )
+    for name in ("scores.png", "summary.md"):
+        assert (folder / name).stat().st_size > 0
+    # Intervals agree with the scores and the threshold.
+    above = result.scores >= 0.5
+    for interval in result.intervals:
+        assert above[interval.start : interval.end + 1].all()
+
+
+def test_overlapping_windows_and_intervals_on_a_frame_folder(detector, tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for t, frame in enumerate(moving_square(19)):
+        Image.fromarray(frame).save(folder / f"{t}.jpg")
+    detector.stride, detector.interval = 4, 2
+    try:
+        result = detector.detect(folder, ["red square"], progress=False)
+    finally:
+        detector.stride, detector.interval = None, 1
+    assert result.scores.shape == (19,)
+    # Sample-and-hold with interval 2: frame 2k+1 has the score of frame 2k.
+    assert np.allclose(result.scores[1::2], result.scores[0:-1:2])
+
+
+def test_save_only_anomalous_segments(detector, tmp_path):
+    video = write_video(tmp_path / "v.mp4", moving_square(16), fps=8)
+    detector.threshold = 0.0  # every frame anomalous: one segment
+    try:
+        detector.detect(video, ["red square"], output_dir=tmp_path / "out", save="anomalous", progress=False)
+    finally:
+        detector.threshold = 0.5
+    folder = tmp_path / "out" / "v"
+    assert not (folder / "overlay.mp4").exists()
+    assert len(open_video(folder / "segments" / "segment_000.mp4")) == 16
+
+
+def test_explanations_are_written_beside_intervals(detector, tmp_path):
+    video = write_video(tmp_path / "v.mp4", moving_square(8), fps=8)
+    detector.threshold = 0.0
+    try:
+        result = detector.detect(
+            video, ["red square"], output_dir=tmp_path / "out", explain=True, progress=False
+        )
+    finally:
+        detector.threshold = 0.5
+    assert len(result.intervals) == 1 and isinstance(result.explanations[0], str)
+    summary = json.loads((tmp_path / "out" / "v" / "summary.json").read_text())
+    assert summary["intervals"][0]["explanation"] == result.explanations[0]
+    # Deterministic: the same frames give the same answer.
+    frames = open_video(video).get_frames(np.arange(8))
+    assert detector.explain(frames) == detector.explain(frames)
+
+
+def test_streaming_memory_stays_flat(detector, tmp_path):
+    """Peak Python-side memory (numpy buffers) does not grow with the video's length."""
+    short = write_video(tmp_path / "short.mp4", moving_square(40), fps=10)
+    long = write_video(tmp_path / "long.mp4", moving_square(240), fps=10)
+    peaks = []
+    for path in (short, long):
+        tracemalloc.start()
+        count = sum(1 for _ in detector.stream(path, ["red square"]))
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert count in (40, 240)
+    assert peaks[1] < 1.5 * peaks[0] + 2_000_000, peaks
+
+
+def test_bad_inputs(detector, tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 64)
+    with pytest.raises(VideoReadError, match="broken.mp4"):
+        detector.detect(broken, ["fire"], progress=False)
+    with pytest.raises(ValueError, match="empty"):
+        detector.detect(write_video(tmp_path / "ok.mp4", moving_square(4)), [" "], progress=False)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(mixed / "0.png")
+    Image.fromarray(np.zeros((18, 16, 3), np.uint8)).save(mixed / "1.png")
+    with pytest.raises(VideoReadError, match="different sizes"):
+        detector.detect(mixed, ["fire"], progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VideoReadError, match="no frames|holds no"):
+        detector.detect(tmp_path / "empty", ["fire"], progress=False)
+
+
+def test_cli_folder_run_continues_past_bad_files(checkpoint, tmp_path):
+    from omegaconf import OmegaConf
+
+    from lavida.cli.detect import run
+
+    inputs = tmp_path / "videos"
+    inputs.mkdir()
+    write_video(inputs / "a_good.mp4", moving_square(9), fps=9)
+    (inputs / "b_broken.mp4").write_bytes(b"not a video")
+    write_video(inputs / "c_good.mp4", moving_square(5), fps=5)
+    cfg = OmegaConf.load(__import__("lavida.configs", fromlist=["x"]).__path__[0] + "/detect.yaml")
+    cfg.input, cfg.categories, cfg.checkpoint = str(inputs), "fire, red square", str(checkpoint)
+    cfg.output_dir, cfg.device = str(tmp_path / "out"), "cpu"
+    index = run(cfg)
+    status = {entry["input"].rsplit("/", 1)[-1]: entry["status"] for entry in index["videos"]}
+    assert status == {"a_good.mp4": "done", "b_broken.mp4": "skipped", "c_good.mp4": "done"}
+    assert json.loads((tmp_path / "out" / "index.json").read_text())["categories"] == ["fire", "red square"]
+    assert (tmp_path / "out" / "c_good" / "scores.csv").is_file()
