@@ -1,12 +1,12 @@
 # Two commands do all the set-up on a fresh machine by themselves:
-#   make demo   - the main job on the embedded synthetic benchmark (arrives with issue 5)
+#   make demo   - the main job on the embedded synthetic benchmark (outputs in outputs/demo)
 #   make test   - the default test suite (what CI runs)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.lavida-installed
 
-.PHONY: venv test test-slow lint format info clean
+.PHONY: venv demo test test-slow lint format info clean
 
 # The venv is rebuilt only when the lock file or pyproject changes.
 $(STAMP): requirements.lock pyproject.toml
@@ -17,6 +17,9 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/lavida-demo
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q

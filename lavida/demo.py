@@ -39,8 +39,14 @@ class DemoConfig:
         seed: Seed of the data, the random base models and training.
         train_videos, train_images, train_frames: Size of the synthetic training set.
         test_anomalous, test_normal, test_frames: Videos per test split and their length.
+        sam_pretrain_steps: Point-prompt pretraining of the tiny SAM2 (``lavida.synthetic.pretrain_sam``),
+            standing in for the real SAM2's pretraining.
         steps: Optimizer steps.
         lr: Peak learning rate (the tiny random model needs far more than the paper's 1e-5).
+        decoder_lr_scale: Learning-rate multiplier of the SAM2 prompt encoder and mask decoder (the paper
+            trains them at the same rate as the rest, starting from a decoder trained on SA-1B; the tiny
+            decoder has only seen synthetic clicks and unlearns prompts when trained at full rate).
+        loss_weights: ``sam2`` (20/1/1/1) or ``official`` (20/2/1/2, a stronger frame-level term).
         batch_size: Clips per step.
         max_categories: max(K_E) of the sampler (the test prompts list 6 categories).
         num_workers: Dataloader workers.
@@ -54,8 +60,11 @@ class DemoConfig:
     test_anomalous: int = 6
     test_normal: int = 4
     test_frames: int = 48
-    steps: int = 1500
+    sam_pretrain_steps: int = 300
+    steps: int = 2000
     lr: float = 1e-3
+    decoder_lr_scale: float = 0.3
+    loss_weights: str = "official"
     batch_size: int = 2
     max_categories: int = 8
     num_workers: int = 1
@@ -117,6 +126,15 @@ def run_demo(config: DemoConfig) -> dict:
     model_config = LavidaConfig.from_dict(_tiny_model_dict())
     base = out / "base_models"
     model_config = write_random_pretrained(model_config, base, seed=config.seed)
+    if config.sam_pretrain_steps:
+        from lavida.synthetic.pretrain_sam import pretrain_sam
+
+        pretrain_sam(
+            model_config.mask_decoder.pretrained,
+            train_root,
+            steps=config.sam_pretrain_steps,
+            seed=config.seed,
+        )
 
     # 3. Training
     data = DataConfig.from_dict(
@@ -138,7 +156,12 @@ def run_demo(config: DemoConfig) -> dict:
             "save_every": 500,
             "val_every": 0,
             "logger": "tensorboard",
-            "optim": {"lr": config.lr, "warmup_steps": min(100, config.steps // 10)},
+            "loss": {"weights": config.loss_weights},
+            "optim": {
+                "lr": config.lr,
+                "warmup_steps": min(100, config.steps // 10),
+                "lr_scales": {"mask_decoder.sam.": config.decoder_lr_scale},
+            },
         }
     )
     trainer = Trainer(

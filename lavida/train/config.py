@@ -21,6 +21,8 @@ class OptimConfig:
             WarmupDecayLR's default shape).
         decay: ``linear`` to 0 at the last step (WarmupDecayLR) or ``constant`` after warm-up.
         grad_clip: Max gradient norm; 0 disables (the official code: 1.0).
+        lr_scales: Parameter-name prefix → learning-rate multiplier (0 freezes). Empty for the paper (one
+            learning rate for everything); the synthetic demo slows the SAM2 decoder down (docs/decisions.md).
     """
 
     lr: float = 1e-5
@@ -31,6 +33,7 @@ class OptimConfig:
     warmup_type: Literal["linear", "log"] = "linear"
     decay: Literal["linear", "constant"] = "linear"
     grad_clip: float = 1.0
+    lr_scales: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -17,11 +17,23 @@ def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
     Weight decay applies to all of them, as B.3 states one value; the frozen parts are not given to the
     optimizer at all, so they cannot drift (the official code passed every parameter).
     """
-    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    if not parameters:
+    groups: dict[float, list[nn.Parameter]] = {}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        matches = [prefix for prefix in config.lr_scales if name.startswith(prefix)]
+        scale = config.lr_scales[max(matches, key=len)] if matches else 1.0  # the longest prefix wins
+        if scale > 0:
+            groups.setdefault(scale, []).append(parameter)
+    if not groups:
         raise ValueError("The model has no trainable parameter; nothing to optimise.")
+    param_groups = [{"params": params, "lr": config.lr * scale} for scale, params in sorted(groups.items())]
     return torch.optim.AdamW(
-        parameters, lr=config.lr, betas=tuple(config.betas), eps=config.eps, weight_decay=config.weight_decay
+        param_groups,
+        lr=config.lr,
+        betas=tuple(config.betas),
+        eps=config.eps,
+        weight_decay=config.weight_decay,
     )
 
 

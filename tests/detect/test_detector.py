@@ -163,3 +163,27 @@ def test_cli_folder_run_continues_past_bad_files(checkpoint, tmp_path):
     assert status == {"a_good.mp4": "done", "b_broken.mp4": "skipped", "c_good.mp4": "done"}
     assert json.loads((tmp_path / "out" / "index.json").read_text())["categories"] == ["fire", "red square"]
     assert (tmp_path / "out" / "c_good" / "scores.csv").is_file()
+
+
+def test_http_stream_is_read_frame_by_frame(detector, tmp_path):
+    """A URL goes through PyAV's network reader (the live-stream path), not through the file reader."""
+    import functools
+    import http.server
+    import threading
+
+    from lavida.detect.stream import is_live, open_stream
+
+    write_video(tmp_path / "live.mp4", moving_square(12), fps=12)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/live.mp4"
+        assert is_live(url)
+        stream = open_stream(url)
+        assert stream.num_frames is None  # live: length unknown
+        scores = [result.score for result in detector.stream(url, ["red square"], max_frames=10)]
+        assert len(scores) == 10
+    finally:
+        server.shutdown()

@@ -141,3 +141,17 @@ def test_warmup_decay_schedule_shape():
         for s in (0, 1, 99)
     ]
     assert log == pytest.approx([0.0, math.log(2) / math.log(101), math.log(100) / math.log(101)])
+
+
+def test_learning_rate_scales_make_parameter_groups():
+    from torch import nn
+
+    from lavida.train.config import OptimConfig
+    from lavida.train.optim import build_optimizer
+
+    model = nn.ModuleDict({"a": nn.Linear(2, 2), "b": nn.Linear(2, 2), "c": nn.Linear(2, 2)})
+    model["a"].bias.requires_grad_(False)
+    optimizer = build_optimizer(model, OptimConfig(lr=1e-3, lr_scales={"b.": 0.1, "c.": 0.0, "b.bias": 0.5}))
+    lrs = sorted((group["lr"], sum(p.numel() for p in group["params"])) for group in optimizer.param_groups)
+    # a.weight at 1e-3; b.weight at 1e-4; b.bias (longest prefix wins) at 5e-4; c frozen; a.bias not trainable.
+    assert lrs == [(pytest.approx(1e-4), 4), (pytest.approx(5e-4), 2), (pytest.approx(1e-3), 4)]

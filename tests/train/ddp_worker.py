@@ -1,0 +1,60 @@
+"""Run by tests/train/test_ddp.py under `accelerate launch`: two training steps, then each rank saves
+its trainable parameters so the test can compare ranks."""
+
+import sys
+
+import torch
+from safetensors.torch import save_file
+
+from lavida.data.config import DataConfig
+from lavida.data.sources.synthetic import SyntheticSource
+from lavida.models.config import LavidaConfig
+from lavida.train.config import LauncherConfig, TrainConfig
+from lavida.train.loop import Trainer
+
+
+def main(config_json: str, data_root: str, output_dir: str) -> None:
+    torch.set_num_threads(1)
+    data = DataConfig.from_dict(
+        {
+            "sources": {"synthetic": {"weight": 1.0, "root": data_root}},
+            "max_categories": 4,
+            "num_workers": 0,
+            "strides": [1],
+        }
+    )
+    train = TrainConfig.from_dict(
+        {
+            "epochs": 1,
+            "batches_per_epoch": 2,
+            "batch_size": 1,
+            "log_every": 1,
+            "save_every": 0,
+            "val_every": 0,
+            "logger": "none",
+            "optim": {"lr": 1e-3, "warmup_steps": 0},
+        }
+    )
+    trainer = Trainer(
+        model=LavidaConfig.from_dict(__import__("json").loads(open(config_json).read())),
+        data=data,
+        train=train,
+        launcher=LauncherConfig(name="cpu", cpu=True),
+        output_dir=output_dir,
+        sources={"synthetic": SyntheticSource(data_root)},
+    )
+    trainer.setup()
+    acc = trainer.accelerator
+
+    def save(tag: str) -> None:
+        model = acc.unwrap_model(trainer.model)
+        state = {n: p.detach().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+        save_file(state, f"{output_dir}/{tag}_rank{acc.process_index}_of_{acc.num_processes}.safetensors")
+
+    save("initial")
+    trainer.fit()
+    save("trained")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
