@@ -70,8 +70,13 @@ class DemoConfig:
     num_workers: int = 1
 
 
-def run_demo(config: DemoConfig) -> dict:
-    """Run the whole demo; return the metrics written to ``<output_dir>/metrics.json``."""
+def run_demo(config: DemoConfig, *, model: dict | None = None) -> dict:
+    """Run the whole demo; return the metrics written to ``<output_dir>/metrics.json``.
+
+    Args:
+        config: Sizes and schedule.
+        model: The model configuration as a mapping (``model=tiny`` composed by Hydra); None composes it.
+    """
     from lavida.data.config import DataConfig
     from lavida.data.sources.base import write_manifest
     from lavida.data.sources.synthetic import SyntheticSource
@@ -123,7 +128,7 @@ def run_demo(config: DemoConfig) -> dict:
     log.info("Synthetic data ready in %.0f s", time.perf_counter() - started)
 
     # 2. Tiny model with random base weights, written and loaded like real ones
-    model_config = LavidaConfig.from_dict(_tiny_model_dict())
+    model_config = LavidaConfig.from_dict(model if model is not None else _tiny_model_dict())
     base = out / "base_models"
     model_config = write_random_pretrained(model_config, base, seed=config.seed)
     if config.sam_pretrain_steps:

@@ -15,11 +15,12 @@ from lavida.demo import DemoConfig, run_demo
 def run(cfg: DictConfig) -> dict:
     values = OmegaConf.to_container(cfg, resolve=True)
     values.pop("hydra", None)
+    model = values.pop("model")
     known = {f.name for f in dataclasses.fields(DemoConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"demo: unknown keys {unknown}; valid keys are {sorted(known)}.")
-    return run_demo(DemoConfig(**values))
+    return run_demo(DemoConfig(**values), model=model)
 
 
 @hydra.main(version_base=None, config_path="pkg://lavida.configs", config_name="demo")

@@ -169,9 +169,19 @@ class SegmentationSource(abc.ABC):
         frames = [read_image(self.root / record.frames[i]) for i in positions]
         return np.stack(frames)
 
-    @abc.abstractmethod
     def load_masks(self, record: SegRecord, target: SegTarget, positions: Sequence[int]) -> np.ndarray:
-        """The target's masks on frames ``positions`` as (n, H, W) bool (all False where it is absent)."""
+        """The target's masks on frames ``positions`` as (n, H, W) bool (all False where it is absent).
+
+        The default reads the target's mask spec (``lavida.data.sources.masks``) at the size the indexer
+        stored in ``record.meta["size"]``, or the first frame's size if it stored none.
+        """
+        from lavida.data.sources.masks import image_size, load_mask_spec
+
+        if "size" in record.meta:
+            size = (int(record.meta["size"][0]), int(record.meta["size"][1]))
+        else:
+            size = image_size(self.root / record.frames[0])
+        return load_mask_spec(target.mask, positions, root=self.root, size=size)
 
     def manifest_path(self, directory: str | Path | None = None) -> Path:
         """Where ``lavida-prepare`` writes this source's manifest (default: ``<root>/.lavida/``)."""

@@ -21,13 +21,13 @@ rectification border, out of roi, static, dynamic, ground) is listed in ``presen
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from lavida.data.sources.base import DatasetFormatError, SegmentationSource, SegRecord, SegTarget
-from lavida.data.sources.masks import load_mask_spec, read_index_png
+from lavida.data.sources.masks import check_image_size, read_index_png
 from lavida.data.sources.text import normalize_text
 
 __all__ = ["CITYSCAPES_LABELS", "CITYSCAPES_OFFICIAL8", "CITYSCAPES_TRAIN19", "CityscapesSource"]
@@ -164,7 +164,7 @@ class CityscapesSource(SegmentationSource):
         if not label_path.is_file():
             raise DatasetFormatError(f"{label_path}: label missing for image {image.name}.")
         label = read_index_png(label_path)
-        _check_image(image, label.shape)
+        check_image_size(image, label.shape)
         if label.min() < 0 or label.max() > max(CITYSCAPES_LABELS):
             raise DatasetFormatError(
                 f"{label_path}: pixel value {int(label.max())} is not a Cityscapes label id (0..33); "
@@ -188,24 +188,4 @@ class CityscapesSource(SegmentationSource):
             present=tuple(present),
             is_video=False,
             meta={"size": [int(label.shape[0]), int(label.shape[1])], "city": image.parent.name},
-        )
-
-    def load_masks(self, record: SegRecord, target: SegTarget, positions: Sequence[int]) -> np.ndarray:
-        """The target's mask as (len(positions), H, W) bool; an image has the single position 0."""
-        return load_mask_spec(target.mask, positions, root=self.root, size=tuple(record.meta["size"]))
-
-
-def _check_image(image: Path, label_shape: tuple[int, ...]) -> None:
-    """Raise unless ``image`` opens and has the label's (H, W); reads the header only."""
-    from PIL import Image
-
-    try:
-        with Image.open(image) as handle:
-            width, height = handle.size
-    except OSError as error:
-        raise DatasetFormatError(f"{image}: cannot read the image ({error}).") from error
-    if (height, width) != tuple(label_shape):
-        raise DatasetFormatError(
-            f"{image}: image is {height}x{width} but its label is {label_shape[0]}x{label_shape[1]}; "
-            "image and annotation must have the same size."
         )

@@ -40,6 +40,28 @@ def read_index_png(path: str | Path) -> np.ndarray:
         raise DatasetFormatError(f"{path}: cannot read the label image ({error}).") from error
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(H, W) of an image file, from its header only."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as handle:
+            width, height = handle.size
+    except OSError as error:
+        raise DatasetFormatError(f"{path}: cannot read the image ({error}).") from error
+    return height, width
+
+
+def check_image_size(image: str | Path, size: tuple[int, ...]) -> None:
+    """Raise unless ``image`` opens and is (H, W) = ``size`` (its annotation's size); reads the header only."""
+    height, width = image_size(image)
+    if (height, width) != (int(size[0]), int(size[1])):
+        raise DatasetFormatError(
+            f"{image}: image is {height}x{width} but its annotation is {size[0]}x{size[1]}; "
+            "image and annotation must have the same size."
+        )
+
+
 def mask_from_values(label: np.ndarray, values: Sequence[int]) -> np.ndarray:
     """(H, W) bool: pixels whose value is one of ``values``."""
     return np.isin(label, np.asarray(values, dtype=label.dtype))

@@ -36,14 +36,12 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from lavida.data.sources.base import DatasetFormatError, SegmentationSource, SegRecord, SegTarget
-from lavida.data.sources.masks import decode_rle, encode_rle, load_mask_spec, polygons_to_rle
+from lavida.data.sources.masks import check_image_size, decode_rle, encode_rle, polygons_to_rle
 from lavida.data.sources.refer_pickle import convert_refs_pickle
 from lavida.data.sources.text import normalize_text
 
@@ -296,10 +294,6 @@ class ReferSource(SegmentationSource):
         )
         return record, masks, dropped
 
-    def load_masks(self, record: SegRecord, target: SegTarget, positions: Sequence[int]) -> np.ndarray:
-        """The target's mask as (len(positions), H, W) bool; an image has the single position 0."""
-        return load_mask_spec(target.mask, positions, root=self.root, size=tuple(record.meta["size"]))
-
 
 class RefClefSource(ReferSource):
     """refCLEF (ReferItGame on SAIAPR TC-12 images), UNC split; annotations are RLE."""
@@ -408,20 +402,10 @@ def _write_shards(directory: Path, shards: dict[str, dict[str, Any]]) -> None:
 
 
 def _check_image(image: Path, size: tuple[int, int]) -> None:
-    """Raise unless ``image`` opens and is ``size`` (H, W) as instances.json says; reads the header only."""
-    from PIL import Image
-
+    """Raise unless ``image`` exists and is ``size`` (H, W) as instances.json says; reads the header only."""
     if not image.is_file():
         raise DatasetFormatError(
             f"{image}: image not found. Expected the refer image folders under root "
             "(images/mscoco/images/train2014 for refCOCO*, images/saiapr_tc-12 for refCLEF), or pass image_dir."
         )
-    try:
-        with Image.open(image) as handle:
-            width, height = handle.size
-    except OSError as error:
-        raise DatasetFormatError(f"{image}: cannot read the image ({error}).") from error
-    if (height, width) != tuple(size):
-        raise DatasetFormatError(
-            f"{image}: image is {height}x{width} but instances.json says {size[0]}x{size[1]}; is it the right image?"
-        )
+    check_image_size(image, size)

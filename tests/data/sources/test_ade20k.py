@@ -113,7 +113,7 @@ def test_invalid_label_values_and_sizes_are_rejected(tree):
         root / "annotations/training/ADE_train_00000001.png"
     )
     with pytest.raises(
-        DatasetFormatError, match=r"ADE_train_00000001.jpg: image is 24x32 but its label is 10x10"
+        DatasetFormatError, match=r"ADE_train_00000001.jpg: image is 24x32 but its annotation is 10x10"
     ):
         list(ADE20KSource(root).index())
 
