@@ -118,27 +118,12 @@ class ADE20KSource(SegmentationSource):
                 f"{len(images)} images{'' if labels_dir.is_dir() else ' and no annotations folder'}. "
                 "Point root at the extracted ADEChallengeData2016 folder."
             )
-        skipped = without_targets = 0
-        for image in images:
-            try:
-                record = self._record(image, labels_dir / f"{image.stem}.png")
-            except DatasetFormatError as error:
-                if not skip_errors:
-                    raise
-                skipped += 1
-                logger.warning("ade20k: skipping %s: %s", image.name, error)
-                continue
-            if not record.targets:
-                without_targets += 1
-                continue
-            yield record
-        if without_targets:
-            logger.info(
-                "ade20k: %d images have no target class (only background/other) and are left out.",
-                without_targets,
-            )
-        if skipped:
-            logger.warning("ade20k: skipped %d of %d images with format errors.", skipped, len(images))
+        yield from self.collect_records(
+            images,
+            lambda image: self._record(image, labels_dir / f"{image.stem}.png"),
+            skip_errors=skip_errors,
+            log=logger,
+        )
 
     def _record(self, image: Path, label_path: Path) -> SegRecord:
         if not label_path.is_file():

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Iterable, Iterator, Sequence
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,39 @@ class SegmentationSource(abc.ABC):
         else:
             size = image_size(self.root / record.frames[0])
         return load_mask_spec(target.mask, positions, root=self.root, size=size)
+
+    def collect_records(
+        self,
+        items: Sequence,
+        build: Callable[..., SegRecord],
+        *,
+        skip_errors: bool,
+        log: logging.Logger,
+        unit: str = "images",
+    ) -> Iterator[SegRecord]:
+        """Yield ``build(item)`` for every item, leaving out records without targets.
+
+        A :class:`DatasetFormatError` stops indexing, or with ``skip_errors`` is logged and counted;
+        both counts are logged at the end.
+        """
+        skipped = without_targets = 0
+        for item in items:
+            try:
+                record = build(item)
+            except DatasetFormatError as error:
+                if not skip_errors:
+                    raise
+                skipped += 1
+                log.warning("%s: skipping %s: %s", self.name, getattr(item, "name", item), error)
+                continue
+            if not record.targets:
+                without_targets += 1
+                continue
+            yield record
+        if without_targets:
+            log.info("%s: %d %s have no target and are left out.", self.name, without_targets, unit)
+        if skipped:
+            log.warning("%s: skipped %d of %d %s with format errors.", self.name, skipped, len(items), unit)
 
     def manifest_path(self, directory: str | Path | None = None) -> Path:
         """Where ``lavida-prepare`` writes this source's manifest (default: ``<root>/.lavida/``)."""

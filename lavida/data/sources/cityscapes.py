@@ -136,29 +136,12 @@ class CityscapesSource(SegmentationSource):
                 f"{'' if labels_dir.is_dir() else ' and no gtFine folder'}. Extract "
                 "leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip into root."
             )
-        skipped = without_targets = 0
-        for image in images:
+
+        def build(image: Path) -> SegRecord:
             stem = image.name[: -len(_IMAGE_SUFFIX)]  # <city>_<seq>_<frame>
-            try:
-                record = self._record(image, labels_dir / image.parent.name / f"{stem}{_LABEL_SUFFIX}", stem)
-            except DatasetFormatError as error:
-                if not skip_errors:
-                    raise
-                skipped += 1
-                logger.warning("cityscapes: skipping %s: %s", image.name, error)
-                continue
-            if not record.targets:
-                without_targets += 1
-                continue
-            yield record
-        if without_targets:
-            logger.info(
-                "cityscapes: %d images contain none of the %s classes and are left out.",
-                without_targets,
-                self.classes,
-            )
-        if skipped:
-            logger.warning("cityscapes: skipped %d of %d images with format errors.", skipped, len(images))
+            return self._record(image, labels_dir / image.parent.name / f"{stem}{_LABEL_SUFFIX}", stem)
+
+        yield from self.collect_records(images, build, skip_errors=skip_errors, log=logger)
 
     def _record(self, image: Path, label_path: Path, stem: str) -> SegRecord:
         if not label_path.is_file():

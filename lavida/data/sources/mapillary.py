@@ -130,24 +130,12 @@ class MapillaryVistasSource(SegmentationSource):
                 f"found {len(images)} images{'' if labels_dir.is_dir() else ' and no labels folder'}. "
                 "Point root at the extracted research edition (the folder holding config_v2.0.json)."
             )
-        skipped = without_targets = 0
-        for image in images:
-            try:
-                record = self._record(image, labels_dir / f"{image.stem}.png")
-            except DatasetFormatError as error:
-                if not skip_errors:
-                    raise
-                skipped += 1
-                logger.warning("mapillary: skipping %s: %s", image.name, error)
-                continue
-            if not record.targets:
-                without_targets += 1
-                continue
-            yield record
-        if without_targets:
-            logger.info("mapillary: %d images have no target class and are left out.", without_targets)
-        if skipped:
-            logger.warning("mapillary: skipped %d of %d images with format errors.", skipped, len(images))
+        yield from self.collect_records(
+            images,
+            lambda image: self._record(image, labels_dir / f"{image.stem}.png"),
+            skip_errors=skip_errors,
+            log=logger,
+        )
 
     def _record(self, image: Path, label_path: Path) -> SegRecord:
         if not label_path.is_file():
