@@ -156,7 +156,7 @@ class LavidaProcessor:
             is_video=is_video,
             pixel_values=encoded["pixel_values_videos" if is_video else "pixel_values"],
             grid_thw=encoded["video_grid_thw" if is_video else "image_grid_thw"],
-            sam_pixel_values=_sam_pixels(frames, self.sam_image_size),
+            sam_pixel_values=sam_pixel_values(frames, self.sam_image_size),
             category_tokens=self.clip_tokenizer(list(_clean(sample.categories))),
             target_masks=masks,
             frame_labels=frame_labels,
@@ -311,7 +311,8 @@ def _resize_uint8(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return resized.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def _sam_pixels(frames: torch.Tensor, side: int) -> torch.Tensor:
+def sam_pixel_values(frames: torch.Tensor, side: int) -> torch.Tensor:
+    """(T, 3, H, W) uint8 frames → (T, 3, S, S) SAM2 input: stretched to S×S, [0, 1], ImageNet-normalised."""
     pixels = frames.float() / 255.0
     if tuple(pixels.shape[-2:]) != (side, side):
         pixels = F.interpolate(

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from lavida.data.processor import _sam_pixels
+from lavida.data.processor import sam_pixel_values
 from lavida.data.sources.base import read_manifest
 from lavida.data.sources.synthetic import SyntheticSource
 from lavida.losses import SegLossWeights, segmentation_loss
@@ -91,7 +91,7 @@ def _batch(source: SyntheticSource, records, batch_size: int, side: int, rng: np
         points.append([[[x * side / width, y * side / height]]])
         labels.append([[label]])
         masks.append(target_mask)
-    pixels = _sam_pixels(torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2), side)
+    pixels = sam_pixel_values(torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2), side)
     target = torch.from_numpy(np.stack(masks)).float().unsqueeze(1)
     target = torch.nn.functional.interpolate(target, size=(side, side), mode="nearest-exact")[:, 0]
     return pixels, torch.tensor(points, dtype=torch.float32), torch.tensor(labels), target

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from lavida.data.sources.base import DatasetFormatError, SegmentationSource, SegRecord, SegTarget
-from lavida.data.sources.masks import load_mask_spec, read_index_png
+from lavida.data.sources.masks import read_index_png
 
 
 class SyntheticSource(SegmentationSource):
@@ -50,7 +50,3 @@ class SyntheticSource(SegmentationSource):
                     present=tuple(entry["objects"].values()),
                     is_video=kind == "videos",
                 )
-
-    def load_masks(self, record: SegRecord, target: SegTarget, positions: Sequence[int]) -> np.ndarray:
-        size = read_index_png(self.root / target.mask["paths"][positions[0]]).shape
-        return load_mask_spec(target.mask, positions, root=self.root, size=size)

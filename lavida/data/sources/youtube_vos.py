@@ -34,10 +34,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from lavida.data.sources.base import DatasetFormatError, SegmentationSource, SegRecord, SegTarget
-from lavida.data.sources.masks import load_mask_spec
 from lavida.data.sources.text import normalize_text
 
 __all__ = [
@@ -303,14 +300,6 @@ class VideoSegmentationSource(SegmentationSource):
     @abc.abstractmethod
     def _index(self, artifacts: Path, errors: VideoErrors) -> Iterator[SegRecord]:
         """Yield the records; pass per-video DatasetFormatErrors to ``errors.handle``."""
-
-    def load_masks(self, record: SegRecord, target: SegTarget, positions: Sequence[int]) -> np.ndarray:
-        """The target's masks on frames ``positions`` as (n, H, W) bool; all False where it is absent."""
-        if "size" in record.meta:
-            size = (int(record.meta["size"][0]), int(record.meta["size"][1]))
-        else:  # a record written by hand: the frames tell
-            size = image_size(self.root / record.frames[0])
-        return load_mask_spec(target.mask, positions, root=self.root, size=size)
 
     def _record(
         self, video: str, frames: Iterable[str], targets: Sequence[SegTarget], size: tuple[int, int]
