@@ -24,6 +24,20 @@ def _seed_and_dtype():
     torch.set_default_dtype(dtype)
 
 
+def load_benchmark_script(name: str):
+    """Import ``benchmarks/<name>.py`` (not a package) as a registered module, so its dataclasses resolve."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"lavida_benchmark_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 # -- tiny models, built offline and loaded through the production loaders ------------------------------
 
 

@@ -5,28 +5,21 @@ covers every mode × ratio × clip length; the timings are only checked for bein
 (benchmarks are scripts, not timed tests: DESIGN §8).
 """
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_benchmark_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "runtime.py"
 MODES = ("reference", "fast")
 RATIOS = (1.0, 0.5, 0.2, 0.1)
 LENGTHS = (4, 8, 12, 16)
 
 
 def load_benchmark():
-    """Import benchmarks/runtime.py as a module (registered, so its dataclasses resolve)."""
-    spec = importlib.util.spec_from_file_location("lavida_runtime_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """Import benchmarks/runtime.py as a module."""
+    return load_benchmark_script("runtime")
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,7 @@ class MaskDecoderConfig:
     pretrained: str | None = None
     arch: dict | None = None
     prompt_embedding: Literal["linear", "none"] = "linear"
-    train_image_encoder: bool = False  # B.2 freezes it; only the synthetic demo's random encoder trains
+    train_image_encoder: bool = False  # B.2 freezes it (every shipped config does)
 
 
 @dataclass

@@ -77,8 +77,8 @@ class MultiLevelMaskDecoder(nn.Module):
         prompt_embedding: ``"linear"`` — B.5's additional embedding layer, Linear(D_m → C); ``"none"`` —
             feed f_proj directly (the official code; then D_m must equal C).
         multimask_output: Predict 3 masks per frame (SAM2's multimask mode, as the official code).
-        train_image_encoder: Train the image encoder too. The paper freezes it (B.2); the synthetic demo
-            trains it, because its tiny encoder has random weights that cannot see yet.
+        train_image_encoder: Train the image encoder too. The paper freezes it (B.2), and so do all
+            shipped configs, the tiny one included (an option for experiments with random encoders).
     """
 
     def __init__(
