@@ -90,6 +90,18 @@ def probe_levels(
     return results
 
 
+def deepest_level_spread(decoder: MultiLevelMaskDecoder, pixels: torch.Tensor) -> tuple[float, float]:
+    """Mean per-location norm of the deepest level and its mean distance from the frame's mean feature.
+
+    A spread near 0 means every location carries the same vector: the decoder's tokens and the
+    projector's category attention then see no difference between places.
+    """
+    with torch.no_grad():
+        top = decoder.encode_images(pixels).top.flatten(2)  # (N, C, h·w)
+    spread = (top - top.mean(dim=2, keepdim=True)).norm(dim=1).mean()
+    return float(top.norm(dim=1).mean()), float(spread)
+
+
 def presence_batch(
     source: SyntheticSource,
     records: list[SegRecord],
@@ -145,7 +157,11 @@ def train_oracle(
     class_weight: float,
     seed: int,
 ) -> list[dict[str, float]]:
-    """Train ``decoder`` with one learned prompt per training description; the means of every 50 steps."""
+    """Train ``decoder`` with one learned prompt per training description; the means of every 50 steps.
+
+    Each row has the object-score loss, the dice loss, the presence accuracy and ``logit_std``, the
+    spread of the object-score logits across a batch's frames (≈ 0 when the score ignores its input).
+    """
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     texts = sorted({target.text for record in records for target in record.targets})
@@ -172,10 +188,21 @@ def train_oracle(
         optimizer.step()
         present = target.flatten(1).any(dim=1)
         accuracy = ((out.object_logits > 0) == present).float().mean()
-        window.append((losses["loss_class"].item(), losses["loss_dice"].item(), accuracy.item()))
+        spread = out.object_logits.detach().std()
+        window.append(
+            (losses["loss_class"].item(), losses["loss_dice"].item(), accuracy.item(), spread.item())
+        )
         if step % 50 == 0 or step == steps:
             mean = np.mean(window, axis=0)
-            rows.append({"step": step, "loss_class": mean[0], "loss_dice": mean[1], "accuracy": mean[2]})
+            rows.append(
+                {
+                    "step": step,
+                    "loss_class": mean[0],
+                    "loss_dice": mean[1],
+                    "accuracy": mean[2],
+                    "logit_std": mean[3],
+                }
+            )
             window = []
     return rows
 
@@ -202,6 +229,10 @@ def main() -> None:
     width = json.loads((sam_dir / "config.json").read_text())["prompt_encoder_config"]["hidden_size"]
     decoder = build_mask_decoder(pretrained=str(sam_dir), prompt_dim=width)
 
+    frames = np.stack([source.load_frames(record, [0])[0] for record in records[:32]])
+    pixels = sam_pixel_values(torch.from_numpy(frames).permute(0, 3, 1, 2), decoder.image_size)
+    norm, spread = deepest_level_spread(decoder, pixels)
+    print(f"## Deepest level: per-location norm {norm:.2f}, spatial spread {spread:.3f}\n")
     print("## Linear probes (held-out accuracy)\n")
     print("| level | objects | colour | shape |\n|---|---:|---:|---:|")
     for name, row in probe_levels(decoder, source, records, frames=args.probe_frames, seed=args.seed).items():
@@ -209,7 +240,9 @@ def main() -> None:
     print(f"\nchance: colour {1 / len(COLOURS):.2f}, shape {1 / len(SHAPES):.2f}\n")
 
     print(f"## Oracle prompts: {args.steps} steps of {args.batch_size} frames, lr {args.lr}\n")
-    print("| step | object-score loss | presence accuracy | dice loss |\n|---:|---:|---:|---:|")
+    print(
+        "| step | object-score loss | presence accuracy | logit std | dice loss |\n|---:|---:|---:|---:|---:|"
+    )
     started = time.perf_counter()
     for row in train_oracle(
         decoder,
@@ -221,7 +254,10 @@ def main() -> None:
         class_weight=args.class_weight,
         seed=args.seed,
     ):
-        print(f"| {row['step']} | {row['loss_class']:.3f} | {row['accuracy']:.3f} | {row['loss_dice']:.3f} |")
+        print(
+            f"| {row['step']} | {row['loss_class']:.3f} | {row['accuracy']:.3f} | {row['logit_std']:.4f} "
+            f"| {row['loss_dice']:.3f} |"
+        )
     print(f"\nchance: loss {np.log(2):.3f}, accuracy 0.500; {time.perf_counter() - started:.0f} s")
 
 

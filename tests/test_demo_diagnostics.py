@@ -5,6 +5,7 @@
 
 import numpy as np
 import pytest
+import torch
 from conftest import load_benchmark_script
 
 
@@ -67,3 +68,17 @@ def test_probe_uses_every_visible_object_and_oracle_reports_windows(diagnostics,
     )
     assert [row["step"] for row in rows] == [3]
     assert np.isfinite(rows[0]["loss_class"]) and 0.0 <= rows[0]["accuracy"] <= 1.0
+    assert rows[0]["logit_std"] >= 0.0
+
+
+def test_deepest_level_spread_on_hand_made_features(diagnostics):
+    """Two locations with features (3, 4) and (3, -4): norms 5 and 5, mean (3, 0), distances 4 and 4."""
+    from lavida.models.mask_decoder import ImageFeatures
+
+    class FixedEncoder:
+        def encode_images(self, pixels):
+            top = torch.tensor([[3.0, 3.0], [4.0, -4.0]]).reshape(1, 2, 1, 2)  # (N=1, C=2, h=1, w=2)
+            return ImageFeatures(top=top, top_pos=torch.zeros_like(top), high_res=[])
+
+    norm, spread = diagnostics.deepest_level_spread(FixedEncoder(), torch.zeros(1, 3, 8, 8))
+    assert norm == pytest.approx(5.0) and spread == pytest.approx(4.0)

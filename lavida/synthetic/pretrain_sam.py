@@ -33,9 +33,17 @@ def pretrain_sam(
     steps: int = 400,
     batch_size: int = 16,
     lr: float = 2e-3,
+    encoder_lr_scale: float = 0.1,
     seed: int = 0,
 ) -> dict[str, float]:
     """Train the SAM2 saved in ``sam_dir`` with point prompts on the synthetic set; save it back in place.
+
+    Args:
+        encoder_lr_scale: Learning-rate multiplier of the image encoder. At the full rate the encoder's
+            deepest level degenerates within ~50 steps into one large constant vector (per-location norm
+            ~150 against a spatial variation of ~0.1): the mask path does not mind (it reads the
+            high-resolution levels), but every decoder token then attends to the same thing and the
+            object score cannot learn. At 0.1 the deepest level stays at norm ~10 with variation ~2.
 
     Returns:
         The mean losses of the last 50 steps.
@@ -48,7 +56,11 @@ def pretrain_sam(
     source = SyntheticSource(train_root)
     records = read_manifest(source.manifest_path())
     side = sam.config.prompt_encoder_config.image_size
-    optimizer = torch.optim.AdamW(sam.parameters(), lr=lr, weight_decay=1e-4)
+    encoder = [p for name, p in sam.named_parameters() if name.startswith("vision_encoder.")]
+    rest = [p for name, p in sam.named_parameters() if not name.startswith("vision_encoder.")]
+    optimizer = torch.optim.AdamW(
+        [{"params": encoder, "lr": lr * encoder_lr_scale}, {"params": rest, "lr": lr}], weight_decay=1e-4
+    )
     history: list[dict[str, float]] = []
     for _ in tqdm(range(steps), desc="pretrain tiny SAM2", unit="step"):
         pixels, points, labels, masks = _batch(source, records, batch_size, side, generator)

@@ -1,8 +1,9 @@
-"""`lavida-demo` end to end at toy size: every output is written (the learning targets are checked by
-running `make demo` itself; see README)."""
+"""`lavida-demo` end to end: every output is written at toy size (default run), and the full default demo
+meets the issue's learning targets (slow; ``make test-slow``)."""
 
 import json
 
+import pytest
 from omegaconf import OmegaConf
 
 
@@ -43,3 +44,24 @@ def test_demo_writes_all_outputs(tmp_path):
         assert (out / name).is_file(), name
     assert len(list((out / "overlays").glob("*.png"))) == 4  # two anomalous videos per split
     assert "unseen (never in training)" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="issue #5: the tiny decoder's object score does not learn presence in the demo's budget "
+    "(frame AUC 0.49 in the 2026-11-21 run; docs/benchmarks.md). Remove this marker once it passes.",
+)
+def test_demo_meets_learning_targets(tmp_path):
+    """The full default demo (~8–10 min on 2 cores): the issue's targets on held-out synthetic videos."""
+    from hydra import compose, initialize_config_module
+
+    from lavida.cli.demo import run
+
+    with initialize_config_module("lavida.configs", version_base=None):
+        cfg = compose("demo", overrides=[f"output_dir={tmp_path / 'demo'}"])
+    metrics = run(cfg)
+    assert metrics["total_seconds"] < 600
+    assert metrics["pixel_auc"] >= 0.90
+    assert metrics["frame_auc_micro"] >= 0.90
