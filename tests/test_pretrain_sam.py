@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import load_benchmark_script
 from omegaconf import OmegaConf
 
 import lavida.configs
 from lavida.data.processor import sam_pixel_values
 from lavida.data.sources.base import read_manifest, write_manifest
 from lavida.data.sources.synthetic import SyntheticSource
-from lavida.models.mask_decoder import load_sam2
+from lavida.models.mask_decoder import build_mask_decoder, load_sam2
 from lavida.synthetic.datasets import SegmentationSetSpec, default_split, write_segmentation_set
 from lavida.synthetic.pretrain_sam import pretrain_sam
 
@@ -35,20 +36,16 @@ def train_root(tmp_path_factory):
 
 
 def _deepest_level_spread(sam_dir, train_root) -> float:
-    """Mean over frames of (mean distance of a location's feature from the frame's mean feature) /
-    (mean feature norm) at the deepest FPN level: 0 when every location carries the same vector."""
-    from transformers import Sam2Model
-
+    """Spatial spread / per-location norm of the deepest level (0: every location carries the same
+    vector), measured by the diagnostics script's ``deepest_level_spread`` on the first frames."""
     source = SyntheticSource(train_root)
     frames = np.stack(
         [source.load_frames(record, [0])[0] for record in read_manifest(source.manifest_path())]
     )
     pixels = sam_pixel_values(torch.from_numpy(frames).permute(0, 3, 1, 2), 128)
-    sam = Sam2Model.from_pretrained(str(sam_dir)).eval()
-    with torch.no_grad():
-        top = sam.vision_encoder(pixels).fpn_hidden_states[-1].flatten(2)  # (N, C, h·w)
-    spread = (top - top.mean(dim=2, keepdim=True)).norm(dim=1).mean()
-    return float(spread / top.norm(dim=1).mean())
+    decoder = build_mask_decoder(pretrained=str(sam_dir), prompt_dim=8)
+    norm, spread = load_benchmark_script("demo_diagnostics").deepest_level_spread(decoder, pixels)
+    return spread / norm
 
 
 @pytest.mark.parametrize(("encoder_lr_scale", "healthy"), [(None, True), (1.0, False)])
