@@ -97,15 +97,19 @@ def make_samples(seed: int = 0):
     return video, image
 
 
-@pytest.fixture(scope="session")
-def synthetic_train_root(tmp_path_factory):
+def write_synthetic_train(root, **spec):
+    """A synthetic training set (``SegmentationSetSpec(**spec)``, split of seed 0) with its manifest, at ``root``."""
     from lavida.data.sources.base import write_manifest
     from lavida.data.sources.synthetic import SyntheticSource
     from lavida.synthetic.datasets import SegmentationSetSpec, default_split, write_segmentation_set
 
-    root = tmp_path_factory.mktemp("synthetic_train")
-    spec = SegmentationSetSpec(videos=6, images=4, frames=8, height=64, width=96, seed=0)
-    write_segmentation_set(root, default_split(0), spec)
+    write_segmentation_set(root, default_split(0), SegmentationSetSpec(**spec))
     source = SyntheticSource(root)
     write_manifest(source.index(), source.manifest_path())
     return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_train_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic_train")
+    return write_synthetic_train(root, videos=6, images=4, frames=8, height=64, width=96, seed=0)

@@ -3,6 +3,8 @@
 ``benchmarks/`` is not a package, so the script is imported from its file.
 """
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -84,3 +86,122 @@ def test_deepest_level_spread_on_hand_made_features(diagnostics):
 
     norm, spread = diagnostics.deepest_level_spread(FixedEncoder(), torch.zeros(1, 3, 8, 8))
     assert norm == pytest.approx(5.0) and spread == pytest.approx(4.0)
+
+
+def test_attribute_rules_hand_worked(diagnostics):
+    listed = ["red circle", "blue square"]
+    assert diagnostics.attribute_rules(listed, ["red square"]) == {
+        "colour": True,
+        "shape": True,
+        "exact": False,
+    }
+    assert diagnostics.attribute_rules(listed, ["green ring"]) == {
+        "colour": False,
+        "shape": False,
+        "exact": False,
+    }
+    assert diagnostics.attribute_rules(listed, ["blue square"]) == {
+        "colour": True,
+        "shape": True,
+        "exact": True,
+    }
+    assert diagnostics.attribute_rules(listed, []) == {"colour": False, "shape": False, "exact": False}
+
+
+def test_attribute_rule_accuracy_exact_rule_matches_the_sampler_labels(diagnostics, toy):
+    """The exact rule reads visibility from the masks; the sampler labels frames itself: they must agree."""
+    source, records, _ = toy
+    result = diagnostics.attribute_rule_accuracy(source, records, clips=12, max_categories=4, seed=0)
+    assert result["exact"] == 1.0
+    assert result["frames"] >= 12
+    for rule in ("colour", "shape"):
+        assert 0.0 <= result[rule] <= 1.0
+    assert 0.0 < result["positive"] < 1.0
+
+
+def test_attribute_rule_test_auc_on_a_hand_made_layout(diagnostics, tmp_path):
+    """Video A: normal "red square", anomaly "red circle" on frames 2–3 of 4; video B: normal "blue ring".
+
+    Prompt "red circle". Labels A 0011, B 0000. Colour rule: A 1111, B 0000, so the 2 positives beat
+    4 negatives and tie 2: AUC = (2·4 + 0.5·2·2) / (2·6) = 10/12. Shape and exact rules: A 0011, B 0000: 1.
+    """
+    masks = tmp_path / "testing" / "test_frame_mask"
+    masks.mkdir(parents=True)
+    np.save(masks / "01_0001.npy", np.array([0, 0, 1, 1], dtype=np.uint8))
+    np.save(masks / "01_0002.npy", np.zeros(4, dtype=np.uint8))
+    layout = {
+        "01_0001": {"anomaly": "red circle", "interval": [2, 4], "normal_objects": ["red square"]},
+        "01_0002": {"anomaly": None, "interval": None, "normal_objects": ["blue ring"]},
+    }
+    (tmp_path / "synthetic_layout.json").write_text(json.dumps(layout))
+    aucs = diagnostics.attribute_rule_test_auc(tmp_path, ["red circle"])
+    assert aucs["colour"] == pytest.approx(10 / 12)
+    assert aucs["shape"] == pytest.approx(1.0) and aucs["exact"] == pytest.approx(1.0)
+
+
+def test_vad_layout_lists_the_rendered_normal_objects(tmp_path):
+    """Every listed normal object is drawn on every frame: its colour covers ≥ 40 pixels of each frame."""
+    from PIL import Image
+
+    from lavida.synthetic.datasets import VadSetSpec, default_split, write_vad_set
+    from lavida.synthetic.shapes import COLOURS
+
+    split = default_split(0)
+    spec = VadSetSpec(anomalous_videos=2, normal_videos=2, frames=3, seed=5)
+    layout = write_vad_set(tmp_path, anomalies=split.seen_anomalies, normal=split.normal, spec=spec)
+    assert layout == json.loads((tmp_path / "synthetic_layout.json").read_text())
+    for name, info in layout.items():
+        assert 1 <= len(info["normal_objects"]) <= 2 and set(info["normal_objects"]) <= set(split.normal)
+        for frame in sorted((tmp_path / "testing" / "frames" / name).iterdir()):
+            pixels = np.asarray(Image.open(frame), dtype=np.float32)
+            for text in info["normal_objects"]:
+                colour = np.asarray(COLOURS[text.split()[0]], dtype=np.float32)
+                near = np.linalg.norm(pixels - colour, axis=-1) < 40
+                assert near.sum() >= 40, (name, frame.name, text)
+
+
+def test_grounding_head_is_the_best_category_location_match(diagnostics):
+    """Against the slow definition: max over categories k and locations l of ⟨g(v_l), W c_k⟩ / √d."""
+    torch.manual_seed(0)
+    head = diagnostics.GroundingHead(vision_dim=5, text_dim=3, dim=4)
+    with torch.no_grad():
+        head.scale.copy_(torch.tensor([2.0, -1.0]))
+    vision, text = torch.randn(3, 6, 5), torch.randn(2, 3)
+    expected = torch.tensor(
+        [
+            2.0
+            * max(
+                float(head.vision(vision[t, loc]) @ head.text(text[k])) for k in range(2) for loc in range(6)
+            )
+            / 2.0
+            - 1.0
+            for t in range(3)
+        ]
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(head(vision, text), expected)
+
+
+def test_grounding_probe_reports_every_window(diagnostics, toy, tiny_pretrained, tmp_path):
+    from lavida.models.text_encoder import build_category_encoder
+    from lavida.synthetic.datasets import VadSetSpec, default_split, write_vad_set
+
+    source, _, decoder = toy
+    split = default_split(0)
+    spec = VadSetSpec(anomalous_videos=2, normal_videos=1, frames=6, seed=1)
+    write_vad_set(tmp_path, anomalies=split.seen_anomalies, normal=split.normal, spec=spec)
+    text = tiny_pretrained.text_encoder
+    encoder = build_category_encoder(model_name=text.model_name, pretrained=text.pretrained, arch=text.arch)
+    rows = diagnostics.train_grounding_probe(
+        decoder,
+        encoder,
+        source,
+        {"seen": (tmp_path, list(split.seen_anomalies))},
+        steps=4,
+        max_categories=4,
+        seed=0,
+        every=2,
+    )
+    assert [row["step"] for row in rows] == [2, 4]
+    for row in rows:
+        assert np.isfinite(row["loss"]) and 0.0 <= row["seen"] <= 1.0

@@ -100,7 +100,7 @@ def load_clip_text(
     import open_clip
 
     if arch is not None:
-        _register_config(model_name, arch)
+        register_clip_config(model_name, arch)
     elif model_name not in open_clip.list_models():
         raise ValueError(
             f"Unknown open_clip model '{model_name}'. Use one of open_clip.list_models() or give `arch`."
@@ -108,12 +108,13 @@ def load_clip_text(
     clip = open_clip.create_model(model_name, pretrained=None, device=torch.get_default_device())
     del clip.visual  # only the text tower is used; this frees ~88M parameters for ViT-B/32
     if pretrained is not None:
-        _load_text_weights(clip, pretrained)
+        load_clip_text_weights(clip, pretrained)
     clip.to(getattr(torch, dtype))
     return clip, open_clip.get_tokenizer(model_name)
 
 
-def _register_config(model_name: str, arch: dict) -> None:
+def register_clip_config(model_name: str, arch: dict) -> None:
+    """Make open_clip know ``model_name`` as the config ``arch`` (tiny or custom towers)."""
     import open_clip
 
     # open_clip reads configs from files; it parses them at registration, so the file can go at once.
@@ -131,7 +132,12 @@ def _output_dim(clip: nn.Module) -> int:
     return clip.transformer.width
 
 
-def _load_text_weights(clip: nn.Module, path: str) -> None:
+def load_clip_text_weights(clip: nn.Module, path: str) -> None:
+    """Load the text-tower tensors of the state dict at ``path`` into ``clip`` (built without its image tower).
+
+    Raises:
+        WeightsNotFoundError: the file is missing or unreadable, lacks text-tower tensors, or does not fit.
+    """
     file = check_weights_file(
         path, what="CLIP text encoder", suffixes=(".safetensors", ".bin", ".pt", ".pth"), hint=CLIP_HINT
     )

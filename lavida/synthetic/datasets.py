@@ -145,7 +145,8 @@ def write_vad_set(
     category on a contiguous interval covering 25–60 % of the video.
 
     Returns:
-        ``{video name: {"anomaly": description or None, "interval": [start, end) or None}}``.
+        ``{video name: {"anomaly": description or None, "interval": [start, end) or None,
+        "normal_objects": [description, ...]}}`` (also written to ``<root>/synthetic_layout.json``).
     """
     root = Path(root)
     rng = np.random.default_rng(spec.seed)
@@ -183,6 +184,10 @@ def write_vad_set(
             Image.fromarray(frame).save(folder / f"{t:03d}.jpg", quality=95)
         np.save(frame_gt / f"{name}.npy", pixel_mask.reshape(spec.frames, -1).any(axis=1).astype(np.uint8))
         np.save(pixel_gt / f"{name}.npy", pixel_mask)
-        layout[name] = {"anomaly": anomaly, "interval": list(interval) if interval else None}
+        layout[name] = {
+            "anomaly": anomaly,
+            "interval": list(interval) if interval else None,
+            "normal_objects": names,  # visible on every frame
+        }
     (root / "synthetic_layout.json").write_text(json.dumps(layout, indent=1))
     return layout
