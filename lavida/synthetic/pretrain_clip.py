@@ -74,6 +74,11 @@ def pretrain_clip(
     side = side[0] if isinstance(side, tuple | list) else int(side)
     source = SyntheticSource(train_root)
     instances = _instances(read_manifest(source.manifest_path()))
+    if len(instances) < 2:
+        raise ValueError(
+            f"{source.manifest_path()}: contrastive pretraining needs at least 2 distinct object descriptions, "
+            f"found {len(instances)}; regenerate the synthetic training set (lavida.synthetic.datasets)."
+        )
     texts = sorted(instances)
     optimizer = torch.optim.AdamW(clip.parameters(), lr=lr, weight_decay=1e-4)
     history: list[tuple[float, float]] = []
