@@ -47,7 +47,7 @@ from lavida.data.sources.synthetic import SyntheticSource
 from lavida.losses import SegLossWeights, segmentation_loss
 from lavida.models.mask_decoder import MultiLevelMaskDecoder, build_mask_decoder
 from lavida.synthetic.datasets import default_split
-from lavida.synthetic.shapes import COLOURS, SHAPES
+from lavida.synthetic.shapes import COLOURS, SHAPES, split_description
 
 
 def probe_levels(
@@ -84,7 +84,7 @@ def probe_levels(
             for name, level in named.items():
                 cover = F.adaptive_avg_pool2d(area, level.shape[-2:]).flatten()  # fraction of each cell
                 features[name].append(level.flatten(1)[:, int(cover.argmax())].numpy())
-            colour, shape = target.text.split(" ", 1)
+            colour, shape = split_description(target.text)
             colours.append(colour)
             shapes.append(shape)
     fit = np.arange(len(colours)) < int(0.7 * len(colours))
@@ -108,6 +108,14 @@ def deepest_level_spread(decoder: MultiLevelMaskDecoder, pixels: torch.Tensor) -
         top = decoder.encode_images(pixels).top.flatten(2)  # (N, C, h·w)
     spread = (top - top.mean(dim=2, keepdim=True)).norm(dim=1).mean()
     return float(top.norm(dim=1).mean()), float(spread)
+
+
+def demo_split(demo_dir: Path):
+    """The category split the demo at ``demo_dir`` used: ``default_split`` of its seed (its training seed)."""
+    run_config = demo_dir / "train" / "run_config.json"
+    if not run_config.is_file():
+        raise SystemExit(f"{run_config} does not exist: give the output_dir of a finished `lavida-demo` run.")
+    return default_split(int(json.loads(run_config.read_text())["train"]["seed"]))
 
 
 def training_clips(source: SyntheticSource, *, clips: int, max_categories: int, seed: int):
@@ -134,8 +142,8 @@ def attribute_rules(categories: list[str] | tuple[str, ...], visible: list[str])
         categories: The listed categories.
         visible: Descriptions of the objects visible on the frame.
     """
-    listed = [text.split(" ", 1) for text in categories]
-    seen = [text.split(" ", 1) for text in visible]
+    listed = [split_description(text) for text in categories]
+    seen = [split_description(text) for text in visible]
     return {
         "colour": any(c[0] == v[0] for c in listed for v in seen),
         "shape": any(c[1] == v[1] for c in listed for v in seen),
@@ -443,7 +451,7 @@ def main() -> None:
     for rule in ("colour", "shape", "exact"):
         print(f"| {rule} | {rules[rule]:.3f} |")
     print(f"| always the majority label | {max(rules['positive'], 1 - rules['positive']):.3f} |\n")
-    split = default_split(args.seed)
+    split = demo_split(args.demo_dir)
     print("Frame AUC of the same rules on the demo's test sets:\n")
     print("| test set | colour | shape | exact |\n|---|---:|---:|---:|")
     for name, categories in (("seen", split.seen_anomalies), ("unseen", split.unseen_anomalies)):

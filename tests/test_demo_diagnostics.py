@@ -144,7 +144,7 @@ def test_vad_layout_lists_the_rendered_normal_objects(tmp_path):
     from PIL import Image
 
     from lavida.synthetic.datasets import VadSetSpec, default_split, write_vad_set
-    from lavida.synthetic.shapes import COLOURS
+    from lavida.synthetic.shapes import COLOURS, split_description
 
     split = default_split(0)
     spec = VadSetSpec(anomalous_videos=2, normal_videos=2, frames=3, seed=5)
@@ -155,7 +155,7 @@ def test_vad_layout_lists_the_rendered_normal_objects(tmp_path):
         for frame in sorted((tmp_path / "testing" / "frames" / name).iterdir()):
             pixels = np.asarray(Image.open(frame), dtype=np.float32)
             for text in info["normal_objects"]:
-                colour = np.asarray(COLOURS[text.split()[0]], dtype=np.float32)
+                colour = np.asarray(COLOURS[split_description(text)[0]], dtype=np.float32)
                 near = np.linalg.norm(pixels - colour, axis=-1) < 40
                 assert near.sum() >= 40, (name, frame.name, text)
 
@@ -205,3 +205,18 @@ def test_grounding_probe_reports_every_window(diagnostics, toy, tiny_pretrained,
     assert [row["step"] for row in rows] == [2, 4]
     for row in rows:
         assert np.isfinite(row["loss"]) and 0.0 <= row["seen"] <= 1.0
+
+
+def test_demo_split_follows_the_demos_seed(diagnostics, tmp_path):
+    from lavida.synthetic.datasets import default_split
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "run_config.json").write_text(json.dumps({"train": {"seed": 1}}))
+    assert diagnostics.demo_split(tmp_path) == default_split(1) != default_split(0)
+
+
+def test_split_description_inverts_describe():
+    from lavida.synthetic.shapes import COLOURS, SHAPES, describe, split_description
+
+    pairs = [(colour, shape) for colour in COLOURS for shape in SHAPES]
+    assert [split_description(describe(c, s)) for c, s in pairs] == pairs

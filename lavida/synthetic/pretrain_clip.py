@@ -80,12 +80,15 @@ def pretrain_clip(
             f"found {len(instances)}; regenerate the synthetic training set (lavida.synthetic.datasets)."
         )
     texts = sorted(instances)
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).reshape(1, 3, 1, 1)
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD).reshape(1, 3, 1, 1)
     optimizer = torch.optim.AdamW(clip.parameters(), lr=lr, weight_decay=1e-4)
     history: list[tuple[float, float]] = []
     for _ in tqdm(range(steps), desc="pretrain tiny CLIP", unit="step"):
         chosen = rng.choice(len(texts), size=min(batch_size, len(texts)), replace=False)
         names = [texts[i] for i in chosen]
         images = torch.stack([_crop(source, instances[name], side, rng) for name in names])
+        images = (images - mean) / std  # CLIP's image normalisation
         image_features = torch.nn.functional.normalize(clip.encode_image(images), dim=-1)
         text_features = torch.nn.functional.normalize(clip.encode_text(tokenizer(names)), dim=-1)
         logits = clip.logit_scale.exp() * text_features @ image_features.T  # (B texts, B images)
@@ -127,12 +130,8 @@ def _instances(records: list[SegRecord]) -> dict[str, list[tuple[SegRecord, int]
 def _crop(
     source: SyntheticSource, candidates: list[tuple[SegRecord, int]], side: int, rng: np.random.Generator
 ) -> torch.Tensor:
-    """A visible instance of one description: its bounding box (plus a 2-pixel margin) as (3, side, side).
-
-    Normalised with CLIP's image mean and std.
-    """
-    import open_clip
-
+    """A visible instance of one description: its bounding box (plus a 2-pixel margin) as (3, side, side)
+    in [0, 1]."""
     for _ in range(100):
         record, index = candidates[int(rng.integers(len(candidates)))]
         position = int(rng.integers(len(record.frames)))
@@ -148,10 +147,7 @@ def _crop(
     top, bottom = max(ys.min() - 2, 0), min(ys.max() + 3, mask.shape[0])
     left, right = max(xs.min() - 2, 0), min(xs.max() + 3, mask.shape[1])
     crop = torch.from_numpy(frame[top:bottom, left:right]).permute(2, 0, 1).float()[None] / 255.0
-    crop = torch.nn.functional.interpolate(crop, size=(side, side), mode="bilinear", align_corners=False)[0]
-    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).reshape(3, 1, 1)
-    std = torch.tensor(open_clip.OPENAI_DATASET_STD).reshape(3, 1, 1)
-    return (crop - mean) / std
+    return torch.nn.functional.interpolate(crop, size=(side, side), mode="bilinear", align_corners=False)[0]
 
 
 def _save_atomically(state: dict[str, torch.Tensor], path: Path) -> None:

@@ -31,7 +31,7 @@ from lavida.data.processor import sam_pixel_values
 from lavida.data.sources.base import read_manifest
 from lavida.data.sources.synthetic import SyntheticSource
 from lavida.losses import SegLossWeights, segmentation_loss
-from lavida.synthetic.shapes import COLOURS, SHAPES
+from lavida.synthetic.shapes import COLOURS, SHAPES, split_description
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def _semantic_targets(ids: np.ndarray, names: list[str], side: int, grid: tuple[
     colour_ids = np.zeros(len(names) + 1, dtype=np.int64)  # 0 = background
     shape_ids = np.zeros(len(names) + 1, dtype=np.int64)
     for i, name in enumerate(names, start=1):
-        colour, shape = name.split(" ", 1)
+        colour, shape = split_description(name)
         colour_ids[i] = list(COLOURS).index(colour) + 1
         shape_ids[i] = SHAPES.index(shape) + 1
     ids_t = torch.from_numpy(ids.astype(np.int64))
@@ -184,13 +184,14 @@ def _batch(
     while len(frames) < batch_size:
         record = records[int(rng.integers(len(records)))]
         position = int(rng.integers(len(record.frames)))
-        target = record.targets[int(rng.integers(len(record.targets)))]
+        chosen = int(rng.integers(len(record.targets)))
         frame = source.load_frames(record, [position])[0]
-        mask = source.load_masks(record, target, [position])[0]
+        every = [source.load_masks(record, other, [position])[0] for other in record.targets]
+        mask = every[chosen]
         height, width = mask.shape
         ids = np.zeros((height, width), dtype=np.int64)
-        for number, other in enumerate(record.targets, start=1):  # later objects drawn on top
-            ids[source.load_masks(record, other, [position])[0]] = number
+        for number, other_mask in enumerate(every, start=1):  # later objects drawn on top
+            ids[other_mask] = number
         semantics.append(_semantic_targets(ids, [t.text for t in record.targets], side, grid))
         if rng.random() < 0.75 and mask.any():  # a click on the object: segment it
             ys, xs = np.nonzero(mask)

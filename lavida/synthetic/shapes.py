@@ -28,6 +28,12 @@ def describe(colour: str, shape: str) -> str:
     return f"{colour} {shape}"
 
 
+def split_description(description: str) -> tuple[str, str]:
+    """The inverse of :func:`describe`: "red circle" → ("red", "circle")."""
+    colour, shape = description.split(" ", 1)
+    return colour, shape
+
+
 def all_descriptions() -> list[str]:
     """Every colour × shape description, in a fixed order."""
     return [describe(colour, shape) for colour in COLOURS for shape in SHAPES]
@@ -95,7 +101,7 @@ def random_object(
     description: str, *, height: int, width: int, frames: int, rng: np.random.Generator, speed: float = 1.5
 ) -> SceneObject:
     """An object of ``description`` with a random size, start and velocity inside the frame."""
-    colour, shape = description.split(" ", 1)
+    colour, shape = split_description(description)
     size = int(rng.integers(max(8, min(height, width) // 6), max(10, min(height, width) // 3)))
     start = (rng.uniform(0, height - size), rng.uniform(0, width - size))
     velocity = tuple(rng.uniform(-speed, speed, size=2)) if frames > 1 else (0.0, 0.0)
