@@ -21,7 +21,12 @@ synthetic training set:
    from the ground truth: "a listed category has the colour of a visible object", "... the shape ...",
    and "a listed category is a visible object" (exact, so it must score 1.0). The first two are the
    best any detector that sees only colour, or only shape, can do: the sampler's irrelevant
-   categories often share a colour or a shape with a visible object.
+   categories often share a colour or a shape with a visible object. Also the frame BCE of the best
+   predictor that sees only the number of listed categories (Eq. 1–2 list one fewer for a normal
+   clip; ``--category-count matched`` removes that).
+4. **Grounding probe and Eq. 7 head**, trained side by side on frozen features: the best
+   category–location match (max-pooling keeps the match strength) and LAVIDA's own Eq. 7 attention
+   read out as max_k w·f_a[k] (docs/benchmarks.md).
 
 Run from the repository root after a demo run::
 
@@ -118,7 +123,9 @@ def demo_split(demo_dir: Path):
     return default_split(int(json.loads(run_config.read_text())["train"]["seed"]))
 
 
-def training_clips(source: SyntheticSource, *, clips: int, max_categories: int, seed: int):
+def training_clips(
+    source: SyntheticSource, *, clips: int, max_categories: int, seed: int, category_count: str = "paper"
+):
     """The demo's real training dataset (Anomaly Exposure Sampler, strides 1 and 2), raw samples, ``clips`` long."""
     from lavida.data.train_dataset import build_train_dataset
 
@@ -126,6 +133,7 @@ def training_clips(source: SyntheticSource, *, clips: int, max_categories: int, 
         {
             "sources": {"synthetic": {"weight": 1.0, "root": str(source.root)}},
             "max_categories": max_categories,
+            "category_count": category_count,
             "strides": [1, 2],
             "num_workers": 0,
             "seed": seed,
@@ -151,8 +159,33 @@ def attribute_rules(categories: list[str] | tuple[str, ...], visible: list[str])
     }
 
 
+def count_only_bce(counts: np.ndarray, labels: np.ndarray) -> float:
+    """Frame BCE of the best predictor that sees only the number of listed categories.
+
+    It predicts, for each count, the share of positive frames among the frames with that count (the
+    maximum-likelihood fit of such a predictor, scored on the same frames).
+
+    Args:
+        counts: (F,) number of listed categories of each frame's clip.
+        labels: (F,) 0/1 frame labels.
+    """
+    counts, labels = np.asarray(counts), np.asarray(labels, dtype=np.float64)
+    total = 0.0
+    for count in np.unique(counts):
+        chosen = labels[counts == count]
+        rate = float(np.clip(chosen.mean(), 1e-12, 1 - 1e-12))
+        total -= float((chosen * np.log(rate) + (1 - chosen) * np.log(1 - rate)).sum())
+    return total / labels.size
+
+
 def attribute_rule_accuracy(
-    source: SyntheticSource, records: list[SegRecord], *, clips: int, max_categories: int, seed: int
+    source: SyntheticSource,
+    records: list[SegRecord],
+    *,
+    clips: int,
+    max_categories: int,
+    seed: int,
+    category_count: str = "paper",
 ) -> dict[str, float]:
     """Frame accuracy of :func:`attribute_rules` against the training dataset's frame labels.
 
@@ -160,12 +193,16 @@ def attribute_rule_accuracy(
     each frame's visible objects are read from the ground-truth masks.
 
     Returns:
-        ``{"colour", "shape", "exact": accuracy, "positive": fraction of frames labelled 1, "frames": n}``.
+        ``{"colour", "shape", "exact": accuracy, "positive": fraction of frames labelled 1, "frames": n,
+        "count_bce": BCE of the best count-only predictor (:func:`count_only_bce`), "constant_bce": BCE
+        of the best constant}``.
     """
-    dataset = training_clips(source, clips=clips, max_categories=max_categories, seed=seed)
+    dataset = training_clips(
+        source, clips=clips, max_categories=max_categories, seed=seed, category_count=category_count
+    )
     by_key = {record.key: record for record in records}
     hits: dict[str, list[bool]] = {"colour": [], "shape": [], "exact": []}
-    labels = []
+    labels, counts = [], []
     for index in range(clips):
         item = dataset[index]
         record = by_key[item.info.key]
@@ -180,10 +217,13 @@ def attribute_rule_accuracy(
             for rule, decision in attribute_rules(item.sample.categories, visible).items():
                 hits[rule].append(decision == bool(label))
             labels.append(bool(label))
+            counts.append(len(item.sample.categories))
     return {
         **{rule: float(np.mean(values)) for rule, values in hits.items()},
         "positive": float(np.mean(labels)),
         "frames": float(len(labels)),
+        "count_bce": count_only_bce(np.asarray(counts), np.asarray(labels)),
+        "constant_bce": count_only_bce(np.zeros(len(labels)), np.asarray(labels)),
     }
 
 
@@ -338,6 +378,37 @@ class GroundingHead(torch.nn.Module):
         return self.scale[0] * match.flatten(1).amax(dim=1) + self.scale[1]
 
 
+class Eq7PresenceHead(torch.nn.Module):
+    """Presence read from LAVIDA's Eq. 7 alone: max_k w·f_a[k] + b, f_a from a fresh projector's attention.
+
+    f_a[k] = W_o LN(W_c c_k + CrossAttn(W_c c_k, W_v (v + pe), W_v (v + pe))) (Eq. 7, with the official
+    residual and LayerNorm), exactly the projector's ``category_attention``. Softmax attention returns a
+    convex combination of the values, so *how well* the best location matches category k is normalised
+    away; presence must be recovered by comparing the query with what it attended to, a product that a
+    linear read-out of f_a cannot form. Trained next to :class:`GroundingHead` on the same batches, it
+    shows how much slower Eq. 7 learns presence than a head that keeps the match strength (max-pooling).
+    """
+
+    def __init__(self, *, projector_kwargs: dict, position: torch.Tensor) -> None:
+        super().__init__()
+        from lavida.models.projector import MultiScaleSemanticProjector
+
+        self.projector = MultiScaleSemanticProjector(**projector_kwargs)
+        self.readout = torch.nn.Linear(self.projector.hidden_dim, 1)
+        self.register_buffer("position", position)  # (h·w, C) SAM2's sine encoding of the deepest level
+
+    def forward(self, vision: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """(T, L, vision_dim) locations of T frames and (K, text_dim) categories → (T,) logits."""
+        frames = vision.shape[0]
+        f_a = self.projector.category_attention(
+            f_c=text[None],
+            f_v=vision,
+            f_v_pos=self.position.expand(frames, -1, -1),
+            frame_to_sample=torch.zeros(frames, dtype=torch.long),
+        )  # (T, K, D_a)
+        return self.readout(f_a)[..., 0].amax(dim=1)
+
+
 def train_grounding_probe(
     decoder: MultiLevelMaskDecoder,
     text_encoder,
@@ -349,8 +420,16 @@ def train_grounding_probe(
     seed: int,
     lr: float = 1e-3,
     every: int = 250,
+    category_count: str = "paper",
+    eq7_projector: dict | None = None,
 ) -> list[dict[str, float]]:
     """Train a :class:`GroundingHead` on the demo's training clips (2 per step, frozen features).
+
+    Args:
+        category_count: The sampler's ``category_count`` (``paper`` or ``matched``).
+        eq7_projector: Projector sizes (``model.projector`` of the demo's config, as
+            ``MultiScaleSemanticProjector`` keywords): also train an :class:`Eq7PresenceHead` on the same
+            batches, reported with the prefix ``eq7_``.
 
     Returns:
         Every ``every`` steps: the mean BCE of the window and the frame AUC (micro) on each test set.
@@ -360,12 +439,19 @@ def train_grounding_probe(
     from lavida.data.video import open_video
 
     torch.manual_seed(seed)
-    dataset = training_clips(source, clips=2 * steps, max_categories=max_categories, seed=seed)
+    dataset = training_clips(
+        source, clips=2 * steps, max_categories=max_categories, seed=seed, category_count=category_count
+    )
 
     def locations(frames: np.ndarray) -> torch.Tensor:  # (T, H, W, 3) uint8 → (T, h·w, C)
         pixels = sam_pixel_values(torch.from_numpy(frames).permute(0, 3, 1, 2), decoder.image_size)
         with torch.no_grad():
             return decoder.encode_images(pixels).top.flatten(2).transpose(1, 2)
+
+    def position() -> torch.Tensor:  # (h·w, C) the deepest level's sine encoding (the same for every frame)
+        pixels = torch.zeros(1, 3, decoder.image_size, decoder.image_size)
+        with torch.no_grad():
+            return decoder.encode_images(pixels).tokens()[1][0]
 
     def categories(texts) -> torch.Tensor:
         with torch.no_grad():
@@ -379,32 +465,41 @@ def train_grounding_probe(
             videos.append((locations(open_video(folder).get_frames(np.arange(truth.size))), truth))
         tests[name] = (videos, categories(texts))
 
-    sample = dataset[0].sample
-    head = GroundingHead(vision_dim=locations(sample.frames[:1]).shape[-1], text_dim=text_encoder.dim)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=lr)
-    window, rows = [], []
+    vision_dim = locations(dataset[0].sample.frames[:1]).shape[-1]
+    heads = {"": GroundingHead(vision_dim=vision_dim, text_dim=text_encoder.dim)}
+    if eq7_projector is not None:
+        sizes = {**eq7_projector, "vision_dim": vision_dim, "text_dim": text_encoder.dim}
+        heads["eq7_"] = Eq7PresenceHead(projector_kwargs=sizes, position=position())
+    optimizers = {prefix: torch.optim.AdamW(head.parameters(), lr=lr) for prefix, head in heads.items()}
+    windows: dict[str, list[float]] = {prefix: [] for prefix in heads}
+    rows = []
     for step in range(1, steps + 1):
-        loss = 0.0
+        batch = []
         for item in (dataset[2 * step - 2], dataset[2 * step - 1]):
             sample = item.sample
-            logits = head(locations(sample.frames), categories(sample.categories))
             labels = torch.as_tensor(sample.frame_labels, dtype=torch.float32)
-            loss = loss + F.binary_cross_entropy_with_logits(logits, labels) / 2
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        window.append(float(loss.detach()))
+            batch.append((locations(sample.frames), categories(sample.categories), labels))
+        for prefix, head in heads.items():
+            loss = sum(F.binary_cross_entropy_with_logits(head(v, c), y) for v, c, y in batch) / len(batch)
+            optimizers[prefix].zero_grad(set_to_none=True)
+            loss.backward()
+            optimizers[prefix].step()
+            windows[prefix].append(float(loss.detach()))
         if step % every == 0 or step == steps:
-            row = {"step": step, "loss": float(np.mean(window))}
+            row: dict[str, float] = {"step": step}
             with torch.no_grad():
-                for name, (videos, text) in tests.items():
-                    scores = np.concatenate([head(v, text).numpy() for v, _ in videos])
-                    truth = np.concatenate([t for _, t in videos])
-                    row[name] = (
-                        float(roc_auc_score(truth, scores)) if 0 < truth.sum() < truth.size else float("nan")
-                    )
+                for prefix, head in heads.items():
+                    row[prefix + "loss"] = float(np.mean(windows[prefix]))
+                    windows[prefix] = []
+                    for name, (videos, text) in tests.items():
+                        scores = np.concatenate([head(v, text).numpy() for v, _ in videos])
+                        truth = np.concatenate([t for _, t in videos])
+                        row[prefix + name] = (
+                            float(roc_auc_score(truth, scores))
+                            if 0 < truth.sum() < truth.size
+                            else float("nan")
+                        )
             rows.append(row)
-            window = []
     return rows
 
 
@@ -419,6 +514,12 @@ def main() -> None:
     parser.add_argument("--rule-clips", type=int, default=400, help="training clips for the attribute rules")
     parser.add_argument("--max-categories", type=int, default=8, help="as the demo's max_categories")
     parser.add_argument("--grounding-steps", type=int, default=1500, help="grounding-probe steps (0: skip)")
+    parser.add_argument(
+        "--category-count",
+        choices=("paper", "matched"),
+        default="paper",
+        help="the sampler's category_count for the attribute rules and the probes",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -444,13 +545,22 @@ def main() -> None:
     print(f"\nchance: colour {1 / len(COLOURS):.2f}, shape {1 / len(SHAPES):.2f}\n")
 
     rules = attribute_rule_accuracy(
-        source, records, clips=args.rule_clips, max_categories=args.max_categories, seed=args.seed
+        source,
+        records,
+        clips=args.rule_clips,
+        max_categories=args.max_categories,
+        seed=args.seed,
+        category_count=args.category_count,
     )
     print(f"## Presence from one attribute: {rules['frames']:.0f} frames of the training dataset\n")
     print("| rule | frame accuracy |\n|---|---:|")
     for rule in ("colour", "shape", "exact"):
         print(f"| {rule} | {rules[rule]:.3f} |")
     print(f"| always the majority label | {max(rules['positive'], 1 - rules['positive']):.3f} |\n")
+    print(
+        f"Frame BCE of a predictor that sees only the number of listed categories: {rules['count_bce']:.3f} "
+        f"(a constant: {rules['constant_bce']:.3f}; sampler category_count={args.category_count})\n"
+    )
     split = demo_split(args.demo_dir)
     print("Frame AUC of the same rules on the demo's test sets:\n")
     print("| test set | colour | shape | exact |\n|---|---:|---:|---:|")
@@ -467,20 +577,37 @@ def main() -> None:
         from lavida.models.config import LavidaConfig
         from lavida.models.text_encoder import build_category_encoder
 
-        config = LavidaConfig.from_dict(
+        model_config = LavidaConfig.from_dict(
             json.loads((args.demo_dir / "train" / "final" / "lavida_config.json").read_text())
-        ).text_encoder
+        )
+        config = model_config.text_encoder
         text_encoder = build_category_encoder(
             model_name=config.model_name, pretrained=config.pretrained, arch=config.arch
         )
+        sizes = model_config.projector
+        eq7 = {
+            "llm_dim": 1,  # Eq. 7 does not read f_sem
+            "out_dim": sizes.out_dim,
+            "hidden_dim": sizes.hidden_dim,
+            "num_queries": sizes.num_queries,
+            "num_layers": sizes.num_layers,
+            "num_heads": sizes.num_heads,
+            "mlp_dim": sizes.mlp_dim,
+            "cross_attn_heads": sizes.cross_attn_heads,
+            "attention_downsample_rate": sizes.attention_downsample_rate,
+        }
         test_sets = {
             name: (args.demo_dir / "data" / f"vad_{name}", list(categories))
             for name, categories in (("seen", split.seen_anomalies), ("unseen", split.unseen_anomalies))
         }
         print(
-            f"## Grounding probe: max category–location match on frozen features, {args.grounding_steps} steps\n"
+            f"## Grounding probe (max category–location match) and Eq. 7 head (max_k w·f_a[k]) on frozen "
+            f"features, {args.grounding_steps} steps\n"
         )
-        print("| step | BCE | frame AUC seen | frame AUC unseen |\n|---:|---:|---:|---:|")
+        print(
+            "| step | BCE max-match | AUC seen | AUC unseen | BCE Eq. 7 | AUC seen | AUC unseen |\n"
+            "|---:|---:|---:|---:|---:|---:|---:|"
+        )
         for row in train_grounding_probe(
             decoder,
             text_encoder,
@@ -489,8 +616,13 @@ def main() -> None:
             steps=args.grounding_steps,
             max_categories=args.max_categories,
             seed=args.seed,
+            category_count=args.category_count,
+            eq7_projector=eq7,
         ):
-            print(f"| {row['step']} | {row['loss']:.3f} | {row['seen']:.3f} | {row['unseen']:.3f} |")
+            print(
+                f"| {row['step']} | {row['loss']:.3f} | {row['seen']:.3f} | {row['unseen']:.3f} "
+                f"| {row['eq7_loss']:.3f} | {row['eq7_seen']:.3f} | {row['eq7_unseen']:.3f} |"
+            )
         print(
             "\nchance: frame AUC 0.5; BCE of a constant score = the label entropy (0.68 at 43 % positives)\n"
         )

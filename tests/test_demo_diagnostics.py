@@ -117,6 +117,16 @@ def test_attribute_rule_accuracy_exact_rule_matches_the_sampler_labels(diagnosti
     for rule in ("colour", "shape"):
         assert 0.0 <= result[rule] <= 1.0
     assert 0.0 < result["positive"] < 1.0
+    assert 0.0 <= result["count_bce"] <= result["constant_bce"] + 1e-12
+
+
+def test_count_only_bce_by_hand(diagnostics):
+    """Count 1: labels 0, 0 (rate 0, no loss); count 2: 1, 1, 0, 0 (rate 1/2, ln 2 each): 4 ln 2 / 6."""
+    counts = np.array([1, 1, 2, 2, 2, 2])
+    labels = np.array([0, 0, 1, 1, 0, 0])
+    assert diagnostics.count_only_bce(counts, labels) == pytest.approx(4 * np.log(2) / 6)
+    constant = -(np.log(1 / 3) * 2 + np.log(2 / 3) * 4) / 6  # one rate, 1/3, for all six frames
+    assert diagnostics.count_only_bce(np.zeros(6), labels) == pytest.approx(constant)
 
 
 def test_attribute_rule_test_auc_on_a_hand_made_layout(diagnostics, tmp_path):
@@ -182,6 +192,41 @@ def test_grounding_head_is_the_best_category_location_match(diagnostics):
         torch.testing.assert_close(head(vision, text), expected)
 
 
+# Projector sizes of the Eq. 7 head in these tests (text_dim and vision_dim come from the features).
+EQ7_SIZES = {
+    "llm_dim": 1,
+    "out_dim": 4,
+    "hidden_dim": 8,
+    "num_queries": 2,
+    "num_layers": 1,
+    "num_heads": 2,
+    "mlp_dim": 8,
+    "cross_attn_heads": 2,
+    "attention_downsample_rate": 1,
+}
+
+
+def test_eq7_head_is_the_best_category_read_out_of_the_projectors_attention(diagnostics):
+    """max_k w·f_a[k] + b with f_a from the projector's own Eq. 7, frame by frame; category order is irrelevant."""
+    torch.manual_seed(0)
+    sizes = {**EQ7_SIZES, "text_dim": 3, "vision_dim": 5}
+    position = torch.randn(6, 5)
+    head = diagnostics.Eq7PresenceHead(projector_kwargs=sizes, position=position).eval()
+    vision, text = torch.randn(3, 6, 5), torch.randn(4, 3)
+    with torch.no_grad():
+        expected = []
+        for t in range(3):
+            f_a = head.projector.category_attention(
+                f_c=text[None],
+                f_v=vision[t : t + 1],
+                f_v_pos=position[None],
+                frame_to_sample=torch.zeros(1, dtype=torch.long),
+            )[0]  # (K, D_a)
+            expected.append(max(float(head.readout(f_a[k])) for k in range(4)))
+        torch.testing.assert_close(head(vision, text), torch.tensor(expected))
+        torch.testing.assert_close(head(vision, text.flip(0)), torch.tensor(expected))
+
+
 def test_grounding_probe_reports_every_window(diagnostics, toy, tiny_pretrained, tmp_path):
     from lavida.models.text_encoder import build_category_encoder
     from lavida.synthetic.datasets import VadSetSpec, default_split, write_vad_set
@@ -201,10 +246,13 @@ def test_grounding_probe_reports_every_window(diagnostics, toy, tiny_pretrained,
         max_categories=4,
         seed=0,
         every=2,
+        category_count="matched",
+        eq7_projector=EQ7_SIZES,
     )
     assert [row["step"] for row in rows] == [2, 4]
     for row in rows:
-        assert np.isfinite(row["loss"]) and 0.0 <= row["seen"] <= 1.0
+        for prefix in ("", "eq7_"):
+            assert np.isfinite(row[prefix + "loss"]) and 0.0 <= row[prefix + "seen"] <= 1.0
 
 
 def test_demo_split_follows_the_demos_seed(diagnostics, tmp_path):

@@ -72,6 +72,8 @@ class DataConfig:
         sources: Name → :class:`SourceConfig` (default: the official mixture, lavida_official.md §8).
         p: Probability of an anomalous sample (Eq. 2; B.5: 0.5).
         max_categories: max(K_E) (B.5: 30).
+        category_count: ``paper`` (Eq. 1–2: normal samples list one category fewer, so the count hints
+            at the label) or ``matched`` (both list K_E; ``lavida.data.exposure``, docs/fidelity.md).
         pool_weighting: ``samples`` (Eq. 1: irrelevant texts drawn uniformly over samples) or ``texts``
             (uniformly over distinct texts).
         clip_length: Frames per video clip T (B.3: 8); images have T = 1.
@@ -93,6 +95,7 @@ class DataConfig:
     sources: dict[str, SourceConfig] = field(default_factory=_official_sources)
     p: float = 0.5
     max_categories: int = 30
+    category_count: Literal["paper", "matched"] = "paper"
     pool_weighting: Literal["samples", "texts"] = "samples"
     clip_length: int = 8
     strides: list[int] = field(default_factory=lambda: [1, 2, 4])
@@ -116,6 +119,7 @@ class DataConfig:
         _check(self.max_attempts >= 1, f"data.max_attempts must be ≥ 1, got {self.max_attempts}.")
         _check(self.num_workers >= 0, f"data.num_workers must be ≥ 0, got {self.num_workers}.")
         _check_strides(self.strides, "data.strides")
+        _one_of("data.category_count", self.category_count, ("paper", "matched"))
         _one_of("data.pool_weighting", self.pool_weighting, ("samples", "texts"))
         _one_of("data.frame_labels", self.frame_labels, ("presence", "clip"))
         _one_of("data.missing_sources", self.missing_sources, ("error", "renormalize"))

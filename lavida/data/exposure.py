@@ -28,6 +28,14 @@ Choices the paper leaves open (docs/fidelity.md):
   description gets the key log(u)/w (u ~ U(0, 1), w = the number of samples carrying it) and the
   largest keys win. This gives the same distribution as the rejection loop, in one vectorised pass.
 - **Order.** The categories are shuffled, so the genuine description's position is uniform.
+- **The count gives the label away.** Under Eq. 1–2 a normal sample lists one category fewer than an
+  anomalous one drawn with the same K_E, so the number of listed categories alone predicts the label:
+  with max(K_E) = 8 a predictor that only counts reaches a frame BCE of 0.60 against 0.68 for a
+  constant (docs/benchmarks.md), and a small model learns to count before it learns to look. At the
+  paper's max(K_E) = 30 the effect is smaller (only K = 1 and K = 30 are certain) but present.
+  ``category_count="matched"`` (an option; the default is the paper's ``"paper"``) gives a normal
+  sample K_E irrelevant categories, so both labels list K_E ~ Unif{2..max} categories and the count
+  says nothing.
 
 Texts are compared case-insensitively after whitespace normalisation (``normalize_text``).
 """
@@ -46,6 +54,7 @@ from lavida.data.sources.base import SegRecord, SegTarget
 log = logging.getLogger(__name__)
 
 PoolWeighting = Literal["samples", "texts"]
+CategoryCount = Literal["paper", "matched"]
 
 
 def normalize_text(text: str) -> str:
@@ -178,6 +187,7 @@ def expose(
     present: Collection[str] = (),
     p: float = 0.5,
     max_categories: int = 30,
+    category_count: CategoryCount = "paper",
     rng: np.random.Generator,
 ) -> tuple[list[str], bool]:
     """The Anomaly Exposure Sampler's core (Eq. 1–2) for one sample.
@@ -189,6 +199,8 @@ def expose(
         present: Texts visible in this sample; never used as irrelevant categories.
         p: Probability that the sample is anomalous (Eq. 2; B.5: 0.5).
         max_categories: max(K_E) (B.5: 30); caps the number of listed categories.
+        category_count: ``"paper"`` (Eq. 1–2: a normal sample lists K_E − 1 categories) or ``"matched"``
+            (it lists K_E, like an anomalous one); see the module docstring.
         rng: The random generator (the only source of randomness).
 
     Returns:
@@ -197,13 +209,16 @@ def expose(
         pool. See the module docstring for the distribution of their number and the edge cases.
 
     Raises:
-        ValueError: ``p`` outside [0, 1], ``max_categories`` < 1, or an empty ``text``.
+        ValueError: ``p`` outside [0, 1], ``max_categories`` < 1, an unknown ``category_count`` or an
+            empty ``text``.
         TypeError: ``rng`` is not a ``numpy.random.Generator``.
     """
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"p must lie in [0, 1], got {p}.")
     if int(max_categories) < 1:
         raise ValueError(f"max_categories must be at least 1, got {max_categories}.")
+    if category_count not in ("paper", "matched"):
+        raise ValueError(f"category_count must be 'paper' or 'matched', got {category_count!r}.")
     if not isinstance(rng, np.random.Generator):
         raise TypeError(
             f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng)}."
@@ -218,6 +233,8 @@ def expose(
     num_irrelevant = int(rng.integers(1, max(max_categories - 1, 1) + 1))
     if is_anomaly:
         num_irrelevant = min(num_irrelevant, max_categories - 1)  # room for s_i (max_categories = 1)
+    elif category_count == "matched":
+        num_irrelevant = min(num_irrelevant + 1, max_categories)  # K_E irrelevant: the count says nothing
     irrelevant = pool.draw(num_irrelevant, exclude=[text, *present], rng=rng)
     if not is_anomaly and not irrelevant:
         # No usable description at all: a normal sample would list nothing, so it becomes anomalous.
@@ -259,15 +276,21 @@ class AnomalyExposureSampler:
         p: Probability of an anomalous sample (B.5: 0.5).
         max_categories: max(K_E) (B.5: 30); ``__call__`` can override it per source (the official
             release caps Mapillary at 20 and Cityscapes at 6).
+        category_count: ``"paper"`` or ``"matched"`` (see :func:`expose`).
     """
 
-    def __init__(self, *, p: float = 0.5, max_categories: int = 30) -> None:
+    def __init__(
+        self, *, p: float = 0.5, max_categories: int = 30, category_count: CategoryCount = "paper"
+    ) -> None:
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"p must lie in [0, 1], got {p}.")
         if max_categories < 1:
             raise ValueError(f"max_categories must be at least 1, got {max_categories}.")
+        if category_count not in ("paper", "matched"):
+            raise ValueError(f"category_count must be 'paper' or 'matched', got {category_count!r}.")
         self.p = float(p)
         self.max_categories = int(max_categories)
+        self.category_count = category_count
 
     def __call__(
         self,
@@ -296,9 +319,13 @@ class AnomalyExposureSampler:
             present=present,
             p=self.p,
             max_categories=self.max_categories if max_categories is None else max_categories,
+            category_count=self.category_count,
             rng=rng,
         )
         return Exposure(categories=categories, is_anomaly=is_anomaly, target=target if is_anomaly else None)
 
     def __repr__(self) -> str:
-        return f"AnomalyExposureSampler(p={self.p}, max_categories={self.max_categories})"
+        return (
+            f"AnomalyExposureSampler(p={self.p}, max_categories={self.max_categories}, "
+            f"category_count={self.category_count!r})"
+        )

@@ -384,7 +384,9 @@ def build_train_dataset(
         sources=built,
         records=records,
         mixture=mixture,
-        sampler=AnomalyExposureSampler(p=config.p, max_categories=config.max_categories),
+        sampler=AnomalyExposureSampler(
+            p=config.p, max_categories=config.max_categories, category_count=config.category_count
+        ),
         processor=processor,
         length=config.samples_per_epoch,
         seed=config.seed,

@@ -56,6 +56,49 @@ def test_number_of_categories_is_uniform_as_documented():
     assert chisquare([counts[k] for k in range(1, 30)]).pvalue > 1e-3
 
 
+def _count_only_bce(draws: list[tuple[int, bool]]) -> float:
+    """BCE of the best predictor that sees only the number of listed categories (per-count label rate)."""
+    total = 0.0
+    for size in {size for size, _ in draws}:
+        labels = np.array([label for s, label in draws if s == size], dtype=float)
+        rate = np.clip(labels.mean(), 1e-9, 1 - 1e-9)
+        total -= (labels * np.log(rate) + (1 - labels) * np.log(1 - rate)).sum()
+    return total / len(draws)
+
+
+def test_matched_count_hides_the_label():
+    """`matched`: both labels list K_E ~ Unif{2..max}; the count predicts nothing. `paper` leaks the label."""
+    pool = TextPool(POOL)
+    draws = {}
+    for mode in ("paper", "matched"):
+        rng = np.random.default_rng(13)
+        draws[mode] = [
+            (len(c), a)
+            for c, a in (
+                expose("a dog", pool, max_categories=8, category_count=mode, rng=rng) for _ in range(6000)
+            )
+        ]
+    matched = draws["matched"]
+    for label in (True, False):
+        sizes = Counter(size for size, a in matched if a == label)
+        assert set(sizes) == set(range(2, 9))
+        assert chisquare([sizes[k] for k in range(2, 9)]).pvalue > 1e-3
+    constant = -(0.5 * np.log(0.5)) * 2  # p = 0.5
+    # A size-only predictor is exactly certain for K = 1 and K = 8 under the paper's rule: 2 of 14 cells.
+    assert _count_only_bce(draws["paper"]) < constant - 0.07
+    assert _count_only_bce(matched) > constant - 0.01
+
+
+def test_matched_count_never_lists_the_genuine_text_in_a_normal_sample():
+    rng = np.random.default_rng(14)
+    for _ in range(500):
+        categories, is_anomaly = expose("a dog", POOL, max_categories=8, category_count="matched", rng=rng)
+        assert ("a dog" in categories) == is_anomaly and 2 <= len(categories) <= 8
+    for _ in range(100):  # max_categories = 1: one category either way
+        categories, is_anomaly = expose("dog", POOL, max_categories=1, category_count="matched", rng=rng)
+        assert len(categories) == 1 and (categories == ["dog"]) == is_anomaly
+
+
 def test_genuine_position_is_uniform():
     rng = np.random.default_rng(4)
     pool, positions = TextPool(POOL), Counter()
@@ -137,6 +180,8 @@ def test_invalid_arguments_say_what_is_wrong():
         expose("dog", POOL, rng=np.random.RandomState(0))
     with pytest.raises(ValueError, match="empty"):
         expose("  ", POOL, rng=rng)
+    with pytest.raises(ValueError, match="category_count"):
+        expose("dog", POOL, category_count="balanced", rng=rng)
 
 
 def test_pool_behaves_as_the_texts_with_repeats():
@@ -178,5 +223,7 @@ def test_sampler_validates_its_settings():
         AnomalyExposureSampler(p=-0.1)
     with pytest.raises(ValueError):
         AnomalyExposureSampler(max_categories=0)
+    with pytest.raises(ValueError, match="category_count"):
+        AnomalyExposureSampler(category_count="balanced")
     with pytest.raises(TypeError):
         AnomalyExposureSampler(0.5, 30)  # keyword-only

@@ -155,6 +155,7 @@ def test_unknown_keys_are_rejected_with_the_valid_ones():
         ({"p": 1.5}, "data.p"),
         ({"strides": []}, "data.strides"),
         ({"frame_labels": "ones"}, "data.frame_labels"),
+        ({"category_count": "balanced"}, "data.category_count"),
         ({"missing_sources": "ignore"}, "data.missing_sources"),
         ({"clip_length": 0}, "data.clip_length"),
     ],

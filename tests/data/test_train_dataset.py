@@ -249,6 +249,11 @@ def test_build_from_config(fake_sources, caplog):
     assert len(dataset) == 16 and dataset.max_categories_per_source == {"fakeimage": 2}
     items = [dataset[i].info for i in range(16)]
     assert all(len(info.categories) <= 2 for info in items if info.source == "fakeimage")
+    assert dataset.sampler.category_count == "paper"
+    config.category_count = "matched"
+    assert (
+        build_train_dataset(config, processor=None, sources=fake_sources).sampler.category_count == "matched"
+    )
 
 
 def test_processed_batches_with_workers_are_deterministic(fake_sources, tiny_pretrained):
