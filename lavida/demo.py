@@ -56,7 +56,8 @@ class DemoConfig:
         category_count: The sampler's ``category_count``: ``paper`` (Eq. 1–2: a normal clip lists one
             category fewer, so at max(K_E) = 8 the count alone lowers the frame BCE from 0.68 to 0.60) or
             ``matched`` (as many as an anomalous clip). ``matched`` removes that shortcut from the training
-            loss but did not change the test ranking (docs/benchmarks.md), so the demo keeps the paper's.
+            loss but did not change the test ranking in one run each (docs/benchmarks.md), so the demo keeps
+            the paper's.
         num_workers: Dataloader workers.
     """
 
