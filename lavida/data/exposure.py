@@ -31,7 +31,7 @@ Choices the paper leaves open (docs/fidelity.md):
 - **The count gives the label away.** Under Eq. 1–2 a normal sample lists one category fewer than an
   anomalous one drawn with the same K_E, so the number of listed categories alone predicts the label:
   with max(K_E) = 8 a predictor that only counts reaches a frame BCE of 0.60 against 0.68 for a
-  constant (docs/benchmarks.md), and a small model learns to count before it learns to look. At the
+  constant (docs/benchmarks.md): counting is cheaper to learn than looking at the objects. At the
   paper's max(K_E) = 30 the effect is smaller (only K = 1 and K = 30 are certain) but present.
   ``category_count="matched"`` (an option; the default is the paper's ``"paper"``) gives a normal
   sample K_E irrelevant categories, so both labels list K_E ~ Unif{2..max} categories and the count
