@@ -4,6 +4,7 @@ meets the issue's learning targets (slow; ``make test-slow``)."""
 import json
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 
@@ -57,11 +58,16 @@ def test_demo_meets_learning_targets(tmp_path):
     """The full default demo (~8–10 min on 2 cores): the issue's targets on held-out synthetic videos."""
     from hydra import compose, initialize_config_module
 
-    from lavida.cli.demo import run
+    from lavida.cli.demo import run, torch_threads
 
     with initialize_config_module("lavida.configs", version_base=None):
         cfg = compose("demo", overrides=[f"output_dir={tmp_path / 'demo'}"])
-    metrics = run(cfg)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(torch_threads(cfg.num_workers))  # as `lavida-demo` (make demo) does
+    try:
+        metrics = run(cfg)
+    finally:
+        torch.set_num_threads(threads)
     assert metrics["total_seconds"] < 600
     assert metrics["pixel_auc"] >= 0.90
     assert metrics["frame_auc_micro"] >= 0.90
