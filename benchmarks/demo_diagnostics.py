@@ -37,6 +37,7 @@ Run from the repository root after a demo run::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -584,18 +585,11 @@ def main() -> None:
         text_encoder = build_category_encoder(
             model_name=config.model_name, pretrained=config.pretrained, arch=config.arch
         )
-        sizes = model_config.projector
+        # The demo's projector sizes as constructor keywords; Eq. 7 does not read f_sem (llm_dim unused).
         eq7 = {
-            "llm_dim": 1,  # Eq. 7 does not read f_sem
-            "out_dim": sizes.out_dim,
-            "hidden_dim": sizes.hidden_dim,
-            "num_queries": sizes.num_queries,
-            "num_layers": sizes.num_layers,
-            "num_heads": sizes.num_heads,
-            "mlp_dim": sizes.mlp_dim,
-            "cross_attn_heads": sizes.cross_attn_heads,
-            "attention_downsample_rate": sizes.attention_downsample_rate,
+            key: value for key, value in dataclasses.asdict(model_config.projector).items() if key != "kind"
         }
+        eq7["llm_dim"] = 1
         test_sets = {
             name: (args.demo_dir / "data" / f"vad_{name}", list(categories))
             for name, categories in (("seen", split.seen_anomalies), ("unseen", split.unseen_anomalies))
