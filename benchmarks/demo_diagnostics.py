@@ -508,7 +508,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("demo_dir", type=Path, help="output_dir of a finished lavida-demo run")
     parser.add_argument("--probe-frames", type=int, default=200)
-    parser.add_argument("--steps", type=int, default=300, help="oracle-prompt training steps")
+    parser.add_argument("--steps", type=int, default=300, help="oracle-prompt training steps (0: skip)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--class-weight", type=float, default=1.0, help="weight of the object-score loss")
@@ -621,26 +621,27 @@ def main() -> None:
             "\nchance: frame AUC 0.5; BCE of a constant score = the label entropy (0.68 at 43 % positives)\n"
         )
 
-    print(f"## Oracle prompts: {args.steps} steps of {args.batch_size} frames, lr {args.lr}\n")
-    print(
-        "| step | object-score loss | presence accuracy | logit std | dice loss |\n|---:|---:|---:|---:|---:|"
-    )
-    started = time.perf_counter()
-    for row in train_oracle(
-        decoder,
-        source,
-        records,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        class_weight=args.class_weight,
-        seed=args.seed,
-    ):
+    if args.steps:
+        print(f"## Oracle prompts: {args.steps} steps of {args.batch_size} frames, lr {args.lr}\n")
         print(
-            f"| {row['step']} | {row['loss_class']:.3f} | {row['accuracy']:.3f} | {row['logit_std']:.4f} "
-            f"| {row['loss_dice']:.3f} |"
+            "| step | object-score loss | presence accuracy | logit std | dice loss |\n|---:|---:|---:|---:|---:|"
         )
-    print(f"\nchance: loss {np.log(2):.3f}, accuracy 0.500; {time.perf_counter() - started:.0f} s")
+        started = time.perf_counter()
+        for row in train_oracle(
+            decoder,
+            source,
+            records,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            class_weight=args.class_weight,
+            seed=args.seed,
+        ):
+            print(
+                f"| {row['step']} | {row['loss_class']:.3f} | {row['accuracy']:.3f} | {row['logit_std']:.4f} "
+                f"| {row['loss_dice']:.3f} |"
+            )
+        print(f"\nchance: loss {np.log(2):.3f}, accuracy 0.500; {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

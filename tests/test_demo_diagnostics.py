@@ -177,18 +177,20 @@ def test_grounding_head_is_the_best_category_location_match(diagnostics):
     with torch.no_grad():
         head.scale.copy_(torch.tensor([2.0, -1.0]))
     vision, text = torch.randn(3, 6, 5), torch.randn(2, 3)
-    expected = torch.tensor(
-        [
-            2.0
-            * max(
-                float(head.vision(vision[t, loc]) @ head.text(text[k])) for k in range(2) for loc in range(6)
-            )
-            / 2.0
-            - 1.0
-            for t in range(3)
-        ]
-    )
     with torch.no_grad():
+        expected = torch.tensor(
+            [
+                2.0
+                * max(
+                    float(head.vision(vision[t, loc]) @ head.text(text[k]))
+                    for k in range(2)
+                    for loc in range(6)
+                )
+                / 2.0
+                - 1.0
+                for t in range(3)
+            ]
+        )
         torch.testing.assert_close(head(vision, text), expected)
 
 

@@ -71,6 +71,7 @@ class ProjectorConfig:
     cross_attn_heads: int = 8
     attention_downsample_rate: int = 2
     out_dim: int = 256
+    eq7: Literal["paper", "official"] = "paper"  # official: residual + LayerNorm before W_o
 
 
 @dataclass

@@ -158,6 +158,7 @@ def build_lavida(config: LavidaConfig | dict) -> LavidaModel:
             mlp_dim=p.mlp_dim,
             cross_attn_heads=p.cross_attn_heads,
             attention_downsample_rate=p.attention_downsample_rate,
+            eq7=p.eq7,
             two_way=p.kind == "multiscale",
         )
     else:

@@ -15,6 +15,8 @@ call (no per-frame or per-sample loop).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor, nn
 
@@ -43,6 +45,9 @@ class MultiScaleSemanticProjector(nn.Module):
         mlp_dim: MLP width of the two-way blocks.
         cross_attn_heads: Heads of the Eq. 7 category -> vision cross-attention.
         attention_downsample_rate: Internal-width reduction of every cross-attention.
+        eq7: ``"paper"``: f_a = W_o · CrossAttn(W_c f_c, W_v f_v, W_v f_v), as Eq. 7 is printed;
+            ``"official"``: f_a = W_o · LayerNorm(W_c f_c + CrossAttn(...)), the release's residual and
+            LayerNorm (docs/fidelity.md).
         two_way: Update the keys from the queries in every block (the proposed projector); False gives
             the one-way Q-Former baseline of Tab. 4.
     """
@@ -61,9 +66,12 @@ class MultiScaleSemanticProjector(nn.Module):
         mlp_dim: int = 2048,
         cross_attn_heads: int = 8,
         attention_downsample_rate: int = 2,
+        eq7: Literal["paper", "official"] = "paper",
         two_way: bool = True,
     ) -> None:
         super().__init__()
+        if eq7 not in ("paper", "official"):
+            raise ValueError(f"eq7 must be 'paper' or 'official', got '{eq7}'.")
         for name, value in (
             ("llm_dim", llm_dim),
             ("text_dim", text_dim),
@@ -82,6 +90,7 @@ class MultiScaleSemanticProjector(nn.Module):
         self.out_dim = out_dim
         self.hidden_dim = hidden_dim
         self.num_queries = num_queries
+        self.eq7 = eq7
 
         # Eq. 7: f_a = W_o · CrossAttn(W_c f_c, W_v f_v, W_v f_v)
         self.category_proj = nn.Linear(text_dim, hidden_dim)  # W_c
@@ -90,7 +99,7 @@ class MultiScaleSemanticProjector(nn.Module):
             dim=hidden_dim, num_heads=cross_attn_heads, downsample_rate=attention_downsample_rate
         )
         # Not in Eq. 7: the official code adds a residual and a LayerNorm before W_o.
-        self.category_norm = nn.LayerNorm(hidden_dim)
+        self.category_norm = nn.LayerNorm(hidden_dim) if eq7 == "official" else None
         self.category_out = nn.Linear(hidden_dim, hidden_dim)  # W_o
 
         # Eq. 8: f_proj = Φ_proj([W_LLM f_sem, f_a])
@@ -131,6 +140,8 @@ class MultiScaleSemanticProjector(nn.Module):
         q = self.category_proj(f_c)[frame_to_sample]  # (B, K, D_a) -> (N, K, D_a)
         kv = self.vision_proj(f_v + f_v_pos)  # (N, HW, D_a); PE is added before W_v (official code)
         a = self.category_vision_attn(q, kv, kv)  # (N, K, D_a)
+        if self.category_norm is None:
+            return self.category_out(a)  # Eq. 7
         return self.category_out(self.category_norm(q + a))  # residual + LN (official code), then W_o
 
     def forward(

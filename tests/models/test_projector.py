@@ -46,9 +46,10 @@ def _inputs(cfg=TINY, *, seed=1):
     }
 
 
-@pytest.fixture
-def projector():
-    return MultiScaleSemanticProjector(**TINY).eval()
+@pytest.fixture(params=["paper", "official"])
+def projector(request):
+    """Both forms of Eq. 7: as printed, and with the official residual + LayerNorm."""
+    return MultiScaleSemanticProjector(**TINY, eq7=request.param).eval()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,10 +92,14 @@ def _block(blk: TwoWayBlock, queries, keys, qpe, kpe):
 
 
 def _eq7_frame(p: MultiScaleSemanticProjector, f_c_real, f_v, f_v_pos):
-    """Eq. 7 for one frame: f_a = W_o · LN(q + CrossAttn(q, kv, kv)), q = W_c f_c, kv = W_v (f_v + pos)."""
+    """Eq. 7 for one frame, q = W_c f_c, kv = W_v (f_v + pos): f_a = W_o · CrossAttn(q, kv, kv) as printed,
+    or W_o · LN(q + CrossAttn(q, kv, kv)) as the official code."""
     q = _lin(p.category_proj, f_c_real.double())  # (K_b, D_a)
     kv = _lin(p.vision_proj, (f_v + f_v_pos).double())  # (HW, D_a)
-    return _lin(p.category_out, _ln(p.category_norm, q + _attn(p.category_vision_attn, q, kv, kv)))
+    a = _attn(p.category_vision_attn, q, kv, kv)
+    if p.eq7 == "paper":
+        return _lin(p.category_out, a)
+    return _lin(p.category_out, _ln(p.category_norm, q + a))
 
 
 def _reference_frame(p: MultiScaleSemanticProjector, inputs, n):
@@ -226,7 +231,7 @@ def _expected_paper_param_count() -> int:
     attn_half = 3 * lin(d, d // 2) + lin(d // 2, d)  # cross-attentions, internal width 384
     block = attn_full + 2 * attn_half + lin(d, mlp) + lin(mlp, d) + 4 * ln
     last_block = block - attn_half - ln  # no key update in the last block
-    eq7 = lin(512, d) + lin(256, d) + attn_half + ln + lin(d, d)  # W_c, W_v, attention, LN, W_o
+    eq7 = lin(512, d) + lin(256, d) + attn_half + lin(d, d)  # W_c, W_v, attention, W_o
     eq8 = lin(3584, d) + q * d + 4 * block + last_block + lin(q * d, 256)  # W_LLM, Q0, blocks, output
     return eq7 + eq8
 
@@ -234,9 +239,13 @@ def _expected_paper_param_count() -> int:
 def test_paper_configuration_on_meta_device():
     with torch.device("meta"):
         p = MultiScaleSemanticProjector(**PAPER)
+        official = MultiScaleSemanticProjector(**PAPER, eq7="official")
     assert all(t.device.type == "meta" for t in p.parameters())
     count = sum(t.numel() for t in p.parameters())
-    assert count == _expected_paper_param_count() == 52_810_496
+    assert count == _expected_paper_param_count() == 52_808_960
+    # The official form adds only the LayerNorm (weight and bias) before W_o.
+    assert sum(t.numel() for t in official.parameters()) == count + 2 * 768
+    assert p.category_norm is None and official.category_norm is not None
     assert p.query_tokens.shape == (48, 768) and len(p.blocks) == 5
     assert p.category_vision_attn.internal_dim == 384 and p.category_vision_attn.num_heads == 8
     assert p.blocks[0].self_attn.num_heads == 12 and p.blocks[0].cross_attn_query_to_key.internal_dim == 384
@@ -245,7 +254,7 @@ def test_paper_configuration_on_meta_device():
 
 def test_tiny_twin_has_the_same_structure(projector):
     with torch.device("meta"):
-        paper = MultiScaleSemanticProjector(**PAPER)
+        paper = MultiScaleSemanticProjector(**PAPER, eq7=projector.eq7)
 
     def tree(m):
         return {(re.sub(r"\.\d+(?=\.|$)", ".#", name), type(mod).__name__) for name, mod in m.named_modules()}
@@ -284,6 +293,8 @@ def test_constructor_validation():
         MultiScaleSemanticProjector(**{**TINY, "cross_attn_heads": 5})
     with pytest.raises(ValueError, match="num_queries"):
         MultiScaleSemanticProjector(**{**TINY, "num_queries": 0})
+    with pytest.raises(ValueError, match="eq7"):
+        MultiScaleSemanticProjector(**TINY, eq7="residual")
 
 
 def test_downsampled_attention_matches_loop_and_masks_keys():

@@ -46,8 +46,12 @@ def test_paper_recipe_values():
         1.0,
     )
     assert (train.loss.lambda_txt, train.loss.lambda_seg) == (1.0, 1.0)
-    official = TrainConfig.from_dict(compose_train(["experiment=official"])["train"])
+    assert LavidaConfig.from_dict(cfg["model"]).projector.eq7 == "paper"
+    official_cfg = compose_train(["experiment=official"])
+    official = TrainConfig.from_dict(official_cfg["train"])
     assert (official.epochs, official.grad_accum, official.optim.weight_decay) == (8, 2, 0.01)
+    official_model = LavidaConfig.from_dict(official_cfg["model"])
+    assert (official_model.projector.eq7, official_model.mllm.positions) == ("official", "sequential")
 
 
 def test_ablations_change_what_they_say():
