@@ -167,9 +167,17 @@ def _load_heads(model: LavidaModel, heads_file: Path) -> None:
     missing = sorted(set(expected) - set(heads))
     unexpected = sorted(set(heads) - set(expected))
     if missing or unexpected:
+        hint = ""
+        if any(name.startswith("projector.category_norm.") for name in missing + unexpected):
+            # Checkpoints written before model.projector.eq7 existed used the official form.
+            form = "official" if unexpected else "paper"
+            hint = (
+                f' The checkpoint computes Eq. 7 in the \'{form}\' form: set "eq7": "{form}" under '
+                f'"projector" in its {CONFIG_FILE}.'
+            )
         raise WeightsNotFoundError(
             f"'{heads_file}' does not match the configured model: missing {missing[:5]} ({len(missing)}), "
-            f"unexpected {unexpected[:5]} ({len(unexpected)})."
+            f"unexpected {unexpected[:5]} ({len(unexpected)}).{hint}"
         )
     parameters = dict(model.named_parameters())
     with torch.no_grad():

@@ -110,3 +110,25 @@ def test_load_with_overridden_base_paths(trained, tmp_path):
     loaded, loaded_config = load_checkpoint(target, config_overrides={"mllm": {"pretrained": str(moved)}})
     assert loaded_config.mllm.pretrained == str(moved)
     assert loaded_config.projector == config.projector
+
+
+def test_eq7_form_mismatch_names_the_fix(tiny_pretrained, tmp_path):
+    """A checkpoint written with the official Eq. 7 (residual + LayerNorm) but whose config lacks the field,
+    as every checkpoint written before ``model.projector.eq7`` existed, says which form to set."""
+    import dataclasses
+
+    config = dataclasses.replace(
+        tiny_pretrained, projector=dataclasses.replace(tiny_pretrained.projector, eq7="official")
+    )
+    model = build_lavida(config).eval()
+    save_checkpoint(model, config, tmp_path / "ckpt")
+    config_file = tmp_path / "ckpt" / "lavida_config.json"
+    data = json.loads(config_file.read_text())
+    del data["projector"]["eq7"]  # an older checkpoint
+    config_file.write_text(json.dumps(data))
+    with pytest.raises(WeightsNotFoundError, match=r"'official' form: set \"eq7\": \"official\""):
+        load_checkpoint(tmp_path / "ckpt")
+    data["projector"]["eq7"] = "official"
+    config_file.write_text(json.dumps(data))
+    loaded, loaded_config = load_checkpoint(tmp_path / "ckpt")
+    assert loaded_config.projector.eq7 == "official" and loaded.projector.category_norm is not None
