@@ -423,6 +423,7 @@ def train_grounding_probe(
     every: int = 250,
     category_count: str = "paper",
     eq7_projector: dict | None = None,
+    heads: dict[str, torch.nn.Module] | None = None,
 ) -> list[dict[str, float]]:
     """Train a :class:`GroundingHead` on the demo's training clips (2 per step, frozen features).
 
@@ -431,6 +432,9 @@ def train_grounding_probe(
         eq7_projector: Projector sizes (``model.projector`` of the demo's config, as
             ``MultiScaleSemanticProjector`` keywords): also train an :class:`Eq7PresenceHead` on the same
             batches, reported with the prefix ``eq7_``.
+        heads: The heads to train instead, by report prefix; each maps (T, h·w, C) locations and (K, D_t)
+            category features to (T,) presence logits. None: a fresh :class:`GroundingHead` (prefix "")
+            and, with ``eq7_projector``, the :class:`Eq7PresenceHead`.
 
     Returns:
         Every ``every`` steps: the mean BCE of the window and the frame AUC (micro) on each test set.
@@ -466,11 +470,12 @@ def train_grounding_probe(
             videos.append((locations(open_video(folder).get_frames(np.arange(truth.size))), truth))
         tests[name] = (videos, categories(texts))
 
-    vision_dim = locations(dataset[0].sample.frames[:1]).shape[-1]
-    heads = {"": GroundingHead(vision_dim=vision_dim, text_dim=text_encoder.dim)}
-    if eq7_projector is not None:
-        sizes = {**eq7_projector, "vision_dim": vision_dim, "text_dim": text_encoder.dim}
-        heads["eq7_"] = Eq7PresenceHead(projector_kwargs=sizes, position=position())
+    if heads is None:
+        vision_dim = locations(dataset[0].sample.frames[:1]).shape[-1]
+        heads = {"": GroundingHead(vision_dim=vision_dim, text_dim=text_encoder.dim)}
+        if eq7_projector is not None:
+            sizes = {**eq7_projector, "vision_dim": vision_dim, "text_dim": text_encoder.dim}
+            heads["eq7_"] = Eq7PresenceHead(projector_kwargs=sizes, position=position())
     optimizers = {prefix: torch.optim.AdamW(head.parameters(), lr=lr) for prefix, head in heads.items()}
     windows: dict[str, list[float]] = {prefix: [] for prefix in heads}
     rows = []

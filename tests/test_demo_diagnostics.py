@@ -257,6 +257,77 @@ def test_grounding_probe_reports_every_window(diagnostics, toy, tiny_pretrained,
             assert np.isfinite(row[prefix + "loss"]) and 0.0 <= row[prefix + "seen"] <= 1.0
 
 
+def test_grounding_probe_reports_the_losses_and_aucs_of_its_heads(
+    diagnostics, toy, tiny_pretrained, tmp_path
+):
+    """With lr 0 the heads stay as given, so every reported figure can be recomputed the slow way: the mean
+    BCE over each window's clips and sklearn's frame AUC over the concatenated test videos."""
+    from sklearn.metrics import roc_auc_score
+
+    from lavida.data.processor import sam_pixel_values
+    from lavida.data.video import open_video
+    from lavida.models.text_encoder import build_category_encoder
+    from lavida.synthetic.datasets import VadSetSpec, default_split, write_vad_set
+
+    source, _, decoder = toy
+    split = default_split(0)
+    write_vad_set(
+        tmp_path,
+        anomalies=split.seen_anomalies,
+        normal=split.normal,
+        spec=VadSetSpec(anomalous_videos=2, normal_videos=1, frames=6, seed=1),
+    )
+    text = tiny_pretrained.text_encoder
+    encoder = build_category_encoder(model_name=text.model_name, pretrained=text.pretrained, arch=text.arch)
+    torch.manual_seed(0)
+    heads = {"a_": diagnostics.GroundingHead(vision_dim=decoder.feature_dim, text_dim=encoder.dim)}
+    heads["b_"] = diagnostics.GroundingHead(vision_dim=decoder.feature_dim, text_dim=encoder.dim)
+    kwargs = dict(steps=4, max_categories=4, seed=0, category_count="paper")
+    rows = diagnostics.train_grounding_probe(
+        decoder,
+        encoder,
+        source,
+        {"seen": (tmp_path, list(split.seen_anomalies))},
+        lr=0.0,
+        every=3,
+        heads=heads,
+        **kwargs,
+    )
+    assert [row["step"] for row in rows] == [3, 4]  # every 3 steps, and the last one
+
+    def features(frames):
+        pixels = sam_pixel_values(torch.from_numpy(frames).permute(0, 3, 1, 2), decoder.image_size)
+        return decoder.encode_images(pixels).top.flatten(2).transpose(1, 2)
+
+    with torch.no_grad():
+        clips = diagnostics.training_clips(
+            source, clips=8, **{k: kwargs[k] for k in ("max_categories", "seed", "category_count")}
+        )
+        windows = {3: range(0, 6), 4: range(6, 8)}  # clips 2s-2 and 2s-1 at step s
+        videos = sorted((tmp_path / "testing" / "frames").iterdir())
+        truth = np.concatenate(
+            [np.load(tmp_path / "testing" / "test_frame_mask" / f"{v.name}.npy") for v in videos]
+        )
+        categories = encoder(encoder.tokenize(list(split.seen_anomalies)))
+        for row in rows:
+            for prefix, head in heads.items():
+                losses = []
+                for i in windows[row["step"]]:
+                    sample = clips[i].sample
+                    logits = head(features(sample.frames), encoder(encoder.tokenize(list(sample.categories))))
+                    labels = torch.as_tensor(np.asarray(sample.frame_labels), dtype=torch.float32)
+                    losses.append(float(torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)))
+                # the window mean of per-step means (2 clips per step) is the mean over its clips
+                assert row[prefix + "loss"] == pytest.approx(np.mean(losses), rel=1e-5)
+                scores = np.concatenate(
+                    [
+                        head(features(open_video(v).get_frames(np.arange(6))), categories).numpy()
+                        for v in videos
+                    ]
+                )
+                assert row[prefix + "seen"] == pytest.approx(roc_auc_score(truth, scores), abs=1e-9)
+
+
 def test_demo_split_follows_the_demos_seed(diagnostics, tmp_path):
     from lavida.synthetic.datasets import default_split
 

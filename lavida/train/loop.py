@@ -262,10 +262,10 @@ class Trainer:
             losses = self.compute_loss(batch)
             loss = losses["loss"]
             if not torch.isfinite(loss.detach()):
-                terms = {k: float(v) for k, v in losses.items()}
+                terms = {k: float(v.detach()) for k, v in losses.items()}
                 latest = latest_checkpoint(self.output_dir)
                 raise NonFiniteLossError(
-                    f"Step {self.progress.step + 1}: the loss is {float(loss)} ({terms}). Training stopped; "
+                    f"Step {self.progress.step + 1}: the loss is {float(loss.detach())} ({terms}). Training stopped; "
                     f"the last good checkpoint is {latest or 'none (none was saved yet)'}. Lower the learning "
                     "rate, check the data of this batch, or train in float32."
                 )
@@ -276,7 +276,7 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-        return {key: float(value) for key, value in losses.items()}
+        return {key: float(value.detach()) for key, value in losses.items()}
 
     def compute_loss(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
         """Eq. 10 on one batch: λ_txt·L_txt + λ_seg·L_seg."""
