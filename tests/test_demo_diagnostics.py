@@ -229,21 +229,28 @@ def test_eq7_head_is_the_best_category_read_out_of_the_projectors_attention(diag
         torch.testing.assert_close(head(vision, text.flip(0)), torch.tensor(expected))
 
 
-def test_grounding_probe_reports_every_window(diagnostics, toy, tiny_pretrained, tmp_path):
+@pytest.fixture
+def probe_inputs(tiny_pretrained, tmp_path):
+    """A 3-video seen test set (6 frames each) and the tiny CLIP category encoder."""
     from lavida.models.text_encoder import build_category_encoder
     from lavida.synthetic.datasets import VadSetSpec, default_split, write_vad_set
 
-    source, _, decoder = toy
-    split = default_split(0)
+    categories = list(default_split(0).seen_anomalies)
     spec = VadSetSpec(anomalous_videos=2, normal_videos=1, frames=6, seed=1)
-    write_vad_set(tmp_path, anomalies=split.seen_anomalies, normal=split.normal, spec=spec)
+    write_vad_set(tmp_path, anomalies=tuple(categories), normal=default_split(0).normal, spec=spec)
     text = tiny_pretrained.text_encoder
     encoder = build_category_encoder(model_name=text.model_name, pretrained=text.pretrained, arch=text.arch)
+    return {"seen": (tmp_path, categories)}, encoder
+
+
+def test_grounding_probe_reports_every_window(diagnostics, toy, probe_inputs):
+    source, _, decoder = toy
+    test_sets, encoder = probe_inputs
     rows = diagnostics.train_grounding_probe(
         decoder,
         encoder,
         source,
-        {"seen": (tmp_path, list(split.seen_anomalies))},
+        test_sets,
         steps=4,
         max_categories=4,
         seed=0,
@@ -257,28 +264,17 @@ def test_grounding_probe_reports_every_window(diagnostics, toy, tiny_pretrained,
             assert np.isfinite(row[prefix + "loss"]) and 0.0 <= row[prefix + "seen"] <= 1.0
 
 
-def test_grounding_probe_reports_the_losses_and_aucs_of_its_heads(
-    diagnostics, toy, tiny_pretrained, tmp_path
-):
+def test_grounding_probe_reports_the_losses_and_aucs_of_its_heads(diagnostics, toy, probe_inputs):
     """With lr 0 the heads stay as given, so every reported figure can be recomputed the slow way: the mean
     BCE over each window's clips and sklearn's frame AUC over the concatenated test videos."""
     from sklearn.metrics import roc_auc_score
 
     from lavida.data.processor import sam_pixel_values
     from lavida.data.video import open_video
-    from lavida.models.text_encoder import build_category_encoder
-    from lavida.synthetic.datasets import VadSetSpec, default_split, write_vad_set
 
     source, _, decoder = toy
-    split = default_split(0)
-    write_vad_set(
-        tmp_path,
-        anomalies=split.seen_anomalies,
-        normal=split.normal,
-        spec=VadSetSpec(anomalous_videos=2, normal_videos=1, frames=6, seed=1),
-    )
-    text = tiny_pretrained.text_encoder
-    encoder = build_category_encoder(model_name=text.model_name, pretrained=text.pretrained, arch=text.arch)
+    test_sets, encoder = probe_inputs
+    root, seen = test_sets["seen"]
     torch.manual_seed(0)
     heads = {"a_": diagnostics.GroundingHead(vision_dim=decoder.feature_dim, text_dim=encoder.dim)}
     heads["b_"] = diagnostics.GroundingHead(vision_dim=decoder.feature_dim, text_dim=encoder.dim)
@@ -287,7 +283,7 @@ def test_grounding_probe_reports_the_losses_and_aucs_of_its_heads(
         decoder,
         encoder,
         source,
-        {"seen": (tmp_path, list(split.seen_anomalies))},
+        test_sets,
         lr=0.0,
         every=3,
         heads=heads,
@@ -304,11 +300,11 @@ def test_grounding_probe_reports_the_losses_and_aucs_of_its_heads(
             source, clips=8, **{k: kwargs[k] for k in ("max_categories", "seed", "category_count")}
         )
         windows = {3: range(0, 6), 4: range(6, 8)}  # clips 2s-2 and 2s-1 at step s
-        videos = sorted((tmp_path / "testing" / "frames").iterdir())
+        videos = sorted((root / "testing" / "frames").iterdir())
         truth = np.concatenate(
-            [np.load(tmp_path / "testing" / "test_frame_mask" / f"{v.name}.npy") for v in videos]
+            [np.load(root / "testing" / "test_frame_mask" / f"{v.name}.npy") for v in videos]
         )
-        categories = encoder(encoder.tokenize(list(split.seen_anomalies)))
+        categories = encoder(encoder.tokenize(seen))
         for row in rows:
             for prefix, head in heads.items():
                 losses = []
