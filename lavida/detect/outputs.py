@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from lavida.atomic import write_json, write_text
 from lavida.data.sources.masks import decode_rle, encode_rle
 from lavida.detect.intervals import Interval
 
@@ -149,10 +149,11 @@ def write_summary(
             for i, interval in enumerate(intervals)
         ],
     }
-    _atomic_json(folder / "summary.json", summary)
-    _atomic_json(
+    write_json(folder / "summary.json", summary, indent=1)
+    write_json(
         folder / "scores.json",
         {"video": video, "fps": fps, "categories": categories, "scores": scores.round(6).tolist()},
+        indent=1,
     )
     lines = [
         f"# {video}",
@@ -171,7 +172,7 @@ def write_summary(
             lines.append(f"| {i} | {span[0]} | {span[1]} | {interval.peak_score:.3f} | {note} |")
     else:
         lines.append("No frame reached the threshold.")
-    (folder / "summary.md").write_text("\n".join(lines) + "\n")
+    write_text(folder / "summary.md", "\n".join(lines) + "\n")
     _plot(folder / "scores.png", scores, intervals, settings.get("threshold", 0.5), video)
     return summary
 
@@ -194,9 +195,3 @@ def _plot(path: Path, scores: np.ndarray, intervals: list[Interval], threshold: 
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
-
-
-def _atomic_json(path: Path, data: dict) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(temporary, path)

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from lavida.atomic import atomic_path, write_text
 from lavida.eval.benchmark import TestVideo, VadBenchmark
 from lavida.eval.paper_results import PAPER_RESULTS
 from lavida.eval.video_result import PixelStatistics, VideoResult
@@ -116,7 +116,7 @@ def write_reports(
 ) -> None:
     """Write metrics.json, per_video.csv and report.md (each atomically)."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
 
     rows = []
     for result in results:
@@ -132,14 +132,12 @@ def write_reports(
         if 0 < positives < result.scored.size:
             row["frame_auc"] = f"{frame_auc([result.frame_scores], [result.frame_labels]):.6f}"
         rows.append(row)
-    temporary = output_dir / ".per_video.csv.tmp"
-    with temporary.open("w", newline="") as handle:
+    with atomic_path(output_dir / "per_video.csv") as temporary, temporary.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(temporary, output_dir / "per_video.csv")
 
-    _atomic_write(output_dir / "report.md", _markdown(metrics, notes, info, benchmark))
+    write_text(output_dir / "report.md", _markdown(metrics, notes, info, benchmark))
 
 
 def _markdown(metrics: dict, notes: list[str], info: dict, benchmark: VadBenchmark) -> str:
@@ -164,9 +162,3 @@ def _markdown(metrics: dict, notes: list[str], info: dict, benchmark: VadBenchma
     if notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)

@@ -10,7 +10,6 @@ RBDC/TBDC. Pixel maps themselves are not stored (UBnormal alone would need tens 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lavida.atomic import atomic_path
 from lavida.metrics import PerFramePixelAUC, PixelAUC, PixelCriterion, extract_regions
 
 _PREFIXES = {"pixel_auc": PixelAUC, "per_frame": PerFramePixelAUC, "criterion": PixelCriterion}
@@ -99,9 +99,8 @@ class VideoResult:
             arrays.update({f"pixels.{k}": v for k, v in self.pixels.state_dict().items()})
         if self.regions is not None:
             arrays["regions"] = self.regions.astype(np.float64)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-        np.savez_compressed(temporary, **arrays)
-        os.replace(temporary, path)
+        with atomic_path(path) as temporary:
+            np.savez_compressed(temporary, **arrays)
         return path
 
     @classmethod

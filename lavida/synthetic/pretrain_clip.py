@@ -15,7 +15,6 @@ combinations (``default_split``), never as a pair.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from lavida.atomic import atomic_path
 from lavida.data.sources.base import SegRecord, read_manifest
 from lavida.data.sources.synthetic import SyntheticSource
 from lavida.models.text_encoder import load_clip_text_weights, register_clip_config
@@ -151,6 +151,5 @@ def _crop(
 
 
 def _save_atomically(state: dict[str, torch.Tensor], path: Path) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    save_file(state, str(temporary))
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        save_file(state, str(temporary))

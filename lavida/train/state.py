@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from lavida.atomic import write_text
 from lavida.models.checkpoint import load_trained_weights, save_checkpoint
 from lavida.models.config import LavidaConfig
 
@@ -90,9 +91,7 @@ def save_training_checkpoint(
     if accelerator.is_main_process:
         shutil.rmtree(final, ignore_errors=True)
         os.replace(staging, final)
-        temporary = root / f".{LATEST}.tmp"
-        temporary.write_text(final.name + "\n")
-        os.replace(temporary, root / LATEST)
+        write_text(root / LATEST, final.name + "\n")
         _prune(root, keep_last)
         log.info("Saved training checkpoint %s", final)
     accelerator.wait_for_everyone()

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from lavida.atomic import atomic_path
 from lavida.data.video import read_image
 
 
@@ -107,15 +108,11 @@ class SegRecord:
 
 def write_manifest(records: Iterable[SegRecord], path: str | Path) -> int:
     """Write records as JSON lines (atomically: a temporary file renamed into place); return the count."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
     count = 0
-    with temporary.open("w", encoding="utf-8") as handle:
+    with atomic_path(path) as temporary, temporary.open("w", encoding="utf-8") as handle:
         for record in records:
             handle.write(record.to_json() + "\n")
             count += 1
-    temporary.replace(path)
     return count
 
 

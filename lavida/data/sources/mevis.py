@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from lavida.atomic import write_json
 from lavida.data.sources.base import DatasetFormatError, SegRecord, SegTarget
 from lavida.data.sources.text import normalize_text
 from lavida.data.sources.youtube_vos import (
@@ -318,7 +319,7 @@ class MeViSSource(VideoSegmentationSource):
         shard_path = shard_dir / f"{video.name}.json"
         targets = []
         if shard:
-            _write_json_atomic(shard_path, shard)
+            write_json(shard_path, shard, separators=(",", ":"))  # atomic: a reader never sees half a shard
             reference = artifact_reference(shard_path, self.root)
             for text, anno_ids in video.expressions:
                 key = "+".join(anno_ids)
@@ -372,11 +373,3 @@ def _visible_positions(per_frame: list[dict[str, Any] | None]) -> set[int]:
         return set()
     areas = coco_mask.area(encoded)
     return {position for position, area in zip(positions, areas, strict=True) if area > 0}
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file and rename it into place, so a reader never sees half a shard."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
-    temporary.replace(path)

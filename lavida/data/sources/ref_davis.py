@@ -40,7 +40,6 @@ without any expression is left out with a warning (it raises KeyError).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -50,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from lavida.atomic import write_json
 from lavida.data.sources.base import DatasetFormatError, SegRecord, SegTarget
 from lavida.data.sources.masks import read_index_png
 from lavida.data.sources.text import normalize_text
@@ -292,10 +292,7 @@ def _hardlink(source: str, destination: str) -> None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
-    temporary.replace(path)
+    write_json(path, data, ensure_ascii=False, indent=1)
 
 
 # -- the source -------------------------------------------------------------------------------------

@@ -22,13 +22,13 @@ other encoding into mojibake without an error).
 from __future__ import annotations
 
 import io
-import json
 import logging
 import pickle
 import pickletools
 from pathlib import Path
 from typing import Any, NoReturn
 
+from lavida.atomic import write_json
 from lavida.data.sources.base import DatasetFormatError
 
 __all__ = ["DataOnlyUnpickler", "convert_refs_pickle", "load_data_pickle"]
@@ -152,9 +152,6 @@ def convert_refs_pickle(path: str | Path, *, output: str | Path | None = None) -
     refs = load_data_pickle(data, name=str(path))
     if not isinstance(refs, list) or not all(isinstance(ref, dict) for ref in refs):
         raise DatasetFormatError(f"{path}: expected a list of ref dicts, got {type(refs).__name__}.")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = output.with_name(output.name + ".tmp")
-    temporary.write_text(json.dumps(refs, ensure_ascii=False), encoding="utf-8")
-    temporary.replace(output)
+    write_json(output, refs, ensure_ascii=False)
     logger.info("Converted %s (%d refs) to %s.", path, len(refs), output)
     return output

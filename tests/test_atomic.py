@@ -1,0 +1,39 @@
+"""lavida.atomic: a write either lands whole or leaves the old file, and never leaves temporaries behind."""
+
+import json
+
+import numpy as np
+import pytest
+
+from lavida.atomic import atomic_path, write_json, write_text
+
+
+def test_write_text_and_json_replace_the_file(tmp_path):
+    target = tmp_path / "sub" / "metrics.json"  # the parent is created
+    write_text(target, "old")
+    write_json(target, {"auc": 0.5, "name": "é"}, ensure_ascii=False)
+    assert json.loads(target.read_text(encoding="utf-8")) == {"auc": 0.5, "name": "é"}
+    assert [p.name for p in target.parent.iterdir()] == ["metrics.json"]
+
+
+def test_a_failed_write_keeps_the_old_file_and_removes_its_temporary(tmp_path):
+    target = tmp_path / "report.md"
+    write_text(target, "old")
+    with pytest.raises(RuntimeError, match="killed"):
+        with atomic_path(target) as temporary:
+            temporary.write_text("half of the new")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
+
+
+def test_temporaries_are_unique_hidden_and_keep_the_suffix(tmp_path):
+    target = tmp_path / "video.npz"
+    with atomic_path(target) as first, atomic_path(target) as second:
+        assert first != second and first.parent == tmp_path
+        assert first.name.startswith(".video.npz.") and first.suffix == ".npz"
+        np.savez_compressed(first, x=np.arange(3))  # np.savez would append .npz to any other name
+        np.savez_compressed(second, x=np.arange(4))
+    with np.load(target) as data:  # the block that closed last wins
+        assert data["x"].tolist() == [0, 1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["video.npz"]
