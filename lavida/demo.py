@@ -269,7 +269,8 @@ def _plots(out: Path, test_sets: dict) -> None:
     rows = []
     for name in test_sets:
         for cache in sorted((out / f"eval_{name}" / "predictions").glob("*.npz")):
-            rows.append((name, VideoResult.load(cache)))
+            if not cache.name.startswith("."):  # a write killed half-way leaves a hidden temporary
+                rows.append((name, VideoResult.load(cache)))
     figure, axes = plt.subplots(len(rows), 1, figsize=(8, 1.3 * len(rows)), sharex=True, squeeze=False)
     for axis, (name, result) in zip(axes[:, 0], rows, strict=True):
         frames = result.scored

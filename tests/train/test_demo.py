@@ -46,6 +46,20 @@ def test_demo_writes_all_outputs(tmp_path):
     assert len(list((out / "overlays").glob("*.png"))) == 4  # two anomalous videos per split
     assert "unseen (never in training)" in (out / "report.md").read_text()
 
+    # A prediction cache whose write was killed leaves a hidden temporary; the plots skip it.
+    from lavida.demo import _plots
+    from lavida.synthetic.datasets import default_split
+
+    (out / "eval_seen" / "predictions" / ".01_0001.npz.1.0a1b.tmp.npz").write_bytes(b"truncated")
+    (out / "score_curves.png").unlink()
+    split = default_split(cfg.seed)
+    test_sets = {
+        "seen": (out / "data" / "vad_seen", list(split.seen_anomalies)),
+        "unseen": (out / "data" / "vad_unseen", list(split.unseen_anomalies)),
+    }
+    _plots(out, test_sets)
+    assert (out / "score_curves.png").is_file()
+
 
 @pytest.mark.slow
 @pytest.mark.xfail(
