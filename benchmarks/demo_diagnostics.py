@@ -382,8 +382,9 @@ class GroundingHead(torch.nn.Module):
 class Eq7PresenceHead(torch.nn.Module):
     """Presence read from LAVIDA's Eq. 7 alone: max_k w·f_a[k] + b, f_a from a fresh projector's attention.
 
-    f_a[k] = W_o LN(W_c c_k + CrossAttn(W_c c_k, W_v (v + pe), W_v (v + pe))) (Eq. 7, with the official
-    residual and LayerNorm), exactly the projector's ``category_attention``. Softmax attention returns a
+    f_a[k] = W_o · CrossAttn(W_c c_k, W_v (v + pe), W_v (v + pe)) (Eq. 7; with ``eq7="official"`` in
+    ``projector_kwargs``, W_o · LN(W_c c_k + CrossAttn(...))), exactly the projector's
+    ``category_attention``. Softmax attention returns a
     convex combination of the values, so *how well* the best location matches category k is normalised
     away; presence must be recovered by comparing the query with what it attended to, a product that a
     linear read-out of f_a cannot form. Trained next to :class:`GroundingHead` on the same batches, it
@@ -425,7 +426,7 @@ def train_grounding_probe(
     eq7_projector: dict | None = None,
     heads: dict[str, torch.nn.Module] | None = None,
 ) -> list[dict[str, float]]:
-    """Train a :class:`GroundingHead` on the demo's training clips (2 per step, frozen features).
+    """Train presence heads side by side on the demo's training clips (2 per step, frozen features).
 
     Args:
         category_count: The sampler's ``category_count`` (``paper`` or ``matched``).

@@ -264,13 +264,13 @@ def _plots(out: Path, test_sets: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from lavida.eval.runner import cached_result_path
     from lavida.eval.video_result import VideoResult
 
     rows = []
-    for name in test_sets:
-        for cache in sorted((out / f"eval_{name}" / "predictions").glob("*.npz")):
-            if not cache.name.startswith("."):  # a write killed half-way leaves a hidden temporary
-                rows.append((name, VideoResult.load(cache)))
+    for name, (root, _) in test_sets.items():
+        for video in sorted(json.loads((root / "synthetic_layout.json").read_text())):
+            rows.append((name, VideoResult.load(cached_result_path(out / f"eval_{name}", video))))
     figure, axes = plt.subplots(len(rows), 1, figsize=(8, 1.3 * len(rows)), sharex=True, squeeze=False)
     for axis, (name, result) in zip(axes[:, 0], rows, strict=True):
         frames = result.scored

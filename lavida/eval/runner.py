@@ -89,7 +89,6 @@ def run_evaluation(
             "Give exactly one of `predictor` (run the model) and `predictions_dir` (scores only)."
         )
     output_dir = Path(output_dir)
-    cache_dir = output_dir / "predictions"
     categories = list(categories or benchmark.categories)
     videos = benchmark.select(protocol)
     if settings.max_videos is not None:
@@ -110,7 +109,7 @@ def run_evaluation(
         disable=not state.is_local_main_process,
     )
     for video in progress:
-        cache = cache_dir / f"{_safe_name(video.name)}.npz"
+        cache = cached_result_path(output_dir, video.name)
         if cache.is_file():
             cached = VideoResult.load(cache)
             if cached.fingerprint == fingerprint:
@@ -136,7 +135,7 @@ def run_evaluation(
     if not state.is_main_process:
         return {}
 
-    results = [VideoResult.load(cache_dir / f"{_safe_name(v.name)}.npz") for v in videos]
+    results = [VideoResult.load(cached_result_path(output_dir, v.name)) for v in videos]
     metrics, notes = compute_metrics(results, videos=videos, benchmark=benchmark)
     info = {
         "benchmark": benchmark.name,
@@ -249,6 +248,11 @@ def _from_saved(
             chunk=settings.pixel_chunk,
         )
     return VideoResult(video.name, plan.scored, frame_scores[plan.scored], labels, pixels, regions)
+
+
+def cached_result_path(output_dir: str | Path, video_name: str) -> Path:
+    """Where :func:`run_evaluation` caches one video's :class:`VideoResult` in its ``output_dir``."""
+    return Path(output_dir) / "predictions" / f"{_safe_name(video_name)}.npz"
 
 
 def _safe_name(name: str) -> str:

@@ -105,7 +105,8 @@ def pretrain_clip(
         history.append((float(loss.detach()), float((logits.argmax(dim=1) == target).float().mean())))
     state = {key: value.detach().contiguous() for key, value in clip.state_dict().items()}
     text_state = {key: value for key, value in state.items() if not key.startswith("visual.")}
-    _save_atomically(text_state, Path(clip_file))
+    with atomic_path(clip_file) as temporary:
+        save_file(text_state, str(temporary))
     loss, accuracy = np.mean(history[-50:], axis=0)
     initial_loss, initial_accuracy = np.mean(history[:10], axis=0)
     final = {
@@ -148,8 +149,3 @@ def _crop(
     left, right = max(xs.min() - 2, 0), min(xs.max() + 3, mask.shape[1])
     crop = torch.from_numpy(frame[top:bottom, left:right]).permute(2, 0, 1).float()[None] / 255.0
     return torch.nn.functional.interpolate(crop, size=(side, side), mode="bilinear", align_corners=False)[0]
-
-
-def _save_atomically(state: dict[str, torch.Tensor], path: Path) -> None:
-    with atomic_path(path) as temporary:
-        save_file(state, str(temporary))

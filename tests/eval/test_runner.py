@@ -8,7 +8,7 @@ from PIL import Image
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from lavida.eval.benchmark import TestVideo, VadBenchmark
-from lavida.eval.runner import EvalSettings, run_evaluation
+from lavida.eval.runner import EvalSettings, cached_result_path, run_evaluation
 from lavida.metrics import PixelAUC
 
 
@@ -79,7 +79,9 @@ def test_model_run_writes_all_outputs_and_resumes(benchmark, predictor, tmp_path
     calls = []
     original = predictor.predict_video
     predictor.predict_video = lambda *a, **k: calls.append(a) or original(*a, **k)
-    (out / "predictions" / "b.npz").unlink()  # as if the run died after video a
+    assert cached_result_path(out, "b") == out / "predictions" / "b.npz"
+    assert cached_result_path(out, "scene 1/b") == out / "predictions" / "scene_1_b.npz"
+    cached_result_path(out, "b").unlink()  # as if the run died after video a
     again = run_evaluation(benchmark=benchmark, protocol=protocol, output_dir=out, predictor=predictor)
     assert len(calls) == 1 and calls[0][0].name == "b"
     assert again == metrics

@@ -46,7 +46,8 @@ def test_demo_writes_all_outputs(tmp_path):
     assert len(list((out / "overlays").glob("*.png"))) == 4  # two anomalous videos per split
     assert "unseen (never in training)" in (out / "report.md").read_text()
 
-    # A prediction cache whose write was killed leaves a hidden temporary; the plots skip it.
+    # The plots read the evaluated videos' caches by name: a stray file beside them (here the hidden
+    # temporary a killed cache write leaves) is not read.
     from lavida.demo import _plots
     from lavida.synthetic.datasets import default_split
 
