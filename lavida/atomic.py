@@ -5,6 +5,10 @@ A reader, or a run resumed after a kill, finds either the old file or the new on
 call, so two processes writing the same target never share a temporary file, and it keeps the
 target's suffix (``np.savez`` appends ``.npz`` to names without it). A write that raises removes its
 temporary file.
+
+Folders (``atomic_dir``) are written into a hidden staging sibling that then takes the old folder's
+place: the old folder is renamed aside first and deleted after, so a kill leaves the old folder, the
+new one, or (between the two renames) the old one under its hidden name, never a mix of both.
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "write_json", "write_text"]
+__all__ = ["atomic_dir", "atomic_path", "write_json", "write_text"]
 
 
 @contextmanager
@@ -47,3 +53,27 @@ def write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, data: Any, **dumps: Any) -> None:
     """Write ``json.dumps(data, **dumps)`` to ``path`` atomically."""
     write_text(path, json.dumps(data, **dumps))
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``path`` to fill; on leaving the block it replaces ``path``.
+
+    An existing folder at ``path`` is replaced as a whole, so no file of the old version survives. If
+    the block raises, the staging folder is deleted and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield staging
+        if path.exists():
+            old = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.old")
+            os.replace(path, old)
+            os.replace(staging, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

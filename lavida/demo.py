@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lavida.atomic import write_text
+
 log = logging.getLogger(__name__)
 
 
@@ -217,7 +219,7 @@ def run_demo(config: DemoConfig, *, model: dict | None = None) -> dict:
     metrics["train_steps"] = summary.steps
     metrics["train_seconds"] = round(trained_at - started, 1)
     metrics["total_seconds"] = round(time.perf_counter() - started, 1)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     _plots(out, test_sets)
     _report(out, config, split, metrics, summary)
     log.info("Demo finished in %.0f s: %s", metrics["total_seconds"], json.dumps(metrics))
@@ -348,4 +350,4 @@ def _report(out: Path, config: DemoConfig, split, metrics: dict, summary) -> Non
         json.dumps(asdict(config), indent=1),
         "```",
     ]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    write_text(out / "report.md", "\n".join(lines) + "\n")

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from lavida.atomic import atomic_path, write_json, write_text
+from lavida.atomic import atomic_dir, atomic_path, write_json, write_text
 
 
 def test_write_text_and_json_replace_the_file(tmp_path):
@@ -37,3 +37,30 @@ def test_temporaries_are_unique_hidden_and_keep_the_suffix(tmp_path):
     with np.load(target) as data:  # the block that closed last wins
         assert data["x"].tolist() == [0, 1, 2]
     assert [p.name for p in tmp_path.iterdir()] == ["video.npz"]
+
+
+def _files(folder):
+    return {p.name: p.read_text() for p in folder.iterdir()}
+
+
+def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path):
+    weights = tmp_path / "sam2"
+    with atomic_dir(weights) as staging:  # a first write creates the folder
+        (staging / "config.json").write_text("old")
+        (staging / "only_in_old.bin").write_text("old")
+    assert _files(weights) == {"config.json": "old", "only_in_old.bin": "old"}
+
+    with pytest.raises(OSError, match="disk full"):
+        with atomic_dir(weights) as staging:  # a save that dies after its first file
+            (staging / "config.json").write_text("new")
+            raise OSError("disk full")
+    assert _files(weights) == {"config.json": "old", "only_in_old.bin": "old"}
+    assert [p.name for p in tmp_path.iterdir()] == ["sam2"]  # the staging folder is gone
+
+    with atomic_dir(weights) as staging:
+        assert staging.parent == tmp_path and staging.name.startswith(".sam2.") and not any(staging.iterdir())
+        (staging / "config.json").write_text("new")
+        (staging / "model.safetensors").write_text("new")
+    # No file of the old version survives, and neither staging nor the old folder is left behind.
+    assert _files(weights) == {"config.json": "new", "model.safetensors": "new"}
+    assert [p.name for p in tmp_path.iterdir()] == ["sam2"]

@@ -20,7 +20,7 @@ from lavida.data.processor import sam_pixel_values
 from lavida.data.sources.base import read_manifest
 from lavida.data.sources.synthetic import SyntheticSource
 from lavida.models.mask_decoder import build_mask_decoder, load_sam2
-from lavida.synthetic.pretrain_sam import _save_atomically, _semantic_loss, _semantic_targets, pretrain_sam
+from lavida.synthetic.pretrain_sam import _semantic_loss, _semantic_targets, pretrain_sam
 from lavida.synthetic.shapes import COLOURS, SHAPES
 
 TINY_SAM2 = Path(lavida.configs.__file__).parent / "model" / "mask_decoder" / "tiny.yaml"
@@ -101,37 +101,3 @@ def test_semantic_loss_is_the_soft_cross_entropy_of_both_heads():
                     z, p = logits[b, block, y, x], targets[b, block, y, x]
                     expected += -(p * (z - torch.logsumexp(z, 0))).sum() / 18
     torch.testing.assert_close(_semantic_loss(logits, targets), expected)
-
-
-class _FakeModel:
-    """Stands in for ``Sam2Model``: ``save_pretrained`` writes two files, or fails after the first."""
-
-    def __init__(self, text: str, *, fail: bool = False) -> None:
-        self.text, self.fail = text, fail
-
-    def save_pretrained(self, directory: str) -> None:
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        (Path(directory) / "config.json").write_text(self.text)
-        if self.fail:
-            raise OSError("disk full")
-        (Path(directory) / "model.safetensors").write_text(self.text)
-
-
-def test_weights_are_replaced_atomically(tmp_path):
-    sam_dir = tmp_path / "sam2"
-    sam_dir.mkdir()
-    _save_atomically(_FakeModel("old"), sam_dir)
-    with pytest.raises(OSError, match="disk full"):
-        _save_atomically(_FakeModel("new", fail=True), sam_dir)
-    # A failed save leaves the previous files whole.
-    assert {p.name: p.read_text() for p in sam_dir.iterdir()} == {
-        "config.json": "old",
-        "model.safetensors": "old",
-    }
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sam2"]
-    _save_atomically(_FakeModel("new"), sam_dir)
-    assert {p.name: p.read_text() for p in sam_dir.iterdir()} == {
-        "config.json": "new",
-        "model.safetensors": "new",
-    }
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sam2"]  # no staging folder left behind

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lavida.atomic import write_text
 from lavida.eval.tables import build_tables, read_run
 
 
@@ -18,8 +19,8 @@ def main(argv: list[str] | None = None) -> None:
     print(markdown)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "tables.md").write_text(markdown)
-        (args.out / "tables.csv").write_text(table_csv)
+        write_text(args.out / "tables.md", markdown)
+        write_text(args.out / "tables.csv", table_csv)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import lavida
+from lavida.atomic import atomic_dir
 from lavida.models.config import LavidaConfig
 from lavida.models.lavida import LavidaModel, build_lavida
 from lavida.models.weights import WeightsNotFoundError
@@ -58,9 +56,7 @@ def save_checkpoint(
 ) -> Path:
     """Write ``model``'s trained weights and ``config`` to ``directory`` (replaced atomically if it exists)."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with atomic_dir(directory) as staging:
         (staging / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
         peft_model = model.mllm.model
         if hasattr(peft_model, "save_pretrained") and hasattr(peft_model, "peft_config"):
@@ -75,10 +71,6 @@ def save_checkpoint(
             **(extra_meta or {}),
         }
         (staging / META_FILE).write_text(json.dumps(meta, indent=2))
-        _replace_directory(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log.info("Saved checkpoint to %s", directory)
     return directory
 
@@ -197,18 +189,6 @@ def _merge(base: dict, overrides: dict) -> dict:
             _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
         )
     return merged
-
-
-def _replace_directory(staging: Path, target: Path) -> None:
-    """Move ``staging`` to ``target``; an existing ``target`` is swapped out first, then removed."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        os.replace(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, target)
 
 
 def _git_revision() -> str | None:

@@ -21,13 +21,13 @@ in training at all, so zero-shot detection of unseen categories is measured sepa
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from lavida.atomic import write_json
 from lavida.synthetic.shapes import SceneObject, all_descriptions, random_object, render
 
 
@@ -104,7 +104,8 @@ def write_segmentation_set(root: str | Path, split: CategorySplit, spec: Segment
             "objects": {str(i + 1): o.description for i, o in enumerate(objects)},
             "frames": frames,
         }
-    (root / "meta.json").write_text(json.dumps(meta, indent=1))
+    # Written last and atomically: its presence marks a finished set (lavida-demo resumes on it).
+    write_json(root / "meta.json", meta, indent=1)
     return root
 
 
@@ -189,5 +190,5 @@ def write_vad_set(
             "interval": list(interval) if interval else None,
             "normal_objects": names,  # visible on every frame
         }
-    (root / "synthetic_layout.json").write_text(json.dumps(layout, indent=1))
+    write_json(root / "synthetic_layout.json", layout, indent=1)  # last and atomic, as meta.json above
     return layout

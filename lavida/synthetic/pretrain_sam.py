@@ -21,14 +21,13 @@ categories held out of training stay unseen.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from lavida.atomic import atomic_dir
 from lavida.data.processor import sam_pixel_values
 from lavida.data.sources.base import read_manifest
 from lavida.data.sources.synthetic import SyntheticSource
@@ -105,24 +104,12 @@ def pretrain_sam(
         total.backward()
         optimizer.step()
         history.append({key: float(value.detach()) for key, value in losses.items()})
-    _save_atomically(sam, Path(sam_dir))
+    with atomic_dir(sam_dir) as staging:  # a kill leaves the old weights or the new, never half a file
+        sam.save_pretrained(str(staging))
     final = {key: float(np.mean([h[key] for h in history[-50:]])) for key in history[-1]}
     final.update({f"initial_{key}": float(np.mean([h[key] for h in history[:10]])) for key in history[0]})
     log.info("Pretrained the tiny SAM2 for %d steps: %s", steps, final)
     return final
-
-
-def _save_atomically(sam, sam_dir: Path) -> None:
-    """Write the weights to a staging folder, then move each file over its old version (``os.replace``), so
-    that a kill leaves either the old or the new file in ``sam_dir``, never a truncated one."""
-    staging = sam_dir.with_name(sam_dir.name + ".staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        sam.save_pretrained(str(staging))
-        for path in staging.iterdir():
-            os.replace(path, sam_dir / path.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _image_embeddings(sam, pixels: torch.Tensor) -> list[torch.Tensor]:

@@ -11,7 +11,6 @@ run with a clear message; the last good checkpoint is left as it was.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -23,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from lavida.atomic import write_json
 from lavida.data.config import DataConfig
 from lavida.data.processor import LavidaProcessor
 from lavida.data.train_dataset import TrainBatch, build_train_dataset
@@ -142,9 +142,7 @@ class Trainer:
             )
         if acc.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            (self.output_dir / "run_config.json").write_text(
-                json.dumps(self._record(), indent=2, default=str)
-            )
+            write_json(self.output_dir / "run_config.json", self._record(), indent=2, default=str)
         if self.config.logger != "none":
             acc.init_trackers("lavida", config=_flat(self._record()))
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -35,11 +35,11 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from lavida.atomic import atomic_dir
 from lavida.data.sources.base import DatasetFormatError, SegmentationSource, SegRecord, SegTarget
 from lavida.data.sources.masks import check_image_size, decode_rle, encode_rle, polygons_to_rle
 from lavida.data.sources.refer_pickle import convert_refs_pickle
@@ -384,21 +384,12 @@ def _relative_or_absolute(path: Path, root: Path) -> str:
 def _write_shards(directory: Path, shards: dict[str, dict[str, Any]]) -> None:
     """Replace ``directory`` with one JSON file per shard, so no stale shard of an earlier run survives.
 
-    The files are written into a sibling folder that is then renamed into place: an interrupted run
-    leaves the previous shards intact.
+    The files are written into a staging folder that then takes the old one's place (``atomic_dir``): an
+    interrupted run leaves the previous shards intact.
     """
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    fresh = directory.with_name(directory.name + ".tmp")
-    stale = directory.with_name(directory.name + ".old")
-    shutil.rmtree(fresh, ignore_errors=True)
-    shutil.rmtree(stale, ignore_errors=True)
-    fresh.mkdir()
-    for name, content in shards.items():
-        (fresh / name).write_text(json.dumps(content, separators=(",", ":")), encoding="utf-8")
-    if directory.exists():
-        directory.rename(stale)
-    fresh.rename(directory)
-    shutil.rmtree(stale, ignore_errors=True)
+    with atomic_dir(directory) as fresh:
+        for name, content in shards.items():
+            (fresh / name).write_text(json.dumps(content, separators=(",", ":")), encoding="utf-8")
 
 
 def _check_image(image: Path, size: tuple[int, int]) -> None:
