@@ -337,3 +337,43 @@ def test_split_description_inverts_describe():
 
     pairs = [(colour, shape) for colour in COLOURS for shape in SHAPES]
     assert [split_description(describe(c, s)) for c, s in pairs] == pairs
+
+
+def test_main_prints_every_section_for_a_demo_directory(
+    diagnostics, toy, tiny_pretrained, tmp_path, monkeypatch, capsys
+):
+    """The command line end to end on a demo-like folder (toy training set, tiny SAM2, two small test
+    sets): the exact presence rule must be right on every training frame and rank both test sets
+    perfectly, and the oracle table gets its one row."""
+    from lavida.synthetic.datasets import VadSetSpec, default_split, write_vad_set
+
+    source, _, _ = toy
+    demo = tmp_path / "demo"
+    (demo / "base_models").mkdir(parents=True)
+    (demo / "base_models" / "sam2").symlink_to(tiny_pretrained.mask_decoder.pretrained)
+    (demo / "data").mkdir()
+    (demo / "data" / "synthetic_train").symlink_to(source.root)
+    (demo / "train").mkdir()
+    (demo / "train" / "run_config.json").write_text(json.dumps({"train": {"seed": 0}}))
+    split = default_split(0)
+    for name, anomalies in (("seen", split.seen_anomalies), ("unseen", split.unseen_anomalies)):
+        spec = VadSetSpec(anomalous_videos=2, normal_videos=1, frames=6, seed=1)
+        write_vad_set(demo / "data" / f"vad_{name}", anomalies=anomalies, normal=split.normal, spec=spec)
+
+    arguments = ["--probe-frames", "8", "--rule-clips", "6", "--grounding-steps", "0"]
+    arguments += ["--steps", "2", "--batch-size", "2"]
+    monkeypatch.setattr("sys.argv", ["demo_diagnostics.py", str(demo), *arguments])
+    diagnostics.main()
+    out = capsys.readouterr().out
+
+    assert "## Deepest level: per-location norm" in out
+    probes = [line for line in out.splitlines() if line.startswith(("| top ", "| mid ", "| high "))]
+    assert len(probes) == 3, out
+    assert "| exact | 1.000 |" in out
+    assert "| seen | " in out and "| unseen | " in out
+    for name in ("seen", "unseen"):
+        row = next(line for line in out.splitlines() if line.startswith(f"| {name} | "))
+        assert row.rstrip().endswith("| 1.000 |"), row  # the exact rule ranks the test frames perfectly
+    oracle = [line for line in out.splitlines() if line.startswith("| 2 | ")]
+    assert len(oracle) == 1, out
+    assert "Grounding probe" not in out  # --grounding-steps 0 skips it
