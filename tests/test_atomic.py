@@ -64,3 +64,6 @@ def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path):
     # No file of the old version survives, and neither staging nor the old folder is left behind.
     assert _files(weights) == {"config.json": "new", "model.safetensors": "new"}
     assert [p.name for p in tmp_path.iterdir()] == ["sam2"]
+    # The folder gets the permissions of any folder the user makes (umask), not private ones.
+    (tmp_path / "plain").mkdir()
+    assert weights.stat().st_mode == (tmp_path / "plain").stat().st_mode
