@@ -27,9 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lavida.atomic import write_text
+from lavida.atomic import write_json, write_text
 
 log = logging.getLogger(__name__)
+
+STAND_INS_FILE = "stand_ins.json"  # in base_models/: marks finished base models and stand-in pretraining
 
 
 @dataclass
@@ -94,7 +96,6 @@ def run_demo(config: DemoConfig, *, model: dict | None = None) -> dict:
     from lavida.data.sources.base import write_manifest
     from lavida.data.sources.synthetic import SyntheticSource
     from lavida.models.config import LavidaConfig
-    from lavida.models.random_init import write_random_pretrained
     from lavida.synthetic.datasets import (
         SegmentationSetSpec,
         VadSetSpec,
@@ -142,29 +143,7 @@ def run_demo(config: DemoConfig, *, model: dict | None = None) -> dict:
 
     # 2. Tiny model with random base weights, written and loaded like real ones
     model_config = LavidaConfig.from_dict(model if model is not None else _tiny_model_dict())
-    base = out / "base_models"
-    model_config = write_random_pretrained(model_config, base, seed=config.seed)
-    if config.sam_pretrain_steps:
-        from lavida.synthetic.pretrain_sam import pretrain_sam
-
-        pretrain_sam(
-            model_config.mask_decoder.pretrained,
-            train_root,
-            steps=config.sam_pretrain_steps,
-            seed=config.seed,
-        )
-
-    if config.clip_pretrain_steps:
-        from lavida.synthetic.pretrain_clip import pretrain_clip
-
-        pretrain_clip(
-            model_config.text_encoder.pretrained,
-            train_root,
-            model_name=model_config.text_encoder.model_name,
-            arch=model_config.text_encoder.arch,
-            steps=config.clip_pretrain_steps,
-            seed=config.seed,
-        )
+    model_config = base_models(config, model_config, train_root)
 
     # 3. Training
     data = DataConfig.from_dict(
@@ -224,6 +203,65 @@ def run_demo(config: DemoConfig, *, model: dict | None = None) -> dict:
     _report(out, config, split, metrics, summary)
     log.info("Demo finished in %.0f s: %s", metrics["total_seconds"], json.dumps(metrics))
     return metrics
+
+
+def base_models(config: DemoConfig, model_config, train_root: Path):
+    """Write the random base models under ``<output_dir>/base_models`` and run the stand-in pretrainings.
+
+    Done once per output folder: ``stand_ins.json``, written last, records the settings and the resulting
+    model config, and a rerun (after a kill, or to re-evaluate) reuses them instead of pretraining again.
+    A training run resumed on different frozen weights than it started with would be silently wrong, so
+    a rerun with other settings is refused.
+
+    Returns:
+        ``model_config`` with every ``pretrained`` path pointing at the written base models.
+    """
+    from lavida.models.config import LavidaConfig
+    from lavida.models.random_init import write_random_pretrained
+
+    base = Path(config.output_dir) / "base_models"
+    record_file = base / STAND_INS_FILE
+    settings = {
+        "seed": config.seed,
+        "sam_pretrain_steps": config.sam_pretrain_steps,
+        "clip_pretrain_steps": config.clip_pretrain_steps,
+        "model": model_config.to_dict(),
+    }
+    settings = json.loads(json.dumps(settings))  # as it reads back from the file (tuples become lists)
+    if record_file.is_file():
+        record = json.loads(record_file.read_text())
+        if record["settings"] != settings:
+            raise ValueError(
+                f"{record_file} records base models made with other settings than this run's (seed, "
+                "pretraining steps or model config). Use a fresh output_dir, or delete "
+                f"{Path(config.output_dir) / 'base_models'} and {Path(config.output_dir) / 'train'} to start over."
+            )
+        log.info("Reusing the base models and stand-in pretraining in %s", base)
+        return LavidaConfig.from_dict(record["model"])
+
+    model_config = write_random_pretrained(model_config, base, seed=config.seed)
+    if config.sam_pretrain_steps:
+        from lavida.synthetic.pretrain_sam import pretrain_sam
+
+        pretrain_sam(
+            model_config.mask_decoder.pretrained,
+            train_root,
+            steps=config.sam_pretrain_steps,
+            seed=config.seed,
+        )
+    if config.clip_pretrain_steps:
+        from lavida.synthetic.pretrain_clip import pretrain_clip
+
+        pretrain_clip(
+            model_config.text_encoder.pretrained,
+            train_root,
+            model_name=model_config.text_encoder.model_name,
+            arch=model_config.text_encoder.arch,
+            steps=config.clip_pretrain_steps,
+            seed=config.seed,
+        )
+    write_json(record_file, {"settings": settings, "model": model_config.to_dict()}, indent=1)
+    return model_config
 
 
 def _tiny_model_dict() -> dict:

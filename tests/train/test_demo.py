@@ -87,3 +87,33 @@ def test_demo_meets_learning_targets(tmp_path):
     assert metrics["total_seconds"] < 600
     assert metrics["pixel_auc"] >= 0.90
     assert metrics["frame_auc_micro"] >= 0.90
+
+
+def test_base_models_are_made_once_per_output_folder(tmp_path, synthetic_train_root, monkeypatch):
+    """A rerun of the demo (after a kill) reuses the base models and stand-in pretraining it recorded,
+    and refuses other settings: training resumed on other frozen weights would be silently wrong."""
+    import lavida.synthetic.pretrain_clip
+    import lavida.synthetic.pretrain_sam
+    from lavida.demo import STAND_INS_FILE, DemoConfig, _tiny_model_dict, base_models
+    from lavida.models.config import LavidaConfig
+
+    config = DemoConfig(output_dir=str(tmp_path), sam_pretrain_steps=1, clip_pretrain_steps=1)
+    made = base_models(config, LavidaConfig.from_dict(_tiny_model_dict()), synthetic_train_root)
+    for path in (made.mllm.pretrained, made.mask_decoder.pretrained, made.text_encoder.pretrained):
+        assert str(path).startswith(str(tmp_path / "base_models"))
+    sam_weights = tmp_path / "base_models" / "sam2" / "model.safetensors"
+    written = sam_weights.read_bytes()
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the rerun pretrained again")
+
+    monkeypatch.setattr(lavida.synthetic.pretrain_sam, "pretrain_sam", must_not_run)
+    monkeypatch.setattr(lavida.synthetic.pretrain_clip, "pretrain_clip", must_not_run)
+    monkeypatch.setattr("lavida.models.random_init.write_random_pretrained", must_not_run)
+    again = base_models(config, LavidaConfig.from_dict(_tiny_model_dict()), synthetic_train_root)
+    assert again.to_dict() == made.to_dict()
+    assert sam_weights.read_bytes() == written
+
+    other = DemoConfig(output_dir=str(tmp_path), sam_pretrain_steps=2, clip_pretrain_steps=1)
+    with pytest.raises(ValueError, match=STAND_INS_FILE):
+        base_models(other, LavidaConfig.from_dict(_tiny_model_dict()), synthetic_train_root)
