@@ -32,6 +32,7 @@ from lavida.atomic import write_json, write_text
 log = logging.getLogger(__name__)
 
 STAND_INS_FILE = "stand_ins.json"  # in base_models/: marks finished base models and stand-in pretraining
+DATA_SETTINGS_FILE = "settings.json"  # in data/: the sizes and seed the synthetic sets were made with
 
 
 @dataclass
@@ -111,7 +112,17 @@ def run_demo(config: DemoConfig, *, model: dict | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     split = default_split(config.seed)
 
-    # 1. Data
+    # 1. Data (each set is skipped when its marker file says a rerun already wrote it)
+    _check_settings(
+        out / "data" / DATA_SETTINGS_FILE,
+        {
+            key: getattr(config, key)
+            for key in ("seed", "train_videos", "train_images", "train_frames")
+            + ("test_anomalous", "test_normal", "test_frames")
+        },
+        what="synthetic data",
+        fresh=[out / "data"],
+    )
     train_root = out / "data" / "synthetic_train"
     if not (train_root / "meta.json").is_file():
         spec = SegmentationSetSpec(
@@ -227,17 +238,12 @@ def base_models(config: DemoConfig, model_config, train_root: Path):
         "clip_pretrain_steps": config.clip_pretrain_steps,
         "model": model_config.to_dict(),
     }
-    settings = json.loads(json.dumps(settings))  # as it reads back from the file (tuples become lists)
     if record_file.is_file():
-        record = json.loads(record_file.read_text())
-        if record["settings"] != settings:
-            raise ValueError(
-                f"{record_file} records base models made with other settings than this run's (seed, "
-                "pretraining steps or model config). Use a fresh output_dir, or delete "
-                f"{Path(config.output_dir) / 'base_models'} and {Path(config.output_dir) / 'train'} to start over."
-            )
+        _check_settings(
+            record_file, settings, what="base models", fresh=[base, Path(config.output_dir) / "train"]
+        )
         log.info("Reusing the base models and stand-in pretraining in %s", base)
-        return LavidaConfig.from_dict(record["model"])
+        return LavidaConfig.from_dict(json.loads(record_file.read_text())["model"])
 
     model_config = write_random_pretrained(model_config, base, seed=config.seed)
     if config.sam_pretrain_steps:
@@ -262,6 +268,29 @@ def base_models(config: DemoConfig, model_config, train_root: Path):
         )
     write_json(record_file, {"settings": settings, "model": model_config.to_dict()}, indent=1)
     return model_config
+
+
+def _check_settings(record_file: Path, settings: dict, *, what: str, fresh: list[Path]) -> None:
+    """Refuse to reuse ``what`` if ``record_file`` says it was made with other ``settings``; record them if
+    the file is missing (a fresh folder, or one from before the record existed).
+
+    Args:
+        fresh: The folders to delete to start over, named in the error.
+    """
+    settings = json.loads(json.dumps(settings))  # as it reads back from the file (tuples become lists)
+    if not record_file.is_file():
+        write_json(record_file, {"settings": settings}, indent=1)
+        return
+    recorded = json.loads(record_file.read_text())["settings"]
+    if recorded != settings:
+        changed = sorted(
+            key for key in settings.keys() | recorded.keys() if settings.get(key) != recorded.get(key)
+        )
+        raise ValueError(
+            f"{record_file}: the {what} there were made with other settings than this run's (differing: "
+            f"{', '.join(changed)}). Use a fresh output_dir, or delete {' and '.join(map(str, fresh))} to "
+            "start over."
+        )
 
 
 def _tiny_model_dict() -> dict:

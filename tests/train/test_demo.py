@@ -117,3 +117,21 @@ def test_base_models_are_made_once_per_output_folder(tmp_path, synthetic_train_r
     other = DemoConfig(output_dir=str(tmp_path), sam_pretrain_steps=2, clip_pretrain_steps=1)
     with pytest.raises(ValueError, match=STAND_INS_FILE):
         base_models(other, LavidaConfig.from_dict(_tiny_model_dict()), synthetic_train_root)
+
+
+def test_a_rerun_with_other_data_settings_is_refused(tmp_path):
+    from lavida.demo import _check_settings
+
+    record = tmp_path / "data" / "settings.json"
+    _check_settings(
+        record, {"seed": 0, "train_videos": 160}, what="synthetic data", fresh=[tmp_path / "data"]
+    )
+    assert json.loads(record.read_text()) == {"settings": {"seed": 0, "train_videos": 160}}
+    _check_settings(
+        record, {"seed": 0, "train_videos": 160}, what="synthetic data", fresh=[tmp_path / "data"]
+    )
+    with pytest.raises(ValueError, match=r"settings.json.*differing: train_videos\)") as error:
+        _check_settings(
+            record, {"seed": 0, "train_videos": 40}, what="synthetic data", fresh=[tmp_path / "data"]
+        )
+    assert f"delete {tmp_path / 'data'} to start over" in str(error.value)
