@@ -308,7 +308,7 @@ def _evaluate(checkpoint: Path, root: Path, categories: list[str], output_dir: P
     from lavida.eval.benchmarks import get_benchmark
     from lavida.eval.runner import run_evaluation
     from lavida.inference import Predictor
-    from lavida.models.checkpoint import load_checkpoint
+    from lavida.models.checkpoint import checkpoint_digest, load_checkpoint
 
     model, config = load_checkpoint(checkpoint)
     predictor = Predictor(
@@ -321,7 +321,8 @@ def _evaluate(checkpoint: Path, root: Path, categories: list[str], output_dir: P
         output_dir=output_dir,
         predictor=predictor,
         categories=categories,
-        run_info={"checkpoint": str(checkpoint)},
+        # Keyed on the weights too: a rerun that trained further into the same final/ re-evaluates.
+        run_info={"checkpoint": str(checkpoint), "checkpoint_sha256": checkpoint_digest(checkpoint)},
         overwrite=True,
     )
 

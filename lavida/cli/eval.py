@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lavida.eval.benchmarks import get_benchmark
 from lavida.eval.runner import EvalSettings, run_evaluation
+from lavida.models.checkpoint import checkpoint_digest
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,8 @@ def run(cfg: DictConfig) -> dict:
         predictor=predictor,
         categories=categories,
         settings=settings,
-        run_info={"checkpoint": str(cfg.checkpoint)},
+        # The digest, not only the path: a checkpoint retrained in place must not reuse cached results.
+        run_info={"checkpoint": str(cfg.checkpoint), "checkpoint_sha256": checkpoint_digest(cfg.checkpoint)},
         overwrite=cfg.overwrite,
     )
 

@@ -55,3 +55,35 @@ def test_eval_cli_on_a_ped2_tree(checkpoint, tmp_path, protocol):
     else:
         assert metrics["num_frames"] <= expected_frames  # tails dropped
     assert f"ucsd_ped2 — {protocol} protocol" in (out / "report.md").read_text()
+
+
+def test_a_checkpoint_replaced_in_place_is_not_served_from_the_cache(tiny_pretrained, tmp_path):
+    """Cached per-video results are keyed on the checkpoint's bytes, not only its path: after another
+    model is saved to the same path (a retrained ``final/``), a rerun refuses to mix (or, with
+    overwrite, recomputes) instead of reporting the old model's results."""
+    import torch
+    from eval.trees import write_ucsd_ped2_tree
+
+    from lavida.cli.eval import run
+    from lavida.models.checkpoint import checkpoint_digest, save_checkpoint
+    from lavida.models.lavida import build_lavida
+
+    path = tmp_path / "final"
+    torch.manual_seed(0)
+    save_checkpoint(build_lavida(tiny_pretrained), tiny_pretrained, path)
+    first_digest = checkpoint_digest(path)
+    assert checkpoint_digest(path) == first_digest  # deterministic
+    tree = write_ucsd_ped2_tree(tmp_path / "ped2")
+    values = {"benchmark.root": str(tree.root), "checkpoint": str(path)}
+    out = tmp_path / "out"
+    first = run(eval_config(benchmark="ucsd_ped2", **values, output_dir=str(out), num_workers=0))
+
+    torch.manual_seed(1)  # another model, saved over the first
+    save_checkpoint(build_lavida(tiny_pretrained), tiny_pretrained, path)
+    assert checkpoint_digest(path) != first_digest
+    with pytest.raises(ValueError, match="other settings"):
+        run(eval_config(benchmark="ucsd_ped2", **values, output_dir=str(out), num_workers=0))
+    second = run(
+        eval_config(benchmark="ucsd_ped2", **values, output_dir=str(out), num_workers=0, overwrite=True)
+    )
+    assert second["pixel_auc"] != first["pixel_auc"]
