@@ -28,11 +28,21 @@ from pathlib import Path
 import numpy as np
 
 from lavida.atomic import write_json, write_text
+from lavida.models.config import LavidaConfig
 
 log = logging.getLogger(__name__)
 
 STAND_INS_FILE = "stand_ins.json"  # in base_models/: marks finished base models and stand-in pretraining
 DATA_SETTINGS_FILE = "settings.json"  # in data/: the sizes and seed the synthetic sets were made with
+DATA_SETTINGS = (
+    "seed",
+    "train_videos",
+    "train_images",
+    "train_frames",
+    "test_anomalous",
+    "test_normal",
+    "test_frames",
+)
 
 
 @dataclass
@@ -96,7 +106,6 @@ def run_demo(config: DemoConfig, *, model: dict | None = None) -> dict:
     from lavida.data.config import DataConfig
     from lavida.data.sources.base import write_manifest
     from lavida.data.sources.synthetic import SyntheticSource
-    from lavida.models.config import LavidaConfig
     from lavida.synthetic.datasets import (
         SegmentationSetSpec,
         VadSetSpec,
@@ -115,11 +124,7 @@ def run_demo(config: DemoConfig, *, model: dict | None = None) -> dict:
     # 1. Data (each set is skipped when its marker file says a rerun already wrote it)
     _check_settings(
         out / "data" / DATA_SETTINGS_FILE,
-        {
-            key: getattr(config, key)
-            for key in ("seed", "train_videos", "train_images", "train_frames")
-            + ("test_anomalous", "test_normal", "test_frames")
-        },
+        {key: getattr(config, key) for key in DATA_SETTINGS},
         what="synthetic data",
         fresh=[out / "data"],
     )
@@ -216,7 +221,7 @@ def run_demo(config: DemoConfig, *, model: dict | None = None) -> dict:
     return metrics
 
 
-def base_models(config: DemoConfig, model_config, train_root: Path):
+def base_models(config: DemoConfig, model_config: LavidaConfig, train_root: Path) -> LavidaConfig:
     """Write the random base models under ``<output_dir>/base_models`` and run the stand-in pretrainings.
 
     Done once per output folder: ``stand_ins.json``, written last, records the settings and the resulting
@@ -227,7 +232,6 @@ def base_models(config: DemoConfig, model_config, train_root: Path):
     Returns:
         ``model_config`` with every ``pretrained`` path pointing at the written base models.
     """
-    from lavida.models.config import LavidaConfig
     from lavida.models.random_init import write_random_pretrained
 
     base = Path(config.output_dir) / "base_models"
