@@ -268,6 +268,15 @@ def _fingerprint(benchmark, protocol, categories, settings, pixel_size, run_info
         "region_thresholds": settings.region_thresholds,
         "pixel_size": pixel_size,
         "run": run_info or {},
-        "predictions": str(predictions_dir) if predictions_dir else None,
+        "predictions": _folder_state(Path(predictions_dir)) if predictions_dir else None,
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _folder_state(directory: Path) -> dict:
+    """A saved-predictions folder's path and its files' names, sizes and modification times: predictions
+    saved again into the same folder must not be served from results cached for the old ones. (Not a
+    content hash: such folders can hold gigabytes of pixel scores.)"""
+    files = sorted(p for p in directory.rglob("*") if p.is_file()) if directory.is_dir() else []
+    listing = [(p.relative_to(directory).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return {"path": str(directory), "files": hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]}

@@ -134,6 +134,42 @@ def test_scores_only_mode_matches_sklearn(benchmark, tmp_path):
     assert metrics["pixel_auc"] == pytest.approx(reference.compute(), abs=1e-12)
 
 
+def test_predictions_saved_again_are_not_served_from_the_cache(benchmark, tmp_path):
+    """Scores-only results are cached like model results; predictions rewritten in the same folder must
+    not come back as the old ones' metrics."""
+    rng = np.random.default_rng(0)
+    predictions = tmp_path / "preds"
+    predictions.mkdir()
+
+    def save_predictions():
+        scores = {}
+        for video in benchmark.videos():
+            scores[video.name] = rng.random(video.num_frames).astype(np.float32)
+            np.save(predictions / f"{video.name}.npy", scores[video.name])
+        return scores
+
+    def evaluate(**options):
+        return run_evaluation(
+            benchmark=benchmark,
+            protocol=benchmark.protocol("standard"),
+            output_dir=tmp_path / "out",
+            predictions_dir=predictions,
+            **options,
+        )
+
+    save_predictions()
+    first = evaluate()
+    assert evaluate() == first  # unchanged predictions: served from the cache
+    scores = save_predictions()
+    with pytest.raises(ValueError, match="other settings"):
+        evaluate()
+    second = evaluate(overwrite=True)
+    videos = list(benchmark.videos())
+    labels = np.concatenate([v.frame_labels for v in videos])
+    expected = roc_auc_score(labels, np.concatenate([scores[v.name] for v in videos]))
+    assert second["frame_auc_micro"] == pytest.approx(expected, abs=1e-9) != first["frame_auc_micro"]
+
+
 def test_scores_only_errors_name_the_file(benchmark, tmp_path):
     predictions = tmp_path / "preds"
     predictions.mkdir()
