@@ -204,8 +204,9 @@ def run_demo(config: DemoConfig, *, model: dict | None = None) -> dict:
     # 4. Zero-shot evaluation on both test splits
     metrics: dict = {}
     reports = {}
+    predictor, run_info = _predictor(summary.final_checkpoint)  # loaded and fingerprinted once for both
     for name, (root, anomalies) in test_sets.items():
-        result = _evaluate(summary.final_checkpoint, root, anomalies, out / f"eval_{name}")
+        result = _evaluate(predictor, run_info, root, anomalies, out / f"eval_{name}")
         reports[name] = result
         prefix = "" if name == "seen" else "unseen_"
         for key, value in result.items():
@@ -307,10 +308,9 @@ def _tiny_model_dict() -> dict:
     return OmegaConf.to_container(cfg.model, resolve=True)
 
 
-def _evaluate(checkpoint: Path, root: Path, categories: list[str], output_dir: Path) -> dict:
+def _predictor(checkpoint: Path):
+    """The trained model as a ``Predictor``, and the run info its evaluation caches are keyed on."""
     from lavida.data.processor import LavidaProcessor
-    from lavida.eval.benchmarks import get_benchmark
-    from lavida.eval.runner import run_evaluation
     from lavida.inference import Predictor
     from lavida.models.checkpoint import checkpoint_digest, load_checkpoint
 
@@ -318,6 +318,14 @@ def _evaluate(checkpoint: Path, root: Path, categories: list[str], output_dir: P
     predictor = Predictor(
         model=model, processor=LavidaProcessor.for_model(model, config.inputs), batch_size=2
     )
+    # Keyed on the weights too: a rerun that trained further into the same final/ re-evaluates.
+    return predictor, {"checkpoint": str(checkpoint), "checkpoint_sha256": checkpoint_digest(checkpoint)}
+
+
+def _evaluate(predictor, run_info: dict, root: Path, categories: list[str], output_dir: Path) -> dict:
+    from lavida.eval.benchmarks import get_benchmark
+    from lavida.eval.runner import run_evaluation
+
     benchmark = get_benchmark("shanghaitech", root, pixel_metrics=True)
     return run_evaluation(
         benchmark=benchmark,
@@ -325,8 +333,7 @@ def _evaluate(checkpoint: Path, root: Path, categories: list[str], output_dir: P
         output_dir=output_dir,
         predictor=predictor,
         categories=categories,
-        # Keyed on the weights too: a rerun that trained further into the same final/ re-evaluates.
-        run_info={"checkpoint": str(checkpoint), "checkpoint_sha256": checkpoint_digest(checkpoint)},
+        run_info=run_info,
         overwrite=True,
     )
 
