@@ -50,8 +50,8 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def write_json(path: str | Path, data: Any, **dumps: Any) -> None:
-    """Write ``json.dumps(data, **dumps)`` to ``path`` atomically."""
-    write_text(path, json.dumps(data, **dumps))
+    """Write ``json.dumps(data, **dumps)`` and a final newline to ``path`` atomically."""
+    write_text(path, json.dumps(data, **dumps) + "\n")
 
 
 @contextmanager

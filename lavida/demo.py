@@ -215,7 +215,7 @@ def run_demo(config: DemoConfig, *, model: dict | None = None) -> dict:
     metrics["train_steps"] = summary.steps
     metrics["train_seconds"] = round(trained_at - started, 1)
     metrics["total_seconds"] = round(time.perf_counter() - started, 1)
-    write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_json(out / "metrics.json", metrics, indent=2)
     _plots(out, test_sets)
     _report(out, config, split, metrics, summary)
     log.info("Demo finished in %.0f s: %s", metrics["total_seconds"], json.dumps(metrics))

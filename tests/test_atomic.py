@@ -12,7 +12,9 @@ def test_write_text_and_json_replace_the_file(tmp_path):
     target = tmp_path / "sub" / "metrics.json"  # the parent is created
     write_text(target, "old")
     write_json(target, {"auc": 0.5, "name": "é"}, ensure_ascii=False)
-    assert json.loads(target.read_text(encoding="utf-8")) == {"auc": 0.5, "name": "é"}
+    text = target.read_text(encoding="utf-8")
+    assert json.loads(text) == {"auc": 0.5, "name": "é"}
+    assert text.endswith("}\n")  # a text file's final newline (cat, diff and git expect it)
     assert [p.name for p in target.parent.iterdir()] == ["metrics.json"]
 
 

@@ -6,14 +6,13 @@ logged, and the run goes on. ``<output_dir>/index.json`` lists what happened to 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lavida.atomic import write_text
+from lavida.atomic import write_json
 from lavida.data.video import VideoReadError
 from lavida.detect.detector import Detector
 from lavida.detect.stream import expand_inputs
@@ -78,7 +77,7 @@ def run(cfg: DictConfig) -> dict:
             }
         )
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    write_text(Path(cfg.output_dir) / "index.json", json.dumps(index, indent=1) + "\n")
+    write_json(Path(cfg.output_dir) / "index.json", index, indent=1)
     done = sum(entry["status"] == "done" for entry in index["videos"])
     log.info("Processed %d of %d input(s); see %s/index.json", done, len(inputs), cfg.output_dir)
     if done == 0:
