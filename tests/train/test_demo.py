@@ -48,7 +48,13 @@ def test_demo_writes_all_outputs(tmp_path):
     assert "unseen (never in training)" in report
     verdict = "met" if saved["frame_auc_micro"] >= 0.90 else "missed"
     assert f"frame AUC ≥ 90 %: {verdict} ({100 * saved['frame_auc_micro']:.1f} %)" in report
-    assert f"| {100 * saved['frame_auc_macro']:.1f} |" in report  # the per-video (macro) column
+    for prefix, split_name in (("", "seen"), ("unseen_", "unseen")):
+        # The within-video column against the runner's own per-video AUCs (anomalous videos only).
+        rows = (out / f"eval_{split_name}" / "per_video.csv").read_text().splitlines()[1:]
+        per_video = [float(row.split(",")[-1]) for row in rows if row.split(",")[-1]]
+        assert len(per_video) == 2
+        assert saved[prefix + "frame_auc_within_videos"] == pytest.approx(sum(per_video) / 2)
+    assert f"| {100 * saved['frame_auc_within_videos']:.1f} |" in report
 
     # The plots read the evaluated videos' caches by name: a stray file beside them (here the hidden
     # temporary a killed cache write leaves) is not read.
@@ -154,3 +160,29 @@ def test_report_states_which_targets_are_met():
     line = _targets_line({"frame_auc_micro": 0.7993, "pixel_auc": 0.95, "total_seconds": 600.0})
     assert "seen frame AUC ≥ 90 %: missed (79.9 %)" in line and "under 600 s: missed (600 s)" in line
     assert line.endswith('docs/benchmarks.md, "The demo\'s frame scores".')  # points to what is known
+
+
+def test_within_video_auc_ignores_offsets_between_videos_and_skips_normal_ones(tmp_path):
+    import numpy as np
+
+    from lavida.demo import _within_video_auc
+    from lavida.eval.runner import cached_result_path
+    from lavida.eval.video_result import VideoResult
+
+    videos = {  # name: (frame scores, frame labels)
+        "a": ([0.90, 0.95, 0.92, 0.99], [0, 1, 0, 1]),  # high offset, ranked perfectly: AUC 1
+        "b": ([0.10, 0.30, 0.20, 0.05], [0, 1, 1, 0]),  # low offset, ranked perfectly: AUC 1
+        "c": ([0.50, 0.40, 0.60, 0.70], [1, 0, 0, 0]),  # 1 positive above 1 of 3 negatives: AUC 1/3
+        "n": ([0.99, 0.98, 0.97, 0.96], [0, 0, 0, 0]),  # normal: no AUC of its own, left out
+    }
+    root, eval_dir = tmp_path / "vad", tmp_path / "eval"
+    root.mkdir()
+    (root / "synthetic_layout.json").write_text(json.dumps({name: {} for name in videos}))
+    for name, (scores, labels) in videos.items():
+        VideoResult(
+            name=name,
+            scored=np.arange(4),
+            frame_scores=np.array(scores, dtype=np.float32),
+            frame_labels=np.array(labels, dtype=np.uint8),
+        ).save(cached_result_path(eval_dir, name))
+    assert _within_video_auc(eval_dir, root) == pytest.approx((1 + 1 + 1 / 3) / 3)
