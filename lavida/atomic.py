@@ -7,22 +7,28 @@ target's suffix (``np.savez`` appends ``.npz`` to names without it). A write tha
 temporary file.
 
 Folders (``atomic_dir``) are written into a hidden staging sibling that then takes the old folder's
-place: the old folder is renamed aside first and deleted after, so a kill leaves the old folder, the
-new one, or (between the two renames) the old one under its hidden name, never a mix of both.
+place. On Linux the two folders swap names in one step (``renameat2`` with ``RENAME_EXCHANGE``), so the
+target always exists, whole. Where that is unsupported (other systems, some network file systems) the
+old folder is renamed aside first and the staging folder renamed into place after: a kill between the
+two renames leaves the old folder under its hidden ``.<name>.*.old`` name and none at the target. Either
+way a kill never leaves a mix of both versions.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import secrets
 import shutil
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_dir", "atomic_path", "write_json", "write_text"]
+__all__ = ["atomic_dir", "atomic_path", "exchange_paths", "write_json", "write_text"]
 
 
 @contextmanager
@@ -68,13 +74,41 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     staging.mkdir()
     try:
         yield staging
-        if path.exists():
+        if not path.exists():
+            os.replace(staging, path)
+        elif exchange_paths(staging, path):  # the staging folder now holds the old version
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
             old = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.old")
             os.replace(path, old)
             os.replace(staging, path)
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+_AT_FDCWD = -100  # <fcntl.h>: paths relative to the working directory
+_RENAME_EXCHANGE = 2  # <linux/fs.h>
+_UNSUPPORTED = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP}
+
+
+def exchange_paths(first: str | Path, second: str | Path) -> bool:
+    """Swap the names of two existing paths in one atomic step; False where the system cannot.
+
+    Linux's ``renameat2(..., RENAME_EXCHANGE)`` (kernel 3.15, glibc 2.28; ext4, xfs, btrfs, tmpfs and
+    overlayfs support it). Any other failure (a missing path, no permission) raises ``OSError``.
+    """
+    if sys.platform != "linux":
+        return False
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:  # glibc older than 2.28, or another C library
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in _UNSUPPORTED:
+        return False
+    raise OSError(code, os.strerror(code), str(first), None, str(second))

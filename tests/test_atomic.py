@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from lavida.atomic import atomic_dir, atomic_path, write_json, write_text
+from lavida.atomic import atomic_dir, atomic_path, exchange_paths, write_json, write_text
 
 
 def test_write_text_and_json_replace_the_file(tmp_path):
@@ -69,3 +69,62 @@ def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path):
     # The folder gets the permissions of any folder the user makes (umask), not private ones.
     (tmp_path / "plain").mkdir()
     assert weights.stat().st_mode == (tmp_path / "plain").stat().st_mode
+
+
+def test_exchange_paths_swaps_two_folders_or_says_it_cannot(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    (first / "x").write_text("from a")
+    (second / "y").write_text("from b")
+    if not exchange_paths(first, second):
+        pytest.skip("this system or file system has no atomic exchange (renameat2 RENAME_EXCHANGE)")
+    assert _files(first) == {"y": "from b"} and _files(second) == {"x": "from a"}
+    with pytest.raises(FileNotFoundError):  # a real failure is raised, not taken for "unsupported"
+        exchange_paths(first, tmp_path / "missing")
+
+
+def test_a_replaced_folder_never_goes_missing(tmp_path, monkeypatch):
+    """A kill at any step of the swap still leaves a whole folder at the target (where exchange works)."""
+    import os
+
+    import lavida.atomic as atomic
+
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    if not exchange_paths(probe, probe):
+        pytest.skip("this system or file system has no atomic exchange (renameat2 RENAME_EXCHANGE)")
+    weights = tmp_path / "sam2"
+    with atomic_dir(weights) as staging:
+        (staging / "config.json").write_text("old")
+
+    seen = []
+
+    def checked(step):
+        def wrapped(*args, **kwargs):
+            result = step(*args, **kwargs)
+            seen.append(_files(weights) if weights.is_dir() else None)  # what a kill right now would leave
+            return result
+
+        return wrapped
+
+    monkeypatch.setattr(atomic, "exchange_paths", checked(atomic.exchange_paths))
+    monkeypatch.setattr(atomic.os, "replace", checked(os.replace))
+    with atomic_dir(weights) as staging:
+        (staging / "config.json").write_text("new")
+    assert seen and None not in seen  # the old code renamed the folder aside first: None after that step
+    assert seen[-1] == {"config.json": "new"} and _files(weights) == {"config.json": "new"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["probe", "sam2"]
+
+
+def test_without_exchange_a_folder_is_still_replaced_whole(tmp_path, monkeypatch):
+    import lavida.atomic as atomic
+
+    monkeypatch.setattr(atomic, "exchange_paths", lambda first, second: False)  # e.g. macOS, NFS
+    weights = tmp_path / "sam2"
+    with atomic_dir(weights) as staging:
+        (staging / "old.bin").write_text("old")
+    with atomic_dir(weights) as staging:
+        (staging / "new.bin").write_text("new")
+    assert _files(weights) == {"new.bin": "new"}
+    assert [p.name for p in tmp_path.iterdir()] == ["sam2"]
