@@ -8,7 +8,7 @@ A training checkpoint directory ``<output_dir>/checkpoints/step_<N>/`` holds
     accelerate/             (DeepSpeed only) Accelerate's sharded engine state
 
 Everything is first written to ``step_<N>.staging`` and renamed when complete; ``latest.txt`` names
-the newest complete checkpoint. Neither data nor RNG needs state of its own: item i of epoch e is a
+the newest complete checkpoint for people, while resuming scans the folders (``latest_checkpoint``). Neither data nor RNG needs state of its own: item i of epoch e is a
 pure function of (seed, e, i), and the model's randomness is reseeded per micro-batch from (seed,
 epoch, batch, rank) — so resuming at (epoch, micro-batch) replays exactly what an uninterrupted run
 would have done.
@@ -99,12 +99,32 @@ def save_training_checkpoint(
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The newest complete training checkpoint in ``output_dir``, or None."""
-    pointer = checkpoint_root(output_dir) / LATEST
-    if not pointer.is_file():
-        return None
-    candidate = checkpoint_root(output_dir) / pointer.read_text().strip()
-    return candidate if (candidate / "progress.json").is_file() else None
+    """The newest complete training checkpoint in ``output_dir``, or None.
+
+    Found by scanning the ``step_<N>`` folders, not by trusting ``latest.txt`` alone: a pointer that is
+    missing, names a deleted folder, or lags behind (a kill between the rename and the pointer's write)
+    would otherwise restart the run from step 0, whose pruning then deletes the checkpoints it could
+    have resumed from. A pointer that disagrees with the scan is logged.
+    """
+    root = checkpoint_root(output_dir)
+    complete = sorted(p for p in root.glob("step_*") if "." not in p.name and _is_complete(p))
+    newest = complete[-1] if complete else None
+    pointer = root / LATEST
+    named = pointer.read_text().strip() if pointer.is_file() else None
+    if named != (newest.name if newest else None):
+        log.warning(
+            "%s names %s, but the newest complete checkpoint in %s is %s; using the latter.",
+            pointer,
+            named or "nothing (it is missing)",
+            root,
+            newest.name if newest else "none",
+        )
+    return newest
+
+
+def _is_complete(directory: Path) -> bool:
+    # save_training_checkpoint renames a folder to step_<N> only once all of it is written.
+    return (directory / "progress.json").is_file() and (directory / "model").is_dir()
 
 
 def load_training_checkpoint(directory: Path, *, accelerator, model, optimizer, scheduler) -> Progress:

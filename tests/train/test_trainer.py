@@ -1,6 +1,7 @@
 """The training loop: learning, exact resume, non-finite loss, schedule."""
 
 import math
+import shutil
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from lavida.data.sources.synthetic import SyntheticSource
 from lavida.train.config import LauncherConfig, TrainConfig
 from lavida.train.loop import NonFiniteLossError, Trainer
 from lavida.train.optim import warmup_decay_factor
+from lavida.train.state import latest_checkpoint
 
 
 def make_trainer(root, model_config, output_dir, **train_overrides):
@@ -85,7 +87,9 @@ def test_kill_and_resume_gives_the_same_next_step(synthetic_train_root, tiny_pre
         synthetic_train_root, tiny_pretrained, tmp_path / "resumed", max_steps=2, save_every=2
     )
     first.fit()  # "killed" after step 2, its checkpoint written
-    assert (tmp_path / "resumed" / "checkpoints" / "latest.txt").read_text().strip() == "step_0000002"
+    pointer = tmp_path / "resumed" / "checkpoints" / "latest.txt"
+    assert pointer.read_text().strip() == "step_0000002"
+    pointer.unlink()  # resuming scans the checkpoints; a lost pointer must not restart from step 0
     resumed = make_trainer(
         synthetic_train_root, tiny_pretrained, tmp_path / "resumed", max_steps=4, save_every=2
     )
@@ -99,6 +103,30 @@ def test_kill_and_resume_gives_the_same_next_step(synthetic_train_root, tiny_pre
     for key in ("loss", "loss_txt", "loss_seg"):
         assert resumed_losses[0][key] == straight_losses[2][key], key
         assert resumed_losses[1][key] == straight_losses[3][key], key
+
+
+def test_resume_finds_the_newest_complete_checkpoint_whatever_latest_txt_says(tmp_path, caplog):
+    root = tmp_path / "checkpoints"
+    for name in ("step_0000002", "step_0000004", "step_0000010"):
+        (root / name / "model").mkdir(parents=True)
+        (root / name / "progress.json").write_text("{}")
+    (root / "step_0000012.staging" / "model").mkdir(parents=True)  # a save that was killed
+    (root / "step_0000012.staging" / "progress.json").write_text("{}")
+    (root / "step_0000008" / "model").mkdir(parents=True)  # no progress.json: incomplete
+    (root / "latest.txt").write_text("step_0000010\n")
+    assert latest_checkpoint(tmp_path) == root / "step_0000010"
+    assert not caplog.records
+
+    (root / "latest.txt").write_text("step_0000004\n")  # lagging: killed between rename and pointer
+    assert latest_checkpoint(tmp_path) == root / "step_0000010"
+    assert "step_0000004" in caplog.text and "step_0000010" in caplog.text
+
+    shutil.rmtree(root / "step_0000010")  # the pointer names a folder that is gone
+    (root / "latest.txt").write_text("step_0000010\n")
+    assert latest_checkpoint(tmp_path) == root / "step_0000004"
+    (root / "latest.txt").unlink()
+    assert latest_checkpoint(tmp_path) == root / "step_0000004"
+    assert latest_checkpoint(tmp_path / "fresh") is None
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
