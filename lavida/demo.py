@@ -365,6 +365,22 @@ def _within_video_auc(eval_dir: Path, root: Path) -> float:
     return float(np.mean(aucs))
 
 
+def score_axis_limits(
+    scores: list[np.ndarray], *, margin: float = 0.05, min_span: float = 0.05
+) -> tuple[float, float]:
+    """One y-range for every score curve: the scores' overall range, widened by ``margin`` of it.
+
+    A fixed 0–1 axis flattens the tiny model's curves (its scores move by a few hundredths within a
+    video), while a range per video would hide the offsets between videos; a shared fitted range shows
+    both. The range is at least ``min_span`` wide and does not reach past 0 or 1 (the scores are
+    probabilities) unless the scores do.
+    """
+    low = float(min(s.min() for s in scores))
+    high = float(max(s.max() for s in scores))
+    centre, half = (low + high) / 2, max(high - low, min_span) / 2 * (1 + 2 * margin)
+    return max(min(0.0, low), centre - half), min(max(1.0, high), centre + half)
+
+
 def _plots(out: Path, test_sets: dict) -> None:
     """Score curves with ground-truth intervals shaded, and mask overlays of anomalous frames."""
     import matplotlib
@@ -379,17 +395,23 @@ def _plots(out: Path, test_sets: dict) -> None:
     for name, (root, _) in test_sets.items():
         for video in sorted(json.loads((root / "synthetic_layout.json").read_text())):
             rows.append((name, VideoResult.load(cached_result_path(out / f"eval_{name}", video))))
-    figure, axes = plt.subplots(len(rows), 1, figsize=(8, 1.3 * len(rows)), sharex=True, squeeze=False)
+    low, high = score_axis_limits([result.frame_scores for _, result in rows])
+    figure, axes = plt.subplots(
+        len(rows), 1, figsize=(8, 1.3 * len(rows)), sharex=True, squeeze=False, layout="constrained"
+    )
     for axis, (name, result) in zip(axes[:, 0], rows, strict=True):
         frames = result.scored
-        axis.fill_between(frames, 0, 1, where=result.frame_labels > 0, color="pink", alpha=0.6, step="mid")
+        shade = result.frame_labels > 0
+        axis.fill_between(frames, low, high, where=shade, color="pink", alpha=0.6, step="mid")
         axis.plot(frames, result.frame_scores, color="tab:blue", linewidth=1.2)
-        axis.set_ylim(0, 1)
+        axis.set_ylim(low, high)
         axis.set_ylabel(f"{name}\n{result.name}", fontsize=7, rotation=0, ha="right", va="center")
         axis.tick_params(labelsize=6)
     axes[-1, 0].set_xlabel("frame")
-    figure.suptitle("Frame anomaly scores (pink: ground-truth anomalous frames)", fontsize=9)
-    figure.tight_layout()
+    figure.suptitle(
+        f"Frame anomaly scores, one y-axis {low:.2f}–{high:.2f} for all (pink: ground-truth anomalous frames)",
+        fontsize=9,
+    )
     figure.savefig(out / "score_curves.png", dpi=110)
     plt.close(figure)
     _overlays(out, test_sets)

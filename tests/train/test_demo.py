@@ -186,3 +186,18 @@ def test_within_video_auc_ignores_offsets_between_videos_and_skips_normal_ones(t
             frame_labels=np.array(labels, dtype=np.uint8),
         ).save(cached_result_path(eval_dir, name))
     assert _within_video_auc(eval_dir, root) == pytest.approx((1 + 1 + 1 / 3) / 3)
+
+
+def test_score_curves_share_one_axis_fitted_to_the_scores():
+    import numpy as np
+
+    from lavida.demo import score_axis_limits
+
+    # Scores 0.50–0.60 over two videos: span 0.10, widened by 5 % of it on each side.
+    low, high = score_axis_limits([np.array([0.52, 0.60]), np.array([0.50, 0.55])])
+    assert (low, high) == pytest.approx((0.495, 0.605))
+    # Constant scores get the minimum span (0.05, plus margins) around them, not a zero-height axis.
+    assert score_axis_limits([np.array([0.3, 0.3])]) == pytest.approx((0.2725, 0.3275))
+    # Near the ends the axis stops at 0 and 1, as probabilities do.
+    assert score_axis_limits([np.array([0.0, 1.0])]) == (0.0, 1.0)
+    assert score_axis_limits([np.array([0.999, 1.0])]) == pytest.approx((0.972, 1.0))
