@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from lavida.data.exposure import CATEGORY_COUNTS
 from lavida.data.mixture import OFFICIAL_WEIGHTS
 
 # Folder of each dataset under LAVIDA_DATA_ROOT (data/README.md describes each tree).
@@ -119,7 +120,7 @@ class DataConfig:
         _check(self.max_attempts >= 1, f"data.max_attempts must be ≥ 1, got {self.max_attempts}.")
         _check(self.num_workers >= 0, f"data.num_workers must be ≥ 0, got {self.num_workers}.")
         _check_strides(self.strides, "data.strides")
-        _one_of("data.category_count", self.category_count, ("paper", "matched"))
+        _one_of("data.category_count", self.category_count, CATEGORY_COUNTS)
         _one_of("data.pool_weighting", self.pool_weighting, ("samples", "texts"))
         _one_of("data.frame_labels", self.frame_labels, ("presence", "clip"))
         _one_of("data.missing_sources", self.missing_sources, ("error", "renormalize"))

@@ -45,7 +45,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, overload
+from typing import Literal, get_args, overload
 
 import numpy as np
 
@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 PoolWeighting = Literal["samples", "texts"]
 CategoryCount = Literal["paper", "matched"]
+CATEGORY_COUNTS: tuple[str, ...] = get_args(CategoryCount)
 
 
 def normalize_text(text: str) -> str:
@@ -213,12 +214,7 @@ def expose(
             empty ``text``.
         TypeError: ``rng`` is not a ``numpy.random.Generator``.
     """
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p must lie in [0, 1], got {p}.")
-    if int(max_categories) < 1:
-        raise ValueError(f"max_categories must be at least 1, got {max_categories}.")
-    if category_count not in ("paper", "matched"):
-        raise ValueError(f"category_count must be 'paper' or 'matched', got {category_count!r}.")
+    _check_settings(p, max_categories, category_count)
     if not isinstance(rng, np.random.Generator):
         raise TypeError(
             f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng)}."
@@ -243,6 +239,16 @@ def expose(
     categories = irrelevant + [text] if is_anomaly else irrelevant
     order = rng.permutation(len(categories))  # the genuine category's position is uniform
     return [categories[i] for i in order], is_anomaly
+
+
+def _check_settings(p: float, max_categories: int, category_count: str) -> None:
+    """The checks shared by :func:`expose` and :class:`AnomalyExposureSampler`."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must lie in [0, 1], got {p}.")
+    if int(max_categories) < 1:
+        raise ValueError(f"max_categories must be at least 1, got {max_categories}.")
+    if category_count not in CATEGORY_COUNTS:
+        raise ValueError(f"category_count must be one of {CATEGORY_COUNTS}, got {category_count!r}.")
 
 
 @dataclass(frozen=True)
@@ -282,12 +288,7 @@ class AnomalyExposureSampler:
     def __init__(
         self, *, p: float = 0.5, max_categories: int = 30, category_count: CategoryCount = "paper"
     ) -> None:
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"p must lie in [0, 1], got {p}.")
-        if max_categories < 1:
-            raise ValueError(f"max_categories must be at least 1, got {max_categories}.")
-        if category_count not in ("paper", "matched"):
-            raise ValueError(f"category_count must be 'paper' or 'matched', got {category_count!r}.")
+        _check_settings(p, max_categories, category_count)
         self.p = float(p)
         self.max_categories = int(max_categories)
         self.category_count = category_count
