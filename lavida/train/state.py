@@ -8,10 +8,10 @@ A training checkpoint directory ``<output_dir>/checkpoints/step_<N>/`` holds
     accelerate/             (DeepSpeed only) Accelerate's sharded engine state
 
 Everything is first written to ``step_<N>.staging`` and renamed when complete; ``latest.txt`` names
-the newest complete checkpoint for people, while resuming scans the folders (``latest_checkpoint``). Neither data nor RNG needs state of its own: item i of epoch e is a
-pure function of (seed, e, i), and the model's randomness is reseeded per micro-batch from (seed,
-epoch, batch, rank) — so resuming at (epoch, micro-batch) replays exactly what an uninterrupted run
-would have done.
+the newest complete checkpoint for people, while resuming scans the folders (``latest_checkpoint``).
+Neither data nor RNG needs state of its own: item i of epoch e is a pure function of (seed, e, i), and
+the model's randomness is reseeded per micro-batch from (seed, epoch, batch, rank) — so resuming at
+(epoch, micro-batch) replays exactly what an uninterrupted run would have done.
 """
 
 from __future__ import annotations
