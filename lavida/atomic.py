@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import json
 import os
 import secrets
@@ -28,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_dir", "atomic_path", "exchange_paths", "write_json", "write_text"]
+__all__ = ["atomic_dir", "atomic_path", "exchange_paths", "replace_dir", "write_json", "write_text"]
 
 
 @contextmanager
@@ -74,18 +75,29 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     staging.mkdir()
     try:
         yield staging
-        if not path.exists():
-            os.replace(staging, path)
-        elif exchange_paths(staging, path):  # the staging folder now holds the old version
-            shutil.rmtree(staging, ignore_errors=True)
-        else:
-            old = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.old")
-            os.replace(path, old)
-            os.replace(staging, path)
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def replace_dir(staging: str | Path, path: str | Path) -> None:
+    """Move the finished folder ``staging`` to ``path``, deleting whatever folder was there.
+
+    For writers that cannot use :func:`atomic_dir` (a training checkpoint is filled by every process of
+    a distributed run, so its staging folder needs a name they all know). ``staging`` must lie on the
+    same file system as ``path``, e.g. beside it.
+    """
+    staging, path = Path(staging), Path(path)
+    if not path.exists():
+        os.replace(staging, path)
+    elif exchange_paths(staging, path):  # the staging folder now holds the old version
+        shutil.rmtree(staging, ignore_errors=True)
+    else:
+        old = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.old")
+        os.replace(path, old)
+        os.replace(staging, path)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 _AT_FDCWD = -100  # <fcntl.h>: paths relative to the working directory
@@ -99,16 +111,24 @@ def exchange_paths(first: str | Path, second: str | Path) -> bool:
     Linux's ``renameat2(..., RENAME_EXCHANGE)`` (kernel 3.15, glibc 2.28; ext4, xfs, btrfs, tmpfs and
     overlayfs support it). Any other failure (a missing path, no permission) raises ``OSError``.
     """
-    if sys.platform != "linux":
+    renameat2 = _renameat2()
+    if renameat2 is None:
         return False
-    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
-    if renameat2 is None:  # glibc older than 2.28, or another C library
-        return False
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    renameat2.restype = ctypes.c_int
     if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
         return True
     code = ctypes.get_errno()
     if code in _UNSUPPORTED:
         return False
     raise OSError(code, os.strerror(code), str(first), None, str(second))
+
+
+@functools.cache
+def _renameat2():
+    """The C library's ``renameat2``, typed; None off Linux or with a C library that lacks it."""
+    if sys.platform != "linux":
+        return None
+    function = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)  # glibc ≥ 2.28
+    if function is not None:
+        function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        function.restype = ctypes.c_int
+    return function

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from lavida.atomic import write_text
+from lavida.atomic import replace_dir, write_text
 from lavida.models.checkpoint import load_trained_weights, save_checkpoint
 from lavida.models.config import LavidaConfig
 
@@ -89,8 +88,7 @@ def save_training_checkpoint(
     accelerator.wait_for_everyone()
 
     if accelerator.is_main_process:
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(staging, final)
+        replace_dir(staging, final)
         write_text(root / LATEST, final.name + "\n")
         _prune(root, keep_last)
         log.info("Saved training checkpoint %s", final)
@@ -107,7 +105,7 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     have resumed from. A pointer that disagrees with the scan is logged.
     """
     root = checkpoint_root(output_dir)
-    complete = sorted(p for p in root.glob("step_*") if "." not in p.name and _is_complete(p))
+    complete = [folder for folder in _step_folders(root) if _is_complete(folder)]
     newest = complete[-1] if complete else None
     pointer = root / LATEST
     named = pointer.read_text().strip() if pointer.is_file() else None
@@ -120,6 +118,11 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
             newest.name if newest else "none",
         )
     return newest
+
+
+def _step_folders(root: Path) -> list[Path]:
+    """The ``step_<N>`` folders under ``root``, oldest first (not the ``.staging`` ones)."""
+    return sorted(p for p in root.glob("step_*") if p.is_dir() and "." not in p.name)
 
 
 def _is_complete(directory: Path) -> bool:
@@ -162,6 +165,6 @@ def load_training_checkpoint(directory: Path, *, accelerator, model, optimizer, 
 
 
 def _prune(root: Path, keep_last: int) -> None:
-    checkpoints = sorted(p for p in root.glob("step_*") if p.is_dir() and not p.name.endswith(".staging"))
+    checkpoints = _step_folders(root)
     for old in checkpoints[: max(0, len(checkpoints) - max(keep_last, 1))]:
         shutil.rmtree(old, ignore_errors=True)
