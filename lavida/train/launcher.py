@@ -43,6 +43,9 @@ def build_accelerator(launcher: LauncherConfig, train: TrainConfig, *, output_di
         cpu=launcher.cpu,
         mixed_precision=launcher.mixed_precision,
         gradient_accumulation_steps=train.grad_accum,
+        # The schedule counts optimizer steps (B.3's 100 warm-up iterations); by default Accelerate would
+        # advance it once per process at every step, N times too fast on N processes.
+        step_scheduler_with_optimizer=False,
         deepspeed_plugin=plugin,
         kwargs_handlers=handlers,
         log_with=log_with,

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; training stopped without saving."""
+    """The loss or the gradient norm became NaN or infinite; training stopped without saving."""
 
 
 @dataclass
@@ -198,30 +198,34 @@ class Trainer:
         )
         started = time.perf_counter()
         last: dict[str, float] = {}
+        # Per key: sums and counts since the last log (grad_norm exists on synchronising micro-batches only).
         running: dict[str, float] = {}
+        counts: dict[str, int] = {}
         self.model.train()
         while self.progress.step < total:
-            self.dataset.set_epoch(self.progress.epoch)
             loader = self.loader
             if self.progress.batch_in_epoch:
                 loader = acc.skip_first_batches(self.loader, self.progress.batch_in_epoch)
+            # On the loader, not the dataset: when iterated, Accelerate's loader passes its own count of
+            # passes to the dataset's set_epoch, a count that restarts at 0 in a resumed process.
+            loader.set_epoch(self.progress.epoch)
             for batch in loader:
                 self._seed_micro_batch()
                 losses = self.train_step(batch)
                 self.progress.batch_in_epoch += 1
                 for key, value in losses.items():
                     running[key] = running.get(key, 0.0) + value
+                    counts[key] = counts.get(key, 0) + 1
                 if not acc.sync_gradients:
                     continue
                 self.progress.step += 1
                 progress_bar.update(1)
                 if self.progress.step % self.config.log_every == 0 or self.progress.step == total:
-                    count = self.config.log_every * self.config.grad_accum
-                    last = {key: value / count for key, value in running.items()}
+                    last = {key: value / counts[key] for key, value in running.items()}
                     last["lr"] = self.scheduler.get_last_lr()[0]
                     acc.log({f"train/{k}": v for k, v in last.items()}, step=self.progress.step)
                     progress_bar.set_postfix(loss=f"{last['loss']:.4f}")
-                    running = {}
+                    running, counts = {}, {}
                 if self.validation is not None and self.progress.step % self.config.val_every == 0:
                     acc.log(self.validate(), step=self.progress.step)
                 if self.config.save_every and self.progress.step % self.config.save_every == 0:
@@ -268,11 +272,25 @@ class Trainer:
                     "rate, check the data of this batch, or train in float32."
                 )
             acc.backward(loss)
-            if acc.sync_gradients and self.config.optim.grad_clip > 0:
-                norm = acc.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
-                losses["grad_norm"] = norm if norm is not None else torch.tensor(float("nan"))
+            if acc.sync_gradients:
+                # Clipping off (grad_clip 0) still measures the norm: max_norm inf scales nothing.
+                max_norm = self.config.optim.grad_clip if self.config.optim.grad_clip > 0 else math.inf
+                norm = acc.clip_grad_norm_(self.model.parameters(), max_norm)
+                if norm is not None:
+                    losses["grad_norm"] = norm
+                    if not torch.isfinite(torch.as_tensor(norm)):
+                        # A finite loss can still overflow in backward; stepping would turn every weight
+                        # into NaN and the next checkpoint would save them.
+                        latest = latest_checkpoint(self.output_dir)
+                        raise NonFiniteLossError(
+                            f"Step {self.progress.step + 1}: the loss is finite ({float(loss.detach())}) but the "
+                            f"gradient norm is {float(norm)}. Training stopped without saving; the last good "
+                            f"checkpoint is {latest or 'none (none was saved yet)'}. Lower the learning rate, "
+                            "check the data of this batch, or train in float32."
+                        )
             self.optimizer.step()
-            self.scheduler.step()
+            if acc.sync_gradients:  # once per optimizer step (step_scheduler_with_optimizer=False)
+                self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
         return {key: float(value.detach()) for key, value in losses.items()}
 
@@ -293,6 +311,9 @@ class Trainer:
         """Mean losses on held-out draws from the training sources (never a test benchmark)."""
         acc = self.accelerator
         self.model.eval()
+        # The same held-out draws at every call (Accelerate's loader would move to new ones each pass),
+        # so that the curve follows the model, not the data.
+        self.validation.set_epoch(0)
         totals: dict[str, float] = {}
         count = 0
         for batch in self.validation:

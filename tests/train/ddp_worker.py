@@ -1,7 +1,9 @@
 """Run by tests/train/test_ddp.py under `accelerate launch`: two training steps, then each rank saves
 its trainable parameters so the test can compare ranks."""
 
+import json
 import sys
+from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
@@ -32,11 +34,11 @@ def main(config_json: str, data_root: str, output_dir: str) -> None:
             "save_every": 0,
             "val_every": 0,
             "logger": "none",
-            "optim": {"lr": 1e-3, "warmup_steps": 0},
+            "optim": {"lr": 1e-3, "warmup_steps": 4},
         }
     )
     trainer = Trainer(
-        model=LavidaConfig.from_dict(__import__("json").loads(open(config_json).read())),
+        model=LavidaConfig.from_dict(json.loads(Path(config_json).read_text())),
         data=data,
         train=train,
         launcher=LauncherConfig(name="cpu", cpu=True),
@@ -54,6 +56,9 @@ def main(config_json: str, data_root: str, output_dir: str) -> None:
     save("initial")
     trainer.fit()
     save("trained")
+    # How often the learning-rate schedule advanced: once per optimizer step, whatever the process count.
+    schedule = {"steps": trainer.scheduler.scheduler.last_epoch, "lr": trainer.scheduler.get_last_lr()[0]}
+    Path(f"{output_dir}/schedule_rank{acc.process_index}.json").write_text(json.dumps(schedule))
 
 
 if __name__ == "__main__":

@@ -30,3 +30,14 @@ def test_two_process_ddp_keeps_ranks_identical(synthetic_train_root, tiny_pretra
     # moved the weights away from where they started.
     initial = load_file(str(out / "initial_rank0_of_2.safetensors"))
     assert not torch.equal(initial["projector.out_proj.weight"], rank0["projector.out_proj.weight"])
+    # The schedule counts optimizer steps: two, as in a single process (Accelerate's default would
+    # advance it once per process per step, ending the warm-up and decay twice as early).
+    from lavida.train.optim import warmup_decay_factor
+
+    expected_lr = 1e-3 * warmup_decay_factor(
+        2, warmup_steps=4, total_steps=2, warmup_type="linear", decay="linear"
+    )
+    for rank in (0, 1):
+        schedule = json.loads((out / f"schedule_rank{rank}.json").read_text())
+        assert schedule["steps"] == 2, schedule
+        assert schedule["lr"] == expected_lr, schedule

@@ -65,7 +65,7 @@ def test_loss_falls_over_training(synthetic_train_root, tiny_pretrained, tmp_pat
     first = [trainer.compute_loss(batch)["loss"].item() for batch in trainer.loader]
     summary = trainer.fit()
     trainer.model.eval()
-    trainer.dataset.set_epoch(0)
+    trainer.loader.set_epoch(0)  # the items of `first` (Accelerate's loader sets the dataset's epoch)
     with torch.no_grad():
         after = [trainer.compute_loss(batch)["loss"].item() for batch in trainer.loader]
     assert sum(after) / len(after) < 0.8 * sum(first) / len(first)
@@ -75,34 +75,35 @@ def test_loss_falls_over_training(synthetic_train_root, tiny_pretrained, tmp_pat
 
 
 def test_kill_and_resume_gives_the_same_next_step(synthetic_train_root, tiny_pretrained, tmp_path):
-    """Stopping after a checkpoint and resuming replays exactly what an uninterrupted run does next."""
-    straight = make_trainer(synthetic_train_root, tiny_pretrained, tmp_path / "straight", max_steps=4)
+    """Stopping after a checkpoint and resuming replays exactly what an uninterrupted run does next,
+    also after an epoch boundary (epoch 1 must draw epoch 1's items, not epoch 0's again)."""
+    sizes = {"epochs": 2, "batches_per_epoch": 3}
+    straight = make_trainer(synthetic_train_root, tiny_pretrained, tmp_path / "straight", **sizes)
     straight.setup()
     straight_losses = []
     original = straight.train_step
     straight.train_step = lambda batch: straight_losses.append(original(batch)) or straight_losses[-1]
     straight.fit()
+    assert len(straight_losses) == 6
 
     first = make_trainer(
-        synthetic_train_root, tiny_pretrained, tmp_path / "resumed", max_steps=2, save_every=2
+        synthetic_train_root, tiny_pretrained, tmp_path / "resumed", max_steps=4, save_every=2, **sizes
     )
-    first.fit()  # "killed" after step 2, its checkpoint written
+    first.fit()  # "killed" after step 4 (epoch 1, batch 1), its checkpoint written
     pointer = tmp_path / "resumed" / "checkpoints" / "latest.txt"
-    assert pointer.read_text().strip() == "step_0000002"
+    assert pointer.read_text().strip() == "step_0000004"
     pointer.unlink()  # resuming scans the checkpoints; a lost pointer must not restart from step 0
-    resumed = make_trainer(
-        synthetic_train_root, tiny_pretrained, tmp_path / "resumed", max_steps=4, save_every=2
-    )
+    resumed = make_trainer(synthetic_train_root, tiny_pretrained, tmp_path / "resumed", save_every=2, **sizes)
     resumed.setup()
-    assert resumed.progress.step == 2 and resumed.progress.batch_in_epoch == 2
+    assert (resumed.progress.step, resumed.progress.epoch, resumed.progress.batch_in_epoch) == (4, 1, 1)
     resumed_losses = []
     again = resumed.train_step
     resumed.train_step = lambda batch: resumed_losses.append(again(batch)) or resumed_losses[-1]
     resumed.fit()
     assert len(resumed_losses) == 2
     for key in ("loss", "loss_txt", "loss_seg"):
-        assert resumed_losses[0][key] == straight_losses[2][key], key
-        assert resumed_losses[1][key] == straight_losses[3][key], key
+        assert resumed_losses[0][key] == straight_losses[4][key], key
+        assert resumed_losses[1][key] == straight_losses[5][key], key
 
 
 def test_resume_finds_the_newest_complete_checkpoint_whatever_latest_txt_says(tmp_path, caplog):
@@ -150,6 +151,58 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     latest = (tmp_path / "run" / "checkpoints" / "latest.txt").read_text().strip()
     assert latest == "step_0000002"
     assert not (tmp_path / "run" / "checkpoints" / "step_0000003").exists()
+
+
+def test_non_finite_gradient_stops_before_the_update(synthetic_train_root, tiny_pretrained, tmp_path):
+    """A finite loss whose backward overflows must not reach the weights (nor a checkpoint)."""
+    trainer = make_trainer(synthetic_train_root, tiny_pretrained, tmp_path / "run", save_every=1, max_steps=3)
+    trainer.setup()
+    calls = {"n": 0}
+    compute = trainer.compute_loss
+    weight = next(p for p in trainer.model.parameters() if p.requires_grad)
+
+    def poisoned(batch):
+        calls["n"] += 1
+        losses = compute(batch)
+        if calls["n"] == 3:  # adds exactly 0 to the loss, but sqrt's gradient at 0 is infinite: NaN grads
+            losses["loss"] = losses["loss"] + 0.0 * (weight - weight.detach()).abs().sqrt().sum()
+        return losses
+
+    trainer.compute_loss = poisoned
+    with pytest.raises(
+        NonFiniteLossError, match=r"Step 3: the loss is finite .* gradient norm is nan.*step_0000002"
+    ):
+        trainer.fit()
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert not (tmp_path / "run" / "checkpoints" / "step_0000003").exists()
+
+
+def test_logged_means_count_what_each_key_was_measured_on(synthetic_train_root, tiny_pretrained, tmp_path):
+    """With accumulation, grad_norm exists once per optimizer step, the losses once per micro-batch."""
+    trainer = make_trainer(
+        synthetic_train_root, tiny_pretrained, tmp_path / "run", grad_accum=2, max_steps=2, log_every=2
+    )
+    trainer.setup()
+    returned, logged = [], []
+    step = trainer.train_step
+    trainer.train_step = lambda batch: returned.append(step(batch)) or returned[-1]
+    trainer.accelerator.log = lambda values, step: logged.append((step, values))
+    trainer.fit()
+    assert len(returned) == 4 and [s for s, _ in logged] == [2]
+    values = logged[0][1]
+    norms = [r["grad_norm"] for r in returned if "grad_norm" in r]
+    assert len(norms) == 2
+    assert values["train/grad_norm"] == pytest.approx(sum(norms) / 2)
+    assert values["train/loss"] == pytest.approx(sum(r["loss"] for r in returned) / 4)
+
+
+def test_validation_scores_the_same_draws_at_every_call(synthetic_train_root, tiny_pretrained, tmp_path):
+    trainer = make_trainer(
+        synthetic_train_root, tiny_pretrained, tmp_path / "run", val_every=1, val_batches=2
+    )
+    trainer.setup()
+    first, second = trainer.validate(), trainer.validate()
+    assert first == second and first["val/loss"] > 0
 
 
 def test_warmup_decay_schedule_shape():
