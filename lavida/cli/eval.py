@@ -48,8 +48,15 @@ def run(cfg: DictConfig) -> dict:
         predictor=predictor,
         categories=categories,
         settings=settings,
-        # The digest, not only the path: a checkpoint retrained in place must not reuse cached results.
-        run_info={"checkpoint": str(cfg.checkpoint), "checkpoint_sha256": checkpoint_digest(cfg.checkpoint)},
+        # The digest, not only the path: a checkpoint retrained in place must not reuse cached results;
+        # and every setting that changes the predictions.
+        run_info={
+            "checkpoint": str(cfg.checkpoint),
+            "checkpoint_sha256": checkpoint_digest(cfg.checkpoint),
+            "checkpoint_overrides": OmegaConf.to_container(cfg.checkpoint_overrides, resolve=True) or {},
+            "dtype": str(predictor.dtype),
+            "gate_masks": predictor.gate_masks,
+        },
         overwrite=cfg.overwrite,
     )
 

@@ -25,6 +25,8 @@ from typing import Literal
 
 import numpy as np
 
+from lavida.eval.video_result import PixelResize
+
 ProtocolName = Literal["standard", "lavida_official"]
 
 
@@ -76,6 +78,8 @@ class Protocol:
         clip_length: Sampled frames per clip (T = 8, B.3).
         drop_tail: Drop frames that do not fill a whole 8·I window (official release) instead of padding.
         pixel_size: (H, W) at which pixel metrics are computed; None = the ground truth's own size.
+        pixel_resize: How predictions and ground truth reach ``pixel_size``: ``bilinear`` (ours) or
+            ``release`` (the official validation's nearest resizing; see ``PixelResize``).
         video_filter: Keeps a video if it returns True (e.g. UBnormal abnormal-only in the release).
     """
 
@@ -84,6 +88,7 @@ class Protocol:
     clip_length: int = 8
     drop_tail: bool = False
     pixel_size: tuple[int, int] | None = None
+    pixel_resize: PixelResize = "bilinear"
     video_filter: Callable[[TestVideo], bool] | None = None
 
     def __post_init__(self) -> None:
@@ -199,6 +204,7 @@ class VadBenchmark(abc.ABC):
                 interval=self.intervals["lavida_official"],
                 drop_tail=True,
                 pixel_size=(158, 238),
+                pixel_resize="release",
                 video_filter=self.official_filter(),
             )
         raise ValueError(f"Unknown protocol '{name}'; expected 'standard' or 'lavida_official'.")

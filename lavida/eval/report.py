@@ -130,7 +130,10 @@ def write_reports(
         }
         positives = int(result.frame_labels.sum())
         if 0 < positives < result.scored.size:
-            row["frame_auc"] = f"{frame_auc([result.frame_scores], [result.frame_labels]):.6f}"
+            try:
+                row["frame_auc"] = f"{frame_auc([result.frame_scores], [result.frame_labels]):.6f}"
+            except ValueError:  # e.g. NaN scores: compute_metrics has put the reason in the notes
+                pass
         rows.append(row)
     with atomic_path(output_dir / "per_video.csv") as temporary, temporary.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

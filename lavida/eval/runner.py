@@ -30,7 +30,7 @@ from lavida.data.video import open_video
 from lavida.eval.benchmark import ClipPlan, GroundTruthError, Protocol, TestVideo, VadBenchmark, plan_clips
 from lavida.eval.report import compute_metrics, write_reports
 from lavida.eval.video_result import VideoResult, pixel_statistics
-from lavida.inference import Predictor
+from lavida.inference import Predictor, upsample_mask_logits
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +95,10 @@ def run_evaluation(
         videos = videos[: settings.max_videos]
     if not videos:
         raise ValueError(f"{benchmark.name}: no test videos selected under protocol '{protocol.name}'.")
+    _check_cache_names(videos)
     pixel_size = settings.pixel_size or protocol.pixel_size
     fingerprint = _fingerprint(
-        benchmark, protocol, categories, settings, pixel_size, run_info, predictions_dir
+        benchmark, videos, protocol, categories, settings, pixel_size, run_info, predictions_dir
     )
 
     state = PartialState()
@@ -126,9 +127,11 @@ def run_evaluation(
             drop_tail=protocol.drop_tail,
         )
         if predictor is not None:
-            result = _predict(video, plan, predictor, categories, benchmark, settings, pixel_size)
+            result = _predict(video, plan, predictor, categories, benchmark, settings, protocol, pixel_size)
         else:
-            result = _from_saved(video, plan, Path(predictions_dir), benchmark, settings, pixel_size)
+            result = _from_saved(
+                video, plan, Path(predictions_dir), benchmark, settings, protocol, pixel_size
+            )
         result.fingerprint = fingerprint
         result.save(cache)
     state.wait_for_everyone()
@@ -159,6 +162,7 @@ def _predict(
     categories: list[str],
     benchmark: VadBenchmark,
     settings: EvalSettings,
+    protocol: Protocol,
     pixel_size: tuple[int, int] | None,
 ) -> VideoResult:
     labels = video.frame_labels[plan.scored]
@@ -189,9 +193,13 @@ def _predict(
     pixels = regions = None
     if keep_masks:
         logits = prediction.mask_logits
+        # The release scores the S×S logits SAM2 upsamples bilinearly from its S/4 × S/4 output.
+        side = predictor.model.mask_decoder.image_size if protocol.pixel_resize == "release" else None
 
         def predicted(frames: np.ndarray) -> np.ndarray:
             held = logits[plan.source[frames]].astype(np.float32)  # scored frames are 0..F'-1
+            if side is not None:
+                return upsample_mask_logits(held, (side, side))
             return expit(held)
 
         pixels, regions = pixel_statistics(
@@ -199,6 +207,7 @@ def _predict(
             predicted=predicted,
             ground_truth=video.pixel_masks,
             size=pixel_size,
+            resize=protocol.pixel_resize,
             region_thresholds=settings.region_thresholds if video.tracks is not None else None,
             chunk=settings.pixel_chunk,
         )
@@ -211,6 +220,7 @@ def _from_saved(
     directory: Path,
     benchmark: VadBenchmark,
     settings: EvalSettings,
+    protocol: Protocol,
     pixel_size: tuple[int, int] | None,
 ) -> VideoResult:
     stem = directory / _safe_name(video.name)
@@ -226,11 +236,19 @@ def _from_saved(
         frame_scores = np.load(npy, allow_pickle=False)
     else:
         raise FileNotFoundError(f"No predictions for video '{video.name}': expected {npz} or {npy}.")
+    source = npz if npz.is_file() else npy
     frame_scores = np.asarray(frame_scores, dtype=np.float32).reshape(-1)
     if frame_scores.size != video.num_frames:
         raise GroundTruthError(
-            f"{npz if npz.is_file() else npy}: {frame_scores.size} frame scores, but '{video.name}' has "
+            f"{source}: {frame_scores.size} frame scores, but '{video.name}' has "
             f"{video.num_frames} frames; give one score per frame."
+        )
+    outside = ~((frame_scores >= 0) & (frame_scores <= 1))  # also catches NaN
+    if outside.any():
+        first = int(np.flatnonzero(outside)[0])
+        raise GroundTruthError(
+            f"{source}: {int(outside.sum())} frame score(s) are not probabilities in [0, 1] (frame {first}: "
+            f"{frame_scores[first]}); save sigmoid(logits), not logits, and no NaN."
         )
     labels = video.frame_labels[plan.scored]
     pixels = regions = None
@@ -244,6 +262,7 @@ def _from_saved(
             predicted=lambda frames: pixel_scores[frames],
             ground_truth=video.pixel_masks,
             size=pixel_size,
+            resize=protocol.pixel_resize,
             region_thresholds=settings.region_thresholds if video.tracks is not None else None,
             chunk=settings.pixel_chunk,
         )
@@ -255,14 +274,29 @@ def cached_result_path(output_dir: str | Path, video_name: str) -> Path:
     return Path(output_dir) / "predictions" / f"{_safe_name(video_name)}.npz"
 
 
+def _check_cache_names(videos: Sequence[TestVideo]) -> None:
+    """Two videos whose names map to one cache file would overwrite each other's results."""
+    seen: dict[str, str] = {}
+    for video in videos:
+        other = seen.setdefault(_safe_name(video.name), video.name)
+        if other != video.name:
+            raise ValueError(
+                f"Videos '{other}' and '{video.name}' share the cache file name '{_safe_name(video.name)}'; "
+                "rename one of them (characters outside A-Z, a-z, 0-9, '.', '_', '-' become '_')."
+            )
+
+
 def _safe_name(name: str) -> str:
     """A file name for a video name (names may hold '/' or spaces)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
-def _fingerprint(benchmark, protocol, categories, settings, pixel_size, run_info, predictions_dir) -> str:
+def _fingerprint(
+    benchmark, videos, protocol, categories, settings, pixel_size, run_info, predictions_dir
+) -> str:
     facts = {
         "benchmark": benchmark.name,
+        "ground_truth": _ground_truth_state(benchmark, videos),
         "protocol": {k: v for k, v in asdict(protocol).items() if k != "video_filter"},
         "categories": categories,
         "region_thresholds": settings.region_thresholds,
@@ -271,6 +305,19 @@ def _fingerprint(benchmark, protocol, categories, settings, pixel_size, run_info
         "predictions": _folder_state(Path(predictions_dir)) if predictions_dir else None,
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _ground_truth_state(benchmark: VadBenchmark, videos: Sequence[TestVideo]) -> dict:
+    """The dataset root and a digest of every selected video's frame labels and tracks: a cached result
+    holds the labels of the run that made it, so ground truth read with other options (inclusive ends,
+    ShanghaiTech's label source, track boxes) or from another copy must not be served from it."""
+    digest = hashlib.sha256()
+    for video in videos:
+        digest.update(f"{video.name}\0{video.num_frames}\0".encode())
+        digest.update(np.ascontiguousarray(video.frame_labels, dtype=np.uint8).tobytes())
+        if video.tracks is not None:
+            digest.update(np.ascontiguousarray(video.tracks, dtype=np.int64).tobytes())
+    return {"root": str(benchmark.root), "pixels": benchmark.has_pixel_gt, "labels": digest.hexdigest()[:16]}
 
 
 def _folder_state(directory: Path) -> dict:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -121,6 +122,13 @@ class VideoResult:
 
 PixelProvider = Callable[[np.ndarray], np.ndarray]
 
+# How predicted maps and ground truth reach the size the pixel metrics are computed at.
+# "bilinear": predictions bilinearly, ground truth by nearest neighbour (pixel centres), straight from
+#   their own sizes. "release": as the official release's validation (train_acc.py, eval_pixel): the
+#   ground truth is first stretched to the predictions' grid (SAM2's S×S input), then both are
+#   resized with torch's legacy "nearest" mode (docs/evaluation.md).
+PixelResize = Literal["bilinear", "release"]
+
 
 def pixel_statistics(
     scored: np.ndarray,
@@ -128,6 +136,7 @@ def pixel_statistics(
     predicted: PixelProvider,
     ground_truth: PixelProvider,
     size: tuple[int, int] | None = None,
+    resize: PixelResize = "bilinear",
     region_thresholds: tuple[float, ...] | None = None,
     chunk: int = 16,
 ) -> tuple[PixelStatistics, np.ndarray | None]:
@@ -135,12 +144,13 @@ def pixel_statistics(
 
     Args:
         scored: (F,) raw frame indices to evaluate.
-        predicted: frames → (n, h, w) predicted probabilities (any size; resized bilinearly to the ground
-            truth's size, or to ``size``).
+        predicted: frames → (n, h, w) predicted probabilities (any size).
         ground_truth: frames → (n, H, W) bool masks.
-        size: Compute the metrics at this (H, W) (ground truth resized with nearest neighbour), or None for
-            the ground truth's own size.
+        size: Compute the metrics at this (H, W), or None for the ground truth's own size.
+        resize: How both reach ``size`` (see :data:`PixelResize`).
         region_thresholds: Extract scored regions at these levels for RBDC/TBDC; None skips them.
+            Regions are always cut from the predictions bilinearly resized to the ground truth's own
+            size, so that their boxes share the coordinates of the ground-truth tracks whatever ``size``.
         chunk: Frames per step (bounds memory).
 
     Returns:
@@ -151,14 +161,24 @@ def pixel_statistics(
     for start in range(0, scored.size, chunk):
         frames = scored[start : start + chunk]
         labels = np.asarray(ground_truth(frames), dtype=bool)
-        target = size or tuple(labels.shape[1:])
-        if tuple(labels.shape[1:]) != tuple(target):
-            labels = resize_masks(labels, target)
-        scores = resize_probabilities(np.asarray(predicted(frames), dtype=np.float32), target)
-        stats.update(scores, labels)
+        predictions = np.asarray(predicted(frames), dtype=np.float32)
+        native = tuple(labels.shape[1:])
+        target = tuple(size or native)
+        if resize == "release":
+            grid = tuple(predictions.shape[1:])
+            scores = resize_probabilities(predictions, target, mode="nearest")
+            labels_at_target = resize_masks(
+                resize_masks(labels, grid, mode="nearest"), target, mode="nearest"
+            )
+        else:
+            scores = resize_probabilities(predictions, target)
+            labels_at_target = resize_masks(labels, target)
+        stats.update(scores, labels_at_target)
         if region_thresholds is not None:
+            same = target == native and resize == "bilinear"
+            at_native = scores if same else resize_probabilities(predictions, native)
             regions.append(
-                extract_regions(scores, thresholds=list(region_thresholds), frames=frames.tolist())
+                extract_regions(at_native, thresholds=list(region_thresholds), frames=frames.tolist())
             )
     boxes = None
     if region_thresholds is not None:
@@ -166,15 +186,27 @@ def pixel_statistics(
     return stats, boxes
 
 
-def resize_probabilities(scores: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(n, h, w) probabilities → (n, H, W) by bilinear interpolation (identity if the size matches)."""
+def resize_probabilities(
+    scores: np.ndarray, size: tuple[int, int], *, mode: Literal["bilinear", "nearest"] = "bilinear"
+) -> np.ndarray:
+    """(n, h, w) probabilities → (n, H, W) (identity if the size matches)."""
     if tuple(scores.shape[1:]) == tuple(size):
         return scores
     tensor = torch.from_numpy(np.ascontiguousarray(scores)).unsqueeze(1)
+    if mode == "nearest":
+        return F.interpolate(tensor, size=size, mode="nearest")[:, 0].numpy()
     return F.interpolate(tensor, size=size, mode="bilinear", align_corners=False)[:, 0].clamp_(0, 1).numpy()
 
 
-def resize_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(n, h, w) bool → (n, H, W) bool by nearest neighbour."""
+def resize_masks(
+    masks: np.ndarray, size: tuple[int, int], *, mode: Literal["nearest-exact", "nearest"] = "nearest-exact"
+) -> np.ndarray:
+    """(n, h, w) bool → (n, H, W) bool by nearest neighbour (identity if the size matches).
+
+    ``nearest-exact`` samples pixel centres; ``nearest`` is torch's legacy rule, which the official
+    release uses.
+    """
+    if tuple(masks.shape[1:]) == tuple(size):
+        return masks
     tensor = torch.from_numpy(np.ascontiguousarray(masks)).to(torch.uint8).unsqueeze(1)
-    return F.interpolate(tensor, size=size, mode="nearest-exact")[:, 0].bool().numpy()
+    return F.interpolate(tensor, size=size, mode=mode)[:, 0].bool().numpy()

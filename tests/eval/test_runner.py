@@ -7,8 +7,11 @@ import pytest
 from PIL import Image
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from lavida.eval.benchmark import TestVideo, VadBenchmark
+from lavida.eval import runner
+from lavida.eval.benchmark import GroundTruthError, TestVideo, VadBenchmark
+from lavida.eval.benchmarks import get_benchmark
 from lavida.eval.runner import EvalSettings, cached_result_path, run_evaluation
+from lavida.eval.video_result import VideoResult, pixel_statistics
 from lavida.metrics import PixelAUC
 
 
@@ -16,6 +19,7 @@ class TinyBenchmark(VadBenchmark):
     """Two frame-folder videos with frame and pixel ground truth, written by the test."""
 
     name = "tiny"
+    anomaly_start = 5  # video a's first anomalous frame
     intervals = {"standard": 2, "lavida_official": 4}
     has_pixel_gt = True
     primary_metric = "pixel_auc"
@@ -26,7 +30,7 @@ class TinyBenchmark(VadBenchmark):
 
     def load_videos(self):
         videos = []
-        for name, length, start in (("a", 13, 5), ("b", 9, None)):
+        for name, length, start in (("a", 13, self.anomaly_start), ("b", 9, None)):
             folder = self.root / name
             folder.mkdir(exist_ok=True)
             masks = np.zeros((length, 24, 32), bool)
@@ -59,6 +63,17 @@ def predictor(tiny_model):
     from lavida.inference import Predictor
 
     return Predictor(model=tiny_model, processor=tiny_processor_for(tiny_model), batch_size=2)
+
+
+def evaluate_saved(bench, predictions, output_dir, **options):
+    """Scores-only evaluation of saved predictions under the standard protocol."""
+    return run_evaluation(
+        benchmark=bench,
+        protocol=bench.protocol("standard"),
+        output_dir=output_dir,
+        predictions_dir=predictions,
+        **options,
+    )
 
 
 def test_model_run_writes_all_outputs_and_resumes(benchmark, predictor, tmp_path):
@@ -114,12 +129,7 @@ def test_scores_only_mode_matches_sklearn(benchmark, tmp_path):
         all_pixel_scores.append(resize_probabilities(pixel_scores, (24, 32)))
         all_pixel_labels.append(video.pixel_masks(np.arange(video.num_frames)))
     out = tmp_path / "scores_only"
-    metrics = run_evaluation(
-        benchmark=benchmark,
-        protocol=benchmark.protocol("standard"),
-        output_dir=out,
-        predictions_dir=predictions,
-    )
+    metrics = evaluate_saved(benchmark, predictions, out)
     scores, labels = np.concatenate(all_scores), np.concatenate(all_labels)
     assert metrics["frame_auc_micro"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-9)
     assert metrics["frame_ap"] == pytest.approx(average_precision_score(labels, scores), abs=1e-9)
@@ -149,13 +159,7 @@ def test_predictions_saved_again_are_not_served_from_the_cache(benchmark, tmp_pa
         return scores
 
     def evaluate(**options):
-        return run_evaluation(
-            benchmark=benchmark,
-            protocol=benchmark.protocol("standard"),
-            output_dir=tmp_path / "out",
-            predictions_dir=predictions,
-            **options,
-        )
+        return evaluate_saved(benchmark, predictions, tmp_path / "out", **options)
 
     save_predictions()
     first = evaluate()
@@ -176,21 +180,20 @@ def test_scores_only_errors_name_the_file(benchmark, tmp_path):
     np.save(predictions / "a.npy", np.zeros(5, np.float32))  # video a has 13 frames
     np.save(predictions / "b.npy", np.zeros(9, np.float32))
     with pytest.raises(ValueError, match="a.npy: 5 frame scores, but 'a' has 13 frames"):
-        run_evaluation(
-            benchmark=benchmark,
-            protocol=benchmark.protocol("standard"),
-            output_dir=tmp_path / "o",
-            predictions_dir=predictions,
-        )
+        evaluate_saved(benchmark, predictions, tmp_path / "o")
+    for bad, shown in ((np.nan, "nan"), (2.5, "2.5")):  # NaN, or logits saved instead of probabilities
+        scores = np.full(13, 0.5, np.float32)
+        scores[7] = bad
+        np.save(predictions / "a.npy", scores)
+        with pytest.raises(
+            GroundTruthError, match=rf"a.npy: 1 frame score\(s\) .*\[0, 1\] \(frame 7: {shown}\)"
+        ):
+            evaluate_saved(benchmark, predictions, tmp_path / "o_bad")
+    assert not (tmp_path / "o_bad" / "metrics.json").exists()
     (predictions / "b.npy").unlink()
     np.save(predictions / "a.npy", np.zeros(13, np.float32))
     with pytest.raises(FileNotFoundError, match="'b'"):
-        run_evaluation(
-            benchmark=benchmark,
-            protocol=benchmark.protocol("standard"),
-            output_dir=tmp_path / "o2",
-            predictions_dir=predictions,
-        )
+        evaluate_saved(benchmark, predictions, tmp_path / "o2")
 
 
 def test_official_protocol_drops_tails(benchmark, tmp_path):
@@ -208,3 +211,128 @@ def test_official_protocol_drops_tails(benchmark, tmp_path):
     )
     assert metrics["num_frames"] == 0 and "frame_auc_micro" not in metrics
     assert "no scored frame" in (tmp_path / "o" / "report.md").read_text()
+
+
+def test_ground_truth_read_differently_is_not_served_from_the_cache(benchmark, tmp_path):
+    """Cached results hold their run's frame labels: other labels (another option, another copy of the
+    data) must not reuse them."""
+
+    class Shifted(TinyBenchmark):
+        anomaly_start = 9
+
+    predictions = tmp_path / "preds"
+    predictions.mkdir()
+    rng = np.random.default_rng(1)
+    for video in benchmark.videos():
+        np.save(predictions / f"{video.name}.npy", rng.random(video.num_frames).astype(np.float32))
+
+    evaluate_saved(benchmark, predictions, tmp_path / "out")
+    shifted = Shifted(benchmark.root)
+    with pytest.raises(ValueError, match="other settings"):
+        evaluate_saved(shifted, predictions, tmp_path / "out")
+    metrics = evaluate_saved(shifted, predictions, tmp_path / "out", overwrite=True)
+    videos = shifted.videos()
+    labels = np.concatenate([v.frame_labels for v in videos])
+    scores = np.concatenate([np.load(predictions / f"{v.name}.npy") for v in videos])
+    assert metrics["num_anomalous_frames"] == 4
+    assert metrics["frame_auc_micro"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-9)
+
+
+def test_regions_share_the_ground_truth_coordinates_at_any_pixel_size(tmp_path):
+    """RBDC/TBDC compare predicted boxes with ground-truth track boxes: computing the pixel metrics at
+    another size must not move the predicted boxes out of the tracks' coordinates."""
+    from eval.trees import write_ubnormal_tree
+
+    tree = write_ubnormal_tree(tmp_path / "ubnormal")
+    bench = get_benchmark("ubnormal", tree.root, split_lists=tree.files["split_lists"])
+    predictions = tmp_path / "preds"
+    predictions.mkdir()
+    for video in bench.videos():
+        perfect = 0.9 * video.pixel_masks(np.arange(video.num_frames)).astype(np.float32)
+        np.savez(
+            predictions / f"{video.name}.npz", frame_scores=perfect.max(axis=(1, 2)), pixel_scores=perfect
+        )
+    results = {}
+    for size in (None, (16, 24), (45, 70)):
+        out = tmp_path / f"out_{size}"
+        metrics = evaluate_saved(bench, predictions, out, settings=EvalSettings(pixel_size=size))
+        results[size] = metrics
+        assert (metrics["rbdc"], metrics["tbdc"]) == (1.0, 1.0), size
+        regions = VideoResult.load(cached_result_path(out, "abnormal_scene_1_scenario_1")).regions
+        native = VideoResult.load(cached_result_path(tmp_path / "out_None", "abnormal_scene_1_scenario_1"))
+        np.testing.assert_array_equal(regions, native.regions)
+
+
+def _nearest(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """torch's legacy "nearest" resize, written out: output pixel i takes input floor(i · in / out)."""
+    h, w = array.shape[1:]
+    rows = np.minimum(np.floor(np.arange(size[0]) * np.float32(h / size[0])).astype(int), h - 1)
+    cols = np.minimum(np.floor(np.arange(size[1]) * np.float32(w / size[1])).astype(int), w - 1)
+    return array[:, rows][:, :, cols]
+
+
+def test_release_resize_follows_the_official_validation():
+    """The release nearest-resizes the S×S predictions, and the ground truth stretched to S×S first, to
+    158×238; the pooled pixel AUC then equals sklearn's on those arrays."""
+    rng = np.random.default_rng(0)
+    labels = np.zeros((3, 50, 75), bool)
+    labels[:, 10:31, 20:47] = True
+    labels[1] = False
+    predictions = rng.random((3, 64, 64)).astype(np.float32)  # as if at SAM2's S×S input
+    stats, _ = pixel_statistics(
+        np.arange(3),
+        predicted=lambda frames: predictions[frames],
+        ground_truth=lambda frames: labels[frames],
+        size=(158, 238),
+        resize="release",
+    )
+    expected_labels = _nearest(_nearest(labels, (64, 64)), (158, 238))
+    expected_scores = _nearest(predictions, (158, 238))
+    expected = roc_auc_score(expected_labels.reshape(-1), expected_scores.reshape(-1))
+    assert stats.pixel_auc.compute() == pytest.approx(expected, abs=stats.pixel_auc.error_bound())
+    bilinear, _ = pixel_statistics(
+        np.arange(3),
+        predicted=lambda frames: predictions[frames],
+        ground_truth=lambda frames: labels[frames],
+        size=(158, 238),
+    )
+    assert abs(bilinear.pixel_auc.compute() - expected) > 1e-3  # the two rules differ on this input
+
+
+def test_official_protocol_scores_the_masks_at_sam2_input_size(benchmark, predictor, tmp_path, monkeypatch):
+    """Under lavida_official the model's low-resolution mask logits are upsampled to SAM2's S×S input
+    before the release's nearest resizing, as SAM2's post-processing does in the release."""
+
+    class Windowed(TinyBenchmark):
+        intervals = {"standard": 2, "lavida_official": 1}  # 8-frame windows: both videos are scored
+
+    seen = []
+
+    def spy(scored, *, predicted, **options):
+        seen.append((predicted(scored[:1]).shape, options["resize"]))
+        return pixel_statistics(scored, predicted=predicted, **options)
+
+    monkeypatch.setattr(runner, "pixel_statistics", spy)
+    bench = Windowed(benchmark.root)
+    metrics = run_evaluation(
+        benchmark=bench,
+        protocol=bench.protocol("lavida_official"),
+        output_dir=tmp_path / "o",
+        predictor=predictor,
+    )
+    side = predictor.model.mask_decoder.image_size
+    assert seen == [((1, side, side), "release")] * 2
+    assert metrics["num_frames"] == 16 and "pixel_auc" in metrics
+
+
+def test_videos_sharing_a_cache_file_name_are_refused(tmp_path):
+    class Clashing(TinyBenchmark):
+        def load_videos(self):
+            return [
+                TestVideo(name=name, path=self.root, frame_labels=np.array([0, 1], np.uint8))
+                for name in ("fight #1", "fight_1")
+            ]
+
+    bench = Clashing(tmp_path)
+    with pytest.raises(ValueError, match="'fight #1' and 'fight_1' share the cache file name 'fight_1'"):
+        evaluate_saved(bench, tmp_path, tmp_path / "o")
