@@ -6,8 +6,8 @@ clip_length`` overlaps clips). A sampled frame covered by several clips gets the
 predictions; the raw frames after it, up to the next sampled frame, take its result (sample-and-hold,
 as the paper scores UCF-Crime and XD-Violence, B.3). A frame's result is *final* once no later clip can
 cover it, and is emitted then — so at most one window of raw frames is ever held, whatever the length
-of the video or stream. At the end of the stream the remaining sampled frames form one last clip,
-padded by repeating its last frame.
+of the video or stream. At the end of the stream, sampled frames no full clip covered get one last
+clip (the next one of the grid), padded by repeating its last frame.
 """
 
 from __future__ import annotations
@@ -123,8 +123,11 @@ class SlidingWindow:
             self.max_buffered = max(self.max_buffered, len(raw))
             # Positions before `next_clip` are final: every clip that can cover them has run.
             yield from self._flush(raw, sampled, final=next_clip, upcoming=index + 1)
-        # End of stream: the sampled frames no full clip covered form one clip, padded with its last frame.
-        if next_clip < arrived:
+        # End of stream: if some sampled frames are not covered by a full clip, the next clip of the
+        # grid (from `next_clip`) is run on what arrived, padded with its last frame. With overlapping
+        # clips the last full clip may already cover every frame; then no padded clip is added.
+        covered = next_clip - self.stride + self.clip_length if next_clip else 0
+        if covered < arrived:
             pending = [sampled[p] for p in range(next_clip, arrived)]
             self._predict(pending + [pending[-1]] * (self.clip_length - len(pending)), valid=len(pending))
         yield from self._flush(raw, sampled, final=arrived, upcoming=None)

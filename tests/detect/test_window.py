@@ -50,6 +50,22 @@ def test_overlapping_clips_average_hand_worked():
     assert {r.index: r.score for r in max_window.run(frames(13))}[4] == pytest.approx(0.04 + 1)
 
 
+@pytest.mark.parametrize(
+    "length,clips",
+    [
+        (4, [[0, 1, 2, 3]]),  # one full clip covers everything: no padded tail
+        (10, [[0, 1, 2, 3], [2, 3, 4, 5], [4, 5, 6, 7], [6, 7, 8, 9]]),
+        (11, [[0, 1, 2, 3], [2, 3, 4, 5], [4, 5, 6, 7], [6, 7, 8, 9], [8, 9, 10, 10]]),  # 10 uncovered
+        (3, [[0, 1, 2, 2]]),  # shorter than a clip
+    ],
+)
+def test_overlapping_clips_add_a_tail_only_for_uncovered_frames(length, clips):
+    log = []
+    results = list(SlidingWindow(recording_predictor(log), clip_length=4, stride=2).run(frames(length)))
+    assert log == clips
+    assert [r.index for r in results] == list(range(length))
+
+
 def test_memory_is_bounded_by_one_window():
     window = SlidingWindow(lambda c: (np.zeros(len(c)), None), clip_length=8, interval=2, stride=8)
     count = sum(1 for _ in window.run(frames(2000)))
