@@ -117,8 +117,10 @@ class _ChunkedText:
                 if self.more():  # most likely cut off by the chunk boundary
                     continue
                 raise self.error(error.msg, at=error.pos) from error
-            # A number ending exactly at the chunk boundary may continue in the next chunk.
-            if end == len(self.text) and self.more():
+            # A number may continue in the next chunk: one ending exactly at the chunk boundary, or one
+            # cut inside its fraction or exponent ("0." or "1e" decode as 0 and 1, stopping before the cut).
+            cut = end == len(self.text) or (isinstance(value, int | float) and self.text[end] in ".eE+-")
+            if cut and self.more():
                 continue
             self.pos = end
             return value

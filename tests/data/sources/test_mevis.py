@@ -133,6 +133,16 @@ def test_streaming_reader_edge_cases(tmp_path):
             list(iter_json_object(path, chunk_chars=4))
 
 
+def test_streaming_reader_numbers_cut_at_every_position(tmp_path):
+    """A chunk may end inside a number's fraction or exponent ("0." or "1e" alone decode as numbers)."""
+    path = tmp_path / "numbers.json"
+    text = '{"a": 0.25, "b": [1e-3, -2.5E+2, 10], "c": 123456}'
+    path.write_text(text)
+    expected = json.loads(text)
+    for chunk_chars in range(1, len(text) + 1):
+        assert dict(iter_json_object(path, chunk_chars=chunk_chars)) == expected, chunk_chars
+
+
 def test_small_chunks_index_the_same(tree):
     assert list(MeViSSource(tree["root"], chunk_chars=5).index()) == list(MeViSSource(tree["root"]).index())
 
