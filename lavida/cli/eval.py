@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import hydra
@@ -9,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lavida.eval.benchmarks import get_benchmark
 from lavida.eval.runner import EvalSettings, run_evaluation
-from lavida.models.checkpoint import checkpoint_digest
+from lavida.models.checkpoint import checkpoint_digest, read_checkpoint_meta
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +20,13 @@ def run(cfg: DictConfig) -> dict:
     options = OmegaConf.to_container(cfg.benchmark.options, resolve=True) or {}
     benchmark = get_benchmark(cfg.benchmark.name, cfg.benchmark.root, **options)
     protocol = benchmark.protocol(cfg.protocol)
+    clip_length = cfg.clip_length
+    if clip_length is None and cfg.checkpoint is not None:
+        clip_length = read_checkpoint_meta(cfg.checkpoint).get("clip_length")
+    if clip_length is not None:
+        # Supplement D.3.3 (Tab. 7) tests each clip length with the model trained on it.
+        protocol = dataclasses.replace(protocol, clip_length=int(clip_length))
+    log.info("Clips of %d frames, one every %d frames sampled", protocol.clip_length, protocol.interval)
     settings = EvalSettings(
         region_thresholds=tuple(cfg.region_thresholds) if cfg.region_thresholds else None,
         pixel_size=tuple(cfg.pixel_size) if cfg.pixel_size else None,

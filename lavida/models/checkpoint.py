@@ -7,7 +7,8 @@ local paths when the model is rebuilt:
     mllm_adapter/           PEFT adapter: LoRA weights and the trained <SEG> rows (usable with PEFT tools)
     heads.safetensors       every other trained parameter: projector, SAM2 prompt encoder and mask
                             decoder, the prompt embedding layer
-    meta.json               lavida version, git revision, parameter counts, <SEG> token id
+    meta.json               lavida version, git revision, parameter counts, <SEG> token id, and the
+                            training step and clip length (trainer checkpoints)
 
 Directories are written to a temporary sibling and renamed into place, so a crash never leaves a
 half-written checkpoint behind.
@@ -26,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import lavida
-from lavida.atomic import atomic_dir
+from lavida.atomic import atomic_dir, read_json
 from lavida.models.config import LavidaConfig
 from lavida.models.lavida import LavidaModel, build_lavida
 from lavida.models.weights import WeightsNotFoundError
@@ -119,7 +120,7 @@ def load_checkpoint(
             f"'{directory}' is not a LAVIDA checkpoint: missing {missing}. A checkpoint holds {CONFIG_FILE}, "
             f"{HEADS_FILE}, {ADAPTER_DIR}/ and {META_FILE}. Found: {found}"
         )
-    data = json.loads((directory / CONFIG_FILE).read_text())
+    data = read_json(directory / CONFIG_FILE, expected="the model configuration save_checkpoint writes")
     if config_overrides:
         data = _merge(data, config_overrides)
     config = LavidaConfig.from_dict(data)
@@ -127,13 +128,21 @@ def load_checkpoint(
     load_trained_weights(model, directory)
     meta_file = directory / META_FILE
     if meta_file.is_file():
-        saved_seg = json.loads(meta_file.read_text()).get("seg_token_id")
+        saved_seg = read_checkpoint_meta(directory).get("seg_token_id")
         if saved_seg is not None and saved_seg != model.mllm.seg_token_id:
             raise WeightsNotFoundError(
                 f"{meta_file}: the checkpoint was trained with <SEG> id {saved_seg}, but the tokenizer now gives "
                 f"{model.mllm.seg_token_id}; the base MLLM differs from the one it was trained on."
             )
     return model.to(device), config
+
+
+def read_checkpoint_meta(directory: str | Path) -> dict[str, Any]:
+    """The checkpoint's ``meta.json`` (training facts such as ``step`` and ``clip_length``), or {} without one."""
+    meta_file = Path(directory) / META_FILE
+    if not meta_file.is_file():
+        return {}
+    return read_json(meta_file, expected="a JSON object of training facts (lavida_version, step, ...)")
 
 
 def load_trained_weights(model: LavidaModel, directory: str | Path) -> None:

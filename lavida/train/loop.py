@@ -340,8 +340,13 @@ class Trainer:
             progress=self.progress,
             output_dir=self.output_dir,
             keep_last=self.config.keep_last,
-            extra_meta={"step": self.progress.step},
+            extra_meta=self._meta(),
         )
+
+    def _meta(self) -> dict:
+        # The clip length the model was trained on: evaluation and detection default to it (supp. D.3.3
+        # varies it at inference too).
+        return {"step": self.progress.step, "clip_length": self.data_config.clip_length}
 
     def save_final(self) -> Path:
         """The trained model alone, in the evaluable checkpoint format: ``<output_dir>/final``."""
@@ -352,7 +357,7 @@ class Trainer:
                 self.accelerator.unwrap_model(self.model),
                 self.model_config,
                 final,
-                extra_meta={"step": self.progress.step},
+                extra_meta=self._meta(),
             )
         self.accelerator.wait_for_everyone()
         return final

@@ -87,3 +87,36 @@ def test_a_checkpoint_replaced_in_place_is_not_served_from_the_cache(tiny_pretra
         eval_config(benchmark="ucsd_ped2", **values, output_dir=str(out), num_workers=0, overwrite=True)
     )
     assert second["pixel_auc"] != first["pixel_auc"]
+
+
+def test_clips_have_the_length_the_checkpoint_was_trained_on(tiny_pretrained, tmp_path):
+    """Supplement Tab. 7 trains and tests at T = 4, 8, 12, 16: the checkpoint's clip length (meta.json)
+    is the default, and clip_length= overrides it."""
+    import torch
+    from eval.trees import write_ucsd_ped2_tree
+
+    from lavida.cli.eval import run
+    from lavida.eval import runner
+    from lavida.models.checkpoint import save_checkpoint
+    from lavida.models.lavida import build_lavida
+
+    torch.manual_seed(0)
+    path = save_checkpoint(
+        build_lavida(tiny_pretrained), tiny_pretrained, tmp_path / "ckpt", extra_meta={"clip_length": 4}
+    )
+    tree = write_ucsd_ped2_tree(tmp_path / "ped2")
+    lengths = []
+    original = runner.plan_clips
+
+    def spy(num_frames, **options):
+        lengths.append(options["clip_length"])
+        return original(num_frames, **options)
+
+    values = {"benchmark.root": str(tree.root), "checkpoint": str(path), "num_workers": 0}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "plan_clips", spy)
+        run(eval_config(benchmark="ucsd_ped2", **values, output_dir=str(tmp_path / "a")))
+        assert set(lengths) == {4} and lengths
+        lengths.clear()
+        run(eval_config(benchmark="ucsd_ped2", **values, clip_length=2, output_dir=str(tmp_path / "b")))
+        assert set(lengths) == {2} and lengths

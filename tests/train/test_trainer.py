@@ -8,6 +8,7 @@ import torch
 
 from lavida.data.config import DataConfig
 from lavida.data.sources.synthetic import SyntheticSource
+from lavida.models.checkpoint import read_checkpoint_meta
 from lavida.train.config import LauncherConfig, TrainConfig
 from lavida.train.loop import NonFiniteLossError, Trainer
 from lavida.train.optim import warmup_decay_factor
@@ -71,6 +72,9 @@ def test_loss_falls_over_training(synthetic_train_root, tiny_pretrained, tmp_pat
     assert sum(after) / len(after) < 0.8 * sum(first) / len(first)
     assert summary.steps == 24
     assert (tmp_path / "run" / "final" / "heads.safetensors").is_file()
+    # Evaluation and detection default to the clip length the model was trained on.
+    meta = read_checkpoint_meta(tmp_path / "run" / "final")
+    assert meta["clip_length"] == trainer.data_config.clip_length and meta["step"] == 24
     assert (tmp_path / "run" / "run_config.json").is_file()
 
 
