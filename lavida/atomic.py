@@ -1,4 +1,5 @@
-"""Atomic file writes: write beside the target, then rename into place.
+"""Atomic file writes: write beside the target, then rename into place (and ``read_json``, the
+reading side of ``write_json``, whose errors name the file).
 
 A reader, or a run resumed after a kill, finds either the old file or the new one, never half of one
 (``os.replace`` is atomic within a file system). The temporary name is unique to the process and the
@@ -59,6 +60,19 @@ def write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, data: Any, **dumps: Any) -> None:
     """Write ``json.dumps(data, **dumps)`` and a final newline to ``path`` atomically."""
     write_text(path, json.dumps(data, **dumps) + "\n")
+
+
+def read_json(path: str | Path, *, expected: str) -> Any:
+    """Read a JSON file the project wrote (or a person edited); bad JSON is a ``ValueError`` that names
+    the file, where the parser stopped, and ``expected`` (what the file should hold)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno}); expected "
+            f"{expected}. Fix the file, or delete it to have it written again where that is possible."
+        ) from error
 
 
 @contextmanager

@@ -70,6 +70,14 @@ def test_unknown_keys_are_rejected_with_the_valid_ones():
         LavidaConfig.from_dict(data)
 
 
+def test_a_misspelt_dtype_is_rejected_with_the_valid_ones():
+    """It would otherwise fail deep in model building as "module 'torch' has no attribute 'bf16'"."""
+    with pytest.raises(
+        ValueError, match=r"model.dtype must be one of float32, bfloat16, float16; got 'bf16'"
+    ):
+        LavidaConfig.from_dict({"dtype": "bf16"})
+
+
 def test_environment_variables_set_weight_paths(monkeypatch):
     monkeypatch.setenv("LAVIDA_QWEN2VL_PATH", "/models/qwen")
     monkeypatch.setenv("LAVIDA_SAM2_PATH", "/models/sam2")
@@ -79,3 +87,22 @@ def test_environment_variables_set_weight_paths(monkeypatch):
     assert config.mask_decoder.pretrained == "/models/sam2"
     assert config.text_encoder.pretrained == "/models/clip.safetensors"
     assert config.without_weights().mllm.pretrained is None
+
+
+def test_the_readme_detect_commands_parse():
+    """The README's lavida-detect lines, split as a shell would, compose into the detect config."""
+    import shlex
+
+    from hydra import compose, initialize_config_module
+
+    from lavida.cli.detect import parse_categories
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    lines = [line.strip() for line in readme.read_text().splitlines() if ".venv/bin/lavida-detect " in line]
+    assert len(lines) >= 2
+    parsed = []
+    with initialize_config_module("lavida.configs", version_base=None):
+        for line in lines:
+            overrides = shlex.split(line.split("#")[0])[1:]
+            parsed.append(parse_categories(compose("detect", overrides=overrides).categories))
+    assert parsed[0] == ["fire", "car accident"] and ["intrusion"] in parsed

@@ -1,20 +1,19 @@
 """Collect evaluation runs into the paper's Tab. 1 (frame level) and Tab. 2 (Ped2 pixel level).
 
 Each run directory holds the ``metrics.json`` and ``report.md`` written by ``lavida-eval``; the
-benchmark and protocol are read from the run's resolved config (``.hydra/config.yaml``) or, failing
-that, from the report's title line.
+benchmark and protocol are read from the report's title line.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lavida.atomic import read_json
 from lavida.eval.paper_results import PAPER_RESULTS
 
 TABLE1 = ("ubnormal", "shanghaitech", "ucf_crime", "xd_violence")
@@ -49,9 +48,13 @@ def read_run(path: str | Path) -> RunResult:
     metrics_file = path / "metrics.json"
     if not metrics_file.is_file():
         raise FileNotFoundError(f"{path}: no metrics.json — is this a lavida-eval output directory?")
-    metrics = json.loads(metrics_file.read_text())
+    metrics = read_json(metrics_file, expected="the metrics lavida-eval writes")
     report = path / "report.md"
-    title = report.read_text().splitlines()[0] if report.is_file() else ""
+    if not report.is_file():
+        raise FileNotFoundError(
+            f"{path}: no report.md beside metrics.json — is this a lavida-eval output directory?"
+        )
+    title = (report.read_text().splitlines() or [""])[0]
     match = re.match(r"# (\S+) — (\S+) protocol", title)
     if not match:
         raise ValueError(f"{report}: cannot read the benchmark and protocol from its title line {title!r}.")
@@ -61,11 +64,22 @@ def read_run(path: str | Path) -> RunResult:
 def build_tables(runs: Sequence[RunResult], *, label: str = "ours") -> tuple[str, str]:
     """Markdown and CSV of Tab. 1 and Tab. 2, our numbers beside the paper's (percent).
 
-    With several runs of one benchmark and protocol, the last one wins; protocols are separate rows.
+    Protocols are separate rows. Two runs of one benchmark and protocol are refused: which one belongs
+    in the table (a newer checkpoint, a full run rather than a ``max_videos`` smoke run) is the
+    caller's choice, and picking by argument order would hide it.
+
+    Raises:
+        ValueError: two runs share a benchmark and protocol (the message names both).
     """
     by_protocol: dict[str, dict[str, RunResult]] = {}
     for run in runs:
-        by_protocol.setdefault(run.protocol, {})[run.benchmark] = run
+        found = by_protocol.setdefault(run.protocol, {})
+        if run.benchmark in found:
+            raise ValueError(
+                f"{found[run.benchmark].path} and {run.path} both evaluate {run.benchmark} under the "
+                f"{run.protocol} protocol; pass only the run that belongs in the table."
+            )
+        found[run.benchmark] = run
 
     rows = [["table", "row"] + [TITLES[b] for b in TABLE1 + TABLE2]]
     rows.append(["paper", "LAVIDA (paper)"] + [f"{PAPER_RESULTS[b][1]:.2f}" for b in TABLE1 + TABLE2])

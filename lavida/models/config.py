@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 
 @dataclass
@@ -92,6 +92,10 @@ class InputConfig:
             object.__setattr__(self, name, (int(value[0]), int(value[1])))
 
 
+DType = Literal["float32", "bfloat16", "float16"]
+DTYPES: tuple[str, ...] = get_args(DType)
+
+
 @dataclass
 class LavidaConfig:
     """The whole model. ``dtype`` applies to every component (float32 on CPU, bfloat16 on GPU)."""
@@ -102,7 +106,11 @@ class LavidaConfig:
     mask_decoder: MaskDecoderConfig = field(default_factory=MaskDecoderConfig)
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     inputs: InputConfig = field(default_factory=InputConfig)
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: DType = "float32"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"model.dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}.")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LavidaConfig:

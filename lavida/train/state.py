@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from lavida.atomic import replace_dir, write_text
+from lavida.atomic import read_json, replace_dir, write_text
 from lavida.models.checkpoint import load_trained_weights, save_checkpoint
 from lavida.models.config import LavidaConfig
 
@@ -153,7 +153,11 @@ def load_training_checkpoint(directory: Path, *, accelerator, model, optimizer, 
         state = torch.load(directory / "optimizer.pt", map_location="cpu", weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-    progress = Progress(**json.loads((directory / "progress.json").read_text()))
+    progress = Progress(
+        **read_json(
+            directory / "progress.json", expected="the training progress (step, epoch, batch_in_epoch)"
+        )
+    )
     log.info(
         "Resumed from %s at step %d (epoch %d, batch %d)",
         directory,

@@ -33,7 +33,25 @@ def test_tables_put_our_numbers_beside_the_papers(tmp_path, capsys):
 def test_read_run_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no metrics.json"):
         read_run(tmp_path)
+    (tmp_path / "metrics.json").write_text("{")
+    with pytest.raises(ValueError, match=r"metrics.json: not valid JSON .*line 1, column 2"):
+        read_run(tmp_path)
     (tmp_path / "metrics.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="no report.md"):
+        read_run(tmp_path)
     (tmp_path / "report.md").write_text("something else\n")
     with pytest.raises(ValueError, match="title line"):
         read_run(tmp_path)
+
+
+def test_two_runs_of_one_benchmark_and_protocol_are_refused(tmp_path):
+    """Picking one by argument order would silently put whichever came last in the table."""
+    v10 = _run(tmp_path, "ucf_v10", "ucf_crime", "standard", {"frame_auc_micro": 0.85})
+    v9 = _run(tmp_path, "ucf_v9", "ucf_crime", "standard", {"frame_auc_micro": 0.70})
+    other = _run(tmp_path, "ucf_official", "ucf_crime", "lavida_official", {"frame_auc_micro": 0.75})
+    with pytest.raises(ValueError, match=r"ucf_v10 and .*ucf_v9 both evaluate ucf_crime under the standard"):
+        main([str(v10), str(v9), "--out", str(tmp_path / "t")])
+    main([str(v10), str(other), "--out", str(tmp_path / "t")])  # protocols are separate rows
+    markdown = (tmp_path / "t" / "tables.md").read_text()
+    assert "| ours (standard protocol) | – | – | 85.00 | – |" in markdown
+    assert "| ours (lavida_official protocol) | – | – | 75.00 | – |" in markdown

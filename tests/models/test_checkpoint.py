@@ -98,6 +98,14 @@ def test_broken_checkpoints_raise_clear_errors(trained, tmp_path):
     with pytest.raises(WeightsNotFoundError, match="not a LAVIDA checkpoint"):
         load_checkpoint(tmp_path / "nowhere")
 
+    # Hand-edited files (the eq7 hint below asks for one) with a typo name the file and the place.
+    for name in ("lavida_config.json", "meta.json"):
+        target = save_checkpoint(model, config, tmp_path / f"ckpt_{name}")
+        text = (target / name).read_text()
+        (target / name).write_text(text.replace('"', "", 1))
+        with pytest.raises(ValueError, match=rf"{name}: not valid JSON \(.* line 2, column 3\)"):
+            load_checkpoint(target)
+
 
 def test_load_with_overridden_base_paths(trained, tmp_path):
     """Base models moved to another place: point the checkpoint at them with config_overrides."""
