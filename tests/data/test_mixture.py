@@ -99,20 +99,30 @@ def test_official_caps_are_one_override_away():
     assert config.sources["ade20k"].max_categories is None
 
 
-# Supplement Tab. 3: the training sets of each row.
+# Supplement Tab. 3: the training sets of each row (experiment=ablation_data_<row>).
 ABLATIONS = {
-    "ablation_no_image": set(VIDEO_SOURCES),
-    "ablation_image_only": set(IMAGE_SOURCES),
-    "ablation_no_refdavis": DATASETS - {"refdavis"},
-    "ablation_no_mevis": DATASETS - {"mevis"},
-    "ablation_no_refvos": DATASETS - {"refvos"},
-    "ablation_no_vos": DATASETS - {"vos"},
+    "no_image": set(VIDEO_SOURCES),
+    "image_only": set(IMAGE_SOURCES),
+    "no_refdavis": DATASETS - {"refdavis"},
+    "no_mevis": DATASETS - {"mevis"},
+    "no_refvos": DATASETS - {"refvos"},
+    "no_vos": DATASETS - {"vos"},
 }
 
 
+def compose_experiment_data(experiment: str, overrides: list[str]) -> DataConfig:
+    from hydra import initialize_config_module
+
+    with initialize_config_module("lavida.configs", version_base=None):
+        cfg = compose("train", overrides=[f"experiment={experiment}", *overrides])
+    return DataConfig.from_dict(OmegaConf.to_container(cfg.data, resolve=True))
+
+
+@pytest.mark.parametrize("data_group", [[], ["data=tiny"]], ids=["official", "tiny"])
 @pytest.mark.parametrize("name,expected", ABLATIONS.items())
-def test_ablation_configs_select_the_right_sources(name, expected):
-    config = compose_data(name)
+def test_ablation_experiments_select_the_right_sources(name, expected, data_group):
+    """Also with data=tiny: a smoke run of an ablation must not silently train on every source."""
+    config = compose_experiment_data(f"ablation_data_{name}", data_group)
     assert set(config.weights()) == expected
     for source in expected:  # the kept sources keep their official relative weights
         assert config.sources[source].weight == OFFICIAL_WEIGHTS[source]
@@ -120,8 +130,11 @@ def test_ablation_configs_select_the_right_sources(name, expected):
     assert sum(mixture.weights.values()) == pytest.approx(1.0)
 
 
-def test_every_ablation_file_is_listed():
-    assert {path.stem for path in CONFIG_DIR.glob("ablation_*.yaml")} == set(ABLATIONS)
+def test_every_ablation_experiment_is_listed():
+    experiments = CONFIG_DIR.parent / "experiment"
+    assert {
+        path.stem.removeprefix("ablation_data_") for path in experiments.glob("ablation_data_*.yaml")
+    } == set(ABLATIONS)
 
 
 def _shape(value):

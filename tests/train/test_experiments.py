@@ -52,6 +52,16 @@ def test_paper_recipe_values():
     assert (official.epochs, official.grad_accum, official.optim.weight_decay) == (8, 2, 0.01)
     official_model = LavidaConfig.from_dict(official_cfg["model"])
     assert (official_model.projector.eq7, official_model.mllm.positions) == ("official", "sequential")
+    caps = DataConfig.from_dict(official_cfg["data"]).sources
+    assert (
+        caps["mapillary"].max_categories,
+        caps["cityscapes"].max_categories,
+        caps["ade20k"].max_categories,
+    ) == (
+        20,
+        6,
+        None,  # the global 30
+    )
 
 
 def test_ablations_change_what_they_say():
