@@ -101,3 +101,13 @@ def test_semantic_loss_is_the_soft_cross_entropy_of_both_heads():
                     z, p = logits[b, block, y, x], targets[b, block, y, x]
                     expected += -(p * (z - torch.logsumexp(z, 0))).sum() / 18
     torch.testing.assert_close(_semantic_loss(logits, targets), expected)
+
+
+def test_zero_steps_is_a_clear_error(tmp_path):
+    from lavida.synthetic.pretrain_clip import pretrain_clip
+    from lavida.synthetic.pretrain_sam import pretrain_sam
+
+    with pytest.raises(ValueError, match="steps must be at least 1, got 0"):
+        pretrain_sam(tmp_path / "sam", tmp_path / "train", steps=0)
+    with pytest.raises(ValueError, match="steps must be at least 1, got 0"):
+        pretrain_clip(tmp_path / "clip.safetensors", tmp_path / "train", model_name="m", arch={}, steps=0)

@@ -60,6 +60,10 @@ def pretrain_clip(
     """
     import open_clip
 
+    if steps < 1:
+        raise ValueError(
+            f"steps must be at least 1, got {steps} (the returned losses average the last steps)."
+        )
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     register_clip_config(model_name, arch)

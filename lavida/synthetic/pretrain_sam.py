@@ -65,6 +65,10 @@ def pretrain_sam(
     """
     from transformers import Sam2Model
 
+    if steps < 1:
+        raise ValueError(
+            f"steps must be at least 1, got {steps} (the returned losses average the last steps)."
+        )
     generator = np.random.default_rng(seed)
     torch.manual_seed(seed)
     sam = Sam2Model.from_pretrained(str(sam_dir), local_files_only=True).train()
