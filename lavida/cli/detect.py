@@ -1,7 +1,9 @@
 """``lavida-detect``: anomalies of named categories in any video (see lavida/configs/detect.yaml).
 
 A folder of videos is processed one by one; a video that cannot be read is skipped with its reason
-logged, and the run goes on. ``<output_dir>/index.json`` lists what happened to every input.
+logged, and the run goes on. Each video's files go to ``<output_dir>/<name>/`` (its stem; inputs that
+would share a name keep their suffix, ``a.mp4`` → ``a_mp4``: see ``lavida.detect.stream.output_names``).
+``<output_dir>/index.json`` lists what happened to every input.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from lavida.atomic import write_json
 from lavida.data.video import VideoReadError
 from lavida.detect.detector import Detector
-from lavida.detect.stream import expand_inputs
+from lavida.detect.stream import expand_inputs, output_names
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,8 @@ def parse_categories(value) -> list[str]:
     names = [name for name in names if name]
     if not names:
         raise ValueError(
-            f"categories is empty ({value!r}); give at least one, e.g. categories='fire, fighting'."
+            f"categories is empty ({value!r}); give at least one, e.g. 'categories=\"fire, fighting\"' "
+            "(quoted for the shell and for Hydra)."
         )
     return names
 
@@ -52,7 +55,7 @@ def run(cfg: DictConfig) -> dict:
         merge_gap=cfg.merge_gap,
     )
     index: dict = {"categories": categories, "videos": []}
-    for source in inputs:
+    for source, name in zip(inputs, output_names(inputs), strict=True):
         try:
             result = detector.detect(
                 source,
@@ -62,6 +65,7 @@ def run(cfg: DictConfig) -> dict:
                 save=cfg.save,
                 explain=cfg.explain,
                 max_frames=cfg.max_frames,
+                name=name,
             )
         except (VideoReadError, ValueError, IndexError) as error:
             log.error("Skipping %s: %s", source, error)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -72,27 +73,59 @@ def _natural_key(path: Path) -> tuple:
 
 
 def list_frame_files(folder: str | Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
-    """Image files of a frame folder in natural order, without hidden/macOS files (``._*``, ``.DS_Store``)."""
+    """Image files of a frame folder in natural order, without hidden/macOS files (``._*``, ``.DS_Store``).
+
+    Raises:
+        VideoReadError: two files share a stem (``0000.jpg`` and ``0000.png``); the message names them.
+    """
     folder = Path(folder)
     files = [
         p
         for p in folder.iterdir()
         if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith(".")
     ]
+    # ``0000.jpg`` beside ``0000.png`` is one frame saved twice (a conversion left half done); keeping
+    # both would interleave them and double the video's length, and neither is clearly the right one.
+    stems: dict[str, list[str]] = {}
+    for p in files:
+        stems.setdefault(p.stem, []).append(p.name)
+    duplicates = sorted(
+        (names for names in stems.values() if len(names) > 1), key=lambda n: _natural_key(Path(n[0]))
+    )
+    if duplicates:
+        shown = "; ".join(", ".join(sorted(names)) for names in duplicates[:5])
+        more = f" and {len(duplicates) - 5} more" if len(duplicates) > 5 else ""
+        raise VideoReadError(
+            f"{folder}: {len(duplicates)} frame(s) exist in more than one file ({shown}{more}); "
+            "keep one file per frame: delete or move the extra copies."
+        )
     return sorted(files, key=_natural_key)
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """One image file as (H, W, 3) uint8 RGB (greyscale and palette images are converted)."""
+    """One image file as (H, W, 3) uint8 RGB (greyscale and palette images are converted).
+
+    High-depth greyscale images are scaled by a fixed factor, never by each image's own maximum, so a
+    pixel value means the same brightness in every frame of a folder:
+
+    - 16-bit (``I;16``, ``I;16B``, ``I;16L``, ...) and 32-bit integer ``I`` images are read as
+      0..65535 (``I`` values outside that range are clipped) and divided by 257, rounded (65535 → 255).
+    - Float ``F`` images are read as 0..1 and multiplied by 255, rounded; values outside [0, 1] are
+      clipped and NaN becomes 0. A float image that stores 0..255 therefore comes out saturated:
+      convert such frames to 8-bit first.
+    """
     from PIL import Image
 
     try:
         with Image.open(path) as image:
-            if image.mode == "I;16" or image.mode == "I":
-                array = np.asarray(image, dtype=np.float64)
-                scale = 255.0 / max(float(array.max()), 1.0)
-                return np.repeat((array * scale).astype(np.uint8)[..., None], 3, axis=2)
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+            if image.mode.startswith("I"):  # I, I;16, I;16B, I;16L, I;16N
+                # Not image.convert("RGB"): it clips 16-bit values at 255, so nearly every pixel saturates.
+                array = np.clip(np.asarray(image, dtype=np.float64), 0, 65535) / 257.0
+            elif image.mode == "F":
+                array = np.clip(np.nan_to_num(np.asarray(image, dtype=np.float64)), 0.0, 1.0) * 255.0
+            else:
+                return np.asarray(image.convert("RGB"), dtype=np.uint8)
+            return np.repeat(np.rint(array).astype(np.uint8)[..., None], 3, axis=2)
     except (OSError, ValueError) as error:
         raise VideoReadError(f"{path}: cannot read the image ({error}).") from error
 
@@ -121,12 +154,13 @@ class FrameFolder(FrameSource):
 
     def _read(self, indices: np.ndarray) -> np.ndarray:
         frames = [read_image(self.files[i]) for i in indices]
-        shapes = {frame.shape for frame in frames}
-        if len(shapes) > 1 or frames[0].shape[:2] != (self.height, self.width):
-            raise VideoReadError(
-                f"{self.path}: frames of different sizes ({sorted(shapes)} vs the first frame's "
-                f"{(self.height, self.width, 3)}); resize them to one size first."
-            )
+        for index, frame in zip(indices, frames, strict=True):
+            if frame.shape[:2] != (self.height, self.width):
+                raise VideoReadError(
+                    f"{self.path}: frames of different sizes: {self.files[index].name} is "
+                    f"{frame.shape[0]}x{frame.shape[1]} (HxW) but the first frame, {self.files[0].name}, is "
+                    f"{self.height}x{self.width}; resize them to one size first."
+                )
         return np.stack(frames)
 
 
@@ -220,6 +254,20 @@ def open_video(path: str | Path, *, fps: float | None = None) -> FrameSource:
             ) from av_error
 
 
+def video_rate(fps: float) -> Fraction:
+    """The exact frame rate to give an encoder: 7.5 → 15/2, 29.97 → 30000/1001, 25 → 25.
+
+    Rounding to an integer (7.5 → 8) would make a written video run faster or slower than its source,
+    so its frames drift away from the source's timestamps and scores.
+
+    Raises:
+        ValueError: ``fps`` is not positive.
+    """
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps!r}; pass the source's frame rate, e.g. fps=25.")
+    return Fraction(fps).limit_denominator(1001)
+
+
 def write_video(path: str | Path, frames: np.ndarray, *, fps: float = 25.0, codec: str = "mpeg4") -> Path:
     """Write (T, H, W, 3) uint8 frames to a video file with PyAV (tests, overlays, synthetic data).
 
@@ -231,7 +279,7 @@ def write_video(path: str | Path, frames: np.ndarray, *, fps: float = 25.0, code
     path.parent.mkdir(parents=True, exist_ok=True)
     frames = np.asarray(frames, dtype=np.uint8)
     with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=int(round(fps)))
+        stream = container.add_stream(codec, rate=video_rate(fps))
         stream.height, stream.width = frames.shape[1:3]
         stream.pix_fmt = "yuv420p"
         if codec == "mpeg4":

@@ -18,17 +18,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from lavida.atomic import atomic_dir
 from lavida.data.processor import LavidaProcessor
 from lavida.data.prompts import clean_categories
 from lavida.data.types import ClipSample
 from lavida.detect.intervals import Interval, anomalous_intervals
-from lavida.detect.outputs import MaskWriter, ScoreWriter, VideoWriter, overlay_frame, write_summary
+from lavida.detect.outputs import (
+    MaskWriter,
+    ScoreWriter,
+    VideoWriter,
+    cut_segments,
+    overlay_frame,
+    write_summary,
+)
 from lavida.detect.stream import open_stream
 from lavida.detect.window import Aggregation, FrameResult, SlidingWindow
 from lavida.inference import upsample_mask_logits
@@ -44,7 +53,7 @@ class Detection:
     """The result of :meth:`Detector.detect` on one video.
 
     Attributes:
-        name: The video's name.
+        name: The video's name (its output folder's name).
         scores: (F,) per-frame anomaly probabilities.
         intervals: Detected anomalous intervals.
         fps: Frame rate if known.
@@ -111,13 +120,19 @@ class Detector:
         config_overrides: dict | None = None,
         **kwargs,
     ) -> Detector:
-        """Load a LAVIDA checkpoint (bf16 on GPU, fp32 on CPU unless ``dtype`` says otherwise)."""
-        from lavida.models.checkpoint import load_checkpoint
+        """Load a LAVIDA checkpoint (bf16 on GPU, fp32 on CPU unless ``dtype`` says otherwise).
+
+        ``clip_length`` (in ``kwargs``) defaults to the clip length the checkpoint was trained on
+        (its meta.json; supplement Tab. 7 tests each model at its own), else 8.
+        """
+        from lavida.models.checkpoint import load_checkpoint, read_checkpoint_meta
 
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         overrides = dict(config_overrides or {})
         overrides.setdefault("dtype", dtype or ("bfloat16" if device.type == "cuda" else "float32"))
         model, config = load_checkpoint(checkpoint, config_overrides=overrides, device=device)
+        if kwargs.get("clip_length") is None:
+            kwargs["clip_length"] = int(read_checkpoint_meta(checkpoint).get("clip_length", 8))
         return cls(model=model, processor=LavidaProcessor.for_model(model, config.inputs), **kwargs)
 
     # -- one clip ----------------------------------------------------------------------------------
@@ -140,14 +155,16 @@ class Detector:
         """Yield every frame's result (score, low-resolution mask, the frame) as soon as it is final."""
         categories = clean_categories(categories)
         frames = open_stream(source, max_frames=max_frames).frames
-        window = SlidingWindow(
+        yield from self._window(categories).run(frames)
+
+    def _window(self, categories: list[str]) -> SlidingWindow:
+        return SlidingWindow(
             lambda clip: self.predict_clip(clip, categories),
             clip_length=self.clip_length,
             interval=self.interval,
             stride=self.stride,
             aggregation=self.aggregation,
         )
-        yield from window.run(frames)
 
     def detect(
         self,
@@ -160,18 +177,23 @@ class Detector:
         explain: bool = False,
         max_frames: int | None = None,
         progress: bool = True,
+        name: str | None = None,
     ) -> Detection:
         """Score a whole video (or a stream, up to ``max_frames``) and write its outputs.
 
         Args:
             source: Video file, frame folder, URL or device.
             categories: Anomaly categories to look for.
-            output_dir: Write the files of ``lavida.detect.outputs`` to ``<output_dir>/<video name>/``.
+            output_dir: Write the files of ``lavida.detect.outputs`` to ``<output_dir>/<name>/``, replacing
+                that folder as a whole once the video is done (nothing is left of an earlier run).
             overlay: Write the overlay video.
-            save: ``all`` (one overlay video) or ``anomalous`` (overlay videos of anomalous segments only).
+            save: ``all`` (one overlay video) or ``anomalous`` (``segments/segment_<k>.mp4``: the overlay
+                of reported interval k only).
             explain: Ask the MLLM to explain each detected interval.
             max_frames: Stop after this many frames.
             progress: Show a progress bar.
+            name: The output folder's name (default: ``lavida.detect.stream.stream_name``; a run over
+                many inputs passes ``output_names`` so that no two share a folder).
 
         Raises:
             ValueError: empty category list.
@@ -181,64 +203,60 @@ class Detector:
 
         categories = clean_categories(categories)
         stream = open_stream(source, max_frames=max_frames)
-        folder = None
-        writers = _Writers(None, fps=stream.fps, threshold=self.threshold, overlay=False, save="all")
-        if output_dir is not None:
-            folder = Path(output_dir) / stream.name
-            folder.mkdir(parents=True, exist_ok=True)
+        name = name or stream.name
+        target = None if output_dir is None else Path(output_dir) / name
+        # Files are written into a staging folder that takes the place of <output_dir>/<name> as a
+        # whole when the video is done: a rerun leaves no file of an earlier one (old segments, an
+        # overlay no longer asked for), and a run killed midway leaves the earlier folder untouched.
+        with atomic_dir(target) if target is not None else nullcontext() as folder:
             writers = _Writers(folder, fps=stream.fps, threshold=self.threshold, overlay=overlay, save=save)
-        window = SlidingWindow(
-            lambda clip: self.predict_clip(clip, categories),
-            clip_length=self.clip_length,
-            interval=self.interval,
-            stride=self.stride,
-            aggregation=self.aggregation,
-        )
-        scores: list[float] = []
-        keeper = _ExplanationFrames() if explain else None
-        bar = tqdm(total=stream.num_frames, desc=stream.name, unit="frame", disable=not progress)
-        try:
-            for result in window.run(stream.frames):
-                scores.append(result.score)
-                writers.write(result, scores)
-                if keeper is not None:
-                    keeper.add(result, anomalous=result.score >= self.threshold)
-                bar.update(1)
-        finally:
-            bar.close()
-            writers.close()
-        if not scores:
-            raise ValueError(f"{source}: no frames were read.")
-        values = np.asarray(scores, dtype=np.float32)
-        intervals = anomalous_intervals(
-            values, threshold=self.threshold, min_length=self.min_interval, merge_gap=self.merge_gap
-        )
-        explanations = {}
-        if keeper is not None:
-            for number, interval in enumerate(intervals):
-                frames = keeper.frames_for(interval)
-                if frames is not None:
-                    explanations[number] = self.explain(frames)
-        if folder is not None:
-            settings = {
-                "threshold": self.threshold,
-                "clip_length": self.clip_length,
-                "interval": self.interval,
-                "stride": self.stride or self.clip_length,
-                "aggregation": self.aggregation,
-            }
-            write_summary(
-                folder,
-                video=stream.name,
-                scores=values,
-                intervals=intervals,
-                categories=categories,
-                fps=stream.fps,
-                settings=settings,
-                explanations=explanations,
+            window = self._window(categories)
+            scores: list[float] = []
+            keeper = _ExplanationFrames() if explain else None
+            bar = tqdm(total=stream.num_frames, desc=name, unit="frame", disable=not progress)
+            try:
+                for result in window.run(stream.frames):
+                    scores.append(result.score)
+                    writers.write(result, scores)
+                    if keeper is not None:
+                        keeper.add(result, anomalous=result.score >= self.threshold)
+                    bar.update(1)
+            finally:
+                bar.close()
+                writers.close()
+            if not scores:
+                raise ValueError(f"{source}: no frames were read.")
+            values = np.asarray(scores, dtype=np.float32)
+            intervals = anomalous_intervals(
+                values, threshold=self.threshold, min_length=self.min_interval, merge_gap=self.merge_gap
             )
-        log.info("%s: %d frames, %d anomalous interval(s)", stream.name, values.size, len(intervals))
-        return Detection(stream.name, values, intervals, stream.fps, categories, explanations, folder)
+            writers.finish(intervals)
+            explanations = {}
+            if keeper is not None:
+                for number, interval in enumerate(intervals):
+                    frames = keeper.frames_for(interval)
+                    if frames is not None:
+                        explanations[number] = self.explain(frames)
+            if folder is not None:
+                settings = {
+                    "threshold": self.threshold,
+                    "clip_length": self.clip_length,
+                    "interval": self.interval,
+                    "stride": self.stride or self.clip_length,
+                    "aggregation": self.aggregation,
+                }
+                write_summary(
+                    folder,
+                    video=name,
+                    scores=values,
+                    intervals=intervals,
+                    categories=categories,
+                    fps=stream.fps,
+                    settings=settings,
+                    explanations=explanations,
+                )
+        log.info("%s: %d frames, %d anomalous interval(s)", name, values.size, len(intervals))
+        return Detection(name, values, intervals, stream.fps, categories, explanations, target)
 
     # -- explanations ------------------------------------------------------------------------------
 
@@ -254,7 +272,13 @@ class Detector:
 
 
 class _Writers:
-    """The per-frame writers of one video (all optional)."""
+    """The per-frame writers of one video (none without a folder)."""
+
+    # save="anomalous" cuts segment k from interval k, and min_interval and merge_gap settle the
+    # intervals only once every score is known. Holding overlay frames until then would grow with the
+    # video, so the whole overlay goes to this temporary file (near-lossless, as it is encoded twice),
+    # which ``finish`` cuts into segments with one sequential decode and then deletes.
+    FULL_OVERLAY = ".overlay.full.mp4"
 
     def __init__(
         self, folder: Path | None, *, fps: float | None, threshold: float, overlay: bool, save: str
@@ -264,12 +288,12 @@ class _Writers:
         self.folder, self.fps, self.threshold, self.save = folder, fps, threshold, save
         self.scores = ScoreWriter(folder, fps=fps, threshold=threshold) if folder else None
         self.masks = MaskWriter(folder) if folder else None
-        self.overlay = (
-            VideoWriter(folder / "overlay.mp4", fps=fps) if folder and overlay and save == "all" else None
-        )
-        self.segment: VideoWriter | None = None
-        self.segments = 0
-        self.make_segments = folder is not None and overlay and save == "anomalous"
+        self.overlay = None
+        if folder is not None and overlay:
+            if save == "all":
+                self.overlay = VideoWriter(folder / "overlay.mp4", fps=fps)
+            else:
+                self.overlay = VideoWriter(folder / self.FULL_OVERLAY, fps=fps, options={"qscale": "2"})
 
     def write(self, result: FrameResult, history: list[float]) -> None:
         if self.folder is None:
@@ -280,30 +304,21 @@ class _Writers:
             mask = upsample_mask_logits_from_probabilities(result.mask, (height, width)) >= self.threshold
         self.scores.write(result.index, result.score)
         self.masks.write(result.index, mask)
-        if self.overlay is not None or self.make_segments:
-            image = overlay_frame(result.frame, mask, history, self.threshold)
-            if self.overlay is not None:
-                self.overlay.write(image)
-            if self.make_segments:
-                self._segment(image, anomalous=result.score >= self.threshold)
-
-    def _segment(self, image: np.ndarray, *, anomalous: bool) -> None:
-        if anomalous and self.segment is None:
-            self.segment = VideoWriter(
-                self.folder / "segments" / f"segment_{self.segments:03d}.mp4", fps=self.fps
-            )
-            self.segments += 1
-        if self.segment is not None:
-            if anomalous:
-                self.segment.write(image)
-            else:
-                self.segment.close()
-                self.segment = None
+        if self.overlay is not None:
+            self.overlay.write(overlay_frame(result.frame, mask, history, self.threshold))
 
     def close(self) -> None:
-        for writer in (self.scores, self.masks, self.overlay, self.segment):
+        for writer in (self.scores, self.masks, self.overlay):
             if writer is not None:
                 writer.close()
+
+    def finish(self, intervals: list[Interval]) -> None:
+        """After :meth:`close`: with save="anomalous", cut ``segments/segment_<k>.mp4`` for each interval."""
+        if self.overlay is None or self.save != "anomalous":
+            return
+        if self.overlay.path.exists():
+            cut_segments(self.overlay.path, intervals, self.folder / "segments", fps=self.fps)
+        self.overlay.path.unlink(missing_ok=True)
 
 
 def upsample_mask_logits_from_probabilities(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:

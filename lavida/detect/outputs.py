@@ -3,9 +3,9 @@
 <out>/<video>/scores.csv       frame, time_s, score, anomalous
 <out>/<video>/scores.jsonl     one JSON object per frame, written as soon as the frame is final
 <out>/<video>/scores.json      all scores at once (written at the end)
-<out>/<video>/masks.jsonl      one line per frame: {"frame": i, "rle": COCO RLE of score ≥ 0.5}
+<out>/<video>/masks.jsonl      one line per frame: {"frame": i, "rle": COCO RLE of score ≥ threshold}
 <out>/<video>/overlay.mp4      frames with the predicted mask (green) and the score curve
-<out>/<video>/segments/*.mp4   (save="anomalous") overlay video of each anomalous segment only
+<out>/<video>/segments/*.mp4   (save="anomalous") segment_k.mp4: the overlay of summary interval k only
 <out>/<video>/scores.png       score plot with the threshold line and detected intervals
 <out>/<video>/summary.json     intervals (start, end, peak score), categories, settings
 <out>/<video>/summary.md       the same, for people
@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from lavida.atomic import write_json, write_text
 from lavida.data.sources.masks import decode_rle, encode_rle
+from lavida.data.video import video_rate
 from lavida.detect.intervals import Interval
+
+log = logging.getLogger(__name__)
 
 
 class ScoreWriter:
@@ -96,10 +101,16 @@ def overlay_frame(
 
 
 class VideoWriter:
-    """An mp4 written frame by frame with PyAV (opened lazily on the first frame)."""
+    """An mp4 written frame by frame with PyAV (opened lazily on the first frame).
 
-    def __init__(self, path: Path, *, fps: float | None) -> None:
-        self.path, self.fps = path, fps or 25.0
+    Args:
+        path: The file to write.
+        fps: Frame rate, kept exact (7.5 stays 7.5, see ``video_rate``); 25 when unknown.
+        options: Encoder options, e.g. ``{"qscale": "2"}`` for near-lossless mpeg4.
+    """
+
+    def __init__(self, path: Path, *, fps: float | None, options: dict[str, str] | None = None) -> None:
+        self.path, self.fps, self.options = path, fps or 25.0, options
         self._container = self._stream = None
 
     def write(self, frame: np.ndarray) -> None:
@@ -108,9 +119,11 @@ class VideoWriter:
         if self._container is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._container = av.open(str(self.path), "w")
-            self._stream = self._container.add_stream("mpeg4", rate=max(1, int(round(self.fps))))
+            self._stream = self._container.add_stream("mpeg4", rate=video_rate(self.fps))
             self._stream.height, self._stream.width = frame.shape[:2]
             self._stream.pix_fmt = "yuv420p"
+            if self.options:
+                self._stream.options = dict(self.options)
         for packet in self._stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
             self._container.mux(packet)
 
@@ -120,6 +133,49 @@ class VideoWriter:
                 self._container.mux(packet)
             self._container.close()
             self._container = None
+
+
+def cut_segments(
+    video: Path, intervals: Sequence[Interval], folder: Path, *, fps: float | None
+) -> list[Path]:
+    """Copy the frames of interval k of ``video`` to ``<folder>/segment_<k:03d>.mp4``, for every k.
+
+    ``video`` is decoded once, front to back, so memory holds one frame whatever its length. Frame
+    indices count the decoded frames from 0, as the intervals do.
+
+    Returns:
+        The segment files, one per interval, in order (none, and no folder, without intervals).
+    """
+    import av
+
+    paths = [folder / f"segment_{number:03d}.mp4" for number in range(len(intervals))]
+    if not paths:
+        return paths
+    number, writer, decoded = 0, None, 0
+    with av.open(str(video)) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            decoded = index + 1
+            while number < len(intervals) and index > intervals[number].end:
+                if writer is not None:
+                    writer.close()
+                    writer = None
+                number += 1
+            if number == len(intervals):
+                break
+            if index >= intervals[number].start:
+                writer = writer or VideoWriter(paths[number], fps=fps)
+                writer.write(frame.to_ndarray(format="rgb24"))
+    if writer is not None:
+        writer.close()
+    if decoded <= intervals[-1].end:
+        log.warning(
+            "%s: only %d frame(s) could be decoded, but the last interval ends at frame %d; its segments "
+            "are short or missing.",
+            video,
+            decoded,
+            intervals[-1].end,
+        )
+    return paths
 
 
 def write_summary(

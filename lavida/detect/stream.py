@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from lavida.data.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoReadError, list_frame_files, open_video
+from lavida.data.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoReadError, open_video
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ class FrameStream:
     """A named sequence of frames.
 
     Attributes:
-        name: For output folders (the file or folder stem, or a sanitised URL).
+        name: For output folders (see :func:`stream_name`).
         frames: Iterator of (H, W, 3) uint8 frames, in order.
         fps: Frame rate if known.
         num_frames: Length if known (None for live streams).
@@ -42,6 +43,51 @@ class FrameStream:
 def is_live(source: str) -> bool:
     """True for network URLs and capture devices (``/dev/video*``, ``device:N``)."""
     return bool(_URL.match(source)) or source.startswith("/dev/video") or source.startswith("device:")
+
+
+def stream_name(source: str | Path) -> str:
+    """The output folder name of one source, on its own (:func:`output_names` separates clashes).
+
+    A file's stem (``street.mp4`` → ``street``); a frame folder's full name (``cam1.part1`` stays
+    ``cam1.part1``: its dots are not a suffix); a URL or device with everything but letters, digits,
+    ``.``, ``_`` and ``-`` replaced by ``_`` (``rtsp://cam/live`` → ``cam_live``).
+    """
+    text = str(source)
+    if is_live(text):
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", text.split("://", 1)[-1]).strip("_") or "stream"
+    path = Path(text)
+    if path.is_dir():
+        return path.name or path.resolve().name or "video"  # "." has no name of its own
+    return path.stem or path.name
+
+
+def output_names(sources: Sequence[str | Path]) -> list[str]:
+    """Distinct output folder names for the videos of one run, in the order given.
+
+    Each source gets :func:`stream_name`. Where several would get the same name (``a.mp4`` and ``a.avi``
+    in one folder, or a frame folder ``a`` beside ``a.mp4``), each of those files keeps its suffix after
+    an underscore (``a_mp4``, ``a_avi``) while a folder or URL keeps its name; a name still taken after
+    that gets ``_2``, ``_3``, ... in input order. Names are compared ignoring case (``A`` and ``a`` are one
+    folder on macOS and Windows). Without clashes every source keeps its plain name, so a single input
+    is always named by :func:`stream_name`.
+    """
+    sources = [str(source) for source in sources]
+    names = [stream_name(source) for source in sources]
+    counts = Counter(name.casefold() for name in names)
+    for i, source in enumerate(sources):
+        path = Path(source)
+        if counts[names[i].casefold()] > 1 and not is_live(source) and path.is_file() and path.suffix:
+            names[i] = f"{names[i]}_{path.suffix[1:]}"
+    taken: set[str] = set()
+    unique = []
+    for name in names:
+        candidate, number = name, 1
+        while candidate.casefold() in taken:
+            number += 1
+            candidate = f"{name}_{number}"
+        taken.add(candidate.casefold())
+        unique.append(candidate)
+    return unique
 
 
 def open_stream(
@@ -69,9 +115,7 @@ def open_stream(
             yield from video.get_frames(np.arange(start, min(start + batch, end)))
 
     total = len(video) if max_frames is None else min(len(video), max_frames)
-    return FrameStream(
-        name=Path(text).stem or Path(text).name, frames=frames(), fps=video.fps, num_frames=total
-    )
+    return FrameStream(name=stream_name(text), frames=frames(), fps=video.fps, num_frames=total)
 
 
 def _live(source: str, *, max_frames: int | None) -> FrameStream:
@@ -102,13 +146,17 @@ def _live(source: str, *, max_frames: int | None) -> FrameStream:
         finally:
             container.close()
 
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", source.split("://", 1)[-1]).strip("_") or "stream"
-    return FrameStream(name=name, frames=frames(), fps=fps, num_frames=None)
+    return FrameStream(name=stream_name(source), frames=frames(), fps=fps, num_frames=None)
 
 
 def expand_inputs(source: str | Path) -> list[str]:
     """The videos an ``input=`` names: a URL/device, a video file, a folder of frames (one video), or a
-    folder of videos and/or frame folders (each one video), in name order."""
+    folder of videos and/or frame folders (each one video), in name order.
+
+    A folder that holds video files is a folder of videos even if images lie beside them (a
+    ``thumbnail.jpg``): those images are ignored, with a warning that says how many. Give each video
+    its own output name with :func:`output_names`.
+    """
     text = str(source)
     if is_live(text):
         return [text]
@@ -117,17 +165,32 @@ def expand_inputs(source: str | Path) -> list[str]:
         return [text]
     if not path.is_dir():
         raise VideoReadError(f"{path}: no such file, folder, URL or device.")
-    has_images = any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir() if not p.name.startswith("."))
-    if has_images:
+    children = sorted(child for child in path.iterdir() if not child.name.startswith("."))
+    videos = [child for child in children if child.is_file() and child.suffix.lower() in VIDEO_SUFFIXES]
+    images = [child for child in children if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES]
+    if images and not videos:
         return [text]  # a folder of frames is one video
+    if images:
+        log.warning(
+            "%s: ignoring %d image file(s) beside its %d video file(s); to process frames, put them in "
+            "a subfolder of their own.",
+            path,
+            len(images),
+            len(videos),
+        )
     entries = []
-    for child in sorted(path.iterdir()):
-        if child.name.startswith("."):
-            continue
-        if child.is_file() and child.suffix.lower() in VIDEO_SUFFIXES:
-            entries.append(str(child))
-        elif child.is_dir() and list_frame_files(child):
+    for child in children:
+        if child in videos or (child.is_dir() and _holds_images(child)):
             entries.append(str(child))
     if not entries:
         raise VideoReadError(f"{path}: the folder holds no video files, frames or frame folders.")
     return entries
+
+
+def _holds_images(folder: Path) -> bool:
+    # Not list_frame_files: a folder it rejects (two files for one frame) must still be listed, so
+    # that lavida-detect skips it with the reason in index.json instead of dropping it unseen.
+    return any(
+        child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES and not child.name.startswith(".")
+        for child in folder.iterdir()
+    )

@@ -1,5 +1,7 @@
 """Frame sources: video files (decord / PyAV) and frame folders behave alike."""
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -10,6 +12,8 @@ from lavida.data.video import (
     VideoReadError,
     list_frame_files,
     open_video,
+    read_image,
+    video_rate,
     write_video,
 )
 
@@ -76,3 +80,59 @@ def test_unreadable_inputs(tmp_path):
     Image.fromarray(np.zeros((9, 8, 3), np.uint8)).save(mixed / "1.png")
     with pytest.raises(VideoReadError, match="different sizes"):
         open_video(mixed).get_frames([0, 1])
+
+
+def test_mixed_size_error_names_the_first_odd_file(tmp_path):
+    for i in range(4):
+        Image.fromarray(np.zeros((9 if i >= 2 else 8, 8, 3), np.uint8)).save(tmp_path / f"f{i}.png")
+    with pytest.raises(VideoReadError, match=r"different sizes: f2\.png is 9x8 .*f0\.png, is 8x8"):
+        open_video(tmp_path).get_frames([0, 1, 2, 3])
+
+
+def test_two_files_for_one_frame_are_refused(tmp_path):
+    """0000.jpg beside 0000.png would interleave and double the video."""
+    for i in range(3):
+        for suffix in ("jpg", "png"):
+            Image.fromarray(np.full((8, 8, 3), 50 * i, np.uint8)).save(tmp_path / f"{i:04d}.{suffix}")
+    with pytest.raises(VideoReadError, match=r"0000\.jpg, 0000\.png; 0001\.jpg, 0001\.png") as error:
+        open_video(tmp_path)
+    assert str(tmp_path) in str(error.value)
+
+
+def test_big_endian_16_bit_frames_are_not_saturated(tmp_path):
+    """16-bit value v becomes round(v / 257): 65535 → 255."""
+    values = np.array([[0, 1000], [32896, 65535]], dtype=">u2")
+    Image.frombuffer("I;16B", (2, 2), values.tobytes(), "raw", "I;16B", 0, 1).save(tmp_path / "b.tif")
+    with Image.open(tmp_path / "b.tif") as image:
+        assert image.mode == "I;16B"
+    frame = read_image(tmp_path / "b.tif")
+    assert frame.shape == (2, 2, 3)
+    np.testing.assert_array_equal(frame[..., 0], [[0, 4], [128, 255]])
+
+
+def test_16_bit_frames_share_one_scale(tmp_path):
+    """The same 16-bit value is the same brightness in every frame, whatever each frame's maximum."""
+    dim = np.full((4, 4), 1000, np.uint16)
+    bright = dim.copy()
+    bright[0, 0] = 60000
+    Image.fromarray(dim).save(tmp_path / "0.png")
+    Image.fromarray(bright).save(tmp_path / "1.png")
+    frames = FrameFolder(tmp_path).get_frames([0, 1])
+    assert frames[0, 2, 2, 0] == frames[1, 2, 2, 0] == 4
+
+
+def test_float_frames_are_read_as_0_to_1(tmp_path):
+    """Float images scale [0, 1] to 0..255; values outside are clipped."""
+    values = np.array([[0.0, 0.5], [1.0, 1.5], [-0.5, 0.25]], np.float32)
+    Image.fromarray(values).save(tmp_path / "f.tif")
+    frame = read_image(tmp_path / "f.tif")
+    assert frame.shape == (3, 2, 3)
+    np.testing.assert_array_equal(frame[..., 0], [[0, 128], [255, 255], [0, 64]])
+
+
+def test_write_video_keeps_a_fractional_frame_rate(tmp_path):
+    video = open_video(write_video(tmp_path / "v.mp4", _frames(n=12), fps=7.5))
+    assert video.fps == pytest.approx(7.5) and len(video) == 12
+    assert video_rate(30000 / 1001) == Fraction(30000, 1001)
+    with pytest.raises(ValueError, match="positive"):
+        video_rate(0)

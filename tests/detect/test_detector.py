@@ -187,3 +187,117 @@ def test_http_stream_is_read_frame_by_frame(detector, tmp_path):
         assert len(scores) == 10
     finally:
         server.shutdown()
+
+
+def test_overlay_keeps_a_fractional_frame_rate(detector, tmp_path):
+    """A 7.5 fps source gives a 7.5 fps overlay (not 8), so overlay frames stay at the scores' times."""
+    source = write_video(tmp_path / "slow.mp4", moving_square(15), fps=7.5)
+    assert open_video(source).fps == pytest.approx(7.5)  # (tests/data/test_video.py checks write_video)
+    result = detector.detect(source, ["red square"], output_dir=tmp_path / "out", progress=False)
+    overlay = open_video(result.output_dir / "overlay.mp4")
+    assert overlay.fps == pytest.approx(7.5) and len(overlay) == 15
+
+
+def _index_frames(n):
+    """(n, 32, 32, 3) frames showing their own index in binary: bit b is band b (6 rows) black or white.
+
+    Coarse enough to survive two lossy encodings (the overlay, then its segments)."""
+    frames = np.zeros((n, 32, 32, 3), np.uint8)
+    for t in range(n):
+        for bit in range(5):
+            frames[t, 6 * bit : 6 * bit + 6] = 255 * ((t >> bit) & 1)
+    return frames
+
+
+def _read_index(frames):
+    """(n, H, W, 3) frames of :func:`_index_frames` (H may include the overlay strip) → (n,) indices."""
+    bands = np.stack([frames[:, 6 * bit + 1 : 6 * bit + 5].mean(axis=(1, 2, 3)) for bit in range(5)], axis=1)
+    return ((bands > 128) * (1 << np.arange(5))).sum(axis=1)
+
+
+def _index_encoded_detector(detector, monkeypatch, scores):
+    """Score frame t with ``scores[t]``, t read back from the frame itself (:func:`_index_frames`)."""
+
+    def predict_clip(frames, categories):
+        index = np.clip(_read_index(frames), 0, len(scores) - 1)
+        return scores[index].astype(np.float32), np.full((len(frames), 8, 8), 0.1, np.float32)
+
+    monkeypatch.setattr(detector, "predict_clip", predict_clip)
+
+
+def test_segments_are_the_reported_intervals(detector, tmp_path, monkeypatch):
+    """segment_k holds exactly the frames of interval k, after min_interval and merge_gap."""
+    scores = np.zeros(24)
+    scores[[2]] = 0.9  # one frame: dropped by min_interval=3
+    scores[6:9] = scores[10:13] = 0.9  # merged across the gap at 9
+    scores[16:20] = 0.9
+    _index_encoded_detector(detector, monkeypatch, scores)
+    monkeypatch.setattr(detector, "min_interval", 3)
+    monkeypatch.setattr(detector, "merge_gap", 2)
+    video = write_video(tmp_path / "vid.mp4", _index_frames(24), fps=10)
+    result = detector.detect(video, ["x"], output_dir=tmp_path / "out", save="anomalous", progress=False)
+    assert [(i.start, i.end) for i in result.intervals] == [(6, 12), (16, 19)]
+    segments = sorted((result.output_dir / "segments").iterdir())
+    assert [path.name for path in segments] == ["segment_000.mp4", "segment_001.mp4"]
+    for path, interval in zip(segments, result.intervals, strict=True):
+        segment = open_video(path)
+        got = _read_index(segment.get_frames(np.arange(len(segment))))
+        assert got.tolist() == list(range(interval.start, interval.end + 1))
+    assert sorted(p.name for p in result.output_dir.iterdir() if p.name.startswith(".")) == []
+
+
+def test_rerun_replaces_the_whole_output_folder(detector, tmp_path, monkeypatch):
+    video = write_video(tmp_path / "v.mp4", moving_square(8), fps=8)
+    monkeypatch.setattr(detector, "threshold", 0.0)
+    detector.detect(video, ["red square"], output_dir=tmp_path / "out", save="anomalous", progress=False)
+    folder = tmp_path / "out" / "v"
+    assert (folder / "segments" / "segment_000.mp4").is_file()
+    detector.detect(video, ["red square"], output_dir=tmp_path / "out", progress=False)
+    assert (folder / "overlay.mp4").is_file() and not (folder / "segments").exists()
+    detector.detect(video, ["red square"], output_dir=tmp_path / "out", overlay=False, progress=False)
+    assert not (folder / "overlay.mp4").exists() and (folder / "summary.json").is_file()
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+
+    # A run that fails midway leaves the earlier folder as it was, and no staging folder.
+    def broken(frames, categories):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(detector, "predict_clip", broken)
+    with pytest.raises(RuntimeError, match="killed"):
+        detector.detect(video, ["red square"], output_dir=tmp_path / "out", progress=False)
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["v"]
+
+
+def test_cli_gives_clashing_inputs_their_own_folders(checkpoint, tmp_path):
+    from omegaconf import OmegaConf
+
+    from lavida.cli.detect import run
+
+    inputs = tmp_path / "videos"
+    inputs.mkdir()
+    write_video(inputs / "a.mp4", moving_square(3), fps=3)
+    write_video(inputs / "a.avi", moving_square(5), fps=5)
+    cfg = OmegaConf.load(__import__("lavida.configs", fromlist=["x"]).__path__[0] + "/detect.yaml")
+    cfg.input, cfg.categories, cfg.checkpoint = str(inputs), "fire", str(checkpoint)
+    cfg.output_dir, cfg.device, cfg.overlay = str(tmp_path / "out"), "cpu", False
+    index = run(cfg)
+    outputs = {entry["input"].rsplit("/", 1)[-1]: entry["output"] for entry in index["videos"]}
+    assert outputs == {"a.avi": str(tmp_path / "out" / "a_avi"), "a.mp4": str(tmp_path / "out" / "a_mp4")}
+    for name, frames in (("a_avi", 5), ("a_mp4", 3)):
+        assert json.loads((tmp_path / "out" / name / "summary.json").read_text())["frames"] == frames
+
+
+def test_clip_length_defaults_to_the_checkpoints(checkpoint, tmp_path):
+    """A model trained on 4-frame clips (supplement Tab. 7) detects with 4-frame clips unless told."""
+    import json
+    import shutil
+
+    from lavida import Detector
+
+    four = shutil.copytree(checkpoint, tmp_path / "four")
+    meta = json.loads((four / "meta.json").read_text())
+    (four / "meta.json").write_text(json.dumps({**meta, "clip_length": 4}))
+    assert Detector.from_checkpoint(four, device="cpu").clip_length == 4
+    assert Detector.from_checkpoint(four, device="cpu", clip_length=8).clip_length == 8
+    assert Detector.from_checkpoint(checkpoint, device="cpu").clip_length == 8  # no record: B.3's 8
