@@ -3,11 +3,16 @@
 A folder of videos is processed one by one; a video that cannot be read is skipped with its reason
 logged, and the run goes on. Each video's files go to ``<output_dir>/<name>/`` (its stem; inputs that
 would share a name keep their suffix, ``a.mp4`` → ``a_mp4``: see ``lavida.detect.stream.output_names``).
-``<output_dir>/index.json`` lists what happened to every input.
+``<output_dir>/index.json`` lists what happened to every input; it is rewritten after every video.
+
+A rerun into the same ``output_dir`` (after a kill, or with more videos) reuses every video whose folder
+was finished with the same checkpoint (its bytes), categories, settings and input file (size and
+time); ``resume=false`` recomputes them all. Live streams are never reused.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -17,7 +22,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from lavida.atomic import write_json
 from lavida.data.video import VideoReadError
 from lavida.detect.detector import Detector
-from lavida.detect.stream import expand_inputs, output_names
+from lavida.detect.stream import expand_inputs, is_live, output_names
+from lavida.models.checkpoint import checkpoint_digest
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +61,21 @@ def run(cfg: DictConfig) -> dict:
         merge_gap=cfg.merge_gap,
     )
     index: dict = {"categories": categories, "videos": []}
+    output_dir = Path(cfg.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    run_key = _run_key(cfg, categories, detector)
     for source, name in zip(inputs, output_names(inputs), strict=True):
+        key = json.loads(json.dumps({**run_key, "input": _input_state(source)}))  # as it reads back
+        marker = output_dir / name / RUN_FILE
+        if cfg.resume and key["input"] is not None and marker.is_file() and _read(marker) == key:
+            summary = _read(output_dir / name / "summary.json")
+            if summary is not None:
+                log.info("Reusing %s: its outputs were made with the same checkpoint and settings.", source)
+                index["videos"].append(
+                    _entry(source, output_dir / name, summary["frames"], summary["intervals"])
+                )
+                write_json(output_dir / "index.json", index, indent=1)
+                continue
         try:
             result = detector.detect(
                 source,
@@ -70,23 +90,61 @@ def run(cfg: DictConfig) -> dict:
         except (VideoReadError, ValueError, IndexError) as error:
             log.error("Skipping %s: %s", source, error)
             index["videos"].append({"input": source, "status": "skipped", "reason": str(error)})
-            continue
-        index["videos"].append(
-            {
-                "input": source,
-                "status": "done",
-                "output": str(result.output_dir),
-                "frames": int(result.scores.size),
-                "intervals": [interval.to_dict(result.fps) for interval in result.intervals],
-            }
-        )
-    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    write_json(Path(cfg.output_dir) / "index.json", index, indent=1)
+        else:
+            intervals = [interval.to_dict(result.fps) for interval in result.intervals]
+            index["videos"].append(_entry(source, result.output_dir, int(result.scores.size), intervals))
+            # Written last, once the folder is complete: a kill before this only costs this video.
+            write_json(marker, key, indent=1)
+        write_json(output_dir / "index.json", index, indent=1)
     done = sum(entry["status"] == "done" for entry in index["videos"])
     log.info("Processed %d of %d input(s); see %s/index.json", done, len(inputs), cfg.output_dir)
     if done == 0:
         raise SystemExit(f"No input could be processed; see {cfg.output_dir}/index.json for the reasons.")
     return index
+
+
+RUN_FILE = "run.json"  # in each video's folder: what its outputs were made with (for reruns)
+
+
+def _run_key(cfg: DictConfig, categories: list[str], detector: Detector) -> dict:
+    """Everything besides the input that shapes a video's outputs."""
+    settings = ("overlay", "save", "explain", "max_frames", "threshold", "interval", "stride", "aggregation")
+    return {
+        "checkpoint_sha256": checkpoint_digest(cfg.checkpoint),
+        "categories": categories,
+        "settings": {key: cfg[key] for key in (*settings, "min_interval", "merge_gap")},
+        "clip_length": detector.clip_length,
+        "dtype": str(detector.dtype),
+        "device": detector.device.type,
+    }
+
+
+def _input_state(source: str) -> dict | None:
+    """A file's or frame folder's path, sizes and modification times; None for a live stream (it
+    changes with every read, so its outputs are never reused)."""
+    if is_live(source):
+        return None
+    path = Path(source)
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    return {"path": str(path), "files": [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]}
+
+
+def _read(path: Path):
+    """A JSON file written by this command, or None if it is missing or unreadable (then redo the video)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _entry(source: str, folder: Path, frames: int, intervals: list[dict]) -> dict:
+    return {
+        "input": source,
+        "status": "done",
+        "output": str(folder),
+        "frames": frames,
+        "intervals": intervals,
+    }
 
 
 @hydra.main(version_base=None, config_path="pkg://lavida.configs", config_name="detect")

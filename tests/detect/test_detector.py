@@ -33,6 +33,18 @@ def detector(checkpoint):
     return Detector.from_checkpoint(checkpoint, device="cpu", threshold=0.5)
 
 
+def cli_config(inputs, categories, checkpoint, output_dir, **values):
+    """lavida-detect's config (detect.yaml) for a CPU run over ``inputs``."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(__import__("lavida.configs", fromlist=["x"]).__path__[0] + "/detect.yaml")
+    cfg.input, cfg.categories, cfg.checkpoint = str(inputs), categories, str(checkpoint)
+    cfg.output_dir, cfg.device = str(output_dir), "cpu"
+    for key, value in values.items():
+        cfg[key] = value
+    return cfg
+
+
 def moving_square(n, h=48, w=64):
     frames = np.full((n, h, w, 3), 90, np.uint8)
     for t in range(n):
@@ -146,7 +158,6 @@ def test_bad_inputs(detector, tmp_path):
 
 
 def test_cli_folder_run_continues_past_bad_files(checkpoint, tmp_path):
-    from omegaconf import OmegaConf
 
     from lavida.cli.detect import run
 
@@ -155,9 +166,7 @@ def test_cli_folder_run_continues_past_bad_files(checkpoint, tmp_path):
     write_video(inputs / "a_good.mp4", moving_square(9), fps=9)
     (inputs / "b_broken.mp4").write_bytes(b"not a video")
     write_video(inputs / "c_good.mp4", moving_square(5), fps=5)
-    cfg = OmegaConf.load(__import__("lavida.configs", fromlist=["x"]).__path__[0] + "/detect.yaml")
-    cfg.input, cfg.categories, cfg.checkpoint = str(inputs), "fire, red square", str(checkpoint)
-    cfg.output_dir, cfg.device = str(tmp_path / "out"), "cpu"
+    cfg = cli_config(inputs, "fire, red square", checkpoint, tmp_path / "out")
     index = run(cfg)
     status = {entry["input"].rsplit("/", 1)[-1]: entry["status"] for entry in index["videos"]}
     assert status == {"a_good.mp4": "done", "b_broken.mp4": "skipped", "c_good.mp4": "done"}
@@ -270,7 +279,6 @@ def test_rerun_replaces_the_whole_output_folder(detector, tmp_path, monkeypatch)
 
 
 def test_cli_gives_clashing_inputs_their_own_folders(checkpoint, tmp_path):
-    from omegaconf import OmegaConf
 
     from lavida.cli.detect import run
 
@@ -278,9 +286,7 @@ def test_cli_gives_clashing_inputs_their_own_folders(checkpoint, tmp_path):
     inputs.mkdir()
     write_video(inputs / "a.mp4", moving_square(3), fps=3)
     write_video(inputs / "a.avi", moving_square(5), fps=5)
-    cfg = OmegaConf.load(__import__("lavida.configs", fromlist=["x"]).__path__[0] + "/detect.yaml")
-    cfg.input, cfg.categories, cfg.checkpoint = str(inputs), "fire", str(checkpoint)
-    cfg.output_dir, cfg.device, cfg.overlay = str(tmp_path / "out"), "cpu", False
+    cfg = cli_config(inputs, "fire", checkpoint, tmp_path / "out", overlay=False)
     index = run(cfg)
     outputs = {entry["input"].rsplit("/", 1)[-1]: entry["output"] for entry in index["videos"]}
     assert outputs == {"a.avi": str(tmp_path / "out" / "a_avi"), "a.mp4": str(tmp_path / "out" / "a_mp4")}
@@ -301,3 +307,46 @@ def test_clip_length_defaults_to_the_checkpoints(checkpoint, tmp_path):
     assert Detector.from_checkpoint(four, device="cpu").clip_length == 4
     assert Detector.from_checkpoint(four, device="cpu", clip_length=8).clip_length == 8
     assert Detector.from_checkpoint(checkpoint, device="cpu").clip_length == 8  # no record: B.3's 8
+
+
+def test_cli_rerun_reuses_finished_videos_and_redoes_changed_ones(checkpoint, tmp_path, monkeypatch):
+    """A killed or extended folder run does not redo finished videos; a changed input, setting or
+    resume=false does."""
+    import os
+    from pathlib import Path
+
+    from lavida.cli.detect import run
+    from lavida.detect.detector import Detector
+
+    inputs = tmp_path / "videos"
+    inputs.mkdir()
+    write_video(inputs / "a.mp4", moving_square(4), fps=4)
+    write_video(inputs / "b.mp4", moving_square(6), fps=6)
+    cfg = cli_config(inputs, "fire", checkpoint, tmp_path / "out", overlay=False)
+    computed = []
+    original = Detector.detect
+    monkeypatch.setattr(
+        Detector,
+        "detect",
+        lambda self, source, *a, **k: computed.append(Path(source).name) or original(self, source, *a, **k),
+    )
+
+    first = run(cfg)
+    assert computed == ["a.mp4", "b.mp4"]
+    (tmp_path / "out" / "b" / "run.json").unlink()  # as if killed before b's folder was complete
+    computed.clear()
+    second = run(cfg)
+    assert computed == ["b.mp4"] and second == first  # a reused, with the same index entry
+
+    computed.clear()
+    write_video(inputs / "a.mp4", moving_square(5), fps=5)  # the input changed
+    os.utime(inputs / "a.mp4", ns=(1, 1))
+    assert [e["frames"] for e in run(cfg)["videos"]] == [5, 6] and computed == ["a.mp4"]
+    computed.clear()
+    cfg.threshold = 0.7  # another setting
+    run(cfg)
+    assert computed == ["a.mp4", "b.mp4"]
+    computed.clear()
+    cfg.resume = False
+    run(cfg)
+    assert computed == ["a.mp4", "b.mp4"]
