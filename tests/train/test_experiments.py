@@ -101,3 +101,22 @@ def test_deepspeed_launchers_validate(launcher):
     assert parsed.gradient_accumulation_steps == train.grad_accum
     assert parsed.gradient_clipping == train.optim.grad_clip
     assert deepspeed.__version__
+
+
+# Real option of the train group -> its tiny twin (the same recipe in a few CPU steps).
+TRAIN_TWINS = {"paper": "tiny", "official": "official_tiny"}
+
+
+def test_every_train_option_has_a_tiny_twin_with_its_recipe():
+    assert set(TRAIN_TWINS) | set(TRAIN_TWINS.values()) == {
+        p.stem for p in (CONFIGS / "train").glob("*.yaml")
+    }
+    for real, tiny in TRAIN_TWINS.items():
+        real_train = TrainConfig.from_dict(compose_train([f"train={real}"])["train"])
+        tiny_train = TrainConfig.from_dict(compose_train([f"train={tiny}"])["train"])
+        assert tiny_train.total_steps < real_train.total_steps
+        assert _recipe(tiny_train) == _recipe(real_train), real
+
+
+def _recipe(train: TrainConfig) -> tuple:
+    return train.grad_accum, train.optim.weight_decay, train.loss.weights
