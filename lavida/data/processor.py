@@ -133,9 +133,9 @@ class LavidaProcessor:
         budget = self.budgets["image"] if not is_video else self.budgets["train" if train else "test"]
         height, width = smart_resize(frames.shape[-2], frames.shape[-1], factor=self.factor, budget=budget)
         mllm_frames = _resize_uint8(frames, (height, width))
-        visual_key = "videos" if is_video else "images"
-        visual = mllm_frames if is_video else mllm_frames[0]
-        encoded = self.qwen(text=[chat.prompt + chat.answer], **{visual_key: [visual]}, return_tensors="pt")
+        encoded = self.qwen(
+            text=[chat.prompt + chat.answer], **_visual_inputs(mllm_frames, is_video), return_tensors="pt"
+        )
         input_ids = encoded["input_ids"][0]
         labels = self._answer_labels(input_ids, chat.answer) if train else None
 
@@ -238,10 +238,7 @@ class LavidaProcessor:
         budget = self.budgets["test" if is_video else "image"]
         height, width = smart_resize(frames.shape[-2], frames.shape[-1], factor=self.factor, budget=budget)
         resized = _resize_uint8(frames, (height, width))
-        key = "videos" if is_video else "images"
-        encoded = self.qwen(
-            text=[prompt], **{key: [resized if is_video else resized[0]]}, return_tensors="pt"
-        )
+        encoded = self.qwen(text=[prompt], **_visual_inputs(resized, is_video), return_tensors="pt")
         side = self.sam_image_size
         return LavidaBatch(
             input_ids=encoded["input_ids"],
@@ -330,6 +327,24 @@ def _resize_masks(masks: torch.Tensor, side: int) -> torch.Tensor:
     if tuple(masks.shape[-2:]) != (side, side):
         masks = F.interpolate(masks, size=(side, side), mode="nearest-exact")
     return masks[:, 0]
+
+
+# The frames of a clip reach Qwen as a list of sampled frames, with no timestamps. Qwen2.5-VL spaces the
+# temporal positions of its 2-frame groups by tokens_per_second × seconds per group; without a rate
+# transformers assumes 24 fps (1/12 s per group), and with tokens_per_second 2 every group of a clip
+# then gets the same temporal position. 2 fps is what qwen-vl-utils assigns to frame lists (one group
+# per second, groups 2 positions apart). Qwen2-VL (the paper's MLLM) ignores it.
+SAMPLED_FPS = 2.0
+
+
+def _visual_inputs(frames: torch.Tensor, is_video: bool) -> dict:
+    """Keyword arguments of the Qwen processor for (T, 3, H, W) frames: one video, or one image."""
+    if not is_video:
+        return {"images": [frames[0]]}
+    return {
+        "videos": [frames],
+        "video_metadata": [{"fps": SAMPLED_FPS, "total_num_frames": int(frames.shape[0])}],
+    }
 
 
 def _seconds(encoded) -> torch.Tensor | None:

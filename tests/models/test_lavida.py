@@ -99,6 +99,20 @@ def test_qwen2_5_vl_twin_runs(tmp_path):
     out = model(batch)
     assert out.object_logits.shape == (9,) and torch.isfinite(out.lm_loss)
 
+    # Frame order reaches the LLM: each 2-frame group of the 8-frame clip has its own temporal position
+    # (without a frame rate transformers assumed 24 fps and all four groups shared one).
+    video_batch = tiny_processor_for(model)([video], train=False)
+    hf = model.mllm.hf_model
+    positions, _ = hf.model.get_rope_index(
+        input_ids=video_batch.input_ids,
+        mm_token_type_ids=video_batch.mm_token_type_ids,
+        video_grid_thw=video_batch.video_grid_thw,
+        attention_mask=video_batch.attention_mask,
+        second_per_grid_ts=video_batch.second_per_grid_ts,
+    )
+    temporal = positions[0, 0, video_batch.input_ids[0] == hf.config.video_token_id].unique()
+    assert len(temporal) == int(video_batch.video_grid_thw[0, 0]) == 4, temporal.tolist()
+
 
 def test_bfloat16_model_runs(tiny_pretrained):
     """A bf16 build (the GPU setting) runs: every weight bf16 except PEFT's adapters, which PEFT keeps
