@@ -161,6 +161,22 @@ def stage_times(dataset: TrainDataset, processor: LavidaProcessor, count: int) -
     return result
 
 
+def measure_loader(loader, *, warmup: int) -> tuple[int, int, float]:
+    """Clips and frames of the batches after the first ``warmup``, and the seconds they took to arrive.
+
+    The clock restarts each time a warm-up batch has arrived, so it covers exactly the counted batches.
+    """
+    clips = frames = 0
+    started = time.perf_counter()
+    for number, batch in enumerate(loader):
+        if number < warmup:
+            started = time.perf_counter()
+            continue
+        clips += len(batch.items)
+        frames += batch.batch.num_frames
+    return clips, frames, time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -206,14 +222,7 @@ def main() -> None:
             collate_fn=dataset.collate_fn,
             prefetch_factor=2 if args.workers else None,
         )
-        clips = frames = 0
-        started = time.perf_counter()
-        for number, batch in enumerate(loader):
-            if number == args.warmup:
-                started, clips, frames = time.perf_counter(), 0, 0
-            clips += len(batch.items)
-            frames += batch.batch.num_frames
-        elapsed = time.perf_counter() - started
+        clips, frames, elapsed = measure_loader(loader, warmup=args.warmup)
         torch.set_num_threads(1)
         stages = stage_times(dataset, processor, args.stage_clips)
 

@@ -52,7 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     step = args.frames_per_update * FRAME
 
-    print("| pixels | PixelAUC s | sklearn s | speed-up | abs diff | error bound | PixelAUC peak MB |")
+    print("| pixels | PixelAUC s | sklearn s | speed-up | abs diff | error bound | PixelAUC peak MiB |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for millions in args.sizes:
         n = int(millions * 1e6)
