@@ -47,7 +47,7 @@ def test_demo_writes_all_outputs(tmp_path):
     report = (out / "report.md").read_text()
     assert "unseen (never in training)" in report
     verdict = "met" if saved["frame_auc_micro"] >= 0.90 else "missed"
-    assert f"frame AUC ≥ 90 %: {verdict} ({100 * saved['frame_auc_micro']:.1f} %)" in report
+    assert f"frame AUC ≥ 90 %: {verdict} ({100 * saved['frame_auc_micro']:.2f} %)" in report
     for prefix, split_name in (("", "seen"), ("unseen_", "unseen")):
         # The within-video column against the runner's own per-video AUCs (anomalous videos only).
         rows = (out / f"eval_{split_name}" / "per_video.csv").read_text().splitlines()[1:]
@@ -154,11 +154,14 @@ def test_report_states_which_targets_are_met():
 
     line = _targets_line({"frame_auc_micro": 0.9, "pixel_auc": 0.97123, "total_seconds": 549.4})
     assert line == (
-        "Targets: seen frame AUC ≥ 90 %: met (90.0 %); seen pixel AUC ≥ 90 %: met (97.1 %); "
-        "whole run under 600 s: met (549 s)."
+        "Targets: seen frame AUC ≥ 90 %: met (90.00 %); seen pixel AUC ≥ 90 %: met (97.12 %); "
+        "whole run under 600 s: met (549.4 s)."
     )
     line = _targets_line({"frame_auc_micro": 0.7993, "pixel_auc": 0.95, "total_seconds": 600.0})
-    assert "seen frame AUC ≥ 90 %: missed (79.9 %)" in line and "under 600 s: missed (600 s)" in line
+    assert "seen frame AUC ≥ 90 %: missed (79.93 %)" in line and "under 600 s: missed (600.0 s)" in line
+    # Just short of a bound must not print as the bound itself.
+    line = _targets_line({"frame_auc_micro": 0.8996, "pixel_auc": 0.95, "total_seconds": 599.96})
+    assert "missed (89.96 %)" in line and "met (600.0 s)" in line
     assert line.endswith('docs/benchmarks.md, "The demo\'s frame scores".')  # points to what is known
 
 
@@ -201,3 +204,12 @@ def test_score_curves_share_one_axis_fitted_to_the_scores():
     # Near the ends the axis stops at 0 and 1, as probabilities do.
     assert score_axis_limits([np.array([0.0, 1.0])]) == (0.0, 1.0)
     assert score_axis_limits([np.array([0.999, 1.0])]) == pytest.approx((0.972, 1.0))
+
+
+def test_ground_truth_runs_for_shading():
+    import numpy as np
+
+    from lavida.demo import _runs
+
+    assert _runs(np.array([2, 3, 4, 8, 10, 11])) == [(2, 4), (8, 8), (10, 11)]
+    assert _runs(np.array([5])) == [(5, 5)] and _runs(np.array([], dtype=int)) == []
