@@ -7,12 +7,14 @@ call, so two processes writing the same target never share a temporary file, and
 target's suffix (``np.savez`` appends ``.npz`` to names without it). A write that raises removes its
 temporary file.
 
-Folders (``atomic_dir``) are written into a hidden staging sibling that then takes the old folder's
-place. On Linux the two folders swap names in one step (``renameat2`` with ``RENAME_EXCHANGE``), so the
-target always exists, whole. Where that is unsupported (other systems, some network file systems) the
-old folder is renamed aside first and the staging folder renamed into place after: a kill between the
-two renames leaves the old folder under its hidden ``.<name>.*.old`` name and none at the target. Either
-way a kill never leaves a mix of both versions.
+Folders (``atomic_dir``) are written into a hidden staging sibling (``.<name>.<host>.<pid>.*.tmp``) that
+then takes the old folder's place; staging folders that killed processes of this machine left behind
+are removed the next time the same folder is written. On Linux the two folders swap names in one step
+(``renameat2`` with ``RENAME_EXCHANGE``), so the target always exists, whole. Where that is
+unsupported (other systems, some network file systems) the old folder is renamed aside first and the
+staging folder renamed into place after: a kill between the two renames leaves the old folder under
+its hidden ``.<name>.*.old`` name and none at the target. Either way a kill never leaves a mix of both
+versions.
 """
 
 from __future__ import annotations
@@ -20,17 +22,31 @@ from __future__ import annotations
 import ctypes
 import errno
 import functools
+import glob
 import json
+import logging
 import os
+import re
 import secrets
 import shutil
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_dir", "atomic_path", "exchange_paths", "replace_dir", "write_json", "write_text"]
+__all__ = [
+    "atomic_dir",
+    "atomic_path",
+    "exchange_paths",
+    "read_json",
+    "replace_dir",
+    "write_json",
+    "write_text",
+]
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -84,8 +100,9 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_staging(path)
     # Not tempfile.mkdtemp: its folders are private (0700), and this one becomes the user's output.
-    staging = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    staging = path.with_name(f"{_staging_prefix(path)}{os.getpid()}.{secrets.token_hex(4)}.tmp")
     staging.mkdir()
     try:
         yield staging
@@ -93,6 +110,37 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _staging_prefix(path: Path) -> str:
+    """``.<name>.<host>.``: staging folders of ``path`` made on this machine (then comes the PID)."""
+    host = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname()) or "host"
+    return f".{path.name}.{host}."
+
+
+def _remove_abandoned_staging(path: Path) -> None:
+    """Delete staging folders of ``path`` that a killed process of this machine left behind.
+
+    Only folders whose PID no longer runs here: a live writer's folder (this or another process, or a
+    process of another machine sharing the file system) is never touched. ``.old`` folders are not
+    staging folders; after a kill in the fallback rename they may hold the only copy.
+    """
+    prefix = _staging_prefix(path)
+    for candidate in path.parent.glob(glob.escape(prefix) + "*.tmp"):
+        pid = candidate.name[len(prefix) :].split(".", 1)[0]
+        if pid.isdigit() and candidate.is_dir() and not _running(int(pid)):
+            log.info("Removing %s, left by a process that no longer runs.", candidate)
+            shutil.rmtree(candidate, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def replace_dir(staging: str | Path, path: str | Path) -> None:

@@ -137,3 +137,33 @@ def test_without_exchange_a_folder_is_still_replaced_whole(tmp_path, monkeypatch
         (staging / "new.bin").write_text("new")
     assert _files(weights) == {"new.bin": "new"}
     assert [p.name for p in tmp_path.iterdir()] == ["sam2"]
+
+
+def test_staging_folders_of_killed_writers_are_removed_on_the_next_write(tmp_path):
+    """A SIGKILL leaves the staging folder behind; the next write of the same folder removes it, but
+    never the folder of a writer that still runs, of another machine, or a fallback's ``.old``."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    host = __import__("re").sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname())
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead = int(finished.stdout)  # a PID that no longer runs (reuse within the test is vanishingly rare)
+    leftovers = {
+        "killed": tmp_path / f".out.{host}.{dead}.abcd1234.tmp",
+        "running": tmp_path / f".out.{host}.{os.getpid()}.abcd1234.tmp",
+        "other_machine": tmp_path / f".out.elsewhere.{dead}.abcd1234.tmp",
+        "fallback_old": tmp_path / f".out.{dead}.abcd1234.old",
+        "other_folder": tmp_path / f".out2.{host}.{dead}.abcd1234.tmp",
+    }
+    for folder in leftovers.values():
+        folder.mkdir()
+        (folder / "part.bin").write_bytes(b"x")
+    with atomic_dir(tmp_path / "out") as staging:
+        (staging / "done.txt").write_text("new")
+    assert not leftovers["killed"].exists()
+    assert all(leftovers[name].exists() for name in leftovers if name != "killed")
+    assert _files(tmp_path / "out") == {"done.txt": "new"}
