@@ -12,7 +12,8 @@ is SAM2's training loss (the paper only says "SAM2's loss"; we follow the behavi
 - an object-presence loss (BCE on the object-score logit; it is the frame anomaly score) on every
   frame;
 - every term is a sum over frames divided by N, the number of frames in the batch (SAM2 divides by
-  its number of objects; with one object per frame that is N).
+  its number of objects; with one object per frame that is N); in a data-parallel run by the mean N
+  over the processes, as SAM2 all-reduces its object count.
 
 All losses are computed in float32 whatever the input dtype.
 
@@ -145,6 +146,7 @@ def segmentation_loss(
     focal_gamma: float = 2.0,
     supervise_all_iou: bool = False,
     iou_l1: bool = True,
+    num_frames: float | Tensor | None = None,
 ) -> dict[str, Tensor]:
     """``L_seg``: SAM2's multi-mask loss over the N frames of a batch.
 
@@ -162,10 +164,13 @@ def segmentation_loss(
         focal_gamma: γ of the mask focal loss.
         supervise_all_iou: Average the IoU loss over all M masks instead of the best one.
         iou_l1: L1 IoU loss (official LAVIDA) if True, else MSE (SAM2's default).
+        num_frames: What the sums are divided by; None: N. A data-parallel run passes the mean of N over
+            its processes (as SAM2 all-reduces its object count), so that averaging the processes'
+            gradients weighs every frame alike, as one process with their whole batch would.
 
     Returns:
         Scalar float32 tensors ``loss_mask``, ``loss_dice``, ``loss_iou``, ``loss_class`` (each
-        already divided by N) and ``loss_seg = Σ weight · term``.
+        already divided by ``num_frames``) and ``loss_seg = Σ weight · term``.
 
     Raises:
         ValueError: If shapes disagree or N = 0.
@@ -217,11 +222,12 @@ def segmentation_loss(
         object_logits.reshape(n).float(), target_obj, reduction="sum"
     )
 
+    divisor = n if num_frames is None else num_frames
     losses = {
-        "loss_mask": (focal_best * target_obj).sum() / n,
-        "loss_dice": (dice_best * target_obj).sum() / n,
-        "loss_iou": (iou_best * target_obj).sum() / n,
-        "loss_class": loss_class / n,
+        "loss_mask": (focal_best * target_obj).sum() / divisor,
+        "loss_dice": (dice_best * target_obj).sum() / divisor,
+        "loss_iou": (iou_best * target_obj).sum() / divisor,
+        "loss_class": loss_class / divisor,
     }
     losses["loss_seg"] = (
         weights.loss_mask * losses["loss_mask"]
@@ -281,6 +287,7 @@ class LavidaLoss(nn.Module):
         iou_pred: Tensor,
         object_logits: Tensor,
         target_masks: Tensor,
+        num_frames: float | Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Compute every term.
 
@@ -290,6 +297,7 @@ class LavidaLoss(nn.Module):
             iou_pred: (N, M).
             object_logits: (N,) or (N, 1).
             target_masks: (N, H, W).
+            num_frames: The divisor of ``L_seg``'s sums (see :func:`segmentation_loss`); None: N.
 
         Returns:
             Scalar tensors: the :func:`segmentation_loss` terms plus ``loss_txt`` and ``loss``.
@@ -304,6 +312,7 @@ class LavidaLoss(nn.Module):
             focal_gamma=self.focal_gamma,
             supervise_all_iou=self.supervise_all_iou,
             iou_l1=self.iou_l1,
+            num_frames=num_frames,
         )
         if lm_loss is None:
             loss_txt = losses["loss_seg"].new_zeros(())

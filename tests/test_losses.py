@@ -219,6 +219,10 @@ def test_segmentation_loss_hand_case():
     assert out["loss_seg"].item() == pytest.approx(20 * HAND_FOCAL_MEAN + 0.6 + math.log(2), rel=1e-5)
     out = _seg(HAND_LOGITS, iou_pred, obj, HAND_TARGET, iou_l1=False)
     assert out["loss_iou"].item() == pytest.approx(0.09, rel=1e-5)
+    # A data-parallel run divides by the mean frame count over its processes instead of N = 1.
+    out = _seg(HAND_LOGITS, iou_pred, obj, HAND_TARGET, num_frames=torch.tensor(4.0))
+    assert out["loss_class"].item() == pytest.approx(math.log(2) / 4, rel=1e-6)
+    assert out["loss_seg"].item() == pytest.approx((20 * HAND_FOCAL_MEAN + 0.6 + math.log(2)) / 4, rel=1e-5)
 
 
 @pytest.mark.parametrize("weights", [SegLossWeights(), SegLossWeights.official()], ids=["sam2", "official"])

@@ -304,7 +304,18 @@ class Trainer:
             iou_pred=output.iou_pred,
             object_logits=output.object_logits,
             target_masks=inputs.target_masks,
+            num_frames=self.frame_normalizer(inputs.target_masks.shape[0]),
         )
+
+    def frame_normalizer(self, frames: int) -> float | torch.Tensor:
+        """What L_seg's sums are divided by: this batch's frame count, or with several processes their
+        mean (collective). A process with 2 images and one with 2 videos of 8 frames then weigh every
+        frame alike once DDP averages their gradients, as one process with all 4 samples would."""
+        acc = self.accelerator
+        if acc.num_processes == 1:
+            return frames
+        count = torch.tensor(float(frames), device=acc.device)
+        return acc.reduce(count, reduction="mean")
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:

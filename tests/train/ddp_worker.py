@@ -54,10 +54,17 @@ def main(config_json: str, data_root: str, output_dir: str) -> None:
         save_file(state, f"{output_dir}/{tag}_rank{acc.process_index}_of_{acc.num_processes}.safetensors")
 
     save("initial")
+    # L_seg's divisor for batches of 2 and 8 frames on the two ranks: their mean on both (a collective,
+    # so before fit(), whose end_training() ends the process group).
+    normalizer = float(trainer.frame_normalizer(2 + 6 * acc.process_index))
     trainer.fit()
     save("trained")
     # How often the learning-rate schedule advanced: once per optimizer step, whatever the process count.
-    schedule = {"steps": trainer.scheduler.scheduler.last_epoch, "lr": trainer.scheduler.get_last_lr()[0]}
+    schedule = {
+        "steps": trainer.scheduler.scheduler.last_epoch,
+        "lr": trainer.scheduler.get_last_lr()[0],
+        "frame_normalizer": normalizer,
+    }
     Path(f"{output_dir}/schedule_rank{acc.process_index}.json").write_text(json.dumps(schedule))
 
 

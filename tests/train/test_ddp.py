@@ -40,4 +40,5 @@ def test_two_process_ddp_keeps_ranks_identical(synthetic_train_root, tiny_pretra
     for rank in (0, 1):
         schedule = json.loads((out / f"schedule_rank{rank}.json").read_text())
         assert schedule["steps"] == 2, schedule
+        assert schedule["frame_normalizer"] == 5.0, schedule  # (2 + 8) / 2, as SAM2 all-reduces its count
         assert schedule["lr"] == expected_lr, schedule
