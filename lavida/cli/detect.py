@@ -108,11 +108,12 @@ RUN_FILE = "run.json"  # in each video's folder: what its outputs were made with
 
 def _run_key(cfg: DictConfig, categories: list[str], detector: Detector) -> dict:
     """Everything besides the input that shapes a video's outputs."""
-    settings = ("overlay", "save", "explain", "max_frames", "threshold", "interval", "stride", "aggregation")
+    outputs = ("overlay", "save", "explain", "max_frames")
+    scoring = ("threshold", "interval", "stride", "aggregation", "min_interval", "merge_gap")
     return {
         "checkpoint_sha256": checkpoint_digest(cfg.checkpoint),
         "categories": categories,
-        "settings": {key: cfg[key] for key in (*settings, "min_interval", "merge_gap")},
+        "settings": {key: cfg[key] for key in outputs + scoring},
         "clip_length": detector.clip_length,
         "dtype": str(detector.dtype),
         "device": detector.device.type,
