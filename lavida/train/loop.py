@@ -26,6 +26,7 @@ from lavida.atomic import write_json
 from lavida.data.config import DataConfig
 from lavida.data.processor import LavidaProcessor
 from lavida.data.train_dataset import TrainBatch, build_train_dataset
+from lavida.data.types import IGNORE_INDEX
 from lavida.losses import LavidaLoss, SegLossWeights
 from lavida.models.checkpoint import save_checkpoint
 from lavida.models.config import LavidaConfig
@@ -298,24 +299,30 @@ class Trainer:
         """Eq. 10 on one batch: λ_txt·L_txt + λ_seg·L_seg."""
         inputs = batch.batch.to(self.accelerator.device)
         output = self.model(inputs)
+        lm_loss = output.lm_loss
+        if lm_loss is not None and self.accelerator.num_processes > 1 and inputs.labels is not None:
+            # L_txt is this process's mean over its answer tokens; weighted by its token count over the
+            # processes' mean, DDP's gradient average becomes the mean over all their tokens.
+            tokens = int((inputs.labels[:, 1:] != IGNORE_INDEX).sum())
+            lm_loss = lm_loss * tokens / self.mean_over_processes(tokens)
         return self.loss_fn(
-            lm_loss=output.lm_loss,
+            lm_loss=lm_loss,
             mask_logits=output.mask_logits,
             iou_pred=output.iou_pred,
             object_logits=output.object_logits,
             target_masks=inputs.target_masks,
-            num_frames=self.frame_normalizer(inputs.target_masks.shape[0]),
+            num_frames=self.mean_over_processes(inputs.target_masks.shape[0]),
         )
 
-    def frame_normalizer(self, frames: int) -> float | torch.Tensor:
-        """What L_seg's sums are divided by: this batch's frame count, or with several processes their
-        mean (collective). A process with 2 images and one with 2 videos of 8 frames then weigh every
-        frame alike once DDP averages their gradients, as one process with all 4 samples would."""
+    def mean_over_processes(self, count: int) -> float | torch.Tensor:
+        """A per-batch count (frames, answer tokens), or with several processes its mean over them
+        (collective). Used as the divisor of summed losses, it makes a process with 2 images and one
+        with 2 videos of 8 frames weigh every frame alike once DDP averages their gradients, as one
+        process with all 4 samples would (SAM2 all-reduces its object count the same way)."""
         acc = self.accelerator
         if acc.num_processes == 1:
-            return frames
-        count = torch.tensor(float(frames), device=acc.device)
-        return acc.reduce(count, reduction="mean")
+            return count
+        return acc.reduce(torch.tensor(float(count), device=acc.device), reduction="mean")
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:

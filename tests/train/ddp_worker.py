@@ -56,7 +56,19 @@ def main(config_json: str, data_root: str, output_dir: str) -> None:
     save("initial")
     # L_seg's divisor for batches of 2 and 8 frames on the two ranks: their mean on both (a collective,
     # so before fit(), whose end_training() ends the process group).
-    normalizer = float(trainer.frame_normalizer(2 + 6 * acc.process_index))
+    normalizer = float(trainer.mean_over_processes(2 + 6 * acc.process_index))
+    # L_txt re-weighted by this rank's share of the answer tokens (checked against the plain value).
+    batch = next(iter(trainer.loader))
+    if acc.process_index == 1:  # fewer answer tokens on rank 1, so the two ranks' shares differ
+        labels = batch.batch.labels
+        supervised = (labels != -100).nonzero()
+        labels[supervised[:5, 0], supervised[:5, 1]] = -100
+    trainer.model.eval()  # no LoRA dropout: both forwards see the same model (fit() sets train mode)
+    with torch.no_grad():
+        weighted = trainer.compute_loss(batch)["loss_txt"].item()
+        plain = trainer.model(batch.batch.to(acc.device)).lm_loss.item()
+    tokens = int((batch.batch.labels[:, 1:] != -100).sum())
+    mean_tokens = float(trainer.mean_over_processes(tokens))
     trainer.fit()
     save("trained")
     # How often the learning-rate schedule advanced: once per optimizer step, whatever the process count.
@@ -64,6 +76,7 @@ def main(config_json: str, data_root: str, output_dir: str) -> None:
         "steps": trainer.scheduler.scheduler.last_epoch,
         "lr": trainer.scheduler.get_last_lr()[0],
         "frame_normalizer": normalizer,
+        "txt": {"weighted": weighted, "plain": plain, "tokens": tokens, "mean_tokens": mean_tokens},
     }
     Path(f"{output_dir}/schedule_rank{acc.process_index}.json").write_text(json.dumps(schedule))
 

@@ -41,4 +41,11 @@ def test_two_process_ddp_keeps_ranks_identical(synthetic_train_root, tiny_pretra
         schedule = json.loads((out / f"schedule_rank{rank}.json").read_text())
         assert schedule["steps"] == 2, schedule
         assert schedule["frame_normalizer"] == 5.0, schedule  # (2 + 8) / 2, as SAM2 all-reduces its count
+        # L_txt: this rank's token mean, weighted by its token count over the ranks' mean count.
+        txt = schedule["txt"]
+        expected = txt["plain"] * txt["tokens"] / txt["mean_tokens"]
+        assert abs(txt["weighted"] - expected) <= 1e-5 * abs(expected), txt
         assert schedule["lr"] == expected_lr, schedule
+    tokens = [json.loads((out / f"schedule_rank{r}.json").read_text())["txt"]["tokens"] for r in (0, 1)]
+    assert tokens[1] == tokens[0] - 5  # the worker drops 5 answer tokens on rank 1
+    assert json.loads((out / "schedule_rank0.json").read_text())["txt"]["mean_tokens"] == sum(tokens) / 2
