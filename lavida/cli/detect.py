@@ -23,6 +23,7 @@ from lavida.atomic import write_json
 from lavida.data.video import VideoReadError
 from lavida.detect.detector import Detector
 from lavida.detect.stream import expand_inputs, is_live, output_names
+from lavida.file_state import file_state
 from lavida.models.checkpoint import checkpoint_digest
 
 log = logging.getLogger(__name__)
@@ -121,13 +122,9 @@ def _run_key(cfg: DictConfig, categories: list[str], detector: Detector) -> dict
 
 
 def _input_state(source: str) -> dict | None:
-    """A file's or frame folder's path, sizes and modification times; None for a live stream (it
-    changes with every read, so its outputs are never reused)."""
-    if is_live(source):
-        return None
-    path = Path(source)
-    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-    return {"path": str(path), "files": [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]}
+    """The input's fingerprint; None for a live stream (it changes with every read, so its outputs are
+    never reused)."""
+    return None if is_live(source) else file_state(source)
 
 
 def _read(path: Path):

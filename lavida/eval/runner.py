@@ -30,6 +30,7 @@ from lavida.data.video import open_video
 from lavida.eval.benchmark import ClipPlan, GroundTruthError, Protocol, TestVideo, VadBenchmark, plan_clips
 from lavida.eval.report import compute_metrics, write_reports
 from lavida.eval.video_result import VideoResult, pixel_statistics
+from lavida.file_state import file_state
 from lavida.inference import Predictor, upsample_mask_logits
 
 log = logging.getLogger(__name__)
@@ -302,7 +303,8 @@ def _fingerprint(
         "region_thresholds": settings.region_thresholds,
         "pixel_size": pixel_size,
         "run": run_info or {},
-        "predictions": _folder_state(Path(predictions_dir)) if predictions_dir else None,
+        # Predictions saved again into the same folder must not be served from the old ones' results.
+        "predictions": file_state(predictions_dir) if predictions_dir else None,
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -318,12 +320,3 @@ def _ground_truth_state(benchmark: VadBenchmark, videos: Sequence[TestVideo]) ->
         if video.tracks is not None:
             digest.update(np.ascontiguousarray(video.tracks, dtype=np.int64).tobytes())
     return {"root": str(benchmark.root), "pixels": benchmark.has_pixel_gt, "labels": digest.hexdigest()[:16]}
-
-
-def _folder_state(directory: Path) -> dict:
-    """A saved-predictions folder's path and its files' names, sizes and modification times: predictions
-    saved again into the same folder must not be served from results cached for the old ones. (Not a
-    content hash: such folders can hold gigabytes of pixel scores.)"""
-    files = sorted(p for p in directory.rglob("*") if p.is_file()) if directory.is_dir() else []
-    listing = [(p.relative_to(directory).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    return {"path": str(directory), "files": hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]}

@@ -1,0 +1,28 @@
+"""Cheap fingerprints of inputs on disk, for caches that must notice when their inputs change.
+
+A fingerprint is the path and a digest of the files' relative names, sizes and modification times,
+not of their content: prediction folders and videos can hold gigabytes, and rewriting a file changes
+its time. (Checkpoints, which are small and can be retrained in place, are hashed by content:
+``lavida.models.checkpoint.checkpoint_digest``.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+__all__ = ["file_state"]
+
+
+def file_state(path: str | Path) -> dict:
+    """``{"path", "files"}`` for a file, or for a folder and every file under it (a missing path: none)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        names = [p.relative_to(path).as_posix() for p in files]
+    else:
+        files = [path] if path.is_file() else []
+        names = [p.name for p in files]
+    listing = [(name, p.stat().st_size, p.stat().st_mtime_ns) for name, p in zip(names, files, strict=True)]
+    return {"path": str(path), "files": hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]}
