@@ -390,6 +390,7 @@ def _plots(out: Path, test_sets: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from lavida.detect.intervals import anomalous_intervals
     from lavida.eval.runner import cached_result_path
     from lavida.eval.video_result import VideoResult
 
@@ -403,8 +404,9 @@ def _plots(out: Path, test_sets: dict) -> None:
     )
     for axis, (name, result) in zip(axes[:, 0], rows, strict=True):
         frames = result.scored
-        for first, last in _runs(frames[result.frame_labels > 0]):
-            axis.axvspan(first - 0.5, last + 0.5, color="pink", alpha=0.6)  # whole frames, one-frame runs too
+        for run in anomalous_intervals(result.frame_labels, threshold=0.5):  # runs of labelled frames
+            # Whole frames, so that a one-frame anomaly is shaded too.
+            axis.axvspan(frames[run.start] - 0.5, frames[run.end] + 0.5, color="pink", alpha=0.6)
         axis.plot(frames, result.frame_scores, color="tab:blue", linewidth=1.2)
         axis.set_ylim(low, high)
         axis.set_ylabel(f"{name}\n{result.name}", fontsize=7, rotation=0, ha="right", va="center")
@@ -453,16 +455,6 @@ def _overlays(out: Path, test_sets: dict) -> None:
                 tile[edge] = (255, 0, 255)
                 tiles.append(tile.astype(np.uint8))
             Image.fromarray(np.concatenate(tiles, axis=1)).save(folder / f"{name}_{video}.png")
-
-
-def _runs(indices: np.ndarray) -> list[tuple[int, int]]:
-    """Sorted frame indices → (first, last) of each run of consecutive ones: [2, 3, 4, 8] → [(2, 4), (8, 8)]."""
-    if indices.size == 0:
-        return []
-    breaks = np.flatnonzero(np.diff(indices) != 1)
-    starts = np.concatenate([[0], breaks + 1])
-    ends = np.concatenate([breaks, [indices.size - 1]])
-    return [(int(indices[a]), int(indices[b])) for a, b in zip(starts, ends, strict=True)]
 
 
 def _targets_line(metrics: dict) -> str:

@@ -204,12 +204,3 @@ def test_score_curves_share_one_axis_fitted_to_the_scores():
     # Near the ends the axis stops at 0 and 1, as probabilities do.
     assert score_axis_limits([np.array([0.0, 1.0])]) == (0.0, 1.0)
     assert score_axis_limits([np.array([0.999, 1.0])]) == pytest.approx((0.972, 1.0))
-
-
-def test_ground_truth_runs_for_shading():
-    import numpy as np
-
-    from lavida.demo import _runs
-
-    assert _runs(np.array([2, 3, 4, 8, 10, 11])) == [(2, 4), (8, 8), (10, 11)]
-    assert _runs(np.array([5])) == [(5, 5)] and _runs(np.array([], dtype=int)) == []
