@@ -79,19 +79,20 @@ def list_frame_files(folder: str | Path, suffixes: Sequence[str] = IMAGE_SUFFIXE
         VideoReadError: two files share a stem (``0000.jpg`` and ``0000.png``); the message names them.
     """
     folder = Path(folder)
-    files = [
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith(".")
-    ]
+    files = sorted(
+        (
+            p
+            for p in folder.iterdir()
+            if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith(".")
+        ),
+        key=_natural_key,
+    )
     # ``0000.jpg`` beside ``0000.png`` is one frame saved twice (a conversion left half done); keeping
     # both would interleave them and double the video's length, and neither is clearly the right one.
     stems: dict[str, list[str]] = {}
     for p in files:
         stems.setdefault(p.stem, []).append(p.name)
-    duplicates = sorted(
-        (names for names in stems.values() if len(names) > 1), key=lambda n: _natural_key(Path(n[0]))
-    )
+    duplicates = [names for names in stems.values() if len(names) > 1]  # in frame order
     if duplicates:
         shown = "; ".join(", ".join(sorted(names)) for names in duplicates[:5])
         more = f" and {len(duplicates) - 5} more" if len(duplicates) > 5 else ""
@@ -99,7 +100,7 @@ def list_frame_files(folder: str | Path, suffixes: Sequence[str] = IMAGE_SUFFIXE
             f"{folder}: {len(duplicates)} frame(s) exist in more than one file ({shown}{more}); "
             "keep one file per frame: delete or move the extra copies."
         )
-    return sorted(files, key=_natural_key)
+    return files
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -179,8 +179,9 @@ def expand_inputs(source: str | Path) -> list[str]:
             len(videos),
         )
     entries = []
+    is_video = set(videos)
     for child in children:
-        if child in videos or (child.is_dir() and _holds_images(child)):
+        if child in is_video or (child.is_dir() and _holds_images(child)):
             entries.append(str(child))
     if not entries:
         raise VideoReadError(f"{path}: the folder holds no video files, frames or frame folders.")

@@ -126,14 +126,12 @@ def load_checkpoint(
     config = LavidaConfig.from_dict(data)
     model = build_lavida(config)
     load_trained_weights(model, directory)
-    meta_file = directory / META_FILE
-    if meta_file.is_file():
-        saved_seg = read_checkpoint_meta(directory).get("seg_token_id")
-        if saved_seg is not None and saved_seg != model.mllm.seg_token_id:
-            raise WeightsNotFoundError(
-                f"{meta_file}: the checkpoint was trained with <SEG> id {saved_seg}, but the tokenizer now gives "
-                f"{model.mllm.seg_token_id}; the base MLLM differs from the one it was trained on."
-            )
+    saved_seg = read_checkpoint_meta(directory).get("seg_token_id")
+    if saved_seg is not None and saved_seg != model.mllm.seg_token_id:
+        raise WeightsNotFoundError(
+            f"{directory / META_FILE}: the checkpoint was trained with <SEG> id {saved_seg}, but the tokenizer "
+            f"now gives {model.mllm.seg_token_id}; the base MLLM differs from the one it was trained on."
+        )
     return model.to(device), config
 
 
