@@ -143,11 +143,12 @@ def test_staging_folders_of_killed_writers_are_removed_on_the_next_write(tmp_pat
     """A SIGKILL leaves the staging folder behind; the next write of the same folder removes it, but
     never the folder of a writer that still runs, of another machine, or a fallback's ``.old``."""
     import os
+    import re
     import socket
     import subprocess
     import sys
 
-    host = __import__("re").sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname())
+    host = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname())  # the name atomic_dir gives staging folders
     finished = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )

@@ -3,6 +3,7 @@
 import csv
 import json
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,7 +38,9 @@ def cli_config(inputs, categories, checkpoint, output_dir, **values):
     """lavida-detect's config (detect.yaml) for a CPU run over ``inputs``."""
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(__import__("lavida.configs", fromlist=["x"]).__path__[0] + "/detect.yaml")
+    import lavida.configs
+
+    cfg = OmegaConf.load(Path(lavida.configs.__file__).with_name("detect.yaml"))
     cfg.input, cfg.categories, cfg.checkpoint = str(inputs), categories, str(checkpoint)
     cfg.output_dir, cfg.device = str(output_dir), "cpu"
     for key, value in values.items():
@@ -313,7 +316,6 @@ def test_cli_rerun_reuses_finished_videos_and_redoes_changed_ones(checkpoint, tm
     """A killed or extended folder run does not redo finished videos; a changed input, setting or
     resume=false does."""
     import os
-    from pathlib import Path
 
     from lavida.cli.detect import run
     from lavida.detect.detector import Detector

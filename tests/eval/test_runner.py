@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -306,12 +307,21 @@ def test_official_protocol_scores_the_masks_at_sam2_input_size(benchmark, predic
     class Windowed(TinyBenchmark):
         intervals = {"standard": 2, "lavida_official": 1}  # 8-frame windows: both videos are scored
 
-    seen = []
+    from scipy.special import expit
+
+    low_res, seen = [], []
+    predict_video = predictor.predict_video
+
+    def record(*args, **kwargs):
+        prediction = predict_video(*args, **kwargs)
+        low_res.append(prediction.mask_logits[:1].astype(np.float32))  # the first scored frame's logits
+        return prediction
 
     def spy(scored, *, predicted, **options):
-        seen.append((predicted(scored[:1]).shape, options["resize"]))
+        seen.append((predicted(scored[:1]), options["resize"]))
         return pixel_statistics(scored, predicted=predicted, **options)
 
+    monkeypatch.setattr(predictor, "predict_video", record)
     monkeypatch.setattr(runner, "pixel_statistics", spy)
     bench = Windowed(benchmark.root)
     metrics = run_evaluation(
@@ -321,8 +331,13 @@ def test_official_protocol_scores_the_masks_at_sam2_input_size(benchmark, predic
         predictor=predictor,
     )
     side = predictor.model.mask_decoder.image_size
-    assert seen == [((1, side, side), "release")] * 2
-    assert metrics["num_frames"] == 16 and "pixel_auc" in metrics
+    assert [resize for _, resize in seen] == ["release"] * 2 and metrics["num_frames"] == 16
+    for (maps, _), logits in zip(seen, low_res, strict=True):
+        # Bilinear on the logits to S×S, then the sigmoid: written out with torch directly.
+        upsampled = torch.nn.functional.interpolate(
+            torch.from_numpy(logits)[:, None], size=(side, side), mode="bilinear", align_corners=False
+        )[:, 0].numpy()
+        np.testing.assert_allclose(maps, expit(upsampled), rtol=0, atol=1e-6)
 
 
 def test_videos_sharing_a_cache_file_name_are_refused(tmp_path):
