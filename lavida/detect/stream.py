@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from lavida.data.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoReadError, open_video
+from lavida.file_names import safe_file_name
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def stream_name(source: str | Path) -> str:
     """
     text = str(source)
     if is_live(text):
-        return re.sub(r"[^A-Za-z0-9._-]+", "_", text.split("://", 1)[-1]).strip("_") or "stream"
+        return safe_file_name(text.split("://", 1)[-1]).strip("_") or "stream"
     path = Path(text)
     if path.is_dir():
         return path.name or path.resolve().name or "video"  # "." has no name of its own

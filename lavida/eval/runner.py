@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from lavida.data.video import open_video
 from lavida.eval.benchmark import ClipPlan, GroundTruthError, Protocol, TestVideo, VadBenchmark, plan_clips
 from lavida.eval.report import compute_metrics, write_reports
 from lavida.eval.video_result import VideoResult, pixel_statistics
+from lavida.file_names import safe_file_name
 from lavida.file_state import file_state
 from lavida.inference import Predictor, upsample_mask_logits
 
@@ -224,7 +224,7 @@ def _from_saved(
     protocol: Protocol,
     pixel_size: tuple[int, int] | None,
 ) -> VideoResult:
-    stem = directory / _safe_name(video.name)
+    stem = directory / safe_file_name(video.name)
     npz, npy = stem.with_suffix(".npz"), stem.with_suffix(".npy")
     pixel_scores = None
     if npz.is_file():
@@ -244,20 +244,18 @@ def _from_saved(
             f"{source}: {frame_scores.size} frame scores, but '{video.name}' has "
             f"{video.num_frames} frames; give one score per frame."
         )
-    outside = ~((frame_scores >= 0) & (frame_scores <= 1))  # also catches NaN
-    if outside.any():
-        first = int(np.flatnonzero(outside)[0])
-        raise GroundTruthError(
-            f"{source}: {int(outside.sum())} frame score(s) are not probabilities in [0, 1] (frame {first}: "
-            f"{frame_scores[first]}); save sigmoid(logits), not logits, and no NaN."
-        )
+    _check_probabilities(frame_scores, source=source, what="frame score")
     labels = video.frame_labels[plan.scored]
     pixels = regions = None
     if pixel_scores is not None and video.pixel_masks is not None and benchmark.has_pixel_gt:
-        if pixel_scores.shape[0] != video.num_frames:
+        if pixel_scores.ndim != 3 or pixel_scores.shape[0] != video.num_frames:
             raise GroundTruthError(
-                f"{npz}: 'pixel_scores' has {pixel_scores.shape[0]} frames, expected {video.num_frames}."
+                f"{npz}: 'pixel_scores' has shape {pixel_scores.shape}; expected (F, H, W) with "
+                f"F = {video.num_frames} frames."
             )
+        # Bilinear resizing clamps to [0, 1] and RBDC thresholds at probability levels, so logits
+        # would be scored wrongly without a word: refuse them.
+        _check_probabilities(pixel_scores, source=npz, what="pixel score")
         pixels, regions = pixel_statistics(
             plan.scored,
             predicted=lambda frames: pixel_scores[frames],
@@ -270,26 +268,38 @@ def _from_saved(
     return VideoResult(video.name, plan.scored, frame_scores[plan.scored], labels, pixels, regions)
 
 
+def _check_probabilities(scores: np.ndarray, *, source: Path, what: str) -> None:
+    """Saved scores must be probabilities in [0, 1]: logits or NaN are refused, naming the file."""
+    outside = ~((scores >= 0) & (scores <= 1))  # also catches NaN
+    if outside.any():
+        first = np.unravel_index(int(np.flatnonzero(outside)[0]), scores.shape)
+        where = (
+            f"frame {first[0]}"
+            if scores.ndim == 1
+            else f"frame {first[0]}, pixel {tuple(map(int, first[1:]))}"
+        )
+        raise GroundTruthError(
+            f"{source}: {int(outside.sum())} {what}(s) are not probabilities in [0, 1] ({where}: "
+            f"{scores[first]}); save sigmoid(logits), not logits, and no NaN."
+        )
+
+
 def cached_result_path(output_dir: str | Path, video_name: str) -> Path:
     """Where :func:`run_evaluation` caches one video's :class:`VideoResult` in its ``output_dir``."""
-    return Path(output_dir) / "predictions" / f"{_safe_name(video_name)}.npz"
+    return Path(output_dir) / "predictions" / f"{safe_file_name(video_name)}.npz"
 
 
 def _check_cache_names(videos: Sequence[TestVideo]) -> None:
     """Two videos whose names map to one cache file would overwrite each other's results."""
     seen: dict[str, str] = {}
     for video in videos:
-        other = seen.setdefault(_safe_name(video.name), video.name)
+        other = seen.setdefault(safe_file_name(video.name).casefold(), video.name)
         if other != video.name:
             raise ValueError(
-                f"Videos '{other}' and '{video.name}' share the cache file name '{_safe_name(video.name)}'; "
-                "rename one of them (characters outside A-Z, a-z, 0-9, '.', '_', '-' become '_')."
+                f"Videos '{other}' and '{video.name}' share the cache file name '{safe_file_name(video.name)}'; "
+                "rename one of them (characters outside A-Z, a-z, 0-9, '.', '_', '-' become '_', and case "
+                "is ignored, as on macOS and Windows)."
             )
-
-
-def _safe_name(name: str) -> str:
-    """A file name for a video name (names may hold '/' or spaces)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
 def _fingerprint(

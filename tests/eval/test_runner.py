@@ -197,6 +197,29 @@ def test_scores_only_errors_name_the_file(benchmark, tmp_path):
         evaluate_saved(benchmark, predictions, tmp_path / "o2")
 
 
+def test_saved_pixel_scores_must_be_probability_maps(benchmark, tmp_path):
+    """Logit maps would be clamped to [0, 1] by the bilinear resize and scored wrongly: refused, as are
+    NaN and maps without a frame axis, naming the file and the first bad pixel."""
+    predictions = tmp_path / "preds"
+    predictions.mkdir()
+    np.save(predictions / "b.npy", np.zeros(9, np.float32))
+    maps = np.full((13, 24, 32), 0.5, np.float32)
+    for bad, shown in ((np.nan, "nan"), (-3.0, "-3.0")):
+        maps[6, 2, 9] = bad
+        np.savez(predictions / "a.npz", frame_scores=np.zeros(13, np.float32), pixel_scores=maps)
+        with pytest.raises(
+            GroundTruthError, match=rf"a.npz: 1 pixel score\(s\) .*\(frame 6, pixel \(2, 9\): {shown}\)"
+        ):
+            evaluate_saved(benchmark, predictions, tmp_path / "o")
+    np.savez(predictions / "a.npz", frame_scores=np.zeros(13, np.float32), pixel_scores=np.zeros((13, 24)))
+    with pytest.raises(GroundTruthError, match=r"a.npz: 'pixel_scores' has shape \(13, 24\); expected"):
+        evaluate_saved(benchmark, predictions, tmp_path / "o")
+    assert not (tmp_path / "o" / "metrics.json").exists()
+    maps[6, 2, 9] = 1.0  # the bounds themselves are probabilities
+    np.savez(predictions / "a.npz", frame_scores=np.zeros(13, np.float32), pixel_scores=maps)
+    assert "pixel_auc" in evaluate_saved(benchmark, predictions, tmp_path / "o")
+
+
 def test_official_protocol_drops_tails(benchmark, tmp_path):
     """Interval 4 × 8 frames = 32-frame windows: both videos are shorter, nothing is scored."""
     predictions = tmp_path / "preds"
@@ -340,14 +363,21 @@ def test_official_protocol_scores_the_masks_at_sam2_input_size(benchmark, predic
         np.testing.assert_allclose(maps, expit(upsampled), rtol=0, atol=1e-6)
 
 
-def test_videos_sharing_a_cache_file_name_are_refused(tmp_path):
+@pytest.mark.parametrize(
+    ("names", "shared"), [(("fight #1", "fight_1"), "fight_1"), (("Fight_1", "fight_1"), "fight_1")]
+)
+def test_videos_sharing_a_cache_file_name_are_refused(tmp_path, names, shared):
+    """Also names that differ only in case: macOS and Windows keep one file for both."""
+
     class Clashing(TinyBenchmark):
         def load_videos(self):
             return [
                 TestVideo(name=name, path=self.root, frame_labels=np.array([0, 1], np.uint8))
-                for name in ("fight #1", "fight_1")
+                for name in names
             ]
 
     bench = Clashing(tmp_path)
-    with pytest.raises(ValueError, match="'fight #1' and 'fight_1' share the cache file name 'fight_1'"):
+    with pytest.raises(
+        ValueError, match=f"'{names[0]}' and '{names[1]}' share the cache file name '{shared}'"
+    ):
         evaluate_saved(bench, tmp_path, tmp_path / "o")
