@@ -144,7 +144,7 @@ def segmentation_loss(
     weights: SegLossWeights,
     focal_alpha: float = 0.25,
     focal_gamma: float = 2.0,
-    supervise_all_iou: bool = False,
+    supervise_all_iou: bool = True,
     iou_l1: bool = True,
     num_frames: float | Tensor | None = None,
 ) -> dict[str, Tensor]:
@@ -163,7 +163,8 @@ def segmentation_loss(
         focal_alpha: α of the mask focal loss.
         focal_gamma: γ of the mask focal loss.
         supervise_all_iou: Average the IoU loss over all M masks instead of the best one.
-        iou_l1: L1 IoU loss (official LAVIDA) if True, else MSE (SAM2's default).
+        iou_l1: L1 IoU loss (SAM2's training configs, the LAVIDA release) if True, else MSE (the
+            default argument of SAM2's loss class).
         num_frames: What the sums are divided by; None: N. A data-parallel run passes the mean of N over
             its processes (as SAM2 all-reduces its object count), so that averaging the processes'
             gradients weighs every frame alike, as one process with their whole batch would.
@@ -260,7 +261,7 @@ class LavidaLoss(nn.Module):
         seg_weights: SegLossWeights = SegLossWeights(),
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
-        supervise_all_iou: bool = False,
+        supervise_all_iou: bool = True,
         iou_l1: bool = True,
     ) -> None:
         super().__init__()

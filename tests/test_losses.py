@@ -275,7 +275,7 @@ def test_best_mask_selection():
     targets = tgt.expand(2, 2, 2)
     # actual IoUs: perfect 1; all-negative 0 (0/2); all-positive 2/4 = 0.5
     iou_pred = torch.zeros(2, 3)
-    out = _seg(logits, iou_pred, torch.zeros(2), targets)
+    out = _seg(logits, iou_pred, torch.zeros(2), targets, supervise_all_iou=False)  # the release's rule
     best = torch.tensor([1, 2])
     focal = sigmoid_focal_loss(logits, targets[:, None].expand_as(logits)).flatten(2).mean(-1)
     dice = dice_loss(logits, targets[:, None].expand_as(logits))
@@ -284,9 +284,10 @@ def test_best_mask_selection():
     assert out["loss_iou"].item() == pytest.approx(1.0)  # |0 − 1| at the best index, both frames
     # the IoU prediction only matters at the best index ...
     iou_pred = torch.tensor([[0.3, 1.0, 0.9], [0.7, 0.2, 1.0]])
-    assert _seg(logits, iou_pred, torch.zeros(2), targets)["loss_iou"].item() == 0.0
-    # ... unless all are supervised: mean over masks of |pred − actual|, actual = (0, 1, 0.5)/(0.5, 0, 1)
-    all_iou = _seg(logits, iou_pred, torch.zeros(2), targets, supervise_all_iou=True)["loss_iou"].item()
+    assert _seg(logits, iou_pred, torch.zeros(2), targets, supervise_all_iou=False)["loss_iou"].item() == 0.0
+    # ... unless all are supervised (SAM2's training configs, the default): mean over masks of
+    # |pred − actual|, actual = (0, 1, 0.5)/(0.5, 0, 1)
+    all_iou = _seg(logits, iou_pred, torch.zeros(2), targets)["loss_iou"].item()
     assert all_iou == pytest.approx(((0.3 + 0 + 0.4) / 3 + (0.2 + 0.2 + 0) / 3) / 2, rel=1e-6)
 
 
@@ -371,7 +372,7 @@ def test_low_resolution_logits_are_upsampled_to_the_target():
     up = _bilinear_resize(low.double().numpy(), 8, 10)
     want = _reference_seg_loss(
         up, iou_pred.double().numpy(), obj.double().numpy(), targets.numpy(), SegLossWeights(),
-        alpha=0.25, gamma=2.0, all_iou=False, l1=True,
+        alpha=0.25, gamma=2.0, all_iou=True, l1=True,
     )  # fmt: skip
     for key, value in want.items():
         assert got[key].item() == pytest.approx(value, rel=1e-5, abs=1e-7), key

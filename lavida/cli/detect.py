@@ -21,7 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lavida.atomic import write_json
 from lavida.data.video import VideoReadError
-from lavida.detect.detector import Detector
+from lavida.detect.detector import Detector, check_output_options
 from lavida.detect.stream import expand_inputs, is_live, output_names
 from lavida.file_state import file_state
 from lavida.models.checkpoint import checkpoint_digest
@@ -47,6 +47,7 @@ def parse_categories(value) -> list[str]:
 def run(cfg: DictConfig) -> dict:
     """Detect on every input; returns the index written to ``<output_dir>/index.json``."""
     categories = parse_categories(cfg.categories)
+    check_output_options(overlay=cfg.overlay, save=cfg.save)  # before the model loads
     inputs = expand_inputs(cfg.input)
     detector = Detector.from_checkpoint(
         cfg.checkpoint,

@@ -201,6 +201,7 @@ class Detector:
         """
         from tqdm import tqdm
 
+        check_output_options(overlay=overlay, save=save)
         categories = clean_categories(categories)
         stream = open_stream(source, max_frames=max_frames)
         name = name or stream.name
@@ -271,6 +272,21 @@ class Detector:
         return text.strip()
 
 
+def check_output_options(*, overlay: bool, save: str) -> None:
+    """``save`` is ``all`` or ``anomalous``; ``anomalous`` cuts the overlay video, so it needs ``overlay``.
+
+    Raises:
+        ValueError: naming the setting to change.
+    """
+    if save not in ("all", "anomalous"):
+        raise ValueError(f"save must be 'all' or 'anomalous', got {save!r}.")
+    if save == "anomalous" and not overlay:
+        raise ValueError(
+            "save=anomalous writes the overlay video of each anomalous interval (segments/segment_000.mp4, "
+            "...), but overlay is off: set overlay=true, or save=all for scores and masks without videos."
+        )
+
+
 class _Writers:
     """The per-frame writers of one video (none without a folder)."""
 
@@ -283,8 +299,7 @@ class _Writers:
     def __init__(
         self, folder: Path | None, *, fps: float | None, threshold: float, overlay: bool, save: str
     ) -> None:
-        if save not in ("all", "anomalous"):
-            raise ValueError(f"save must be 'all' or 'anomalous', got {save!r}.")
+        check_output_options(overlay=overlay, save=save)
         self.folder, self.fps, self.threshold, self.save = folder, fps, threshold, save
         self.scores = ScoreWriter(folder, fps=fps, threshold=threshold) if folder else None
         self.masks = MaskWriter(folder) if folder else None

@@ -107,10 +107,18 @@ class LavidaConfig:
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     inputs: InputConfig = field(default_factory=InputConfig)
     dtype: DType = "float32"
+    # "required": every base model (MLLM, CLIP text, SAM2) must come from a local path, and a missing one
+    # is an error before anything loads (the paper's models: LAVIDA fine-tunes pretrained bases).
+    # "optional": a base model without a path gets random weights (tiny twins, lavida-info, benchmarks).
+    base_weights: Literal["required", "optional"] = "required"
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"model.dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}.")
+        if self.base_weights not in ("required", "optional"):
+            raise ValueError(
+                f"model.base_weights must be 'required' or 'optional'; got {self.base_weights!r}."
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LavidaConfig:
@@ -132,6 +140,7 @@ class LavidaConfig:
                     "weights. Add the architecture to the config to build it without weights."
                 )
             data[section]["pretrained"] = None
+        data["base_weights"] = "optional"
         return LavidaConfig.from_dict(data)
 
 

@@ -113,6 +113,7 @@ def build_lavida(config: LavidaConfig | dict) -> LavidaModel:
     """Build the full model from its configuration (weights from the configured local paths)."""
     if isinstance(config, dict):
         config = LavidaConfig.from_dict(config)
+    check_base_weights(config)
     compression = config.compression
     compressor = None
     if compression.enabled and compression.ratio < 1.0:
@@ -171,3 +172,61 @@ def build_lavida(config: LavidaConfig | dict) -> LavidaModel:
         model.trainable_parameter_count() / 1e6,
     )
     return model
+
+
+# Where the paper's configs read each base model's path from (lavida/configs/model/*/*.yaml).
+_PATH_VARIABLES = {
+    "mllm": {"qwen2_vl": "LAVIDA_QWEN2VL_PATH", "qwen2_5_vl": "LAVIDA_QWEN2_5VL_PATH"},
+    "text_encoder": "LAVIDA_CLIP_PATH",
+    "mask_decoder": "LAVIDA_SAM2_PATH",
+}
+
+
+def check_base_weights(config: LavidaConfig) -> None:
+    """Fail before anything loads if a base model's weights are missing.
+
+    With ``base_weights="required"`` every component needs a ``pretrained`` path (an unset environment
+    variable would otherwise build a random 7B model and train on it without a word). Every given path
+    is checked for the files its loader needs, so a wrong SAM2 path is reported before the MLLM's
+    15 GB are read.
+
+    Raises:
+        WeightsNotFoundError: naming each missing or incomplete base model and how to provide it.
+    """
+    from lavida.models.mask_decoder import SAM2_HINT, SAM2_REQUIRED_FILES
+    from lavida.models.qwen_processor import QWEN_HINT, QWEN_REQUIRED_FILES
+    from lavida.models.text_encoder import CLIP_HINT, CLIP_SUFFIXES
+    from lavida.models.weights import WeightsNotFoundError, check_pretrained_dir, check_weights_file
+
+    if config.base_weights == "required":
+        unset = []
+        for section in ("mllm", "text_encoder", "mask_decoder"):
+            if getattr(config, section).pretrained is None:
+                variable = _PATH_VARIABLES[section]
+                if isinstance(variable, dict):
+                    variable = variable[config.mllm.family]
+                unset.append(f"  - model.{section}.pretrained (environment variable {variable})")
+        if unset:
+            raise WeightsNotFoundError(
+                "No local weights are configured for:\n"
+                + "\n".join(unset)
+                + "\nLAVIDA fine-tunes pretrained "
+                "base models and never downloads them: set the variables to the local copies (README, step 1), "
+                "or pass model.<part>.pretrained=PATH. Random base models are only for smoke runs: "
+                "model.base_weights=optional."
+            )
+    if config.mllm.pretrained is not None:
+        check_pretrained_dir(
+            config.mllm.pretrained,
+            what=f"{config.mllm.family} model",
+            required=QWEN_REQUIRED_FILES,
+            hint=QWEN_HINT,
+        )
+    if config.text_encoder.pretrained is not None:
+        check_weights_file(
+            config.text_encoder.pretrained, what="CLIP text encoder", suffixes=CLIP_SUFFIXES, hint=CLIP_HINT
+        )
+    if config.mask_decoder.pretrained is not None:
+        check_pretrained_dir(
+            config.mask_decoder.pretrained, what="SAM2", required=SAM2_REQUIRED_FILES, hint=SAM2_HINT
+        )

@@ -21,6 +21,8 @@ from lavida.models.weights import WeightsNotFoundError, check_weights_file, load
 
 log = logging.getLogger(__name__)
 
+CLIP_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
 CLIP_HINT = (
     "Download the open_clip weights of OpenAI's ViT-B/32 once (e.g. open_clip_model.safetensors from the "
     "`timm/vit_base_patch32_clip_224.openai` repository) and point `model.text_encoder.pretrained` "
@@ -138,9 +140,7 @@ def load_clip_text_weights(clip: nn.Module, path: str) -> None:
     Raises:
         WeightsNotFoundError: the file is missing or unreadable, lacks text-tower tensors, or does not fit.
     """
-    file = check_weights_file(
-        path, what="CLIP text encoder", suffixes=(".safetensors", ".bin", ".pt", ".pth"), hint=CLIP_HINT
-    )
+    file = check_weights_file(path, what="CLIP text encoder", suffixes=CLIP_SUFFIXES, hint=CLIP_HINT)
     state = load_state_dict_file(file, what="CLIP text encoder")
     state = {key.removeprefix("module."): value for key, value in state.items()}
     text_state = {key: value for key, value in state.items() if not key.startswith("visual.")}

@@ -38,14 +38,19 @@ class OptimConfig:
 
 @dataclass
 class LossConfig:
-    """Eq. 10 and L_seg (SAM2's loss; weights ``sam2`` 20/1/1/1 or ``official`` 20/2/1/2)."""
+    """Eq. 10 and L_seg: "SAM2's training loss" (§3.9) as SAM2's released training configs set it.
+
+    SAM2's ``sam2.1_training`` configs: weights 20/1/1/1, the IoU loss L1 and over all candidate masks
+    (``supervise_all_iou: true``, ``iou_use_l1_loss: true``). The LAVIDA release uses 20/2/1/2 and the
+    best mask only (``train=official``; docs/fidelity.md).
+    """
 
     lambda_txt: float = 1.0
     lambda_seg: float = 1.0
     weights: Literal["sam2", "official"] = "sam2"
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
-    supervise_all_iou: bool = False
+    supervise_all_iou: bool = True
     iou_l1: bool = True
 
 

@@ -77,6 +77,16 @@ class Trainer:
         sources: dict | None = None,
         run_config: dict | None = None,
     ) -> None:
+        if model.dtype != "float32" and train.trainable_fp32 and launcher.mixed_precision == "no":
+            # Frozen weights in bf16 beside float32 trainable ones only run under autocast; without it
+            # the first layer mixing the two fails deep inside the forward pass.
+            raise ValueError(
+                f"model.dtype={model.dtype} keeps the frozen weights in {model.dtype} and the trained ones in "
+                f"float32 (train.trainable_fp32), which needs autocast, but launcher '{launcher.name}' has "
+                f"mixed_precision=no. Use a launcher with mixed_precision=bf16 (launcher=gpu, ddp, zero2 or "
+                f"zero3; on CPU launcher.mixed_precision=bf16), or model.dtype=float32 (e.g. for a tiny "
+                f"smoke run on CPU)."
+            )
         self.model_config = model
         self.data_config = data
         self.config = train

@@ -109,6 +109,10 @@ def test_save_only_anomalous_segments(detector, tmp_path):
     folder = tmp_path / "out" / "v"
     assert not (folder / "overlay.mp4").exists()
     assert len(open_video(folder / "segments" / "segment_000.mp4")) == 16
+    # The segments are cut from the overlay: without it there would be nothing to save.
+    with pytest.raises(ValueError, match="save=anomalous writes the overlay video .* set overlay=true"):
+        detector.detect(video, ["red square"], output_dir=tmp_path / "o2", save="anomalous", overlay=False)
+    assert not (tmp_path / "o2").exists()
 
 
 def test_explanations_are_written_beside_intervals(detector, tmp_path):

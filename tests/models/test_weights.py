@@ -91,3 +91,57 @@ def test_clip_loads_torch_bin_state_dict(tiny_pretrained, tmp_path):
     torch.testing.assert_close(from_bin(tokens), from_st(tokens), rtol=0, atol=0)
     assert from_st(tokens).shape == (2, from_st.dim)
     assert not any(p.requires_grad for p in from_st.parameters())
+
+
+def test_paper_model_without_weight_paths_is_refused_before_anything_loads(monkeypatch):
+    """An unset LAVIDA_*_PATH must not build a random 7B model to train on: the paper's config requires
+    every base model and names each missing one with its variable."""
+    from conftest import compose_model_config
+
+    from lavida.models import lavida as lavida_module
+
+    for variable in ("LAVIDA_QWEN2VL_PATH", "LAVIDA_SAM2_PATH", "LAVIDA_CLIP_PATH"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(lavida_module, "build_semantic_extractor", _must_not_load)
+    config = compose_model_config("lavida")
+    assert config.base_weights == "required"
+    with pytest.raises(WeightsNotFoundError) as error:
+        lavida_module.build_lavida(config)
+    message = str(error.value)
+    for part, variable in (
+        ("mllm", "LAVIDA_QWEN2VL_PATH"),
+        ("text_encoder", "LAVIDA_CLIP_PATH"),
+        ("mask_decoder", "LAVIDA_SAM2_PATH"),
+    ):
+        assert f"model.{part}.pretrained (environment variable {variable})" in message
+    assert "model.base_weights=optional" in message
+    # lavida-info and the runtime benchmark build the architecture on purpose without weights.
+    assert config.without_weights().base_weights == "optional"
+
+
+def test_a_bad_sam2_path_is_reported_before_the_mllm_loads(tiny_pretrained, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from lavida.models import lavida as lavida_module
+
+    monkeypatch.setattr(lavida_module, "build_semantic_extractor", _must_not_load)
+    config = replace(
+        tiny_pretrained,
+        base_weights="required",
+        mask_decoder=replace(tiny_pretrained.mask_decoder, pretrained=str(tmp_path / "sam2.1-hiera-small")),
+    )
+    with pytest.raises(
+        WeightsNotFoundError, match=r"SAM2: expected a local directory at .*sam2.1-hiera-small"
+    ):
+        lavida_module.build_lavida(config)
+    # The tiny twin builds random base models where no path is given.
+    optional = replace(tiny_pretrained, mllm=replace(tiny_pretrained.mllm, pretrained=None))
+    assert optional.base_weights == "optional"
+    with pytest.raises(
+        WeightsNotFoundError, match=r"model.mllm.pretrained \(environment variable LAVIDA_QWEN2VL_PATH"
+    ):
+        lavida_module.build_lavida(replace(optional, base_weights="required"))
+
+
+def _must_not_load(**kwargs):
+    raise AssertionError("the MLLM was loaded before the weight paths were checked")

@@ -46,10 +46,13 @@ def test_paper_recipe_values():
         1.0,
     )
     assert (train.loss.lambda_txt, train.loss.lambda_seg) == (1.0, 1.0)
+    # "SAM2's training loss" (§3.9) as SAM2's training configs set it: 20/1/1/1, L1 IoU over all masks.
+    assert (train.loss.weights, train.loss.supervise_all_iou, train.loss.iou_l1) == ("sam2", True, True)
     assert LavidaConfig.from_dict(cfg["model"]).projector.eq7 == "paper"
     official_cfg = compose_train(["experiment=official"])
     official = TrainConfig.from_dict(official_cfg["train"])
     assert (official.epochs, official.grad_accum, official.optim.weight_decay) == (8, 2, 0.01)
+    assert (official.loss.weights, official.loss.supervise_all_iou) == ("official", False)
     official_model = LavidaConfig.from_dict(official_cfg["model"])
     assert (official_model.projector.eq7, official_model.mllm.positions) == ("official", "sequential")
     caps = DataConfig.from_dict(official_cfg["data"]).sources
@@ -119,4 +122,4 @@ def test_every_train_option_has_a_tiny_twin_with_its_recipe():
 
 
 def _recipe(train: TrainConfig) -> tuple:
-    return train.grad_accum, train.optim.weight_decay, train.loss.weights
+    return train.grad_accum, train.optim.weight_decay, train.loss
