@@ -24,5 +24,6 @@ def file_state(path: str | Path) -> dict:
     else:
         files = [path] if path.is_file() else []
         names = [p.name for p in files]
-    listing = [(name, p.stat().st_size, p.stat().st_mtime_ns) for name, p in zip(names, files, strict=True)]
+    stats = [p.stat() for p in files]
+    listing = [(name, s.st_size, s.st_mtime_ns) for name, s in zip(names, stats, strict=True)]
     return {"path": str(path), "files": hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]}

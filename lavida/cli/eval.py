@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lavida.eval.benchmarks import get_benchmark
 from lavida.eval.runner import EvalSettings, run_evaluation
-from lavida.models.checkpoint import checkpoint_digest, read_checkpoint_meta
+from lavida.models.checkpoint import checkpoint_digest, trained_clip_length
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +22,8 @@ def run(cfg: DictConfig) -> dict:
     protocol = benchmark.protocol(cfg.protocol)
     clip_length = cfg.clip_length
     if clip_length is None and cfg.checkpoint is not None:
-        clip_length = read_checkpoint_meta(cfg.checkpoint).get("clip_length")
+        clip_length = trained_clip_length(cfg.checkpoint)
     if clip_length is not None:
-        # Supplement D.3.3 (Tab. 7) tests each clip length with the model trained on it.
         protocol = dataclasses.replace(protocol, clip_length=int(clip_length))
     log.info("Clips of %d frames, one every %d frames sampled", protocol.clip_length, protocol.interval)
     settings = EvalSettings(

@@ -125,14 +125,14 @@ class Detector:
         ``clip_length`` (in ``kwargs``) defaults to the clip length the checkpoint was trained on
         (its meta.json; supplement Tab. 7 tests each model at its own), else 8.
         """
-        from lavida.models.checkpoint import load_checkpoint, read_checkpoint_meta
+        from lavida.models.checkpoint import load_checkpoint, trained_clip_length
 
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         overrides = dict(config_overrides or {})
         overrides.setdefault("dtype", dtype or ("bfloat16" if device.type == "cuda" else "float32"))
         model, config = load_checkpoint(checkpoint, config_overrides=overrides, device=device)
         if kwargs.get("clip_length") is None:
-            kwargs["clip_length"] = int(read_checkpoint_meta(checkpoint).get("clip_length", 8))
+            kwargs["clip_length"] = trained_clip_length(checkpoint)
         return cls(model=model, processor=LavidaProcessor.for_model(model, config.inputs), **kwargs)
 
     # -- one clip ----------------------------------------------------------------------------------
@@ -299,7 +299,6 @@ class _Writers:
     def __init__(
         self, folder: Path | None, *, fps: float | None, threshold: float, overlay: bool, save: str
     ) -> None:
-        check_output_options(overlay=overlay, save=save)
         self.folder, self.fps, self.threshold, self.save = folder, fps, threshold, save
         self.scores = ScoreWriter(folder, fps=fps, threshold=threshold) if folder else None
         self.masks = MaskWriter(folder) if folder else None

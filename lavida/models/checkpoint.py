@@ -135,6 +135,18 @@ def load_checkpoint(
     return model.to(device), config
 
 
+DEFAULT_CLIP_LENGTH = 8  # B.3: T = 8 frames per clip
+
+
+def trained_clip_length(directory: str | Path) -> int:
+    """The clip length the checkpoint was trained on (its meta.json), else B.3's 8.
+
+    Evaluation and detection default to it: supplement Tab. 7 tests each clip length with the model
+    trained on it.
+    """
+    return int(read_checkpoint_meta(directory).get("clip_length", DEFAULT_CLIP_LENGTH))
+
+
 def read_checkpoint_meta(directory: str | Path) -> dict[str, Any]:
     """The checkpoint's ``meta.json`` (training facts such as ``step`` and ``clip_length``), or {} without one."""
     meta_file = Path(directory) / META_FILE

@@ -165,7 +165,6 @@ def test_bad_inputs(detector, tmp_path):
 
 
 def test_cli_folder_run_continues_past_bad_files(checkpoint, tmp_path):
-
     from lavida.cli.detect import run
 
     inputs = tmp_path / "videos"
@@ -286,7 +285,6 @@ def test_rerun_replaces_the_whole_output_folder(detector, tmp_path, monkeypatch)
 
 
 def test_cli_gives_clashing_inputs_their_own_folders(checkpoint, tmp_path):
-
     from lavida.cli.detect import run
 
     inputs = tmp_path / "videos"
@@ -303,7 +301,6 @@ def test_cli_gives_clashing_inputs_their_own_folders(checkpoint, tmp_path):
 
 def test_clip_length_defaults_to_the_checkpoints(checkpoint, tmp_path):
     """A model trained on 4-frame clips (supplement Tab. 7) detects with 4-frame clips unless told."""
-    import json
     import shutil
 
     from lavida import Detector

@@ -276,11 +276,9 @@ def test_regions_share_the_ground_truth_coordinates_at_any_pixel_size(tmp_path):
         np.savez(
             predictions / f"{video.name}.npz", frame_scores=perfect.max(axis=(1, 2)), pixel_scores=perfect
         )
-    results = {}
     for size in (None, (16, 24), (45, 70)):
         out = tmp_path / f"out_{size}"
         metrics = evaluate_saved(bench, predictions, out, settings=EvalSettings(pixel_size=size))
-        results[size] = metrics
         assert (metrics["rbdc"], metrics["tbdc"]) == (1.0, 1.0), size
         regions = VideoResult.load(cached_result_path(out, "abnormal_scene_1_scenario_1")).regions
         native = VideoResult.load(cached_result_path(tmp_path / "out_None", "abnormal_scene_1_scenario_1"))
