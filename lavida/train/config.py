@@ -94,6 +94,9 @@ class TrainConfig:
         val_batches: Batches per validation.
         resume: ``auto`` (continue from the latest checkpoint in the output directory if any), ``never``,
             or a checkpoint directory.
+        resume_check: ``strict`` refuses to resume when a setting that decides what is trained (model,
+            data, recipe, precision, process count) differs from the checkpoint's record; ``warn`` logs
+            the differences and continues (``lavida/train/resume_check.py`` lists what may change).
         logger: ``tensorboard``, ``wandb`` or ``none``.
     """
 
@@ -110,6 +113,7 @@ class TrainConfig:
     val_every: int = 1000
     val_batches: int = 8
     resume: str = "auto"
+    resume_check: Literal["strict", "warn"] = "strict"
     logger: Literal["tensorboard", "wandb", "none"] = "tensorboard"
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -118,6 +122,8 @@ class TrainConfig:
         for name in ("epochs", "batches_per_epoch", "batch_size", "grad_accum", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be ≥ 1, got {getattr(self, name)}.")
+        if self.resume_check not in ("strict", "warn"):
+            raise ValueError(f"train.resume_check must be 'strict' or 'warn', got {self.resume_check!r}.")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"train.max_steps must be ≥ 1 or null, got {self.max_steps}.")
 

@@ -34,6 +34,7 @@ from lavida.models.lavida import build_lavida
 from lavida.train.config import LauncherConfig, TrainConfig
 from lavida.train.launcher import build_accelerator
 from lavida.train.optim import build_optimizer, build_scheduler
+from lavida.train.resume_check import check_resume_settings
 from lavida.train.state import Progress, latest_checkpoint, load_training_checkpoint, save_training_checkpoint
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,10 @@ class Trainer:
         self.accelerator = build_accelerator(self.launcher, self.config, output_dir=self.output_dir)
         acc = self.accelerator
         set_seed(self.config.seed, device_specific=True)
+        resume = self._resume_from()
+        if resume is not None:
+            # Before anything is built: a 7B model need not load to learn that the run cannot resume.
+            check_resume_settings(resume, self._record(), mode=self.config.resume_check)
         log.info("Building the model")
         model = build_lavida(self.model_config)
         if self.config.trainable_fp32:
@@ -146,7 +151,6 @@ class Trainer:
         self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
         self.loader = acc.prepare_data_loader(loader, device_placement=False)
 
-        resume = self._resume_from()
         if resume is not None:
             self.progress = load_training_checkpoint(
                 resume, accelerator=acc, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler
@@ -184,11 +188,13 @@ class Trainer:
         return Path(resume)
 
     def _record(self) -> dict:
+        """The run's settings, written to ``run_config.json`` and into every checkpoint (resume compares them)."""
         return {
             "model": self.model_config.to_dict(),
             "data": self.data_config.to_dict(),
             "train": self.config.to_dict(),
             "launcher": {k: v for k, v in vars(self.launcher).items()},
+            "processes": self.accelerator.num_processes,
             "hydra": self.run_config,
         }
 
@@ -368,6 +374,7 @@ class Trainer:
             progress=self.progress,
             output_dir=self.output_dir,
             keep_last=self.config.keep_last,
+            run_config=self._record(),
             extra_meta=self._meta(),
         )
 

@@ -5,6 +5,8 @@ A training checkpoint directory ``<output_dir>/checkpoints/step_<N>/`` holds
     model/                  the trained weights in the LAVIDA checkpoint format (evaluable as is)
     optimizer.pt            optimizer and scheduler state (tensors and numbers; loaded weights_only)
     progress.json           optimizer step, epoch, micro-batches consumed in the epoch
+    run_config.json         the run's resolved settings and process count (resuming compares them:
+                            lavida/train/resume_check.py)
     accelerate/             (DeepSpeed only) Accelerate's sharded engine state
 
 Everything is first written to ``step_<N>.staging`` and renamed when complete; ``latest.txt`` names
@@ -27,6 +29,7 @@ import torch
 from lavida.atomic import read_json, replace_dir, write_text
 from lavida.models.checkpoint import load_trained_weights, save_checkpoint
 from lavida.models.config import LavidaConfig
+from lavida.train.resume_check import RUN_CONFIG_FILE
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,7 @@ def save_training_checkpoint(
     progress: Progress,
     output_dir: Path,
     keep_last: int,
+    run_config: dict,
     extra_meta: dict | None = None,
 ) -> Path:
     """Write a training checkpoint for ``progress.step`` (collective: every process must call it)."""
@@ -85,6 +89,7 @@ def save_training_checkpoint(
                 staging / "optimizer.pt",
             )
         (staging / "progress.json").write_text(json.dumps(asdict(progress), indent=2))
+        (staging / RUN_CONFIG_FILE).write_text(json.dumps(run_config, indent=2, default=str))
     accelerator.wait_for_everyone()
 
     if accelerator.is_main_process:

@@ -1,5 +1,6 @@
 """The training loop: learning, exact resume, non-finite loss, schedule."""
 
+import json
 import math
 import shutil
 
@@ -12,6 +13,7 @@ from lavida.models.checkpoint import read_checkpoint_meta
 from lavida.train.config import LauncherConfig, TrainConfig
 from lavida.train.loop import NonFiniteLossError, Trainer
 from lavida.train.optim import warmup_decay_factor
+from lavida.train.resume_check import RUN_CONFIG_FILE, ResumeMismatchError
 from lavida.train.state import latest_checkpoint
 
 
@@ -90,10 +92,19 @@ def test_kill_and_resume_gives_the_same_next_step(synthetic_train_root, tiny_pre
     straight.fit()
     assert len(straight_losses) == 6
 
-    first = make_trainer(
-        synthetic_train_root, tiny_pretrained, tmp_path / "resumed", max_steps=4, save_every=2, **sizes
-    )
-    first.fit()  # "killed" after step 4 (epoch 1, batch 1), its checkpoint written
+    first = make_trainer(synthetic_train_root, tiny_pretrained, tmp_path / "resumed", save_every=2, **sizes)
+    first.setup()
+    step = first.train_step
+
+    def killed_after_step_4(batch):
+        if first.progress.step == 4:
+            raise KeyboardInterrupt  # a kill: step 4's checkpoint is written, step 5 never runs
+        return step(batch)
+
+    first.train_step = killed_after_step_4
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+    assert (first.progress.step, first.progress.epoch, first.progress.batch_in_epoch) == (4, 1, 1)
     pointer = tmp_path / "resumed" / "checkpoints" / "latest.txt"
     assert pointer.read_text().strip() == "step_0000004"
     pointer.unlink()  # resuming scans the checkpoints; a lost pointer must not restart from step 0
@@ -108,6 +119,40 @@ def test_kill_and_resume_gives_the_same_next_step(synthetic_train_root, tiny_pre
     for key in ("loss", "loss_txt", "loss_seg"):
         assert resumed_losses[0][key] == straight_losses[4][key], key
         assert resumed_losses[1][key] == straight_losses[5][key], key
+
+
+def test_trainer_refuses_a_changed_recipe_before_building_the_model(
+    synthetic_train_root, tiny_pretrained, tmp_path, monkeypatch
+):
+    """Through the trainer: its checkpoints carry the record, and a resume with another learning rate
+    stops before the (possibly 7B) model is built; cadence settings may change."""
+    out = tmp_path / "run"
+    make_trainer(synthetic_train_root, tiny_pretrained, out, max_steps=2, save_every=2).fit()
+    checkpoint = out / "checkpoints" / "step_0000002"
+    recorded = json.loads((checkpoint / RUN_CONFIG_FILE).read_text())
+    assert recorded["processes"] == 1 and recorded["train"]["optim"]["lr"] == 3e-3
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the model was built before the settings were compared")
+
+    changed = make_trainer(
+        synthetic_train_root,
+        tiny_pretrained,
+        out,
+        max_steps=2,
+        save_every=2,
+        optim={"lr": 1e-3, "warmup_steps": 0, "decay": "constant"},
+    )
+    monkeypatch.setattr("lavida.train.loop.build_lavida", no_build)
+    with pytest.raises(ResumeMismatchError, match=r"train.optim.lr: 0.003 -> 0.001"):
+        changed.setup()
+    monkeypatch.undo()
+
+    same = make_trainer(
+        synthetic_train_root, tiny_pretrained, out, max_steps=2, save_every=1, log_every=2, keep_last=3
+    )
+    same.setup()
+    assert same.progress.step == 2
 
 
 def test_resume_finds_the_newest_complete_checkpoint_whatever_latest_txt_says(tmp_path, caplog):

@@ -1,0 +1,120 @@
+"""Resuming continues the same run: changed settings are refused (or, on request, logged)."""
+
+import json
+import logging
+
+import pytest
+
+from lavida.train.resume_check import RUN_CONFIG_FILE, ResumeMismatchError, check_resume_settings
+
+
+def record(**changes):
+    """A trainer record in the shape ``Trainer._record`` writes, with dotted-key changes applied."""
+    base = {
+        "model": {"dtype": "float32", "mllm": {"pretrained": "/a/qwen", "gradient_checkpointing": False}},
+        "data": {
+            "num_workers": 4,
+            "max_categories": 30,
+            "sources": {"vos": {"root": "/a/vos", "weight": 0.05}},
+        },
+        "train": {
+            "seed": 44,
+            "log_every": 10,
+            "max_steps": None,
+            "optim": {"lr": 1e-5, "betas": (0.9, 0.999)},
+        },
+        "launcher": {"name": "single", "mixed_precision": "bf16", "cpu": False, "deepspeed": None},
+        "processes": 1,
+        "hydra": {"output_dir": "/runs/a"},
+    }
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split("__")
+        node = base
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return base
+
+
+def checkpoint_with(tmp_path, recorded):
+    directory = tmp_path / "checkpoints" / "step_0000002"
+    directory.mkdir(parents=True)
+    (directory / RUN_CONFIG_FILE).write_text(json.dumps(recorded))
+    return directory
+
+
+def test_the_same_settings_resume(tmp_path):
+    # The record reads back with lists where it was written with tuples (betas): still the same.
+    assert check_resume_settings(checkpoint_with(tmp_path, record()), record(), mode="strict") == []
+
+
+def test_settings_that_decide_training_are_refused_and_listed(tmp_path):
+    checkpoint = checkpoint_with(tmp_path, record())
+    now = record(
+        model__dtype="bfloat16",
+        train__optim__lr=3e-5,
+        train__max_steps=500,  # the schedule decays to 0 at the last step: another run
+        data__sources__vos__weight=0.5,
+        processes=2,
+    )
+    with pytest.raises(ResumeMismatchError) as error:
+        check_resume_settings(checkpoint, now, mode="strict")
+    message = str(error.value)
+    for line in (
+        "data.sources.vos.weight: 0.05 -> 0.5",
+        "model.dtype: 'float32' -> 'bfloat16'",
+        "processes: 1 -> 2",
+        "train.max_steps: None -> 500",
+        "train.optim.lr: 1e-05 -> 3e-05",
+    ):
+        assert f"\n  {line}\n" in message + "\n", line
+    assert str(checkpoint) in message and "train.resume_check=warn" in message
+    assert "log_every" not in message and "hydra" not in message
+
+
+def test_where_and_how_often_may_change(tmp_path):
+    checkpoint = checkpoint_with(tmp_path, record())
+    now = record(
+        model__mllm__pretrained="/b/qwen",
+        model__mllm__gradient_checkpointing=True,
+        data__num_workers=0,
+        data__sources__vos__root="/b/vos",
+        train__log_every=1,
+        launcher__name="ddp",
+        hydra={"output_dir": "/runs/b"},
+    )
+    assert check_resume_settings(checkpoint, now, mode="strict") == []
+
+
+def test_added_and_removed_settings_count_as_changes(tmp_path):
+    checkpoint = checkpoint_with(tmp_path, record())
+    now = record(train__optim__lr_scales={"sam.mask_decoder": 0.1})
+    del now["data"]["max_categories"]
+    with pytest.raises(ResumeMismatchError, match=r"data.max_categories: 30 -> \(absent\)") as error:
+        check_resume_settings(checkpoint, now, mode="strict")
+    assert "train.optim.lr_scales.sam.mask_decoder: (absent) -> 0.1" in str(error.value)
+
+
+def test_warn_mode_logs_the_changes_and_continues(tmp_path, caplog):
+    checkpoint = checkpoint_with(tmp_path, record())
+    with caplog.at_level(logging.WARNING):
+        changes = check_resume_settings(checkpoint, record(train__seed=7), mode="warn")
+    assert changes == ["train.seed: 44 -> 7"]
+    assert "train.seed: 44 -> 7" in caplog.text
+
+
+def test_a_checkpoint_without_a_record_resumes_with_a_warning(tmp_path, caplog):
+    directory = tmp_path / "step_0000002"
+    directory.mkdir()
+    with caplog.at_level(logging.WARNING):
+        assert check_resume_settings(directory, record(), mode="strict") == []
+    assert RUN_CONFIG_FILE in caplog.text and "cannot be compared" in caplog.text
+
+
+def test_unreadable_record_and_missing_checkpoint_name_the_path(tmp_path):
+    checkpoint = checkpoint_with(tmp_path, record())
+    (checkpoint / RUN_CONFIG_FILE).write_text("{not json")
+    with pytest.raises(ResumeMismatchError, match=rf"{RUN_CONFIG_FILE} is not readable JSON"):
+        check_resume_settings(checkpoint, record(), mode="strict")
+    with pytest.raises(FileNotFoundError, match=r"train.resume=.*nowhere is not a directory"):
+        check_resume_settings(tmp_path / "nowhere", record(), mode="strict")
