@@ -92,8 +92,9 @@ class TrainConfig:
         val_every: Optimizer steps between validations (0: never); validation uses held-out draws from
             the training sources, never a test benchmark.
         val_batches: Batches per validation.
-        resume: ``auto`` (continue from the latest checkpoint in the output directory if any), ``never``,
-            or a checkpoint directory.
+        resume: ``auto`` (continue from the latest checkpoint in the output directory if any), ``never``
+            (a new run; refused if the output directory holds checkpoints), or a checkpoint directory
+            (refused if the output directory holds later checkpoints).
         resume_check: ``strict`` refuses to resume when a setting that decides what is trained (model,
             data, recipe, precision, process count) differs from the checkpoint's record; ``warn`` logs
             the differences and continues (``lavida/train/resume_check.py`` lists what may change).

@@ -35,7 +35,14 @@ from lavida.train.config import LauncherConfig, TrainConfig
 from lavida.train.launcher import build_accelerator
 from lavida.train.optim import build_optimizer, build_scheduler
 from lavida.train.resume_check import check_resume_settings
-from lavida.train.state import Progress, latest_checkpoint, load_training_checkpoint, save_training_checkpoint
+from lavida.train.state import (
+    Progress,
+    check_checkpoints_in_the_way,
+    latest_checkpoint,
+    load_training_checkpoint,
+    read_progress,
+    save_training_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -180,12 +187,18 @@ class Trainer:
         )
 
     def _resume_from(self) -> Path | None:
+        """The checkpoint to resume from (None: a fresh run), after refusing an output_dir whose checkpoints
+        would mix with this run's."""
         resume = self.config.resume
-        if resume == "never":
-            return None
         if resume == "auto":
             return latest_checkpoint(self.output_dir)
-        return Path(resume)
+        if resume == "never":
+            check_checkpoints_in_the_way(self.output_dir, resume_step=None)
+            return None
+        path = Path(resume)
+        if (path / "progress.json").is_file():  # otherwise loading it says what is missing
+            check_checkpoints_in_the_way(self.output_dir, resume_step=read_progress(path).step)
+        return path
 
     def _record(self) -> dict:
         """The run's settings, written to ``run_config.json`` and into every checkpoint (resume compares them)."""

@@ -125,6 +125,43 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return newest
 
 
+def check_checkpoints_in_the_way(output_dir: Path, *, resume_step: int | None) -> None:
+    """Refuse to train into ``output_dir`` if its checkpoints belong to another run or to later steps.
+
+    Pruning keeps the newest ``keep_last`` step folders by step number, so a fresh run (``resume_step``
+    None, i.e. ``train.resume=never``) beside an earlier run's checkpoints, or a run resumed from step N
+    beside checkpoints after N, would delete its own new checkpoints as soon as it wrote them, and a later
+    ``resume=auto`` would continue the other run.
+
+    Raises:
+        FileExistsError: such checkpoints exist (the message lists them and says what to do).
+    """
+    root = checkpoint_root(output_dir)
+    folders = _step_folders(root)
+    if resume_step is not None:
+        folders = [folder for folder in folders if _step_number(folder) > resume_step]
+    if not folders:
+        return
+    names = ", ".join(folder.name for folder in folders)
+    if resume_step is None:
+        situation = (
+            f"train.resume=never starts a new run, but {root} holds checkpoints of an earlier one ({names})"
+        )
+    else:
+        situation = f"resuming from step {resume_step}, but {root} holds later checkpoints ({names})"
+    raise FileExistsError(
+        f"{situation}; the two runs' checkpoints would mix and pruning would delete the new ones. Train into "
+        "a new output_dir, delete those folders, or resume with train.resume=auto."
+    )
+
+
+def _step_number(folder: Path) -> int:
+    try:
+        return int(folder.name.removeprefix("step_"))
+    except ValueError:
+        return -1  # not a folder this module wrote; never newer than a real step
+
+
 def _step_folders(root: Path) -> list[Path]:
     """The ``step_<N>`` folders under ``root``, oldest first (not the ``.staging`` ones)."""
     return sorted(p for p in root.glob("step_*") if p.is_dir() and "." not in p.name)
@@ -158,11 +195,7 @@ def load_training_checkpoint(directory: Path, *, accelerator, model, optimizer, 
         state = torch.load(directory / "optimizer.pt", map_location="cpu", weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-    progress = Progress(
-        **read_json(
-            directory / "progress.json", expected="the training progress (step, epoch, batch_in_epoch)"
-        )
-    )
+    progress = read_progress(directory)
     log.info(
         "Resumed from %s at step %d (epoch %d, batch %d)",
         directory,
@@ -171,6 +204,25 @@ def load_training_checkpoint(directory: Path, *, accelerator, model, optimizer, 
         progress.batch_in_epoch,
     )
     return progress
+
+
+def read_progress(directory: Path) -> Progress:
+    """The ``progress.json`` of a training checkpoint.
+
+    Raises:
+        ValueError: the file is not the JSON object ``{"step", "epoch", "batch_in_epoch"}`` it should be.
+    """
+    path = Path(directory) / "progress.json"
+    expected = "the training progress {step, epoch, batch_in_epoch}"
+    data = read_json(path, expected=expected)
+    fields = {"step", "epoch", "batch_in_epoch"}
+    if (
+        not isinstance(data, dict)
+        or set(data) != fields
+        or not all(isinstance(v, int) for v in data.values())
+    ):
+        raise ValueError(f"{path} should hold {expected} as integers, got {data!r}.")
+    return Progress(**data)
 
 
 def _prune(root: Path, keep_last: int) -> None:

@@ -14,7 +14,7 @@ from lavida.train.config import LauncherConfig, TrainConfig
 from lavida.train.loop import NonFiniteLossError, Trainer
 from lavida.train.optim import warmup_decay_factor
 from lavida.train.resume_check import RUN_CONFIG_FILE, ResumeMismatchError
-from lavida.train.state import latest_checkpoint
+from lavida.train.state import latest_checkpoint, read_progress
 
 
 def make_trainer(root, model_config, output_dir, **train_overrides):
@@ -153,6 +153,63 @@ def test_trainer_refuses_a_changed_recipe_before_building_the_model(
     )
     same.setup()
     assert same.progress.step == 2
+
+
+def test_checkpoints_of_another_run_or_later_steps_are_refused(
+    synthetic_train_root, tiny_pretrained, tmp_path, monkeypatch
+):
+    """Pruning keeps the highest step numbers: a fresh run beside an earlier run's checkpoints, or a
+    rollback to step 2 beside step 4, would delete its own checkpoints as it wrote them."""
+    out = tmp_path / "run"
+    make_trainer(synthetic_train_root, tiny_pretrained, out, max_steps=4, save_every=2).fit()
+    checkpoints = out / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("step_*")) == ["step_0000002", "step_0000004"]
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the model was built before the output directory was checked")
+
+    monkeypatch.setattr("lavida.train.loop.build_lavida", no_build)
+    fresh = make_trainer(
+        synthetic_train_root, tiny_pretrained, out, max_steps=4, save_every=2, resume="never"
+    )
+    with pytest.raises(FileExistsError, match=r"resume=never starts a new run, .*step_0000002, step_0000004"):
+        fresh.setup()
+    rollback = make_trainer(
+        synthetic_train_root,
+        tiny_pretrained,
+        out,
+        max_steps=4,
+        save_every=2,
+        resume=str(checkpoints / "step_0000002"),
+    )
+    with pytest.raises(
+        FileExistsError, match=r"resuming from step 2, but .* later checkpoints \(step_0000004\)"
+    ):
+        rollback.setup()
+    monkeypatch.undo()
+
+    newest = make_trainer(
+        synthetic_train_root,
+        tiny_pretrained,
+        out,
+        max_steps=4,
+        save_every=2,
+        resume=str(checkpoints / "step_0000004"),
+    )
+    newest.setup()
+    assert newest.progress.step == 4
+    # A fresh run into a new folder is fine.
+    make_trainer(synthetic_train_root, tiny_pretrained, tmp_path / "new", max_steps=1, resume="never").setup()
+
+
+def test_progress_file_must_hold_the_three_counters(tmp_path):
+    (tmp_path / "progress.json").write_text('{"step": 4, "epoch": 1}')
+    with pytest.raises(
+        ValueError, match=r"progress.json should hold the training progress .* got \{'step': 4"
+    ):
+        read_progress(tmp_path)
+    (tmp_path / "progress.json").write_text('{"step": 4, "epoch": 1, "batch_in_epoch": 1}')
+    assert (read_progress(tmp_path).step, read_progress(tmp_path).batch_in_epoch) == (4, 1)
 
 
 def test_resume_finds_the_newest_complete_checkpoint_whatever_latest_txt_says(tmp_path, caplog):
