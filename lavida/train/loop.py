@@ -38,6 +38,7 @@ from lavida.train.resume_check import check_resume_settings
 from lavida.train.state import (
     Progress,
     check_checkpoints_in_the_way,
+    check_training_checkpoint,
     latest_checkpoint,
     load_training_checkpoint,
     read_progress,
@@ -196,8 +197,8 @@ class Trainer:
             check_checkpoints_in_the_way(self.output_dir, resume_step=None)
             return None
         path = Path(resume)
-        if (path / "progress.json").is_file():  # otherwise loading it says what is missing
-            check_checkpoints_in_the_way(self.output_dir, resume_step=read_progress(path).step)
+        check_training_checkpoint(path, deepspeed=self.accelerator.state.deepspeed_plugin is not None)
+        check_checkpoints_in_the_way(self.output_dir, resume_step=read_progress(path).step)
         return path
 
     def _record(self) -> dict:
@@ -299,7 +300,8 @@ class Trainer:
                 raise NonFiniteLossError(
                     f"Step {self.progress.step + 1}: the loss is {float(loss.detach())} ({terms}). Training stopped; "
                     f"the last good checkpoint is {latest or 'none (none was saved yet)'}. Lower the learning "
-                    "rate, check the data of this batch, or train in float32."
+                    "rate (resume with train.resume_check=warn), check the data of this batch, or train in "
+                    "float32."
                 )
             acc.backward(loss)
             if acc.sync_gradients:
@@ -315,8 +317,9 @@ class Trainer:
                         raise NonFiniteLossError(
                             f"Step {self.progress.step + 1}: the loss is finite ({float(loss.detach())}) but the "
                             f"gradient norm is {float(norm)}. Training stopped without saving; the last good "
-                            f"checkpoint is {latest or 'none (none was saved yet)'}. Lower the learning rate, "
-                            "check the data of this batch, or train in float32."
+                            f"checkpoint is {latest or 'none (none was saved yet)'}. Lower the learning rate "
+                            "(resume with train.resume_check=warn), check the data of this batch, or train in "
+                            "float32."
                         )
             self.optimizer.step()
             if acc.sync_gradients:  # once per optimizer step (step_scheduler_with_optimizer=False)

@@ -7,7 +7,11 @@ with. A changed learning rate, dtype, ``max_steps`` (the schedule decays to 0 at
 mixture would otherwise continue silently as a different, unrecorded run.
 
 Settings that only say *where* things are or *how often* something is reported may change: base-model
-and dataset paths (another machine), data workers, logging, checkpoint and validation cadence.
+and dataset paths (another machine; whether a base model has a path at all is still compared), data
+workers, how unreadable items are handled, logging, checkpoint and validation cadence. A setting that
+only one of the two records has counts as changed: a data source or a learning-rate scale added is a
+different run, and an option added by a code update since the save cannot be told apart from one (the
+error says so, and ``train.resume_check=warn`` continues).
 """
 
 from __future__ import annotations
@@ -15,12 +19,11 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any, Literal
 
 log = logging.getLogger(__name__)
-
-_ABSENT = object()  # a key one of the two records does not have
 
 RUN_CONFIG_FILE = "run_config.json"
 
@@ -29,7 +32,6 @@ COMPARED_SECTIONS = ("model", "data", "train", "launcher", "processes")
 
 # Dotted keys (fnmatch patterns) that may change when resuming without changing what is computed.
 FREE_TO_CHANGE = (
-    "model.*.pretrained",  # base-model paths: the same weights on another machine
     "model.base_weights",  # whether a missing path is an error, not what is loaded
     "model.mllm.attn_implementation",  # the same attention, another kernel
     "model.mllm.gradient_checkpointing",  # recomputes the same activations
@@ -39,6 +41,9 @@ FREE_TO_CHANGE = (
     "data.sources.*.manifest",
     "data.num_workers",
     "data.samples_per_epoch",  # derived by the trainer from train.* and the process count
+    # Items read without error are the same either way; the error that stopped the run says to set these.
+    "data.skip_errors",
+    "data.max_attempts",
     "train.resume",
     "train.resume_check",
     "train.logger",
@@ -50,22 +55,32 @@ FREE_TO_CHANGE = (
     "launcher.name",
     "launcher.cpu",
     "launcher.find_unused_parameters",
+    "launcher.deepspeed.steps_per_print",
+    "launcher.deepspeed.wall_clock_breakdown",
 )
+
+# Keys compared only for being set or not: a base model's path may move, but not appear or vanish (with
+# ``base_weights: optional`` an unset path means random frozen weights).
+SET_OR_NOT = ("model.*.pretrained",)
 
 
 class ResumeMismatchError(ValueError):
     """The run being resumed was made with other settings than the ones given now."""
 
 
-def comparable(record: dict[str, Any]) -> dict[str, Any]:
-    """The compared settings of a trainer record as dotted keys, after a JSON round trip (tuples → lists)."""
+def comparable(record: dict[str, Any]) -> dict[tuple[str, ...], Any]:
+    """The compared settings of a trainer record, keyed by their path, after a JSON round trip (tuples
+    become lists, as they read back from ``run_config.json``)."""
     plain = json.loads(json.dumps({k: record[k] for k in COMPARED_SECTIONS if k in record}, default=str))
-    flat = _flatten(plain)
-    return {
-        key: value
-        for key, value in flat.items()
-        if not any(fnmatch.fnmatchcase(key, pattern) for pattern in FREE_TO_CHANGE)
-    }
+    settings = {}
+    for path, value in _flatten(plain, ()).items():
+        dotted = ".".join(path)
+        if any(fnmatch.fnmatchcase(dotted, pattern) for pattern in FREE_TO_CHANGE):
+            continue
+        if any(fnmatch.fnmatchcase(dotted, pattern) for pattern in SET_OR_NOT):
+            value = "(set)" if value is not None else "(unset)"
+        settings[path] = value
+    return settings
 
 
 def check_resume_settings(
@@ -78,54 +93,52 @@ def check_resume_settings(
 
     Args:
         checkpoint: A training checkpoint directory (``.../checkpoints/step_<N>``).
-        current_record: The trainer's record of the run about to resume (``Trainer.record``).
-        mode: ``strict`` raises on any difference; ``warn`` logs them and continues.
+        current_record: The trainer's record of the run about to resume (``Trainer._record``).
+        mode: ``strict`` raises on a changed setting; ``warn`` logs the changes and continues.
 
     Returns:
         One line per changed setting, ``key: <in the checkpoint> -> <now>`` (empty when they agree, or when
-        the checkpoint predates the record, which is logged).
+        the checkpoint holds no readable record, which is logged).
 
     Raises:
-        FileNotFoundError: ``checkpoint`` is not a directory (e.g. a mistyped ``train.resume``).
-        ResumeMismatchError: ``mode`` is ``strict`` and a setting differs.
+        ResumeMismatchError: ``mode`` is ``strict`` and a setting differs or the record is unreadable.
     """
-    if not Path(checkpoint).is_dir():
-        raise FileNotFoundError(
-            f"train.resume={checkpoint} is not a directory; it should be a training checkpoint "
-            "(<output_dir>/checkpoints/step_<N>), or `auto` / `never`."
-        )
     path = Path(checkpoint) / RUN_CONFIG_FILE
     if not path.is_file():
         log.warning(
-            "%s holds no %s (written by lavida before 2026-12-04); the settings of the resumed run cannot "
-            "be compared with the current ones.",
+            "%s holds no %s (written by an older lavida); the settings of the resumed run cannot be "
+            "compared with the current ones.",
             checkpoint,
             RUN_CONFIG_FILE,
         )
         return []
-    try:
-        recorded = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ResumeMismatchError(
-            f"{path} is not readable JSON ({error}); it should hold the settings the checkpoint was trained "
-            "with. Resume from another checkpoint (train.resume=<dir>) or set train.resume_check=warn."
-        ) from error
+    recorded = _read_record(path, mode=mode)
+    if recorded is None:
+        return []
     before, now = comparable(recorded), comparable(current_record)
     changes = [
-        f"{key}: {_show(before.get(key, _ABSENT))} -> {_show(now.get(key, _ABSENT))}"
+        f"{'.'.join(key)}: {_show(before, key)} -> {_show(now, key)}"
         for key in sorted(set(before) | set(now))
-        if before.get(key, _ABSENT) != now.get(key, _ABSENT)
+        if not (key in before and key in now and _same(before[key], now[key]))
     ]
     if not changes:
         return []
     listed = "\n  ".join(changes)
     if mode == "strict":
+        one_sided = set(before) ^ set(now)
+        hint = (
+            "A setting absent on one side may also be an option that a code update added or removed since "
+            "the checkpoint; if its value keeps the old behaviour, train.resume_check=warn is safe.\n"
+            if one_sided
+            else ""
+        )
         raise ResumeMismatchError(
             f"Resuming from {checkpoint}, but these settings differ from the ones it was trained with "
-            f"(checkpoint -> now):\n  {listed}\n"
+            f"(checkpoint -> now):\n  {listed}\n{hint}"
             "Resuming replays an uninterrupted run only with the same settings. Either give the run's own "
-            f"settings (they are in {path}), train into a new output_dir, or set train.resume_check=warn to "
-            "continue with the new ones (the run is then no longer a replay of one configuration)."
+            f"settings (they are in {path}), train into a new output_dir (or delete {Path(checkpoint).parent} "
+            "to start over), or set train.resume_check=warn to continue with the new ones (the run is then "
+            "no longer a replay of one configuration)."
         )
     log.warning(
         "Resuming from %s with changed settings (checkpoint -> now); the run is no longer a replay of one "
@@ -136,14 +149,39 @@ def check_resume_settings(
     return changes
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+def _read_record(path: Path, *, mode: str) -> dict | None:
+    """The record in ``path``; an unreadable one raises in strict mode and is logged (None) in warn mode."""
+    try:
+        recorded = json.loads(path.read_text())
+        problem = None if isinstance(recorded, dict) else f"a JSON {type(recorded).__name__}, not an object"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        problem = f"not readable JSON ({error})"
+    if problem is None:
+        return recorded
+    if mode == "strict":
+        raise ResumeMismatchError(
+            f"{path} is {problem}; it should hold the settings the checkpoint was trained with. Set "
+            f"train.resume_check=warn to resume without comparing them, or delete {path.parent} to resume "
+            "from the checkpoint before it."
+        )
+    log.warning("%s is %s; the settings of the resumed run are not compared.", path, problem)
+    return None
+
+
+def _flatten(tree: Any, path: tuple[str, ...]) -> dict[tuple[str, ...], Any]:
+    # Paths as tuples: keys may contain dots themselves (train.optim.lr_scales prefixes).
     if isinstance(tree, dict) and tree:
-        flat: dict[str, Any] = {}
+        flat: dict[tuple[str, ...], Any] = {}
         for key, value in tree.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(_flatten(value, (*path, str(key))))
         return flat
-    return {prefix.rstrip("."): tree}
+    return {path: tree}
 
 
-def _show(value: Any) -> str:
-    return "(absent)" if value is _ABSENT else repr(value)
+def _show(settings: dict[tuple[str, ...], Any], key: tuple[str, ...]) -> str:
+    return repr(settings[key]) if key in settings else "(absent)"
+
+
+def _same(before: Any, now: Any) -> bool:
+    both_nan = isinstance(before, float) and isinstance(now, float) and math.isnan(before) and math.isnan(now)
+    return both_nan or before == now

@@ -172,22 +172,32 @@ def _is_complete(directory: Path) -> bool:
     return (directory / "progress.json").is_file() and (directory / "model").is_dir()
 
 
+def check_training_checkpoint(directory: Path, *, deepspeed: bool) -> None:
+    """Raise ``FileNotFoundError`` unless ``directory`` holds a complete training checkpoint.
+
+    Called before the model is built for an explicit ``train.resume`` (a run's ``output_dir`` or its
+    ``final`` model are common mistakes), and again by :func:`load_training_checkpoint`.
+    """
+    directory = Path(directory)
+    required = ["progress.json", "model", "accelerate" if deepspeed else "optimizer.pt"]
+    missing = [name for name in required if not (directory / name).exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"{directory} is not a complete training checkpoint: missing {missing}. A training checkpoint is "
+            f"a folder <output_dir>/checkpoints/step_<N> holding {required}; give one as train.resume, or "
+            "train.resume=auto to take the newest."
+        )
+
+
 def load_training_checkpoint(directory: Path, *, accelerator, model, optimizer, scheduler) -> Progress:
     """Restore weights, optimizer and scheduler from ``directory``; return the progress to resume at.
 
     Raises:
         FileNotFoundError: a required file is missing (the message lists what a checkpoint holds).
+        ValueError: ``progress.json`` is not what it should be (:func:`read_progress`).
     """
     directory = Path(directory)
-    required = ["progress.json", "model"]
-    if accelerator.state.deepspeed_plugin is None:
-        required.append("optimizer.pt")
-    missing = [name for name in required if not (directory / name).exists()]
-    if missing:
-        raise FileNotFoundError(
-            f"{directory} is not a complete training checkpoint: missing {missing}. It should hold model/, "
-            "optimizer.pt and progress.json."
-        )
+    check_training_checkpoint(directory, deepspeed=accelerator.state.deepspeed_plugin is not None)
     if accelerator.state.deepspeed_plugin is not None:
         accelerator.load_state(str(directory / "accelerate"))
     else:

@@ -7,6 +7,7 @@ checkpointing) run through the real loop.
 """
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,7 @@ def train(experiment, tiny_pretrained, root, output_dir, *extra):
 
 
 def test_paper_main_tiny_twin_trains_in_bf16_with_checkpointing(
-    synthetic_train_root, tiny_pretrained, tmp_path
+    synthetic_train_root, tiny_pretrained, tmp_path, caplog
 ):
     """The paper's run keeps its bf16 base weights and gradient checkpointing at tiny size, under CPU
     autocast."""
@@ -71,6 +72,13 @@ def test_paper_main_tiny_twin_trains_in_bf16_with_checkpointing(
     assert recorded["hydra"]["run_name"] == "paper_main" and recorded["model"]["dtype"] == "bfloat16"
     meta = json.loads((out / "final" / "meta.json").read_text())
     assert (meta["step"], meta["clip_length"]) == (4, 8)
+    # The same command again resumes from its own checkpoint: the record each checkpoint carries reads
+    # back equal to the one Hydra composes now (no setting is refused as changed).
+    with caplog.at_level(logging.INFO, logger="lavida.train.state"):
+        _, again = train(
+            "paper_main", tiny_pretrained, synthetic_train_root, out, "launcher.mixed_precision=bf16"
+        )
+    assert again.steps == 4 and "Resumed from" in caplog.text and "at step 4 " in caplog.text
 
 
 def test_bf16_weights_without_autocast_are_refused_with_the_fix(tiny_pretrained, tmp_path):

@@ -1,6 +1,7 @@
 """The training loop: learning, exact resume, non-finite loss, schedule."""
 
 import json
+import logging
 import math
 import shutil
 
@@ -122,10 +123,11 @@ def test_kill_and_resume_gives_the_same_next_step(synthetic_train_root, tiny_pre
 
 
 def test_trainer_refuses_a_changed_recipe_before_building_the_model(
-    synthetic_train_root, tiny_pretrained, tmp_path, monkeypatch
+    synthetic_train_root, tiny_pretrained, tmp_path, monkeypatch, caplog
 ):
     """Through the trainer: its checkpoints carry the record, and a resume with another learning rate
-    stops before the (possibly 7B) model is built; cadence settings may change."""
+    or from a folder that is no training checkpoint stops before the (possibly 7B) model is built;
+    cadence settings may change, and resume_check=warn continues with the new recipe."""
     out = tmp_path / "run"
     make_trainer(synthetic_train_root, tiny_pretrained, out, max_steps=2, save_every=2).fit()
     checkpoint = out / "checkpoints" / "step_0000002"
@@ -146,6 +148,14 @@ def test_trainer_refuses_a_changed_recipe_before_building_the_model(
     monkeypatch.setattr("lavida.train.loop.build_lavida", no_build)
     with pytest.raises(ResumeMismatchError, match=r"train.optim.lr: 0.003 -> 0.001"):
         changed.setup()
+    for not_a_checkpoint in (out, out / "final"):  # the run folder, its evaluable model
+        wrong = make_trainer(
+            synthetic_train_root, tiny_pretrained, out, max_steps=2, resume=str(not_a_checkpoint)
+        )
+        with pytest.raises(
+            FileNotFoundError, match=r"is not a complete training checkpoint: missing \['progress"
+        ):
+            wrong.setup()
     monkeypatch.undo()
 
     same = make_trainer(
@@ -153,6 +163,18 @@ def test_trainer_refuses_a_changed_recipe_before_building_the_model(
     )
     same.setup()
     assert same.progress.step == 2
+    warned = make_trainer(
+        synthetic_train_root,
+        tiny_pretrained,
+        out,
+        max_steps=2,
+        save_every=2,
+        resume_check="warn",
+        optim={"lr": 1e-3, "warmup_steps": 0, "decay": "constant"},
+    )
+    with caplog.at_level(logging.WARNING):
+        warned.setup()
+    assert warned.progress.step == 2 and "train.optim.lr: 0.003 -> 0.001" in caplog.text
 
 
 def test_checkpoints_of_another_run_or_later_steps_are_refused(
