@@ -74,7 +74,7 @@ class ClipBatchPrediction:
 
     Attributes:
         clip_indices: (b,) which clips of the plan these are.
-        frame_scores: (b, T) anomaly probability per sampled frame.
+        frame_scores: (b, T) float64 anomaly probability per sampled frame.
         mask_logits: (b, T, h, w) float16 logits of the best mask (gated by the object score), or None.
     """
 
@@ -88,7 +88,7 @@ class VideoPrediction:
     """All clips of a video, flattened in plan order (C·T sampled slots).
 
     Attributes:
-        frame_scores: (C·T,) float32 anomaly probabilities.
+        frame_scores: (C·T,) float64 anomaly probabilities.
         mask_logits: (C·T, h, w) float16 mask logits, or None when masks were not kept.
     """
 
@@ -164,7 +164,7 @@ class Predictor:
                     self.model(batch.to(self.device, dtype=self.dtype)), gate_masks=self.gate_masks
                 )
             steps = clips.shape[1]
-            scores = prediction.frame_scores.float().cpu().numpy().reshape(len(indices), steps)
+            scores = prediction.frame_scores.cpu().numpy().reshape(len(indices), steps)
             masks = None
             if keep_masks:
                 logits = prediction.mask_logits.to(torch.float16).cpu().numpy()
@@ -182,7 +182,7 @@ class Predictor:
     ) -> VideoPrediction:
         """Predict every clip of a video and return them flattened in plan order (args as :meth:`iter_clips`)."""
         num_clips, steps = clips.shape
-        scores = np.zeros((num_clips, steps), dtype=np.float32)
+        scores = np.zeros((num_clips, steps), dtype=np.float64)
         masks = None
         for batch in self.iter_clips(path, clips, categories, source=source, keep_masks=keep_masks):
             scores[batch.clip_indices] = batch.frame_scores

@@ -143,7 +143,7 @@ class Detector:
         sample = ClipSample(frames=frames, categories=list(categories), is_video=frames.shape[0] > 1)
         batch = self.processor([sample], train=False).to(self.device, dtype=self.dtype)
         prediction = self.model.predict(batch, gate_masks=self.gate_masks)
-        scores = prediction.frame_scores.float().cpu().numpy()
+        scores = prediction.frame_scores.cpu().numpy()
         masks = torch.sigmoid(prediction.mask_logits.float()).cpu().numpy()
         return scores, masks
 
@@ -227,7 +227,7 @@ class Detector:
                 writers.close()
             if not scores:
                 raise ValueError(f"{source}: no frames were read.")
-            values = np.asarray(scores, dtype=np.float32)
+            values = np.asarray(scores, dtype=np.float64)
             intervals = anomalous_intervals(
                 values, threshold=self.threshold, min_length=self.min_interval, merge_gap=self.merge_gap
             )

@@ -97,6 +97,8 @@ def run_evaluation(
     if not videos:
         raise ValueError(f"{benchmark.name}: no test videos selected under protocol '{protocol.name}'.")
     _check_cache_names(videos)
+    if predictions_dir is not None and benchmark.has_pixel_gt:
+        _check_saved_pixel_maps(videos, Path(predictions_dir))
     pixel_size = settings.pixel_size or protocol.pixel_size
     fingerprint = _fingerprint(
         benchmark, videos, protocol, categories, settings, pixel_size, run_info, predictions_dir
@@ -168,7 +170,7 @@ def _predict(
 ) -> VideoResult:
     labels = video.frame_labels[plan.scored]
     if plan.num_clips == 0:  # official protocol: shorter than one window, nothing scored
-        return VideoResult(video.name, plan.scored, np.zeros(0, np.float32), labels)
+        return VideoResult(video.name, plan.scored, np.zeros(0, np.float64), labels)
     source = open_video(video.path, fps=video.fps)
     clips = plan.clips
     if clips.max() >= len(source):
@@ -212,7 +214,7 @@ def _predict(
             region_thresholds=settings.region_thresholds if video.tracks is not None else None,
             chunk=settings.pixel_chunk,
         )
-    return VideoResult(video.name, plan.scored, scores.astype(np.float32), labels, pixels, regions)
+    return VideoResult(video.name, plan.scored, scores.astype(np.float64), labels, pixels, regions)
 
 
 def _from_saved(
@@ -238,7 +240,7 @@ def _from_saved(
     else:
         raise FileNotFoundError(f"No predictions for video '{video.name}': expected {npz} or {npy}.")
     source = npz if npz.is_file() else npy
-    frame_scores = np.asarray(frame_scores, dtype=np.float32).reshape(-1)
+    frame_scores = np.asarray(frame_scores, dtype=np.float64).reshape(-1)
     if frame_scores.size != video.num_frames:
         raise GroundTruthError(
             f"{source}: {frame_scores.size} frame scores, but '{video.name}' has "
@@ -266,6 +268,34 @@ def _from_saved(
             chunk=settings.pixel_chunk,
         )
     return VideoResult(video.name, plan.scored, frame_scores[plan.scored], labels, pixels, regions)
+
+
+def _check_saved_pixel_maps(videos: Sequence[TestVideo], directory: Path) -> None:
+    """Saved pixel maps must cover every video with pixel ground truth, or none of them.
+
+    The pixel metrics pool every pixel of every test video (normal ones included) and RBDC/TBDC count
+    false positives over all test frames, so maps for only some videos would score a subset without a
+    word: a normal video's false alarms would simply vanish. A method without pixel maps (none saved)
+    gets frame metrics only.
+    """
+    with_maps, without = [], []
+    for video in videos:
+        if video.pixel_masks is None:
+            continue
+        npz = directory / f"{safe_file_name(video.name)}.npz"
+        has_maps = False
+        if npz.is_file():
+            with np.load(npz, allow_pickle=False) as data:  # reads the archive's index only
+                has_maps = "pixel_scores" in data.files
+        (with_maps if has_maps else without).append(video.name)
+    if with_maps and without:
+        shown = ", ".join(without[:10]) + (f" and {len(without) - 10} more" if len(without) > 10 else "")
+        raise GroundTruthError(
+            f"{directory}: {len(with_maps)} videos have saved pixel maps ('pixel_scores' in <name>.npz) but "
+            f"{len(without)} with pixel ground truth do not: {shown}. The pixel metrics and RBDC/TBDC pool all "
+            "test videos, normal ones included; save 'pixel_scores' (F, H, W) for every video, or for none "
+            "to get frame metrics only."
+        )
 
 
 def _check_probabilities(scores: np.ndarray, *, source: Path, what: str) -> None:
@@ -315,6 +345,7 @@ def _fingerprint(
         "run": run_info or {},
         # Predictions saved again into the same folder must not be served from the old ones' results.
         "predictions": file_state(predictions_dir) if predictions_dir else None,
+        "result_format": 2,  # 2: float64 frame scores (1 stored float32, which ties every logit above ~16.6)
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -70,7 +70,7 @@ class VideoResult:
     Attributes:
         name: The video's name in the benchmark.
         scored: (F,) int64 raw frame indices that were scored.
-        frame_scores: (F,) float32 anomaly probabilities.
+        frame_scores: (F,) float64 anomaly probabilities.
         frame_labels: (F,) uint8 ground truth.
         pixels: Pixel-metric statistics, or None without pixel ground truth.
         regions: (N, 6) rows ``(frame, x_min, y_min, x_max, y_max, score)`` for RBDC/TBDC, or None.
@@ -93,7 +93,7 @@ class VideoResult:
             "name": np.asarray(self.name),
             "fingerprint": np.asarray(self.fingerprint),
             "scored": self.scored.astype(np.int64),
-            "frame_scores": self.frame_scores.astype(np.float32),
+            "frame_scores": self.frame_scores.astype(np.float64),
             "frame_labels": self.frame_labels.astype(np.uint8),
         }
         if self.pixels is not None:

@@ -38,7 +38,9 @@ class LavidaPrediction:
     """Inference outputs per frame.
 
     Attributes:
-        frame_scores: (N,) anomaly probability per frame, sigmoid of the object-score logit (§3.8).
+        frame_scores: (N,) float64 anomaly probability per frame, sigmoid of the object-score logit (§3.8).
+            Float64 because float32's sigmoid is exactly 1.0 for every logit above ~16.6: such frames
+            would tie, where the logits (the release's frame score) rank them.
         mask_logits: (N, h, w) logits of the mask with the highest predicted IoU; on frames whose object
             score is ≤ 0 they are set to −1024 when gating is on (SAM2's no-object convention).
         object_logits: (N,) the raw object-score logits.
@@ -58,7 +60,7 @@ class LavidaPrediction:
             absent = (output.object_logits <= 0).reshape(-1, 1, 1)
             masks = masks.masked_fill(absent, NO_OBJECT_LOGIT)
         return cls(
-            frame_scores=torch.sigmoid(output.object_logits.float()),
+            frame_scores=torch.sigmoid(output.object_logits.double()),
             mask_logits=masks,
             object_logits=output.object_logits,
         )

@@ -89,3 +89,17 @@ def test_interval_one_plan(tree):
     plan = plan_clips(bench.videos()[0].num_frames, interval=1)
     np.testing.assert_array_equal(plan.clips, [np.arange(8)])
     assert plan_clips(bench.videos()[1].num_frames, interval=1, drop_tail=True).num_clips == 0
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "P", "RGB", "LA", "RGBA"])
+def test_mask_images_are_read_in_any_mode_without_their_alpha_band(tmp_path, mode):
+    """A mask saved with an (opaque) alpha band must not turn every pixel anomalous."""
+    from PIL import Image
+
+    from lavida.eval.benchmarks._common import read_mask_image
+
+    mask = np.zeros((4, 6), bool)
+    mask[1:3, 2:4] = True
+    grey = Image.fromarray(np.where(mask, 255, 0).astype(np.uint8))
+    grey.convert(mode).save(tmp_path / "000.png")
+    assert (read_mask_image(tmp_path / "000.png") == mask).all()

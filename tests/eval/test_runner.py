@@ -202,7 +202,7 @@ def test_saved_pixel_scores_must_be_probability_maps(benchmark, tmp_path):
     NaN and maps without a frame axis, naming the file and the first bad pixel."""
     predictions = tmp_path / "preds"
     predictions.mkdir()
-    np.save(predictions / "b.npy", np.zeros(9, np.float32))
+    np.savez(predictions / "b.npz", frame_scores=np.zeros(9), pixel_scores=np.full((9, 24, 32), 0.5))
     maps = np.full((13, 24, 32), 0.5, np.float32)
     for bad, shown in ((np.nan, "nan"), (-3.0, "-3.0")):
         maps[6, 2, 9] = bad
@@ -218,6 +218,47 @@ def test_saved_pixel_scores_must_be_probability_maps(benchmark, tmp_path):
     maps[6, 2, 9] = 1.0  # the bounds themselves are probabilities
     np.savez(predictions / "a.npz", frame_scores=np.zeros(13, np.float32), pixel_scores=maps)
     assert "pixel_auc" in evaluate_saved(benchmark, predictions, tmp_path / "o")
+
+
+def test_pixel_maps_for_some_videos_only_are_refused(benchmark, tmp_path):
+    """The pixel metrics pool all videos, normal ones included: maps for a alone would score a subset
+    (b's false alarms would vanish). Maps for every video, or for none (frame metrics only), are fine."""
+    predictions = tmp_path / "preds"
+    predictions.mkdir()
+    np.savez(predictions / "a.npz", frame_scores=np.zeros(13), pixel_scores=np.full((13, 24, 32), 0.5))
+    for without in ("npy", "npz"):
+        for stale in predictions.glob("b.*"):
+            stale.unlink()
+        if without == "npy":
+            np.save(predictions / "b.npy", np.zeros(9))
+        else:
+            np.savez(predictions / "b.npz", frame_scores=np.zeros(9))
+        with pytest.raises(
+            GroundTruthError, match=r"1 videos have saved pixel maps .* 1 with pixel .* do not: b\."
+        ):
+            evaluate_saved(benchmark, predictions, tmp_path / f"o_{without}")
+        assert not (tmp_path / f"o_{without}" / "predictions").exists()  # refused before any work
+    np.savez(predictions / "a.npz", frame_scores=np.zeros(13))
+    metrics = evaluate_saved(benchmark, predictions, tmp_path / "frames_only")
+    assert "frame_auc_micro" in metrics and "pixel_auc" not in metrics
+
+
+def test_saved_scores_keep_float64_resolution(benchmark, tmp_path):
+    """Scores that differ only beyond float32's resolution near 1 (logits above ~16.6) are ranked as
+    saved, not tied."""
+    predictions = tmp_path / "preds"
+    predictions.mkdir()
+    all_scores, all_labels = [], []
+    for video in benchmark.videos():
+        # Normal frames just below the anomalous ones, all within float32's last step below 1.0.
+        scores = np.where(video.frame_labels == 1, 1 - 1e-9, 1 - 2e-9) - np.arange(video.num_frames) * 1e-12
+        assert (scores.astype(np.float32) == 1.0).all()
+        np.save(predictions / f"{video.name}.npy", scores)
+        all_scores.append(scores)
+        all_labels.append(video.frame_labels)
+    metrics = evaluate_saved(benchmark, predictions, tmp_path / "out")
+    expected = roc_auc_score(np.concatenate(all_labels), np.concatenate(all_scores))
+    assert expected == 1.0 and metrics["frame_auc_micro"] == expected
 
 
 def test_official_protocol_drops_tails(benchmark, tmp_path):

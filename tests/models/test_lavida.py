@@ -70,7 +70,7 @@ def test_predict_scores_and_best_masks(tiny_model):
     tiny_model.eval()
     raw = tiny_model(batch)
     prediction = tiny_model.predict(batch, gate_masks=False)
-    torch.testing.assert_close(prediction.frame_scores, torch.sigmoid(raw.object_logits.detach()))
+    torch.testing.assert_close(prediction.frame_scores, torch.sigmoid(raw.object_logits.detach().double()))
     best = raw.iou_pred.argmax(dim=1)
     for frame in range(8):
         torch.testing.assert_close(
@@ -130,3 +130,24 @@ def test_bfloat16_model_runs(tiny_pretrained):
     with torch.no_grad():
         out = model(tiny_processor_for(model)([video], train=False).to("cpu", dtype=torch.bfloat16))
     assert out.object_logits.dtype == torch.bfloat16 and torch.isfinite(out.object_logits.float()).all()
+
+
+def test_frame_scores_keep_the_ranking_of_large_object_logits():
+    """float32's sigmoid is exactly 1.0 above a logit of ~16.6, which would tie frames the logits (the
+    release's frame score) rank apart; the scores are float64."""
+    from lavida.models.outputs import LavidaOutput, LavidaPrediction
+
+    logits = torch.tensor([0.0, 12.0, 17.0, 18.0, 25.0, 30.0])
+    assert torch.sigmoid(logits[2:]).unique().tolist() == [1.0]  # what float32 would give
+    output = LavidaOutput(
+        mask_logits=torch.zeros(6, 3, 4, 4),
+        iou_pred=torch.zeros(6, 3),
+        object_logits=logits,
+        seg_features=torch.zeros(1, 8),
+        lm_loss=None,
+        visual_tokens=torch.zeros(1),
+        kept_tokens=torch.zeros(1),
+    )
+    scores = LavidaPrediction.from_output(output).frame_scores
+    assert scores.dtype == torch.float64
+    assert (scores.diff() > 0).all(), scores.tolist()

@@ -105,7 +105,8 @@ def probe_videos(paths: Sequence[Path], *, workers: int | None = None) -> list[t
 
 
 def read_mask_image(path: Path) -> np.ndarray:
-    """A mask image as ``(H, W)`` bool: True where the value is > 0 (any channel for colour images).
+    """A mask image as ``(H, W)`` bool: True where the value is > 0 (any colour channel for colour images;
+    an alpha band is ignored, as it is opaque everywhere in a saved mask).
 
     Raises:
         GroundTruthError: the file cannot be read as an image.
@@ -114,6 +115,8 @@ def read_mask_image(path: Path) -> np.ndarray:
 
     try:
         with Image.open(path) as image:
+            if image.mode in ("RGBA", "LA", "PA"):
+                image = image.convert(image.mode[:-1])  # drop alpha (and keep palette indices)
             array = np.asarray(image)
     except (OSError, ValueError) as error:
         raise GroundTruthError(f"{path}: cannot read the mask image ({error}).") from error
