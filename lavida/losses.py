@@ -147,6 +147,7 @@ def segmentation_loss(
     supervise_all_iou: bool = True,
     iou_l1: bool = True,
     num_frames: float | Tensor | None = None,
+    frame_labels: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """``L_seg``: SAM2's multi-mask loss over the N frames of a batch.
 
@@ -168,6 +169,9 @@ def segmentation_loss(
         num_frames: What the sums are divided by; None: N. A data-parallel run passes the mean of N over
             its processes (as SAM2 all-reduces its object count), so that averaging the processes'
             gradients weighs every frame alike, as one process with their whole batch would.
+        frame_labels: (N,) targets of the object score (y^f of Eq. 2), or None: 1 where the target mask
+            has a pixel (SAM2's rule). Masks and IoUs are supervised on frames with a target pixel either
+            way (a labelled frame without one has no mask to learn).
 
     Returns:
         Scalar float32 tensors ``loss_mask``, ``loss_dice``, ``loss_iou``, ``loss_class`` (each
@@ -191,6 +195,8 @@ def segmentation_loss(
         )
     if target_masks.ndim != 3 or target_masks.shape[0] != n:
         raise ValueError(f"target_masks must be (N={n}, H, W), got {tuple(target_masks.shape)}")
+    if frame_labels is not None and frame_labels.shape not in ((n,), (n, 1)):
+        raise ValueError(f"frame_labels must be (N,) with N = {n}, got {tuple(frame_labels.shape)}")
 
     logits = mask_logits.float()
     if logits.shape[-2:] != target_masks.shape[-2:]:
@@ -218,9 +224,11 @@ def segmentation_loss(
 
     # Only frames that contain the target are supervised on masks and IoU.
     target_obj = targets[:, 0].flatten(1).any(dim=1).float()  # (N,)
-    # Object presence: plain BCE (SAM2's focal with α < 0, γ = 0) on every frame.
+    # Object presence: plain BCE (SAM2's focal with α < 0, γ = 0) on every frame, towards the frame
+    # labels of Eq. 2 where given.
+    presence = target_obj if frame_labels is None else frame_labels.reshape(n).float()
     loss_class = F.binary_cross_entropy_with_logits(
-        object_logits.reshape(n).float(), target_obj, reduction="sum"
+        object_logits.reshape(n).float(), presence, reduction="sum"
     )
 
     divisor = n if num_frames is None else num_frames
@@ -289,6 +297,7 @@ class LavidaLoss(nn.Module):
         object_logits: Tensor,
         target_masks: Tensor,
         num_frames: float | Tensor | None = None,
+        frame_labels: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Compute every term.
 
@@ -299,6 +308,7 @@ class LavidaLoss(nn.Module):
             object_logits: (N,) or (N, 1).
             target_masks: (N, H, W).
             num_frames: The divisor of ``L_seg``'s sums (see :func:`segmentation_loss`); None: N.
+            frame_labels: (N,) object-score targets (see :func:`segmentation_loss`); None: mask presence.
 
         Returns:
             Scalar tensors: the :func:`segmentation_loss` terms plus ``loss_txt`` and ``loss``.
@@ -314,6 +324,7 @@ class LavidaLoss(nn.Module):
             supervise_all_iou=self.supervise_all_iou,
             iou_l1=self.iou_l1,
             num_frames=num_frames,
+            frame_labels=frame_labels,
         )
         if lm_loss is None:
             loss_txt = losses["loss_seg"].new_zeros(())

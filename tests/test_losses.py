@@ -339,6 +339,30 @@ def test_all_negative_batch():
     assert out["loss_seg"].item() == pytest.approx(want, rel=1e-6)  # class weight 1
 
 
+def test_frame_labels_set_the_object_score_target_only():
+    """Eq. 2's 1ᵀ (data.frame_labels=clip) labels a frame without a target pixel anomalous: the object
+    score learns that label, while masks and IoUs stay supervised on frames with a target pixel only."""
+    logits, iou_pred, obj, targets = _random_batch(negatives=(1, 3))
+    labels = torch.tensor([1.0, 1.0, 1.0, 0.0])  # frame 1 labelled present without a pixel
+    with_labels = _seg(logits, iou_pred, obj, targets, frame_labels=labels)
+    masks_only = _seg(logits, iou_pred, obj, targets)
+    for key in ("loss_mask", "loss_dice", "loss_iou"):
+        assert torch.equal(with_labels[key], masks_only[key]), key
+    # BCE(x, 1) = log(1 + e^-x), BCE(x, 0) = log(1 + e^x), by hand over the 4 frames
+    want = (
+        sum(math.log1p(math.exp(-float(x) if y else float(x))) for x, y in zip(obj, labels, strict=True)) / 4
+    )
+    assert with_labels["loss_class"].item() == pytest.approx(want, rel=1e-6)
+    assert masks_only["loss_class"].item() != pytest.approx(want, rel=1e-3)
+    # Labels equal to mask presence reproduce the default exactly.
+    presence = targets.flatten(1).any(dim=1).float()
+    assert torch.equal(
+        _seg(logits, iou_pred, obj, targets, frame_labels=presence)["loss_class"], masks_only["loss_class"]
+    )
+    with pytest.raises(ValueError, match=r"frame_labels must be \(N,\) with N = 4"):
+        _seg(logits, iou_pred, obj, targets, frame_labels=torch.ones(3))
+
+
 def test_gradients_flow():
     logits, iou_pred, obj, targets = _random_batch()
     for t in (logits, iou_pred, obj):

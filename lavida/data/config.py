@@ -80,8 +80,9 @@ class DataConfig:
         clip_length: Frames per video clip T (B.3: 8); images have T = 1.
         strides: Candidate clip strides, one drawn per clip.
         visibility_tries: Strides tried while looking for a window that shows the target.
-        frame_labels: Anomalous clips' frame labels: ``presence`` (1 where the target's mask is
-            non-empty; the official code and our default) or ``clip`` (1ᵀ, Eq. 2).
+        frame_labels: Anomalous clips' frame labels, the object score's target in L_seg: ``presence``
+            (1 where the target's mask is non-empty; the official code and our default) or ``clip``
+            (1ᵀ, Eq. 2).
         samples_per_epoch: Dataset length (B.3: 2,000 batches × 2).
         seed: Seed of every draw; item i is a function of (seed, epoch, i) only.
         num_workers: DataLoader worker processes.

@@ -344,6 +344,9 @@ class Trainer:
             object_logits=output.object_logits,
             target_masks=inputs.target_masks,
             num_frames=self.mean_over_processes(inputs.target_masks.shape[0]),
+            # y^f of Eq. 2 as data.frame_labels sets it (presence: decided on the full-resolution masks,
+            # so a target that the resize to SAM2's input shrinks away still counts as present).
+            frame_labels=inputs.frame_labels,
         )
 
     def mean_over_processes(self, count: int) -> float | torch.Tensor:

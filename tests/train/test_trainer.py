@@ -1,5 +1,6 @@
 """The training loop: learning, exact resume, non-finite loss, schedule."""
 
+import dataclasses
 import json
 import logging
 import math
@@ -79,6 +80,23 @@ def test_loss_falls_over_training(synthetic_train_root, tiny_pretrained, tmp_pat
     meta = read_checkpoint_meta(tmp_path / "run" / "final")
     assert meta["clip_length"] == trainer.data_config.clip_length and meta["step"] == 24
     assert (tmp_path / "run" / "run_config.json").is_file()
+
+
+def test_the_object_score_learns_the_batch_frame_labels(synthetic_train_root, tiny_pretrained, tmp_path):
+    """data.frame_labels reaches L_seg: labels other than mask presence (Eq. 2's 1ᵀ) change the
+    object-score term and nothing else."""
+    trainer = make_trainer(synthetic_train_root, tiny_pretrained, tmp_path / "run")
+    trainer.setup()
+    trainer.model.eval()  # no dropout: the two forward passes must be the same
+    batch = next(iter(trainer.loader))
+    presence = batch.batch.target_masks.flatten(1).any(dim=1).float()
+    assert torch.equal(batch.batch.frame_labels, presence)  # the default, `presence`
+    flipped = dataclasses.replace(batch, batch=dataclasses.replace(batch.batch, frame_labels=1 - presence))
+    with torch.no_grad():
+        default, changed = trainer.compute_loss(batch), trainer.compute_loss(flipped)
+    for key in ("loss_mask", "loss_dice", "loss_iou", "loss_txt"):
+        assert torch.equal(default[key], changed[key]), key
+    assert changed["loss_class"].item() != pytest.approx(default["loss_class"].item(), rel=1e-3)
 
 
 def test_kill_and_resume_gives_the_same_next_step(synthetic_train_root, tiny_pretrained, tmp_path):
