@@ -196,7 +196,7 @@ class PyAVVideo(FrameSource):
     """A video file read with PyAV: decodes the whole stream once into memory on first access.
 
     Used when decord cannot open a file (unusual codecs). Holds all frames, so meant for short videos;
-    long videos should use decord or ``lavida.data.stream`` (sequential reading).
+    long videos should use decord or ``lavida.detect.stream`` (sequential reading).
     """
 
     def __init__(self, path: str | Path) -> None:

@@ -163,8 +163,19 @@ class SegmentationSource(abc.ABC):
         """Walk the official layout and yield every usable record (slow; done once by lavida-prepare)."""
 
     def load_frames(self, record: SegRecord, positions: Sequence[int]) -> np.ndarray:
-        """Frames ``positions`` (indices into ``record.frames``) as (n, H, W, 3) uint8."""
+        """Frames ``positions`` (indices into ``record.frames``) as (n, H, W, 3) uint8.
+
+        Raises:
+            DatasetFormatError: a frame's size differs from the first one's (named with both sizes).
+        """
         frames = [read_image(self.root / record.frames[i]) for i in positions]
+        for position, frame in zip(positions, frames, strict=True):
+            if frame.shape != frames[0].shape:
+                raise DatasetFormatError(
+                    f"{self.root / record.frames[position]}: frame of shape {frame.shape}, but "
+                    f"{self.root / record.frames[positions[0]]} of the same video has {frames[0].shape}; "
+                    "every frame of a video must have one size."
+                )
         return np.stack(frames)
 
     def load_masks(self, record: SegRecord, target: SegTarget, positions: Sequence[int]) -> np.ndarray:

@@ -24,7 +24,7 @@ def test_class_list_is_objectinfo150_first_synonyms():
         13: "person",
         21: "car",
         45: "chest of drawers",
-        90: "television",
+        90: "television receiver",
         150: "flag",
     }.items():
         assert names[class_id - 1] == name

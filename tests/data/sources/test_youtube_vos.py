@@ -140,3 +140,14 @@ def test_split_and_root_are_checked(tmp_path, tree):
     # No index-time artefacts for this source: nothing is written.
     list(YouTubeVOSSource(tree["root"]).index(artifacts=tmp_path / "artefacts"))
     assert not (tmp_path / "artefacts").exists()
+
+
+def test_a_frame_of_another_size_names_both_files(tree):
+    """np.stack would fail with a bare ValueError that names no file and that skip_errors cannot skip."""
+    from PIL import Image
+
+    records = records_by_key(YouTubeVOSSource(tree["root"]))
+    odd = tree["root"] / "train" / "JPEGImages" / "v1" / records["v1"].frames[2].split("/")[-1]
+    Image.new("RGB", (40, 30)).save(odd)
+    with pytest.raises(DatasetFormatError, match=rf"{odd.name}: frame of shape \(30, 40, 3\), but .* has"):
+        YouTubeVOSSource(tree["root"]).load_frames(records["v1"], [0, 2])
