@@ -167,7 +167,7 @@ def test_staged_forward_is_the_models_forward(bench):
         per_frame, _ = bench.staged_forward(model, batch, bench.StageClock(device), per_frame_decode=True)
     assert torch.equal(batched.mask_logits, expected.mask_logits)
     assert torch.equal(batched.object_logits, expected.object_logits)
-    torch.testing.assert_close(prediction.frame_scores, torch.sigmoid(expected.object_logits))
+    torch.testing.assert_close(prediction.frame_scores, torch.sigmoid(expected.object_logits.double()))
     torch.testing.assert_close(per_frame.mask_logits, expected.mask_logits, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(per_frame.object_logits, expected.object_logits, rtol=1e-4, atol=1e-5)
 

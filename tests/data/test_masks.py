@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lavida.data.sources.base import DatasetFormatError
-from lavida.data.sources.masks import decode_rle, encode_rle, load_mask_spec, polygons_to_rle, read_index_png
+from lavida.data.sources.base import DatasetFormatError, SegTarget
+from lavida.data.sources.masks import (
+    decode_rle,
+    encode_rle,
+    load_mask_spec,
+    merge_by_text,
+    polygons_to_rle,
+    read_index_png,
+)
 
 
 def test_rle_round_trip_and_union():
@@ -53,3 +60,41 @@ def test_rle_spec_and_errors(tmp_path):
     Image.fromarray(np.zeros((4, 5, 3), np.uint8)).save(tmp_path / "rgb.png")
     with pytest.raises(DatasetFormatError, match="single-channel"):
         read_index_png(tmp_path / "rgb.png")
+
+
+def test_targets_sharing_a_text_are_merged_with_their_masks_and_frames(tmp_path):
+    paths = ["a/0.png", "a/1.png"]
+    png = {"kind": "index_png", "paths": paths}
+    targets = [
+        SegTarget("a man", {**png, "values": [3]}, frames=(1,)),
+        SegTarget("a dog", {**png, "values": [2]}, frames=(0,)),
+        SegTarget("a man", {**png, "values": [1, 3]}, frames=(0,)),
+    ]
+    assert merge_by_text(targets) == [
+        SegTarget("a man", {**png, "values": [1, 3]}, frames=(0, 1)),
+        SegTarget("a dog", {**png, "values": [2]}, frames=(0,)),
+    ]
+    # MeViS-style RLE specs: the keys and their annotations are united; unknown visibility (()) wins.
+    rle = {"kind": "rle", "file": "m.json"}
+    merged = merge_by_text(
+        [
+            SegTarget("cats", {**rle, "key": "10", "anno_ids": [10]}, frames=(0,)),
+            SegTarget("cats", {**rle, "key": "10+11", "anno_ids": [10, 11]}, frames=()),
+            SegTarget("cats", {**rle, "key": "10", "anno_ids": [10]}, frames=(2,)),
+        ]
+    )
+    assert merged == [SegTarget("cats", {**rle, "key": ["10", "10+11"], "anno_ids": [10, 11]}, frames=())]
+    with pytest.raises(DatasetFormatError, match="Cannot unite the masks of two targets with the text 'x'"):
+        merge_by_text([SegTarget("x", {**png, "values": [1]}), SegTarget("x", {**rle, "key": "1"})])
+
+
+def test_an_rle_spec_with_several_keys_is_their_union(tmp_path):
+    left, right = np.zeros((4, 6), bool), np.zeros((4, 6), bool)
+    left[:, :2], right[1:3, 3:] = True, True
+    (tmp_path / "m.json").write_text(
+        json.dumps({"a": [encode_rle(left)], "b": [encode_rle(right)], "c": [None]})
+    )
+    spec = {"kind": "rle", "file": "m.json", "key": ["a", "b", "c"]}
+    np.testing.assert_array_equal(load_mask_spec(spec, [0], root=tmp_path, size=(4, 6))[0], left | right)
+    with pytest.raises(DatasetFormatError, match="no entry 'd'"):
+        load_mask_spec({**spec, "key": ["a", "d"]}, [0], root=tmp_path, size=(4, 6))

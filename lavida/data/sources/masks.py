@@ -7,7 +7,8 @@ Two mask specs cover all eleven training datasets (research notes §5.1):
   labelIds, Mapillary label indices, YouTube-VOS / DAVIS object ids). Palette PNGs are read as
   palette indices, never converted to RGB.
 - ``{"kind": "rle", "file": "<json file>", "key": "<id>"}`` — the file maps ``key`` to a list with one
-  entry per frame: an RLE dict, a list of RLE dicts (their union), or None (absent). refCOCO-family
+  entry per frame: an RLE dict, a list of RLE dicts (their union), or None (absent). ``key`` may be a
+  list of keys: the union of their masks (one text describing several objects, :func:`merge_by_text`). refCOCO-family
   polygons are converted to RLE once at indexing time; MeViS's one big ``mask_dict.json`` is split into
   one file per video so a worker never loads all of it.
 """
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from lavida.data.sources.base import DatasetFormatError
+from lavida.data.sources.base import DatasetFormatError, SegTarget
 
 
 def read_index_png(path: str | Path) -> np.ndarray:
@@ -151,13 +152,15 @@ def load_mask_spec(
         return masks
     if kind == "rle":
         table = _read_rle_file(str(root / spec["file"]))
-        if spec["key"] not in table:
-            raise DatasetFormatError(f"{root / spec['file']}: no entry '{spec['key']}'.")
-        per_frame = table[spec["key"]]
-        for row, position in enumerate(positions):
-            if position >= len(per_frame):
-                raise DatasetFormatError(f"{root / spec['file']}: '{spec['key']}' has no frame {position}.")
-            masks[row] = decode_rle(per_frame[position], size)
+        keys = [spec["key"]] if isinstance(spec["key"], str) else spec["key"]
+        for key in keys:
+            if key not in table:
+                raise DatasetFormatError(f"{root / spec['file']}: no entry '{key}'.")
+            per_frame = table[key]
+            for row, position in enumerate(positions):
+                if position >= len(per_frame):
+                    raise DatasetFormatError(f"{root / spec['file']}: '{key}' has no frame {position}.")
+                masks[row] |= decode_rle(per_frame[position], size)
         return masks
     raise DatasetFormatError(f"Unknown mask spec kind {kind!r}; expected 'index_png' or 'rle'.")
 
@@ -168,3 +171,57 @@ def _fit(mask: np.ndarray, size: tuple[int, int], path: Path) -> np.ndarray:
             f"{path}: label of size {mask.shape} does not match its frame's size {tuple(size)}."
         )
     return mask
+
+
+def merge_by_text(targets: Sequence[SegTarget]) -> list[SegTarget]:
+    """One target per text: a text that several objects carry covers all of them.
+
+    Referring datasets attach texts to objects, and two objects of one video or image can carry the same
+    text ("a man in a red shirt" for two men; an expression repeated for another object). As separate
+    targets, a sample listing that text would mark one of the two as anomalous and the other as normal;
+    merged, the listed category covers every object it describes, as class datasets already do
+    (YouTube-VOS, Mapillary). Masks are united (``index_png`` values, ``rle`` keys), visible frames too.
+
+    Args:
+        targets: A record's targets, in index order.
+
+    Returns:
+        The targets with each text once, at its first position.
+
+    Raises:
+        DatasetFormatError: two targets of one text whose masks cannot be united (another kind, other
+            label files), which no source produces.
+    """
+    merged: dict[str, SegTarget] = {}
+    for target in targets:
+        first = merged.get(target.text)
+        if first is None:
+            merged[target.text] = target
+            continue
+        merged[target.text] = SegTarget(
+            text=target.text,
+            mask=_united(first.mask, target.mask, text=target.text),
+            # An empty tuple means "visible everywhere / unknown": it absorbs the other.
+            frames=tuple(sorted(set(first.frames) | set(target.frames)))
+            if first.frames and target.frames
+            else (),
+        )
+    return list(merged.values())
+
+
+def _united(first: dict[str, Any], second: dict[str, Any], *, text: str) -> dict[str, Any]:
+    kind = first.get("kind")
+    if kind == "index_png" and second.get("kind") == kind and first["paths"] == second["paths"]:
+        return {**first, "values": sorted({*first["values"], *second["values"]})}
+    if kind == "rle" and second.get("kind") == kind and first["file"] == second["file"]:
+        keys = [first["key"]] if isinstance(first["key"], str) else list(first["key"])
+        for key in [second["key"]] if isinstance(second["key"], str) else second["key"]:
+            if key not in keys:
+                keys.append(key)
+        united = {**first, "key": keys[0] if len(keys) == 1 else keys}
+        if "anno_ids" in first or "anno_ids" in second:  # MeViS: the annotations behind the keys
+            united["anno_ids"] = sorted({*first.get("anno_ids", []), *second.get("anno_ids", [])})
+        return united
+    raise DatasetFormatError(
+        f"Cannot unite the masks of two targets with the text {text!r}: {first} and {second}."
+    )

@@ -41,7 +41,7 @@ from typing import Any
 
 from lavida.atomic import atomic_dir
 from lavida.data.sources.base import DatasetFormatError, SegmentationSource, SegRecord, SegTarget
-from lavida.data.sources.masks import check_image_size, decode_rle, encode_rle, polygons_to_rle
+from lavida.data.sources.masks import check_image_size, decode_rle, encode_rle, merge_by_text, polygons_to_rle
 from lavida.data.sources.refer_pickle import convert_refs_pickle
 from lavida.data.sources.text import normalize_text
 
@@ -287,7 +287,7 @@ class ReferSource(SegmentationSource):
             key=str(image_id),
             group=f"{self.name}/{image_id}",
             frames=(frame,),
-            targets=tuple(targets),
+            targets=tuple(merge_by_text(targets)),  # a sentence on two refs covers both objects
             present=tuple(present),
             is_video=False,
             meta={"size": [height, width], "image_id": image_id},

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from lavida.data.sources.base import DatasetFormatError, SegmentationSource, SegRecord, SegTarget
+from lavida.data.sources.masks import merge_by_text
 from lavida.data.sources.text import normalize_text
 
 __all__ = [
@@ -304,7 +305,8 @@ class VideoSegmentationSource(SegmentationSource):
     def _record(
         self, video: str, frames: Iterable[str], targets: Sequence[SegTarget], size: tuple[int, int]
     ) -> SegRecord:
-        """A record of ``video`` whose ``present`` lists every target text once, in target order."""
+        """A record of ``video`` with one target per text (:func:`merge_by_text`), in first-seen order."""
+        targets = merge_by_text(targets)
         return SegRecord(
             source=self.name,
             key=video,

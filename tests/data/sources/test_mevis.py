@@ -31,8 +31,7 @@ def test_one_target_per_expression_and_one_shard_per_video(tree):
         ("two cats playing", "10+11", [10, 11], (0, 1, 2, 4)),  # absent on frame 3 only
         ("the cat on the left", "10", [10], (0, 1, 2)),
         ("the cat that jumps", "11", [11], (1, 2, 4)),
-        ("the cat on the left", "10", [10], (0, 1, 2)),  # same annotations: shares the shard entry
-    ]
+    ]  # the fixture's fourth expression repeats "the cat on the left" for annotation 10: one target
     assert m1.present == ("two cats playing", "the cat on the left", "the cat that jumps")
     for record in records.values():
         assert {t.mask["kind"] for t in record.targets} == {"rle"}

@@ -63,6 +63,26 @@ def test_one_target_per_ref_sentence_train_split_only(refcoco):
     _check_masks(source, records, refcoco)
 
 
+def test_a_sentence_on_two_refs_covers_both_objects(tmp_path):
+    """Two objects of one image described by one sentence: a sample listing it marks both anomalous
+    (as separate targets, one of the two would have been labelled normal)."""
+    refcoco = write_refer_tree(tmp_path / "refer_seg", "refcoco", refs_format="json")
+    refs = json.loads(refcoco["refs_path"].read_text())
+    car = next(ref for ref in refs if ref["ref_id"] == 1)
+    car["sentences"].append({"sent_id": 9, "raw": "left man.", "sent": "left man"})
+    car["sent_ids"].append(9)
+    refcoco["refs_path"].write_text(json.dumps(refs))
+    source = RefCocoSource(refcoco["root"])
+    image1 = next(iter(source.index()))
+    assert [(t.text, t.mask["key"]) for t in image1.targets] == [
+        ("the man on the left", "0"),
+        ("left man", ["0", "1"]),
+        ("red car", "1"),
+    ]
+    both = source.load_masks(image1, image1.targets[1], [0])[0]
+    np.testing.assert_array_equal(both, refcoco["masks"][0] | refcoco["masks"][1])
+
+
 def test_masks_are_sharded_by_image_and_stale_shards_go(refcoco, monkeypatch):
     from lavida.data.sources import refer
 
