@@ -23,6 +23,8 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
+from lavida.atomic import read_json
+
 log = logging.getLogger(__name__)
 
 RUN_CONFIG_FILE = "run_config.json"
@@ -152,9 +154,9 @@ def check_resume_settings(
 def _read_record(path: Path, *, mode: str) -> dict | None:
     """The record in ``path``; an unreadable one raises in strict mode and is logged (None) in warn mode."""
     try:
-        recorded = json.loads(path.read_text())
+        recorded = read_json(path, expected="the settings the checkpoint was trained with")
         problem = None if isinstance(recorded, dict) else f"a JSON {type(recorded).__name__}, not an object"
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, ValueError) as error:  # read_json names the file and where the parser stopped
         problem = f"not readable JSON ({error})"
     if problem is None:
         return recorded
