@@ -173,6 +173,7 @@ def test_staged_forward_is_the_models_forward(bench):
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_tiny_bf16_modes_agree_on_gpu(bench, tmp_path):
     """On CUDA both modes run in bf16 (eager + per-frame vs SDPA + batched): the bf16 tolerance holds."""
     report = bench.main(
@@ -198,6 +199,7 @@ def test_tiny_bf16_modes_agree_on_gpu(bench, tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_full_model_runs_on_gpu(bench, tmp_path):
     """The full-size model at the paper's setting, one configuration (needs ~25 GB of GPU memory)."""
     report = bench.main(

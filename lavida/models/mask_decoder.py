@@ -142,6 +142,11 @@ class MultiLevelMaskDecoder(nn.Module):
         high_res = [decoder.conv_s0(levels[0]), decoder.conv_s1(levels[1])]
         return ImageFeatures(top=top, top_pos=top_pos, high_res=high_res)
 
+    def outside_parameters(self) -> list[nn.Parameter]:
+        """SAM2 parameters that :meth:`forward` reads directly, outside their own module's forward
+        (DeepSpeed ZeRO-3 gathers a shard only for its module's forward unless told otherwise)."""
+        return [self.sam.no_memory_embedding]
+
     def forward(self, features: ImageFeatures, prompts: torch.Tensor) -> DecoderOutput:
         """Decode every frame with its own prompt (Eq. 9), all frames in one batched call.
 
@@ -159,9 +164,10 @@ class MultiLevelMaskDecoder(nn.Module):
             num_frames, 1, 1, self.embed_dim
         )  # (N, 1 point-batch, 1 token, C)
         height, width = image_embeddings.shape[-2:]
-        dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
-            num_frames, -1, height, width
-        )
+        # The no-mask embedding through its module's forward, not `.weight`: under ZeRO-3 a trained
+        # weight read outside its module arrives as an empty shard in backward.
+        no_mask = sam.prompt_encoder.no_mask_embed(torch.zeros(1, dtype=torch.long, device=prompts.device))
+        dense = no_mask.reshape(1, -1, 1, 1).expand(num_frames, -1, height, width)
         masks, iou_pred, _, object_logits = sam.mask_decoder(
             image_embeddings=image_embeddings,
             image_positional_embeddings=image_pe,

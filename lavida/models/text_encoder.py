@@ -22,6 +22,8 @@ from lavida.models.weights import WeightsNotFoundError, check_weights_file, load
 log = logging.getLogger(__name__)
 
 CLIP_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+# The 0-dim parameters of CLIP's contrastive loss (temperature; SigLIP's bias), not of its text tower.
+LOSS_ONLY_KEYS = ("logit_scale", "logit_bias")
 
 CLIP_HINT = (
     "Download the open_clip weights of OpenAI's ViT-B/32 once (e.g. open_clip_model.safetensors from the "
@@ -63,6 +65,11 @@ class CategoryEncoder(nn.Module):
         return self.tokenizer(list(categories))
 
     @torch.no_grad()
+    def outside_parameters(self) -> list[nn.Parameter]:
+        """CLIP's own parameters (positional embedding, text projection), which ``encode_text`` reads
+        outside any module's forward (see :meth:`MultiLevelMaskDecoder.outside_parameters`)."""
+        return list(self.clip.parameters(recurse=False))
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """(K, context_length) int64 → (K, dim) features, in the dtype of the tower's weights."""
         return self.clip.encode_text(tokens)
@@ -109,6 +116,12 @@ def load_clip_text(
         )
     clip = open_clip.create_model(model_name, pretrained=None, device=torch.get_default_device())
     del clip.visual  # only the text tower is used; this frees ~88M parameters for ViT-B/32
+    # The contrastive temperature (and SigLIP's bias) belong to CLIP's training loss, not to the text
+    # tower. They are 0-dim parameters, which DeepSpeed's start-up broadcast cannot send (it views
+    # every parameter as bytes), so launcher=zero2|zero3 failed before the first step.
+    for name in LOSS_ONLY_KEYS:
+        if isinstance(getattr(clip, name, None), nn.Parameter):
+            delattr(clip, name)
     if pretrained is not None:
         load_clip_text_weights(clip, pretrained)
     clip.to(getattr(torch, dtype))
@@ -145,17 +158,22 @@ def load_clip_text_weights(clip: nn.Module, path: str) -> None:
     state = {key.removeprefix("module."): value for key, value in state.items()}
     text_state = {key: value for key, value in state.items() if not key.startswith("visual.")}
     expected = set(clip.state_dict())
-    missing = sorted(expected - set(text_state))
+    # A file may hold the contrastive temperature or not (OpenAI's does; lavida's text-only files do
+    # not), and the text tower may want it (stand-in pretraining) or not (load_clip_text).
+    missing = sorted(expected - set(text_state) - set(LOSS_ONLY_KEYS))
     if missing:
         raise WeightsNotFoundError(
             f"CLIP text encoder: '{file}' lacks {len(missing)} text-tower tensors, e.g. {missing[:5]}. Is it an "
             f"open_clip state dict of the configured model? {CLIP_HINT}"
         )
-    unexpected = sorted(set(text_state) - expected)
+    unexpected = sorted(set(text_state) - expected - set(LOSS_ONLY_KEYS))
     if unexpected:
         log.warning("Ignoring %d unexpected keys in %s, e.g. %s", len(unexpected), file, unexpected[:5])
     try:
-        clip.load_state_dict({key: text_state[key] for key in expected}, strict=True, assign=False)
+        # Not strict only for a temperature the file lacks: every other key was checked above.
+        clip.load_state_dict(
+            {key: text_state[key] for key in expected if key in text_state}, strict=False, assign=False
+        )
     except RuntimeError as error:  # shape mismatch: another model's weights
         raise WeightsNotFoundError(
             f"CLIP text encoder: '{file}' does not fit the configured model: {error}"

@@ -51,3 +51,26 @@ def build_accelerator(launcher: LauncherConfig, train: TrainConfig, *, output_di
         log_with=log_with,
         project_dir=str(output_dir),
     )
+
+
+def register_zero3_outside_parameters(model) -> int:
+    """Tell ZeRO-3 which parameters LAVIDA reads outside their own module's forward; returns how many.
+
+    ZeRO-3 keeps a shard of each parameter and gathers the whole tensor only while the module owning it
+    runs ``forward``; a parameter read by another module (peft's ``<SEG>``-row layers read the embedding
+    and LM-head weights of the layers they wrap; SAM2's no-mask and no-memory embeddings; CLIP's
+    positional embedding and projection) would be an empty shard there. Call before ``prepare``.
+    """
+    import deepspeed
+    from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+
+    pairs = [
+        (module, module.base_layer.weight)
+        for module in model.modules()
+        if isinstance(module, TrainableTokensLayer)
+    ]
+    pairs += [(model.mask_decoder, p) for p in model.mask_decoder.outside_parameters()]
+    pairs += [(model.text_encoder, p) for p in model.text_encoder.outside_parameters()]
+    for module, parameter in pairs:
+        deepspeed.zero.register_external_parameter(module, parameter)
+    return len(pairs)

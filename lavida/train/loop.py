@@ -11,9 +11,11 @@ run with a clear message; the last good checkpoint is left as it was.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +34,7 @@ from lavida.models.checkpoint import save_checkpoint
 from lavida.models.config import LavidaConfig
 from lavida.models.lavida import build_lavida
 from lavida.train.config import LauncherConfig, TrainConfig
-from lavida.train.launcher import build_accelerator
+from lavida.train.launcher import build_accelerator, register_zero3_outside_parameters
 from lavida.train.optim import build_optimizer, build_scheduler
 from lavida.train.resume_check import check_resume_settings
 from lavida.train.state import (
@@ -43,6 +45,7 @@ from lavida.train.state import (
     load_training_checkpoint,
     read_progress,
     save_training_checkpoint,
+    whole_trainable_weights,
 )
 
 log = logging.getLogger(__name__)
@@ -118,7 +121,11 @@ class Trainer:
             # Before anything is built: a 7B model need not load to learn that the run cannot resume.
             check_resume_settings(resume, self._record(), mode=self.config.resume_check)
         log.info("Building the model")
-        model = build_lavida(self.model_config)
+        with self._whole_model_build():
+            model = build_lavida(self.model_config)
+        plugin = acc.state.deepspeed_plugin
+        if plugin is not None and plugin.zero_stage == 3:
+            register_zero3_outside_parameters(model)
         if self.config.trainable_fp32:
             # Mixed precision: frozen weights may be bf16, trained ones (and their optimizer state) stay fp32.
             for parameter in model.parameters():
@@ -176,6 +183,30 @@ class Trainer:
             self.config.total_steps,
             self.config.batches_per_epoch,
         )
+
+    @contextlib.contextmanager
+    def _whole_model_build(self) -> Iterator[None]:
+        """A context in which the model is built whole, also under ZeRO-3.
+
+        Under ZeRO-3 transformers builds the Qwen2-VL and SAM2 parts already sharded (DeepSpeed's
+        ``zero.Init``) in the model's dtype, while LoRA, the ``<SEG>`` rows and the projector are built
+        whole in fp32; DeepSpeed's stage-3 optimizer refuses trainable parameters of mixed dtypes (seen
+        on an H200). Built whole, the model is cast to bf16 and sharded by DeepSpeed at ``prepare``, as
+        under ZeRO-2; until then each process holds all of it (about 17 GB at 7B in bf16). transformers
+        shards whenever Accelerate's ZeRO-3 config object is alive (Accelerate's own
+        ``zero3_init_context_manager(enable=False)`` re-creates it), so it is unset for the build.
+        """
+        plugin = self.accelerator.state.deepspeed_plugin
+        if plugin is None or plugin.zero_stage != 3:
+            yield
+            return
+        from transformers.integrations import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+        try:
+            yield
+        finally:
+            plugin.set_deepspeed_weakref()  # Accelerate's prepare() expects it
 
     def _loader(self, dataset, num_workers: int) -> DataLoader:
         return DataLoader(
@@ -305,7 +336,9 @@ class Trainer:
                 )
             acc.backward(loss)
             if acc.sync_gradients:
-                # Clipping off (grad_clip 0) still measures the norm: max_norm inf scales nothing.
+                # Clipping off (grad_clip 0) still measures the norm: max_norm inf scales nothing. Under
+                # DeepSpeed, backward() above already clipped and stepped (gradient_clipping in its
+                # config), and this returns that step's norm as a Python float.
                 max_norm = self.config.optim.grad_clip if self.config.optim.grad_clip > 0 else math.inf
                 norm = acc.clip_grad_norm_(self.model.parameters(), max_norm)
                 if norm is not None:
@@ -325,7 +358,7 @@ class Trainer:
             if acc.sync_gradients:  # once per optimizer step (step_scheduler_with_optimizer=False)
                 self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-        return {key: float(value.detach()) for key, value in losses.items()}
+        return {key: float(value) for key, value in losses.items()}
 
     def compute_loss(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
         """Eq. 10 on one batch: λ_txt·L_txt + λ_seg·L_seg."""
@@ -406,13 +439,10 @@ class Trainer:
         """The trained model alone, in the evaluable checkpoint format: ``<output_dir>/final``."""
         final = self.output_dir / "final"
         self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            save_checkpoint(
-                self.accelerator.unwrap_model(self.model),
-                self.model_config,
-                final,
-                extra_meta=self._meta(),
-            )
+        model = self.accelerator.unwrap_model(self.model)
+        with whole_trainable_weights(self.accelerator, model):
+            if self.accelerator.is_main_process:
+                save_checkpoint(model, self.model_config, final, extra_meta=self._meta())
         self.accelerator.wait_for_everyone()
         return final
 

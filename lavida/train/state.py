@@ -18,9 +18,11 @@ the model's randomness is reseeded per micro-batch from (seed, epoch, batch, ran
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -81,8 +83,10 @@ def save_training_checkpoint(
     if uses_deepspeed:
         accelerator.save_state(str(staging / "accelerate"))
     unwrapped = accelerator.unwrap_model(model)
+    with whole_trainable_weights(accelerator, unwrapped):
+        if accelerator.is_main_process:
+            save_checkpoint(unwrapped, model_config, staging / "model", extra_meta=extra_meta)
     if accelerator.is_main_process:
-        save_checkpoint(unwrapped, model_config, staging / "model", extra_meta=extra_meta)
         if not uses_deepspeed:
             torch.save(
                 {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
@@ -99,6 +103,25 @@ def save_training_checkpoint(
         log.info("Saved training checkpoint %s", final)
     accelerator.wait_for_everyone()
     return final
+
+
+@contextlib.contextmanager
+def whole_trainable_weights(accelerator, model: torch.nn.Module) -> Iterator[None]:
+    """Inside, every trainable parameter of ``model`` holds its whole tensor on every process.
+
+    Under ZeRO-3 each process keeps only a shard of each parameter (an empty tensor in the module), so a
+    checkpoint written from the module would hold empty tensors; the shards are gathered for the time of
+    the block. Collective: every process must enter it. Elsewhere it does nothing.
+    """
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is None or plugin.zero_stage != 3:
+        yield
+        return
+    import deepspeed
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    with deepspeed.zero.GatheredParameters(trainable, modifier_rank=None):
+        yield
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:

@@ -93,6 +93,31 @@ def test_clip_loads_torch_bin_state_dict(tiny_pretrained, tmp_path):
     assert not any(p.requires_grad for p in from_st.parameters())
 
 
+def test_clip_temperature_is_optional_in_the_file_and_absent_from_the_tower(
+    tiny_pretrained, tmp_path, caplog
+):
+    """OpenAI's file carries the contrastive temperature and lavida's text-only files do not: both load
+    the same tower, without a warning, and the tower has no 0-dim parameter (DeepSpeed cannot
+    broadcast one)."""
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(tiny_pretrained.text_encoder.pretrained)
+    assert "logit_scale" not in state
+    with_temperature = tmp_path / "with_temperature.safetensors"
+    save_file({**state, "logit_scale": torch.tensor(4.6052)}, str(with_temperature))
+    arch, name = tiny_pretrained.text_encoder.arch, tiny_pretrained.text_encoder.model_name
+    with caplog.at_level("WARNING", logger="lavida.models.text_encoder"):
+        loaded = build_category_encoder(model_name=name, arch=arch, pretrained=str(with_temperature))
+    assert not [r for r in caplog.records if r.name == "lavida.models.text_encoder"]
+    plain = build_category_encoder(
+        model_name=name, arch=arch, pretrained=tiny_pretrained.text_encoder.pretrained
+    )
+    tokens = plain.tokenize(["fire"])
+    torch.testing.assert_close(loaded(tokens), plain(tokens), rtol=0, atol=0)
+    assert all(p.dim() > 0 for p in loaded.parameters())
+    assert not hasattr(loaded.clip, "logit_scale")
+
+
 def test_paper_model_without_weight_paths_is_refused_before_anything_loads(monkeypatch):
     """An unset LAVIDA_*_PATH must not build a random 7B model to train on: the paper's config requires
     every base model and names each missing one with its variable."""
