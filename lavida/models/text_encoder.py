@@ -64,12 +64,12 @@ class CategoryEncoder(nn.Module):
         """(K,) strings → (K, context_length) int64 token ids, truncated to the context length."""
         return self.tokenizer(list(categories))
 
-    @torch.no_grad()
     def outside_parameters(self) -> list[nn.Parameter]:
         """CLIP's own parameters (positional embedding, text projection), which ``encode_text`` reads
         outside any module's forward (see :meth:`MultiLevelMaskDecoder.outside_parameters`)."""
         return list(self.clip.parameters(recurse=False))
 
+    @torch.no_grad()
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """(K, context_length) int64 → (K, dim) features, in the dtype of the tower's weights."""
         return self.clip.encode_text(tokens)

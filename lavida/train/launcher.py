@@ -58,7 +58,7 @@ def register_zero3_outside_parameters(model) -> int:
 
     ZeRO-3 keeps a shard of each parameter and gathers the whole tensor only while the module owning it
     runs ``forward``; a parameter read by another module (peft's ``<SEG>``-row layers read the embedding
-    and LM-head weights of the layers they wrap; SAM2's no-mask and no-memory embeddings; CLIP's
+    and LM-head weights of the layers they wrap; SAM2's no-memory embedding; CLIP's
     positional embedding and projection) would be an empty shard there. Call before ``prepare``.
     """
     import deepspeed

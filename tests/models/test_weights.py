@@ -116,6 +116,9 @@ def test_clip_temperature_is_optional_in_the_file_and_absent_from_the_tower(
     torch.testing.assert_close(loaded(tokens), plain(tokens), rtol=0, atol=0)
     assert all(p.dim() > 0 for p in loaded.parameters())
     assert not hasattr(loaded.clip, "logit_scale")
+    for parameter in loaded.parameters():  # even if someone unfreezes it, the forward keeps no graph
+        parameter.requires_grad_(True)
+    assert not loaded(tokens).requires_grad
 
 
 def test_paper_model_without_weight_paths_is_refused_before_anything_loads(monkeypatch):
