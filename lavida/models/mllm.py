@@ -236,15 +236,22 @@ class SemanticExtractor(nn.Module):
         return generated
 
     def _visual_tokens(self, batch: LavidaBatch, input_ids: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """Run the frozen vision tower and place its tokens at their placeholder positions: (B, L, D)."""
+        """Run the frozen vision tower and place its tokens at their placeholder positions: (B, L, D).
+
+        Images and videos go through the tower in one call (each item is attended to on its own, so
+        this changes nothing but the call count): under ZeRO-3 every module call gathers parameters
+        across processes, and a process whose batch held images and videos called the tower twice
+        while one with videos only called it once, a collective mismatch.
+        """
         core = self.hf_model.model
         cfg = self.hf_model.config
         canvas = torch.zeros_like(like)
         streams = (
-            (batch.pixel_values, batch.image_grid_thw, cfg.image_token_id, core.get_image_features),
-            (batch.pixel_values_videos, batch.video_grid_thw, cfg.video_token_id, core.get_video_features),
+            (batch.pixel_values, batch.image_grid_thw, cfg.image_token_id),
+            (batch.pixel_values_videos, batch.video_grid_thw, cfg.video_token_id),
         )
-        for pixels, grid, token_id, encode in streams:
+        present = []  # (grid, placeholder mask, token id) of the streams with pixels
+        for pixels, grid, token_id in streams:
             slots = input_ids == token_id
             if pixels is None:
                 if slots.any():
@@ -253,8 +260,17 @@ class SemanticExtractor(nn.Module):
                         "for them; the processor and the batch disagree."
                     )
                 continue
-            with torch.no_grad():  # the vision tower is frozen (B.2); nothing upstream needs a gradient
-                tokens = torch.cat(encode(pixels, grid).pooler_output, dim=0)
+            present.append((grid, slots, token_id))
+        if not present:
+            return canvas
+        pixels = torch.cat([p for p, _, _ in streams if p is not None], dim=0)
+        grids = torch.cat([grid for grid, _, _ in present], dim=0)
+        with torch.no_grad():  # the vision tower is frozen (B.2); nothing upstream needs a gradient
+            per_item = core.get_image_features(pixels, grids).pooler_output  # video grids work alike
+        start = 0
+        for grid, slots, token_id in present:
+            tokens = torch.cat(per_item[start : start + grid.shape[0]], dim=0)
+            start += grid.shape[0]
             if tokens.shape[0] != int(slots.sum()):
                 raise ValueError(
                     f"The vision tower produced {tokens.shape[0]} tokens for {int(slots.sum())} placeholders "

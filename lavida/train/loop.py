@@ -175,7 +175,8 @@ class Trainer:
             write_json(self.output_dir / "run_config.json", self._record(), indent=2, default=str)
         if self.config.logger != "none":
             acc.init_trackers("lavida", config=_flat(self._record()))
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        # ZeRO-3 leaves empty shards in the module; ds_numel is the whole parameter's size.
+        trainable = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
         log.info(
             "Training %.2f M parameters on %d process(es), %d steps (%d per epoch)",
             trainable / 1e6,

@@ -81,7 +81,9 @@ def save_training_checkpoint(
 
     uses_deepspeed = accelerator.state.deepspeed_plugin is not None
     if uses_deepspeed:
-        accelerator.save_state(str(staging / "accelerate"))
+        # Frozen weights (about 16 GB of the 7B model) are rebuilt from the base models on resume;
+        # DeepSpeed would otherwise write them into every checkpoint.
+        accelerator.save_state(str(staging / "accelerate"), exclude_frozen_parameters=True)
     unwrapped = accelerator.unwrap_model(model)
     with whole_trainable_weights(accelerator, unwrapped):
         if accelerator.is_main_process:
@@ -222,7 +224,8 @@ def load_training_checkpoint(directory: Path, *, accelerator, model, optimizer, 
     directory = Path(directory)
     check_training_checkpoint(directory, deepspeed=accelerator.state.deepspeed_plugin is not None)
     if accelerator.state.deepspeed_plugin is not None:
-        accelerator.load_state(str(directory / "accelerate"))
+        # Not strict: the checkpoint holds the trained weights only (see save_training_checkpoint).
+        accelerator.load_state(str(directory / "accelerate"), load_module_strict=False)
     else:
         load_trained_weights(accelerator.unwrap_model(model), directory / "model")
         state = torch.load(directory / "optimizer.pt", map_location="cpu", weights_only=True)

@@ -65,7 +65,11 @@ def check_zero_run_and_resume(synthetic_train_root, tiny_pretrained, tmp_path, *
     # DeepSpeed clipped and reported each step's gradient norm (gradient_clipping from train.optim).
     assert all(0 < step["grad_norm"] < float("inf") for step in straight["losses"]), straight["losses"]
     # DeepSpeed's own state (weights, fp32 master copies, optimizer moments) is in every checkpoint.
-    assert (tmp_path / "straight" / "checkpoints" / "step_0000002" / "accelerate" / "latest").is_file()
+    deepspeed_state = tmp_path / "straight" / "checkpoints" / "step_0000002" / "accelerate"
+    assert (deepspeed_state / "latest").is_file()
+    # ...without the frozen weights, which a resume rebuilds from the base models (at 7B ~16 GB each time).
+    written = sum(f.stat().st_size for f in deepspeed_state.rglob("*") if f.is_file())
+    assert written < straight["frozen_bytes"] / 2, (written, straight["frozen_bytes"])
     # The weights moved between the two checkpoints: training happened, not just forward passes.
     early, late = _trainable_heads(tmp_path / "straight", 2), _trainable_heads(tmp_path / "straight", 4)
     assert early.keys() == late.keys() and early
@@ -113,3 +117,23 @@ def test_zero_bf16_trains_and_resumes_on_gpu(synthetic_train_root, tiny_pretrain
     check_zero_run_and_resume(
         synthetic_train_root, tiny_pretrained, tmp_path, device="cuda", launcher=launcher
     )
+
+
+def test_zero3_two_processes_whose_batches_differ_in_kind(tiny_pretrained, tmp_path):
+    """Under ZeRO-3 every module call gathers parameters across processes, so both ranks must call each
+    module equally often: a rank with a video and an image and a rank with two videos train together
+    (the vision tower used to run once per kind: a collective mismatch on the second rank)."""
+    config = tmp_path / "model.json"
+    config.write_text(json.dumps(tiny_pretrained.to_dict()))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "CUDA_VISIBLE_DEVICES": ""}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        str(WORKER.with_name("zero3_mix_worker.py")), str(config), str(tmp_path),
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, check=False, cwd=REPO, env=env
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-6000:]
+    for rank in (0, 1):
+        report = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert report["finite"] and len(report["losses"]) == 2, report

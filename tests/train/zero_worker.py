@@ -49,7 +49,12 @@ def build_trainer(config_json: str, data_root: str, output_dir: str, launcher_na
             "optim": {"lr": 3e-3, "warmup_steps": 0, "decay": "constant"},
         }
     )
-    launcher = launcher_from_dict(OmegaConf.to_container(OmegaConf.load(LAUNCHERS / f"{launcher_name}.yaml")))
+    settings = OmegaConf.to_container(OmegaConf.load(LAUNCHERS / f"{launcher_name}.yaml"))
+    if settings["deepspeed"]["zero_optimization"]["stage"] == 3:
+        # At tiny size every trained parameter is below the persistence threshold and would stay whole;
+        # shard them all, as the 7B model's are, so that gathering for checkpoints is exercised.
+        settings["deepspeed"]["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+    launcher = launcher_from_dict(settings)
     return Trainer(
         model=LavidaConfig.from_dict(model),
         data=data,
@@ -92,6 +97,11 @@ def main(config_json: str, data_root: str, output_dir: str, launcher_name: str, 
         "stopped_at": trainer.progress.step,
         "losses": losses,
         "all_finite": all(math.isfinite(v) for entry in losses for v in entry.values()),
+        "frozen_bytes": sum(
+            getattr(p, "ds_numel", p.numel()) * p.element_size()
+            for p in engine.parameters()
+            if not p.requires_grad
+        ),
         "final": final,
     }
     if trainer.accelerator.is_main_process:
