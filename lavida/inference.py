@@ -198,12 +198,16 @@ class Predictor:
         return indices, self.processor.collate([sample for _, sample in items])
 
 
-def upsample_mask_logits(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(n, h, w) low-resolution logits → (n, H, W) float32 probabilities (bilinear, then sigmoid).
+def upsample_mask_logits(
+    logits: np.ndarray, size: tuple[int, int], *, dtype: type[np.floating] = np.float32
+) -> np.ndarray:
+    """(n, h, w) low-resolution logits → (n, H, W) probabilities of ``dtype`` (bilinear, then sigmoid).
 
     SAM2 predicts masks for a frame stretched to S×S; its S/4 × S/4 logits stretch back to any frame
-    size the same way.
+    size the same way. The sigmoid runs in ``dtype``: in float32 every logit above ~16.6 comes out as
+    exactly 1.0, so metrics that rank pixels ask for float64.
     """
     tensor = torch.from_numpy(np.ascontiguousarray(logits)).float().unsqueeze(1)
     resized = torch.nn.functional.interpolate(tensor, size=size, mode="bilinear", align_corners=False)
-    return torch.sigmoid(resized[:, 0]).numpy()
+    precision = torch.float64 if np.dtype(dtype) == np.float64 else torch.float32
+    return torch.sigmoid(resized[:, 0].to(precision)).numpy()

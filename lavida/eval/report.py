@@ -3,7 +3,8 @@
 Files written into the run directory:
 
 - ``metrics.json`` — flat keys (``frame_auc_micro``, ``frame_auc_macro``, ``frame_ap``,
-  ``frame_ap_trapezoid``, ``pixel_auc``, ``pixel_auc_per_frame``, ``pixel_criterion_auc``,
+  ``frame_ap_trapezoid``, ``pixel_auc`` (and its ``pixel_auc_error_bound``), ``pixel_auc_per_frame``,
+  ``pixel_criterion_auc``,
   ``pixel_criterion_eer``, ``rbdc``, ``tbdc``, counts) with values as fractions in [0, 1], plus
   ``primary_metric`` naming the benchmark's headline metric. A metric that is undefined for the data
   (e.g. AP without anomalous frames) is left out and explained in the report.
@@ -32,6 +33,7 @@ METRIC_DESCRIPTIONS = {
     "frame_ap": "frame average precision (sklearn)",
     "frame_ap_trapezoid": "frame PR-AUC by the trapezoid rule (LAVAD/VERA convention)",
     "pixel_auc": "pooled pixel ROC-AUC over every pixel of every frame (LAVIDA's pixel metric)",
+    "pixel_auc_error_bound": "bound on |pixel_auc - sklearn's roc_auc_score| from the histogram (same-bin pairs)",
     "pixel_auc_per_frame": "mean per-frame pixel ROC-AUC over anomalous frames (TAO)",
     "pixel_criterion_auc": "AUC of the 40% pixel-level criterion (Mahadevan et al.)",
     "pixel_criterion_eer": "EER of the 40% pixel-level criterion",
@@ -71,6 +73,9 @@ def compute_metrics(
         for stats in with_pixels:
             pixels.merge(stats)
         attempt("pixel_auc", pixels.pixel_auc.compute)
+        if "pixel_auc" in metrics:
+            # PixelAUC's own guarantee: |pixel_auc - sklearn's roc_auc_score on the same scores| ≤ this.
+            metrics["pixel_auc_error_bound"] = float(pixels.pixel_auc.error_bound())
         attempt("pixel_auc_per_frame", pixels.per_frame.compute)
         try:
             criterion = pixels.criterion.compute()

@@ -14,10 +14,12 @@ optionally ``pixel_scores`` (F, H, W), probabilities in [0, 1].
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -97,6 +99,15 @@ def run_evaluation(
     if not videos:
         raise ValueError(f"{benchmark.name}: no test videos selected under protocol '{protocol.name}'.")
     _check_cache_names(videos)
+    if (
+        predictions_dir is not None
+        and Path(predictions_dir).resolve() == (output_dir / "predictions").resolve()
+    ):
+        raise ValueError(
+            f"predictions_dir {predictions_dir} is where this run caches its own per-video results "
+            f"(<output_dir>/predictions), which would overwrite the saved predictions; evaluate into "
+            "another output_dir."
+        )
     if predictions_dir is not None and benchmark.has_pixel_gt:
         _check_saved_pixel_maps(videos, Path(predictions_dir))
     pixel_size = settings.pixel_size or protocol.pixel_size
@@ -201,9 +212,11 @@ def _predict(
 
         def predicted(frames: np.ndarray) -> np.ndarray:
             held = logits[plan.source[frames]].astype(np.float32)  # scored frames are 0..F'-1
+            # Probabilities in float64: a float32 sigmoid is exactly 1.0 for every logit above ~16.6,
+            # and the release ranks pixels by their logits (docs/evaluation.md).
             if side is not None:
-                return upsample_mask_logits(held, (side, side))
-            return expit(held)
+                return upsample_mask_logits(held, (side, side), dtype=np.float64)
+            return expit(held.astype(np.float64))
 
         pixels, regions = pixel_statistics(
             plan.scored,
@@ -226,17 +239,18 @@ def _from_saved(
     protocol: Protocol,
     pixel_size: tuple[int, int] | None,
 ) -> VideoResult:
-    stem = directory / safe_file_name(video.name)
-    npz, npy = stem.with_suffix(".npz"), stem.with_suffix(".npy")
+    npz, npy = saved_prediction_paths(directory, video.name)
     pixel_scores = None
     if npz.is_file():
-        with np.load(npz, allow_pickle=False) as data:
-            if "frame_scores" not in data.files:
-                raise GroundTruthError(f"{npz}: expected an array 'frame_scores'; found {data.files}.")
-            frame_scores = data["frame_scores"]
-            pixel_scores = data["pixel_scores"] if "pixel_scores" in data.files else None
+        with _reading(npz, "an .npz archive with an array 'frame_scores' (F,) and optionally 'pixel_scores'"):
+            with np.load(npz, allow_pickle=False) as data:
+                if "frame_scores" not in data.files:
+                    raise GroundTruthError(f"{npz}: expected an array 'frame_scores'; found {data.files}.")
+                frame_scores = data["frame_scores"]
+                pixel_scores = data["pixel_scores"] if "pixel_scores" in data.files else None
     elif npy.is_file():
-        frame_scores = np.load(npy, allow_pickle=False)
+        with _reading(npy, "an .npy array of (F,) frame scores"):
+            frame_scores = np.load(npy, allow_pickle=False)
     else:
         raise FileNotFoundError(f"No predictions for video '{video.name}': expected {npz} or {npy}.")
     source = npz if npz.is_file() else npy
@@ -282,11 +296,14 @@ def _check_saved_pixel_maps(videos: Sequence[TestVideo], directory: Path) -> Non
     for video in videos:
         if video.pixel_masks is None:
             continue
-        npz = directory / f"{safe_file_name(video.name)}.npz"
+        npz, _ = saved_prediction_paths(directory, video.name)
         has_maps = False
         if npz.is_file():
-            with np.load(npz, allow_pickle=False) as data:  # reads the archive's index only
-                has_maps = "pixel_scores" in data.files
+            with _reading(
+                npz, "an .npz archive with an array 'frame_scores' (F,) and optionally 'pixel_scores'"
+            ):
+                with np.load(npz, allow_pickle=False) as data:  # reads the archive's index only
+                    has_maps = "pixel_scores" in data.files
         (with_maps if has_maps else without).append(video.name)
     if with_maps and without:
         shown = ", ".join(without[:10]) + (f" and {len(without) - 10} more" if len(without) > 10 else "")
@@ -312,6 +329,37 @@ def _check_probabilities(scores: np.ndarray, *, source: Path, what: str) -> None
             f"{source}: {int(outside.sum())} {what}(s) are not probabilities in [0, 1] ({where}: "
             f"{scores[first]}); save sigmoid(logits), not logits, and no NaN."
         )
+
+
+def saved_prediction_paths(directory: str | Path, video_name: str) -> tuple[Path, Path]:
+    """The files scores-only mode reads for one video: ``(<name>.npz, <name>.npy)`` in ``directory``.
+
+    The suffix is appended to the whole name, never substituted: XD-Violence names hold dots
+    (``Bad.Boys.1995__#01-11-55_01-12-40_label_G-B2-B6``), which ``Path.with_suffix`` would cut at.
+    """
+    base = safe_file_name(video_name)
+    return Path(directory) / f"{base}.npz", Path(directory) / f"{base}.npy"
+
+
+@contextlib.contextmanager
+def _reading(path: Path, expected: str) -> Iterator[None]:
+    """Re-raise numpy's errors on a malformed prediction file as a GroundTruthError naming it."""
+    try:
+        yield
+    except GroundTruthError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise GroundTruthError(
+            f"{path}: cannot read the saved predictions ({type(error).__name__}: {error}); expected "
+            f"{expected}, saved with numpy without pickling (np.save / np.savez, numeric dtype)."
+        ) from error
+
+
+def _predictions_state(directory: Path, videos: Sequence[TestVideo]) -> str:
+    """A digest of the prediction files scores-only mode reads (names, sizes, times), and nothing else:
+    other files in the folder (the run's own ``output_dir``, say) must not change the fingerprint."""
+    states = [file_state(path) for video in videos for path in saved_prediction_paths(directory, video.name)]
+    return hashlib.sha256(json.dumps(states, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def cached_result_path(output_dir: str | Path, video_name: str) -> Path:
@@ -344,8 +392,14 @@ def _fingerprint(
         "pixel_size": pixel_size,
         "run": run_info or {},
         # Predictions saved again into the same folder must not be served from the old ones' results.
-        "predictions": file_state(predictions_dir) if predictions_dir else None,
-        "result_format": 2,  # 2: float64 frame scores (1 stored float32, which ties every logit above ~16.6)
+        "predictions": (
+            {"dir": str(predictions_dir), "files": _predictions_state(Path(predictions_dir), videos)}
+            if predictions_dir
+            else None
+        ),
+        # 2: float64 frame scores (1 stored float32, which ties every logit above ~16.6);
+        # 3: float64 pixel probabilities and PixelAUC(octaves=60) (2 tied pixel logits above ~16.6).
+        "result_format": 3,
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -24,12 +24,22 @@ from lavida.metrics import PerFramePixelAUC, PixelAUC, PixelCriterion, extract_r
 
 _PREFIXES = {"pixel_auc": PixelAUC, "per_frame": PerFramePixelAUC, "criterion": PixelCriterion}
 
+# Pixel probabilities reach the metrics in float64 (sigmoid in float64), and the pooled AUC resolves
+# 60 octaves below 0.5: distinct mask logits stay distinct up to |logit| ≈ 36.7 on the positive side
+# (float64's 1 - x) and 41.6 on the negative side, where the release's roc_auc_score on the logits
+# orders them. In float32, every logit above ~16.6 became exactly 1.0 and tied.
+PIXEL_AUC_OCTAVES = 60
+
+
+def _pixel_auc() -> PixelAUC:
+    return PixelAUC(octaves=PIXEL_AUC_OCTAVES)
+
 
 @dataclass
 class PixelStatistics:
     """Streaming pixel-metric accumulators of one or more videos."""
 
-    pixel_auc: PixelAUC = field(default_factory=PixelAUC)
+    pixel_auc: PixelAUC = field(default_factory=_pixel_auc)
     per_frame: PerFramePixelAUC = field(default_factory=PerFramePixelAUC)
     criterion: PixelCriterion = field(default_factory=PixelCriterion)
 
@@ -55,6 +65,12 @@ class PixelStatistics:
     @classmethod
     def from_state_dict(cls, state: dict[str, np.ndarray]) -> PixelStatistics:
         stats = cls()
+        if "pixel_auc.octaves" in state:
+            # A cache written with other quantiser settings loads as it was written (its fingerprint
+            # then tells the runner to recompute or refuse it); merging needs equal settings.
+            stats.pixel_auc = PixelAUC(
+                mantissa_bits=int(state["pixel_auc.mantissa_bits"]), octaves=int(state["pixel_auc.octaves"])
+            )
         for prefix in _PREFIXES:
             part = {
                 key.split(".", 1)[1]: value for key, value in state.items() if key.startswith(prefix + ".")
@@ -144,7 +160,8 @@ def pixel_statistics(
 
     Args:
         scored: (F,) raw frame indices to evaluate.
-        predicted: frames → (n, h, w) predicted probabilities (any size).
+        predicted: frames → (n, h, w) predicted probabilities (any size), ideally float64 (a float32
+            sigmoid ties every logit above ~16.6 at 1.0).
         ground_truth: frames → (n, H, W) bool masks.
         size: Compute the metrics at this (H, W), or None for the ground truth's own size.
         resize: How both reach ``size`` (see :data:`PixelResize`).
@@ -161,7 +178,7 @@ def pixel_statistics(
     for start in range(0, scored.size, chunk):
         frames = scored[start : start + chunk]
         labels = np.asarray(ground_truth(frames), dtype=bool)
-        predictions = np.asarray(predicted(frames), dtype=np.float32)
+        predictions = np.asarray(predicted(frames), dtype=np.float64)  # see PIXEL_AUC_OCTAVES
         native = tuple(labels.shape[1:])
         target = tuple(size or native)
         if resize == "release":

@@ -29,13 +29,17 @@ def test_test_split_frames_labels_masks_and_meta(tree):
     first = by_name["abnormal_scene_1_scenario_1"]
     # 12 decoded frames but 10 id maps: the maps decide.
     assert first.num_frames == 10 and first.meta["frames_from"] == "id_maps"
-    # _new_tracks.txt (1,2,5) overrides _tracks.txt (1,0,9).
-    np.testing.assert_array_equal(first.frame_labels, [0, 0, 1, 1, 1, 1, 0, 0, 0, 0])
-    assert first.meta["tracks_file"].endswith("_new_tracks.txt") and first.meta["anomalies"] == [[1, 2, 5]]
-    # Pixel GT: object 1 inside its interval only; object 2 (a normal person) never.
-    masks = first.pixel_masks(np.array([1, 3, 7]))
-    assert masks.shape == (3, 32, 48) and masks.dtype == bool
-    assert not masks[0].any() and not masks[2].any()
+    # Frame labels come from _tracks.txt (1,1,3), never from _new_tracks.txt (1,2,5), as the official
+    # write_frame_level_ground_truth.py and the release's loader read them.
+    np.testing.assert_array_equal(first.frame_labels, [0, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    assert first.meta["tracks_file"].endswith("_annotations/abnormal_scene_1_scenario_1_tracks.txt")
+    assert first.meta["anomalies"] == [[1, 1, 3]]
+    assert first.meta["region_tracks_file"].endswith("_new_tracks.txt")
+    assert first.meta["track_anomalies"] == [[1, 2, 5]]
+    # Pixel GT: object 1 inside its _tracks.txt interval only; object 2 (a normal person) never.
+    masks = first.pixel_masks(np.array([0, 3, 4, 7]))
+    assert masks.shape == (4, 32, 48) and masks.dtype == bool
+    assert not masks[0].any() and not masks[2].any() and not masks[3].any()
     assert masks[1].sum() == 6 * 8 and masks[1, 4:10, 6:14].all()
 
     second = by_name["abnormal_scene_2_scenario_4"]
@@ -55,7 +59,8 @@ def test_test_split_frames_labels_masks_and_meta(tree):
 
 def test_rbdc_tracks_are_computed_from_the_id_maps(tree):
     by_name = {v.name: v for v in load(tree).videos()}
-    # Object 1 fills rows 4..9, columns 6..13 → inclusive box (x_min, y_min, x_max, y_max) = (6, 4, 13, 9).
+    # Object 1 fills rows 4..9, columns 6..13 → inclusive box (x_min, y_min, x_max, y_max) = (6, 4, 13, 9);
+    # the tracks follow _new_tracks.txt (frames 2..5), as create_tracks_for_tbdc_rbdc.py does.
     np.testing.assert_array_equal(
         by_name["abnormal_scene_1_scenario_1"].tracks, [[0, f, 6, 4, 13, 9] for f in range(2, 6)]
     )

@@ -1,18 +1,20 @@
 """The evaluation runner: outputs, resume without recomputation, scores-only mode, pixel metrics."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy.special import expit
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from lavida.eval import runner
 from lavida.eval.benchmark import GroundTruthError, TestVideo, VadBenchmark
 from lavida.eval.benchmarks import get_benchmark
 from lavida.eval.runner import EvalSettings, cached_result_path, run_evaluation
-from lavida.eval.video_result import VideoResult, pixel_statistics
+from lavida.eval.video_result import PIXEL_AUC_OCTAVES, VideoResult, pixel_statistics
 from lavida.metrics import PixelAUC
 
 
@@ -127,7 +129,7 @@ def test_scores_only_mode_matches_sklearn(benchmark, tmp_path):
         all_labels.append(video.frame_labels)
         from lavida.eval.video_result import resize_probabilities
 
-        all_pixel_scores.append(resize_probabilities(pixel_scores, (24, 32)))
+        all_pixel_scores.append(resize_probabilities(pixel_scores.astype(np.float64), (24, 32)))
         all_pixel_labels.append(video.pixel_masks(np.arange(video.num_frames)))
     out = tmp_path / "scores_only"
     metrics = evaluate_saved(benchmark, predictions, out)
@@ -139,7 +141,7 @@ def test_scores_only_mode_matches_sklearn(benchmark, tmp_path):
         np.concatenate([s.reshape(-1) for s in all_pixel_scores]),
     )
     assert metrics["pixel_auc"] == pytest.approx(pooled, abs=1e-4)
-    reference = PixelAUC()
+    reference = PixelAUC(octaves=PIXEL_AUC_OCTAVES)
     for s, m in zip(all_pixel_scores, all_pixel_labels, strict=True):
         reference.update(s, m)
     assert metrics["pixel_auc"] == pytest.approx(reference.compute(), abs=1e-12)
@@ -313,7 +315,10 @@ def test_regions_share_the_ground_truth_coordinates_at_any_pixel_size(tmp_path):
     predictions = tmp_path / "preds"
     predictions.mkdir()
     for video in bench.videos():
-        perfect = 0.9 * video.pixel_masks(np.arange(video.num_frames)).astype(np.float32)
+        # Perfect regions: the tracks' own boxes (inclusive corners; the objects are rectangles).
+        perfect = np.zeros(video.pixel_masks(np.arange(video.num_frames)).shape, np.float32)
+        for _, frame, x0, y0, x1, y1 in video.tracks:
+            perfect[frame, y0 : y1 + 1, x0 : x1 + 1] = 0.9
         np.savez(
             predictions / f"{video.name}.npz", frame_scores=perfect.max(axis=(1, 2)), pixel_scores=perfect
         )
@@ -369,8 +374,6 @@ def test_official_protocol_scores_the_masks_at_sam2_input_size(benchmark, predic
     class Windowed(TinyBenchmark):
         intervals = {"standard": 2, "lavida_official": 1}  # 8-frame windows: both videos are scored
 
-    from scipy.special import expit
-
     low_res, seen = [], []
     predict_video = predictor.predict_video
 
@@ -420,3 +423,109 @@ def test_videos_sharing_a_cache_file_name_are_refused(tmp_path, names, shared):
         ValueError, match=f"'{names[0]}' and '{names[1]}' share the cache file name '{shared}'"
     ):
         evaluate_saved(bench, tmp_path, tmp_path / "o")
+
+
+def test_scores_only_reads_names_with_dots(tmp_path):
+    """XD-Violence names hold dots; each video's predictions are ``<name>.npy`` with the whole name (two
+    clips of one film must not both read a file cut at the first dot)."""
+
+    class Dotted(TinyBenchmark):
+        def load_videos(self):
+            a, b = super().load_videos()
+            return [
+                dataclasses.replace(a, name="Bad.Boys.1995__#01-11-55_01-12-40_label_G-B2-B6"),
+                dataclasses.replace(b, name="Bad.Boys.1995__#01-15-02_01-15-40_label_A"),
+            ]
+
+    (tmp_path / "data").mkdir()
+    bench = Dotted(tmp_path / "data")
+    predictions = tmp_path / "preds"
+    predictions.mkdir()
+    rng = np.random.default_rng(1)
+    scores = {}
+    for video in bench.videos():
+        scores[video.name] = rng.random(video.num_frames)
+        file_name = video.name.replace("#", "_") + ".npy"  # the documented name: '#' is not file-safe
+        np.save(predictions / file_name, scores[video.name])
+    metrics = evaluate_saved(bench, predictions, tmp_path / "out")
+    videos = list(bench.videos())
+    expected = roc_auc_score(
+        np.concatenate([v.frame_labels for v in videos]), np.concatenate([scores[v.name] for v in videos])
+    )
+    assert metrics["frame_auc_micro"] == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["object array", "not numpy", "truncated npz"])
+def test_malformed_prediction_files_are_named(benchmark, tmp_path, kind):
+    predictions = tmp_path / "preds"
+    predictions.mkdir()
+    np.save(predictions / "a.npy", np.zeros(13))
+    if kind == "object array":
+        bad = predictions / "b.npy"
+        np.save(bad, np.array([0.5, None], dtype=object), allow_pickle=True)
+    elif kind == "not numpy":
+        bad = predictions / "b.npy"
+        bad.write_bytes(b"frame,score\n0,0.5\n")
+    else:
+        bad = predictions / "b.npz"
+        np.savez(bad, frame_scores=np.zeros(9))
+        bad.write_bytes(bad.read_bytes()[:20])
+    with pytest.raises(GroundTruthError, match=rf"{bad}: cannot read the saved predictions"):
+        evaluate_saved(benchmark, predictions, tmp_path / "out")
+
+
+def test_output_dir_inside_predictions_dir_resumes(benchmark, tmp_path):
+    """The run's own files under predictions_dir (its output_dir there) do not change the predictions'
+    fingerprint: an unchanged rerun is served from the cache instead of being refused."""
+    predictions = tmp_path / "preds"
+    predictions.mkdir()
+    for video in benchmark.videos():
+        np.save(predictions / f"{video.name}.npy", np.linspace(0, 1, video.num_frames))
+    first = evaluate_saved(benchmark, predictions, predictions / "eval")
+    assert evaluate_saved(benchmark, predictions, predictions / "eval") == first
+    # Predictions kept in <output_dir>/predictions, where the runner caches its own results: refused.
+    inside = tmp_path / "run" / "predictions"
+    inside.mkdir(parents=True)
+    for saved in predictions.glob("*.npy"):
+        (inside / saved.name).write_bytes(saved.read_bytes())
+    with pytest.raises(ValueError, match="would overwrite the saved predictions"):
+        evaluate_saved(benchmark, inside, tmp_path / "run")
+
+
+def test_model_pixel_scores_keep_logit_order_beyond_float32(benchmark, predictor, tmp_path, monkeypatch):
+    """Mask logits of 17 (normal frames) and 20 (anomalous frames) are both exactly 1.0 as float32
+    probabilities; the pooled pixel AUC must still rank them, as the release's roc_auc_score on the logits
+    does (here perfectly: 1.0, where tied scores would give 0.5)."""
+
+    class Whole(TinyBenchmark):
+        intervals = {"standard": 1, "lavida_official": 1}
+
+        def load_videos(self):
+            videos = super().load_videos()
+            return [
+                dataclasses.replace(
+                    v,
+                    pixel_masks=lambda idx, y=v.frame_labels: np.broadcast_to(
+                        y[idx, None, None].astype(bool), (len(idx), 24, 32)
+                    ).copy(),
+                )
+                for v in videos
+            ]
+
+    bench = Whole(benchmark.root)
+    labels = {str(v.path): v.frame_labels for v in bench.videos()}
+    predict_video = predictor.predict_video
+
+    def confident(path, clips, *args, **kwargs):
+        prediction = predict_video(path, clips, *args, **kwargs)
+        frame_label = labels[str(path)][clips.reshape(-1)]
+        logits = np.where(frame_label[:, None, None] == 1, 20.0, 17.0)
+        prediction.mask_logits[:] = np.broadcast_to(logits, prediction.mask_logits.shape)
+        return prediction
+
+    monkeypatch.setattr(predictor, "predict_video", confident)
+    assert np.float32(expit(np.float32(17.0))) == np.float32(expit(np.float32(20.0))) == 1.0
+    metrics = run_evaluation(
+        benchmark=bench, protocol=bench.protocol("standard"), output_dir=tmp_path / "o", predictor=predictor
+    )
+    assert metrics["pixel_auc"] == 1.0 and metrics["pixel_auc_error_bound"] == 0.0

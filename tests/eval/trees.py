@@ -88,7 +88,7 @@ _UBNORMAL = {
             12,
             10,
             {1: (4, 10, 6, 14), 2: (20, 28, 30, 40)},
-            "1,0,9\n",
+            "1,1,3\n",
             "1,2,5\n",
         ),
         (
@@ -112,8 +112,9 @@ def write_ubnormal_tree(root: str | Path) -> WrittenTree:
     """UBnormal with 2 abnormal + 1 normal test videos and 1 + 1 validation videos.
 
     - ``abnormal_scene_1_scenario_1``: 12 decoded frames but 10 id maps (the maps' count wins); object 1
-      (anomalous) and 2 (a normal person) in every map; ``_tracks.txt`` says ``1,0,9`` but
-      ``_new_tracks.txt`` (which overrides it) says ``1,2,5`` → frames 2..5 anomalous.
+      (anomalous) and 2 (a normal person) in every map; ``_tracks.txt`` says ``1,1,3`` → frames 1..3
+      anomalous (frame and pixel labels), while ``_new_tracks.txt`` says ``1,2,5``, which only the
+      RBDC/TBDC tracks read (frames 2..5).
     - ``abnormal_scene_2_scenario_4``: 16 frames and maps, objects 3 (frames 4..6) and 5 (10..12, written
       as floats ``5.0,10,12.0``).
     - ``normal_scene_3_scenario_7``: 8 frames, no annotation folder (the decoder's count is used).
@@ -134,7 +135,7 @@ def write_ubnormal_tree(root: str | Path) -> WrittenTree:
             abnormal = name.startswith("abnormal")
             names["abnormal" if abnormal else "normal"].append(name)
             num_frames = maps or frames
-            used = new_tracks or tracks or ""
+            used = tracks or ""  # frame and pixel labels: _tracks.txt only (_new_tracks.txt: RBDC/TBDC)
             rows = [tuple(int(float(v)) for v in line.split(",")) for line in used.split()]
             labels = _labels(num_frames, [(s, e) for _, s, e in rows])
             masks = np.zeros((num_frames, HEIGHT, WIDTH), bool)

@@ -5,7 +5,7 @@ Layout (lilygeorgescu/UBnormal; ``research/vad_eval.md`` §1.1)::
     <root>/Scene<N>/<video>.mp4
     <root>/Scene<N>/<video>_annotations/<video>_<%04d>_gt.png     one object-id map per frame, 0 = background
     <root>/Scene<N>/<video>_annotations/<video>_tracks.txt        abnormal videos: "obj_id,start,end" (inclusive)
-    <root>/Scene<N>/<video>_annotations/<video>_new_tracks.txt    a corrected version; overrides _tracks.txt
+    <root>/Scene<N>/<video>_annotations/<video>_new_tracks.txt    corrected tracks, for RBDC/TBDC only (see below)
 
 ``N`` is the third ``_``-separated token of the name (``abnormal_scene_12_scenario_3`` → ``Scene12``).
 The split is the authors' name lists (``scripts/{abnormal,normal}_{test,validation}_video_names.txt``,
@@ -22,6 +22,9 @@ Ground truth:
   (the release's ``dataset/video/UBnormal.py``); read lazily from the maps;
 - RBDC/TBDC tracks: computed **at load** from the maps with :func:`lavida.metrics.tracks_from_id_maps`
   (only the maps inside anomaly intervals are read, in a thread pool); ``with_tracks=False`` skips it.
+  Only these read ``_new_tracks.txt`` where a video has one (``scripts/create_tracks_for_tbdc_rbdc.py``);
+  the frame and pixel labels always come from ``_tracks.txt``, as in
+  ``scripts/write_frame_level_ground_truth.py`` and the release's loader.
 """
 
 from __future__ import annotations
@@ -217,11 +220,17 @@ class UBnormal(VadBenchmark):
                     f"{ann_dir / (name + '_0000_gt.png')} and one map per frame."
                 )
             num_frames, fps = (len(files), UBNORMAL_FPS) if files else probed[video]
-            anomalies = np.zeros((0, 3), dtype=np.int64)
-            tracks_file = None
+            anomalies = track_anomalies = np.zeros((0, 3), dtype=np.int64)
+            tracks_file = region_tracks_file = None
             if abnormal:
                 tracks_file = _tracks_file(ann_dir, name)
                 anomalies = _read_anomalies(tracks_file, num_frames)
+                region_tracks_file = _corrected_tracks_file(tracks_file)
+                track_anomalies = (
+                    anomalies
+                    if region_tracks_file is None
+                    else _read_anomalies(region_tracks_file, num_frames)
+                )
             labels = labels_from_intervals(
                 num_frames, [(int(s), int(e)) for _, s, e in anomalies], where=str(tracks_file)
             )
@@ -238,12 +247,17 @@ class UBnormal(VadBenchmark):
                         "split": self.split,
                         "anomalies": anomalies.tolist(),
                         "tracks_file": str(tracks_file) if tracks_file else None,
+                        # RBDC/TBDC only: the corrected tracks where the video has them.
+                        "track_anomalies": track_anomalies.tolist(),
+                        "region_tracks_file": str(region_tracks_file or tracks_file) if tracks_file else None,
                         "frames_from": "id_maps" if files else "decoder",
                     },
                 )
             )
         if self.with_tracks:
-            tracks = self._tracks([(maps[v.name], np.asarray(v.meta["anomalies"])) for v in videos])
+            tracks = self._tracks(
+                [(maps[v.name], np.asarray(v.meta["track_anomalies"]).reshape(-1, 3)) for v in videos]
+            )
             videos = [dataclasses.replace(v, tracks=t) for v, t in zip(videos, tracks, strict=True)]
         log.info(
             "UBnormal %s: %d videos (%d abnormal), %d frames",
@@ -303,16 +317,24 @@ def _id_map_files(ann_dir: Path, name: str) -> list[Path]:
 
 
 def _tracks_file(ann_dir: Path, name: str) -> Path:
-    """``_new_tracks.txt`` if present, else ``_tracks.txt`` (annotation folder first, then the scene folder)."""
+    """``<name>_tracks.txt``, the frame and pixel labels' source (annotation folder first, then the scene
+    folder). Never ``_new_tracks.txt``: the official frame ground truth
+    (``scripts/write_frame_level_ground_truth.py``) and the release's loader read ``_tracks.txt`` only."""
     for folder in (ann_dir, ann_dir.parent):
-        for suffix in ("_new_tracks.txt", "_tracks.txt"):
-            candidate = folder / f"{name}{suffix}"
-            if candidate.is_file():
-                return candidate
+        candidate = folder / f"{name}_tracks.txt"
+        if candidate.is_file():
+            return candidate
     raise GroundTruthError(
         f"{ann_dir / (name + '_tracks.txt')}: the anomaly tracks of abnormal video '{name}' are missing; "
-        "expected lines 'object_id,start_frame,end_frame' (or a _new_tracks.txt next to it)."
+        "expected lines 'object_id,start_frame,end_frame' (inclusive frame numbers)."
     )
+
+
+def _corrected_tracks_file(tracks_file: Path) -> Path | None:
+    """The ``<name>_new_tracks.txt`` beside ``tracks_file``, or None: the official RBDC/TBDC track script
+    (``scripts/create_tracks_for_tbdc_rbdc.py``) prefers it to ``_tracks.txt`` where it exists."""
+    candidate = tracks_file.with_name(tracks_file.name.removesuffix("_tracks.txt") + "_new_tracks.txt")
+    return candidate if candidate.is_file() else None
 
 
 def _read_anomalies(path: Path, num_frames: int) -> np.ndarray:
