@@ -62,6 +62,24 @@ def test_rle_spec_and_errors(tmp_path):
         read_index_png(tmp_path / "rgb.png")
 
 
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ({"size": [4, 5], "counts": "not an rle"}, "counts"),
+        ({"size": [4, 5], "count": "typo"}, "no counts"),
+        ({"size": [3, 5], "counts": "b"}, "size"),
+    ],
+)
+def test_a_malformed_rle_entry_names_the_file_entry_and_frame(tmp_path, entry, problem):
+    """A damaged mask file stops with a DatasetFormatError (which data.skip_errors can skip) naming it."""
+    if problem == "size":
+        entry = encode_rle(np.zeros((3, 5), bool))
+    (tmp_path / "v.json").write_text(json.dumps({"e1": [None, entry]}))
+    spec = {"kind": "rle", "file": "v.json", "key": "e1"}
+    with pytest.raises(DatasetFormatError, match=rf"{tmp_path / 'v.json'}: entry 'e1', frame 1: "):
+        load_mask_spec(spec, [0, 1], root=tmp_path, size=(4, 5))
+
+
 def test_targets_sharing_a_text_are_merged_with_their_masks_and_frames(tmp_path):
     paths = ["a/0.png", "a/1.png"]
     png = {"kind": "index_png", "paths": paths}
@@ -84,6 +102,14 @@ def test_targets_sharing_a_text_are_merged_with_their_masks_and_frames(tmp_path)
         ]
     )
     assert merged == [SegTarget("cats", {**rle, "key": ["10", "10+11"], "anno_ids": [10, 11]}, frames=())]
+    # Texts equal up to case and spacing are one category for the sampler, so they are one target too,
+    # spelled as first seen (Eq. 2: the listed category's mask covers every object it describes).
+    assert merge_by_text(
+        [
+            SegTarget("A man  in red", {**png, "values": [1]}),
+            SegTarget("a man in red", {**png, "values": [3]}),
+        ]
+    ) == [SegTarget("A man  in red", {**png, "values": [1, 3]})]
     with pytest.raises(DatasetFormatError, match="Cannot unite the masks of two targets with the text 'x'"):
         merge_by_text([SegTarget("x", {**png, "values": [1]}), SegTarget("x", {**rle, "key": "1"})])
 

@@ -47,6 +47,9 @@ CITYSCAPES_LABELS: dict[int, str] = {
 
 # Label ids 0..6 belong to the "void" category of labels.py: not descriptions of anything.
 _FIRST_NAMED_ID = 7
+# Labels that are groups of another class: where the group is present, so is the class (a
+# "polegroup" is poles; Cityscapes ignores it in train19, whose "pole" is a target).
+_ALSO_PRESENT = {"polegroup": ("pole",)}
 
 # The label ids of the 19 benchmark classes (trainId 0..18 in labels.py, in trainId order).
 CITYSCAPES_TRAIN19: tuple[int, ...] = (
@@ -159,6 +162,7 @@ class CityscapesSource(SegmentationSource):
         for value in np.flatnonzero(counts[_FIRST_NAMED_ID:]) + _FIRST_NAMED_ID:
             text = normalize_text(CITYSCAPES_LABELS[int(value)])
             present.append(text)
+            present.extend(_ALSO_PRESENT.get(text, ()))  # never listed as absent where present (Eq. 1)
             if value in self.target_ids and counts[value] >= self.min_pixels:
                 mask = {"kind": "index_png", "paths": [label_file], "values": [int(value)]}
                 targets.append(SegTarget(text=text, mask=mask))

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from lavida.data.exposure import normalize_text as comparison_key
 from lavida.data.sources.base import DatasetFormatError, SegTarget
 
 
@@ -160,7 +161,13 @@ def load_mask_spec(
             for row, position in enumerate(positions):
                 if position >= len(per_frame):
                     raise DatasetFormatError(f"{root / spec['file']}: '{key}' has no frame {position}.")
-                masks[row] |= decode_rle(per_frame[position], size)
+                try:
+                    masks[row] |= decode_rle(per_frame[position], size)
+                except (DatasetFormatError, KeyError, TypeError, ValueError) as error:
+                    raise DatasetFormatError(
+                        f"{root / spec['file']}: entry '{key}', frame {position}: {error}; expected a COCO "
+                        "RLE {'size': [H, W], 'counts': ...} (or null). Re-run lavida-prepare for this dataset."
+                    ) from error
         return masks
     raise DatasetFormatError(f"Unknown mask spec kind {kind!r}; expected 'index_png' or 'rle'.")
 
@@ -185,6 +192,11 @@ def merge_by_text(targets: Sequence[SegTarget]) -> list[SegTarget]:
     Args:
         targets: A record's targets, in index order.
 
+    Texts are compared as the Anomaly Exposure Sampler compares them (``exposure.normalize_text``:
+    whitespace collapsed, case folded), so "A man in red" and "a man in red" are one target, spelled as
+    first seen: the sampler treats them as one category, and a listed category must cover every object
+    it describes (Eq. 2).
+
     Returns:
         The targets with each text once, at its first position.
 
@@ -194,13 +206,14 @@ def merge_by_text(targets: Sequence[SegTarget]) -> list[SegTarget]:
     """
     merged: dict[str, SegTarget] = {}
     for target in targets:
-        first = merged.get(target.text)
+        key = comparison_key(target.text)
+        first = merged.get(key)
         if first is None:
-            merged[target.text] = target
+            merged[key] = target
             continue
-        merged[target.text] = SegTarget(
-            text=target.text,
-            mask=_united(first.mask, target.mask, text=target.text),
+        merged[key] = SegTarget(
+            text=first.text,
+            mask=_united(first.mask, target.mask, text=first.text),
             # An empty tuple means "visible everywhere / unknown": it absorbs the other.
             frames=tuple(sorted(set(first.frames) | set(target.frames)))
             if first.frames and target.frames

@@ -88,3 +88,17 @@ def test_options_are_validated(tree, tmp_path):
         CityscapesSource(tree["root"], split="test")
     with pytest.raises(DatasetFormatError, match="gtFine_trainvaltest.zip"):
         list(CityscapesSource(tree["root"], split="val").index())
+
+
+def test_a_polegroup_makes_pole_present(tree):
+    """A polegroup (label 18) is poles: with train19, whose "pole" is a target elsewhere, a normal sample of
+    this image must not list "pole" as absent (Eq. 1), so "pole" counts as present; it is no target here."""
+    from trees import _label, _save_image, _save_label
+
+    root, stem = tree["root"], "aachen_000002_000019"
+    _save_image(root / "leftImg8bit" / "train" / "aachen" / f"{stem}_leftImg8bit.png", 210)
+    label = _label([(7, 12, 24, 0, 32), (18, 0, 12, 0, 4), (26, 14, 20, 8, 20)])  # road, polegroup, car
+    _save_label(root / "gtFine" / "train" / "aachen" / f"{stem}_gtFine_labelIds.png", label)
+    record = next(r for r in CityscapesSource(root, classes="train19").index() if r.key == stem)
+    assert record.present == ("road", "polegroup", "pole", "car")
+    assert [t.text for t in record.targets] == ["road", "car"]
