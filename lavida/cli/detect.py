@@ -6,8 +6,11 @@ would share a name keep their suffix, ``a.mp4`` → ``a_mp4``: see ``lavida.dete
 ``<output_dir>/index.json`` lists what happened to every input; it is rewritten after every video.
 
 A rerun into the same ``output_dir`` (after a kill, or with more videos) reuses every video whose folder
-was finished with the same checkpoint (its bytes), categories, settings and input file (size and
-time); ``resume=false`` recomputes them all. Live streams are never reused.
+was finished with the same checkpoint (its bytes and ``checkpoint_overrides``), categories, settings
+and input file (size and time); ``resume=false`` recomputes them all. Live streams are never reused.
+
+A live stream runs until ``max_frames``, or until stopped with Ctrl-C, which ends it as the end of a file
+would: its folder is finished and listed in index.json, and the run goes on to the next input.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lavida.atomic import write_json
 from lavida.data.video import VideoReadError
-from lavida.detect.detector import Detector, check_output_options
+from lavida.detect.detector import Detector, check_output_options, check_threshold
+from lavida.detect.outputs import interval_records
 from lavida.detect.stream import expand_inputs, is_live, output_names
 from lavida.file_state import file_state
 from lavida.models.checkpoint import checkpoint_digest
@@ -48,6 +52,7 @@ def run(cfg: DictConfig) -> dict:
     """Detect on every input; returns the index written to ``<output_dir>/index.json``."""
     categories = parse_categories(cfg.categories)
     check_output_options(overlay=cfg.overlay, save=cfg.save)  # before the model loads
+    check_threshold(cfg.threshold)
     inputs = expand_inputs(cfg.input)
     detector = Detector.from_checkpoint(
         cfg.checkpoint,
@@ -93,7 +98,8 @@ def run(cfg: DictConfig) -> dict:
             log.error("Skipping %s: %s", source, error)
             index["videos"].append({"input": source, "status": "skipped", "reason": str(error)})
         else:
-            intervals = [interval.to_dict(result.fps) for interval in result.intervals]
+            # As summary.json lists them, so that a rerun reusing this video writes the same entry.
+            intervals = interval_records(result.intervals, fps=result.fps, explanations=result.explanations)
             index["videos"].append(_entry(source, result.output_dir, int(result.scores.size), intervals))
             # Written last, once the folder is complete: a kill before this only costs this video.
             write_json(marker, key, indent=1)
@@ -114,6 +120,8 @@ def _run_key(cfg: DictConfig, categories: list[str], detector: Detector) -> dict
     scoring = ("threshold", "interval", "stride", "aggregation", "min_interval", "merge_gap")
     return {
         "checkpoint_sha256": checkpoint_digest(cfg.checkpoint),
+        # They change the model (its pixel budget, its dtype, even its weights' source), so its outputs.
+        "checkpoint_overrides": OmegaConf.to_container(cfg.checkpoint_overrides, resolve=True) or {},
         "categories": categories,
         "settings": {key: cfg[key] for key in outputs + scoring},
         "clip_length": detector.clip_length,

@@ -127,8 +127,14 @@ def read_image(path: str | Path) -> np.ndarray:
             else:
                 return np.asarray(image.convert("RGB"), dtype=np.uint8)
             return np.repeat(np.rint(array).astype(np.uint8)[..., None], 3, axis=2)
-    except (OSError, ValueError) as error:
-        raise VideoReadError(f"{path}: cannot read the image ({error}).") from error
+    # Besides OSError and ValueError, Pillow raises SyntaxError for some corrupt files ("broken PNG
+    # file") and DecompressionBombError, an Exception only, for headers claiming a huge size: all mean
+    # an unreadable frame, which must name its file and let lavida-detect skip just that video.
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise VideoReadError(
+            f"{path}: cannot read the image ({type(error).__name__}: {error}); the file is corrupt or "
+            "not an image: replace it with a good copy."
+        ) from error
 
 
 class FrameFolder(FrameSource):

@@ -9,15 +9,19 @@
         ...
 
 Frames are scored clip by clip with a sliding window (``lavida.detect.window``); results are written as
-they become final (``lavida.detect.outputs``), so a long video or an endless stream never accumulates
+they become final (``lavida.detect.outputs``: into a hidden staging folder that becomes
+``<output_dir>/<name>/`` when the video is done), so a long video or an endless stream never accumulates
 in memory. With ``explain=True`` the same MLLM, with token compression, answers "Is there any abnormal
-event in this video? Answer yes or no and explain" for each detected interval (supplement D.1.4).
+event in this video? Answer yes or no and explain" for each detected interval (supplement D.1.4), as
+soon as that interval is final.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +42,7 @@ from lavida.detect.outputs import (
     overlay_frame,
     write_summary,
 )
-from lavida.detect.stream import open_stream
+from lavida.detect.stream import is_live, open_stream
 from lavida.detect.window import Aggregation, FrameResult, SlidingWindow
 from lavida.inference import upsample_mask_logits
 from lavida.models.lavida import LavidaModel
@@ -81,10 +85,13 @@ class Detector:
         interval: Score every ``interval``-th frame; the frames between hold its score.
         stride: Sampled frames between clip starts (< ``clip_length`` overlaps clips; default no overlap).
         aggregation: How overlapping clips combine a frame's scores and masks: ``mean`` or ``max``.
-        threshold: Frame-score threshold for anomalous intervals (and the pixel-mask threshold).
+        threshold: Frame-score threshold for anomalous intervals (and the pixel-mask threshold), in [0, 1].
         min_interval: Drop intervals shorter than this many frames.
         merge_gap: Join intervals separated by at most this many frames.
         gate_masks: Empty masks on frames whose object score is ≤ 0 (SAM2's convention).
+
+    Raises:
+        ValueError: ``threshold`` outside [0, 1].
     """
 
     def __init__(
@@ -101,6 +108,7 @@ class Detector:
         merge_gap: int = 0,
         gate_masks: bool = True,
     ) -> None:
+        check_threshold(threshold)
         self.model = model.eval()
         self.processor = processor
         self.clip_length, self.interval, self.stride = clip_length, interval, stride
@@ -152,14 +160,34 @@ class Detector:
     def stream(
         self, source: str | Path, categories: Sequence[str], *, max_frames: int | None = None
     ) -> Iterator[FrameResult]:
-        """Yield every frame's result (score, low-resolution mask, the frame) as soon as it is final."""
+        """Yield every frame's result (score, low-resolution mask, the frame) as soon as it is final.
+
+        Raises:
+            ValueError: empty category list, or frames the model cannot take (the message names the
+                source).
+            lavida.data.video.VideoReadError: unreadable, empty or undecodable video.
+        """
         categories = clean_categories(categories)
         frames = open_stream(source, max_frames=max_frames).frames
-        yield from self._window(categories).run(frames)
+        yield from self._window(categories, source).run(frames)
 
-    def _window(self, categories: list[str]) -> SlidingWindow:
+    def _window(self, categories: list[str], source: str | Path) -> SlidingWindow:
+        def predict(clip: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            try:
+                return self.predict_clip(clip, categories)
+            except ValueError as error:
+                # The processor's errors (Qwen2-VL refuses an aspect ratio over 200) do not say which
+                # video; lavida-detect logs this and goes on with the next one.
+                height, width = clip.shape[1:3]
+                hint = ""
+                if max(height, width) > _MAX_ASPECT_RATIO * min(height, width):
+                    hint = f"; crop or pad them to an aspect ratio of at most {_MAX_ASPECT_RATIO}"
+                raise ValueError(
+                    f"{source}: cannot score its {height}x{width} (HxW) frames ({error}){hint}."
+                ) from error
+
         return SlidingWindow(
-            lambda clip: self.predict_clip(clip, categories),
+            predict,
             clip_length=self.clip_length,
             interval=self.interval,
             stride=self.stride,
@@ -185,19 +213,27 @@ class Detector:
             source: Video file, frame folder, URL or device.
             categories: Anomaly categories to look for.
             output_dir: Write the files of ``lavida.detect.outputs`` to ``<output_dir>/<name>/``, replacing
-                that folder as a whole once the video is done (nothing is left of an earlier run).
+                that folder as a whole once the video is done (nothing is left of an earlier run); until
+                then they are written into a hidden staging folder beside it,
+                ``<output_dir>/.<name>.<host>.<pid>.<random>.tmp/``.
             overlay: Write the overlay video.
             save: ``all`` (one overlay video) or ``anomalous`` (``segments/segment_<k>.mp4``: the overlay
                 of reported interval k only).
-            explain: Ask the MLLM to explain each detected interval.
-            max_frames: Stop after this many frames.
+            explain: Ask the MLLM to explain each detected interval (as soon as it is final).
+            max_frames: Stop after this many frames. A live stream (``lavida.detect.stream.is_live``)
+                otherwise runs until stopped with Ctrl-C, which ends it as the end of a file would: the
+                frames written by then are summarised and the folder is committed (frames read but not
+                yet final, at most about one clip's, are dropped). A second Ctrl-C while the summary or
+                the last explanation is written aborts with nothing kept.
             progress: Show a progress bar.
             name: The output folder's name (default: ``lavida.detect.stream.stream_name``; a run over
                 many inputs passes ``output_names`` so that no two share a folder).
 
         Raises:
-            ValueError: empty category list.
+            ValueError: empty category list, no frames, or frames the model cannot take (the message
+                names the source).
             lavida.data.video.VideoReadError: unreadable, empty or undecodable video.
+            KeyboardInterrupt: Ctrl-C on a source that is not live (its earlier folder is kept as it was).
         """
         from tqdm import tqdm
 
@@ -205,26 +241,51 @@ class Detector:
         categories = clean_categories(categories)
         stream = open_stream(source, max_frames=max_frames)
         name = name or stream.name
+        live = is_live(str(source))
         target = None if output_dir is None else Path(output_dir) / name
         # Files are written into a staging folder that takes the place of <output_dir>/<name> as a
         # whole when the video is done: a rerun leaves no file of an earlier one (old segments, an
         # overlay no longer asked for), and a run killed midway leaves the earlier folder untouched.
         with atomic_dir(target) if target is not None else nullcontext() as folder:
             writers = _Writers(folder, fps=stream.fps, threshold=self.threshold, overlay=overlay, save=save)
-            window = self._window(categories)
+            results = self._window(categories, source).run(stream.frames)
             scores: list[float] = []
-            keeper = _ExplanationFrames() if explain else None
+            keeper = None
+            if explain:
+                keeper = _ExplanationFrames(
+                    self.explain, merge_gap=self.merge_gap, min_length=self.min_interval
+                )
             bar = tqdm(total=stream.num_frames, desc=name, unit="frame", disable=not progress)
             try:
-                for result in window.run(stream.frames):
-                    scores.append(result.score)
-                    writers.write(result, scores)
-                    if keeper is not None:
-                        keeper.add(result, anomalous=result.score >= self.threshold)
-                    bar.update(1)
+                while True:
+                    try:
+                        result = next(results)
+                    except StopIteration:
+                        break
+                    except KeyboardInterrupt:
+                        # Ctrl-C while a frame is read or scored. A live stream without max_frames
+                        # ends no other way, so it ends the stream; a file's run is aborted.
+                        if not live:
+                            raise
+                        _log_stop(name, len(scores))
+                        break
+                    # Ctrl-C here would leave this frame in some files and not in others: hold it
+                    # until the frame is written, then end the stream.
+                    with _HeldInterrupt(enabled=live) as held:
+                        scores.append(result.score)
+                        writers.write(result, scores)
+                        if keeper is not None:
+                            keeper.add(result.index, result.frame, anomalous=result.score >= self.threshold)
+                        bar.update(1)
+                    if held.pending:
+                        _log_stop(name, len(scores))
+                        break
             finally:
                 bar.close()
                 writers.close()
+                results.close()
+                if hasattr(stream.frames, "close"):  # a stopped live stream's connection
+                    stream.frames.close()
             if not scores:
                 raise ValueError(f"{source}: no frames were read.")
             values = np.asarray(scores, dtype=np.float64)
@@ -232,12 +293,7 @@ class Detector:
                 values, threshold=self.threshold, min_length=self.min_interval, merge_gap=self.merge_gap
             )
             writers.finish(intervals)
-            explanations = {}
-            if keeper is not None:
-                for number, interval in enumerate(intervals):
-                    frames = keeper.frames_for(interval)
-                    if frames is not None:
-                        explanations[number] = self.explain(frames)
+            explanations = keeper.finish() if keeper is not None else {}
             if folder is not None:
                 settings = {
                     "threshold": self.threshold,
@@ -270,6 +326,66 @@ class Detector:
         tokens = self.model.mllm.generate(batch, max_new_tokens=max_new_tokens)
         text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
         return text.strip()
+
+
+# Qwen2-VL's smart_resize refuses frames whose long side exceeds 200 times the short one.
+_MAX_ASPECT_RATIO = 200
+
+
+def check_threshold(threshold: float) -> None:
+    """``threshold`` is compared with frame scores, which are probabilities: it must lie in [0, 1].
+
+    Raises:
+        ValueError: naming the setting.
+    """
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise ValueError(
+            f"threshold must lie in [0, 1], got {threshold!r}: frame scores are probabilities; "
+            "set e.g. threshold=0.5."
+        )
+
+
+def _log_stop(name: str, frames: int) -> None:
+    log.warning(
+        "%s: stopped (Ctrl-C) after %d frame(s); finishing its outputs (Ctrl-C again aborts and keeps "
+        "nothing).",
+        name,
+        frames,
+    )
+
+
+class _HeldInterrupt:
+    """Holds Ctrl-C (SIGINT) back during the block; ``pending`` then says whether it came.
+
+    Only when ``enabled``, in the main thread (the only one SIGINT reaches) and while SIGINT has
+    Python's default handler: a program that installed its own keeps it.
+    """
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.pending = False
+        self._previous = None
+
+    def __enter__(self) -> _HeldInterrupt:
+        if (
+            self.enabled
+            and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            self._previous = signal.signal(signal.SIGINT, self._hold)
+        return self
+
+    def _hold(self, signum, frame) -> None:
+        self.pending = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def check_output_options(*, overlay: bool, save: str) -> None:
@@ -341,35 +457,78 @@ def upsample_mask_logits_from_probabilities(mask: np.ndarray, size: tuple[int, i
     return upsample_mask_logits(logits[None].astype(np.float32), size)[0]
 
 
+@dataclass
+class _OpenRun:
+    start: int
+    end: int
+    frames: list[np.ndarray] = field(default_factory=list)  # every ``step``-th anomalous frame
+    step: int = 1
+    count: int = 0  # anomalous frames in the run
+
+
 class _ExplanationFrames:
-    """Keeps a bounded, evenly spread set of frames of each anomalous run for explanations."""
+    """Explains each reported interval as soon as it is final, holding frames of the open one only.
 
-    def __init__(self, per_run: int = 8) -> None:
-        self.per_run = per_run
-        self.runs: list[tuple[int, int, list[np.ndarray], int]] = []  # (start, end, frames, step)
-        self._open = False
+    Runs of anomalous frames are merged as :func:`~lavida.detect.intervals.anomalous_intervals` merges
+    them (at most ``merge_gap`` frames apart). A merged run is final once the ``merge_gap + 1`` frames
+    after it are all below the threshold (no later run can join it), or at the end of the stream; it is
+    then dropped (shorter than ``min_length``) or explained at once and only the answer kept, under its
+    number among the reported intervals. A run is final before the next one starts, so one is open at a
+    time, holding an evenly spread sample of at most ``2 · per_run + 1`` of its anomalous frames:
+    memory does not grow with the video, however often the score crosses the threshold.
 
-    def add(self, result: FrameResult, *, anomalous: bool) -> None:
+    Args:
+        explain: (T, H, W, 3) uint8 frames, T ≤ ``per_run`` → the MLLM's answer.
+        merge_gap: As ``anomalous_intervals``'s.
+        min_length: As ``anomalous_intervals``'s.
+        per_run: Frames shown to ``explain`` per interval (at most).
+    """
+
+    def __init__(
+        self, explain: Callable[[np.ndarray], str], *, merge_gap: int, min_length: int, per_run: int = 8
+    ) -> None:
+        self.explain = explain
+        self.merge_gap, self.min_length, self.per_run = merge_gap, min_length, per_run
+        self.explanations: dict[int, str] = {}  # reported interval number → answer
+        self._reported = 0
+        self._run: _OpenRun | None = None
+
+    @property
+    def held(self) -> int:
+        """Frames held now."""
+        return 0 if self._run is None else len(self._run.frames)
+
+    def add(self, index: int, frame: np.ndarray, *, anomalous: bool) -> None:
+        """The next frame (``index`` counts up from 0) and whether its score reaches the threshold."""
+        run = self._run
+        if run is not None:
+            below = index - run.end - (1 if anomalous else 0)  # frames below the threshold since the run
+            if below > self.merge_gap:
+                self._close()
         if not anomalous:
-            self._open = False
             return
-        if not self._open:
-            self.runs.append((result.index, result.index, [], 1))
-            self._open = True
-        start, _, frames, step = self.runs[-1]
-        if (result.index - start) % step == 0:
-            frames.append(result.frame)
-        if len(frames) > 2 * self.per_run:  # keep every other frame: memory stays bounded
-            frames[:] = frames[::2]
-            step *= 2
-        self.runs[-1] = (start, result.index, frames, step)
+        if self._run is None:
+            self._run = _OpenRun(start=index, end=index)
+        run = self._run
+        run.end = index
+        if run.count % run.step == 0:
+            # A copy: the frame may be a view of a whole decoded batch, which it would keep alive.
+            run.frames.append(np.array(frame, copy=True))
+        run.count += 1
+        if len(run.frames) > 2 * self.per_run:  # keep every other one
+            run.frames = run.frames[::2]
+            run.step *= 2
 
-    def frames_for(self, interval: Interval) -> np.ndarray | None:
-        chosen = [
-            frames for start, end, frames, _ in self.runs if start <= interval.end and end >= interval.start
-        ]
-        pool = [frame for frames in chosen for frame in frames]
-        if not pool:
-            return None
-        picks = np.linspace(0, len(pool) - 1, min(self.per_run, len(pool))).round().astype(int)
-        return np.stack([pool[i] for i in picks])
+    def finish(self) -> dict[int, str]:
+        """At the end of the stream: settle the open run; returns interval number → answer."""
+        if self._run is not None:
+            self._close()
+        return self.explanations
+
+    def _close(self) -> None:
+        run, self._run = self._run, None
+        if run.end - run.start + 1 < self.min_length:
+            return
+        picks = np.linspace(0, len(run.frames) - 1, min(self.per_run, len(run.frames))).round().astype(int)
+        self.explanations[self._reported] = self.explain(np.stack([run.frames[i] for i in picks]))
+        self._reported += 1

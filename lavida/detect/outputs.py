@@ -1,7 +1,7 @@
 """What ``lavida-detect`` writes per video, streamed frame by frame.
 
 <out>/<video>/scores.csv       frame, time_s, score, anomalous
-<out>/<video>/scores.jsonl     one JSON object per frame, written as soon as the frame is final
+<out>/<video>/scores.jsonl     one JSON object per frame, flushed as soon as the frame is final
 <out>/<video>/scores.json      all scores at once (written at the end)
 <out>/<video>/masks.jsonl      one line per frame: {"frame": i, "rle": COCO RLE of score ≥ threshold}
 <out>/<video>/overlay.mp4      frames with the predicted mask (green) and the score curve
@@ -9,6 +9,13 @@
 <out>/<video>/scores.png       score plot with the threshold line and detected intervals
 <out>/<video>/summary.json     intervals (start, end, peak score), categories, settings
 <out>/<video>/summary.md       the same, for people
+
+While a video runs, these files are written into a hidden staging folder beside its folder,
+``<out>/.<video>.<host>.<pid>.<random>.tmp/``, which replaces ``<out>/<video>/`` as a whole when the video
+is done (``lavida.atomic.atomic_dir``): follow a running video's scores.jsonl there (``tail -f``). A
+run that fails leaves the earlier ``<out>/<video>/`` as it was and deletes its staging folder (one left
+by a killed process goes at the next run of that video on the same machine); a live stream stopped
+with Ctrl-C is finished normally.
 """
 
 from __future__ import annotations
@@ -89,7 +96,8 @@ def overlay_frame(
     height, width = frame.shape[:2]
     strip_height = max(24, height // 5)
     strip = np.full((strip_height, width, 3), 24, dtype=np.float32)
-    line_y = int(round((1 - threshold) * (strip_height - 1)))
+    # Clipped: Detector refuses thresholds outside [0, 1], but overlay_frame is public.
+    line_y = min(max(int(round((1 - threshold) * (strip_height - 1))), 0), strip_height - 1)
     strip[line_y, :] = (200, 60, 60)
     recent = history[-width:]
     xs = np.arange(width - len(recent), width)
@@ -178,6 +186,18 @@ def cut_segments(
     return paths
 
 
+def interval_records(
+    intervals: Sequence[Interval], *, fps: float | None, explanations: dict[int, str] | None = None
+) -> list[dict]:
+    """Intervals as summary.json and lavida-detect's index.json list them: ``Interval.to_dict(fps)``,
+    plus ``explanation`` where interval k has one (``explanations[k]``)."""
+    explanations = explanations or {}
+    return [
+        {**interval.to_dict(fps), **({"explanation": explanations[i]} if i in explanations else {})}
+        for i, interval in enumerate(intervals)
+    ]
+
+
 def write_summary(
     folder: Path,
     *,
@@ -197,13 +217,7 @@ def write_summary(
         "categories": categories,
         "settings": settings,
         "max_score": float(scores.max()) if scores.size else None,
-        "intervals": [
-            {
-                **interval.to_dict(fps),
-                **({"explanation": explanations[i]} if explanations and i in explanations else {}),
-            }
-            for i, interval in enumerate(intervals)
-        ],
+        "intervals": interval_records(intervals, fps=fps, explanations=explanations),
     }
     write_json(folder / "summary.json", summary, indent=1)
     write_json(

@@ -1,5 +1,6 @@
 """Frame sources: video files (decord / PyAV) and frame folders behave alike."""
 
+import re
 from fractions import Fraction
 
 import numpy as np
@@ -80,6 +81,35 @@ def test_unreadable_inputs(tmp_path):
     Image.fromarray(np.zeros((9, 8, 3), np.uint8)).save(mixed / "1.png")
     with pytest.raises(VideoReadError, match="different sizes"):
         open_video(mixed).get_frames([0, 1])
+
+
+def _broken_png(path):
+    """A PNG whose first data chunk claims half its length: Pillow then reads a chunk type from the
+    middle of the data and raises SyntaxError ("broken PNG file"), not OSError."""
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(path)
+    data = bytearray(path.read_bytes())
+    assert data[37:41] == b"IDAT"  # right after the 8-byte signature and the 25-byte IHDR chunk
+    data[33:37] = (int.from_bytes(data[33:37], "big") // 2).to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _bomb_bmp(path):
+    """A BMP whose header claims 60000x60000 pixels: Pillow raises DecompressionBombError."""
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(path)
+    data = bytearray(path.read_bytes())
+    data[18:26] = (60000).to_bytes(4, "little") * 2  # width, height
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_corrupt_images_raise_video_read_error_naming_the_file(tmp_path):
+    """Pillow's SyntaxError and DecompressionBombError are not OSErrors; unwrapped they would abort a
+    whole lavida-detect folder run without naming the frame."""
+    for path in (_broken_png(tmp_path / "0007.png"), _bomb_bmp(tmp_path / "0008.bmp")):
+        with pytest.raises(VideoReadError, match=re.escape(f"{path}: cannot read the image")) as error:
+            read_image(path)
+        assert isinstance(error.value.__cause__, (SyntaxError, Image.DecompressionBombError))
 
 
 def test_mixed_size_error_names_the_first_odd_file(tmp_path):

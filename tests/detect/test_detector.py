@@ -319,20 +319,13 @@ def test_cli_rerun_reuses_finished_videos_and_redoes_changed_ones(checkpoint, tm
     import os
 
     from lavida.cli.detect import run
-    from lavida.detect.detector import Detector
 
     inputs = tmp_path / "videos"
     inputs.mkdir()
     write_video(inputs / "a.mp4", moving_square(4), fps=4)
     write_video(inputs / "b.mp4", moving_square(6), fps=6)
     cfg = cli_config(inputs, "fire", checkpoint, tmp_path / "out", overlay=False)
-    computed = []
-    original = Detector.detect
-    monkeypatch.setattr(
-        Detector,
-        "detect",
-        lambda self, source, *a, **k: computed.append(Path(source).name) or original(self, source, *a, **k),
-    )
+    computed = _recording_detect(monkeypatch)
 
     first = run(cfg)
     assert computed == ["a.mp4", "b.mp4"]
@@ -353,3 +346,273 @@ def test_cli_rerun_reuses_finished_videos_and_redoes_changed_ones(checkpoint, tm
     cfg.resume = False
     run(cfg)
     assert computed == ["a.mp4", "b.mp4"]
+
+
+def _recording_detect(monkeypatch):
+    """Record the name of every input that Detector.detect computes (instead of reusing)."""
+    from lavida.detect.detector import Detector
+
+    computed = []
+    original = Detector.detect
+    monkeypatch.setattr(
+        Detector,
+        "detect",
+        lambda self, source, *a, **k: computed.append(Path(source).name) or original(self, source, *a, **k),
+    )
+    return computed
+
+
+def test_cli_rerun_redoes_videos_made_with_other_checkpoint_overrides(checkpoint, tmp_path, monkeypatch):
+    """checkpoint_overrides change the model (here its test-time pixel budget), so its outputs too."""
+    from lavida.cli.detect import run
+
+    inputs = tmp_path / "videos"
+    inputs.mkdir()
+    write_video(inputs / "a.mp4", moving_square(8), fps=8)
+    computed = _recording_detect(monkeypatch)
+    cfg = cli_config(inputs, "fire", checkpoint, tmp_path / "out", overlay=False)
+    run(cfg)
+    assert computed == ["a.mp4"]
+    cfg.checkpoint_overrides = {"inputs": {"test_video_budget": [3136, 6272]}}
+    computed.clear()
+    run(cfg)
+    assert computed == ["a.mp4"]
+    computed.clear()
+    run(cfg)  # the same overrides again: reused
+    assert computed == []
+
+
+def _broken_png(path):
+    """A PNG whose first data chunk claims half its length: Pillow raises SyntaxError on reading it."""
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(path)
+    data = bytearray(path.read_bytes())
+    assert data[37:41] == b"IDAT"
+    data[33:37] = (int.from_bytes(data[33:37], "big") // 2).to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+
+
+def test_cli_folder_run_skips_a_frame_folder_with_a_corrupt_frame(checkpoint, tmp_path):
+    from lavida.cli.detect import run
+
+    inputs = tmp_path / "videos"
+    inputs.mkdir()
+    write_video(inputs / "a_good.mp4", moving_square(5), fps=5)
+    frames = inputs / "b_frames"
+    frames.mkdir()
+    for t, frame in enumerate(moving_square(4)):
+        Image.fromarray(frame).save(frames / f"{t}.png")
+    _broken_png(frames / "2.png")
+    write_video(inputs / "c_good.mp4", moving_square(5), fps=5)
+    index = run(cli_config(inputs, "fire", checkpoint, tmp_path / "out", overlay=False))
+    status = {entry["input"].rsplit("/", 1)[-1]: entry for entry in index["videos"]}
+    assert [entry["status"] for entry in status.values()] == ["done", "skipped", "done"]
+    assert f"{frames / '2.png'}: cannot read the image" in status["b_frames"]["reason"]
+    assert (tmp_path / "out" / "c_good" / "summary.json").is_file()
+
+
+def test_cli_index_entry_is_the_same_fresh_and_reused_with_explanations(checkpoint, tmp_path, monkeypatch):
+    from lavida.cli.detect import run
+
+    inputs = tmp_path / "videos"
+    inputs.mkdir()
+    write_video(inputs / "a.mp4", moving_square(8), fps=8)
+    computed = _recording_detect(monkeypatch)
+    cfg = cli_config(inputs, "fire", checkpoint, tmp_path / "out", overlay=False, explain=True, threshold=0.0)
+    first = run(cfg)
+    second = run(cfg)
+    assert computed == ["a.mp4"]  # the second run reused it
+    intervals = first["videos"][0]["intervals"]
+    assert len(intervals) == 1 and isinstance(intervals[0]["explanation"], str)
+    assert second == first
+    summary = json.loads((tmp_path / "out" / "a" / "summary.json").read_text())
+    assert summary["intervals"] == intervals
+
+
+def test_threshold_outside_0_1_is_refused(detector, checkpoint, tmp_path, monkeypatch):
+    from lavida import Detector
+    from lavida.cli.detect import run
+    from lavida.detect.outputs import overlay_frame
+
+    for bad in (1.5, -0.1, float("nan")):
+        with pytest.raises(ValueError, match=r"threshold must lie in \[0, 1\]"):
+            Detector(model=detector.model, processor=detector.processor, threshold=bad)
+    # lavida-detect refuses it before loading the model.
+    monkeypatch.setattr(Detector, "from_checkpoint", lambda *a, **k: pytest.fail("the model was loaded"))
+    video = write_video(tmp_path / "a.mp4", moving_square(4), fps=4)
+    with pytest.raises(ValueError, match=r"threshold must lie in \[0, 1\], got 1.5"):
+        run(cli_config(video, "fire", checkpoint, tmp_path / "out", threshold=1.5))
+    # The overlay's threshold line stays inside its strip whatever it is given.
+    for threshold, row in ((3.0, 0), (1.5, 0), (-0.5, 23)):
+        strip = overlay_frame(np.zeros((48, 64, 3), np.uint8), None, [0.2], threshold)[48:]
+        assert np.where((strip == (200, 60, 60)).all(axis=2).any(axis=1))[0].tolist() == [row]
+
+
+def test_frames_the_model_cannot_take_are_reported_with_the_source(detector, tmp_path):
+    """Qwen2-VL refuses frames with an aspect ratio over 200; the error must say which video."""
+    import re
+
+    folder = tmp_path / "needle"
+    folder.mkdir()
+    for t in range(3):
+        Image.fromarray(np.full((1000, 4, 3), 100, np.uint8)).save(folder / f"{t}.png")
+    expected = re.escape(f"{folder}: cannot score its 1000x4 (HxW) frames") + ".*aspect ratio"
+    with pytest.raises(ValueError, match=expected):
+        detector.detect(folder, ["fire"], output_dir=tmp_path / "out", progress=False)
+    with pytest.raises(ValueError, match=expected):
+        list(detector.stream(folder, ["fire"]))
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+class _Server:
+    """Serve a folder over HTTP on a free local port (a stand-in for a network camera)."""
+
+    def __init__(self, folder):
+        import functools
+        import http.server
+
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+
+    def __enter__(self):
+        import threading
+
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _assert_complete_folder(folder, frames):
+    assert json.loads((folder / "summary.json").read_text())["frames"] == frames
+    assert len((folder / "scores.jsonl").read_text().splitlines()) == frames
+    assert len(list(csv.DictReader((folder / "scores.csv").open()))) == frames
+    assert sorted(read_masks(folder / "masks.jsonl")) == list(range(frames))
+    assert len(open_video(folder / "overlay.mp4")) == frames
+
+
+def _detect_not_aborted(detector, source, output_dir):
+    try:
+        return detector.detect(source, ["red square"], output_dir=output_dir, progress=False)
+    except KeyboardInterrupt:  # not raised on: it would stop the whole test session
+        pytest.fail("Ctrl-C aborted the live run and discarded its outputs")
+
+
+def test_ctrl_c_ends_a_live_stream_and_keeps_its_outputs(detector, tmp_path, monkeypatch):
+    """A live stream without max_frames only ends when stopped: Ctrl-C finishes its folder normally."""
+    import signal
+
+    import lavida.detect.detector as module
+
+    write_video(tmp_path / "live.mp4", moving_square(40), fps=10)
+    original = detector.predict_clip
+    calls = []
+
+    def stopped_on_third_clip(frames, categories):
+        calls.append(len(frames))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # while scoring frames 16..23
+        return original(frames, categories)
+
+    monkeypatch.setattr(detector, "predict_clip", stopped_on_third_clip)
+    out = tmp_path / "out"
+    with _Server(tmp_path) as base:
+        result = _detect_not_aborted(detector, f"{base}/live.mp4", out)
+        assert result.scores.shape == (16,)
+        _assert_complete_folder(result.output_dir, 16)
+        assert [path.name for path in out.iterdir()] == [result.name]  # no staging folder left
+
+        # Ctrl-C while a frame's files are written (SIGINT, as the terminal sends it): that frame is
+        # finished first, so every file holds the same frames.
+        monkeypatch.setattr(detector, "predict_clip", original)
+        overlay = module.overlay_frame
+
+        def interrupted_overlay(frame, mask, history, threshold):
+            if len(history) == 12:
+                signal.raise_signal(signal.SIGINT)
+            return overlay(frame, mask, history, threshold)
+
+        monkeypatch.setattr(module, "overlay_frame", interrupted_overlay)
+        result = _detect_not_aborted(detector, f"{base}/live.mp4", out)
+        assert result.scores.shape == (12,)
+        _assert_complete_folder(result.output_dir, 12)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    monkeypatch.setattr(module, "overlay_frame", overlay)
+
+    # A file is not live: Ctrl-C aborts it and leaves its earlier folder as it was.
+    video = tmp_path / "live.mp4"
+    first = detector.detect(video, ["red square"], output_dir=out, progress=False)
+    before = {path.name: path.read_bytes() for path in first.output_dir.iterdir()}
+    calls.clear()
+    monkeypatch.setattr(detector, "predict_clip", stopped_on_third_clip)
+    with pytest.raises(KeyboardInterrupt):
+        detector.detect(video, ["red square"], output_dir=out, progress=False)
+    assert {path.name: path.read_bytes() for path in first.output_dir.iterdir()} == before
+
+
+def test_explanations_are_keyed_by_the_reported_intervals(detector, tmp_path, monkeypatch):
+    """Runs are merged across merge_gap and dropped under min_interval as the intervals are; each
+    reported interval is explained from its own anomalous frames."""
+    scores = np.zeros(32)
+    scores[1] = 0.9  # alone: dropped by min_interval=3
+    scores[[5, 6, 7, 9, 10]] = 0.9  # merged across the gap at 8: interval 0
+    scores[14] = 0.9  # dropped
+    scores[18:22] = 0.9  # interval 1
+    scores[[25, 27]] = 0.9  # merged: interval 2 (three frames long)
+    scores[31] = 0.9  # the last frame: dropped at the end of the stream
+    _index_encoded_detector(detector, monkeypatch, scores)
+    monkeypatch.setattr(detector, "min_interval", 3)
+    monkeypatch.setattr(detector, "merge_gap", 2)
+    monkeypatch.setattr(detector, "explain", lambda frames, **_: ",".join(map(str, _read_index(frames))))
+    video = write_video(tmp_path / "vid.mp4", _index_frames(32), fps=10)
+    result = detector.detect(video, ["x"], explain=True, progress=False)
+    assert [(i.start, i.end) for i in result.intervals] == [(5, 10), (18, 21), (25, 27)]
+    assert result.explanations == {0: "5,6,7,9,10", 1: "18,19,20,21", 2: "25,27"}
+
+
+def test_explanation_frames_stay_bounded_on_flickering_scores(detector, monkeypatch):
+    """Frames kept for explanations do not grow with the video, however often the score flickers
+    (short runs that min_interval drops included)."""
+    import lavida.detect.detector as module
+    from lavida.detect.stream import FrameStream
+
+    length = 3000
+
+    def frames():
+        for index in range(length):
+            frame = np.zeros((64, 64, 3), np.uint8)  # 12 KB
+            frame[0, 0, :2] = (index % 256, index // 256)
+            yield frame
+
+    def flicker(clip, categories):  # 3 frames above the threshold, 3 below, ...
+        index = clip[:, 0, 0, 0].astype(int) + 256 * clip[:, 0, 0, 1].astype(int)
+        return np.where((index // 3) % 2 == 0, 0.9, 0.1), None
+
+    monkeypatch.setattr(module, "open_stream", lambda *a, **k: FrameStream("flicker", frames(), 25.0, length))
+    monkeypatch.setattr(detector, "predict_clip", flicker)
+    sizes = []
+    monkeypatch.setattr(detector, "explain", lambda frames, **_: sizes.append(len(frames)) or "yes")
+    # (merge_gap, min_interval) → the frames each reported interval is explained from: 500 runs of 3
+    # frames; one merged run of 1,497 (thinned to 8); none (every run shorter than min_interval).
+    for merge_gap, min_interval, explained in ((0, 2, [3] * 500), (3, 1, [8]), (0, 4, [])):
+        monkeypatch.setattr(detector, "merge_gap", merge_gap)
+        monkeypatch.setattr(detector, "min_interval", min_interval)
+        sizes.clear()
+        tracemalloc.start()
+        result = detector.detect("flicker", ["x"], explain=True, progress=False)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        count = len(explained)
+        assert len(result.intervals) == count and sorted(result.explanations) == list(range(count))
+        assert sizes == explained
+        # Holding the 1,500 anomalous frames would take 18 MB; a bounded set takes well under 1 MB.
+        assert peak < 2_000_000, (merge_gap, min_interval, peak)
+
+    # Directly: one open run at a time, at most 2 × 8 + 1 of its frames.
+    keeper = module._ExplanationFrames(lambda frames: "yes", merge_gap=3, min_length=1, per_run=8)
+    held = []
+    for index in range(length):
+        keeper.add(index, np.zeros((2, 2, 3), np.uint8), anomalous=(index // 3) % 2 == 0)
+        held.append(keeper.held)
+    assert max(held) <= 17 and keeper.finish() == {0: "yes"}
