@@ -24,7 +24,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lavida.atomic import write_json
 from lavida.data.video import VideoReadError
-from lavida.detect.detector import Detector, check_output_options, check_threshold
+from lavida.detect.detector import Detector, check_intervals, check_output_options, check_threshold
 from lavida.detect.outputs import interval_records
 from lavida.detect.stream import expand_inputs, is_live, output_names
 from lavida.file_state import file_state
@@ -53,6 +53,7 @@ def run(cfg: DictConfig) -> dict:
     categories = parse_categories(cfg.categories)
     check_output_options(overlay=cfg.overlay, save=cfg.save)  # before the model loads
     check_threshold(cfg.threshold)
+    check_intervals(min_interval=cfg.min_interval, merge_gap=cfg.merge_gap)
     inputs = expand_inputs(cfg.input)
     detector = Detector.from_checkpoint(
         cfg.checkpoint,

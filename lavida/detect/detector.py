@@ -19,6 +19,7 @@ soon as that interval is final.
 from __future__ import annotations
 
 import logging
+import numbers
 import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -109,6 +110,7 @@ class Detector:
         gate_masks: bool = True,
     ) -> None:
         check_threshold(threshold)
+        check_intervals(min_interval=min_interval, merge_gap=merge_gap)
         self.model = model.eval()
         self.processor = processor
         self.clip_length, self.interval, self.stride = clip_length, interval, stride
@@ -256,30 +258,28 @@ class Detector:
                     self.explain, merge_gap=self.merge_gap, min_length=self.min_interval
                 )
             bar = tqdm(total=stream.num_frames, desc=name, unit="frame", disable=not progress)
+            writing = False  # True while a frame's files are half written
             try:
-                while True:
-                    try:
-                        result = next(results)
-                    except StopIteration:
-                        break
-                    except KeyboardInterrupt:
-                        # Ctrl-C while a frame is read or scored. A live stream without max_frames
-                        # ends no other way, so it ends the stream; a file's run is aborted.
-                        if not live:
-                            raise
-                        _log_stop(name, len(scores))
-                        break
-                    # Ctrl-C here would leave this frame in some files and not in others: hold it
-                    # until the frame is written, then end the stream.
+                for result in results:
+                    # Ctrl-C while a frame is written would leave it in some files and not in others:
+                    # it is held until the frame is complete, then ends the stream.
                     with _HeldInterrupt(enabled=live) as held:
+                        writing = True
                         scores.append(result.score)
                         writers.write(result, scores)
-                        if keeper is not None:
-                            keeper.add(result.index, result.frame, anomalous=result.score >= self.threshold)
                         bar.update(1)
+                        writing = False
                     if held.pending:
-                        _log_stop(name, len(scores))
-                        break
+                        raise KeyboardInterrupt
+                    if keeper is not None:  # may ask the MLLM: Ctrl-C may stop it (not held)
+                        keeper.add(result.index, result.frame, anomalous=result.score >= self.threshold)
+            except KeyboardInterrupt:
+                # Ctrl-C anywhere in the loop but inside a frame's writing (where it is held). A live
+                # stream without max_frames ends no other way, so it ends the stream, with every frame
+                # written so far complete; a file's run is aborted (its earlier folder kept).
+                if not live or writing:
+                    raise
+                _log_stop(name, len(scores))
             finally:
                 bar.close()
                 writers.close()
@@ -338,15 +338,23 @@ def check_threshold(threshold: float) -> None:
     Raises:
         ValueError: naming the setting.
     """
-    try:
-        value = float(threshold)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:  # NaN fails too
+    number = isinstance(threshold, numbers.Real) and not isinstance(threshold, bool)
+    if not number or not 0.0 <= float(threshold) <= 1.0:  # NaN fails too
         raise ValueError(
-            f"threshold must lie in [0, 1], got {threshold!r}: frame scores are probabilities; "
+            f"threshold must be a number in [0, 1], got {threshold!r}: frame scores are probabilities; "
             "set e.g. threshold=0.5."
         )
+
+
+def check_intervals(*, min_interval: int, merge_gap: int) -> None:
+    """``min_interval`` ≥ 1 and ``merge_gap`` ≥ 0 frames, whole numbers.
+
+    Raises:
+        ValueError: naming the setting.
+    """
+    for setting, value, least in (("min_interval", min_interval, 1), ("merge_gap", merge_gap, 0)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < least:
+            raise ValueError(f"{setting} must be a whole number of frames ≥ {least}, got {value!r}.")
 
 
 def _log_stop(name: str, frames: int) -> None:
@@ -530,5 +538,7 @@ class _ExplanationFrames:
         if run.end - run.start + 1 < self.min_length:
             return
         picks = np.linspace(0, len(run.frames) - 1, min(self.per_run, len(run.frames))).round().astype(int)
-        self.explanations[self._reported] = self.explain(np.stack([run.frames[i] for i in picks]))
-        self._reported += 1
+        # The number is taken first: an explanation stopped by Ctrl-C leaves its interval without an
+        # answer, never the later ones under the wrong number.
+        number, self._reported = self._reported, self._reported + 1
+        self.explanations[number] = self.explain(np.stack([run.frames[i] for i in picks]))

@@ -433,13 +433,16 @@ def test_threshold_outside_0_1_is_refused(detector, checkpoint, tmp_path, monkey
     from lavida.cli.detect import run
     from lavida.detect.outputs import overlay_frame
 
-    for bad in (1.5, -0.1, float("nan")):
-        with pytest.raises(ValueError, match=r"threshold must lie in \[0, 1\]"):
+    for bad in (1.5, -0.1, float("nan"), "0.5", True):  # a string or bool would fail only at the first frame
+        with pytest.raises(ValueError, match=r"threshold must be a number in \[0, 1\]"):
             Detector(model=detector.model, processor=detector.processor, threshold=bad)
+    for setting, bad in (("merge_gap", -1), ("min_interval", 0), ("merge_gap", 1.5)):
+        with pytest.raises(ValueError, match=rf"{setting} must be a whole number of frames"):
+            Detector(model=detector.model, processor=detector.processor, **{setting: bad})
     # lavida-detect refuses it before loading the model.
     monkeypatch.setattr(Detector, "from_checkpoint", lambda *a, **k: pytest.fail("the model was loaded"))
     video = write_video(tmp_path / "a.mp4", moving_square(4), fps=4)
-    with pytest.raises(ValueError, match=r"threshold must lie in \[0, 1\], got 1.5"):
+    with pytest.raises(ValueError, match=r"threshold must be a number in \[0, 1\], got 1.5"):
         run(cli_config(video, "fire", checkpoint, tmp_path / "out", threshold=1.5))
     # The overlay's threshold line stays inside its strip whatever it is given.
     for threshold, row in ((3.0, 0), (1.5, 0), (-0.5, 23)):
@@ -499,7 +502,18 @@ def _detect_not_aborted(detector, source, output_dir):
         pytest.fail("Ctrl-C aborted the live run and discarded its outputs")
 
 
-def test_ctrl_c_ends_a_live_stream_and_keeps_its_outputs(detector, tmp_path, monkeypatch):
+@pytest.fixture
+def default_sigint():
+    """Python's own Ctrl-C handler for the test: a process started in the background by a shell without
+    job control (as CI may start pytest) inherits SIGINT ignored, and Python then installs none."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_ends_a_live_stream_and_keeps_its_outputs(detector, tmp_path, monkeypatch, default_sigint):
     """A live stream without max_frames only ends when stopped: Ctrl-C finishes its folder normally."""
     import signal
 
@@ -616,3 +630,72 @@ def test_explanation_frames_stay_bounded_on_flickering_scores(detector, monkeypa
         keeper.add(index, np.zeros((2, 2, 3), np.uint8), anomalous=(index // 3) % 2 == 0)
         held.append(keeper.held)
     assert max(held) <= 17 and keeper.finish() == {0: "yes"}
+
+
+@pytest.mark.parametrize("where", ["before the hold", "after the hold", "during the explanation"])
+def test_ctrl_c_between_frames_ends_a_live_stream(detector, tmp_path, monkeypatch, where, default_sigint):
+    """Ctrl-C outside a frame's held writing (just before the hold is set up, just after it is lifted, or
+    while the MLLM explains an interval) ends the live stream with every written frame complete."""
+    import signal
+
+    import lavida.detect.detector as module
+    from lavida.detect.stream import FrameStream
+
+    def endless():
+        while True:
+            yield np.zeros((16, 16, 3), np.uint8)
+
+    monkeypatch.setattr(module, "open_stream", lambda *a, **k: FrameStream("cam", endless(), 10.0, None))
+    monkeypatch.setattr(module, "is_live", lambda source: True)
+    monkeypatch.setattr(detector, "clip_length", 1)
+    scored = []
+
+    def predict(clip, categories):  # frames 0, 1 anomalous, 2 not, 3, 4 anomalous, ...
+        scored.append(1)
+        return np.array([0.1 if len(scored) % 3 == 0 else 0.9]), None
+
+    monkeypatch.setattr(detector, "predict_clip", predict)
+    hold = module._HeldInterrupt
+    enter, leave = hold.__enter__, hold.__exit__
+    if where == "before the hold":
+
+        def enter_interrupted(self):
+            if len(scored) == 10:
+                raise KeyboardInterrupt  # frame 9 scored, its handler not yet installed
+            return enter(self)
+
+        monkeypatch.setattr(hold, "__enter__", enter_interrupted)
+    elif where == "after the hold":
+
+        def leave_interrupted(self, *exc):
+            leave(self, *exc)  # the default handler is back: Ctrl-C raises again
+            if len(scored) == 10:
+                raise KeyboardInterrupt  # frame 9 fully written
+
+        monkeypatch.setattr(hold, "__exit__", leave_interrupted)
+    else:
+
+        def explain(frames, **_):
+            raise KeyboardInterrupt  # while the MLLM answers for frames 0..1, once frame 2 is written
+
+        monkeypatch.setattr(detector, "explain", explain)
+    try:
+        result = detector.detect(
+            "rtsp://camera/live",
+            ["x"],
+            output_dir=tmp_path / "out",
+            overlay=False,
+            explain=True,
+            progress=False,
+        )
+    except KeyboardInterrupt:  # not raised on: it would stop the whole test session
+        pytest.fail("Ctrl-C aborted the live run and discarded its outputs")
+    frames = {"before the hold": 9, "after the hold": 10, "during the explanation": 3}[where]
+    assert result.scores.shape == (frames,)
+    folder = result.output_dir
+    assert json.loads((folder / "summary.json").read_text())["frames"] == frames
+    assert len((folder / "scores.jsonl").read_text().splitlines()) == frames
+    assert sorted(read_masks(folder / "masks.jsonl")) == list(range(frames))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if where == "during the explanation":  # interval 0's answer was stopped; nothing else is misnumbered
+        assert result.explanations == {}
