@@ -162,6 +162,13 @@ class Trainer:
             self.validation = acc.prepare_data_loader(self._loader(val_set, 0), device_placement=False)
 
         optimizer = build_optimizer(model, self.config.optim)
+        # Parameters that an lr scale of 0 leaves out of the optimizer still get gradients (they keep
+        # requires_grad, by which checkpoints select what trained): they must neither enter the clipped
+        # norm nor accumulate gradients from step to step.
+        optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        self._optimized = [p for p in model.parameters() if id(p) in optimized]
+        self._left_out = [p for p in model.parameters() if p.requires_grad and id(p) not in optimized]
+        self._applied_lr = float("nan")
         scheduler = build_scheduler(optimizer, self.config.optim, total_steps=self.config.total_steps)
         self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
         self.loader = acc.prepare_data_loader(loader, device_placement=False)
@@ -285,7 +292,7 @@ class Trainer:
                 progress_bar.update(1)
                 if self.progress.step % self.config.log_every == 0 or self.progress.step == total:
                     last = {key: value / counts[key] for key, value in running.items()}
-                    last["lr"] = self.scheduler.get_last_lr()[0]
+                    last["lr"] = self._applied_lr  # of the first parameter group
                     acc.log({f"train/{k}": v for k, v in last.items()}, step=self.progress.step)
                     progress_bar.set_postfix(loss=f"{last['loss']:.4f}")
                     running, counts = {}, {}
@@ -341,7 +348,7 @@ class Trainer:
                 # DeepSpeed, backward() above already clipped and stepped (gradient_clipping in its
                 # config), and this returns that step's norm as a Python float.
                 max_norm = self.config.optim.grad_clip if self.config.optim.grad_clip > 0 else math.inf
-                norm = acc.clip_grad_norm_(self.model.parameters(), max_norm)
+                norm = acc.clip_grad_norm_(self._optimized, max_norm)
                 if norm is not None:
                     losses["grad_norm"] = norm
                     if not torch.isfinite(torch.as_tensor(norm)):
@@ -355,11 +362,17 @@ class Trainer:
                             "(resume with train.resume_check=warn), check the data of this batch, or train in "
                             "float32."
                         )
+            if acc.sync_gradients:  # the rate this optimizer step applies (the scheduler moves on below)
+                self._applied_lr = self.scheduler.get_last_lr()[0]
             self.optimizer.step()
             if acc.sync_gradients:  # once per optimizer step (step_scheduler_with_optimizer=False)
                 self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-        return {key: float(value) for key, value in losses.items()}
+            for parameter in self._left_out:
+                parameter.grad = None
+        return {
+            key: float(value.detach() if torch.is_tensor(value) else value) for key, value in losses.items()
+        }
 
     def compute_loss(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
         """Eq. 10 on one batch: λ_txt·L_txt + λ_seg·L_seg."""

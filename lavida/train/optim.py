@@ -43,11 +43,13 @@ def warmup_decay_factor(
     """Learning-rate multiplier at optimizer step ``step`` (0-based).
 
     WarmupDecayLR shape: rise to 1 over ``warmup_steps`` (linearly, or logarithmically as DeepSpeed's
-    default), then fall linearly to 0 at ``total_steps`` (or stay at 1 with ``decay="constant"``).
+    default, log(step + 1) / log(warmup_steps)), then fall linearly to 0 at ``total_steps`` (or stay at 1
+    with ``decay="constant"``). Both warm-ups reach 1 at step ``warmup_steps - 1``.
     """
     if warmup_steps > 0 and step < warmup_steps:
         if warmup_type == "log":
-            return math.log(step + 1) / math.log(warmup_steps + 1)
+            # DeepSpeed's WarmupLR: log(i + 1) / log(W) (its engine starts it one call earlier, at 0).
+            return math.log(step + 1) / math.log(warmup_steps) if warmup_steps > 1 else 1.0
         return (step + 1) / warmup_steps
     if decay == "constant":
         return 1.0

@@ -362,12 +362,13 @@ def test_warmup_decay_schedule_shape():
         and linear[8] == pytest.approx(0.5)
         and linear[11] == pytest.approx(0.125)
     )
-    # DeepSpeed WarmupLR's log shape: log(step + 1) / log(warmup + 1).
+    # DeepSpeed WarmupLR's log shape, log(i + 1) / log(W) (deepspeed/runtime/lr_schedules.py): 1 at the
+    # warm-up's last step, as the linear one.
     log = [
         warmup_decay_factor(s, warmup_steps=100, total_steps=1000, warmup_type="log", decay="linear")
-        for s in (0, 1, 99)
+        for s in (0, 1, 99, 100)
     ]
-    assert log == pytest.approx([0.0, math.log(2) / math.log(101), math.log(100) / math.log(101)])
+    assert log == pytest.approx([0.0, math.log(2) / math.log(100), 1.0, 1.0])
 
 
 def test_learning_rate_scales_make_parameter_groups():
@@ -382,3 +383,53 @@ def test_learning_rate_scales_make_parameter_groups():
     lrs = sorted((group["lr"], sum(p.numel() for p in group["params"])) for group in optimizer.param_groups)
     # a.weight at 1e-3; b.weight at 1e-4; b.bias (longest prefix wins) at 5e-4; c frozen; a.bias not trainable.
     assert lrs == [(pytest.approx(1e-4), 4), (pytest.approx(5e-4), 2), (pytest.approx(1e-3), 4)]
+
+
+def test_parameters_at_lr_scale_0_stay_out_of_the_clipped_norm(
+    synthetic_train_root, tiny_pretrained, tmp_path
+):
+    """lr scale 0 leaves the SAM2 decoder out of the optimizer: its gradients must not enter the clipped
+    norm, nor pile up from step to step. The norm is checked against one computed by hand from the
+    optimized parameters' gradients right before clipping."""
+    scales = {"mask_decoder.": 0.0}
+    trainer = make_trainer(
+        synthetic_train_root,
+        tiny_pretrained,
+        tmp_path / "run",
+        max_steps=3,
+        optim={"lr": 3e-3, "warmup_steps": 0, "decay": "constant", "grad_clip": 1e6, "lr_scales": scales},
+    )
+    trainer.setup()
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    frozen = [p for n, p in model.named_parameters() if n.startswith("mask_decoder.") and p.requires_grad]
+    trained = [
+        p for n, p in model.named_parameters() if not n.startswith("mask_decoder.") and p.requires_grad
+    ]
+    assert frozen and trained
+    by_hand, clip = [], trainer.accelerator.clip_grad_norm_
+
+    def measured(parameters, max_norm):
+        by_hand.append(float(torch.cat([p.grad.flatten() for p in trained if p.grad is not None]).norm()))
+        return clip(parameters, max_norm)
+
+    trainer.accelerator.clip_grad_norm_ = measured
+    for batch in list(trainer.loader)[:3]:
+        norm = trainer.train_step(batch)["grad_norm"]
+        assert norm == pytest.approx(by_hand[-1], rel=1e-5)
+        assert all(p.grad is None for p in frozen)  # cleared after every step, as the optimized ones are
+
+
+def test_the_logged_learning_rate_is_the_one_applied(synthetic_train_root, tiny_pretrained, tmp_path):
+    """train/lr at step s is the rate step s used (linear warm-up over 4 steps: 1/4, 2/4, 3/4 of lr)."""
+    trainer = make_trainer(
+        synthetic_train_root,
+        tiny_pretrained,
+        tmp_path / "run",
+        max_steps=3,
+        optim={"lr": 1e-3, "warmup_steps": 4, "decay": "constant"},
+    )
+    trainer.setup()
+    logged = []
+    trainer.accelerator.log = lambda values, step: logged.append(values["train/lr"])
+    trainer.fit()
+    assert logged == pytest.approx([2.5e-4, 5e-4, 7.5e-4])
