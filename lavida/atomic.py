@@ -151,15 +151,24 @@ def replace_dir(staging: str | Path, path: str | Path) -> None:
     same file system as ``path``, e.g. beside it.
     """
     staging, path = Path(staging), Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         os.replace(staging, path)
-    elif exchange_paths(staging, path):  # the staging folder now holds the old version
-        shutil.rmtree(staging, ignore_errors=True)
+    elif exchange_paths(staging, path):  # the staging name now holds the old version
+        _delete(staging)
     else:
         old = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.old")
         os.replace(path, old)
         os.replace(staging, path)
-        shutil.rmtree(old, ignore_errors=True)
+        _delete(old)
+
+
+def _delete(entry: Path) -> None:
+    """Remove what was replaced: a folder with everything in it, or a file or symbolic link (the link
+    itself, never what it points to); rmtree alone fails on those, silently with ignore_errors."""
+    if entry.is_symlink() or not entry.is_dir():
+        entry.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(entry, ignore_errors=True)
 
 
 _AT_FDCWD = -100  # <fcntl.h>: paths relative to the working directory

@@ -118,6 +118,7 @@ def run_demo(config: DemoConfig, *, model: dict | None = None) -> dict:
     )
     from lavida.train.config import LauncherConfig, TrainConfig
     from lavida.train.loop import Trainer
+    from lavida.train.state import latest_checkpoint
 
     started = time.perf_counter()
     out = Path(config.output_dir)
@@ -132,6 +133,11 @@ def run_demo(config: DemoConfig, *, model: dict | None = None) -> dict:
         fresh=[out / "data"],
     )
     train_root = out / "data" / "synthetic_train"
+    # What this run takes over from an earlier one in the same folder: its time then does not count
+    # the whole demo, so the time target is not judged (_targets_line).
+    reused = []
+    if (train_root / "meta.json").is_file():
+        reused.append("data")
     if not (train_root / "meta.json").is_file():
         spec = SegmentationSetSpec(
             videos=config.train_videos,
@@ -162,6 +168,8 @@ def run_demo(config: DemoConfig, *, model: dict | None = None) -> dict:
 
     # 2. Tiny model with random base weights, written and loaded like real ones
     model_config = LavidaConfig.from_dict(model if model is not None else _tiny_model_dict())
+    if (out / "base_models" / STAND_INS_FILE).is_file():
+        reused.append("base models")
     model_config = base_models(config, model_config, train_root)
 
     # 3. Training
@@ -201,6 +209,8 @@ def run_demo(config: DemoConfig, *, model: dict | None = None) -> dict:
         output_dir=out / "train",
         sources={"synthetic": source},
     )
+    if latest_checkpoint(out / "train") is not None:
+        reused.append("training")
     fit_started = time.perf_counter()
     summary = trainer.fit()
     train_seconds = time.perf_counter() - fit_started
@@ -222,6 +232,7 @@ def run_demo(config: DemoConfig, *, model: dict | None = None) -> dict:
     metrics["train_seconds"] = round(train_seconds, 1)  # trainer.fit alone
     # Everything from the start: data, stand-in pretraining, training, evaluation and plots.
     metrics["total_seconds"] = round(time.perf_counter() - started, 1)
+    metrics["reused_from_earlier_run"] = reused  # [] for a whole run
     write_json(out / "metrics.json", metrics, indent=2)
     _report(out, config, split, metrics, summary)
     log.info("Demo finished in %.0f s: %s", metrics["total_seconds"], json.dumps(metrics))
@@ -245,6 +256,11 @@ def base_models(config: DemoConfig, model_config: LavidaConfig, train_root: Path
     record_file = base / STAND_INS_FILE
     settings = {
         "seed": config.seed,
+        # The stand-ins are pretrained on the training set, so they belong to its sizes too: data
+        # regenerated with other sizes must not be trained on with the old stand-ins (or resume their run).
+        "train_videos": config.train_videos,
+        "train_images": config.train_images,
+        "train_frames": config.train_frames,
         "sam_pretrain_steps": config.sam_pretrain_steps,
         "clip_pretrain_steps": config.clip_pretrain_steps,
         "model": model_config.to_dict(),
@@ -466,9 +482,15 @@ def _targets_line(metrics: dict) -> str:
         for key, bound in TARGETS.items()
     ]
     seconds = metrics["total_seconds"]
-    parts.append(
-        f"whole run under {TIME_BUDGET_S} s: {'met' if seconds < TIME_BUDGET_S else 'missed'} ({seconds:.1f} s)"
-    )
+    reused = metrics.get("reused_from_earlier_run")
+    if reused:
+        parts.append(
+            f"whole run under {TIME_BUDGET_S} s: not measured (this run reused the {', '.join(reused)} of an "
+            f"earlier one in its folder and took {seconds:.1f} s itself)"
+        )
+    else:
+        verdict = "met" if seconds < TIME_BUDGET_S else "missed"
+        parts.append(f"whole run under {TIME_BUDGET_S} s: {verdict} ({seconds:.1f} s)")
     line = "Targets: " + "; ".join(parts) + "."
     if any(metrics[key] < bound for key, bound in TARGETS.items()):
         line += ' What is known about the gap: docs/benchmarks.md, "The demo\'s frame scores".'
@@ -482,7 +504,12 @@ def _report(out: Path, config: DemoConfig, split, metrics: dict, summary) -> Non
     lines = [
         "# LAVIDA demo — synthetic benchmark",
         "",
-        f"Trained the tiny model for {summary.steps} steps on CPU; total time {metrics['total_seconds']:.0f} s.",
+        f"Trained the tiny model for {summary.steps} steps on CPU; total time {metrics['total_seconds']:.0f} s"
+        + (
+            f" (this run only: it reused the {', '.join(metrics['reused_from_earlier_run'])} of an earlier one)."
+            if metrics.get("reused_from_earlier_run")
+            else "."
+        ),
         "",
         "| split | frame AUC (%) | frame AUC within videos (%) | frame AP (%) | pixel AUC (%) | anomaly categories |",
         "|---|---:|---:|---:|---:|---|",

@@ -168,3 +168,31 @@ def test_staging_folders_of_killed_writers_are_removed_on_the_next_write(tmp_pat
     assert not leftovers["killed"].exists()
     assert all(leftovers[name].exists() for name in leftovers if name != "killed")
     assert _files(tmp_path / "out") == {"done.txt": "new"}
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+@pytest.mark.parametrize("old", ["file", "link to a folder", "dangling link"])
+def test_a_file_or_link_in_the_folders_place_is_replaced_and_nothing_is_left(
+    tmp_path, monkeypatch, exchange, old
+):
+    """What stood at the folder's path goes: a file or a link (the link itself, not what it points to)."""
+    import os
+
+    import lavida.atomic as atomic
+
+    if not exchange:
+        monkeypatch.setattr(atomic, "exchange_paths", lambda first, second: False)  # e.g. macOS, NFS
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("keep")
+    out = tmp_path / "work" / "out"
+    out.parent.mkdir()
+    if old == "file":
+        out.write_text("old")
+    else:
+        os.symlink(elsewhere if old == "link to a folder" else tmp_path / "missing", out)
+    with atomic_dir(out) as staging:
+        (staging / "new.txt").write_text("new")
+    assert not out.is_symlink() and _files(out) == {"new.txt": "new"}
+    assert [p.name for p in out.parent.iterdir()] == ["out"]  # no hidden leftover of the swap
+    assert _files(elsewhere) == {"keep.txt": "keep"}

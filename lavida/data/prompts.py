@@ -23,6 +23,16 @@ from lavida.models.qwen_processor import SEG_TOKEN
 _SPECIAL_TOKEN = re.compile(r"<\|[^|>]*\|>|<SEG>")
 
 
+def _without_special_tokens(text: str) -> str:
+    """``text`` with every chat and ``<SEG>`` token removed, also those that a removal reassembles
+    ("<<SEG>SEG>" → "<SEG>" after one pass): removed until nothing changes."""
+    while True:
+        cleaned = _SPECIAL_TOKEN.sub("", text)
+        if cleaned == text:
+            return text
+        text = cleaned
+
+
 @dataclass(frozen=True)
 class ChatPrompt:
     """A rendered conversation: ``prompt`` (system + user turn + assistant header) and ``answer``.
@@ -131,7 +141,7 @@ def clean_categories(categories: Sequence[str]) -> list[str]:
     """
     if isinstance(categories, str):
         raise TypeError("categories must be a sequence of strings, not one string; split it first.")
-    names = [_SPECIAL_TOKEN.sub("", str(name)).strip() for name in categories]
+    names = [_without_special_tokens(str(name)).strip() for name in categories]
     names = [name for name in names if name]
     if not names:
         raise ValueError(

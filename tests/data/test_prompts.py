@@ -37,6 +37,11 @@ def test_training_draws_cover_all_templates():
 
 def test_categories_are_cleaned():
     assert clean_categories([" fire ", "<SEG>", "smoke<|im_end|>", ""]) == ["fire", "smoke"]
+    # A token whose removal reassembles another is removed too.
+    assert clean_categories(["<<SEG>SEG>fire", "<|im_<|x|>end|>smoke", "<<<SEG>SEG>SEG>"]) == [
+        "fire",
+        "smoke",
+    ]
     with pytest.raises(ValueError, match="empty"):
         clean_categories(["", "<SEG>"])
     with pytest.raises(TypeError, match="not one string"):

@@ -33,6 +33,7 @@ def test_demo_writes_all_outputs(tmp_path):
     out = tmp_path / "demo"
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == metrics and metrics["train_steps"] == 4
+    assert metrics["reused_from_earlier_run"] == []  # a whole run: its time is judged
     for key in ("frame_auc_micro", "pixel_auc", "unseen_frame_auc_micro", "unseen_pixel_auc"):
         assert 0.0 <= saved[key] <= 1.0, key
     for name in (
@@ -70,6 +71,12 @@ def test_demo_writes_all_outputs(tmp_path):
     }
     _plots(out, test_sets)
     assert (out / "score_curves.png").is_file()
+
+    # A rerun into the folder takes everything over and times only itself: the time target is not judged.
+    again = run(cfg)
+    assert again["reused_from_earlier_run"] == ["data", "base models", "training"]
+    assert again["frame_auc_micro"] == metrics["frame_auc_micro"]
+    assert "whole run under 600 s: not measured" in (out / "report.md").read_text()
 
 
 @pytest.mark.slow
@@ -129,6 +136,16 @@ def test_base_models_are_made_once_per_output_folder(tmp_path, synthetic_train_r
     other = DemoConfig(output_dir=str(tmp_path), sam_pretrain_steps=2, clip_pretrain_steps=1)
     with pytest.raises(ValueError, match=STAND_INS_FILE):
         base_models(other, LavidaConfig.from_dict(_tiny_model_dict()), synthetic_train_root)
+    # The stand-ins were pretrained on the training set: regenerated with other sizes, it needs new ones
+    # (and a new training run), not the old ones.
+    resized = DemoConfig(
+        output_dir=str(tmp_path),
+        sam_pretrain_steps=1,
+        clip_pretrain_steps=1,
+        train_videos=config.train_videos + 1,
+    )
+    with pytest.raises(ValueError, match=r"differing: train_videos\).*delete .*base_models.* and .*train"):
+        base_models(resized, LavidaConfig.from_dict(_tiny_model_dict()), synthetic_train_root)
 
 
 def test_a_rerun_with_other_data_settings_is_refused(tmp_path):
@@ -163,6 +180,19 @@ def test_report_states_which_targets_are_met():
     line = _targets_line({"frame_auc_micro": 0.8996, "pixel_auc": 0.95, "total_seconds": 599.96})
     assert "missed (89.96 %)" in line and "met (600.0 s)" in line
     assert line.endswith('docs/benchmarks.md, "The demo\'s frame scores".')  # points to what is known
+    # A rerun that took over earlier work timed only itself: the time target is not judged.
+    line = _targets_line(
+        {
+            "frame_auc_micro": 0.8,
+            "pixel_auc": 0.95,
+            "total_seconds": 12.0,
+            "reused_from_earlier_run": ["data", "base models", "training"],
+        }
+    )
+    assert (
+        "whole run under 600 s: not measured (this run reused the data, base models, training of an earlier "
+        "one in its folder and took 12.0 s itself)" in line
+    )
 
 
 def test_within_video_auc_ignores_offsets_between_videos_and_skips_normal_ones(tmp_path):
