@@ -147,6 +147,12 @@ class LavidaProcessor:
         frame_labels = None
         if sample.frame_labels is not None:
             frame_labels = _as_tensor(sample.frame_labels).float().reshape(-1)
+            if frame_labels.shape[0] != frames.shape[0]:
+                # One presence label per frame supervises that frame's object score (L_seg).
+                raise ValueError(
+                    f"The sample has {frames.shape[0]} frames but {frame_labels.shape[0]} frame labels; "
+                    "give one label per frame."
+                )
         elif masks is not None:
             frame_labels = masks.flatten(1).any(dim=1).float()  # per-frame mask presence (docs/fidelity.md)
         return EncodedSample(

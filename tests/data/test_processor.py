@@ -86,5 +86,7 @@ def test_bad_inputs(processor):
     frames = np.zeros((2, 32, 32, 3), np.uint8)
     with pytest.raises(ValueError, match="2 frames but 3 masks"):
         processor.encode(ClipSample(frames=frames, categories=["x"], masks=np.zeros((3, 32, 32))), train=True)
+    with pytest.raises(ValueError, match="2 frames but 3 frame labels"):
+        processor.encode(ClipSample(frames=frames, categories=["x"], frame_labels=np.ones(3)), train=True)
     with pytest.raises(ValueError, match="category list is empty"):
         processor.encode(ClipSample(frames=frames, categories=[" "]), train=False)
