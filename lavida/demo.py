@@ -138,7 +138,7 @@ def run_demo(config: DemoConfig, *, model: dict | None = None) -> dict:
     reused = []
     if (train_root / "meta.json").is_file():
         reused.append("data")
-    if not (train_root / "meta.json").is_file():
+    else:
         spec = SegmentationSetSpec(
             videos=config.train_videos,
             images=config.train_images,
@@ -473,6 +473,11 @@ def _overlays(out: Path, test_sets: dict) -> None:
             Image.fromarray(np.concatenate(tiles, axis=1)).save(folder / f"{name}_{video}.png")
 
 
+def _reused(metrics: dict) -> str:
+    """What a rerun took over, for the report: "the data, base models of an earlier one"."""
+    return f"the {', '.join(metrics['reused_from_earlier_run'])} of an earlier one"
+
+
 def _targets_line(metrics: dict) -> str:
     """Whether the seen split meets :data:`TARGETS` and the run :data:`TIME_BUDGET_S`, in one sentence."""
     names = {"frame_auc_micro": "frame AUC", "pixel_auc": "pixel AUC"}
@@ -482,11 +487,10 @@ def _targets_line(metrics: dict) -> str:
         for key, bound in TARGETS.items()
     ]
     seconds = metrics["total_seconds"]
-    reused = metrics.get("reused_from_earlier_run")
-    if reused:
+    if metrics.get("reused_from_earlier_run"):
         parts.append(
-            f"whole run under {TIME_BUDGET_S} s: not measured (this run reused the {', '.join(reused)} of an "
-            f"earlier one in its folder and took {seconds:.1f} s itself)"
+            f"whole run under {TIME_BUDGET_S} s: not measured (this run reused {_reused(metrics)} in its "
+            f"folder and took {seconds:.1f} s itself)"
         )
     else:
         verdict = "met" if seconds < TIME_BUDGET_S else "missed"
@@ -506,7 +510,7 @@ def _report(out: Path, config: DemoConfig, split, metrics: dict, summary) -> Non
         "",
         f"Trained the tiny model for {summary.steps} steps on CPU; total time {metrics['total_seconds']:.0f} s"
         + (
-            f" (this run only: it reused the {', '.join(metrics['reused_from_earlier_run'])} of an earlier one)."
+            f" (this run only: it reused {_reused(metrics)})."
             if metrics.get("reused_from_earlier_run")
             else "."
         ),

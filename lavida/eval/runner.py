@@ -211,7 +211,7 @@ def _predict(
         side = predictor.model.mask_decoder.image_size if protocol.pixel_resize == "release" else None
 
         def predicted(frames: np.ndarray) -> np.ndarray:
-            held = logits[plan.source[frames]].astype(np.float32)  # scored frames are 0..F'-1
+            held = logits[plan.source[frames]]  # scored frames are 0..F'-1
             # Probabilities in float64: a float32 sigmoid is exactly 1.0 for every logit above ~16.6,
             # and the release ranks pixels by their logits (docs/evaluation.md).
             if side is not None:
@@ -242,7 +242,7 @@ def _from_saved(
     npz, npy = saved_prediction_paths(directory, video.name)
     pixel_scores = None
     if npz.is_file():
-        with _reading(npz, "an .npz archive with an array 'frame_scores' (F,) and optionally 'pixel_scores'"):
+        with _reading(npz, _NPZ_LAYOUT):
             with np.load(npz, allow_pickle=False) as data:
                 if "frame_scores" not in data.files:
                     raise GroundTruthError(f"{npz}: expected an array 'frame_scores'; found {data.files}.")
@@ -299,9 +299,7 @@ def _check_saved_pixel_maps(videos: Sequence[TestVideo], directory: Path) -> Non
         npz, _ = saved_prediction_paths(directory, video.name)
         has_maps = False
         if npz.is_file():
-            with _reading(
-                npz, "an .npz archive with an array 'frame_scores' (F,) and optionally 'pixel_scores'"
-            ):
+            with _reading(npz, _NPZ_LAYOUT):
                 with np.load(npz, allow_pickle=False) as data:  # reads the archive's index only
                     has_maps = "pixel_scores" in data.files
         (with_maps if has_maps else without).append(video.name)
@@ -339,6 +337,9 @@ def saved_prediction_paths(directory: str | Path, video_name: str) -> tuple[Path
     """
     base = safe_file_name(video_name)
     return Path(directory) / f"{base}.npz", Path(directory) / f"{base}.npy"
+
+
+_NPZ_LAYOUT = "an .npz archive with an array 'frame_scores' (F,) and optionally 'pixel_scores'"
 
 
 @contextlib.contextmanager

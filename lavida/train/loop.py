@@ -165,8 +165,8 @@ class Trainer:
         # Parameters that an lr scale of 0 leaves out of the optimizer still get gradients (they keep
         # requires_grad, by which checkpoints select what trained): they must neither enter the clipped
         # norm nor accumulate gradients from step to step.
-        optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        self._optimized = [p for p in model.parameters() if id(p) in optimized]
+        self._optimized = [p for group in optimizer.param_groups for p in group["params"]]
+        optimized = {id(p) for p in self._optimized}
         self._left_out = [p for p in model.parameters() if p.requires_grad and id(p) not in optimized]
         self._applied_lr = float("nan")
         scheduler = build_scheduler(optimizer, self.config.optim, total_steps=self.config.total_steps)
