@@ -2,7 +2,10 @@
 reading side of ``write_json``, whose errors name the file).
 
 A reader, or a run resumed after a kill, finds either the old file or the new one, never half of one
-(``os.replace`` is atomic within a file system). The temporary name is unique to the process and the
+(``os.replace`` is atomic within a file system). The new data is flushed to disk (``fsync``) before the
+rename, and the folder holding the name after it, so a crash of the machine or a power cut does not
+leave the new name pointing at empty or partly written data either (ext4 and xfs may reorder the
+rename before the data otherwise). The temporary name is unique to the process and the
 call, so two processes writing the same target never share a temporary file, and it keeps the
 target's suffix (``np.savez`` appends ``.npz`` to names without it). A write that raises removes its
 temporary file.
@@ -61,10 +64,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{path.suffix}")
     try:
         yield temporary
+        _flush(temporary)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+    _flush(path.parent)
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -151,6 +156,7 @@ def replace_dir(staging: str | Path, path: str | Path) -> None:
     same file system as ``path``, e.g. beside it.
     """
     staging, path = Path(staging), Path(path)
+    _flush_tree(staging)
     if not path.exists() and not path.is_symlink():
         os.replace(staging, path)
     elif exchange_paths(staging, path):  # the staging name now holds the old version
@@ -160,6 +166,32 @@ def replace_dir(staging: str | Path, path: str | Path) -> None:
         os.replace(path, old)
         os.replace(staging, path)
         _delete(old)
+    _flush(path.parent)
+
+
+def _flush(entry: Path) -> None:
+    """Write ``entry``'s data (a file) or names (a folder) to disk before going on.
+
+    File systems that cannot flush a folder (some network ones) answer EINVAL; that is not an error.
+    """
+    descriptor = os.open(entry, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    except OSError as error:
+        if error.errno not in _UNSUPPORTED:
+            raise
+    finally:
+        os.close(descriptor)
+
+
+def _flush_tree(folder: Path) -> None:
+    """Flush every file and folder under ``folder`` (and itself), deepest first."""
+    for root, _, files in os.walk(folder, topdown=False):
+        for name in files:
+            file = Path(root, name)
+            if not file.is_symlink():
+                _flush(file)
+        _flush(Path(root))
 
 
 def _delete(entry: Path) -> None:

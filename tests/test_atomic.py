@@ -1,6 +1,7 @@
 """lavida.atomic: a write either lands whole or leaves the old file, and never leaves temporaries behind."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,3 +197,78 @@ def test_a_file_or_link_in_the_folders_place_is_replaced_and_nothing_is_left(
     assert not out.is_symlink() and _files(out) == {"new.txt": "new"}
     assert [p.name for p in out.parent.iterdir()] == ["out"]  # no hidden leftover of the swap
     assert _files(elsewhere) == {"keep.txt": "keep"}
+
+
+_NEEDS_PROC = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name descriptors")
+
+
+def _record_flushes(monkeypatch):
+    """Log every fsync (by the path it flushed) and every rename, in order."""
+    import os
+
+    import lavida.atomic as atomic
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace  # atomic.os is the os module: keep the originals
+
+    def fsync(descriptor):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{descriptor}")))
+        return real_fsync(descriptor)
+
+    def replace(source, target):
+        events.append(("rename", str(source), str(target)))
+        return real_replace(source, target)
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    return events
+
+
+@_NEEDS_PROC
+def test_a_file_reaches_the_disk_before_its_rename_and_the_rename_after(tmp_path, monkeypatch):
+    """A machine crash after the rename must not find the new name on unwritten data."""
+    events = _record_flushes(monkeypatch)
+    target = tmp_path / "metrics.json"
+    write_text(target, "new")
+    (rename,) = [event for event in events if event[0] == "rename"]
+    temporary = rename[1]
+    assert events == [("fsync", temporary), rename, ("fsync", str(tmp_path))]
+
+
+@_NEEDS_PROC
+@pytest.mark.parametrize("exchange", [True, False])
+def test_a_folder_reaches_the_disk_before_it_takes_the_old_ones_place(tmp_path, monkeypatch, exchange):
+    import lavida.atomic as atomic
+
+    weights = tmp_path / "sam2"
+    with atomic_dir(weights) as staging:
+        (staging / "old.bin").write_text("old")
+    if not exchange:
+        monkeypatch.setattr(atomic, "exchange_paths", lambda first, second: False)  # e.g. macOS, NFS
+    events = _record_flushes(monkeypatch)
+    swapped = []
+    if exchange:
+        _skip_without_exchange(tmp_path)
+        real_exchange = atomic.exchange_paths
+
+        def logged_exchange(first, second):
+            events.append(("exchange", str(first), str(second)))
+            swapped.append(True)
+            return real_exchange(first, second)
+
+        monkeypatch.setattr(atomic, "exchange_paths", logged_exchange)
+    with atomic_dir(weights) as staging:
+        (staging / "nested").mkdir()
+        (staging / "nested" / "model.safetensors").write_text("new")
+        (staging / "config.json").write_text("new")
+    first_move = next(i for i, event in enumerate(events) if event[0] in ("rename", "exchange"))
+    flushed_before = {event[1] for event in events[:first_move] if event[0] == "fsync"}
+    assert flushed_before == {
+        str(staging / "nested" / "model.safetensors"),
+        str(staging / "config.json"),
+        str(staging / "nested"),
+        str(staging),
+    }
+    assert events[-1] == ("fsync", str(tmp_path))  # the new name itself is on disk
+    assert swapped == ([True] if exchange else [])
+    assert (weights / "config.json").read_text() == "new" and not (weights / "old.bin").exists()

@@ -24,7 +24,13 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lavida.atomic import write_json
 from lavida.data.video import VideoReadError
-from lavida.detect.detector import Detector, check_intervals, check_output_options, check_threshold
+from lavida.detect.detector import (
+    Detector,
+    check_fps,
+    check_intervals,
+    check_output_options,
+    check_threshold,
+)
 from lavida.detect.outputs import interval_records
 from lavida.detect.stream import expand_inputs, is_live, output_names
 from lavida.file_state import file_state
@@ -53,6 +59,7 @@ def run(cfg: DictConfig) -> dict:
     categories = parse_categories(cfg.categories)
     check_output_options(overlay=cfg.overlay, save=cfg.save)  # before the model loads
     check_threshold(cfg.threshold)
+    check_fps(cfg.fps)
     check_intervals(min_interval=cfg.min_interval, merge_gap=cfg.merge_gap)
     inputs = expand_inputs(cfg.input)
     detector = Detector.from_checkpoint(
@@ -93,6 +100,7 @@ def run(cfg: DictConfig) -> dict:
                 save=cfg.save,
                 explain=cfg.explain,
                 max_frames=cfg.max_frames,
+                fps=cfg.fps,
                 name=name,
             )
         except (VideoReadError, ValueError, IndexError) as error:
@@ -117,7 +125,7 @@ RUN_FILE = "run.json"  # in each video's folder: what its outputs were made with
 
 def _run_key(cfg: DictConfig, categories: list[str], detector: Detector) -> dict:
     """Everything besides the input that shapes a video's outputs."""
-    outputs = ("overlay", "save", "explain", "max_frames")
+    outputs = ("overlay", "save", "explain", "max_frames", "fps")
     scoring = ("threshold", "interval", "stride", "aggregation", "min_interval", "merge_gap")
     return {
         "checkpoint_sha256": checkpoint_digest(cfg.checkpoint),

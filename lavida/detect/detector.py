@@ -160,9 +160,16 @@ class Detector:
     # -- streams -----------------------------------------------------------------------------------
 
     def stream(
-        self, source: str | Path, categories: Sequence[str], *, max_frames: int | None = None
+        self,
+        source: str | Path,
+        categories: Sequence[str],
+        *,
+        max_frames: int | None = None,
+        fps: float | None = None,
     ) -> Iterator[FrameResult]:
         """Yield every frame's result (score, low-resolution mask, the frame) as soon as it is final.
+
+        ``fps`` is the frame rate of a frame folder (video files store their own).
 
         Raises:
             ValueError: empty category list, or frames the model cannot take (the message names the
@@ -170,7 +177,8 @@ class Detector:
             lavida.data.video.VideoReadError: unreadable, empty or undecodable video.
         """
         categories = clean_categories(categories)
-        frames = open_stream(source, max_frames=max_frames).frames
+        check_fps(fps)
+        frames = open_stream(source, fps=fps, max_frames=max_frames).frames
         yield from self._window(categories, source).run(frames)
 
     def _window(self, categories: list[str], source: str | Path) -> SlidingWindow:
@@ -206,6 +214,7 @@ class Detector:
         save: str = "all",
         explain: bool = False,
         max_frames: int | None = None,
+        fps: float | None = None,
         progress: bool = True,
         name: str | None = None,
     ) -> Detection:
@@ -227,6 +236,8 @@ class Detector:
                 frames written by then are summarised and the folder is committed (frames read but not
                 yet final, at most about one clip's, are dropped). A second Ctrl-C while the summary or
                 the last explanation is written aborts with nothing kept.
+            fps: Frame rate of a frame folder, which stores none: it gives the intervals' times and
+                the overlay's rate (without it: no times, and 25 fps). Video files keep their own.
             progress: Show a progress bar.
             name: The output folder's name (default: ``lavida.detect.stream.stream_name``; a run over
                 many inputs passes ``output_names`` so that no two share a folder).
@@ -240,8 +251,9 @@ class Detector:
         from tqdm import tqdm
 
         check_output_options(overlay=overlay, save=save)
+        check_fps(fps)
         categories = clean_categories(categories)
-        stream = open_stream(source, max_frames=max_frames)
+        stream = open_stream(source, fps=fps, max_frames=max_frames)
         name = name or stream.name
         live = is_live(str(source))
         target = None if output_dir is None else Path(output_dir) / name
@@ -343,6 +355,22 @@ def check_threshold(threshold: float) -> None:
         raise ValueError(
             f"threshold must be a number in [0, 1], got {threshold!r}: frame scores are probabilities; "
             "set e.g. threshold=0.5."
+        )
+
+
+def check_fps(fps: float | None) -> None:
+    """A frame folder's frame rate: None (unknown) or a positive number of frames per second.
+
+    Raises:
+        ValueError: naming the setting.
+    """
+    if fps is None:
+        return
+    number = isinstance(fps, numbers.Real) and not isinstance(fps, bool)
+    if not number or not 0.0 < float(fps) < float("inf"):  # NaN fails too
+        raise ValueError(
+            f"fps must be a positive number of frames per second or null, got {fps!r}; it is the frame "
+            "rate of frame folders, e.g. fps=25."
         )
 
 

@@ -428,6 +428,39 @@ def test_cli_index_entry_is_the_same_fresh_and_reused_with_explanations(checkpoi
     assert summary["intervals"] == intervals
 
 
+def test_a_frame_folders_rate_gives_times_and_the_overlays_rate(checkpoint, tmp_path, monkeypatch):
+    """Frame folders store no frame rate: lavida-detect's fps gives it (times, overlay); bad ones are refused."""
+    from lavida import Detector
+    from lavida.cli.detect import run
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for t, frame in enumerate(moving_square(10)):
+        Image.fromarray(frame).save(folder / f"{t:03d}.png")
+    index = run(cli_config(folder, "fire", checkpoint, tmp_path / "out", fps=5))
+    out = tmp_path / "out" / "frames"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["fps"] == 5 and index["videos"][0]["intervals"]  # the tiny model flags frames
+    for interval in summary["intervals"]:
+        assert interval["start_time"] == pytest.approx(interval["start"] / 5)
+        assert interval["end_time"] == pytest.approx((interval["end"] + 1) / 5)
+    lines = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
+    assert lines[3]["time_s"] == pytest.approx(0.6)
+    assert open_video(out / "overlay.mp4").fps == pytest.approx(5)  # not the 25 used without a rate
+
+    computed = _recording_detect(monkeypatch)
+    run(cli_config(folder, "fire", checkpoint, tmp_path / "out", fps=5))
+    assert computed == []  # the same rate: reused
+    run(cli_config(folder, "fire", checkpoint, tmp_path / "out", fps=10))
+    assert computed == ["frames"]  # another rate changes the times: redone
+    assert open_video(out / "overlay.mp4").fps == pytest.approx(10)
+
+    monkeypatch.setattr(Detector, "from_checkpoint", lambda *a, **k: pytest.fail("the model was loaded"))
+    for bad in (0, -25, float("nan"), float("inf"), "25", True):
+        with pytest.raises(ValueError, match="fps must be a positive number"):
+            run(cli_config(folder, "fire", checkpoint, tmp_path / "bad", fps=bad))
+
+
 def test_threshold_outside_0_1_is_refused(detector, checkpoint, tmp_path, monkeypatch):
     from lavida import Detector
     from lavida.cli.detect import run
