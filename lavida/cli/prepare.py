@@ -147,7 +147,7 @@ def run(
             records.append(record)
             yield record
 
-    count = write_manifest(progress(), manifest)
+    count = write_manifest(progress(), manifest, options=source.index_options())
     pool = TextPool.from_records(records)
     summary: dict[str, object] = {
         "dataset": dataset,

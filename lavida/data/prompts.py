@@ -133,6 +133,25 @@ class PromptTemplates:
         return ChatPrompt(prompt=prompt, answer=self.answer[answer_index] + "<|im_end|>")
 
 
+def parse_categories(value: str | Sequence[str]) -> list[str]:
+    """A command line's categories: ``"fire, fighting"`` or a list → ``["fire", "fighting"]``.
+
+    Raises:
+        ValueError: none is given.
+    """
+    if isinstance(value, str):
+        names = [part.strip() for part in value.split(",")]
+    else:
+        names = [str(item).strip() for item in value]
+    names = [name for name in names if name]
+    if not names:
+        raise ValueError(
+            f"categories is empty ({value!r}); give at least one, e.g. 'categories=\"fire, fighting\"' "
+            "(quoted for the shell and for Hydra)."
+        )
+    return names
+
+
 def clean_categories(categories: Sequence[str]) -> list[str]:
     """Strip whitespace and special tokens from category names; drop empty ones; keep order.
 

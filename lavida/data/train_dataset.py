@@ -39,7 +39,13 @@ from lavida.data.exposure import AnomalyExposureSampler, PoolWeighting, TextPool
 from lavida.data.mixture import Mixture
 from lavida.data.processor import EncodedSample, LavidaProcessor
 from lavida.data.sources import get_source
-from lavida.data.sources.base import DatasetFormatError, SegmentationSource, SegRecord, read_manifest
+from lavida.data.sources.base import (
+    DatasetFormatError,
+    SegmentationSource,
+    SegRecord,
+    check_manifest_options,
+    read_manifest,
+)
 from lavida.data.types import ClipSample, LavidaBatch
 
 log = logging.getLogger(__name__)
@@ -364,6 +370,7 @@ def build_train_dataset(
                 source = get_source(name, root, split=settings.split, **settings.options)
             manifest = settings.manifest or source.manifest_path(config.manifest_dir)
             usable = [record for record in read_manifest(manifest) if record.targets]
+            check_manifest_options(manifest, source, setting=f"data.sources.{name}.options")
             if not usable:
                 raise DatasetFormatError(f"{manifest}: no record with a target; re-run lavida-prepare {name}")
         except (DatasetFormatError, ImportError, OSError) as error:

@@ -124,3 +124,40 @@ def test_an_rle_spec_with_several_keys_is_their_union(tmp_path):
     np.testing.assert_array_equal(load_mask_spec(spec, [0], root=tmp_path, size=(4, 6))[0], left | right)
     with pytest.raises(DatasetFormatError, match="no entry 'd'"):
         load_mask_spec({**spec, "key": ["a", "d"]}, [0], root=tmp_path, size=(4, 6))
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return (
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
+
+
+def _png(width: int, height: int, idat: list[tuple[bytes, bytes]]) -> bytes:
+    import struct
+
+    header = _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))  # 8-bit greyscale
+    return b"\x89PNG\r\n\x1a\n" + header + b"".join(_chunk(k, d) for k, d in idat) + _chunk(b"IEND", b"")
+
+
+def test_every_unreadable_label_or_image_is_a_format_error_naming_the_file(tmp_path):
+    """Pillow raises SyntaxError for a broken chunk and DecompressionBombError for a huge header: both must
+    be DatasetFormatErrors (which index(skip_errors=True) and data.skip_errors skip), naming the file."""
+    import zlib
+
+    from lavida.data.sources.masks import image_size
+    from lavida.data.train_dataset import READ_ERRORS
+
+    label = np.zeros((24, 32), np.uint8)
+    label[2:10, 2:10] = 13
+    pixels = zlib.compress(b"".join(b"\x00" + row.tobytes() for row in label))  # filter byte 0 per row
+    broken = tmp_path / "broken.png"  # the second IDAT chunk's type is mangled
+    broken.write_bytes(_png(32, 24, [(b"IDAT", pixels[:10]), (b"ID\x00T", pixels[10:])]))
+    huge = tmp_path / "huge.png"  # a header claiming 100,000 x 100,000 pixels
+    huge.write_bytes(_png(100_000, 100_000, [(b"IDAT", pixels)]))
+    for path, reader in ((broken, read_index_png), (huge, read_index_png), (huge, image_size)):
+        with pytest.raises(DatasetFormatError, match=path.name) as caught:
+            reader(path)
+        assert isinstance(caught.value, READ_ERRORS)

@@ -82,6 +82,7 @@ class ADE20KSource(SegmentationSource):
     """
 
     name = "ade20k"
+    record_options = ("exclude_background", "min_pixels")
     is_video = False
 
     def __init__(

@@ -106,10 +106,20 @@ class SegRecord:
         )
 
 
-def write_manifest(records: Iterable[SegRecord], path: str | Path) -> int:
-    """Write records as JSON lines (atomically: a temporary file renamed into place); return the count."""
+_HEADER_KEY = "manifest_options"  # the first line of a manifest: {"manifest_options": {...}}
+
+
+def write_manifest(
+    records: Iterable[SegRecord], path: str | Path, *, options: dict[str, Any] | None = None
+) -> int:
+    """Write records as JSON lines (atomically: a temporary file renamed into place); return the count.
+
+    The first line records ``options``, the source's :meth:`SegmentationSource.index_options`, so that
+    training can refuse a manifest indexed with other ones (:func:`check_manifest_options`).
+    """
     count = 0
     with atomic_path(path) as temporary, temporary.open("w", encoding="utf-8") as handle:
+        handle.write(json.dumps({_HEADER_KEY: options or {}}) + "\n")
         for record in records:
             handle.write(record.to_json() + "\n")
             count += 1
@@ -128,13 +138,50 @@ def read_manifest(path: str | Path) -> list[SegRecord]:
     records = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
-            if not line.strip():
+            if not line.strip() or (number == 1 and _header(line) is not None):
                 continue
             try:
                 records.append(SegRecord.from_json(line))
             except (KeyError, TypeError, ValueError) as error:
                 raise DatasetFormatError(f"{path}, line {number}: not a valid record ({error}).") from error
     return records
+
+
+def _header(line: str) -> dict[str, Any] | None:
+    """The options of a manifest's header line; None when ``line`` is a record (or older manifests)."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    if isinstance(data, dict) and set(data) == {_HEADER_KEY} and isinstance(data[_HEADER_KEY], dict):
+        return data[_HEADER_KEY]
+    return None
+
+
+def check_manifest_options(path: str | Path, source: SegmentationSource, *, setting: str) -> None:
+    """Raise unless the manifest at ``path`` was indexed with ``source``'s options.
+
+    A manifest written with another class list, label version or split scheme holds other targets;
+    training on it with this configuration would silently mix the two. Manifests written before options
+    were recorded (no header line) are accepted.
+
+    Args:
+        setting: Where the options are configured, for the message (``data.sources.<name>.options``).
+
+    Raises:
+        DatasetFormatError: naming the manifest, both sets of options and how to reconcile them.
+    """
+    path = Path(path)
+    with path.open(encoding="utf-8") as handle:
+        recorded = _header(handle.readline())
+    wanted = json.loads(json.dumps(source.index_options()))  # as it reads back (tuples as lists)
+    if recorded is not None and recorded != wanted:
+        given = " ".join(f"{key}={value}" for key, value in recorded.items()) or "the defaults"
+        raise DatasetFormatError(
+            f"{path}: indexed with the options {recorded}, but {setting} gives {wanted}. Re-run "
+            f"`lavida-prepare {source.name} root=... {' '.join(f'{k}={v}' for k, v in wanted.items())}`, "
+            f"or set {setting} to match the manifest ({given})."
+        )
 
 
 class SegmentationSource(abc.ABC):
@@ -149,6 +196,9 @@ class SegmentationSource(abc.ABC):
 
     name: str
     is_video: bool
+    # Constructor options that change which records and targets ``index`` yields (a class list, a label
+    # version): they are stored in the manifest and checked when training reads it.
+    record_options: tuple[str, ...] = ()
 
     def __init__(self, root: str | Path, *, split: str = "train") -> None:
         self.root = Path(root).expanduser()
@@ -224,6 +274,11 @@ class SegmentationSource(abc.ABC):
             log.info("%s: %d %s have no target and are left out.", self.name, without_targets, unit)
         if skipped:
             log.warning("%s: skipped %d of %d %s with format errors.", self.name, skipped, len(items), unit)
+
+    def index_options(self) -> dict[str, Any]:
+        """This source's ``record_options`` and their values (paths as POSIX strings)."""
+        values = {key: getattr(self, key) for key in self.record_options}
+        return {key: value.as_posix() if isinstance(value, Path) else value for key, value in values.items()}
 
     def manifest_path(self, directory: str | Path | None = None) -> Path:
         """Where ``lavida-prepare`` writes this source's manifest (default: ``<root>/.lavida/``)."""

@@ -47,9 +47,11 @@ CITYSCAPES_LABELS: dict[int, str] = {
 
 # Label ids 0..6 belong to the "void" category of labels.py: not descriptions of anything.
 _FIRST_NAMED_ID = 7
-# Labels that are groups of another class: where the group is present, so is the class (a
-# "polegroup" is poles; Cityscapes ignores it in train19, whose "pole" is a target).
-_ALSO_PRESENT = {"polegroup": ("pole",)}
+# Labels that are groups of another class's objects told apart no further (a "polegroup" is poles;
+# Cityscapes ignores it in train19, whose "pole" is a target): where the group is present, so is the
+# class (Eq. 1), and the group's pixels belong to the class's mask, which would otherwise mark those
+# poles as normal in an anomalous "pole" sample.
+_GROUPS_OF = {17: (18,)}  # pole: polegroup
 
 # The label ids of the 19 benchmark classes (trainId 0..18 in labels.py, in trainId order).
 CITYSCAPES_TRAIN19: tuple[int, ...] = (
@@ -98,6 +100,7 @@ class CityscapesSource(SegmentationSource):
     """
 
     name = "cityscapes"
+    record_options = ("classes", "min_pixels")
     is_video = False
 
     def __init__(
@@ -158,13 +161,19 @@ class CityscapesSource(SegmentationSource):
             )
         counts = np.bincount(label.ravel(), minlength=max(CITYSCAPES_LABELS) + 1)
         label_file = label_path.relative_to(self.root).as_posix()
-        present, targets = [], []
-        for value in np.flatnonzero(counts[_FIRST_NAMED_ID:]) + _FIRST_NAMED_ID:
-            text = normalize_text(CITYSCAPES_LABELS[int(value)])
-            present.append(text)
-            present.extend(_ALSO_PRESENT.get(text, ()))  # never listed as absent where present (Eq. 1)
-            if value in self.target_ids and counts[value] >= self.min_pixels:
-                mask = {"kind": "index_png", "paths": [label_file], "values": [int(value)]}
+        named = range(_FIRST_NAMED_ID, len(counts))
+        present = [normalize_text(CITYSCAPES_LABELS[value]) for value in named if counts[value]]
+        targets = []
+        for value in named:
+            values = [value, *_GROUPS_OF.get(value, ())]  # a class with its group's pixels
+            pixels = int(counts[values].sum())
+            if not pixels:
+                continue
+            text = normalize_text(CITYSCAPES_LABELS[value])
+            if not counts[value]:
+                present.append(text)  # in the image through its group only: never listed as absent
+            if value in self.target_ids and pixels >= self.min_pixels:
+                mask = {"kind": "index_png", "paths": [label_file], "values": values}
                 targets.append(SegTarget(text=text, mask=mask))
         return SegRecord(
             source=self.name,

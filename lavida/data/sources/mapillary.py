@@ -62,6 +62,7 @@ class MapillaryVistasSource(SegmentationSource):
     """
 
     name = "mapillary"
+    record_options = ("version", "skip_void", "min_pixels")
     is_video = False
 
     def __init__(

@@ -27,8 +27,21 @@ from lavida.data.exposure import normalize_text as comparison_key
 from lavida.data.sources.base import DatasetFormatError, SegTarget
 
 
+def _pillow_errors() -> tuple[type[BaseException], ...]:
+    """What Pillow raises for an unreadable file: besides OSError and ValueError, SyntaxError for some
+    corrupt files ("broken PNG file") and DecompressionBombError, an Exception only, for a header that
+    claims a huge size (as ``lavida.data.video.read_image`` catches them)."""
+    from PIL import Image
+
+    return (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
 def read_index_png(path: str | Path) -> np.ndarray:
-    """A label PNG as an (H, W) integer array of raw pixel values (palette indices for mode 'P')."""
+    """A label PNG as an (H, W) integer array of raw pixel values (palette indices for mode 'P').
+
+    Raises:
+        DatasetFormatError: the file is missing, corrupt or not a single-channel image (named).
+    """
     from PIL import Image
 
     try:
@@ -38,20 +51,30 @@ def read_index_png(path: str | Path) -> np.ndarray:
             raise DatasetFormatError(
                 f"{path}: expected a single-channel label PNG (mode P/L/I), got mode {image.mode}."
             )
-    except OSError as error:
-        raise DatasetFormatError(f"{path}: cannot read the label image ({error}).") from error
+    except _pillow_errors() as error:
+        raise DatasetFormatError(
+            f"{path}: cannot read the label image ({type(error).__name__}: {error}); replace it with a "
+            "good copy from the dataset's archive."
+        ) from error
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """(H, W) of an image file, from its header only."""
+    """(H, W) of an image file, from its header only.
+
+    Raises:
+        DatasetFormatError: the file is missing, corrupt or not an image (named).
+    """
     from PIL import Image
 
     try:
         with Image.open(path) as handle:
             width, height = handle.size
-    except OSError as error:
-        raise DatasetFormatError(f"{path}: cannot read the image ({error}).") from error
-    return height, width
+    except _pillow_errors() as error:
+        raise DatasetFormatError(
+            f"{path}: cannot read the image ({type(error).__name__}: {error}); replace it with a good copy "
+            "from the dataset's archive."
+        ) from error
+    return int(height), int(width)
 
 
 def check_image_size(image: str | Path, size: tuple[int, ...]) -> None:

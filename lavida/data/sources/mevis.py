@@ -214,7 +214,7 @@ class MeViSSource(VideoSegmentationSource):
         records: dict[str, SegRecord] = {}
         pending: dict[str, _Video] = {}
         waiting: dict[str, list[str]] = {}  # annotation id -> videos that still need it
-        dropped = 0
+        dropped = never_visible = 0
         for name, entry in videos.items():
             try:
                 video, empty = self._prepare(name, entry, split_dir, meta_path)
@@ -223,7 +223,8 @@ class MeViSSource(VideoSegmentationSource):
                 continue
             dropped += empty
             if not video.missing:
-                records[name] = self._finish(video, mask_path, shard_dir)
+                records[name], unseen = self._finish(video, mask_path, shard_dir)
+                never_visible += unseen
                 continue
             pending[name] = video
             for annotation in video.missing:
@@ -240,9 +241,11 @@ class MeViSSource(VideoSegmentationSource):
                     continue
                 del pending[name]
                 try:
-                    records[name] = self._finish(video, mask_path, shard_dir)
+                    records[name], unseen = self._finish(video, mask_path, shard_dir)
                 except DatasetFormatError as error:
                     errors.handle(name, error)
+                else:
+                    never_visible += unseen
         for name, video in pending.items():
             missing = sorted(video.missing, key=lambda key: (len(key), key))
             errors.handle(
@@ -262,6 +265,11 @@ class MeViSSource(VideoSegmentationSource):
                 continue
             yield record
         log_dropped(self.name, dropped, "expressions have an empty text or no annotation id and are left out")
+        log_dropped(
+            self.name,
+            never_visible,
+            "expressions have no mask on any frame (null or empty everywhere) and are left out",
+        )
         log_dropped(self.name, without_targets, "videos have no usable expression and are left out")
         errors.report(len(videos))
 
@@ -295,8 +303,14 @@ class MeViSSource(VideoSegmentationSource):
         missing = {annotation for _, anno_ids in kept for annotation in anno_ids}
         return _Video(name=name, stems=stems, size=size, expressions=kept, missing=missing), dropped
 
-    def _finish(self, video: _Video, mask_path: Path, shard_dir: Path) -> SegRecord:
-        """Check the video's masks, write its shard, and build its record."""
+    def _finish(self, video: _Video, mask_path: Path, shard_dir: Path) -> tuple[SegRecord, int]:
+        """Check the video's masks, write its shard, and build its record; also return how many of its
+        expressions were left out for having no mask on any frame.
+
+        Such an expression describes nothing visible in the clip: as a target it would be an anomalous
+        sample (y_f = 1) with an empty mask on every frame, and its empty visibility would read as
+        "visible everywhere" (``SegTarget.frames``). Ref-DAVIS and refer leave such targets out too.
+        """
         length = len(video.stems)
         for annotation, per_frame in video.masks.items():
             _check_masks(
@@ -311,20 +325,25 @@ class MeViSSource(VideoSegmentationSource):
         visible: dict[str, tuple[int, ...]] = {}
         for _, anno_ids in video.expressions:
             key = "+".join(anno_ids)
-            if key in shard:
+            if key in visible:
                 continue
-            shard[key] = [
-                [video.masks[a][position] for a in anno_ids if video.masks[a][position] is not None] or None
-                for position in range(length)
-            ]
             visible[key] = tuple(sorted(set().union(*(present[a] for a in anno_ids))))
+            if visible[key]:
+                shard[key] = [
+                    [video.masks[a][position] for a in anno_ids if video.masks[a][position] is not None]
+                    or None
+                    for position in range(length)
+                ]
         shard_path = shard_dir / f"{video.name}.json"
-        targets = []
+        targets, never_visible = [], 0
         if shard:
             write_json(shard_path, shard, separators=(",", ":"))  # atomic: a reader never sees half a shard
             reference = artifact_reference(shard_path, self.root)
             for text, anno_ids in video.expressions:
                 key = "+".join(anno_ids)
+                if key not in shard:
+                    never_visible += 1
+                    continue
                 spec = {
                     "kind": "rle",
                     "file": reference,
@@ -332,8 +351,10 @@ class MeViSSource(VideoSegmentationSource):
                     "anno_ids": [int(a) for a in anno_ids],
                 }
                 targets.append(SegTarget(text=text, mask=spec, frames=visible[key]))
+        else:
+            never_visible = len(video.expressions)
         frames = (f"{self.split}/JPEGImages/{video.name}/{stem}.jpg" for stem in video.stems)
-        return self._record(video.name, frames, targets, video.size)
+        return self._record(video.name, frames, targets, video.size), never_visible
 
 
 def _check_masks(per_frame: Any, length: int, size: tuple[int, int], *, where: str) -> None:

@@ -39,11 +39,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lavida.atomic import atomic_dir
+from lavida.atomic import atomic_dir, write_json
 from lavida.data.sources.base import DatasetFormatError, SegmentationSource, SegRecord, SegTarget
 from lavida.data.sources.masks import check_image_size, decode_rle, encode_rle, merge_by_text, polygons_to_rle
 from lavida.data.sources.refer_pickle import convert_refs_pickle
 from lavida.data.sources.text import normalize_text
+from lavida.file_state import file_state
 
 __all__ = ["RefClefSource", "RefCocoGSource", "RefCocoPlusSource", "RefCocoSource", "ReferSource"]
 
@@ -81,6 +82,7 @@ class ReferSource(SegmentationSource):
     is_video = False
     default_split_by: str = "unc"
     default_image_dir: str = _COCO_IMAGES
+    record_options = ("split_by", "image_dir")
 
     def __init__(
         self,
@@ -195,13 +197,17 @@ class ReferSource(SegmentationSource):
         if beside.is_file():
             return beside
         converted = folder / f"{self.name}_{stem}.json"
-        # Re-convert when the pickle was replaced after our conversion (e.g. a re-download).
-        if converted.is_file() and not (
-            pickle_path.is_file() and pickle_path.stat().st_mtime > converted.stat().st_mtime
-        ):
-            return converted
+        # Which pickle (name, size, time) the conversion was made from: re-convert when it is replaced,
+        # even by an older file (unzip, tar and cp -p restore an archive's old times).
+        made_from = converted.with_name(f"{converted.stem}.source.json")
         if pickle_path.is_file():
-            return convert_refs_pickle(pickle_path, output=converted)
+            state = file_state(pickle_path)
+            if not (converted.is_file() and _read_state(made_from) == state):
+                convert_refs_pickle(pickle_path, output=converted)
+                write_json(made_from, state)  # after the conversion: a kill between them re-converts
+            return converted
+        if converted.is_file():  # the pickle was removed after its conversion
+            return converted
         raise DatasetFormatError(
             f"{pickle_path}: not found (nor {beside.name}). Expected the refer file refs({self.split_by}).p "
             f"in {self.dataset_dir}; is split_by={self.split_by!r} right for {self.name}?"
@@ -358,6 +364,14 @@ def _sentences(ref: dict[str, Any]) -> list[str]:
         if isinstance(raw, str) and (text := normalize_text(raw)):
             texts[text] = None
     return list(texts)
+
+
+def _read_state(path: Path) -> dict | None:
+    """A conversion's ``file_state`` of its pickle, or None when missing or unreadable (convert again)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _is_int(value: Any) -> bool:

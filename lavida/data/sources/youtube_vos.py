@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from lavida.data.sources.base import DatasetFormatError, SegmentationSource, SegRecord, SegTarget
-from lavida.data.sources.masks import merge_by_text
+from lavida.data.sources.masks import image_size, merge_by_text
 from lavida.data.sources.text import normalize_text
 
 __all__ = [
@@ -45,7 +45,6 @@ __all__ = [
     "YouTubeVOSSource",
     "artifact_reference",
     "check_video_frames",
-    "image_size",
     "list_stems",
     "read_json",
     "read_videos",
@@ -110,22 +109,6 @@ def list_stems(folder: Path, suffix: str) -> list[str]:
     if not folder.is_dir():
         raise DatasetFormatError(f"{folder}: folder not found; expected one '*{suffix}' file per frame.")
     return sorted(entry.name[: -len(suffix)] for entry in folder.iterdir() if entry.name.endswith(suffix))
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(H, W) of an image, reading only its header.
-
-    Raises:
-        DatasetFormatError: the file is missing or not an image.
-    """
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except OSError as error:
-        raise DatasetFormatError(f"{path}: cannot read the image ({error}).") from error
-    return int(height), int(width)
 
 
 def check_video_frames(

@@ -90,15 +90,55 @@ def test_options_are_validated(tree, tmp_path):
         list(CityscapesSource(tree["root"], split="val").index())
 
 
-def test_a_polegroup_makes_pole_present(tree):
-    """A polegroup (label 18) is poles: with train19, whose "pole" is a target elsewhere, a normal sample of
-    this image must not list "pole" as absent (Eq. 1), so "pole" counts as present; it is no target here."""
+@pytest.mark.parametrize("single_pole", [False, True])
+def test_a_polegroup_is_poles(tree, single_pole):
+    """A polegroup (label 18) is poles: with train19, whose "pole" is a target, a normal sample must not
+    list "pole" as absent (Eq. 1), and an anomalous "pole" sample must not mark the group's poles as
+    normal: "pole" is present and its mask covers both labels."""
     from trees import _label, _save_image, _save_label
 
     root, stem = tree["root"], "aachen_000002_000019"
     _save_image(root / "leftImg8bit" / "train" / "aachen" / f"{stem}_leftImg8bit.png", 210)
-    label = _label([(7, 12, 24, 0, 32), (18, 0, 12, 0, 4), (26, 14, 20, 8, 20)])  # road, polegroup, car
+    boxes = [(7, 12, 24, 0, 32), (18, 0, 12, 0, 4), (26, 14, 20, 8, 20), (19, 0, 4, 12, 16)]  # + light
+    if single_pole:
+        boxes.append((17, 0, 12, 28, 30))
+    label = _label(boxes)
     _save_label(root / "gtFine" / "train" / "aachen" / f"{stem}_gtFine_labelIds.png", label)
-    record = next(r for r in CityscapesSource(root, classes="train19").index() if r.key == stem)
-    assert record.present == ("road", "polegroup", "pole", "car")
-    assert [t.text for t in record.targets] == ["road", "car"]
+    source = CityscapesSource(root, classes="train19")
+    record = next(r for r in source.index() if r.key == stem)
+    assert sorted(record.present) == ["car", "pole", "polegroup", "road", "traffic light"]  # each once
+    assert [t.text for t in record.targets] == ["road", "pole", "traffic light", "car"]
+    pole = record.targets[1]
+    assert pole.mask["values"] == [17, 18]
+    np.testing.assert_array_equal(source.load_masks(record, pole, [0])[0], np.isin(label, [17, 18]))
+    official = next(r for r in CityscapesSource(root).index() if r.key == stem)  # official8: no pole
+    assert "pole" in official.present and [t.text for t in official.targets] == ["traffic light"]
+
+
+def test_training_refuses_a_manifest_prepared_with_other_options(tree, capsys):
+    """The manifest's name does not say which class set it holds: training reads its recorded options."""
+    from lavida.cli.prepare import run
+    from lavida.data.config import DataConfig, SourceConfig
+    from lavida.data.train_dataset import build_train_dataset
+
+    root = tree["root"]
+    run("cityscapes", {"root": str(root)}, {"classes": "train19"})
+    capsys.readouterr()
+    manifest = root / ".lavida" / "cityscapes_train.jsonl"
+
+    def build(**options):
+        config = DataConfig(sources={"cityscapes": SourceConfig(weight=1.0, root=str(root), options=options)})
+        return build_train_dataset(config, processor=None)
+
+    with pytest.raises(
+        ValueError, match=r"(?s)cityscapes_train\.jsonl: indexed with the options.*train19.*official8"
+    ):
+        build()  # the default class set, official8
+    dataset = build(classes="train19")
+    texts = {target.text for record in dataset.records["cityscapes"] for target in record.targets}
+    assert texts == {t.text for r in CityscapesSource(root, classes="train19").index() for t in r.targets}
+    assert texts - {CITYSCAPES_LABELS[i] for i in CITYSCAPES_OFFICIAL8}  # classes official8 would not give
+
+    # A manifest written before options were recorded (no header line) is still read.
+    manifest.write_text("".join(manifest.read_text().splitlines(keepends=True)[1:]))
+    assert build().records["cityscapes"]

@@ -214,3 +214,33 @@ def test_skip_errors_logs_a_count_and_continues(tree, caplog):
     assert sorted(records) == ["m1"]
     assert "skipped 1 of 2 videos" in caplog.text
     assert not (tree["root"] / ".lavida/mevis_masks/train/m2.json").exists()
+
+
+def test_expressions_never_visible_are_left_out(tree, caplog):
+    """An annotation null or empty on every frame describes nothing in the video: as a target it would be
+    an anomalous sample with an empty mask, its empty visibility read as "visible everywhere"."""
+    baseline = {
+        key: [(t.text, t.mask["key"], t.frames) for t in record.targets]
+        for key, record in records_by_key(MeViSSource(tree["root"])).items()
+    }
+    meta = json.loads((tree["root"] / "train/meta_expressions.json").read_text())
+    expressions = meta["videos"]["m1"]["expressions"]
+    expressions["90"] = {"exp": "the dog that left before the video starts", "obj_id": [7], "anno_id": [70]}
+    expressions["91"] = {"exp": "a cat that never shows", "obj_id": [8], "anno_id": [71]}
+    expressions["92"] = {"exp": "The cat on the left", "obj_id": [7], "anno_id": [70]}  # shares a text
+    meta["videos"]["m2"]["expressions"] = {"0": {"exp": "nothing at all", "obj_id": [9], "anno_id": [72]}}
+    write_json(tree["root"] / "train/meta_expressions.json", meta)
+    masks = json.loads(tree["mask_dict"].read_text())
+    masks["70"] = [None] * 5
+    masks["71"] = [encode(np.zeros(SIZE, bool))] * 5  # RLEs of zero area
+    masks["72"] = [None] * 3
+    write_json(tree["mask_dict"], masks)
+
+    with caplog.at_level(logging.INFO, logger="lavida.data.sources"):
+        records = records_by_key(MeViSSource(tree["root"]))
+    assert {
+        key: [(t.text, t.mask["key"], t.frames) for t in record.targets] for key, record in records.items()
+    } == {"m1": baseline["m1"]}  # the shared text keeps its visible frames (0, 1, 2); m2 has no target left
+    shard = json.loads((tree["root"] / ".lavida/mevis_masks/train/m1.json").read_text())
+    assert sorted(shard) == ["10", "10+11", "11"]
+    assert "4 expressions have no mask on any frame" in caplog.text

@@ -117,6 +117,26 @@ def test_pickle_is_converted_once_to_json(refcoco):
     assert [r.key for r in RefCocoSource(root).index()] == ["1", "2"]
 
 
+def test_a_replaced_pickle_is_converted_again_even_when_older(refcoco):
+    """unzip, tar and cp -p give a re-downloaded pickle the archive's old time: the conversion must still
+    follow the new pickle, and an unchanged one is not converted twice."""
+    import os
+
+    root, path = refcoco["root"], refcoco["refs_path"]
+    list(RefCocoSource(root).index())
+    converted = root / ".lavida" / "refcoco_refs(unc).json"
+    made = converted.stat().st_mtime_ns
+    list(RefCocoSource(root).index())
+    assert converted.stat().st_mtime_ns == made  # unchanged pickle: the JSON is reused
+
+    refs = json.loads(converted.read_text())
+    refs[0]["sentences"][0]["sent"] = "the man in the red shirt."
+    path.write_bytes(pickle.dumps(refs, protocol=2))
+    os.utime(path, ns=(10**9, 10**9))  # 1970: older than the conversion
+    records = list(RefCocoSource(root).index())
+    assert records[0].targets[0].text == "the man in the red shirt"
+
+
 def test_refs_json_next_to_the_pickle_is_used_directly(tmp_path):
     tree = write_refer_tree(tmp_path / "refer_seg", "refcoco+", refs_format="json")
     source = RefCocoPlusSource(tree["root"])
