@@ -100,7 +100,7 @@ def load_checkpoint(
     config_overrides: dict[str, Any] | None = None,
     device: torch.device | str = "cpu",
 ) -> tuple[LavidaModel, LavidaConfig]:
-    """Rebuild the model from a checkpoint directory.
+    """Rebuild the model from a checkpoint directory, in eval mode (dropout off; ``.train()`` to fine-tune).
 
     Args:
         directory: A directory written by :func:`save_checkpoint`.
@@ -132,7 +132,7 @@ def load_checkpoint(
             f"{directory / META_FILE}: the checkpoint was trained with <SEG> id {saved_seg}, but the tokenizer "
             f"now gives {model.mllm.seg_token_id}; the base MLLM differs from the one it was trained on."
         )
-    return model.to(device), config
+    return model.to(device).eval(), config  # LoRA's dropout (B.5) is for training only
 
 
 DEFAULT_CLIP_LENGTH = 8  # B.3: T = 8 frames per clip

@@ -79,8 +79,17 @@ class LavidaModel(nn.Module):
 
     @torch.no_grad()
     def predict(self, batch: LavidaBatch, *, gate_masks: bool = True) -> LavidaPrediction:
-        """Frame scores (sigmoid of the object logit) and the best mask per frame."""
-        return LavidaPrediction.from_output(self(batch), gate_masks=gate_masks)
+        """Frame scores (sigmoid of the object logit) and the best mask per frame.
+
+        Runs in eval mode whatever mode the model is in (LoRA's dropout would make the scores random),
+        and leaves the mode as it found it.
+        """
+        training = self.training
+        self.eval()
+        try:
+            return LavidaPrediction.from_output(self(batch), gate_masks=gate_masks)
+        finally:
+            self.train(training)
 
     def _category_features(self, batch: LavidaBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode all categories at once and pad them per sample: (B, K, D_t) and a (B, K) validity mask."""

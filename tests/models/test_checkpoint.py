@@ -55,6 +55,29 @@ def test_save_load_identical_outputs(trained, tmp_path):
     assert not torch.allclose(_outputs(fresh).object_logits, before.object_logits)
 
 
+def test_a_loaded_model_predicts_deterministically_in_any_mode(trained, tmp_path):
+    """LoRA's dropout (B.5) is for training: a loaded model and predict() must not use it."""
+    model, config = trained
+    save_checkpoint(model, config, tmp_path / "ckpt")
+    loaded, _ = load_checkpoint(tmp_path / "ckpt")
+    dropouts = [m for m in loaded.modules() if isinstance(m, torch.nn.Dropout) and m.p > 0]
+    assert dropouts and not loaded.training and not any(m.training for m in dropouts)
+
+    video, _ = make_samples()
+    batch = tiny_processor_for(loaded)([video], train=False)
+    loaded.train()  # as a fine-tuning run leaves it
+    scores = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        scores.append(loaded.predict(batch).frame_scores)
+    torch.testing.assert_close(scores[0], scores[1], rtol=0, atol=0)
+    assert loaded.training and all(m.training for m in dropouts)  # the mode it was in is restored
+    # The check can fail: in training mode the forward pass itself differs between seeds.
+    with torch.no_grad():
+        logits = [torch.manual_seed(seed) and loaded(batch).object_logits for seed in (1, 2)]
+    assert not torch.equal(logits[0], logits[1])
+
+
 def test_overwrite_is_atomic_and_complete(trained, tmp_path):
     model, config = trained
     target = tmp_path / "ckpt"
