@@ -148,7 +148,7 @@ def run_demo(config: DemoConfig, *, model: dict | None = None) -> dict:
         write_segmentation_set(train_root, split, spec)
     source = SyntheticSource(train_root)
     if not source.manifest_path().is_file():
-        write_manifest(source.index(), source.manifest_path())
+        write_manifest(source.index(), source.manifest_path(), options=source.index_options())
     test_sets = {}
     for name, anomalies, seed in (
         ("seen", split.seen_anomalies, 101),
@@ -252,7 +252,9 @@ def base_models(config: DemoConfig, model_config: LavidaConfig, train_root: Path
     """
     from lavida.models.random_init import write_random_pretrained
 
-    base = Path(config.output_dir) / "base_models"
+    # Absolute: the checkpoint's config names these folders, and lavida-eval / lavida-detect must find
+    # them from any working directory.
+    base = Path(config.output_dir).resolve() / "base_models"
     record_file = base / STAND_INS_FILE
     settings = {
         "seed": config.seed,

@@ -95,7 +95,7 @@ def test_the_readme_detect_commands_parse():
 
     from hydra import compose, initialize_config_module
 
-    from lavida.cli.detect import parse_categories
+    from lavida.data.prompts import parse_categories
 
     readme = Path(__file__).resolve().parents[1] / "README.md"
     lines = [line.strip() for line in readme.read_text().splitlines() if ".venv/bin/lavida-detect " in line]

@@ -20,9 +20,10 @@ import logging
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from lavida.atomic import write_json
+from lavida.data.prompts import parse_categories
 from lavida.data.video import VideoReadError
 from lavida.detect.detector import (
     Detector,
@@ -37,21 +38,6 @@ from lavida.file_state import file_state
 from lavida.models.checkpoint import checkpoint_digest
 
 log = logging.getLogger(__name__)
-
-
-def parse_categories(value) -> list[str]:
-    """``"fire, fighting"`` or a list → ["fire", "fighting"]; raises ValueError when empty."""
-    if isinstance(value, (list, tuple, ListConfig)):
-        names = [str(v).strip() for v in value]
-    else:
-        names = [part.strip() for part in str(value).split(",")]
-    names = [name for name in names if name]
-    if not names:
-        raise ValueError(
-            f"categories is empty ({value!r}); give at least one, e.g. 'categories=\"fire, fighting\"' "
-            "(quoted for the shell and for Hydra)."
-        )
-    return names
 
 
 def run(cfg: DictConfig) -> dict:

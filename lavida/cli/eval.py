@@ -8,6 +8,7 @@ import logging
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from lavida.data.prompts import parse_categories
 from lavida.eval.benchmarks import get_benchmark
 from lavida.eval.runner import EvalSettings, run_evaluation
 from lavida.models.checkpoint import checkpoint_digest, trained_clip_length
@@ -32,7 +33,12 @@ def run(cfg: DictConfig) -> dict:
         pixel_chunk=cfg.pixel_chunk,
         max_videos=cfg.max_videos,
     )
-    categories = list(cfg.categories) if cfg.categories else None
+    categories = parse_categories(cfg.categories) if cfg.categories is not None else None
+    if cfg.predictions is not None and cfg.checkpoint is not None:
+        raise ValueError(
+            f"Give checkpoint=<dir> (run the model) or predictions=<dir> (score saved predictions), not both: "
+            f"got checkpoint={cfg.checkpoint} and predictions={cfg.predictions}."
+        )
     if cfg.predictions is not None:
         return run_evaluation(
             benchmark=benchmark,

@@ -14,8 +14,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="lavida-eval output directories")
     parser.add_argument("--out", type=Path, default=None, help="write tables.md and tables.csv here")
     parser.add_argument("--label", default="ours", help="row label for these runs")
+    parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="include runs of another split or with test videos left out, marked †",
+    )
     args = parser.parse_args(argv)
-    markdown, table_csv = build_tables([read_run(path) for path in args.runs], label=args.label)
+    runs = [read_run(path) for path in args.runs]
+    markdown, table_csv = build_tables(runs, label=args.label, allow_partial=args.allow_partial)
     print(markdown)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -170,6 +170,10 @@ class VadBenchmark(abc.ABC):
     intervals: dict[str, int]
     has_pixel_gt: bool = False
     primary_metric: str = "frame_auc_micro"
+    # The split evaluated (the paper's tables are on "test"), and how many of its videos were not found on
+    # disk and skipped (``skip_missing``): reports and ``lavida-tables`` say when a run is not the test set.
+    split: str = "test"
+    missing_videos: int = 0
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser()

@@ -6,7 +6,8 @@ Files written into the run directory:
   ``frame_ap_trapezoid``, ``pixel_auc`` (and its ``pixel_auc_error_bound``), ``pixel_auc_per_frame``,
   ``pixel_criterion_auc``,
   ``pixel_criterion_eer``, ``rbdc``, ``tbdc``, counts) with values as fractions in [0, 1], plus
-  ``primary_metric`` naming the benchmark's headline metric. A metric that is undefined for the data
+  ``primary_metric`` naming the benchmark's headline metric, ``split`` and ``videos_left_out`` (videos
+  of the split not evaluated: not found on disk, or beyond ``max_videos``). A metric that is undefined for the data
   (e.g. AP without anomalous frames) is left out and explained in the report.
 - ``per_video.csv`` — frames, anomalous frames, mean/max score and frame AUC per video.
 - ``report.md`` — the run's settings, the metrics beside the paper's number, and the notes.
@@ -33,7 +34,8 @@ METRIC_DESCRIPTIONS = {
     "frame_ap": "frame average precision (sklearn)",
     "frame_ap_trapezoid": "frame PR-AUC by the trapezoid rule (LAVAD/VERA convention)",
     "pixel_auc": "pooled pixel ROC-AUC over every pixel of every frame (LAVIDA's pixel metric)",
-    "pixel_auc_error_bound": "bound on |pixel_auc - sklearn's roc_auc_score| from the histogram (same-bin pairs)",
+    "pixel_auc_error_bound": "bound on the gap between pixel_auc and sklearn's roc_auc_score, from the "
+    "histogram (same-bin pairs)",
     "pixel_auc_per_frame": "mean per-frame pixel ROC-AUC over anomalous frames (TAO)",
     "pixel_criterion_auc": "AUC of the 40% pixel-level criterion (Mahadevan et al.)",
     "pixel_criterion_eer": "EER of the 40% pixel-level criterion",
@@ -155,6 +157,13 @@ def _markdown(metrics: dict, notes: list[str], info: dict, benchmark: VadBenchma
         if key in info and info[key] is not None:
             lines.append(f"- {key}: `{info[key]}`")
     lines.append(f"- categories ({len(info.get('categories', []))}): {', '.join(info.get('categories', []))}")
+    split, left_out = metrics.get("split", "test"), metrics.get("videos_left_out", 0)
+    lines.append(f"- split: `{split}`" + ("" if split == "test" else " (the paper reports the test split)"))
+    if left_out:
+        lines.append(
+            f"- videos left out: {left_out} (not found on disk, or beyond max_videos); not comparable with "
+            "the paper's numbers, which use every test video"
+        )
     lines += [
         f"- videos: {metrics['num_videos']}, frames scored: {metrics['num_frames']}, "
         f"anomalous: {metrics['num_anomalous_frames']}",

@@ -94,7 +94,9 @@ def run_evaluation(
     output_dir = Path(output_dir)
     categories = list(categories or benchmark.categories)
     videos = benchmark.select(protocol)
+    left_out = benchmark.missing_videos
     if settings.max_videos is not None:
+        left_out += max(0, len(videos) - settings.max_videos)
         videos = videos[: settings.max_videos]
     if not videos:
         raise ValueError(f"{benchmark.name}: no test videos selected under protocol '{protocol.name}'.")
@@ -154,6 +156,8 @@ def run_evaluation(
 
     results = [VideoResult.load(cached_result_path(output_dir, v.name)) for v in videos]
     metrics, notes = compute_metrics(results, videos=videos, benchmark=benchmark)
+    # The paper's tables are on whole test splits: say when this run is not one (lavida-tables checks).
+    metrics.update(split=benchmark.split, videos_left_out=left_out)
     info = {
         "benchmark": benchmark.name,
         "protocol": protocol.name,
@@ -252,7 +256,11 @@ def _from_saved(
         with _reading(npy, "an .npy array of (F,) frame scores"):
             frame_scores = np.load(npy, allow_pickle=False)
     else:
-        raise FileNotFoundError(f"No predictions for video '{video.name}': expected {npz} or {npy}.")
+        names = dict.fromkeys([video.name, safe_file_name(video.name)])  # one, or both spellings
+        expected = " or ".join(f"{name}.npz / {name}.npy" for name in names)
+        raise FileNotFoundError(
+            f"No predictions for video '{video.name}': expected {expected} in {directory}."
+        )
     source = npz if npz.is_file() else npy
     frame_scores = np.asarray(frame_scores, dtype=np.float64).reshape(-1)
     if frame_scores.size != video.num_frames:
@@ -332,11 +340,18 @@ def _check_probabilities(scores: np.ndarray, *, source: Path, what: str) -> None
 def saved_prediction_paths(directory: str | Path, video_name: str) -> tuple[Path, Path]:
     """The files scores-only mode reads for one video: ``(<name>.npz, <name>.npy)`` in ``directory``.
 
-    The suffix is appended to the whole name, never substituted: XD-Violence names hold dots
-    (``Bad.Boys.1995__#01-11-55_01-12-40_label_G-B2-B6``), which ``Path.with_suffix`` would cut at.
+    ``<name>`` is the video's name as it is where such files exist, else the name with every run of
+    characters outside ``A-Za-z0-9._-`` replaced by ``_`` (``safe_file_name``, how this runner names its
+    own caches): XD-Violence names hold ``#`` and ``=``, and either spelling of
+    ``Bad.Boys.1995__#01-11-55_01-12-40_label_G-B2-B6`` is found. The suffix is appended to the whole
+    name, never substituted: ``Path.with_suffix`` would cut the name at its first dot.
     """
+    directory = Path(directory)
+    exact = directory / f"{video_name}.npz", directory / f"{video_name}.npy"
+    if video_name != safe_file_name(video_name) and any(path.is_file() for path in exact):
+        return exact
     base = safe_file_name(video_name)
-    return Path(directory) / f"{base}.npz", Path(directory) / f"{base}.npy"
+    return directory / f"{base}.npz", directory / f"{base}.npy"
 
 
 _NPZ_LAYOUT = "an .npz archive with an array 'frame_scores' (F,) and optionally 'pixel_scores'"

@@ -36,6 +36,17 @@ class RunResult:
     protocol: str
     metrics: dict
 
+    @property
+    def shortfall(self) -> str | None:
+        """Why the run is not the paper's whole test split, or None when it is (runs written before
+        the split was recorded count as whole test runs)."""
+        reasons = []
+        if self.metrics.get("split", "test") != "test":
+            reasons.append(f"the {self.metrics['split']} split")
+        if self.metrics.get("videos_left_out", 0):
+            reasons.append(f"{self.metrics['videos_left_out']} test videos left out")
+        return " and ".join(reasons) or None
+
 
 def read_run(path: str | Path) -> RunResult:
     """Read a run directory written by ``lavida-eval``.
@@ -61,16 +72,28 @@ def read_run(path: str | Path) -> RunResult:
     return RunResult(path=path, benchmark=match.group(1), protocol=match.group(2), metrics=metrics)
 
 
-def build_tables(runs: Sequence[RunResult], *, label: str = "ours") -> tuple[str, str]:
+def build_tables(
+    runs: Sequence[RunResult], *, label: str = "ours", allow_partial: bool = False
+) -> tuple[str, str]:
     """Markdown and CSV of Tab. 1 and Tab. 2, our numbers beside the paper's (percent).
 
     Protocols are separate rows. Two runs of one benchmark and protocol are refused: which one belongs
     in the table (a newer checkpoint, a full run rather than a ``max_videos`` smoke run) is the
-    caller's choice, and picking by argument order would hide it.
+    caller's choice, and picking by argument order would hide it. The paper's numbers are on whole test
+    splits, so a run of another split or with videos left out is refused too, unless ``allow_partial``:
+    then its number is marked † and explained below the tables.
 
     Raises:
-        ValueError: two runs share a benchmark and protocol (the message names both).
+        ValueError: two runs share a benchmark and protocol, or a run is not a whole test split (the
+            message names the runs).
     """
+    partial = [run for run in runs if run.shortfall]
+    if partial and not allow_partial:
+        listed = "; ".join(f"{run.path} ({run.shortfall})" for run in partial)
+        raise ValueError(
+            f"Not whole test splits, unlike the paper's numbers: {listed}. Evaluate the whole test split, "
+            "or pass --allow-partial (allow_partial=True) to show them marked †."
+        )
     by_protocol: dict[str, dict[str, RunResult]] = {}
     for run in runs:
         found = by_protocol.setdefault(run.protocol, {})
@@ -88,13 +111,21 @@ def build_tables(runs: Sequence[RunResult], *, label: str = "ours") -> tuple[str
         for benchmark in TABLE1 + TABLE2:
             key = PAPER_RESULTS[benchmark][0]
             run = found.get(benchmark)
-            values.append(f"{100 * run.metrics[key]:.2f}" if run and key in run.metrics else "–")
+            if run and key in run.metrics:
+                values.append(f"{100 * run.metrics[key]:.2f}" + (" †" if run.shortfall else ""))
+            else:
+                values.append("–")
         rows.append(["ours", f"{label} ({protocol} protocol)"] + values)
 
     markdown = ["## Tab. 1 — frame level, zero-shot", ""]
     markdown += _markdown_table(rows, columns=range(2, 2 + len(TABLE1)))
     markdown += ["", "## Tab. 2 — UCSD Ped2, pixel level, zero-shot", ""]
     markdown += _markdown_table(rows, columns=range(2 + len(TABLE1), 2 + len(TABLE1) + len(TABLE2)))
+    if partial:
+        markdown += ["", "† not the whole test split:"]
+        markdown += [
+            f"- {run.benchmark} ({run.protocol} protocol, {run.path}): {run.shortfall}" for run in partial
+        ]
     buffer = io.StringIO()
     csv.writer(buffer).writerows(rows)
     return "\n".join(markdown) + "\n", buffer.getvalue()

@@ -120,3 +120,31 @@ def test_clips_have_the_length_the_checkpoint_was_trained_on(tiny_pretrained, tm
         lengths.clear()
         run(eval_config(benchmark="ucsd_ped2", **values, clip_length=2, output_dir=str(tmp_path / "b")))
         assert set(lengths) == {2} and lengths
+
+
+def test_categories_are_parsed_and_one_mode_is_chosen(checkpoint, tmp_path):
+    """categories="a, b" is two categories (not eight letters), as lavida-detect reads it; checkpoint and
+    predictions together are refused rather than the checkpoint ignored."""
+    import numpy as np
+    from eval.trees import write_ucsd_ped2_tree
+
+    from lavida.cli.eval import run
+
+    tree = write_ucsd_ped2_tree(tmp_path / "ped2")
+    predictions = tmp_path / "preds"
+    predictions.mkdir()
+    for name, video in tree.videos.items():
+        np.save(predictions / f"{name}.npy", np.full(video.num_frames, 0.5, np.float32))
+    values = {"benchmark.root": str(tree.root), "predictions": str(predictions)}
+    for given in ("fire, car accident", ["fire", "car accident"]):
+        out = tmp_path / f"out_{type(given).__name__}"
+        run(eval_config(benchmark="ucsd_ped2", **values, categories=given, output_dir=str(out)))
+        assert "- categories (2): fire, car accident\n" in (out / "report.md").read_text()
+    with pytest.raises(ValueError, match="categories is empty"):
+        run(eval_config(benchmark="ucsd_ped2", **values, categories=" , ", output_dir=str(tmp_path / "o")))
+    with pytest.raises(ValueError, match="not both"):
+        run(
+            eval_config(
+                benchmark="ucsd_ped2", **values, checkpoint=str(checkpoint), output_dir=str(tmp_path / "o")
+            )
+        )

@@ -145,6 +145,10 @@ def test_scores_only_mode_matches_sklearn(benchmark, tmp_path):
     for s, m in zip(all_pixel_scores, all_pixel_labels, strict=True):
         reference.update(s, m)
     assert metrics["pixel_auc"] == pytest.approx(reference.compute(), abs=1e-12)
+    # Every row of the report's metrics table has the header's four cells (a '|' in a text splits one).
+    rows = [line for line in (out / "report.md").read_text().splitlines() if line.startswith("|")]
+    assert any(row.startswith("| pixel_auc_error_bound |") for row in rows)
+    assert {row.count("|") for row in rows} == {5}
 
 
 def test_predictions_saved_again_are_not_served_from_the_cache(benchmark, tmp_path):
@@ -425,9 +429,11 @@ def test_videos_sharing_a_cache_file_name_are_refused(tmp_path, names, shared):
         evaluate_saved(bench, tmp_path, tmp_path / "o")
 
 
-def test_scores_only_reads_names_with_dots(tmp_path):
+@pytest.mark.parametrize("spelling", ["as named", "file-safe"])
+def test_scores_only_reads_names_with_dots(tmp_path, spelling):
     """XD-Violence names hold dots; each video's predictions are ``<name>.npy`` with the whole name (two
-    clips of one film must not both read a file cut at the first dot)."""
+    clips of one film must not both read a file cut at the first dot), named exactly after the video or
+    with its '#' made file-safe."""
 
     class Dotted(TinyBenchmark):
         def load_videos(self):
@@ -445,14 +451,17 @@ def test_scores_only_reads_names_with_dots(tmp_path):
     scores = {}
     for video in bench.videos():
         scores[video.name] = rng.random(video.num_frames)
-        file_name = video.name.replace("#", "_") + ".npy"  # the documented name: '#' is not file-safe
-        np.save(predictions / file_name, scores[video.name])
+        file_name = video.name if spelling == "as named" else video.name.replace("#", "_")
+        np.save(predictions / f"{file_name}.npy", scores[video.name])
     metrics = evaluate_saved(bench, predictions, tmp_path / "out")
     videos = list(bench.videos())
     expected = roc_auc_score(
         np.concatenate([v.frame_labels for v in videos]), np.concatenate([scores[v.name] for v in videos])
     )
     assert metrics["frame_auc_micro"] == pytest.approx(expected, abs=1e-12)
+    (predictions / f"{file_name}.npy").unlink()
+    with pytest.raises(FileNotFoundError, match=r"#01-15-02_01-15-40_label_A\.npz / .* or .*__01-15-02"):
+        evaluate_saved(bench, predictions, tmp_path / "out2")
 
 
 @pytest.mark.parametrize("kind", ["object array", "not numpy", "truncated npz"])
@@ -529,3 +538,44 @@ def test_model_pixel_scores_keep_logit_order_beyond_float32(benchmark, predictor
         benchmark=bench, protocol=bench.protocol("standard"), output_dir=tmp_path / "o", predictor=predictor
     )
     assert metrics["pixel_auc"] == 1.0 and metrics["pixel_auc_error_bound"] == 0.0
+
+
+def test_runs_that_are_not_the_whole_test_split_say_so(benchmark, tmp_path):
+    """The paper's numbers are on whole test splits: metrics.json and the report record the split and the
+    videos left out (max_videos, or not found on disk), and lavida-tables refuses such runs by default."""
+    from lavida.cli.tables import main as tables
+
+    predictions = tmp_path / "preds"
+    predictions.mkdir()
+    for video in benchmark.videos():
+        np.save(predictions / f"{video.name}.npy", np.linspace(0, 1, video.num_frames, dtype=np.float32))
+    whole = evaluate_saved(benchmark, predictions, tmp_path / "whole")
+    assert whole["split"] == "test" and whole["videos_left_out"] == 0
+    assert "- split: `test`\n" in (tmp_path / "whole" / "report.md").read_text()
+
+    cut = evaluate_saved(benchmark, predictions, tmp_path / "cut", settings=EvalSettings(max_videos=1))
+    assert cut["num_videos"] == 1 and cut["videos_left_out"] == 1
+    assert "videos left out: 1" in (tmp_path / "cut" / "report.md").read_text()
+
+    benchmark.split, benchmark.missing_videos = "validation", 3  # as UBnormal's validation, skip_missing
+    other = evaluate_saved(benchmark, predictions, tmp_path / "other")
+    assert other["split"] == "validation" and other["videos_left_out"] == 3
+    assert (
+        "- split: `validation` (the paper reports the test split)"
+        in (tmp_path / "other" / "report.md").read_text()
+    )
+
+    # The report's title says "tiny"; lavida-tables knows only the paper's benchmarks: pose as one.
+    for name in ("whole", "cut", "other"):
+        report = tmp_path / name / "report.md"
+        report.write_text(report.read_text().replace("# tiny —", "# shanghaitech —", 1))
+    with pytest.raises(ValueError, match=r"(?s)cut \(1 test videos left out\).*--allow-partial"):
+        tables([str(tmp_path / "cut")])
+    with pytest.raises(ValueError, match=r"other \(the validation split and 3 test videos left out\)"):
+        tables([str(tmp_path / "other")])
+    tables([str(tmp_path / "cut"), "--allow-partial", "--out", str(tmp_path / "t")])
+    markdown = (tmp_path / "t" / "tables.md").read_text()
+    assert f"| ours (standard protocol) | – | {100 * cut['frame_auc_micro']:.2f} † | – | – |" in markdown
+    assert "† not the whole test split:" in markdown and "1 test videos left out" in markdown
+    tables([str(tmp_path / "whole"), "--out", str(tmp_path / "t")])
+    assert "†" not in (tmp_path / "t" / "tables.md").read_text()

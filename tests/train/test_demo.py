@@ -2,6 +2,7 @@
 meets the issue's learning targets (slow; ``make test-slow``)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -110,16 +111,18 @@ def test_demo_meets_learning_targets(tmp_path):
 
 def test_base_models_are_made_once_per_output_folder(tmp_path, synthetic_train_root, monkeypatch):
     """A rerun of the demo (after a kill) reuses the base models and stand-in pretraining it recorded,
-    and refuses other settings: training resumed on other frozen weights would be silently wrong."""
+    and refuses other settings: training resumed on other frozen weights would be silently wrong. The
+    model config names them by absolute paths, so the demo's checkpoint loads from any directory."""
     import lavida.synthetic.pretrain_clip
     import lavida.synthetic.pretrain_sam
     from lavida.demo import STAND_INS_FILE, DemoConfig, _tiny_model_dict, base_models
     from lavida.models.config import LavidaConfig
 
-    config = DemoConfig(output_dir=str(tmp_path), sam_pretrain_steps=1, clip_pretrain_steps=1)
+    monkeypatch.chdir(tmp_path.parent)
+    config = DemoConfig(output_dir=tmp_path.name, sam_pretrain_steps=1, clip_pretrain_steps=1)  # relative
     made = base_models(config, LavidaConfig.from_dict(_tiny_model_dict()), synthetic_train_root)
     for path in (made.mllm.pretrained, made.mask_decoder.pretrained, made.text_encoder.pretrained):
-        assert str(path).startswith(str(tmp_path / "base_models"))
+        assert Path(path).is_absolute() and Path(path).is_relative_to(tmp_path / "base_models")
     sam_weights = tmp_path / "base_models" / "sam2" / "model.safetensors"
     written = sam_weights.read_bytes()
 

@@ -279,6 +279,7 @@ class UBnormal(VadBenchmark):
                 "the others."
             )
         log.warning("UBnormal %s: skipping %d missing videos: %s", self.split, len(missing), listed)
+        self.missing_videos = len(missing)
 
     def _tracks(self, items: list[tuple[list[Path], np.ndarray]]) -> list[np.ndarray]:
         """RBDC/TBDC tracks, ``(R, 6)`` rows per video, from ``(id-map files, anomalies)`` pairs."""

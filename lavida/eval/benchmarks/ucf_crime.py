@@ -190,6 +190,7 @@ class UCFCrime(VadBenchmark):
             log.warning(
                 "UCF-Crime: skipping %d annotated videos that were not found: %s", len(missing), listed
             )
+            self.missing_videos = len(missing)
 
         probed = probe_videos([p for _, p in found], workers=self.workers)
         shift = 0 if self.end_inclusive else 1
