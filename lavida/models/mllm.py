@@ -514,11 +514,11 @@ def _apply_lora(model: nn.Module, *, lora: LoraSettings | dict | None, seg_token
     if not tied:
         token_layers["lm_head"] = [seg_token_id]
     if lora is None:
-        # Frozen LLM: only the <SEG> rows train. PEFT's trainable-token adapter still needs a LoRA
-        # config around it, so use rank-1 adapters on nothing but the token layers.
+        # Frozen LLM (an ablation): only the <SEG> rows of the embedding and (untied) LM head train,
+        # as with LoRA; PEFT's trainable-token adapter alone does that.
         from peft import TrainableTokensConfig
 
-        config = TrainableTokensConfig(target_modules=["embed_tokens"], token_indices=[seg_token_id])
+        config = TrainableTokensConfig(target_modules=list(token_layers), token_indices=[seg_token_id])
         return get_peft_model(model, config)
     settings = lora if isinstance(lora, LoraSettings) else LoraSettings(**lora)
     targets = "|".join(settings.target_modules)

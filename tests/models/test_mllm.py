@@ -53,6 +53,38 @@ def test_seg_row_receives_gradient(batch_and_model):
         assert delta.grad is not None and delta.grad.abs().sum() > 0, name
 
 
+def test_without_lora_only_the_seg_rows_train(tiny_pretrained, tmp_path):
+    """The frozen-LLM ablation (``lora: null``) still trains <SEG>'s rows of the embedding and the LM head,
+    and its checkpoint round-trips."""
+    import dataclasses
+
+    from lavida.models.checkpoint import load_checkpoint, save_checkpoint
+    from lavida.models.lavida import build_lavida
+
+    config = dataclasses.replace(tiny_pretrained, mllm=dataclasses.replace(tiny_pretrained.mllm, lora=None))
+    torch.manual_seed(0)
+    model = build_lavida(config)
+    hidden = model.mllm.hf_model.config.text_config.hidden_size
+    trainable = {n: p for n, p in model.mllm.named_parameters() if p.requires_grad}
+    assert sorted(n.split(".")[-3] for n in trainable) == ["embed_tokens", "lm_head"]
+    assert sum(p.numel() for p in trainable.values()) == 2 * hidden
+    video, image = make_samples()
+    batch = tiny_processor_for(model)([video, image], train=True)
+    out = model.mllm(batch)
+    (out.seg_features.sum() + out.lm_loss).backward()
+    for name, delta in trainable.items():
+        assert delta.grad is not None and delta.grad.abs().sum() > 0, name
+        with torch.no_grad():
+            delta.add_(0.1)
+    model.eval()
+    with torch.no_grad():
+        before = model(batch).seg_features
+    save_checkpoint(model, config, tmp_path / "ckpt")
+    loaded, _ = load_checkpoint(tmp_path / "ckpt")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch).seg_features, before, rtol=0, atol=0)
+
+
 def test_uncompressed_path_equals_transformers_forward(batch_and_model):
     """With compression off, f_sem and L_txt must equal HF's own forward (its M-RoPE, its shifted loss)."""
     batch, model = batch_and_model
