@@ -6,9 +6,11 @@ is SAM2's training loss (the paper only says "SAM2's loss"; we follow the behavi
 
 - every frame has M candidate masks (M = 3 with multimask output); per frame and mask, a sigmoid
   focal loss averaged over pixels and a dice loss;
-- the best mask of a frame is the one with the lowest ``w_mask · focal + w_dice · dice``; focal,
-  dice and the IoU-prediction loss (L1 or MSE between predicted and actual IoU) are taken at that
-  mask only, and only on frames whose target mask is non-empty;
+- the best mask of a frame is the one with the lowest ``w_mask · focal + w_dice · dice``; focal and
+  dice are taken at that mask only, the IoU-prediction loss (L1 or MSE between predicted and actual
+  IoU) over all M masks (``supervise_all_iou``, SAM2's training configs; the best mask only with
+  ``supervise_all_iou=False``, as the release does), all only on frames whose target mask is
+  non-empty;
 - an object-presence loss (BCE on the object-score logit; it is the frame anomaly score) on every
   frame;
 - every term is a sum over frames divided by N, the number of frames in the batch (SAM2 divides by

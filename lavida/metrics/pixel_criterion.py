@@ -121,9 +121,10 @@ class PixelCriterion:
             order = np.lexsort((-gt_scores, frame_of))
             run_start = np.concatenate(([0], np.cumsum(n_gt)[:-1]))
             frames = np.flatnonzero(anomalous)
-            # k = ceil(min_coverage * n) in exact integer arithmetic: ceil(a / b) = -((-a) // b).
+            # k = ceil(min_coverage * n) in exact integer arithmetic: ceil(a / b) = -((-a) // b), with
+            # Python's unbounded ints (1/3 is 3333333333333333/10**16: num * n overflows int64).
             num, den = self._coverage.numerator, self._coverage.denominator
-            k = -((-num * n_gt[frames].astype(np.int64)) // den)
+            k = np.array([-((-num * int(n)) // den) for n in n_gt[frames]], dtype=np.int64)
             critical[frames] = gt_scores[order[run_start[frames] + k - 1]]
         self._critical.append(critical)
         self._anomalous.append(anomalous)

@@ -66,7 +66,8 @@ def extract_regions(
 
     Raises:
         ValueError: On a wrong shape, a score outside [0, 1] or NaN, an empty ``thresholds``, an unknown
-            ``score`` or ``connectivity``, ``min_area < 1``, or ``frames`` of the wrong length.
+            ``score`` or ``connectivity``, ``min_area < 1``, ``frames_per_batch < 1``, or ``frames`` of the
+            wrong length.
     """
     maps = np.asarray(score_maps)
     if maps.ndim == 2:
@@ -85,6 +86,9 @@ def extract_regions(
         raise ValueError(f"{_FN}: connectivity must be 4 or 8, got {connectivity!r}.")
     if int(min_area) < 1:
         raise ValueError(f"{_FN}: min_area must be >= 1, got {min_area!r}.")
+    if int(frames_per_batch) < 1:
+        raise ValueError(f"{_FN}: frames_per_batch must be >= 1, got {frames_per_batch!r}.")
+    batch = int(frames_per_batch)
     n_frames = maps.shape[0]
     frame_ids = np.arange(n_frames) if frames is None else np.asarray(frames, dtype=np.int64).reshape(-1)
     if frame_ids.shape != (n_frames,):
@@ -96,8 +100,8 @@ def extract_regions(
 
     out = []
     for level in levels:
-        for start in range(0, n_frames, max(1, int(frames_per_batch))):
-            block = maps[start : start + frames_per_batch]
+        for start in range(0, n_frames, batch):
+            block = maps[start : start + batch]
             labels, n = ndimage.label(block >= level, structure=structure)
             if n == 0:
                 continue

@@ -67,6 +67,20 @@ def test_coverage_is_compared_exactly():
     np.testing.assert_allclose(result.tpr, [0, 0, 1])
 
 
+def test_coverage_with_many_digits_on_large_frames():
+    """min_coverage 1/3 is 3333333333333333/10**16 exactly: k = ceil(c * n) must not overflow int64 on a
+    frame of 3,000 anomalous pixels (it picked another pixel's score, 0.28 instead of 0.667)."""
+    n = 3000
+    scores = np.zeros((2, 1, n + 1))
+    labels = np.zeros((2, 1, n + 1), dtype=bool)
+    labels[0, 0, :n] = True
+    scores[0, 0, :n] = np.arange(1, n + 1) / n  # 1/3000 ... 1
+    metric = PixelCriterion(min_coverage=1 / 3)
+    metric.update(scores, labels)
+    k = 1000  # ceil(0.3333333333333333 * 3000) = ceil(999.9999999999999) = 1000
+    assert metric.state_dict()["critical"][0] == pytest.approx(scores[0, 0, n - k])
+
+
 def brute_force_roc(scores, labels, thresholds, coverage=0.4):
     """Independent oracle: apply the rule literally at every threshold."""
     fired = scores[None] >= thresholds[:, None, None, None]  # (K, T, H, W)

@@ -43,6 +43,13 @@ def test_connectivity_and_min_area():
     np.testing.assert_allclose(extract_regions(m, min_area=2), [[0, 0, 0, 1, 1, 0.8]])
 
 
+@pytest.mark.parametrize("batch", [0, -1])
+def test_a_batch_below_one_frame_is_refused(batch):
+    """Not silently empty (0) or short of the last frame (-1)."""
+    with pytest.raises(ValueError, match="frames_per_batch must be >= 1"):
+        extract_regions(np.stack([two_blobs()] * 3), frames_per_batch=batch)
+
+
 def test_frames_are_separate_and_indexed():
     video = np.stack([two_blobs(), np.zeros((20, 30)), two_blobs()])
     # The same blob in frames 0 and 2 must not connect through time; frame ids come from `frames`.
