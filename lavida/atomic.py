@@ -172,9 +172,18 @@ def replace_dir(staging: str | Path, path: str | Path) -> None:
 def _flush(entry: Path) -> None:
     """Write ``entry``'s data (a file) or names (a folder) to disk before going on.
 
-    File systems that cannot flush a folder (some network ones) answer EINVAL; that is not an error.
+    Flushed where it can be: not a folder on Windows (which cannot open one), nor what the user may not
+    open (a folder of mode 0333 can be written to but not listed), nor on file systems that answer
+    EINVAL (some network ones). Those writes still land whole; only their durability across a machine
+    crash is then the system's.
     """
-    descriptor = os.open(entry, os.O_RDONLY)
+    if os.name == "nt" and entry.is_dir():
+        return
+    try:
+        # Windows flushes only files opened for writing; POSIX flushes read-only descriptors too.
+        descriptor = os.open(entry, os.O_RDWR if os.name == "nt" else os.O_RDONLY)
+    except PermissionError:
+        return
     try:
         os.fsync(descriptor)
     except OSError as error:

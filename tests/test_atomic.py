@@ -272,3 +272,25 @@ def test_a_folder_reaches_the_disk_before_it_takes_the_old_ones_place(tmp_path, 
     assert events[-1] == ("fsync", str(tmp_path))  # the new name itself is on disk
     assert swapped == ([True] if exchange else [])
     assert (weights / "config.json").read_text() == "new" and not (weights / "old.bin").exists()
+
+
+def test_a_folder_that_cannot_be_opened_is_written_to_all_the_same(tmp_path, monkeypatch):
+    """A folder of mode 0333 can be written to but not opened for its fsync (root ignores modes, so the
+    refusal is simulated): the write must succeed, as it did before folders were flushed."""
+    import os
+
+    import lavida.atomic as atomic
+
+    real_open = os.open
+
+    def refusing_folders(path, flags, *args, **kwargs):
+        if Path(path).is_dir():
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(atomic.os, "open", refusing_folders)
+    write_text(tmp_path / "drop" / "report.md", "new")
+    with atomic_dir(tmp_path / "out") as staging:
+        (staging / "a.txt").write_text("a")
+    assert (tmp_path / "drop" / "report.md").read_text() == "new"
+    assert (tmp_path / "out" / "a.txt").read_text() == "a"

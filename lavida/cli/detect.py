@@ -66,9 +66,12 @@ def run(cfg: DictConfig) -> dict:
     output_dir.mkdir(parents=True, exist_ok=True)
     run_key = _run_key(cfg, categories, detector)
     for source, name in zip(inputs, output_names(inputs), strict=True):
-        key = json.loads(json.dumps({**run_key, "input": _input_state(source)}))  # as it reads back
+        # fps only changes the outputs of frame folders (files keep their own rate).
+        settings = {**run_key["settings"], "fps": cfg.fps if Path(source).is_dir() else None}
+        key = {**run_key, "settings": settings, "input": _input_state(source)}
+        key = json.loads(json.dumps(key))  # as it reads back
         marker = output_dir / name / RUN_FILE
-        if cfg.resume and key["input"] is not None and marker.is_file() and _read(marker) == key:
+        if cfg.resume and key["input"] is not None and marker.is_file() and _made_with(marker) == key:
             summary = _read(output_dir / name / "summary.json")
             if summary is not None:
                 log.info("Reusing %s: its outputs were made with the same checkpoint and settings.", source)
@@ -111,7 +114,7 @@ RUN_FILE = "run.json"  # in each video's folder: what its outputs were made with
 
 def _run_key(cfg: DictConfig, categories: list[str], detector: Detector) -> dict:
     """Everything besides the input that shapes a video's outputs."""
-    outputs = ("overlay", "save", "explain", "max_frames", "fps")
+    outputs = ("overlay", "save", "explain", "max_frames")
     scoring = ("threshold", "interval", "stride", "aggregation", "min_interval", "merge_gap")
     return {
         "checkpoint_sha256": checkpoint_digest(cfg.checkpoint),
@@ -129,6 +132,14 @@ def _input_state(source: str) -> dict | None:
     """The input's fingerprint; None for a live stream (it changes with every read, so its outputs are
     never reused)."""
     return None if is_live(source) else file_state(source)
+
+
+def _made_with(marker: Path) -> dict | None:
+    """A video folder's run.json; one written before ``fps`` was a setting had none (null)."""
+    made = _read(marker)
+    if isinstance(made, dict) and isinstance(made.get("settings"), dict):
+        made["settings"].setdefault("fps", None)
+    return made
 
 
 def _read(path: Path):

@@ -41,6 +41,7 @@ from lavida.data.processor import EncodedSample, LavidaProcessor
 from lavida.data.sources import get_source
 from lavida.data.sources.base import (
     DatasetFormatError,
+    ManifestOptionsError,
     SegmentationSource,
     SegRecord,
     check_manifest_options,
@@ -355,6 +356,7 @@ def build_train_dataset(
     built: dict[str, SegmentationSource] = {}
     records: dict[str, list[SegRecord]] = {}
     problems: dict[str, str] = {}
+    mismatched: list[str] = []  # misconfigured, not missing: never renormalised away
     for name in config.weights():
         settings = config.sources[name]
         try:
@@ -373,11 +375,18 @@ def build_train_dataset(
             check_manifest_options(manifest, source, setting=f"data.sources.{name}.options")
             if not usable:
                 raise DatasetFormatError(f"{manifest}: no record with a target; re-run lavida-prepare {name}")
+        except ManifestOptionsError as error:
+            mismatched.append(f"  {name}: {error}")
+            continue
         except (DatasetFormatError, ImportError, OSError) as error:
             problems[name] = str(error)
             continue
         built[name], records[name] = source, usable
         log.info("Training source %s: %d records, weight %.3f.", name, len(usable), settings.weight)
+    if mismatched:
+        raise ValueError(
+            "Training sources whose manifests were prepared with other options:\n" + "\n".join(mismatched)
+        )
     if problems and config.missing_sources == "error":
         listed = "\n".join(f"  {name}: {problem}" for name, problem in problems.items())
         raise ValueError(

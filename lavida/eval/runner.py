@@ -347,11 +347,21 @@ def saved_prediction_paths(directory: str | Path, video_name: str) -> tuple[Path
     name, never substituted: ``Path.with_suffix`` would cut the name at its first dot.
     """
     directory = Path(directory)
-    exact = directory / f"{video_name}.npz", directory / f"{video_name}.npy"
-    if video_name != safe_file_name(video_name) and any(path.is_file() for path in exact):
-        return exact
     base = safe_file_name(video_name)
+    # The exact spelling only as a plain file name in ``directory``, never a path out of it ("../x").
+    if video_name != base and "/" not in video_name and "\\" not in video_name:
+        exact = directory / f"{video_name}.npz", directory / f"{video_name}.npy"
+        if any(_is_file(path) for path in exact):
+            return exact
     return directory / f"{base}.npz", directory / f"{base}.npy"
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False for a name the file system refuses (too long, say)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 _NPZ_LAYOUT = "an .npz archive with an array 'frame_scores' (F,) and optionally 'pixel_scores'"

@@ -455,6 +455,19 @@ def test_a_frame_folders_rate_gives_times_and_the_overlays_rate(checkpoint, tmp_
     assert computed == ["frames"]  # another rate changes the times: redone
     assert open_video(out / "overlay.mp4").fps == pytest.approx(10)
 
+    # A video file keeps its own rate, so fps does not change its outputs; and a run.json written before
+    # fps was a setting (none recorded) matches fps=null.
+    video = write_video(tmp_path / "clip.mp4", moving_square(6), fps=6)
+    run(cli_config(video, "fire", checkpoint, tmp_path / "files"))
+    marker = tmp_path / "files" / "clip" / "run.json"
+    made = json.loads(marker.read_text())
+    del made["settings"]["fps"]
+    marker.write_text(json.dumps(made))
+    computed.clear()
+    run(cli_config(video, "fire", checkpoint, tmp_path / "files"))
+    run(cli_config(video, "fire", checkpoint, tmp_path / "files", fps=12))
+    assert computed == []
+
     monkeypatch.setattr(Detector, "from_checkpoint", lambda *a, **k: pytest.fail("the model was loaded"))
     for bad in (0, -25, float("nan"), float("inf"), "25", True):
         with pytest.raises(ValueError, match="fps must be a positive number"):

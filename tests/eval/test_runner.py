@@ -579,3 +579,18 @@ def test_runs_that_are_not_the_whole_test_split_say_so(benchmark, tmp_path):
     assert "† not the whole test split:" in markdown and "1 test videos left out" in markdown
     tables([str(tmp_path / "whole"), "--out", str(tmp_path / "t")])
     assert "†" not in (tmp_path / "t" / "tables.md").read_text()
+
+
+def test_prediction_files_never_come_from_outside_the_folder(tmp_path):
+    """The exact spelling of a name is a file name in the predictions folder, never a path out of it, and
+    a name too long for the file system falls back to the file-safe one instead of failing."""
+    from lavida.eval.runner import saved_prediction_paths
+
+    predictions = tmp_path / "preds"
+    predictions.mkdir()
+    np.save(tmp_path / "secret#1.npy", np.zeros(3))  # beside the folder, reachable as ../secret#1
+    assert saved_prediction_paths(predictions, "../secret#1")[1] == predictions / ".._secret_1.npy"
+    np.save(predictions / "clip#1.npy", np.zeros(3))
+    assert saved_prediction_paths(predictions, "clip#1")[1] == predictions / "clip#1.npy"
+    long = "é" * 130  # 260 bytes: too long for a file name on most file systems
+    assert saved_prediction_paths(predictions, long)[1] == predictions / "_.npy"

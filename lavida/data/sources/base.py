@@ -114,12 +114,14 @@ def write_manifest(
 ) -> int:
     """Write records as JSON lines (atomically: a temporary file renamed into place); return the count.
 
-    The first line records ``options``, the source's :meth:`SegmentationSource.index_options`, so that
-    training can refuse a manifest indexed with other ones (:func:`check_manifest_options`).
+    With ``options`` (the source's :meth:`SegmentationSource.index_options`), a first line records them,
+    so that training can refuse a manifest indexed with other ones (:func:`check_manifest_options`);
+    without, the manifest's options are unknown and it is accepted as it is.
     """
     count = 0
     with atomic_path(path) as temporary, temporary.open("w", encoding="utf-8") as handle:
-        handle.write(json.dumps({_HEADER_KEY: options or {}}) + "\n")
+        if options is not None:
+            handle.write(json.dumps({_HEADER_KEY: options}) + "\n")
         for record in records:
             handle.write(record.to_json() + "\n")
             count += 1
@@ -138,7 +140,7 @@ def read_manifest(path: str | Path) -> list[SegRecord]:
     records = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
-            if not line.strip() or (number == 1 and _header(line) is not None):
+            if not line.strip() or _header(line) is not None:  # anywhere: manifests may be concatenated
                 continue
             try:
                 records.append(SegRecord.from_json(line))
@@ -148,7 +150,9 @@ def read_manifest(path: str | Path) -> list[SegRecord]:
 
 
 def _header(line: str) -> dict[str, Any] | None:
-    """The options of a manifest's header line; None when ``line`` is a record (or older manifests)."""
+    """The options of a manifest's header line; None when ``line`` is a record."""
+    if not line.startswith('{"' + _HEADER_KEY + '"'):  # cheap: records start with {"source"
+        return None
     try:
         data = json.loads(line)
     except ValueError:
@@ -158,26 +162,32 @@ def _header(line: str) -> dict[str, Any] | None:
     return None
 
 
+class ManifestOptionsError(DatasetFormatError):
+    """A manifest was indexed with other source options than the configuration gives."""
+
+
 def check_manifest_options(path: str | Path, source: SegmentationSource, *, setting: str) -> None:
     """Raise unless the manifest at ``path`` was indexed with ``source``'s options.
 
     A manifest written with another class list, label version or split scheme holds other targets;
-    training on it with this configuration would silently mix the two. Manifests written before options
-    were recorded (no header line) are accepted.
+    training on it with this configuration would silently mix the two. Manifests without recorded
+    options (written before they were recorded, or by ``write_manifest`` without them) are accepted;
+    concatenated manifests must all agree.
 
     Args:
         setting: Where the options are configured, for the message (``data.sources.<name>.options``).
 
     Raises:
-        DatasetFormatError: naming the manifest, both sets of options and how to reconcile them.
+        ManifestOptionsError: naming the manifest, both sets of options and how to reconcile them.
     """
     path = Path(path)
-    with path.open(encoding="utf-8") as handle:
-        recorded = _header(handle.readline())
     wanted = json.loads(json.dumps(source.index_options()))  # as it reads back (tuples as lists)
-    if recorded is not None and recorded != wanted:
+    with path.open(encoding="utf-8") as handle:
+        differing = [options for options in map(_header, handle) if options not in (None, wanted)]
+    if differing:
+        recorded = differing[0]
         given = " ".join(f"{key}={value}" for key, value in recorded.items()) or "the defaults"
-        raise DatasetFormatError(
+        raise ManifestOptionsError(
             f"{path}: indexed with the options {recorded}, but {setting} gives {wanted}. Re-run "
             f"`lavida-prepare {source.name} root=... {' '.join(f'{k}={v}' for k, v in wanted.items())}`, "
             f"or set {setting} to match the manifest ({given})."

@@ -155,6 +155,7 @@ class XDViolence(VadBenchmark):
                     f"{listed}. Copy them there, or pass skip_missing=True to evaluate the others."
                 )
             log.warning("XD-Violence: skipping %d annotated videos without a file: %s", len(missing), listed)
+            self.missing_videos = len(missing)
         if not files:
             raise FileNotFoundError(f"XD-Violence: {video_dir} holds no video files.")
 

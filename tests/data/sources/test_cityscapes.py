@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from trees import write_cityscapes_tree
 
-from lavida.data.sources.base import DatasetFormatError
+from lavida.data.sources.base import DatasetFormatError, write_manifest
 from lavida.data.sources.cityscapes import (
     CITYSCAPES_LABELS,
     CITYSCAPES_OFFICIAL8,
@@ -134,11 +134,27 @@ def test_training_refuses_a_manifest_prepared_with_other_options(tree, capsys):
         ValueError, match=r"(?s)cityscapes_train\.jsonl: indexed with the options.*train19.*official8"
     ):
         build()  # the default class set, official8
+    with pytest.raises(ValueError, match="prepared with other options"):  # misconfigured, not missing:
+        build_train_dataset(  # renormalize must not train on the other sources without it
+            DataConfig(
+                sources={"cityscapes": SourceConfig(weight=1.0, root=str(root))},
+                missing_sources="renormalize",
+            ),
+            processor=None,
+        )
     dataset = build(classes="train19")
     texts = {target.text for record in dataset.records["cityscapes"] for target in record.targets}
     assert texts == {t.text for r in CityscapesSource(root, classes="train19").index() for t in r.targets}
     assert texts - {CITYSCAPES_LABELS[i] for i in CITYSCAPES_OFFICIAL8}  # classes official8 would not give
 
-    # A manifest written before options were recorded (no header line) is still read.
-    manifest.write_text("".join(manifest.read_text().splitlines(keepends=True)[1:]))
+    # Concatenated manifests: a header in the middle is skipped, and every header must agree.
+    lines = manifest.read_text().splitlines(keepends=True)
+    manifest.write_text("".join(lines + lines))
+    assert len(build(classes="train19").records["cityscapes"]) == 2 * len(dataset.records["cityscapes"])
+    manifest.write_text("".join(lines + [lines[0].replace("train19", "official8")] + lines[1:]))
+    with pytest.raises(ValueError, match="indexed with the options"):
+        build(classes="train19")
+    # A manifest without recorded options (older, or written without them) is read as it is.
+    write_manifest(CityscapesSource(root, classes="train19").index(), manifest)
+    assert not manifest.read_text().startswith('{"manifest_options"')
     assert build().records["cityscapes"]
