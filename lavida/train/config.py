@@ -35,6 +35,23 @@ class OptimConfig:
     grad_clip: float = 1.0
     lr_scales: dict[str, float] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Checked here, before a model is built: at 7B a typo would otherwise cost the whole load.
+        if not self.lr > 0:
+            raise ValueError(f"train.optim.lr must be > 0, got {self.lr}.")
+        for name in ("weight_decay", "eps", "warmup_steps", "grad_clip"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"train.optim.{name} must be ≥ 0, got {getattr(self, name)}.")
+        if self.warmup_type not in ("linear", "log"):
+            raise ValueError(f"train.optim.warmup_type must be linear or log, got {self.warmup_type!r}.")
+        if self.decay not in ("linear", "constant"):
+            raise ValueError(f"train.optim.decay must be linear or constant, got {self.decay!r}.")
+        if len(self.betas) != 2 or not all(0 <= beta < 1 for beta in self.betas):
+            raise ValueError(f"train.optim.betas must be two numbers in [0, 1), got {self.betas}.")
+        negative = {prefix: scale for prefix, scale in self.lr_scales.items() if not scale >= 0}
+        if negative:
+            raise ValueError(f"train.optim.lr_scales must be ≥ 0 (0 freezes), got {negative}.")
+
 
 @dataclass
 class LossConfig:
@@ -127,6 +144,11 @@ class TrainConfig:
             raise ValueError(f"train.resume_check must be 'strict' or 'warn', got {self.resume_check!r}.")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"train.max_steps must be ≥ 1 or null, got {self.max_steps}.")
+        if self.keep_last < 1:
+            raise ValueError(f"train.keep_last must be ≥ 1 (checkpoints kept), got {self.keep_last}.")
+        for name in ("save_every", "val_every", "val_batches"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be ≥ 0 (0: {_ZERO[name]}), got {getattr(self, name)}.")
 
     @property
     def total_steps(self) -> int:
@@ -142,6 +164,9 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+_ZERO = {"save_every": "only at the end", "val_every": "never", "val_batches": "no validation"}
 
 
 def launcher_from_dict(data: dict[str, Any]) -> LauncherConfig:

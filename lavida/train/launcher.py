@@ -25,8 +25,11 @@ def deepspeed_config(launcher: LauncherConfig, train: TrainConfig) -> dict | Non
     config["train_micro_batch_size_per_gpu"] = train.batch_size
     config["gradient_accumulation_steps"] = train.grad_accum
     config["gradient_clipping"] = train.optim.grad_clip if train.optim.grad_clip > 0 else 0.0
-    if launcher.mixed_precision == "bf16":
-        config["bf16"] = {"enabled": True}
+    # The launcher's mixed_precision decides, both ways: a ZeRO yaml's bf16 block must not keep training
+    # in bf16 a run that asked for "no" (and records "no").
+    config["bf16"] = {**config.get("bf16", {}), "enabled": launcher.mixed_precision == "bf16"}
+    if launcher.mixed_precision != "fp16" and "fp16" in config:
+        config["fp16"] = {**config["fp16"], "enabled": False}
     return config
 
 

@@ -35,7 +35,7 @@ from lavida.models.config import LavidaConfig
 from lavida.models.lavida import build_lavida
 from lavida.train.config import LauncherConfig, TrainConfig
 from lavida.train.launcher import build_accelerator, register_zero3_outside_parameters
-from lavida.train.optim import build_optimizer, build_scheduler
+from lavida.train.optim import apply_optim_settings, build_optimizer, build_scheduler
 from lavida.train.resume_check import check_resume_settings
 from lavida.train.state import (
     Progress,
@@ -162,6 +162,7 @@ class Trainer:
             self.validation = acc.prepare_data_loader(self._loader(val_set, 0), device_placement=False)
 
         optimizer = build_optimizer(model, self.config.optim)
+        self._scales = [group["lr"] / self.config.optim.lr for group in optimizer.param_groups]
         # Parameters that an lr scale of 0 leaves out of the optimizer still get gradients (they keep
         # requires_grad, by which checkpoints select what trained): they must neither enter the clipped
         # norm nor accumulate gradients from step to step.
@@ -177,6 +178,10 @@ class Trainer:
             self.progress = load_training_checkpoint(
                 resume, accelerator=acc, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler
             )
+            # The checkpoint's optimizer state carries its rates and weight decay; a resume that was
+            # allowed to change them (resume_check=warn, e.g. a lower lr after a non-finite loss) uses the
+            # configured ones, which run_config.json and later checkpoints record.
+            apply_optim_settings(self.optimizer, self.scheduler, self.config.optim, scales=self._scales)
         if acc.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             write_json(self.output_dir / "run_config.json", self._record(), indent=2, default=str)
@@ -291,8 +296,8 @@ class Trainer:
                 self.progress.step += 1
                 progress_bar.update(1)
                 if self.progress.step % self.config.log_every == 0 or self.progress.step == total:
-                    last = {key: value / counts[key] for key, value in running.items()}
-                    last["lr"] = self._applied_lr  # of the first parameter group
+                    last = self._mean_over_processes(running, counts)
+                    last["lr"] = self._applied_lr
                     acc.log({f"train/{k}": v for k, v in last.items()}, step=self.progress.step)
                     progress_bar.set_postfix(loss=f"{last['loss']:.4f}")
                     running, counts = {}, {}
@@ -362,8 +367,9 @@ class Trainer:
                             "(resume with train.resume_check=warn), check the data of this batch, or train in "
                             "float32."
                         )
-            if acc.sync_gradients:  # the rate this optimizer step applies (the scheduler moves on below)
-                self._applied_lr = self.scheduler.get_last_lr()[0]
+            if acc.sync_gradients:  # the rate this optimizer step applies (the scheduler moves on below):
+                # optim.lr × the schedule's factor, which groups with an lr scale apply times their scale
+                self._applied_lr = self.scheduler.get_last_lr()[0] / self._scales[0]
             self.optimizer.step()
             if acc.sync_gradients:  # once per optimizer step (step_scheduler_with_optimizer=False)
                 self.scheduler.step()
@@ -407,6 +413,21 @@ class Trainer:
         return acc.reduce(torch.tensor(float(count), device=acc.device), reduction="mean")
 
     @torch.no_grad()
+    def _mean_over_processes(self, running: dict[str, float], counts: dict[str, int]) -> dict[str, float]:
+        """Each logged quantity's mean over its micro-batches on every process.
+
+        Each process's loss is already divided by normalisers taken over all processes (frames, answer
+        tokens), so the step's loss is the mean of the processes' losses, not the main process's alone.
+        """
+        keys = sorted(running)
+        totals = torch.tensor(
+            [running[key] for key in keys] + [counts[key] for key in keys],
+            dtype=torch.float64,
+            device=self.accelerator.device,
+        )
+        totals = self.accelerator.reduce(totals, reduction="sum").tolist()
+        return {key: totals[i] / totals[len(keys) + i] for i, key in enumerate(keys)}
+
     def validate(self) -> dict[str, float]:
         """Mean losses on held-out draws from the training sources (never a test benchmark)."""
         acc = self.accelerator

@@ -77,3 +77,25 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig, *, to
         )
 
     return LambdaLR(optimizer, factor)
+
+
+def apply_optim_settings(optimizer, scheduler, config: OptimConfig, *, scales: list[float]) -> None:
+    """Put ``config``'s rates, weight decay, betas and eps into a restored optimizer and its schedule.
+
+    Loading an optimizer's state brings back the checkpoint's per-group ``lr``, ``initial_lr``,
+    ``weight_decay``, ``betas`` and ``eps``, and loading the schedule its base rates; a resume that was
+    allowed to change them would otherwise go on with the old ones. The step count and the moments stay.
+
+    Args:
+        optimizer: The optimizer of :func:`build_optimizer` (or Accelerate's/DeepSpeed's wrapper of it).
+        scheduler: The schedule of :func:`build_scheduler` (or Accelerate's wrapper of it).
+        scales: Each parameter group's lr scale, in group order.
+    """
+    schedule = getattr(scheduler, "scheduler", scheduler)  # Accelerate's AcceleratedScheduler wraps it
+    groups = optimizer.param_groups
+    for group, scale, factor in zip(groups, scales, schedule.lr_lambdas, strict=True):
+        group["initial_lr"] = config.lr * scale
+        group["lr"] = group["initial_lr"] * factor(schedule.last_epoch)
+        group.update(weight_decay=config.weight_decay, betas=tuple(config.betas), eps=config.eps)
+    schedule.base_lrs = [group["initial_lr"] for group in groups]
+    schedule._last_lr = [group["lr"] for group in groups]  # what get_last_lr() reports

@@ -69,6 +69,11 @@ def main(config_json: str, data_root: str, output_dir: str) -> None:
         plain = trainer.model(batch.batch.to(acc.device)).lm_loss.item()
     tokens = int((batch.batch.labels[:, 1:] != -100).sum())
     mean_tokens = float(trainer.mean_over_processes(tokens))
+    # Each micro-batch's losses on this rank, and what the loop logs (one micro-batch per logged step).
+    losses, logged = [], []
+    step = trainer.train_step
+    trainer.train_step = lambda batch: losses.append(step(batch)) or losses[-1]
+    acc.log = lambda values, step: logged.append(values["train/loss"])
     trainer.fit()
     save("trained")
     # How often the learning-rate schedule advanced: once per optimizer step, whatever the process count.
@@ -77,6 +82,8 @@ def main(config_json: str, data_root: str, output_dir: str) -> None:
         "lr": trainer.scheduler.get_last_lr()[0],
         "frame_normalizer": normalizer,
         "txt": {"weighted": weighted, "plain": plain, "tokens": tokens, "mean_tokens": mean_tokens},
+        "losses": [float(loss["loss"]) for loss in losses],
+        "logged": logged,
     }
     Path(f"{output_dir}/schedule_rank{acc.process_index}.json").write_text(json.dumps(schedule))
 

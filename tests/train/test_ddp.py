@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -49,3 +50,10 @@ def test_two_process_ddp_keeps_ranks_identical(synthetic_train_root, tiny_pretra
     tokens = [json.loads((out / f"schedule_rank{r}.json").read_text())["txt"]["tokens"] for r in (0, 1)]
     assert tokens[1] == tokens[0] - 5  # the worker drops 5 answer tokens on rank 1
     assert json.loads((out / "schedule_rank0.json").read_text())["txt"]["mean_tokens"] == sum(tokens) / 2
+    # The logged train/loss is the step's loss over both ranks (each rank's share is divided by the
+    # normalisers over both), the mean of their losses, not rank 0's alone.
+    ranks = [json.loads((out / f"schedule_rank{r}.json").read_text()) for r in (0, 1)]
+    means = [(a + b) / 2 for a, b in zip(ranks[0]["losses"], ranks[1]["losses"], strict=True)]
+    assert len(means) == 2 and ranks[0]["losses"] != ranks[1]["losses"]
+    for rank in ranks:
+        assert rank["logged"] == pytest.approx(means, rel=1e-12)

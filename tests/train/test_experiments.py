@@ -104,6 +104,11 @@ def test_deepspeed_launchers_validate(launcher):
     assert parsed.gradient_accumulation_steps == train.grad_accum
     assert parsed.gradient_clipping == train.optim.grad_clip
     assert deepspeed.__version__
+    # The launcher's mixed_precision decides DeepSpeed's precision both ways (its yaml enables bf16).
+    assert parsed.bfloat16_config.enabled
+    full = compose_train([f"launcher={launcher}", "launcher.mixed_precision=no"])
+    plain = DeepSpeedConfig(deepspeed_config(launcher_from_dict(full["launcher"]), train))
+    assert not plain.bfloat16_config.enabled and not plain.float16_config.enabled
 
 
 # Real option of the train group -> its tiny twin (the same recipe in a few CPU steps).

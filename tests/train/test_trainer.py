@@ -433,3 +433,89 @@ def test_the_logged_learning_rate_is_the_one_applied(synthetic_train_root, tiny_
     trainer.accelerator.log = lambda values, step: logged.append(values["train/lr"])
     trainer.fit()
     assert logged == pytest.approx([2.5e-4, 5e-4, 7.5e-4])
+
+
+def test_a_resume_allowed_to_change_the_optimizer_uses_the_new_settings(
+    synthetic_train_root, tiny_pretrained, tmp_path
+):
+    """resume_check=warn with a lower lr (the advice after a non-finite loss) and another weight decay:
+    the restored optimizer state must not bring the checkpoint's back; the schedule keeps its position."""
+    out = tmp_path / "run"
+    schedule = {"warmup_steps": 0, "decay": "linear"}
+    first = make_trainer(
+        synthetic_train_root, tiny_pretrained, out, save_every=2, optim={"lr": 3e-3, **schedule}
+    )
+    first.setup()
+    step = first.train_step
+
+    def killed_after_step_2(batch):
+        if first.progress.step == 2:
+            raise KeyboardInterrupt
+        return step(batch)
+
+    first.train_step = killed_after_step_2
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+    resumed = make_trainer(
+        synthetic_train_root,
+        tiny_pretrained,
+        out,
+        save_every=2,
+        resume_check="warn",
+        optim={"lr": 1e-4, "weight_decay": 0.01, "eps": 1e-6, **schedule},
+    )
+    resumed.setup()
+    assert resumed.progress.step == 2
+    (group,) = resumed.optimizer.param_groups
+    assert (group["weight_decay"], group["eps"], group["initial_lr"]) == (0.01, 1e-6, 1e-4)
+    assert group["lr"] == pytest.approx(1e-4 * 4 / 6)  # linear decay over 6 steps, 2 done
+    assert len(resumed.optimizer.state) == len(group["params"])  # Adam's moments were restored
+    logged = []
+    resumed.accelerator.log = lambda values, step: logged.append(values["train/lr"])
+    resumed.fit()
+    assert logged == pytest.approx([1e-4 * 4 / 6, 1e-4 * 3 / 6, 1e-4 * 2 / 6, 1e-4 * 1 / 6])
+
+
+def test_the_logged_learning_rate_is_the_configured_one_under_lr_scales(
+    synthetic_train_root, tiny_pretrained, tmp_path
+):
+    """With a slower SAM2 decoder (the demo's lr_scales) train/lr is optim.lr × the schedule, not the
+    slow group's rate."""
+    trainer = make_trainer(
+        synthetic_train_root,
+        tiny_pretrained,
+        tmp_path / "run",
+        max_steps=2,
+        optim={"lr": 1e-3, "warmup_steps": 0, "decay": "constant", "lr_scales": {"mask_decoder.": 0.1}},
+    )
+    trainer.setup()
+    assert sorted(group["lr"] for group in trainer.optimizer.param_groups) == pytest.approx([1e-4, 1e-3])
+    logged = []
+    trainer.accelerator.log = lambda values, step: logged.append(values["train/lr"])
+    trainer.fit()
+    assert logged == pytest.approx([1e-3, 1e-3])
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"optim": {"warmup_type": "cosine"}}, "warmup_type must be linear or log"),
+        ({"optim": {"decay": "cosine"}}, "decay must be linear or constant"),
+        ({"optim": {"lr": -1.0}}, r"lr must be > 0"),
+        ({"optim": {"lr": 0.0}}, r"lr must be > 0"),
+        ({"optim": {"weight_decay": -0.1}}, "weight_decay must be ≥ 0"),
+        ({"optim": {"grad_clip": -1.0}}, "grad_clip must be ≥ 0"),
+        ({"optim": {"warmup_steps": -5}}, "warmup_steps must be ≥ 0"),
+        ({"optim": {"betas": [0.9, 1.5]}}, "betas must be two numbers"),
+        ({"optim": {"lr_scales": {"mask_decoder.": -0.1}}}, "lr_scales must be ≥ 0"),
+        ({"keep_last": 0}, "keep_last must be ≥ 1"),
+        ({"save_every": -2}, "save_every must be ≥ 0"),
+        ({"val_every": -1}, "val_every must be ≥ 0"),
+        ({"val_batches": -1}, "val_batches must be ≥ 0"),
+    ],
+)
+def test_training_settings_are_checked_before_anything_is_built(bad, message):
+    """A typo or a sign error is refused when the config is read, not after a (7B) model is loaded, and
+    never quietly reinterpreted (keep_last 0 kept 1; a negative lr scale froze the parameters)."""
+    with pytest.raises(ValueError, match=message):
+        TrainConfig.from_dict(bad)
