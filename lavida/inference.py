@@ -60,7 +60,15 @@ class ClipDataset(Dataset):
             self._source = open_video(self.path)
         frames = self._source.get_frames(self.clips[index])  # one batched decode per clip (DESIGN §8)
         sample = ClipSample(frames=frames, categories=self.categories, is_video=frames.shape[0] > 1)
-        return index, self.processor.encode(sample, train=False)
+        try:
+            return index, self.processor.encode(sample, train=False)
+        except ValueError as error:
+            # The processor's errors (Qwen2-VL refuses an aspect ratio over 200) do not say which video.
+            height, width = frames.shape[1:3]
+            raise ValueError(
+                f"{self.path}: cannot encode clip {index} of its {height}x{width} (HxW) frames ({error}); "
+                "crop or pad such frames to a usual aspect ratio first."
+            ) from error
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

@@ -14,15 +14,19 @@ Choices the paper leaves open (docs/fidelity.md):
 
 - **K_E.** K_E ~ Unif{2, …, max_categories}: the number of irrelevant categories K_E − 1 is uniform on
   {1, …, max_categories − 1}, for anomalous and normal samples alike. An anomalous sample therefore
-  lists 2…max_categories categories and a normal one 1…max_categories − 1 (B.5: max K_E = 30). This is
-  exactly the official release's ``randint(1, n_max − 1)`` irrelevant categories.
+  lists 2…max_categories categories and a normal one 1…max_categories − 1 (B.5: max K_E = 30), where
+  the pool has enough usable descriptions (next point).
 - **The K_E = 1 edge.** K_E = 1 would leave a normal sample without any category. It only arises when
   ``max_categories == 1``; then an anomalous sample lists only its genuine description and a normal
   sample one irrelevant description: a normal sample always gets at least one category.
-- **Too few usable descriptions.** The number of irrelevant categories is capped at the number of
-  distinct usable descriptions in the pool (distinct after normalisation, not the genuine one, not
-  present in the sample). If none is usable, a sample drawn as normal has nothing to list and is made
-  anomalous instead (the official Cityscapes loader does the same when every class is visible).
+- **Too few usable descriptions.** With n distinct usable descriptions in the pool (distinct after
+  normalisation, not the genuine one, not present in the sample), the number of irrelevant categories
+  is uniform on {1, …, min(max_categories − 1, n)}, as the official release draws it
+  (``randint(1, min(slots, |others|))``): uniform over the counts that are possible, rather than
+  drawn from 1…max_categories − 1 and cut to n, which would pile nearly every draw on n (a Cityscapes
+  image with 3 usable classes of 8 listed all 3 in 93 % of samples at max(K_E) = 30). If none is
+  usable, a sample drawn as normal has nothing to list and is made anomalous instead (the official
+  Cityscapes loader does the same when every class is visible).
 - **Exact, bounded drawing.** "Draw a sample uniformly, reject repeats and excluded texts" is done
   exactly and without loops by Efraimidis–Spirakis weighted sampling without replacement: each distinct
   description gets the key log(u)/w (u ~ U(0, 1), w = the number of samples carrying it) and the
@@ -152,6 +156,11 @@ class TextPool(Sequence[str]):
         """Index of ``text`` among the distinct descriptions (after normalisation), or None."""
         return self._codes.get(normalize_text(text))
 
+    def usable(self, *, exclude: Iterable[str] = ()) -> int:
+        """How many distinct descriptions :meth:`draw` can return with this ``exclude``."""
+        excluded = {code for code in map(self.code, exclude) if code is not None}
+        return len(self.distinct) - len(excluded)
+
     def draw(self, k: int, *, exclude: Iterable[str] = (), rng: np.random.Generator) -> list[str]:
         """Up to ``k`` distinct descriptions, none equal (normalised) to one in ``exclude``.
 
@@ -225,13 +234,16 @@ def expose(
     pool = pool if isinstance(pool, TextPool) else TextPool(pool)
 
     is_anomaly = bool(rng.random() < p)  # Eq. 2
-    # Eq. 1: |S_irr| = K_E − 1 with K_E ~ Unif{2..max}; at least one (a normal sample needs a category).
-    num_irrelevant = int(rng.integers(1, max(max_categories - 1, 1) + 1))
+    exclude = [text, *present]
+    # Eq. 1: |S_irr| = K_E − 1 with K_E ~ Unif{2..max}; at least one (a normal sample needs a category),
+    # and uniform over the counts the pool allows (the release's randint(1, min(slots, |others|))).
+    possible = min(max(max_categories - 1, 1), pool.usable(exclude=exclude))
+    num_irrelevant = int(rng.integers(1, max(possible, 1) + 1))
     if is_anomaly:
         num_irrelevant = min(num_irrelevant, max_categories - 1)  # room for s_i (max_categories = 1)
     elif category_count == "matched":
         num_irrelevant = min(num_irrelevant + 1, max_categories)  # K_E irrelevant: the count says nothing
-    irrelevant = pool.draw(num_irrelevant, exclude=[text, *present], rng=rng)
+    irrelevant = pool.draw(num_irrelevant, exclude=exclude, rng=rng)
     if not is_anomaly and not irrelevant:
         # No usable description at all: a normal sample would list nothing, so it becomes anomalous.
         log.debug("No irrelevant description available for %r; the sample is made anomalous.", text)

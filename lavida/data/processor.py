@@ -139,9 +139,12 @@ class LavidaProcessor:
         input_ids = encoded["input_ids"][0]
         labels = self._answer_labels(input_ids, chat.answer) if train else None
 
-        masks = None
+        masks = presence = None
         if sample.masks is not None:
-            masks = _resize_masks(_as_tensor(sample.masks), self.sam_image_size)
+            source_masks = _as_tensor(sample.masks)
+            # Presence at the source resolution: a target the resize shrinks away is still present.
+            presence = (source_masks.flatten(1) > 0).any(dim=1).float()
+            masks = _resize_masks(source_masks, self.sam_image_size)
             if masks.shape[0] != frames.shape[0]:
                 raise ValueError(f"The sample has {frames.shape[0]} frames but {masks.shape[0]} masks.")
         frame_labels = None
@@ -153,8 +156,8 @@ class LavidaProcessor:
                     f"The sample has {frames.shape[0]} frames but {frame_labels.shape[0]} frame labels; "
                     "give one label per frame."
                 )
-        elif masks is not None:
-            frame_labels = masks.flatten(1).any(dim=1).float()  # per-frame mask presence (docs/fidelity.md)
+        elif presence is not None:
+            frame_labels = presence  # per-frame mask presence (docs/fidelity.md)
         return EncodedSample(
             input_ids=input_ids,
             labels=labels,

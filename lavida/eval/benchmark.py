@@ -241,5 +241,7 @@ def labels_from_intervals(num_frames: int, intervals: Sequence[tuple[int, int]],
     for start, end in intervals:
         if end < start:
             raise GroundTruthError(f"{where}: interval [{start}, {end}] ends before it starts.")
+        if end < 0 or start >= num_frames:
+            continue  # wholly outside the video (a negative slice end would count from the end)
         labels[max(start, 0) : min(end, num_frames - 1) + 1] = 1
     return labels

@@ -146,6 +146,24 @@ def test_too_small_pool_caps_at_what_exists():
         assert len(categories) == len(irrelevant) + int(is_anomaly)
 
 
+@pytest.mark.parametrize("max_categories, counts", [(30, [1, 2, 3]), (3, [1, 2])])
+def test_with_few_usable_texts_the_count_is_uniform_over_what_is_possible(max_categories, counts):
+    """A Cityscapes-like pool of 8 classes with 4 visible and the genuine one: 3 usable. The number of
+    irrelevant categories is uniform on 1…min(max − 1, 3), as the release draws it, not piled on 3."""
+    classes = [f"class {i}" for i in range(8)]
+    pool = TextPool(classes * 5)
+    rng = np.random.default_rng(11)
+    seen = Counter()
+    for _ in range(3000):
+        categories, is_anomaly = expose(
+            "class 0", pool, present=classes[1:5], max_categories=max_categories, rng=rng
+        )
+        seen[len(categories) - int(is_anomaly)] += 1
+    assert sorted(seen) == counts
+    assert chisquare([seen[c] for c in counts]).pvalue > 1e-4
+    assert pool.usable(exclude=["CLASS 0", *classes[1:5], "not in the pool"]) == 3
+
+
 @pytest.mark.parametrize("pool,present", [([], ()), (["dog", "DOG"], ()), (["cat", "dog"], ["cat"])])
 def test_no_usable_text_makes_the_sample_anomalous(pool, present):
     """A normal sample needs ≥ 1 category; with none usable, every draw lists only the genuine text."""

@@ -63,6 +63,18 @@ def test_sam_branch_normalisation_and_masks(processor):
     assert encoded.frame_labels.tolist() == [1.0, 0.0]  # per-frame mask presence
 
 
+def test_frame_labels_come_from_the_masks_before_resizing(processor):
+    """A one-pixel target in a 400x400 frame vanishes when the mask is shrunk to SAM2's input, yet it is in the
+    frame: presence is taken at the source resolution, as TrainDataset does (docs/fidelity.md)."""
+    frames = np.zeros((2, 400, 400, 3), dtype=np.uint8)
+    masks = np.zeros((2, 400, 400), dtype=bool)
+    masks[0, 100, 100] = True  # off the grid that nearest-exact keeps (every 6.25th pixel)
+    sample = ClipSample(frames=frames, categories=["x"], is_video=True, masks=masks)
+    encoded = processor.encode(sample, train=True)
+    assert encoded.target_masks[0].sum() == 0  # the resized mask lost it ...
+    assert encoded.frame_labels.tolist() == [1.0, 0.0]  # ... the label did not
+
+
 def test_collate_mixed_batch(processor):
     video, image = make_samples()
     batch = processor([video, image], train=True)

@@ -43,3 +43,10 @@ def test_labels_from_inclusive_intervals():
     np.testing.assert_array_equal(labels, [0, 0, 1, 1, 1, 0, 0, 0, 1, 1])
     with pytest.raises(ValueError, match="x: interval \\[5, 3\\]"):
         labels_from_intervals(10, [(5, 3)], where="x")
+
+
+def test_intervals_outside_the_video_mark_nothing():
+    """(-5, -3) lies before frame 0: a slice ending at -2 would have marked frames 0..7."""
+    for outside in ([(-5, -3)], [(-3, -2)], [(12, 15)], [(10, 10)]):
+        assert not labels_from_intervals(10, outside, where="x").any(), outside
+    np.testing.assert_array_equal(labels_from_intervals(10, [(-2, 1)], where="x"), [1, 1] + [0] * 8)

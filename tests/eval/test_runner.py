@@ -594,3 +594,18 @@ def test_prediction_files_never_come_from_outside_the_folder(tmp_path):
     assert saved_prediction_paths(predictions, "clip#1")[1] == predictions / "clip#1.npy"
     long = "é" * 130  # 260 bytes: too long for a file name on most file systems
     assert saved_prediction_paths(predictions, long)[1] == predictions / "_.npy"
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_frames_the_model_cannot_take_name_the_video(predictor, tmp_path, workers):
+    """A 2x600 frame (aspect ratio 300; Qwen2-VL takes at most 200) stops the run with the video named."""
+    from lavida.eval.benchmark import plan_clips
+
+    folder = tmp_path / "thin"
+    folder.mkdir()
+    for t in range(2):
+        Image.fromarray(np.zeros((2, 600, 3), np.uint8)).save(folder / f"{t}.png")
+    predictor.num_workers = workers
+    plan = plan_clips(2, interval=1, clip_length=2, drop_tail=False)
+    with pytest.raises(ValueError, match=r"thin: cannot encode clip 0 of its 2x600 \(HxW\) frames .*aspect"):
+        predictor.predict_video(folder, plan.clips, ["fire"])
