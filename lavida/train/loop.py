@@ -412,7 +412,6 @@ class Trainer:
             return count
         return acc.reduce(torch.tensor(float(count), device=acc.device), reduction="mean")
 
-    @torch.no_grad()
     def _mean_over_processes(self, running: dict[str, float], counts: dict[str, int]) -> dict[str, float]:
         """Each logged quantity's mean over its micro-batches on every process.
 
@@ -428,6 +427,7 @@ class Trainer:
         totals = self.accelerator.reduce(totals, reduction="sum").tolist()
         return {key: totals[i] / totals[len(keys) + i] for i, key in enumerate(keys)}
 
+    @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Mean losses on held-out draws from the training sources (never a test benchmark)."""
         acc = self.accelerator

@@ -347,8 +347,12 @@ def test_validation_scores_the_same_draws_at_every_call(synthetic_train_root, ti
         synthetic_train_root, tiny_pretrained, tmp_path / "run", val_every=1, val_batches=2
     )
     trainer.setup()
+    modes = []
+    compute = trainer.compute_loss
+    trainer.compute_loss = lambda batch: modes.append(torch.is_grad_enabled()) or compute(batch)
     first, second = trainer.validate(), trainer.validate()
     assert first == second and first["val/loss"] > 0
+    assert modes and not any(modes)  # no autograd graph kept for validation batches
 
 
 def test_warmup_decay_schedule_shape():
