@@ -103,6 +103,15 @@ def list_frame_files(folder: str | Path, suffixes: Sequence[str] = IMAGE_SUFFIXE
     return files
 
 
+def pillow_read_errors() -> tuple[type[BaseException], ...]:
+    """What Pillow raises for an unreadable image: besides OSError and ValueError, SyntaxError for some
+    corrupt files ("broken PNG file") and DecompressionBombError, an Exception only, for a header that
+    claims a huge size."""
+    from PIL import Image
+
+    return (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """One image file as (H, W, 3) uint8 RGB (greyscale and palette images are converted).
 
@@ -127,10 +136,9 @@ def read_image(path: str | Path) -> np.ndarray:
             else:
                 return np.asarray(image.convert("RGB"), dtype=np.uint8)
             return np.repeat(np.rint(array).astype(np.uint8)[..., None], 3, axis=2)
-    # Besides OSError and ValueError, Pillow raises SyntaxError for some corrupt files ("broken PNG
-    # file") and DecompressionBombError, an Exception only, for headers claiming a huge size: all mean
-    # an unreadable frame, which must name its file and let lavida-detect skip just that video.
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+    # Every one means an unreadable frame, which must name its file and let lavida-detect skip just
+    # that video.
+    except pillow_read_errors() as error:
         raise VideoReadError(
             f"{path}: cannot read the image ({type(error).__name__}: {error}); the file is corrupt or "
             "not an image: replace it with a good copy."

@@ -25,15 +25,7 @@ import numpy as np
 
 from lavida.data.exposure import normalize_text as comparison_key
 from lavida.data.sources.base import DatasetFormatError, SegTarget
-
-
-def _pillow_errors() -> tuple[type[BaseException], ...]:
-    """What Pillow raises for an unreadable file: besides OSError and ValueError, SyntaxError for some
-    corrupt files ("broken PNG file") and DecompressionBombError, an Exception only, for a header that
-    claims a huge size (as ``lavida.data.video.read_image`` catches them)."""
-    from PIL import Image
-
-    return (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+from lavida.data.video import pillow_read_errors
 
 
 def read_index_png(path: str | Path) -> np.ndarray:
@@ -51,7 +43,7 @@ def read_index_png(path: str | Path) -> np.ndarray:
             raise DatasetFormatError(
                 f"{path}: expected a single-channel label PNG (mode P/L/I), got mode {image.mode}."
             )
-    except _pillow_errors() as error:
+    except pillow_read_errors() as error:
         raise DatasetFormatError(
             f"{path}: cannot read the label image ({type(error).__name__}: {error}); replace it with a "
             "good copy from the dataset's archive."
@@ -69,7 +61,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
     try:
         with Image.open(path) as handle:
             width, height = handle.size
-    except _pillow_errors() as error:
+    except pillow_read_errors() as error:
         raise DatasetFormatError(
             f"{path}: cannot read the image ({type(error).__name__}: {error}); replace it with a good copy "
             "from the dataset's archive."
