@@ -113,3 +113,28 @@ def write_synthetic_train(root, **spec):
 def synthetic_train_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic_train")
     return write_synthetic_train(root, videos=6, images=4, frames=8, height=64, width=96, seed=0)
+
+
+def write_broken_png(path, *, shape=(40, 50, 3)):
+    """Write a PNG whose first data chunk claims half its length and return its path: Pillow then reads
+    a chunk type from the middle of the data and raises SyntaxError ("broken PNG file"), not OSError."""
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)).save(path)
+    data = bytearray(path.read_bytes())
+    assert data[37:41] == b"IDAT"  # right after the 8-byte signature and the 25-byte IHDR chunk
+    data[33:37] = (int.from_bytes(data[33:37], "big") // 2).to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def write_bomb_bmp(path, *, shape=(40, 50, 3)):
+    """Write a BMP whose header claims 60000×60000 pixels and return its path: Pillow raises
+    DecompressionBombError (an Exception, not an OSError)."""
+    from PIL import Image
+
+    Image.fromarray(np.zeros(shape, np.uint8)).save(path)
+    data = bytearray(path.read_bytes())
+    data[18:26] = (60000).to_bytes(4, "little") * 2  # width, height
+    path.write_bytes(bytes(data))
+    return path

@@ -20,7 +20,23 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv")
+# .m2ts and .mts before .ts: lavida.eval strips the first of these a name ends with.
+VIDEO_SUFFIXES = (
+    ".mp4",
+    ".avi",
+    ".mkv",
+    ".mov",
+    ".webm",
+    ".mpg",
+    ".mpeg",
+    ".m4v",
+    ".wmv",
+    ".flv",
+    ".m2ts",
+    ".mts",
+    ".ts",
+    ".3gp",
+)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -194,8 +210,22 @@ class DecordVideo(FrameSource):
         if self.num_frames == 0:
             raise VideoReadError(f"{self.path}: the video has no frames.")
         self.fps = float(self._reader.get_avg_fps()) or None
-        self.height, self.width = self._reader[0].shape[:2]
-        self._reader.seek(0)
+        # Inside the try: decord opens some files whose first frame it cannot decode (a corrupt
+        # keyframe) and then raises its raw DECORDError, which names no file and would skip PyAV.
+        try:
+            self.height, self.width = self._reader[0].shape[:2]
+            self._reader.seek(0)
+        except Exception as error:
+            raise VideoReadError(f"{self.path}: decord cannot decode the first frame ({error}).") from error
+
+    def frame_times(self) -> np.ndarray | None:
+        """(num_frames,) float64: each frame's presentation time in seconds, from the index decord builds
+        when it opens the file (nothing is decoded); None where decord cannot say."""
+        try:
+            times = self._reader.get_frame_timestamp(np.arange(self.num_frames))
+        except Exception:  # decord raises its own DECORDError
+            return None
+        return np.asarray(times, dtype=np.float64)[:, 0]
 
     def _read(self, indices: np.ndarray) -> np.ndarray:
         try:
@@ -209,8 +239,9 @@ class DecordVideo(FrameSource):
 class PyAVVideo(FrameSource):
     """A video file read with PyAV: decodes the whole stream once into memory on first access.
 
-    Used when decord cannot open a file (unusual codecs). Holds all frames, so meant for short videos;
-    long videos should use decord or ``lavida.detect.stream`` (sequential reading).
+    Used by :func:`open_video` when decord cannot open a file (unusual codecs, AV1). Holds all frames,
+    so meant for short videos; ``lavida.detect.stream.open_stream`` reads such files with PyAV frame by
+    frame instead.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -263,10 +294,17 @@ def open_video(path: str | Path, *, fps: float | None = None) -> FrameSource:
         try:
             return PyAVVideo(path)
         except VideoReadError as av_error:
-            raise VideoReadError(
-                f"{path}: unreadable video. decord: {decord_error.__cause__ or decord_error}; "
-                f"PyAV: {av_error.__cause__ or av_error}. Is it a video file with a supported codec?"
-            ) from av_error
+            raise unreadable_video_error(path, decord_error, av_error) from av_error
+
+
+def unreadable_video_error(
+    path: Path, decord_error: BaseException, av_error: BaseException
+) -> VideoReadError:
+    """The error for a file neither decord nor PyAV can read, with both decoders' reasons."""
+    return VideoReadError(
+        f"{path}: unreadable video. decord: {decord_error.__cause__ or decord_error}; "
+        f"PyAV: {av_error.__cause__ or av_error}. Is it a video file with a supported codec?"
+    )
 
 
 def video_rate(fps: float) -> Fraction:

@@ -29,6 +29,8 @@ class Interval:
         return self.end - self.start + 1
 
     def to_dict(self, fps: float | None = None) -> dict:
+        """The fields, plus ``start_time`` = start / fps and ``end_time`` = (end + 1) / fps in seconds with
+        ``fps``: a constant frame rate is assumed (wrong on a variable-frame-rate video)."""
         data = asdict(self)
         if fps:
             data.update(start_time=self.start / fps, end_time=(self.end + 1) / fps)

@@ -1,6 +1,6 @@
 """What ``lavida-detect`` writes per video, streamed frame by frame.
 
-<out>/<video>/scores.csv       frame, time_s, score, anomalous
+<out>/<video>/scores.csv       frame, time_s, score, anomalous (time_s = frame / fps, see below)
 <out>/<video>/scores.jsonl     one JSON object per frame, flushed as soon as the frame is final
 <out>/<video>/scores.json      all scores at once (written at the end)
 <out>/<video>/masks.jsonl      one line per frame: {"frame": i, "rle": COCO RLE of score ≥ threshold}
@@ -16,6 +16,11 @@ is done (``lavida.atomic.atomic_dir``): follow a running video's scores.jsonl th
 run that fails leaves the earlier ``<out>/<video>/`` as it was and deletes its staging folder (one left
 by a killed process goes at the next run of that video on the same machine); a live stream stopped
 with Ctrl-C is finished normally.
+
+Times (``time_s``, intervals' ``start_time``/``end_time``) assume a constant frame rate: frame index /
+the video's average fps, not the frames' own timestamps. On a variable-frame-rate file they are off
+(``lavida.detect.stream.open_stream`` logs a warning when the timestamps stray by more than a frame);
+frame numbers are not affected.
 """
 
 from __future__ import annotations
@@ -37,7 +42,10 @@ log = logging.getLogger(__name__)
 
 
 class ScoreWriter:
-    """scores.csv and scores.jsonl, one row per frame, flushed as frames become final."""
+    """scores.csv and scores.jsonl, one row per frame, flushed as frames become final.
+
+    ``time_s`` is frame / ``fps`` (a constant rate is assumed; empty without ``fps``).
+    """
 
     def __init__(self, folder: Path, *, fps: float | None, threshold: float) -> None:
         self.fps, self.threshold = fps, threshold
@@ -60,7 +68,8 @@ class ScoreWriter:
 
 
 class MaskWriter:
-    """masks.jsonl: the binary mask (probability ≥ 0.5) of every frame as a COCO RLE."""
+    """masks.jsonl: the binary mask of every frame as a COCO RLE (the detector writes probability ≥ its
+    threshold)."""
 
     def __init__(self, folder: Path) -> None:
         self._file = (folder / "masks.jsonl").open("w")

@@ -1,8 +1,9 @@
 """Frame streams for detection: files and frame folders, network streams and capture devices.
 
-Files and folders are decoded in batches through ``lavida.data.video`` (decord, PyAV as fallback);
-RTSP/HTTP/UDP URLs and capture devices are read frame by frame with PyAV. Either way frames arrive
-one at a time and nothing holds more than one batch, so memory does not grow with the video's length.
+Files and folders are decoded in batches through ``lavida.data.video`` (decord); files decord cannot
+open (AV1, unusual codecs), RTSP/HTTP/UDP URLs and capture devices are read frame by frame with PyAV.
+Either way frames arrive one at a time and nothing holds more than one batch, so memory does not grow
+with the video's length.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lavida.data.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoReadError, open_video
+from lavida.data.video import (
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    DecordVideo,
+    VideoReadError,
+    open_video,
+    unreadable_video_error,
+)
 from lavida.file_names import safe_file_name
 
 log = logging.getLogger(__name__)
@@ -96,6 +104,11 @@ def open_stream(
 ) -> FrameStream:
     """Open a video file, a frame folder, a URL or a device as a :class:`FrameStream`.
 
+    A file decord cannot open (AV1, unusual codecs) is read with PyAV frame by frame, in order, never
+    whole (``lavida.data.video.PyAVVideo`` would hold every frame). A file whose frames' timestamps
+    stray more than a frame from frame / average fps (a variable frame rate) is named in a warning:
+    lavida-detect's times assume a constant rate.
+
     Args:
         source: Path, URL (rtsp://, http://, ...) or device (``/dev/video0``, ``device:0``).
         fps: Frame rate for frame folders (they store none).
@@ -108,15 +121,99 @@ def open_stream(
     text = str(source)
     if is_live(text):
         return _live(text, max_frames=max_frames)
-    video = open_video(source, fps=fps)
+    path = Path(text)
+    if path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES:
+        try:
+            video = DecordVideo(path)
+        except VideoReadError as decord_error:
+            log.info(
+                "decord could not open %s (%s); reading it with PyAV, frame by frame", path, decord_error
+            )
+            return _pyav_file(path, decord_error, max_frames=max_frames)
+    else:
+        video = open_video(path, fps=fps)  # a frame folder, or the error for a missing path or an image
+    total = len(video) if max_frames is None else min(len(video), max_frames)
+    if isinstance(video, DecordVideo) and video.fps:
+        times = video.frame_times()
+        if times is not None and total:
+            errors = np.abs(times[:total] - times[0] - np.arange(total) / video.fps)
+            worst = int(errors.argmax())
+            if errors[worst] > 1 / video.fps:
+                _warn_variable_rate(path, worst, float(times[worst] - times[0]), video.fps)
 
     def frames() -> Iterator[np.ndarray]:
-        end = len(video) if max_frames is None else min(len(video), max_frames)
-        for start in range(0, end, batch):
-            yield from video.get_frames(np.arange(start, min(start + batch, end)))
+        for start in range(0, total, batch):
+            yield from video.get_frames(np.arange(start, min(start + batch, total)))
 
-    total = len(video) if max_frames is None else min(len(video), max_frames)
     return FrameStream(name=stream_name(text), frames=frames(), fps=video.fps, num_frames=total)
+
+
+def _warn_variable_rate(path: Path, frame: int, time_s: float, fps: float) -> None:
+    log.warning(
+        "%s: variable frame rate (or a wrong rate in the file): frame %d is shown at %.2f s, but "
+        "lavida-detect's times (time_s, start_time, end_time) are frame / average fps = %d / %.3g = "
+        "%.2f s; use frame numbers, or re-encode the video at a constant rate (ffmpeg -i IN -fps_mode "
+        "cfr OUT.mp4).",
+        path,
+        frame,
+        time_s,
+        frame,
+        fps,
+        frame / fps,
+    )
+
+
+def _pyav_file(path: Path, decord_error: VideoReadError, *, max_frames: int | None) -> FrameStream:
+    """A file decord cannot open, read with PyAV in order: memory holds one frame at a time."""
+    import av
+
+    # Decode the first frame now, so that a file neither decoder reads is refused here, as open_video
+    # refuses it, with both decoders' reasons, and not midway through its outputs.
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoReadError(f"{path}: the file has no video stream.")
+            next(container.decode(video=0))
+    except StopIteration:
+        raise VideoReadError(f"{path}: the video has no frames.") from None
+    except Exception as error:  # av raises many error classes (InvalidDataError, codec errors, ...)
+        raise unreadable_video_error(path, decord_error, error) from error
+    container = av.open(str(path))
+    stream = container.streams.video[0]
+    fps = float(stream.average_rate) if stream.average_rate else None
+    total = stream.frames or None  # as the container states it (0: not stated); for the progress bar
+    if total is not None and max_frames is not None:
+        total = min(total, max_frames)
+    frames = _decode(container, stream, str(path), max_frames=max_frames, check_rate=True)
+    return FrameStream(name=stream_name(path), frames=frames, fps=fps, num_frames=total)
+
+
+def _decode(
+    container, stream, source: str, *, max_frames: int | None, check_rate: bool
+) -> Iterator[np.ndarray]:
+    """The frames of ``stream``, decoded one at a time; closes ``container`` when done or closed.
+
+    With ``check_rate``, the first frame shown more than a frame away from frame / average fps is
+    named in a warning (a variable frame rate).
+    """
+    fps = float(stream.average_rate) if stream.average_rate else None
+    start, warned = None, not (check_rate and fps)
+    try:
+        count = 0
+        for frame in container.decode(stream):
+            if max_frames is not None and count >= max_frames:
+                break
+            if not warned and frame.time is not None:
+                start = frame.time if start is None else start
+                if abs(frame.time - start - count / fps) > 1 / fps:
+                    _warn_variable_rate(Path(source), count, frame.time - start, fps)
+                    warned = True
+            yield frame.to_ndarray(format="rgb24")
+            count += 1
+    except Exception as error:  # av raises many error classes
+        raise VideoReadError(f"{source}: decoding failed after {count} frame(s) ({error}).") from error
+    finally:
+        container.close()
 
 
 def _live(source: str, *, max_frames: int | None) -> FrameStream:
@@ -137,17 +234,8 @@ def _live(source: str, *, max_frames: int | None) -> FrameStream:
         raise VideoReadError(f"{source}: the stream has no video track.")
     stream = container.streams.video[0]
     fps = float(stream.average_rate) if stream.average_rate else None
-
-    def frames() -> Iterator[np.ndarray]:
-        try:
-            for count, frame in enumerate(container.decode(stream)):
-                if max_frames is not None and count >= max_frames:
-                    break
-                yield frame.to_ndarray(format="rgb24")
-        finally:
-            container.close()
-
-    return FrameStream(name=stream_name(source), frames=frames(), fps=fps, num_frames=None)
+    frames = _decode(container, stream, source, max_frames=max_frames, check_rate=False)
+    return FrameStream(name=stream_name(source), frames=frames, fps=fps, num_frames=None)
 
 
 def expand_inputs(source: str | Path) -> list[str]:
@@ -155,8 +243,13 @@ def expand_inputs(source: str | Path) -> list[str]:
     folder of videos and/or frame folders (each one video), in name order.
 
     A folder that holds video files is a folder of videos even if images lie beside them (a
-    ``thumbnail.jpg``): those images are ignored, with a warning that says how many. Give each video
-    its own output name with :func:`output_names`.
+    ``thumbnail.jpg``): those images are ignored, with a warning that says how many. Files that are
+    neither videos (``VIDEO_SUFFIXES``) nor images are ignored too, with a warning that names them. Give
+    each video its own output name with :func:`output_names`.
+
+    Raises:
+        VideoReadError: no such path; a folder with nothing to read; or a folder with images and frame
+            folders but no videos, which could be one video or several (the message names both).
     """
     text = str(source)
     if is_live(text):
@@ -169,7 +262,17 @@ def expand_inputs(source: str | Path) -> list[str]:
     children = sorted(child for child in path.iterdir() if not child.name.startswith("."))
     videos = [child for child in children if child.is_file() and child.suffix.lower() in VIDEO_SUFFIXES]
     images = [child for child in children if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES]
+    folders = [child for child in children if child.is_dir() and _holds_images(child)]
     if images and not videos:
+        if folders:
+            # Either the images are one video and the subfolders are extra (masks?), or the images are
+            # strays (a preview.jpg) beside frame folders: guessing wrong drops videos unseen.
+            raise VideoReadError(
+                f"{path}: holds {len(images)} image file(s) ({_names(images)}) beside {len(folders)} "
+                f"frame folder(s) ({_names(folders)}), so it is unclear whether it is one video or a folder "
+                "of videos. To process the frame folders, move the images out (or into a subfolder of "
+                "their own); to process the images as one video, move the subfolders out."
+            )
         return [text]  # a folder of frames is one video
     if images:
         log.warning(
@@ -179,14 +282,26 @@ def expand_inputs(source: str | Path) -> list[str]:
             len(images),
             len(videos),
         )
-    entries = []
-    is_video = set(videos)
-    for child in children:
-        if child in is_video or (child.is_dir() and _holds_images(child)):
-            entries.append(str(child))
+    known = set(videos + images)
+    others = [child for child in children if child.is_file() and child not in known]
+    if others:
+        log.warning(
+            "%s: ignoring %d file(s) that are neither videos nor images: %s (video files end in %s).",
+            path,
+            len(others),
+            _names(others),
+            ", ".join(VIDEO_SUFFIXES),
+        )
+    entries = [str(child) for child in children if child in videos or child in folders]  # in name order
     if not entries:
         raise VideoReadError(f"{path}: the folder holds no video files, frames or frame folders.")
     return entries
+
+
+def _names(paths: Sequence[Path], limit: int = 5) -> str:
+    """``a.jpg, b.jpg`` — the first ``limit`` names, then how many more."""
+    more = f" and {len(paths) - limit} more" if len(paths) > limit else ""
+    return ", ".join(p.name for p in paths[:limit]) + more
 
 
 def _holds_images(folder: Path) -> bool:

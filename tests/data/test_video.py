@@ -5,6 +5,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from conftest import write_bomb_bmp, write_broken_png
 from PIL import Image
 
 from lavida.data.video import (
@@ -83,30 +84,10 @@ def test_unreadable_inputs(tmp_path):
         open_video(mixed).get_frames([0, 1])
 
 
-def _broken_png(path):
-    """A PNG whose first data chunk claims half its length: Pillow then reads a chunk type from the
-    middle of the data and raises SyntaxError ("broken PNG file"), not OSError."""
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(path)
-    data = bytearray(path.read_bytes())
-    assert data[37:41] == b"IDAT"  # right after the 8-byte signature and the 25-byte IHDR chunk
-    data[33:37] = (int.from_bytes(data[33:37], "big") // 2).to_bytes(4, "big")
-    path.write_bytes(bytes(data))
-    return path
-
-
-def _bomb_bmp(path):
-    """A BMP whose header claims 60000x60000 pixels: Pillow raises DecompressionBombError."""
-    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(path)
-    data = bytearray(path.read_bytes())
-    data[18:26] = (60000).to_bytes(4, "little") * 2  # width, height
-    path.write_bytes(bytes(data))
-    return path
-
-
 def test_corrupt_images_raise_video_read_error_naming_the_file(tmp_path):
     """Pillow's SyntaxError and DecompressionBombError are not OSErrors; unwrapped they would abort a
     whole lavida-detect folder run without naming the frame."""
-    for path in (_broken_png(tmp_path / "0007.png"), _bomb_bmp(tmp_path / "0008.bmp")):
+    for path in (write_broken_png(tmp_path / "0007.png"), write_bomb_bmp(tmp_path / "0008.bmp")):
         with pytest.raises(VideoReadError, match=re.escape(f"{path}: cannot read the image")) as error:
             read_image(path)
         assert isinstance(error.value.__cause__, (SyntaxError, Image.DecompressionBombError))
@@ -166,3 +147,62 @@ def test_write_video_keeps_a_fractional_frame_rate(tmp_path):
     assert video_rate(30000 / 1001) == Fraction(30000, 1001)
     with pytest.raises(ValueError, match="positive"):
         video_rate(0)
+
+
+class _FirstFrameFails:
+    """decord's VideoReader for a file it opens but whose first frame it cannot decode (a corrupt
+    keyframe): indexing raises decord's DECORDError, which is neither an OSError nor a ValueError."""
+
+    real = None  # decord.VideoReader, set before it is patched
+
+    def __init__(self, path, **kwargs):
+        self._reader = self.real(path, **kwargs)
+
+    def __len__(self):
+        return len(self._reader)
+
+    def get_avg_fps(self):
+        return self._reader.get_avg_fps()
+
+    def __getitem__(self, index):
+        from decord._ffi.base import DECORDError
+
+        raise DECORDError("threaded_decoder.cc:218: Check failed: avcodec_send_packet")
+
+    def seek(self, position):
+        raise AssertionError("seek must not be reached after the first frame failed")
+
+
+def test_a_first_frame_decord_cannot_decode_falls_back_to_pyav(tmp_path, monkeypatch):
+    """Unwrapped, decord's raw DECORDError escaped open_video: no file named, no PyAV fallback, and
+    lavida-detect's folder run aborted."""
+    import decord
+
+    from lavida.data.video import DecordVideo
+
+    frames = _frames()
+    path = write_video(tmp_path / "v.mkv", frames)
+    expected = PyAVVideo(path).get_frames(np.arange(len(frames)))
+    monkeypatch.setattr(_FirstFrameFails, "real", decord.VideoReader)
+    monkeypatch.setattr(decord, "VideoReader", _FirstFrameFails)
+    with pytest.raises(VideoReadError, match=re.escape(f"{path}: decord cannot decode the first frame")):
+        DecordVideo(path)
+    video = open_video(path)  # the file itself is fine: PyAV reads it
+    assert isinstance(video, PyAVVideo)
+    np.testing.assert_array_equal(video.get_frames(np.arange(len(frames))), expected)
+
+
+@pytest.mark.parametrize("suffix", [".ts", ".mts", ".m2ts", ".3gp"])
+def test_transport_stream_and_3gp_files_are_videos(tmp_path, suffix):
+    from lavida.data.video import VIDEO_SUFFIXES
+
+    assert suffix in VIDEO_SUFFIXES
+    # lavida.eval strips the first suffix a name ends with: ".m2ts" must come before ".ts".
+    for i, earlier in enumerate(VIDEO_SUFFIXES):
+        assert not any(later.endswith(earlier) for later in VIDEO_SUFFIXES[i + 1 :]), earlier
+    frames = _frames()
+    path = tmp_path / f"v{suffix}"
+    write_video(tmp_path / f"tmp{'.ts' if 'ts' in suffix else suffix}", frames).rename(path)
+    video = open_video(path)
+    assert len(video) == len(frames)
+    np.testing.assert_allclose(video.get_frames([0, 11])[:, 30, 50, 0].astype(float), [0, 220], atol=6)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_broken_png
 from PIL import Image
 
 from lavida.data.video import VideoReadError, open_video, write_video
@@ -382,15 +383,6 @@ def test_cli_rerun_redoes_videos_made_with_other_checkpoint_overrides(checkpoint
     assert computed == []
 
 
-def _broken_png(path):
-    """A PNG whose first data chunk claims half its length: Pillow raises SyntaxError on reading it."""
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(path)
-    data = bytearray(path.read_bytes())
-    assert data[37:41] == b"IDAT"
-    data[33:37] = (int.from_bytes(data[33:37], "big") // 2).to_bytes(4, "big")
-    path.write_bytes(bytes(data))
-
-
 def test_cli_folder_run_skips_a_frame_folder_with_a_corrupt_frame(checkpoint, tmp_path):
     from lavida.cli.detect import run
 
@@ -401,7 +393,7 @@ def test_cli_folder_run_skips_a_frame_folder_with_a_corrupt_frame(checkpoint, tm
     frames.mkdir()
     for t, frame in enumerate(moving_square(4)):
         Image.fromarray(frame).save(frames / f"{t}.png")
-    _broken_png(frames / "2.png")
+    write_broken_png(frames / "2.png", shape=(48, 64, 3))
     write_video(inputs / "c_good.mp4", moving_square(5), fps=5)
     index = run(cli_config(inputs, "fire", checkpoint, tmp_path / "out", overlay=False))
     status = {entry["input"].rsplit("/", 1)[-1]: entry for entry in index["videos"]}
