@@ -102,7 +102,8 @@ class VideoResult:
     fingerprint: str = ""
 
     def save(self, path: str | Path) -> Path:
-        """Write to ``path`` (``.npz``) atomically: a temporary file renamed into place."""
+        """Write to ``path`` atomically (a temporary file renamed into place), in ``.npz`` format whatever
+        its suffix."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {
@@ -116,8 +117,10 @@ class VideoResult:
             arrays.update({f"pixels.{k}": v for k, v in self.pixels.state_dict().items()})
         if self.regions is not None:
             arrays["regions"] = self.regions.astype(np.float64)
-        with atomic_path(path) as temporary:
-            np.savez_compressed(temporary, **arrays)
+        # Through a handle: given a name without .npz, np.savez_compressed would append it and write
+        # beside the temporary file that atomic_path renames.
+        with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
         return path
 
     @classmethod

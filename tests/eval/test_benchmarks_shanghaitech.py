@@ -82,3 +82,22 @@ def test_intervals_and_clip_plan(tree):
     assert plan_clips(video.num_frames, interval=2, drop_tail=True).num_clips == 0  # window = 16 frames
     assert len(bench.categories) == 18
     assert not bench.has_pixel_gt and ShanghaiTech(tree.root, pixel_metrics=True).has_pixel_gt
+
+
+@pytest.mark.parametrize("kind", ["frame_mask", "pixel_mask"])
+@pytest.mark.parametrize("damage", ["empty", "npz", "pickle"])
+def test_unreadable_npy_ground_truth_names_the_file(tree, kind, damage):
+    """An empty file (EOFError in numpy) or an .npz saved under the .npy name (numpy returns an NpzFile,
+    which has no .ndim) must be a GroundTruthError naming the file, not a bare numpy error; a pickled
+    object array is refused without being unpickled."""
+    path = tree.files[f"01_0014:{kind}"]
+    if damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "npz":
+        array = np.load(path)
+        with open(path, "wb") as handle:  # a file handle: np.savez would append .npz to a path
+            np.savez(handle, array)
+    else:
+        np.save(path, np.array([0, None], dtype=object), allow_pickle=True)
+    with pytest.raises(GroundTruthError, match=rf"test_{kind}/01_0014\.npy: .*expected .*array"):
+        ShanghaiTech(tree.root).videos()

@@ -72,6 +72,22 @@ def test_mask_count_must_match_the_frames(tree):
         UCSDPed2(tree.root).videos()
 
 
+def test_other_images_beside_the_frames_are_refused(tree):
+    """The runner decodes a clip folder with open_video, which takes every image file; a stray
+    000_preview.png would become frame 0 for the model and shift every frame against its label."""
+    from PIL import Image
+
+    from lavida.data.video import open_video
+
+    clip = tree.root / "UCSDped2" / "Test" / "Test001"
+    (clip / "notes.txt").write_text("not an image: neither the loader nor the reader takes it")
+    for video in UCSDPed2(tree.root).videos():
+        assert open_video(video.path).num_frames == video.num_frames
+    Image.fromarray(np.zeros((32, 48), np.uint8)).save(clip / "000_preview.png")
+    with pytest.raises(GroundTruthError, match=r"Test001: .*000_preview\.png.*[Rr]emove"):
+        UCSDPed2(tree.root).videos()
+
+
 def test_disagreement_with_pixel_masks_is_logged(tree, caplog):
     tree.files["matlab"].write_text(
         "TestVideoFile{end+1}.gt_frame = [3:6];\nTestVideoFile{end+1}.gt_frame = [1:2, 5:6];\n"

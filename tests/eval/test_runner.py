@@ -343,6 +343,19 @@ def _nearest(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return array[:, rows][:, :, cols]
 
 
+@pytest.mark.parametrize("name", ["result.npz", "result", "result.cache"])
+def test_video_result_saves_to_any_file_name(tmp_path, name):
+    """np.savez_compressed appends .npz to a path without it, so writing by name would miss the
+    temporary file the atomic write renames; the file is written through a handle instead."""
+    result = VideoResult("v", np.arange(3), np.array([0.1, 0.5, 0.9]), np.array([0, 1, 1], np.uint8))
+    assert result.save(tmp_path / name) == tmp_path / name
+    loaded = VideoResult.load(tmp_path / name)
+    assert loaded.name == "v"
+    np.testing.assert_array_equal(loaded.frame_scores, [0.1, 0.5, 0.9])
+    np.testing.assert_array_equal(loaded.frame_labels, [0, 1, 1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temporary file left behind
+
+
 def test_release_resize_follows_the_official_validation():
     """The release nearest-resizes the S×S predictions, and the ground truth stretched to S×S first, to
     158×238; the pooled pixel AUC then equals sklearn's on those arrays."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lavida.data.video import VIDEO_SUFFIXES, open_video
+from lavida.data.video import VIDEO_SUFFIXES, open_video, pillow_read_errors
 from lavida.eval.benchmark import GroundTruthError, read_category_list
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,8 @@ def read_mask_image(path: Path) -> np.ndarray:
     an alpha band is ignored, as it is opaque everywhere in a saved mask).
 
     Raises:
-        GroundTruthError: the file cannot be read as an image.
+        GroundTruthError: the file cannot be read as an image (any of Pillow's errors for a corrupt file,
+            SyntaxError and DecompressionBombError included).
     """
     from PIL import Image
 
@@ -118,8 +119,11 @@ def read_mask_image(path: Path) -> np.ndarray:
             if image.mode in ("RGBA", "LA", "PA"):
                 image = image.convert(image.mode[:-1])  # drop alpha (and keep palette indices)
             array = np.asarray(image)
-    except (OSError, ValueError) as error:
-        raise GroundTruthError(f"{path}: cannot read the mask image ({error}).") from error
+    except pillow_read_errors() as error:
+        raise GroundTruthError(
+            f"{path}: cannot read the mask image ({type(error).__name__}: {error}); the file is corrupt or "
+            "not an image: replace it with a good copy from the dataset."
+        ) from error
     return array.any(axis=2) if array.ndim == 3 else array > 0
 
 

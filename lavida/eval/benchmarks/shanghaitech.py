@@ -40,16 +40,24 @@ def load_npy(path: Path, *, expected: str) -> np.ndarray:
     """A ``.npy`` file memory-mapped (pickles refused).
 
     Raises:
-        GroundTruthError: the file is missing or is not a plain ``.npy`` array.
+        GroundTruthError: the file is missing, empty, truncated, pickled, or not a ``.npy`` array at all
+            (an ``.npz`` archive saved under the ``.npy`` name).
     """
     if not path.is_file():
         raise GroundTruthError(f"{path}: ground-truth file not found; expected {expected}.")
     try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as error:
+        # EOFError: numpy's answer to an empty file.
+        loaded = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
         raise GroundTruthError(
-            f"{path}: not a readable .npy array ({error}); expected {expected}."
+            f"{path}: not a readable .npy array ({type(error).__name__}: {error}); expected {expected}."
         ) from error
+    if not isinstance(loaded, np.ndarray):  # np.load opens a zip (.npz) archive whatever its name
+        loaded.close()
+        raise GroundTruthError(
+            f"{path}: an .npz archive, not a .npy array; expected {expected}. Save the array with np.save."
+        )
+    return loaded
 
 
 class NpyMasks:

@@ -40,6 +40,7 @@ from typing import Literal
 
 import numpy as np
 
+from lavida.data.video import pillow_read_errors
 from lavida.eval.benchmark import GroundTruthError, TestVideo, VadBenchmark, labels_from_intervals
 from lavida.eval.benchmarks._common import (
     categories_from_resource,
@@ -61,19 +62,46 @@ UBNORMAL_FPS = 30.0
 def read_id_map(path: Path) -> np.ndarray:
     """One ``_gt.png`` object-id map as ``(H, W)`` integers (0 = background).
 
-    The maps are 8-bit greyscale; a colour map keeps its first channel, as the release does.
+    The official maps are 8-bit greyscale and are read as stored. A colour map (the dataset has none)
+    keeps its first channel. That is not what the release does: its loader reads the maps with
+    ``cv2.IMREAD_GRAYSCALE``, which turns a colour map into luminance (its first-channel branch is never
+    reached), so ids would differ on a colour map; on the official greyscale maps the two agree.
 
     Raises:
-        GroundTruthError: the file cannot be read.
+        GroundTruthError: the file cannot be read (any of Pillow's errors for a corrupt file,
+            SyntaxError and DecompressionBombError included).
     """
     from PIL import Image
 
     try:
         with Image.open(path) as image:
             array = np.asarray(image)
-    except (OSError, ValueError) as error:
-        raise GroundTruthError(f"{path}: cannot read the object-id map ({error}).") from error
+    except pillow_read_errors() as error:
+        raise _unreadable_map(path, error) from error
     return array[..., 0] if array.ndim == 3 else array
+
+
+def id_map_size(path: Path) -> tuple[int, int]:
+    """``(H, W)`` of an object-id map, from its header only.
+
+    Raises:
+        GroundTruthError: the header cannot be read.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except pillow_read_errors() as error:
+        raise _unreadable_map(path, error) from error
+    return height, width
+
+
+def _unreadable_map(path: Path, error: BaseException) -> GroundTruthError:
+    return GroundTruthError(
+        f"{path}: cannot read the object-id map ({type(error).__name__}: {error}); the file is corrupt "
+        "or not an image: replace it with a good copy from the dataset."
+    )
 
 
 class IdMapMasks:
@@ -90,15 +118,11 @@ class IdMapMasks:
 
     def __call__(self, indices: np.ndarray) -> np.ndarray:
         """``(n,)`` frame indices → ``(n, H, W)`` bool masks."""
-        from PIL import Image
-
         masks = []
         for frame in np.asarray(indices).reshape(-1).tolist():
             active = self.anomalies[(self.anomalies[:, 1] <= frame) & (frame <= self.anomalies[:, 2]), 0]
             if active.size == 0:
-                with Image.open(self.files[frame]) as image:  # reads the header only
-                    width, height = image.size
-                masks.append(np.zeros((height, width), dtype=bool))
+                masks.append(np.zeros(id_map_size(self.files[frame]), dtype=bool))
             else:
                 masks.append(np.isin(read_id_map(self.files[frame]), active))
         return np.stack(masks) if masks else np.zeros((0, 0, 0), dtype=bool)

@@ -7,7 +7,8 @@ Layout (``research/vad_eval.md`` §1.5)::
     <root>/UCSDped2/Test/UCSDped2.m                 frame GT: "TestVideoFile{end+1}.gt_frame = [61:180];"
 
 ``root`` may be the folder holding ``UCSDped2/`` (or the archive's ``UCSD_Anomaly_Dataset.v1p2/``) or
-``UCSDped2/`` itself. The macOS ``._*`` and ``.DS_Store`` files of the archive are ignored.
+``UCSDped2/`` itself. The macOS ``._*`` and ``.DS_Store`` files of the archive are ignored; any other
+image in a ``TestNNN`` folder is refused (evaluation would read it as a frame).
 
 ``UCSDped2.m`` lists one MATLAB vector per test clip, in clip order: 1-based, inclusive ranges
 (``[61:180]``), several ranges (``[1:10, 50:60]``), single frames and ``a:step:b`` are understood.
@@ -99,6 +100,27 @@ def read_ucsd_frame_gt(path: Path) -> list[list[tuple[int, int]]]:
     return [clips[i] for i in range(1, len(clips) + 1)]
 
 
+def _refuse_other_images(clip: Path, frames: list[Path]) -> None:
+    """Refuse a clip folder whose images are not exactly its ``.tif`` frames.
+
+    Evaluation decodes the clip with :func:`lavida.data.video.open_video`, which reads every image file
+    of the folder (any of ``IMAGE_SUFFIXES``): a stray ``000_preview.png`` would be decoded as frame 0
+    and shift every frame against the labels counted from the ``.tif`` files, silently.
+
+    Raises:
+        GroundTruthError: the folder holds other image files; the message names them.
+    """
+    read = list_frame_files(clip)  # what open_video will decode, in its order
+    if read != frames:
+        others = sorted({p.name for p in read} - {p.name for p in frames})
+        raise GroundTruthError(
+            f"{clip}: holds image files that are not .tif frames: {', '.join(others[:10])}"
+            f"{' ...' if len(others) > 10 else ''}. Evaluation reads every image of the folder as a "
+            "frame, so they would shift the frames against the labels; remove them (or move them "
+            "out of the folder)."
+        )
+
+
 class UCSDPed2(VadBenchmark):
     """UCSD Ped2 test set (12 clips, frame and pixel ground truth).
 
@@ -161,6 +183,7 @@ class UCSDPed2(VadBenchmark):
             frames = list_frame_files(clip, FRAME_SUFFIXES)
             if not frames:
                 raise FileNotFoundError(f"UCSD Ped2: {clip} holds no .tif frames.")
+            _refuse_other_images(clip, frames)
             gt_dir = clip.with_name(clip.name + "_gt")
             if not gt_dir.is_dir():
                 raise GroundTruthError(
