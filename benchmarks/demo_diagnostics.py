@@ -231,8 +231,8 @@ def attribute_rule_accuracy(
 def attribute_rule_test_auc(root: Path, categories: list[str] | tuple[str, ...]) -> dict[str, float]:
     """Frame AUC (micro) of :func:`attribute_rules` on a synthetic VAD test set prompted with ``categories``.
 
-    Each frame shows the video's normal objects, plus its anomaly inside the anomalous interval
-    (``synthetic_layout.json``); a rule's yes/no is the frame's score (ties count half).
+    Each frame shows the video's normal objects that are visible on it, plus its anomaly on the frames
+    labelled anomalous (``synthetic_layout.json``); a rule's yes/no is the frame's score (ties count half).
     """
     from sklearn.metrics import roc_auc_score
 
@@ -243,8 +243,17 @@ def attribute_rule_test_auc(root: Path, categories: list[str] | tuple[str, ...])
         if "normal_objects" not in info:
             raise ValueError(f"{root}/synthetic_layout.json lacks 'normal_objects': regenerate the test set.")
         truth = np.load(root / "testing" / "test_frame_mask" / f"{name}.npy")
-        for label in truth:
-            visible = list(info["normal_objects"]) + ([info["anomaly"]] if label else [])
+        # A normal object drawn under a later one can be fully covered on some frames; layouts written
+        # before "normal_visible" was recorded lack it, and there every normal object counts as visible
+        # on every frame (what those layouts claimed).
+        every_frame = range(len(truth))
+        shown = {
+            text: set(info.get("normal_visible", {}).get(text, every_frame))
+            for text in info["normal_objects"]
+        }
+        for t, label in enumerate(truth):
+            visible = [text for text in info["normal_objects"] if t in shown[text]]
+            visible += [info["anomaly"]] if label else []
             for rule, decision in attribute_rules(categories, visible).items():
                 scores[rule].append(decision)
             labels.append(bool(label))

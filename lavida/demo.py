@@ -4,7 +4,8 @@ Everything runs offline on a laptop-class CPU in minutes, through the real code 
 
 1. **Data** (``lavida.synthetic``): a segmentation training set of coloured shapes (videos and images,
    masks, one text description per object) and two VAD test sets in the ShanghaiTech layout — one whose
-   anomaly categories were training targets ("seen") and one whose categories never appear in training
+   anomaly categories are drawn from the training descriptions ("seen"; the run warns about any of them
+   that a small training set happens not to contain) and one whose categories never appear in training
    ("unseen").
 2. **Model**: the tiny twin of the paper's model with random base weights written to disk and loaded
    through the production loaders (``lavida.models.random_init``).
@@ -56,8 +57,10 @@ class DemoConfig:
     Attributes:
         output_dir: Where everything goes.
         seed: Seed of the data, the random base models and training.
-        train_videos, train_images, train_frames: Size of the synthetic training set.
-        test_anomalous, test_normal, test_frames: Videos per test split and their length.
+        train_videos, train_images, train_frames: Size of the synthetic training set (≥ 1 entry in all;
+            ``train_frames`` ≥ 2).
+        test_anomalous, test_normal, test_frames: Videos per test split and their length
+            (``test_anomalous`` ≥ 1, so the frame AUC has positives; ``test_frames`` ≥ 4).
         sam_pretrain_steps: Point-prompt pretraining of the tiny SAM2 (``lavida.synthetic.pretrain_sam``),
             standing in for the real SAM2's pretraining.
         clip_pretrain_steps: Contrastive image–text pretraining of the tiny CLIP
@@ -98,6 +101,28 @@ class DemoConfig:
     category_count: str = "paper"
     num_workers: int = 1
 
+    def __post_init__(self) -> None:
+        # Checked here, before anything is written, and named as the demo's settings; the minima are the
+        # generators' (lavida.synthetic.datasets), whose specs check them again under their own names.
+        from lavida.synthetic.datasets import MIN_VAD_FRAMES, MIN_VIDEO_FRAMES
+
+        minima = {
+            "train_videos": 0,
+            "train_images": 0,
+            "train_frames": MIN_VIDEO_FRAMES,
+            "test_anomalous": 1,
+            "test_normal": 0,
+            "test_frames": MIN_VAD_FRAMES,
+        }
+        for name, minimum in minima.items():
+            value = getattr(self, name)
+            if value < minimum:
+                raise ValueError(f"DemoConfig: {name}={value} is too small; set it to at least {minimum}.")
+        if self.train_videos + self.train_images < 1:
+            raise ValueError(
+                "DemoConfig: train_videos + train_images is 0; the training set needs at least 1 entry."
+            )
+
 
 def run_demo(config: DemoConfig, *, model: dict | None = None) -> dict:
     """Run the whole demo; return the metrics written to ``<output_dir>/metrics.json``.
@@ -113,6 +138,7 @@ def run_demo(config: DemoConfig, *, model: dict | None = None) -> dict:
         SegmentationSetSpec,
         VadSetSpec,
         default_split,
+        untrained_categories,
         write_segmentation_set,
         write_vad_set,
     )
@@ -146,6 +172,15 @@ def run_demo(config: DemoConfig, *, model: dict | None = None) -> dict:
             seed=config.seed,
         )
         write_segmentation_set(train_root, split, spec)
+    # Training objects are drawn at random from all training descriptions, so a small set may lack some
+    # seen (or normal) category altogether, and the "seen" row then is not all training targets.
+    untrained = untrained_categories(train_root, split)
+    if untrained["seen"] or untrained["normal"]:
+        log.warning(
+            "The training set (%s) has 0 objects of %s: raise train_videos / train_images to train on them.",
+            train_root / "meta.json",
+            _untrained_list(untrained),
+        )
     source = SyntheticSource(train_root)
     if not source.manifest_path().is_file():
         write_manifest(source.index(), source.manifest_path(), options=source.index_options())
@@ -234,7 +269,7 @@ def run_demo(config: DemoConfig, *, model: dict | None = None) -> dict:
     metrics["total_seconds"] = round(time.perf_counter() - started, 1)
     metrics["reused_from_earlier_run"] = reused  # [] for a whole run
     write_json(out / "metrics.json", metrics, indent=2)
-    _report(out, config, split, metrics, summary)
+    _report(out, config, split, metrics, summary, untrained=untrained)
     log.info("Demo finished in %.0f s: %s", metrics["total_seconds"], json.dumps(metrics))
     return metrics
 
@@ -503,7 +538,33 @@ def _targets_line(metrics: dict) -> str:
     return line
 
 
-def _report(out: Path, config: DemoConfig, split, metrics: dict, summary) -> None:
+def _untrained_list(untrained: dict[str, list[str]]) -> str:
+    """``untrained_categories``'s mapping as text: "seen red circle, blue ring; normal cyan cross"."""
+    return "; ".join(f"{kind} {', '.join(texts)}" for kind, texts in untrained.items() if texts)
+
+
+def _coverage_line(untrained: dict[str, list[str]]) -> str:
+    """The report's sentence on whether every seen and normal category occurs among the training objects.
+
+    Args:
+        untrained: ``lavida.synthetic.datasets.untrained_categories``'s ``{"seen": [...], "normal": [...]}``.
+    """
+    if not (untrained["seen"] or untrained["normal"]):
+        return "Every seen anomaly and normal category occurs among the training objects."
+    effect = (
+        "the seen row mixes trained and untrained categories"
+        if untrained["seen"]
+        else "the test videos' normal objects include categories the model never trained on"
+    )
+    return (
+        f"**Not trained on** — 0 training objects: {_untrained_list(untrained)}. "
+        f"At this training-set size {effect}."
+    )
+
+
+def _report(
+    out: Path, config: DemoConfig, split, metrics: dict, summary, *, untrained: dict[str, list[str]]
+) -> None:
     def pct(key: str) -> str:
         return f"{100 * metrics[key]:.1f}" if key in metrics else "n/a"
 
@@ -523,6 +584,8 @@ def _report(out: Path, config: DemoConfig, split, metrics: dict, summary) -> Non
         f"{pct('frame_ap')} | {pct('pixel_auc')} | {', '.join(split.seen_anomalies)} |",
         f"| unseen (never in training) | {pct('unseen_frame_auc_micro')} | {pct('unseen_frame_auc_within_videos')} | "
         f"{pct('unseen_frame_ap')} | {pct('unseen_pixel_auc')} | {', '.join(split.unseen_anomalies)} |",
+        "",
+        _coverage_line(untrained),
         "",
         "Frame AUC pools the frames of all videos (micro), as the VAD benchmarks report it. Within videos is",
         "the mean over the anomalous videos of each video's own frame AUC: how well a video's anomalous",

@@ -15,12 +15,16 @@ real ShanghaiTech loader and evaluation runner: normal videos show "normal" obje
 anomalous videos an object of an anomaly category appears for a while. Frame and pixel ground truth
 are exact.
 
-The descriptions split into categories seen as training targets and held-out ones that never appear
-in training at all, so zero-shot detection of unseen categories is measured separately.
+The descriptions split into "seen" categories, drawn from the training descriptions, and held-out ones
+that never appear in training at all, so zero-shot detection of unseen categories is measured
+separately. Training objects are drawn at random from all training descriptions, so a small training
+set may contain no object of some seen category: ``untrained_categories`` names them.
 """
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +34,14 @@ from PIL import Image
 from lavida.atomic import write_json
 from lavida.synthetic.shapes import SceneObject, all_descriptions, random_object, render
 
+# The generators' arithmetic sets these minima (checked by the specs below, named in their errors):
+# a video draws late entries from [0, frames // 2), which is empty below 2 frames;
+MIN_VIDEO_FRAMES = 2
+# an anomalous interval is int(0.25 · frames) to int(0.6 · frames) frames long, empty below 4 frames;
+MIN_VAD_FRAMES = 4
+# an object is 8–9 pixels wide in the smallest frames (shapes.random_object) and must fit inside.
+MIN_SIDE = 9
+
 
 @dataclass(frozen=True)
 class CategorySplit:
@@ -37,9 +49,13 @@ class CategorySplit:
 
     Attributes:
         train: Descriptions used as training objects (targets and distractors).
-        seen_anomalies: Test anomaly categories that are also training targets.
+        seen_anomalies: Test anomaly categories taken from ``train``. Training objects are drawn at
+            random from all of ``train``, so they are training targets only where the training set
+            contains them: each occurs 9–13 times at lavida-demo's default size, but a small set may
+            miss some (:func:`untrained_categories`; lavida-demo warns and says so in its report).
         unseen_anomalies: Test anomaly categories never shown in training.
-        normal: Objects of normal test scenes (seen in training, never listed in a test prompt).
+        normal: Objects of normal test scenes, taken from ``train`` (so, as the seen ones, in training
+            where the set contains them) and never listed in a test prompt.
     """
 
     train: tuple[str, ...]
@@ -68,7 +84,16 @@ def default_split(
 
 @dataclass
 class SegmentationSetSpec:
-    """Size of the synthetic training set."""
+    """Size of the synthetic training set.
+
+    Attributes:
+        videos, images: How many videos and one-frame images (≥ 0 each).
+        frames: Frames per video (≥ :data:`MIN_VIDEO_FRAMES`).
+        height, width: Frame size in pixels (≥ :data:`MIN_SIDE`).
+        max_objects: Objects per entry are drawn from 1..max_objects (≥ 1, and at most the number of
+            training descriptions, checked by :func:`write_segmentation_set`).
+        seed: Seed of the whole set.
+    """
 
     videos: int = 120
     images: int = 60
@@ -78,9 +103,19 @@ class SegmentationSetSpec:
     max_objects: int = 3
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        _check_at_least(self, videos=0, images=0, frames=MIN_VIDEO_FRAMES, height=MIN_SIDE, width=MIN_SIDE)
+        _check_at_least(self, max_objects=1)
+
 
 def write_segmentation_set(root: str | Path, split: CategorySplit, spec: SegmentationSetSpec) -> Path:
     """Write the training segmentation set (videos and images of training objects) under ``root``."""
+    if spec.max_objects > len(split.train):
+        raise ValueError(
+            f"SegmentationSetSpec: max_objects={spec.max_objects} but the split has {len(split.train)} "
+            f"training descriptions and one entry shows each at most once: set max_objects to at most "
+            f"{len(split.train)}."
+        )
     root = Path(root)
     rng = np.random.default_rng(spec.seed)
     meta: dict = {"version": 1, "videos": {}, "images": {}}
@@ -109,6 +144,37 @@ def write_segmentation_set(root: str | Path, split: CategorySplit, spec: Segment
     return root
 
 
+def untrained_categories(root: str | Path, split: CategorySplit) -> dict[str, list[str]]:
+    """The seen anomaly and normal categories of which ``<root>/meta.json`` has no training object.
+
+    Returns:
+        ``{"seen": [description, ...], "normal": [description, ...]}`` in the split's order; empty lists
+        when the training set contains every one of them.
+    """
+    meta_file = Path(root) / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    counts = Counter(
+        text
+        for kind in ("videos", "images")
+        for entry in meta[kind].values()
+        for text in entry["objects"].values()
+    )
+    return {
+        "seen": [text for text in split.seen_anomalies if counts[text] == 0],
+        "normal": [text for text in split.normal if counts[text] == 0],
+    }
+
+
+def _check_at_least(spec, **minima: int) -> None:
+    """Raise a ValueError naming the first of ``spec``'s settings below its minimum."""
+    for name, minimum in minima.items():
+        value = getattr(spec, name)
+        if value < minimum:
+            raise ValueError(
+                f"{type(spec).__name__}: {name}={value} is too small; it must be at least {minimum}."
+            )
+
+
 def _write_frames(root: Path, key: str, video: np.ndarray, ids: np.ndarray) -> None:
     image_dir = root / "JPEGImages" / key
     mask_dir = root / "Annotations" / key
@@ -126,7 +192,16 @@ def _write_frames(root: Path, key: str, video: np.ndarray, ids: np.ndarray) -> N
 
 @dataclass
 class VadSetSpec:
-    """Size of one synthetic VAD test set (ShanghaiTech layout)."""
+    """Size of one synthetic VAD test set (ShanghaiTech layout).
+
+    Attributes:
+        anomalous_videos, normal_videos: How many videos of each kind (≥ 0 each).
+        frames: Frames per video (≥ :data:`MIN_VAD_FRAMES` when there are anomalous videos, else ≥ 1).
+        height, width: Frame size in pixels (≥ :data:`MIN_SIDE`).
+        normal_objects: (lo, hi): each video shows lo..hi normal objects, 1 ≤ lo ≤ hi (and hi at most the
+            number of normal categories, checked by :func:`write_vad_set`).
+        seed: Seed of the whole set.
+    """
 
     anomalous_videos: int = 6
     normal_videos: int = 4
@@ -136,19 +211,43 @@ class VadSetSpec:
     normal_objects: tuple[int, int] = (1, 2)
     seed: int = 1
 
+    def __post_init__(self) -> None:
+        _check_at_least(self, anomalous_videos=0, normal_videos=0, height=MIN_SIDE, width=MIN_SIDE)
+        _check_at_least(self, frames=MIN_VAD_FRAMES if self.anomalous_videos > 0 else 1)
+        low, high = self.normal_objects
+        if not 1 <= low <= high:
+            raise ValueError(
+                f"VadSetSpec: normal_objects={tuple(self.normal_objects)} must be (lo, hi) with 1 ≤ lo ≤ hi "
+                "normal objects per video."
+            )
+
 
 def write_vad_set(
     root: str | Path, *, anomalies: tuple[str, ...], normal: tuple[str, ...], spec: VadSetSpec
 ) -> dict:
     """Write a VAD test set in the ShanghaiTech Campus layout under ``root``.
 
-    Every video shows 1–2 normal objects throughout; anomalous videos add one object of an anomaly
-    category on a contiguous interval covering 25–60 % of the video.
+    Every video draws 1–2 normal objects (``spec.normal_objects``) on every frame; anomalous videos add
+    one object of an anomaly category on a contiguous interval covering 25–60 % of the video. Objects
+    drawn later are on top, so a normal object can be fully covered on some frames, by another normal
+    object or by the intruder: ``normal_visible`` records the frames where it is seen.
 
     Returns:
         ``{video name: {"anomaly": description or None, "interval": [start, end) or None,
-        "normal_objects": [description, ...]}}`` (also written to ``<root>/synthetic_layout.json``).
+        "normal_objects": [description, ...], "normal_visible": {description: [frame index, ...]}}}``
+        (also written to ``<root>/synthetic_layout.json``), where ``normal_visible`` lists the frames on
+        which at least one pixel of each normal object is visible.
     """
+    high = spec.normal_objects[1]
+    if high > len(normal):
+        raise ValueError(
+            f"VadSetSpec: normal_objects={tuple(spec.normal_objects)} asks for up to {high} distinct normal "
+            f"objects per video, but there are at most {len(normal)} normal categories: lower hi."
+        )
+    if spec.anomalous_videos > 0 and not anomalies:
+        raise ValueError(
+            f"write_vad_set: {spec.anomalous_videos} anomalous videos but no anomaly categories were given."
+        )
     root = Path(root)
     rng = np.random.default_rng(spec.seed)
     frames_dir = root / "testing" / "frames"
@@ -185,10 +284,13 @@ def write_vad_set(
             Image.fromarray(frame).save(folder / f"{t:03d}.jpg", quality=95)
         np.save(frame_gt / f"{name}.npy", pixel_mask.reshape(spec.frames, -1).any(axis=1).astype(np.uint8))
         np.save(pixel_gt / f"{name}.npy", pixel_mask)
+        # Read from the rendered ids: ≥ 1 pixel of the object on top, frame by frame.
+        visible = (ids[:, :, :, None] == np.arange(1, count + 1)).any(axis=(1, 2))  # (T, count)
         layout[name] = {
             "anomaly": anomaly,
             "interval": list(interval) if interval else None,
-            "normal_objects": names,  # visible on every frame
+            "normal_objects": names,  # drawn on every frame, though maybe covered on some
+            "normal_visible": {text: np.flatnonzero(visible[:, k]).tolist() for k, text in enumerate(names)},
         }
     write_json(root / "synthetic_layout.json", layout, indent=1)  # last and atomic, as meta.json above
     return layout

@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 
-def test_demo_writes_all_outputs(tmp_path):
+def test_demo_writes_all_outputs(tmp_path, caplog):
     from hydra import compose, initialize_config_module
 
     from lavida.cli.demo import run
@@ -30,7 +30,8 @@ def test_demo_writes_all_outputs(tmp_path):
     }
     for key, value in small.items():
         OmegaConf.update(cfg, key, value)
-    metrics = run(cfg)
+    with caplog.at_level("WARNING", logger="lavida.demo"):
+        metrics = run(cfg)
     out = tmp_path / "demo"
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == metrics and metrics["train_steps"] == 4
@@ -57,6 +58,20 @@ def test_demo_writes_all_outputs(tmp_path):
         assert len(per_video) == 2
         assert saved[prefix + "frame_auc_within_videos"] == pytest.approx(sum(per_video) / 2)
     assert f"| {100 * saved['frame_auc_within_videos']:.1f} |" in report
+    # Six toy training entries cannot show every seen category: the run warns and the report says which.
+    from lavida.synthetic.datasets import default_split
+
+    meta = json.loads((out / "data" / "synthetic_train" / "meta.json").read_text())
+    trained = {
+        text
+        for kind in ("videos", "images")
+        for entry in meta[kind].values()
+        for text in entry["objects"].values()
+    }
+    untrained_seen = [text for text in default_split(cfg.seed).seen_anomalies if text not in trained]
+    assert untrained_seen
+    assert f"0 training objects: seen {', '.join(untrained_seen)}" in report
+    assert f"seen {', '.join(untrained_seen)}" in caplog.text
 
     # The plots read the evaluated videos' caches by name: a stray file beside them (here the hidden
     # temporary a killed cache write leaves) is not read.
@@ -237,3 +252,34 @@ def test_score_curves_share_one_axis_fitted_to_the_scores():
     # Near the ends the axis stops at 0 and 1, as probabilities do.
     assert score_axis_limits([np.array([0.0, 1.0])]) == (0.0, 1.0)
     assert score_axis_limits([np.array([0.999, 1.0])]) == pytest.approx((0.972, 1.0))
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"train_frames": 1}, r"train_frames=1.*at least 2"),
+        ({"test_frames": 3}, r"test_frames=3.*at least 4"),
+        ({"train_videos": -1}, r"train_videos=-1.*at least 0"),
+        ({"test_anomalous": 0}, r"test_anomalous=0.*at least 1"),
+        ({"test_normal": -1}, r"test_normal=-1.*at least 0"),
+        ({"train_videos": 0, "train_images": 0}, r"train_videos \+ train_images.*at least 1"),
+    ],
+)
+def test_demo_refuses_data_sizes_the_generators_cannot_honour(tmp_path, settings, message):
+    """Refused when the config is made, before anything is written, naming the demo's own setting."""
+    from lavida.demo import DemoConfig
+
+    with pytest.raises(ValueError, match=r"DemoConfig: " + message):
+        DemoConfig(output_dir=str(tmp_path / "demo"), **settings)
+    assert not (tmp_path / "demo").exists()
+
+
+def test_report_names_the_seen_categories_the_training_set_lacks():
+    from lavida.demo import _coverage_line
+
+    line = _coverage_line({"seen": [], "normal": []})
+    assert line.startswith("Every seen anomaly and normal category occurs among the training objects")
+    line = _coverage_line({"seen": ["red circle", "blue ring"], "normal": ["cyan cross"]})
+    assert "0 training objects: seen red circle, blue ring; normal cyan cross" in line
+    line = _coverage_line({"seen": [], "normal": ["cyan cross"]})
+    assert "0 training objects: normal cyan cross." in line and "seen" not in line
