@@ -2,7 +2,8 @@
 
 Builds the model from its Hydra config with random weights directly on the target device (no
 download: runtime does not depend on weight values), feeds a synthetic clip at the paper's test
-setting and prints markdown tables beside the paper's numbers; ``--out`` also writes them as JSON.
+setting and prints markdown tables beside the paper's numbers; ``--out`` also writes them as JSON
+(atomically, after every configuration, so an interrupted run keeps what it measured).
 
 Test setting (the official release's evaluation, research/lavida_official.md §2): a ShanghaiTech-like
 856×480 clip; MLLM frames resized under the test budget of 1,003,520–1,204,224 px per frame, i.e.
@@ -64,7 +65,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.metadata
-import json
 import logging
 import math
 import os
@@ -82,6 +82,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lavida.atomic import write_json
 from lavida.data.processor import TEST_VIDEO_BUDGET, LavidaProcessor, PixelBudget, smart_resize
 from lavida.data.types import ClipSample, LavidaBatch
 from lavida.models.compression import TokenCompressor
@@ -231,6 +232,7 @@ class StageClock:
     """
 
     def __init__(self, device: torch.device, flop_counter: Any | None = None) -> None:
+        self.device = device
         self.cuda = device.type == "cuda"
         self.flop_counter = flop_counter
         self._open: dict[str, tuple[Any, int]] = {}
@@ -241,7 +243,8 @@ class StageClock:
     def _mark(self) -> Any:
         if self.cuda:
             event = torch.cuda.Event(enable_timing=True)
-            event.record()
+            # On the model's device: without it, the current device's stream (cuda:0 for cuda:1).
+            event.record(torch.cuda.current_stream(self.device))
             return event
         return time.perf_counter()
 
@@ -273,7 +276,7 @@ class StageClock:
         if self._open:
             raise RuntimeError(f"Stages still open: {sorted(self._open)}")
         if self.cuda:
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(self.device)
         totals: dict[str, float] = defaultdict(float)
         for name, begin, end in self._intervals:
             totals[name] += begin.elapsed_time(end) if self.cuda else (end - begin) * 1e3
@@ -426,7 +429,8 @@ def build_random_model(
     Built under ``torch.device(device)`` rather than on ``meta`` + ``to_empty``: the latter leaves
     non-persistent buffers uninitialised (Qwen's rotary ``inv_freq``, SAM2's random positional
     matrix, CLIP's causal mask), which no ``reset_parameters`` restores; initialising 8.5 B
-    parameters on a GPU takes seconds. The processor, tokenizers and LoRA come out as in training.
+    parameters on a GPU takes seconds. The processor, tokenizers and LoRA come out as in training,
+    except that every LoRA ``B`` gets small random values (see below).
     """
     data = config.without_weights().to_dict()
     data["dtype"] = {v: k for k, v in DTYPES.items()}[dtype]
@@ -437,6 +441,14 @@ def build_random_model(
     # build_mask_decoder creates the prompt embedding after casting SAM2, so it stays fp32 in a bf16
     # model and the decoder would fail on bf16 prompts; give it SAM2's dtype (reported upstream).
     model.mask_decoder.prompt_embedding.to(dtype)
+    # PEFT starts every lora_B at zero (a new adapter is the identity), so merging would change no
+    # weight and the modes' agreement could not catch a wrong merge. Seeded values of the scale of
+    # transformers' initializer_range (0.02) make the adapters change the outputs.
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(0.02 * torch.randn(parameter.shape, generator=generator))
     model.eval().requires_grad_(False)  # inference only; FlopCounterMode needs grad-free parameters
     return model
 
@@ -455,8 +467,8 @@ def set_compression(model: LavidaModel, ratio: float, config: LavidaConfig, hook
 def applied(model: LavidaModel, mode: Mode) -> Iterator[None]:
     """Put ``model`` into ``mode`` (dtype, attention, LoRA merge, compilation); undo all but the dtype on exit."""
     if model.projector_dtype != mode.dtype:
-        # Modes run in order of increasing precision, so this is an exact up-cast (bf16 -> fp32) and
-        # both modes see the same weight values.
+        # Modes run in order of increasing precision, so this is an exact up-cast (bf16 or fp16 ->
+        # fp32; mode_specs refuses fp16 with bf16) and both modes see the same weight values.
         model.to(mode.dtype)
     model.mllm.hf_model.set_attn_implementation(mode.attn)
     model.mask_decoder.sam.set_attn_implementation(mode.attn)
@@ -543,7 +555,7 @@ def prepare_batch(
         begin = time.perf_counter()
         batch = processor([sample], train=False).to(device)
         if device.type == "cuda":
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(device)
         times.append((time.perf_counter() - begin) * 1e3)
     return batch, statistics.median(times)
 
@@ -612,11 +624,13 @@ def measure(
 ) -> Measurement:
     """Warm up, then time ``repeats`` forwards of ``mode``; medians per stage and of the total."""
     cuda = device.type == "cuda"
+    # Every CUDA call names ``device``: without it they act on the current device (cuda:0 for cuda:1).
     if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    resident = torch.cuda.memory_allocated() if cuda else None
+        torch.cuda.synchronize(device)
+        with torch.cuda.device(device):  # empty_cache has no device argument
+            torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    resident = torch.cuda.memory_allocated(device) if cuda else None
     runs: list[dict[str, float]] = []
     last: tuple[LavidaOutput, LavidaPrediction, StageClock] | None = None
     for i in range(warmup + repeats):
@@ -636,7 +650,7 @@ def measure(
             runs.append({**fine_stages(raw), "total": raw["total"]})
         last = (output, prediction, clock)
     output, prediction, clock = last
-    peak = torch.cuda.max_memory_allocated() if cuda else None
+    peak = torch.cuda.max_memory_allocated(device) if cuda else None
     outputs = {
         "object_logits": output.object_logits.float().cpu(),
         "frame_scores": prediction.frame_scores.float().cpu(),
@@ -818,6 +832,11 @@ def render_markdown(report: dict) -> str:
     ]
     if meta["device"] == "cpu":
         lines += ["**CPU run: these timings are not comparable with the paper's GPU figures.**", ""]
+    if not meta.get("complete", True):
+        lines += [
+            f"**Partial: {len(report['results'])} configurations measured so far (run unfinished).**",
+            "",
+        ]
 
     # Supplement Tab. 2: the four-part split at the paper's setting.
     rows = [
@@ -959,6 +978,16 @@ def render_markdown(report: dict) -> str:
 # -- main ---------------------------------------------------------------------------------------------
 
 
+def frame_size_arg(value: str) -> tuple[int, int]:
+    """``--frame-size``: ``"WxH"`` (width first, e.g. ``856x480``) -> (width, height) in pixels."""
+    parts = value.lower().split("x")
+    if len(parts) == 2 and all(part.isdecimal() and int(part) > 0 for part in parts):
+        return int(parts[0]), int(parts[1])
+    raise argparse.ArgumentTypeError(
+        f"expected WxH, width by height in pixels, e.g. 856x480 (ShanghaiTech's frames); got {value!r}"
+    )
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line options (see the module docstring and docs/benchmarks.md)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -994,7 +1023,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"peak dense bf16 TFLOP/s for the MFU; default on CUDA {DEFAULT_PEAK_TFLOPS_CUDA:g} "
         "(H100 SXM, H200); H100 PCIe 756, H100 NVL 835, A100/A800 312",
     )
-    add("--frame-size", default=None, help="raw frame WxH (default 856x480; tiny 240x136)")
+    add(
+        "--frame-size",
+        type=frame_size_arg,
+        default=None,
+        help="raw frame WxH, width first (default 856x480; tiny 240x136)",
+    )
     add(
         "--threads",
         type=int,
@@ -1014,7 +1048,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def mode_specs(args: argparse.Namespace, device: torch.device) -> list[Mode]:
     """The requested modes, lowest precision first (the model is built in it and only ever cast up,
-    which is exact, so every mode sees the same weight values)."""
+    which is exact, so every mode sees the same weight values).
+
+    Raises:
+        SystemExit: For float16 with bfloat16, which no exact cast joins (see below).
+    """
     default = "bfloat16" if device.type == "cuda" else "float32"
     specs = {
         "reference": Mode(
@@ -1037,6 +1075,15 @@ def mode_specs(args: argparse.Namespace, device: torch.device) -> list[Mode]:
         ),
     }
     chosen = [specs[name] for name in dict.fromkeys(args.modes)]
+    dtypes = {m.dtype for m in chosen}
+    if len(dtypes) > 1 and torch.float32 not in dtypes:
+        # fp16 has more mantissa bits, bf16 more exponent range: a cast either way rounds or
+        # overflows (87 % of the tiny model's weights change), so the modes would not share weights.
+        names = ", ".join(f"--{m.name}-dtype {_dtype_name(m.dtype)}" for m in chosen)
+        raise SystemExit(
+            f"{names}: neither dtype holds the other's values exactly, so the two modes could not run "
+            "on the same weights. Use float32 for one of them, or the same dtype for both."
+        )
     return sorted(chosen, key=lambda m: torch.finfo(m.dtype).bits)
 
 
@@ -1082,10 +1129,7 @@ def run(args: argparse.Namespace) -> dict:
             "--device cuda, but no CUDA device is available; use --device cpu (e.g. with --tiny)."
         )
     preset = PRESETS[args.model]
-    frame_size = preset.frame_size
-    if args.frame_size:
-        width, height = (int(v) for v in args.frame_size.lower().split("x"))
-        frame_size = (width, height)
+    frame_size = args.frame_size or preset.frame_size
     cuda = device.type == "cuda"
     warmup = args.warmup if args.warmup is not None else (2 if cuda else 1)
     repeats = args.repeats if args.repeats is not None else (5 if cuda else 3)
@@ -1122,39 +1166,13 @@ def run(args: argparse.Namespace) -> dict:
         file=sys.stderr,
     )
 
-    batches: dict[int, LavidaBatch] = {}
+    # Each clip length's batch waits on the CPU and only the measured one is on the device, so a
+    # configuration's resident and peak memory hold its own input batch, not every clip length's.
+    host_batches: dict[int, LavidaBatch] = {}
     processing_ms: dict[int, float] = {}
     flops: dict[tuple[str, float, int], dict[str, float]] = {}
     measurements: list[Measurement] = []
-    for mode in modes:
-        with applied(model, mode):
-            for t in lengths:
-                if t not in batches:
-                    batches[t], processing_ms[t] = prepare_batch(
-                        processor, frames[:t], device, args.processing_repeats
-                    )
-                for ratio in ratios:
-                    set_compression(model, ratio, config, hooks)
-                    flops[(mode.name, ratio, t)] = count_flops(model, batches[t], hooks, device)
-                    m = measure(
-                        model,
-                        batches[t],
-                        hooks,
-                        mode,
-                        ratio=ratio,
-                        clip_length=t,
-                        device=device,
-                        warmup=warmup,
-                        repeats=repeats,
-                    )
-                    measurements.append(m)
-                    print(
-                        f"# {mode.name:9s} ratio {ratio:<4g} clip {t:2d}: {m.total_ms / t:9.3f} ms/frame "
-                        f"{1e3 * t / m.total_ms:8.2f} FPS",
-                        file=sys.stderr,
-                    )
-
-    report: dict[str, Any] = {
+    context: dict[str, Any] = {
         "meta": {
             "model": args.model,
             "overrides": args.override,
@@ -1190,7 +1208,7 @@ def run(args: argparse.Namespace) -> dict:
             "torch": torch.__version__,
             "transformers": importlib.metadata.version("transformers"),
             "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"),  # the start
         },
         "paper": {
             "gpu": PAPER_GPU,
@@ -1203,18 +1221,60 @@ def run(args: argparse.Namespace) -> dict:
             },
             "fig7b_memory_at_0.2": PAPER_FIG7B_MEMORY_AT_0_2,
         },
-        "results": [
+    }
+
+    def report_so_far(*, complete: bool) -> dict[str, Any]:
+        report: dict[str, Any] = {**context, "meta": {**context["meta"], "complete": complete}}
+        report["results"] = [
             summarise(m, flops[(m.mode, m.ratio, m.clip_length)], peak_tflops, processing_ms[m.clip_length])
             for m in measurements
-        ],
-    }
-    if {"reference", "fast"} <= {m.name for m in modes}:
-        report.update(agreement_report(measurements, modes))
-    report["markdown"] = render_markdown(report)
+        ]
+        if {"reference", "fast"} <= {m.name for m in modes}:
+            report.update(agreement_report(measurements, modes))
+        report["markdown"] = render_markdown(report)
+        return report
+
+    for mode in modes:
+        with applied(model, mode):
+            for t in lengths:
+                if t in host_batches:
+                    batch = host_batches[t].to(device)
+                else:
+                    batch, processing_ms[t] = prepare_batch(
+                        processor, frames[:t], device, args.processing_repeats
+                    )
+                    host_batches[t] = batch.to("cpu")
+                    if cuda:
+                        torch.cuda.synchronize(device)  # the copy to the host is asynchronous
+                for ratio in ratios:
+                    set_compression(model, ratio, config, hooks)
+                    flops[(mode.name, ratio, t)] = count_flops(model, batch, hooks, device)
+                    m = measure(
+                        model,
+                        batch,
+                        hooks,
+                        mode,
+                        ratio=ratio,
+                        clip_length=t,
+                        device=device,
+                        warmup=warmup,
+                        repeats=repeats,
+                    )
+                    measurements.append(m)
+                    print(
+                        f"# {mode.name:9s} ratio {ratio:<4g} clip {t:2d}: {m.total_ms / t:9.3f} ms/frame "
+                        f"{1e3 * t / m.total_ms:8.2f} FPS",
+                        file=sys.stderr,
+                    )
+                    if args.out is not None:
+                        # After every configuration, atomically: an interrupted run keeps what it measured.
+                        write_json(args.out, report_so_far(complete=False), indent=2)
+                del batch  # free this clip length's device copy before the next one is measured
+
+    report = report_so_far(complete=True)
     print(report["markdown"])
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.out, report, indent=2)
     return report
 
 

@@ -5,8 +5,10 @@ covers every mode × ratio × clip length; the timings are only checked for bein
 (benchmarks are scripts, not timed tests: DESIGN §8).
 """
 
+import dataclasses
 import json
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -223,3 +225,226 @@ def test_full_model_runs_on_gpu(bench, tmp_path):
     assert report["meta"]["mllm_frame_size"] == [1344, 756] and report["meta"]["sam_size"] == 1024
     assert report["agreement_verdict"].startswith("pass")
     assert fast["fps"] > 0 and ref["fps"] > 0
+
+
+# -- regressions ----------------------------------------------------------------------------------------
+
+SMALL_GRID = ["--tiny", "--ratios", "1", "--clip-lengths", "2", "4", "--warmup", "0", "--repeats", "1"]
+SMALL_GRID += ["--processing-repeats", "1"]
+
+
+def test_only_the_measured_clip_lengths_batch_is_kept_on_the_device(bench, monkeypatch):
+    """While one configuration is measured, no other clip length's device batch is alive.
+
+    The batch handed to ``measure`` is the device copy; once its clip length is done it must be
+    released (only a CPU copy may stay), so a GPU's resident and peak memory hold one input batch,
+    not every clip length's. On the CPU the copies share storage, so the device batches are tracked
+    as objects: each must be dead by the time another clip length is measured.
+    """
+    import gc
+    import weakref
+
+    real_measure = bench.measure
+    seen: list[tuple[int, weakref.ref]] = []
+    alive_at_measure: list[tuple[str, int, list[int]]] = []
+
+    def spy(model, batch, hooks, mode, *, clip_length, **kwargs):
+        gc.collect()
+        alive = [t for t, ref in seen if t != clip_length and ref() is not None]
+        alive_at_measure.append((mode.name, clip_length, alive))
+        seen.append((clip_length, weakref.ref(batch)))
+        return real_measure(model, batch, hooks, mode, clip_length=clip_length, **kwargs)
+
+    monkeypatch.setattr(bench, "measure", spy)
+    bench.main(SMALL_GRID)
+    assert [(mode, t) for mode, t, _ in alive_at_measure] == [
+        ("reference", 2),
+        ("reference", 4),
+        ("fast", 2),
+        ("fast", 4),
+    ]
+    assert all(not alive for _, _, alive in alive_at_measure), alive_at_measure
+
+
+def test_out_is_written_after_every_configuration(bench, monkeypatch, tmp_path):
+    """An interrupted run keeps, in ``--out``, every configuration it finished (written atomically)."""
+    real_measure = bench.measure
+    calls = []
+
+    def interrupted_at_the_third(*args, **kwargs):
+        calls.append(kwargs["clip_length"])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_measure(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "measure", interrupted_at_the_third)
+    out = tmp_path / "partial.json"
+    with pytest.raises(KeyboardInterrupt):
+        bench.main([*SMALL_GRID, "--out", str(out)])
+    written = json.loads(out.read_text())
+    assert [(r["mode"], r["clip_length"]) for r in written["results"]] == [("reference", 2), ("reference", 4)]
+    assert written["meta"]["complete"] is False
+    assert (
+        "### All configurations" in written["markdown"]
+        and "**Partial: 2 configurations" in written["markdown"]
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["partial.json"]  # no temporary file left behind
+
+    monkeypatch.setattr(bench, "measure", real_measure)
+    bench.main([*SMALL_GRID, "--out", str(out)])
+    written = json.loads(out.read_text())
+    assert written["meta"]["complete"] is True and len(written["results"]) == 4
+    assert "Partial" not in written["markdown"]
+    assert written["agreement_verdict"].startswith("pass (2 of 2")
+
+
+@pytest.mark.parametrize("reference, fast", [("float16", "bfloat16"), ("bfloat16", "float16")])
+def test_float16_with_bfloat16_is_refused(bench, reference, fast):
+    """Neither 16-bit dtype holds the other's values, so the modes could not share one set of weights."""
+    args = bench.parse_args(["--tiny", "--reference-dtype", reference, "--fast-dtype", fast])
+    with pytest.raises(SystemExit, match="float16.*bfloat16|bfloat16.*float16") as raised:
+        bench.mode_specs(args, torch.device("cpu"))
+    assert "float32" in str(raised.value)
+
+
+@pytest.mark.parametrize("reference, fast", [("bfloat16", "float32"), ("float32", "float16")])
+def test_switching_modes_keeps_every_weight_value(bench, reference, fast):
+    """The model is built in the lower precision and cast up, exactly: every weight keeps its value."""
+    args = bench.parse_args(["--tiny", "--reference-dtype", reference, "--fast-dtype", fast])
+    modes = bench.mode_specs(args, torch.device("cpu"))
+    assert modes[0].dtype != torch.float32 and modes[1].dtype == torch.float32
+    with bench.quiet_libraries():
+        model = bench.build_random_model(bench.compose_config("tiny"), torch.device("cpu"), modes[0].dtype, 0)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    with bench.applied(model, dataclasses.replace(modes[1], merge_lora=False)):
+        for name, p in model.named_parameters():
+            assert p.dtype == torch.float32, name
+            assert torch.equal(p.detach().double(), before[name].double()), name
+
+
+def test_lora_is_random_so_the_agreement_check_covers_the_merge(bench):
+    """Every lora_B is nonzero, merging changes the base weights, fast (merged) agrees with reference
+    (adapters) within the fp32 tolerance, and dropping the adapters would fail that tolerance."""
+    device = torch.device("cpu")
+    config = bench.compose_config("tiny")
+    with bench.quiet_libraries():
+        model = bench.build_random_model(config, device, torch.float32, seed=0)
+    lora_b = {name: p for name, p in model.named_parameters() if "lora_B" in name}
+    assert lora_b and all(bool((p != 0).all()) for p in lora_b.values()), list(lora_b)
+    processor = bench.make_processor(model, bench.PRESETS["tiny"].budget)
+    batch, _ = bench.prepare_batch(processor, bench.synthetic_clip(4, 240, 136), device, repeats=1)
+    hooks = bench.StageHooks(model)
+    bench.set_compression(model, 1.0, config, hooks)
+    args = bench.parse_args(["--tiny"])
+    reference, fast = sorted(bench.mode_specs(args, device), key=lambda m: m.name != "reference")
+    base = {n: p.detach().clone() for n, p in model.named_parameters() if "base_layer" in n}
+    assert base
+
+    def run(mode):
+        return bench.measure(
+            model, batch, hooks, mode, ratio=1.0, clip_length=4, device=device, warmup=0, repeats=1
+        )
+
+    with bench.applied(model, reference):
+        ref = run(reference)
+    with bench.applied(model, fast):
+        merged_changed = any(not torch.equal(p, base[n]) for n, p in model.named_parameters() if n in base)
+        got = run(fast)
+    assert merged_changed, "merge_adapter left every base weight unchanged"
+    tolerance = bench.TOLERANCES[torch.float32]
+    assert bench.compare_outputs(ref, got, tolerance)["passed"] is True
+    with model.mllm.model.disable_adapter():  # what a fast mode that lost the adapters would compute
+        no_lora = run(reference)
+    assert bench.compare_outputs(ref, no_lora, tolerance)["passed"] is False
+
+
+@pytest.mark.parametrize("value", ["240", "240x", "240*136", "x136", "0x136", "240x136x3"])
+def test_malformed_frame_size_is_a_usage_error(bench, value, capsys):
+    with pytest.raises(SystemExit) as raised:
+        bench.parse_args(["--tiny", "--frame-size", value])
+    assert raised.value.code == 2
+    assert "--frame-size: expected WxH" in capsys.readouterr().err
+
+
+def test_frame_size_is_width_by_height(bench):
+    assert bench.parse_args(["--tiny", "--frame-size", "240x136"]).frame_size == (240, 136)
+    assert bench.parse_args(["--tiny", "--frame-size", "856X480"]).frame_size == (856, 480)
+
+
+def test_cuda_timing_and_memory_calls_name_the_device(bench, monkeypatch):
+    """With --device cuda:1, every torch.cuda call of the timing and memory code names cuda:1 (a call
+    without a device would act on the current device, cuda:0). CUDA is faked: no GPU needed."""
+    import contextlib
+    from types import SimpleNamespace
+
+    device = torch.device("cuda", 1)
+    calls: list[tuple[str, Any]] = []
+    current = [torch.device("cuda", 0)]
+
+    class FakeEvent:
+        def __init__(self, enable_timing=False):
+            assert enable_timing
+
+        def record(self, stream=None):
+            calls.append(("Event.record", stream))
+
+        def elapsed_time(self, other):
+            return 1.0
+
+    @contextlib.contextmanager
+    def fake_device(target):
+        previous, current[0] = current[0], torch.device(target)
+        try:
+            yield
+        finally:
+            current[0] = previous
+
+    def recorder(name):
+        def call(device=None):
+            calls.append((name, device))
+            return 0
+
+        return call
+
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "device", fake_device)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: ("stream", device))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append(("empty_cache", current[0])))
+    for name in ("synchronize", "reset_peak_memory_stats", "memory_allocated", "max_memory_allocated"):
+        monkeypatch.setattr(torch.cuda, name, recorder(name))
+
+    def fake_forward(model, batch, clock, *, per_frame_decode):
+        for stage in ("mllm", "sam2_image_encoder", "mask_decoder"):
+            with clock.stage(stage):
+                pass
+        output = SimpleNamespace(
+            object_logits=torch.zeros(2, 1),
+            mask_logits=torch.zeros(2, 3, 4, 4),
+            iou_pred=torch.zeros(2, 3),
+            visual_tokens=torch.tensor([4]),
+            kept_tokens=torch.tensor([4]),
+        )
+        return output, SimpleNamespace(frame_scores=torch.zeros(2))
+
+    monkeypatch.setattr(bench, "staged_forward", fake_forward)
+    mode = bench.Mode(
+        name="fast",
+        dtype=torch.bfloat16,
+        attn="sdpa",
+        math_sdpa=False,
+        per_frame_decode=False,
+        merge_lora=False,
+        compile=False,
+    )
+    batch = SimpleNamespace(attention_mask=torch.ones(1, 10))
+    hooks = SimpleNamespace(clock=None)
+    bench.measure(None, batch, hooks, mode, ratio=1.0, clip_length=2, device=device, warmup=1, repeats=1)
+    processor = lambda samples, train: SimpleNamespace(to=lambda target: "batch on " + str(target))  # noqa: E731
+    bench.prepare_batch(processor, bench.synthetic_clip(2, 32, 32), device, repeats=1)
+
+    names = {name for name, _ in calls}
+    assert {"Event.record", "synchronize", "empty_cache", "memory_allocated", "max_memory_allocated"} <= names
+    assert "reset_peak_memory_stats" in names
+    for name, where in calls:
+        want = ("stream", device) if name == "Event.record" else device
+        assert where == want, (name, where)
