@@ -104,20 +104,17 @@ class DemoConfig:
     def __post_init__(self) -> None:
         # Checked here, before anything is written, and named as the demo's settings; the minima are the
         # generators' (lavida.synthetic.datasets), whose specs check them again under their own names.
-        from lavida.synthetic.datasets import MIN_VAD_FRAMES, MIN_VIDEO_FRAMES
+        from lavida.synthetic.datasets import MIN_VAD_FRAMES, MIN_VIDEO_FRAMES, check_at_least
 
-        minima = {
-            "train_videos": 0,
-            "train_images": 0,
-            "train_frames": MIN_VIDEO_FRAMES,
-            "test_anomalous": 1,
-            "test_normal": 0,
-            "test_frames": MIN_VAD_FRAMES,
-        }
-        for name, minimum in minima.items():
-            value = getattr(self, name)
-            if value < minimum:
-                raise ValueError(f"DemoConfig: {name}={value} is too small; set it to at least {minimum}.")
+        check_at_least(
+            self,
+            train_videos=0,
+            train_images=0,
+            train_frames=MIN_VIDEO_FRAMES,
+            test_anomalous=1,
+            test_normal=0,
+            test_frames=MIN_VAD_FRAMES,
+        )
         if self.train_videos + self.train_images < 1:
             raise ValueError(
                 "DemoConfig: train_videos + train_images is 0; the training set needs at least 1 entry."

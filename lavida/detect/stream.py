@@ -13,6 +13,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -167,25 +168,28 @@ def _pyav_file(path: Path, decord_error: VideoReadError, *, max_frames: int | No
     """A file decord cannot open, read with PyAV in order: memory holds one frame at a time."""
     import av
 
-    # Decode the first frame now, so that a file neither decoder reads is refused here, as open_video
-    # refuses it, with both decoders' reasons, and not midway through its outputs.
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VideoReadError(f"{path}: the file has no video stream.")
-            next(container.decode(video=0))
-    except StopIteration:
-        raise VideoReadError(f"{path}: the video has no frames.") from None
+        container = av.open(str(path))
     except Exception as error:  # av raises many error classes (InvalidDataError, codec errors, ...)
         raise unreadable_video_error(path, decord_error, error) from error
-    container = av.open(str(path))
+    if not container.streams.video:
+        container.close()
+        raise VideoReadError(f"{path}: the file has no video stream.")
     stream = container.streams.video[0]
     fps = float(stream.average_rate) if stream.average_rate else None
     total = stream.frames or None  # as the container states it (0: not stated); for the progress bar
     if total is not None and max_frames is not None:
         total = min(total, max_frames)
     frames = _decode(container, stream, str(path), max_frames=max_frames, check_rate=True)
-    return FrameStream(name=stream_name(path), frames=frames, fps=fps, num_frames=total)
+    # The first frame is decoded now, so that a file neither decoder reads is refused here, as
+    # open_video refuses it, with both decoders' reasons, and not midway through its outputs.
+    try:
+        first = [next(frames)] if max_frames != 0 else []
+    except StopIteration:
+        raise VideoReadError(f"{path}: the video has no frames.") from None
+    except VideoReadError as error:
+        raise unreadable_video_error(path, decord_error, error.__cause__ or error) from error
+    return FrameStream(name=stream_name(path), frames=chain(first, frames), fps=fps, num_frames=total)
 
 
 def _decode(

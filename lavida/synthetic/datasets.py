@@ -104,8 +104,8 @@ class SegmentationSetSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_at_least(self, videos=0, images=0, frames=MIN_VIDEO_FRAMES, height=MIN_SIDE, width=MIN_SIDE)
-        _check_at_least(self, max_objects=1)
+        check_at_least(self, videos=0, images=0, frames=MIN_VIDEO_FRAMES, height=MIN_SIDE, width=MIN_SIDE)
+        check_at_least(self, max_objects=1)
 
 
 def write_segmentation_set(root: str | Path, split: CategorySplit, spec: SegmentationSetSpec) -> Path:
@@ -165,8 +165,8 @@ def untrained_categories(root: str | Path, split: CategorySplit) -> dict[str, li
     }
 
 
-def _check_at_least(spec, **minima: int) -> None:
-    """Raise a ValueError naming the first of ``spec``'s settings below its minimum."""
+def check_at_least(spec, **minima: int) -> None:
+    """Raise a ValueError naming the first of ``spec``'s settings (attributes) below its minimum."""
     for name, minimum in minima.items():
         value = getattr(spec, name)
         if value < minimum:
@@ -212,8 +212,8 @@ class VadSetSpec:
     seed: int = 1
 
     def __post_init__(self) -> None:
-        _check_at_least(self, anomalous_videos=0, normal_videos=0, height=MIN_SIDE, width=MIN_SIDE)
-        _check_at_least(self, frames=MIN_VAD_FRAMES if self.anomalous_videos > 0 else 1)
+        check_at_least(self, anomalous_videos=0, normal_videos=0, height=MIN_SIDE, width=MIN_SIDE)
+        check_at_least(self, frames=MIN_VAD_FRAMES if self.anomalous_videos > 0 else 1)
         low, high = self.normal_objects
         if not 1 <= low <= high:
             raise ValueError(

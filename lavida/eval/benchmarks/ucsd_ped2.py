@@ -100,8 +100,8 @@ def read_ucsd_frame_gt(path: Path) -> list[list[tuple[int, int]]]:
     return [clips[i] for i in range(1, len(clips) + 1)]
 
 
-def _refuse_other_images(clip: Path, frames: list[Path]) -> None:
-    """Refuse a clip folder whose images are not exactly its ``.tif`` frames.
+def _refuse_other_images(clip: Path, images: list[Path], frames: list[Path]) -> None:
+    """Refuse a clip folder whose ``images`` (all of them) are not exactly its ``.tif`` ``frames``.
 
     Evaluation decodes the clip with :func:`lavida.data.video.open_video`, which reads every image file
     of the folder (any of ``IMAGE_SUFFIXES``): a stray ``000_preview.png`` would be decoded as frame 0
@@ -110,9 +110,8 @@ def _refuse_other_images(clip: Path, frames: list[Path]) -> None:
     Raises:
         GroundTruthError: the folder holds other image files; the message names them.
     """
-    read = list_frame_files(clip)  # what open_video will decode, in its order
-    if read != frames:
-        others = sorted({p.name for p in read} - {p.name for p in frames})
+    if images != frames:
+        others = sorted({p.name for p in images} - {p.name for p in frames})
         raise GroundTruthError(
             f"{clip}: holds image files that are not .tif frames: {', '.join(others[:10])}"
             f"{' ...' if len(others) > 10 else ''}. Evaluation reads every image of the folder as a "
@@ -180,10 +179,11 @@ class UCSDPed2(VadBenchmark):
             )
         videos = []
         for position, clip in enumerate(clips):
-            frames = list_frame_files(clip, FRAME_SUFFIXES)
+            images = list_frame_files(clip)  # what evaluation's open_video decodes, in its order
+            frames = [p for p in images if p.suffix.lower() in FRAME_SUFFIXES]
             if not frames:
                 raise FileNotFoundError(f"UCSD Ped2: {clip} holds no .tif frames.")
-            _refuse_other_images(clip, frames)
+            _refuse_other_images(clip, images, frames)
             gt_dir = clip.with_name(clip.name + "_gt")
             if not gt_dir.is_dir():
                 raise GroundTruthError(
