@@ -24,6 +24,31 @@ def _seed_and_dtype():
     torch.set_default_dtype(dtype)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_accelerator_state():
+    """Accelerate keeps one process-wide state: a test that builds a Trainer must not fix the mixed
+    precision of a later test (a bf16 run after an fp32 one is refused by Accelerate)."""
+    yield
+    import sys
+
+    state = sys.modules.get("accelerate.state")  # only where a test imported it: no import cost elsewhere
+    if state is not None:
+        state.AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def evaluate_saved(bench, predictions, output_dir, **options):
+    """Scores-only evaluation of saved predictions under the standard protocol."""
+    from lavida.eval.runner import run_evaluation
+
+    return run_evaluation(
+        benchmark=bench,
+        protocol=bench.protocol("standard"),
+        output_dir=output_dir,
+        predictions_dir=predictions,
+        **options,
+    )
+
+
 def load_benchmark_script(name: str):
     """Import ``benchmarks/<name>.py`` (not a package) as a registered module, so its dataclasses resolve."""
     import importlib.util

@@ -7,8 +7,10 @@ Files written into the run directory:
   ``pixel_criterion_auc``,
   ``pixel_criterion_eer``, ``rbdc``, ``tbdc``, counts) with values as fractions in [0, 1], plus
   ``primary_metric`` naming the benchmark's headline metric, ``split`` and ``videos_left_out`` (videos
-  of the split not evaluated: not found on disk, or beyond ``max_videos``). A metric that is undefined for the data
-  (e.g. AP without anomalous frames) is left out and explained in the report.
+  of the split not evaluated: not found on disk, or beyond ``max_videos``), ``clip_length`` (T, sampled
+  frames per clip) and, on benchmarks with pixel ground truth, ``pixel_size`` and ``pixel_resize``. A
+  metric that is undefined for the data (e.g. AP without anomalous frames) is left out and explained in
+  the report.
 - ``per_video.csv`` — frames, anomalous frames, mean/max score and frame AUC per video.
 - ``report.md`` — the run's settings, the metrics beside the paper's number, and the notes.
 """
@@ -45,9 +47,22 @@ METRIC_DESCRIPTIONS = {
 
 
 def compute_metrics(
-    results: Sequence[VideoResult], *, videos: Sequence[TestVideo], benchmark: VadBenchmark
+    results: Sequence[VideoResult],
+    *,
+    videos: Sequence[TestVideo],
+    benchmark: VadBenchmark,
+    pixels: PixelStatistics | None = None,
 ) -> tuple[dict, list[str]]:
-    """All metrics the results support, and notes on those that could not be computed."""
+    """All metrics the results support, and notes on those that could not be computed.
+
+    Args:
+        results: One per video.
+        videos: The benchmark's videos (tracks for RBDC/TBDC).
+        benchmark: The benchmark (its primary metric).
+        pixels: The pixel statistics of every scored video, already merged by a caller that loads
+            results one at a time (so that per-video histograms are not all held at once); None merges
+            those of ``results``.
+    """
     metrics: dict = {}
     notes: list[str] = []
     scored = [r for r in results if r.scored.size]
@@ -69,11 +84,13 @@ def compute_metrics(
         attempt("frame_ap", lambda: frame_ap(scores, labels, method="sklearn"))
         attempt("frame_ap_trapezoid", lambda: frame_ap(scores, labels, method="trapezoid"))
 
-    with_pixels = [r.pixels for r in scored if r.pixels is not None]
-    if with_pixels:
-        pixels = PixelStatistics()
-        for stats in with_pixels:
-            pixels.merge(stats)
+    if pixels is None:
+        with_pixels = [r.pixels for r in scored if r.pixels is not None]
+        if with_pixels:
+            pixels = PixelStatistics()
+            for stats in with_pixels:
+                pixels.merge(stats)
+    if pixels is not None:
         attempt("pixel_auc", pixels.pixel_auc.compute)
         if "pixel_auc" in metrics:
             # PixelAUC's own guarantee: |pixel_auc - sklearn's roc_auc_score on the same scores| ≤ this.
@@ -153,7 +170,7 @@ def write_reports(
 def _markdown(metrics: dict, notes: list[str], info: dict, benchmark: VadBenchmark) -> str:
     paper_key, paper_value = PAPER_RESULTS.get(benchmark.name, (None, None))
     lines = [f"# {benchmark.name} — {info.get('protocol')} protocol", ""]
-    for key in ("mode", "checkpoint", "interval", "drop_tail", "pixel_size"):
+    for key in ("mode", "checkpoint", "interval", "clip_length", "drop_tail", "pixel_size", "pixel_resize"):
         if key in info and info[key] is not None:
             lines.append(f"- {key}: `{info[key]}`")
     lines.append(f"- categories ({len(info.get('categories', []))}): {', '.join(info.get('categories', []))}")

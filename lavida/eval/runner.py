@@ -3,8 +3,11 @@
 For each test video the runner plans clips (``plan_clips``), predicts them in batches, spreads each
 sampled frame's score over its interval, computes the video's pixel statistics against the ground
 truth, and caches the :class:`VideoResult` on disk as soon as the video is done. A rerun with the
-same output directory skips every cached video, so an interrupted evaluation resumes where it
-stopped. With several processes (``accelerate launch``), videos are split round-robin across ranks
+same output directory skips every cached video computed from the same run-wide settings and the same
+inputs of that video (its labels, tracks and prediction files), so an interrupted evaluation resumes
+where it stopped, and so does a full run after a ``max_videos`` smoke run or one with a video added.
+A rerun that computes anything first removes the previous ``metrics.json``, ``report.md`` and
+``per_video.csv``, so a rerun killed midway leaves no metrics of other results behind. With several processes (``accelerate launch``), videos are split round-robin across ranks
 and rank 0 computes the metrics once every rank is done.
 
 Scores-only mode (``predictions_dir``): the same metrics from saved per-video predictions of any
@@ -30,9 +33,8 @@ from tqdm import tqdm
 from lavida.data.video import open_video
 from lavida.eval.benchmark import ClipPlan, GroundTruthError, Protocol, TestVideo, VadBenchmark, plan_clips
 from lavida.eval.report import compute_metrics, write_reports
-from lavida.eval.video_result import VideoResult, pixel_statistics
+from lavida.eval.video_result import PixelStatistics, VideoResult, pixel_statistics
 from lavida.file_names import safe_file_name
-from lavida.file_state import file_state
 from lavida.inference import Predictor, upsample_mask_logits
 
 log = logging.getLogger(__name__)
@@ -80,7 +82,8 @@ def run_evaluation(
         categories: Prompt categories; default the benchmark's list.
         settings: See :class:`EvalSettings`.
         run_info: Extra facts recorded in the report and the cache fingerprint (checkpoint, model).
-        overwrite: Discard cached results made with different settings instead of refusing to mix them.
+        overwrite: Recompute cached results made with different settings, or unreadable ones, instead of
+            refusing to mix them.
 
     Returns:
         The metrics (on rank 0; other ranks get an empty dict).
@@ -113,29 +116,27 @@ def run_evaluation(
     if predictions_dir is not None and benchmark.has_pixel_gt:
         _check_saved_pixel_maps(videos, Path(predictions_dir))
     pixel_size = settings.pixel_size or protocol.pixel_size
-    fingerprint = _fingerprint(
-        benchmark, videos, protocol, categories, settings, pixel_size, run_info, predictions_dir
-    )
+    run_facts = _run_facts(benchmark, protocol, categories, settings, pixel_size, run_info, predictions_dir)
 
     state = PartialState()
-    mine = videos[state.process_index :: state.num_processes]
+    # Decide for every video of this rank before computing any: a refusal then leaves the run directory
+    # as it was, and a rerun that computes anything first removes the previous run's metrics.
+    todo: list[tuple[TestVideo, str, str]] = []
+    for video in videos[state.process_index :: state.num_processes]:
+        facts = _normalised({"run": run_facts, "video": _video_facts(video, predictions_dir)})
+        fingerprint = hashlib.sha256(facts.encode()).hexdigest()[:16]
+        cache = cached_result_path(output_dir, video.name)
+        if not (cache.is_file() and _cache_is_current(cache, fingerprint, facts, overwrite=overwrite)):
+            todo.append((video, fingerprint, facts))
+    if todo:
+        _remove_previous_outputs(output_dir)
     progress = tqdm(
-        mine,
+        todo,
         desc=f"{benchmark.name} ({protocol.name})",
         unit="video",
         disable=not state.is_local_main_process,
     )
-    for video in progress:
-        cache = cached_result_path(output_dir, video.name)
-        if cache.is_file():
-            cached = VideoResult.load(cache)
-            if cached.fingerprint == fingerprint:
-                continue
-            if not overwrite:
-                raise ValueError(
-                    f"{cache} was produced with other settings (checkpoint, protocol, categories, pixel size...). "
-                    "Use a new output_dir, or overwrite=true to recompute."
-                )
+    for video, fingerprint, facts in progress:
         plan = plan_clips(
             video.num_frames,
             interval=protocol.interval,
@@ -148,26 +149,42 @@ def run_evaluation(
             result = _from_saved(
                 video, plan, Path(predictions_dir), benchmark, settings, protocol, pixel_size
             )
-        result.fingerprint = fingerprint
-        result.save(cache)
+        result.fingerprint, result.facts = fingerprint, facts
+        result.save(cached_result_path(output_dir, video.name))
     state.wait_for_everyone()
     if not state.is_main_process:
         return {}
 
-    results = [VideoResult.load(cached_result_path(output_dir, v.name)) for v in videos]
-    metrics, notes = compute_metrics(results, videos=videos, benchmark=benchmark)
+    # One cached result at a time: its pixel statistics (a dense histogram of ~1.9M bins, ~30 MB once
+    # loaded) are merged into one running total and dropped, so memory does not grow with the videos.
+    results: list[VideoResult] = []
+    pixels: PixelStatistics | None = None
+    for video in videos:
+        result = _load_cached(cached_result_path(output_dir, video.name))
+        if result.pixels is not None and result.scored.size:
+            pixels = result.pixels if pixels is None else pixels.merge(result.pixels)
+        result.pixels = None
+        results.append(result)
+    metrics, notes = compute_metrics(results, videos=videos, benchmark=benchmark, pixels=pixels)
     # The paper's tables are on whole test splits: say when this run is not one (lavida-tables checks).
     metrics.update(split=benchmark.split, videos_left_out=left_out)
+    # The clip length T changes every score (supplement Tab. 7 ablates it), so the outputs record it.
+    metrics["clip_length"] = protocol.clip_length
     info = {
         "benchmark": benchmark.name,
         "protocol": protocol.name,
         "interval": protocol.interval,
+        "clip_length": protocol.clip_length,
         "drop_tail": protocol.drop_tail,
-        "pixel_size": pixel_size,
         "categories": categories,
         "mode": "model" if predictor is not None else f"scores-only ({predictions_dir})",
         **(run_info or {}),
     }
+    if benchmark.has_pixel_gt:  # meaningless without pixel ground truth
+        metrics.update(
+            pixel_size=list(pixel_size) if pixel_size else None, pixel_resize=protocol.pixel_resize
+        )
+        info.update(pixel_size=pixel_size, pixel_resize=protocol.pixel_resize)
     write_reports(output_dir, metrics=metrics, notes=notes, results=results, info=info, benchmark=benchmark)
     log.info("%s: %s", benchmark.name, json.dumps(metrics))
     return metrics
@@ -381,13 +398,6 @@ def _reading(path: Path, expected: str) -> Iterator[None]:
         ) from error
 
 
-def _predictions_state(directory: Path, videos: Sequence[TestVideo]) -> str:
-    """A digest of the prediction files scores-only mode reads (names, sizes, times), and nothing else:
-    other files in the folder (the run's own ``output_dir``, say) must not change the fingerprint."""
-    states = [file_state(path) for video in videos for path in saved_prediction_paths(directory, video.name)]
-    return hashlib.sha256(json.dumps(states, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def cached_result_path(output_dir: str | Path, video_name: str) -> Path:
     """Where :func:`run_evaluation` caches one video's :class:`VideoResult` in its ``output_dir``."""
     return Path(output_dir) / "predictions" / f"{safe_file_name(video_name)}.npz"
@@ -406,38 +416,149 @@ def _check_cache_names(videos: Sequence[TestVideo]) -> None:
             )
 
 
-def _fingerprint(
-    benchmark, videos, protocol, categories, settings, pixel_size, run_info, predictions_dir
-) -> str:
-    facts = {
+# What a cached result depends on besides its video's own inputs. Bumped when the cached layout or
+# the computation changes: 2: float64 frame scores (1 stored float32, which ties every logit above
+# ~16.6); 3: float64 pixel probabilities and PixelAUC(octaves=60) (2 tied pixel logits above ~16.6);
+# 4: per-video fingerprints with their facts stored beside them.
+_RESULT_FORMAT = 4
+
+
+def _run_facts(
+    benchmark: VadBenchmark,
+    protocol: Protocol,
+    categories: list[str],
+    settings: EvalSettings,
+    pixel_size: tuple[int, int] | None,
+    run_info: dict | None,
+    predictions_dir: str | Path | None,
+) -> dict:
+    """The run-wide settings every cached result must share (one video's own inputs: ``_video_facts``).
+
+    Paths whose content is fingerprinted elsewhere are left out, so that the same run spelled with a
+    relative or an absolute path, or a moved prediction folder, reuses its results: the checkpoint path
+    when its digest is given (``checkpoint_sha256``), and the prediction folder (each video's files
+    are in ``_video_facts``). The dataset root stays (resolved) on benchmarks with pixel ground truth:
+    the masks themselves are not hashed, and another copy of the data may hold other masks.
+    """
+    run = dict(run_info or {})
+    if "checkpoint_sha256" in run:
+        run.pop("checkpoint", None)
+    return {
         "benchmark": benchmark.name,
-        "ground_truth": _ground_truth_state(benchmark, videos),
+        "dataset_root": str(benchmark.root.resolve()) if benchmark.has_pixel_gt else None,
         "protocol": {k: v for k, v in asdict(protocol).items() if k != "video_filter"},
         "categories": categories,
         "region_thresholds": settings.region_thresholds,
         "pixel_size": pixel_size,
-        "run": run_info or {},
-        # Predictions saved again into the same folder must not be served from the old ones' results.
-        "predictions": (
-            {"dir": str(predictions_dir), "files": _predictions_state(Path(predictions_dir), videos)}
-            if predictions_dir
-            else None
-        ),
-        # 2: float64 frame scores (1 stored float32, which ties every logit above ~16.6);
-        # 3: float64 pixel probabilities and PixelAUC(octaves=60) (2 tied pixel logits above ~16.6).
-        "result_format": 3,
+        "mode": "model" if predictions_dir is None else "scores-only",
+        "run": run,
+        "result_format": _RESULT_FORMAT,
     }
-    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _ground_truth_state(benchmark: VadBenchmark, videos: Sequence[TestVideo]) -> dict:
-    """The dataset root and a digest of every selected video's frame labels and tracks: a cached result
-    holds the labels of the run that made it, so ground truth read with other options (inclusive ends,
-    ShanghaiTech's label source, track boxes) or from another copy must not be served from it."""
-    digest = hashlib.sha256()
-    for video in videos:
-        digest.update(f"{video.name}\0{video.num_frames}\0".encode())
-        digest.update(np.ascontiguousarray(video.frame_labels, dtype=np.uint8).tobytes())
-        if video.tracks is not None:
-            digest.update(np.ascontiguousarray(video.tracks, dtype=np.int64).tobytes())
-    return {"root": str(benchmark.root), "pixels": benchmark.has_pixel_gt, "labels": digest.hexdigest()[:16]}
+def _video_facts(video: TestVideo, predictions_dir: str | Path | None) -> dict:
+    """One video's own inputs: a digest of its frame labels and tracks (a cached result holds the labels
+    of the run that made it, so ground truth read with other options must not be served from it) and,
+    in scores-only mode, the names, sizes and times of its prediction files (predictions saved again
+    into the same folder must not be served from the old ones' results)."""
+    digest = hashlib.sha256(np.ascontiguousarray(video.frame_labels, dtype=np.uint8).tobytes())
+    if video.tracks is not None:
+        digest.update(b"\0tracks\0" + np.ascontiguousarray(video.tracks, dtype=np.int64).tobytes())
+    facts: dict = {
+        "ground_truth": {"frames": int(video.num_frames), "labels_and_tracks": digest.hexdigest()[:16]}
+    }
+    if predictions_dir is not None:
+        files = []
+        for path in saved_prediction_paths(predictions_dir, video.name):
+            if _is_file(path):
+                stat = path.stat()
+                files.append([path.name, stat.st_size, stat.st_mtime_ns])
+        facts["prediction_files"] = files
+    return facts
+
+
+def _normalised(facts: dict) -> str:
+    """Facts as canonical JSON (tuples become lists), the form that is hashed, stored and compared."""
+    return json.dumps(json.loads(json.dumps(facts, default=str)), sort_keys=True)
+
+
+_VIDEO_FACT_NAMES = {
+    "ground_truth": "this video's ground truth (frame count, labels or tracks) is not the one the cached "
+    "result was computed with",
+    "prediction_files": "this video's prediction files were written again (name, size or time differ)",
+}
+
+
+def _cache_is_current(cache: Path, fingerprint: str, facts: str, *, overwrite: bool) -> bool:
+    """Whether the cached result ``cache`` was computed from exactly these ``facts``.
+
+    A result computed otherwise, or an unreadable file, is refused (the error says what differs), or
+    with ``overwrite`` recomputed.
+    """
+    try:
+        stored_fingerprint, stored_facts = VideoResult.read_fingerprint(cache)
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+        if overwrite:
+            log.warning("%s: unreadable cached result (%s); recomputing it (overwrite).", cache, error)
+            return False
+        raise ValueError(
+            f"{cache}: cannot read this cached result ({type(error).__name__}: {error}), e.g. a partial "
+            "copy or a full disk; delete it or pass overwrite=true to recompute it."
+        ) from error
+    if stored_fingerprint == fingerprint:
+        return True
+    if overwrite:
+        return False
+    raise ValueError(
+        f"{cache} was computed with other settings: {_differences(stored_facts, facts)}. Pass "
+        "overwrite=true to recompute the cached results, or use a fresh output_dir to keep them."
+    )
+
+
+def _differences(stored: str, current: str) -> str:
+    """What differs between a cached result's facts and this run's, in words (old → new values)."""
+    if not stored:
+        return "it was written by an earlier version of lavida, which did not record its settings"
+    old, new = json.loads(stored), json.loads(current)
+    changes = []
+    for key in sorted(set(old.get("run", {})) | set(new["run"])):
+        was, now = old.get("run", {}).get(key), new["run"].get(key)
+        if was != now:
+            changes.append(f"{key} was {was!r}, now {now!r}")
+    for key in sorted(set(old.get("video", {})) | set(new["video"])):
+        if old.get("video", {}).get(key) != new["video"].get(key):
+            changes.append(_VIDEO_FACT_NAMES.get(key, key))
+    return "; ".join(changes) or "unknown (the facts agree but the fingerprints do not)"
+
+
+def _load_cached(cache: Path) -> VideoResult:
+    """Load a cached result, naming the file if it cannot be read."""
+    try:
+        return VideoResult.load(cache)
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+        raise ValueError(
+            f"{cache}: cannot read this cached result ({type(error).__name__}: {error}); delete it or "
+            "pass overwrite=true to recompute it."
+        ) from error
+
+
+# Files describing a finished run; lavida-tables reads metrics.json as the run's result.
+_RUN_OUTPUTS = ("metrics.json", "report.md", "per_video.csv")
+
+
+def _remove_previous_outputs(output_dir: Path) -> None:
+    """Remove a previous run's outputs before computing anything: a rerun killed midway must not leave
+    metrics that describe other results than its cache now holds. ``metrics.json`` goes first, so a
+    kill between the removals leaves no run that lavida-tables would read."""
+    removed = []
+    for name in _RUN_OUTPUTS:
+        path = output_dir / name
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(name)
+    if removed:
+        log.info(
+            "%s: removed the previous run's %s; they are rewritten at the end.",
+            output_dir,
+            ", ".join(removed),
+        )

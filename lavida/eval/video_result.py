@@ -91,6 +91,8 @@ class VideoResult:
         pixels: Pixel-metric statistics, or None without pixel ground truth.
         regions: (N, 6) rows ``(frame, x_min, y_min, x_max, y_max, score)`` for RBDC/TBDC, or None.
         fingerprint: Identifies the settings that produced the result (a resumed run must match).
+        facts: JSON of what ``fingerprint`` digests (the run's settings and this video's own inputs), so
+            that a refused rerun can say which of them differ; "" in caches of earlier versions.
     """
 
     name: str
@@ -100,6 +102,7 @@ class VideoResult:
     pixels: PixelStatistics | None = None
     regions: np.ndarray | None = None
     fingerprint: str = ""
+    facts: str = ""
 
     def save(self, path: str | Path) -> Path:
         """Write to ``path`` atomically (a temporary file renamed into place), in ``.npz`` format whatever
@@ -109,6 +112,7 @@ class VideoResult:
         arrays = {
             "name": np.asarray(self.name),
             "fingerprint": np.asarray(self.fingerprint),
+            "facts": np.asarray(self.facts),
             "scored": self.scored.astype(np.int64),
             "frame_scores": self.frame_scores.astype(np.float64),
             "frame_labels": self.frame_labels.astype(np.uint8),
@@ -136,7 +140,19 @@ class VideoResult:
             pixels=PixelStatistics.from_state_dict(pixel_state) if pixel_state else None,
             regions=arrays.get("regions"),
             fingerprint=str(arrays["fingerprint"]),
+            facts=str(arrays["facts"]) if "facts" in arrays else "",
         )
+
+    @staticmethod
+    def read_fingerprint(path: str | Path) -> tuple[str, str]:
+        """``(fingerprint, facts)`` of a saved result, reading only those two members of the archive.
+
+        Raises:
+            OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError: the file is not a readable result.
+        """
+        with np.load(path, allow_pickle=False) as data:
+            facts = str(data["facts"]) if "facts" in data.files else ""
+            return str(data["fingerprint"]), facts
 
 
 PixelProvider = Callable[[np.ndarray], np.ndarray]

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import evaluate_saved
 from PIL import Image
 from scipy.special import expit
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -66,17 +67,6 @@ def predictor(tiny_model):
     from lavida.inference import Predictor
 
     return Predictor(model=tiny_model, processor=tiny_processor_for(tiny_model), batch_size=2)
-
-
-def evaluate_saved(bench, predictions, output_dir, **options):
-    """Scores-only evaluation of saved predictions under the standard protocol."""
-    return run_evaluation(
-        benchmark=bench,
-        protocol=bench.protocol("standard"),
-        output_dir=output_dir,
-        predictions_dir=predictions,
-        **options,
-    )
 
 
 def test_model_run_writes_all_outputs_and_resumes(benchmark, predictor, tmp_path):

@@ -1,0 +1,301 @@
+"""Resuming an evaluation: which cached per-video results a rerun may reuse, what a killed or refused
+rerun leaves behind, and that merging cached results does not grow with the number of videos."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from conftest import evaluate_saved
+from sklearn.metrics import roc_auc_score
+
+from lavida.eval import report, runner
+from lavida.eval.benchmark import TestVideo, VadBenchmark
+from lavida.eval.runner import EvalSettings, cached_result_path, run_evaluation
+from lavida.eval.video_result import PIXEL_AUC_OCTAVES
+from lavida.metrics import PixelAUC
+
+
+class FireVideos(VadBenchmark):
+    """``count`` in-memory videos of the one category "fire" (no files on disk are read)."""
+
+    def __init__(self, root, *, count=4, shift=0):
+        super().__init__(root)
+        self.count, self.shift = count, shift
+
+    @property
+    def categories(self):
+        return ["fire"]
+
+
+class FrameOnly(FireVideos):
+    """``count`` videos of 20 frames with frame labels only."""
+
+    name = "frame_only"
+    intervals = {"standard": 2, "lavida_official": 4}
+    has_pixel_gt = False
+
+    def load_videos(self):
+        videos = []
+        for i in range(self.count):
+            labels = np.zeros(20, np.uint8)
+            labels[5 + i + self.shift : 12 + self.shift] = 1
+            videos.append(TestVideo(name=f"v{i}", path=self.root / f"v{i}", frame_labels=labels))
+        return videos
+
+
+class WithPixels(FireVideos):
+    """``count`` videos of 6 frames with pixel ground truth (a square from frame 2 on, in odd videos)."""
+
+    name = "with_pixels"
+    intervals = {"standard": 1, "lavida_official": 1}
+    has_pixel_gt = True
+    primary_metric = "pixel_auc"
+
+    def load_videos(self):
+        videos = []
+        for i in range(self.count):
+            masks = np.zeros((6, 8, 10), bool)
+            if i % 2:
+                masks[2:, 2 : 4 + i, 3:7] = True
+            labels = masks.any(axis=(1, 2)).astype(np.uint8)
+            videos.append(
+                TestVideo(
+                    name=f"p{i}",
+                    path=self.root / f"p{i}",
+                    frame_labels=labels,
+                    pixel_masks=lambda idx, m=masks: m[idx],
+                )
+            )
+        return videos
+
+
+def save_predictions(folder, bench, *, seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for video in bench.videos():
+        np.save(folder / f"{video.name}.npy", rng.random(video.num_frames))
+
+
+@pytest.fixture
+def computed(monkeypatch):
+    """Names of the videos whose results were computed (not served from the cache)."""
+    names = []
+    original = runner._from_saved
+
+    def spy(video, *args, **kwargs):
+        names.append(video.name)
+        return original(video, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "_from_saved", spy)
+    return names
+
+
+@pytest.fixture
+def data(tmp_path):
+    (tmp_path / "data").mkdir()
+    return tmp_path / "data"
+
+
+# Defect 1: the fingerprint of a cached result covers the run's settings and that video's own inputs.
+
+
+def test_a_video_added_later_keeps_the_finished_ones(data, tmp_path, computed):
+    save_predictions(tmp_path / "preds", FrameOnly(data, count=4))
+    evaluate_saved(FrameOnly(data, count=3), tmp_path / "preds", tmp_path / "out")  # one video not copied yet
+    assert computed == ["v0", "v1", "v2"]
+    computed.clear()
+    metrics = evaluate_saved(FrameOnly(data, count=4), tmp_path / "preds", tmp_path / "out")
+    assert computed == ["v3"] and metrics["num_videos"] == 4
+
+
+def test_a_full_run_after_a_smoke_run_resumes(data, tmp_path, computed):
+    bench = FrameOnly(data)
+    save_predictions(tmp_path / "preds", bench)
+    evaluate_saved(bench, tmp_path / "preds", tmp_path / "out", settings=EvalSettings(max_videos=2))
+    computed.clear()
+    metrics = evaluate_saved(bench, tmp_path / "preds", tmp_path / "out")
+    assert computed == ["v2", "v3"] and metrics["videos_left_out"] == 0
+
+
+def test_relative_and_absolute_paths_share_the_cache(data, tmp_path, computed, monkeypatch):
+    save_predictions(tmp_path / "preds", FrameOnly(data))
+    monkeypatch.chdir(tmp_path)
+    first = evaluate_saved(FrameOnly("data"), "preds", "out")
+    computed.clear()
+    again = evaluate_saved(FrameOnly(tmp_path / "data"), tmp_path / "preds", tmp_path / "out")
+    assert computed == [] and again == first
+
+
+def test_the_refusal_names_the_setting_that_differs(data, tmp_path):
+    bench = FrameOnly(data)
+    save_predictions(tmp_path / "preds", bench)
+    evaluate_saved(bench, tmp_path / "preds", tmp_path / "out")
+    with pytest.raises(ValueError) as refused:
+        evaluate_saved(bench, tmp_path / "preds", tmp_path / "out", categories=["dog"])
+    message = str(refused.value)
+    assert str(cached_result_path(tmp_path / "out", "v0")) in message
+    assert "categories" in message and "['fire']" in message and "['dog']" in message
+    assert "overwrite=true" in message and "output_dir" in message
+    assert "pixel size" not in message  # only what differs
+
+
+def test_the_refusal_names_a_video_whose_own_labels_changed(data, tmp_path, computed):
+    save_predictions(tmp_path / "preds", FrameOnly(data))
+    evaluate_saved(FrameOnly(data), tmp_path / "preds", tmp_path / "out")
+    with pytest.raises(ValueError, match=r"(?s)v0\.npz.*ground truth.*overwrite=true"):
+        evaluate_saved(FrameOnly(data, shift=1), tmp_path / "preds", tmp_path / "out")
+    computed.clear()
+    evaluate_saved(FrameOnly(data, shift=1), tmp_path / "preds", tmp_path / "out", overwrite=True)
+    assert computed == ["v0", "v1", "v2", "v3"]
+
+
+def test_rewritten_predictions_of_one_video_recompute_that_video_only(data, tmp_path, computed):
+    bench = FrameOnly(data)
+    save_predictions(tmp_path / "preds", bench)
+    evaluate_saved(bench, tmp_path / "preds", tmp_path / "out")
+    np.save(tmp_path / "preds" / "v1.npy", np.linspace(0, 1, 20))
+    os.utime(tmp_path / "preds" / "v1.npy", ns=(1, 1))  # a different time even on coarse clocks
+    with pytest.raises(ValueError, match=r"(?s)v1\.npz.*prediction file"):
+        evaluate_saved(bench, tmp_path / "preds", tmp_path / "out")
+    computed.clear()
+    evaluate_saved(bench, tmp_path / "preds", tmp_path / "out", overwrite=True)
+    assert computed == ["v1"]
+
+
+# Defect 2: a rerun that dies midway leaves no metrics of the previous run behind.
+
+
+def test_a_killed_rerun_leaves_no_stale_metrics(data, tmp_path, monkeypatch):
+    bench = FrameOnly(data)
+    save_predictions(tmp_path / "preds", bench, seed=0)
+    out = tmp_path / "out"
+    evaluate_saved(bench, tmp_path / "preds", out)
+    outputs = [out / "metrics.json", out / "report.md", out / "per_video.csv"]
+    assert all(path.is_file() for path in outputs)
+
+    save_predictions(tmp_path / "preds", bench, seed=1)  # a new method version, same folder
+    for video in bench.videos():
+        os.utime(tmp_path / "preds" / f"{video.name}.npy", ns=(2, 2))
+    original = runner._from_saved
+    calls = []
+
+    def dies_on_the_second_video(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "_from_saved", dies_on_the_second_video)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_saved(bench, tmp_path / "preds", out, overwrite=True)
+    assert [path.name for path in outputs if path.exists()] == []
+
+    monkeypatch.setattr(runner, "_from_saved", original)
+    resumed = evaluate_saved(bench, tmp_path / "preds", out, overwrite=True)
+    fresh = evaluate_saved(bench, tmp_path / "preds", tmp_path / "fresh")
+    assert resumed == fresh
+    assert json.loads((out / "metrics.json").read_text()) == fresh
+
+
+def test_a_refused_rerun_keeps_the_previous_outputs(data, tmp_path):
+    """Nothing is computed when the cache is refused, so the previous run's outputs still describe it."""
+    bench = FrameOnly(data)
+    save_predictions(tmp_path / "preds", bench)
+    evaluate_saved(bench, tmp_path / "preds", tmp_path / "out")
+    with pytest.raises(ValueError, match="categories"):
+        evaluate_saved(bench, tmp_path / "preds", tmp_path / "out", categories=["dog"])
+    assert (tmp_path / "out" / "metrics.json").is_file()
+
+
+# Defect 3: an unreadable cache file is named, and overwrite=true recomputes it.
+
+
+def test_a_truncated_cache_file_is_named_and_overwrite_recomputes_it(data, tmp_path, computed):
+    bench = FrameOnly(data)
+    save_predictions(tmp_path / "preds", bench)
+    first = evaluate_saved(bench, tmp_path / "preds", tmp_path / "out")
+    cache = cached_result_path(tmp_path / "out", "v1")
+    cache.write_bytes(cache.read_bytes()[:100])  # a partial copy, a full disk
+    with pytest.raises(ValueError) as refused:
+        evaluate_saved(bench, tmp_path / "preds", tmp_path / "out")
+    assert str(cache) in str(refused.value) and "overwrite=true" in str(refused.value)
+    assert "delete it" in str(refused.value)
+    computed.clear()
+    assert evaluate_saved(bench, tmp_path / "preds", tmp_path / "out", overwrite=True) == first
+    assert computed == ["v1"]
+
+
+# Defect 4: the report and metrics.json record the clip length T (supplement Tab. 7).
+
+
+@pytest.mark.parametrize("clip_length", [4, 16])
+def test_the_clip_length_is_recorded(data, tmp_path, clip_length):
+    import dataclasses
+
+    bench = FrameOnly(data)
+    save_predictions(tmp_path / "preds", bench)
+    protocol = dataclasses.replace(bench.protocol("lavida_official"), clip_length=clip_length)
+    metrics = run_evaluation(
+        benchmark=bench, protocol=protocol, output_dir=tmp_path / "out", predictions_dir=tmp_path / "preds"
+    )
+    assert metrics["clip_length"] == clip_length
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["clip_length"] == clip_length
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert f"- clip_length: `{clip_length}`" in text
+    assert "pixel_size" not in text and "pixel_resize" not in text  # no pixel ground truth here
+
+
+def test_pixel_benchmarks_report_pixel_size_and_resize(data, tmp_path):
+    bench = WithPixels(data, count=2)
+    rng = np.random.default_rng(0)
+    (tmp_path / "preds").mkdir()
+    for video in bench.videos():
+        np.savez(
+            tmp_path / "preds" / f"{video.name}.npz",
+            frame_scores=rng.random(6),
+            pixel_scores=rng.random((6, 8, 10)),
+        )
+    metrics = evaluate_saved(
+        bench, tmp_path / "preds", tmp_path / "out", settings=EvalSettings(pixel_size=(4, 5))
+    )
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "- pixel_size: `(4, 5)`" in text and "- pixel_resize: `bilinear`" in text
+    assert metrics["pixel_size"] == [4, 5] and metrics["pixel_resize"] == "bilinear"
+
+
+# Defect 5: cached results are merged one at a time.
+
+
+def test_pixel_statistics_are_merged_one_video_at_a_time(data, tmp_path, monkeypatch):
+    bench = WithPixels(data, count=5)
+    rng = np.random.default_rng(3)
+    (tmp_path / "preds").mkdir()
+    pooled_scores, pooled_labels = [], []
+    for video in bench.videos():
+        pixel_scores = rng.random((6, 8, 10))
+        np.savez(
+            tmp_path / "preds" / f"{video.name}.npz", frame_scores=rng.random(6), pixel_scores=pixel_scores
+        )
+        pooled_scores.append(pixel_scores.reshape(-1))
+        pooled_labels.append(video.pixel_masks(np.arange(6)).reshape(-1))
+
+    seen = []
+    original = report.compute_metrics
+
+    def spy(results, **kwargs):
+        seen.extend(result.pixels for result in results)
+        return original(results, **kwargs)
+
+    monkeypatch.setattr(runner, "compute_metrics", spy)
+    metrics = evaluate_saved(bench, tmp_path / "preds", tmp_path / "out")
+    assert len(seen) == 5 and all(pixels is None for pixels in seen)  # no per-video histograms kept
+    scores, labels = np.concatenate(pooled_scores), np.concatenate(pooled_labels)
+    # Independent: sklearn on the pooled pixels, within the histogram's own stated bound.
+    bound = metrics["pixel_auc_error_bound"]
+    assert bound < 1e-4
+    assert abs(metrics["pixel_auc"] - roc_auc_score(labels, scores)) <= bound + 1e-12
+    # Identical to one histogram over every pixel (what the old list-based merge computed).
+    reference = PixelAUC(octaves=PIXEL_AUC_OCTAVES)
+    reference.update(scores, labels)
+    assert metrics["pixel_auc"] == pytest.approx(reference.compute(), abs=1e-12)
