@@ -30,6 +30,7 @@ import numpy as np
 
 from lavida.atomic import write_json, write_text
 from lavida.models.config import LavidaConfig
+from lavida.train.resume_check import ResumeMismatchError
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +245,10 @@ def run_demo(config: DemoConfig, *, model: dict | None = None) -> dict:
     if latest_checkpoint(out / "train") is not None:
         reused.append("training")
     fit_started = time.perf_counter()
-    summary = trainer.fit()
+    try:
+        summary = trainer.fit()
+    except ResumeMismatchError as error:
+        raise demo_resume_error(error, out) from error
     train_seconds = time.perf_counter() - fit_started
 
     # 4. Zero-shot evaluation on both test splits
@@ -329,6 +333,47 @@ def base_models(config: DemoConfig, model_config: LavidaConfig, train_root: Path
         )
     write_json(record_file, {"settings": settings, "model": model_config.to_dict()}, indent=1)
     return model_config
+
+
+# The trainer's settings (resume_check's dotted keys) that each demo setting decides (run_demo, step 3).
+_DEMO_SETTINGS = {
+    "train.batches_per_epoch": "steps",
+    "train.optim.warmup_steps": "steps",
+    "train.batch_size": "batch_size",
+    "train.seed": "seed",
+    "data.seed": "seed",
+    "train.optim.lr": "lr",
+    "train.optim.lr_scales": "decoder_lr_scale",
+    "train.loss.weights": "loss_weights",
+    "data.max_categories": "max_categories",
+    "data.category_count": "category_count",
+    "model": "model",
+}
+
+
+def demo_resume_error(error: ResumeMismatchError, out: Path) -> ValueError:
+    """The trainer's refusal to resume, told in the demo's terms.
+
+    The trainer's own hint (``train.resume_check=warn``) is not a lavida-demo setting, so lavida-demo
+    would refuse it; the demo's fix is a fresh output_dir, or deleting its training folder.
+    """
+    changed = []
+    for key in error.changed:
+        setting = next(
+            (name for prefix, name in _DEMO_SETTINGS.items() if f"{key}.".startswith(f"{prefix}.")), None
+        )
+        if setting is not None and setting not in changed:
+            changed.append(setting)
+    what = f" (changed since then: {', '.join(changed)})" if changed else ""
+    if error.changes:
+        details = "Differences (checkpoint -> now):\n  " + "\n  ".join(error.changes)
+    else:
+        details = "The settings record of its latest checkpoint could not be read."
+    return ValueError(
+        f"{out / 'train'} holds the training checkpoints of an earlier demo run with other settings{what}; "
+        f"resuming it would mix the two. Use a fresh output_dir, or delete {out / 'train'} to train again "
+        f"(the synthetic data and base models there are reused).\n{details}"
+    )
 
 
 def _check_settings(record_file: Path, settings: dict, *, what: str, fresh: list[Path]) -> None:

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import json
 import logging
+import numbers
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from lavida.atomic import write_json
+from lavida.cli.eval import reject_unknown_keys
 from lavida.data.prompts import parse_categories
 from lavida.data.video import VideoReadError
 from lavida.detect.detector import (
@@ -42,11 +44,15 @@ log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig) -> dict:
     """Detect on every input; returns the index written to ``<output_dir>/index.json``."""
+    reject_unknown_keys(cfg, config_name="detect")
     categories = parse_categories(cfg.categories)
     check_output_options(overlay=cfg.overlay, save=cfg.save)  # before the model loads
     check_threshold(cfg.threshold)
     check_fps(cfg.fps)
     check_intervals(min_interval=cfg.min_interval, merge_gap=cfg.merge_gap)
+    check_window(
+        clip_length=cfg.clip_length, interval=cfg.interval, stride=cfg.stride, aggregation=cfg.aggregation
+    )
     inputs = expand_inputs(cfg.input)
     detector = Detector.from_checkpoint(
         cfg.checkpoint,
@@ -60,6 +66,13 @@ def run(cfg: DictConfig) -> dict:
         threshold=cfg.threshold,
         min_interval=cfg.min_interval,
         merge_gap=cfg.merge_gap,
+    )
+    # clip_length=null took the checkpoint's training clip length: only now can stride be compared with it.
+    check_window(
+        clip_length=detector.clip_length,
+        interval=cfg.interval,
+        stride=cfg.stride,
+        aggregation=cfg.aggregation,
     )
     index: dict = {"categories": categories, "videos": []}
     output_dir = Path(cfg.output_dir)
@@ -92,7 +105,11 @@ def run(cfg: DictConfig) -> dict:
                 fps=cfg.fps,
                 name=name,
             )
-        except (VideoReadError, ValueError, IndexError) as error:
+        # Only what one input can cause: a file that cannot be read (VideoReadError), or frames the model
+        # cannot take (ValueError naming the video: no frames, an aspect ratio over 200). The settings were
+        # checked above, so a bad one cannot turn into "Skipping" for every video; anything else is a bug
+        # and stops the run.
+        except (VideoReadError, ValueError) as error:
             log.error("Skipping %s: %s", source, error)
             index["videos"].append({"input": source, "status": "skipped", "reason": str(error)})
         else:
@@ -107,6 +124,35 @@ def run(cfg: DictConfig) -> dict:
     if done == 0:
         raise SystemExit(f"No input could be processed; see {cfg.output_dir}/index.json for the reasons.")
     return index
+
+
+def check_window(*, clip_length: int | None, interval: int, stride: int | None, aggregation: str) -> None:
+    """The sliding window's settings (lavida.detect.window.SlidingWindow), checked before the model loads.
+
+    Raises:
+        ValueError: naming the setting, the allowed values and an example.
+    """
+    if aggregation not in ("mean", "max"):
+        raise ValueError(
+            f"aggregation must be 'mean' or 'max' (how overlapping clips combine a frame's scores), got "
+            f"{aggregation!r}; set aggregation=mean or aggregation=max."
+        )
+    for setting, value, nullable in (
+        ("clip_length", clip_length, True),
+        ("interval", interval, False),
+        ("stride", stride, True),
+    ):
+        if value is None and nullable:
+            continue
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            null = " or null" if nullable else ""
+            raise ValueError(f"{setting} must be a whole number of frames ≥ 1{null}, got {value!r}.")
+    if clip_length is not None and stride is not None and stride > clip_length:
+        raise ValueError(
+            f"stride must be at most clip_length ({clip_length}): a stride of {stride} sampled frames "
+            "would leave frames between clips unscored; set stride ≤ clip_length, or stride=null for "
+            "clips that do not overlap."
+        )
 
 
 RUN_FILE = "run.json"  # in each video's folder: what its outputs were made with (for reruns)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
+import numbers
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -16,8 +19,84 @@ from lavida.models.checkpoint import checkpoint_digest, trained_clip_length
 log = logging.getLogger(__name__)
 
 
+def reject_unknown_keys(cfg: DictConfig, *, config_name: str) -> None:
+    """Refuse top-level keys that ``lavida/configs/<config_name>.yaml`` does not define.
+
+    Hydra adds any key given with a leading ``+``, so a misspelt ``+treshold=0.9`` would otherwise run with
+    the default threshold without a word. The known keys are the primary config's own and its config
+    groups (``benchmark``, ``model``, ``experiment``, ...); an experiment sets only keys among these.
+
+    Raises:
+        ValueError: naming each unknown key, its close matches and the valid keys.
+    """
+    primary = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / f"{config_name}.yaml")
+    groups = [entry for entry in primary.get("defaults", []) if not isinstance(entry, str)]
+    known = {key for key in primary if key != "defaults"} | {"hydra"}
+    known |= {str(key).split("/")[0] for entry in groups for key in entry}
+    unknown = sorted(set(cfg) - known)
+    if not unknown:
+        return
+    problems = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, sorted(known), n=3)
+        guess = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+        problems.append(f"{key!r}{guess}")
+    raise ValueError(
+        f"lavida-{config_name}: unknown key(s) {', '.join(problems)}; a leading + adds a key that "
+        f"{config_name}.yaml does not define, and nothing reads it. Valid keys: {sorted(known - {'hydra'})}."
+    )
+
+
+def eval_settings(cfg: DictConfig) -> EvalSettings:
+    """The runner's settings from the config, checked before any benchmark or model is loaded.
+
+    Raises:
+        ValueError: naming the setting and the expected form (``pixel_size=[240,360]``, ...).
+    """
+    pixel_size = cfg.pixel_size
+    if pixel_size is not None:
+        values = list(pixel_size) if OmegaConf.is_list(pixel_size) else None
+        if values is None or len(values) != 2 or not all(_whole(v) and v >= 1 for v in values):
+            raise ValueError(
+                f"pixel_size must be [H, W], two whole numbers of pixels ≥ 1, or null (the protocol's or "
+                f"the ground truth's size); got {_shown(pixel_size)}. Set e.g. pixel_size=[240,360]."
+            )
+        pixel_size = tuple(int(v) for v in values)
+    thresholds = cfg.region_thresholds
+    if thresholds is not None:
+        values = list(thresholds) if OmegaConf.is_list(thresholds) else None
+        if values is None or not all(_number(v) and 0.0 <= float(v) <= 1.0 for v in values):
+            raise ValueError(
+                f"region_thresholds must be a list of numbers in [0, 1] (pixel-score thresholds for the "
+                f"RBDC/TBDC regions; [] or null: none); got {_shown(thresholds)}. Set e.g. "
+                "region_thresholds=[0.5]."
+            )
+        thresholds = tuple(float(v) for v in values) or None
+    return EvalSettings(
+        region_thresholds=thresholds,
+        pixel_size=pixel_size,
+        pixel_chunk=cfg.pixel_chunk,
+        max_videos=cfg.max_videos,
+    )
+
+
+def _whole(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _shown(value) -> str:
+    """A config value as the user typed it (a ListConfig as a plain list)."""
+    return repr(OmegaConf.to_container(value) if OmegaConf.is_config(value) else value)
+
+
 def run(cfg: DictConfig) -> dict:
     """Evaluate as configured (see lavida/configs/eval.yaml); returns the metrics on rank 0."""
+    reject_unknown_keys(cfg, config_name="eval")
+    settings = eval_settings(cfg)
     options = OmegaConf.to_container(cfg.benchmark.options, resolve=True) or {}
     benchmark = get_benchmark(cfg.benchmark.name, cfg.benchmark.root, **options)
     protocol = benchmark.protocol(cfg.protocol)
@@ -27,12 +106,6 @@ def run(cfg: DictConfig) -> dict:
     if clip_length is not None:
         protocol = dataclasses.replace(protocol, clip_length=int(clip_length))
     log.info("Clips of %d frames, one every %d frames sampled", protocol.clip_length, protocol.interval)
-    settings = EvalSettings(
-        region_thresholds=tuple(cfg.region_thresholds) if cfg.region_thresholds else None,
-        pixel_size=tuple(cfg.pixel_size) if cfg.pixel_size else None,
-        pixel_chunk=cfg.pixel_chunk,
-        max_videos=cfg.max_videos,
-    )
     categories = parse_categories(cfg.categories) if cfg.categories is not None else None
     if cfg.predictions is not None and cfg.checkpoint is not None:
         raise ValueError(

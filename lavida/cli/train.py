@@ -11,6 +11,7 @@ import logging
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from lavida.cli.eval import reject_unknown_keys
 from lavida.data.config import DataConfig
 from lavida.models.config import LavidaConfig
 from lavida.train.config import TrainConfig, launcher_from_dict
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig, *, sources: dict | None = None) -> TrainSummary:
     """Train as configured; returns the summary (the final checkpoint is ``<output_dir>/final``)."""
+    reject_unknown_keys(cfg, config_name="train")
     container = OmegaConf.to_container(cfg, resolve=True)
     trainer = Trainer(
         model=LavidaConfig.from_dict(container["model"]),

@@ -179,7 +179,9 @@ class VadBenchmark(abc.ABC):
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise FileNotFoundError(
-                f"{self.name}: the dataset root '{self.root}' does not exist. See data/README.md for the layout."
+                f"{self.name}: the dataset root '{self.root}' does not exist. For lavida-eval, set "
+                "LAVIDA_DATA_ROOT to the folder holding the test sets or give benchmark.root=DIR; "
+                "docs/evaluation.md gives each benchmark's folder name and layout."
             )
         self._videos: list[TestVideo] | None = None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -180,6 +181,42 @@ def _build(cls, data: dict[str, Any], where: str):
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"{where}: unknown keys {unknown}; valid keys are {sorted(known)}.")
+    _check_types(cls, data, where)
     if "betas" in data:
         data = {**data, "betas": tuple(data["betas"])}
     return cls(**data)
+
+
+# What a scalar field's annotation (a string, under ``from __future__ import annotations``) accepts.
+_SCALARS = {
+    "float": ("a number", lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)),
+    "int": ("a whole number", lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool)),
+    "int | None": (
+        "a whole number or null",
+        lambda v: v is None or (isinstance(v, numbers.Integral) and not isinstance(v, bool)),
+    ),
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+}
+
+
+def _check_types(cls, data: dict[str, Any], where: str) -> None:
+    """Refuse a mistyped scalar by name: Hydra passes what was typed, so ``train.optim.lr=abc`` arrives as
+    the string 'abc', which would otherwise fail later in a bare comparison (or, worse, run)."""
+    for spec in dataclasses.fields(cls):
+        if spec.name not in data or spec.type not in _SCALARS:
+            continue
+        expected, accepts = _SCALARS[spec.type]
+        value = data[spec.name]
+        if not accepts(value):
+            raise ValueError(
+                f"{where}.{spec.name} must be {expected}, got {value!r}; e.g. "
+                f"{where}.{spec.name}={_example(spec)}."
+            )
+
+
+def _example(spec: dataclasses.Field) -> str:
+    """The field's default as it is typed on the command line."""
+    default = spec.default
+    if default is None:
+        return "null"
+    return str(default).lower() if isinstance(default, bool) else str(default)

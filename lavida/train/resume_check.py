@@ -4,7 +4,9 @@ A training checkpoint records the run's settings (``run_config.json``, written b
 resume (item i of epoch e, the dropout masks, the learning-rate schedule) replays an uninterrupted run
 only if the model, the data, the recipe and the process count are the ones the checkpoint was made
 with. A changed learning rate, dtype, ``max_steps`` (the schedule decays to 0 at the last step) or data
-mixture would otherwise continue silently as a different, unrecorded run.
+mixture would otherwise continue silently as a different, unrecorded run. The mixture compared is the
+one actually sampled (``data.effective_mixture``: with ``missing_sources: renormalize`` a source absent
+on this machine changes it although the configured weights do not).
 
 Settings that only say *where* things are or *how often* something is reported may change: base-model
 and dataset paths (another machine; whether a base model has a path at all is still compared), data
@@ -67,7 +69,18 @@ SET_OR_NOT = ("model.*.pretrained",)
 
 
 class ResumeMismatchError(ValueError):
-    """The run being resumed was made with other settings than the ones given now."""
+    """The run being resumed was made with other settings than the ones given now.
+
+    Attributes:
+        changed: The dotted keys that differ (``train.optim.lr``, ...); empty when the checkpoint's record
+            could not be read. Callers with their own settings (lavida-demo) name theirs from these.
+        changes: One line per difference, ``key: <in the checkpoint> -> <now>``.
+    """
+
+    def __init__(self, message: str, *, changed: tuple[str, ...] = (), changes: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.changed = tuple(changed)
+        self.changes = tuple(changes)
 
 
 def comparable(record: dict[str, Any]) -> dict[tuple[str, ...], Any]:
@@ -121,7 +134,7 @@ def check_resume_settings(
     changes = [
         f"{'.'.join(key)}: {_show(before, key)} -> {_show(now, key)}"
         for key in sorted(set(before) | set(now))
-        if not (key in before and key in now and _same(before[key], now[key]))
+        if _differs(before, now, key)
     ]
     if not changes:
         return []
@@ -140,7 +153,11 @@ def check_resume_settings(
             "Resuming replays an uninterrupted run only with the same settings. Either give the run's own "
             f"settings (they are in {path}), train into a new output_dir (or delete {Path(checkpoint).parent} "
             "to start over), or set train.resume_check=warn to continue with the new ones (the run is then "
-            "no longer a replay of one configuration)."
+            "no longer a replay of one configuration).",
+            changes=tuple(changes),
+            changed=tuple(
+                sorted({".".join(key) for key in set(before) | set(now) if _differs(before, now, key)})
+            ),
         )
     log.warning(
         "Resuming from %s with changed settings (checkpoint -> now); the run is no longer a replay of one "
@@ -182,6 +199,10 @@ def _flatten(tree: Any, path: tuple[str, ...]) -> dict[tuple[str, ...], Any]:
 
 def _show(settings: dict[tuple[str, ...], Any], key: tuple[str, ...]) -> str:
     return repr(settings[key]) if key in settings else "(absent)"
+
+
+def _differs(before: dict, now: dict, key: tuple[str, ...]) -> bool:
+    return not (key in before and key in now and _same(before[key], now[key]))
 
 
 def _same(before: Any, now: Any) -> bool:

@@ -108,7 +108,10 @@ def test_shipped_official_lists(tree):
     assert sum(validation.values()) == 38 and len(validation) == 64
     assert not set(test) & set(validation)
     # The tiny tree uses official test names: with skip_missing, the 3 present videos load.
-    with pytest.raises(FileNotFoundError, match="208 listed videos are missing"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"208 listed videos are missing(.|\n)*\+benchmark\.options\.skip_missing=true",
+    ):
         bench.videos()
     skipping = UBnormal(tree.root, skip_missing=True)
     assert len(skipping.videos()) == 3 and skipping.missing_videos == 208  # reported as left out

@@ -22,15 +22,6 @@ EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 SOURCES = sorted(OmegaConf.load(CONFIGS / "data" / "official.yaml").sources)
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerator_state():
-    """Accelerate keeps one process-wide state: a bf16 run here must not fix the precision of later tests."""
-    from accelerate.state import AcceleratorState
-
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
 def compose(experiment: str, tiny_pretrained, output_dir: Path, *extra: str):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module

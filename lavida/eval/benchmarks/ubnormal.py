@@ -300,7 +300,7 @@ class UBnormal(VadBenchmark):
             raise FileNotFoundError(
                 f"UBnormal {self.split}: {len(missing)} listed videos are missing under {self.root}: {listed}. "
                 "Extract every Scene<N> folder of the dataset there, or pass skip_missing=True to evaluate "
-                "the others."
+                "the others (lavida-eval: +benchmark.options.skip_missing=true)."
             )
         log.warning("UBnormal %s: skipping %d missing videos: %s", self.split, len(missing), listed)
         self.missing_videos = len(missing)

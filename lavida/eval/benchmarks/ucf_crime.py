@@ -185,7 +185,7 @@ class UCFCrime(VadBenchmark):
                     f"UCF-Crime: {len(missing)} of {len(annotations)} videos annotated in {self.annotation_file} "
                     f"were not found: {listed}. Expected them under {self.root}/Anomaly-Videos/<Class>/ (or "
                     f"Anomaly-Videos-Part-*/<Class>/) and {self.root}/Testing_Normal_Videos_Anomaly/; pass "
-                    "skip_missing=True to evaluate the others."
+                    "skip_missing=True to evaluate the others (lavida-eval: +benchmark.options.skip_missing=true)."
                 )
             log.warning(
                 "UCF-Crime: skipping %d annotated videos that were not found: %s", len(missing), listed

@@ -152,7 +152,8 @@ class XDViolence(VadBenchmark):
             if not self.skip_missing:
                 raise FileNotFoundError(
                     f"XD-Violence: {len(missing)} videos annotated in {annotation_file} are not in {video_dir}: "
-                    f"{listed}. Copy them there, or pass skip_missing=True to evaluate the others."
+                    f"{listed}. Copy them there, or pass skip_missing=True to evaluate the others "
+                    "(lavida-eval: +benchmark.options.skip_missing=true)."
                 )
             log.warning("XD-Violence: skipping %d annotated videos without a file: %s", len(missing), listed)
             self.missing_videos = len(missing)
