@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -67,32 +68,63 @@ class PromptTemplates:
         if not self.user or not self.answer:
             raise ValueError("PromptTemplates needs at least one user and one answer template.")
         for template in self.user:
-            if "{categories}" not in template:
-                raise ValueError(f"User template {template!r} has no '{{categories}}' field.")
+            _check_user_template(template)
         for template in self.answer:
             if template.count(SEG_TOKEN) != 1:
                 raise ValueError(f"Answer template {template!r} must contain {SEG_TOKEN} exactly once.")
-        if not 0 <= self.inference_user < len(self.user) or not 0 <= self.inference_answer < len(self.answer):
-            raise ValueError("inference_user / inference_answer index out of range of the templates.")
+        for name, templates in (("inference_user", self.user), ("inference_answer", self.answer)):
+            index = getattr(self, name)
+            if not 0 <= index < len(templates):
+                kind = name.removeprefix("inference_")
+                raise ValueError(
+                    f"{name}={index} is out of range: there {'is' if len(templates) == 1 else 'are'} "
+                    f"{len(templates)} {kind} template{'' if len(templates) == 1 else 's'}. Pass the index of "
+                    f"the {kind} template to use at inference, e.g. PromptTemplates.load(path, {name}=0)."
+                )
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides) -> PromptTemplates:
-        """Read templates from a JSON file (default: the packaged official templates)."""
+        """Read templates from a JSON file (default: the packaged official templates).
+
+        The file holds ``{"user": [str, ...], "answer": [str, ...], "system": str}``. ``overrides`` set
+        the other fields, e.g. ``inference_answer=0`` for a file with fewer than three answers.
+
+        Raises:
+            ValueError: the file is not in that layout or a template is unusable; names the file.
+        """
         if path is None:
             text = resources.files("lavida.data").joinpath("resources/prompt_templates.json").read_text()
             source = "lavida/data/resources/prompt_templates.json"
         else:
             text = Path(path).read_text()
             source = str(path)
+        layout = 'a JSON object {"user": [str, ...], "answer": [str, ...], "system": str}'
         try:
             data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{source}: not valid JSON ({error}); expected {layout}.") from error
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: expected {layout}, got {type(data).__name__}.")
+        missing = [key for key in ("user", "answer", "system") if key not in data]
+        if missing:
+            raise ValueError(f"{source}: missing {missing}; expected {layout}.")
+        for key in ("user", "answer"):
+            # A bare string would otherwise become a tuple of its characters.
+            if not isinstance(data[key], list) or not all(isinstance(item, str) for item in data[key]):
+                raise ValueError(
+                    f"{source}: '{key}' must be a list of strings, got {type(data[key]).__name__} "
+                    f"({data[key]!r}); expected {layout}."
+                )
+        if not isinstance(data["system"], str):
+            raise ValueError(
+                f"{source}: 'system' must be a string, got {type(data['system']).__name__}; expected {layout}."
+            )
+        try:
             return cls(
                 user=tuple(data["user"]), answer=tuple(data["answer"]), system=data["system"], **overrides
             )
-        except (KeyError, json.JSONDecodeError) as error:
-            raise ValueError(
-                f"{source}: expected JSON with lists 'user', 'answer' and a string 'system' ({error})."
-            ) from error
+        except ValueError as error:
+            raise ValueError(f"{source}: {error}") from error
 
     def render(
         self,
@@ -131,6 +163,32 @@ class PromptTemplates:
             f"<|im_start|>assistant\n"
         )
         return ChatPrompt(prompt=prompt, answer=self.answer[answer_index] + "<|im_end|>")
+
+
+_USER_FIELDS = ("type", "categories")  # the fields render() fills in a user template
+
+
+def _check_user_template(template: str) -> None:
+    """Format ``template`` as :meth:`PromptTemplates.render` does, so that a bad field fails on load
+    rather than in a dataloader worker mid-training."""
+    fields = ", ".join("{" + name + "}" for name in _USER_FIELDS)
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+        unknown = [name for name in names if name not in _USER_FIELDS]
+        if not unknown:
+            template.format(type="video", categories="fire")  # also catches conversions such as {type!z}
+    except (ValueError, KeyError, IndexError, AttributeError) as error:
+        raise ValueError(
+            f"User template {template!r} is not a valid format string ({error}); its fields are {fields} "
+            "and literal braces are written {{ }}."
+        ) from error
+    if unknown:
+        raise ValueError(
+            f"User template {template!r} has an unknown field {{{unknown[0]}}}; the fields are {fields} "
+            "(write literal braces as {{ }})."
+        )
+    if "categories" not in names:
+        raise ValueError(f"User template {template!r} has no '{{categories}}' field.")
 
 
 def parse_categories(value: str | Sequence[str]) -> list[str]:

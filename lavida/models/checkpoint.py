@@ -124,7 +124,13 @@ def load_checkpoint(
     if config_overrides:
         data = _merge(data, config_overrides)
     config = LavidaConfig.from_dict(data)
-    model = build_lavida(config)
+    try:
+        model = build_lavida(config)
+    except WeightsNotFoundError as error:
+        moved = _moved_base_models(config, config_overrides or {})
+        if not moved:
+            raise
+        raise WeightsNotFoundError(f"{error}\n{_moved_hint(directory / CONFIG_FILE, moved)}") from error
     load_trained_weights(model, directory)
     saved_seg = read_checkpoint_meta(directory).get("seg_token_id")
     if saved_seg is not None and saved_seg != model.mllm.seg_token_id:
@@ -176,13 +182,49 @@ def _load_adapter(model: LavidaModel, adapter_dir: Path) -> None:
             f"'{adapter_dir}/adapter_model.safetensors' is missing: the MLLM adapter was not saved."
         )
     weights = load_peft_weights(str(adapter_dir), device="cpu")
-    result = set_peft_model_state_dict(peft_model, weights)
+    try:
+        result = set_peft_model_state_dict(peft_model, weights)
+    except RuntimeError as error:  # PEFT / torch: "size mismatch for ...lora_A.weight ..."
+        raise WeightsNotFoundError(
+            f"'{adapter_dir}' does not fit the model's LoRA adapter ({_first_line(error)}). "
+            f"{_lora_settings(adapter_dir, peft_model)}"
+        ) from error
     adapter_keys = [key for key in result.missing_keys if ".default" in key or "trainable_tokens" in key]
     if result.unexpected_keys or adapter_keys:
         raise WeightsNotFoundError(
             f"'{adapter_dir}' does not match the model's adapter: unexpected {result.unexpected_keys[:5]}, "
-            f"missing {adapter_keys[:5]}. Was it trained with another LoRA configuration?"
+            f"missing {adapter_keys[:5]}. {_lora_settings(adapter_dir, peft_model)}"
         )
+
+
+def _lora_settings(adapter_dir: Path, peft_model: Any) -> str:
+    """Saved vs configured LoRA rank and target modules, and how to make them agree."""
+    saved_file = adapter_dir / "adapter_config.json"
+    try:
+        saved = read_json(saved_file, expected="PEFT's adapter configuration")
+    except (OSError, ValueError):
+        saved = {}
+    configured = peft_model.peft_config["default"]
+    if getattr(configured, "r", None) is None:  # only the trainable <SEG> rows: model.mllm.lora is null
+        now = "the model is configured without LoRA (model.mllm.lora: null)"
+    else:
+        now = f"the model is configured with r={configured.r}, target_modules={configured.target_modules}"
+    if saved.get("r") is None:
+        then = f"The adapter was saved without LoRA ({saved_file})"
+    else:
+        then = f"The adapter was saved with r={saved['r']}, target_modules={saved.get('target_modules')} ({saved_file})"
+    return (
+        f"{then}; {now}. Load it with the LoRA settings it was trained with "
+        "(model.mllm.lora in the checkpoint's lavida_config.json, or a config_overrides / "
+        "checkpoint_overrides entry for mllm.lora)."
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    """The first specific line of a state-dict error (torch's first line is only a header)."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    specific = [line for line in lines if not line.startswith("Error(s) in loading state_dict")]
+    return (specific or lines or [type(error).__name__])[0]
 
 
 def _load_heads(model: LavidaModel, heads_file: Path) -> None:
@@ -217,6 +259,38 @@ def _load_heads(model: LavidaModel, heads_file: Path) -> None:
                     f"{tuple(parameters[name].shape)}."
                 )
             parameters[name].copy_(tensor)
+
+
+_BASE_MODEL_SECTIONS = ("mllm", "text_encoder", "mask_decoder")
+
+
+def _moved_base_models(config: LavidaConfig, overrides: dict[str, Any]) -> list[str]:
+    """The sections whose base-model path came from the saved config and does not exist here."""
+    moved = []
+    for section in _BASE_MODEL_SECTIONS:
+        path = getattr(config, section).pretrained
+        overridden = "pretrained" in (overrides.get(section) or {})
+        if path is not None and not overridden and not Path(path).expanduser().exists():
+            moved.append(section)
+    return moved
+
+
+def _moved_hint(config_file: Path, sections: list[str]) -> str:
+    # The environment variables and model.<part>.pretrained that the training error suggests do not
+    # reach a checkpoint: its base-model paths are fixed in its config file when it is saved.
+    lines = [
+        f"{', '.join(f'{section}.pretrained' for section in sections)} "
+        f"{'come' if len(sections) > 1 else 'comes'} from the checkpoint's "
+        f"{config_file} (written where it was trained); environment variables and model.<part>.pretrained "
+        "do not change them. Point the checkpoint at the local copies:"
+    ]
+    for section in sections:
+        lines.append(
+            f"  - lavida-eval / lavida-detect: +checkpoint_overrides.{section}.pretrained=DIR; "
+            f"load_checkpoint(..., config_overrides={{'{section}': {{'pretrained': DIR}}}})"
+        )
+    lines.append(f"  (or edit the paths in {config_file})")
+    return "\n".join(lines)
 
 
 def _merge(base: dict, overrides: dict) -> dict:

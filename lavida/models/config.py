@@ -31,9 +31,20 @@ class CompressionConfig:
     """Reverse-attention token compression (§3.4). ``ratio: 1.0`` or ``enabled: false`` disables it."""
 
     enabled: bool = True
-    ratio: float = 0.2
+    ratio: float = 0.2  # fraction of visual tokens kept, r in (0, 1] (§3.4, B.5: 0.2)
     k: int = 8
     density: Literal["paper", "lof"] = "paper"
+
+    def __post_init__(self) -> None:
+        # A ratio above 1 cannot keep more tokens than there are; rejecting it (rather than treating it as
+        # "no compression") keeps a typo such as 2 for 0.2 from silently switching §3.4 off.
+        # `not 0 < ratio <= 1` also rejects NaN.
+        if isinstance(self.ratio, bool) or not isinstance(self.ratio, int | float) or not 0 < self.ratio <= 1:
+            raise ValueError(
+                f"model.compression.ratio must be in (0, 1], the fraction of visual tokens kept (§3.4); got "
+                f"{self.ratio!r}. Use model.compression.ratio=1.0 or model.compression.enabled=false to "
+                "disable compression."
+            )
 
 
 @dataclass

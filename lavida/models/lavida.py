@@ -125,6 +125,7 @@ def build_lavida(config: LavidaConfig | dict) -> LavidaModel:
     check_base_weights(config)
     compression = config.compression
     compressor = None
+    # CompressionConfig guarantees 0 < ratio <= 1; ratio 1.0 keeps every token, i.e. no compression.
     if compression.enabled and compression.ratio < 1.0:
         compressor = TokenCompressor(ratio=compression.ratio, k=compression.k, density=compression.density)
     m = config.mllm

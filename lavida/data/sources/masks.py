@@ -38,16 +38,25 @@ def read_index_png(path: str | Path) -> np.ndarray:
 
     try:
         with Image.open(path) as image:
-            if image.mode in ("P", "L", "I", "I;16", "1"):
+            mode = image.mode
+            if mode in _LABEL_MODES:
                 return np.asarray(image).astype(np.int64)
-            raise DatasetFormatError(
-                f"{path}: expected a single-channel label PNG (mode P/L/I), got mode {image.mode}."
-            )
     except pillow_read_errors() as error:
         raise DatasetFormatError(
             f"{path}: cannot read the label image ({type(error).__name__}: {error}); replace it with a "
             "good copy from the dataset's archive."
         ) from error
+    # Raised outside the try: the file reads fine, it is the wrong file (a colour visualisation), so
+    # "replace it with a good copy" would be the wrong advice.
+    raise DatasetFormatError(
+        f"{path}: expected a single-channel label PNG (mode P/L/I) whose pixel values are class or object "
+        f"ids, got mode {mode}: this looks like a colour-coded visualisation. Use the datasets' label files, "
+        "e.g. ADEChallengeData2016/annotations/*.png (not the full ADE20K release's *_seg.png), Cityscapes "
+        "*_gtFine_labelIds.png (not *_color.png), Mapillary's palette labels/*.png."
+    )
+
+
+_LABEL_MODES = ("P", "L", "I", "I;16", "1")  # PIL modes with one value per pixel
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

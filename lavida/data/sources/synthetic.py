@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from lavida.data.sources.base import DatasetFormatError, SegmentationSource, SegRecord, SegTarget
 from lavida.data.sources.masks import read_index_png
+from lavida.data.sources.youtube_vos import read_json
+
+# What lavida.synthetic.datasets.write_segmentation_set writes (images are one-frame entries).
+META_LAYOUT = (
+    '{"videos": {"<id>": {"frames": <count ≥ 1>, "objects": {"<object id ≥ 1>": "<description>", ...}}, ...}, '
+    '"images": {...same...}}'
+)
 
 
 class SyntheticSource(SegmentationSource):
@@ -28,7 +35,7 @@ class SyntheticSource(SegmentationSource):
             raise DatasetFormatError(
                 f"{meta_file}: not found; write the set with lavida.synthetic.datasets first."
             )
-        meta = json.loads(meta_file.read_text())
+        meta = _read_meta(meta_file)
         for kind in ("videos", "images"):
             for key, entry in sorted(meta.get(kind, {}).items()):
                 frames = tuple(f"JPEGImages/{key}/{t:05d}.jpg" for t in range(entry["frames"]))
@@ -50,3 +57,42 @@ class SyntheticSource(SegmentationSource):
                     present=tuple(entry["objects"].values()),
                     is_video=kind == "videos",
                 )
+
+
+def _read_meta(meta_file: Path) -> dict[str, Any]:
+    """The checked ``meta.json``: every entry has ``frames`` ≥ 1 and an ``objects`` mapping id → text.
+
+    Raises:
+        DatasetFormatError: the file is not JSON or not in :data:`META_LAYOUT`; names the file and entry.
+    """
+    expected = f"the synthetic set's metadata, {META_LAYOUT}"
+    meta = read_json(meta_file, expected=expected)
+
+    def fail(problem: str) -> DatasetFormatError:
+        return DatasetFormatError(
+            f"{meta_file}: {problem}; expected {META_LAYOUT}. Write the set again with "
+            "lavida.synthetic.datasets.write_segmentation_set."
+        )
+
+    if not isinstance(meta, dict):
+        raise fail(f"expected a JSON object, got {type(meta).__name__}")
+    for kind in ("videos", "images"):
+        entries = meta.get(kind, {})
+        if not isinstance(entries, dict):
+            raise fail(f'"{kind}" must map ids to entries, got {type(entries).__name__}')
+        for key, entry in entries.items():
+            if not isinstance(entry, dict):
+                raise fail(f'{kind} entry "{key}" is {type(entry).__name__}, not an object')
+            frames = entry.get("frames")
+            if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+                raise fail(f'{kind} entry "{key}": "frames" must be a frame count ≥ 1, got {frames!r}')
+            objects = entry.get("objects")
+            if not isinstance(objects, dict) or not all(
+                isinstance(object_id, str) and object_id.isdigit() and isinstance(text, str)
+                for object_id, text in objects.items()
+            ):
+                raise fail(
+                    f'{kind} entry "{key}": "objects" must map object ids ("1", "2", ...) to descriptions, '
+                    f"got {objects!r}"
+                )
+    return meta

@@ -1,0 +1,139 @@
+"""Malformed dataset files fail with errors that name the file, what was expected, and how to fix it."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lavida.data.sources.base import DatasetFormatError
+from lavida.data.sources.masks import read_index_png
+from lavida.data.sources.synthetic import SyntheticSource
+
+# -- label PNGs ------------------------------------------------------------------------------------------
+
+
+def test_rgb_label_png_says_which_file_is_expected_not_to_replace_it(tmp_path):
+    # Full-ADE20K *_seg.png and Cityscapes *_color.png are RGB: the file is readable, just the wrong one.
+    path = tmp_path / "ADE_train_00000001_seg.png"
+    Image.fromarray(np.zeros((4, 5, 3), np.uint8)).save(path)
+    with pytest.raises(DatasetFormatError) as info:
+        read_index_png(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "single-channel label PNG" in message and "mode RGB" in message
+    assert "replace it with a good copy" not in message
+    assert "ADEChallengeData2016/annotations/" in message
+
+
+def test_corrupt_label_png_still_asks_for_a_good_copy(tmp_path):
+    path = tmp_path / "broken.png"
+    path.write_bytes(b"\x89PNG not really")
+    with pytest.raises(DatasetFormatError, match=r"broken\.png: cannot read the label image.*good copy"):
+        read_index_png(path)
+
+
+# -- the synthetic set's meta.json -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('{"videos": ', r"not a readable JSON file"),
+        ("[1, 2]", r"expected a JSON object"),
+        ('{"videos": [1]}', r'"videos" must map'),
+        ('{"videos": {"v0": {"objects": {"1": "red circle"}}}}', r'"v0".*"frames"'),
+        ('{"videos": {"v0": {"frames": 2}}}', r'"v0".*"objects"'),
+        ('{"images": {"i0": {"frames": 1, "objects": ["red circle"]}}}', r'"i0".*"objects"'),
+        ('{"videos": {"v0": {"frames": 0, "objects": {"1": "red circle"}}}}', r'"v0".*"frames"'),
+        ('{"videos": {"v0": {"frames": 2, "objects": {"one": "red circle"}}}}', r'"v0".*"objects"'),
+    ],
+)
+def test_malformed_synthetic_meta_names_the_file_and_layout(tmp_path, text, problem):
+    meta_file = tmp_path / "meta.json"
+    meta_file.write_text(text)
+    with pytest.raises(DatasetFormatError, match=problem) as info:
+        list(SyntheticSource(tmp_path).index())
+    message = str(info.value)
+    assert str(meta_file) in message
+    assert '"objects"' in message and '"frames"' in message  # the expected layout
+
+
+def test_wellformed_synthetic_meta_still_indexes(tmp_path):
+    (tmp_path / "meta.json").write_text(
+        json.dumps({"videos": {"v0": {"frames": 1, "objects": {"1": "red circle"}}}})
+    )
+    (tmp_path / "Annotations" / "v0").mkdir(parents=True)
+    label = np.zeros((4, 5), np.uint8)
+    label[1, 1] = 1
+    Image.fromarray(label, mode="L").save(tmp_path / "Annotations" / "v0" / "00000.png")
+    (record,) = SyntheticSource(tmp_path).index()
+    assert record.key == "v0"
+    assert [target.text for target in record.targets] == ["red circle"]
+    assert record.targets[0].frames == (0,)
+
+
+# -- prompt template files (§3.5) ------------------------------------------------------------------------
+
+
+def _template_file(tmp_path, data) -> str:
+    path = tmp_path / "templates.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _good(**changes):
+    return {
+        "user": ["Find {categories} in this {type}."],
+        "answer": ["It is <SEG>."],
+        "system": "s",
+        **changes,
+    }
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (["Can you segment {categories}?"], r"expected a JSON object.*got list"),
+        (_good(user="Find {categories}."), r"'user' must be a list of strings, got str"),
+        (_good(answer=["It is <SEG>.", 3]), r"'answer' must be a list of strings"),
+        (_good(system=["s"]), r"'system' must be a string, got list"),
+        (
+            _good(user=["Find {categories} in this {kind}."]),
+            r"unknown field \{kind\}.*\{type\}, \{categories\}",
+        ),
+        (_good(user=["Find {categories} {0}."]), r"unknown field \{0\}"),
+        (_good(user=["Find {categories} {"]), r"not a valid format string"),
+        (_good(answer=["Sure."]), r"<SEG> exactly once"),
+    ],
+)
+def test_malformed_template_file_names_the_file_and_the_problem(tmp_path, data, problem):
+    from lavida.data.prompts import PromptTemplates
+
+    path = _template_file(tmp_path, data)
+    with pytest.raises(ValueError, match=problem) as info:
+        PromptTemplates.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_few_answer_templates_say_which_inference_index_to_pass(tmp_path):
+    from lavida.data.prompts import PromptTemplates
+
+    path = _template_file(tmp_path, _good())  # one answer: the default inference_answer=2 does not exist
+    with pytest.raises(ValueError) as info:
+        PromptTemplates.load(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "inference_answer=2" in message and "1 answer template" in message
+    assert "PromptTemplates.load(path, inference_answer=0)" in message
+    templates = PromptTemplates.load(path, inference_answer=0)
+    assert templates.render(["fire"], is_video=True).answer == "It is <SEG>.<|im_end|>"
+
+
+def test_template_fields_other_than_type_and_categories_render(tmp_path):
+    """Literal braces escaped as {{ }} are fine: the check formats the template as render does."""
+    from lavida.data.prompts import PromptTemplates
+
+    path = _template_file(tmp_path, _good(user=["Find {categories} in this {type} {{json}}."]))
+    templates = PromptTemplates.load(path, inference_answer=0)
+    assert "Find fire in this image {json}." in templates.render(["fire"], is_video=False).prompt
