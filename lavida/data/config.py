@@ -74,7 +74,9 @@ class DataConfig:
         p: Probability of an anomalous sample (Eq. 2; B.5: 0.5).
         max_categories: max(K_E) (B.5: 30).
         category_count: ``paper`` (Eq. 1–2: normal samples list one category fewer, so the count hints
-            at the label) or ``matched`` (both list K_E; ``lavida.data.exposure``, docs/fidelity.md).
+            at the label) or ``matched`` (both list K_E ~ Unif{2..min(max_categories, n)}, n the usable irrelevant
+            texts; n < 2 falls back to the paper's rule with one warning; ``lavida.data.exposure``,
+            docs/fidelity.md).
         pool_weighting: ``samples`` (Eq. 1: irrelevant texts drawn uniformly over samples) or ``texts``
             (uniformly over distinct texts).
         clip_length: Frames per video clip T (B.3: 8); images have T = 1.

@@ -39,7 +39,10 @@ Choices the paper leaves open (docs/fidelity.md):
   paper's max(K_E) = 30 the effect is smaller (only K = 1 and K = 30 are certain) but present.
   ``category_count="matched"`` (an option; the default is the paper's ``"paper"``) gives a normal
   sample K_E irrelevant categories, so both labels list K_E ~ Unif{2..max} categories and the count
-  says nothing.
+  says nothing. With n usable descriptions, K_E ~ Unif{2..min(max, n)} for both labels (a normal
+  sample cannot list more than n; bounding only its draw would leave K_E = n + 1 to anomalous samples
+  and pile normal ones on n). With n < 2 (and max ≥ 2) no count is possible for both labels; such a
+  sample follows the paper's rule, and a warning says so once per process.
 
 Texts are compared case-insensitively after whitespace normalisation (``normalize_text``).
 """
@@ -210,7 +213,8 @@ def expose(
         p: Probability that the sample is anomalous (Eq. 2; B.5: 0.5).
         max_categories: max(K_E) (B.5: 30); caps the number of listed categories.
         category_count: ``"paper"`` (Eq. 1–2: a normal sample lists K_E − 1 categories) or ``"matched"``
-            (it lists K_E, like an anomalous one); see the module docstring.
+            (it lists K_E, like an anomalous one, K_E ~ Unif{2..min(max, n)} with n usable texts; the
+            paper's rule when n < 2); see the module docstring.
         rng: The random generator (the only source of randomness).
 
     Returns:
@@ -235,14 +239,24 @@ def expose(
 
     is_anomaly = bool(rng.random() < p)  # Eq. 2
     exclude = [text, *present]
-    # Eq. 1: |S_irr| = K_E − 1 with K_E ~ Unif{2..max}; at least one (a normal sample needs a category),
-    # and uniform over the counts the pool allows (the release's randint(1, min(slots, |others|))).
-    possible = min(max(max_categories - 1, 1), pool.usable(exclude=exclude))
-    num_irrelevant = int(rng.integers(1, max(possible, 1) + 1))
-    if is_anomaly:
-        num_irrelevant = min(num_irrelevant, max_categories - 1)  # room for s_i (max_categories = 1)
-    elif category_count == "matched":
-        num_irrelevant = min(num_irrelevant + 1, max_categories)  # K_E irrelevant: the count says nothing
+    usable = pool.usable(exclude=exclude)
+    # "matched": both labels list K ~ Unif{2..min(max, n)}, an anomalous sample as K − 1 irrelevant + s_i,
+    # a normal one as K irrelevant. A normal sample can list at most n, so the bound is n for both labels:
+    # capping only the normal draw would leave K = n + 1 to anomalous samples alone.
+    largest_matched = min(max_categories, usable)
+    if category_count == "matched" and largest_matched >= 2:
+        listed = int(rng.integers(2, largest_matched + 1))
+        num_irrelevant = listed - 1 if is_anomaly else listed
+    else:
+        if category_count == "matched" and max_categories >= 2:
+            _warn_matched_fallback(usable)
+        # Eq. 1: |S_irr| = K_E − 1 with K_E ~ Unif{2..max}; at least one (a normal sample needs a
+        # category), and uniform over the counts the pool allows (the release's
+        # randint(1, min(slots, |others|))).
+        possible = min(max(max_categories - 1, 1), usable)
+        num_irrelevant = int(rng.integers(1, max(possible, 1) + 1))
+        if is_anomaly:
+            num_irrelevant = min(num_irrelevant, max_categories - 1)  # room for s_i (max_categories = 1)
     irrelevant = pool.draw(num_irrelevant, exclude=exclude, rng=rng)
     if not is_anomaly and not irrelevant:
         # No usable description at all: a normal sample would list nothing, so it becomes anomalous.
@@ -251,6 +265,24 @@ def expose(
     categories = irrelevant + [text] if is_anomaly else irrelevant
     order = rng.permutation(len(categories))  # the genuine category's position is uniform
     return [categories[i] for i in order], is_anomaly
+
+
+_matched_fallback_warned = False
+
+
+def _warn_matched_fallback(usable: int) -> None:
+    """Say once per process that ``"matched"`` fell back to the paper's rule for lack of usable texts."""
+    global _matched_fallback_warned
+    if _matched_fallback_warned:
+        return
+    _matched_fallback_warned = True
+    log.warning(
+        "category_count='matched' needs at least 2 usable irrelevant descriptions to give both labels the "
+        "same number of categories; a sample had %d, so it (and any other such sample, not logged again) "
+        "follows the paper's rule, where the count can give the label away. A source with so few "
+        "distinct descriptions (after excluding the ones visible in the sample) is the cause.",
+        usable,
+    )
 
 
 def _check_settings(p: float, max_categories: int, category_count: str) -> None:

@@ -333,21 +333,32 @@ class TrainDataset(Dataset):
         return TrainItem(info=info, encoded=self.processor.encode(sample, train=True, rng=template_rng))
 
 
-def build_train_dataset(
-    config: DataConfig,
-    *,
-    processor: LavidaProcessor | None,
-    sources: Mapping[str, SegmentationSource] | None = None,
-) -> TrainDataset:
-    """The training dataset described by ``config``.
+@dataclass(frozen=True)
+class OpenedSources:
+    """The training sources that could be read, their records and the mixture over them.
 
-    Every source with a positive weight is built (``get_source``) and its manifest read; a source that
-    cannot be (no root, missing folder, module or manifest, no usable record) is an error or, with
-    ``missing_sources: renormalize``, dropped with a warning.
+    Attributes:
+        sources: Name → built source.
+        records: Name → the source's records with at least one target.
+        mixture: The effective mixture: the configured weights over the readable sources, renormalised
+            (with ``missing_sources: renormalize`` it depends on what is on disk at start-up).
+    """
+
+    sources: dict[str, SegmentationSource]
+    records: dict[str, list[SegRecord]]
+    mixture: Mixture
+
+
+def open_train_sources(
+    config: DataConfig, *, sources: Mapping[str, SegmentationSource] | None = None
+) -> OpenedSources:
+    """Build every source with a positive weight (``get_source``) and read its manifest.
+
+    A source that cannot be (no root, missing folder, module or manifest, no usable record) is an error
+    or, with ``missing_sources: renormalize``, dropped with a warning and its weight spread over the rest.
 
     Args:
         config: The data configuration.
-        processor: The model's processor; None → items carry raw samples.
         sources: Already built sources by name (tests, custom data); built from ``config`` otherwise.
 
     Raises:
@@ -396,10 +407,45 @@ def build_train_dataset(
     for name, problem in problems.items():
         log.warning("Training source %s is left out: %s", name, problem)
     mixture = Mixture(config.weights()).restricted(built, on_missing="renormalize")
+    return OpenedSources(sources=built, records=records, mixture=mixture)
+
+
+def data_record(config: DataConfig, opened: OpenedSources) -> dict:
+    """The data section of a run record: ``config.to_dict()`` plus ``effective_mixture``.
+
+    The effective mixture (name → probability of the sources actually read) is recorded because with
+    ``missing_sources: renormalize`` the same configuration trains on another mixture when a source is
+    missing; a resume compares the record (``lavida.train.resume_check``) and so sees the change.
+    """
+    return {**config.to_dict(), "effective_mixture": opened.mixture.weights}
+
+
+def build_train_dataset(
+    config: DataConfig,
+    *,
+    processor: LavidaProcessor | None,
+    sources: Mapping[str, SegmentationSource] | None = None,
+    opened: OpenedSources | None = None,
+) -> TrainDataset:
+    """The training dataset described by ``config``.
+
+    Args:
+        config: The data configuration.
+        processor: The model's processor; None → items carry raw samples.
+        sources: Already built sources by name (tests, custom data); built from ``config`` otherwise.
+        opened: The sources as :func:`open_train_sources` opened them (the trainer opens them once, before
+            its resume check, so the recorded mixture is the one trained on); opened from ``config``
+            and ``sources`` otherwise.
+
+    Raises:
+        ValueError: a weighted source is unavailable (``missing_sources: error``) or none is left.
+    """
+    if opened is None:
+        opened = open_train_sources(config, sources=sources)
     return TrainDataset(
-        sources=built,
-        records=records,
-        mixture=mixture,
+        sources=opened.sources,
+        records=opened.records,
+        mixture=opened.mixture,
         sampler=AnomalyExposureSampler(
             p=config.p, max_categories=config.max_categories, category_count=config.category_count
         ),

@@ -27,7 +27,13 @@ from tqdm import tqdm
 from lavida.atomic import write_json
 from lavida.data.config import DataConfig
 from lavida.data.processor import LavidaProcessor
-from lavida.data.train_dataset import TrainBatch, build_train_dataset
+from lavida.data.train_dataset import (
+    OpenedSources,
+    TrainBatch,
+    build_train_dataset,
+    data_record,
+    open_train_sources,
+)
 from lavida.data.types import IGNORE_INDEX
 from lavida.losses import LavidaLoss, SegLossWeights
 from lavida.models.checkpoint import save_checkpoint
@@ -107,6 +113,7 @@ class Trainer:
         self.sources = sources
         self.run_config = run_config or {}
         self.progress = Progress()
+        self._opened: OpenedSources | None = None  # the readable sources and effective mixture (setup)
 
     # -- setup -------------------------------------------------------------------------------------
 
@@ -117,8 +124,14 @@ class Trainer:
         acc = self.accelerator
         set_seed(self.config.seed, device_specific=True)
         resume = self._resume_from()
+        micro_batches = self.config.batches_per_epoch * self.config.grad_accum
+        per_epoch = micro_batches * self.config.batch_size * acc.num_processes
+        data = DataConfig.from_dict({**self.data_config.to_dict(), "samples_per_epoch": per_epoch})
+        # The sources are opened before the resume check: with missing_sources=renormalize the mixture
+        # trained on depends on which of them can be read now, and the record (compared below) holds it.
+        self._opened = open_train_sources(data, sources=self.sources)
         if resume is not None:
-            # Before anything is built: a 7B model need not load to learn that the run cannot resume.
+            # Before the model is built: a 7B model need not load to learn that the run cannot resume.
             check_resume_settings(resume, self._record(), mode=self.config.resume_check)
         log.info("Building the model")
         with self._whole_model_build():
@@ -144,10 +157,7 @@ class Trainer:
             iou_l1=self.config.loss.iou_l1,
         )
 
-        micro_batches = self.config.batches_per_epoch * self.config.grad_accum
-        per_epoch = micro_batches * self.config.batch_size * acc.num_processes
-        data = DataConfig.from_dict({**self.data_config.to_dict(), "samples_per_epoch": per_epoch})
-        self.dataset = build_train_dataset(data, processor=self.processor, sources=self.sources)
+        self.dataset = build_train_dataset(data, processor=self.processor, opened=self._opened)
         loader = self._loader(self.dataset, data.num_workers)
         self.validation = None
         if self.config.val_every > 0 and self.config.val_batches > 0:
@@ -158,7 +168,7 @@ class Trainer:
                     "samples_per_epoch": self.config.val_batches * self.config.batch_size * acc.num_processes,
                 }
             )
-            val_set = build_train_dataset(val_data, processor=self.processor, sources=self.sources)
+            val_set = build_train_dataset(val_data, processor=self.processor, opened=self._opened)
             self.validation = acc.prepare_data_loader(self._loader(val_set, 0), device_placement=False)
 
         optimizer = build_optimizer(model, self.config.optim)
@@ -246,10 +256,19 @@ class Trainer:
         return path
 
     def _record(self) -> dict:
-        """The run's settings, written to ``run_config.json`` and into every checkpoint (resume compares them)."""
+        """The run's settings, written to ``run_config.json`` and into every checkpoint (resume compares them).
+
+        Once the sources are opened (``setup``), the data section also holds the effective mixture
+        (``data_record``), so a resume that would train on another mixture is seen as a changed setting.
+        """
+        data = (
+            self.data_config.to_dict()
+            if self._opened is None
+            else data_record(self.data_config, self._opened)
+        )
         return {
             "model": self.model_config.to_dict(),
-            "data": self.data_config.to_dict(),
+            "data": data,
             "train": self.config.to_dict(),
             "launcher": {k: v for k, v in vars(self.launcher).items()},
             "processes": self.accelerator.num_processes,
