@@ -19,9 +19,16 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="include runs of another split or with test videos left out, marked †",
     )
+    parser.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="put runs of different checkpoints, modes or categories in one row (sources listed below)",
+    )
     args = parser.parse_args(argv)
     runs = [read_run(path) for path in args.runs]
-    markdown, table_csv = build_tables(runs, label=args.label, allow_partial=args.allow_partial)
+    markdown, table_csv = build_tables(
+        runs, label=args.label, allow_partial=args.allow_partial, allow_mixed=args.allow_mixed
+    )
     print(markdown)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -68,6 +68,16 @@ class TestVideo:
         return bool(self.frame_labels.any())
 
 
+def missing_video(name: str, path: Path, **meta) -> TestVideo:
+    """A listed test video not found on disk: no frames, only what its list says (``meta``).
+
+    Loaders with ``skip_missing`` record these, with the ``meta`` keys their loaded videos have that a
+    video filter may read (UBnormal: ``abnormal``), so that :meth:`VadBenchmark.missing_under` can tell
+    whether a protocol would have evaluated the video.
+    """
+    return TestVideo(name=name, path=path, frame_labels=np.zeros(0, dtype=np.uint8), meta=meta)
+
+
 @dataclass(frozen=True)
 class Protocol:
     """How a benchmark is evaluated.
@@ -80,7 +90,9 @@ class Protocol:
         pixel_size: (H, W) at which pixel metrics are computed; None = the ground truth's own size.
         pixel_resize: How predictions and ground truth reach ``pixel_size``: ``bilinear`` (ours) or
             ``release`` (the official validation's nearest resizing; see ``PixelResize``).
-        video_filter: Keeps a video if it returns True (e.g. UBnormal abnormal-only in the release).
+        video_filter: Keeps a video if it returns True (e.g. UBnormal abnormal-only in the release). It
+            must decide from ``name`` and ``meta`` alone: it is also asked about listed videos missing on
+            disk (:func:`missing_video`, no frames), to count those the protocol leaves out.
     """
 
     name: ProtocolName
@@ -170,10 +182,11 @@ class VadBenchmark(abc.ABC):
     intervals: dict[str, int]
     has_pixel_gt: bool = False
     primary_metric: str = "frame_auc_micro"
-    # The split evaluated (the paper's tables are on "test"), and how many of its videos were not found on
-    # disk and skipped (``skip_missing``): reports and ``lavida-tables`` say when a run is not the test set.
+    # The split evaluated (the paper's tables are on "test"), and its listed videos that were not found on
+    # disk and skipped (``skip_missing``, :func:`missing_video` records; set by ``load_videos``): reports
+    # and ``lavida-tables`` say when a run is not the whole test set.
     split: str = "test"
-    missing_videos: int = 0
+    missing: tuple[TestVideo, ...] = ()
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser()
@@ -220,8 +233,27 @@ class VadBenchmark(abc.ABC):
         return None
 
     def select(self, protocol: Protocol) -> list[TestVideo]:
-        videos = self.videos()
-        return [v for v in videos if protocol.video_filter(v)] if protocol.video_filter else list(videos)
+        """The videos ``protocol`` evaluates (all, or those its ``video_filter`` keeps)."""
+        return _kept(self.videos(), protocol)
+
+    @property
+    def missing_videos(self) -> int:
+        """How many listed videos were not found on disk, under any protocol (see :meth:`missing_under`)."""
+        return len(self.missing)
+
+    def missing_under(self, protocol: Protocol) -> int:
+        """How many missing videos ``protocol`` would have evaluated: the videos left out of its runs.
+
+        A missing video that the protocol's ``video_filter`` drops anyway (a normal UBnormal video under
+        ``lavida_official``) leaves nothing out.
+        """
+        self.videos()  # the loader records the missing videos
+        return len(_kept(self.missing, protocol))
+
+
+def _kept(videos: Sequence[TestVideo], protocol: Protocol) -> list[TestVideo]:
+    """``videos`` that ``protocol``'s video filter keeps, in order."""
+    return [v for v in videos if protocol.video_filter(v)] if protocol.video_filter else list(videos)
 
 
 def read_category_list(path: str | Path) -> list[str]:

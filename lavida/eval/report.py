@@ -8,9 +8,12 @@ Files written into the run directory:
   ``pixel_criterion_eer``, ``rbdc``, ``tbdc``, counts) with values as fractions in [0, 1], plus
   ``primary_metric`` naming the benchmark's headline metric, ``split`` and ``videos_left_out`` (videos
   of the split not evaluated: not found on disk, or beyond ``max_videos``), ``clip_length`` (T, sampled
-  frames per clip) and, on benchmarks with pixel ground truth, ``pixel_size`` and ``pixel_resize``. A
-  metric that is undefined for the data (e.g. AP without anomalous frames) is left out and explained in
-  the report.
+  frames per clip), ``source`` (what produced the numbers: ``mode`` ``model`` or ``scores-only``, the
+  ``checkpoint`` (resolved) and its ``checkpoint_sha256`` when the caller gave them, the resolved
+  ``predictions`` folder, the ``categories`` prompted and whether they are the benchmark's,
+  ``default_categories``; unknown values are null) and, on benchmarks with pixel ground truth,
+  ``pixel_size`` and ``pixel_resize``. A metric that is undefined for the data (e.g. AP without
+  anomalous frames) is left out and explained in the report.
 - ``per_video.csv`` — frames, anomalous frames, mean/max score and frame AUC per video.
 - ``report.md`` — the run's settings, the metrics beside the paper's number, and the notes.
 """
@@ -167,13 +170,29 @@ def write_reports(
     write_text(output_dir / "report.md", _markdown(metrics, notes, info, benchmark))
 
 
+# The run's settings listed at the top of report.md, when given.
+_REPORTED_SETTINGS = (
+    "mode",
+    "checkpoint",
+    "checkpoint_sha256",
+    "interval",
+    "clip_length",
+    "drop_tail",
+    "pixel_size",
+    "pixel_resize",
+)
+
+
 def _markdown(metrics: dict, notes: list[str], info: dict, benchmark: VadBenchmark) -> str:
     paper_key, paper_value = PAPER_RESULTS.get(benchmark.name, (None, None))
     lines = [f"# {benchmark.name} — {info.get('protocol')} protocol", ""]
-    for key in ("mode", "checkpoint", "interval", "clip_length", "drop_tail", "pixel_size", "pixel_resize"):
+    for key in _REPORTED_SETTINGS:
         if key in info and info[key] is not None:
             lines.append(f"- {key}: `{info[key]}`")
-    lines.append(f"- categories ({len(info.get('categories', []))}): {', '.join(info.get('categories', []))}")
+    categories = info.get("categories", [])
+    lines.append(f"- categories ({len(categories)}): {', '.join(categories)}")
+    if list(categories) != list(benchmark.categories):
+        lines.append("- categories given for this run, not the benchmark's prompt list")
     split, left_out = metrics.get("split", "test"), metrics.get("videos_left_out", 0)
     lines.append(f"- split: `{split}`" + ("" if split == "test" else " (the paper reports the test split)"))
     if left_out:

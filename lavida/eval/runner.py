@@ -97,7 +97,7 @@ def run_evaluation(
     output_dir = Path(output_dir)
     categories = list(categories or benchmark.categories)
     videos = benchmark.select(protocol)
-    left_out = benchmark.missing_videos
+    left_out = benchmark.missing_under(protocol)  # missing on disk, among the videos the protocol evaluates
     if settings.max_videos is not None:
         left_out += max(0, len(videos) - settings.max_videos)
         videos = videos[: settings.max_videos]
@@ -170,6 +170,8 @@ def run_evaluation(
     metrics.update(split=benchmark.split, videos_left_out=left_out)
     # The clip length T changes every score (supplement Tab. 7 ablates it), so the outputs record it.
     metrics["clip_length"] = protocol.clip_length
+    # What produced these numbers: lavida-tables puts only one model's runs in one row.
+    metrics["source"] = _source(benchmark, categories, run_info, predictions_dir)
     info = {
         "benchmark": benchmark.name,
         "protocol": protocol.name,
@@ -453,6 +455,30 @@ def _run_facts(
         "mode": "model" if predictions_dir is None else "scores-only",
         "run": run,
         "result_format": _RESULT_FORMAT,
+    }
+
+
+def _source(
+    benchmark: VadBenchmark,
+    categories: list[str],
+    run_info: dict | None,
+    predictions_dir: str | Path | None,
+) -> dict:
+    """What produced a run's numbers, recorded in ``metrics.json`` for lavida-tables.
+
+    The checkpoint's path (resolved) and digest are those the caller gave in ``run_info`` for the cache
+    fingerprint (nothing is hashed here); None where unknown or not applicable. ``default_categories``
+    says whether ``categories`` are the benchmark's own prompt list.
+    """
+    run = run_info or {}
+    checkpoint = run.get("checkpoint")
+    return {
+        "mode": "model" if predictions_dir is None else "scores-only",
+        "checkpoint": str(Path(checkpoint).resolve()) if checkpoint is not None else None,
+        "checkpoint_sha256": run.get("checkpoint_sha256"),
+        "predictions": str(Path(predictions_dir).resolve()) if predictions_dir is not None else None,
+        "categories": list(categories),
+        "default_categories": list(categories) == list(benchmark.categories),
     }
 
 

@@ -12,7 +12,7 @@ from scipy.special import expit
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from lavida.eval import runner
-from lavida.eval.benchmark import GroundTruthError, TestVideo, VadBenchmark
+from lavida.eval.benchmark import GroundTruthError, TestVideo, VadBenchmark, missing_video
 from lavida.eval.benchmarks import get_benchmark
 from lavida.eval.runner import EvalSettings, cached_result_path, run_evaluation
 from lavida.eval.video_result import PIXEL_AUC_OCTAVES, VideoResult, pixel_statistics
@@ -560,7 +560,8 @@ def test_runs_that_are_not_the_whole_test_split_say_so(benchmark, tmp_path):
     assert cut["num_videos"] == 1 and cut["videos_left_out"] == 1
     assert "videos left out: 1" in (tmp_path / "cut" / "report.md").read_text()
 
-    benchmark.split, benchmark.missing_videos = "validation", 3  # as UBnormal's validation, skip_missing
+    benchmark.split = "validation"  # as UBnormal's validation, with skip_missing and 3 videos not on disk
+    benchmark.missing = tuple(missing_video(f"gone_{i}", benchmark.root / f"gone_{i}") for i in range(3))
     other = evaluate_saved(benchmark, predictions, tmp_path / "other")
     assert other["split"] == "validation" and other["videos_left_out"] == 3
     assert (

@@ -41,7 +41,13 @@ from typing import Literal
 import numpy as np
 
 from lavida.data.video import pillow_read_errors
-from lavida.eval.benchmark import GroundTruthError, TestVideo, VadBenchmark, labels_from_intervals
+from lavida.eval.benchmark import (
+    GroundTruthError,
+    TestVideo,
+    VadBenchmark,
+    labels_from_intervals,
+    missing_video,
+)
 from lavida.eval.benchmarks._common import (
     categories_from_resource,
     parse_frame_number,
@@ -225,7 +231,7 @@ class UBnormal(VadBenchmark):
             scene_dir = self.root / f"Scene{name.split('_')[2]}"
             video = scene_dir / f"{name}.mp4"
             if not video.is_file():
-                missing.append(video)
+                missing.append(missing_video(name, video, **self._list_meta(name, abnormal)))
                 continue
             entries.append((name, abnormal, video, scene_dir / f"{name}_annotations"))
         self._handle_missing(missing)
@@ -266,9 +272,7 @@ class UBnormal(VadBenchmark):
                     fps=fps,
                     pixel_masks=IdMapMasks(files, anomalies) if files else BlankMasks(video),
                     meta={
-                        "scene": int(name.split("_")[2]),
-                        "abnormal": abnormal,
-                        "split": self.split,
+                        **self._list_meta(name, abnormal),
                         "anomalies": anomalies.tolist(),
                         "tracks_file": str(tracks_file) if tracks_file else None,
                         # RBDC/TBDC only: the corrected tracks where the video has them.
@@ -292,10 +296,15 @@ class UBnormal(VadBenchmark):
         )
         return videos
 
-    def _handle_missing(self, missing: list[Path]) -> None:
+    def _list_meta(self, name: str, abnormal: bool) -> dict:
+        """What the split lists say of a video: the meta a video filter may read (present or missing)."""
+        return {"scene": int(name.split("_")[2]), "abnormal": abnormal, "split": self.split}
+
+    def _handle_missing(self, missing: list[TestVideo]) -> None:
+        self.missing = tuple(missing)
         if not missing:
             return
-        listed = ", ".join(str(p) for p in missing[:10]) + (" ..." if len(missing) > 10 else "")
+        listed = ", ".join(str(v.path) for v in missing[:10]) + (" ..." if len(missing) > 10 else "")
         if not self.skip_missing:
             raise FileNotFoundError(
                 f"UBnormal {self.split}: {len(missing)} listed videos are missing under {self.root}: {listed}. "
@@ -303,7 +312,6 @@ class UBnormal(VadBenchmark):
                 "the others (lavida-eval: +benchmark.options.skip_missing=true)."
             )
         log.warning("UBnormal %s: skipping %d missing videos: %s", self.split, len(missing), listed)
-        self.missing_videos = len(missing)
 
     def _tracks(self, items: list[tuple[list[Path], np.ndarray]]) -> list[np.ndarray]:
         """RBDC/TBDC tracks, ``(R, 6)`` rows per video, from ``(id-map files, anomalies)`` pairs."""

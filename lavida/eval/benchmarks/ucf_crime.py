@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lavida.data.video import VIDEO_SUFFIXES
-from lavida.eval.benchmark import GroundTruthError, TestVideo, VadBenchmark, labels_from_intervals
+from lavida.eval.benchmark import (
+    GroundTruthError,
+    TestVideo,
+    VadBenchmark,
+    labels_from_intervals,
+    missing_video,
+)
 from lavida.eval.benchmarks._common import (
     categories_from_resource,
     parse_frame_number,
@@ -190,7 +196,9 @@ class UCFCrime(VadBenchmark):
             log.warning(
                 "UCF-Crime: skipping %d annotated videos that were not found: %s", len(missing), listed
             )
-            self.missing_videos = len(missing)
+        self.missing = tuple(
+            missing_video(ann.name, self._expected_path(ann), **self._annotation_meta(ann)) for ann in missing
+        )
 
         probed = probe_videos([p for _, p in found], workers=self.workers)
         shift = 0 if self.end_inclusive else 1
@@ -219,7 +227,7 @@ class UCFCrime(VadBenchmark):
                     path=path,
                     frame_labels=labels_from_intervals(num_frames, intervals, where=where),
                     fps=fps,
-                    meta={"class": ann.label, "intervals": [list(i) for i in ann.intervals]},
+                    meta=self._annotation_meta(ann),
                 )
             )
         videos.sort(key=lambda v: v.name)
@@ -230,6 +238,17 @@ class UCFCrime(VadBenchmark):
             sum(v.num_frames for v in videos),
         )
         return videos
+
+    @staticmethod
+    def _annotation_meta(ann: UcfAnnotation) -> dict:
+        """What the annotation file says of a video (present or missing)."""
+        return {"class": ann.label, "intervals": [list(i) for i in ann.intervals]}
+
+    def _expected_path(self, ann: UcfAnnotation) -> Path:
+        """Where a video not found was expected (the official archive's layout)."""
+        if ann.label.lower() == NORMAL_CLASS:
+            return self.root / "Testing_Normal_Videos_Anomaly" / f"{ann.name}.mp4"
+        return self.root / "Anomaly-Videos" / ann.label / f"{ann.name}.mp4"
 
     def _choose(self, ann: UcfAnnotation, paths: list[Path]) -> Path:
         """The copy in the expected folder when a name occurs more than once."""

@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lavida.data.video import VIDEO_SUFFIXES
-from lavida.eval.benchmark import GroundTruthError, TestVideo, VadBenchmark, labels_from_intervals
+from lavida.eval.benchmark import (
+    GroundTruthError,
+    TestVideo,
+    VadBenchmark,
+    labels_from_intervals,
+    missing_video,
+)
 from lavida.eval.benchmarks._common import (
     categories_from_resource,
     parse_frame_number,
@@ -96,6 +102,17 @@ def label_codes(name: str) -> list[str]:
     return [code for code in name.rsplit("_label_", 1)[1].split("-") if code and code != "0"]
 
 
+def _video_meta(name: str, ann: XdAnnotation | None) -> dict:
+    """What the file name and the annotation file say of a video (present or missing)."""
+    codes = label_codes(name)
+    return {
+        "label_codes": codes,
+        "labels": [LABELS.get(c, c) for c in codes] or ["normal"],
+        "annotated": ann is not None,
+        "intervals": [list(i) for i in ann.intervals] if ann else [],
+    }
+
+
 class XDViolence(VadBenchmark):
     """XD-Violence test set (500 violent + 300 normal videos).
 
@@ -156,7 +173,10 @@ class XDViolence(VadBenchmark):
                     "(lavida-eval: +benchmark.options.skip_missing=true)."
                 )
             log.warning("XD-Violence: skipping %d annotated videos without a file: %s", len(missing), listed)
-            self.missing_videos = len(missing)
+        self.missing = tuple(
+            missing_video(name, video_dir / f"{name}.mp4", **_video_meta(name, annotations[name]))
+            for name in missing
+        )
         if not files:
             raise FileNotFoundError(f"XD-Violence: {video_dir} holds no video files.")
 
@@ -195,12 +215,7 @@ class XDViolence(VadBenchmark):
                     path=files[name],
                     frame_labels=labels_from_intervals(num_frames, intervals, where=where),
                     fps=fps,
-                    meta={
-                        "label_codes": codes,
-                        "labels": [LABELS.get(c, c) for c in codes] or ["normal"],
-                        "annotated": ann is not None,
-                        "intervals": [list(i) for i in ann.intervals] if ann else [],
-                    },
+                    meta=_video_meta(name, ann),
                 )
             )
         log.info(
