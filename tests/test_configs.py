@@ -89,6 +89,17 @@ def test_environment_variables_set_weight_paths(monkeypatch):
     assert config.without_weights().mllm.pretrained is None
 
 
+def test_every_config_folder_holds_configs():
+    """No empty folder among the configs for settings nothing reads (a per-machine ``local/`` once):
+    machine-specific paths come from environment variables (README, "The paper run"), and no config
+    is git-ignored."""
+    root = CONFIG_ROOT.parent
+    for folder in (p for p in root.rglob("*") if p.is_dir() and p.name != "__pycache__"):
+        assert any(folder.glob("*.yaml")), f"{folder}: no config in it"
+    ignored = (Path(__file__).resolve().parents[1] / ".gitignore").read_text()
+    assert "lavida/configs" not in ignored
+
+
 def test_the_readme_detect_commands_parse():
     """The README's lavida-detect lines, split as a shell would, compose into the detect config."""
     import shlex

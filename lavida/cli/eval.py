@@ -11,6 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from lavida.cli.record import hydra_record, write_record
 from lavida.data.prompts import parse_categories
 from lavida.eval.benchmarks import get_benchmark
 from lavida.eval.runner import EvalSettings, run_evaluation
@@ -174,7 +175,12 @@ def build_predictor(cfg: DictConfig):
 
 @hydra.main(version_base=None, config_path="pkg://lavida.configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
+    from accelerate import PartialState
+
+    record = hydra_record(cfg)
     run(cfg)
+    if PartialState().is_main_process:  # once the results are written: a refused rerun keeps the old record
+        write_record(cfg.output_dir, record)
 
 
 if __name__ == "__main__":

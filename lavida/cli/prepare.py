@@ -18,8 +18,10 @@ targets, text-pool size (one description per target, Eq. 1) and distinct descrip
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -147,7 +149,18 @@ def run(
             records.append(record)
             yield record
 
-    count = write_manifest(progress(), manifest, options=source.index_options())
+    # A failed run removes the folders it made (the default <root>/.lavida/ among them) where they hold no
+    # file; a folder that existed before, and any file written (artifacts of finished videos), stay.
+    default = source.manifest_path().parent  # the sources' default artifacts folder too
+    artifacts = Path(settings["artifacts"]).expanduser() if "artifacts" in settings else default
+    tops = {_first_missing(folder) or folder.absolute() for folder in (manifest.parent, artifacts)}
+    existing = {folder for top in tops for folder in _folders(top)}
+    try:
+        count = write_manifest(progress(), manifest, options=source.index_options())
+    except BaseException:
+        for top in tops:
+            _remove_new_empty_folders(top, keep=existing)
+        raise
     pool = TextPool.from_records(records)
     summary: dict[str, object] = {
         "dataset": dataset,
@@ -172,6 +185,28 @@ def run(
             file=sys.stderr,
         )
     return summary
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` (itself or an ancestor) that does not exist yet; None if it does."""
+    path = path.absolute()
+    missing = None
+    while not path.exists():
+        missing, path = path, path.parent
+    return missing
+
+
+def _folders(top: Path) -> list[str]:
+    """``top`` and every folder in it, deepest first (none if ``top`` does not exist)."""
+    return [folder for folder, _, _ in os.walk(top, topdown=False)]
+
+
+def _remove_new_empty_folders(top: Path, *, keep: set[str]) -> None:
+    """Remove the folders of ``top`` (and ``top``) not in ``keep`` that hold nothing, deepest first."""
+    for folder in _folders(top):
+        if folder not in keep:
+            with contextlib.suppress(OSError):  # not empty: it keeps what was written into it
+                os.rmdir(folder)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -7,11 +7,13 @@ Multi-GPU and multi-node runs use the same script under ``accelerate launch``, e
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from lavida.cli.eval import reject_unknown_keys
+from lavida.cli.record import hydra_record, write_record
 from lavida.data.config import DataConfig
 from lavida.models.config import LavidaConfig
 from lavida.train.config import TrainConfig, launcher_from_dict
@@ -20,8 +22,15 @@ from lavida.train.loop import Trainer, TrainSummary
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig, *, sources: dict | None = None) -> TrainSummary:
-    """Train as configured; returns the summary (the final checkpoint is ``<output_dir>/final``)."""
+def run(
+    cfg: DictConfig, *, sources: dict | None = None, record: Mapping[str, str] | None = None
+) -> TrainSummary:
+    """Train as configured; returns the summary (the final checkpoint is ``<output_dir>/final``).
+
+    ``record``: the ``.hydra/`` files of the command (:func:`lavida.cli.record.hydra_record`), written
+    into ``output_dir`` once the trainer has accepted the run (a resume with changed settings is refused
+    first), as ``run_config.json`` is.
+    """
     reject_unknown_keys(cfg, config_name="train")
     container = OmegaConf.to_container(cfg, resolve=True)
     trainer = Trainer(
@@ -33,6 +42,10 @@ def run(cfg: DictConfig, *, sources: dict | None = None) -> TrainSummary:
         sources=sources,
         run_config=container,
     )
+    if record is not None:
+        trainer.setup()  # refuses a resume with changed settings: the record of the run there stays
+        if trainer.accelerator.is_main_process:
+            write_record(cfg.output_dir, record)
     summary = trainer.fit()
     log.info(
         "Finished %d steps in %.0f s; final model: %s",
@@ -45,7 +58,7 @@ def run(cfg: DictConfig, *, sources: dict | None = None) -> TrainSummary:
 
 @hydra.main(version_base=None, config_path="pkg://lavida.configs", config_name="train")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    run(cfg, record=hydra_record(cfg))
 
 
 if __name__ == "__main__":

@@ -115,6 +115,54 @@ def test_missing_root_is_reported_without_a_traceback(tmp_path, capsys):
     assert exit_info.value.code == 1 and "does not exist" in capsys.readouterr().err
 
 
+class FailingSource(TinySource):
+    """Makes a folder for its artifacts, then finds the dataset malformed."""
+
+    name = "failing"
+
+    def index(self, *, artifacts=None):
+        (artifacts or self.root / ".lavida").joinpath("shards", "train").mkdir(parents=True)
+        yield from ()
+        raise DatasetFormatError(f"{self.root}/refs.json: malformed")
+
+
+def tree(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_a_failed_prepare_leaves_no_new_empty_folders(tmp_path, capsys):
+    """A real source on an empty root, and one that made artifact folders: no `.lavida/` left behind."""
+    (tmp_path / "ADE").mkdir()
+    for argv in (["ade20k", f"root={tmp_path / 'ADE'}"], ["test_prepare:FailingSource", f"root={tmp_path}"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 1
+    assert tree(tmp_path) == ["ADE"]
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "test_prepare:FailingSource",
+                f"root={tmp_path}",
+                f"out={tmp_path / 'a/b'}",
+                f"artifacts={tmp_path / 'c'}",
+            ]
+        )
+    assert tree(tmp_path) == ["ADE"]
+    capsys.readouterr()
+
+
+def test_a_failed_prepare_keeps_what_was_there(tmp_path, capsys):
+    """Folders that existed before (even empty ones) and files stay; new empty ones inside go."""
+    (tmp_path / ".lavida" / "empty").mkdir(parents=True)
+    (tmp_path / ".lavida" / "refcoco_train.jsonl").write_text("{}\n")
+    (tmp_path / "out").mkdir()
+    before = tree(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["test_prepare:FailingSource", f"root={tmp_path}", f"out={tmp_path / 'out'}"])
+    assert tree(tmp_path) == before
+    capsys.readouterr()
+
+
 def test_registry_names_and_lazy_import(tmp_path):
     assert set(SOURCES) == {
         "ade20k", "mapillary", "cityscapes", "refclef", "refcoco", "refcoco+", "refcocog",
