@@ -7,7 +7,8 @@ results it did not make. The configs therefore set ``hydra.output_subdir: null``
 the same three files from Hydra (:func:`hydra_record`) and writes them when its results are accepted:
 lavida-train after the trainer's resume check (with ``run_config.json``), lavida-eval and lavida-demo
 when they finish. The folder is replaced whole (``atomic_dir``), so the record beside the results is
-always the one of the command that made them.
+always the one of the command that made them; a lavida-eval rerun that recomputes results removes the old
+record with the old metrics before it computes (``lavida.eval.runner``), so a crash leaves neither.
 """
 
 from __future__ import annotations

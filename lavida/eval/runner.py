@@ -6,9 +6,11 @@ truth, and caches the :class:`VideoResult` on disk as soon as the video is done.
 same output directory skips every cached video computed from the same run-wide settings and the same
 inputs of that video (its labels, tracks and prediction files), so an interrupted evaluation resumes
 where it stopped, and so does a full run after a ``max_videos`` smoke run or one with a video added.
-A rerun that computes anything first removes the previous ``metrics.json``, ``report.md`` and
-``per_video.csv``, so a rerun killed midway leaves no metrics of other results behind. With several processes (``accelerate launch``), videos are split round-robin across ranks
-and rank 0 computes the metrics once every rank is done.
+A rerun that computes anything first removes the previous ``metrics.json``, ``report.md``,
+``per_video.csv`` and ``.hydra/`` record, so a rerun killed midway leaves no metrics of other results
+behind. With several processes (``accelerate launch``), every rank checks every cached result, the
+videos left to compute are split round-robin across ranks, and rank 0 computes the metrics once every
+rank is done.
 
 Scores-only mode (``predictions_dir``): the same metrics from saved per-video predictions of any
 method — ``<name>.npy`` with (F,) frame scores, or ``<name>.npz`` with ``frame_scores`` (F,) and
@@ -21,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import shutil
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -119,19 +122,21 @@ def run_evaluation(
     run_facts = _run_facts(benchmark, protocol, categories, settings, pixel_size, run_info, predictions_dir)
 
     state = PartialState()
-    # Decide for every video of this rank before computing any: a refusal then leaves the run directory
-    # as it was, and a rerun that computes anything first removes the previous run's metrics.
+    # Every rank decides for every video (reading only the caches' fingerprints) before any computes: a
+    # refusal then stops all ranks with the run directory as it was, and a rerun that computes anything
+    # first removes the previous run's metrics. The videos left to compute are split round-robin.
     todo: list[tuple[TestVideo, str, str]] = []
-    for video in videos[state.process_index :: state.num_processes]:
+    for video in videos:
         facts = _normalised({"run": run_facts, "video": _video_facts(video, predictions_dir)})
         fingerprint = hashlib.sha256(facts.encode()).hexdigest()[:16]
         cache = cached_result_path(output_dir, video.name)
         if not (cache.is_file() and _cache_is_current(cache, fingerprint, facts, overwrite=overwrite)):
             todo.append((video, fingerprint, facts))
-    if todo:
+    state.wait_for_everyone()  # all ranks have decided before any cache is rewritten
+    if todo and state.is_main_process:
         _remove_previous_outputs(output_dir)
     progress = tqdm(
-        todo,
+        todo[state.process_index :: state.num_processes],
         desc=f"{benchmark.name} ({protocol.name})",
         unit="video",
         disable=not state.is_local_main_process,
@@ -570,18 +575,24 @@ def _load_cached(cache: Path) -> VideoResult:
 
 # Files describing a finished run; lavida-tables reads metrics.json as the run's result.
 _RUN_OUTPUTS = ("metrics.json", "report.md", "per_video.csv")
+# The record of the command that made them, which lavida-eval writes when it finishes (lavida/cli/record.py).
+_RUN_RECORD = ".hydra"
 
 
 def _remove_previous_outputs(output_dir: Path) -> None:
     """Remove a previous run's outputs before computing anything: a rerun killed midway must not leave
-    metrics that describe other results than its cache now holds. ``metrics.json`` goes first, so a
-    kill between the removals leaves no run that lavida-tables would read."""
+    metrics, or the ``.hydra/`` record of the command, that describe other results than its cache now
+    holds. ``metrics.json`` goes first, so a kill between the removals leaves no run that lavida-tables
+    would read."""
     removed = []
     for name in _RUN_OUTPUTS:
         path = output_dir / name
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
             removed.append(name)
+    if (output_dir / _RUN_RECORD).is_dir():
+        shutil.rmtree(output_dir / _RUN_RECORD)
+        removed.append(f"{_RUN_RECORD}/")
     if removed:
         log.info(
             "%s: removed the previous run's %s; they are rewritten at the end.",

@@ -299,3 +299,101 @@ def test_pixel_statistics_are_merged_one_video_at_a_time(data, tmp_path, monkeyp
     reference = PixelAUC(octaves=PIXEL_AUC_OCTAVES)
     reference.update(scores, labels)
     assert metrics["pixel_auc"] == pytest.approx(reference.compute(), abs=1e-12)
+
+
+# Review: with several processes, every rank decides on every video before any computes.
+
+
+class FakeRank:
+    """PartialState of one rank among ``count``; the other ranks' work is not simulated."""
+
+    def __init__(self, index, count=2):
+        self.process_index, self.num_processes = index, count
+        self.is_main_process = self.is_local_main_process = index == 0
+
+    def wait_for_everyone(self):
+        pass
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_stale_cache_of_another_rank_is_refused_on_every_rank(data, tmp_path, monkeypatch, computed, rank):
+    """A cache that one rank refuses must stop the others before they remove the previous outputs and
+    compute: under `accelerate launch` the refusing rank exits and the launcher kills the rest midway."""
+    import accelerate
+
+    bench = FrameOnly(data)
+    save_predictions(tmp_path / "preds", bench)
+    out = tmp_path / "out"
+    evaluate_saved(bench, tmp_path / "preds", out)
+    cached_result_path(out, f"v{rank}").unlink()  # never finished: this rank computes it
+    stale = f"v{1 - rank}"  # another rank's video (round-robin over 2 ranks: v0, v2 / v1, v3)
+    np.save(tmp_path / "preds" / f"{stale}.npy", np.linspace(0, 1, 20))
+    os.utime(tmp_path / "preds" / f"{stale}.npy", ns=(1, 1))
+    monkeypatch.setattr(accelerate, "PartialState", lambda: FakeRank(rank))
+    computed.clear()
+    with pytest.raises(ValueError, match=rf"(?s){stale}\.npz.*prediction file"):
+        evaluate_saved(bench, tmp_path / "preds", out)
+    assert computed == [] and (out / "metrics.json").is_file()
+
+
+def test_ranks_share_the_videos_left_to_compute(data, tmp_path, monkeypatch, computed):
+    """Two ranks as threads meeting at real barriers: the videos without a current cache are split
+    between them, each computed once, and rank 0 merges all of them."""
+    import threading
+
+    import accelerate
+
+    bench = FrameOnly(data, count=6)
+    save_predictions(tmp_path / "preds", bench)
+    out = tmp_path / "out"
+    evaluate_saved(bench, tmp_path / "preds", out, settings=EvalSettings(max_videos=2))  # v0, v1 done
+    computed.clear()
+    barrier, local = threading.Barrier(2, timeout=30), threading.local()
+
+    class ThreadRank(FakeRank):
+        def wait_for_everyone(self):
+            barrier.wait()
+
+    monkeypatch.setattr(accelerate, "PartialState", lambda: ThreadRank(local.rank))
+    results, errors = {}, []
+
+    def rank_main(rank):
+        local.rank = rank
+        try:
+            results[rank] = evaluate_saved(bench, tmp_path / "preds", out)
+        except BaseException as error:  # reported below, after the barrier is released
+            errors.append(error)
+            barrier.abort()
+
+    threads = [threading.Thread(target=rank_main, args=(rank,)) for rank in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(computed) == ["v2", "v3", "v4", "v5"]  # each once, v0 and v1 from the cache
+    assert results[1] == {} and results[0]["num_videos"] == 6
+
+
+# Review: a rerun that recomputes removes the previous command's .hydra/ record with its metrics.
+
+
+def test_a_recomputing_rerun_removes_the_previous_record(data, tmp_path, monkeypatch):
+    bench = FrameOnly(data)
+    save_predictions(tmp_path / "preds", bench)
+    out = tmp_path / "out"
+    evaluate_saved(bench, tmp_path / "preds", out)
+    (out / ".hydra").mkdir()
+    (out / ".hydra" / "overrides.yaml").write_text("- categories=fire\n")  # as lavida-eval writes it
+
+    with pytest.raises(ValueError, match="categories"):  # refused: nothing computed, the record stays
+        evaluate_saved(bench, tmp_path / "preds", out, categories=["dog"])
+    assert (out / ".hydra" / "overrides.yaml").is_file()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(runner, "_from_saved", killed)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_saved(bench, tmp_path / "preds", out, categories=["dog"], overwrite=True)
+    assert not (out / ".hydra").exists() and not (out / "metrics.json").exists()
