@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import logging
 import numbers
 from pathlib import Path
@@ -13,19 +14,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from lavida.cli.record import hydra_record, write_record
 from lavida.data.prompts import parse_categories
-from lavida.eval.benchmarks import get_benchmark
+from lavida.eval.benchmarks import benchmark_class, get_benchmark
 from lavida.eval.runner import EvalSettings, run_evaluation
 from lavida.models.checkpoint import checkpoint_digest, trained_clip_length
 
 log = logging.getLogger(__name__)
 
 
-def reject_unknown_keys(cfg: DictConfig, *, config_name: str) -> None:
+def reject_unknown_keys(cfg: DictConfig, *, config_name: str, hints: dict[str, str] | None = None) -> None:
     """Refuse top-level keys that ``lavida/configs/<config_name>.yaml`` does not define.
 
     Hydra adds any key given with a leading ``+``, so a misspelt ``+treshold=0.9`` would otherwise run with
     the default threshold without a word. The known keys are the primary config's own and its config
     groups (``benchmark``, ``model``, ``experiment``, ...); an experiment sets only keys among these.
+    ``hints`` maps a key to where it belongs instead (shown in place of the close matches).
 
     Raises:
         ValueError: naming each unknown key, its close matches and the valid keys.
@@ -41,11 +43,29 @@ def reject_unknown_keys(cfg: DictConfig, *, config_name: str) -> None:
     for key in unknown:
         close = difflib.get_close_matches(key, sorted(known), n=3)
         guess = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+        if hints and key in hints:
+            guess = f" ({hints[key]})"
         problems.append(f"{key!r}{guess}")
     raise ValueError(
         f"lavida-{config_name}: unknown key(s) {', '.join(problems)}; a leading + adds a key that "
         f"{config_name}.yaml does not define, and nothing reads it. Valid keys: {sorted(known - {'hydra'})}."
     )
+
+
+def loader_option_hints(cfg: DictConfig) -> dict[str, str]:
+    """Top-level keys that are options of the benchmark's loader (``+skip_missing=true``, as Hydra's own
+    error suggests for a bare ``skip_missing=true``) → the override that sets the option."""
+    try:
+        parameters = inspect.signature(benchmark_class(cfg.benchmark.name).__init__).parameters
+    except ValueError:  # an unknown benchmark: get_benchmark names the valid ones
+        return {}
+    hints = {}
+    for key in set(cfg) & set(parameters) - {"self", "root"}:
+        value = cfg[key]
+        shown = str(value).lower() if isinstance(value, bool) else value
+        plus = "" if key in cfg.benchmark.options else "+"  # UBnormal's map already holds split
+        hints[key] = f"an option of the {cfg.benchmark.name} loader: {plus}benchmark.options.{key}={shown}"
+    return hints
 
 
 def eval_settings(cfg: DictConfig) -> EvalSettings:
@@ -96,7 +116,7 @@ def _shown(value) -> str:
 
 def run(cfg: DictConfig) -> dict:
     """Evaluate as configured (see lavida/configs/eval.yaml); returns the metrics on rank 0."""
-    reject_unknown_keys(cfg, config_name="eval")
+    reject_unknown_keys(cfg, config_name="eval", hints=loader_option_hints(cfg))
     settings = eval_settings(cfg)
     options = OmegaConf.to_container(cfg.benchmark.options, resolve=True) or {}
     benchmark = get_benchmark(cfg.benchmark.name, cfg.benchmark.root, **options)

@@ -211,9 +211,11 @@ class DecordVideo(FrameSource):
             raise VideoReadError(f"{self.path}: the video has no frames.")
         self.fps = float(self._reader.get_avg_fps()) or None
         # Inside the try: decord opens some files whose first frame it cannot decode (a corrupt
-        # keyframe) and then raises its raw DECORDError, which names no file and would skip PyAV.
+        # keyframe) and then raises its raw DECORDError, which names no file and would skip PyAV. Probed
+        # with get_batch, the call _read makes: on some frame sizes (48 pixels wide) decord reads one frame
+        # but fails every batch, and such a file must go to PyAV too.
         try:
-            self.height, self.width = self._reader[0].shape[:2]
+            self.height, self.width = self._reader.get_batch([0]).shape[1:3]
             self._reader.seek(0)
         except Exception as error:
             raise VideoReadError(f"{self.path}: decord cannot decode the first frame ({error}).") from error

@@ -75,6 +75,17 @@ def check_weights_file(path: str | Path, *, what: str, suffixes: Sequence[str], 
         WeightsNotFoundError: if the file is missing or has an unexpected suffix.
     """
     file = Path(path).expanduser()
+    if file.is_dir():  # the repository's folder instead of the file in it: name the file to point at
+        inside = sorted(p.name for p in file.iterdir() if p.is_file() and p.name.endswith(tuple(suffixes)))
+        if len(inside) == 1:
+            found = f"Point at the file in it: '{file / inside[0]}'."
+        elif inside:
+            found = f"Point at one of the files in it: {', '.join(inside)}."
+        else:
+            found = f"It holds no {' or '.join(suffixes)} file: {_listing(file)}."
+        raise WeightsNotFoundError(
+            f"{what}: expected a weights file, but '{file}' is a folder. {found}\n{hint}"
+        )
     if not file.is_file():
         parent = file.parent
         found = f"\nFound in '{parent}': {_listing(parent)}" if parent.is_dir() else ""
