@@ -150,16 +150,16 @@ def run(
             yield record
 
     # A failed run removes the folders it made (the default <root>/.lavida/ among them) where they hold no
-    # file; a folder that existed before, and any file written (artifacts of finished videos), stay.
+    # file. Only folders that did not exist before are looked at: an existing one (a shared artifacts
+    # folder, or out=. ) is never walked, and nothing in it is touched.
     default = source.manifest_path().parent  # the sources' default artifacts folder too
     artifacts = Path(settings["artifacts"]).expanduser() if "artifacts" in settings else default
-    tops = {_first_missing(folder) or folder.absolute() for folder in (manifest.parent, artifacts)}
-    existing = {folder for top in tops for folder in _folders(top)}
+    new_tops = {top for top in map(_first_missing, (manifest.parent, artifacts)) if top is not None}
     try:
         count = write_manifest(progress(), manifest, options=source.index_options())
     except BaseException:
-        for top in tops:
-            _remove_new_empty_folders(top, keep=existing)
+        for top in new_tops:
+            _remove_empty_folders(top)
         raise
     pool = TextPool.from_records(records)
     summary: dict[str, object] = {
@@ -196,17 +196,11 @@ def _first_missing(path: Path) -> Path | None:
     return missing
 
 
-def _folders(top: Path) -> list[str]:
-    """``top`` and every folder in it, deepest first (none if ``top`` does not exist)."""
-    return [folder for folder, _, _ in os.walk(top, topdown=False)]
-
-
-def _remove_new_empty_folders(top: Path, *, keep: set[str]) -> None:
-    """Remove the folders of ``top`` (and ``top``) not in ``keep`` that hold nothing, deepest first."""
-    for folder in _folders(top):
-        if folder not in keep:
-            with contextlib.suppress(OSError):  # not empty: it keeps what was written into it
-                os.rmdir(folder)
+def _remove_empty_folders(top: Path) -> None:
+    """Remove ``top`` and the folders in it that hold nothing, deepest first (files and their folders stay)."""
+    for folder, _, _ in os.walk(top, topdown=False):
+        with contextlib.suppress(OSError):  # not empty: it keeps what was written into it
+            os.rmdir(folder)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -126,6 +126,20 @@ class FailingSource(TinySource):
         raise DatasetFormatError(f"{self.root}/refs.json: malformed")
 
 
+class FailingAfterAFile(TinySource):
+    """Writes one finished video's artifact into a new folder, then finds the next malformed."""
+
+    name = "failing_after_a_file"
+
+    def index(self, *, artifacts=None):
+        done = (artifacts or self.root / ".lavida").joinpath("videos", "v0")
+        done.mkdir(parents=True)
+        (done / "meta.json").write_text("{}")
+        (artifacts or self.root / ".lavida").joinpath("videos", "v1").mkdir()
+        yield from ()
+        raise DatasetFormatError(f"{self.root}/v1: malformed")
+
+
 def tree(folder):
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
@@ -152,14 +166,25 @@ def test_a_failed_prepare_leaves_no_new_empty_folders(tmp_path, capsys):
 
 
 def test_a_failed_prepare_keeps_what_was_there(tmp_path, capsys):
-    """Folders that existed before (even empty ones) and files stay; new empty ones inside go."""
+    """Folders that existed before are not looked into: their files and folders (even empty ones, even
+    one the failed run made there) stay; only folders the run made outside them are removed."""
     (tmp_path / ".lavida" / "empty").mkdir(parents=True)
     (tmp_path / ".lavida" / "refcoco_train.jsonl").write_text("{}\n")
-    (tmp_path / "out").mkdir()
     before = tree(tmp_path)
     with pytest.raises(SystemExit):
-        main(["test_prepare:FailingSource", f"root={tmp_path}", f"out={tmp_path / 'out'}"])
-    assert tree(tmp_path) == before
+        main(["test_prepare:FailingSource", f"root={tmp_path}", f"out={tmp_path / 'out' / 'm'}"])
+    after = tree(tmp_path)
+    assert set(before) <= set(after) and not any(path.startswith("out") for path in after)
+    assert ".lavida/shards/train" in after  # the run's own folder inside the existing .lavida/ stays
+    assert all(path.startswith(".lavida") for path in after)
+
+
+def test_a_failed_prepare_keeps_the_files_it_wrote(tmp_path, capsys):
+    """In a folder the failed run made, written files (and their folders) stay; empty folders go."""
+    with pytest.raises(SystemExit):
+        main(["test_prepare:FailingAfterAFile", f"root={tmp_path}"])
+    assert tree(tmp_path) == [".lavida", ".lavida/videos", ".lavida/videos/v0", ".lavida/videos/v0/meta.json"]
+    capsys.readouterr()
     capsys.readouterr()
 
 
