@@ -537,6 +537,12 @@ def _cache_is_current(cache: Path, fingerprint: str, facts: str, *, overwrite: b
             "copy or a full disk; delete it or pass overwrite=true to recompute it."
         ) from error
     if stored_fingerprint == fingerprint:
+        if overwrite:  # a result damaged past its fingerprint is read whole only here, so that it is redone
+            try:
+                VideoResult.load(cache)
+            except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+                log.warning("%s: unreadable cached result (%s); recomputing it (overwrite).", cache, error)
+                return False
         return True
     if overwrite:
         return False

@@ -226,6 +226,29 @@ def test_a_truncated_cache_file_is_named_and_overwrite_recomputes_it(data, tmp_p
     assert computed == ["v1"]
 
 
+def test_a_cache_damaged_past_its_fingerprint_is_recomputed_by_overwrite(data, tmp_path, computed):
+    """The check reads only the fingerprint; a damaged score array is found when the results are merged,
+    and the overwrite=true that the error suggests recomputes it."""
+    import zipfile
+
+    bench = FrameOnly(data)
+    save_predictions(tmp_path / "preds", bench)
+    first = evaluate_saved(bench, tmp_path / "preds", tmp_path / "out")
+    cache = cached_result_path(tmp_path / "out", "v2")
+    with zipfile.ZipFile(cache) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    members["frame_scores.npy"] = members["frame_scores.npy"][:-8]  # its last scores lost
+    with zipfile.ZipFile(cache, "w") as archive:
+        for name, payload in members.items():
+            archive.writestr(name, payload)
+    with pytest.raises(ValueError, match="overwrite=true") as refused:
+        evaluate_saved(bench, tmp_path / "preds", tmp_path / "out")
+    assert str(cache) in str(refused.value)
+    computed.clear()
+    assert evaluate_saved(bench, tmp_path / "preds", tmp_path / "out", overwrite=True) == first
+    assert computed == ["v2"]
+
+
 # Defect 4: the report and metrics.json record the clip length T (supplement Tab. 7).
 
 
