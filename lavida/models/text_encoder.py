@@ -8,6 +8,7 @@ construction and its weights are never read.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
@@ -102,6 +103,24 @@ def build_category_encoder(
     return CategoryEncoder(clip=clip, tokenizer=tokenizer, dim=dim)
 
 
+class _RandomInitNotice(logging.Filter):
+    """open_clip's "No pretrained weights loaded ... Model initialized randomly", logged on the root logger
+    when a model is built without its weights, though ours are loaded from a local file right after."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_random_init_notice():
+    notice = _RandomInitNotice()
+    logging.getLogger().addFilter(notice)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(notice)
+
+
 def load_clip_text(
     *, model_name: str, pretrained: str | None = None, arch: dict | None = None, dtype: str = "float32"
 ):
@@ -114,7 +133,11 @@ def load_clip_text(
         raise ValueError(
             f"Unknown open_clip model '{model_name}'. Use one of open_clip.list_models() or give `arch`."
         )
-    clip = open_clip.create_model(model_name, pretrained=None, device=torch.get_default_device())
+    # With `pretrained`, the weights are loaded from that file below: open_clip's notice that the model
+    # is initialised randomly would mislead. Without it, the model is random and the notice stays.
+    quiet = _without_random_init_notice() if pretrained is not None else contextlib.nullcontext()
+    with quiet:
+        clip = open_clip.create_model(model_name, pretrained=None, device=torch.get_default_device())
     del clip.visual  # only the text tower is used; this frees ~88M parameters for ViT-B/32
     # The contrastive temperature (and SigLIP's bias) belong to CLIP's training loss, not to the text
     # tower. They are 0-dim parameters, which DeepSpeed's start-up broadcast cannot send (it views

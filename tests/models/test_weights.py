@@ -1,5 +1,7 @@
 """Missing or corrupt base-weight paths give errors that name the path and list what is expected."""
 
+import logging
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -173,3 +175,19 @@ def test_a_bad_sam2_path_is_reported_before_the_mllm_loads(tiny_pretrained, tmp_
 
 def _must_not_load(**kwargs):
     raise AssertionError("the MLLM was loaded before the weight paths were checked")
+
+
+def test_clip_with_weights_does_not_log_that_it_is_random(tiny_pretrained, caplog):
+    """open_clip logs "initialized randomly" before our file is loaded; with a weights file it is dropped,
+    without one (a genuinely random tower) it stays."""
+    arch, name = tiny_pretrained.text_encoder.arch, tiny_pretrained.text_encoder.model_name
+    with caplog.at_level(logging.WARNING):
+        build_category_encoder(model_name=name, arch=arch, pretrained=tiny_pretrained.text_encoder.pretrained)
+    assert "initialized randomly" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        build_category_encoder(model_name=name, arch=arch, pretrained=None)
+    assert "initialized randomly" in caplog.text
+    assert not any(
+        isinstance(f, logging.Filter) and "RandomInit" in type(f).__name__
+        for f in logging.getLogger().filters
+    )
