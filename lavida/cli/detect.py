@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import json
 import logging
-import numbers
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from lavida.atomic import write_json
-from lavida.cli.eval import reject_unknown_keys
+from lavida.cli.keys import reject_unknown_keys
 from lavida.data.prompts import parse_categories
 from lavida.data.video import VideoReadError
 from lavida.detect.detector import (
@@ -36,6 +35,7 @@ from lavida.detect.detector import (
 )
 from lavida.detect.outputs import interval_records
 from lavida.detect.stream import expand_inputs, is_live, output_names
+from lavida.detect.window import check_window
 from lavida.file_state import file_state
 from lavida.models.checkpoint import checkpoint_digest
 
@@ -124,35 +124,6 @@ def run(cfg: DictConfig) -> dict:
     if done == 0:
         raise SystemExit(f"No input could be processed; see {cfg.output_dir}/index.json for the reasons.")
     return index
-
-
-def check_window(*, clip_length: int | None, interval: int, stride: int | None, aggregation: str) -> None:
-    """The sliding window's settings (lavida.detect.window.SlidingWindow), checked before the model loads.
-
-    Raises:
-        ValueError: naming the setting, the allowed values and an example.
-    """
-    if aggregation not in ("mean", "max"):
-        raise ValueError(
-            f"aggregation must be 'mean' or 'max' (how overlapping clips combine a frame's scores), got "
-            f"{aggregation!r}; set aggregation=mean or aggregation=max."
-        )
-    for setting, value, nullable in (
-        ("clip_length", clip_length, True),
-        ("interval", interval, False),
-        ("stride", stride, True),
-    ):
-        if value is None and nullable:
-            continue
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-            null = " or null" if nullable else ""
-            raise ValueError(f"{setting} must be a whole number of frames ≥ 1{null}, got {value!r}.")
-    if clip_length is not None and stride is not None and stride > clip_length:
-        raise ValueError(
-            f"stride must be at most clip_length ({clip_length}): a stride of {stride} sampled frames "
-            "would leave frames between clips unscored; set stride ≤ clip_length, or stride=null for "
-            "clips that do not overlap."
-        )
 
 
 RUN_FILE = "run.json"  # in each video's folder: what its outputs were made with (for reruns)

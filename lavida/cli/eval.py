@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import inspect
 import logging
 import numbers
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from lavida.cli.keys import reject_unknown_keys
 from lavida.cli.record import hydra_record, write_record
 from lavida.data.prompts import parse_categories
 from lavida.eval.benchmarks import benchmark_class, get_benchmark
@@ -19,37 +18,6 @@ from lavida.eval.runner import EvalSettings, run_evaluation
 from lavida.models.checkpoint import checkpoint_digest, trained_clip_length
 
 log = logging.getLogger(__name__)
-
-
-def reject_unknown_keys(cfg: DictConfig, *, config_name: str, hints: dict[str, str] | None = None) -> None:
-    """Refuse top-level keys that ``lavida/configs/<config_name>.yaml`` does not define.
-
-    Hydra adds any key given with a leading ``+``, so a misspelt ``+treshold=0.9`` would otherwise run with
-    the default threshold without a word. The known keys are the primary config's own and its config
-    groups (``benchmark``, ``model``, ``experiment``, ...); an experiment sets only keys among these.
-    ``hints`` maps a key to where it belongs instead (shown in place of the close matches).
-
-    Raises:
-        ValueError: naming each unknown key, its close matches and the valid keys.
-    """
-    primary = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / f"{config_name}.yaml")
-    groups = [entry for entry in primary.get("defaults", []) if not isinstance(entry, str)]
-    known = {key for key in primary if key != "defaults"} | {"hydra"}
-    known |= {str(key).split("/")[0] for entry in groups for key in entry}
-    unknown = sorted(set(cfg) - known)
-    if not unknown:
-        return
-    problems = []
-    for key in unknown:
-        close = difflib.get_close_matches(key, sorted(known), n=3)
-        guess = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
-        if hints and key in hints:
-            guess = f" ({hints[key]})"
-        problems.append(f"{key!r}{guess}")
-    raise ValueError(
-        f"lavida-{config_name}: unknown key(s) {', '.join(problems)}; a leading + adds a key that "
-        f"{config_name}.yaml does not define, and nothing reads it. Valid keys: {sorted(known - {'hydra'})}."
-    )
 
 
 def loader_option_hints(cfg: DictConfig) -> dict[str, str]:

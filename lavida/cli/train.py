@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from lavida.cli.eval import reject_unknown_keys
+from lavida.cli.keys import reject_unknown_keys
 from lavida.cli.record import hydra_record, write_record
 from lavida.data.config import DataConfig
 from lavida.models.config import LavidaConfig

@@ -12,6 +12,7 @@ clip (the next one of the grid), padded by repeating its last frame.
 
 from __future__ import annotations
 
+import numbers
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -90,14 +91,8 @@ class SlidingWindow:
         stride: int | None = None,
         aggregation: Aggregation = "mean",
     ) -> None:
+        check_window(clip_length=clip_length, interval=interval, stride=stride, aggregation=aggregation)
         stride = clip_length if stride is None else stride
-        if clip_length < 1 or interval < 1 or not 1 <= stride <= clip_length:
-            raise ValueError(
-                f"Need clip_length ≥ 1, interval ≥ 1 and 1 ≤ stride ≤ clip_length; got {clip_length}, "
-                f"{interval}, {stride}."
-            )
-        if aggregation not in ("mean", "max"):
-            raise ValueError(f"aggregation must be 'mean' or 'max', got {aggregation!r}.")
         self.predict = predict
         self.clip_length = clip_length
         self.interval = interval
@@ -154,3 +149,32 @@ class SlidingWindow:
         scores, masks = self.predict(np.stack([s.frame for s in clip]))
         for position, item in enumerate(clip[: valid if valid is not None else len(clip)]):
             item.add(float(scores[position]), None if masks is None else masks[position])
+
+
+def check_window(*, clip_length: int | None, interval: int, stride: int | None, aggregation: str) -> None:
+    """The sliding window's settings; lavida-detect checks them before the model loads, as ``SlidingWindow`` does.
+
+    Raises:
+        ValueError: naming the setting, the allowed values and an example.
+    """
+    if aggregation not in ("mean", "max"):
+        raise ValueError(
+            f"aggregation must be 'mean' or 'max' (how overlapping clips combine a frame's scores), got "
+            f"{aggregation!r}; set aggregation=mean or aggregation=max."
+        )
+    for setting, value, nullable in (
+        ("clip_length", clip_length, True),
+        ("interval", interval, False),
+        ("stride", stride, True),
+    ):
+        if value is None and nullable:
+            continue
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            null = " or null" if nullable else ""
+            raise ValueError(f"{setting} must be a whole number of frames ≥ 1{null}, got {value!r}.")
+    if clip_length is not None and stride is not None and stride > clip_length:
+        raise ValueError(
+            f"stride must be at most clip_length ({clip_length}): a stride of {stride} sampled frames "
+            "would leave frames between clips unscored; set stride ≤ clip_length, or stride=null for "
+            "clips that do not overlap."
+        )

@@ -38,6 +38,7 @@ from lavida.eval.benchmark import ClipPlan, GroundTruthError, Protocol, TestVide
 from lavida.eval.report import compute_metrics, write_reports
 from lavida.eval.video_result import PixelStatistics, VideoResult, pixel_statistics
 from lavida.file_names import safe_file_name
+from lavida.file_state import file_state
 from lavida.inference import Predictor, upsample_mask_logits
 
 log = logging.getLogger(__name__)
@@ -490,8 +491,9 @@ def _source(
 def _video_facts(video: TestVideo, predictions_dir: str | Path | None) -> dict:
     """One video's own inputs: a digest of its frame labels and tracks (a cached result holds the labels
     of the run that made it, so ground truth read with other options must not be served from it) and,
-    in scores-only mode, the names, sizes and times of its prediction files (predictions saved again
-    into the same folder must not be served from the old ones' results)."""
+    in scores-only mode, the state (name, size, time: ``file_state``) of its prediction files, without
+    their folder (predictions saved again must not be served from the old ones' results; a moved folder
+    may be)."""
     digest = hashlib.sha256(np.ascontiguousarray(video.frame_labels, dtype=np.uint8).tobytes())
     if video.tracks is not None:
         digest.update(b"\0tracks\0" + np.ascontiguousarray(video.tracks, dtype=np.int64).tobytes())
@@ -499,12 +501,11 @@ def _video_facts(video: TestVideo, predictions_dir: str | Path | None) -> dict:
         "ground_truth": {"frames": int(video.num_frames), "labels_and_tracks": digest.hexdigest()[:16]}
     }
     if predictions_dir is not None:
-        files = []
-        for path in saved_prediction_paths(predictions_dir, video.name):
-            if _is_file(path):
-                stat = path.stat()
-                files.append([path.name, stat.st_size, stat.st_mtime_ns])
-        facts["prediction_files"] = files
+        facts["prediction_files"] = [
+            file_state(path)["files"]
+            for path in saved_prediction_paths(predictions_dir, video.name)
+            if _is_file(path)
+        ]
     return facts
 
 
@@ -520,6 +521,10 @@ _VIDEO_FACT_NAMES = {
 }
 
 
+# What reading a damaged or partial cached result (.npz) raises.
+_UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
+
+
 def _cache_is_current(cache: Path, fingerprint: str, facts: str, *, overwrite: bool) -> bool:
     """Whether the cached result ``cache`` was computed from exactly these ``facts``.
 
@@ -528,7 +533,7 @@ def _cache_is_current(cache: Path, fingerprint: str, facts: str, *, overwrite: b
     """
     try:
         stored_fingerprint, stored_facts = VideoResult.read_fingerprint(cache)
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+    except _UNREADABLE as error:
         if overwrite:
             log.warning("%s: unreadable cached result (%s); recomputing it (overwrite).", cache, error)
             return False
@@ -540,7 +545,7 @@ def _cache_is_current(cache: Path, fingerprint: str, facts: str, *, overwrite: b
         if overwrite:  # a result damaged past its fingerprint is read whole only here, so that it is redone
             try:
                 VideoResult.load(cache)
-            except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+            except _UNREADABLE as error:
                 log.warning("%s: unreadable cached result (%s); recomputing it (overwrite).", cache, error)
                 return False
         return True
@@ -572,7 +577,7 @@ def _load_cached(cache: Path) -> VideoResult:
     """Load a cached result, naming the file if it cannot be read."""
     try:
         return VideoResult.load(cache)
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+    except _UNREADABLE as error:
         raise ValueError(
             f"{cache}: cannot read this cached result ({type(error).__name__}: {error}); delete it or "
             "pass overwrite=true to recompute it."

@@ -151,9 +151,27 @@ def test_detect_refuses_a_stride_longer_than_the_clip(tmp_path):
         run(cfg)
 
 
-def test_detect_does_not_hide_index_errors_as_skipped_videos():
-    source = (ROOT / "lavida" / "cli" / "detect.py").read_text()
-    assert "IndexError" not in source
+def test_detect_does_not_hide_index_errors_as_skipped_videos(tmp_path, monkeypatch):
+    """A bug (here an IndexError inside detection) stops the run instead of skipping every video."""
+    import torch
+
+    import lavida.cli.detect as cli
+
+    class BuggyDetector:
+        clip_length, dtype, device = 8, torch.float32, torch.device("cpu")
+
+        @classmethod
+        def from_checkpoint(cls, *args, **kwargs):
+            return cls()
+
+        def detect(self, *args, **kwargs):
+            raise IndexError("index 8 is out of bounds for axis 0 with size 8")
+
+    monkeypatch.setattr(cli, "Detector", BuggyDetector)
+    monkeypatch.setattr(cli, "checkpoint_digest", lambda path: "0" * 16)
+    cfg = compose("detect", *detect_overrides(tmp_path))
+    with pytest.raises(IndexError, match="out of bounds"):
+        cli.run(cfg)
 
 
 # -- 4. eval list settings and train types ---------------------------------------------------------------

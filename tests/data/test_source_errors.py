@@ -57,6 +57,7 @@ def test_malformed_synthetic_meta_names_the_file_and_layout(tmp_path, text, prob
     message = str(info.value)
     assert str(meta_file) in message
     assert '"objects"' in message and '"frames"' in message  # the expected layout
+    assert "write_segmentation_set" in message and "download" not in message  # the fix for a synthetic set
 
 
 def test_wellformed_synthetic_meta_still_indexes(tmp_path):

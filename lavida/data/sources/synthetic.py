@@ -17,6 +17,7 @@ META_LAYOUT = (
     '{"videos": {"<id>": {"frames": <count ≥ 1>, "objects": {"<object id ≥ 1>": "<description>", ...}}, ...}, '
     '"images": {...same...}}'
 )
+_WRITE_AGAIN = "Write the set again with lavida.synthetic.datasets.write_segmentation_set."
 
 
 class SyntheticSource(SegmentationSource):
@@ -66,13 +67,10 @@ def _read_meta(meta_file: Path) -> dict[str, Any]:
         DatasetFormatError: the file is not JSON or not in :data:`META_LAYOUT`; names the file and entry.
     """
     expected = f"the synthetic set's metadata, {META_LAYOUT}"
-    meta = read_json(meta_file, expected=expected)
+    meta = read_json(meta_file, expected=expected, fix=_WRITE_AGAIN)
 
     def fail(problem: str) -> DatasetFormatError:
-        return DatasetFormatError(
-            f"{meta_file}: {problem}; expected {META_LAYOUT}. Write the set again with "
-            "lavida.synthetic.datasets.write_segmentation_set."
-        )
+        return DatasetFormatError(f"{meta_file}: {problem}; expected {META_LAYOUT}. {_WRITE_AGAIN}")
 
     if not isinstance(meta, dict):
         raise fail(f"expected a JSON object, got {type(meta).__name__}")

@@ -62,12 +62,13 @@ OTHERS_CATEGORY = "others"
 # -- helpers shared by the video sources -----------------------------------------------------------
 
 
-def read_json(path: Path, *, expected: str) -> Any:
+def read_json(path: Path, *, expected: str, fix: str = "Re-extract it from the download.") -> Any:
     """Parse a (metadata-sized) JSON file.
 
     Args:
         path: The file.
         expected: What the file should hold, for the error message.
+        fix: How to get a good file, for the error message (a downloaded dataset's by default).
 
     Raises:
         DatasetFormatError: the file is missing, unreadable or not JSON; the message names it.
@@ -81,7 +82,7 @@ def read_json(path: Path, *, expected: str) -> Any:
             return json.load(handle)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise DatasetFormatError(
-            f"{path}: not a readable JSON file ({error}); expected {expected}. Re-extract it from the download."
+            f"{path}: not a readable JSON file ({error}); expected {expected}. {fix}"
         ) from error
 
 
