@@ -8,7 +8,8 @@ the same three files from Hydra (:func:`hydra_record`) and writes them when its 
 lavida-train after the trainer's resume check (with ``run_config.json``), lavida-eval and lavida-demo
 when they finish. The folder is replaced whole (``atomic_dir``), so the record beside the results is
 always the one of the command that made them; a lavida-eval rerun that recomputes results removes the old
-record with the old metrics before it computes (``lavida.eval.runner``), so a crash leaves neither.
+record with the old metrics before it computes (``lavida.eval.runner``), and a lavida-demo rerun once its
+checks pass (``lavida.demo.remove_previous_outputs``), so a crash leaves neither.
 """
 
 from __future__ import annotations
