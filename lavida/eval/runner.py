@@ -177,7 +177,9 @@ def run_evaluation(
     # The clip length T changes every score (supplement Tab. 7 ablates it), so the outputs record it.
     metrics["clip_length"] = protocol.clip_length
     # What produced these numbers: lavida-tables puts only one model's runs in one row.
-    metrics["source"] = _source(benchmark, categories, run_info, predictions_dir)
+    metrics["source"] = _source(
+        benchmark, categories, run_info, predictions_dir, clip_length=protocol.clip_length
+    )
     info = {
         "benchmark": benchmark.name,
         "protocol": protocol.name,
@@ -464,27 +466,38 @@ def _run_facts(
     }
 
 
+# The model settings of ``run_info`` (as lavida-eval passes them) that change the numbers of one checkpoint.
+_MODEL_SETTINGS = ("checkpoint_overrides", "dtype", "gate_masks")
+
+
 def _source(
     benchmark: VadBenchmark,
     categories: list[str],
     run_info: dict | None,
     predictions_dir: str | Path | None,
+    *,
+    clip_length: int,
 ) -> dict:
     """What produced a run's numbers, recorded in ``metrics.json`` for lavida-tables.
 
     The checkpoint's path (resolved) and digest are those the caller gave in ``run_info`` for the cache
     fingerprint (nothing is hashed here); None where unknown or not applicable. ``default_categories``
-    says whether ``categories`` are the benchmark's own prompt list.
+    says whether ``categories`` are the benchmark's own prompt list. A model run also records its clip
+    length and the settings of ``run_info`` that change one checkpoint's numbers (``_MODEL_SETTINGS``);
+    saved predictions were made with settings lavida-eval does not know.
     """
     run = run_info or {}
     checkpoint = run.get("checkpoint")
+    model = predictions_dir is None
     return {
-        "mode": "model" if predictions_dir is None else "scores-only",
+        "mode": "model" if model else "scores-only",
         "checkpoint": str(Path(checkpoint).resolve()) if checkpoint is not None else None,
         "checkpoint_sha256": run.get("checkpoint_sha256"),
         "predictions": str(Path(predictions_dir).resolve()) if predictions_dir is not None else None,
         "categories": list(categories),
         "default_categories": list(categories) == list(benchmark.categories),
+        "clip_length": clip_length if model else None,
+        "settings": {key: run[key] for key in _MODEL_SETTINGS if key in run} if model else {},
     }
 
 

@@ -67,6 +67,8 @@ class RunResult:
             made_by = f"scores-only, predictions `{source.get('predictions')}`"
         else:
             made_by = f"{source.get('mode')}, checkpoint {_checkpoint(source)}"
+            settings = _model_settings(source)
+            made_by += "".join(f", {key} {value}" for key, value in settings.items() if value != {})
         if source.get("default_categories", True):
             return f"{made_by}, the benchmark's categories"
         return f"{made_by}, categories {_categories(source)}"
@@ -76,19 +78,33 @@ def source_differences(a: dict, b: dict) -> list[str]:
     """How two recorded sources show different models, in words; [] when they may be one model.
 
     A checkpoint is known by its digest where both runs have one (the same weights moved elsewhere are
-    one model), else by its path; an unrecorded one agrees with any. Categories agree when both runs use
-    their own benchmark's list (each benchmark has its own) or both were given the same list. Prediction
-    folders are not compared: one method's predictions are usually saved in a folder per benchmark, so
-    different folders say nothing; they are listed below the tables instead.
+    one model), else by its path; an unrecorded one agrees with any. Model runs of one checkpoint must
+    also share the clip length (supplement Tab. 7 ablates it), the checkpoint overrides (a compression
+    ratio, ...), the dtype and the mask gating, where both runs record them. Categories agree when both
+    runs use their own benchmark's list (each benchmark has its own) or both were given the same list.
+    Prediction folders are not compared: one method's predictions are usually saved in a folder per
+    benchmark, so different folders say nothing; they are listed below the tables instead.
     """
     differences = []
     if a.get("mode") != b.get("mode"):
         differences.append(f"mode: {a.get('mode')} vs {b.get('mode')}")
-    elif a.get("mode") == "model" and _checkpoints_differ(a, b):
-        differences.append(f"checkpoint: {_checkpoint(a)} vs {_checkpoint(b)}")
+    elif a.get("mode") == "model":
+        if _checkpoints_differ(a, b):
+            differences.append(f"checkpoint: {_checkpoint(a)} vs {_checkpoint(b)}")
+        settings_a, settings_b = _model_settings(a), _model_settings(b)
+        for key in settings_a:
+            if key in settings_b and settings_a[key] != settings_b[key]:
+                differences.append(f"{key}: {settings_a[key]} vs {settings_b[key]}")
     if _categories(a) != _categories(b):
         differences.append(f"categories: {_categories(a)} vs {_categories(b)}")
     return differences
+
+
+def _model_settings(source: dict) -> dict:
+    """A model run's recorded clip length and settings (lavida.eval.runner's ``_source``), in a fixed
+    order; runs written before they were recorded have none, and agree with any."""
+    settings = {"clip_length": source.get("clip_length"), **(source.get("settings") or {})}
+    return {key: settings[key] for key in sorted(settings) if settings[key] is not None}
 
 
 def _checkpoints_differ(a: dict, b: dict) -> bool:

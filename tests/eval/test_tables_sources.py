@@ -1,6 +1,7 @@
 """One table row, one model: ``metrics.json`` records what produced a run (``source``), and lavida-tables
 refuses to put runs of different checkpoints, modes or categories in one row unless ``--allow-mixed``."""
 
+import dataclasses
 import json
 import logging
 
@@ -77,14 +78,16 @@ def model_run(tmp_path, tiny_model):
 
     predictor = Predictor(model=tiny_model, processor=tiny_processor_for(tiny_model), batch_size=2)
 
-    def run(name, benchmark, *, checkpoint, digest):
+    def run(name, benchmark, *, checkpoint, digest, clip_length=8, **settings):
         bench = Posing(tmp_path / "data" / benchmark, benchmark)
+        # The model settings as lavida-eval's run info spells them (lavida/cli/eval.py), defaults unless given.
+        defaults = {"checkpoint_overrides": {}, "dtype": "torch.float32", "gate_masks": True}
         run_evaluation(
             benchmark=bench,
-            protocol=bench.protocol("standard"),
+            protocol=dataclasses.replace(bench.protocol("standard"), clip_length=clip_length),
             output_dir=tmp_path / name,
             predictor=predictor,
-            run_info={"checkpoint": str(checkpoint), "checkpoint_sha256": digest},
+            run_info={"checkpoint": str(checkpoint), "checkpoint_sha256": digest, **defaults, **settings},
         )
         return tmp_path / name
 
@@ -106,6 +109,8 @@ def test_metrics_json_records_what_produced_the_run(scores_run, model_run, tmp_p
         "predictions": str((tmp_path / "preds_scores").resolve()),
         "categories": ["running", "fighting"],
         "default_categories": True,
+        "clip_length": None,  # saved predictions: made with settings lavida-eval does not know
+        "settings": {},
     }
     assert scores["split"] == "test" and scores["videos_left_out"] == 0 and scores["clip_length"] == 8
     assert {"frame_auc_micro", "num_videos", "primary_metric"} <= scores.keys()
@@ -128,6 +133,8 @@ def test_metrics_json_records_what_produced_the_run(scores_run, model_run, tmp_p
         "predictions": None,
         "categories": ["bicycle", "chasing"],
         "default_categories": True,
+        "clip_length": 8,
+        "settings": {"checkpoint_overrides": {}, "dtype": "torch.float32", "gate_masks": True},
     }
     assert "- checkpoint_sha256: `0123456789abcdef`" in (model / "report.md").read_text()
 
@@ -151,6 +158,38 @@ def test_runs_of_two_checkpoints_are_refused(model_run, tmp_path):
     # The same weights moved elsewhere (same digest, other path) are one model.
     moved = model_run("sht_a", "shanghaitech", checkpoint=tmp_path / "moved" / "ckpt_a", digest="a" * 16)
     build_tables([read_run(a), read_run(moved)])
+
+
+def test_runs_of_one_checkpoint_with_other_settings_are_refused(model_run, tmp_path):
+    """One checkpoint run with another clip length, compression override, dtype or mask gating gives other
+    numbers (supplement Tab. 4 and 7 ablate the first two), so such runs are not one row either."""
+    ckpt, digest = tmp_path / "ckpt", "d" * 16
+    base = model_run("ub", "ubnormal", checkpoint=ckpt, digest=digest)
+    build_tables([read_run(base), read_run(model_run("sht", "shanghaitech", checkpoint=ckpt, digest=digest))])
+    variants = {
+        "clip_length: 8 vs 4": {"clip_length": 4},
+        r"checkpoint_overrides: \{\} vs \{'compression': \{'ratio': 0.5\}\}": {
+            "checkpoint_overrides": {"compression": {"ratio": 0.5}}
+        },
+        "dtype: torch.float32 vs torch.bfloat16": {"dtype": "torch.bfloat16"},
+        "gate_masks: True vs False": {"gate_masks": False},
+    }
+    for number, (difference, settings) in enumerate(variants.items()):
+        other = model_run(f"sht_{number}", "shanghaitech", checkpoint=ckpt, digest=digest, **settings)
+        with pytest.raises(ValueError, match=rf"(?s)ub and .*sht_{number} differ in {difference}"):
+            build_tables([read_run(base), read_run(other)])
+        markdown, _ = build_tables([read_run(base), read_run(other)], allow_mixed=True)
+        assert (
+            f"checkpoint `{ckpt.resolve()}` (sha256 {digest}), clip_length 8, dtype torch.float32, "
+            in markdown
+        )
+
+    # A run written before the settings were recorded agrees with any (its source has none of them).
+    old = tmp_path / "sht_0" / "metrics.json"
+    metrics = json.loads(old.read_text())
+    del metrics["source"]["clip_length"], metrics["source"]["settings"]
+    old.write_text(json.dumps(metrics))
+    build_tables([read_run(base), read_run(tmp_path / "sht_0")])
 
 
 def test_a_scores_only_run_beside_a_model_run_is_refused(model_run, scores_run, tmp_path):
