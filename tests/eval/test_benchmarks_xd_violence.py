@@ -72,6 +72,35 @@ def test_missing_annotated_video(tree, caplog):
     assert bench.missing_videos == 1  # reported as left out (metrics.json, lavida-tables)
 
 
+def test_missing_normal_videos_of_the_official_split(tree, monkeypatch, caplog):
+    """The official annotations.txt lists the 500 violent test videos and none of the 300 normal ones, so a
+    folder with fewer normal videos is missing some; the split's sizes are shrunk here to the tree's 2
+    annotated videos, with 3 normal ones expected where the tree has 1."""
+    from lavida.eval.benchmarks import xd_violence
+
+    assert (xd_violence.OFFICIAL_VIOLENT, xd_violence.OFFICIAL_NORMAL) == (500, 300)  # vad_eval.md §1.4
+    monkeypatch.setattr(xd_violence, "OFFICIAL_VIOLENT", 2)
+    monkeypatch.setattr(xd_violence, "OFFICIAL_NORMAL", 3)
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"holds 1 normal test videos .* has 3\. Copy the 2 missing .*\+benchmark\.options\.skip_missing=true",
+    ):
+        XDViolence(tree.root).videos()
+    with caplog.at_level(logging.WARNING):
+        bench = XDViolence(tree.root, skip_missing=True)
+        assert len(bench.videos()) == 3
+    assert bench.missing_videos == 2 and "counting the 2 missing ones as left out" in caplog.text
+    assert bench.missing_under(bench.protocol("standard")) == 2  # reported as left out (metrics.json)
+    assert all(video.meta["labels"] == ["normal"] for video in bench.missing)
+
+    # A normal video that is there is not missing; a list other than the official one is not counted.
+    for violent, normal in ((2, 1), (500, 3)):
+        monkeypatch.setattr(xd_violence, "OFFICIAL_VIOLENT", violent)
+        monkeypatch.setattr(xd_violence, "OFFICIAL_NORMAL", normal)
+        bench = XDViolence(tree.root)
+        assert len(bench.videos()) == 3 and bench.missing_videos == 0
+
+
 def test_label_codes():
     assert label_codes("x_label_B2-G-0") == ["B2", "G"]
     assert label_codes("x_label_A") == ["A"]

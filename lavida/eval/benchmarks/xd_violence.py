@@ -113,13 +113,20 @@ def _video_meta(name: str, ann: XdAnnotation | None) -> dict:
     }
 
 
+# The official test split (vad_eval.md §1.4): annotations.txt lists its 500 violent videos; its 300 normal
+# ones (``_label_A``) are listed nowhere, so only their number can show that some are missing.
+OFFICIAL_VIOLENT = 500
+OFFICIAL_NORMAL = 300
+
+
 class XDViolence(VadBenchmark):
     """XD-Violence test set (500 violent + 300 normal videos).
 
     Args:
         root: The folder holding ``annotations.txt`` and ``videos/``, or the folder holding ``XD-Violence-test/``.
         end_inclusive: Treat interval ends as inclusive (default) or exclusive (RTFM/VadCLIP reading).
-        skip_missing: Skip annotated videos without a file (logged) instead of failing.
+        skip_missing: Skip annotated videos without a file, and normal videos missing from the official
+            split (counted, as their names are listed nowhere), logged, instead of failing.
         workers: Threads for opening videos to count their frames (default: up to 8).
     """
 
@@ -176,7 +183,7 @@ class XDViolence(VadBenchmark):
         self.missing = tuple(
             missing_video(name, video_dir / f"{name}.mp4", **_video_meta(name, annotations[name]))
             for name in missing
-        )
+        ) + self._missing_normal_videos(files, annotations, annotation_file, video_dir)
         if not files:
             raise FileNotFoundError(f"XD-Violence: {video_dir} holds no video files.")
 
@@ -225,3 +232,41 @@ class XDViolence(VadBenchmark):
             sum(v.num_frames for v in videos),
         )
         return videos
+
+    def _missing_normal_videos(
+        self, files: dict[str, Path], annotations: dict, annotation_file: Path, video_dir: Path
+    ) -> tuple[TestVideo, ...]:
+        """Stand-ins for the official split's normal videos that are not in ``video_dir``.
+
+        Only where ``annotation_file`` is the official one (its 500 violent videos): then the split has 300
+        normal videos, and fewer normal files (``_label_A``, no annotation line) mean some are missing.
+        Their names are unknown, so each is recorded under a placeholder name, to be counted as left out.
+
+        Raises:
+            FileNotFoundError: normal videos are missing and ``skip_missing`` is False.
+        """
+        if len(annotations) != OFFICIAL_VIOLENT:
+            return ()  # another list than the official one: its normal videos cannot be counted
+        found = sum(1 for name in files if name not in annotations and label_codes(name) == ["A"])
+        absent = OFFICIAL_NORMAL - found
+        if absent <= 0:
+            return ()
+        message = (
+            f"XD-Violence: {video_dir} holds {found} normal test videos (names ending in _label_A), but the "
+            f"official test split, whose {OFFICIAL_VIOLENT} violent videos {annotation_file} lists, has "
+            f"{OFFICIAL_NORMAL}"
+        )
+        if not self.skip_missing:
+            raise FileNotFoundError(
+                f"{message}. Copy the {absent} missing ones there, or pass skip_missing=True to evaluate the "
+                "others (lavida-eval: +benchmark.options.skip_missing=true)."
+            )
+        log.warning("%s; counting the %d missing ones as left out.", message, absent)
+        return tuple(
+            missing_video(
+                f"<normal video {k + 1} of {absent} not found>",
+                video_dir,
+                **_video_meta("_label_A", None),
+            )
+            for k in range(absent)
+        )
