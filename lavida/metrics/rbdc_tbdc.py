@@ -13,8 +13,9 @@ licence is CC BY-NC-ND); this is an independent, vectorised implementation of th
    regions matched before counts as neither TP nor FP; one that overlaps none is a FP.
 3. RBDR = TP / #regions; FPR = FP / #frames (false positives **per frame**, normal videos included);
    TBDR = fraction of tracks with at least ``alpha`` of their regions matched.
-4. Both curves start at (0, 0), are cut at FPR <= 1, and, when they stop short of FPR = 1, are
-   extended horizontally to FPR = 1. RBDC and TBDC are the trapezoidal areas, in [0, 1].
+4. Both curves start at (0, 0) and end at FPR = 1: a segment crossing FPR = 1 is read there on its
+   straight line, and a curve whose detections run out before FPR = 1 is extended horizontally to it.
+   RBDC and TBDC are the trapezoidal areas, in [0, 1].
 
 IoU uses inclusive pixel boxes: a box ``(x_min, y_min, x_max, y_max)`` covers
 ``(x_max - x_min + 1) * (y_max - y_min + 1)`` pixels (the reference's "+1" convention).
@@ -29,8 +30,11 @@ Where we differ from the reference, on purpose:
   Without ties the two agree exactly. ``ties="sequential"`` reproduces the per-detection steps in the
   given order (videos in mapping order, rows in row order, stable sort).
 * **FPR beyond 1**: the reference appends the point (1, last value of the *whole* curve) after points
-  with FPR > 1, which makes ``sklearn.metrics.auc`` fail on a non-monotonic x; we extend from the last
-  point with FPR <= 1, which is what the reference does whenever it does not fail.
+  with FPR > 1, which makes ``sklearn.metrics.auc`` fail on a non-monotonic x; we end the curve at
+  FPR = 1 on the segment that crosses it. Its per-detection segments are horizontal there, so this is
+  the value of the reference whenever it does not fail; a tie group (``ties="threshold"``) can rise
+  across FPR = 1 and is read on its straight line, as ``sklearn.metrics.roc_auc_score(max_fpr=...)``
+  reads its ROC.
 * **Input robustness**: one-row and empty inputs work (``np.loadtxt`` breaks the reference on both);
   a track with two regions in one frame is an error (the reference silently keeps the last one).
 """
@@ -52,7 +56,7 @@ _FN = "rbdc_tbdc"
 Ties = Literal["threshold", "sequential"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RegionTrackCurves:
     """RBDR/TBDR against false positives per frame, as integrated for RBDC/TBDC.
 
@@ -61,7 +65,8 @@ class RegionTrackCurves:
         rbdr: ``(K,)`` region-based detection rate.
         tbdr: ``(K,)`` track-based detection rate.
         thresholds: ``(K,)`` score threshold of each point: ``inf`` for the starting point (0, 0) and
-            NaN for the horizontal extension to FPR = 1 when there is one.
+            NaN for the end point added at FPR = 1 when no threshold gives exactly FPR = 1 (read on
+            the segment that crosses FPR = 1, or the horizontal extension).
         rbdc: Area under ``rbdr`` against ``fpr``.
         tbdc: Area under ``tbdr`` against ``fpr``.
         num_regions: Ground-truth regions (RBDR denominator).
@@ -86,9 +91,9 @@ def rbdc_tbdc(
     gt_tracks: Mapping[Hashable, ArrayLike],
     detections: Mapping[Hashable, ArrayLike],
     num_frames: Mapping[Hashable, int] | int,
+    *,
     beta: float = 0.1,
     alpha: float = 0.1,
-    *,
     ties: Ties = "threshold",
 ) -> tuple[float, float]:
     """RBDC and TBDC of box detections against ground-truth tracks.
@@ -197,14 +202,7 @@ def rbdc_tbdc_curves(
     fpr = fp / total_frames
     rbdr = tp / n_regions
     tbdr = tr / gt.num_tracks
-    # Cut at FPR <= 1 (a prefix: FPR is non-decreasing) and extend horizontally to FPR = 1.
-    stop = int(np.searchsorted(fpr, 1.0, side="right"))
-    fpr, rbdr, tbdr, thr = fpr[:stop], rbdr[:stop], tbdr[:stop], thr[:stop]
-    if fpr[-1] < 1.0:
-        fpr = np.append(fpr, 1.0)
-        rbdr = np.append(rbdr, rbdr[-1])
-        tbdr = np.append(tbdr, tbdr[-1])
-        thr = np.append(thr, np.nan)
+    fpr, rbdr, tbdr, thr = _clip_at_one_false_positive_per_frame(fpr, rbdr, tbdr, thr)
     return RegionTrackCurves(
         fpr=fpr,
         rbdr=rbdr,
@@ -373,6 +371,38 @@ def _box_iou(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float
     area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
     # Same operation order as the reference, so a pair exactly at IoU = beta decides the same way.
     return inter / (area_a + area_b - inter)
+
+
+def _clip_at_one_false_positive_per_frame(
+    fpr: NDArray[np.float64], rbdr: NDArray[np.float64], tbdr: NDArray[np.float64], thr: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """The curves ``(K,)`` restricted to FPR in [0, 1] and ending exactly at FPR = 1.
+
+    Street Scene §4 summarises each curve by its area for false positive rates from 0 to 1. FPR is
+    non-decreasing, so the points with FPR <= 1 are a prefix. When the next point lies beyond 1, the
+    end point is read at FPR = 1 on the straight segment joining the two: with ``ties="sequential"``
+    that segment is horizontal (a step adds a false positive or a true positive, never both), but a
+    tie group taken at once (``ties="threshold"``) can add both and its segment is diagonal.
+    Continuing flat from the last point with FPR <= 1 instead would drop every true positive of a
+    group whose false positives carry FPR past 1 (a binary detector with more than one false positive
+    per frame would score 0). When the detections run out before FPR 1, the curve is continued flat
+    (the reference's extension: no lower threshold finds more). The added end point has threshold NaN.
+    """
+    stop = int(np.searchsorted(fpr, 1.0, side="right"))  # >= 1: the first point is (0, 0)
+    if fpr[stop - 1] == 1.0:
+        return fpr[:stop], rbdr[:stop], tbdr[:stop], thr[:stop]
+    if stop < fpr.size:
+        w = (1.0 - fpr[stop - 1]) / (fpr[stop] - fpr[stop - 1])
+        end_rbdr = rbdr[stop - 1] + w * (rbdr[stop] - rbdr[stop - 1])
+        end_tbdr = tbdr[stop - 1] + w * (tbdr[stop] - tbdr[stop - 1])
+    else:
+        end_rbdr, end_tbdr = rbdr[-1], tbdr[-1]
+    return (
+        np.append(fpr[:stop], 1.0),
+        np.append(rbdr[:stop], end_rbdr),
+        np.append(tbdr[:stop], end_tbdr),
+        np.append(thr[:stop], np.nan),
+    )
 
 
 def _track_detection_ranks(
