@@ -237,7 +237,11 @@ def _as_rows(value: ArrayLike, *, what: str, columns: str) -> NDArray[np.float64
     if arr.ndim != 2 or arr.shape[1] != 6:
         raise ValueError(f"{_FN}: {what} must have shape (N, 6) with rows {columns}, got shape {arr.shape}.")
     if not np.isfinite(arr).all():
-        raise ValueError(f"{_FN}: {what} contains NaN or infinite values.")
+        rows = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+        raise ValueError(
+            f"{_FN}: {what} contains NaN or infinite values (rows {rows[:5].tolist()}); boxes and frame "
+            "indices must be finite, and a detection's score a finite number (drop or rescore those rows)."
+        )
     return arr
 
 
@@ -274,7 +278,10 @@ def _parse_tracks(gt_tracks: Mapping[Hashable, ArrayLike], videos: dict[Hashable
         ids = _integer_column(rows[:, 0], what=what, name="track ids")
         frames = _integer_column(rows[:, 1], what=what, name="frame indices")
         if (frames < 0).any():
-            raise ValueError(f"{_FN}: {what} has a negative frame index {int(frames.min())}.")
+            raise ValueError(
+                f"{_FN}: {what} has a negative frame index {int(frames.min())}; frame indices are 0-based "
+                "positions in the video."
+            )
         _check_boxes(rows[:, 2:6], what=what)
         # Global track index: tracks are (video, track_id); ids need not be consecutive.
         unique_ids, local = np.unique(ids, return_inverse=True)
@@ -305,7 +312,10 @@ def _parse_detections(detections: Mapping[Hashable, ArrayLike], videos: dict[Has
             continue
         frames = _integer_column(rows[:, 0], what=what, name="frame indices")
         if (frames < 0).any():
-            raise ValueError(f"{_FN}: {what} has a negative frame index {int(frames.min())}.")
+            raise ValueError(
+                f"{_FN}: {what} has a negative frame index {int(frames.min())}; frame indices are 0-based "
+                "positions in the video."
+            )
         _check_boxes(rows[:, 1:5], what=what)
         vid.append(np.full(rows.shape[0], _video_index(videos, video), dtype=np.int64))
         frame.append(frames)
