@@ -1,36 +1,49 @@
-"""Small ranking helpers: exact ROC-AUC from mid-ranks (batched) and the equal error rate."""
+"""Small ranking helpers: the exact ROC-AUC of one set of scores, and the equal error rate."""
 
 from __future__ import annotations
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.stats import rankdata
 
-__all__ = ["equal_error_rate", "rank_auc"]
+__all__ = ["binary_auc", "equal_error_rate"]
 
 
-def rank_auc(scores: NDArray[np.floating], labels: NDArray[np.bool_]) -> NDArray[np.float64]:
-    """ROC-AUC of each row, computed exactly from mid-ranks (Mann-Whitney U).
+def binary_auc(scores: NDArray[np.floating], labels: NDArray[np.bool_]) -> float:
+    """ROC-AUC of one set of scores, exact: the Mann-Whitney count of positive/negative pairs.
 
-    ``AUC = (sum of the positives' ranks - P (P + 1) / 2) / (P N)`` with tied scores given their
-    average rank. This is the same number ``sklearn.metrics.roc_auc_score`` returns (sklearn's
-    trapezoid over a ROC curve whose thresholds are the distinct scores counts a tied
-    positive/negative pair as one half, exactly as mid-ranks do), but it is batched over rows.
+    ``AUC = (#pairs with the positive higher + 1/2 #tied pairs) / (P N)``, the number
+    ``sklearn.metrics.roc_auc_score`` returns (its trapezoid through a block of tied scores counts each
+    tied pair one half). The larger class is sorted once and each score of the smaller class is placed
+    with two binary searches (strictly below / up to it), so the counts are integers and the memory is
+    one copy of the scores plus two int64 per score of the smaller class, whatever the tie structure:
+    a per-frame mid-rank computation needs float64 ranks and int64 sort indices for every pixel.
 
     Args:
-        scores: ``(..., N)`` scores.
-        labels: ``(..., N)`` bool labels.
+        scores: ``(N,)`` scores.
+        labels: ``(N,)`` bool labels.
 
     Returns:
-        ``(...)`` float64 AUCs; NaN for a row with no positive or no negative.
+        The AUC as a float; NaN when there is no positive or no negative.
     """
-    ranks = rankdata(scores, method="average", axis=-1)
-    n_pos = labels.sum(axis=-1).astype(np.float64)
-    n_neg = labels.shape[-1] - n_pos
-    rank_sum = np.where(labels, ranks, 0.0).sum(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        auc = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-    return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
+    pos, neg = scores[labels], scores[~labels]
+    n_pos, n_neg = pos.size, neg.size
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    if n_pos <= n_neg:
+        neg.sort()
+        # Twice the positive's wins: 2 per negative strictly below, 1 per tie = below + up-to.
+        twice_wins = int(np.searchsorted(neg, pos, side="left").sum()) + int(
+            np.searchsorted(neg, pos, side="right").sum()
+        )
+    else:
+        pos.sort()
+        # Per negative: 2 per positive strictly above (n_pos - up-to), 1 per tie (up-to - below).
+        twice_wins = (
+            2 * n_pos * n_neg
+            - int(np.searchsorted(pos, neg, side="left").sum())
+            - int(np.searchsorted(pos, neg, side="right").sum())
+        )
+    return twice_wins / (2 * n_pos * n_neg)
 
 
 def equal_error_rate(

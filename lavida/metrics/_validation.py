@@ -29,29 +29,37 @@ def check_scores(scores: ArrayLike, *, fn: str, where: str) -> NDArray[np.floati
         where: Which input this is, e.g. ``"scores[3]"``.
 
     Returns:
-        The scores as a float32 or float64 array (float64 unless the input already is float32).
+        The scores, same shape. float32 and float64 arrays are returned as they are (no copy);
+        integer and float16 arrays become float32, which holds their valid values (0, 1, and every
+        float16) exactly at half the memory of float64; any other float type becomes float64.
 
     Raises:
-        ValueError: If a value is NaN, infinite or outside [0, 1].
+        ValueError: If the dtype is not numeric, or a value is NaN, infinite or outside [0, 1].
     """
     arr = np.asarray(scores)
-    if arr.dtype == np.bool_ or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-    ):
+    if arr.dtype == np.bool_:
+        raise ValueError(
+            f"{fn}: {where} has dtype bool; expected real-valued scores in [0, 1]. A binary prediction "
+            "is a valid score map: pass it as numbers, e.g. mask.astype(np.float32)."
+        )
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise ValueError(f"{fn}: {where} must hold real numbers in [0, 1], got dtype {arr.dtype}.")
-    if arr.dtype != np.float32:
-        arr = arr.astype(np.float64, copy=False)
     if arr.size:
+        # Checked before any conversion, so that an invalid input is never copied.
         lo, hi = arr.min(), arr.max()
         # NaN makes both comparisons false, so it lands here too.
-        if not (lo >= 0.0 and hi <= 1.0):
+        if not (lo >= 0 and hi <= 1):
             if np.isnan(lo) or np.isnan(hi):
                 raise ValueError(f"{fn}: {where} contains NaN; expected probabilities in [0, 1].")
             raise ValueError(
                 f"{fn}: {where} must be probabilities in [0, 1], got values in [{lo:.6g}, {hi:.6g}]; "
                 "apply a sigmoid to logits first."
             )
-    return arr
+    if arr.dtype == np.float32 or arr.dtype == np.float64:
+        return arr
+    # A (T, H, W) uint8 mask widened to float64 would take 8 bytes per pixel; float32 is exact for it.
+    exact_in_float32 = arr.dtype.kind in "iu" or (arr.dtype.kind == "f" and arr.dtype.itemsize <= 4)
+    return arr.astype(np.float32 if exact_in_float32 else np.float64)
 
 
 def check_labels(labels: ArrayLike, *, fn: str, where: str) -> NDArray[np.bool_]:
@@ -78,7 +86,8 @@ def check_labels(labels: ArrayLike, *, fn: str, where: str) -> NDArray[np.bool_]
         first = arr[bad].flat[0]
         raise ValueError(
             f"{fn}: {where} must contain only 0 and 1 (or bool), got the value {first!r} "
-            f"({int(bad.sum())} entries are neither 0 nor 1)."
+            f"({int(bad.sum())} entries are neither 0 nor 1); binarise masks stored as 0/255 images "
+            "with labels > 0."
         )
     return arr != 0
 

@@ -63,7 +63,8 @@ class PixelAUC:
     2**mantissa_bits)`` bytes (20 MB by default); during :meth:`update`, temporaries for one chunk of
     ``chunk_size`` pixels (about 30 bytes each, 60 MB by default) and one bincount of up to
     ``2 * num_bins`` int64. Scores that are not float32/float64 and labels that are not bool are
-    converted once per call, so that copy scales with the size of one update, never with the total.
+    converted once per call (integer and float16 scores to float32, which holds them exactly), so that
+    copy scales with the size of one update, never with the total.
 
     Example::
 
@@ -148,8 +149,9 @@ class PixelAUC:
         Works on the float32 or float64 bit pattern as given (no up-cast): for normal numbers the
         exponent and the top ``mantissa_bits`` mantissa bits are the same in both widths, so a value
         lands in the same bin whichever width it arrives in (``octaves <= 125`` keeps every resolved
-        ``d`` a normal float32). Branch-free int32 arithmetic (indices stay below 2**23): masked ufuncs
-        and int64 temporaries are several times slower.
+        ``d`` a normal float32). Branch-free int32 arithmetic (indices stay below ``2 * num_bins``, at most
+        about 5.2e8 < 2**31 for mantissa_bits 20 and octaves 125): masked ufuncs and int64 temporaries are
+        several times slower.
         """
         if x.dtype == np.float32:
             sint, mant, bias = np.int32, _F32_MANTISSA_BITS, _F32_EXPONENT_BIAS
@@ -159,6 +161,9 @@ class PixelAUC:
         upper = (x > 0.5).view(np.int8)  # 0 / 1
         d = x.dtype.type(1) - x
         np.minimum(x, d, out=d)  # d = min(x, 1 - x); 1 - x is exact for x in [0.5, 1] (Sterbenz)
+        # -0.0 passes the [0, 1] check, but its sign bit would make the bit pattern below negative; at
+        # mantissa_bits 20 the float64 one then wrapped around int32 to an index past the counts.
+        np.abs(d, out=d)
         # Non-negative floats order like their bit patterns (sign bit 0, so the signed view is >= 0).
         # Exponent and mantissa prefix as one integer, < 2**(11 + mantissa_bits) <= 2**31.
         q = (d.view(sint) >> sint(mant - self.mantissa_bits)).astype(np.int32, copy=False)

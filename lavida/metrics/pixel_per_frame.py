@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from lavida.metrics._ranking import rank_auc
+from lavida.metrics._ranking import binary_auc
 from lavida.metrics._validation import check_labels, check_scores, per_video_pairs
 
 __all__ = ["PerFramePixelAUC", "per_frame_pixel_auc"]
@@ -38,26 +38,21 @@ EmptyPrediction = Literal["zero", "auc"]
 class PerFramePixelAUC:
     """Streaming mean of per-frame pixel ROC-AUCs over anomalous frames (TAO definition).
 
-    Memory is constant: a running sum and counts. Each frame's AUC is exact (mid-ranks, equal to
-    ``sklearn.metrics.roc_auc_score`` on that frame's pixels).
+    Memory is constant across frames: a running sum and counts. Each frame's AUC is exact (an integer
+    pair count, equal to ``sklearn.metrics.roc_auc_score`` on that frame's pixels), computed one frame at
+    a time, so the temporaries of :meth:`update` are about 9 to 25 bytes per pixel of *one* frame.
 
     Args:
         empty_prediction: Value of a frame whose scores are all exactly 0: ``"zero"`` (TAO, default, for
             comparison with the numbers TAO-style tables report) or ``"auc"`` (its true ROC-AUC, 0.5).
-        frames_per_batch: Frames ranked together in one vectorised call (bounds the temporaries).
     """
 
-    def __init__(self, *, empty_prediction: EmptyPrediction = "zero", frames_per_batch: int = 16) -> None:
+    def __init__(self, *, empty_prediction: EmptyPrediction = "zero") -> None:
         if empty_prediction not in ("zero", "auc"):
             raise ValueError(
                 f"PerFramePixelAUC: empty_prediction must be 'zero' or 'auc', got {empty_prediction!r}."
             )
-        if int(frames_per_batch) < 1:
-            raise ValueError(
-                f"PerFramePixelAUC: frames_per_batch must be positive, got {frames_per_batch!r}."
-            )
         self.empty_prediction = empty_prediction
-        self.frames_per_batch = int(frames_per_batch)
         self.reset()
 
     def reset(self) -> None:
@@ -75,7 +70,8 @@ class PerFramePixelAUC:
             labels: Same shape; bool or 0/1 pixel labels.
 
         Raises:
-            ValueError: On a shape mismatch, a wrong number of dimensions, or invalid values.
+            ValueError: On a shape mismatch, a wrong number of dimensions, frames without pixels
+                (``H * W == 0``), or invalid values. Nothing is added when an error is raised.
         """
         s = np.asarray(scores)
         y = np.asarray(labels)
@@ -85,13 +81,15 @@ class PerFramePixelAUC:
             )
         if s.ndim == 2:
             s, y = s[None], y[None]
-        if s.ndim != 3:
+        # A frame without pixels has no AUC and is neither normal nor anomalous: 0 anomalous pixels out
+        # of 0 would count it as both.
+        if s.ndim != 3 or s.shape[1] * s.shape[2] == 0:
             raise ValueError(
-                f"PerFramePixelAUC.update: expected (T, H, W) or (H, W) maps, got shape {s.shape}."
+                f"PerFramePixelAUC.update: expected non-empty (T, H, W) or (H, W) maps, got shape {s.shape}."
             )
         s = check_scores(s, fn="PerFramePixelAUC.update", where="scores").reshape(s.shape[0], -1)
         y = check_labels(y, fn="PerFramePixelAUC.update", where="labels").reshape(y.shape[0], -1)
-        n_pos = y.sum(axis=1)
+        n_pos = np.count_nonzero(y, axis=1)
         self.num_skipped_normal += int((n_pos == 0).sum())
         full = n_pos == y.shape[1]
         self.num_skipped_full += int(full.sum())
@@ -102,15 +100,12 @@ class PerFramePixelAUC:
                 int(full.sum()),
             )
         keep = np.flatnonzero((n_pos > 0) & ~full)
-        for start in range(0, keep.size, self.frames_per_batch):
-            rows = keep[start : start + self.frames_per_batch]
-            frame_scores, frame_labels = s[rows], y[rows]
-            aucs = rank_auc(frame_scores, frame_labels)
-            if self.empty_prediction == "zero":
-                # TAO: `if pred_mask.sum() == 0: return 0` (scores are non-negative, so max == 0).
-                aucs = np.where(frame_scores.max(axis=1) == 0, 0.0, aucs)
-            self._sum += float(aucs.sum())
-            self.num_frames += rows.size
+        for i in keep:
+            # TAO: `if pred_mask.sum() == 0: return 0` (scores are non-negative, so max == 0): such a
+            # frame counts in num_frames and adds 0 to the sum.
+            if self.empty_prediction == "auc" or s[i].max() > 0:
+                self._sum += binary_auc(s[i], y[i])
+        self.num_frames += int(keep.size)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The running sum and counts as 0-d arrays (``np.savez``-able)."""

@@ -53,10 +53,10 @@ def test_matches_per_frame_sklearn_mean_over_all_frames_of_all_videos():
     assert per_frame_pixel_auc(videos_s, videos_y) == pytest.approx(expected, abs=1e-12)
 
 
-def test_streaming_class_counts_skipped_frames_and_batches_consistently():
+def test_streaming_class_counts_skipped_frames_consistently():
     scores, labels = hand_video()
     full = np.ones((1, 2, 2), dtype=bool)
-    metric = PerFramePixelAUC(frames_per_batch=1)
+    metric = PerFramePixelAUC()
     metric.update(scores, labels)
     metric.update(scores[0], labels[0])  # one (H, W) frame: AUC 1 again
     metric.update(np.full((1, 2, 2), 0.3), full)  # every pixel anomalous: undefined, skipped
