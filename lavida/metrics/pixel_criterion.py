@@ -79,8 +79,10 @@ class PixelCriterion:
         if not 0.0 < float(min_coverage) <= 1.0:
             raise ValueError(f"PixelCriterion: min_coverage must lie in (0, 1], got {min_coverage!r}.")
         self.min_coverage = float(min_coverage)
-        # Exact rational so that ceil(0.4 * 5) is 2, not 3 through 0.4 * 5 = 2.0000000000000004.
-        self._coverage = Fraction(str(self.min_coverage))
+        # Exact rational so that ceil(0.4 * 5) is 2, not 3 through 0.4 * 5 = 2.0000000000000004; the
+        # nearest fraction with a denominator up to 10**6, so that a float32 0.4 (0.4000000059604645) is
+        # 2/5 too, and 1/3 given as a float is 1/3.
+        self._coverage = Fraction(self.min_coverage).limit_denominator(10**6)
         self.reset()
 
     def reset(self) -> None:

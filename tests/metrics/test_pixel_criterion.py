@@ -55,12 +55,14 @@ def test_lower_coverage_changes_critical_scores():
     assert result.eer == 0.0
 
 
-def test_coverage_is_compared_exactly():
+@pytest.mark.parametrize("coverage", [0.4, np.float32(0.4)])
+def test_coverage_is_compared_exactly(coverage):
     # 5 anomalous pixels at 40 %: exactly 2 must fire (0.4 * 5 = 2.0000000000000004 in floating point
-    # would wrongly ask for 3). Pixels .9 .8 fire at t = .8 -> TP there.
+    # would wrongly ask for 3, and so would a float32 0.4 = 0.4000000059604645 taken at face value).
+    # Pixels .9 .8 fire at t = .8 -> TP there.
     scores = np.array([[[0.9, 0.8, 0.1, 0.1, 0.1, 0.0]], [[0.0, 0.0, 0.0, 0.0, 0.0, 0.85]]])
     labels = np.array([[[1, 1, 1, 1, 1, 0]], [[0, 0, 0, 0, 0, 0]]])
-    metric = PixelCriterion()
+    metric = PixelCriterion(min_coverage=coverage)
     metric.update(scores, labels)
     result = metric.compute()
     np.testing.assert_allclose(result.thresholds[1:], [0.85, 0.8])
@@ -68,8 +70,9 @@ def test_coverage_is_compared_exactly():
 
 
 def test_coverage_with_many_digits_on_large_frames():
-    """min_coverage 1/3 is 3333333333333333/10**16 exactly: k = ceil(c * n) must not overflow int64 on a
-    frame of 3,000 anomalous pixels (it picked another pixel's score, 0.28 instead of 0.667)."""
+    """min_coverage 1/3 given as a float: k = ceil(c * n) must be 1000 of 3,000 anomalous pixels, and its
+    integer arithmetic must not overflow int64 (with c = 3333333333333333/10**16 it once picked another
+    pixel's score, 0.28 instead of 0.667)."""
     n = 3000
     scores = np.zeros((2, 1, n + 1))
     labels = np.zeros((2, 1, n + 1), dtype=bool)
@@ -77,7 +80,7 @@ def test_coverage_with_many_digits_on_large_frames():
     scores[0, 0, :n] = np.arange(1, n + 1) / n  # 1/3000 ... 1
     metric = PixelCriterion(min_coverage=1 / 3)
     metric.update(scores, labels)
-    k = 1000  # ceil(0.3333333333333333 * 3000) = ceil(999.9999999999999) = 1000
+    k = 1000  # ceil(3000 / 3)
     assert metric.state_dict()["critical"][0] == pytest.approx(scores[0, 0, n - k])
 
 
