@@ -95,6 +95,20 @@ def tiny_model(tiny_pretrained):
     return build_lavida(tiny_pretrained)
 
 
+@pytest.fixture(scope="session")
+def detect_checkpoint(tiny_pretrained, tmp_path_factory):
+    """A saved tiny checkpoint whose object score is positive somewhere, so that lavida-detect finds masks
+    and intervals (tests/detect)."""
+    from lavida.models.checkpoint import save_checkpoint
+    from lavida.models.lavida import build_lavida
+
+    torch.manual_seed(0)
+    model = build_lavida(tiny_pretrained)
+    with torch.no_grad():
+        model.mask_decoder.sam.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(0.5)
+    return save_checkpoint(model, tiny_pretrained, tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
 def tiny_processor_for(model):
     """A LavidaProcessor for the tiny model with the tiny config's small pixel budgets."""
     from lavida.data.processor import LavidaProcessor

@@ -30,8 +30,10 @@ from lavida.detect.detector import (
     Detector,
     check_fps,
     check_intervals,
+    check_max_frames,
     check_output_options,
     check_threshold,
+    distinct_categories,
 )
 from lavida.detect.outputs import interval_records
 from lavida.detect.stream import expand_inputs, is_live, output_names
@@ -45,10 +47,12 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig) -> dict:
     """Detect on every input; returns the index written to ``<output_dir>/index.json``."""
     reject_unknown_keys(cfg, config_name="detect")
-    categories = parse_categories(cfg.categories)
+    # Each category once: the index, the run key and every video's search agree on the list.
+    categories = distinct_categories(parse_categories(cfg.categories))
     check_output_options(overlay=cfg.overlay, save=cfg.save)  # before the model loads
     check_threshold(cfg.threshold)
     check_fps(cfg.fps)
+    check_max_frames(cfg.max_frames)
     check_intervals(min_interval=cfg.min_interval, merge_gap=cfg.merge_gap)
     check_window(
         clip_length=cfg.clip_length, interval=cfg.interval, stride=cfg.stride, aggregation=cfg.aggregation

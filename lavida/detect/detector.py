@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import numbers
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -44,7 +45,7 @@ from lavida.detect.outputs import (
     write_summary,
 )
 from lavida.detect.stream import is_live, open_stream
-from lavida.detect.window import Aggregation, FrameResult, SlidingWindow
+from lavida.detect.window import Aggregation, FrameResult, SlidingWindow, check_window
 from lavida.inference import upsample_mask_logits
 from lavida.models.lavida import LavidaModel
 
@@ -92,7 +93,7 @@ class Detector:
         gate_masks: Empty masks on frames whose object score is ≤ 0 (SAM2's convention).
 
     Raises:
-        ValueError: ``threshold`` outside [0, 1].
+        ValueError: ``threshold`` outside [0, 1], or window settings ``SlidingWindow`` refuses.
     """
 
     def __init__(
@@ -111,6 +112,14 @@ class Detector:
     ) -> None:
         check_threshold(threshold)
         check_intervals(min_interval=min_interval, merge_gap=merge_gap)
+        if clip_length is None:  # None means "the checkpoint's" only to from_checkpoint and lavida-detect
+            raise ValueError(
+                "clip_length must be a whole number of frames ≥ 1, got None; Detector.from_checkpoint "
+                "takes the clip length the checkpoint was trained on."
+            )
+        # Here rather than at the first video, where a bad setting would surface only once a file or a
+        # stream has been opened.
+        check_window(clip_length=clip_length, interval=interval, stride=stride, aggregation=aggregation)
         self.model = model.eval()
         self.processor = processor
         self.clip_length, self.interval, self.stride = clip_length, interval, stride
@@ -171,13 +180,16 @@ class Detector:
 
         ``fps`` is the frame rate of a frame folder (video files store their own).
 
+        Categories named more than once are searched once (:func:`distinct_categories`).
+
         Raises:
-            ValueError: empty category list, or frames the model cannot take (the message names the
-                source).
+            ValueError: empty category list, ``max_frames`` or ``fps`` not valid, or frames the model
+                cannot take (the message names the source).
             lavida.data.video.VideoReadError: unreadable, empty or undecodable video.
         """
-        categories = clean_categories(categories)
+        categories = distinct_categories(categories)
         check_fps(fps)
+        check_max_frames(max_frames)
         frames = open_stream(source, fps=fps, max_frames=max_frames).frames
         yield from self._window(categories, source).run(frames)
 
@@ -240,11 +252,14 @@ class Detector:
                 the overlay's rate (without it: no times, and 25 fps). Video files keep their own.
             progress: Show a progress bar.
             name: The output folder's name (default: ``lavida.detect.stream.stream_name``; a run over
-                many inputs passes ``output_names`` so that no two share a folder).
+                many inputs passes ``output_names`` so that no two share a folder): one folder name, not
+                ``.`` or ``..``.
+
+        Categories named more than once are searched once (:func:`distinct_categories`).
 
         Raises:
-            ValueError: empty category list, no frames, or frames the model cannot take (the message
-                names the source).
+            ValueError: empty category list, a setting not valid (``max_frames``, ``fps``, ``save``,
+                ``name``), no frames, or frames the model cannot take (the message names the source).
             lavida.data.video.VideoReadError: unreadable, empty or undecodable video.
             KeyboardInterrupt: Ctrl-C on a source that is not live (its earlier folder is kept as it was).
         """
@@ -252,7 +267,10 @@ class Detector:
 
         check_output_options(overlay=overlay, save=save)
         check_fps(fps)
-        categories = clean_categories(categories)
+        check_max_frames(max_frames)
+        if name is not None:
+            check_name(name)
+        categories = distinct_categories(categories)
         stream = open_stream(source, fps=fps, max_frames=max_frames)
         name = name or stream.name
         live = is_live(str(source))
@@ -313,6 +331,9 @@ class Detector:
                     "interval": self.interval,
                     "stride": self.stride or self.clip_length,
                     "aggregation": self.aggregation,
+                    # They decide which runs of frames above the threshold become the listed intervals.
+                    "min_interval": self.min_interval,
+                    "merge_gap": self.merge_gap,
                 }
                 write_summary(
                     folder,
@@ -372,6 +393,64 @@ def check_fps(fps: float | None) -> None:
             f"fps must be a positive number of frames per second or null, got {fps!r}; it is the frame "
             "rate of frame folders, e.g. fps=25."
         )
+
+
+def check_max_frames(max_frames: int | None) -> None:
+    """None (every frame; a live stream until Ctrl-C) or a whole number of frames ≥ 1.
+
+    Raises:
+        ValueError: naming the setting (0 or a negative number would read no frame of any video).
+    """
+    if max_frames is None:
+        return
+    if not isinstance(max_frames, numbers.Integral) or isinstance(max_frames, bool) or max_frames < 1:
+        raise ValueError(
+            f"max_frames must be a whole number of frames ≥ 1 or null (every frame), got {max_frames!r}; "
+            "e.g. max_frames=3000."
+        )
+
+
+def check_name(name: str) -> None:
+    """An output folder's name: one plain folder name inside ``output_dir``.
+
+    Raises:
+        ValueError: a path (``a/b``), or ``.``/``..``, which name ``output_dir`` itself (its whole contents
+            would be replaced by this video's folder) or its parent.
+    """
+    separators = {"/", os.sep, os.altsep} - {None}
+    if not isinstance(name, str) or not name.strip(".") or any(sep in name for sep in separators):
+        raise ValueError(
+            f"name must be one folder name inside output_dir, without path separators and not . or .., "
+            f"got {name!r}; e.g. name='street'."
+        )
+
+
+def distinct_categories(categories: Sequence[str]) -> list[str]:
+    """``clean_categories``, then each category once, in the order first named.
+
+    Names that differ only in case or spacing (``fire``, ``Fire``, ``fire  ``) are one category; a warning
+    names the ones dropped. The Anomaly Exposure Sampler shows the model distinct categories only (Eq.
+    1–2), and a repeated one would weigh twice in the prompt and in the projector's attention over the
+    category features (Eq. 7), changing the scores of a search that is meant to be the same.
+
+    Raises:
+        ValueError: no category is left.
+    """
+    kept, seen, dropped = [], set(), []
+    for category in clean_categories(categories):
+        key = " ".join(category.split()).casefold()
+        if key in seen:
+            dropped.append(category)
+        else:
+            seen.add(key)
+            kept.append(category)
+    if dropped:
+        log.warning(
+            "Categories named more than once are searched once: dropping %s; searching %s.",
+            ", ".join(repr(category) for category in dropped),
+            ", ".join(repr(category) for category in kept),
+        )
+    return kept
 
 
 def check_intervals(*, min_interval: int, merge_gap: int) -> None:

@@ -243,9 +243,11 @@ def write_summary(
     if intervals:
         lines += ["| # | start | end | peak score | explanation |", "|---:|---:|---:|---:|---|"]
         for i, interval in enumerate(intervals):
+            # The end column is the last frame, shown at end / fps; the interval ends a frame later, at
+            # end_time = (end + 1) / fps, which "19 (2.00s)" at 10 fps passed off as frame 19's time.
             span = (
                 f"{interval.start} ({interval.start / fps:.2f}s)" if fps else str(interval.start),
-                f"{interval.end} ({(interval.end + 1) / fps:.2f}s)" if fps else str(interval.end),
+                f"{interval.end} (ends at {(interval.end + 1) / fps:.2f}s)" if fps else str(interval.end),
             )
             note = (explanations or {}).get(i, "").replace("|", "/").replace("\n", " ")
             lines.append(f"| {i} | {span[0]} | {span[1]} | {interval.peak_score:.3f} | {note} |")
@@ -264,7 +266,9 @@ def _plot(path: Path, scores: np.ndarray, intervals: list[Interval], threshold: 
 
     figure, axis = plt.subplots(figsize=(8, 2.4))
     for interval in intervals:
-        axis.axvspan(interval.start, interval.end + 1, color="pink", alpha=0.6, linewidth=0)
+        # Scores are drawn at x = frame: half a frame either side shades the interval's points and no
+        # other (start..end + 1 took in the next frame, below the threshold).
+        axis.axvspan(interval.start - 0.5, interval.end + 0.5, color="pink", alpha=0.6, linewidth=0)
     axis.plot(np.arange(scores.size), scores, color="tab:blue", linewidth=1.2, label="anomaly score")
     axis.axhline(threshold, color="tab:red", linestyle="--", linewidth=1, label=f"threshold {threshold}")
     axis.set_ylim(0, 1)

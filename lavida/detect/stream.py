@@ -9,6 +9,7 @@ with the video's length.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -59,16 +60,21 @@ def stream_name(source: str | Path) -> str:
     """The output folder name of one source, on its own (:func:`output_names` separates clashes).
 
     A file's stem (``street.mp4`` → ``street``); a frame folder's full name (``cam1.part1`` stays
-    ``cam1.part1``: its dots are not a suffix); a URL or device with everything but letters, digits,
-    ``.``, ``_`` and ``-`` replaced by ``_`` (``rtsp://cam/live`` → ``cam_live``).
+    ``cam1.part1``: its dots are not a suffix; ``.`` and ``..`` are named as the folders they mean); a URL
+    or device with everything but letters, digits, ``.``, ``_`` and ``-`` replaced by ``_``
+    (``rtsp://cam/live`` → ``cam_live``). A name of dots only (the stem of ``..mp4`` is ``.``) becomes
+    ``video`` (``stream`` for a URL): ``<output_dir>/.`` is the output folder itself, which the video's
+    folder would replace whole, and ``<output_dir>/..`` its parent.
     """
     text = str(source)
     if is_live(text):
-        return safe_file_name(text.split("://", 1)[-1]).strip("_") or "stream"
-    path = Path(text)
-    if path.is_dir():
-        return path.name or path.resolve().name or "video"  # "." has no name of its own
-    return path.stem or path.name
+        name, fallback = safe_file_name(text.split("://", 1)[-1]).strip("_"), "stream"
+    else:
+        path, fallback = Path(text), "video"
+        # abspath, not resolve: "." and "a/.." get the name of the folder they mean, and a symbolic link
+        # keeps its own name.
+        name = Path(os.path.abspath(path)).name if path.is_dir() else path.stem or path.name
+    return name if name.strip(".") else fallback
 
 
 def output_names(sources: Sequence[str | Path]) -> list[str]:

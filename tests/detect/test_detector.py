@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import write_broken_png
+from detect.cli_config import cli_config
 from PIL import Image
 
 from lavida.data.video import VideoReadError, open_video, write_video
@@ -15,17 +16,8 @@ from lavida.detect.outputs import read_masks
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tiny_pretrained, tmp_path_factory):
-    import torch
-
-    from lavida.models.checkpoint import save_checkpoint
-    from lavida.models.lavida import build_lavida
-
-    torch.manual_seed(0)
-    model = build_lavida(tiny_pretrained)
-    with torch.no_grad():  # make the object score positive somewhere, so masks and intervals appear
-        model.mask_decoder.sam.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(0.5)
-    return save_checkpoint(model, tiny_pretrained, tmp_path_factory.mktemp("ckpt") / "tiny")
+def checkpoint(detect_checkpoint):
+    return detect_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -33,20 +25,6 @@ def detector(checkpoint):
     from lavida import Detector
 
     return Detector.from_checkpoint(checkpoint, device="cpu", threshold=0.5)
-
-
-def cli_config(inputs, categories, checkpoint, output_dir, **values):
-    """lavida-detect's config (detect.yaml) for a CPU run over ``inputs``."""
-    from omegaconf import OmegaConf
-
-    import lavida.configs
-
-    cfg = OmegaConf.load(Path(lavida.configs.__file__).with_name("detect.yaml"))
-    cfg.input, cfg.categories, cfg.checkpoint = str(inputs), categories, str(checkpoint)
-    cfg.output_dir, cfg.device = str(output_dir), "cpu"
-    for key, value in values.items():
-        cfg[key] = value
-    return cfg
 
 
 def moving_square(n, h=48, w=64):
