@@ -10,6 +10,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -141,35 +142,61 @@ class MaskFiles:
 
     def __call__(self, indices: np.ndarray) -> np.ndarray:
         """``(n,)`` frame indices → ``(n, H, W)`` bool masks."""
-        masks = [read_mask_image(self.files[int(i)]) for i in np.asarray(indices).reshape(-1)]
-        shapes = {m.shape for m in masks}
-        if len(shapes) > 1:
+        chosen = [self.files[int(i)] for i in np.asarray(indices).reshape(-1)]
+        return stack_masks([read_mask_image(path) for path in chosen], chosen, what="mask image")
+
+
+def stack_masks(masks: Sequence[np.ndarray], files: Sequence[Path], *, what: str) -> np.ndarray:
+    """``(n, H, W)`` stack of one video's per-frame masks, read from ``files`` (same order).
+
+    Raises:
+        GroundTruthError: the masks differ in size; the message names the first odd file and the size
+            of the first one (``np.stack`` alone raises a ValueError that names no file).
+    """
+    if not masks:
+        return np.zeros((0, 0, 0), dtype=bool)
+    for mask, path in zip(masks, files, strict=True):
+        if mask.shape != masks[0].shape:
             raise GroundTruthError(
-                f"{self.files[0].parent}: mask images of different sizes {sorted(shapes)}; all masks of a "
-                "video must have the frame size."
+                f"{path.parent}: {path.name} is {mask.shape[0]}x{mask.shape[1]} (HxW) but {files[0].name} is "
+                f"{masks[0].shape[0]}x{masks[0].shape[1]}; every {what} of a video has the frame size. "
+                "Replace the odd file with a good copy from the dataset."
             )
-        return np.stack(masks) if masks else np.zeros((0, 0, 0), dtype=bool)
+    return np.stack(masks)
 
 
 def warn_if_labels_disagree(
-    frame_labels: np.ndarray, pixel_labels: np.ndarray, *, where: str, frame_source: str, pixel_source: str
+    frame_labels: np.ndarray,
+    pixel_labels: np.ndarray,
+    *,
+    where: str,
+    frame_source: str,
+    pixel_source: str,
+    used: Literal["frame", "pixel"] = "frame",
 ) -> int:
-    """Log a warning when frame labels and any-pixel labels differ; returns the number of differing frames."""
+    """Log a warning when frame labels and any-pixel labels differ; returns the number of differing frames.
+
+    ``used`` says which of the two the benchmark scores with (its option ``frame_labels``); that source
+    is named first. Both directions are compared whichever is used (docs/evaluation.md, "Frame labels").
+    """
     frame_labels = np.asarray(frame_labels, dtype=bool)
     pixel_labels = np.asarray(pixel_labels, dtype=bool)
     only_frame = int((frame_labels & ~pixel_labels).sum())
     only_pixel = int((~frame_labels & pixel_labels).sum())
     if only_frame or only_pixel:
+        first, second = (frame_source, pixel_source) if used == "frame" else (pixel_source, frame_source)
         log.warning(
-            "%s: %s and %s disagree on %d of %d frames (%d anomalous without anomalous pixels, %d with "
-            "anomalous pixels but labelled normal); the frame labels come from %s.",
+            "%s: %s and %s disagree on %d of %d frames (%d anomalous in %s without an anomalous pixel, %d "
+            "with anomalous pixels but normal in %s); the frame labels come from %s.",
             where,
-            frame_source,
-            pixel_source,
+            first,
+            second,
             only_frame + only_pixel,
             frame_labels.size,
             only_frame,
+            frame_source,
             only_pixel,
             frame_source,
+            first,
         )
     return only_frame + only_pixel

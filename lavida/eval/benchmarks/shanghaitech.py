@@ -6,13 +6,16 @@ Layout (the one anomalib, ano_pred_cvpr2018 and the release read; ``research/vad
     <root>/testing/test_frame_mask/<video>.npy      (F,) 0/1 per frame
     <root>/testing/test_pixel_mask/<video>.npy      (F, H, W) 0/1 per pixel
 
-``root`` may also be the ``testing`` folder itself. Every test video must have all three; the frame
-count is the number of frame files (natural order, hidden files ignored).
+``root`` may also be the ``testing`` folder itself. Every test video must have a frame folder and a
+pixel mask, and a frame mask unless ``frame_labels="pixel_mask"`` (the release reads no frame mask); a
+mask without its frame folder is refused, and a set of other than the official 107 videos is logged.
+The frame count is the number of frame files (natural order, hidden files ignored).
 
 Frame labels come from ``test_frame_mask`` (the dataset's own frame annotation) by default; the release
 derives them from ``any(test_pixel_mask)`` instead (``frame_labels="pixel_mask"``). With
-``check_pixel_labels`` the two are compared at load and differences are logged: this reads every pixel
-mask once (40,791 frames of 480×856, ~16 GB as uint8), so it can be switched off.
+``check_pixel_labels`` the two are compared at load, whichever is used (under ``pixel_mask`` where a frame
+mask exists), and differences are logged: this reads every pixel mask once (40,791 frames of 480×856,
+~16 GB as uint8), so it can be switched off.
 
 Pixel metrics are off by default (``has_pixel_gt`` False: neither the paper nor the release reports them
 on ShanghaiTech, and they cost a pass over 40,791 frames of 480×856); ``pixel_metrics=True`` turns them
@@ -34,6 +37,9 @@ from lavida.eval.benchmarks._common import categories_from_resource, warn_if_lab
 log = logging.getLogger(__name__)
 
 _CHUNK = 64  # frames of a pixel mask reduced at a time: bounded memory on (F, 480, 856) masks
+
+# The released test split (research/vad_eval.md §1.2): 107 videos, 40,791 frames.
+OFFICIAL_TEST_VIDEOS = 107
 
 
 def load_npy(path: Path, *, expected: str) -> np.ndarray:
@@ -128,16 +134,32 @@ class ShanghaiTech(VadBenchmark):
                 "<root>/testing/test_frame_mask/<video>.npy and <root>/testing/test_pixel_mask/<video>.npy."
             )
         names = sorted(p.name for p in frames_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if frame_mask_dir.is_dir():
-            annotated = {p.stem for p in frame_mask_dir.glob("*.npy") if not p.name.startswith(".")}
-            without_frames = sorted(annotated - set(names))
-            if without_frames:
-                raise FileNotFoundError(
-                    f"ShanghaiTech: {len(without_frames)} annotated test videos have no frame folder in "
-                    f"{frames_dir}: {', '.join(without_frames[:10])}. Extract all test frames."
-                )
+        # Both mask folders list the test videos: the release reads frames + test_pixel_mask only, so a copy
+        # made for it may have no test_frame_mask/ at all, and a missing frame folder must still be noticed.
+        annotated = {
+            p.stem
+            for folder in (frame_mask_dir, pixel_mask_dir)
+            if folder.is_dir()
+            for p in folder.glob("*.npy")
+            if not p.name.startswith(".")
+        }
+        without_frames = sorted(annotated - set(names))
+        if without_frames:
+            raise FileNotFoundError(
+                f"ShanghaiTech: {len(without_frames)} annotated test videos have no frame folder in "
+                f"{frames_dir}: {', '.join(without_frames[:10])}. Extract all test frames."
+            )
         if not names:
             raise FileNotFoundError(f"ShanghaiTech: {frames_dir} holds no video folders.")
+        if len(names) != OFFICIAL_TEST_VIDEOS:
+            # No list of the 107 names ships with lavida, so a copy whose masks are as partial as its frames
+            # can only be told by its size; its numbers are not comparable with published ones.
+            log.warning(
+                "ShanghaiTech: %s holds %d test videos; the official test set has %d (40,791 frames).",
+                frames_dir,
+                len(names),
+                OFFICIAL_TEST_VIDEOS,
+            )
         videos = [self._video(frames_dir / n, frame_mask_dir, pixel_mask_dir) for n in names]
         log.info(
             "ShanghaiTech: %d test videos (%d anomalous), %d frames",
@@ -184,16 +206,19 @@ class ShanghaiTech(VadBenchmark):
         frame_path = frame_mask_dir / f"{name}.npy"
         if self.frame_labels == "pixel_mask":
             labels = pixel_labels.astype(np.uint8)
+            # The frame mask is only compared here, so it is optional (the release's layout lacks it).
+            frame_mask = _read_frame_mask(frame_path, num_frames, folder) if frame_path.is_file() else None
         else:
-            labels = _read_frame_mask(frame_path, num_frames, folder)
-            if pixel_labels is not None:
-                warn_if_labels_disagree(
-                    labels,
-                    pixel_labels,
-                    where=f"ShanghaiTech {name}",
-                    frame_source="test_frame_mask",
-                    pixel_source="any(test_pixel_mask)",
-                )
+            labels = frame_mask = _read_frame_mask(frame_path, num_frames, folder)
+        if pixel_labels is not None and frame_mask is not None:
+            warn_if_labels_disagree(
+                frame_mask,
+                pixel_labels,
+                where=f"ShanghaiTech {name}",
+                frame_source="test_frame_mask",
+                pixel_source="any(test_pixel_mask)",
+                used="pixel" if self.frame_labels == "pixel_mask" else "frame",
+            )
         return TestVideo(
             name=name,
             path=folder,

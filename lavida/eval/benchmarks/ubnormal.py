@@ -53,6 +53,7 @@ from lavida.eval.benchmarks._common import (
     parse_frame_number,
     probe_videos,
     resource,
+    stack_masks,
     text_lines,
 )
 from lavida.metrics.tracks import BoxRule, tracks_from_id_maps
@@ -124,14 +125,15 @@ class IdMapMasks:
 
     def __call__(self, indices: np.ndarray) -> np.ndarray:
         """``(n,)`` frame indices → ``(n, H, W)`` bool masks."""
-        masks = []
+        masks, files = [], []
         for frame in np.asarray(indices).reshape(-1).tolist():
             active = self.anomalies[(self.anomalies[:, 1] <= frame) & (frame <= self.anomalies[:, 2]), 0]
             if active.size == 0:
                 masks.append(np.zeros(id_map_size(self.files[frame]), dtype=bool))
             else:
                 masks.append(np.isin(read_id_map(self.files[frame]), active))
-        return np.stack(masks) if masks else np.zeros((0, 0, 0), dtype=bool)
+            files.append(self.files[frame])
+        return stack_masks(masks, files, what="object-id map")
 
 
 class BlankMasks:

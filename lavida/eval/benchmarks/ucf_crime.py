@@ -9,7 +9,10 @@ Layout (the official archive; ``research/vad_eval.md`` §1.3)::
 The annotation file has one whitespace-separated line per test video, ``name class s1 e1 s2 e2``
 (e.g. ``Abuse028_x264.mp4  Abuse  165  240  -1  -1``): up to two anomalous intervals, ``-1 -1`` for an
 absent one, class ``Normal`` for the 150 normal videos. Names with or without ``.mp4`` and with a
-leading folder (``Arson/Arson022_x264.mp4``) are accepted; lines may carry more than two pairs.
+leading folder (``Arson/Arson022_x264.mp4``) are accepted; lines may carry more than two pairs. The
+RTFM-style variant with the frame count before the class (``Arson/Arson022_x264.mp4 8640 Arson 3500
+4000 -1 -1``, quoted in pipixin321/HolmesVAU#11) is read too, and its count is compared with the
+decoder's. A file listing other than the official 290 videos (140 anomalous + 150 normal) is logged.
 
 Ground-truth conventions: frame numbers are 0-based indices of the decoded frames and both ends are
 **inclusive** (the release, LAVAD and EventVAD read them so; VadCLIP's ``make_gt_ucf.py`` uses an
@@ -45,6 +48,8 @@ log = logging.getLogger(__name__)
 
 ANNOTATION_FILE = "Temporal_Anomaly_Annotation_for_Testing_Videos.txt"
 NORMAL_CLASS = "normal"
+# The official test split (vad_eval.md §1.3): the annotation file lists 140 anomalous and 150 normal videos.
+OFFICIAL_ANOMALOUS, OFFICIAL_NORMAL = 140, 150
 
 
 @dataclass(frozen=True)
@@ -56,27 +61,37 @@ class UcfAnnotation:
         label: The class column (``Abuse``, ``Normal``, ...).
         intervals: ``[(start, end), ...]`` present intervals, inclusive, 0-based.
         line: 1-based line number in the file.
+        frames: The video's frame count where the line gives one (the RTFM-style variant), else None.
     """
 
     name: str
     label: str
     intervals: tuple[tuple[int, int], ...]
     line: int
+    frames: int | None = None
 
 
 def read_ucf_annotations(path: Path) -> list[UcfAnnotation]:
     """Parse ``Temporal_Anomaly_Annotation_for_Testing_Videos.txt``.
 
     Raises:
-        GroundTruthError: missing file; a line without a class and an even number (≥ 2) of frame numbers;
+        GroundTruthError: missing file; a line without a class and an even number (≥ 2) of frame numbers
+            (a frame count before the class excepted);
             a half-absent pair (one ``-1``); a reversed interval; a duplicated video.
     """
-    expected = "lines 'name class start1 end1 start2 end2' (-1 -1 for an absent interval)"
+    expected = (
+        "lines 'name class start1 end1 start2 end2' (-1 -1 for an absent interval), or "
+        "'name frames class start1 end1 ...'"
+    )
     seen: dict[str, int] = {}
     annotations = []
     for number, line in text_lines(path, expected=expected):
         where = f"{path}, line {number}"
         fields = line.split()
+        frames = None
+        if len(fields) > 2 and fields[1].isascii() and fields[1].isdigit() and not _is_number(fields[2]):
+            # RTFM-style: the frame count sits between the name and the class (vad_eval.md §1.3).
+            frames, fields = int(fields[1]), [fields[0], *fields[2:]]
         numbers = fields[2:]
         if len(fields) < 4 or len(numbers) % 2:
             raise GroundTruthError(f"{where}: '{line}' does not match {expected}.")
@@ -96,10 +111,21 @@ def read_ucf_annotations(path: Path) -> list[UcfAnnotation]:
         if name in seen:
             raise GroundTruthError(f"{where}: '{name}' is annotated twice (first on line {seen[name]}).")
         seen[name] = number
-        annotations.append(UcfAnnotation(name=name, label=fields[1], intervals=tuple(intervals), line=number))
+        annotations.append(
+            UcfAnnotation(name=name, label=fields[1], intervals=tuple(intervals), line=number, frames=frames)
+        )
     if not annotations:
         raise GroundTruthError(f"{path}: the file holds no annotation; expected {expected}.")
     return annotations
+
+
+def _is_number(token: str) -> bool:
+    """Whether ``token`` reads as a number (a frame number or count, not a class name)."""
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
 
 
 def index_videos(folders: Iterable[Path]) -> dict[str, list[Path]]:
@@ -175,6 +201,20 @@ class UCFCrime(VadBenchmark):
 
     def load_videos(self) -> list[TestVideo]:
         annotations = read_ucf_annotations(self.annotation_file)
+        normal = sum(ann.label.lower() == NORMAL_CLASS for ann in annotations)
+        if (len(annotations) - normal, normal) != (OFFICIAL_ANOMALOUS, OFFICIAL_NORMAL):
+            # Videos missing on disk are counted by name against this file; a shortened file cannot be.
+            log.warning(
+                "UCF-Crime: %s lists %d test videos (%d anomalous, %d normal); the official test set has "
+                "%d (%d + %d), so the numbers are not comparable with published ones.",
+                self.annotation_file,
+                len(annotations),
+                len(annotations) - normal,
+                normal,
+                OFFICIAL_ANOMALOUS + OFFICIAL_NORMAL,
+                OFFICIAL_ANOMALOUS,
+                OFFICIAL_NORMAL,
+            )
         index = index_videos(self.video_folders())
         found: list[tuple[UcfAnnotation, Path]] = []
         missing = []
@@ -206,6 +246,15 @@ class UCFCrime(VadBenchmark):
         for (ann, path), (num_frames, fps) in zip(found, probed, strict=True):
             intervals = [(s, e - shift) for s, e in ann.intervals if e - shift >= s]
             where = f"{self.annotation_file}, line {ann.line}"
+            if ann.frames is not None and ann.frames != num_frames:
+                log.warning(
+                    "%s: the line gives %d frames but the decoder reads %d from %s; the labels have the "
+                    "decoder's length (the frames evaluation sees).",
+                    where,
+                    ann.frames,
+                    num_frames,
+                    path,
+                )
             for start, end in intervals:
                 if end >= num_frames:
                     log.warning(
@@ -242,7 +291,11 @@ class UCFCrime(VadBenchmark):
     @staticmethod
     def _annotation_meta(ann: UcfAnnotation) -> dict:
         """What the annotation file says of a video (present or missing)."""
-        return {"class": ann.label, "intervals": [list(i) for i in ann.intervals]}
+        return {
+            "class": ann.label,
+            "intervals": [list(i) for i in ann.intervals],
+            "annotated_frames": ann.frames,
+        }
 
     def _expected_path(self, ann: UcfAnnotation) -> Path:
         """Where a video not found was expected (the official archive's layout)."""

@@ -12,9 +12,11 @@ image in a ``TestNNN`` folder is refused (evaluation would read it as a frame).
 
 ``UCSDped2.m`` lists one MATLAB vector per test clip, in clip order: 1-based, inclusive ranges
 (``[61:180]``), several ranges (``[1:10, 50:60]``), single frames and ``a:step:b`` are understood.
-Frame labels come from it by default; the release uses ``any`` of each pixel mask instead
-(``frame_labels="pixel"``). The two are compared at load and differences are logged. The primary metric
-is the pooled pixel ROC-AUC.
+Its n-th line belongs to folder ``TestNNN`` = n: the folders must be exactly ``Test001`` ..
+``TestN`` (a partial copy is refused, naming the missing clips). Frame labels come from it by default;
+the release uses ``any`` of each pixel mask instead (``frame_labels="pixel"``, under which the ``.m`` may
+be absent, with a warning). The two are compared at load whichever is used, and differences are logged.
+The primary metric is the pooled pixel ROC-AUC.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ from lavida.eval.benchmarks._common import (
 )
 
 log = logging.getLogger(__name__)
+
+# The official test set (research/vad_eval.md §1.5): 12 clips, 2,010 frames.
+OFFICIAL_TEST_CLIPS = 12
 
 FRAME_SUFFIXES = (".tif", ".tiff")
 MASK_SUFFIXES = (".bmp", ".png", ".tif", ".tiff")
@@ -98,6 +103,41 @@ def read_ucsd_frame_gt(path: Path) -> list[list[tuple[int, int]]]:
     if sorted(clips) != list(range(1, len(clips) + 1)):
         raise GroundTruthError(f"{path}: clips {sorted(clips)} are not numbered 1 .. {len(clips)}.")
     return [clips[i] for i in range(1, len(clips) + 1)]
+
+
+def _clip_number(clip: Path) -> int:
+    """``Test007`` → 7."""
+    return int(clip.name[4:])
+
+
+def _check_clip_numbers(clips: list[Path], frame_gt: list[list[tuple[int, int]]], matlab: Path) -> None:
+    """The clip folders must be ``Test001`` .. ``TestN`` for the N ``gt_frame`` lines of ``matlab``.
+
+    The n-th line belongs to folder n (the dataset numbers both in the same order). A missing folder (a
+    partial copy) or one without a line would otherwise pair clips with another clip's line, or drop a
+    clip from the test set, without a word.
+
+    Raises:
+        GroundTruthError: folders missing or without a line; the message names them.
+    """
+    numbers = {_clip_number(c): c for c in clips}
+    expected = set(range(1, len(frame_gt) + 1))
+    missing = sorted(expected - set(numbers))
+    extra = sorted(set(numbers) - expected)
+    if not missing and not extra:
+        return
+    problems = []
+    if missing:
+        problems.append(
+            "missing: " + ", ".join(f"Test{n:03d}" for n in missing) + " (copy them from the dataset)"
+        )
+    if extra:
+        problems.append(", ".join(numbers[n].name for n in extra) + " has no gt_frame line")
+    raise GroundTruthError(
+        f"{matlab}: {len(frame_gt)} gt_frame lines for {len(clips)} test clips in {matlab.parent}; the n-th "
+        f"line belongs to folder TestNNN = n, so every folder Test001 .. Test{len(frame_gt):03d} is needed "
+        f"and no other. {'; '.join(problems)}."
+    )
 
 
 def _refuse_other_images(clip: Path, images: list[Path], frames: list[Path]) -> None:
@@ -166,19 +206,33 @@ class UCSDPed2(VadBenchmark):
 
         clips = sorted(
             (p for p in self.test_dir.iterdir() if p.is_dir() and re.fullmatch(r"Test\d+", p.name)),
-            key=lambda p: int(p.name[4:]),
+            key=_clip_number,
         )
         if not clips:
             raise FileNotFoundError(f"UCSD Ped2: {self.test_dir} holds no TestNNN folders.")
         matlab = self._matlab_file()
-        frame_gt = read_ucsd_frame_gt(matlab) if self.frame_labels == "matlab" else None
-        if frame_gt is not None and len(frame_gt) != len(clips):
-            raise GroundTruthError(
-                f"{matlab}: {len(frame_gt)} gt_frame lines for {len(clips)} test clips in {self.test_dir}; "
-                "expected one line per TestNNN folder, in order."
+        # The .m is read under both frame-label options: it is the only list of the test clips (a partial
+        # copy is refused) and its labels are compared with the masks' either way. Only the release's
+        # option (frame_labels="pixel") can do without it.
+        if matlab.is_file() or self.frame_labels == "matlab":
+            frame_gt = read_ucsd_frame_gt(matlab)
+            _check_clip_numbers(clips, frame_gt, matlab)
+        else:
+            frame_gt = None
+            log.warning(
+                "UCSD Ped2: %s not found; the clip folders cannot be checked against its list and the frame "
+                "labels (any pixel of each mask) are compared with nothing.",
+                matlab,
+            )
+        if len(clips) != OFFICIAL_TEST_CLIPS:
+            log.warning(
+                "UCSD Ped2: %s holds %d test clips; the official test set has %d (2,010 frames).",
+                self.test_dir,
+                len(clips),
+                OFFICIAL_TEST_CLIPS,
             )
         videos = []
-        for position, clip in enumerate(clips):
+        for clip in clips:
             images = list_frame_files(clip)  # what evaluation's open_video decodes, in its order
             frames = [p for p in images if p.suffix.lower() in FRAME_SUFFIXES]
             if not frames:
@@ -205,20 +259,22 @@ class UCSDPed2(VadBenchmark):
                     pixel.shape[1:],
                     frame_size,
                 )
-            if frame_gt is None:
-                labels = pixel_labels.astype(np.uint8)
-            else:
-                where = f"{matlab}, clip {position + 1}"
-                labels = labels_from_intervals(len(frames), frame_gt[position], where=where)
-                if any(end >= len(frames) for _, end in frame_gt[position]):
+            matlab_labels = None
+            if frame_gt is not None:
+                number = _clip_number(clip)  # the n-th gt_frame line belongs to TestNNN = n
+                where = f"{matlab}, clip {number}"
+                matlab_labels = labels_from_intervals(len(frames), frame_gt[number - 1], where=where)
+                if any(end >= len(frames) for _, end in frame_gt[number - 1]):
                     log.warning("%s: a range runs past the clip's %d frames; clipped.", where, len(frames))
                 warn_if_labels_disagree(
-                    labels,
+                    matlab_labels,
                     pixel_labels,
                     where=f"UCSD Ped2 {clip.name}",
-                    frame_source="UCSDped2.m",
+                    frame_source=matlab.name,
                     pixel_source="any(pixel mask)",
+                    used="frame" if self.frame_labels == "matlab" else "pixel",
                 )
+            labels = matlab_labels if self.frame_labels == "matlab" else pixel_labels.astype(np.uint8)
             videos.append(
                 TestVideo(
                     name=clip.name,
