@@ -226,6 +226,18 @@ def _predict(
             video.num_frames - len(source),
         )
         clips = np.minimum(clips, len(source) - 1)
+    elif len(source) > video.num_frames:
+        # The decoder finds more frames than the ground truth has (UBnormal: decord counts more frames than
+        # OpenCV on some videos, vad_eval.md §9): the extra ones are not scored, and if they are inserted
+        # mid-video rather than appended, labels and frames drift apart from there on.
+        log.warning(
+            "%s: the video decodes %d frames but its ground truth has %d; the last %d are not scored (if "
+            "the decoder inserts frames mid-video, labels and frames are misaligned after them).",
+            video.name,
+            len(source),
+            video.num_frames,
+            len(source) - video.num_frames,
+        )
     keep_masks = benchmark.has_pixel_gt and video.pixel_masks is not None
     prediction = predictor.predict_video(
         video.path,
