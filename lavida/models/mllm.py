@@ -387,7 +387,7 @@ def build_semantic_extractor(
     model = _apply_lora(model, lora=lora, seg_token_id=seg_token_id)
     if gradient_checkpointing:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     log.info(
         "Built %s (%s), <SEG> id %d, compression %s, positions %s",
         family,

@@ -186,3 +186,21 @@ def test_missing_or_repeated_seg_token_is_an_error(batch_and_model):
     batch.input_ids[batch.input_ids == seg] = model.mllm.processor.tokenizer.pad_token_id + 1
     with pytest.raises(ValueError, match="exactly one <SEG>"):
         model.mllm(batch)
+
+
+def test_gradient_checkpointing_is_switched_on_through_the_current_api(tiny_pretrained, recwarn):
+    """``mllm.gradient_checkpointing`` checkpoints every LLM layer, through transformers' activation
+    checkpointing (``gradient_checkpointing_enable`` is deprecated in transformers 5 and warns)."""
+    import dataclasses
+
+    from lavida.models.lavida import build_lavida
+
+    checkpointed = dataclasses.replace(tiny_pretrained.mllm, gradient_checkpointing=True)
+    model = build_lavida(dataclasses.replace(tiny_pretrained, mllm=checkpointed))
+    base = model.mllm.hf_model  # the transformers model under the LoRA adapters
+    assert base.is_activation_checkpointing
+    layers = base.model.language_model.layers
+    assert all(layer.gradient_checkpointing for layer in layers)
+    assert not [w for w in recwarn if "gradient_checkpointing_enable" in str(w.message)]
+    plain = build_lavida(tiny_pretrained).mllm.hf_model
+    assert not plain.is_activation_checkpointing
