@@ -20,15 +20,23 @@ Design notes (choices the paper leaves open are listed in ``docs/fidelity.md``):
 * Discrete steps (kNN, top-R, assignment) run on a detached copy: they carry no gradient anyway,
   and keeping them out of the graph saves the L×L work from autograd. Eq. 4 runs on the input
   itself, so gradients reach ``tokens`` (the official code wrapped everything in ``no_grad``).
-* Distances are computed in fp32 (fp64 for fp64 input), in row chunks so that no L×L matrix is
-  ever held. Candidates are searched with the fast ‖a‖² + ‖b‖² - 2a·b matmul expansion on
-  mean-centred tokens (k + 8 candidates per token for the kNN, 4 for the nearest background), and
-  the distances that enter the density and decide the assignment are then recomputed exactly
-  from differences. The expansion alone (as in ``torch.cdist``'s matmul path) loses about
-  eps·‖z‖² to cancellation (≈1e-3 for D = 3584 and unit-variance features), which swamps the tiny
-  distances of near-duplicate tokens: exactly the dense background tokens Eq. 3 ranks. Direct
-  differences for all L² pairs would be exact but several times slower than a matmul. The
-  exact re-check also makes results independent of the chunk size.
+* Distances are exact differences in the work dtype (fp32; fp64 for fp64 input) summed in fp64,
+  in row chunks so that no L×L matrix is ever held. A fast matmul search (‖a‖² + ‖b‖² - 2a·b on
+  mean-centred tokens) proposes k + 8 candidates per token for the kNN and 4 for the nearest
+  background; the distances that enter the density and decide the assignment are then
+  recomputed from differences. The expansion loses about u·‖z‖² to cancellation: in float32
+  (as ``torch.cdist``'s matmul path, the official code) ≈1e-3 for D = 3584 and unit-variance
+  features, which swamps the tiny distances of near-duplicate tokens, exactly the dense
+  background tokens Eq. 3 ranks. The search therefore runs in float64: about twice a float32
+  GEMM on CPU, the same on A100/H100-class GPUs (slower on GPUs with reduced fp64 rate), and
+  never lowered to TF32/bf16 by ``torch.set_float32_matmul_precision``.
+* The search only proposes; it never decides. Each search value becomes a lower bound on the
+  true distance through the matmul's rounding-error bound γ(‖a‖ + ‖b‖)², γ ≈ 2(D + 8)·u (Higham,
+  *Accuracy and Stability of Numerical Algorithms*, §3.1). A token outside the candidates can
+  reach the k-th exact candidate distance only if its lower bound does; rows where some token
+  might (in practice exact or near-exact ties, or near-duplicate clusters larger than the
+  candidate list) get every such token measured exactly. Results therefore equal an exhaustive
+  exact search whatever the chunk size and the float32 matmul precision setting.
 * Ties are broken towards lower indices everywhere (density ranking, nearest neighbour, nearest
   background), so results are deterministic and exact duplicates behave predictably.
 * Argument checks include a finiteness check of ``tokens`` (one device sync per call).
@@ -77,8 +85,9 @@ class CompressionResult:
             ``tokens`` replaces input token ``keep[r]`` (use it to keep position ids).
         assignment: (L,) int64, the row of ``tokens`` (cluster) each input token joined;
             ``assignment[keep[r]] == r``.
-        density: (L,) float, the local density used for ranking (Eq. 3 or LOF lrd); NaN where
-            it was not needed (R = L, the no-op fast path).
+        density: (L,) float, the local density used for ranking (Eq. 3 or LOF lrd; ranked in
+            fp64, reported in fp32, fp64 for fp64 input); NaN where it was not needed (R = L,
+            the no-op fast path).
     """
 
     tokens: Tensor
@@ -135,7 +144,8 @@ def local_density(
     _check_k_density_chunk(k, density, chunk_size)
     if tokens.shape[0] < 2:
         raise ValueError("local_density needs at least 2 tokens: a single token has no neighbours.")
-    return _density(_centred(tokens), k, density, chunk_size)
+    x = _centred(tokens)
+    return _density(x, k, density, chunk_size).to(x.dtype)
 
 
 def reverse_attention_compress(
@@ -242,11 +252,14 @@ def _select(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The discrete part: (keep (R,), assignment (L,), density (L,)), computed without a graph."""
     x = _centred(tokens)
-    rho = _density(x, k, density, chunk_size) if x.shape[0] > 1 else torch.full_like(x[:, 0], math.nan)
-    # Top-R by density; a stable descending sort keeps lower indices first among equal densities.
+    if x.shape[0] > 1:
+        rho = _density(x, k, density, chunk_size)
+    else:
+        rho = torch.full((1,), math.nan, dtype=torch.float64, device=x.device)
+    # Top-R by density (fp64); a stable descending sort keeps lower indices first among equal ones.
     top = torch.sort(rho, descending=True, stable=True).indices[:r]
     keep = torch.sort(top).values
-    return keep, _assign(x, keep, chunk_size), rho
+    return keep, _assign(x, keep, chunk_size), rho.to(x.dtype)
 
 
 def _work_dtype(tokens: Tensor) -> torch.dtype:
@@ -264,67 +277,163 @@ def _centred(tokens: Tensor) -> Tensor:
     return x - x.mean(dim=0, keepdim=True)
 
 
-def _buffers(x: Tensor, width: int, m: int, chunk_size: int | None) -> tuple[Tensor, Tensor]:
-    """Scratch reused by every chunk: a (rows, width) distance block and an (n·m, D) gather.
+def _buffers(x: Tensor, xs: Tensor, width: int, m: int, chunk_size: int | None) -> tuple[Tensor, Tensor]:
+    """Scratch reused by every chunk: a (rows, width) search block (dtype of ``xs``) and an
+    (n·m, D) gather for the exact differences (dtype of ``x``).
 
     Allocating them once matters on CPU, where page-faulting a fresh block per chunk costs
     more than the arithmetic. By default the block takes _BLOCK_BYTES and the gather _GATHER_BYTES.
     """
-    num, dim = x.shape
-    rows = chunk_size or max(1, _BLOCK_BYTES // (x.element_size() * width))
-    rows = min(rows, num)
-    pieces = min(rows, max(1, _GATHER_BYTES // (x.element_size() * m * dim)))
-    return x.new_empty(rows, width), x.new_empty(pieces * m, dim)
+    rows = chunk_size or max(1, _BLOCK_BYTES // (xs.element_size() * width))
+    rows = min(rows, x.shape[0])
+    return xs.new_empty(rows, width), _gather_buffer(x, m, rows)
+
+
+def _gather_buffer(x: Tensor, m: int, rows: int) -> Tensor:
+    """(p·m, D) scratch for :func:`_exact_sqdist`, p ≤ rows rows at a time within _GATHER_BYTES."""
+    pieces = min(rows, max(1, _GATHER_BYTES // (x.element_size() * m * x.shape[1])))
+    return x.new_empty(pieces * m, x.shape[1])
 
 
 def _exact_sqdist(rows: Tensor, pool: Tensor, cand: Tensor, buf: Tensor) -> Tensor:
     """Squared distances from rows (c, D) to pool[cand] (c, m), from explicit differences.
 
+    Differences and squares in the tokens' dtype, summed in groups of g ≤ 64 features in that
+    dtype and the D/g partial sums in fp64 (as fast as a plain fp32 sum; a full fp64 sum costs 5×).
+    Every term is positive, so the result is within :func:`_exact_error` of the exact value,
+    relative: tight enough to certify the search (:func:`_complete`).
     ``buf`` is (p·m, D) scratch; rows are processed p at a time to bound the (p, m, D) gather.
+
+    Returns:
+        (c, m) float64.
     """
     c, m = cand.shape
+    dim = rows.shape[1]
+    group = _sum_group(dim)
     per = buf.shape[0] // m
-    out = rows.new_empty(c, m)
+    out = rows.new_empty(c, m, dtype=torch.float64)
     for s in range(0, c, per):  # pieces of rows, for bounded memory
         e = min(s + per, c)
         diff = torch.index_select(pool, 0, cand[s:e].reshape(-1), out=buf[: (e - s) * m]).view(e - s, m, -1)
         diff.sub_(rows[s:e].unsqueeze(1))
-        torch.sum(diff.square_(), dim=-1, out=out[s:e])
+        partial = diff.square_().view(e - s, m, dim // group, group).sum(dim=-1)
+        torch.sum(partial, dim=-1, dtype=torch.float64, out=out[s:e])
     return out
 
 
-def _knn(x: Tensor, k: int, chunk_size: int | None) -> tuple[Tensor, Tensor]:
-    """k nearest neighbours of every row of x (self excluded by index).
+def _sum_group(dim: int) -> int:
+    """Largest divisor of D up to 64: the group size of :func:`_exact_sqdist`'s first-level sums."""
+    return max(g for g in range(1, min(dim, 64) + 1) if dim % g == 0)
+
+
+def _exact_error(x: Tensor) -> float:
+    """Relative error bound of :func:`_exact_sqdist` on tokens like ``x``, with a factor 2 margin.
+
+    A difference and its square are off by at most u each, a sum of g positive terms by (g - 1)·u
+    (Higham, §3.1), and the fp64 sum of the D/g partial sums by (D/g)·u_64.
+    """
+    dim = x.shape[1]
+    group = _sum_group(dim)
+    u, u64 = torch.finfo(x.dtype).eps / 2, torch.finfo(torch.float64).eps / 2
+    return 2 * ((group + 3) * u + (dim // group + 2) * u64)
+
+
+def _error_factor(x: Tensor) -> float:
+    """γ such that |search value - true squared distance| ≤ γ·(‖a‖ + ‖b‖)² (see :func:`_lower_bounds`).
+
+    A length-D dot product (and a sum of D squares) in any summation order is off by at most
+    D·u/(1 - D·u) times the sum of the products' magnitudes (Higham, Accuracy and Stability of
+    Numerical Algorithms, §3.1); a few more roundings add the + 8, and the factor 2 is a margin.
+    """
+    nu = (x.shape[1] + 8) * torch.finfo(x.dtype).eps / 2  # < 1e-12 for fp64 and any real D
+    return 2 * nu / (1 - nu)
+
+
+def _lower_bounds(
+    block: Tensor, sq_rows: Tensor, norm_rows: Tensor, sq: Tensor, norm: Tensor, gamma: float
+) -> Tensor:
+    """Turn the search block ‖b‖² - 2a·b into lower bounds on ‖a - b‖², in place.
+
+    ‖a - b‖² = ‖a‖² + (‖b‖² - 2a·b) ≥ block + ‖a‖² - γ(‖a‖ + ‖b‖)², written as three rank-one
+    updates so that no second (rows, L) block is allocated. Entries set to inf stay inf.
+    """
+    block.add_(sq_rows.unsqueeze(1), alpha=1 - gamma).sub_(gamma * sq.unsqueeze(0))
+    return block.addr_(norm_rows, norm, alpha=-2 * gamma)
+
+
+def _complete(lower: Tensor, cand: Tensor, bound: Tensor) -> tuple[Tensor, Tensor]:
+    """Rows whose exact result may lie outside their candidates, and those extra candidates.
+
+    Args:
+        lower: (c, W) lower bounds on the squared distances to the W pool tokens (modified:
+            the candidates' entries are set to inf).
+        cand: (c, m) the candidates (pool indices), already measured exactly.
+        bound: (c,) the exact squared distance an outside token would have to reach.
 
     Returns:
-        idx (L, k) int64 and exact squared distances (L, k), ascending along each row.
+        ``(rows, extra)``: (u,) int64 row indices and (u, m + e) candidates (old ones included)
+        that contain every token whose exact distance can be ≤ ``bound`` (the margin covers the
+        rounding of the exact differences); (0,) and (0, m) when every row is already complete.
+    """
+    lower.scatter_(1, cand, math.inf)
+    open_rows = (lower.amin(dim=1) <= bound).nonzero(as_tuple=True)[0]
+    if open_rows.numel() == 0:
+        return open_rows, cand[:0]
+    sub = lower.index_select(0, open_rows)
+    # Top-e smallest bounds, e = the largest count of tokens under a row's bound: each row's set of
+    # possible winners is inside its e smallest; any surplus is merely measured too.
+    extra = int((sub <= bound[open_rows].unsqueeze(1)).sum(dim=1).max())
+    more = sub.topk(extra, dim=1, largest=False, sorted=False).indices
+    return open_rows, torch.cat([cand.index_select(0, open_rows), more], dim=1)
+
+
+def _knn(x: Tensor, k: int, chunk_size: int | None) -> tuple[Tensor, Tensor]:
+    """k nearest neighbours of every row of x (self excluded by index), by exact distances.
+
+    Returns:
+        idx (L, k) int64 and exact squared distances (L, k) in fp64, ascending along each row
+        (ties: lower index).
     """
     num = x.shape[0]
-    sq = x.square().sum(dim=-1)
+    xs = x.double()  # the search matmul (module notes: why fp64)
+    sq = xs.square().sum(dim=-1)
+    norm = sq.sqrt()
+    gamma = _error_factor(xs)
+    margin = 1 + _exact_error(x)  # the exact distances' own rounding, relative
     idx = torch.empty(num, k, dtype=torch.long, device=x.device)
-    d2 = torch.empty(num, k, dtype=x.dtype, device=x.device)
+    d2 = torch.empty(num, k, dtype=torch.float64, device=x.device)
     m = min(num - 1, k + _KNN_SPARE)
-    block_buf, diff_buf = _buffers(x, num, m, chunk_size)
+    block_buf, diff_buf = _buffers(x, xs, num, m, chunk_size)
     step = block_buf.shape[0]
     for start in range(0, num, step):  # loop over row blocks only, for bounded memory
         stop = min(start + step, num)
         rows = x[start:stop]
-        # ‖b‖² - 2a·b ranks candidates like ‖a - b‖² (‖a‖² is constant per row); the values
-        # themselves are recomputed exactly below, so the expansion's cancellation is harmless.
-        block = torch.addmm(sq.unsqueeze(0), rows, x.T, alpha=-2, out=block_buf[: stop - start])
+        # ‖b‖² - 2a·b ranks candidates like ‖a - b‖² (‖a‖² is constant per row).
+        block = torch.addmm(sq.unsqueeze(0), xs[start:stop], xs.T, alpha=-2, out=block_buf[: stop - start])
         local = torch.arange(stop - start, device=x.device)
         block[local, local + start] = math.inf  # a token is not its own neighbour
-        # A few spare candidates make the exact re-ranking robust to the search's rounding
-        # (or to TF32 matmuls on GPU); sorted by index so exact ties go to the lower index.
+        # Candidates sorted by index so that exact ties go to the lower index (stable sort below).
         cand = torch.sort(block.topk(m, dim=1, largest=False, sorted=False).indices, dim=1).values
         dist, order = torch.sort(_exact_sqdist(rows, x, cand, diff_buf), dim=1, stable=True)
         idx[start:stop] = cand.gather(1, order[:, :k])
         d2[start:stop] = dist[:, :k]
+        # Certify: no token outside the candidates may come within the k-th exact distance;
+        # rows where one might are re-ranked over every such token.
+        lower = _lower_bounds(block, sq[start:stop], norm[start:stop], sq, norm, gamma)
+        open_rows, wider = _complete(lower, cand, dist[:, k - 1] * margin)
+        if open_rows.numel():
+            wider = torch.sort(wider, dim=1).values
+            more = _exact_sqdist(
+                rows[open_rows], x, wider, _gather_buffer(x, wider.shape[1], open_rows.numel())
+            )
+            more_dist, more_order = torch.sort(more, dim=1, stable=True)
+            idx[start + open_rows] = wider.gather(1, more_order[:, :k])
+            d2[start + open_rows] = more_dist[:, :k]
     return idx, d2
 
 
 def _density(x: Tensor, k: int, density: str, chunk_size: int | None) -> Tensor:
-    """(L,) density of the centred (L, D) tokens x, L ≥ 2."""
+    """(L,) fp64 density of the centred (L, D) tokens x, L ≥ 2 (ranked in fp64, reported in x's dtype)."""
     k = min(k, x.shape[0] - 1)  # k' = L - 1 when there are fewer than k other tokens
     idx, d2 = _knn(x, k, chunk_size)
     if density == "paper":
@@ -338,31 +447,43 @@ def _density(x: Tensor, k: int, density: str, chunk_size: int | None) -> Tensor:
 
 
 def _assign(x: Tensor, keep: Tensor, chunk_size: int | None) -> Tensor:
-    """(L,) int64 row in ``keep`` of every token's nearest background token (ties: lower row)."""
+    """(L,) int64 row in ``keep`` of every token's nearest background token, by exact distances
+    (ties: lower row); certified like :func:`_knn`."""
     num = x.shape[0]
     r = keep.numel()
-    bg = x[keep]
     rows_r = torch.arange(r, device=x.device)
-    # Exact duplicates among backgrounds are mapped to the lowest row of their group, so that a
-    # token equidistant from them picks the lowest one whichever duplicate the search found.
-    _, group = torch.unique(bg, dim=0, return_inverse=True)
-    first = torch.full((r,), r, dtype=torch.long, device=x.device)
-    canonical = first.scatter_reduce(0, group, rows_r, reduce="amin")[group]
-    sq_bg = bg.square().sum(dim=-1)
+    xs = x.double()  # the search matmul (module notes: why fp64)
+    bg, bg_search = x[keep], xs[keep]
+    sq_bg, sq_x = bg_search.square().sum(dim=-1), xs.square().sum(dim=-1)
+    norm_bg, norm_x = sq_bg.sqrt(), sq_x.sqrt()
+    gamma = _error_factor(xs)
+    margin = 1 + _exact_error(x)
     m = min(r, _ASSIGN_CANDIDATES)
     assignment = torch.empty(num, dtype=torch.long, device=x.device)
-    block_buf, diff_buf = _buffers(x, r, m, chunk_size)
+    block_buf, diff_buf = _buffers(x, xs, r, m, chunk_size)
     step = block_buf.shape[0]
     for start in range(0, num, step):  # loop over row blocks only, for bounded memory
         stop = min(start + step, num)
         rows = x[start:stop]
         # ‖b‖² - 2a·b ranks backgrounds like ‖a - b‖² (‖a‖² is constant per row).
-        block = torch.addmm(sq_bg.unsqueeze(0), rows, bg.T, alpha=-2, out=block_buf[: stop - start])
-        cand = canonical[block.topk(m, dim=1, largest=False, sorted=False).indices]
+        block = torch.addmm(
+            sq_bg.unsqueeze(0), xs[start:stop], bg_search.T, alpha=-2, out=block_buf[: stop - start]
+        )
         # Exact distances decide; candidates sorted by row so argmin's first hit is the lowest.
-        cand = torch.sort(cand, dim=1).values
-        best = _exact_sqdist(rows, bg, cand, diff_buf).argmin(dim=1, keepdim=True)
-        assignment[start:stop] = cand.gather(1, best).squeeze(1)
+        cand = torch.sort(block.topk(m, dim=1, largest=False, sorted=False).indices, dim=1).values
+        dist = _exact_sqdist(rows, bg, cand, diff_buf)
+        best = dist.argmin(dim=1, keepdim=True)
+        chosen = cand.gather(1, best).squeeze(1)
+        # Certify as in _knn: re-check rows where an outside background might be as close.
+        lower = _lower_bounds(block, sq_x[start:stop], norm_x[start:stop], sq_bg, norm_bg, gamma)
+        open_rows, wider = _complete(lower, cand, dist.gather(1, best).squeeze(1) * margin)
+        if open_rows.numel():
+            wider = torch.sort(wider, dim=1).values
+            more = _exact_sqdist(
+                rows[open_rows], bg, wider, _gather_buffer(x, wider.shape[1], open_rows.numel())
+            )
+            chosen[open_rows] = wider.gather(1, more.argmin(dim=1, keepdim=True)).squeeze(1)
+        assignment[start:stop] = chosen
     assignment[keep] = rows_r  # a background token always anchors its own cluster
     return assignment
 

@@ -92,14 +92,24 @@ class LavidaModel(nn.Module):
             self.train(training)
 
     def _category_features(self, batch: LavidaBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode all categories at once and pad them per sample: (B, K, D_t) and a (B, K) validity mask."""
+        """Encode all categories at once and pad them per sample (Eq. 6, f_c).
+
+        Returns:
+            (B, K, D_t) features, K = the largest category count, each sample's categories in their
+            batch order; and the (B, K) bool validity mask.
+        """
         features = self.text_encoder(batch.category_tokens)  # (C, D_t)
         owner = batch.category_to_sample
         counts = torch.bincount(owner, minlength=batch.batch_size)
         if bool((counts == 0).any()):
             raise ValueError("Every sample needs at least one category; some sample has none.")
         starts = torch.cumsum(counts, dim=0) - counts
-        slot = torch.arange(owner.shape[0], device=owner.device) - starts[owner]
+        # Slot of a category = its rank among its own sample's categories. A stable sort by owner
+        # gives that rank for any order of the rows (the processor emits them grouped by sample, but
+        # a hand-built batch may interleave them; a plain `arange - start` would then misplace rows).
+        grouped = torch.sort(owner, stable=True).indices
+        slot = torch.empty_like(owner)
+        slot[grouped] = torch.arange(owner.shape[0], device=owner.device) - starts[owner[grouped]]
         padded = features.new_zeros(batch.batch_size, int(counts.max()), features.shape[-1])
         padded[owner, slot] = features
         mask = torch.zeros(padded.shape[:2], dtype=torch.bool, device=owner.device)
