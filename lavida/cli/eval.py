@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
-import numbers
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -16,6 +15,7 @@ from lavida.data.prompts import parse_categories
 from lavida.eval.benchmarks import benchmark_class, get_benchmark
 from lavida.eval.runner import EvalSettings, run_evaluation
 from lavida.models.checkpoint import checkpoint_digest, trained_clip_length
+from lavida.number_checks import is_real, is_whole
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def eval_settings(cfg: DictConfig) -> EvalSettings:
     pixel_size = cfg.pixel_size
     if pixel_size is not None:
         values = list(pixel_size) if OmegaConf.is_list(pixel_size) else None
-        if values is None or len(values) != 2 or not all(_whole(v) and v >= 1 for v in values):
+        if values is None or len(values) != 2 or not all(is_whole(v) and v >= 1 for v in values):
             raise ValueError(
                 f"pixel_size must be [H, W], two whole numbers of pixels ≥ 1, or null (the protocol's or "
                 f"the ground truth's size); got {_shown(pixel_size)}. Set e.g. pixel_size=[240,360]."
@@ -54,7 +54,7 @@ def eval_settings(cfg: DictConfig) -> EvalSettings:
     thresholds = cfg.region_thresholds
     if thresholds is not None:
         values = list(thresholds) if OmegaConf.is_list(thresholds) else None
-        if values is None or not all(_number(v) and 0.0 <= float(v) <= 1.0 for v in values):
+        if values is None or not all(is_real(v) and 0.0 <= float(v) <= 1.0 for v in values):
             raise ValueError(
                 f"region_thresholds must be a list of numbers in [0, 1] (pixel-score thresholds for the "
                 f"RBDC/TBDC regions; [] or null: none); got {_shown(thresholds)}. Set e.g. "
@@ -67,14 +67,6 @@ def eval_settings(cfg: DictConfig) -> EvalSettings:
         pixel_chunk=cfg.pixel_chunk,
         max_videos=cfg.max_videos,
     )
-
-
-def _whole(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _shown(value) -> str:

@@ -19,7 +19,6 @@ soon as that interval is final.
 from __future__ import annotations
 
 import logging
-import numbers
 import os
 import signal
 import threading
@@ -48,6 +47,7 @@ from lavida.detect.stream import is_live, open_stream
 from lavida.detect.window import Aggregation, FrameResult, SlidingWindow, check_window
 from lavida.inference import upsample_mask_logits
 from lavida.models.lavida import LavidaModel
+from lavida.number_checks import is_real, is_whole
 
 log = logging.getLogger(__name__)
 
@@ -371,7 +371,7 @@ def check_threshold(threshold: float) -> None:
     Raises:
         ValueError: naming the setting.
     """
-    number = isinstance(threshold, numbers.Real) and not isinstance(threshold, bool)
+    number = is_real(threshold)
     if not number or not 0.0 <= float(threshold) <= 1.0:  # NaN fails too
         raise ValueError(
             f"threshold must be a number in [0, 1], got {threshold!r}: frame scores are probabilities; "
@@ -387,7 +387,7 @@ def check_fps(fps: float | None) -> None:
     """
     if fps is None:
         return
-    number = isinstance(fps, numbers.Real) and not isinstance(fps, bool)
+    number = is_real(fps)
     if not number or not 0.0 < float(fps) < float("inf"):  # NaN fails too
         raise ValueError(
             f"fps must be a positive number of frames per second or null, got {fps!r}; it is the frame "
@@ -403,7 +403,7 @@ def check_max_frames(max_frames: int | None) -> None:
     """
     if max_frames is None:
         return
-    if not isinstance(max_frames, numbers.Integral) or isinstance(max_frames, bool) or max_frames < 1:
+    if not is_whole(max_frames) or max_frames < 1:
         raise ValueError(
             f"max_frames must be a whole number of frames ≥ 1 or null (every frame), got {max_frames!r}; "
             "e.g. max_frames=3000."
@@ -460,7 +460,7 @@ def check_intervals(*, min_interval: int, merge_gap: int) -> None:
         ValueError: naming the setting.
     """
     for setting, value, least in (("min_interval", min_interval, 1), ("merge_gap", merge_gap, 0)):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < least:
+        if not is_whole(value) or value < least:
             raise ValueError(f"{setting} must be a whole number of frames ≥ {least}, got {value!r}.")
 
 

@@ -12,13 +12,14 @@ clip (the next one of the grid), padded by repeating its last frame.
 
 from __future__ import annotations
 
-import numbers
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+
+from lavida.number_checks import is_whole
 
 Aggregation = Literal["mean", "max"]
 
@@ -169,7 +170,7 @@ def check_window(*, clip_length: int | None, interval: int, stride: int | None, 
     ):
         if value is None and nullable:
             continue
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        if not is_whole(value) or value < 1:
             null = " or null" if nullable else ""
             raise ValueError(f"{setting} must be a whole number of frames ≥ 1{null}, got {value!r}.")
     if clip_length is not None and stride is not None and stride > clip_length:

@@ -49,6 +49,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from lavida.metrics._validation import check_unit_interval
+from lavida.number_checks import is_whole
 
 __all__ = ["RegionTrackCurves", "rbdc_tbdc", "rbdc_tbdc_curves"]
 
@@ -343,14 +344,14 @@ def _check_frames(
 ) -> int:
     """Validate ``num_frames`` against the rows and return the total frame count (FPR denominator)."""
     if not isinstance(num_frames, Mapping):
-        if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)) or num_frames <= 0:
+        if not is_whole(num_frames) or num_frames <= 0:
             raise ValueError(
                 f"{_FN}: num_frames must be a mapping {{video: frame count}} or a positive int total, "
                 f"got {num_frames!r}."
             )
         return int(num_frames)
     for video, n in num_frames.items():
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+        if not is_whole(n) or n <= 0:
             raise ValueError(f"{_FN}: num_frames[{video!r}] must be a positive int, got {n!r}.")
     counts = np.zeros(len(videos), dtype=np.int64)
     for video, idx in videos.items():

@@ -45,12 +45,13 @@ Design notes (choices the paper leaves open are listed in ``docs/fidelity.md``):
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
+
+from lavida.number_checks import is_real, is_whole
 
 __all__ = [
     "CompressionResult",
@@ -532,18 +533,18 @@ def _check_tokens(tokens: Tensor) -> None:
 
 
 def _check_ratio(ratio: float) -> None:
-    ok = isinstance(ratio, numbers.Real) and not isinstance(ratio, bool) and 0 < ratio <= 1
+    ok = is_real(ratio) and 0 < ratio <= 1
     if not ok:
         raise ValueError(f"ratio must be a number in (0, 1] (fraction of tokens kept), got {ratio!r}.")
 
 
 def _check_k_density_chunk(k: int, density: str, chunk_size: int | None) -> None:
-    if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
+    if not is_whole(k) or k < 1:
         raise ValueError(f"k must be an integer >= 1 (number of nearest neighbours), got {k!r}.")
     if density not in _DENSITIES:
         raise ValueError(
             f"density must be one of {_DENSITIES} ('paper' = Eq. 3, 'lof' = official code), got {density!r}."
         )
-    bad_chunk = not isinstance(chunk_size, numbers.Integral) or isinstance(chunk_size, bool) or chunk_size < 1
+    bad_chunk = not is_whole(chunk_size) or chunk_size < 1
     if chunk_size is not None and bad_chunk:
         raise ValueError(f"chunk_size must be None (automatic) or an integer >= 1, got {chunk_size!r}.")

@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from lavida.number_checks import is_real
+
 
 @dataclass
 class MllmConfig:
@@ -39,7 +41,7 @@ class CompressionConfig:
         # A ratio above 1 cannot keep more tokens than there are; rejecting it (rather than treating it as
         # "no compression") keeps a typo such as 2 for 0.2 from silently switching §3.4 off.
         # `not 0 < ratio <= 1` also rejects NaN.
-        if isinstance(self.ratio, bool) or not isinstance(self.ratio, int | float) or not 0 < self.ratio <= 1:
+        if not is_real(self.ratio) or not 0 < self.ratio <= 1:
             raise ValueError(
                 f"model.compression.ratio must be in (0, 1], the fraction of visual tokens kept (§3.4); got "
                 f"{self.ratio!r}. Use model.compression.ratio=1.0 or model.compression.enabled=false to "

@@ -45,6 +45,7 @@ from lavida.data.sources.masks import check_image_size, decode_rle, encode_rle, 
 from lavida.data.sources.refer_pickle import convert_refs_pickle
 from lavida.data.sources.text import normalize_text
 from lavida.file_state import file_state
+from lavida.number_checks import is_whole
 
 __all__ = ["RefClefSource", "RefCocoGSource", "RefCocoPlusSource", "RefCocoSource", "ReferSource"]
 
@@ -225,7 +226,7 @@ class ReferSource(SegmentationSource):
             missing = [key for key in _REF_KEYS if not isinstance(ref, dict) or key not in ref]
             if not missing and not isinstance(ref["sentences"], list):
                 missing = ["a sentences list"]
-            if not missing and not all(_is_int(ref[key]) for key in ("ref_id", "ann_id", "image_id")):
+            if not missing and not all(is_whole(ref[key]) for key in ("ref_id", "ann_id", "image_id")):
                 missing = ["integer ref_id/ann_id/image_id"]
             if missing:
                 raise DatasetFormatError(
@@ -372,10 +373,6 @@ def _read_state(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _area(rle: dict[str, Any]) -> int:

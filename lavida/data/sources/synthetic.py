@@ -11,6 +11,7 @@ import numpy as np
 from lavida.data.sources.base import DatasetFormatError, SegmentationSource, SegRecord, SegTarget
 from lavida.data.sources.masks import read_index_png
 from lavida.data.sources.youtube_vos import read_json
+from lavida.number_checks import is_whole
 
 # What lavida.synthetic.datasets.write_segmentation_set writes (images are one-frame entries).
 META_LAYOUT = (
@@ -82,7 +83,7 @@ def _read_meta(meta_file: Path) -> dict[str, Any]:
             if not isinstance(entry, dict):
                 raise fail(f'{kind} entry "{key}" is {type(entry).__name__}, not an object')
             frames = entry.get("frames")
-            if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+            if not is_whole(frames) or frames < 1:
                 raise fail(f'{kind} entry "{key}": "frames" must be a frame count ≥ 1, got {frames!r}')
             objects = entry.get("objects")
             if not isinstance(objects, dict) or not all(
