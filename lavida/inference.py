@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lavida.data.processor import EncodedSample, LavidaProcessor
-from lavida.data.types import ClipSample
+from lavida.data.types import ClipSample, LavidaBatch
 from lavida.data.video import FrameSource, open_video
 from lavida.models.lavida import LavidaModel
 from lavida.models.outputs import LavidaPrediction
@@ -74,6 +74,25 @@ class ClipDataset(Dataset):
         state = dict(self.__dict__)
         state["_source"] = None  # each worker opens its own reader
         return state
+
+
+class ClipCollator:
+    """``collate_fn`` of the clip loader: ``(clip index, encoded clip)`` items → (indices, batch).
+
+    It holds the processor only. Under the spawn and forkserver start methods (macOS, Windows, and Linux
+    from Python 3.14) a DataLoader pickles its ``collate_fn`` into every worker it starts; a bound method
+    of :class:`Predictor` would carry the whole model along, once per worker and video.
+
+    Args:
+        processor: Collates the encoded clips into one :class:`~lavida.data.types.LavidaBatch`.
+    """
+
+    def __init__(self, *, processor: LavidaProcessor) -> None:
+        self.processor = processor
+
+    def __call__(self, items: Sequence[tuple[int, EncodedSample]]) -> tuple[list[int], LavidaBatch]:
+        indices = [index for index, _ in items]
+        return indices, self.processor.collate([sample for _, sample in items])
 
 
 @dataclass
@@ -163,7 +182,7 @@ class Predictor:
             dataset,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
-            collate_fn=self._collate,
+            collate_fn=ClipCollator(processor=self.processor),
             persistent_workers=False,
         )
         for indices, batch in loader:
@@ -200,10 +219,6 @@ class Predictor:
                 masks[batch.clip_indices] = batch.mask_logits
         flat_masks = None if masks is None else masks.reshape(num_clips * steps, *masks.shape[2:])
         return VideoPrediction(frame_scores=scores.reshape(-1), mask_logits=flat_masks)
-
-    def _collate(self, items: list[tuple[int, EncodedSample]]):
-        indices = [index for index, _ in items]
-        return indices, self.processor.collate([sample for _, sample in items])
 
 
 def upsample_mask_logits(

@@ -120,8 +120,18 @@ class LavidaProcessor:
             sample: Frames (T, H, W, 3) uint8, categories, and masks for training.
             train: Training mode: training pixel budget, answer labels, random templates (with ``rng``).
             rng: Generator for the template draw; None → the fixed inference templates.
+
+        Raises:
+            ValueError: frames that are not (T, H, W, 3) uint8, an image sample (``is_video=False``) with
+                T ≠ 1, or masks / frame labels whose count is not T.
         """
         frames = _as_uint8_frames(sample.frames)  # (T, 3, H, W) uint8
+        if not sample.is_video and frames.shape[0] != 1:
+            # The MLLM takes an image as one frame; SAM2 would decode all T, with no error anywhere.
+            raise ValueError(
+                f"An image sample (is_video=False) has one frame, but got {frames.shape[0]} frames; set "
+                "is_video=True for a clip, or pass the image alone as frames of shape (1, H, W, 3)."
+            )
         is_video = bool(sample.is_video) and frames.shape[0] > 1
         chat = self.templates.render(
             sample.categories,

@@ -310,7 +310,8 @@ def unreadable_video_error(
 
 
 def video_rate(fps: float) -> Fraction:
-    """The exact frame rate to give an encoder: 7.5 → 15/2, 29.97 → 30000/1001, 25 → 25.
+    """The exact frame rate to give an encoder: 7.5 → 15/2, 30000/1001 (NTSC, as decoders report it) stays
+    30000/1001, 25 → 25; a literal 29.97 is taken at its word (2997/100).
 
     Rounding to an integer (7.5 → 8) would make a written video run faster or slower than its source,
     so its frames drift away from the source's timestamps and scores.
