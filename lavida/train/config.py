@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import numbers
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from lavida.number_checks import is_real, is_whole
 
 
 @dataclass
@@ -70,6 +72,23 @@ class LossConfig:
     focal_gamma: float = 2.0
     supervise_all_iou: bool = True
     iou_l1: bool = True
+
+    def __post_init__(self) -> None:
+        # The trainer maps every value but "official" to SAM2's weights: a typo would train silently with
+        # the other recipe.
+        if self.weights not in ("sam2", "official"):
+            raise ValueError(
+                f"train.loss.weights must be sam2 or official, got {self.weights!r}; e.g. train.loss.weights=sam2."
+            )
+        for name in ("lambda_txt", "lambda_seg", "focal_gamma"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"train.loss.{name} must be a finite number ≥ 0, got {value}.")
+        if not (math.isfinite(self.focal_alpha) and self.focal_alpha <= 1):
+            raise ValueError(
+                f"train.loss.focal_alpha must be at most 1 (a negative value disables the α weighting), got "
+                f"{self.focal_alpha}; SAM2 and the paper use 0.25."
+            )
 
 
 @dataclass
@@ -189,11 +208,11 @@ def _build(cls, data: dict[str, Any], where: str):
 
 # What a scalar field's annotation (a string, under ``from __future__ import annotations``) accepts.
 _SCALARS = {
-    "float": ("a number", lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)),
-    "int": ("a whole number", lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool)),
+    "float": ("a number", is_real),
+    "int": ("a whole number", is_whole),
     "int | None": (
         "a whole number or null",
-        lambda v: v is None or (isinstance(v, numbers.Integral) and not isinstance(v, bool)),
+        lambda v: v is None or is_whole(v),
     ),
     "bool": ("true or false", lambda v: isinstance(v, bool)),
 }

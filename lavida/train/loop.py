@@ -5,8 +5,9 @@
 
 ``setup`` builds the accelerator, model, processor, data, optimizer, schedule and logger, and resumes
 from the newest checkpoint if there is one. ``fit`` loops over epochs and batches; ``train_step`` is
-the only place that touches accumulation, autocast, backward and clipping. A non-finite loss stops the
-run with a clear message; the last good checkpoint is left as it was.
+the only place that touches accumulation, autocast, backward and clipping. A non-finite loss or gradient
+stops the run with a clear message; the last good checkpoint is left as it was. Under fp16's loss scaler
+an overflowing update is skipped instead (the scaler lowers its scale), unless the scale falls below 1.
 """
 
 from __future__ import annotations
@@ -373,31 +374,62 @@ class Trainer:
                 # config), and this returns that step's norm as a Python float.
                 max_norm = self.config.optim.grad_clip if self.config.optim.grad_clip > 0 else math.inf
                 norm = acc.clip_grad_norm_(self._optimized, max_norm)
-                if norm is not None:
+                if norm is not None and torch.isfinite(torch.as_tensor(norm)):
                     losses["grad_norm"] = norm
-                    if not torch.isfinite(torch.as_tensor(norm)):
-                        # A finite loss can still overflow in backward; stepping would turn every weight
-                        # into NaN and the next checkpoint would save them.
-                        latest = latest_checkpoint(self.output_dir)
-                        raise NonFiniteLossError(
-                            f"Step {self.progress.step + 1}: the loss is finite ({float(loss.detach())}) but the "
-                            f"gradient norm is {float(norm)}. Training stopped without saving; the last good "
-                            f"checkpoint is {latest or 'none (none was saved yet)'}. Lower the learning rate "
-                            "(resume with train.resume_check=warn), check the data of this batch, or train in "
-                            "float32."
-                        )
+                elif norm is not None and acc.scaler is None:
+                    # A finite loss can still overflow in backward; stepping would turn every weight
+                    # into NaN and the next checkpoint would save them.
+                    latest = latest_checkpoint(self.output_dir)
+                    raise NonFiniteLossError(
+                        f"Step {self.progress.step + 1}: the loss is finite ({float(loss.detach())}) but the "
+                        f"gradient norm is {float(norm)}. Training stopped without saving; the last good "
+                        f"checkpoint is {latest or 'none (none was saved yet)'}. Lower the learning rate "
+                        "(resume with train.resume_check=warn), check the data of this batch, or train in "
+                        "float32."
+                    )
+                # Otherwise fp16 with Accelerate's GradScaler: its scaled gradients overflowed (common in
+                # the first steps, at scale 2^16). The scaler's step below skips this update and lowers
+                # its scale; _after_skipped_update stops the run if that never ends.
             if acc.sync_gradients:  # the rate this optimizer step applies (the scheduler moves on below):
                 # optim.lr × the schedule's factor, which groups with an lr scale apply times their scale
                 self._applied_lr = self.scheduler.get_last_lr()[0] / self._scales[0]
             self.optimizer.step()
-            if acc.sync_gradients:  # once per optimizer step (step_scheduler_with_optimizer=False)
-                self.scheduler.step()
+            if acc.sync_gradients:
+                if acc.scaler is not None and self.optimizer.step_was_skipped:
+                    # A skipped update still counts as a step of the run (as DeepSpeed's and HF's counters
+                    # do), not of the schedule: B.3's warm-up and decay count applied updates.
+                    self._after_skipped_update(loss)
+                else:  # once per optimizer step (step_scheduler_with_optimizer=False)
+                    self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             for parameter in self._left_out:
                 parameter.grad = None
         return {
             key: float(value.detach() if torch.is_tensor(value) else value) for key, value in losses.items()
         }
+
+    def _after_skipped_update(self, loss: torch.Tensor) -> None:
+        """Log an fp16 update that the loss scaler skipped; stop once its scale has fallen below 1.
+
+        Each overflow halves the scale (GradScaler's backoff); gradients that stay non-finite at every
+        scale are a real divergence, stopped where DeepSpeed's fp16 stops (its minimum loss scale, 1).
+        """
+        scale = self.accelerator.scaler.get_scale()
+        step = self.progress.step + 1
+        if scale < 1.0:
+            latest = latest_checkpoint(self.output_dir)
+            raise NonFiniteLossError(
+                f"Step {step}: the loss is {float(loss.detach())}, but its fp16 gradients overflowed at every "
+                f"loss scale down to {scale:g}; no update was applied. Training stopped; the last good "
+                f"checkpoint is {latest or 'none (none was saved yet)'}. Lower the learning rate (resume with "
+                "train.resume_check=warn), check the data of this batch, or train in bf16 or float32."
+            )
+        log.warning(
+            "Step %d: the fp16 gradients overflowed; the loss scaler skipped this update and lowered its "
+            "scale to %g.",
+            step,
+            scale,
+        )
 
     def compute_loss(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
         """Eq. 10 on one batch: λ_txt·L_txt + λ_seg·L_seg."""

@@ -45,10 +45,15 @@ def warmup_decay_factor(
     WarmupDecayLR shape: rise to 1 over ``warmup_steps`` (linearly, or logarithmically as DeepSpeed's
     default, log(step + 1) / log(warmup_steps)), then fall linearly to 0 at ``total_steps`` (or stay at 1
     with ``decay="constant"``). Both warm-ups reach 1 at step ``warmup_steps - 1``.
+
+    Against DeepSpeed's ``WarmupDecayLR`` at iteration i (its ``last_batch_iteration``): ``log`` is its
+    gamma(i = step) at every step; ``linear`` is its gamma(step + 1) during the warm-up, so that the first
+    step does not run at lr 0, and its gamma(step) after (tests/train/test_train_review_optim.py). When
+    DeepSpeed's engine owns that schedule, optimizer step k applies gamma(k − 1), its minimum lr at k = 0.
     """
     if warmup_steps > 0 and step < warmup_steps:
         if warmup_type == "log":
-            # DeepSpeed's WarmupLR: log(i + 1) / log(W) (its engine starts it one call earlier, at 0).
+            # DeepSpeed's WarmupLR: log(i + 1) / log(W), 0 at the first step.
             return math.log(step + 1) / math.log(warmup_steps) if warmup_steps > 1 else 1.0
         return (step + 1) / warmup_steps
     if decay == "constant":

@@ -3,7 +3,8 @@
 A training checkpoint directory ``<output_dir>/checkpoints/step_<N>/`` holds
 
     model/                  the trained weights in the LAVIDA checkpoint format (evaluable as is)
-    optimizer.pt            optimizer and scheduler state (tensors and numbers; loaded weights_only)
+    optimizer.pt            optimizer and scheduler state, and fp16's loss scale where there is one
+                            (tensors and numbers; loaded weights_only)
     progress.json           optimizer step, epoch, micro-batches consumed in the epoch
     run_config.json         the run's resolved settings and process count (resuming compares them:
                             lavida/train/resume_check.py)
@@ -90,10 +91,12 @@ def save_training_checkpoint(
             save_checkpoint(unwrapped, model_config, staging / "model", extra_meta=extra_meta)
     if accelerator.is_main_process:
         if not uses_deepspeed:
-            torch.save(
-                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                staging / "optimizer.pt",
-            )
+            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+            if accelerator.scaler is not None:
+                # fp16's loss scale: a resume that restarted at the initial scale would skip updates that
+                # the uninterrupted run applied (DeepSpeed keeps its own scaler in its state).
+                state["scaler"] = accelerator.scaler.state_dict()
+            torch.save(state, staging / "optimizer.pt")
         (staging / "progress.json").write_text(json.dumps(asdict(progress), indent=2))
         (staging / RUN_CONFIG_FILE).write_text(json.dumps(run_config, indent=2, default=str))
     accelerator.wait_for_everyone()
@@ -231,6 +234,15 @@ def load_training_checkpoint(directory: Path, *, accelerator, model, optimizer, 
         state = torch.load(directory / "optimizer.pt", map_location="cpu", weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if accelerator.scaler is not None:
+            if "scaler" in state:
+                accelerator.scaler.load_state_dict(state["scaler"])
+            else:
+                log.warning(
+                    "%s holds no fp16 loss-scaler state (saved without fp16 or by an older lavida); the "
+                    "scaler starts again from its initial scale, and may skip a few updates.",
+                    directory / "optimizer.pt",
+                )
     progress = read_progress(directory)
     log.info(
         "Resumed from %s at step %d (epoch %d, batch %d)",

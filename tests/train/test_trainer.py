@@ -8,46 +8,14 @@ import shutil
 
 import pytest
 import torch
+from trainers import make_trainer, poison_loss
 
-from lavida.data.config import DataConfig
-from lavida.data.sources.synthetic import SyntheticSource
 from lavida.models.checkpoint import read_checkpoint_meta
-from lavida.train.config import LauncherConfig, TrainConfig
-from lavida.train.loop import NonFiniteLossError, Trainer
+from lavida.train.config import TrainConfig
+from lavida.train.loop import NonFiniteLossError
 from lavida.train.optim import warmup_decay_factor
 from lavida.train.resume_check import RUN_CONFIG_FILE, ResumeMismatchError
 from lavida.train.state import latest_checkpoint, read_progress
-
-
-def make_trainer(root, model_config, output_dir, **train_overrides):
-    data = DataConfig.from_dict(
-        {
-            "sources": {"synthetic": {"weight": 1.0, "root": str(root)}},
-            "max_categories": 4,
-            "num_workers": 0,
-            "strides": [1],
-            "seed": 3,
-        }
-    )
-    train = {
-        "epochs": 1,
-        "batches_per_epoch": 6,
-        "batch_size": 2,
-        "log_every": 1,
-        "save_every": 0,
-        "val_every": 0,
-        "logger": "none",
-        "optim": {"lr": 3e-3, "warmup_steps": 0, "decay": "constant"},
-    }
-    train.update(train_overrides)
-    return Trainer(
-        model=model_config,
-        data=data,
-        train=TrainConfig.from_dict(train),
-        launcher=LauncherConfig(cpu=True),
-        output_dir=output_dir,
-        sources={"synthetic": SyntheticSource(root)},
-    )
 
 
 def test_single_batch_overfits(synthetic_train_root, tiny_pretrained, tmp_path):
@@ -281,17 +249,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
 ):
     trainer = make_trainer(synthetic_train_root, tiny_pretrained, tmp_path / "run", save_every=1, max_steps=3)
     trainer.setup()
-    calls = {"n": 0}
-    compute = trainer.compute_loss
-
-    def poisoned(batch):
-        calls["n"] += 1
-        losses = compute(batch)
-        if calls["n"] == 3:
-            losses["loss"] = losses["loss"] * float("nan")
-        return losses
-
-    trainer.compute_loss = poisoned
+    poison_loss(trainer, on_call=3, value=float("nan"))
     with pytest.raises(NonFiniteLossError, match="step_0000002"):
         trainer.fit()
     latest = (tmp_path / "run" / "checkpoints" / "latest.txt").read_text().strip()

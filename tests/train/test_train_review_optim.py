@@ -1,0 +1,166 @@
+"""Review of the optimizer and the learning-rate schedule against independent computations.
+
+The schedule is compared with a slow, step-by-step re-implementation of DeepSpeed's ``WarmupDecayLR``
+(``deepspeed/runtime/lr_schedules.py``: ``WarmupLR._get_gamma`` and ``WarmupDecayLR._get_gamma``),
+written out here from its documented formula, and with DeepSpeed's own class where it is installed.
+AdamW is checked against one update worked out by hand (decoupled weight decay, bias-corrected moments).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lavida.train.config import OptimConfig
+from lavida.train.optim import build_optimizer, build_scheduler, warmup_decay_factor
+
+PAPER_TOTAL = 10 * 2000  # B.3: 10 epochs x 2,000 batches, one optimizer step per batch
+PAPER_WARMUP = 100  # B.3: 100 warm-up iterations
+
+
+class SlowWarmupDecayLR:
+    """DeepSpeed's WarmupDecayLR with warmup_min_lr 0 and warmup_max_lr 1 (so lr = gamma), one call at a
+    time. ``iteration`` is DeepSpeed's ``last_batch_iteration``: -1 after construction (the rate is then
+    warmup_min_lr, 0), +1 per ``step()``."""
+
+    def __init__(self, *, total: int, warmup: int, kind: str) -> None:
+        self.total = total
+        self.warmup = max(2, warmup)  # DeepSpeed never warms up over fewer than 2 steps
+        self.kind = kind
+        self.iteration = -1
+        self.lr = 0.0
+
+    def step(self) -> float:
+        self.iteration += 1
+        i = self.iteration
+        if i < self.warmup:
+            if self.kind == "log":
+                gamma = math.log(i + 1) / math.log(self.warmup)
+            else:
+                gamma = i / self.warmup
+        else:
+            gamma = max(0.0, (self.total - i) / max(1.0, self.total - self.warmup))
+        self.lr = gamma
+        return gamma
+
+
+def ours(step: int, *, kind: str, total: int = PAPER_TOTAL, warmup: int = PAPER_WARMUP) -> float:
+    return warmup_decay_factor(step, warmup_steps=warmup, total_steps=total, warmup_type=kind, decay="linear")
+
+
+def test_log_warmup_is_deepspeeds_formula_at_every_step_of_the_paper_run():
+    """``warmup_type: log``: the factor of optimizer step k is DeepSpeed's gamma at last_batch_iteration k,
+    for all 20,000 steps of B.3, and these hand-worked values:
+    k = 0: log 1 / log 100 = 0; k = 1: log 2 / log 100; k = 99: log 100 / log 100 = 1;
+    k = 100: (20000 − 100) / (20000 − 100) = 1; k = 19999: 1 / 19900."""
+    slow = SlowWarmupDecayLR(total=PAPER_TOTAL, warmup=PAPER_WARMUP, kind="log")
+    for k in range(PAPER_TOTAL):
+        assert ours(k, kind="log") == pytest.approx(slow.step(), abs=1e-15), k
+    hand = {0: 0.0, 1: math.log(2) / math.log(100), 99: 1.0, 100: 1.0, PAPER_TOTAL - 1: 1 / 19900}
+    for k, value in hand.items():
+        assert ours(k, kind="log") == pytest.approx(value, rel=1e-12, abs=1e-15), k
+    # A factor of 0 means the first optimizer step changes nothing (AdamW's decay is scaled by lr too).
+    assert ours(0, kind="log") == 0.0
+
+
+def test_linear_warmup_is_deepspeeds_one_step_ahead_in_the_warmup_only():
+    """``warmup_type: linear`` (our default, docs/fidelity.md "first step at lr/100, not 0"): during the
+    warm-up the factor of step k is DeepSpeed's linear gamma one iteration later, (k + 1)/W; from step W
+    on it is DeepSpeed's decay at iteration k. Hand-worked: k = 0: 1/100; k = 1: 2/100; k = 99: 1;
+    k = 100: 1; k = 19999: 1/19900 (so the rate is 1 on two steps, 99 and 100)."""
+    slow = SlowWarmupDecayLR(total=PAPER_TOTAL, warmup=PAPER_WARMUP, kind="linear")
+    deepspeed = [slow.step() for _ in range(PAPER_TOTAL + 1)]
+    for k in range(PAPER_TOTAL):
+        expected = deepspeed[k + 1] if k < PAPER_WARMUP else deepspeed[k]
+        assert ours(k, kind="linear") == pytest.approx(expected, abs=1e-15), k
+    hand = {0: 0.01, 1: 0.02, 99: 1.0, 100: 1.0, PAPER_TOTAL - 1: 1 / 19900}
+    for k, value in hand.items():
+        assert ours(k, kind="linear") == pytest.approx(value, rel=1e-12), k
+
+
+def test_slow_reference_is_deepspeeds_own_class():
+    """The re-implementation above agrees with the installed DeepSpeed (so the comparisons test what
+    DeepSpeed does, not only what this file says it does)."""
+    lr_schedules = pytest.importorskip("deepspeed.runtime.lr_schedules")
+    for kind in ("log", "linear"):
+        parameter = nn.Parameter(torch.zeros(1))
+        optimizer = torch.optim.SGD([parameter], lr=1.0)
+        real = lr_schedules.WarmupDecayLR(
+            optimizer,
+            total_num_steps=300,
+            warmup_min_lr=0.0,
+            warmup_max_lr=1.0,
+            warmup_num_steps=20,
+            warmup_type=kind,
+        )
+        slow = SlowWarmupDecayLR(total=300, warmup=20, kind=kind)
+        assert optimizer.param_groups[0]["lr"] == slow.lr == 0.0  # before the first step(): min lr
+        for _ in range(310):
+            real.step()
+            assert optimizer.param_groups[0]["lr"] == pytest.approx(slow.step(), abs=1e-15)
+
+
+@pytest.mark.parametrize("kind", ["log", "linear"])
+def test_every_parameter_group_follows_the_schedule_times_its_scale(kind):
+    """The LambdaLR that the loop steps once per optimizer step: group g's rate at step k is
+    lr × scale_g × factor(k), checked against the slow DeepSpeed reference over a whole short run."""
+    model = nn.ModuleDict({"a": nn.Linear(3, 2), "b": nn.Linear(3, 2)})
+    config = OptimConfig(lr=2e-3, warmup_steps=5, warmup_type=kind, lr_scales={"b.": 0.1})
+    optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config, total_steps=17)
+    scales = sorted(group["initial_lr"] / config.lr for group in optimizer.param_groups)
+    assert scales == pytest.approx([0.1, 1.0])
+    slow = SlowWarmupDecayLR(total=17, warmup=5, kind=kind)
+    deepspeed = [slow.step() for _ in range(18)]
+    for k in range(17):
+        factor = deepspeed[k + 1] if kind == "linear" and k < 5 else deepspeed[k]
+        for group in optimizer.param_groups:
+            scale = group["initial_lr"] / config.lr
+            assert group["lr"] == pytest.approx(config.lr * scale * factor, rel=1e-12, abs=1e-18), (k, scale)
+        optimizer.step()  # no gradients: nothing moves, but the order step → scheduler.step is kept
+        scheduler.step()
+    assert all(group["lr"] == 0.0 for group in optimizer.param_groups)  # decayed to 0 after the last step
+
+
+def test_adamw_settings_and_weight_decay_on_every_trainable_parameter():
+    """B.3: AdamW, lr 1e-5, weight decay 1e-5; betas and eps are not stated, so AdamW's (0.9, 0.999) and
+    1e-8 (the release passes none either). The decay applies to every trainable tensor, biases and norm
+    weights included (one value in B.3; the release gives all parameters to AdamW); frozen ones are not
+    given to the optimizer at all."""
+    model = nn.Sequential(nn.Linear(4, 3), nn.LayerNorm(3), nn.Linear(3, 2))
+    model[2].requires_grad_(False)
+    optimizer = build_optimizer(model, OptimConfig())
+    assert type(optimizer) is torch.optim.AdamW
+    (group,) = optimizer.param_groups
+    assert (group["lr"], group["weight_decay"], group["betas"], group["eps"]) == (
+        1e-5,
+        1e-5,
+        (0.9, 0.999),
+        1e-8,
+    )
+    assert not group["amsgrad"] and not group["maximize"]
+    given = {id(p) for p in group["params"]}
+    trainable = [model[0].weight, model[0].bias, model[1].weight, model[1].bias]
+    assert given == {id(p) for p in trainable}
+
+
+def test_one_adamw_step_by_hand():
+    """First AdamW step (Loshchilov & Hutter): p ← p·(1 − lr·wd) − lr · m̂ / (√v̂ + eps) with m̂ = g and
+    v̂ = g² after bias correction, i.e. p·(1 − lr·wd) − lr · g / (|g| + eps). Decoupled: the decay is not
+    added to the gradient (Adam with L2 would give a different update)."""
+    parameter = nn.Parameter(torch.tensor([0.5, -2.0, 3.0], dtype=torch.float64))
+    model = nn.ParameterDict({"w": parameter})
+    config = OptimConfig(lr=0.1, weight_decay=0.3, eps=1e-3)
+    optimizer = build_optimizer(model, config)
+    gradient = torch.tensor([0.02, -1.0, 0.0], dtype=torch.float64)
+    parameter.grad = gradient.clone()
+    before = parameter.detach().clone()
+    optimizer.step()
+    by_hand = [
+        p * (1 - 0.1 * 0.3) - 0.1 * g / (abs(g) + 1e-3)
+        for p, g in zip(before.tolist(), gradient.tolist(), strict=True)
+    ]
+    assert parameter.detach().tolist() == pytest.approx(by_hand, rel=1e-12)
