@@ -64,9 +64,26 @@ def eval_settings(cfg: DictConfig) -> EvalSettings:
     return EvalSettings(
         region_thresholds=thresholds,
         pixel_size=pixel_size,
-        pixel_chunk=cfg.pixel_chunk,
-        max_videos=cfg.max_videos,
+        pixel_chunk=_count(cfg, "pixel_chunk", example=16, nullable=False),
+        max_videos=_count(cfg, "max_videos", example=2),
     )
+
+
+def _count(cfg: DictConfig, key: str, *, example: int, nullable: bool = True) -> int | None:
+    """``cfg[key]`` checked to be a whole number ≥ 1 (or null where ``nullable``), naming the override.
+
+    A count below one does not fail by itself: max_videos=-1 would slice off the last video and
+    pixel_chunk=-1 skip every pixel; clip_length=2.5 would become 2 without a word.
+    """
+    value = cfg[key]
+    if value is None and nullable:
+        return None
+    if not (is_whole(value) and value >= 1):
+        allowed = " or null" if nullable else ""
+        raise ValueError(
+            f"{key} must be a whole number ≥ 1{allowed}, got {_shown(value)}. Set e.g. {key}={example}."
+        )
+    return int(value)
 
 
 def _shown(value) -> str:
@@ -78,10 +95,10 @@ def run(cfg: DictConfig) -> dict:
     """Evaluate as configured (see lavida/configs/eval.yaml); returns the metrics on rank 0."""
     reject_unknown_keys(cfg, config_name="eval", hints=loader_option_hints(cfg))
     settings = eval_settings(cfg)
+    clip_length = _count(cfg, "clip_length", example=8)
     options = OmegaConf.to_container(cfg.benchmark.options, resolve=True) or {}
     benchmark = get_benchmark(cfg.benchmark.name, cfg.benchmark.root, **options)
     protocol = benchmark.protocol(cfg.protocol)
-    clip_length = cfg.clip_length
     if clip_length is None and cfg.checkpoint is not None:
         clip_length = trained_clip_length(cfg.checkpoint)
     if clip_length is not None:

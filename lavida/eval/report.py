@@ -109,8 +109,11 @@ def compute_metrics(
     by_name = {v.name: v for v in videos}
     tracked = [r for r in scored if r.regions is not None and by_name[r.name].tracks is not None]
     if tracked:
-        gt_tracks = {r.name: _tracks_within(by_name[r.name].tracks, r.scored) for r in tracked}
-        detections = {r.name: r.regions for r in tracked}
+        # Each video as the frames it was scored on, numbered 0..F'-1: the FPR denominator is the frames
+        # scored (research/vad_eval.md §8.3, all test frames evaluated), and tracks of frames the protocol
+        # did not score (the official dropped tail) are not regions a detector could have found.
+        gt_tracks = {r.name: _on_scored_frames(by_name[r.name].tracks, r.scored, 1) for r in tracked}
+        detections = {r.name: _on_scored_frames(r.regions, r.scored, 0) for r in tracked}
         frames = {r.name: int(r.scored.size) for r in tracked}
         try:
             metrics["rbdc"], metrics["tbdc"] = (float(x) for x in rbdc_tbdc(gt_tracks, detections, frames))
@@ -124,12 +127,20 @@ def compute_metrics(
     return metrics, notes
 
 
-def _tracks_within(tracks: np.ndarray, scored: np.ndarray) -> np.ndarray:
-    """Track rows on scored frames only (the official protocol drops tails)."""
-    tracks = np.asarray(tracks).reshape(-1, 6)
+def _on_scored_frames(rows: np.ndarray, scored: np.ndarray, column: int) -> np.ndarray:
+    """``rows`` (N, 6) whose raw frame index (in ``column``) was scored, that index replaced by its position
+    in ``scored``: RBDC/TBDC then see the video as its ``scored.size`` frames, whatever raw frames those are
+    (0..F'-1 under both protocols, where nothing is renumbered and only the dropped tail's rows go)."""
+    rows = np.asarray(rows).reshape(-1, 6)
     if scored.size == 0:
-        return tracks[:0]
-    return tracks[tracks[:, 1] <= scored.max()]
+        return rows[:0]
+    frames = rows[:, column].astype(np.int64)
+    order = np.argsort(scored, kind="stable")
+    position = order[np.minimum(np.searchsorted(scored, frames, sorter=order), scored.size - 1)]
+    kept = scored[position] == frames
+    out = rows[kept].copy()
+    out[:, column] = position[kept]
+    return out
 
 
 def write_reports(
@@ -141,9 +152,14 @@ def write_reports(
     info: dict,
     benchmark: VadBenchmark,
 ) -> None:
-    """Write metrics.json, per_video.csv and report.md (each atomically)."""
+    """Write per_video.csv, report.md and, last, metrics.json (each atomically).
+
+    lavida-tables takes a ``metrics.json`` as a finished run and reads ``report.md`` beside it, so the
+    previous ``metrics.json`` goes first and the new one comes last: a run killed in between leaves none,
+    never one beside another run's report.
+    """
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    (output_dir / "metrics.json").unlink(missing_ok=True)
 
     rows = []
     for result in results:
@@ -168,6 +184,7 @@ def write_reports(
         writer.writerows(rows)
 
     write_text(output_dir / "report.md", _markdown(metrics, notes, info, benchmark))
+    write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
 
 
 # The run's settings listed at the top of report.md, when given.

@@ -40,6 +40,7 @@ from lavida.eval.video_result import PixelStatistics, VideoResult, pixel_statist
 from lavida.file_names import safe_file_name
 from lavida.file_state import file_state
 from lavida.inference import Predictor, upsample_mask_logits
+from lavida.number_checks import is_whole
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,20 @@ class EvalSettings:
     pixel_size: tuple[int, int] | None = None
     pixel_chunk: int = 16
     max_videos: int | None = None
+
+    def __post_init__(self) -> None:
+        # Counts below one do not fail on their own: a negative pixel_chunk is an empty range (no pixel
+        # statistics at all) and max_videos=-1 a slice that drops the last video.
+        if not (is_whole(self.pixel_chunk) and self.pixel_chunk >= 1):
+            raise ValueError(
+                f"EvalSettings: pixel_chunk must be a whole number ≥ 1 (frames per step of the pixel "
+                f"metrics), got {self.pixel_chunk!r}; e.g. 16."
+            )
+        if self.max_videos is not None and not (is_whole(self.max_videos) and self.max_videos >= 1):
+            raise ValueError(
+                f"EvalSettings: max_videos must be a whole number ≥ 1 or None (every video), got "
+                f"{self.max_videos!r}."
+            )
 
 
 def run_evaluation(
