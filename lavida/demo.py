@@ -153,12 +153,7 @@ def run_demo(config: DemoConfig, *, model: dict | None = None) -> dict:
     split = default_split(config.seed)
 
     # 1. Data (each set is skipped when its marker file says a rerun already wrote it)
-    _check_settings(
-        out / "data" / DATA_SETTINGS_FILE,
-        {key: getattr(config, key) for key in DATA_SETTINGS},
-        what="synthetic data",
-        fresh=[out / "data"],
-    )
+    check_data_settings(config)
     train_root = out / "data" / "synthetic_train"
     # What this run takes over from an earlier one in the same folder: its time then does not count
     # the whole demo, so the time target is not judged (_targets_line).
@@ -342,6 +337,18 @@ def base_models(config: DemoConfig, model_config: LavidaConfig, train_root: Path
         )
         log.info("Reusing the base models and stand-in pretraining in %s", base)
         return LavidaConfig.from_dict(json.loads(record_file.read_text())["model"])
+    from lavida.train.state import latest_checkpoint
+
+    train_dir = Path(config.output_dir) / "train"
+    if latest_checkpoint(train_dir) is not None:
+        # Base models made again need not be the ones that run started on (the stand-ins' floats depend
+        # on the thread count, lavida.cli.demo.torch_threads), and the trainer's resume check compares
+        # their paths, not their weights.
+        raise ValueError(
+            f"{train_dir} holds training checkpoints, but {record_file} (the record of the base models they "
+            f"were trained on) is missing. Use a fresh output_dir, or delete {train_dir} to train again "
+            f"on new base models."
+        )
 
     model_config = write_random_pretrained(model_config, base, seed=config.seed)
     if config.sam_pretrain_steps:
@@ -409,12 +416,43 @@ def demo_resume_error(error: ResumeMismatchError, out: Path) -> ValueError:
     )
 
 
-def _check_settings(record_file: Path, settings: dict, *, what: str, fresh: list[Path]) -> None:
+def check_data_settings(config: DemoConfig) -> None:
+    """Refuse to reuse ``<output_dir>/data`` made with other data settings; record them in a fresh folder.
+
+    The base models' stand-in pretraining and the training run were made from the training set, so a
+    changed seed or training-set size also names ``base_models/`` and ``train/`` as folders to delete
+    (deleting ``data/`` alone would only meet the base models' refusal on the next run); the test sets
+    decide nothing that was trained.
+    """
+    out = Path(config.output_dir)
+    _check_settings(
+        out / "data" / DATA_SETTINGS_FILE,
+        {key: getattr(config, key) for key in DATA_SETTINGS},
+        what="synthetic data",
+        fresh=[out / "data"],
+        trained_from={key: [out / "base_models", out / "train"] for key in _TRAINING_DATA_SETTINGS},
+    )
+
+
+# The data settings that the base models' record (base_models) and the training run depend on.
+_TRAINING_DATA_SETTINGS = ("seed", "train_videos", "train_images", "train_frames")
+
+
+def _check_settings(
+    record_file: Path,
+    settings: dict,
+    *,
+    what: str,
+    fresh: list[Path],
+    trained_from: dict[str, list[Path]] | None = None,
+) -> None:
     """Refuse to reuse ``what`` if ``record_file`` says it was made with other ``settings``; record them if
     the file is missing (a fresh folder, or one from before the record existed).
 
     Args:
         fresh: The folders to delete to start over, named in the error.
+        trained_from: Setting → further folders made from ``what`` under it, named in the error too when
+            that setting differs.
     """
     settings = json.loads(json.dumps(settings))  # as it reads back from the file (tuples become lists)
     if not record_file.is_file():
@@ -425,10 +463,14 @@ def _check_settings(record_file: Path, settings: dict, *, what: str, fresh: list
         changed = sorted(
             key for key in settings.keys() | recorded.keys() if settings.get(key) != recorded.get(key)
         )
+        folders = list(fresh)
+        for key in changed:
+            folders += [f for f in (trained_from or {}).get(key, []) if f not in folders]
+        names = [str(folder) for folder in folders]
+        listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
         raise ValueError(
             f"{record_file}: the {what} there were made with other settings than this run's (differing: "
-            f"{', '.join(changed)}). Use a fresh output_dir, or delete {' and '.join(map(str, fresh))} to "
-            "start over."
+            f"{', '.join(changed)}). Use a fresh output_dir, or delete {listed} to start over."
         )
 
 
@@ -595,7 +637,7 @@ def _targets_line(metrics: dict) -> str:
     names = {"frame_auc_micro": "frame AUC", "pixel_auc": "pixel AUC"}
     parts = [
         f"seen {names[key]} ≥ {100 * bound:.0f} %: {'met' if metrics[key] >= bound else 'missed'} "
-        f"({100 * metrics[key]:.2f} %)"  # two decimals: 89.96 % must not read as 90.0 %
+        f"({_percent_against(metrics[key], bound)} %)"
         for key, bound in TARGETS.items()
     ]
     seconds = metrics["total_seconds"]
@@ -611,6 +653,16 @@ def _targets_line(metrics: dict) -> str:
     if any(metrics[key] < bound for key, bound in TARGETS.items()):
         line += ' What is known about the gap: docs/benchmarks.md, "The demo\'s frame scores".'
     return line
+
+
+def _percent_against(value: float, bound: float) -> str:
+    """``value`` in percent with two decimals (89.96 % must not read as 90.0 %), or as many more as it takes
+    for a value below ``bound`` not to print as the bound or above it (0.89996 → "89.996")."""
+    for decimals in range(2, 10):
+        text = f"{100 * value:.{decimals}f}"
+        if value >= bound or float(text) < 100 * bound:
+            return text
+    return f"{100 * value!r}"
 
 
 def _untrained_list(untrained: dict[str, list[str]]) -> str:

@@ -67,9 +67,26 @@ class CategorySplit:
 def default_split(
     seed: int = 0, *, num_unseen: int = 6, num_seen: int = 6, num_normal: int = 6
 ) -> CategorySplit:
-    """A split where every colour and shape of the unseen categories still occurs in training combinations."""
-    rng = np.random.default_rng(seed)
+    """A split where every colour and shape of the unseen categories still occurs in training combinations.
+
+    Raises:
+        ValueError: a size below 1, more seen + normal categories than training descriptions remain, or
+            no split within 1,000 tries keeps every unseen colour and shape in training.
+    """
     descriptions = all_descriptions()
+    for name, value in (("num_unseen", num_unseen), ("num_seen", num_seen), ("num_normal", num_normal)):
+        if value < 1:
+            raise ValueError(f"default_split: {name}={value} is too small; it must be at least 1.")
+    train_count = len(descriptions) - num_unseen
+    if num_seen + num_normal > train_count:
+        # seen and normal are disjoint slices of the training descriptions; a short slice would give
+        # fewer categories than asked for, silently.
+        raise ValueError(
+            f"default_split: {num_seen} seen + {num_normal} normal categories, but num_unseen={num_unseen} "
+            f"leaves {train_count} training descriptions of {len(descriptions)} to take them from: lower "
+            "num_unseen, num_seen or num_normal."
+        )
+    rng = np.random.default_rng(seed)
     for _ in range(1000):
         order = rng.permutation(len(descriptions))
         unseen = [descriptions[i] for i in order[:num_unseen]]
@@ -77,6 +94,13 @@ def default_split(
         words = {word for text in train for word in text.split()}
         if all(set(text.split()) <= words for text in unseen):
             break
+    else:
+        # Zero-shot on unseen categories relies on their words being trained in other combinations.
+        raise ValueError(
+            f"default_split: num_unseen={num_unseen} of {len(descriptions)} descriptions leaves no split "
+            "(1,000 tried) in which every colour and shape of an unseen category occurs in training: "
+            "lower num_unseen."
+        )
     seen = train[:num_seen]
     normal = train[num_seen : num_seen + num_normal]
     return CategorySplit(tuple(train), tuple(seen), tuple(unseen), tuple(normal))

@@ -68,6 +68,8 @@ def test_demo_writes_all_outputs(tmp_path, caplog, monkeypatch):
         for entry in meta[kind].values()
         for text in entry["objects"].values()
     }
+    # Nothing of the unseen split is a training target, hence nor a distractor (the sampler's pool).
+    assert trained and not trained & set(default_split(cfg.seed).unseen_anomalies)
     untrained_seen = [text for text in default_split(cfg.seed).seen_anomalies if text not in trained]
     assert untrained_seen
     assert f"0 training objects: seen {', '.join(untrained_seen)}" in report

@@ -1,0 +1,170 @@
+"""Defects found in review of the synthetic benchmark and lavida-demo, each pinned by a test."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+# -- default_split must not hand back a split that breaks its promises -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sizes", "message"),
+    [
+        # 42 held out leave 6 training descriptions, too few to show all 8 colours.
+        ({"num_unseen": 42, "num_seen": 3, "num_normal": 3}, r"num_unseen=42.*colour and shape"),
+        # 6 + 6 + 40 > 48: seen and normal cannot both be taken from the 42 training descriptions.
+        ({"num_normal": 40}, r"6 seen \+ 40 normal.*42 training descriptions"),
+        ({"num_unseen": -1}, r"num_unseen=-1"),
+        ({"num_seen": 0}, r"num_seen=0"),
+    ],
+)
+def test_default_split_refuses_sizes_it_cannot_honour(sizes, message):
+    """It used to return the last permutation tried (unseen words missing from training) or a short
+    ``normal`` tuple without a word."""
+    from lavida.synthetic.datasets import default_split
+
+    with pytest.raises(ValueError, match=message):
+        default_split(0, **sizes)
+
+
+def test_default_split_gives_the_sizes_asked_for():
+    from lavida.synthetic.datasets import default_split
+
+    split = default_split(3, num_unseen=10, num_seen=4, num_normal=5)
+    assert (len(split.unseen_anomalies), len(split.seen_anomalies), len(split.normal)) == (10, 4, 5)
+    assert len(split.train) == 48 - 10
+
+
+# -- a refused data rerun names every folder that has to go -------------------------------------------------
+
+
+def _refusal(tmp_path, before: dict, after: dict) -> str:
+    from lavida.demo import DATA_SETTINGS, DATA_SETTINGS_FILE, DemoConfig, check_data_settings
+
+    out = tmp_path / "demo"
+    first = DemoConfig(output_dir=str(out), **before)
+    check_data_settings(first)
+    assert json.loads((out / "data" / DATA_SETTINGS_FILE).read_text())["settings"] == {
+        key: getattr(first, key) for key in DATA_SETTINGS
+    }
+    with pytest.raises(ValueError) as error:
+        check_data_settings(DemoConfig(output_dir=str(out), **after))
+    return str(error.value)
+
+
+@pytest.mark.parametrize("changed", [{"train_videos": 7}, {"seed": 1}, {"train_frames": 4}])
+def test_data_refusal_for_training_set_settings_names_base_models_and_training(tmp_path, changed):
+    """The stand-ins are pretrained on the training set and its run trains on it: deleting data/ alone
+    only led to a second refusal (stand_ins.json) on the next run."""
+    message = _refusal(tmp_path, {}, changed)
+    out = tmp_path / "demo"
+    assert f"differing: {next(iter(changed))})" in message
+    assert re.search(
+        rf"delete {re.escape(str(out / 'data'))}, {re.escape(str(out / 'base_models'))} and "
+        rf"{re.escape(str(out / 'train'))} to start over",
+        message,
+    ), message
+
+
+def test_data_refusal_for_test_set_settings_names_only_the_data(tmp_path):
+    """The test sets decide nothing that was trained: the base models and training stay usable."""
+    message = _refusal(tmp_path, {}, {"test_frames": 8})
+    out = tmp_path / "demo"
+    assert f"delete {out / 'data'} to start over" in message
+    assert "base_models" not in message and str(out / "train") not in message
+
+
+# -- base models regenerated under a training run that started on others --------------------------------
+
+
+def test_base_models_are_not_remade_under_an_existing_training_run(tmp_path, monkeypatch):
+    """With base_models/ deleted but train/ kept, the base models were written and pretrained again and
+    the training resumed on them: the same only if every float op repeats (the stand-ins differ between
+    thread counts, lavida.cli.demo.torch_threads), silently wrong otherwise."""
+    import lavida.models.random_init
+    import lavida.train.state
+    from lavida.demo import STAND_INS_FILE, DemoConfig, _tiny_model_dict, base_models
+    from lavida.models.config import LavidaConfig
+
+    out = tmp_path / "demo"
+    (out / "train" / "checkpoints" / "step_4").mkdir(parents=True)
+    monkeypatch.setattr(
+        lavida.train.state, "latest_checkpoint", lambda folder: folder / "checkpoints" / "step_4"
+    )
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("base models were written under an existing training run")
+
+    monkeypatch.setattr(lavida.models.random_init, "write_random_pretrained", must_not_run)
+    config = DemoConfig(output_dir=str(out), sam_pretrain_steps=1, clip_pretrain_steps=1)
+    with pytest.raises(ValueError, match=rf"{STAND_INS_FILE}.*delete {re.escape(str(out / 'train'))}"):
+        base_models(config, LavidaConfig.from_dict(_tiny_model_dict()), out / "data" / "synthetic_train")
+
+
+# -- the report's verdicts agree with the numbers they print ------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [0.89996, 0.899999999])
+def test_a_missed_target_never_prints_as_the_bound(value):
+    """0.89996 printed as "missed (90.00 %)": the shown number met the bound the verdict says it missed."""
+    from lavida.demo import _targets_line
+
+    line = _targets_line({"frame_auc_micro": value, "pixel_auc": 0.95, "total_seconds": 100.0})
+    shown = re.search(r"seen frame AUC ≥ 90 %: missed \(([0-9.]+) %\)", line)
+    assert shown, line
+    assert float(shown.group(1)) < 90.0 and float(shown.group(1)) <= 100 * value
+    assert re.search(r"seen pixel AUC ≥ 90 %: met \(95\.00 %\)", line)
+
+
+# -- the score curves shade the ground-truth frames --------------------------------------------------------
+
+
+def test_score_curves_shade_exactly_the_anomalous_frames(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+
+    import lavida.demo
+    from lavida.eval.runner import cached_result_path
+    from lavida.eval.video_result import VideoResult
+
+    labels = {  # split: {video: frame labels}
+        "seen": {"01_0001": [0, 0, 1, 1, 1, 0, 0, 0], "01_0002": [0] * 8},
+        "unseen": {"01_0001": [1, 0, 0, 0, 0, 0, 1, 1], "01_0002": [0, 0, 0, 1, 0, 0, 0, 0]},
+    }
+    test_sets = {}
+    for split, videos in labels.items():
+        root = tmp_path / f"vad_{split}"
+        root.mkdir()
+        (root / "synthetic_layout.json").write_text(json.dumps({name: {} for name in videos}))
+        for name, frame_labels in videos.items():
+            VideoResult(
+                name=name,
+                scored=np.arange(8),
+                frame_scores=np.linspace(0.4, 0.6, 8, dtype=np.float32),
+                frame_labels=np.array(frame_labels, dtype=np.uint8),
+            ).save(cached_result_path(tmp_path / f"eval_{split}", name))
+        test_sets[split] = (root, [])
+    spans = []
+    original = Axes.axvspan
+
+    def recording(self, xmin, xmax, *args, **kwargs):
+        spans.append((self, xmin, xmax))  # the row's label is set after its spans
+        return original(self, xmin, xmax, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "axvspan", recording)
+    monkeypatch.setattr(lavida.demo, "_overlays", lambda out, test_sets: None)  # needs a checkpoint
+    lavida.demo._plots(tmp_path, test_sets)
+    assert (tmp_path / "score_curves.png").is_file()
+    # Frames a..b (inclusive) are shaded from a − 0.5 to b + 0.5.
+    assert [(axis.get_ylabel(), xmin, xmax) for axis, xmin, xmax in spans] == [
+        ("seen\n01_0001", 1.5, 4.5),
+        ("unseen\n01_0001", -0.5, 0.5),
+        ("unseen\n01_0001", 5.5, 7.5),
+        ("unseen\n01_0002", 2.5, 3.5),
+    ]
