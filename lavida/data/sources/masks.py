@@ -16,6 +16,7 @@ Two mask specs cover all eleven training datasets (research notes §5.1):
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -139,12 +140,34 @@ def polygons_to_rle(polygons: Sequence[Sequence[float]], height: int, width: int
     return {"size": [height, width], "counts": merged["counts"].decode("ascii")}
 
 
-@lru_cache(maxsize=16)
 def _read_rle_file(path: str) -> dict[str, Any]:
+    """The parsed RLE file, cached by its path *and* its on-disk identity.
+
+    ``lavida-prepare`` rewrites shard files in place (refer shards reuse the names 00000.json, ...;
+    MeViS shards are named after the video), so a cache keyed by the path alone would keep serving the
+    masks of the previous indexing to any process that indexes and then loads (a notebook, the demo).
+    A rewritten file has a new inode (atomic replace) and modification time, hence a new key.
+    """
+    try:
+        stat = os.stat(path)
+    except OSError as error:
+        raise DatasetFormatError(
+            f"{path}: cannot read the RLE file ({error}); re-run lavida-prepare for this dataset "
+            "(and keep its artifacts folder for as long as the manifest is used)."
+        ) from error
+    return _parse_rle_file(path, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=16)
+def _parse_rle_file(path: str, inode: int, size: int, mtime_ns: int) -> dict[str, Any]:
+    """Parse one RLE file; the unused arguments only key the cache (see :func:`_read_rle_file`)."""
+    del inode, size, mtime_ns
     try:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as error:
-        raise DatasetFormatError(f"{path}: cannot read the RLE file ({error}).") from error
+        raise DatasetFormatError(
+            f"{path}: cannot read the RLE file ({error}); re-run lavida-prepare for this dataset."
+        ) from error
 
 
 def load_mask_spec(
@@ -180,7 +203,10 @@ def load_mask_spec(
         keys = [spec["key"]] if isinstance(spec["key"], str) else spec["key"]
         for key in keys:
             if key not in table:
-                raise DatasetFormatError(f"{root / spec['file']}: no entry '{key}'.")
+                raise DatasetFormatError(
+                    f"{root / spec['file']}: no entry '{key}'; the manifest and its mask files come from "
+                    "different runs of lavida-prepare. Re-run lavida-prepare for this dataset."
+                )
             per_frame = table[key]
             for row, position in enumerate(positions):
                 if position >= len(per_frame):

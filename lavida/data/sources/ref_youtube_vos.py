@@ -85,22 +85,28 @@ class RefYouTubeVOSSource(VideoSegmentationSource):
         videos = read_videos(self.expressions_path, expected=_EXPRESSIONS_EXPECTED)
         meta_path = self.root / self.split / "meta.json"
         objects_by_video = read_videos(meta_path, expected=_META_EXPECTED)
-        dropped = without_targets = 0
+        dropped = never_annotated = without_targets = 0
         for video, entry in videos.items():
             try:
-                record, unknown_objects = self._video_record(
+                record, unknown_objects, unannotated = self._video_record(
                     video, entry, objects_by_video.get(video), meta_path
                 )
             except DatasetFormatError as error:
                 errors.handle(video, error)
                 continue
             dropped += unknown_objects
+            never_annotated += unannotated
             if not record.targets:
                 without_targets += 1
                 continue
             yield record
         log_dropped(
             self.name, dropped, f"expressions refer to an object that {meta_path} does not list; left out"
+        )
+        log_dropped(
+            self.name,
+            never_annotated,
+            f"expressions refer to an object with an empty frame list in {meta_path}; left out",
         )
         log_dropped(self.name, without_targets, "videos have no usable expression and are left out")
         errors.report(len(videos))
@@ -111,8 +117,9 @@ class RefYouTubeVOSSource(VideoSegmentationSource):
         entry: dict[str, Any],
         meta_entry: dict[str, Any] | None,
         meta_path: Path,
-    ) -> tuple[SegRecord, int]:
-        """The video's record and how many expressions were left out for naming an unknown object."""
+    ) -> tuple[SegRecord, int, int]:
+        """The video's record, and how many expressions were left out for naming an object that meta.json
+        does not list, or lists on no frame."""
         path = self.expressions_path
         expressions, frames = entry.get("expressions"), entry.get("frames")
         if not isinstance(expressions, dict) or not isinstance(frames, list) or not frames:
@@ -136,7 +143,7 @@ class RefYouTubeVOSSource(VideoSegmentationSource):
         }
         relative = split_dir.relative_to(self.root).as_posix()
         paths = [f"{relative}/Annotations/{video}/{stem}.png" for stem in stems]
-        targets, unknown_objects = [], 0
+        targets, unknown_objects, never_annotated = [], 0, 0
         for expression_id, expression in expressions.items():
             if not isinstance(expression, dict) or not isinstance(expression.get("exp"), str):
                 raise DatasetFormatError(
@@ -149,12 +156,18 @@ class RefYouTubeVOSSource(VideoSegmentationSource):
             if object_id not in visible:
                 unknown_objects += 1
                 continue
+            frames_on = frame_positions(visible[object_id], positions, path=meta_path, video=video)
+            if not frames_on:
+                # Annotated on no frame: an empty mask everywhere, and an empty SegTarget.frames would
+                # read as "visible everywhere" (as in YouTube-VOS, MeViS and Ref-DAVIS: left out).
+                never_annotated += 1
+                continue
             targets.append(
                 SegTarget(
                     text=text,
                     mask={"kind": "index_png", "paths": paths, "values": [object_id]},
-                    frames=tuple(frame_positions(visible[object_id], positions, path=meta_path, video=video)),
+                    frames=tuple(frames_on),
                 )
             )
         frame_paths = (f"{relative}/JPEGImages/{video}/{stem}.jpg" for stem in stems)
-        return self._record(video, frame_paths, targets, size), unknown_objects
+        return self._record(video, frame_paths, targets, size), unknown_objects, never_annotated

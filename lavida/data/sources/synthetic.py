@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,11 @@ import numpy as np
 
 from lavida.data.sources.base import DatasetFormatError, SegmentationSource, SegRecord, SegTarget
 from lavida.data.sources.masks import read_index_png
+from lavida.data.sources.text import normalize_text
 from lavida.data.sources.youtube_vos import read_json
 from lavida.number_checks import is_whole
+
+log = logging.getLogger(__name__)
 
 # What lavida.synthetic.datasets.write_segmentation_set writes (images are one-frame entries).
 META_LAYOUT = (
@@ -22,10 +26,14 @@ _WRITE_AGAIN = "Write the set again with lavida.synthetic.datasets.write_segment
 
 
 class SyntheticSource(SegmentationSource):
-    """Videos and images of coloured shapes (``meta.json`` layout), one target per object.
+    """Videos and images of coloured shapes (``meta.json`` layout), one target per visible object.
 
     Records of videos carry, per target, the frames where the object is visible, so clip sampling can
-    prefer windows that show it.
+    prefer windows that show it. An object that later objects hide on every frame (the generator draws
+    them over each other) is neither a target nor a present text: as a target it would make an
+    anomalous sample with an empty mask, and a video target's empty ``frames`` would read as "visible
+    everywhere" (the other sources leave such targets out too). An entry left with no visible object
+    is left out; both counts are logged.
     """
 
     name = "synthetic"
@@ -38,6 +46,7 @@ class SyntheticSource(SegmentationSource):
                 f"{meta_file}: not found; write the set with lavida.synthetic.datasets first."
             )
         meta = _read_meta(meta_file)
+        hidden = without_targets = 0
         for kind in ("videos", "images"):
             for key, entry in sorted(meta.get(kind, {}).items()):
                 frames = tuple(f"JPEGImages/{key}/{t:05d}.jpg" for t in range(entry["frames"]))
@@ -46,19 +55,33 @@ class SyntheticSource(SegmentationSource):
                 targets = []
                 for object_id, text in entry["objects"].items():
                     visible = [t for t, ids in enumerate(ids_per_frame) if int(object_id) in ids]
+                    if not visible:
+                        hidden += 1
+                        continue
                     spec = {"kind": "index_png", "paths": masks, "values": [int(object_id)]}
                     targets.append(
-                        SegTarget(text=text, mask=spec, frames=tuple(visible) if kind == "videos" else ())
+                        SegTarget(
+                            text=normalize_text(text),
+                            mask=spec,
+                            frames=tuple(visible) if kind == "videos" else (),
+                        )
                     )
+                if not targets:
+                    without_targets += 1
+                    continue
                 yield SegRecord(
                     source=self.name,
                     key=key,
                     group=f"synthetic/{key}",
                     frames=frames,
                     targets=tuple(targets),
-                    present=tuple(entry["objects"].values()),
+                    present=tuple(dict.fromkeys(target.text for target in targets)),
                     is_video=kind == "videos",
                 )
+        if hidden:
+            log.info("synthetic: %d objects are hidden on every frame and are not targets.", hidden)
+        if without_targets:
+            log.info("synthetic: %d entries show no object and are left out.", without_targets)
 
 
 def _read_meta(meta_file: Path) -> dict[str, Any]:

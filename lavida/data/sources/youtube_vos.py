@@ -17,8 +17,9 @@ racket") and is normalised like every other description (``lavida.data.sources.t
 so it is neither a target nor listed in ``present``: ``present`` only serves to keep a visible thing out
 of the irrelevant categories, and "others" can never be drawn as one, because no record has it as a
 target. (What such an object actually is stays unknown, so a pool text naming it can still be drawn as
-irrelevant for the video; no annotation can prevent that.) A video whose only objects are "others" has
-no target and is left out; the count is logged.
+irrelevant for the video; no annotation can prevent that.) An object whose ``frames`` list in
+meta.json is empty is annotated nowhere and is not a target either (its empty visibility would read
+as "visible everywhere"). A video left with no target is left out; the counts are logged.
 
 The module also holds what the YTVOS-style sources (Ref-YouTube-VOS, MeViS, Ref-DAVIS) share: the
 :class:`VideoSegmentationSource` base with the common ``index(*, artifacts, skip_errors)`` signature
@@ -332,23 +333,30 @@ class YouTubeVOSSource(VideoSegmentationSource):
         split_dir = self.root / self.split
         meta_path = split_dir / "meta.json"
         videos = read_videos(meta_path, expected=_META_EXPECTED)
-        without_targets = 0
+        without_targets = never_annotated = 0
         for video, entry in videos.items():
             try:
-                record = self._video_record(video, entry, split_dir, meta_path)
+                record, unannotated = self._video_record(video, entry, split_dir, meta_path)
             except DatasetFormatError as error:
                 errors.handle(video, error)
                 continue
+            never_annotated += unannotated
             if not record.targets:
                 without_targets += 1
                 continue
             yield record
+        log_dropped(self.name, never_annotated, f"objects have an empty frame list in {meta_path}; left out")
         log_dropped(
-            self.name, without_targets, "videos have only 'others' objects (no target) and are left out"
+            self.name,
+            without_targets,
+            "videos have only 'others' objects or objects on no frame (no target) and are left out",
         )
         errors.report(len(videos))
 
-    def _video_record(self, video: str, entry: dict[str, Any], split_dir: Path, meta_path: Path) -> SegRecord:
+    def _video_record(
+        self, video: str, entry: dict[str, Any], split_dir: Path, meta_path: Path
+    ) -> tuple[SegRecord, int]:
+        """The video's record and how many of its named objects were left out for being on no frame."""
         objects = entry.get("objects")
         if not isinstance(objects, dict):
             raise DatasetFormatError(f'{meta_path}: video {video} has no "objects" mapping.')
@@ -357,6 +365,7 @@ class YouTubeVOSSource(VideoSegmentationSource):
         positions = {stem: i for i, stem in enumerate(stems)}
         # text -> (object ids, visible positions); objects in id order so the target order is stable.
         by_text: dict[str, tuple[list[int], set[int]]] = {}
+        never_annotated = 0
         for key in sorted(objects, key=lambda k: parse_object_id(k, path=meta_path, video=video)):
             entry_object = objects[key]
             category = entry_object.get("category") if isinstance(entry_object, dict) else None
@@ -367,6 +376,12 @@ class YouTubeVOSSource(VideoSegmentationSource):
                 continue
             text = normalize_text(category.replace("_", " "))
             if not text:
+                continue
+            if not visible:
+                # meta.json lists the frames an object is annotated on; with none, its mask is empty on
+                # every frame. As a target it would make anomalous samples with nothing to segment, and
+                # its empty visibility would read as "visible everywhere" (SegTarget.frames).
+                never_annotated += 1
                 continue
             ids, frames = by_text.setdefault(text, ([], set()))
             ids.append(parse_object_id(key, path=meta_path, video=video))
@@ -381,6 +396,5 @@ class YouTubeVOSSource(VideoSegmentationSource):
             )
             for text, (ids, frames) in by_text.items()
         ]
-        return self._record(
-            video, (f"{relative}/JPEGImages/{video}/{stem}.jpg" for stem in stems), targets, size
-        )
+        frame_paths = (f"{relative}/JPEGImages/{video}/{stem}.jpg" for stem in stems)
+        return self._record(video, frame_paths, targets, size), never_annotated
