@@ -61,7 +61,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{path.suffix}")
+    tail = f".{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    # The suffix is kept for writers that add their own (np.savez); a long one would crowd out the name.
+    suffix = path.suffix if len(os.fsencode(path.suffix)) <= _MAX_KEPT_SUFFIX else ""
+    temporary = path.with_name(_hidden_name(path.name, tail + suffix))
     try:
         yield temporary
         _flush(temporary)
@@ -88,7 +91,13 @@ def read_json(path: str | Path, *, expected: str) -> Any:
     the file, where the parser stopped, and ``expected`` (what the file should hold)."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        # UTF-8 whatever the locale: write_json writes it, and JSON is UTF-8 (RFC 8259).
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte {error.start}); expected {expected}. Save the file as UTF-8, "
+            f"or delete it to have it written again where that is possible."
+        ) from error
     except json.JSONDecodeError as error:
         raise ValueError(
             f"{path}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno}); expected "
@@ -119,8 +128,9 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 
 def _staging_prefix(path: Path) -> str:
     """``.<name>.<host>.``: staging folders of ``path`` made on this machine (then comes the PID)."""
-    host = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname()) or "host"
-    return f".{path.name}.{host}."
+    host = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname())[:64] or "host"
+    # Room for the PID and the rest (``<pid>.<8 hex>.tmp``), so a name near the limit still gets one.
+    return _hidden_name(path.name, f".{host}.", reserve=len("4194304.01234567.tmp"))
 
 
 def _remove_abandoned_staging(path: Path) -> None:
@@ -162,11 +172,34 @@ def replace_dir(staging: str | Path, path: str | Path) -> None:
     elif exchange_paths(staging, path):  # the staging name now holds the old version
         _delete(staging)
     else:
-        old = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.old")
+        old = path.with_name(_hidden_name(path.name, f".{os.getpid()}.{secrets.token_hex(4)}.old"))
         os.replace(path, old)
-        os.replace(staging, path)
+        try:
+            os.replace(staging, path)
+        except BaseException:
+            # The new folder could not take the name (another file system, say): the old one takes it
+            # back, so a failure that is raised, unlike a kill, never leaves the target missing.
+            os.replace(old, path)
+            raise
         _delete(old)
     _flush(path.parent)
+
+
+# Longest name one folder entry may have, in bytes (ext4, xfs, btrfs, tmpfs; APFS and NTFS count
+# characters, which are never more than the bytes).
+_NAME_MAX = 255
+# Longest suffix a temporary file keeps (".safetensors" is 12 bytes).
+_MAX_KEPT_SUFFIX = 32
+
+
+def _hidden_name(name: str, tail: str, *, reserve: int = 0) -> str:
+    """``.<name><tail>``, with ``name`` cut short (whole characters) so that it fits in one file name
+    with ``reserve`` bytes to spare: a target whose own name is near the limit must still get its
+    temporary, staging or ``.old`` sibling."""
+    room = _NAME_MAX - reserve - len(os.fsencode(f".{tail}"))
+    while len(os.fsencode(name)) > room:
+        name = name[:-1]
+    return f".{name}{tail}"
 
 
 def _flush(entry: Path) -> None:

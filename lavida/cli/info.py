@@ -12,6 +12,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from lavida.cli.keys import reject_unknown_keys
 from lavida.models.config import LavidaConfig
 from lavida.models.lavida import build_lavida
 from lavida.models.summary import component_counts
@@ -20,7 +21,13 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> int:
-    """Print the per-component table for ``cfg.model``; return the total parameter count."""
+    """Print the per-component table for ``cfg.model``; return the total parameter count.
+
+    Raises:
+        ValueError: for a top-level key ``info.yaml`` does not define (``+modle=tiny``), naming the
+            nearest valid key, before anything is built.
+    """
+    reject_unknown_keys(cfg, config_name="info")
     config = LavidaConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True)).without_weights()
     with torch.device("meta"):
         model = build_lavida(config)

@@ -23,7 +23,8 @@ def reject_unknown_keys(cfg: DictConfig, *, config_name: str, hints: dict[str, s
     primary = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / f"{config_name}.yaml")
     groups = [entry for entry in primary.get("defaults", []) if not isinstance(entry, str)]
     known = {key for key in primary if key != "defaults"} | {"hydra"}
-    known |= {str(key).split("/")[0] for entry in groups for key in entry}
+    # A defaults entry is "[override |optional ]group[/subgroup]": the key is the group's first part ("override hydra/job_logging" configures Hydra itself, already "hydra", and is no key to list).
+    known |= {_group_key(str(key)) for entry in groups for key in entry}
     unknown = sorted(set(cfg) - known)
     if not unknown:
         return
@@ -38,3 +39,9 @@ def reject_unknown_keys(cfg: DictConfig, *, config_name: str, hints: dict[str, s
         f"lavida-{config_name}: unknown key(s) {', '.join(problems)}; a leading + adds a key that "
         f"{config_name}.yaml does not define, and nothing reads it. Valid keys: {sorted(known - {'hydra'})}."
     )
+
+
+def _group_key(entry: str) -> str:
+    """The top-level key a defaults-list entry fills: ``optional local`` → ``local``, ``model/mllm`` →
+    ``model``, ``override hydra/job_logging`` → ``hydra``."""
+    return entry.split()[-1].lstrip("/").split("/")[0]
