@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -28,7 +29,9 @@ log = logging.getLogger(__name__)
 SAM2_REQUIRED_FILES = (("config.json",), ("model.safetensors", "model.safetensors.index.json"))
 SAM2_HINT = (
     "Download the transformers port of SAM2.1 once (e.g. `huggingface-cli download facebook/sam2.1-hiera-small "
-    "--local-dir DIR`) and point `model.mask_decoder.pretrained` (or LAVIDA_SAM2_PATH) at DIR."
+    "--local-dir DIR`; -tiny, -base-plus and -large for the other sizes) and point "
+    "`model.mask_decoder.pretrained` (or LAVIDA_SAM2_PATH) at DIR. An original SAM2 checkpoint (Meta's .pt "
+    "file, e.g. sam2.1_hiera_small.pt) is another format and is not read."
 )
 # SAM2's "no object" mask value: frames whose object score is ≤ 0 get this logit everywhere.
 NO_OBJECT_LOGIT = -1024.0
@@ -196,7 +199,8 @@ def build_mask_decoder(
         pretrained: Directory with ``config.json`` and ``model.safetensors`` (transformers' SAM2 format,
             e.g. ``facebook/sam2.1-hiera-small``); ``None`` builds ``arch`` randomly.
         arch: ``Sam2Config`` keyword arguments (``vision_config``, ``prompt_encoder_config``,
-            ``mask_decoder_config``), used when ``pretrained`` is None.
+            ``mask_decoder_config``): the architecture built when ``pretrained`` is None, and the one the
+            directory's config must describe when both are given (the size the config names).
         prompt_dim: Width D_m of the projector's output.
         prompt_embedding: See :class:`MultiLevelMaskDecoder`.
         train_image_encoder: See :class:`MultiLevelMaskDecoder` (the paper: False).
@@ -218,7 +222,12 @@ def build_mask_decoder(
 
 
 def load_sam2(*, pretrained: str | None = None, arch: dict | None = None, dtype: str = "float32"):
-    """The transformers ``Sam2Model``, from a local directory or ``arch``. Args as :func:`build_mask_decoder`."""
+    """The transformers ``Sam2Model``, from a local directory or ``arch``. Args as :func:`build_mask_decoder`.
+
+    Raises:
+        WeightsNotFoundError: the directory is missing or incomplete, its files are unreadable or lack a
+            tensor of the model, or it holds another SAM2 size than ``arch``.
+    """
     from transformers import Sam2Config, Sam2Model
 
     torch_dtype = getattr(torch, dtype)
@@ -228,9 +237,79 @@ def load_sam2(*, pretrained: str | None = None, arch: dict | None = None, dtype:
         return Sam2Model(_sam2_config(Sam2Config, arch)).to(torch_dtype)
     directory = check_pretrained_dir(pretrained, what="SAM2", required=SAM2_REQUIRED_FILES, hint=SAM2_HINT)
     try:
-        return Sam2Model.from_pretrained(str(directory), dtype=torch_dtype, local_files_only=True)
+        sam, loading = Sam2Model.from_pretrained(
+            str(directory), dtype=torch_dtype, local_files_only=True, output_loading_info=True
+        )
     except Exception as error:  # noqa: BLE001 - safetensors, OSError, ValueError...: all mean unusable files
         raise WeightsNotFoundError(f"Could not load SAM2 from '{directory}': {error}\n{SAM2_HINT}") from error
+    # transformers initialises a tensor the files lack at random and only logs a report; a SAM2 with a
+    # random decoder part would train and evaluate without any sign of it. The hub's video checkpoints
+    # hold more tensors than the image model (memory modules), which transformers already ignores.
+    missing = sorted(loading["missing_keys"])
+    if missing:
+        raise WeightsNotFoundError(
+            f"SAM2: the weights in '{directory}' lack {len(missing)} tensors of the model its config.json "
+            f"describes, e.g. {missing[:5]}: an incomplete or foreign checkpoint.\n{SAM2_HINT}"
+        )
+    if arch is not None:
+        _check_size(sam.config, _sam2_config(Sam2Config, arch), directory)
+    return sam
+
+
+# SAM2's sizes differ in their Hiera blocks per stage; the trained heads have the same shapes for all.
+_SIZES = {
+    (1, 2, 7, 2): "sam2.1_hiera_t",
+    (1, 2, 11, 2): "sam2.1_hiera_s",
+    (2, 3, 16, 3): "sam2.1_hiera_b_plus",
+    (2, 6, 36, 4): "sam2.1_hiera_l",
+}
+# The fields that make one SAM2 architecture differ from another (not initialisation or memory settings).
+_ARCHITECTURE_FIELDS = (
+    "vision_config.backbone_config.hidden_size",
+    "vision_config.backbone_config.blocks_per_stage",
+    "vision_config.backbone_config.embed_dim_per_stage",
+    "vision_config.backbone_config.num_attention_heads_per_stage",
+    "vision_config.backbone_config.global_attention_blocks",
+    "vision_config.backbone_config.window_size_per_stage",
+    "vision_config.backbone_config.image_size",
+    "vision_config.fpn_hidden_size",
+    "prompt_encoder_config.image_size",
+    "prompt_encoder_config.hidden_size",
+    "mask_decoder_config.hidden_size",
+    "mask_decoder_config.num_hidden_layers",
+)
+
+
+def _field(config, dotted: str):
+    value = config
+    for name in dotted.split("."):
+        value = getattr(value, name, None)
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _check_size(loaded, configured, directory: Path) -> None:
+    """Refuse a SAM2 directory whose architecture differs from the configured one (``arch``).
+
+    Without the check the directory's config wins silently: Hiera-L weights under the Hiera-S config
+    train and report as Hiera-S, and a checkpoint trained on one size loads onto another.
+    """
+    differing = [
+        f"{name}: {_field(loaded, name)} in the directory, {_field(configured, name)} configured"
+        for name in _ARCHITECTURE_FIELDS
+        if _field(loaded, name) != _field(configured, name)
+    ]
+    if not differing:
+        return
+    blocks = _field(loaded, "vision_config.backbone_config.blocks_per_stage")
+    size = _SIZES.get(tuple(blocks or ()))
+    choose = f"model/mask_decoder={size}" if size else "model/mask_decoder=<the directory's size>"
+    raise WeightsNotFoundError(
+        f"SAM2: '{directory}' holds another architecture than model.mask_decoder.arch describes:\n  "
+        + "\n  ".join(differing)
+        + f"\nPoint model.mask_decoder.pretrained (LAVIDA_SAM2_PATH) at the directory of the configured size, "
+        f"or choose the config of the directory's size ({choose}). A LAVIDA checkpoint needs the SAM2 it "
+        "was trained on."
+    )
 
 
 def _sam2_config(config_class, arch: dict):

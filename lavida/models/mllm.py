@@ -479,14 +479,27 @@ _TOKEN_FIELDS = {
 
 def _from_pretrained(model_class, directory: Path, torch_dtype: torch.dtype, attn_implementation: str):
     try:
-        return model_class.from_pretrained(
-            str(directory), dtype=torch_dtype, attn_implementation=attn_implementation, local_files_only=True
+        model, loading = model_class.from_pretrained(
+            str(directory),
+            dtype=torch_dtype,
+            attn_implementation=attn_implementation,
+            local_files_only=True,
+            output_loading_info=True,
         )
     except Exception as error:  # noqa: BLE001 - safetensors, OSError, ValueError...: all mean unusable files
         raise WeightsNotFoundError(
             f"Could not load the MLLM from '{directory}': {error}\nThe files may be truncated or from another "
             f"model family. {QWEN_HINT}"
         ) from error
+    # transformers initialises a tensor the files lack at random and only logs a report: an MLLM with a
+    # random layer would train and evaluate without any other sign of it.
+    missing = sorted(loading["missing_keys"])
+    if missing:
+        raise WeightsNotFoundError(
+            f"The MLLM weights in '{directory}' lack {len(missing)} tensors of the model its config.json "
+            f"describes, e.g. {missing[:5]}: an incomplete download or another model.\n{QWEN_HINT}"
+        )
+    return model
 
 
 def _ensure_vocabulary(model: nn.Module, tokenizer_size: int) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from lavida.atomic import atomic_dir, atomic_path
 from lavida.models.config import LavidaConfig
 
 log = logging.getLogger(__name__)
@@ -40,22 +41,27 @@ def write_random_pretrained(config: LavidaConfig, root: str | Path, *, seed: int
     data = config.to_dict()
     torch.manual_seed(seed)
 
+    # Each part is written beside its place and renamed into it, as real downloads are used: a kill
+    # half-way leaves no directory that holds a config.json but not all of the weights.
     mllm_dir = root / "mllm"
     model, processor = load_base_mllm(family=config.mllm.family, arch=config.mllm.arch, dtype=config.dtype)
-    model.save_pretrained(mllm_dir)
-    processor.save_pretrained(mllm_dir)  # its tokenizer already holds <SEG>; adding it on load is a no-op
+    with atomic_dir(mllm_dir) as staging:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)  # its tokenizer already holds <SEG>; adding it on load is a no-op
     data["mllm"]["pretrained"] = str(mllm_dir)
 
     sam_dir = root / "sam2"
-    load_sam2(arch=config.mask_decoder.arch, dtype=config.dtype).save_pretrained(sam_dir)
+    sam = load_sam2(arch=config.mask_decoder.arch, dtype=config.dtype)
+    with atomic_dir(sam_dir) as staging:
+        sam.save_pretrained(staging)
     data["mask_decoder"]["pretrained"] = str(sam_dir)
 
     clip_file = root / "clip" / "open_clip_model.safetensors"
-    clip_file.parent.mkdir(parents=True, exist_ok=True)
     clip, _ = load_clip_text(
         model_name=config.text_encoder.model_name, arch=config.text_encoder.arch, dtype=config.dtype
     )
-    save_file({key: value.contiguous() for key, value in clip.state_dict().items()}, str(clip_file))
+    with atomic_path(clip_file) as staging:
+        save_file({key: value.contiguous() for key, value in clip.state_dict().items()}, str(staging))
     data["text_encoder"]["pretrained"] = str(clip_file)
 
     log.info("Wrote random base models to %s", root)

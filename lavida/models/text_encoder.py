@@ -177,8 +177,15 @@ def load_clip_text_weights(clip: nn.Module, path: str) -> None:
         WeightsNotFoundError: the file is missing or unreadable, lacks text-tower tensors, or does not fit.
     """
     file = check_weights_file(path, what="CLIP text encoder", suffixes=CLIP_SUFFIXES, hint=CLIP_HINT)
-    state = load_state_dict_file(file, what="CLIP text encoder")
+    state = load_state_dict_file(file, what="CLIP text encoder", hint=CLIP_HINT)
     state = {key.removeprefix("module."): value for key, value in state.items()}
+    if any(key.startswith("text_model.") for key in state):
+        # The official code's openai/clip-vit-base-patch32: the same weights under other names (and q/k/v
+        # split), which "lacks every text-tower tensor" below would not explain.
+        raise WeightsNotFoundError(
+            f"CLIP text encoder: '{file}' holds a transformers CLIPModel state dict (text_model.* keys, as in "
+            f"openai/clip-vit-base-patch32); LAVIDA reads open_clip's format. {CLIP_HINT}"
+        )
     text_state = {key: value for key, value in state.items() if not key.startswith("visual.")}
     expected = set(clip.state_dict())
     # A file may hold the contrastive temperature or not (OpenAI's does; lavida's text-only files do

@@ -8,6 +8,8 @@ helpers turn the many ways a local copy can be incomplete into one readable erro
 from __future__ import annotations
 
 import fnmatch
+import re
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -71,12 +73,20 @@ def check_pretrained_dir(
 def check_weights_file(path: str | Path, *, what: str, suffixes: Sequence[str], hint: str) -> Path:
     """Check that ``path`` is an existing weights file with one of the given suffixes.
 
+    A folder is refused with the file in it to point at: the only one with a matching suffix, or the
+    only one of those that ``hint`` names.
+
     Raises:
         WeightsNotFoundError: if the file is missing or has an unexpected suffix.
     """
     file = Path(path).expanduser()
     if file.is_dir():  # the repository's folder instead of the file in it: name the file to point at
         inside = sorted(p.name for p in file.iterdir() if p.is_file() and p.name.endswith(tuple(suffixes)))
+        # A download may hold other models' files beside the one to use (timm's CLIP repository has
+        # timm's image-only model.safetensors beside open_clip's files): the one the hint names wins.
+        named = [name for name in inside if re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w-])", hint)]
+        if len(named) == 1:
+            inside = named
         if len(inside) == 1:
             found = f"Point at the file in it: '{file / inside[0]}'."
         elif inside:
@@ -100,25 +110,41 @@ def check_weights_file(path: str | Path, *, what: str, suffixes: Sequence[str], 
     return file
 
 
-def load_state_dict_file(path: Path, *, what: str) -> dict:
+def load_state_dict_file(path: Path, *, what: str, hint: str = "") -> dict:
     """Read a ``.safetensors`` file, or a ``.bin``/``.pt`` state dict with ``weights_only=True``.
 
+    Args:
+        path: The file.
+        what: Human name of the model, for the errors.
+        hint: Which file to obtain instead (shown where the file is of another kind).
+
     Raises:
-        WeightsNotFoundError: if the file cannot be parsed (truncated download, wrong format); the
-            message names the file.
+        WeightsNotFoundError: if the file cannot be parsed (truncated download, wrong format) or holds
+            more than tensors (a TorchScript archive, pickled objects); the message names the file.
     """
     import torch
 
+    if _is_torchscript(path):
+        # torch.load refuses these with weights_only=True, and its message suggests weights_only=False.
+        raise WeightsNotFoundError(
+            f"{what}: '{path}' is a TorchScript archive (as OpenAI's original CLIP .pt files are): a program "
+            f"with its weights, which LAVIDA never loads, since loading runs the code in it. {hint}".rstrip()
+        )
     try:
         if path.name.endswith(".safetensors"):
             from safetensors.torch import load_file
 
             return load_file(str(path))
         state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as error:  # the loaders raise many types; all mean the same to the user
+    except Exception as error:  # the loaders raise many types; all but one mean a corrupt file
+        if "Weights only load failed" not in str(error):  # torch's refusal of a pickled object
+            raise _unreadable(path, what, error) from error
+        # Not torch's text: it explains how to load the file unsafely.
+        refused = re.search(r"Unsupported global: GLOBAL [\w.]+", str(error))
         raise WeightsNotFoundError(
-            f"{what}: could not read '{path}' ({type(error).__name__}: {error}). The file is corrupt or "
-            "not a state dict; download it again."
+            f"{what}: '{path}' holds Python objects besides tensors"
+            f"{f' ({refused.group(0)})' if refused else ''}; LAVIDA reads weights_only state dicts and never "
+            f"unpickles objects. Expected a state dict of tensors. {hint}".rstrip()
         ) from error
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
@@ -127,3 +153,19 @@ def load_state_dict_file(path: Path, *, what: str) -> dict:
             f"{what}: '{path}' does not hold a state dict (got {type(state).__name__})."
         )
     return state
+
+
+def _unreadable(path: Path, what: str, error: BaseException) -> WeightsNotFoundError:
+    return WeightsNotFoundError(
+        f"{what}: could not read '{path}' ({type(error).__name__}: {error}). The file is corrupt or "
+        "not a state dict; download it again."
+    )
+
+
+def _is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive: a zip, as torch.save's files are, with a ``code/`` folder."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in name or name.endswith("/constants.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False

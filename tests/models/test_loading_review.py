@@ -1,0 +1,318 @@
+"""Loading review: the base-weight layouts a researcher downloads, written tiny and at random in their
+real formats, and the ways a local copy can be wrong (a tensor missing, another size, a foreign format).
+
+Each wrong copy must fail with an error naming the file and the fix, never load with part of the model
+at random initialisation.
+"""
+
+import copy
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from lavida.models.checkpoint import checkpoint_digest, load_checkpoint, save_checkpoint
+from lavida.models.mask_decoder import build_mask_decoder, load_sam2
+from lavida.models.text_encoder import build_category_encoder
+from lavida.models.weights import WeightsNotFoundError
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+def _copy(source, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target
+
+
+def _rewrite_safetensors(file: Path, edit) -> None:
+    state = load_file(str(file))
+    edit(state)
+    save_file(state, str(file), metadata={"format": "pt"})  # transformers reads only "pt"-tagged files
+
+
+# -- SAM2 -------------------------------------------------------------------------------------------------
+
+
+def test_sam2_directory_missing_a_tensor_is_refused_not_initialised_at_random(tiny_pretrained, tmp_path):
+    """A SAM2 file without one of the model's tensors (a partial conversion, another model's file) used
+    to load with that tensor at random: transformers only logs a load report."""
+    directory = _copy(tiny_pretrained.mask_decoder.pretrained, tmp_path / "sam2")
+    _rewrite_safetensors(directory / "model.safetensors", lambda s: s.pop("mask_decoder.conv_s0.bias"))
+    with pytest.raises(WeightsNotFoundError) as info:
+        build_mask_decoder(pretrained=str(directory), arch=tiny_pretrained.mask_decoder.arch, prompt_dim=32)
+    message = str(info.value)
+    assert str(directory) in message and "mask_decoder.conv_s0.bias" in message
+    assert "LAVIDA_SAM2_PATH" in message
+
+
+def test_sam2_directory_of_another_size_than_the_config_is_refused(tiny_pretrained, tmp_path):
+    """model/mask_decoder=sam2.1_hiera_s with LAVIDA_SAM2_PATH at a Hiera-L directory used to build Hiera-L
+    silently (the trained heads have the same shapes for every size, so even a checkpoint trained on S
+    loaded onto L without a word)."""
+    arch = tiny_pretrained.mask_decoder.arch
+    deeper = copy.deepcopy(arch)
+    deeper["vision_config"]["backbone_config"]["blocks_per_stage"] = [1, 2, 2, 1]
+    directory = tmp_path / "sam2-other-size"
+    load_sam2(arch=deeper).save_pretrained(directory)
+    with pytest.raises(WeightsNotFoundError) as info:
+        build_mask_decoder(pretrained=str(directory), arch=arch, prompt_dim=32)
+    message = str(info.value)
+    assert str(directory) in message
+    assert "blocks_per_stage" in message and "[1, 2, 2, 1]" in message and "[1, 2, 1, 1]" in message
+    assert "model/mask_decoder=" in message
+    # Without `arch` there is nothing to compare with: the directory's own config is the architecture.
+    assert build_mask_decoder(pretrained=str(directory), prompt_dim=32).sam.config.vision_config
+
+
+def test_checkpoint_pointed_at_a_sam2_of_another_size_is_refused(tiny_model, tiny_pretrained, tmp_path):
+    arch = copy.deepcopy(tiny_pretrained.mask_decoder.arch)
+    arch["vision_config"]["backbone_config"]["blocks_per_stage"] = [1, 2, 2, 1]
+    other = tmp_path / "sam2-other-size"
+    load_sam2(arch=arch).save_pretrained(other)
+    directory = save_checkpoint(tiny_model.eval(), tiny_pretrained, tmp_path / "ckpt")
+    with pytest.raises(WeightsNotFoundError, match="blocks_per_stage"):
+        load_checkpoint(directory, config_overrides={"mask_decoder": {"pretrained": str(other)}})
+
+
+def test_sam2_hub_layout_sam2_video_loads_the_same_model(tiny_pretrained, tmp_path):
+    """facebook/sam2.1-hiera-* hold a ``sam2_video`` config and the video model's tensors (memory
+    attention and encoder on top of the image model's): they load as the image model, with every
+    tensor of it from the file."""
+    from transformers import Sam2Config, Sam2VideoConfig, Sam2VideoModel
+
+    from lavida.models.mask_decoder import _sam2_config
+
+    arch = tiny_pretrained.mask_decoder.arch
+    image_config = _sam2_config(Sam2Config, arch)
+    video = Sam2VideoModel(
+        Sam2VideoConfig(
+            vision_config=image_config.vision_config.to_dict(),
+            prompt_encoder_config=image_config.prompt_encoder_config.to_dict(),
+            mask_decoder_config=image_config.mask_decoder_config.to_dict(),
+        )
+    )
+    directory = tmp_path / "sam2.1-hiera-tiny-twin"
+    video.save_pretrained(directory)
+    assert '"model_type": "sam2_video"' in (directory / "config.json").read_text()
+    decoder = build_mask_decoder(pretrained=str(directory), arch=arch, prompt_dim=32)
+    video_state = video.state_dict()
+    for name, tensor in decoder.sam.state_dict().items():
+        torch.testing.assert_close(tensor, video_state[name], rtol=0, atol=0, msg=name)
+
+
+def test_sam2_sharded_directory_loads(tiny_pretrained, tmp_path):
+    """A sharded save (model-0000x-of-0000n.safetensors + index), as large repositories are stored."""
+    reference = load_sam2(pretrained=tiny_pretrained.mask_decoder.pretrained)
+    directory = tmp_path / "sharded"
+    reference.save_pretrained(directory, max_shard_size="100KB")
+    assert (directory / "model.safetensors.index.json").is_file()
+    loaded = load_sam2(pretrained=str(directory), arch=tiny_pretrained.mask_decoder.arch)
+    for name, tensor in reference.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], tensor, rtol=0, atol=0)
+
+
+def test_sam2_original_pt_checkpoint_is_explained(tmp_path):
+    """Meta's sam2.1_hiera_small.pt is what most researchers have; the error says it is the original
+    format and which transformers directory to use instead."""
+    checkpoint = tmp_path / "sam2.1_hiera_small.pt"
+    torch.save({"model": {"image_encoder.trunk.pos_embed": torch.zeros(1)}}, checkpoint)
+    with pytest.raises(WeightsNotFoundError) as info:
+        build_mask_decoder(pretrained=str(checkpoint), prompt_dim=32)
+    message = str(info.value)
+    assert str(checkpoint) in message
+    assert "original SAM2 checkpoint" in message and "facebook/sam2.1-hiera-small" in message
+
+
+def test_sam2_loads_in_the_requested_dtype(tiny_pretrained):
+    decoder = build_mask_decoder(
+        pretrained=tiny_pretrained.mask_decoder.pretrained,
+        arch=tiny_pretrained.mask_decoder.arch,
+        prompt_dim=32,
+        dtype="bfloat16",
+    )
+    assert {p.dtype for p in decoder.parameters()} == {torch.bfloat16}
+
+
+# -- CLIP -------------------------------------------------------------------------------------------------
+
+
+def _clip_args(config):
+    return {"model_name": config.text_encoder.model_name, "arch": config.text_encoder.arch}
+
+
+def test_clip_full_open_clip_file_in_half_precision_loads(tiny_pretrained, tmp_path):
+    """The real open_clip file holds the whole CLIP (image tower, temperature) in float16: the text tower
+    loads from it, with exactly the file's values, in the requested dtype."""
+    import open_clip
+
+    from lavida.models.text_encoder import register_clip_config
+
+    register_clip_config(tiny_pretrained.text_encoder.model_name, tiny_pretrained.text_encoder.arch)
+    full = open_clip.create_model(tiny_pretrained.text_encoder.model_name, pretrained=None)
+    state = {key: value.half().contiguous() for key, value in full.state_dict().items()}
+    assert any(key.startswith("visual.") for key in state) and "logit_scale" in state
+    file = tmp_path / "open_clip_model.safetensors"
+    save_file(state, str(file))
+    encoder = build_category_encoder(**_clip_args(tiny_pretrained), pretrained=str(file))
+    tower = encoder.clip.state_dict()
+    assert tower and not any(key.startswith("visual.") for key in tower)
+    for key, value in tower.items():
+        assert value.dtype == torch.float32
+        torch.testing.assert_close(value, state[key].float(), rtol=0, atol=0, msg=key)
+
+
+def test_clip_torchscript_archive_is_explained_not_called_corrupt(tiny_pretrained, tmp_path):
+    """OpenAI's own ViT-B-32.pt is a TorchScript archive, which weights_only loading refuses. The error
+    used to call it corrupt ('download it again', which cannot help) and quoted torch's advice to load
+    it with weights_only=False."""
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 2)
+
+        def forward(self, x):
+            return self.layer(x)
+
+    archive = tmp_path / "ViT-B-32.pt"
+    with pytest.warns(FutureWarning):  # torch.jit is deprecated, but OpenAI's files are in its format
+        torch.jit.save(torch.jit.script(Tiny()), str(archive))
+    with pytest.raises(WeightsNotFoundError) as info:
+        build_category_encoder(**_clip_args(tiny_pretrained), pretrained=str(archive))
+    message = str(info.value)
+    assert str(archive) in message and "TorchScript" in message
+    assert "open_clip_model.safetensors" in message
+    assert "corrupt" not in message and "weights_only=False" not in message
+
+
+def test_a_pickled_object_is_refused_without_suggesting_to_unpickle_it(tiny_pretrained, tmp_path):
+    file = tmp_path / "open_clip_pytorch_model.bin"
+    torch.save({"model": torch.nn.Linear(2, 2)}, file)  # a whole module, not a state dict
+    with pytest.raises(WeightsNotFoundError) as info:
+        build_category_encoder(**_clip_args(tiny_pretrained), pretrained=str(file))
+    message = str(info.value)
+    assert str(file) in message and "weights_only" in message
+    assert "weights_only=False" not in message and "trust" not in message
+
+
+def test_clip_transformers_format_is_named(tiny_pretrained, tmp_path):
+    """openai/clip-vit-base-patch32 (the official code's CLIPTextModel) has transformers key names: the
+    error says so, and which file to use instead."""
+    file = tmp_path / "model.safetensors"
+    save_file(
+        {
+            "text_model.embeddings.token_embedding.weight": torch.zeros(4, 2),
+            "text_model.final_layer_norm.weight": torch.zeros(2),
+            "vision_model.post_layernorm.weight": torch.zeros(2),
+        },
+        str(file),
+    )
+    with pytest.raises(WeightsNotFoundError) as info:
+        build_category_encoder(**_clip_args(tiny_pretrained), pretrained=str(file))
+    message = str(info.value)
+    assert str(file) in message and "transformers CLIPModel" in message
+    assert "open_clip_model.safetensors" in message
+
+
+def test_clip_folder_of_the_timm_repository_names_the_open_clip_file(tiny_pretrained, tmp_path):
+    """timm/vit_base_patch32_clip_224.openai holds timm's image-only model.safetensors beside the open_clip
+    files: the error for the folder points at the open_clip file, not at a list to choose from."""
+    folder = tmp_path / "vit_base_patch32_clip_224.openai"
+    folder.mkdir()
+    for name in ("model.safetensors", "open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+        (folder / name).write_bytes(b"")
+    with pytest.raises(WeightsNotFoundError) as info:
+        build_category_encoder(**_clip_args(tiny_pretrained), pretrained=str(folder))
+    assert f"Point at the file in it: '{folder / 'open_clip_model.safetensors'}'" in str(info.value)
+
+
+# -- Qwen2-VL (lavida/models/mllm.py, outside this review's files) -----------------------------------------
+
+
+def test_qwen_directory_missing_a_tensor_is_refused(tiny_pretrained, tmp_path):
+    from lavida.models.mllm import build_semantic_extractor
+
+    directory = _copy(tiny_pretrained.mllm.pretrained, tmp_path / "mllm")
+    key = "model.layers.0.self_attn.q_proj.weight"
+    _rewrite_safetensors(directory / "model.safetensors", lambda s: s.pop(key))
+    with pytest.raises(WeightsNotFoundError, match="q_proj"):
+        build_semantic_extractor(pretrained=str(directory), arch=tiny_pretrained.mllm.arch)
+
+
+# -- never unpickle ---------------------------------------------------------------------------------------
+
+
+def test_every_torch_load_is_weights_only():
+    calls = []
+    for file in sorted((REPOSITORY / "lavida").rglob("*.py")):
+        text = file.read_text()
+        for match in re.finditer(r"torch\.load\(", text):
+            # The call's arguments: up to the matching closing parenthesis.
+            depth, end = 0, match.end() - 1
+            for end in range(match.end() - 1, len(text)):
+                depth += {"(": 1, ")": -1}.get(text[end], 0)
+                if depth == 0:
+                    break
+            calls.append((file, text[match.start() : end + 1]))
+    assert calls, "expected the loaders' torch.load calls"
+    unsafe = [f"{file}: {call}" for file, call in calls if "weights_only=True" not in call]
+    assert not unsafe
+
+
+# -- LAVIDA checkpoints -----------------------------------------------------------------------------------
+
+
+def test_checkpoint_moved_elsewhere_loads_the_same_weights_and_digest(tiny_model, tiny_pretrained, tmp_path):
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for parameter in tiny_model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+    first = save_checkpoint(tiny_model.eval(), tiny_pretrained, tmp_path / "a" / "ckpt")
+    again = save_checkpoint(tiny_model, tiny_pretrained, tmp_path / "b" / "ckpt")
+    assert checkpoint_digest(first) == checkpoint_digest(again)  # a save is a function of the weights
+    moved = tmp_path / "elsewhere" / "renamed"
+    shutil.move(str(first), moved)
+    assert checkpoint_digest(moved) == checkpoint_digest(again)  # the folder's own name is not hashed
+    loaded, config = load_checkpoint(moved)
+    assert config == tiny_pretrained
+    reference = dict(tiny_model.named_parameters())
+    trained = {n for n, p in loaded.named_parameters() if p.requires_grad}
+    assert trained == {n for n, p in reference.items() if p.requires_grad}
+    for name, parameter in loaded.named_parameters():
+        torch.testing.assert_close(parameter, reference[name], rtol=0, atol=0, msg=name)
+    with torch.no_grad():
+        tiny_model.projector.out_proj.bias[0] += 1.0
+    changed = save_checkpoint(tiny_model, tiny_pretrained, tmp_path / "b" / "ckpt")
+    assert checkpoint_digest(changed) != checkpoint_digest(moved)
+
+
+# -- random stand-ins -------------------------------------------------------------------------------------
+
+
+def test_random_base_models_are_written_atomically(tiny_pretrained, tmp_path, monkeypatch):
+    """A kill while writing the stand-in SAM2 must not leave a directory that looks complete (config.json
+    present) beside a missing or partial model file."""
+    from transformers import Sam2Model
+
+    from lavida.models.random_init import write_random_pretrained
+
+    def save_half(self, directory, **kwargs):
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        self.config.save_pretrained(directory)
+        raise KeyboardInterrupt("killed while writing the weights")
+
+    monkeypatch.setattr(Sam2Model, "save_pretrained", save_half)
+    root = tmp_path / "base"
+    with pytest.raises(KeyboardInterrupt):
+        write_random_pretrained(tiny_pretrained, root)
+    assert not (root / "sam2").exists()
+    assert sorted(p.name for p in root.iterdir()) == ["mllm"]
+    monkeypatch.undo()
+    written = write_random_pretrained(tiny_pretrained, root)
+    assert sorted(p.name for p in root.iterdir()) == ["clip", "mllm", "sam2"]
+    assert not [p for p in root.rglob("*") if p.name.startswith(".")]  # no staging left
+    assert Path(written.mask_decoder.pretrained) == root / "sam2"
