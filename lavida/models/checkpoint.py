@@ -7,8 +7,9 @@ local paths when the model is rebuilt:
     mllm_adapter/           PEFT adapter: LoRA weights and the trained <SEG> rows (usable with PEFT tools)
     heads.safetensors       every other trained parameter: projector, SAM2 prompt encoder and mask
                             decoder, the prompt embedding layer
-    meta.json               lavida version, git revision, parameter counts, <SEG> token id, and the
-                            training step and clip length (trainer checkpoints)
+    meta.json               lavida version, git revision (``+dirty`` with uncommitted changes to
+                            tracked files; null outside a checkout), parameter counts, <SEG> token id,
+                            and the training step and clip length (trainer checkpoints)
 
 Directories are written to a temporary sibling and renamed into place, so a crash never leaves a
 half-written checkpoint behind.
@@ -303,15 +304,22 @@ def _merge(base: dict, overrides: dict) -> dict:
 
 
 def _git_revision() -> str | None:
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
+    """The commit of the lavida code that wrote a checkpoint, ``+dirty`` when tracked files differ from it;
+    None outside a git checkout (an installed wheel) or without git."""
+    here = Path(__file__).resolve().parent
+
+    def git(*args: str) -> subprocess.CompletedProcess | None:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=here, capture_output=True, text=True, timeout=5, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+
+    head = git("rev-parse", "HEAD")
+    if head is None or head.returncode != 0 or not head.stdout.strip():
         return None
-    return result.stdout.strip() or None
+    # Uncommitted changes to tracked files make the commit alone not name the code that ran.
+    status = git("status", "--porcelain", "--untracked-files=no")
+    dirty = status is not None and status.returncode == 0 and bool(status.stdout.strip())
+    return head.stdout.strip() + ("+dirty" if dirty else "")

@@ -163,3 +163,40 @@ def test_eq7_form_mismatch_names_the_fix(tiny_pretrained, tmp_path):
     config_file.write_text(json.dumps(data))
     loaded, loaded_config = load_checkpoint(tmp_path / "ckpt")
     assert loaded_config.projector.eq7 == "official" and loaded.projector.category_norm is not None
+
+
+def test_git_revision_names_the_commit_and_a_dirty_tree(tmp_path, monkeypatch):
+    """meta.json's git_revision: the commit of the code, '+dirty' with uncommitted changes to tracked files,
+    and None outside a git checkout (an installed copy)."""
+    import shutil
+    import subprocess
+
+    import lavida.models.checkpoint as checkpoint
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo = tmp_path / "repo"
+    package = repo / "lavida" / "models"
+    package.mkdir(parents=True)
+    (package / "checkpoint.py").write_text("x = 1\n")
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "c")
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
+    monkeypatch.setattr(checkpoint, "__file__", str(package / "checkpoint.py"))
+    assert checkpoint._git_revision() == head
+    (repo / "untracked.txt").write_text("not code\n")  # untracked files do not count
+    assert checkpoint._git_revision() == head
+    (package / "checkpoint.py").write_text("x = 2\n")
+    assert checkpoint._git_revision() == head + "+dirty"
+    outside = tmp_path / "site-packages" / "lavida" / "models"
+    outside.mkdir(parents=True)
+    monkeypatch.setattr(checkpoint, "__file__", str(outside / "checkpoint.py"))
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    assert checkpoint._git_revision() is None
