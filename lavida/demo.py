@@ -336,7 +336,7 @@ def base_models(config: DemoConfig, model_config: LavidaConfig, train_root: Path
             record_file, settings, what="base models", fresh=[base, Path(config.output_dir) / "train"]
         )
         log.info("Reusing the base models and stand-in pretraining in %s", base)
-        return LavidaConfig.from_dict(json.loads(record_file.read_text())["model"])
+        return LavidaConfig.from_dict(json.loads(record_file.read_text(encoding="utf-8"))["model"])
     from lavida.train.state import latest_checkpoint
 
     train_dir = Path(config.output_dir) / "train"
@@ -458,7 +458,7 @@ def _check_settings(
     if not record_file.is_file():
         write_json(record_file, {"settings": settings}, indent=1)
         return
-    recorded = json.loads(record_file.read_text())["settings"]
+    recorded = json.loads(record_file.read_text(encoding="utf-8"))["settings"]
     if recorded != settings:
         changed = sorted(
             key for key in settings.keys() | recorded.keys() if settings.get(key) != recorded.get(key)
@@ -528,7 +528,7 @@ def _within_video_auc(eval_dir: Path, root: Path) -> float:
     from lavida.eval.video_result import VideoResult
 
     aucs = []
-    for video in sorted(json.loads((root / "synthetic_layout.json").read_text())):
+    for video in sorted(json.loads((root / "synthetic_layout.json").read_text(encoding="utf-8"))):
         result = VideoResult.load(cached_result_path(eval_dir, video))
         if 0 < result.frame_labels.sum() < result.frame_labels.size:
             aucs.append(roc_auc_score(result.frame_labels > 0, result.frame_scores))
@@ -566,7 +566,7 @@ def _plots(out: Path, test_sets: dict) -> None:
 
     rows = []
     for name, (root, _) in test_sets.items():
-        for video in sorted(json.loads((root / "synthetic_layout.json").read_text())):
+        for video in sorted(json.loads((root / "synthetic_layout.json").read_text(encoding="utf-8"))):
             rows.append((name, VideoResult.load(cached_result_path(out / f"eval_{name}", video))))
     low, high = score_axis_limits([result.frame_scores for _, result in rows])
     figure, axes = plt.subplots(
@@ -606,7 +606,7 @@ def _overlays(out: Path, test_sets: dict) -> None:
     folder = out / "overlays"
     folder.mkdir(exist_ok=True)
     for name, (root, categories) in test_sets.items():
-        layout = json.loads((root / "synthetic_layout.json").read_text())
+        layout = json.loads((root / "synthetic_layout.json").read_text(encoding="utf-8"))
         anomalous = [(video, info) for video, info in sorted(layout.items()) if info["interval"]][:2]
         for video, info in anomalous:
             start, end = info["interval"]

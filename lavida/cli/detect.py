@@ -166,7 +166,7 @@ def _made_with(marker: Path) -> dict | None:
 def _read(path: Path):
     """A JSON file written by this command, or None if it is missing or unreadable (then redo the video)."""
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 

@@ -93,10 +93,14 @@ class PromptTemplates:
             ValueError: the file is not in that layout or a template is unusable; names the file.
         """
         if path is None:
-            text = resources.files("lavida.data").joinpath("resources/prompt_templates.json").read_text()
+            text = (
+                resources.files("lavida.data")
+                .joinpath("resources/prompt_templates.json")
+                .read_text(encoding="utf-8")
+            )
             source = "lavida/data/resources/prompt_templates.json"
         else:
-            text = Path(path).read_text()
+            text = Path(path).read_text(encoding="utf-8")
             source = str(path)
         layout = 'a JSON object {"user": [str, ...], "answer": [str, ...], "system": str}'
         try:

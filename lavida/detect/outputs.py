@@ -49,10 +49,10 @@ class ScoreWriter:
 
     def __init__(self, folder: Path, *, fps: float | None, threshold: float) -> None:
         self.fps, self.threshold = fps, threshold
-        self._csv_file = (folder / "scores.csv").open("w", newline="")
+        self._csv_file = (folder / "scores.csv").open("w", newline="", encoding="utf-8")
         self._csv = csv.writer(self._csv_file)
         self._csv.writerow(["frame", "time_s", "score", "anomalous"])
-        self._jsonl = (folder / "scores.jsonl").open("w")
+        self._jsonl = (folder / "scores.jsonl").open("w", encoding="utf-8")
 
     def write(self, index: int, score: float) -> None:
         time_s = index / self.fps if self.fps else None
@@ -72,7 +72,7 @@ class MaskWriter:
     threshold)."""
 
     def __init__(self, folder: Path) -> None:
-        self._file = (folder / "masks.jsonl").open("w")
+        self._file = (folder / "masks.jsonl").open("w", encoding="utf-8")
 
     def write(self, index: int, mask: np.ndarray) -> None:
         self._file.write(json.dumps({"frame": index, "rle": encode_rle(mask)}) + "\n")
@@ -84,7 +84,7 @@ class MaskWriter:
 def read_masks(path: str | Path) -> dict[int, np.ndarray]:
     """masks.jsonl → {frame: (H, W) bool}."""
     masks = {}
-    with Path(path).open() as handle:
+    with Path(path).open(encoding="utf-8") as handle:
         for line in handle:
             entry = json.loads(line)
             height, width = entry["rle"]["size"]

@@ -258,7 +258,7 @@ def _kept(videos: Sequence[TestVideo], protocol: Protocol) -> list[TestVideo]:
 
 def read_category_list(path: str | Path) -> list[str]:
     """A text file with one category per line (blank lines and ``#`` comments ignored)."""
-    lines = Path(path).read_text().splitlines()
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
     categories = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
     if not categories:
         raise GroundTruthError(f"{path}: the category list is empty.")

@@ -178,7 +178,10 @@ def write_reports(
             except ValueError:  # e.g. NaN scores: compute_metrics has put the reason in the notes
                 pass
         rows.append(row)
-    with atomic_path(output_dir / "per_video.csv") as temporary, temporary.open("w", newline="") as handle:
+    with (
+        atomic_path(output_dir / "per_video.csv") as temporary,
+        temporary.open("w", newline="", encoding="utf-8") as handle,
+    ):
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)

@@ -142,7 +142,7 @@ def read_run(path: str | Path) -> RunResult:
         raise FileNotFoundError(
             f"{path}: no report.md beside metrics.json — is this a lavida-eval output directory?"
         )
-    title = (report.read_text().splitlines() or [""])[0]
+    title = (report.read_text(encoding="utf-8").splitlines() or [""])[0]
     match = re.match(r"# (\S+) — (\S+) protocol", title)
     if not match:
         raise ValueError(f"{report}: cannot read the benchmark and protocol from its title line {title!r}.")

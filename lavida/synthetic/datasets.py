@@ -176,7 +176,7 @@ def untrained_categories(root: str | Path, split: CategorySplit) -> dict[str, li
         when the training set contains every one of them.
     """
     meta_file = Path(root) / "meta.json"
-    meta = json.loads(meta_file.read_text())
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
     counts = Counter(
         text
         for kind in ("videos", "images")

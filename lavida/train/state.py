@@ -141,7 +141,7 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     complete = [folder for folder in _step_folders(root) if _is_complete(folder)]
     newest = complete[-1] if complete else None
     pointer = root / LATEST
-    named = pointer.read_text().strip() if pointer.is_file() else None
+    named = pointer.read_text(encoding="utf-8").strip() if pointer.is_file() else None
     if named != (newest.name if newest else None):
         log.warning(
             "%s names %s, but the newest complete checkpoint in %s is %s; using the latter.",

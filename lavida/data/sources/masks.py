@@ -163,7 +163,7 @@ def _parse_rle_file(path: str, inode: int, size: int, mtime_ns: int) -> dict[str
     """Parse one RLE file; the unused arguments only key the cache (see :func:`_read_rle_file`)."""
     del inode, size, mtime_ns
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise DatasetFormatError(
             f"{path}: cannot read the RLE file ({error}); re-run lavida-prepare for this dataset."

@@ -370,7 +370,7 @@ def _sentences(ref: dict[str, Any]) -> list[str]:
 def _read_state(path: Path) -> dict | None:
     """A conversion's ``file_state`` of its pickle, or None when missing or unreadable (convert again)."""
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
