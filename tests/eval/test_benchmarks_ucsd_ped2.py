@@ -119,3 +119,16 @@ def test_mask_images_are_read_in_any_mode_without_their_alpha_band(tmp_path, mod
     grey = Image.fromarray(np.where(mask, 255, 0).astype(np.uint8))
     grey.convert(mode).save(tmp_path / "000.png")
     assert (read_mask_image(tmp_path / "000.png") == mask).all()
+
+
+@pytest.mark.parametrize("name", ["UCSDped1", "ped1_copy"])
+def test_a_ped1_folder_is_named_as_ped1(tmp_path, name):
+    """UCSDped1/ has Ped2's layout (Test/TestNNN, UCSDped1.m) but masks for a few clips only; given as the
+    root it must be named as the wrong set, not fail later on a missing Test001_gt."""
+    from lavida.eval.benchmarks.ucsd_ped2 import UCSDPed2
+
+    test = tmp_path / name / "Test"
+    (test / "Test001").mkdir(parents=True)
+    (test / "UCSDped1.m").write_text("TestVideoFile = {};\n")
+    with pytest.raises(FileNotFoundError, match=r"is UCSD Ped1 .*holds UCSDped2/"):
+        UCSDPed2(tmp_path / name).videos()

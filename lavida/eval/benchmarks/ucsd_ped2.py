@@ -187,6 +187,15 @@ class UCSDPed2(VadBenchmark):
     def _find_test_dir(self) -> Path:
         for base in (self.root / "UCSDped2", self.root / "UCSD_Anomaly_Dataset.v1p2" / "UCSDped2", self.root):
             if (base / "Test").is_dir():
+                if base == self.root and (
+                    base.name.lower() == "ucsdped1" or (base / "Test" / "UCSDped1.m").is_file()
+                ):
+                    # Ped1 has the same layout but masks for a few clips only: read as Ped2, it would fail on
+                    # the first clip without a mask, an error that does not say the folder is the wrong set.
+                    raise FileNotFoundError(
+                        f"UCSD Ped2: {self.root} is UCSD Ped1 (its Test/ belongs to UCSDped1); the paper's Tab. 2 "
+                        "evaluates Ped2. Give the folder that holds UCSDped2/, or UCSDped2/ itself."
+                    )
                 return base / "Test"
         raise FileNotFoundError(
             f"UCSD Ped2: no UCSDped2/Test folder under {self.root}. Give the folder that holds UCSDped2/ "
