@@ -20,10 +20,8 @@ intervals shaded) and ``overlays/*.png`` (predicted masks over frames).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from lavida.atomic import write_json, write_text
-from lavida.cli.record import RECORD_DIR
 from lavida.models.config import LavidaConfig
+from lavida.run_outputs import RECORD_DIR, remove_previous_outputs
 from lavida.train.resume_check import ResumeMismatchError
 
 log = logging.getLogger(__name__)
@@ -246,7 +244,9 @@ def run_demo(config: DemoConfig, *, model: dict | None = None) -> dict:
         trainer.setup()  # the resume check: the last of this run's refusals
     except ResumeMismatchError as error:
         raise demo_resume_error(error, out) from error
-    remove_previous_outputs(out)
+    # Once this run has passed its checks (a refused rerun keeps them): a rerun that then dies must not
+    # leave the earlier results and .hydra/ record beside the new training state, as if they were its own.
+    remove_previous_outputs(out, files=_RUN_OUTPUTS, folders=_RUN_FOLDERS)
     fit_started = time.perf_counter()
     summary = trainer.fit()
     train_seconds = time.perf_counter() - fit_started
@@ -269,38 +269,16 @@ def run_demo(config: DemoConfig, *, model: dict | None = None) -> dict:
     # Everything from the start: data, stand-in pretraining, training, evaluation and plots.
     metrics["total_seconds"] = round(time.perf_counter() - started, 1)
     metrics["reused_from_earlier_run"] = reused  # [] for a whole run
-    write_json(out / "metrics.json", metrics, indent=2)
     _report(out, config, split, metrics, summary, untrained=untrained)
+    write_json(out / "metrics.json", metrics, indent=2)  # last, as lavida-eval does: readers key on it
     log.info("Demo finished in %.0f s: %s", metrics["total_seconds"], json.dumps(metrics))
     return metrics
 
 
-# What the end of a run writes into output_dir, metrics first (lavida-tables and readers key on it); the
-# eval_* folders are lavida-eval's own, which clears its outputs when it recomputes.
+# What the end of a run writes into output_dir, metrics first (readers key on it); the eval_* folders are
+# lavida-eval's own, which clears its outputs when it recomputes.
 _RUN_OUTPUTS = ("metrics.json", "report.md", "score_curves.png")
-_RUN_FOLDERS = ("overlays", RECORD_DIR)  # RECORD_DIR: lavida-demo's .hydra/ (lavida/cli/record.py)
-
-
-def remove_previous_outputs(out: Path) -> None:
-    """Remove an earlier run's results from ``out`` once this run has passed its checks.
-
-    A rerun that then dies (killed while training, a crash in the evaluation) must not leave the old
-    ``metrics.json``, report, plots and ``.hydra/`` record beside the new training state, where they
-    would read as this run's results. A refused rerun never gets here, so it keeps them.
-    """
-    removed = []
-    for name in _RUN_OUTPUTS:
-        with contextlib.suppress(FileNotFoundError):
-            (out / name).unlink()
-            removed.append(name)
-    for name in _RUN_FOLDERS:
-        if (out / name).is_dir():
-            shutil.rmtree(out / name)
-            removed.append(f"{name}/")
-    if removed:
-        log.info(
-            "%s: removed the previous run's %s; they are written again at the end.", out, ", ".join(removed)
-        )
+_RUN_FOLDERS = ("overlays", RECORD_DIR)
 
 
 def base_models(config: DemoConfig, model_config: LavidaConfig, train_root: Path) -> LavidaConfig:

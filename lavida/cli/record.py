@@ -9,7 +9,7 @@ lavida-train after the trainer's resume check (with ``run_config.json``), lavida
 when they finish. The folder is replaced whole (``atomic_dir``), so the record beside the results is
 always the one of the command that made them; a lavida-eval rerun that recomputes results removes the old
 record with the old metrics before it computes (``lavida.eval.runner``), and a lavida-demo rerun once its
-checks pass (``lavida.demo.remove_previous_outputs``), so a crash leaves neither.
+checks pass (``lavida.run_outputs.remove_previous_outputs``), so a crash leaves neither.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from lavida.atomic import atomic_dir
-
-RECORD_DIR = ".hydra"
+from lavida.run_outputs import RECORD_DIR
 
 
 def hydra_record(cfg: DictConfig) -> dict[str, str]:

@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import shutil
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -41,6 +40,7 @@ from lavida.file_names import safe_file_name
 from lavida.file_state import file_state
 from lavida.inference import Predictor, upsample_mask_logits
 from lavida.number_checks import is_whole
+from lavida.run_outputs import RECORD_DIR, remove_previous_outputs
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,9 @@ def run_evaluation(
             todo.append((video, fingerprint, facts))
     state.wait_for_everyone()  # all ranks have decided before any cache is rewritten
     if todo and state.is_main_process:
-        _remove_previous_outputs(output_dir)
+        # Before computing anything: a rerun killed midway must not leave metrics (or the .hydra/ record)
+        # that describe other results than its cache now holds.
+        remove_previous_outputs(output_dir, files=_RUN_OUTPUTS, folders=_RUN_FOLDERS)
     progress = tqdm(
         todo[state.process_index :: state.num_processes],
         desc=f"{benchmark.name} ({protocol.name})",
@@ -624,29 +626,7 @@ def _load_cached(cache: Path) -> VideoResult:
         ) from error
 
 
-# Files describing a finished run; lavida-tables reads metrics.json as the run's result.
+# Files describing a finished run, metrics.json first (lavida-tables reads it as the run's result), and
+# the record of the command that made them (written when lavida-eval finishes, lavida/cli/record.py).
 _RUN_OUTPUTS = ("metrics.json", "report.md", "per_video.csv")
-# The record of the command that made them, which lavida-eval writes when it finishes (lavida/cli/record.py).
-_RUN_RECORD = ".hydra"
-
-
-def _remove_previous_outputs(output_dir: Path) -> None:
-    """Remove a previous run's outputs before computing anything: a rerun killed midway must not leave
-    metrics, or the ``.hydra/`` record of the command, that describe other results than its cache now
-    holds. ``metrics.json`` goes first, so a kill between the removals leaves no run that lavida-tables
-    would read."""
-    removed = []
-    for name in _RUN_OUTPUTS:
-        path = output_dir / name
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-            removed.append(name)
-    if (output_dir / _RUN_RECORD).is_dir():
-        shutil.rmtree(output_dir / _RUN_RECORD)
-        removed.append(f"{_RUN_RECORD}/")
-    if removed:
-        log.info(
-            "%s: removed the previous run's %s; they are rewritten at the end.",
-            output_dir,
-            ", ".join(removed),
-        )
+_RUN_FOLDERS = (RECORD_DIR,)
