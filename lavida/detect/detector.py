@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from lavida.atomic import atomic_dir
+from lavida.data.exposure import normalize_text as comparison_key
 from lavida.data.processor import LavidaProcessor
 from lavida.data.prompts import clean_categories
 from lavida.data.types import ClipSample
@@ -438,7 +439,7 @@ def distinct_categories(categories: Sequence[str]) -> list[str]:
     """
     kept, seen, dropped = [], set(), []
     for category in clean_categories(categories):
-        key = " ".join(category.split()).casefold()
+        key = comparison_key(category)  # the sampler's: whitespace collapsed, case folded
         if key in seen:
             dropped.append(category)
         else:
