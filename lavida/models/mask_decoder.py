@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from lavida.models.weights import WeightsNotFoundError, check_pretrained_dir
+from lavida.models.weights import WeightsNotFoundError, check_nothing_missing, check_pretrained_dir
 
 log = logging.getLogger(__name__)
 
@@ -242,15 +242,7 @@ def load_sam2(*, pretrained: str | None = None, arch: dict | None = None, dtype:
         )
     except Exception as error:  # noqa: BLE001 - safetensors, OSError, ValueError...: all mean unusable files
         raise WeightsNotFoundError(f"Could not load SAM2 from '{directory}': {error}\n{SAM2_HINT}") from error
-    # transformers initialises a tensor the files lack at random and only logs a report; a SAM2 with a
-    # random decoder part would train and evaluate without any sign of it. The hub's video checkpoints
-    # hold more tensors than the image model (memory modules), which transformers already ignores.
-    missing = sorted(loading["missing_keys"])
-    if missing:
-        raise WeightsNotFoundError(
-            f"SAM2: the weights in '{directory}' lack {len(missing)} tensors of the model its config.json "
-            f"describes, e.g. {missing[:5]}: an incomplete or foreign checkpoint.\n{SAM2_HINT}"
-        )
+    check_nothing_missing(loading, directory=directory, what="SAM2", hint=SAM2_HINT)
     if arch is not None:
         _check_size(sam.config, _sam2_config(Sam2Config, arch), directory)
     return sam

@@ -28,7 +28,7 @@ from torch import nn
 from lavida.data.types import IGNORE_INDEX, LavidaBatch
 from lavida.models.compression import TokenCompressor
 from lavida.models.qwen_processor import QWEN_HINT, QWEN_REQUIRED_FILES, QwenFamily, load_processor
-from lavida.models.weights import WeightsNotFoundError, check_pretrained_dir
+from lavida.models.weights import WeightsNotFoundError, check_nothing_missing, check_pretrained_dir
 
 log = logging.getLogger(__name__)
 
@@ -491,14 +491,7 @@ def _from_pretrained(model_class, directory: Path, torch_dtype: torch.dtype, att
             f"Could not load the MLLM from '{directory}': {error}\nThe files may be truncated or from another "
             f"model family. {QWEN_HINT}"
         ) from error
-    # transformers initialises a tensor the files lack at random and only logs a report: an MLLM with a
-    # random layer would train and evaluate without any other sign of it.
-    missing = sorted(loading["missing_keys"])
-    if missing:
-        raise WeightsNotFoundError(
-            f"The MLLM weights in '{directory}' lack {len(missing)} tensors of the model its config.json "
-            f"describes, e.g. {missing[:5]}: an incomplete download or another model.\n{QWEN_HINT}"
-        )
+    check_nothing_missing(loading, directory=directory, what="MLLM", hint=QWEN_HINT)
     return model
 
 

@@ -70,6 +70,31 @@ def check_pretrained_dir(
     return directory
 
 
+def check_nothing_missing(loading: dict, *, directory: Path, what: str, hint: str) -> None:
+    """Refuse a transformers model loaded with tensors its files lack.
+
+    ``from_pretrained`` initialises a tensor missing from the files at random and only logs a load report,
+    so a model with a random part would train and evaluate without any other sign of it. Extra tensors in
+    the files are not refused (the hub's SAM2 video checkpoints hold memory modules the image model
+    ignores).
+
+    Args:
+        loading: ``from_pretrained(..., output_loading_info=True)``'s second value.
+        directory: The folder loaded, for the message.
+        what: Human name of the model.
+        hint: How to get complete weights.
+
+    Raises:
+        WeightsNotFoundError: naming the folder and up to five missing tensors.
+    """
+    missing = sorted(loading["missing_keys"])
+    if missing:
+        raise WeightsNotFoundError(
+            f"{what}: the weights in '{directory}' lack {len(missing)} tensors of the model its config.json "
+            f"describes, e.g. {missing[:5]}: an incomplete download or another model.\n{hint}"
+        )
+
+
 def check_weights_file(path: str | Path, *, what: str, suffixes: Sequence[str], hint: str) -> Path:
     """Check that ``path`` is an existing weights file with one of the given suffixes.
 
