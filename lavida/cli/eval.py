@@ -64,26 +64,20 @@ def eval_settings(cfg: DictConfig) -> EvalSettings:
     return EvalSettings(
         region_thresholds=thresholds,
         pixel_size=pixel_size,
-        pixel_chunk=_count(cfg, "pixel_chunk", example=16, nullable=False),
-        max_videos=_count(cfg, "max_videos", example=2),
+        pixel_chunk=cfg.pixel_chunk,  # EvalSettings checks both counts
+        max_videos=cfg.max_videos,
     )
 
 
-def _count(cfg: DictConfig, key: str, *, example: int, nullable: bool = True) -> int | None:
-    """``cfg[key]`` checked to be a whole number ≥ 1 (or null where ``nullable``), naming the override.
-
-    A count below one does not fail by itself: max_videos=-1 would slice off the last video and
-    pixel_chunk=-1 skip every pixel; clip_length=2.5 would become 2 without a word.
-    """
-    value = cfg[key]
-    if value is None and nullable:
-        return None
-    if not (is_whole(value) and value >= 1):
-        allowed = " or null" if nullable else ""
+def _clip_length(cfg: DictConfig) -> int | None:
+    """``clip_length``, checked before the benchmark loads (probing its videos can take minutes): a whole
+    number ≥ 1 or null (the checkpoint's); 2.5 would otherwise become 2 without a word."""
+    value = cfg.clip_length
+    if value is not None and not (is_whole(value) and value >= 1):
         raise ValueError(
-            f"{key} must be a whole number ≥ 1{allowed}, got {_shown(value)}. Set e.g. {key}={example}."
+            f"clip_length must be a whole number ≥ 1 or null, got {_shown(value)}. Set e.g. clip_length=8."
         )
-    return int(value)
+    return value
 
 
 def _shown(value) -> str:
@@ -95,7 +89,7 @@ def run(cfg: DictConfig) -> dict:
     """Evaluate as configured (see lavida/configs/eval.yaml); returns the metrics on rank 0."""
     reject_unknown_keys(cfg, config_name="eval", hints=loader_option_hints(cfg))
     settings = eval_settings(cfg)
-    clip_length = _count(cfg, "clip_length", example=8)
+    clip_length = _clip_length(cfg)
     options = OmegaConf.to_container(cfg.benchmark.options, resolve=True) or {}
     benchmark = get_benchmark(cfg.benchmark.name, cfg.benchmark.root, **options)
     protocol = benchmark.protocol(cfg.protocol)

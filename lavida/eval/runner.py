@@ -66,15 +66,16 @@ class EvalSettings:
     def __post_init__(self) -> None:
         # Counts below one do not fail on their own: a negative pixel_chunk is an empty range (no pixel
         # statistics at all) and max_videos=-1 a slice that drops the last video.
+        # Named as lavida-eval's keys, which pass here unchanged.
         if not (is_whole(self.pixel_chunk) and self.pixel_chunk >= 1):
             raise ValueError(
-                f"EvalSettings: pixel_chunk must be a whole number ≥ 1 (frames per step of the pixel "
-                f"metrics), got {self.pixel_chunk!r}; e.g. 16."
+                f"pixel_chunk must be a whole number ≥ 1 (frames per step of the pixel metrics), got "
+                f"{self.pixel_chunk!r}. Set e.g. pixel_chunk=16."
             )
         if self.max_videos is not None and not (is_whole(self.max_videos) and self.max_videos >= 1):
             raise ValueError(
-                f"EvalSettings: max_videos must be a whole number ≥ 1 or None (every video), got "
-                f"{self.max_videos!r}."
+                f"max_videos must be a whole number ≥ 1 or null (None: every video), got {self.max_videos!r}. "
+                "Set e.g. max_videos=2."
             )
 
 

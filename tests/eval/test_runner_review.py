@@ -362,9 +362,9 @@ def test_metrics_json_is_written_last(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"max_videos": 0}, r"max_videos must be a whole number ≥ 1 or None"),
-        ({"max_videos": -1}, r"max_videos must be a whole number ≥ 1 or None"),
-        ({"max_videos": 1.5}, r"max_videos must be a whole number ≥ 1 or None"),
+        ({"max_videos": 0}, r"max_videos must be a whole number ≥ 1 or null"),
+        ({"max_videos": -1}, r"max_videos must be a whole number ≥ 1 or null"),
+        ({"max_videos": 1.5}, r"max_videos must be a whole number ≥ 1 or null"),
         ({"pixel_chunk": 0}, r"pixel_chunk must be a whole number ≥ 1"),
         ({"pixel_chunk": -4}, r"pixel_chunk must be a whole number ≥ 1"),
     ],
