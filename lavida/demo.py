@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lavida.atomic import write_json, write_text
+from lavida.atomic import read_json, write_json, write_text
 from lavida.models.config import LavidaConfig
 from lavida.run_outputs import RECORD_DIR, remove_previous_outputs
 from lavida.train.resume_check import ResumeMismatchError
@@ -314,7 +314,7 @@ def base_models(config: DemoConfig, model_config: LavidaConfig, train_root: Path
             record_file, settings, what="base models", fresh=[base, Path(config.output_dir) / "train"]
         )
         log.info("Reusing the base models and stand-in pretraining in %s", base)
-        return LavidaConfig.from_dict(json.loads(record_file.read_text(encoding="utf-8"))["model"])
+        return LavidaConfig.from_dict(read_json(record_file, expected=_RECORD)["model"])
     from lavida.train.state import latest_checkpoint
 
     train_dir = Path(config.output_dir) / "train"
@@ -436,7 +436,7 @@ def _check_settings(
     if not record_file.is_file():
         write_json(record_file, {"settings": settings}, indent=1)
         return
-    recorded = json.loads(record_file.read_text(encoding="utf-8"))["settings"]
+    recorded = read_json(record_file, expected=_RECORD)["settings"]
     if recorded != settings:
         changed = sorted(
             key for key in settings.keys() | recorded.keys() if settings.get(key) != recorded.get(key)
@@ -492,6 +492,18 @@ def _evaluate(predictor, run_info: dict, root: Path, categories: list[str], outp
     )
 
 
+# What the demo's own records hold, for read_json's errors.
+_RECORD = 'a lavida-demo record {"settings": {...}, ...}; delete the folder it is in to make it again'
+
+
+def _layout(root: Path) -> dict:
+    """A test set's ``synthetic_layout.json`` (lavida.synthetic.datasets.write_vad_set)."""
+    return read_json(
+        root / "synthetic_layout.json",
+        expected="the test set's layout written by lavida.synthetic.datasets.write_vad_set",
+    )
+
+
 def _within_video_auc(eval_dir: Path, root: Path) -> float:
     """Mean frame ROC-AUC of the anomalous test videos, each video on its own.
 
@@ -506,7 +518,7 @@ def _within_video_auc(eval_dir: Path, root: Path) -> float:
     from lavida.eval.video_result import VideoResult
 
     aucs = []
-    for video in sorted(json.loads((root / "synthetic_layout.json").read_text(encoding="utf-8"))):
+    for video in sorted(_layout(root)):
         result = VideoResult.load(cached_result_path(eval_dir, video))
         if 0 < result.frame_labels.sum() < result.frame_labels.size:
             aucs.append(roc_auc_score(result.frame_labels > 0, result.frame_scores))
@@ -544,7 +556,7 @@ def _plots(out: Path, test_sets: dict) -> None:
 
     rows = []
     for name, (root, _) in test_sets.items():
-        for video in sorted(json.loads((root / "synthetic_layout.json").read_text(encoding="utf-8"))):
+        for video in sorted(_layout(root)):
             rows.append((name, VideoResult.load(cached_result_path(out / f"eval_{name}", video))))
     low, high = score_axis_limits([result.frame_scores for _, result in rows])
     figure, axes = plt.subplots(
@@ -584,7 +596,7 @@ def _overlays(out: Path, test_sets: dict) -> None:
     folder = out / "overlays"
     folder.mkdir(exist_ok=True)
     for name, (root, categories) in test_sets.items():
-        layout = json.loads((root / "synthetic_layout.json").read_text(encoding="utf-8"))
+        layout = _layout(root)
         anomalous = [(video, info) for video, info in sorted(layout.items()) if info["interval"]][:2]
         for video, info in anomalous:
             start, end = info["interval"]

@@ -23,7 +23,6 @@ set may contain no object of some seen category: ``untrained_categories`` names 
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lavida.atomic import write_json
+from lavida.atomic import read_json, write_json
 from lavida.synthetic.shapes import SceneObject, all_descriptions, random_object, render
 
 # The generators' arithmetic sets these minima (checked by the specs below, named in their errors):
@@ -176,7 +175,7 @@ def untrained_categories(root: str | Path, split: CategorySplit) -> dict[str, li
         when the training set contains every one of them.
     """
     meta_file = Path(root) / "meta.json"
-    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    meta = read_json(meta_file, expected="the training set's meta.json written by write_segmentation_set")
     counts = Counter(
         text
         for kind in ("videos", "images")
