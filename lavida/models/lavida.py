@@ -215,8 +215,8 @@ def check_base_weights(config: LavidaConfig) -> None:
     """
     from lavida.models.mask_decoder import SAM2_HINT, SAM2_REQUIRED_FILES
     from lavida.models.qwen_processor import QWEN_HINT, QWEN_REQUIRED_FILES
-    from lavida.models.text_encoder import CLIP_HINT, CLIP_SUFFIXES
-    from lavida.models.weights import WeightsNotFoundError, check_pretrained_dir, check_weights_file
+    from lavida.models.text_encoder import check_clip_weights
+    from lavida.models.weights import WeightsNotFoundError, check_pretrained_dir
 
     if config.base_weights == "required":
         unset = []
@@ -243,9 +243,7 @@ def check_base_weights(config: LavidaConfig) -> None:
             hint=QWEN_HINT,
         )
     if config.text_encoder.pretrained is not None:
-        check_weights_file(
-            config.text_encoder.pretrained, what="CLIP text encoder", suffixes=CLIP_SUFFIXES, hint=CLIP_HINT
-        )
+        check_clip_weights(config.text_encoder.pretrained)
     if config.mask_decoder.pretrained is not None:
         check_pretrained_dir(
             config.mask_decoder.pretrained, what="SAM2", required=SAM2_REQUIRED_FILES, hint=SAM2_HINT

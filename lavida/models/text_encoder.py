@@ -2,8 +2,10 @@
 
 Built with open_clip. Its BPE vocabulary ships inside the wheel, so tokenising works offline; the
 weights come from a local file (``open_clip_model.safetensors`` or ``open_clip_pytorch_model.bin`` of
-the OpenAI ViT-B/32 checkpoint). Only the text tower is kept: the image tower is deleted after
-construction and its weights are never read.
+the OpenAI ViT-B/32 checkpoint) or from the transformers folder the official code reads
+(``openai/clip-vit-base-patch32``; renamed into open_clip's names by ``lavida.models.clip_transformers``).
+Only the text tower is kept: the image tower is deleted after construction and its weights are never
+read.
 """
 
 from __future__ import annotations
@@ -18,6 +20,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lavida.models.clip_transformers import (
+    check_activation,
+    check_transformers_clip_folder,
+    is_transformers_clip_folder,
+    is_transformers_clip_state,
+    open_clip_text_state,
+    read_config,
+    read_transformers_clip_folder,
+)
 from lavida.models.weights import WeightsNotFoundError, check_weights_file, load_state_dict_file
 
 log = logging.getLogger(__name__)
@@ -29,7 +40,8 @@ LOSS_ONLY_KEYS = ("logit_scale", "logit_bias")
 CLIP_HINT = (
     "Download the open_clip weights of OpenAI's ViT-B/32 once (e.g. open_clip_model.safetensors from the "
     "`timm/vit_base_patch32_clip_224.openai` repository) and point `model.text_encoder.pretrained` "
-    "(or LAVIDA_CLIP_PATH) at the file."
+    "(or LAVIDA_CLIP_PATH) at the file, or point it at a transformers copy of `openai/clip-vit-base-patch32` "
+    "(the folder with config.json)."
 )
 
 
@@ -146,7 +158,7 @@ def load_clip_text(
         if isinstance(getattr(clip, name, None), nn.Parameter):
             delattr(clip, name)
     if pretrained is not None:
-        load_clip_text_weights(clip, pretrained)
+        load_clip_text_weights(clip, pretrained, model_name=model_name)
     clip.to(getattr(torch, dtype))
     return clip, open_clip.get_tokenizer(model_name)
 
@@ -170,22 +182,52 @@ def _output_dim(clip: nn.Module) -> int:
     return clip.transformer.width
 
 
-def load_clip_text_weights(clip: nn.Module, path: str) -> None:
-    """Load the text-tower tensors of the state dict at ``path`` into ``clip`` (built without its image tower).
+def check_clip_weights(path: str | Path) -> Path:
+    """Check, without reading the weights, that ``path`` is a CLIP weights file or transformers folder.
+
+    Raises:
+        WeightsNotFoundError: naming the path and what was expected there.
+    """
+    source = Path(path).expanduser()
+    if is_transformers_clip_folder(source):
+        check_transformers_clip_folder(source, hint=CLIP_HINT)
+        return source
+    return check_weights_file(source, what="CLIP text encoder", suffixes=CLIP_SUFFIXES, hint=CLIP_HINT)
+
+
+def load_clip_text_weights(clip: nn.Module, path: str, *, model_name: str = "") -> None:
+    """Load the text-tower tensors at ``path`` into ``clip`` (built without its image tower).
+
+    ``path`` is an open_clip state dict file, or transformers' CLIP format: a folder with config.json,
+    or its weights file (the config.json beside it, when there is one, is checked too).
 
     Raises:
         WeightsNotFoundError: the file is missing or unreadable, lacks text-tower tensors, or does not fit.
     """
-    file = check_weights_file(path, what="CLIP text encoder", suffixes=CLIP_SUFFIXES, hint=CLIP_HINT)
-    state = load_state_dict_file(file, what="CLIP text encoder", hint=CLIP_HINT)
+    source = Path(path).expanduser()
+    config, config_file = None, None
+    if is_transformers_clip_folder(source):
+        state, config = read_transformers_clip_folder(source, hint=CLIP_HINT)
+        config_file = source / "config.json"
+    else:
+        file = check_clip_weights(source)
+        state = load_state_dict_file(file, what="CLIP text encoder", hint=CLIP_HINT)
     state = {key.removeprefix("module."): value for key, value in state.items()}
-    if any(key.startswith("text_model.") for key in state):
-        # The official code's openai/clip-vit-base-patch32: the same weights under other names (and q/k/v
-        # split), which "lacks every text-tower tensor" below would not explain.
-        raise WeightsNotFoundError(
-            f"CLIP text encoder: '{file}' holds a transformers CLIPModel state dict (text_model.* keys, as in "
-            f"openai/clip-vit-base-patch32); LAVIDA reads open_clip's format. {CLIP_HINT}"
-        )
+    if is_transformers_clip_state(state):
+        # The official code's openai/clip-vit-base-patch32: the same weights under other names.
+        if config is None and (source.parent / "config.json").is_file():
+            config_file = source.parent / "config.json"
+            config = read_config(config_file, hint=CLIP_HINT)
+        if config is not None:
+            check_activation(clip, config, config_file=config_file, model_name=model_name, hint=CLIP_HINT)
+        else:
+            log.warning(
+                "%s has transformers' CLIP names but no config.json beside it: whether it was trained with "
+                "QuickGELU, as the configured open_clip model '%s' assumes, cannot be checked.",
+                source,
+                model_name,
+            )
+        state = open_clip_text_state(state, source=source, hint=CLIP_HINT)
     text_state = {key: value for key, value in state.items() if not key.startswith("visual.")}
     expected = set(clip.state_dict())
     # A file may hold the contrastive temperature or not (OpenAI's does; lavida's text-only files do
@@ -193,12 +235,20 @@ def load_clip_text_weights(clip: nn.Module, path: str) -> None:
     missing = sorted(expected - set(text_state) - set(LOSS_ONLY_KEYS))
     if missing:
         raise WeightsNotFoundError(
-            f"CLIP text encoder: '{file}' lacks {len(missing)} text-tower tensors, e.g. {missing[:5]}. Is it an "
-            f"open_clip state dict of the configured model? {CLIP_HINT}"
+            f"CLIP text encoder: '{source}' lacks {len(missing)} text-tower tensors, e.g. {missing[:5]} (open_clip "
+            f"names). Is it a CLIP of the configured model? {CLIP_HINT}"
         )
     unexpected = sorted(set(text_state) - expected - set(LOSS_ONLY_KEYS))
+    deeper = [key for key in unexpected if key.startswith("transformer.resblocks.")]
+    if deeper:
+        # Layers the configured tower lacks: another (deeper) model, whose features would be computed
+        # from its first layers only.
+        raise WeightsNotFoundError(
+            f"CLIP text encoder: '{source}' holds text layers the configured model lacks, e.g. {deeper[:3]}: "
+            f"it is another (deeper) CLIP. Set model.text_encoder.model_name to its open_clip model. {CLIP_HINT}"
+        )
     if unexpected:
-        log.warning("Ignoring %d unexpected keys in %s, e.g. %s", len(unexpected), file, unexpected[:5])
+        log.warning("Ignoring %d unexpected keys in %s, e.g. %s", len(unexpected), source, unexpected[:5])
     try:
         # Not strict only for a temperature the file lacks: every other key was checked above.
         clip.load_state_dict(
@@ -206,5 +256,5 @@ def load_clip_text_weights(clip: nn.Module, path: str) -> None:
         )
     except RuntimeError as error:  # shape mismatch: another model's weights
         raise WeightsNotFoundError(
-            f"CLIP text encoder: '{file}' does not fit the configured model: {error}"
+            f"CLIP text encoder: '{source}' does not fit the configured model: {error}"
         ) from error

@@ -198,9 +198,9 @@ def test_a_pickled_object_is_refused_without_suggesting_to_unpickle_it(tiny_pret
     assert "weights_only=False" not in message and "trust" not in message
 
 
-def test_clip_transformers_format_is_named(tiny_pretrained, tmp_path):
-    """openai/clip-vit-base-patch32 (the official code's CLIPTextModel) has transformers key names: the
-    error says so, and which file to use instead."""
+def test_clip_transformers_file_lacking_the_projection_is_named(tiny_pretrained, tmp_path):
+    """A transformers-format file (the official code's openai/clip-vit-base-patch32) is read in transformers'
+    names (tests/models/test_clip_transformers.py); one without the text projection is refused by name."""
     file = tmp_path / "model.safetensors"
     save_file(
         {
@@ -213,8 +213,8 @@ def test_clip_transformers_format_is_named(tiny_pretrained, tmp_path):
     with pytest.raises(WeightsNotFoundError) as info:
         build_category_encoder(**_clip_args(tiny_pretrained), pretrained=str(file))
     message = str(info.value)
-    assert str(file) in message and "transformers CLIPModel" in message
-    assert "open_clip_model.safetensors" in message
+    assert str(file) in message and "text_projection.weight" in message
+    assert "openai/clip-vit-base-patch32" in message
 
 
 def test_clip_folder_of_the_timm_repository_names_the_open_clip_file(tiny_pretrained, tmp_path):
