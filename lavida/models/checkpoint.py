@@ -3,7 +3,7 @@
 A checkpoint directory holds only what training changed; the frozen base models are read from their
 local paths when the model is rebuilt:
 
-    lavida_config.json      the model config (LavidaConfig.to_dict), incl. the base-model paths
+    lavida_config.json      the model config (LavidaConfig.to_dict), incl. the base-model paths (absolute)
     mllm_adapter/           PEFT adapter: LoRA weights and the trained <SEG> rows (usable with PEFT tools)
     heads.safetensors       every other trained parameter: projector, SAM2 prompt encoder and mask
                             decoder, the prompt embedding layer
@@ -77,7 +77,7 @@ def save_checkpoint(
     """Write ``model``'s trained weights and ``config`` to ``directory`` (replaced atomically if it exists)."""
     directory = Path(directory)
     with atomic_dir(directory) as staging:
-        (staging / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
+        (staging / CONFIG_FILE).write_text(json.dumps(_absolute_base_paths(config.to_dict()), indent=2))
         peft_model = model.mllm.model
         if hasattr(peft_model, "save_pretrained") and hasattr(peft_model, "peft_config"):
             peft_model.save_pretrained(staging / ADAPTER_DIR)
@@ -93,6 +93,21 @@ def save_checkpoint(
         (staging / META_FILE).write_text(json.dumps(meta, indent=2))
     log.info("Saved checkpoint to %s", directory)
     return directory
+
+
+def _absolute_base_paths(settings: dict) -> dict:
+    """``settings`` with every relative base-model path made absolute against the current folder.
+
+    A checkpoint is read from wherever evaluation runs; a path like ``weights/qwen`` (a relative
+    ``model.mllm.pretrained``, or the demo's ``outputs/demo/base_models``) would then name another folder,
+    or none.
+    """
+    settings = {key: dict(value) if isinstance(value, dict) else value for key, value in settings.items()}
+    for section in _BASE_MODEL_SECTIONS:
+        path = settings[section].get("pretrained")
+        if path is not None and not Path(path).expanduser().is_absolute():
+            settings[section]["pretrained"] = str(Path(path).expanduser().absolute())
+    return settings
 
 
 def load_checkpoint(

@@ -200,3 +200,34 @@ def test_git_revision_names_the_commit_and_a_dirty_tree(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint, "__file__", str(outside / "checkpoint.py"))
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
     assert checkpoint._git_revision() is None
+
+
+def test_relative_base_paths_are_recorded_absolute(trained, tmp_path, monkeypatch):
+    """A run started with relative base-model paths (model.mllm.pretrained=weights/qwen, or the demo's
+    outputs/demo/base_models) wrote them as given, and loading the checkpoint from another folder looked
+    for the base models there."""
+    import os
+
+    from lavida.models.config import LavidaConfig
+
+    model, config = trained
+    base = os.path.commonpath([config.mllm.pretrained, config.mask_decoder.pretrained])
+    monkeypatch.chdir(base)
+    settings = config.to_dict()
+    for section in ("mllm", "text_encoder", "mask_decoder"):
+        settings[section]["pretrained"] = os.path.relpath(settings[section]["pretrained"], base)
+    relative = LavidaConfig.from_dict(settings)
+    assert not os.path.isabs(relative.mllm.pretrained)
+    target = save_checkpoint(model, relative, tmp_path / "ckpt")
+    saved = json.loads((target / "lavida_config.json").read_text())
+    for section in ("mllm", "text_encoder", "mask_decoder"):
+        assert saved[section]["pretrained"] == getattr(config, section).pretrained
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    loaded, loaded_config = load_checkpoint(target)
+    assert loaded_config.mask_decoder.pretrained == config.mask_decoder.pretrained
+    before, after = _outputs(model), _outputs(loaded)
+    for field in ("object_logits", "mask_logits"):
+        torch.testing.assert_close(getattr(after, field), getattr(before, field), rtol=0, atol=0)
