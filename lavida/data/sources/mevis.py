@@ -367,11 +367,17 @@ def _check_masks(per_frame: Any, length: int, size: tuple[int, int], *, where: s
     for position, rle in enumerate(per_frame):
         if rle is None:
             continue
-        if not isinstance(rle, dict) or not isinstance(rle.get("counts"), (str, list)) or "size" not in rle:
+        # The size is checked as a list before it is compared: list() of a number or null raised a bare
+        # TypeError that named neither mask_dict.json nor the annotation.
+        if (
+            not isinstance(rle, dict)
+            or not isinstance(rle.get("counts"), (str, list))
+            or not isinstance(rle.get("size"), list)
+        ):
             raise DatasetFormatError(
-                f'{where}: frame {position} is neither null nor a COCO RLE {{"size", "counts"}}.'
+                f'{where}: frame {position} is neither null nor a COCO RLE {{"size": [H, W], "counts"}}.'
             )
-        if list(rle["size"]) != [size[0], size[1]]:
+        if rle["size"] != [size[0], size[1]]:
             raise DatasetFormatError(
                 f"{where}: frame {position} has a {rle['size']} mask but the video's frames are {list(size)}."
             )

@@ -39,6 +39,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lavida.atomic import atomic_dir, write_json
 from lavida.data.sources.base import DatasetFormatError, SegmentationSource, SegRecord, SegTarget
 from lavida.data.sources.masks import check_image_size, decode_rle, encode_rle, merge_by_text, polygons_to_rle
@@ -335,9 +337,16 @@ def segmentation_to_rle(segmentation: Any, height: int, width: int) -> dict[str,
     uncompressed) or a list of RLE dicts (refCLEF); several parts are merged into their union, as the
     refer API's ``getMask`` sums them.
 
+    An empty list is an empty mask: some annotations in the refer data have no segmentation, and the
+    reference loaders read them as an all-zero mask (LISA's refer_seg_dataset checks
+    ``len(ann["segmentation"]) == 0``); the caller then leaves the ref out like any empty mask,
+    instead of one such annotation stopping the whole indexing run.
+
     Raises:
         DatasetFormatError: Unknown layout, or an RLE whose size is not (height, width).
     """
+    if isinstance(segmentation, list) and not segmentation:
+        return encode_rle(np.zeros((height, width), dtype=bool))
     parts = [segmentation] if isinstance(segmentation, dict) else segmentation
     if not isinstance(parts, list) or not parts:
         raise DatasetFormatError(f"empty or unknown segmentation {str(segmentation)[:80]!r}.")
