@@ -22,6 +22,7 @@ from lavida.models.qwen_processor import SEG_TOKEN
 
 # Category strings come from users and datasets; none may smuggle in a chat or <SEG> token.
 _SPECIAL_TOKEN = re.compile(r"<\|[^|>]*\|>|<SEG>")
+_CHAT_TOKEN = re.compile(r"<\|[^|>]*\|>")
 
 
 def _without_special_tokens(text: str) -> str:
@@ -72,6 +73,21 @@ class PromptTemplates:
         for template in self.answer:
             if template.count(SEG_TOKEN) != 1:
                 raise ValueError(f"Answer template {template!r} must contain {SEG_TOKEN} exactly once.")
+        # The conversation's structure is ours: f_sem is read at the one <SEG> of the answer (Eq. 5) and
+        # the labels are the answer after the assistant header. A template that brings its own <SEG> or
+        # chat token would fail in the first forward or silently train on another conversation.
+        for kind, texts in (("user", self.user), ("answer", self.answer), ("system", (self.system,))):
+            for text in texts:
+                chat = _CHAT_TOKEN.search(text)
+                token = chat.group() if chat else None
+                if token is None and kind != "answer" and SEG_TOKEN in text:
+                    token = SEG_TOKEN
+                if token is not None:
+                    raise ValueError(
+                        f"The {kind} {'prompt' if kind == 'system' else 'template'} {text!r} contains {token!r}: "
+                        f"{SEG_TOKEN} belongs to the answer only (once), and chat tokens <|...|> are added by "
+                        "the renderer; remove it."
+                    )
         for name, templates in (("inference_user", self.user), ("inference_answer", self.answer)):
             index = getattr(self, name)
             if not 0 <= index < len(templates):

@@ -515,9 +515,8 @@ def _apply_lora(model: nn.Module, *, lora: LoraSettings | dict | None, seg_token
     """
     from peft import LoraConfig, get_peft_model
 
-    tied = bool(getattr(model.config.get_text_config(), "tie_word_embeddings", False))
     token_layers = {"embed_tokens": [seg_token_id]}
-    if not tied:
+    if not _embeddings_tied(model):
         token_layers["lm_head"] = [seg_token_id]
     if lora is None:
         # Frozen LLM (an ablation): only the <SEG> rows of the embedding and (untied) LM head train,
@@ -537,3 +536,20 @@ def _apply_lora(model: nn.Module, *, lora: LoraSettings | dict | None, seg_token
         trainable_token_indices=token_layers,
     )
     return get_peft_model(model, config)
+
+
+def _embeddings_tied(model: nn.Module) -> bool:
+    """Whether the LM head shares the input embedding matrix (Qwen2-VL-2B, Qwen2.5-VL-3B; not the 7B).
+
+    PEFT gives a tied LM head the embedding's ``<SEG>`` adapter by itself; listing ``lm_head`` as well
+    wraps the tied layer a second time, and with ``lora=None`` every forward then fails. transformers 5
+    keeps ``tie_word_embeddings`` on the outer config (a hub config.json is flat), so the text config
+    alone does not tell; the shared weight does.
+    """
+    head = model.get_output_embeddings()
+    if head is not None and getattr(head, "weight", None) is model.get_input_embeddings().weight:
+        return True
+    return bool(
+        getattr(model.config, "tie_word_embeddings", False)
+        or getattr(model.config.get_text_config(), "tie_word_embeddings", False)
+    )

@@ -91,8 +91,8 @@ def load_processor(
 ):
     """The processor of a local model directory, or a byte-level one for a random model.
 
-    ``<SEG>`` is added to the tokenizer and the processor's own resizing is switched off (frames arrive
-    already resized to multiples of ``patch_size * merge_size``).
+    ``<SEG>`` is added to the tokenizer and the processor's own resizing and frame sampling are switched
+    off (frames arrive already sampled and resized to multiples of ``patch_size * merge_size``).
 
     Args:
         pretrained: Local model directory, or ``None`` for the offline byte-level processor.
@@ -119,10 +119,26 @@ def load_processor(
             pretrained, what=f"{family} processor", required=QWEN_REQUIRED_FILES, hint=QWEN_HINT
         )
         processor = AutoProcessor.from_pretrained(str(directory), local_files_only=True)
-        processor.image_processor.do_resize = False
-        processor.video_processor.do_resize = False
+    _frames_as_given(processor)
     add_seg_token(processor.tokenizer)
     return processor
+
+
+def _frames_as_given(processor) -> None:
+    """Make a folder's processor take the frames exactly as LAVIDA hands them over.
+
+    The clip is sampled and resized by ``lavida.data.processor`` (8 frames, the per-frame pixel budget);
+    a folder's ``video_preprocessor_config.json`` may turn on frame sampling (``do_sample_frames`` with
+    ``fps``/``num_frames``), which would silently drop frames of the clip, and its resize caps would
+    shrink our frames. Neither may apply. The per-frame pixel cap (``cap_pixels_per_frame``) only acts
+    inside the resize; it is set explicitly so transformers does not warn about its default on every run.
+    """
+    processor.image_processor.do_resize = False
+    video = processor.video_processor
+    video.do_resize = False
+    video.do_sample_frames = False
+    if hasattr(video, "cap_pixels_per_frame"):
+        video.cap_pixels_per_frame = False
 
 
 def add_seg_token(tokenizer) -> int:
