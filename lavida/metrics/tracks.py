@@ -102,6 +102,7 @@ def tracks_from_id_maps(
     box: BoxRule = "union",
     exclusive_max: bool = False,
     missing: Literal["skip", "raise"] = "skip",
+    where: str | None = None,
 ) -> NDArray[np.int64]:
     """RBDC/TBDC ground-truth tracks of one UBnormal video.
 
@@ -114,6 +115,8 @@ def tracks_from_id_maps(
         box: How a frame's region is boxed, see :func:`object_boxes`.
         exclusive_max: Write ``x_max + 1``, ``y_max + 1`` (the reference's ``x + w``) instead of inclusive bounds.
         missing: A frame without pixels of the object: ``"skip"`` it (logged) or ``"raise"``.
+        where: What the anomalies came from (e.g. the tracks file), put first in the warning and the error
+            so that one video among hundreds loaded in parallel can be found.
 
     Returns:
         ``(N, 6)`` int64 rows ``(track_id, frame, x_min, y_min, x_max, y_max)`` sorted by track then
@@ -126,6 +129,7 @@ def tracks_from_id_maps(
     """
     if missing not in ("skip", "raise"):
         raise ValueError(f"tracks_from_id_maps: missing must be 'skip' or 'raise', got {missing!r}.")
+    prefix = f"{where}: tracks_from_id_maps" if where else "tracks_from_id_maps"
     rows = np.asarray(anomalies, dtype=np.float64)
     if rows.size == 0:
         return np.zeros((0, 6), dtype=np.int64)
@@ -154,7 +158,7 @@ def tracks_from_id_maps(
             needed.setdefault(frame, []).append(track_id)
     get = id_maps if callable(id_maps) else id_maps.__getitem__
     out: list[tuple[int, int, int, int, int, int]] = []
-    skipped = 0
+    skipped: dict[int, int] = {}  # track -> frames without a pixel of its object
     for frame in sorted(needed):
         tracks = needed[frame]
         boxes = object_boxes(get(frame), {int(rows[t, 0]) for t in tracks}, box=box)
@@ -163,16 +167,25 @@ def tracks_from_id_maps(
             if b is None:
                 if missing == "raise":
                     raise ValueError(
-                        f"tracks_from_id_maps: object {int(rows[t, 0])} has no pixel in frame {frame}, inside its "
+                        f"{prefix}: object {int(rows[t, 0])} has no pixel in frame {frame}, inside its "
                         f"anomaly interval [{int(rows[t, 1])}, {int(rows[t, 2])}]."
                     )
-                skipped += 1
+                skipped[t] = skipped.get(t, 0) + 1
                 continue
             out.append((t, frame, *b))
     if skipped:
+        # Per object, so that a wrong id (in no frame at all: the whole track vanishes from RBDC/TBDC and
+        # from the pixel ground truth) stands out from an object briefly hidden behind another.
+        details = "; ".join(
+            f"object {int(rows[t, 0])} [{int(rows[t, 1])}, {int(rows[t, 2])}] (track {t}) in {n} of its "
+            f"{int(rows[t, 2] - rows[t, 1]) + 1} frames"
+            for t, n in sorted(skipped.items())
+        )
         logger.warning(
-            "tracks_from_id_maps: %d (track, frame) pairs had no pixel of their object and were skipped.",
-            skipped,
+            "%s: %d (track, frame) pairs had no pixel of their object and were skipped: %s.",
+            prefix,
+            sum(skipped.values()),
+            details,
         )
     result = np.array(out, dtype=np.int64).reshape(-1, 6)
     result = result[np.lexsort((result[:, 1], result[:, 0]))]

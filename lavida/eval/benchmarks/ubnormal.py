@@ -62,6 +62,9 @@ log = logging.getLogger(__name__)
 
 Split = Literal["test", "validation"]
 
+# (abnormal, normal) videos of the authors' split lists (scripts/*_video_names.txt, research/vad_eval.md §1.1).
+_OFFICIAL_SIZES = {"test": (158, 53), "validation": (38, 26)}
+
 # UBnormal is rendered at 30 fps (maintainer, lilygeorgescu/UBnormal#20); used when no decoder is opened.
 UBNORMAL_FPS = 30.0
 
@@ -74,6 +77,12 @@ def read_id_map(path: Path) -> np.ndarray:
     ``cv2.IMREAD_GRAYSCALE``, which turns a colour map into luminance (its first-channel branch is never
     reached), so ids would differ on a colour map; on the official greyscale maps the two agree.
 
+    The ids are the samples as stored, whatever the PNG's bit depth. PNG optimisers (optipng, oxipng,
+    pngcrush) losslessly rewrite a map whose ids fit in 1, 2 or 4 bits at that depth, and Pillow decodes
+    such a file as a bool array (1 bit) or scales its samples to 0..255 (id 3 at 4 bits reads as 51), so
+    a re-compressed copy of the dataset would lose every anomalous id without a word. Those samples are
+    mapped back here (the official maps are 8-bit, where nothing changes).
+
     Raises:
         GroundTruthError: the file cannot be read (any of Pillow's errors for a corrupt file,
             SyntaxError and DecompressionBombError included).
@@ -82,10 +91,22 @@ def read_id_map(path: Path) -> np.ndarray:
 
     try:
         with Image.open(path) as image:
+            # The raw mode of the first tile says how the samples are packed ("L;4" = 4-bit greyscale);
+            # it is only known before the pixels are loaded.
+            rawmode = image.tile[0][3] if image.tile else None
             array = np.asarray(image)
     except pillow_read_errors() as error:
         raise _unreadable_map(path, error) from error
+    if array.dtype == bool:
+        return array.astype(np.uint8)
+    if isinstance(rawmode, str) and rawmode in _SCALED_GREY:
+        # Pillow replicates the bits (v · 0x55 for 2 bits, v · 0x11 for 4), so the division is exact.
+        return array // np.uint8(_SCALED_GREY[rawmode])
     return array[..., 0] if array.ndim == 3 else array
+
+
+# Pillow's scale factor for greyscale PNG samples stored at fewer than 8 bits (1-bit maps decode as bool).
+_SCALED_GREY = {"L;2": 0x55, "L;4": 0x11}
 
 
 def id_map_size(path: Path) -> tuple[int, int]:
@@ -224,6 +245,24 @@ class UBnormal(VadBenchmark):
                         "'<abnormal|normal>_scene_<N>_scenario_...'."
                     )
                 names[line] = kind == "abnormal"
+        # Other lists (an older copy, a subset) give numbers that cannot be compared with published ones,
+        # which is easy to miss when the run itself succeeds: say so, as the other loaders do.
+        abnormal = sum(names.values())
+        official_abnormal, official_normal = _OFFICIAL_SIZES[self.split]
+        if (abnormal, len(names) - abnormal) != (official_abnormal, official_normal):
+            log.warning(
+                "UBnormal: the %s lists in %s name %d videos (%d abnormal, %d normal); the official %s split "
+                "has %d (%d + %d).",
+                self.split,
+                self.split_lists,
+                len(names),
+                abnormal,
+                len(names) - abnormal,
+                self.split,
+                official_abnormal + official_normal,
+                official_abnormal,
+                official_normal,
+            )
         return names
 
     def load_videos(self) -> list[TestVideo]:
@@ -286,7 +325,14 @@ class UBnormal(VadBenchmark):
             )
         if self.with_tracks:
             tracks = self._tracks(
-                [(maps[v.name], np.asarray(v.meta["track_anomalies"]).reshape(-1, 3)) for v in videos]
+                [
+                    (
+                        maps[v.name],
+                        np.asarray(v.meta["track_anomalies"]).reshape(-1, 3),
+                        v.meta["region_tracks_file"] or v.name,
+                    )
+                    for v in videos
+                ]
             )
             videos = [dataclasses.replace(v, tracks=t) for v, t in zip(videos, tracks, strict=True)]
         log.info(
@@ -315,14 +361,16 @@ class UBnormal(VadBenchmark):
             )
         log.warning("UBnormal %s: skipping %d missing videos: %s", self.split, len(missing), listed)
 
-    def _tracks(self, items: list[tuple[list[Path], np.ndarray]]) -> list[np.ndarray]:
-        """RBDC/TBDC tracks, ``(R, 6)`` rows per video, from ``(id-map files, anomalies)`` pairs."""
+    def _tracks(self, items: list[tuple[list[Path], np.ndarray, str]]) -> list[np.ndarray]:
+        """RBDC/TBDC tracks, ``(R, 6)`` rows per video, from ``(id-map files, anomalies, source file)``."""
 
-        def one(item: tuple[list[Path], np.ndarray]) -> np.ndarray:
-            files, anomalies = item
+        def one(item: tuple[list[Path], np.ndarray, str]) -> np.ndarray:
+            files, anomalies, where = item
             if anomalies.size == 0:
                 return np.zeros((0, 6), dtype=np.int64)
-            return tracks_from_id_maps(lambda f: read_id_map(files[f]), anomalies, box=self.track_box)
+            return tracks_from_id_maps(
+                lambda f: read_id_map(files[f]), anomalies, box=self.track_box, where=where
+            )
 
         with ThreadPoolExecutor(max_workers=self.workers) as pool:  # PNG decoding releases the GIL
             return list(pool.map(one, items))
