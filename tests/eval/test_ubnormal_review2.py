@@ -123,3 +123,12 @@ def test_split_lists_of_another_size_are_reported(tree, caplog):
         assert len(UBnormal(tree.root).video_names()) == 211  # the shipped official lists
         assert len(UBnormal(tree.root, split="validation").video_names()) == 64
     assert "official" not in caplog.text
+
+
+def test_a_misspelt_track_box_is_refused_when_the_benchmark_is_made(tmp_path):
+    """It used to pass the constructor and fail only while the tracks were built, after every video's maps
+    had been listed."""
+    from lavida.eval.benchmarks.ubnormal import UBnormal
+
+    with pytest.raises(ValueError, match=r"track_box must be one of union, largest_component, got 'largest'"):
+        UBnormal(tmp_path, track_box="largest")

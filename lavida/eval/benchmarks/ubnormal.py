@@ -36,7 +36,7 @@ import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -212,6 +212,12 @@ class UBnormal(VadBenchmark):
         super().__init__(root)
         if split not in ("test", "validation"):
             raise ValueError(f"UBnormal: split must be 'test' or 'validation', got {split!r}.")
+        if track_box not in get_args(BoxRule):
+            # Checked here: the tracks are built only after every video's maps are listed.
+            raise ValueError(
+                f"UBnormal: track_box must be one of {', '.join(get_args(BoxRule))}, got {track_box!r} "
+                "(e.g. +benchmark.options.track_box=largest_component)."
+            )
         self.split = split
         self.split_lists = Path(split_lists) if split_lists is not None else resource("ubnormal")
         self.with_tracks = with_tracks
