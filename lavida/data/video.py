@@ -195,13 +195,56 @@ class FrameFolder(FrameSource):
         return np.stack(frames)
 
 
+# decord finds a frame after a seek by counting the frames the decoder puts out from the keyframe on.
+# Where frames are reordered (B-frames) that count goes wrong for some codecs and containers: measured
+# with decord 0.6, sparse reads of MPEG-4 part 2 (.avi/.mp4), MPEG-2 (.mpg/.mkv) and open-GOP HEVC
+# files return frames several places away, and H.264 in MPEG-TS is shifted even when read in order.
+# H.264 in MP4/MOV/Matroska (UCF-Crime, XD-Violence, most phone and web videos) reads correctly with
+# B-frames, as does any file without reordering. Everything else goes to PyAV.
+_DECORD_REORDER_SAFE = {"h264"}
+_DECORD_CONTAINERS = ("mov", "mp4", "matroska", "webm")
+
+
+def _decord_unsafe_reason(path: Path) -> str | None:
+    """Why decord would return wrong frames for this file (see above), or None where it reads it right.
+
+    Opening with PyAV reads only the headers and first packets. A file PyAV cannot open is left to
+    decord (None): PyAV would not read it either.
+    """
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return None
+            codec = container.streams.video[0].codec_context
+            reordered, name, formats = bool(codec.has_b_frames), codec.name, container.format.name
+    except Exception:  # av raises many error classes (InvalidDataError, codec errors, ...)
+        return None
+    if not reordered:
+        return None
+    if name in _DECORD_REORDER_SAFE and any(f in formats.split(",") for f in _DECORD_CONTAINERS):
+        return None
+    return (
+        f"its {name} frames are reordered (B-frames) in a {formats.split(',')[0]} container, where decord's "
+        "seeking returns wrong frames"
+    )
+
+
 class DecordVideo(FrameSource):
-    """A video file read with decord (batched, frame-accurate seeking)."""
+    """A video file read with decord (batched, frame-accurate seeking).
+
+    Refuses (VideoReadError) files where decord's seeking is known to land on the wrong frame (reordered
+    frames outside H.264 in MP4/Matroska), so that :func:`open_video` reads them with PyAV.
+    """
 
     def __init__(self, path: str | Path) -> None:
         import decord
 
         self.path = Path(path)
+        reason = _decord_unsafe_reason(self.path)
+        if reason is not None:
+            raise VideoReadError(f"{self.path}: not read with decord: {reason}.")
         try:
             self._reader = decord.VideoReader(str(self.path), ctx=decord.cpu(0), num_threads=1)
         except Exception as error:  # decord raises its own DECORDError and RuntimeError
@@ -239,37 +282,107 @@ class DecordVideo(FrameSource):
 
 
 class PyAVVideo(FrameSource):
-    """A video file read with PyAV: decodes the whole stream once into memory on first access.
+    """A video file read with PyAV, frame i being the i-th frame a sequential decode puts out.
 
-    Used by :func:`open_video` when decord cannot open a file (unusual codecs, AV1). Holds all frames,
-    so meant for short videos; ``lavida.detect.stream.open_stream`` reads such files with PyAV frame by
-    frame instead.
+    Used by :func:`open_video` for files decord cannot open (unusual codecs, AV1) or cannot seek in
+    correctly (see :class:`DecordVideo`). Opening decodes the stream once without converting the frames,
+    to count them exactly (containers often state no count, or a wrong one) and to check that they share
+    one size. Reads decode forward from where the last read stopped, converting only the frames asked
+    for; a read that goes back starts again from the beginning. No seeking: it is what makes decoders
+    lose count of frames. Memory holds one frame, however long the video.
     """
 
     def __init__(self, path: str | Path) -> None:
         import av
 
         self.path = Path(path)
+        self._container = None
+        self._decoded = None  # iterator over the frames still to come of the open container
+        self._position = 0  # index of the frame self._decoded gives next
+        times: list[float | None] = []
         try:
             with av.open(str(self.path)) as container:
                 if not container.streams.video:
                     raise VideoReadError(f"{self.path}: the file has no video stream.")
                 stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
                 self.fps = float(stream.average_rate) if stream.average_rate else None
-                self._frames = np.stack(
-                    [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
-                )
+                for frame in container.decode(stream):
+                    if not times:
+                        self.height, self.width = frame.height, frame.width
+                    elif (frame.height, frame.width) != (self.height, self.width):
+                        raise VideoReadError(
+                            f"{self.path}: frame {len(times)} is {frame.height}x{frame.width} (HxW) but frame "
+                            f"0 is {self.height}x{self.width}: the video changes size midway (joined "
+                            "recordings?); re-encode it at one size first."
+                        )
+                    times.append(frame.time)
         except VideoReadError:
             raise
         except Exception as error:  # av raises many error classes (InvalidDataError, codec errors, ...)
-            raise VideoReadError(f"{self.path}: PyAV cannot decode the video ({error}).") from error
-        if len(self._frames) == 0:
+            raise VideoReadError(
+                f"{self.path}: PyAV cannot decode the video (after {len(times)} frame(s): {error})."
+            ) from error
+        if not times:
             raise VideoReadError(f"{self.path}: the video has no frames.")
-        self.num_frames = len(self._frames)
-        self.height, self.width = self._frames.shape[1:3]
+        self.num_frames = len(times)
+        self._times = None if any(t is None for t in times) else np.asarray(times, dtype=np.float64)
+
+    def frame_times(self) -> np.ndarray | None:
+        """(num_frames,) float64: each frame's presentation time in seconds, None where a frame has none."""
+        return None if self._times is None else self._times.copy()
+
+    def close(self) -> None:
+        """Close the file; a later read opens it again."""
+        if self._container is not None:
+            self._container.close()
+        self._container, self._decoded, self._position = None, None, 0
+
+    def __getstate__(self) -> dict:
+        # An open container cannot be pickled (DataLoader workers): a copy opens the file on its first read.
+        state = self.__dict__.copy()
+        state.update(_container=None, _decoded=None, _position=0)
+        return state
+
+    def _restart(self) -> None:
+        import av
+
+        self.close()
+        try:
+            self._container = av.open(str(self.path))
+            stream = self._container.streams.video[0]
+            stream.thread_type = "AUTO"
+            self._decoded = iter(self._container.decode(stream))
+        except Exception as error:  # av raises many error classes
+            self.close()
+            raise VideoReadError(f"{self.path}: PyAV cannot reopen the video ({error}).") from error
 
     def _read(self, indices: np.ndarray) -> np.ndarray:
-        return self._frames[indices]
+        if self._decoded is None or int(indices[0]) < self._position:
+            self._restart()
+        frames = []
+        try:
+            for index in indices.tolist():  # ascending and distinct (FrameSource.get_frames)
+                while True:
+                    frame = next(self._decoded)
+                    self._position += 1
+                    if self._position - 1 == index:
+                        frames.append(frame.to_ndarray(format="rgb24"))
+                        break
+        except StopIteration:
+            position = self._position
+            self.close()
+            raise VideoReadError(
+                f"{self.path}: frame {index} asked for, but this time the decoder stopped after {position} "
+                f"of the {self.num_frames} frames it gave when the file was opened (has the file changed?)."
+            ) from None
+        except Exception as error:  # av raises many error classes
+            position = self._position
+            self.close()
+            raise VideoReadError(
+                f"{self.path}: decoding failed after {position} frame(s) ({error})."
+            ) from error
+        return np.stack(frames)
 
 
 def open_video(path: str | Path, *, fps: float | None = None) -> FrameSource:

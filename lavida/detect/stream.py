@@ -1,7 +1,8 @@
 """Frame streams for detection: files and frame folders, network streams and capture devices.
 
 Files and folders are decoded in batches through ``lavida.data.video`` (decord); files decord cannot
-open (AV1, unusual codecs), RTSP/HTTP/UDP URLs and capture devices are read frame by frame with PyAV.
+open (AV1, unusual codecs) or seek in correctly, RTSP/HTTP/UDP URLs and capture devices are read frame
+by frame with PyAV.
 Either way frames arrive one at a time and nothing holds more than one batch, so memory does not grow
 with the video's length.
 """
@@ -111,10 +112,11 @@ def open_stream(
 ) -> FrameStream:
     """Open a video file, a frame folder, a URL or a device as a :class:`FrameStream`.
 
-    A file decord cannot open (AV1, unusual codecs) is read with PyAV frame by frame, in order, never
-    whole (``lavida.data.video.PyAVVideo`` would hold every frame). A file whose frames' timestamps
-    stray more than a frame from frame / average fps (a variable frame rate) is named in a warning:
-    lavida-detect's times assume a constant rate.
+    A file decord cannot open (AV1, unusual codecs) or cannot seek in correctly (reordered frames outside
+    H.264 in MP4/Matroska, see ``lavida.data.video.DecordVideo``) is read with PyAV frame by frame, in
+    order, in one pass (``lavida.data.video.PyAVVideo`` would decode it once more to count its frames). A
+    file whose frames' timestamps stray more than a frame from frame / average fps (a variable frame rate)
+    is named in a warning: lavida-detect's times assume a constant rate.
 
     Args:
         source: Path, URL (rtsp://, http://, ...) or device (``/dev/video0``, ``device:0``).
@@ -133,9 +135,7 @@ def open_stream(
         try:
             video = DecordVideo(path)
         except VideoReadError as decord_error:
-            log.info(
-                "decord could not open %s (%s); reading it with PyAV, frame by frame", path, decord_error
-            )
+            log.info("decord does not read %s (%s); reading it with PyAV, frame by frame", path, decord_error)
             return _pyav_file(path, decord_error, max_frames=max_frames)
     else:
         video = open_video(path, fps=fps)  # a frame folder, or the error for a missing path or an image
