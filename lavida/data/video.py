@@ -437,10 +437,21 @@ def video_rate(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1001)
 
 
-def write_video(path: str | Path, frames: np.ndarray, *, fps: float = 25.0, codec: str = "mpeg4") -> Path:
+def write_video(
+    path: str | Path,
+    frames: np.ndarray,
+    *,
+    fps: float = 25.0,
+    codec: str = "mpeg4",
+    gop_size: int | None = None,
+    max_b_frames: int | None = None,
+    options: dict[str, str] | None = None,
+) -> Path:
     """Write (T, H, W, 3) uint8 frames to a video file with PyAV (tests, overlays, synthetic data).
 
-    ``mpeg4`` needs even sides and works everywhere; ``libx264`` gives smaller files.
+    ``mpeg4`` needs even sides and works everywhere; ``libx264`` gives smaller files. ``gop_size``,
+    ``max_b_frames`` and ``options`` (encoder options) are left to the encoder when None; tests use them
+    to write files with reordered frames.
     """
     import av
 
@@ -451,7 +462,13 @@ def write_video(path: str | Path, frames: np.ndarray, *, fps: float = 25.0, code
         stream = container.add_stream(codec, rate=video_rate(fps))
         stream.height, stream.width = frames.shape[1:3]
         stream.pix_fmt = "yuv420p"
-        if codec == "mpeg4":
+        if gop_size is not None:
+            stream.codec_context.gop_size = gop_size
+        if max_b_frames is not None:
+            stream.codec_context.max_b_frames = max_b_frames
+        if options is not None:
+            stream.options = options
+        elif codec == "mpeg4":
             stream.options = {"qscale": "2"}  # near-lossless, so tests can compare pixels loosely
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):

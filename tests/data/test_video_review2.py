@@ -12,7 +12,7 @@ import av
 import numpy as np
 import pytest
 
-from lavida.data.video import DecordVideo, PyAVVideo, VideoReadError, open_video
+from lavida.data.video import DecordVideo, PyAVVideo, VideoReadError, open_video, write_video
 
 
 def _frames(n=40, h=48, w=64):
@@ -26,22 +26,9 @@ def _frames(n=40, h=48, w=64):
 
 
 def _write(path, frames, *, codec, b_frames=None, gop=12, options=None, rate=10):
-    """Encode with PyAV directly (write_video has no B-frame option)."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=rate)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        stream.codec_context.gop_size = gop
-        if b_frames is not None:
-            stream.codec_context.max_b_frames = b_frames
-        if options:
-            stream.options = options
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return write_video(
+        path, frames, fps=rate, codec=codec, gop_size=gop, max_b_frames=b_frames, options=options or {}
+    )
 
 
 def _sequential(path):
