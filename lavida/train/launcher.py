@@ -22,9 +22,31 @@ def deepspeed_config(launcher: LauncherConfig, train: TrainConfig) -> dict | Non
     if launcher.deepspeed is None:
         return None
     config = copy.deepcopy(launcher.deepspeed)
-    config["train_micro_batch_size_per_gpu"] = train.batch_size
-    config["gradient_accumulation_steps"] = train.grad_accum
-    config["gradient_clipping"] = train.optim.grad_clip if train.optim.grad_clip > 0 else 0.0
+    filled = {
+        "train_micro_batch_size_per_gpu": (train.batch_size, "train.batch_size"),
+        "gradient_accumulation_steps": (train.grad_accum, "train.grad_accum"),
+        "gradient_clipping": (
+            train.optim.grad_clip if train.optim.grad_clip > 0 else 0.0,
+            "train.optim.grad_clip",
+        ),
+    }
+    for key, (value, setting) in filled.items():
+        # A value written in the launcher yaml that disagrees would be replaced without a word, and the
+        # run would train with other settings than the yaml says ("auto" is DeepSpeed's "fill it in").
+        given = config.get(key, "auto")
+        if given != "auto" and given != value:
+            raise ValueError(
+                f"launcher.deepspeed.{key} is {given!r}, but {setting} is {value!r}: the loop's value is the one "
+                f"used. Remove {key} from the launcher config (or set it to auto) and set {setting} instead."
+            )
+        config[key] = value
+    if config.get("train_batch_size", "auto") != "auto":
+        raise ValueError(
+            f"launcher.deepspeed.train_batch_size is {config['train_batch_size']!r}: the global batch follows "
+            "from train.batch_size × train.grad_accum × the number of processes. Remove it from the launcher "
+            "config."
+        )
+    config.pop("train_batch_size", None)
     # The launcher's mixed_precision decides, both ways: a ZeRO yaml's bf16 block must not keep training
     # in bf16 a run that asked for "no" (and records "no").
     config["bf16"] = {**config.get("bf16", {}), "enabled": launcher.mixed_precision == "bf16"}

@@ -111,6 +111,37 @@ def test_deepspeed_launchers_validate(launcher):
     assert not plain.bfloat16_config.enabled and not plain.float16_config.enabled
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "setting"),
+    [
+        ("gradient_clipping", 0.5, "train.optim.grad_clip"),
+        ("train_micro_batch_size_per_gpu", 4, "train.batch_size"),
+        ("gradient_accumulation_steps", 8, "train.grad_accum"),
+        ("train_batch_size", 64, "train.batch_size"),
+    ],
+)
+def test_a_launcher_batch_or_clipping_value_that_disagrees_is_refused(key, value, setting):
+    """These keys come from the train config; one written in a launcher yaml was replaced without a word,
+    so the run trained with other settings than the yaml said."""
+    cfg = compose_train(["launcher=zero2", f"+launcher.deepspeed.{key}={value}"])
+    train = TrainConfig.from_dict(cfg["train"])
+    with pytest.raises(ValueError, match=rf"launcher\.deepspeed\.{key} is {value}.*{setting}"):
+        deepspeed_config(launcher_from_dict(cfg["launcher"]), train)
+    # The same value as the loop's, or DeepSpeed's "auto", is accepted.
+    agreeing = {
+        "gradient_clipping": train.optim.grad_clip,
+        "train_micro_batch_size_per_gpu": train.batch_size,
+        "gradient_accumulation_steps": train.grad_accum,
+        "train_batch_size": "auto",
+    }[key]
+    cfg = compose_train(["launcher=zero2", f"+launcher.deepspeed.{key}={agreeing}"])
+    config = deepspeed_config(launcher_from_dict(cfg["launcher"]), train)
+    assert (
+        config.get(key, "auto") in (agreeing, "auto")
+        and config["train_micro_batch_size_per_gpu"] == train.batch_size
+    )
+
+
 # Real option of the train group -> its tiny twin (the same recipe in a few CPU steps).
 TRAIN_TWINS = {"paper": "tiny", "official": "official_tiny"}
 
