@@ -123,11 +123,17 @@ def test_official_draws_irrelevant_categories_uniformly_over_each_vocabulary():
     """lavida_official.md §8: the release draws the irrelevant categories with
     ``random.sample(pool_set - true, n)`` from each category set's vocabulary (a set: every distinct
     name equally likely), not in proportion to how many samples carry a name (Eq. 1, our default)."""
-    official = DataConfig.from_dict(_compose(["experiment=official"])["data"])
-    assert official.pool_weighting == "texts"
-    smoke = _compose(["experiment=official", "data=tiny"])["data"]  # survives the tiny smoke run
-    assert smoke["pool_weighting"] == "texts"
-    assert DataConfig.from_dict(_compose(["experiment=paper_main"])["data"]).pool_weighting == "samples"
+    category_sets = {"vos", "ade20k", "cityscapes", "mapillary"}
+    for overrides in (["experiment=official"], ["experiment=official", "data=tiny"]):  # and its smoke run
+        official = DataConfig.from_dict(_compose(overrides)["data"])
+        per_source = {name: source.pool_weighting for name, source in official.sources.items()}
+        assert {name for name, weighting in per_source.items() if weighting == "texts"} == category_sets
+        # The referring sets draw the expressions of 30 random other samples: in proportion to samples.
+        assert official.pool_weighting == "samples"
+        assert all(per_source[name] is None for name in official.weights() if name not in category_sets)
+    paper = DataConfig.from_dict(_compose(["experiment=paper_main"])["data"])
+    assert paper.pool_weighting == "samples"
+    assert all(source.pool_weighting is None for source in paper.sources.values())
 
 
 # The architecture dicts go to transformers' config classes, which keep an unknown keyword as a stray
@@ -179,3 +185,8 @@ def test_every_architecture_key_is_one_transformers_reads(group, option):
     for where, (config_class, keys) in parts.items():
         unknown = set(keys) - _known(config_class)
         assert not unknown, f"model/{group}/{option}.yaml arch.{where}: {sorted(unknown)}"
+
+
+def test_a_source_pool_weighting_is_checked():
+    with pytest.raises(ValueError, match=r"data\.sources\.vos\.pool_weighting must be one of"):
+        DataConfig.from_dict({"sources": {"vos": {"weight": 1.0, "pool_weighting": "uniform"}}})

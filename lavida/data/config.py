@@ -44,6 +44,7 @@ class SourceConfig:
             root/.lavida>/<name>_<split>.jsonl``.
         max_categories: This source's max(K_E); None → ``DataConfig.max_categories``.
         strides: This source's clip strides; None → ``DataConfig.strides``.
+        pool_weighting: How this source's irrelevant texts are weighted; None → ``DataConfig.pool_weighting``.
         options: Further keyword arguments of the source's constructor.
     """
 
@@ -53,6 +54,7 @@ class SourceConfig:
     manifest: str | None = None
     max_categories: int | None = None
     strides: list[int] | None = None
+    pool_weighting: Literal["samples", "texts"] | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -133,6 +135,8 @@ class DataConfig:
                 _check(source.max_categories >= 1, f"data.sources.{name}.max_categories must be ≥ 1.")
             if source.strides is not None:
                 _check_strides(source.strides, f"data.sources.{name}.strides")
+            if source.pool_weighting is not None:
+                _one_of(f"data.sources.{name}.pool_weighting", source.pool_weighting, ("samples", "texts"))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DataConfig:

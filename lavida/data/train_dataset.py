@@ -154,6 +154,7 @@ class TrainDataset(Dataset):
         visibility_tries: Strides tried while looking for a window showing the target.
         frame_labels: ``"presence"`` or ``"clip"`` (see the module docstring).
         pool_weighting: How irrelevant descriptions are weighted (``TextPool``).
+        pool_weighting_per_source: Per-source weightings overriding ``pool_weighting``.
         skip_errors: Replace unreadable items by new draws (logged, counted) instead of raising.
         max_attempts: Consecutive unreadable draws tolerated per item with ``skip_errors``.
     """
@@ -175,6 +176,7 @@ class TrainDataset(Dataset):
         visibility_tries: int = 3,
         frame_labels: FrameLabelMode = "presence",
         pool_weighting: PoolWeighting = "samples",
+        pool_weighting_per_source: Mapping[str, PoolWeighting] | None = None,
         skip_errors: bool = False,
         max_attempts: int = 10,
     ) -> None:
@@ -200,7 +202,8 @@ class TrainDataset(Dataset):
                     f"Source '{name}' has no record with a target; re-run lavida-prepare for it."
                 )
             self.records[name] = usable
-            self.pools[name] = TextPool.from_records(usable, weighting=pool_weighting)
+            weighting = (pool_weighting_per_source or {}).get(name, pool_weighting)
+            self.pools[name] = TextPool.from_records(usable, weighting=weighting)
         self.mixture = mixture
         self.sampler = sampler
         self.processor = processor
@@ -461,6 +464,9 @@ def build_train_dataset(
         visibility_tries=config.visibility_tries,
         frame_labels=config.frame_labels,
         pool_weighting=config.pool_weighting,
+        pool_weighting_per_source={
+            n: s.pool_weighting for n, s in config.sources.items() if s.pool_weighting is not None
+        },
         skip_errors=config.skip_errors,
         max_attempts=config.max_attempts,
     )

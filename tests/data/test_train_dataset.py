@@ -233,7 +233,7 @@ def test_build_from_config(fake_sources, caplog):
     config = DataConfig(
         sources={
             "fakevideo": SourceConfig(weight=3.0),
-            "fakeimage": SourceConfig(weight=1.0, max_categories=2),
+            "fakeimage": SourceConfig(weight=1.0, max_categories=2, pool_weighting="texts"),
             "mevis": SourceConfig(weight=1.0, root="MeViS"),  # not downloaded
         },
         samples_per_epoch=16,
@@ -247,6 +247,11 @@ def test_build_from_config(fake_sources, caplog):
     assert "mevis" in caplog.text
     assert dataset.mixture.weights == pytest.approx({"fakevideo": 0.75, "fakeimage": 0.25})
     assert len(dataset) == 16 and dataset.max_categories_per_source == {"fakeimage": 2}
+    # A source's own pool weighting (experiment=official's category sets) overrides data.pool_weighting.
+    assert {name: pool.weighting for name, pool in dataset.pools.items()} == {
+        "fakevideo": "samples",
+        "fakeimage": "texts",
+    }
     items = [dataset[i].info for i in range(16)]
     assert all(len(info.categories) <= 2 for info in items if info.source == "fakeimage")
     assert dataset.sampler.category_count == "paper"
