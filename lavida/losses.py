@@ -13,9 +13,11 @@ is SAM2's training loss (the paper only says "SAM2's loss"; we follow the behavi
   non-empty;
 - an object-presence loss (BCE on the object-score logit; it is the frame anomaly score) on every
   frame;
-- every term is a sum over frames divided by N, the number of frames in the batch (SAM2 divides by
-  its number of objects; with one object per frame that is N); in a data-parallel run by the mean N
-  over the processes, as SAM2 all-reduces its object count.
+- every term is a sum over frames divided by N, the number of frames in the batch, as the release does
+  (each frame one object); in a data-parallel run by the mean N over the processes, as SAM2 all-reduces
+  its object count. SAM2's own loss divides each frame's sum over objects by the object count and adds
+  the frames of a clip up: with one target per sample that is the sum over frames divided by B, the
+  same weight for every frame but an L_seg larger by the mean clip length (docs/fidelity.md).
 
 All losses are computed in float32 whatever the input dtype.
 

@@ -42,7 +42,8 @@ class ImageFeatures:
     """Frozen SAM2 encoder output for N frames.
 
     Attributes:
-        top: (N, C, h, w) deepest FPN level (C = 256, h = w = S/16); the decoder's image embedding.
+        top: (N, C, h, w) deepest FPN level (C = 256, h = w = S/16), f_v; the decoder's image embedding
+            is this plus SAM2's no-memory embedding (:meth:`MultiLevelMaskDecoder.forward`).
         top_pos: (N, C, h, w) its sine position encoding.
         high_res: [(N, C/8, 4h, 4w), (N, C/4, 2h, 2w)] high-resolution levels after conv_s0/conv_s1.
     """

@@ -66,8 +66,14 @@ class LavidaPrediction:
         )
 
     def pixel_scores(self, size: tuple[int, int]) -> torch.Tensor:
-        """(N, H, W) per-pixel anomaly probabilities at ``size`` (bilinear upsampling of the logits)."""
+        """(N, H, W) float64 per-pixel anomaly probabilities at ``size``: bilinear upsampling of the logits,
+        then the sigmoid (SAM2's order).
+
+        The sigmoid runs in float64, as for :attr:`frame_scores`: in float32 it is exactly 1.0 for every
+        logit above ~16.6, so a pooled pixel AUC would tie pixels that the logits (the release's pixel
+        score) rank apart.
+        """
         logits = F.interpolate(
             self.mask_logits.unsqueeze(1).float(), size=size, mode="bilinear", align_corners=False
         )
-        return torch.sigmoid(logits[:, 0])
+        return torch.sigmoid(logits[:, 0].double())
