@@ -41,8 +41,9 @@ Two modes run in the same process on the same weights:
   optionally ``torch.compile`` on the static-shape SAM2 image encoder, projector and mask decoder
   (``--compile``).
 
-Token compression is fp32 in both modes: ``lavida.models.compression`` always ranks distances in
-fp32 (bf16's 8-bit mantissa cannot rank them), as the official code did.
+Token compression is the same in both modes: ``lavida.models.compression`` never ranks distances in
+bf16 (its 8-bit mantissa cannot rank them); it searches neighbours in float64 and measures the
+distances it keeps as fp32 differences summed in float64 (the official code ranked in fp32).
 
 Timing: CUDA events around every stage with one synchronisation per forward on GPU,
 ``time.perf_counter`` on CPU; warm-up iterations, then the median of several repeats. Peak GPU memory
