@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from lavida.atomic import write_json
+from lavida.cli.checkpoints import check_checkpoint
 from lavida.cli.keys import reject_unknown_keys
 from lavida.data.prompts import parse_categories
 from lavida.data.video import VideoReadError
@@ -40,6 +42,7 @@ from lavida.detect.stream import expand_inputs, is_live, output_names
 from lavida.detect.window import check_window
 from lavida.file_state import file_state
 from lavida.models.checkpoint import checkpoint_digest
+from lavida.models.weights import WeightsNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -58,19 +61,23 @@ def run(cfg: DictConfig) -> dict:
         clip_length=cfg.clip_length, interval=cfg.interval, stride=cfg.stride, aggregation=cfg.aggregation
     )
     inputs = expand_inputs(cfg.input)
-    detector = Detector.from_checkpoint(
-        cfg.checkpoint,
-        device=cfg.device,
-        dtype=cfg.dtype,
-        config_overrides=OmegaConf.to_container(cfg.checkpoint_overrides, resolve=True) or None,
-        clip_length=cfg.clip_length,
-        interval=cfg.interval,
-        stride=cfg.stride,
-        aggregation=cfg.aggregation,
-        threshold=cfg.threshold,
-        min_interval=cfg.min_interval,
-        merge_gap=cfg.merge_gap,
-    )
+    try:
+        detector = Detector.from_checkpoint(
+            cfg.checkpoint,
+            device=cfg.device,
+            dtype=cfg.dtype,
+            config_overrides=OmegaConf.to_container(cfg.checkpoint_overrides, resolve=True) or None,
+            clip_length=cfg.clip_length,
+            interval=cfg.interval,
+            stride=cfg.stride,
+            aggregation=cfg.aggregation,
+            threshold=cfg.threshold,
+            min_interval=cfg.min_interval,
+            merge_gap=cfg.merge_gap,
+        )
+    except WeightsNotFoundError:
+        check_checkpoint(cfg.checkpoint)  # a training checkpoint or a wrong folder: says which to give
+        raise  # the folder is a checkpoint: a base model is missing, named by the loader
     # clip_length=null took the checkpoint's training clip length: only now can stride be compared with it.
     check_window(
         clip_length=detector.clip_length,
@@ -150,16 +157,22 @@ def _run_key(cfg: DictConfig, categories: list[str], detector: Detector) -> dict
 
 
 def _input_state(source: str) -> dict | None:
-    """The input's fingerprint; None for a live stream (it changes with every read, so its outputs are
-    never reused)."""
-    return None if is_live(source) else file_state(source)
+    """The input's fingerprint, its path made absolute: ``street.mp4``, ``$PWD/street.mp4`` and
+    ``../work/street.mp4`` from another folder are one input. None for a live stream (it changes with
+    every read, so its outputs are never reused)."""
+    return None if is_live(source) else file_state(os.path.abspath(source))
 
 
 def _made_with(marker: Path) -> dict | None:
-    """A video folder's run.json; one written before ``fps`` was a setting had none (null)."""
+    """A video folder's run.json; one written before ``fps`` was a setting had none (null), and one
+    written before input paths were made absolute holds the path as typed (taken from this folder)."""
     made = _read(marker)
     if isinstance(made, dict) and isinstance(made.get("settings"), dict):
         made["settings"].setdefault("fps", None)
+    if isinstance(made, dict) and isinstance(made.get("input"), dict):
+        path = made["input"].get("path")
+        if isinstance(path, str):
+            made["input"]["path"] = os.path.abspath(path)
     return made
 
 

@@ -9,6 +9,7 @@ import logging
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from lavida.cli.checkpoints import check_checkpoint
 from lavida.cli.keys import reject_unknown_keys
 from lavida.cli.record import hydra_record, write_record
 from lavida.data.prompts import parse_categories
@@ -90,6 +91,8 @@ def run(cfg: DictConfig) -> dict:
     reject_unknown_keys(cfg, config_name="eval", hints=loader_option_hints(cfg))
     settings = eval_settings(cfg)
     clip_length = _clip_length(cfg)
+    if cfg.checkpoint is not None and cfg.predictions is None:
+        check_checkpoint(cfg.checkpoint)  # before the benchmark loads: probing its videos can take minutes
     options = OmegaConf.to_container(cfg.benchmark.options, resolve=True) or {}
     benchmark = get_benchmark(cfg.benchmark.name, cfg.benchmark.root, **options)
     protocol = benchmark.protocol(cfg.protocol)
