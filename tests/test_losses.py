@@ -421,24 +421,30 @@ def test_object_logits_may_carry_a_trailing_unit_dim():
 
 
 @pytest.mark.parametrize(
-    "bad",
+    ("bad", "message"),
     [
-        {"mask_logits": torch.zeros(4, 5, 7)},
-        {"iou_pred": torch.zeros(4, 2)},
-        {"object_logits": torch.zeros(3)},
-        {"target_masks": torch.zeros(3, 5, 7)},
-        {
-            "mask_logits": torch.zeros(0, 3, 5, 7),
-            "iou_pred": torch.zeros(0, 3),
-            "object_logits": torch.zeros(0),
-            "target_masks": torch.zeros(0, 5, 7),
-        },
+        ({"mask_logits": torch.zeros(4, 5, 7)}, r"mask_logits must be \(N, M, H, W\), got \(4, 5, 7\)"),
+        ({"iou_pred": torch.zeros(4, 2)}, r"iou_pred must be \(N, M\) = \(4, 3\), got \(4, 2\)"),
+        (
+            {"object_logits": torch.zeros(3)},
+            r"object_logits must be \(N,\) or \(N, 1\) with N = 4, got \(3,\)",
+        ),
+        ({"target_masks": torch.zeros(3, 5, 7)}, r"target_masks must be \(N=4, H, W\), got \(3, 5, 7\)"),
+        (
+            {
+                "mask_logits": torch.zeros(0, 3, 5, 7),
+                "iou_pred": torch.zeros(0, 3),
+                "object_logits": torch.zeros(0),
+                "target_masks": torch.zeros(0, 5, 7),
+            },
+            r"needs at least one frame and one mask, got \(0, 3, 5, 7\)",
+        ),
     ],
 )
-def test_shape_errors(bad):
+def test_shape_errors(bad, message):
     logits, iou_pred, obj, targets = _random_batch()
     kw = {"mask_logits": logits, "iou_pred": iou_pred, "object_logits": obj, "target_masks": targets} | bad
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         segmentation_loss(**kw, weights=SegLossWeights())
 
 

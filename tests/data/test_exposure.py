@@ -237,11 +237,11 @@ def test_sampler_excludes_everything_visible_in_the_group():
 
 
 def test_sampler_validates_its_settings():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"p must lie in \[0, 1\], got -0\.1\."):
         AnomalyExposureSampler(p=-0.1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="max_categories must be at least 1, got 0."):
         AnomalyExposureSampler(max_categories=0)
-    with pytest.raises(ValueError, match="category_count"):
+    with pytest.raises(ValueError, match="category_count must be one of .*got 'balanced'"):
         AnomalyExposureSampler(category_count="balanced")
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="positional argument"):
         AnomalyExposureSampler(0.5, 30)  # keyword-only

@@ -35,6 +35,14 @@ def moving_square(n, h=48, w=64):
     return frames
 
 
+def _runs(flags) -> list[tuple[int, int]]:
+    """Maximal runs of True as inclusive (start, end) pairs, written out independently of the library."""
+    edges = np.diff(np.r_[0, np.asarray(flags, dtype=int), 0])
+    return list(
+        zip(np.flatnonzero(edges == 1).tolist(), (np.flatnonzero(edges == -1) - 1).tolist(), strict=True)
+    )
+
+
 def test_outputs_exist_parse_and_match_frames(detector, tmp_path):
     video = write_video(tmp_path / "clip.mp4", moving_square(21), fps=10)  # 21: not a multiple of 8
     result = detector.detect(video, ["red square", "fire"], output_dir=tmp_path / "out", progress=False)
@@ -57,10 +65,8 @@ def test_outputs_exist_parse_and_match_frames(detector, tmp_path):
     )
     for name in ("scores.png", "summary.md"):
         assert (folder / name).stat().st_size > 0
-    # Intervals agree with the scores and the threshold.
-    above = result.scores >= 0.5
-    for interval in result.intervals:
-        assert above[interval.start : interval.end + 1].all()
+    # Intervals are exactly the maximal runs of frames at or above the threshold (min_interval 1, merge_gap 0).
+    assert [(i.start, i.end) for i in result.intervals] == _runs(result.scores >= 0.5)
 
 
 def test_overlapping_windows_and_intervals_on_a_frame_folder(detector, tmp_path):
@@ -76,6 +82,8 @@ def test_overlapping_windows_and_intervals_on_a_frame_folder(detector, tmp_path)
     assert result.scores.shape == (19,)
     # Sample-and-hold with interval 2: frame 2k+1 has the score of frame 2k.
     assert np.allclose(result.scores[1::2], result.scores[0:-1:2])
+    # The intervals are the maximal runs of held scores at or above the threshold.
+    assert [(i.start, i.end) for i in result.intervals] == _runs(result.scores >= 0.5)
 
 
 def test_save_only_anomalous_segments(detector, tmp_path):
@@ -106,9 +114,10 @@ def test_explanations_are_written_beside_intervals(detector, tmp_path):
     assert len(result.intervals) == 1 and isinstance(result.explanations[0], str)
     summary = json.loads((tmp_path / "out" / "v" / "summary.json").read_text())
     assert summary["intervals"][0]["explanation"] == result.explanations[0]
-    # Deterministic: the same frames give the same answer.
+    # Deterministic: the same frames give the same answer, and the interval's answer is the one its
+    # frames (all 8 here) give.
     frames = open_video(video).get_frames(np.arange(8))
-    assert detector.explain(frames) == detector.explain(frames)
+    assert detector.explain(frames) == detector.explain(frames) == result.explanations[0]
 
 
 def test_streaming_memory_stays_flat(detector, tmp_path):
@@ -116,12 +125,12 @@ def test_streaming_memory_stays_flat(detector, tmp_path):
     short = write_video(tmp_path / "short.mp4", moving_square(40), fps=10)
     long = write_video(tmp_path / "long.mp4", moving_square(240), fps=10)
     peaks = []
-    for path in (short, long):
+    for path, frames in ((short, 40), (long, 240)):
         tracemalloc.start()
         count = sum(1 for _ in detector.stream(path, ["red square"]))
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
-        assert count in (40, 240)
+        assert count == frames, path
     assert peaks[1] < 1.5 * peaks[0] + 2_000_000, peaks
 
 

@@ -79,7 +79,19 @@ def test_model_run_writes_all_outputs_and_resumes(benchmark, predictor, tmp_path
     assert saved == metrics
     assert metrics["num_videos"] == 2 and metrics["num_frames"] == 13 + 9  # every frame scored
     assert metrics["num_anomalous_frames"] == 8
-    for key in ("frame_auc_micro", "frame_auc_macro", "frame_ap", "pixel_auc", "pixel_auc_per_frame"):
+    # The frame metrics are those of the saved per-video scores against the benchmark's labels (sklearn;
+    # the macro AUC pads each video with a normal 0 and an anomalous 1, as the paper's protocol does).
+    results = [VideoResult.load(out / "predictions" / f"{video.name}.npz") for video in benchmark.videos()]
+    for result, video in zip(results, benchmark.videos(), strict=True):
+        np.testing.assert_array_equal(result.scored, np.arange(video.num_frames))
+        np.testing.assert_array_equal(result.frame_labels, video.frame_labels)
+    scores = np.concatenate([result.frame_scores for result in results])
+    labels = np.concatenate([result.frame_labels for result in results])
+    assert metrics["frame_auc_micro"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert metrics["frame_ap"] == pytest.approx(average_precision_score(labels, scores), abs=1e-12)
+    macro = [roc_auc_score(np.r_[0, r.frame_labels, 1], np.r_[0.0, r.frame_scores, 1.0]) for r in results]
+    assert metrics["frame_auc_macro"] == pytest.approx(np.mean(macro), abs=1e-12)
+    for key in ("pixel_auc", "pixel_auc_per_frame"):
         assert 0.0 <= metrics[key] <= 1.0, key
     assert "paper (%)" in (out / "report.md").read_text()
 

@@ -261,7 +261,7 @@ def test_ground_truth_region_counted_once_whatever_its_detections():
 def test_beta_and_alpha_are_keyword_only():
     # rbdc_tbdc(gt, det, n, .5) silently meant beta = .5; the two thresholds are easy to swap.
     gt = {"v": np.array([[0, 0, *BOX]])}
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="positional argument"):
         rbdc_tbdc(gt, {}, 1, 0.1)  # type: ignore[misc]
 
 

@@ -405,15 +405,22 @@ def test_token_compressor_module():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"ratio": 0}, {"ratio": 2.0}, {"k": 0}, {"density": "cosine"}, {"chunk_size": -1}]
+    ("kwargs", "match"),
+    [
+        ({"ratio": 0}, r"ratio must be a number in \(0, 1\].*got 0\."),
+        ({"ratio": 2.0}, r"ratio must be a number in \(0, 1\].*got 2\.0\."),
+        ({"k": 0}, r"k must be an integer >= 1 .*got 0\."),
+        ({"density": "cosine"}, r"density must be one of \('paper', 'lof'\).*got 'cosine'\."),
+        ({"chunk_size": -1}, r"chunk_size must be None \(automatic\) or an integer >= 1, got -1\."),
+    ],
 )
-def test_token_compressor_validates(kwargs):
-    with pytest.raises(ValueError):
+def test_token_compressor_validates(kwargs, match):
+    with pytest.raises(ValueError, match=match):
         TokenCompressor(**kwargs)
 
 
 def test_token_compressor_is_keyword_only():
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="positional argument"):
         TokenCompressor(0.2)  # type: ignore[misc]
 
 
