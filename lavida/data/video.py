@@ -92,7 +92,8 @@ def list_frame_files(folder: str | Path, suffixes: Sequence[str] = IMAGE_SUFFIXE
     """Image files of a frame folder in natural order, without hidden/macOS files (``._*``, ``.DS_Store``).
 
     Raises:
-        VideoReadError: two files share a stem (``0000.jpg`` and ``0000.png``); the message names them.
+        VideoReadError: two files are one frame number (``0000.jpg`` and ``0000.png``, or ``1.png`` and
+            ``01.png``); the message names them.
     """
     folder = Path(folder)
     files = sorted(
@@ -103,11 +104,13 @@ def list_frame_files(folder: str | Path, suffixes: Sequence[str] = IMAGE_SUFFIXE
         ),
         key=_natural_key,
     )
-    # ``0000.jpg`` beside ``0000.png`` is one frame saved twice (a conversion left half done); keeping
-    # both would interleave them and double the video's length, and neither is clearly the right one.
-    stems: dict[str, list[str]] = {}
+    # ``0000.jpg`` beside ``0000.png`` is one frame saved twice (a conversion left half done), as is
+    # ``1.png`` beside ``01.png`` (re-numbered with padding): keeping both would interleave them (in the
+    # order the file system lists them, since their sort keys are equal) and double the video's length,
+    # and neither is clearly the right one.
+    stems: dict[tuple, list[str]] = {}
     for p in files:
-        stems.setdefault(p.stem, []).append(p.name)
+        stems.setdefault(_natural_key(Path(p.stem)), []).append(p.name)
     duplicates = [names for names in stems.values() if len(names) > 1]  # in frame order
     if duplicates:
         shown = "; ".join(", ".join(sorted(names)) for names in duplicates[:5])

@@ -60,6 +60,22 @@ def test_frame_folder_natural_order_and_filters(tmp_path):
     np.testing.assert_array_equal(source.get_frames([10, 2]), frames[[10, 2]])
 
 
+@pytest.mark.parametrize(
+    ("names", "listed"),
+    [
+        (["0000.jpg", "0000.png", "0001.jpg"], "0000.jpg, 0000.png"),  # a conversion left half done
+        (["0.png", "1.png", "01.png", "2.png"], "01.png, 1.png"),  # re-numbered with padding
+    ],
+)
+def test_a_frame_saved_in_two_files_is_refused(tmp_path, names, listed):
+    """Both files were kept: the video grew by a frame, and '1.png' and '01.png' (equal sort keys) came in
+    the order the file system lists them."""
+    for name in names:
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / name)
+    with pytest.raises(VideoReadError, match=rf"1 frame\(s\) exist in more than one file \({listed}\)"):
+        list_frame_files(tmp_path)
+
+
 def test_greyscale_frames_become_rgb(tmp_path):
     Image.fromarray(np.full((8, 8), 77, np.uint8), mode="L").save(tmp_path / "000.tif")
     frames = FrameFolder(tmp_path).get_frames([0])
