@@ -37,7 +37,7 @@ from lavida.data.train_dataset import (
 )
 from lavida.data.types import IGNORE_INDEX
 from lavida.losses import LavidaLoss, SegLossWeights
-from lavida.models.checkpoint import save_checkpoint
+from lavida.models.checkpoint import CONFIG_FILE, HEADS_FILE, META_FILE, read_checkpoint_meta, save_checkpoint
 from lavida.models.config import LavidaConfig
 from lavida.models.lavida import build_lavida
 from lavida.train.config import LauncherConfig, TrainConfig
@@ -292,6 +292,7 @@ class Trainer:
             disable=not acc.is_local_main_process,
         )
         started = time.perf_counter()
+        started_at = self.progress.step
         last: dict[str, float] = {}
         # Per key: sums and counts since the last log (grad_norm exists on synchronising micro-batches only).
         running: dict[str, float] = {}
@@ -331,9 +332,16 @@ class Trainer:
                 self.progress.epoch += 1
                 self.progress.batch_in_epoch = 0
         progress_bar.close()
-        if not self.config.save_every or self.progress.step % self.config.save_every:
-            self.save()
-        final = self.save_final()
+        if self.progress.step == started_at and self._final_is_current():
+            # A rerun of a finished run: nothing trained, so its checkpoints and final/ stay as they are.
+            # Saving final/ again would change its meta.json (git revision), hence its digest, and
+            # lavida-eval would refuse its own cached results for the same weights.
+            log.info("The run had already finished at step %d; final/ is kept as it is.", self.progress.step)
+            final = self.output_dir / "final"
+        else:
+            if not self.config.save_every or self.progress.step % self.config.save_every:
+                self.save()
+            final = self.save_final()
         acc.end_training()
         return TrainSummary(self.progress.step, final, last, time.perf_counter() - started)
 
@@ -520,6 +528,23 @@ class Trainer:
         # The clip length the model was trained on: evaluation and detection default to it (supp. D.3.3
         # varies it at inference too).
         return {"step": self.progress.step, "clip_length": self.data_config.clip_length}
+
+    def _final_is_current(self) -> bool:
+        """Whether ``final/`` holds a complete model saved at the current step (decided on the main process:
+        every process must take the same branch, since saving is collective)."""
+        from accelerate.utils import broadcast_object_list
+
+        final = self.output_dir / "final"
+        current = [False]
+        if self.accelerator.is_main_process:
+            complete = all((final / name).is_file() for name in (CONFIG_FILE, HEADS_FILE, META_FILE))
+            try:
+                current[0] = complete and read_checkpoint_meta(final).get("step") == self.progress.step
+            except (OSError, ValueError):  # an unreadable meta.json: save final/ again
+                current[0] = False
+        if self.accelerator.num_processes > 1:
+            broadcast_object_list(current)
+        return bool(current[0])
 
     def save_final(self) -> Path:
         """The trained model alone, in the evaluable checkpoint format: ``<output_dir>/final``."""

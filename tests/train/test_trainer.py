@@ -481,3 +481,32 @@ def test_training_settings_are_checked_before_anything_is_built(bad, message):
     never quietly reinterpreted (keep_last 0 kept 1; a negative lr scale froze the parameters)."""
     with pytest.raises(ValueError, match=message):
         TrainConfig.from_dict(bad)
+
+
+def test_a_rerun_of_a_finished_run_keeps_its_final_model(
+    synthetic_train_root, tiny_pretrained, tmp_path, monkeypatch
+):
+    """Rerunning lavida-train after it finished trained nothing but saved final/ again, with the new git
+    revision in its meta.json: the checkpoint's digest changed, and lavida-eval refused its own cached
+    results for the same weights."""
+    from lavida.models import checkpoint
+
+    sizes = {"epochs": 1, "batches_per_epoch": 2}
+    make_trainer(synthetic_train_root, tiny_pretrained, tmp_path / "run", **sizes).fit()
+    final = tmp_path / "run" / "final"
+    digest = checkpoint.checkpoint_digest(final)
+    assert read_checkpoint_meta(final)["step"] == 2
+
+    monkeypatch.setattr(checkpoint, "_git_revision", lambda: "0123456789abcdef+dirty")  # a pull since
+    rerun = make_trainer(synthetic_train_root, tiny_pretrained, tmp_path / "run", **sizes)
+    trained = []
+    step = rerun.train_step
+    rerun.train_step = lambda batch: trained.append(step(batch)) or trained[-1]
+    summary = rerun.fit()
+    assert not trained and summary.steps == 2 and summary.final_checkpoint == final
+    assert checkpoint.checkpoint_digest(final) == digest
+
+    # A final/ that is not the finished step's (deleted, or left by an earlier, shorter run) is written.
+    shutil.rmtree(final)
+    make_trainer(synthetic_train_root, tiny_pretrained, tmp_path / "run", **sizes).fit()
+    assert read_checkpoint_meta(final)["git_revision"] == "0123456789abcdef+dirty"
