@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from lavida.atomic import write_text
@@ -25,10 +26,16 @@ def main(argv: list[str] | None = None) -> None:
         help="put runs of different checkpoints, modes or categories in one row (sources listed below)",
     )
     args = parser.parse_args(argv)
-    runs = [read_run(path) for path in args.runs]
-    markdown, table_csv = build_tables(
-        runs, label=args.label, allow_partial=args.allow_partial, allow_mixed=args.allow_mixed
-    )
+    try:
+        runs = [read_run(path) for path in args.runs]
+        markdown, table_csv = build_tables(
+            runs, label=args.label, allow_partial=args.allow_partial, allow_mixed=args.allow_mixed
+        )
+    except (OSError, ValueError) as error:
+        # The refusals (runs that cannot share a row, a folder that is no finished run) say what to do;
+        # a traceback would bury that.
+        print(f"lavida-tables: {error}", file=sys.stderr)
+        raise SystemExit(2) from error
     print(markdown)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -555,7 +556,7 @@ def test_model_pixel_scores_keep_logit_order_beyond_float32(benchmark, predictor
     assert metrics["pixel_auc"] == 1.0 and metrics["pixel_auc_error_bound"] == 0.0
 
 
-def test_runs_that_are_not_the_whole_test_split_say_so(benchmark, tmp_path):
+def test_runs_that_are_not_the_whole_test_split_say_so(benchmark, tmp_path, capsys):
     """The paper's numbers are on whole test splits: metrics.json and the report record the split and the
     videos left out (max_videos, or not found on disk), and lavida-tables refuses such runs by default."""
     from lavida.cli.tables import main as tables
@@ -585,10 +586,12 @@ def test_runs_that_are_not_the_whole_test_split_say_so(benchmark, tmp_path):
     for name in ("whole", "cut", "other"):
         report = tmp_path / name / "report.md"
         report.write_text(report.read_text().replace("# tiny —", "# shanghaitech —", 1))
-    with pytest.raises(ValueError, match=r"(?s)cut \(1 test videos left out\).*--allow-partial"):
+    with pytest.raises(SystemExit, match="2"):
         tables([str(tmp_path / "cut")])
-    with pytest.raises(ValueError, match=r"other \(the validation split and 3 test videos left out\)"):
+    assert re.search(r"(?s)cut \(1 test videos left out\).*--allow-partial", capsys.readouterr().err)
+    with pytest.raises(SystemExit, match="2"):
         tables([str(tmp_path / "other")])
+    assert re.search(r"other \(the validation split and 3 test videos left out\)", capsys.readouterr().err)
     tables([str(tmp_path / "cut"), "--allow-partial", "--out", str(tmp_path / "t")])
     markdown = (tmp_path / "t" / "tables.md").read_text()
     assert f"| ours (standard protocol) | – | {100 * cut['frame_auc_micro']:.2f} † | – | – |" in markdown

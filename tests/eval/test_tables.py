@@ -1,6 +1,7 @@
 """Tab. 1 / Tab. 2 collection from run directories."""
 
 import json
+import re
 
 import pytest
 
@@ -44,13 +45,19 @@ def test_read_run_errors(tmp_path):
         read_run(tmp_path)
 
 
-def test_two_runs_of_one_benchmark_and_protocol_are_refused(tmp_path):
+def test_two_runs_of_one_benchmark_and_protocol_are_refused(tmp_path, capsys):
     """Picking one by argument order would silently put whichever came last in the table."""
     v10 = _run(tmp_path, "ucf_v10", "ucf_crime", "standard", {"frame_auc_micro": 0.85})
     v9 = _run(tmp_path, "ucf_v9", "ucf_crime", "standard", {"frame_auc_micro": 0.70})
     other = _run(tmp_path, "ucf_official", "ucf_crime", "lavida_official", {"frame_auc_micro": 0.75})
-    with pytest.raises(ValueError, match=r"ucf_v10 and .*ucf_v9 both evaluate ucf_crime under the standard"):
+    with pytest.raises(SystemExit, match="2"):
         main([str(v10), str(v9), "--out", str(tmp_path / "t")])
+    # The refusal is printed as it is, without a traceback, and nothing is written.
+    error = capsys.readouterr().err
+    assert re.search(
+        r"lavida-tables: .*ucf_v10 and .*ucf_v9 both evaluate ucf_crime under the standard", error
+    )
+    assert "Traceback" not in error and not (tmp_path / "t").exists()
     main([str(v10), str(other), "--out", str(tmp_path / "t")])  # protocols are separate rows
     markdown = (tmp_path / "t" / "tables.md").read_text()
     assert "| ours (standard protocol) | – | – | 85.00 | – |" in markdown
