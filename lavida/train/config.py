@@ -23,6 +23,10 @@ class OptimConfig:
         warmup_type: ``linear`` (what the official code's HF scheduler does) or ``log`` (DeepSpeed
             WarmupDecayLR's default shape).
         decay: ``linear`` to 0 at the last step (WarmupDecayLR) or ``constant`` after warm-up.
+        schedule_over: What the decay's length counts: ``steps``, the run's optimizer steps (it reaches 0 at
+            the last step), or ``micro_batches``, the release's: its HF schedule was laid out over every
+            micro-batch (16,000) but stepped once per optimizer step (8,000 with accumulation 2), so it
+            ends near half the peak rate (lavida_official.md §9; ``train=official``).
         grad_clip: Max gradient norm; 0 disables (the official code: 1.0).
         lr_scales: Parameter-name prefix → learning-rate multiplier (0 freezes). Empty for the paper (one
             learning rate for everything); the synthetic demo slows the SAM2 decoder down (docs/decisions.md).
@@ -35,6 +39,7 @@ class OptimConfig:
     warmup_steps: int = 100
     warmup_type: Literal["linear", "log"] = "linear"
     decay: Literal["linear", "constant"] = "linear"
+    schedule_over: Literal["steps", "micro_batches"] = "steps"
     grad_clip: float = 1.0
     lr_scales: dict[str, float] = field(default_factory=dict)
 
@@ -49,6 +54,10 @@ class OptimConfig:
             raise ValueError(f"train.optim.warmup_type must be linear or log, got {self.warmup_type!r}.")
         if self.decay not in ("linear", "constant"):
             raise ValueError(f"train.optim.decay must be linear or constant, got {self.decay!r}.")
+        if self.schedule_over not in ("steps", "micro_batches"):
+            raise ValueError(
+                f"train.optim.schedule_over must be steps or micro_batches, got {self.schedule_over!r}."
+            )
         if len(self.betas) != 2 or not all(0 <= beta < 1 for beta in self.betas):
             raise ValueError(f"train.optim.betas must be two numbers in [0, 1), got {self.betas}.")
         negative = {prefix: scale for prefix, scale in self.lr_scales.items() if not scale >= 0}

@@ -42,7 +42,7 @@ from lavida.models.config import LavidaConfig
 from lavida.models.lavida import build_lavida
 from lavida.train.config import LauncherConfig, TrainConfig
 from lavida.train.launcher import build_accelerator, register_zero3_outside_parameters
-from lavida.train.optim import apply_optim_settings, build_optimizer, build_scheduler
+from lavida.train.optim import apply_optim_settings, build_optimizer, build_scheduler, schedule_length
 from lavida.train.resume_check import check_resume_settings
 from lavida.train.state import (
     Progress,
@@ -181,7 +181,10 @@ class Trainer:
         optimized = {id(p) for p in self._optimized}
         self._left_out = [p for p in model.parameters() if p.requires_grad and id(p) not in optimized]
         self._applied_lr = float("nan")
-        scheduler = build_scheduler(optimizer, self.config.optim, total_steps=self.config.total_steps)
+        length = schedule_length(
+            self.config.optim, total_steps=self.config.total_steps, grad_accum=self.config.grad_accum
+        )
+        scheduler = build_scheduler(optimizer, self.config.optim, total_steps=length)
         self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
         self.loader = acc.prepare_data_loader(loader, device_placement=False)
 

@@ -64,6 +64,12 @@ def warmup_decay_factor(
     return max(0.0, (total_steps - step) / remaining)
 
 
+def schedule_length(config: OptimConfig, *, total_steps: int, grad_accum: int) -> int:
+    """The step count the decay is laid out over: the run's optimizer steps, or with
+    ``schedule_over="micro_batches"`` its micro-batches (the release's schedule, stepped per optimizer step)."""
+    return total_steps * grad_accum if config.schedule_over == "micro_batches" else total_steps
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig, *, total_steps: int) -> LambdaLR:
     """A LambdaLR following :func:`warmup_decay_factor`, stepped once per optimizer step."""
     if config.warmup_type not in ("linear", "log") or config.decay not in ("linear", "constant"):

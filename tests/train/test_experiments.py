@@ -158,4 +158,31 @@ def test_every_train_option_has_a_tiny_twin_with_its_recipe():
 
 
 def _recipe(train: TrainConfig) -> tuple:
-    return train.grad_accum, train.optim.weight_decay, train.loss
+    return train.grad_accum, train.optim.weight_decay, train.optim.schedule_over, train.loss
+
+
+def test_the_official_schedule_is_the_releases_hf_schedule():
+    """train=official: HF's get_linear_schedule_with_warmup(100, 16,000), stepped at its 8,000 optimizer steps
+    (lavida_official.md §9), so the last step runs at about half the peak; train=paper decays to 0."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    from lavida.train.optim import build_scheduler, schedule_length
+
+    def factors(name: str, steps: list[int]) -> tuple[list[float], TrainConfig]:
+        train = TrainConfig.from_dict(compose_train([f"train={name}"])["train"])
+        optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        length = schedule_length(train.optim, total_steps=train.total_steps, grad_accum=train.grad_accum)
+        schedule = build_scheduler(optimizer, train.optim, total_steps=length)
+        return [schedule.lr_lambdas[0](step) for step in steps], train
+
+    official, train = factors("official", [100, 4000, 7999])
+    assert (train.total_steps, train.grad_accum, train.optim.warmup_steps) == (8000, 2, 100)
+    release = get_linear_schedule_with_warmup(
+        torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 100, 16000
+    )
+    assert official == pytest.approx([release.lr_lambdas[0](step) for step in (100, 4000, 7999)], abs=1e-12)
+    assert official[-1] == pytest.approx(0.5032, abs=1e-4)
+    paper_train = TrainConfig.from_dict(compose_train(["train=paper"])["train"])
+    paper, _ = factors("paper", [paper_train.total_steps - 1])
+    assert paper_train.total_steps == 20000 and paper[0] == pytest.approx(1 / 19900)

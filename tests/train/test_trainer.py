@@ -510,3 +510,25 @@ def test_a_rerun_of_a_finished_run_keeps_its_final_model(
     shutil.rmtree(final)
     make_trainer(synthetic_train_root, tiny_pretrained, tmp_path / "run", **sizes).fit()
     assert read_checkpoint_meta(final)["git_revision"] == "0123456789abcdef+dirty"
+
+
+@pytest.mark.parametrize(("schedule_over", "length"), [("steps", 2), ("micro_batches", 4)])
+def test_the_decay_spans_the_steps_or_like_the_release_the_micro_batches(
+    synthetic_train_root, tiny_pretrained, tmp_path, schedule_over, length
+):
+    """Two optimizer steps of accumulation 2, linear decay, no warm-up: laid over the 2 steps the rates are
+    1 and 1/2 of lr; laid over the 4 micro-batches (the release's 16,000 for its 8,000 steps) 1 and 3/4."""
+    trainer = make_trainer(
+        synthetic_train_root,
+        tiny_pretrained,
+        tmp_path / "run",
+        batches_per_epoch=2,
+        grad_accum=2,
+        batch_size=1,
+        optim={"lr": 1e-3, "warmup_steps": 0, "decay": "linear", "schedule_over": schedule_over},
+    )
+    trainer.setup()
+    logged = []
+    trainer.accelerator.log = lambda values, step: logged.append(values["train/lr"])
+    trainer.fit()
+    assert logged == pytest.approx([1e-3 * (length - step) / length for step in (0, 1)])
