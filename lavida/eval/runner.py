@@ -287,6 +287,8 @@ def _predict(
             resize=protocol.pixel_resize,
             region_thresholds=settings.region_thresholds if video.tracks is not None else None,
             chunk=settings.pixel_chunk,
+            # Sample-and-hold: frames holding one sampled prediction are upsampled once (1/I of the work).
+            holds=plan.source,
         )
     return VideoResult(video.name, plan.scored, scores.astype(np.float64), labels, pixels, regions)
 

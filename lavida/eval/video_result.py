@@ -10,10 +10,11 @@ RBDC/TBDC. Pixel maps themselves are not stored (UBnormal alone would need tens 
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 import torch
@@ -121,10 +122,10 @@ class VideoResult:
             arrays.update({f"pixels.{k}": v for k, v in self.pixels.state_dict().items()})
         if self.regions is not None:
             arrays["regions"] = self.regions.astype(np.float64)
-        # Through a handle: given a name without .npz, np.savez_compressed would append it and write
-        # beside the temporary file that atomic_path renames.
+        # Through a handle: given a name without .npz, np.savez would append it and write beside the
+        # temporary file that atomic_path renames.
         with atomic_path(path) as temporary, open(temporary, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
+            _savez_deflated(handle, arrays)
         return path
 
     @classmethod
@@ -155,6 +156,27 @@ class VideoResult:
             return str(data["fingerprint"]), facts
 
 
+# zlib level of the cached results. np.savez_compressed uses zlib's default (6), which spent ~7x longer
+# on a pooled-AUC histogram (up to ~1.9M bins x 3 int64) than level 1 for files ~13 % smaller: with
+# saved pixel maps the compression was a third of a scores-only evaluation's time.
+_CACHE_COMPRESSLEVEL = 1
+
+
+def _savez_deflated(handle: BinaryIO, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez_compressed(handle, **arrays)`` at zlib level :data:`_CACHE_COMPRESSLEVEL`: the same .npz
+    layout (one ``<key>.npy`` member per array, deflated), read back by ``np.load`` as the same arrays."""
+    with zipfile.ZipFile(
+        handle,
+        mode="w",
+        compression=zipfile.ZIP_DEFLATED,
+        compresslevel=_CACHE_COMPRESSLEVEL,
+        allowZip64=True,
+    ) as archive:
+        for key, value in arrays.items():
+            with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
+
+
 PixelProvider = Callable[[np.ndarray], np.ndarray]
 
 # How predicted maps and ground truth reach the size the pixel metrics are computed at.
@@ -174,6 +196,7 @@ def pixel_statistics(
     resize: PixelResize = "bilinear",
     region_thresholds: tuple[float, ...] | None = None,
     chunk: int = 16,
+    holds: np.ndarray | None = None,
 ) -> tuple[PixelStatistics, np.ndarray | None]:
     """Stream the pixel metrics of one video, a chunk of frames at a time.
 
@@ -188,6 +211,10 @@ def pixel_statistics(
             Regions are always cut from the predictions bilinearly resized to the ground truth's own
             size, so that their boxes share the coordinates of the ground-truth tracks whatever ``size``.
         chunk: Frames per step (bounds memory).
+        holds: Optional sample-and-hold map: ``holds[frame]`` identifies the prediction a raw frame
+            holds, and ``predicted`` returns one and the same map for frames with equal ids. Each chunk
+            then predicts and resizes every distinct map once and repeats it for the frames that hold it
+            (with an interval I, 1/I of the work; the statistics are identical).
 
     Returns:
         The statistics and the (N, 6) regions (or None).
@@ -197,29 +224,63 @@ def pixel_statistics(
     for start in range(0, scored.size, chunk):
         frames = scored[start : start + chunk]
         labels = np.asarray(ground_truth(frames), dtype=bool)
-        predictions = np.asarray(predicted(frames), dtype=np.float64)  # see PIXEL_AUC_OCTAVES
+        asked, repeat = frames, None
+        if holds is not None:
+            _, first, inverse = np.unique(np.asarray(holds)[frames], return_index=True, return_inverse=True)
+            if first.size < frames.size:
+                asked, repeat = frames[first], inverse.reshape(-1)
+        predictions = _exact_probabilities(predicted(asked))
         native = tuple(labels.shape[1:])
         target = tuple(size or native)
         if resize == "release":
             grid = tuple(predictions.shape[1:])
-            scores = resize_probabilities(predictions, target, mode="nearest")
+            scores = resize_probabilities(predictions, target, mode="nearest")  # picks pixels: any width
             labels_at_target = resize_masks(
                 resize_masks(labels, grid, mode="nearest"), target, mode="nearest"
             )
         else:
-            scores = resize_probabilities(predictions, target)
+            scores = _bilinear(predictions, target)
             labels_at_target = resize_masks(labels, target)
-        stats.update(scores, labels_at_target)
+        stats.update(_repeated(scores, repeat), labels_at_target)
         if region_thresholds is not None:
             same = target == native and resize == "bilinear"
-            at_native = scores if same else resize_probabilities(predictions, native)
+            at_native = scores if same else _bilinear(predictions, native)
             regions.append(
-                extract_regions(at_native, thresholds=list(region_thresholds), frames=frames.tolist())
+                extract_regions(
+                    _repeated(at_native, repeat), thresholds=list(region_thresholds), frames=frames.tolist()
+                )
             )
     boxes = None
     if region_thresholds is not None:
         boxes = np.concatenate(regions) if regions else np.zeros((0, 6))
     return stats, boxes
+
+
+def _exact_probabilities(predictions: np.ndarray) -> np.ndarray:
+    """Predicted maps in float64, except float32 ones, which stay as they are until a bilinear resize.
+
+    Every metric gives a float32 map exactly the result of its float64 copy (the conversion is exact and
+    keeps order and ties; PixelAUC bins the same value identically in both widths; the critical scores,
+    region peaks and thresholds compare the same numbers), so copying it to float64 only doubled the
+    memory traffic of scores-only evaluation. Bilinear interpolation is where the width matters:
+    :func:`_bilinear` widens first, as the float64 copy used to.
+    """
+    predictions = np.asarray(predictions)
+    if predictions.dtype == np.float32:
+        return predictions
+    return predictions.astype(np.float64, copy=False)  # see PIXEL_AUC_OCTAVES
+
+
+def _bilinear(predictions: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``resize_probabilities`` of the float64 maps (identity, in the maps' own width, at their size)."""
+    if tuple(predictions.shape[1:]) == tuple(size):
+        return predictions
+    return resize_probabilities(predictions.astype(np.float64, copy=False), size)
+
+
+def _repeated(maps: np.ndarray, repeat: np.ndarray | None) -> np.ndarray:
+    """The distinct maps of a chunk back on every frame that holds them (``holds``)."""
+    return maps if repeat is None else maps[repeat]
 
 
 def resize_probabilities(

@@ -1,0 +1,188 @@
+"""The evaluation's faster paths give bit for bit what the plain computations they replace gave."""
+
+import io
+
+import numpy as np
+import pytest
+
+from lavida.eval.video_result import (
+    PIXEL_AUC_OCTAVES,
+    PixelStatistics,
+    VideoResult,
+    pixel_statistics,
+    resize_masks,
+    resize_probabilities,
+)
+from lavida.inference import upsample_mask_logits
+from lavida.metrics import PixelAUC, extract_regions
+
+
+def _same_statistics(a: PixelStatistics, b: PixelStatistics) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert sa[key].dtype == sb[key].dtype and np.array_equal(sa[key], sb[key]), key
+
+
+def _old_pixel_statistics(
+    scored, *, predicted, ground_truth, size=None, resize="bilinear", region_thresholds=None
+):
+    """The previous implementation: every map to float64, every frame predicted and resized itself."""
+    stats, regions = PixelStatistics(), []
+    for start in range(0, scored.size, 16):
+        frames = scored[start : start + 16]
+        labels = np.asarray(ground_truth(frames), dtype=bool)
+        predictions = np.asarray(predicted(frames), dtype=np.float64)
+        native = tuple(labels.shape[1:])
+        target = tuple(size or native)
+        if resize == "release":
+            grid = tuple(predictions.shape[1:])
+            scores = resize_probabilities(predictions, target, mode="nearest")
+            labels_at_target = resize_masks(
+                resize_masks(labels, grid, mode="nearest"), target, mode="nearest"
+            )
+        else:
+            scores = resize_probabilities(predictions, target)
+            labels_at_target = resize_masks(labels, target)
+        stats.update(scores, labels_at_target)
+        if region_thresholds is not None:
+            same = target == native and resize == "bilinear"
+            at_native = scores if same else resize_probabilities(predictions, native)
+            regions.append(
+                extract_regions(at_native, thresholds=list(region_thresholds), frames=frames.tolist())
+            )
+    boxes = (
+        (np.concatenate(regions) if regions else np.zeros((0, 6))) if region_thresholds is not None else None
+    )
+    return stats, boxes
+
+
+def _maps(rng, frames, height, width, dtype):
+    """Probability maps with the awkward values: exact 0 and 1, subnormals, neighbours of 0.5 and 1."""
+    logits = rng.standard_normal((frames, height, width)) * 6
+    maps = (1 / (1 + np.exp(-logits))).astype(dtype)
+    flat = maps.reshape(-1)
+    special = np.array(
+        [0.0, 1.0, 0.5, np.nextafter(0.5, 0), np.nextafter(0.5, 1), np.nextafter(1, 0), 1e-40, 1e-30, 0.3],
+        dtype=dtype,
+    )
+    flat[rng.choice(flat.size, special.size * 20, replace=False)] = np.repeat(special, 20)
+    maps[:, 2:5, 3:9] = 0.9  # a blob for the regions
+    return maps
+
+
+def _labels(rng, frames, height, width):
+    labels = rng.random((frames, height, width)) < 0.2
+    labels[::3] = False  # normal frames
+    labels[1] = True  # a fully anomalous frame
+    return labels
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.uint8])
+@pytest.mark.parametrize("size", [None, (13, 17)])
+def test_saved_maps_of_any_width_give_the_statistics_of_their_float64_copy(dtype, size):
+    rng = np.random.default_rng(1)
+    maps = _maps(rng, 21, 12, 20, np.float64)
+    maps = (maps > 0.5).astype(dtype) if dtype == np.uint8 else maps.astype(dtype)
+    labels = _labels(rng, 21, 12, 20)
+    scored = np.arange(21)
+    options = dict(
+        predicted=lambda f: maps[f], ground_truth=lambda f: labels[f], size=size, region_thresholds=(0.5, 0.3)
+    )
+    new, new_regions = pixel_statistics(scored, **options)
+    old, old_regions = _old_pixel_statistics(scored, **options)
+    _same_statistics(new, old)
+    assert np.array_equal(new_regions, old_regions) and len(new_regions)
+
+
+@pytest.mark.parametrize("resize", ["bilinear", "release"])
+@pytest.mark.parametrize("interval", [1, 3, 4])
+def test_sample_and_hold_maps_are_predicted_once_with_identical_statistics(resize, interval):
+    rng = np.random.default_rng(2)
+    num_frames = 37
+    source = np.arange(num_frames) // interval
+    low = rng.standard_normal((source.max() + 1, 8, 10)).astype(np.float16) * 5
+    labels = _labels(rng, num_frames, 18, 22)
+    asked = []
+
+    def predicted(frames):
+        asked.append(frames.size)
+        held = low[source[frames]]
+        if resize == "release":
+            return upsample_mask_logits(held, (32, 32), dtype=np.float64)
+        return 1 / (1 + np.exp(-held.astype(np.float64)))
+
+    options = dict(
+        predicted=predicted,
+        ground_truth=lambda f: labels[f],
+        size=(11, 15) if resize == "release" else None,
+        resize=resize,
+        region_thresholds=(0.5,),
+    )
+    new, new_regions = pixel_statistics(np.arange(num_frames), holds=source, **options)
+    assert (
+        sum(asked) == np.unique(np.arange(num_frames) // 16 * 10**6 + source).size
+    )  # once per chunk and map
+    old, old_regions = _old_pixel_statistics(np.arange(num_frames), **options)
+    _same_statistics(new, old)
+    assert np.array_equal(new_regions, old_regions)
+
+
+def test_cached_results_read_back_as_savez_compressed_wrote_them(tmp_path):
+    rng = np.random.default_rng(5)
+    stats = PixelStatistics()
+    stats.update(_maps(rng, 6, 20, 30, np.float64), _labels(rng, 6, 20, 30))
+    result = VideoResult(
+        "v#1",
+        np.arange(6),
+        rng.random(6),
+        np.array([0, 1, 1, 0, 0, 1], np.uint8),
+        stats,
+        rng.random((4, 6)),
+        fingerprint="abc",
+        facts='{"x": 1}',
+    )
+    path = result.save(tmp_path / "v.npz")
+    reference = io.BytesIO()
+    arrays = {
+        "name": np.asarray(result.name),
+        "fingerprint": np.asarray(result.fingerprint),
+        "facts": np.asarray(result.facts),
+        "scored": result.scored.astype(np.int64),
+        "frame_scores": result.frame_scores.astype(np.float64),
+        "frame_labels": result.frame_labels.astype(np.uint8),
+        **{f"pixels.{k}": v for k, v in stats.state_dict().items()},
+        "regions": result.regions.astype(np.float64),
+    }
+    np.savez_compressed(reference, **arrays)
+    reference.seek(0)
+    with np.load(path, allow_pickle=False) as new, np.load(reference, allow_pickle=False) as old:
+        assert new.files == old.files
+        for key in old.files:
+            assert new[key].dtype == old[key].dtype and np.array_equal(new[key], old[key]), key
+    loaded = VideoResult.load(path)
+    _same_statistics(loaded.pixels, stats)
+    assert VideoResult.read_fingerprint(path) == ("abc", '{"x": 1}')
+
+
+def test_pixel_auc_state_loads_sorted_and_unsorted_bins_and_refuses_repeats():
+    rng = np.random.default_rng(6)
+    metric = PixelAUC(octaves=PIXEL_AUC_OCTAVES)
+    metric.update(_maps(rng, 4, 30, 30, np.float64), _labels(rng, 4, 30, 30))
+    state = metric.state_dict()
+    assert state["bins"].size > 100
+    loaded = PixelAUC(octaves=PIXEL_AUC_OCTAVES)
+    loaded.load_state_dict(state)
+    assert np.array_equal(loaded._counts, metric._counts)
+    order = rng.permutation(state["bins"].size)  # another writer's order: still distinct, still accepted
+    shuffled = dict(state, **{k: state[k][order] for k in ("bins", "negatives", "positives")})
+    loaded = PixelAUC(octaves=PIXEL_AUC_OCTAVES)
+    loaded.load_state_dict(shuffled)
+    assert np.array_equal(loaded._counts, metric._counts)
+    for bins in (
+        np.sort(np.r_[state["bins"][:-1], state["bins"][0]]),
+        np.r_[state["bins"][1:], state["bins"][5]],
+    ):
+        repeated = dict(state, bins=bins)
+        with pytest.raises(ValueError, match="distinct"):
+            PixelAUC(octaves=PIXEL_AUC_OCTAVES).load_state_dict(repeated)
