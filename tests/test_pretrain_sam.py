@@ -53,14 +53,15 @@ def test_pretraining_keeps_deepest_level_spatially_varied(tmp_path, train_root, 
     before = _deepest_level_spread(sam_dir, train_root)
     losses = pretrain_sam(sam_dir, train_root, steps=60, batch_size=8, **options)
     after = _deepest_level_spread(sam_dir, train_root)
-    # Measured: random init 0.24; after 60 steps 0.21 by default, 0.0006 on clicks alone (semantic heads off).
+    # Measured: random init 0.24; after 60 steps 0.21 by default, 0.020 on clicks alone (semantic heads
+    # off; 0.0006 before the SAM2 input was resized as uint8, 2026-12-05): ten times apart either way.
     assert before > 0.1
     if healthy:
-        assert after > 0.03
+        assert after > 0.1
         # The colour/shape heads learn: their loss falls from the first 10 steps to the last 50 (1.10 → 0.37).
         assert losses["loss_semantic"] < 0.8 * losses["initial_loss_semantic"]
     else:
-        assert after < 0.01
+        assert after < 0.03
 
 
 def test_semantic_targets_hand_worked():

@@ -1,11 +1,13 @@
 """Turn :class:`ClipSample` s into a :class:`LavidaBatch`: one frame set, two branches, one prompt.
 
-- MLLM branch: frames resized (bicubic, antialiased, aspect kept) so each frame holds between
-  ``min_pixels`` and ``max_pixels`` pixels in multiples of 28 (Qwen's ``smart_resize``), then
-  patchified by the Qwen processor. Budgets per frame as in the official code: training videos
-  200,704–401,408 px, test videos 1,003,520–1,204,224 px, images 25,088–802,816 px.
-- SAM2 branch: frames stretched to S×S (1024²), scaled to [0, 1] and ImageNet-normalised; target
-  masks resized with nearest neighbour.
+- MLLM branch: uint8 frames resized by torchvision (bicubic, antialiased, aspect kept; the release's
+  ``qwen_resize_video``) so each frame holds between ``min_pixels`` and ``max_pixels`` pixels in
+  multiples of 28 (Qwen's ``smart_resize``), then patchified by the Qwen processor. Budgets per frame
+  as in the official code: training videos 200,704–401,408 px, test videos 1,003,520–1,204,224 px,
+  images 25,088–802,816 px.
+- SAM2 branch: uint8 frames stretched to S×S (1024²; bilinear, antialiased, as the release's
+  ``sam2_transform`` and transformers' ``Sam2ImageProcessor``), scaled to [0, 1] and ImageNet-normalised;
+  target masks resized with nearest-exact (pixel centres).
 - Categories: CLIP-tokenised, truncated to CLIP's 77-token context.
 
 ``encode`` works on one sample (run it in dataloader workers); ``collate`` pads and stacks.
@@ -321,22 +323,42 @@ def _as_uint8_frames(frames) -> torch.Tensor:
 
 
 def _resize_uint8(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(T, 3, H, W) uint8 → (T, 3, h, w) uint8, bicubic, antialiased: the release's ``qwen_resize_video`` /
+    ``qwen_resize_image`` and qwen-vl-utils' video path (torchvision ``resize`` of the uint8 frames).
+
+    On CPU torchvision runs its native uint8 kernel, which rounds and clamps between the horizontal and the
+    vertical pass as PIL's bicubic does (what Qwen2-VL met in training, within 2 grey levels). A float
+    bicubic rounded once at the end keeps the overshoot of the first pass: up to 26 grey levels apart on
+    textured frames.
+    """
     if tuple(frames.shape[-2:]) == size:
         return frames
-    resized = F.interpolate(frames.float(), size=size, mode="bicubic", antialias=True, align_corners=False)
-    return resized.round_().clamp_(0, 255).to(torch.uint8)
+    return _resize(frames, size, "bicubic")
 
 
 def sam_pixel_values(frames: torch.Tensor, side: int) -> torch.Tensor:
-    """(T, 3, H, W) uint8 frames → (T, 3, S, S) SAM2 input: stretched to S×S, [0, 1], ImageNet-normalised."""
+    """(T, 3, H, W) uint8 frames → (T, 3, S, S) SAM2 input: stretched to S×S, [0, 1], ImageNet-normalised.
+
+    The resize (bilinear, antialiased) runs on the uint8 frames, as the release's ``sam2_transform``
+    (``v2.Resize((S, S))`` before ``ConvertImageDtype``) and transformers' ``Sam2ImageProcessor`` do; Meta's
+    ``SAM2Transforms`` resizes the [0, 1] floats instead (at most one grey level apart).
+    """
+    if frames.dtype != torch.uint8:
+        raise ValueError(f"sam_pixel_values expects uint8 frames, got {frames.dtype}.")
+    if tuple(frames.shape[-2:]) != (side, side):
+        frames = _resize(frames, (side, side), "bilinear")
     pixels = frames.float() / 255.0
-    if tuple(pixels.shape[-2:]) != (side, side):
-        pixels = F.interpolate(
-            pixels, size=(side, side), mode="bilinear", antialias=True, align_corners=False
-        )
     mean = torch.tensor(IMAGENET_MEAN).reshape(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).reshape(1, 3, 1, 1)
     return (pixels - mean) / std
+
+
+def _resize(frames: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """torchvision's antialiased resize of (T, 3, H, W) uint8 frames (uint8 out, rounded and clamped)."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2.functional import resize
+
+    return resize(frames, list(size), interpolation=InterpolationMode(mode), antialias=True)
 
 
 def _resize_masks(masks: torch.Tensor, side: int) -> torch.Tensor:
