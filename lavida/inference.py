@@ -22,6 +22,7 @@ from lavida.data.types import ClipSample, LavidaBatch
 from lavida.data.video import FrameSource, open_video
 from lavida.models.lavida import LavidaModel
 from lavida.models.outputs import LavidaPrediction
+from lavida.number_checks import is_whole
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +66,65 @@ class ClipDataset(Dataset):
         except ValueError as error:
             # The processor's errors (Qwen2-VL refuses an aspect ratio over 200) do not say which video.
             height, width = frames.shape[1:3]
+            hint = ""
+            if max(height, width) > _MAX_ASPECT_RATIO * min(height, width):
+                hint = f"; crop or pad such frames to an aspect ratio of at most {_MAX_ASPECT_RATIO} first"
             raise ValueError(
-                f"{self.path}: cannot encode clip {index} of its {height}x{width} (HxW) frames ({error}); "
-                "crop or pad such frames to a usual aspect ratio first."
+                f"{self.path}: cannot encode clip {index} of its {height}x{width} (HxW) frames ({error}){hint}."
             ) from error
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_source"] = None  # each worker opens its own reader
         return state
+
+
+# Qwen2-VL's smart_resize refuses frames whose long side exceeds 200 times the short one.
+_MAX_ASPECT_RATIO = 200
+
+
+def check_categories(categories: Sequence[str]) -> list[str]:
+    """The category names of a prompt: a sequence of strings, cleaned (``clean_categories``).
+
+    Raises:
+        TypeError: one string: ``list("fire")`` would search for 'f', 'i', 'r' and 'e'.
+        ValueError: no category is left.
+    """
+    from lavida.data.prompts import clean_categories
+
+    if isinstance(categories, (str, bytes)):
+        text = categories.decode() if isinstance(categories, bytes) else categories
+        split = [part.strip() for part in text.split(",") if part.strip()]
+        hint = f"[{text!r}]"
+        if len(split) > 1:
+            hint += f", or {split!r} for several"
+        raise TypeError(
+            f"categories must be a list of category names, not one string: got {categories!r}; pass {hint}."
+        )
+    return clean_categories(categories)
+
+
+def check_clips(clips: np.ndarray) -> np.ndarray:
+    """A clip plan: a (C, T) array of whole-number frame indices, T ≥ 1 (C may be 0); returned as int64.
+
+    Raises:
+        TypeError: not an array or nested list of numbers.
+        ValueError: another number of dimensions, or indices that are not whole numbers.
+    """
+    expected = "clips must be a (C, T) array of frame indices (C clips of T frames)"
+    if isinstance(clips, (str, bytes)):
+        raise TypeError(f"{expected}, got str {clips!r}; e.g. clips=np.arange(16).reshape(2, 8).")
+    array = np.asarray(clips)
+    if array.ndim != 2 or array.shape[1] == 0:
+        hint = "; one clip is clips[None]" if array.ndim == 1 else ""
+        raise ValueError(
+            f"{expected}, got shape {array.shape}{hint}; lavida.eval.benchmark.plan_clips makes a plan."
+        )
+    if array.dtype.kind in "iu":
+        return array.astype(np.int64, copy=False)
+    if array.dtype.kind != "f" or not (np.isfinite(array).all() and (array == np.round(array)).all()):
+        raise ValueError(f"{expected}: they must be whole numbers, got dtype {array.dtype}.")
+    return array.astype(np.int64)
 
 
 class ClipCollator:
@@ -133,6 +184,9 @@ class Predictor:
         num_workers: Dataloader workers decoding and encoding clips.
         keep_masks: Return the low-resolution mask logits (needed for pixel metrics and overlays).
         gate_masks: Set masks of frames whose object score is ≤ 0 to −1024 (SAM2's convention).
+
+    Raises:
+        ValueError: ``batch_size`` not a whole number ≥ 1, or ``num_workers`` not one ≥ 0.
     """
 
     def __init__(
@@ -145,8 +199,9 @@ class Predictor:
         keep_masks: bool = True,
         gate_masks: bool = True,
     ) -> None:
-        if batch_size < 1 or num_workers < 0:
-            raise ValueError(f"batch_size must be ≥ 1 and num_workers ≥ 0; got {batch_size}, {num_workers}.")
+        for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
+            if not is_whole(value) or value < least:
+                raise ValueError(f"{name} must be a whole number ≥ {least}, got {value!r}.")
         self.model = model.eval()
         self.processor = processor
         self.batch_size = batch_size
@@ -169,12 +224,32 @@ class Predictor:
 
         Args:
             path: Video file or frame folder.
-            clips: (C, T) frame indices.
-            categories: Prompt categories.
+            clips: (C, T) frame indices (whole numbers).
+            categories: Prompt categories, a list of strings.
             source: An opened frame source to reuse (only with ``num_workers=0``).
             keep_masks: Override the predictor's ``keep_masks`` for this video.
+
+        Returns:
+            An iterator of :class:`ClipBatchPrediction` (the arguments are checked when this is called).
+
+        Raises:
+            TypeError: ``categories`` is one string, or ``clips`` is not an array.
+            ValueError: ``clips`` not (C, T) whole numbers, or no category.
         """
+        clips = check_clips(clips)
+        categories = check_categories(categories)
         keep_masks = self.keep_masks if keep_masks is None else keep_masks
+        return self._iter_clips(path, clips, categories, source=source, keep_masks=keep_masks)
+
+    def _iter_clips(
+        self,
+        path: str | Path,
+        clips: np.ndarray,
+        categories: list[str],
+        *,
+        source: FrameSource | None,
+        keep_masks: bool,
+    ) -> Iterator[ClipBatchPrediction]:
         dataset = ClipDataset(
             path=path, clips=clips, categories=categories, processor=self.processor, source=source
         )
@@ -208,10 +283,11 @@ class Predictor:
         keep_masks: bool | None = None,
     ) -> VideoPrediction:
         """Predict every clip of a video and return them flattened in plan order (args as :meth:`iter_clips`)."""
-        num_clips, steps = clips.shape
+        batches = self.iter_clips(path, clips, categories, source=source, keep_masks=keep_masks)
+        num_clips, steps = np.shape(clips)
         scores = np.zeros((num_clips, steps), dtype=np.float64)
         masks = None
-        for batch in self.iter_clips(path, clips, categories, source=source, keep_masks=keep_masks):
+        for batch in batches:
             scores[batch.clip_indices] = batch.frame_scores
             if batch.mask_logits is not None:
                 if masks is None:

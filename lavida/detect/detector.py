@@ -2,8 +2,9 @@
 
     detector = Detector.from_checkpoint("runs/lavida/final")
     result = detector.detect("street.mp4", ["fire", "fighting"], output_dir="out/")
-    result.scores          # (F,) anomaly probability per frame
+    result.scores          # (F,) float64 anomaly probability per frame
     result.intervals       # anomalous intervals (start, end, peak score)
+    json.dumps(result.to_dict())
 
     for frame in detector.stream("rtsp://camera/stream", ["fire"]):   # live, bounded memory
         ...
@@ -33,7 +34,6 @@ import torch
 from lavida.atomic import atomic_dir
 from lavida.data.exposure import normalize_text as comparison_key
 from lavida.data.processor import LavidaProcessor
-from lavida.data.prompts import clean_categories
 from lavida.data.types import ClipSample
 from lavida.detect.intervals import Interval, anomalous_intervals
 from lavida.detect.outputs import (
@@ -41,12 +41,13 @@ from lavida.detect.outputs import (
     ScoreWriter,
     VideoWriter,
     cut_segments,
+    interval_records,
     overlay_frame,
     write_summary,
 )
 from lavida.detect.stream import is_live, open_stream
 from lavida.detect.window import Aggregation, FrameResult, SlidingWindow, check_window
-from lavida.inference import upsample_mask_logits
+from lavida.inference import check_categories, upsample_mask_logits
 from lavida.models.lavida import LavidaModel
 from lavida.number_checks import is_real, is_whole
 
@@ -61,12 +62,18 @@ class Detection:
 
     Attributes:
         name: The video's name (its output folder's name).
-        scores: (F,) per-frame anomaly probabilities.
-        intervals: Detected anomalous intervals.
-        fps: Frame rate if known.
-        categories: The categories searched for.
-        explanations: Interval number → the MLLM's answer (with ``explain``).
-        output_dir: Where the files were written (or None).
+        scores: (F,) float64 per-frame anomaly probabilities in [0, 1], F = frames read (frame numbers count
+            from 0 in decode order).
+        intervals: Detected anomalous intervals, in frame order: inclusive frame numbers ``start``..``end``
+            whose scores reach the threshold (:class:`~lavida.detect.intervals.Interval`).
+        fps: The video's average frame rate, or None (a frame folder without ``fps``; a stream that does
+            not say).
+        categories: The categories searched for (each once).
+        explanations: Interval number (index into ``intervals``) → the MLLM's answer (with ``explain``).
+        output_dir: The folder the files were written to, ``<output_dir>/<name>`` (or None).
+
+    ``dataclasses.asdict`` keeps ``scores`` an array and ``output_dir`` a Path; :meth:`to_dict` gives plain
+    JSON types.
     """
 
     name: str
@@ -76,6 +83,20 @@ class Detection:
     categories: list[str]
     explanations: dict[int, str] = field(default_factory=dict)
     output_dir: Path | None = None
+
+    def to_dict(self) -> dict:
+        """The result in JSON types (``json.dumps`` takes it): ``scores`` as a list of floats,
+        ``output_dir`` as a string or None, and ``intervals`` as summary.json lists them
+        (:meth:`Interval.to_dict <lavida.detect.intervals.Interval.to_dict>` with ``start_time`` and
+        ``end_time`` when ``fps`` is known, and ``explanation`` on the intervals that have one)."""
+        return {
+            "name": self.name,
+            "fps": None if self.fps is None else float(self.fps),
+            "categories": list(self.categories),
+            "scores": np.asarray(self.scores, dtype=np.float64).tolist(),
+            "intervals": interval_records(self.intervals, fps=self.fps, explanations=self.explanations),
+            "output_dir": None if self.output_dir is None else str(self.output_dir),
+        }
 
 
 class Detector:
@@ -142,8 +163,21 @@ class Detector:
     ) -> Detector:
         """Load a LAVIDA checkpoint (bf16 on GPU, fp32 on CPU unless ``dtype`` says otherwise).
 
-        ``clip_length`` (in ``kwargs``) defaults to the clip length the checkpoint was trained on
-        (its meta.json; supplement Tab. 7 tests each model at its own), else 8.
+        Args:
+            checkpoint: A directory written by :func:`lavida.models.checkpoint.save_checkpoint`, e.g.
+                ``outputs/train/<run_name>/final``.
+            device: Where to run (default: ``cuda`` when available, else ``cpu``).
+            dtype: ``float32``, ``bfloat16`` or ``float16`` (default: bfloat16 on GPU, float32 on CPU).
+            config_overrides: Nested values replacing the checkpoint's saved config, e.g. base-model paths
+                on another machine: ``{"mllm": {"pretrained": "/models/Qwen2-VL-7B-Instruct"}}``.
+            **kwargs: The :class:`Detector` settings (``threshold``, ``interval``, ...). ``clip_length``
+                defaults to the clip length the checkpoint was trained on (its meta.json; supplement
+                Tab. 7 tests each model at its own), else 8.
+
+        Raises:
+            lavida.models.weights.WeightsNotFoundError: not a checkpoint directory, or base models or
+                weights missing or not matching (the message lists what is expected where).
+            ValueError: a setting :class:`Detector` refuses.
         """
         from lavida.models.checkpoint import load_checkpoint, trained_clip_length
 
@@ -158,9 +192,28 @@ class Detector:
     # -- one clip ----------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def predict_clip(self, frames: np.ndarray, categories: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(T, H, W, 3) uint8 frames → (T,) anomaly probabilities and (T, h, w) pixel probabilities."""
-        sample = ClipSample(frames=frames, categories=list(categories), is_video=frames.shape[0] > 1)
+    def predict_clip(
+        self, frames: np.ndarray | torch.Tensor, categories: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Score one clip.
+
+        Args:
+            frames: (T, H, W, 3) uint8 RGB frames (numpy or torch); T = 1 is scored as an image.
+            categories: The anomaly categories to look for, a list of strings (each searched once).
+
+        Returns:
+            (T,) float64 anomaly probabilities in [0, 1], and (T, h, w) float32 pixel probabilities in
+            [0, 1] at the mask decoder's resolution (h = w = S/4; 0 on frames whose object score is ≤ 0
+            when ``gate_masks``).
+
+        Raises:
+            TypeError: ``categories`` is one string, or ``frames`` is not an array.
+            ValueError: ``frames`` of another shape or dtype (the message says how to convert them), or no
+                category.
+        """
+        check_frames(frames)
+        categories = distinct_categories(categories)
+        sample = ClipSample(frames=frames, categories=categories, is_video=frames.shape[0] > 1)
         batch = self.processor([sample], train=False).to(self.device, dtype=self.dtype)
         prediction = self.model.predict(batch, gate_masks=self.gate_masks)
         scores = prediction.frame_scores.cpu().numpy()
@@ -177,20 +230,31 @@ class Detector:
         max_frames: int | None = None,
         fps: float | None = None,
     ) -> Iterator[FrameResult]:
-        """Yield every frame's result (score, low-resolution mask, the frame) as soon as it is final.
+        """Yield every frame's result as soon as it is final, in frame order.
 
-        ``fps`` is the frame rate of a frame folder (video files store their own).
+        Each is a :class:`~lavida.detect.window.FrameResult`: ``index``, ``frame`` ((H, W, 3) uint8),
+        ``score`` (a float in [0, 1]), ``mask`` ((h, w) float32 pixel probabilities at the decoder's
+        resolution) and ``sampled_from``. ``fps`` is the frame rate of a frame folder (video files store
+        their own). Categories named more than once are searched once (:func:`distinct_categories`).
 
-        Categories named more than once are searched once (:func:`distinct_categories`).
+        The arguments are checked when this is called; the source is opened at the first ``next()``.
 
         Raises:
+            TypeError: ``source`` is not a path, URL or device name, or ``categories`` is one string.
             ValueError: empty category list, ``max_frames`` or ``fps`` not valid, or frames the model
                 cannot take (the message names the source).
-            lavida.data.video.VideoReadError: unreadable, empty or undecodable video.
+            lavida.data.video.VideoReadError: unreadable, empty or undecodable video (at the first
+                ``next()``).
         """
+        check_source(source)
         categories = distinct_categories(categories)
         check_fps(fps)
         check_max_frames(max_frames)
+        return self._stream(source, categories, max_frames=max_frames, fps=fps)
+
+    def _stream(
+        self, source: str | Path, categories: list[str], *, max_frames: int | None, fps: float | None
+    ) -> Iterator[FrameResult]:
         frames = open_stream(source, fps=fps, max_frames=max_frames).frames
         yield from self._window(categories, source).run(frames)
 
@@ -258,7 +322,11 @@ class Detector:
 
         Categories named more than once are searched once (:func:`distinct_categories`).
 
+        Returns:
+            A :class:`Detection`: (F,) float64 ``scores``, ``intervals``, ``fps``; ``to_dict()`` for JSON.
+
         Raises:
+            TypeError: ``source`` is not a path, URL or device name, or ``categories`` is one string.
             ValueError: empty category list, a setting not valid (``max_frames``, ``fps``, ``save``,
                 ``name``), no frames, or frames the model cannot take (the message names the source).
             lavida.data.video.VideoReadError: unreadable, empty or undecodable video.
@@ -266,6 +334,7 @@ class Detector:
         """
         from tqdm import tqdm
 
+        check_source(source)
         check_output_options(overlay=overlay, save=save)
         check_fps(fps)
         check_max_frames(max_frames)
@@ -355,7 +424,12 @@ class Detector:
     def explain(
         self, frames: np.ndarray, *, question: str = EXPLAIN_QUESTION, max_new_tokens: int = 64
     ) -> str:
-        """The MLLM's answer to ``question`` about (T, H, W, 3) frames, with token compression."""
+        """The MLLM's answer to ``question`` about (T, H, W, 3) uint8 RGB frames, with token compression.
+
+        Raises:
+            TypeError, ValueError: ``frames`` the model cannot take, as :meth:`predict_clip`.
+        """
+        check_frames(frames)
         batch = self.processor.question_batch(frames, question).to(self.device, dtype=self.dtype)
         tokens = self.model.mllm.generate(batch, max_new_tokens=max_new_tokens)
         text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
@@ -364,6 +438,74 @@ class Detector:
 
 # Qwen2-VL's smart_resize refuses frames whose long side exceeds 200 times the short one.
 _MAX_ASPECT_RATIO = 200
+
+
+def check_source(source: object) -> None:
+    """A video file, frame folder, URL or device, as a ``str`` or a path.
+
+    Raises:
+        TypeError: anything else, e.g. an array of frames (which ``Path()`` would have turned into a file
+            name thousands of characters long).
+    """
+    if isinstance(source, (str, os.PathLike)):
+        return
+    kind = f"{type(source).__module__}.{type(source).__qualname__}".removeprefix("builtins.")
+    hint = ""
+    if isinstance(source, (np.ndarray, torch.Tensor)):
+        hint = (
+            "; to detect in frames held in memory, write them to a file first "
+            "(lavida.data.video.write_video(path, frames, fps=...)), or score (T, H, W, 3) uint8 clips "
+            "with Detector.predict_clip"
+        )
+    elif isinstance(source, int):
+        hint = f"; a capture device is named 'device:{source}' or '/dev/video{source}'"
+    raise TypeError(
+        f"source must be a video file, frame folder, URL or device (a str or a Path), got {kind}{hint}."
+    )
+
+
+def check_frames(frames: object) -> None:
+    """A clip the model takes: a (T, H, W, 3) uint8 RGB array (numpy or torch), T ≥ 1.
+
+    Raises:
+        TypeError: not an array (a list of frames, say).
+        ValueError: another shape or dtype; the message says how to convert the frames.
+    """
+    expected = "frames must be a (T, H, W, 3) uint8 RGB array (numpy or torch)"
+    if not isinstance(frames, (np.ndarray, torch.Tensor)):
+        hint = ""
+        if isinstance(frames, (list, tuple)):
+            hint = "; stack a list of (H, W, 3) frames into one array with np.stack(frames)"
+        raise TypeError(f"{expected}, got {type(frames).__name__}{hint}.")
+    shape = tuple(frames.shape)
+    is_numpy = isinstance(frames, np.ndarray)
+    cast = ".astype(np.uint8)" if is_numpy else ".to(torch.uint8)"
+    got = f"got shape {shape} and dtype {frames.dtype}"
+    if len(shape) == 5:
+        hint = "pass one clip at a time, e.g. frames[0]"
+    elif len(shape) == 3 and shape[-1] == 3:
+        hint = "for one frame (H, W, 3), add the time axis: frames[None]"
+    elif len(shape) == 4 and shape[1] == 3 and shape[-1] != 3:
+        order = "transpose" if is_numpy else "permute"
+        hint = f"the colour channels go last: frames.{order}(0, 2, 3, 1)"
+    elif len(shape) != 4 or shape[-1] != 3:
+        hint = (
+            "RGB frames with the 3 colour channels last (grey frames: repeat them 3 times on the last axis)"
+        )
+    elif 0 in shape[:3]:
+        hint = "a clip needs at least one frame of at least one pixel"
+    elif frames.dtype in (np.uint8, torch.uint8):
+        return
+    elif frames.dtype in (np.bool_, torch.bool):
+        hint = f"convert them with (frames * 255){cast}"
+    elif frames.dtype.is_floating_point if not is_numpy else np.issubdtype(frames.dtype, np.floating):
+        if float(frames.max()) <= 1.0:
+            hint = f"values in [0, 1] look like floats scaled to 1: convert them with (frames * 255).round(){cast}"
+        else:
+            hint = f"convert float values in [0, 255] with frames.round().clip(0, 255){cast}"
+    else:
+        hint = f"convert them with frames.clip(0, 255){cast}"
+    raise ValueError(f"{expected}; {got}: {hint}.")
 
 
 def check_threshold(threshold: float) -> None:
@@ -427,7 +569,7 @@ def check_name(name: str) -> None:
 
 
 def distinct_categories(categories: Sequence[str]) -> list[str]:
-    """``clean_categories``, then each category once, in the order first named.
+    """:func:`~lavida.inference.check_categories`, then each category once, in the order first named.
 
     Names that differ only in case or spacing (``fire``, ``Fire``, ``fire  ``) are one category; a warning
     names the ones dropped. The Anomaly Exposure Sampler shows the model distinct categories only (Eq.
@@ -435,10 +577,11 @@ def distinct_categories(categories: Sequence[str]) -> list[str]:
     category features (Eq. 7), changing the scores of a search that is meant to be the same.
 
     Raises:
+        TypeError: one string instead of a list of them.
         ValueError: no category is left.
     """
     kept, seen, dropped = [], set(), []
-    for category in clean_categories(categories):
+    for category in check_categories(categories):
         key = comparison_key(category)  # the sampler's: whitespace collapsed, case folded
         if key in seen:
             dropped.append(category)

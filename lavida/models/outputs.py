@@ -12,16 +12,16 @@ from lavida.models.mask_decoder import NO_OBJECT_LOGIT
 
 @dataclass
 class LavidaOutput:
-    """Raw training-time outputs.
+    """Raw training-time outputs (N frames of B samples; floats in the model's dtype).
 
     Attributes:
         mask_logits: (N, M, h, w) mask logits per frame (M = 3; h = w = S/4, i.e. 256 at S = 1024).
         iou_pred: (N, M) predicted IoU of each mask.
         object_logits: (N,) object-score logits: the frame-level anomaly score before the sigmoid (§3.8).
-        seg_features: (B, D_llm) f_sem.
+        seg_features: (B, D_llm) f_sem, the <SEG> token's last hidden state (D_llm: the MLLM's hidden size).
         lm_loss: Scalar L_txt, or None without labels.
-        visual_tokens: (B,) visual tokens per sample before compression.
-        kept_tokens: (B,) visual tokens per sample after compression.
+        visual_tokens: (B,) int64 visual tokens per sample before compression.
+        kept_tokens: (B,) int64 visual tokens per sample after compression.
     """
 
     mask_logits: torch.Tensor
@@ -35,7 +35,7 @@ class LavidaOutput:
 
 @dataclass
 class LavidaPrediction:
-    """Inference outputs per frame.
+    """Inference outputs per frame (N frames; ``mask_logits`` and ``object_logits`` in the model's dtype).
 
     Attributes:
         frame_scores: (N,) float64 anomaly probability per frame, sigmoid of the object-score logit (§3.8).
@@ -66,8 +66,8 @@ class LavidaPrediction:
         )
 
     def pixel_scores(self, size: tuple[int, int]) -> torch.Tensor:
-        """(N, H, W) float64 per-pixel anomaly probabilities at ``size``: bilinear upsampling of the logits,
-        then the sigmoid (SAM2's order).
+        """(N, H, W) float64 per-pixel anomaly probabilities in [0, 1] at ``size`` = (H, W): bilinear
+        upsampling of the logits, then the sigmoid (SAM2's order).
 
         The sigmoid runs in float64, as for :attr:`frame_scores`: in float32 it is exactly 1.0 for every
         logit above ~16.6, so a pooled pixel AUC would tie pixels that the logits (the release's pixel
