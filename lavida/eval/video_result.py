@@ -235,9 +235,7 @@ def pixel_statistics(
         if resize == "release":
             grid = tuple(predictions.shape[1:])
             scores = resize_probabilities(predictions, target, mode="nearest")  # picks pixels: any width
-            labels_at_target = resize_masks(
-                resize_masks(labels, grid, mode="nearest"), target, mode="nearest"
-            )
+            labels_at_target = _release_masks(labels, grid, target)
         else:
             scores = _bilinear(predictions, target)
             labels_at_target = resize_masks(labels, target)
@@ -276,6 +274,26 @@ def _bilinear(predictions: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if tuple(predictions.shape[1:]) == tuple(size):
         return predictions
     return resize_probabilities(predictions.astype(np.float64, copy=False), size)
+
+
+def _release_masks(masks: np.ndarray, grid: tuple[int, int], target: tuple[int, int]) -> np.ndarray:
+    """``resize_masks(resize_masks(masks, grid, mode="nearest"), target, mode="nearest")`` without the
+    ``grid``-sized (S×S) intermediate: torch's legacy nearest rule picks each output row and column by
+    its own axis alone, so the two resizes compose into one pick of rows and columns of ``masks``."""
+    if tuple(masks.shape[1:]) == tuple(target) and tuple(grid) == tuple(target):
+        return masks
+    rows, cols = (
+        _nearest_index(masks.shape[1 + axis], grid[axis])[_nearest_index(grid[axis], target[axis])]
+        for axis in (0, 1)
+    )
+    return masks[:, rows[:, None], cols[None, :]]
+
+
+def _nearest_index(length: int, size: int) -> np.ndarray:
+    """Source index of each of ``size`` outputs resizing ``length`` inputs with torch's legacy
+    ``nearest`` (the rule itself: an index ramp resized along one axis)."""
+    ramp = torch.arange(length, dtype=torch.float64).view(1, 1, length, 1)
+    return F.interpolate(ramp, size=(size, 1), mode="nearest")[0, 0, :, 0].numpy().astype(np.intp)
 
 
 def _repeated(maps: np.ndarray, repeat: np.ndarray | None) -> np.ndarray:

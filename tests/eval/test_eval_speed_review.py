@@ -1,14 +1,17 @@
 """The evaluation's faster paths give bit for bit what the plain computations they replace gave."""
 
+import contextlib
 import io
 
 import numpy as np
 import pytest
+import torch
 
 from lavida.eval.video_result import (
     PIXEL_AUC_OCTAVES,
     PixelStatistics,
     VideoResult,
+    _release_masks,
     pixel_statistics,
     resize_masks,
     resize_probabilities,
@@ -186,3 +189,69 @@ def test_pixel_auc_state_loads_sorted_and_unsorted_bins_and_refuses_repeats():
         repeated = dict(state, bins=bins)
         with pytest.raises(ValueError, match="distinct"):
             PixelAUC(octaves=PIXEL_AUC_OCTAVES).load_state_dict(repeated)
+
+
+# -- the release's protocol without the float64 sigmoid of whole S×S maps, Ped2 masks read once, PixelAUC
+# -- counts without a bincount per update.
+
+
+@contextlib.contextmanager
+def _one_torch_thread():
+    """torch.sigmoid's float64 result for a value depends on whether its vectorised loop or its scalar tail
+    takes it (the last bit differs for ~3 % of logits). The old whole-map sigmoid sent every value of
+    n·S² (a multiple of 16) through the vectorised loop on a power-of-two thread count; on one thread it
+    does so on any machine, so the references below do not depend on the test machine's cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _release_logits(rng, count, side):
+    """Low-resolution float16 mask logits as the model returns them: wide range, gated frames at −1024."""
+    low = (rng.standard_normal((count, side, side)) * 12 - 4).astype(np.float16)
+    low[::5] = -1024  # frames whose object score gated the mask (SAM2's convention)
+    low[1, :2, :3] = np.float16(60)  # saturating logits on both sides
+    low[1, 2:4, :3] = np.float16(-60)
+    return low
+
+
+@pytest.mark.parametrize(
+    ("native", "grid", "target"),
+    [
+        ((240, 360), (1024, 1024), (158, 238)),
+        ((30, 40), (64, 64), (30, 40)),
+        ((30, 40), (30, 40), (30, 40)),
+        ((12, 20), (24, 40), (48, 80)),
+        ((17, 23), (64, 64), (128, 11)),
+        ((101, 7), (33, 97), (5, 3)),
+    ],
+)
+def test_release_masks_pick_what_the_two_nearest_resizes_picked(native, grid, target):
+    rng = np.random.default_rng(9)
+    masks = rng.random((3, *native)) < 0.4
+    expected = resize_masks(resize_masks(masks, grid, mode="nearest"), target, mode="nearest")
+    got = _release_masks(masks, grid, target)
+    assert got.dtype == np.bool_ and got.shape == expected.shape and np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pixel_auc_counts_are_the_bincount_of_the_bin_indices(dtype):
+    """np.add.at counts what the per-update bincount counted: every chunk, both classes, any size."""
+    rng = np.random.default_rng(10)
+    metric = PixelAUC(octaves=PIXEL_AUC_OCTAVES, chunk_size=1000)
+    expected = np.zeros(2 * metric.num_bins, np.int64)
+    pool = rng.permutation(_maps(rng, 1, 100, 100, dtype).reshape(-1))  # with 0, 1, subnormals, 0.5±
+    for shape in [(0,), (1,), (3, 7, 11), (2, 40, 60), (5000,)]:
+        scores = rng.choice(pool, int(np.prod(shape))).reshape(shape)
+        labels = rng.random(shape) < 0.3
+        metric.update(scores, labels)
+        flat_scores, flat_labels = scores.reshape(-1), labels.reshape(-1)
+        for start in range(0, flat_scores.size, 1000):
+            idx = metric._bin_index(flat_scores[start : start + 1000], flat_labels[start : start + 1000])
+            binned = np.bincount(idx)
+            expected[: binned.size] += binned
+        assert np.array_equal(metric._counts.reshape(-1), expected)
+    assert metric.num_positive and metric.num_negative
