@@ -131,7 +131,12 @@ def load_checkpoint(
     required = [CONFIG_FILE, HEADS_FILE]
     missing = [name for name in required if not (directory / name).is_file()]
     if missing:
-        found = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else "(no such directory)"
+        if directory.is_dir():
+            found = sorted(p.name for p in directory.iterdir())
+        elif directory.is_file():
+            found = "a file, not the checkpoint's folder: give the folder that holds it"
+        else:
+            found = "(no such directory)"
         raise WeightsNotFoundError(
             f"'{directory}' is not a LAVIDA checkpoint: missing {missing}. A checkpoint holds {CONFIG_FILE}, "
             f"{HEADS_FILE}, {ADAPTER_DIR}/ and {META_FILE}. Found: {found}"

@@ -231,3 +231,12 @@ def test_relative_base_paths_are_recorded_absolute(trained, tmp_path, monkeypatc
     before, after = _outputs(model), _outputs(loaded)
     for field in ("object_logits", "mask_logits"):
         torch.testing.assert_close(getattr(after, field), getattr(before, field), rtol=0, atol=0)
+
+
+def test_a_file_given_as_checkpoint_is_named_as_such(trained, tmp_path):
+    model, config = trained
+    target = save_checkpoint(model, config, tmp_path / "ckpt")
+    with pytest.raises(
+        WeightsNotFoundError, match=r"heads\.safetensors' is not a LAVIDA checkpoint.*a file, not"
+    ):
+        load_checkpoint(target / "heads.safetensors")
