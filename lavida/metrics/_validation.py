@@ -146,7 +146,11 @@ def per_video_pairs(
         s_arr = np.asarray(s)
         y_arr = np.asarray(y)
         if s_arr.ndim != ndim:
-            raise ValueError(f"{fn}: scores[{i}] must have shape {shape_name}, got shape {s_arr.shape}.")
+            # A flat list of numbers is one video's scores, not a list of videos.
+            hint = "; one video's scores go in as [np.asarray(scores)]" if s_arr.ndim == 0 else ""
+            raise ValueError(
+                f"{fn}: scores[{i}] must have shape {shape_name}, got shape {s_arr.shape}{hint}."
+            )
         if s_arr.shape != y_arr.shape:
             raise ValueError(
                 f"{fn}: video {i}: scores[{i}] has shape {s_arr.shape} but labels[{i}] has shape "

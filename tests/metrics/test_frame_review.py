@@ -178,3 +178,12 @@ def test_single_class_sets():
     assert frame_ap(one_video, [np.array([1, 1])], method="trapezoid") == 1.0
     assert frame_auc(one_video, [np.array([0, 0])], average="macro") == 1.0  # sentinels only
     assert not math.isnan(frame_auc(one_video, [np.array([1, 1])], average="macro"))
+
+
+def test_one_videos_flat_scores_are_told_how_to_go_in():
+    """frame_auc([0.1, 0.9], [0, 1]) reads each number as a video; the error said only 'got shape ()'."""
+    with pytest.raises(
+        ValueError, match=r"got shape \(\); one video's scores go in as \[np\.asarray\(scores\)\]"
+    ):
+        frame_auc([0.1, 0.9], [0, 1])
+    assert frame_auc([np.asarray([0.1, 0.9])], [np.asarray([0, 1])]) == 1.0
