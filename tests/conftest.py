@@ -177,3 +177,26 @@ def write_bomb_bmp(path, *, shape=(40, 50, 3)):
     data[18:26] = (60000).to_bytes(4, "little") * 2  # width, height
     path.write_bytes(bytes(data))
     return path
+
+
+def moving_square(n, h=48, w=64):
+    """(n, h, w, 3) uint8 frames: a red 12×12 square moving right over grey, 3 pixels a frame."""
+    frames = np.full((n, h, w, 3), 90, np.uint8)
+    for t in range(n):
+        x = (3 * t) % (w - 12)
+        frames[t, 10:22, x : x + 12] = (230, 40, 40)
+    return frames
+
+
+# Qwen/Qwen2-VL-7B-Instruct's preprocessor_config.json, verbatim (the processor tests build folders with it).
+QWEN2_VL_PREPROCESSOR = {
+    "min_pixels": 3136,
+    "max_pixels": 12845056,
+    "patch_size": 14,
+    "temporal_patch_size": 2,
+    "merge_size": 2,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "image_processor_type": "Qwen2VLImageProcessor",
+    "processor_class": "Qwen2VLProcessor",
+}

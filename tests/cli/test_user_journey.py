@@ -4,8 +4,8 @@ through the console scripts' own entry points: each test reproduces one defect t
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
+from conftest import moving_square
 
 
 def cli(main, *args: str) -> None:
@@ -14,14 +14,6 @@ def cli(main, *args: str) -> None:
 
     with mock.patch.object(sys, "argv", [main.__module__, *args]):
         main()
-
-
-def moving_square(n, h=48, w=64):
-    frames = np.full((n, h, w, 3), 90, np.uint8)
-    for t in range(n):
-        x = (3 * t) % (w - 12)
-        frames[t, 10:22, x : x + 12] = (230, 40, 40)
-    return frames
 
 
 # -- step 5: a rerun that names the same video by another path redid it --------------------------------

@@ -17,6 +17,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import QWEN2_VL_PREPROCESSOR
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
@@ -30,18 +31,6 @@ from lavida.data.processor import (
 )
 from lavida.data.types import ClipSample
 
-# Qwen/Qwen2-VL-7B-Instruct's preprocessor_config.json.
-QWEN2_VL_7B_PREPROCESSOR = {
-    "min_pixels": 3136,
-    "max_pixels": 12845056,
-    "patch_size": 14,
-    "temporal_patch_size": 2,
-    "merge_size": 2,
-    "image_mean": [0.48145466, 0.4578275, 0.40821073],
-    "image_std": [0.26862954, 0.26130258, 0.27577711],
-    "image_processor_type": "Qwen2VLImageProcessor",
-    "processor_class": "Qwen2VLProcessor",
-}
 VISION_KEYS = (
     "min_pixels",
     "max_pixels",
@@ -62,7 +51,7 @@ def lavida_processor(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("qwen2_vl_7b_like")
     byte_level_tokenizer().save_pretrained(folder)
-    (folder / "preprocessor_config.json").write_text(json.dumps(QWEN2_VL_7B_PREPROCESSOR))
+    (folder / "preprocessor_config.json").write_text(json.dumps(QWEN2_VL_PREPROCESSOR))
     (folder / "config.json").write_text(json.dumps({"model_type": "qwen2_vl"}))
     (folder / "model.safetensors").write_bytes(b"")  # only its presence is checked
     return LavidaProcessor(
@@ -185,7 +174,7 @@ def test_qwen_video_pixels_match_the_release_and_transformers(lavida_processor, 
     frames = _frames((8, height, width, 3), seed=4)
     encoded = lavida_processor.encode(ClipSample(frames=frames, categories=["x"], is_video=True), train=False)
     resized = _release_resize(frames, BUDGET)
-    config = {key: QWEN2_VL_7B_PREPROCESSOR[key] for key in VISION_KEYS}
+    config = {key: QWEN2_VL_PREPROCESSOR[key] for key in VISION_KEYS}
     reference = Qwen2VLVideoProcessor(**config, do_sample_frames=False, cap_pixels_per_frame=False)(
         videos=[resized], return_tensors="pt"
     )
@@ -206,7 +195,7 @@ def test_qwen_image_pixels_match_the_release_and_transformers(lavida_processor):
         ClipSample(frames=frames, categories=["x"], is_video=False), train=False
     )
     resized = _release_resize(frames, BUDGET)
-    config = {key: QWEN2_VL_7B_PREPROCESSOR[key] for key in VISION_KEYS}
+    config = {key: QWEN2_VL_PREPROCESSOR[key] for key in VISION_KEYS}
     reference = Qwen2VLImageProcessor(**config)(images=[resized[0]], return_tensors="pt")
     assert encoded.grid_thw.tolist() == reference["image_grid_thw"].tolist()
     torch.testing.assert_close(encoded.pixel_values, reference["pixel_values"], atol=1e-5, rtol=0)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_broken_png
+from conftest import moving_square, write_broken_png
 from detect.cli_config import cli_config
 from PIL import Image
 
@@ -25,14 +25,6 @@ def detector(checkpoint):
     from lavida import Detector
 
     return Detector.from_checkpoint(checkpoint, device="cpu", threshold=0.5)
-
-
-def moving_square(n, h=48, w=64):
-    frames = np.full((n, h, w, 3), 90, np.uint8)
-    for t in range(n):
-        x = (3 * t) % (w - 12)
-        frames[t, 10:22, x : x + 12] = (230, 40, 40)
-    return frames
 
 
 def _runs(flags) -> list[tuple[int, int]]:

@@ -15,6 +15,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import QWEN2_VL_PREPROCESSOR
 
 from lavida.data.processor import LavidaProcessor, PixelBudget, smart_resize
 from lavida.data.prompts import PromptTemplates
@@ -53,19 +54,6 @@ QWEN2_VL_CHAT_TEMPLATE = (
     "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-
-# Qwen2-VL-7B-Instruct's preprocessor_config.json, verbatim.
-QWEN2_VL_PREPROCESSOR = {
-    "min_pixels": 3136,
-    "max_pixels": 12845056,
-    "patch_size": 14,
-    "temporal_patch_size": 2,
-    "merge_size": 2,
-    "image_mean": [0.48145466, 0.4578275, 0.40821073],
-    "image_std": [0.26862954, 0.26130258, 0.27577711],
-    "image_processor_type": "Qwen2VLImageProcessor",
-    "processor_class": "Qwen2VLProcessor",
-}
 
 
 def _write_qwen_folder(directory):
