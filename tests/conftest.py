@@ -109,6 +109,14 @@ def detect_checkpoint(tiny_pretrained, tmp_path_factory):
     return save_checkpoint(model, tiny_pretrained, tmp_path_factory.mktemp("ckpt") / "tiny")
 
 
+@pytest.fixture(scope="module")
+def detector(detect_checkpoint):
+    """A Detector on ``detect_checkpoint`` (threshold 0.5), one per test module."""
+    from lavida import Detector
+
+    return Detector.from_checkpoint(detect_checkpoint, device="cpu", threshold=0.5)
+
+
 def tiny_processor_for(model):
     """A LavidaProcessor for the tiny model with the tiny config's small pixel budgets."""
     from lavida.data.processor import LavidaProcessor

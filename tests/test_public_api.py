@@ -23,13 +23,6 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 @pytest.fixture(scope="module")
-def detector(detect_checkpoint):
-    from lavida import Detector
-
-    return Detector.from_checkpoint(detect_checkpoint, device="cpu")
-
-
-@pytest.fixture(scope="module")
 def video(tmp_path_factory):
     frames = np.random.default_rng(0).integers(0, 256, (10, 48, 64, 3), dtype=np.uint8)
     return write_video(tmp_path_factory.mktemp("video") / "v.mp4", frames, fps=10)

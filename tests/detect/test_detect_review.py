@@ -22,13 +22,6 @@ def checkpoint(detect_checkpoint):
     return detect_checkpoint
 
 
-@pytest.fixture(scope="module")
-def detector(checkpoint):
-    from lavida import Detector
-
-    return Detector.from_checkpoint(checkpoint, device="cpu", threshold=0.5)
-
-
 def cli_config(inputs, categories, checkpoint, output_dir, **values):
     """lavida-detect's config without overlays (these tests read scores, masks and intervals)."""
     return detect_config(inputs, categories, checkpoint, output_dir, **{"overlay": False, **values})

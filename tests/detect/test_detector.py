@@ -20,13 +20,6 @@ def checkpoint(detect_checkpoint):
     return detect_checkpoint
 
 
-@pytest.fixture(scope="module")
-def detector(checkpoint):
-    from lavida import Detector
-
-    return Detector.from_checkpoint(checkpoint, device="cpu", threshold=0.5)
-
-
 def _runs(flags) -> list[tuple[int, int]]:
     """Maximal runs of True as inclusive (start, end) pairs, written out independently of the library."""
     edges = np.diff(np.r_[0, np.asarray(flags, dtype=int), 0])
