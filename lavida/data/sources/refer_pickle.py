@@ -25,7 +25,6 @@ import io
 import logging
 import pickle
 import pickletools
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -80,14 +79,14 @@ def load_data_pickle(data: bytes, *, name: str = "<pickle>") -> Any:
             truncated, or holds bytes that are not UTF-8.
     """
     try:
-        for opcode, position in _opcodes(data):
+        for opcode, _argument, position in pickletools.genops(data):
             if opcode.name in _CODE_OPCODES:
                 raise DatasetFormatError(
                     f"{name}: refused: opcode {opcode.name} at byte {position} imports or calls code. "
                     "The refer pickles hold only plain data, so this file is not a genuine one; "
                     "download it again from a trusted copy."
                 )
-    except (ValueError, EOFError) as error:  # the argument readers raise ValueError on a corrupt stream
+    except (ValueError, EOFError) as error:  # genops raises ValueError on a corrupt stream
         raise DatasetFormatError(
             f"{name}: not a valid pickle ({error}); the file may be truncated."
         ) from error
@@ -104,40 +103,6 @@ def load_data_pickle(data: bytes, *, name: str = "<pickle>") -> Any:
         return _plain(loaded, name)
     except RecursionError as error:  # a self-containing list: not refs, and not expressible in JSON
         raise DatasetFormatError(f"{name}: the pickle holds a self-referencing structure.") from error
-
-
-_OPCODES_BY_CODE = {opcode.code.encode("latin-1"): opcode for opcode in pickletools.opcodes}
-
-
-def _opcodes(data: bytes) -> Iterator[tuple[pickletools.OpcodeInfo, int]]:
-    """(opcode, byte offset) of every opcode up to STOP, as ``pickletools.genops`` but byte-safe.
-
-    ``genops`` decodes the argument of a protocol-0 ``STRING`` (Python 2's default ``pickle.dump``
-    of a ``str``) as ASCII, so a Python-2 text pickle holding one UTF-8 byte string ("café")
-    failed the scan as "not a valid pickle", although the unpickler reads it as bytes and
-    :func:`_plain` decodes it. Here that argument is only skipped (its line read raw); every other
-    argument is read with pickletools' own reader, so a truncated stream still raises.
-
-    Raises:
-        ValueError: an unknown opcode, or the data ends before STOP.
-    """
-    stream = io.BytesIO(data)
-    while True:
-        position = stream.tell()
-        code = stream.read(1)
-        opcode = _OPCODES_BY_CODE.get(code)
-        if opcode is None:
-            if not code:
-                raise ValueError("pickle exhausted before seeing STOP")
-            raise ValueError(f"at position {position}, opcode {code!r} unknown")
-        if opcode.arg is pickletools.stringnl:
-            if not stream.readline().endswith(b"\n"):
-                raise ValueError("no newline found when trying to read stringnl")
-        elif opcode.arg is not None:
-            opcode.arg.reader(stream)
-        yield opcode, position
-        if opcode.name == "STOP":
-            return
 
 
 def _plain(value: Any, name: str) -> Any:
