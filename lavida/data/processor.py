@@ -312,14 +312,54 @@ def _as_tensor(array) -> torch.Tensor:
     return array if isinstance(array, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(array))
 
 
-def _as_uint8_frames(frames) -> torch.Tensor:
-    """(T, H, W, 3) uint8 (numpy or torch) → (T, 3, H, W) uint8."""
-    tensor = _as_tensor(frames)
-    if tensor.dtype != torch.uint8 or tensor.ndim != 4 or tensor.shape[-1] != 3:
-        raise ValueError(
-            f"Frames must be a (T, H, W, 3) uint8 RGB array; got shape {tuple(tensor.shape)} and dtype {tensor.dtype}."
+def check_frames(frames: object) -> None:
+    """A clip the model takes: a (T, H, W, 3) uint8 RGB array (numpy or torch), T ≥ 1.
+
+    Raises:
+        TypeError: not an array (a list of frames, say).
+        ValueError: another shape or dtype; the message says how to convert the frames.
+    """
+    expected = "frames must be a (T, H, W, 3) uint8 RGB array (numpy or torch)"
+    if not isinstance(frames, (np.ndarray, torch.Tensor)):
+        hint = ""
+        if isinstance(frames, (list, tuple)):
+            hint = "; stack a list of (H, W, 3) frames into one array with np.stack(frames)"
+        raise TypeError(f"{expected}, got {type(frames).__name__}{hint}.")
+    shape = tuple(frames.shape)
+    is_numpy = isinstance(frames, np.ndarray)
+    cast = ".astype(np.uint8)" if is_numpy else ".to(torch.uint8)"
+    got = f"got shape {shape} and dtype {frames.dtype}"
+    if len(shape) == 5:
+        hint = "pass one clip at a time, e.g. frames[0]"
+    elif len(shape) == 3 and shape[-1] == 3:
+        hint = "for one frame (H, W, 3), add the time axis: frames[None]"
+    elif len(shape) == 4 and shape[1] == 3 and shape[-1] != 3:
+        order = "transpose" if is_numpy else "permute"
+        hint = f"the colour channels go last: frames.{order}(0, 2, 3, 1)"
+    elif len(shape) != 4 or shape[-1] != 3:
+        hint = (
+            "RGB frames with the 3 colour channels last (grey frames: repeat them 3 times on the last axis)"
         )
-    return tensor.permute(0, 3, 1, 2).contiguous()
+    elif 0 in shape[:3]:
+        hint = "a clip needs at least one frame of at least one pixel"
+    elif frames.dtype in (np.uint8, torch.uint8):
+        return
+    elif frames.dtype in (np.bool_, torch.bool):
+        hint = f"convert them with (frames * 255){cast}"
+    elif frames.dtype.is_floating_point if not is_numpy else np.issubdtype(frames.dtype, np.floating):
+        if float(frames.max()) <= 1.0:
+            hint = f"values in [0, 1] look like floats scaled to 1: convert them with (frames * 255).round(){cast}"
+        else:
+            hint = f"convert float values in [0, 255] with frames.round().clip(0, 255){cast}"
+    else:
+        hint = f"convert them with frames.clip(0, 255){cast}"
+    raise ValueError(f"{expected}; {got}: {hint}.")
+
+
+def _as_uint8_frames(frames) -> torch.Tensor:
+    """(T, H, W, 3) uint8 (numpy or torch) → (T, 3, H, W) uint8 (:func:`check_frames` first)."""
+    check_frames(frames)
+    return _as_tensor(frames).permute(0, 3, 1, 2).contiguous()
 
 
 def _resize_uint8(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

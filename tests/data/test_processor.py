@@ -93,7 +93,8 @@ def test_collate_mixed_batch(processor):
 
 
 def test_bad_inputs(processor):
-    with pytest.raises(ValueError, match=r"\(T, H, W, 3\) uint8"):
+    # Every path into the model (training, evaluation, Detector) meets the same check, with the fix spelt out.
+    with pytest.raises(ValueError, match=r"\(T, H, W, 3\) uint8.*\(frames \* 255\)\.round\(\)\.astype"):
         processor.encode(ClipSample(frames=np.zeros((2, 8, 8, 3), np.float32), categories=["x"]), train=False)
     frames = np.zeros((2, 32, 32, 3), np.uint8)
     with pytest.raises(ValueError, match="2 frames but 3 masks"):
