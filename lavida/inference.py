@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lavida.data.processor import EncodedSample, LavidaProcessor
+from lavida.data.prompts import clean_categories
 from lavida.data.types import ClipSample, LavidaBatch
 from lavida.data.video import FrameSource, open_video
 from lavida.models.lavida import LavidaModel
@@ -81,27 +82,6 @@ class ClipDataset(Dataset):
 
 # Qwen2-VL's smart_resize refuses frames whose long side exceeds 200 times the short one.
 _MAX_ASPECT_RATIO = 200
-
-
-def check_categories(categories: Sequence[str]) -> list[str]:
-    """The category names of a prompt: a sequence of strings, cleaned (``clean_categories``).
-
-    Raises:
-        TypeError: one string: ``list("fire")`` would search for 'f', 'i', 'r' and 'e'.
-        ValueError: no category is left.
-    """
-    from lavida.data.prompts import clean_categories
-
-    if isinstance(categories, (str, bytes)):
-        text = categories.decode() if isinstance(categories, bytes) else categories
-        split = [part.strip() for part in text.split(",") if part.strip()]
-        hint = f"[{text!r}]"
-        if len(split) > 1:
-            hint += f", or {split!r} for several"
-        raise TypeError(
-            f"categories must be a list of category names, not one string: got {categories!r}; pass {hint}."
-        )
-    return clean_categories(categories)
 
 
 def check_clips(clips: np.ndarray) -> np.ndarray:
@@ -237,7 +217,7 @@ class Predictor:
             ValueError: ``clips`` not (C, T) whole numbers, or no category.
         """
         clips = check_clips(clips)
-        categories = check_categories(categories)
+        categories = clean_categories(categories)
         keep_masks = self.keep_masks if keep_masks is None else keep_masks
         return self._iter_clips(path, clips, categories, source=source, keep_masks=keep_masks)
 

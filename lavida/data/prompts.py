@@ -236,8 +236,14 @@ def clean_categories(categories: Sequence[str]) -> list[str]:
     Raises:
         ValueError: if no category is left.
     """
-    if isinstance(categories, str):
-        raise TypeError("categories must be a sequence of strings, not one string; split it first.")
+    if isinstance(categories, (str, bytes)):
+        # list("fire") would search for 'f', 'i', 'r' and 'e'.
+        text = categories.decode() if isinstance(categories, bytes) else categories
+        split = [part.strip() for part in text.split(",") if part.strip()]
+        hint = f"[{text!r}]" + (f", or {split!r} for several" if len(split) > 1 else "")
+        raise TypeError(
+            f"categories must be a list of category names, not one string: got {categories!r}; pass {hint}."
+        )
     names = [_without_special_tokens(str(name)).strip() for name in categories]
     names = [name for name in names if name]
     if not names:

@@ -34,6 +34,7 @@ import torch
 from lavida.atomic import atomic_dir
 from lavida.data.exposure import normalize_text as comparison_key
 from lavida.data.processor import LavidaProcessor, check_frames
+from lavida.data.prompts import clean_categories
 from lavida.data.types import ClipSample
 from lavida.detect.intervals import Interval, anomalous_intervals
 from lavida.detect.outputs import (
@@ -47,7 +48,7 @@ from lavida.detect.outputs import (
 )
 from lavida.detect.stream import is_live, open_stream
 from lavida.detect.window import Aggregation, FrameResult, SlidingWindow, check_window
-from lavida.inference import check_categories, upsample_mask_logits
+from lavida.inference import upsample_mask_logits
 from lavida.models.lavida import LavidaModel
 from lavida.number_checks import is_real, is_whole
 
@@ -525,7 +526,7 @@ def check_name(name: str) -> None:
 
 
 def distinct_categories(categories: Sequence[str]) -> list[str]:
-    """:func:`~lavida.inference.check_categories`, then each category once, in the order first named.
+    """:func:`~lavida.data.prompts.clean_categories`, then each category once, in the order first named.
 
     Names that differ only in case or spacing (``fire``, ``Fire``, ``fire  ``) are one category; a warning
     names the ones dropped. The Anomaly Exposure Sampler shows the model distinct categories only (Eq.
@@ -537,7 +538,7 @@ def distinct_categories(categories: Sequence[str]) -> list[str]:
         ValueError: no category is left.
     """
     kept, seen, dropped = [], set(), []
-    for category in check_categories(categories):
+    for category in clean_categories(categories):
         key = comparison_key(category)  # the sampler's: whitespace collapsed, case folded
         if key in seen:
             dropped.append(category)
