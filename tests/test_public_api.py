@@ -4,7 +4,6 @@ dtypes of every result, results that serialise, and misuse that fails with an er
 Runs on the tiny random checkpoint of ``tests/conftest.py`` (``detect_checkpoint``).
 """
 
-import ast
 import dataclasses
 import json
 import os
@@ -47,11 +46,8 @@ def test_lavida_all_lists_exactly_the_public_names():
         assert module.__all__ and not [name for name in module.__all__ if name.startswith("_")]
         assert all(hasattr(module, name) for name in module.__all__), module.__name__
         assert set(module.__all__) <= set(dir(module)), module.__name__
-    namespace: dict = {}
-    exec("from lavida import *", namespace)
-    assert (
-        namespace["Detector"] is lavida.detect.Detector and namespace["Detection"] is lavida.detect.Detection
-    )
+    star = "from lavida import *; import lavida.detect as d; assert Detector is d.Detector and Detection is d.Detection"
+    assert subprocess.run([sys.executable, "-c", star], env={**os.environ}).returncode == 0
     with pytest.raises(AttributeError, match="no attribute 'Detecter'"):
         lavida.Detecter  # noqa: B018
     code = "import sys, lavida; dir(lavida); sys.exit('torch' in sys.modules)"
@@ -63,18 +59,22 @@ def test_lavida_all_lists_exactly_the_public_names():
 
 def test_readme_snippet_runs_as_written(detect_checkpoint, video, tmp_path, monkeypatch):
     """README step 5: ``from lavida import Detector; Detector.from_checkpoint(dir).detect("v.mp4", ["fire"])``
-    returns frame scores and intervals, and writes files only with ``output_dir=``."""
-    snippets = re.findall(r"`(from lavida import Detector;[^`]*)`", README.read_text(encoding="utf-8"))
-    assert snippets, "README step 5 no longer shows the Python snippet"
+    returns frame scores and intervals, and writes files only with ``output_dir=``. The README must show
+    exactly this call, which runs here as plain code."""
+    snippet = 'from lavida import Detector; Detector.from_checkpoint(dir).detect("v.mp4", ["fire"])'
+    assert f"`{snippet}`" in README.read_text(encoding="utf-8"), "README step 5 shows another Python snippet"
     (tmp_path / "v.mp4").write_bytes(Path(video).read_bytes())
     monkeypatch.chdir(tmp_path)
-    module = ast.parse(snippets[0])
-    last = module.body.pop()  # the expression whose value the README describes
-    namespace = {"dir": str(detect_checkpoint)}
-    exec(compile(module, "README.md", "exec"), namespace)
-    result = eval(compile(ast.Expression(last.value), "README.md", "eval"), namespace)
+    from lavida import Detector
+
+    result = Detector.from_checkpoint(str(detect_checkpoint)).detect("v.mp4", ["fire"])
     assert result.scores.shape == (10,) and isinstance(result.intervals, list)
     assert result.output_dir is None and sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]
+    # The same scores as the video's detection through the module fixture's own Detector.
+    expected = Detector.from_checkpoint(detect_checkpoint, device="cpu").detect(
+        video, ["fire"], progress=False
+    )
+    np.testing.assert_array_equal(result.scores, expected.scores)
 
 
 # -- documented shapes, dtypes and ranges -------------------------------------------------------------------
@@ -121,6 +121,9 @@ def test_predict_clip_and_stream_return_what_they_document(detector, video):
     assert (0 <= scores).all() and (scores <= 1).all() and (0 <= masks).all() and (masks <= 1).all()
     results = list(detector.stream(video, ["fire"]))
     assert [r.index for r in results] == list(range(10))
+    # Streamed scores are the whole-video detection's, frame by frame.
+    detected = detector.detect(video, ["fire"], progress=False).scores
+    np.testing.assert_allclose([r.score for r in results], detected, rtol=0, atol=1e-12)
     first = results[0]
     assert isinstance(first.score, float) and 0 <= first.score <= 1
     assert first.frame.shape == (48, 64, 3) and first.frame.dtype == np.uint8
@@ -174,6 +177,10 @@ def test_predictor_outputs_match_their_docstrings(detector, video):
     assert isinstance(whole, VideoPrediction)
     assert whole.frame_scores.shape == (12,) and whole.frame_scores.dtype == np.float64
     assert whole.mask_logits.shape == (12, h, w) and whole.mask_logits.dtype == np.float16
+    # The values are the batches', flattened in plan order (clip c's frame t at c·4 + t).
+    flat = np.concatenate([batch.frame_scores for batch in batches]).reshape(-1)
+    np.testing.assert_array_equal(whole.frame_scores, flat)
+    np.testing.assert_array_equal(whole.mask_logits[:8], first.mask_logits.reshape(8, h, w))
     assert predictor.predict_video(video, clips, ["fire"], keep_masks=False).mask_logits is None
     probabilities = upsample_mask_logits(whole.mask_logits, (48, 64))
     assert probabilities.shape == (12, 48, 64) and probabilities.dtype == np.float32
