@@ -145,6 +145,7 @@ def load_checkpoint(
     if config_overrides:
         data = _merge(data, config_overrides)
     config = LavidaConfig.from_dict(data)
+    _check_base_models_saved(config, directory / CONFIG_FILE)
     try:
         model = build_lavida(config)
     except WeightsNotFoundError as error:
@@ -283,6 +284,29 @@ def _load_heads(model: LavidaModel, heads_file: Path) -> None:
 
 
 _BASE_MODEL_SECTIONS = ("mllm", "text_encoder", "mask_decoder")
+
+
+def _check_base_models_saved(config: LavidaConfig, config_file: Path) -> None:
+    """Refuse a checkpoint trained on random base models that were never written to disk.
+
+    A checkpoint holds only what trains; building an unset base model again draws other random frozen
+    weights under the trained heads, so every load would score differently.
+    """
+    from lavida.models.random_init import unset_base_models
+
+    unset = unset_base_models(config)
+    if not unset:
+        return
+    first = unset[0]
+    raise WeightsNotFoundError(
+        f"{config_file}: no base weights for {', '.join(f'model.{section}' for section in unset)}. The checkpoint "
+        "was trained on random stand-ins that were not saved (base_weights: optional), and it holds only what "
+        "trains, so building them again would put other random weights under the trained heads and every load "
+        "would score differently. lavida-train now writes such stand-ins "
+        "into the run folder (base_models/), and its checkpoints name them: retrain the checkpoint, or give the weights it was trained "
+        f"on: load_checkpoint(..., config_overrides={{'{first}': {{'pretrained': DIR}}}}); lavida-eval / "
+        f"lavida-detect: +checkpoint_overrides.{first}.pretrained=DIR."
+    )
 
 
 def _moved_base_models(config: LavidaConfig, overrides: dict[str, Any]) -> list[str]:

@@ -3,8 +3,8 @@
 With no network there are no real weights on CI or developer machines. This writes a stand-in
 "pretrained" directory for each base model from the architecture in a config — a Qwen2-VL model
 directory (config, safetensors, tokenizer, processor), a transformers SAM2 directory and an open_clip
-text-tower state dict — so that tests, the synthetic demo and the runtime benchmarks load them through
-exactly the code path real weights take.
+text-tower state dict — so that tests, the synthetic demo, smoke training runs and the runtime benchmarks
+load them through exactly the code path real weights take.
 """
 
 from __future__ import annotations
@@ -17,17 +17,39 @@ from lavida.models.config import LavidaConfig
 
 log = logging.getLogger(__name__)
 
+# In the order they are drawn from the seeded generator (the demo's figures depend on it).
+BASE_MODEL_SECTIONS = ("mllm", "mask_decoder", "text_encoder")
 
-def write_random_pretrained(config: LavidaConfig, root: str | Path, *, seed: int = 0) -> LavidaConfig:
+# Where write_random_pretrained puts each base model under its root.
+_PLACES = {"mllm": "mllm", "mask_decoder": "sam2", "text_encoder": "clip/open_clip_model.safetensors"}
+
+
+def random_pretrained_paths(root: str | Path) -> dict[str, Path]:
+    """Where :func:`write_random_pretrained` writes each base model under ``root`` (section → path)."""
+    return {section: Path(root) / place for section, place in _PLACES.items()}
+
+
+def unset_base_models(config: LavidaConfig) -> list[str]:
+    """The sections (``mllm``, ``text_encoder``, ``mask_decoder``) that have no ``pretrained`` path."""
+    return [section for section in BASE_MODEL_SECTIONS if getattr(config, section).pretrained is None]
+
+
+def write_random_pretrained(
+    config: LavidaConfig, root: str | Path, *, seed: int = 0, reuse_existing: bool = False
+) -> LavidaConfig:
     """Save random base models for ``config``'s architectures under ``root``; return a config pointing at them.
+
+    Only the base models without a ``pretrained`` path are written; those with one are left as they are.
 
     Args:
         config: A config whose ``mllm``, ``text_encoder`` and ``mask_decoder`` sections have ``arch``.
         root: Output directory; gets ``mllm/``, ``sam2/`` and ``clip/open_clip_model.safetensors``.
         seed: Seed for the random weights.
+        reuse_existing: Keep a base model that an earlier call already wrote under ``root`` instead of
+            writing it again (each is renamed into place whole, so one that exists is complete).
 
     Returns:
-        A copy of ``config`` with every ``pretrained`` set to the written paths (``arch`` kept, which the
+        A copy of ``config`` with every written ``pretrained`` set to its path (``arch`` kept, which the
         CLIP section needs to register its architecture with open_clip).
     """
     import torch
@@ -37,32 +59,40 @@ def write_random_pretrained(config: LavidaConfig, root: str | Path, *, seed: int
     from lavida.models.mllm import load_base_mllm
     from lavida.models.text_encoder import load_clip_text
 
-    root = Path(root)
+    paths = random_pretrained_paths(root)
     data = config.to_dict()
     torch.manual_seed(seed)
 
     # Each part is written beside its place and renamed into it, as real downloads are used: a kill
     # half-way leaves no directory that holds a config.json but not all of the weights.
-    mllm_dir = root / "mllm"
-    model, processor = load_base_mllm(family=config.mllm.family, arch=config.mllm.arch, dtype=config.dtype)
-    with atomic_dir(mllm_dir) as staging:
-        model.save_pretrained(staging)
-        processor.save_pretrained(staging)  # its tokenizer already holds <SEG>; adding it on load is a no-op
-    data["mllm"]["pretrained"] = str(mllm_dir)
+    missing = unset_base_models(config)
+    written = []
+    for section in missing:
+        path = paths[section]
+        data[section]["pretrained"] = str(path)
+        if reuse_existing and path.exists():
+            continue
+        written.append(section)
+        if section == "mllm":
+            model, processor = load_base_mllm(
+                family=config.mllm.family, arch=config.mllm.arch, dtype=config.dtype
+            )
+            with atomic_dir(path) as staging:
+                model.save_pretrained(staging)
+                processor.save_pretrained(
+                    staging
+                )  # its tokenizer already holds <SEG>; adding it on load is a no-op
+        elif section == "mask_decoder":
+            sam = load_sam2(arch=config.mask_decoder.arch, dtype=config.dtype)
+            with atomic_dir(path) as staging:
+                sam.save_pretrained(staging)
+        else:
+            clip, _ = load_clip_text(
+                model_name=config.text_encoder.model_name, arch=config.text_encoder.arch, dtype=config.dtype
+            )
+            with atomic_path(path) as staging:
+                save_file({key: value.contiguous() for key, value in clip.state_dict().items()}, str(staging))
 
-    sam_dir = root / "sam2"
-    sam = load_sam2(arch=config.mask_decoder.arch, dtype=config.dtype)
-    with atomic_dir(sam_dir) as staging:
-        sam.save_pretrained(staging)
-    data["mask_decoder"]["pretrained"] = str(sam_dir)
-
-    clip_file = root / "clip" / "open_clip_model.safetensors"
-    clip, _ = load_clip_text(
-        model_name=config.text_encoder.model_name, arch=config.text_encoder.arch, dtype=config.dtype
-    )
-    with atomic_path(clip_file) as staging:
-        save_file({key: value.contiguous() for key, value in clip.state_dict().items()}, str(staging))
-    data["text_encoder"]["pretrained"] = str(clip_file)
-
-    log.info("Wrote random base models to %s", root)
+    if written:
+        log.info("Wrote random base models (%s) to %s", ", ".join(written), root)
     return LavidaConfig.from_dict(data)

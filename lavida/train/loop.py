@@ -40,6 +40,7 @@ from lavida.losses import LavidaLoss, SegLossWeights
 from lavida.models.checkpoint import CONFIG_FILE, HEADS_FILE, META_FILE, read_checkpoint_meta, save_checkpoint
 from lavida.models.config import LavidaConfig
 from lavida.models.lavida import build_lavida
+from lavida.models.random_init import random_pretrained_paths, unset_base_models, write_random_pretrained
 from lavida.train.config import LauncherConfig, TrainConfig
 from lavida.train.launcher import build_accelerator, register_zero3_outside_parameters
 from lavida.train.optim import apply_optim_settings, build_optimizer, build_scheduler, schedule_length
@@ -125,6 +126,8 @@ class Trainer:
         acc = self.accelerator
         set_seed(self.config.seed, device_specific=True)
         resume = self._resume_from()
+        if unset_base_models(self.model_config):
+            self.model_config = self._random_base_models_on_disk(resumed=resume is not None)
         micro_batches = self.config.batches_per_epoch * self.config.grad_accum
         per_epoch = micro_batches * self.config.batch_size * acc.num_processes
         data = DataConfig.from_dict({**self.data_config.to_dict(), "samples_per_epoch": per_epoch})
@@ -258,6 +261,30 @@ class Trainer:
         check_training_checkpoint(path, deepspeed=self.accelerator.state.deepspeed_plugin is not None)
         check_checkpoints_in_the_way(self.output_dir, resume_step=read_progress(path).step)
         return path
+
+    def _random_base_models_on_disk(self, *, resumed: bool) -> LavidaConfig:
+        """Write random stand-ins for the base models without weights into the run folder; point at them.
+
+        With ``base_weights: optional`` (smoke runs) an unset base model is random. Drawn at build time,
+        it would be drawn again, differently, by every later load of a checkpoint, which holds only what
+        trains: the trained heads would run on other frozen weights, and each evaluation of the same
+        checkpoint would give other scores. On disk, checkpoints name them as they name real weights
+        (absolute paths). Written by the main process at the start of a run, reused on resume; the
+        global generator is left as it was.
+        """
+        acc = self.accelerator
+        root = (self.output_dir / "base_models").absolute()
+        if acc.is_main_process:
+            with torch.random.fork_rng(devices=[]):
+                write_random_pretrained(
+                    self.model_config, root, seed=self.config.seed, reuse_existing=resumed
+                )
+        acc.wait_for_everyone()
+        paths = random_pretrained_paths(root)
+        data = self.model_config.to_dict()
+        for section in unset_base_models(self.model_config):
+            data[section]["pretrained"] = str(paths[section])
+        return LavidaConfig.from_dict(data)
 
     def _record(self) -> dict:
         """The run's settings, written to ``run_config.json`` and into every checkpoint (resume compares them).
