@@ -21,6 +21,7 @@ from lavida.data.processor import EncodedSample, LavidaProcessor
 from lavida.data.prompts import clean_categories
 from lavida.data.types import ClipSample, LavidaBatch
 from lavida.data.video import FrameSource, open_video
+from lavida.models.config import DTYPES
 from lavida.models.lavida import LavidaModel
 from lavida.models.outputs import LavidaPrediction
 from lavida.number_checks import is_whole
@@ -152,6 +153,28 @@ class VideoPrediction:
 
     frame_scores: np.ndarray
     mask_logits: np.ndarray | None
+
+
+def load_dtype(
+    device: torch.device, *, dtype: str | None = None, config_overrides: dict | None = None
+) -> str:
+    """The dtype a checkpoint is loaded in on ``device``, known before it loads.
+
+    ``config_overrides["dtype"]`` wins, then ``dtype``; by default bfloat16 on a GPU and float32 otherwise.
+    lavida-eval and lavida-detect key their cached results on it, so a rerun that finds every result
+    cached never has to load the model to learn it.
+
+    Raises:
+        ValueError: a dtype other than float32, bfloat16 or float16.
+    """
+    overrides = config_overrides or {}
+    if "dtype" in overrides:
+        name, where = overrides["dtype"], "checkpoint_overrides.dtype"
+    else:
+        name, where = dtype or ("bfloat16" if device.type == "cuda" else "float32"), "dtype"
+    if name not in DTYPES:
+        raise ValueError(f"{where} must be one of {', '.join(DTYPES)}; got {name!r}.")
+    return name
 
 
 class Predictor:

@@ -8,6 +8,7 @@ would share a name keep their suffix, ``a.mp4`` → ``a_mp4``: see ``lavida.dete
 A rerun into the same ``output_dir`` (after a kill, or with more videos) reuses every video whose folder
 was finished with the same checkpoint (its bytes and ``checkpoint_overrides``), categories, settings
 and input file (size and time); ``resume=false`` recomputes them all. Live streams are never reused.
+The model is loaded at the first input that is not reused, so a rerun that reuses every video skips it.
 
 A live stream runs until ``max_frames``, or until stopped with Ctrl-C, which ends it as the end of a file
 would: its folder is finished and listed in index.json, and the run goes on to the next input.
@@ -21,6 +22,7 @@ import os
 from pathlib import Path
 
 import hydra
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lavida.atomic import write_json
@@ -35,13 +37,15 @@ from lavida.detect.detector import (
     check_max_frames,
     check_output_options,
     check_threshold,
+    default_device,
     distinct_categories,
 )
 from lavida.detect.outputs import interval_records
 from lavida.detect.stream import expand_inputs, is_live, output_names
 from lavida.detect.window import check_window
 from lavida.file_state import file_state
-from lavida.models.checkpoint import checkpoint_digest
+from lavida.inference import load_dtype
+from lavida.models.checkpoint import checkpoint_digest, trained_clip_length
 from lavida.models.weights import WeightsNotFoundError
 
 log = logging.getLogger(__name__)
@@ -61,34 +65,20 @@ def run(cfg: DictConfig) -> dict:
         clip_length=cfg.clip_length, interval=cfg.interval, stride=cfg.stride, aggregation=cfg.aggregation
     )
     inputs = expand_inputs(cfg.input)
-    try:
-        detector = Detector.from_checkpoint(
-            cfg.checkpoint,
-            device=cfg.device,
-            dtype=cfg.dtype,
-            config_overrides=OmegaConf.to_container(cfg.checkpoint_overrides, resolve=True) or None,
-            clip_length=cfg.clip_length,
-            interval=cfg.interval,
-            stride=cfg.stride,
-            aggregation=cfg.aggregation,
-            threshold=cfg.threshold,
-            min_interval=cfg.min_interval,
-            merge_gap=cfg.merge_gap,
-        )
-    except WeightsNotFoundError:
-        check_checkpoint(cfg.checkpoint)  # a training checkpoint or a wrong folder: says which to give
-        raise  # the folder is a checkpoint: a base model is missing, named by the loader
-    # clip_length=null took the checkpoint's training clip length: only now can stride be compared with it.
+    # What the model will be, known without loading it (the run key of reused videos records it).
+    device = default_device(cfg.device)
+    overrides = OmegaConf.to_container(cfg.checkpoint_overrides, resolve=True) or {}
+    dtype = load_dtype(device, dtype=cfg.dtype, config_overrides=overrides)
+    clip_length = cfg.clip_length if cfg.clip_length is not None else trained_clip_length(cfg.checkpoint)
+    # clip_length=null takes the checkpoint's training clip length: only now can stride be compared with it.
     check_window(
-        clip_length=detector.clip_length,
-        interval=cfg.interval,
-        stride=cfg.stride,
-        aggregation=cfg.aggregation,
+        clip_length=clip_length, interval=cfg.interval, stride=cfg.stride, aggregation=cfg.aggregation
     )
     index: dict = {"categories": categories, "videos": []}
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    run_key = _run_key(cfg, categories, detector)
+    run_key = _run_key(cfg, categories, clip_length=clip_length, dtype=dtype, device=device)
+    detector = None  # loaded at the first input that is not reused (minutes for the paper's model)
     for source, name in zip(inputs, output_names(inputs), strict=True):
         # fps only changes the outputs of frame folders (files keep their own rate).
         settings = {**run_key["settings"], "fps": cfg.fps if Path(source).is_dir() else None}
@@ -104,6 +94,8 @@ def run(cfg: DictConfig) -> dict:
                 )
                 write_json(output_dir / "index.json", index, indent=1)
                 continue
+        if detector is None:
+            detector = _load_detector(cfg, run_key, device=device)
         try:
             result = detector.detect(
                 source,
@@ -140,8 +132,10 @@ def run(cfg: DictConfig) -> dict:
 RUN_FILE = "run.json"  # in each video's folder: what its outputs were made with (for reruns)
 
 
-def _run_key(cfg: DictConfig, categories: list[str], detector: Detector) -> dict:
-    """Everything besides the input that shapes a video's outputs."""
+def _run_key(
+    cfg: DictConfig, categories: list[str], *, clip_length: int, dtype: str, device: torch.device
+) -> dict:
+    """Everything besides the input that shapes a video's outputs (``dtype``: the model's, e.g. ``float32``)."""
     outputs = ("overlay", "save", "explain", "max_frames")
     scoring = ("threshold", "interval", "stride", "aggregation", "min_interval", "merge_gap")
     return {
@@ -150,10 +144,41 @@ def _run_key(cfg: DictConfig, categories: list[str], detector: Detector) -> dict
         "checkpoint_overrides": OmegaConf.to_container(cfg.checkpoint_overrides, resolve=True) or {},
         "categories": categories,
         "settings": {key: cfg[key] for key in outputs + scoring},
+        "clip_length": clip_length,
+        "dtype": str(getattr(torch, dtype)),  # "torch.float32", as the loaded model's
+        "device": device.type,
+    }
+
+
+def _load_detector(cfg: DictConfig, run_key: dict, *, device: torch.device) -> Detector:
+    """Load the checkpoint as ``run_key`` describes it (its dtype, device and clip length)."""
+    try:
+        detector = Detector.from_checkpoint(
+            cfg.checkpoint,
+            device=device,
+            dtype=cfg.dtype,
+            config_overrides=OmegaConf.to_container(cfg.checkpoint_overrides, resolve=True) or None,
+            clip_length=run_key["clip_length"],
+            interval=cfg.interval,
+            stride=cfg.stride,
+            aggregation=cfg.aggregation,
+            threshold=cfg.threshold,
+            min_interval=cfg.min_interval,
+            merge_gap=cfg.merge_gap,
+        )
+    except WeightsNotFoundError:
+        check_checkpoint(cfg.checkpoint)  # a training checkpoint or a wrong folder: says which to give
+        raise  # the folder is a checkpoint: a base model is missing, named by the loader
+    loaded = {
         "clip_length": detector.clip_length,
         "dtype": str(detector.dtype),
         "device": detector.device.type,
     }
+    # The run key, written beside every video's outputs, recorded these before the load.
+    expected = {key: run_key[key] for key in loaded}
+    if loaded != expected:
+        raise RuntimeError(f"{cfg.checkpoint} loaded as {loaded}, not as recorded: {expected}.")
+    return detector
 
 
 def _input_state(source: str) -> dict | None:

@@ -7,6 +7,7 @@ import inspect
 import logging
 
 import hydra
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lavida.cli.checkpoints import check_checkpoint
@@ -15,6 +16,7 @@ from lavida.cli.record import hydra_record, write_record
 from lavida.data.prompts import parse_categories
 from lavida.eval.benchmarks import benchmark_class, get_benchmark
 from lavida.eval.runner import EvalSettings, run_evaluation
+from lavida.inference import Predictor, load_dtype
 from lavida.models.checkpoint import checkpoint_digest, trained_clip_length
 from lavida.number_checks import is_real, is_whole
 
@@ -93,6 +95,7 @@ def run(cfg: DictConfig) -> dict:
     clip_length = _clip_length(cfg)
     if cfg.checkpoint is not None and cfg.predictions is None:
         check_checkpoint(cfg.checkpoint)  # before the benchmark loads: probing its videos can take minutes
+        model_dtype(cfg)  # and a dtype the model cannot load in
     options = OmegaConf.to_container(cfg.benchmark.options, resolve=True) or {}
     benchmark = get_benchmark(cfg.benchmark.name, cfg.benchmark.root, **options)
     protocol = benchmark.protocol(cfg.protocol)
@@ -121,50 +124,61 @@ def run(cfg: DictConfig) -> dict:
         raise ValueError(
             "Give checkpoint=<dir> (a trained LAVIDA checkpoint) or predictions=<dir> (scores only)."
         )
-    predictor = build_predictor(cfg)
+    dtype = str(getattr(torch, model_dtype(cfg)))  # "torch.bfloat16", as the loaded model's
     return run_evaluation(
         benchmark=benchmark,
         protocol=protocol,
         output_dir=cfg.output_dir,
-        predictor=predictor,
+        # Loaded only if a video's result is not cached: a rerun to recompute the metrics skips it.
+        predictor_factory=lambda: build_predictor(cfg),
         categories=categories,
         settings=settings,
         # The digest, not only the path: a checkpoint retrained in place must not reuse cached results;
-        # and every setting that changes the predictions.
+        # and every setting that changes the predictions, all known before the model loads.
         run_info={
             "checkpoint": str(cfg.checkpoint),
             "checkpoint_sha256": checkpoint_digest(cfg.checkpoint),
             "checkpoint_overrides": OmegaConf.to_container(cfg.checkpoint_overrides, resolve=True) or {},
-            "dtype": str(predictor.dtype),
-            "gate_masks": predictor.gate_masks,
+            "dtype": dtype,
+            "gate_masks": cfg.gate_masks,
         },
         overwrite=cfg.overwrite,
     )
 
 
-def build_predictor(cfg: DictConfig):
+def model_dtype(cfg: DictConfig) -> str:
+    """The dtype the checkpoint loads in on this process's device (``checkpoint_overrides.dtype``, else
+    ``dtype``, else bfloat16 on GPU and float32 on CPU)."""
+    from accelerate import PartialState
+
+    overrides = OmegaConf.to_container(cfg.checkpoint_overrides, resolve=True) or {}
+    return load_dtype(PartialState().device, dtype=cfg.dtype, config_overrides=overrides)
+
+
+def build_predictor(cfg: DictConfig) -> Predictor:
     """Load the checkpoint onto this process's device with its input processor."""
-    import torch
     from accelerate import PartialState
 
     from lavida.data.processor import LavidaProcessor
-    from lavida.inference import Predictor
     from lavida.models.checkpoint import load_checkpoint
 
     device = PartialState().device
+    dtype = model_dtype(cfg)
     overrides = OmegaConf.to_container(cfg.checkpoint_overrides, resolve=True) or {}
-    dtype = cfg.dtype or ("bfloat16" if device.type == "cuda" else "float32")
-    overrides.setdefault("dtype", dtype)
+    overrides["dtype"] = dtype
     model, config = load_checkpoint(cfg.checkpoint, config_overrides=overrides, device=device)
     processor = LavidaProcessor.for_model(model, config.inputs)
     log.info("Loaded %s on %s (%s)", cfg.checkpoint, device, getattr(torch, dtype))
-    return Predictor(
+    predictor = Predictor(
         model=model,
         processor=processor,
         batch_size=cfg.batch_size,
         num_workers=cfg.num_workers,
         gate_masks=cfg.gate_masks,
     )
+    if predictor.dtype != getattr(torch, dtype):  # the cache fingerprint recorded it before the load
+        raise RuntimeError(f"{cfg.checkpoint} loaded in {predictor.dtype}, not in {dtype} as recorded.")
+    return predictor
 
 
 @hydra.main(version_base=None, config_path="pkg://lavida.configs", config_name="eval")

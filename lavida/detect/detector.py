@@ -48,7 +48,7 @@ from lavida.detect.outputs import (
 )
 from lavida.detect.stream import is_live, open_stream
 from lavida.detect.window import Aggregation, FrameResult, SlidingWindow, check_window
-from lavida.inference import upsample_mask_logits
+from lavida.inference import load_dtype, upsample_mask_logits
 from lavida.models.lavida import LavidaModel
 from lavida.number_checks import is_real, is_whole
 
@@ -182,9 +182,9 @@ class Detector:
         """
         from lavida.models.checkpoint import load_checkpoint, trained_clip_length
 
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = default_device(device)
         overrides = dict(config_overrides or {})
-        overrides.setdefault("dtype", dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+        overrides["dtype"] = load_dtype(device, dtype=dtype, config_overrides=overrides)
         model, config = load_checkpoint(checkpoint, config_overrides=overrides, device=device)
         if kwargs.get("clip_length") is None:
             kwargs["clip_length"] = trained_clip_length(checkpoint)
@@ -439,6 +439,12 @@ class Detector:
 
 # Qwen2-VL's smart_resize refuses frames whose long side exceeds 200 times the short one.
 _MAX_ASPECT_RATIO = 200
+
+
+def default_device(device: str | torch.device | None = None) -> torch.device:
+    """``device``, by default ``cuda`` when available, else ``cpu`` (where :meth:`Detector.from_checkpoint`
+    loads the model)."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def check_source(source: object) -> None:

@@ -6,11 +6,13 @@ truth, and caches the :class:`VideoResult` on disk as soon as the video is done.
 same output directory skips every cached video computed from the same run-wide settings and the same
 inputs of that video (its labels, tracks and prediction files), so an interrupted evaluation resumes
 where it stopped, and so does a full run after a ``max_videos`` smoke run or one with a video added.
+Given a ``predictor_factory``, the model is loaded only when a video is left to predict: a rerun that
+finds every result cached (to recompute the metrics, say) does not load it.
 A rerun that computes anything first removes the previous ``metrics.json``, ``report.md``,
 ``per_video.csv`` and ``.hydra/`` record, so a rerun killed midway leaves no metrics of other results
 behind. With several processes (``accelerate launch``), every rank checks every cached result, the
 videos left to compute are split round-robin across ranks, and rank 0 computes the metrics once every
-rank is done.
+rank is done; a rank with no video to compute never loads the model.
 
 Scores-only mode (``predictions_dir``): the same metrics from saved per-video predictions of any
 method — ``<name>.npy`` with (F,) frame scores, or ``<name>.npz`` with ``frame_scores`` (F,) and
@@ -24,7 +26,7 @@ import hashlib
 import json
 import logging
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -85,6 +87,7 @@ def run_evaluation(
     protocol: Protocol,
     output_dir: str | Path,
     predictor: Predictor | None = None,
+    predictor_factory: Callable[[], Predictor] | None = None,
     predictions_dir: str | Path | None = None,
     categories: Sequence[str] | None = None,
     settings: EvalSettings = EvalSettings(),
@@ -97,7 +100,10 @@ def run_evaluation(
         benchmark: The test set.
         protocol: ``benchmark.protocol("standard" | "lavida_official")``.
         output_dir: Run directory; per-video results are cached under ``predictions/``.
-        predictor: Runs the model; exactly one of ``predictor`` and ``predictions_dir`` must be given.
+        predictor: Runs the model; exactly one of ``predictor``, ``predictor_factory`` and
+            ``predictions_dir`` must be given.
+        predictor_factory: Loads the model, called (once) only if this process has a video to predict
+            that is not cached; ``run_info`` must then describe the model without loading it.
         predictions_dir: Scores-only mode: saved predictions of any method.
         categories: Prompt categories; default the benchmark's list.
         settings: See :class:`EvalSettings`.
@@ -110,9 +116,10 @@ def run_evaluation(
     """
     from accelerate import PartialState
 
-    if (predictor is None) == (predictions_dir is None):
+    if sum(given is not None for given in (predictor, predictor_factory, predictions_dir)) != 1:
         raise ValueError(
-            "Give exactly one of `predictor` (run the model) and `predictions_dir` (scores only)."
+            "Give exactly one of `predictor`, `predictor_factory` (run the model) and `predictions_dir` "
+            "(scores only)."
         )
     output_dir = Path(output_dir)
     categories = list(categories or benchmark.categories)
@@ -149,13 +156,27 @@ def run_evaluation(
         cache = cached_result_path(output_dir, video.name)
         if not (cache.is_file() and _cache_is_current(cache, fingerprint, facts, overwrite=overwrite)):
             todo.append((video, fingerprint, facts))
+    mine = todo[state.process_index :: state.num_processes]
+    if predictor_factory is not None and mine:
+        # Only with a video to predict: a rerun that finds every result cached skips the load (minutes and
+        # ~17 GB for the paper's model). Before the barrier: a model that fails to load stops the run with
+        # the previous outputs in place. Loading takes no collective step, so ranks may differ here.
+        log.info(
+            "%d of %d videos are not cached (%d on this process); loading the model.",
+            len(todo),
+            len(videos),
+            len(mine),
+        )
+        predictor = predictor_factory()
+    elif predictor_factory is not None and not todo:
+        log.info("All %d videos are cached; the model is not loaded.", len(videos))
     state.wait_for_everyone()  # all ranks have decided before any cache is rewritten
     if todo and state.is_main_process:
         # Before computing anything: a rerun killed midway must not leave metrics (or the .hydra/ record)
         # that describe other results than its cache now holds.
         remove_previous_outputs(output_dir, files=_RUN_OUTPUTS, folders=_RUN_FOLDERS)
     progress = tqdm(
-        todo[state.process_index :: state.num_processes],
+        mine,
         desc=f"{benchmark.name} ({protocol.name})",
         unit="video",
         disable=not state.is_local_main_process,
@@ -167,7 +188,7 @@ def run_evaluation(
             clip_length=protocol.clip_length,
             drop_tail=protocol.drop_tail,
         )
-        if predictor is not None:
+        if predictions_dir is None:
             result = _predict(video, plan, predictor, categories, benchmark, settings, protocol, pixel_size)
         else:
             result = _from_saved(
@@ -205,7 +226,7 @@ def run_evaluation(
         "clip_length": protocol.clip_length,
         "drop_tail": protocol.drop_tail,
         "categories": categories,
-        "mode": "model" if predictor is not None else f"scores-only ({predictions_dir})",
+        "mode": "model" if predictions_dir is None else f"scores-only ({predictions_dir})",
         **(run_info or {}),
     }
     if benchmark.has_pixel_gt:  # meaningless without pixel ground truth

@@ -3,6 +3,7 @@ rerun leaves behind, and that merging cached results does not grow with the numb
 
 import json
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -338,6 +339,46 @@ class FakeRank:
         pass
 
 
+_THREAD_RANK = threading.local()
+
+
+def current_rank() -> int:
+    """The rank of the calling thread under :func:`on_two_thread_ranks`."""
+    return _THREAD_RANK.rank
+
+
+def on_two_thread_ranks(monkeypatch, body):
+    """Run ``body`` as ranks 0 and 1 of one run, in two threads that meet at real barriers; return each
+    rank's result. An error on one rank releases the other and is raised here."""
+    import accelerate
+
+    barrier = threading.Barrier(2, timeout=30)
+
+    class ThreadRank(FakeRank):
+        def wait_for_everyone(self):
+            barrier.wait()
+
+    monkeypatch.setattr(accelerate, "PartialState", lambda: ThreadRank(current_rank()))
+    results, errors = {}, []
+
+    def rank_main(rank):
+        _THREAD_RANK.rank = rank
+        try:
+            results[rank] = body()
+        except BaseException as error:  # reported below, after the barrier is released
+            errors.append(error)
+            barrier.abort()
+
+    threads = [threading.Thread(target=rank_main, args=(rank,)) for rank in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
 @pytest.mark.parametrize("rank", [0, 1])
 def test_a_stale_cache_of_another_rank_is_refused_on_every_rank(data, tmp_path, monkeypatch, computed, rank):
     """A cache that one rank refuses must stop the others before they remove the previous outputs and
@@ -362,38 +403,12 @@ def test_a_stale_cache_of_another_rank_is_refused_on_every_rank(data, tmp_path, 
 def test_ranks_share_the_videos_left_to_compute(data, tmp_path, monkeypatch, computed):
     """Two ranks as threads meeting at real barriers: the videos without a current cache are split
     between them, each computed once, and rank 0 merges all of them."""
-    import threading
-
-    import accelerate
-
     bench = FrameOnly(data, count=6)
     save_predictions(tmp_path / "preds", bench)
     out = tmp_path / "out"
     evaluate_saved(bench, tmp_path / "preds", out, settings=EvalSettings(max_videos=2))  # v0, v1 done
     computed.clear()
-    barrier, local = threading.Barrier(2, timeout=30), threading.local()
-
-    class ThreadRank(FakeRank):
-        def wait_for_everyone(self):
-            barrier.wait()
-
-    monkeypatch.setattr(accelerate, "PartialState", lambda: ThreadRank(local.rank))
-    results, errors = {}, []
-
-    def rank_main(rank):
-        local.rank = rank
-        try:
-            results[rank] = evaluate_saved(bench, tmp_path / "preds", out)
-        except BaseException as error:  # reported below, after the barrier is released
-            errors.append(error)
-            barrier.abort()
-
-    threads = [threading.Thread(target=rank_main, args=(rank,)) for rank in (0, 1)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    results = on_two_thread_ranks(monkeypatch, lambda: evaluate_saved(bench, tmp_path / "preds", out))
     assert sorted(computed) == ["v2", "v3", "v4", "v5"]  # each once, v0 and v1 from the cache
     assert results[1] == {} and results[0]["num_videos"] == 6
 
@@ -420,3 +435,63 @@ def test_a_recomputing_rerun_removes_the_previous_record(data, tmp_path, monkeyp
     with pytest.raises(KeyboardInterrupt):
         evaluate_saved(bench, tmp_path / "preds", out, categories=["dog"], overwrite=True)
     assert not (out / ".hydra").exists() and not (out / "metrics.json").exists()
+
+
+# A model is loaded only to predict: a rerun with every result cached, or a rank with no video to
+# predict, never loads it (minutes and ~17 GB for the paper's model).
+
+
+@pytest.fixture
+def predicted(monkeypatch):
+    """Names of the videos the model predicted; ``runner._predict`` gives fixed scores of the "model"."""
+    names = []
+
+    def fake_predict(video, plan, predictor, *args):
+        assert predictor == "model"  # what the factory below returns
+        names.append(video.name)
+        scores = np.linspace(0, 1, plan.scored.size)
+        return runner.VideoResult(video.name, plan.scored, scores, video.frame_labels[plan.scored])
+
+    monkeypatch.setattr(runner, "_predict", fake_predict)
+    return names
+
+
+def evaluate_model(bench, output_dir, load):
+    """A model run whose model ``load`` returns, described in ``run_info`` without loading it."""
+    return run_evaluation(
+        benchmark=bench,
+        protocol=bench.protocol("standard"),
+        output_dir=output_dir,
+        predictor_factory=load,
+        run_info={"dtype": "torch.float32", "gate_masks": True},
+    )
+
+
+def must_not_load():
+    raise AssertionError("the model was loaded")
+
+
+def test_a_rerun_with_every_result_cached_does_not_load_the_model(data, tmp_path, predicted):
+    bench, loads = FrameOnly(data), []
+    first = evaluate_model(bench, tmp_path / "out", lambda: loads.append(1) or "model")
+    assert loads == [1] and predicted == ["v0", "v1", "v2", "v3"]
+    written = (tmp_path / "out" / "metrics.json").read_bytes()
+    predicted.clear()
+    assert evaluate_model(bench, tmp_path / "out", must_not_load) == first and predicted == []
+    assert (tmp_path / "out" / "metrics.json").read_bytes() == written
+
+
+def test_a_rank_with_no_video_to_predict_does_not_load_the_model(data, tmp_path, monkeypatch, predicted):
+    """Two ranks as threads meeting at real barriers: the one video left goes to rank 0, which loads the
+    model once; rank 1 loads nothing and still meets rank 0 at every barrier."""
+    bench = FrameOnly(data)
+    out = tmp_path / "out"
+    first = evaluate_model(bench, out, lambda: "model")
+    cached_result_path(out, "v1").unlink()  # never finished: the only video left to predict
+    predicted.clear()
+    loads = []
+    results = on_two_thread_ranks(
+        monkeypatch, lambda: evaluate_model(bench, out, lambda: loads.append(current_rank()) or "model")
+    )
+    assert loads == [0] and predicted == ["v1"]
+    assert results[1] == {} and results[0] == first
