@@ -204,7 +204,12 @@ class FrameFolder(FrameSource):
 # files return frames several places away, and H.264 in MPEG-TS is shifted even when read in order.
 # H.264 in MP4/MOV/Matroska (UCF-Crime, XD-Violence, most phone and web videos) reads correctly with
 # B-frames, as does any file without reordering. Everything else goes to PyAV.
+# MPEG-4 part 2 (Xvid, DivX: old CCTV .avi files) goes to PyAV even without B-frames: its encoders mark
+# dropped frames with not-coded VOPs, placeholder packets the decoder puts out no frame for. decord
+# counts them as frames and returns the later frames early (each by the number of placeholders before
+# it), padding the end with the last frame; PyAV returns the decoded frames at their own timestamps.
 _DECORD_REORDER_SAFE = {"h264"}
+_DECORD_NEVER = {"mpeg4"}
 _DECORD_CONTAINERS = ("mov", "mp4", "matroska", "webm")
 
 
@@ -224,6 +229,8 @@ def _decord_unsafe_reason(path: Path) -> str | None:
             reordered, name, formats = bool(codec.has_b_frames), codec.name, container.format.name
     except Exception:  # av raises many error classes (InvalidDataError, codec errors, ...)
         return None
+    if name in _DECORD_NEVER:
+        return f"its {name} stream may hold not-coded frames (dropped-frame placeholders) that decord counts as frames"
     if not reordered:
         return None
     if name in _DECORD_REORDER_SAFE and any(f in formats.split(",") for f in _DECORD_CONTAINERS):

@@ -197,7 +197,7 @@ def test_a_first_frame_decord_cannot_decode_falls_back_to_pyav(tmp_path, monkeyp
     from lavida.data.video import DecordVideo
 
     frames = _frames()
-    path = write_video(tmp_path / "v.mkv", frames)
+    path = write_video(tmp_path / "v.mkv", frames, codec="libx264")  # H.264 in Matroska: decord reads it
     expected = PyAVVideo(path).get_frames(np.arange(len(frames)))
     monkeypatch.setattr(_FirstFrameFails, "real", decord.VideoReader)
     monkeypatch.setattr(decord, "VideoReader", _FirstFrameFails)
