@@ -459,7 +459,7 @@ def write_video(
 ) -> Path:
     """Write (T, H, W, 3) uint8 frames to a video file with PyAV (tests, overlays, synthetic data).
 
-    ``mpeg4`` needs even sides and works everywhere; ``libx264`` gives smaller files. ``gop_size``,
+    ``mpeg4`` and ``libx264`` need even sides; ``libx264`` gives smaller files that browsers play. ``gop_size``,
     ``max_b_frames`` and ``options`` (encoder options) are left to the encoder when None; tests use them
     to write files with reordered frames.
     """

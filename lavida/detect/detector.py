@@ -645,7 +645,7 @@ class _Writers:
             if save == "all":
                 self.overlay = VideoWriter(folder / "overlay.mp4", fps=fps)
             else:
-                self.overlay = VideoWriter(folder / self.FULL_OVERLAY, fps=fps, options={"qscale": "2"})
+                self.overlay = VideoWriter(folder / self.FULL_OVERLAY, fps=fps, codec="mpeg4")
 
     def write(self, result: FrameResult, history: list[float]) -> None:
         if self.folder is None:

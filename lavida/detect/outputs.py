@@ -117,17 +117,50 @@ def overlay_frame(
     return composed[:even_h, :even_w]
 
 
+# H.264 plays in browsers, notebooks and editors, where MPEG-4 part 2 plays only in VLC-like players.
+# CRF 18 is visually lossless; "veryfast" keeps encoding far below the model's time per frame.
+PLAYABLE_CODEC, PLAYABLE_OPTIONS = "libx264", {"crf": "18", "preset": "veryfast"}
+FALLBACK_CODEC, FALLBACK_OPTIONS = "mpeg4", {"qscale": "2"}
+
+
+def playable_codec() -> tuple[str, dict[str, str]]:
+    """H.264 where this PyAV build has libx264 (the pinned one does), else near-lossless MPEG-4 part 2."""
+    import av
+
+    if PLAYABLE_CODEC in av.codecs_available:
+        return PLAYABLE_CODEC, dict(PLAYABLE_OPTIONS)
+    log.warning(
+        "This PyAV build has no libx264 encoder: overlays are written as MPEG-4 part 2, which browsers and "
+        "notebooks do not play (VLC does). Install the PyAV of requirements.lock for H.264."
+    )
+    return FALLBACK_CODEC, dict(FALLBACK_OPTIONS)
+
+
 class VideoWriter:
     """An mp4 written frame by frame with PyAV (opened lazily on the first frame).
 
     Args:
         path: The file to write.
         fps: Frame rate, kept exact (7.5 stays 7.5, see ``video_rate``); 25 when unknown.
-        options: Encoder options, e.g. ``{"qscale": "2"}`` for near-lossless mpeg4.
+        codec: The encoder; by default H.264 (:func:`playable_codec`).
+        options: Encoder options; by default those of the codec chosen (``{"qscale": "2"}`` for
+            near-lossless ``mpeg4``).
     """
 
-    def __init__(self, path: Path, *, fps: float | None, options: dict[str, str] | None = None) -> None:
-        self.path, self.fps, self.options = path, fps or 25.0, options
+    def __init__(
+        self,
+        path: Path,
+        *,
+        fps: float | None,
+        codec: str | None = None,
+        options: dict[str, str] | None = None,
+    ) -> None:
+        self.path, self.fps = path, fps or 25.0
+        if codec is None:
+            codec, default_options = playable_codec()
+        else:
+            default_options = dict(FALLBACK_OPTIONS) if codec == FALLBACK_CODEC else {}
+        self.codec, self.options = codec, options if options is not None else default_options
         self._container = self._stream = None
 
     def write(self, frame: np.ndarray) -> None:
@@ -136,7 +169,7 @@ class VideoWriter:
         if self._container is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._container = av.open(str(self.path), "w")
-            self._stream = self._container.add_stream("mpeg4", rate=video_rate(self.fps))
+            self._stream = self._container.add_stream(self.codec, rate=video_rate(self.fps))
             self._stream.height, self._stream.width = frame.shape[:2]
             self._stream.pix_fmt = "yuv420p"
             if self.options:

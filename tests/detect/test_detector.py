@@ -42,6 +42,7 @@ def test_outputs_exist_parse_and_match_frames(detector, tmp_path):
     assert sorted(masks) == list(range(21)) and masks[0].shape == (48, 64)
     overlay = open_video(folder / "overlay.mp4")
     assert len(overlay) == 21 and overlay.width == 64
+    assert _codec(folder / "overlay.mp4") == "h264"  # plays in browsers and notebooks (mpeg4 does not)
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["frames"] == 21 and summary["categories"] == ["red square", "fire"]
     assert [i["start"] for i in summary["intervals"]] == [i.start for i in result.intervals]
@@ -81,6 +82,7 @@ def test_save_only_anomalous_segments(detector, tmp_path):
     folder = tmp_path / "out" / "v"
     assert not (folder / "overlay.mp4").exists()
     assert len(open_video(folder / "segments" / "segment_000.mp4")) == 16
+    assert _codec(folder / "segments" / "segment_000.mp4") == "h264"
     # The segments are cut from the overlay: without it there would be nothing to save.
     with pytest.raises(ValueError, match="save=anomalous writes the overlay video .* set overlay=true"):
         detector.detect(video, ["red square"], output_dir=tmp_path / "o2", save="anomalous", overlay=False)
@@ -709,3 +711,24 @@ def test_ctrl_c_between_frames_ends_a_live_stream(detector, tmp_path, monkeypatc
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     if where == "during the explanation":  # interval 0's answer was stopped; nothing else is misnumbered
         assert result.explanations == {}
+
+
+def _codec(path) -> str:
+    import av
+
+    with av.open(str(path)) as container:
+        return container.streams.video[0].codec_context.name
+
+
+def test_without_libx264_overlays_fall_back_to_mpeg4_with_a_warning(tmp_path, monkeypatch, caplog):
+    import av
+
+    from lavida.detect.outputs import VideoWriter
+
+    monkeypatch.setattr(av, "codecs_available", set(av.codecs_available) - {"libx264"})
+    writer = VideoWriter(tmp_path / "o.mp4", fps=5)
+    for frame in moving_square(3):
+        writer.write(frame)
+    writer.close()
+    assert _codec(tmp_path / "o.mp4") == "mpeg4" and len(open_video(tmp_path / "o.mp4")) == 3
+    assert "no libx264 encoder" in caplog.text
