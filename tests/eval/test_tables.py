@@ -6,12 +6,19 @@ import re
 import pytest
 
 from lavida.cli.tables import main
-from lavida.eval.tables import read_run
+from lavida.eval.tables import OFFICIAL_TEST_VIDEOS, NoResultsError, read_run
 
 
 def _run(tmp_path, name, benchmark, protocol, metrics):
+    """A run folder as lavida-eval writes it, of the whole official test split unless ``metrics`` says
+    otherwise (``num_videos``)."""
     path = tmp_path / name
     path.mkdir()
+    metrics = {
+        "split": "test",
+        "videos_left_out": 0,
+        "num_videos": OFFICIAL_TEST_VIDEOS[benchmark][protocol],
+    } | metrics
     (path / "metrics.json").write_text(json.dumps(metrics))
     (path / "report.md").write_text(f"# {benchmark} — {protocol} protocol\n")
     return path
@@ -32,6 +39,9 @@ def test_tables_put_our_numbers_beside_the_papers(tmp_path, capsys):
 
 
 def test_read_run_errors(tmp_path):
+    with pytest.raises(NoResultsError, match="no results"):  # an empty folder (see test_tables_partial.py)
+        read_run(tmp_path)
+    (tmp_path / "notes.txt").write_text("not a run")
     with pytest.raises(FileNotFoundError, match="no metrics.json"):
         read_run(tmp_path)
     (tmp_path / "metrics.json").write_text("{")

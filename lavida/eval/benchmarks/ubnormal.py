@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 Split = Literal["test", "validation"]
 
 # (abnormal, normal) videos of the authors' split lists (scripts/*_video_names.txt, research/vad_eval.md §1.1).
-_OFFICIAL_SIZES = {"test": (158, 53), "validation": (38, 26)}
+OFFICIAL_SIZES = {"test": (158, 53), "validation": (38, 26)}
 
 # UBnormal is rendered at 30 fps (maintainer, lilygeorgescu/UBnormal#20); used when no decoder is opened.
 UBNORMAL_FPS = 30.0
@@ -254,7 +254,7 @@ class UBnormal(VadBenchmark):
         # Other lists (an older copy, a subset) give numbers that cannot be compared with published ones,
         # which is easy to miss when the run itself succeeds: say so, as the other loaders do.
         abnormal = sum(names.values())
-        official_abnormal, official_normal = _OFFICIAL_SIZES[self.split]
+        official_abnormal, official_normal = OFFICIAL_SIZES[self.split]
         if (abnormal, len(names) - abnormal) != (official_abnormal, official_normal):
             log.warning(
                 "UBnormal: the %s lists in %s name %d videos (%d abnormal, %d normal); the official %s split "
