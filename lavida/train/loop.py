@@ -126,14 +126,14 @@ class Trainer:
         acc = self.accelerator
         set_seed(self.config.seed, device_specific=True)
         resume = self._resume_from()
-        if unset_base_models(self.model_config):
-            self.model_config = self._random_base_models_on_disk(resumed=resume is not None)
         micro_batches = self.config.batches_per_epoch * self.config.grad_accum
         per_epoch = micro_batches * self.config.batch_size * acc.num_processes
         data = DataConfig.from_dict({**self.data_config.to_dict(), "samples_per_epoch": per_epoch})
         # The sources are opened before the resume check: with missing_sources=renormalize the mixture
         # trained on depends on which of them can be read now, and the record (compared below) holds it.
         self._opened = open_train_sources(data, sources=self.sources)
+        if unset_base_models(self.model_config):  # once the data is known to be there
+            self.model_config = self._random_base_models_on_disk(resumed=resume is not None)
         if resume is not None:
             # Before the model is built: a 7B model need not load to learn that the run cannot resume.
             check_resume_settings(resume, self._record(), mode=self.config.resume_check)
