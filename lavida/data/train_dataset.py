@@ -370,6 +370,7 @@ def open_train_sources(
     built: dict[str, SegmentationSource] = {}
     records: dict[str, list[SegRecord]] = {}
     problems: dict[str, str] = {}
+    unrooted: list[str] = []  # relative roots while LAVIDA_DATA_ROOT is unset: one cause, said once
     mismatched: list[str] = []  # misconfigured, not missing: never renormalised away
     for name in config.weights():
         settings = config.sources[name]
@@ -379,6 +380,12 @@ def open_train_sources(
             else:
                 root = config.root_of(name)
                 if root is None:
+                    if settings.root is not None and config.data_root is None:
+                        unrooted.append(name)
+                        problems[name] = (
+                            f"no dataset folder (root '{settings.root}' is relative; no LAVIDA_DATA_ROOT)"
+                        )
+                        continue
                     raise DatasetFormatError(
                         "no dataset folder: set LAVIDA_DATA_ROOT (or data.data_root) or an absolute "
                         f"data.sources.{name}.root"
@@ -401,16 +408,55 @@ def open_train_sources(
         raise ValueError(
             "Training sources whose manifests were prepared with other options:\n" + "\n".join(mismatched)
         )
+    # An unset LAVIDA_DATA_ROOT leaves out every source with a relative root (a fresh shell: all of them).
+    # It is said once, first, rather than as one more line per source.
+    headline = [_no_data_root(unrooted)] if unrooted else []
+    # A source's own errors often start with its name already ("mevis: dataset root ... does not exist").
+    lines = {
+        name: problem if problem.startswith(f"{name}: ") else f"{name}: {problem}"
+        for name, problem in problems.items()
+    }
+    others = [line for name, line in lines.items() if name not in unrooted]
     if problems and config.missing_sources == "error":
-        listed = "\n".join(f"  {name}: {problem}" for name, problem in problems.items())
+        listed = "\n".join(f"  {line}" for line in lines.values())
+        rest = ", or set data.missing_sources=renormalize to train on the rest" if built else ""
         raise ValueError(
-            f"Training sources cannot be read:\n{listed}\nPrepare them (data/README.md), set their weight to 0 "
-            "(data.sources.<name>.weight=0), or set data.missing_sources=renormalize to train on the rest."
+            "\n".join([*headline, f"Training sources cannot be read:\n{listed}"])
+            + f"\nPrepare them (data/README.md), or set their weight to 0 (data.sources.<name>.weight=0){rest}."
         )
-    for name, problem in problems.items():
-        log.warning("Training source %s is left out: %s", name, problem)
-    mixture = Mixture(config.weights()).restricted(built, on_missing="renormalize")
+    if problems and not built:
+        raise ValueError(
+            "\n".join(
+                [
+                    *headline,
+                    f"None of the mixture's sources {list(config.weights())} is available; see data/README.md.",
+                    *(f"  {line}" for line in others),
+                ]
+            )
+        )
+    # As Mixture.restricted renormalises (the recorded effective mixture must not change), with one warning.
+    mixture = Mixture(config.weights())
+    if problems:
+        kept = {name: weight for name, weight in mixture.weights.items() if name in built}
+        log.warning(
+            "%d training source(s) left out, %.0f%% of the mixture, spread over %s "
+            "(data.missing_sources=renormalize):\n%s",
+            len(problems),
+            100 * (1 - sum(kept.values())),
+            list(kept),
+            "\n".join(f"  {line}" for line in [*headline, *others]),
+        )
+        mixture = Mixture(kept)
     return OpenedSources(sources=built, records=records, mixture=mixture)
+
+
+def _no_data_root(names: Sequence[str]) -> str:
+    """The one message for sources whose relative roots hang off an unset ``LAVIDA_DATA_ROOT``."""
+    return (
+        f"LAVIDA_DATA_ROOT (data.data_root) is not set, so the training sources {', '.join(names)} have no "
+        "dataset folder (their roots are relative to it). Set it to the folder holding the datasets "
+        "(data/README.md), pass data.data_root=DIR, or give a source an absolute data.sources.<name>.root."
+    )
 
 
 def data_record(config: DataConfig, opened: OpenedSources) -> dict:

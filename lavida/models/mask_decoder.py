@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 SAM2_REQUIRED_FILES = (("config.json",), ("model.safetensors", "model.safetensors.index.json"))
 SAM2_HINT = (
-    "Download the transformers port of SAM2.1 once (e.g. `huggingface-cli download facebook/sam2.1-hiera-small "
+    "Download the transformers port of SAM2.1 once (e.g. `hf download facebook/sam2.1-hiera-small "
     "--local-dir DIR`; -tiny, -base-plus and -large for the other sizes) and point "
     "`model.mask_decoder.pretrained` (or LAVIDA_SAM2_PATH) at DIR. An original SAM2 checkpoint (Meta's .pt "
     "file, e.g. sam2.1_hiera_small.pt) is another format and is not read."

@@ -35,7 +35,7 @@ QWEN_REQUIRED_FILES = (
     ("preprocessor_config.json", "processor_config.json"),
 )
 QWEN_HINT = (
-    "Download the model once (e.g. `huggingface-cli download Qwen/Qwen2-VL-7B-Instruct --local-dir DIR` "
+    "Download the model once (e.g. `hf download Qwen/Qwen2-VL-7B-Instruct --local-dir DIR` "
     "on a machine with network) and point `model.mllm.pretrained` (or LAVIDA_QWEN2VL_PATH) at DIR."
 )
 

@@ -38,10 +38,11 @@ CLIP_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 LOSS_ONLY_KEYS = ("logit_scale", "logit_bias")
 
 CLIP_HINT = (
-    "Download the open_clip weights of OpenAI's ViT-B/32 once (e.g. open_clip_model.safetensors from the "
-    "`timm/vit_base_patch32_clip_224.openai` repository) and point `model.text_encoder.pretrained` "
-    "(or LAVIDA_CLIP_PATH) at the file, or point it at a transformers copy of `openai/clip-vit-base-patch32` "
-    "(the folder with config.json)."
+    "Download the open_clip weights of OpenAI's ViT-B/32 once (e.g. `hf download "
+    "timm/vit_base_patch32_clip_224.openai open_clip_model.safetensors --local-dir DIR`) and point "
+    "`model.text_encoder.pretrained` (or LAVIDA_CLIP_PATH) at DIR/open_clip_model.safetensors, or point it at "
+    "a transformers copy of `openai/clip-vit-base-patch32` (`hf download openai/clip-vit-base-patch32 "
+    "--local-dir DIR`: the folder with config.json)."
 )
 
 

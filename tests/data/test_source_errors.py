@@ -1,6 +1,7 @@
 """Malformed dataset files fail with errors that name the file, what was expected, and how to fix it."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -138,3 +139,49 @@ def test_template_fields_other_than_type_and_categories_render(tmp_path):
     path = _template_file(tmp_path, _good(user=["Find {categories} in this {type} {{json}}."]))
     templates = PromptTemplates.load(path, inference_answer=0)
     assert "Find fire in this image {json}." in templates.render(["fire"], is_video=False).prompt
+
+
+# -- LAVIDA_DATA_ROOT not set (a fresh shell) --------------------------------------------------------------
+
+
+def _open_sources(caplog, **config):
+    from lavida.data.config import DataConfig
+    from lavida.data.train_dataset import open_train_sources
+
+    with caplog.at_level(logging.WARNING, logger="lavida.data"):
+        return open_train_sources(DataConfig.from_dict(config))
+
+
+@pytest.mark.parametrize("missing_sources", ["renormalize", "error"])
+def test_an_unset_data_root_is_said_first_and_once(caplog, missing_sources):
+    """``lavida-train model=tiny data=tiny ...`` without LAVIDA_DATA_ROOT printed eleven near-identical
+    warnings, then "None of the mixture's sources [...] is available", which never named the cause."""
+    with pytest.raises(ValueError) as error:
+        _open_sources(caplog, data_root=None, missing_sources=missing_sources)  # the official relative roots
+    first = str(error.value).splitlines()[0]
+    assert first.startswith("LAVIDA_DATA_ROOT (data.data_root) is not set"), first
+    assert "vos" in first and "mapillary" in first and "data.data_root=DIR" in first
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_sources_left_out_for_an_unset_data_root_make_one_warning(caplog, synthetic_train_root):
+    """One source with an absolute root trains; the rest, relative to the unset LAVIDA_DATA_ROOT, are one
+    warning that names the cause, not one warning each."""
+    from lavida.data.config import DEFAULT_ROOTS
+
+    sources = {name: {"weight": 1.0, "root": root} for name, root in DEFAULT_ROOTS.items()}
+    sources["synthetic"] = {"weight": 1.0, "root": str(synthetic_train_root)}
+    opened = _open_sources(caplog, data_root=None, missing_sources="renormalize", sources=sources)
+    assert opened.mixture.weights == {"synthetic": 1.0}
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "11 training source(s) left out, 92% of the mixture, spread over ['synthetic']" in warning
+    assert "LAVIDA_DATA_ROOT (data.data_root) is not set" in warning and "mapillary" in warning
+
+
+def test_a_set_data_root_is_not_blamed(caplog, tmp_path):
+    """With LAVIDA_DATA_ROOT set, the datasets missing under it are listed one by one, under one headline."""
+    with pytest.raises(ValueError) as error:
+        _open_sources(caplog, data_root=str(tmp_path), missing_sources="renormalize")
+    message = str(error.value)
+    assert message.startswith("None of the mixture's sources") and "is not set" not in message
+    assert f"\n  mevis: dataset root '{tmp_path / 'MeViS'}' does not exist" in message  # named once
