@@ -295,7 +295,9 @@ def _check_base_models_saved(config: LavidaConfig, config_file: Path) -> None:
     from lavida.models.random_init import unset_base_models
 
     unset = unset_base_models(config)
-    if not unset:
+    if (
+        not unset or config.base_weights != "optional"
+    ):  # required ones: check_base_weights names the variables
         return
     first = unset[0]
     raise WeightsNotFoundError(

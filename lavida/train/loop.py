@@ -132,7 +132,9 @@ class Trainer:
         # The sources are opened before the resume check: with missing_sources=renormalize the mixture
         # trained on depends on which of them can be read now, and the record (compared below) holds it.
         self._opened = open_train_sources(data, sources=self.sources)
-        if unset_base_models(self.model_config):  # once the data is known to be there
+        # Random stand-ins only where the config allows them (base_weights: optional); a required base model
+        # without a path is refused by build_lavida, before anything is built.
+        if self.model_config.base_weights == "optional" and unset_base_models(self.model_config):
             self.model_config = self._random_base_models_on_disk(resumed=resume is not None)
         if resume is not None:
             # Before the model is built: a 7B model need not load to learn that the run cannot resume.

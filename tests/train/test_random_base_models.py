@@ -86,3 +86,15 @@ def test_only_the_base_models_without_a_path_are_written(tiny_pretrained, tmp_pa
     assert written.mllm.pretrained == str(tmp_path / "base" / "mllm")
     assert written.mask_decoder.pretrained == tiny_pretrained.mask_decoder.pretrained
     assert written.text_encoder.pretrained == tiny_pretrained.text_encoder.pretrained
+
+
+def test_required_base_models_without_a_path_are_refused_not_written(synthetic_train_root, tmp_path):
+    """Only base_weights: optional allows stand-ins; for the paper's configs an unset path is an error
+    (writing a random 7B model there first ran a 23 GB machine out of memory)."""
+    from dataclasses import replace
+
+    config = replace(compose_model_config("tiny"), base_weights="required")
+    trainer = make_trainer(synthetic_train_root, config, tmp_path / "run", max_steps=1)
+    with pytest.raises(WeightsNotFoundError, match="No local weights are configured"):
+        trainer.setup()
+    assert not (tmp_path / "run" / "base_models").exists()
