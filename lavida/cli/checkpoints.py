@@ -19,8 +19,8 @@ def check_checkpoint(checkpoint: str | Path) -> None:
     """Refuse a ``checkpoint`` that is not a saved LAVIDA model, saying which folder to give instead.
 
     Raises:
-        WeightsNotFoundError: no such folder, a training checkpoint (its model is ``<dir>/model``), or a
-            folder without the model's files.
+        WeightsNotFoundError: no such folder, a training checkpoint (its model is ``<dir>/model``), a
+            training run's folder (its model is ``<dir>/final``), or a folder without the model's files.
     """
     path = Path(checkpoint).expanduser()
     if not path.is_dir():
@@ -38,6 +38,12 @@ def check_checkpoint(checkpoint: str | Path) -> None:
             f"checkpoint={checkpoint} is a training checkpoint of lavida-train (model, optimizer and "
             f"progress, to resume from); the model saved at that step is its model/ folder: "
             f"checkpoint={model}."
+        )
+    final = path / "final"
+    if (final / CONFIG_FILE).is_file():
+        raise WeightsNotFoundError(
+            f"checkpoint={checkpoint} is the run folder of lavida-train; its trained model is the final/ "
+            f"folder: checkpoint={final} (every saved step's is checkpoints/step_N/model)."
         )
     found = sorted(p.name for p in path.iterdir())
     raise WeightsNotFoundError(

@@ -9,6 +9,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from lavida.cli.errors import user_errors
 from lavida.cli.record import hydra_record, write_record
 from lavida.demo import DemoConfig, run_demo
 
@@ -38,7 +39,8 @@ def torch_threads(num_workers: int) -> int:
 def main(cfg: DictConfig) -> None:
     torch.set_num_threads(torch_threads(cfg.num_workers))
     record = hydra_record(cfg)
-    metrics = run(cfg)
+    with user_errors("lavida-demo", cfg):
+        metrics = run(cfg)
     write_record(cfg.output_dir, record)  # once the results are written: a refused rerun keeps the old record
     print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, float)}, indent=1))
     print(f"Outputs in {cfg.output_dir}: metrics.json, report.md, score_curves.png, overlays/")

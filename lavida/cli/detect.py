@@ -26,7 +26,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lavida.atomic import write_json
-from lavida.cli.checkpoints import check_checkpoint
+from lavida.cli.checkpoints import TRAINED, check_checkpoint
+from lavida.cli.errors import user_errors
 from lavida.cli.keys import reject_unknown_keys
 from lavida.data.prompts import parse_categories
 from lavida.data.video import VideoReadError
@@ -219,9 +220,17 @@ def _entry(source: str, folder: Path, frames: int, intervals: list[dict]) -> dic
     }
 
 
+# Shown when input, categories or checkpoint (``???`` in detect.yaml) is left out.
+EXAMPLE = (
+    f"lavida-detect input=street.mp4 'categories=\"fire, fighting\"' checkpoint={TRAINED}\n"
+    "(the single quotes keep the double quotes from the shell: Hydra reads an unquoted comma as a sweep)"
+)
+
+
 @hydra.main(version_base=None, config_path="pkg://lavida.configs", config_name="detect")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    with user_errors("lavida-detect", cfg, example=EXAMPLE):
+        run(cfg)
 
 
 if __name__ == "__main__":

@@ -5,17 +5,19 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
+from pathlib import Path
 
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lavida.cli.checkpoints import check_checkpoint
+from lavida.cli.errors import user_errors
 from lavida.cli.keys import reject_unknown_keys
 from lavida.cli.record import hydra_record, write_record
 from lavida.data.prompts import parse_categories
 from lavida.eval.benchmarks import benchmark_class, get_benchmark
-from lavida.eval.runner import EvalSettings, run_evaluation
+from lavida.eval.runner import SAVED_PREDICTIONS, EvalSettings, run_evaluation
 from lavida.inference import Predictor, load_dtype
 from lavida.models.checkpoint import checkpoint_digest, trained_clip_length
 from lavida.number_checks import is_real, is_whole
@@ -93,9 +95,21 @@ def run(cfg: DictConfig) -> dict:
     reject_unknown_keys(cfg, config_name="eval", hints=loader_option_hints(cfg))
     settings = eval_settings(cfg)
     clip_length = _clip_length(cfg)
-    if cfg.checkpoint is not None and cfg.predictions is None:
-        check_checkpoint(cfg.checkpoint)  # before the benchmark loads: probing its videos can take minutes
+    # The mode and its folder, before the benchmark loads: probing its videos can take minutes.
+    if cfg.predictions is not None and cfg.checkpoint is not None:
+        raise ValueError(
+            f"Give checkpoint=<dir> (run the model) or predictions=<dir> (score saved predictions), not both: "
+            f"got checkpoint={cfg.checkpoint} and predictions={cfg.predictions}."
+        )
+    if cfg.predictions is None and cfg.checkpoint is None:
+        raise ValueError(
+            "Give checkpoint=<dir> (a trained LAVIDA checkpoint) or predictions=<dir> (scores only)."
+        )
+    if cfg.checkpoint is not None:
+        check_checkpoint(cfg.checkpoint)
         model_dtype(cfg)  # and a dtype the model cannot load in
+    else:
+        check_predictions_dir(cfg.predictions)
     options = OmegaConf.to_container(cfg.benchmark.options, resolve=True) or {}
     benchmark = get_benchmark(cfg.benchmark.name, cfg.benchmark.root, **options)
     protocol = benchmark.protocol(cfg.protocol)
@@ -105,11 +119,6 @@ def run(cfg: DictConfig) -> dict:
         protocol = dataclasses.replace(protocol, clip_length=int(clip_length))
     log.info("Clips of %d frames, one every %d frames sampled", protocol.clip_length, protocol.interval)
     categories = parse_categories(cfg.categories) if cfg.categories is not None else None
-    if cfg.predictions is not None and cfg.checkpoint is not None:
-        raise ValueError(
-            f"Give checkpoint=<dir> (run the model) or predictions=<dir> (score saved predictions), not both: "
-            f"got checkpoint={cfg.checkpoint} and predictions={cfg.predictions}."
-        )
     if cfg.predictions is not None:
         return run_evaluation(
             benchmark=benchmark,
@@ -119,10 +128,6 @@ def run(cfg: DictConfig) -> dict:
             categories=categories,
             settings=settings,
             overwrite=cfg.overwrite,
-        )
-    if cfg.checkpoint is None:
-        raise ValueError(
-            "Give checkpoint=<dir> (a trained LAVIDA checkpoint) or predictions=<dir> (scores only)."
         )
     dtype = str(getattr(torch, model_dtype(cfg)))  # "torch.bfloat16", as the loaded model's
     return run_evaluation(
@@ -144,6 +149,21 @@ def run(cfg: DictConfig) -> dict:
         },
         overwrite=cfg.overwrite,
     )
+
+
+def check_predictions_dir(predictions: str) -> None:
+    """Refuse a ``predictions`` that is no folder, before the benchmark loads (as ``checkpoint=`` is checked).
+
+    Raises:
+        FileNotFoundError: naming the folder and what it should hold.
+    """
+    path = Path(predictions)
+    if not path.is_dir():
+        found = f"'{path}' is a file" if path.exists() else f"'{path}' does not exist"
+        raise FileNotFoundError(
+            f"predictions={predictions}: {found}. Give the folder of saved predictions: {SAVED_PREDICTIONS} "
+            "(README, scores-only mode)."
+        )
 
 
 def model_dtype(cfg: DictConfig) -> str:
@@ -185,8 +205,9 @@ def build_predictor(cfg: DictConfig) -> Predictor:
 def main(cfg: DictConfig) -> None:
     from accelerate import PartialState
 
-    record = hydra_record(cfg)
-    run(cfg)
+    with user_errors("lavida-eval", cfg):
+        record = hydra_record(cfg)
+        run(cfg)
     if PartialState().is_main_process:  # once the results are written: a refused rerun keeps the old record
         write_record(cfg.output_dir, record)
 

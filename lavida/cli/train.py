@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from lavida.cli.errors import user_errors
 from lavida.cli.keys import reject_unknown_keys
 from lavida.cli.record import hydra_record, write_record
 from lavida.data.config import DataConfig
@@ -58,7 +59,8 @@ def run(
 
 @hydra.main(version_base=None, config_path="pkg://lavida.configs", config_name="train")
 def main(cfg: DictConfig) -> None:
-    run(cfg, record=hydra_record(cfg))
+    with user_errors("lavida-train", cfg):
+        run(cfg, record=hydra_record(cfg))
 
 
 if __name__ == "__main__":

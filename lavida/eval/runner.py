@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -140,6 +141,8 @@ def run_evaluation(
             f"(<output_dir>/predictions), which would overwrite the saved predictions; evaluate into "
             "another output_dir."
         )
+    if predictions_dir is not None:
+        _check_saved_predictions(videos, predictions_dir)
     if predictions_dir is not None and benchmark.has_pixel_gt:
         _check_saved_pixel_maps(videos, Path(predictions_dir))
     pixel_size = settings.pixel_size or protocol.pixel_size
@@ -336,10 +339,8 @@ def _from_saved(
         with _reading(npy, "an .npy array of (F,) frame scores"):
             frame_scores = np.load(npy, allow_pickle=False)
     else:
-        names = dict.fromkeys([video.name, safe_file_name(video.name)])  # one, or both spellings
-        expected = " or ".join(f"{name}.npz / {name}.npy" for name in names)
         raise FileNotFoundError(
-            f"No predictions for video '{video.name}': expected {expected} in {directory}."
+            f"No predictions for video '{video.name}': expected {_expected_files(video.name)} in {directory}."
         )
     source = npz if npz.is_file() else npy
     frame_scores = np.asarray(frame_scores, dtype=np.float64).reshape(-1)
@@ -370,6 +371,42 @@ def _from_saved(
             chunk=settings.pixel_chunk,
         )
     return VideoResult(video.name, plan.scored, frame_scores[plan.scored], labels, pixels, regions)
+
+
+# What a predictions folder holds (README, scores-only mode).
+SAVED_PREDICTIONS = (
+    "<video>.npy (frame scores) or <video>.npz (frame_scores, and pixel_scores) per test video"
+)
+
+
+def _check_saved_predictions(videos: Sequence[TestVideo], directory: str | Path) -> None:
+    """Refuse a predictions folder that lacks some of ``videos``, naming them all at once, before any is
+    scored (reading them one by one would stop at the first, after minutes of work on a large set).
+
+    Raises:
+        FileNotFoundError: naming the videos without a file, and the file names expected.
+    """
+    missing = [
+        video.name
+        for video in videos
+        # os.path.isfile: False, not an error, for a name the file system refuses (as _from_saved reads it)
+        if not any(os.path.isfile(path) for path in saved_prediction_paths(directory, video.name))
+    ]
+    if not missing:
+        return
+    shown = [f"  {name}: expected {_expected_files(name)}" for name in missing[:10]]
+    shown += [f"  and {len(missing) - 10} more"] if len(missing) > 10 else []
+    raise FileNotFoundError(
+        f"predictions={directory} holds no predictions for {len(missing)} of the {len(videos)} videos "
+        f"evaluated:\n" + "\n".join(shown) + f"\nThe folder holds {SAVED_PREDICTIONS}, named as the video or "
+        "with the characters outside A-Za-z0-9._- replaced by _."
+    )
+
+
+def _expected_files(video_name: str) -> str:
+    """The file names a video's saved predictions may have: ``a.npz / a.npy``, both spellings if they differ."""
+    names = dict.fromkeys([video_name, safe_file_name(video_name)])
+    return " or ".join(f"{name}.npz / {name}.npy" for name in names)
 
 
 def _check_saved_pixel_maps(videos: Sequence[TestVideo], directory: Path) -> None:

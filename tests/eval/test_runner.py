@@ -202,7 +202,10 @@ def test_scores_only_errors_name_the_file(benchmark, tmp_path):
     assert not (tmp_path / "o_bad" / "metrics.json").exists()
     (predictions / "b.npy").unlink()
     np.save(predictions / "a.npy", np.zeros(13, np.float32))
-    with pytest.raises(FileNotFoundError, match="'b'"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"holds no predictions for 1 of the 2 videos evaluated:\n  b: expected b\.npz / b\.npy\n",
+    ):
         evaluate_saved(benchmark, predictions, tmp_path / "o2")
 
 
