@@ -216,7 +216,9 @@ class PixelAUC:
         if bound > _WARN_ERROR_BOUND:
             logger.warning(
                 "PixelAUC: the quantisation error bound is %.3g (> %.0e): many positive and negative "
-                "pixels share score bins; increase mantissa_bits (now %d) or octaves (now %d).",
+                "pixels share score bins. Where they share a score exactly (a near-constant model) the AUC "
+                "counts them as ties, as sklearn does, and the bound is loose; otherwise build PixelAUC "
+                "with more mantissa_bits (now %d) or octaves (now %d).",
                 bound,
                 _WARN_ERROR_BOUND,
                 self.mantissa_bits,

@@ -201,3 +201,16 @@ def test_coarse_quantiser_warns_and_bound_still_holds(caplog):
     assert "error bound" in caplog.text
     assert abs(value - roc_auc_score(labels, scores)) <= metric.error_bound()
     assert metric.error_bound() > 1e-2
+
+
+def test_exactly_tied_scores_are_exact_ties_whatever_the_bound_says(caplog):
+    """The warning's claim: pixels that share a score exactly are counted as ties, as sklearn does, so a
+    near-constant model's AUC is exact although the bound (which cannot tell such ties apart) is large."""
+    rng = np.random.default_rng(0)
+    scores = np.where(rng.random((4, 32, 32)) < 0.5, 0.3, 0.7)
+    labels = rng.random((4, 32, 32)) < 0.2 + 0.5 * (scores > 0.5)
+    metric = PixelAUC()
+    metric.update(scores, labels)
+    assert metric.compute() == pytest.approx(roc_auc_score(labels.ravel(), scores.ravel()), abs=1e-12)
+    assert metric.error_bound() > 0.1
+    assert "share a score exactly" in caplog.text
