@@ -117,3 +117,29 @@ def test_the_readme_detect_commands_parse():
             overrides = shlex.split(line.split("#")[0])[1:]
             parsed.append(parse_categories(compose("detect", overrides=overrides).categories))
     assert parsed[0] == ["fire", "car accident"] and ["intrusion"] in parsed
+
+
+def test_every_training_setting_is_overridable_without_a_plus():
+    """Each field of TrainConfig (and its optim/loss sections) is in the composed train config, so that
+    ``train.optim.schedule_over=micro_batches`` as docs/fidelity.md writes it is accepted: a key the yaml
+    leaves out needs Hydra's ``+`` (lr_scales, a map of parameter prefixes, is the one such setting)."""
+    import dataclasses
+
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from lavida.train import config as train_config
+
+    with initialize_config_module("lavida.configs", version_base=None):
+        composed = OmegaConf.to_container(compose("train").train, resolve=True)
+        compose("train", overrides=["train.optim.schedule_over=micro_batches"])  # as docs/fidelity.md
+
+    def missing(cls, values, prefix):
+        for field in dataclasses.fields(cls):
+            nested = getattr(train_config, field.type, None) if isinstance(field.type, str) else None
+            if field.name not in values:
+                yield prefix + field.name
+            elif dataclasses.is_dataclass(nested):
+                yield from missing(nested, values[field.name], f"{prefix}{field.name}.")
+
+    assert list(missing(train_config.TrainConfig, composed, "train.")) == ["train.optim.lr_scales"]
