@@ -91,7 +91,8 @@ def save_checkpoint(
             **(extra_meta or {}),
         }
         (staging / META_FILE).write_text(json.dumps(meta, indent=2))
-    log.info("Saved checkpoint to %s", directory)
+    # DEBUG: callers that stage the directory (lavida.train.state) name the final place themselves.
+    log.debug("Saved checkpoint to %s", directory)
     return directory
 
 

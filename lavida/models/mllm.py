@@ -17,6 +17,7 @@ official code rebuilt the embeddings under ``torch.no_grad`` and froze it; docs/
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -513,7 +514,7 @@ def _apply_lora(model: nn.Module, *, lora: LoraSettings | dict | None, seg_token
     The target regex is anchored on ``language_model``, so the vision tower (whose attention uses
     ``qkv``/``proj``) and anything outside this Qwen model can never receive an adapter.
     """
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
     token_layers = {"embed_tokens": [seg_token_id]}
     if not _embeddings_tied(model):
@@ -524,7 +525,7 @@ def _apply_lora(model: nn.Module, *, lora: LoraSettings | dict | None, seg_token
         from peft import TrainableTokensConfig
 
         config = TrainableTokensConfig(target_modules=list(token_layers), token_indices=[seg_token_id])
-        return get_peft_model(model, config)
+        return _peft_model(model, config)
     settings = lora if isinstance(lora, LoraSettings) else LoraSettings(**lora)
     targets = "|".join(settings.target_modules)
     config = LoraConfig(
@@ -535,7 +536,25 @@ def _apply_lora(model: nn.Module, *, lora: LoraSettings | dict | None, seg_token
         target_modules=rf".*language_model\.layers\.\d+\.self_attn\.({targets})",
         trainable_token_indices=token_layers,
     )
-    return get_peft_model(model, config)
+    return _peft_model(model, config)
+
+
+def _peft_model(model: nn.Module, config) -> nn.Module:
+    """``peft.get_peft_model`` without transformers' deprecation notice that PEFT itself triggers.
+
+    PEFT 0.21's ``PeftModel.__init__`` reads ``model.is_gradient_checkpointing``, which transformers 5
+    deprecated (FutureWarning, "use is_activation_checkpointing") in favour of a property PEFT does not
+    read yet; no argument of ours avoids the read. The notice, printed by every model build, asks PEFT's
+    authors (not lavida's users) to change something, so exactly that message is ignored here, for this
+    call only. Remove this once the pinned PEFT reads ``is_activation_checkpointing``.
+    """
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
+        return get_peft_model(model, config)
 
 
 def _embeddings_tied(model: nn.Module) -> bool:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -116,22 +117,61 @@ def build_category_encoder(
     return CategoryEncoder(clip=clip, tokenizer=tokenizer, dim=dim)
 
 
-class _RandomInitNotice(logging.Filter):
-    """open_clip's "No pretrained weights loaded ... Model initialized randomly", logged on the root logger
-    when a model is built without its weights, though ours are loaded from a local file right after."""
+class _OpenClipChatter(logging.Filter):
+    """Drops open_clip's progress messages, and its "No pretrained weights loaded ... Model initialized
+    randomly" when ``weights_follow`` (lavida loads the weights from a local file right after).
+
+    open_clip (3.x) logs through the root logger (``logging.info``/``logging.warning``), about eight lines
+    per build ("Parsing model identifier", "Instantiating model architecture", "Using default
+    SimpleTokenizer", ...), and lavida logs what it built itself. Its other warnings and errors stay.
+    A filter on the root logger sees only records logged on the root logger itself, never those
+    that other loggers propagate to it.
+    """
+
+    def __init__(self, package_dir: str, *, weights_follow: bool) -> None:
+        super().__init__()
+        self.package_dir = package_dir
+        self.weights_follow = weights_follow
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "initialized randomly" not in record.getMessage()
+        if not record.pathname.startswith(self.package_dir):
+            return True
+        if record.levelno < logging.WARNING:
+            return False
+        return not (self.weights_follow and "initialized randomly" in record.getMessage())
+
+
+class _LastResortStandIn(logging.Handler):
+    """Passes records on as Python does when no handler is configured (to ``logging.lastResort``)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        last_resort = logging.lastResort
+        if last_resort is not None and record.levelno >= last_resort.level:
+            last_resort.handle(record)
 
 
 @contextlib.contextmanager
-def _without_random_init_notice():
-    notice = _RandomInitNotice()
-    logging.getLogger().addFilter(notice)
+def _quiet_open_clip(*, weights_follow: bool) -> Iterator[None]:
+    """The context in which open_clip builds a model or tokenizer, its chatter left out (see
+    :class:`_OpenClipChatter`); the logging configuration is as it was afterwards."""
+    import open_clip
+
+    root = logging.getLogger()
+    package_dir = os.path.join(os.path.dirname(open_clip.__file__), "")  # with the trailing separator
+    chatter = _OpenClipChatter(package_dir, weights_follow=weights_follow)
+    root.addFilter(chatter)
+    # logging.info() (module-level, as open_clip calls it) runs logging.basicConfig() when the root logger
+    # has no handler: a Python API user's program would keep a stderr handler it never configured, and
+    # print every later warning as "WARNING:root:...". A handler for the build's duration prevents that.
+    stand_in = _LastResortStandIn() if not root.handlers else None
+    if stand_in is not None:
+        root.addHandler(stand_in)
     try:
         yield
     finally:
-        logging.getLogger().removeFilter(notice)
+        root.removeFilter(chatter)
+        if stand_in is not None:
+            root.removeHandler(stand_in)
 
 
 def load_clip_text(
@@ -148,8 +188,7 @@ def load_clip_text(
         )
     # With `pretrained`, the weights are loaded from that file below: open_clip's notice that the model
     # is initialised randomly would mislead. Without it, the model is random and the notice stays.
-    quiet = _without_random_init_notice() if pretrained is not None else contextlib.nullcontext()
-    with quiet:
+    with _quiet_open_clip(weights_follow=pretrained is not None):
         clip = open_clip.create_model(model_name, pretrained=None, device=torch.get_default_device())
     del clip.visual  # only the text tower is used; this frees ~88M parameters for ViT-B/32
     # The contrastive temperature (and SigLIP's bias) belong to CLIP's training loss, not to the text
@@ -161,7 +200,9 @@ def load_clip_text(
     if pretrained is not None:
         load_clip_text_weights(clip, pretrained, model_name=model_name)
     clip.to(getattr(torch, dtype))
-    return clip, open_clip.get_tokenizer(model_name)
+    with _quiet_open_clip(weights_follow=pretrained is not None):
+        tokenizer = open_clip.get_tokenizer(model_name)
+    return clip, tokenizer
 
 
 def register_clip_config(model_name: str, arch: dict) -> None:

@@ -355,7 +355,15 @@ class Trainer:
                     progress_bar.set_postfix(loss=f"{last['loss']:.4f}")
                     running, counts = {}, {}
                 if self.validation is not None and self.progress.step % self.config.val_every == 0:
-                    acc.log(self.validate(), step=self.progress.step)
+                    metrics = self.validate()
+                    acc.log(metrics, step=self.progress.step)
+                    # Also where no tracker runs (logger=none, e.g. train=tiny on a CPU); the total loss first.
+                    shown = sorted(metrics.items(), key=lambda item: item[0] != "val/loss")
+                    log.info(
+                        "Validation at step %d: %s",
+                        self.progress.step,
+                        ", ".join(f"{key.removeprefix('val/')} {value:.4f}" for key, value in shown),
+                    )
                 if self.config.save_every and self.progress.step % self.config.save_every == 0:
                     self.save()
                 if self.progress.step >= total:
@@ -532,7 +540,11 @@ class Trainer:
             with acc.autocast():
                 losses = self.compute_loss(batch)
             for key, value in losses.items():
-                gathered = acc.gather_for_metrics(value.detach().reshape(1))
+                # gather, not gather_for_metrics: the loader drops incomplete batches (drop_last) and every
+                # process gets val_batches whole ones, so there are no duplicates to drop; with drop_last
+                # Accelerate knows no remainder, and gather_for_metrics returned the same tensor after
+                # logging "The used dataset had no length ..." at each validation's last batch, per loss.
+                gathered = acc.gather(value.detach().reshape(1))
                 totals[key] = totals.get(key, 0.0) + float(gathered.sum())
                 if key == "loss":
                     count += gathered.numel()
@@ -586,6 +598,7 @@ class Trainer:
         with whole_trainable_weights(self.accelerator, model):
             if self.accelerator.is_main_process:
                 save_checkpoint(model, self.model_config, final, extra_meta=self._meta())
+                log.info("Saved the trained model to %s", final)
         self.accelerator.wait_for_everyone()
         return final
 

@@ -532,3 +532,33 @@ def test_the_decay_spans_the_steps_or_like_the_release_the_micro_batches(
     trainer.accelerator.log = lambda values, step: logged.append(values["train/lr"])
     trainer.fit()
     assert logged == pytest.approx([1e-3 * (length - step) / length for step in (0, 1)])
+
+
+def test_a_run_logs_its_validation_losses_and_the_final_checkpoint_paths(
+    synthetic_train_root, tiny_pretrained, tmp_path, caplog
+):
+    """Found by a new-user walkthrough: with logger=none the validation losses were shown nowhere, Accelerate
+    logged "The used dataset had no length ..." once per loss at every validation, and the log named the
+    staging folder of each training checkpoint (step_N.staging/model) instead of where it ends up."""
+    caplog.set_level(logging.INFO)
+    trainer = make_trainer(
+        synthetic_train_root,
+        tiny_pretrained,
+        tmp_path / "run",
+        batches_per_epoch=2,
+        val_every=1,
+        val_batches=1,
+        save_every=1,
+    )
+    trainer.fit()
+    messages = [record.getMessage() for record in caplog.records]
+    validations = [m for m in messages if m.startswith("Validation at step")]
+    assert len(validations) == 2 and "Validation at step 2: loss " in validations[1]
+    assert "had no length" not in caplog.text
+    assert ".staging" not in caplog.text
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert [m for m in messages if m.startswith("Saved")] == [
+        f"Saved training checkpoint {checkpoints / 'step_0000001'}",
+        f"Saved training checkpoint {checkpoints / 'step_0000002'}",
+        f"Saved the trained model to {tmp_path / 'run' / 'final'}",
+    ]
