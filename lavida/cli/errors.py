@@ -150,3 +150,14 @@ def _log_to_files(tool: str, error: BaseException) -> None:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
             handler.flush()
+
+
+@contextlib.contextmanager
+def interrupted(tool: str, *, then: str) -> Iterator[None]:
+    """End a job stopped with Ctrl-C with one line saying what to do next (``then``), and status 130
+    (the shell's for SIGINT), instead of a KeyboardInterrupt traceback through the training loop."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print(f"{tool}: interrupted; {then}", file=sys.stderr)
+        raise SystemExit(130) from None

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from lavida.cli.errors import user_errors
+from lavida.cli.errors import interrupted, user_errors
 from lavida.cli.keys import reject_unknown_keys
 from lavida.cli.record import hydra_record, write_record
 from lavida.data.config import DataConfig
@@ -59,7 +59,11 @@ def run(
 
 @hydra.main(version_base=None, config_path="pkg://lavida.configs", config_name="train")
 def main(cfg: DictConfig) -> None:
-    with user_errors("lavida-train", cfg):
+    resume = (
+        f"rerun the same command to resume from the newest checkpoint in {cfg.output_dir}/checkpoints "
+        "(the steps after it are trained again)."
+    )
+    with interrupted("lavida-train", then=resume), user_errors("lavida-train", cfg):
         run(cfg, record=hydra_record(cfg))
 
 

@@ -151,7 +151,7 @@ def check_resume_settings(
             f"Resuming from {checkpoint}, but these settings differ from the ones it was trained with "
             f"(checkpoint -> now):\n  {listed}\n{hint}"
             "Resuming replays an uninterrupted run only with the same settings. Either give the run's own "
-            f"settings (they are in {path}), train into a new output_dir (or delete {Path(checkpoint).parent} "
+            f"settings (they are in {path}), train into a new output_dir (another run_name) (or delete {Path(checkpoint).parent} "
             "to start over), or set train.resume_check=warn to continue with the new ones (the run is then "
             "no longer a replay of one configuration).",
             changes=tuple(changes),

@@ -273,3 +273,12 @@ def test_eval_lists_every_video_without_predictions(tmp_path):
         FileNotFoundError, match=rf"for {len(names) - 1} of the {len(names)} videos evaluated:{missing}\n"
     ):
         run(cfg)
+
+
+def test_ctrl_c_ends_a_job_with_what_to_do_next(capsys):
+    from lavida.cli.errors import interrupted
+
+    with pytest.raises(SystemExit) as stop, interrupted("lavida-train", then="rerun to resume."):
+        raise KeyboardInterrupt
+    assert stop.value.code == 130 and stop.value.__cause__ is None
+    assert capsys.readouterr().err == "lavida-train: interrupted; rerun to resume.\n"
