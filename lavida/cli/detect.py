@@ -65,6 +65,9 @@ def run(cfg: DictConfig) -> dict:
     check_window(
         clip_length=cfg.clip_length, interval=cfg.interval, stride=cfg.stride, aggregation=cfg.aggregation
     )
+    # Before any input is read or folder made, as lavida-eval does: the model itself loads only at the
+    # first input that is not reused.
+    check_checkpoint(cfg.checkpoint)
     inputs = expand_inputs(cfg.input)
     # What the model will be, known without loading it (the run key of reused videos records it).
     device = default_device(cfg.device)

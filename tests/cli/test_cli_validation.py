@@ -159,6 +159,19 @@ def test_detect_refuses_a_stride_longer_than_the_clip(tmp_path):
         run(cfg)
 
 
+def test_detect_checks_the_checkpoint_before_reading_any_input(tmp_path, monkeypatch):
+    """As lavida-eval does: a wrong checkpoint= is named before the inputs are listed or a folder is made
+    (it used to surface only when the model failed to load, after the output folder existed)."""
+    import lavida.cli.detect as cli
+    from lavida.models.weights import WeightsNotFoundError
+
+    monkeypatch.setattr(cli, "expand_inputs", lambda *a: pytest.fail("the inputs were read"))
+    cfg = compose("detect", *detect_overrides(tmp_path))
+    with pytest.raises(WeightsNotFoundError, match=r"no_checkpoint"):
+        cli.run(cfg)
+    assert not (tmp_path / "out").exists()
+
+
 def test_detect_does_not_hide_index_errors_as_skipped_videos(tmp_path, monkeypatch):
     """A bug (here an IndexError inside detection) stops the run instead of skipping every video."""
     import torch
@@ -176,6 +189,7 @@ def test_detect_does_not_hide_index_errors_as_skipped_videos(tmp_path, monkeypat
             raise IndexError("index 8 is out of bounds for axis 0 with size 8")
 
     monkeypatch.setattr(cli, "Detector", BuggyDetector)
+    monkeypatch.setattr(cli, "check_checkpoint", lambda path: None)
     monkeypatch.setattr(cli, "checkpoint_digest", lambda path: "0" * 16)
     cfg = compose("detect", *detect_overrides(tmp_path))
     with pytest.raises(IndexError, match="out of bounds"):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from lavida.cli.errors import PACKAGE, is_user_error, raised_by_lavida, user_errors
+from lavida.cli.errors import is_user_error, raised_by_lavida, user_errors
 
 BIN = Path(sys.executable).parent
 
@@ -35,6 +35,9 @@ def console(tool: str, *overrides: str, cwd: Path, full_error: bool = False) -> 
 def test_detect_refusal_is_one_block_with_status_2_and_the_traceback_in_the_log(tmp_path):
     """``lavida-detect input=nosuch.mp4 ...`` printed Hydra's banner and a traceback ending in
     ``VideoReadError: nosuch.mp4: no such file, ...``, and exited with 1."""
+    for name in ("lavida_config.json", "heads.safetensors"):  # a checkpoint as check_checkpoint sees it
+        (tmp_path / "ckpt").mkdir(exist_ok=True)
+        (tmp_path / "ckpt" / name).write_text("{}")
     overrides = ["input=nosuch.mp4", "categories=fire", "checkpoint=ckpt", "output_dir=out"]
     done = console("lavida-detect", *overrides, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
@@ -82,6 +85,7 @@ def test_an_error_raised_inside_a_library_keeps_its_traceback(tmp_path):
     script = (
         "import sys, numpy\n"
         "import lavida.cli.detect as detect\n"
+        "detect.check_checkpoint = lambda checkpoint: None\n"
         "detect.expand_inputs = lambda source: numpy.linspace(0, 1, -1)\n"
         "sys.argv = ['lavida-detect', 'input=a.mp4', 'categories=fire', 'checkpoint=c', 'output_dir=out']\n"
         "detect.main()\n"
@@ -100,15 +104,30 @@ def test_an_error_raised_inside_a_library_keeps_its_traceback(tmp_path):
 # -- which exceptions are user errors --------------------------------------------------------------------
 
 
-def _raise_in_lavida(source: str) -> BaseException:
-    """The exception of ``source`` (defining ``f()``), run as code of a file in the lavida package."""
-    namespace = {"__name__": "lavida._test_fake", "np": np}
-    exec(compile(source, str(PACKAGE / "_test_fake.py"), "exec"), namespace)
-    try:
-        namespace["f"]()
-    except Exception as error:
-        return error
-    raise AssertionError("f() raised nothing")
+@pytest.fixture
+def raise_in_lavida(tmp_path, monkeypatch):
+    """``raise_in_lavida(source)``: the exception of ``source`` (defining ``f()``), run as a module file that
+    lies in the lavida package as errors.py sees it (its PACKAGE pointed at a scratch folder)."""
+    import importlib.util
+
+    import lavida.cli.errors as errors
+
+    monkeypatch.setattr(errors, "PACKAGE", tmp_path)
+    count = iter(range(1000))
+
+    def run(source: str) -> BaseException:
+        path = tmp_path / f"fake_{next(count)}.py"
+        path.write_text("import numpy as np\n\n" + source + "\n")
+        spec = importlib.util.spec_from_file_location(f"lavida_fake_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        try:
+            module.f()
+        except Exception as error:
+            return error
+        raise AssertionError("f() raised nothing")
+
+    return run
 
 
 @pytest.mark.parametrize(
@@ -133,8 +152,8 @@ def _raise_in_lavida(source: str) -> BaseException:
         ("def f():\n    raise IndexError('frame 9 of 8')", False),
     ],
 )
-def test_user_errors_are_our_checks_not_the_interpreter_or_a_library(source, user):
-    error = _raise_in_lavida(source)
+def test_user_errors_are_our_checks_not_the_interpreter_or_a_library(source, user, raise_in_lavida):
+    error = raise_in_lavida(source)
     assert is_user_error(error) is user
 
 
@@ -175,12 +194,12 @@ def log_file(tmp_path):
     handler.close()
 
 
-def test_handler_prints_the_message_as_written_and_exits_2(log_file, capsys, monkeypatch):
+def test_handler_prints_the_message_as_written_and_exits_2(log_file, capsys, monkeypatch, raise_in_lavida):
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     cfg = OmegaConf.create({"a": 1})
     with pytest.raises(SystemExit) as exit_:
         with user_errors("lavida-eval", cfg):
-            raise _raise_in_lavida("def f():\n    raise ValueError('lavida-eval: first line\\nsecond line')")
+            raise raise_in_lavida("def f():\n    raise ValueError('lavida-eval: first line\\nsecond line')")
     assert exit_.value.code == 2
     # Multi-line kept; a message that names the command already is not prefixed twice.
     assert capsys.readouterr().err == "lavida-eval: first line\nsecond line\n"
@@ -190,13 +209,13 @@ def test_handler_prints_the_message_as_written_and_exits_2(log_file, capsys, mon
 
     with pytest.raises(SystemExit):
         with user_errors("lavida-train", cfg):
-            raise _raise_in_lavida("def f():\n    raise KeyError('Unknown training source x')")
+            raise raise_in_lavida("def f():\n    raise KeyError('Unknown training source x')")
     assert capsys.readouterr().err == "lavida-train: Unknown training source x\n"  # not in quotes
 
 
-def test_handler_lets_full_errors_and_bugs_through_to_hydra(log_file, capsys, monkeypatch):
+def test_handler_lets_full_errors_and_bugs_through_to_hydra(log_file, capsys, monkeypatch, raise_in_lavida):
     cfg = OmegaConf.create({"a": 1})
-    bug = _raise_in_lavida("def f():\n    a, b = (1, 2, 3)")
+    bug = raise_in_lavida("def f():\n    a, b = (1, 2, 3)")
     with pytest.raises(ValueError) as raised:
         with user_errors("lavida-eval", cfg):
             raise bug
@@ -204,7 +223,7 @@ def test_handler_lets_full_errors_and_bugs_through_to_hydra(log_file, capsys, mo
     assert "too many values to unpack" in log_file.read_text()
 
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
-    refusal = _raise_in_lavida("def f():\n    raise ValueError('threshold must be in [0, 1]')")
+    refusal = raise_in_lavida("def f():\n    raise ValueError('threshold must be in [0, 1]')")
     with pytest.raises(ValueError) as raised:
         with user_errors("lavida-eval", cfg):
             raise refusal
