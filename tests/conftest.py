@@ -208,3 +208,23 @@ QWEN2_VL_PREPROCESSOR = {
     "image_processor_type": "Qwen2VLImageProcessor",
     "processor_class": "Qwen2VLProcessor",
 }
+
+
+def sweeping_frames(n: int = 40, h: int = 48, w: int = 64):
+    """(n, h, w, 3) uint8 frames, each unlike the others: a colour ramp over time and a green bar moving
+    right, so a frame returned in another frame's place is told apart (video decoder tests)."""
+    frames = np.zeros((n, h, w, 3), np.uint8)
+    for i in range(n):
+        frames[i, :, :, 0] = (6 * i) % 256
+        frames[i, :, :, 2] = 255 - (6 * i) % 256
+        x = (3 * i) % (w - 16)
+        frames[i, 10:26, x : x + 16, 1] = 220
+    return frames
+
+
+def decode_sequentially(path):
+    """Every frame of a video file decoded front to back with PyAV: the reference order of its frames."""
+    import av
+
+    with av.open(str(path)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])

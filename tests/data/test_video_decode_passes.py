@@ -6,29 +6,15 @@
 import av
 import numpy as np
 import pytest
+from conftest import decode_sequentially, sweeping_frames
 
 from lavida.data.video import DecordVideo, PyAVVideo, VideoReadError, open_video, write_video
 
 N = 40
 
 
-def _frames(n=N, h=48, w=64):
-    frames = np.zeros((n, h, w, 3), np.uint8)
-    for i in range(n):
-        frames[i, :, :, 0] = (6 * i) % 256
-        frames[i, :, :, 2] = 255 - (6 * i) % 256
-        x = (3 * i) % (w - 16)
-        frames[i, 10:26, x : x + 16, 1] = 220
-    return frames
-
-
 def _write(path, n=N, **kwargs):
-    return write_video(path, _frames(n), fps=10, gop_size=12, **kwargs)
-
-
-def _sequential(path):
-    with av.open(str(path)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    return write_video(path, sweeping_frames(n), fps=10, gop_size=12, **kwargs)
 
 
 class _CountingContainer:
@@ -78,7 +64,7 @@ def test_reading_every_frame_in_clip_order_decodes_each_frame_once(tmp_path, cou
     counts["decoded"] = 0
     _, frames = _read_clips(source, interval=1)
     assert counts["decoded"] == N
-    np.testing.assert_array_equal(frames, _sequential(path))
+    np.testing.assert_array_equal(frames, decode_sequentially(path))
 
 
 _NOT_CODED_VOP = bytes([0x00, 0x00, 0x01, 0xB6, 0x50, 0x9F])
@@ -103,7 +89,7 @@ def test_an_avi_with_not_coded_vops_has_more_packets_than_frames(tmp_path):
             packet.is_keyframe = index == 0
             output.mux(packet)
     assert len(_packets(path)) == 23
-    reference = _sequential(path)
+    reference = decode_sequentially(path)
     assert len(reference) == 20  # the decoder puts out no frame for a not-coded VOP
     video = open_video(path)  # PyAV, although it has no B-frames
     assert isinstance(video, PyAVVideo) and len(video) == 20
@@ -122,7 +108,7 @@ def test_a_recording_cut_mid_gop_has_more_packets_than_frames(tmp_path, codec):
     whole = _write(tmp_path / "whole.ts", n=60, codec=codec, max_b_frames=2)
     path = tmp_path / "cut.ts"
     path.write_bytes(whole.read_bytes()[188 * 20 :])  # 20 transport-stream packets later
-    reference = _sequential(path)
+    reference = decode_sequentially(path)
     assert len(reference) < len(_packets(path))
     video = open_video(path)
     assert len(video) == len(reference)

@@ -11,29 +11,15 @@ import re
 import av
 import numpy as np
 import pytest
+from conftest import decode_sequentially, sweeping_frames
 
 from lavida.data.video import DecordVideo, PyAVVideo, VideoReadError, open_video, write_video
-
-
-def _frames(n=40, h=48, w=64):
-    frames = np.zeros((n, h, w, 3), np.uint8)
-    for i in range(n):
-        frames[i, :, :, 0] = (6 * i) % 256
-        frames[i, :, :, 2] = 255 - (6 * i) % 256
-        x = (3 * i) % (w - 16)
-        frames[i, 10:26, x : x + 16, 1] = 220
-    return frames
 
 
 def _write(path, frames, *, codec, b_frames=None, gop=12, options=None, rate=10):
     return write_video(
         path, frames, fps=rate, codec=codec, gop_size=gop, max_b_frames=b_frames, options=options or {}
     )
-
-
-def _sequential(path):
-    with av.open(str(path)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
 
 def _which(frames, reference):
@@ -63,8 +49,8 @@ def test_sparse_reads_of_reordered_video_match_a_sequential_decode(tmp_path, nam
     # The pinned PyAV wheel (requirements.lock) ships every one of these encoders: a build without one
     # must fail here, not skip the check it cannot make.
     assert codec in av.codecs_available, f"{codec} is not in this PyAV build"
-    path = _write(tmp_path / name, _frames(), **REORDERED[name])
-    reference = _sequential(path)
+    path = _write(tmp_path / name, sweeping_frames(), **REORDERED[name])
+    reference = decode_sequentially(path)
     video = open_video(path)
     assert len(video) == len(reference) == 40
     # Clip-like reads: sparse, then another clip further on, then back to the start.
@@ -74,8 +60,8 @@ def test_sparse_reads_of_reordered_video_match_a_sequential_decode(tmp_path, nam
 
 def test_h264_mp4_with_b_frames_stays_on_decord_and_matches(tmp_path):
     """UCF-Crime and XD-Violence are H.264 mp4s: decord seeks them correctly and keeps reading them."""
-    path = _write(tmp_path / "v.mp4", _frames(), codec="libx264", b_frames=3)
-    reference = _sequential(path)
+    path = _write(tmp_path / "v.mp4", sweeping_frames(), codec="libx264", b_frames=3)
+    reference = decode_sequentially(path)
     video = open_video(path)
     assert isinstance(video, DecordVideo)
     indices = [0, 5, 11, 13, 16, 21, 33, 39]
@@ -83,8 +69,8 @@ def test_h264_mp4_with_b_frames_stays_on_decord_and_matches(tmp_path):
 
 
 def test_pyav_reader_random_access_matches_a_sequential_decode(tmp_path):
-    path = _write(tmp_path / "v.avi", _frames(), codec="mpeg4", b_frames=2)
-    reference = _sequential(path)
+    path = _write(tmp_path / "v.avi", sweeping_frames(), codec="mpeg4", b_frames=2)
+    reference = decode_sequentially(path)
     video = PyAVVideo(path)
     assert (len(video), video.height, video.width) == (40, 48, 64)
     assert video.fps == pytest.approx(10)
@@ -99,7 +85,7 @@ def test_pyav_reader_random_access_matches_a_sequential_decode(tmp_path):
 def test_pyav_reader_does_not_hold_every_frame(tmp_path):
     """The fallback kept the whole decoded video in memory (a 10-minute 720p video: tens of GB) and
     could not be copied cheaply to workers; it now decodes on demand and copies without frames."""
-    path = _write(tmp_path / "v.avi", _frames(), codec="mpeg4", b_frames=2)
+    path = _write(tmp_path / "v.avi", sweeping_frames(), codec="mpeg4", b_frames=2)
     video = PyAVVideo(path)
     held = sum(v.nbytes for v in vars(video).values() if isinstance(v, np.ndarray))
     assert held < 40 * 48 * 64 * 3 // 4
@@ -107,7 +93,7 @@ def test_pyav_reader_does_not_hold_every_frame(tmp_path):
     # deepcopy goes through __getstate__, as a spawned DataLoader worker's copy does (without unpickling).
     duplicate = copy.deepcopy(video)
     assert duplicate._container is None
-    np.testing.assert_array_equal(duplicate.get_frames([7]), _sequential(path)[[7]])
+    np.testing.assert_array_equal(duplicate.get_frames([7]), decode_sequentially(path)[[7]])
 
 
 def test_pyav_reader_names_the_file_when_frame_sizes_change(tmp_path):
