@@ -47,7 +47,6 @@ from lavida.detect.window import check_window
 from lavida.file_state import file_state
 from lavida.inference import load_dtype
 from lavida.models.checkpoint import checkpoint_digest, trained_clip_length
-from lavida.models.weights import WeightsNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -156,23 +155,20 @@ def _run_key(
 
 def _load_detector(cfg: DictConfig, run_key: dict, *, device: torch.device) -> Detector:
     """Load the checkpoint as ``run_key`` describes it (its dtype, device and clip length)."""
-    try:
-        detector = Detector.from_checkpoint(
-            cfg.checkpoint,
-            device=device,
-            dtype=cfg.dtype,
-            config_overrides=OmegaConf.to_container(cfg.checkpoint_overrides, resolve=True) or None,
-            clip_length=run_key["clip_length"],
-            interval=cfg.interval,
-            stride=cfg.stride,
-            aggregation=cfg.aggregation,
-            threshold=cfg.threshold,
-            min_interval=cfg.min_interval,
-            merge_gap=cfg.merge_gap,
-        )
-    except WeightsNotFoundError:
-        check_checkpoint(cfg.checkpoint)  # a training checkpoint or a wrong folder: says which to give
-        raise  # the folder is a checkpoint: a base model is missing, named by the loader
+    # run() checked the folder; a failure here names a missing base model (the loader's message).
+    detector = Detector.from_checkpoint(
+        cfg.checkpoint,
+        device=device,
+        dtype=cfg.dtype,
+        config_overrides=OmegaConf.to_container(cfg.checkpoint_overrides, resolve=True) or None,
+        clip_length=run_key["clip_length"],
+        interval=cfg.interval,
+        stride=cfg.stride,
+        aggregation=cfg.aggregation,
+        threshold=cfg.threshold,
+        min_interval=cfg.min_interval,
+        merge_gap=cfg.merge_gap,
+    )
     loaded = {
         "clip_length": detector.clip_length,
         "dtype": str(detector.dtype),
