@@ -66,6 +66,19 @@ def load_benchmark_script(name: str):
 # -- tiny models, built offline and loaded through the production loaders ------------------------------
 
 
+def compose_cli_config(name: str, *overrides: str, **values):
+    """A command's Hydra config (``lavida/configs/<name>.yaml``) as the command line composes it, with
+    ``values`` then set by dotted key (``**{"benchmark.root": DIR}``), values Hydra's grammar would parse."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    with initialize_config_module("lavida.configs", version_base=None):
+        cfg = compose(name, overrides=list(overrides))
+    for key, value in values.items():
+        OmegaConf.update(cfg, key, value, merge=False)
+    return cfg
+
+
 def compose_model_config(name: str = "tiny", overrides: list[str] | None = None):
     """Compose ``lavida/configs/model/<name>.yaml`` (with overrides) into a LavidaConfig."""
     from hydra import compose, initialize_config_module

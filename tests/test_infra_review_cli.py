@@ -1,14 +1,11 @@
 """Review of lavida-info's and the key check's handling of misspelt keys."""
 
 import pytest
+from conftest import compose_cli_config
 
 
 def compose(config: str, *overrides: str):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-
-    with initialize_config_module("lavida.configs", version_base=None):
-        return hydra_compose(config, overrides=list(overrides))
+    return compose_cli_config(config, *overrides)
 
 
 def test_info_refuses_a_misspelt_key_naming_the_nearest(monkeypatch):

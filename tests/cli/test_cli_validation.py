@@ -6,17 +6,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import compose_cli_config
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def compose(config: str, *overrides: str):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-
-    with initialize_config_module("lavida.configs", version_base=None):
-        return hydra_compose(config, overrides=list(overrides))
+    return compose_cli_config(config, *overrides)
 
 
 def detect_overrides(tmp_path: Path, *extra: str) -> list[str]:

@@ -8,9 +8,8 @@ files; a rerun with some results missing loads the model once and predicts only 
 import json
 
 import pytest
-from conftest import moving_square
+from conftest import compose_cli_config, moving_square
 from detect.cli_config import cli_config
-from omegaconf import OmegaConf
 
 from lavida.data.video import write_video
 
@@ -24,20 +23,13 @@ def checkpoint(detect_checkpoint):
 
 def eval_config(tree, output_dir, checkpoint, **values):
     """lavida-eval's config on a UCSD Ped2 tree (CPU, no workers); ``values`` override its keys."""
-    from hydra import compose, initialize_config_module
-
-    with initialize_config_module("lavida.configs", version_base=None):
-        cfg = compose("eval", overrides=["benchmark=ucsd_ped2"])
-    values = {
+    defaults = {
         "benchmark.root": str(tree.root),
         "checkpoint": str(checkpoint),
         "output_dir": str(output_dir),
         "num_workers": 0,
-        **values,
     }
-    for key, value in values.items():
-        OmegaConf.update(cfg, key, value, merge=False)
-    return cfg
+    return compose_cli_config("eval", "benchmark=ucsd_ped2", **{**defaults, **values})
 
 
 def count_loads(monkeypatch, *, refuse: bool = False) -> list[str]:

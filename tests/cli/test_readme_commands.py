@@ -10,19 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import compose_cli_config
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def eval_config(*overrides: str, **values):
-    from hydra import compose, initialize_config_module
-
-    with initialize_config_module("lavida.configs", version_base=None):
-        cfg = compose("eval", overrides=list(overrides))
-    for key, value in values.items():
-        OmegaConf.update(cfg, key, value, merge=False)
-    return cfg
+    return compose_cli_config("eval", *overrides, **values)
 
 
 # -- step 1: LAVIDA_CLIP_PATH names a file --------------------------------------------------------------

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import compose_cli_config
 from omegaconf import OmegaConf
 
 from lavida.cli.errors import is_user_error, raised_by_lavida, user_errors
@@ -248,13 +249,7 @@ def test_missing_settings_without_an_example_name_the_override():
 
 
 def eval_config(**values):
-    from hydra import compose, initialize_config_module
-
-    with initialize_config_module("lavida.configs", version_base=None):
-        cfg = compose("eval", overrides=[f"benchmark={values.pop('benchmark', 'ucsd_ped2')}"])
-    for key, value in values.items():
-        OmegaConf.update(cfg, key, value, merge=False)
-    return cfg
+    return compose_cli_config("eval", f"benchmark={values.pop('benchmark', 'ucsd_ped2')}", **values)
 
 
 def test_eval_checks_the_mode_and_the_predictions_folder_before_the_benchmark_loads(tmp_path, monkeypatch):

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from omegaconf import OmegaConf
+from conftest import compose_cli_config
 
 
 @pytest.fixture(scope="module")
@@ -20,13 +20,7 @@ def checkpoint(tiny_pretrained, tmp_path_factory):
 
 
 def eval_config(**values):
-    from hydra import compose, initialize_config_module
-
-    with initialize_config_module("lavida.configs", version_base=None):
-        cfg = compose("eval", overrides=[f"benchmark={values.pop('benchmark')}"])
-    for key, value in values.items():
-        OmegaConf.update(cfg, key, value, merge=False)
-    return cfg
+    return compose_cli_config("eval", f"benchmark={values.pop('benchmark')}", **values)
 
 
 @pytest.mark.parametrize("protocol", ["standard", "lavida_official"])
