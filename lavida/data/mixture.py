@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -78,13 +78,16 @@ class Mixture:
         index = int(np.searchsorted(self._cdf, rng.random(), side="right"))
         return self.names[min(index, len(self.names) - 1)]
 
-    def restricted(self, available: Collection[str], *, on_missing: OnMissing = "error") -> Mixture:
+    def restricted(
+        self, available: Collection[str], *, on_missing: OnMissing = "error", reasons: Sequence[str] = ()
+    ) -> Mixture:
         """The mixture over the sources in ``available`` only.
 
         Args:
             available: Sources that can be read.
             on_missing: ``"error"`` raises if a weighted source is unavailable; ``"renormalize"`` drops
                 it with a warning and renormalises the remaining weights.
+            reasons: Lines saying why sources are unavailable, added to that one warning.
 
         Raises:
             ValueError: a source is missing (``on_missing="error"``), or none is left.
@@ -107,10 +110,11 @@ class Mixture:
                 f"None of the mixture's sources {list(self.names)} is available; see data/README.md."
             )
         log.warning(
-            "Sources %s are not available; their %.0f%% of the mixture is spread over %s.",
+            "Sources %s are not available; their %.0f%% of the mixture is spread over %s.%s",
             missing,
             100 * share,
             list(kept),
+            "".join(f"\n  {reason}" for reason in reasons),
         )
         return Mixture(kept)
 

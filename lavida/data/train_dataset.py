@@ -434,19 +434,9 @@ def open_train_sources(
                 ]
             )
         )
-    # As Mixture.restricted renormalises (the recorded effective mixture must not change), with one warning.
-    mixture = Mixture(config.weights())
-    if problems:
-        kept = {name: weight for name, weight in mixture.weights.items() if name in built}
-        log.warning(
-            "%d training source(s) left out, %.0f%% of the mixture, spread over %s "
-            "(data.missing_sources=renormalize):\n%s",
-            len(problems),
-            100 * (1 - sum(kept.values())),
-            list(kept),
-            "\n".join(f"  {line}" for line in [*headline, *others]),
-        )
-        mixture = Mixture(kept)
+    mixture = Mixture(config.weights()).restricted(
+        built, on_missing="renormalize", reasons=[*headline, *others]
+    )
     return OpenedSources(sources=built, records=records, mixture=mixture)
 
 

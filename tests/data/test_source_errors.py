@@ -174,7 +174,7 @@ def test_sources_left_out_for_an_unset_data_root_make_one_warning(caplog, synthe
     opened = _open_sources(caplog, data_root=None, missing_sources="renormalize", sources=sources)
     assert opened.mixture.weights == {"synthetic": 1.0}
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert "11 training source(s) left out, 92% of the mixture, spread over ['synthetic']" in warning
+    assert "are not available; their 92% of the mixture is spread over ['synthetic']" in warning
     assert "LAVIDA_DATA_ROOT (data.data_root) is not set" in warning and "mapillary" in warning
 
 
