@@ -296,19 +296,18 @@ def _check_base_models_saved(config: LavidaConfig, config_file: Path) -> None:
     from lavida.models.random_init import unset_base_models
 
     unset = unset_base_models(config)
-    if (
-        not unset or config.base_weights != "optional"
-    ):  # required ones: check_base_weights names the variables
+    # Required base models without a path are refused by check_base_weights, naming their variables.
+    if not unset or config.base_weights != "optional":
         return
     first = unset[0]
     raise WeightsNotFoundError(
-        f"{config_file}: no base weights for {', '.join(f'model.{section}' for section in unset)}. The checkpoint "
-        "was trained on random stand-ins that were not saved (base_weights: optional), and it holds only what "
-        "trains, so building them again would put other random weights under the trained heads and every load "
-        "would score differently. lavida-train now writes such stand-ins "
-        "into the run folder (base_models/), and its checkpoints name them: retrain the checkpoint, or give the weights it was trained "
-        f"on: load_checkpoint(..., config_overrides={{'{first}': {{'pretrained': DIR}}}}); lavida-eval / "
-        f"lavida-detect: +checkpoint_overrides.{first}.pretrained=DIR."
+        f"{config_file}: no base weights for {', '.join(f'model.{section}' for section in unset)}. The "
+        "checkpoint was trained on random stand-ins that were not saved (base_weights: optional), and it holds "
+        "only what trains, so building them again would put other random weights under the trained heads and "
+        "every load would score differently. lavida-train now writes such stand-ins into the run folder "
+        "(base_models/), and its checkpoints name them: retrain the checkpoint, or give the weights it was "
+        f"trained on: load_checkpoint(..., config_overrides={{'{first}': {{'pretrained': DIR}}}}); "
+        f"lavida-eval / lavida-detect: +checkpoint_overrides.{first}.pretrained=DIR."
     )
 
 

@@ -79,9 +79,8 @@ def write_random_pretrained(
             )
             with atomic_dir(path) as staging:
                 model.save_pretrained(staging)
-                processor.save_pretrained(
-                    staging
-                )  # its tokenizer already holds <SEG>; adding it on load is a no-op
+                # Its tokenizer already holds <SEG>; adding it on load is a no-op.
+                processor.save_pretrained(staging)
         elif section == "mask_decoder":
             sam = load_sam2(arch=config.mask_decoder.arch, dtype=config.dtype)
             with atomic_dir(path) as staging:
