@@ -35,6 +35,8 @@ from types import TracebackType
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from lavida.cli.ranks import process_rank, rank_tag
+
 log = logging.getLogger(__name__)
 
 USER_ERROR_STATUS = 2  # argparse's status for a usage error, as lavida-tables and lavida-prepare exit
@@ -59,7 +61,8 @@ def user_errors(tool: str, cfg: DictConfig, *, example: str | None = None) -> It
 
     Every failure's traceback is written to the job's log file first (Hydra's ``<output_dir>/<job>.log``).
     ``HYDRA_FULL_ERROR=1``, or an error that is no user error, re-raises to Hydra, which prints it with
-    its traceback (and exits with status 1).
+    its traceback (and exits with status 1). Under ``accelerate launch`` a process other than the main one
+    says ``tool [rank R]: <message>``: a refusal of one rank's data is seen with the rank it stopped.
 
     Args:
         tool: The command's name, ``lavida-detect``.
@@ -77,7 +80,7 @@ def user_errors(tool: str, cfg: DictConfig, *, example: str | None = None) -> It
             raise
         message = user_message(error, cfg, example=example)
         message = message.removeprefix(f"{tool}: ")  # a check that names the command already (unknown keys)
-        print(f"{tool}: {message}", file=sys.stderr)
+        print(f"{tool}{rank_tag(_rank_or_main())}: {message}", file=sys.stderr)
         raise SystemExit(USER_ERROR_STATUS) from error
 
 
@@ -155,9 +158,21 @@ def _log_to_files(tool: str, error: BaseException) -> None:
 @contextlib.contextmanager
 def interrupted(tool: str, *, then: str) -> Iterator[None]:
     """End a job stopped with Ctrl-C with one line saying what to do next (``then``), and status 130
-    (the shell's for SIGINT), instead of a KeyboardInterrupt traceback through the training loop."""
+    (the shell's for SIGINT), instead of a KeyboardInterrupt traceback through the training loop.
+
+    Ctrl-C reaches every process of an ``accelerate launch`` run: only the main one says so.
+    """
     try:
         yield
     except KeyboardInterrupt:
-        print(f"{tool}: interrupted; {then}", file=sys.stderr)
+        if _rank_or_main() == 0:
+            print(f"{tool}: interrupted; {then}", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+def _rank_or_main() -> int:
+    """The process's rank for a closing message; 0 where ``RANK`` is malformed (its own refusal says so)."""
+    try:
+        return process_rank()
+    except ValueError:
+        return 0

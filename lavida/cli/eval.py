@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from lavida.cli.checkpoints import check_checkpoint
 from lavida.cli.errors import user_errors
 from lavida.cli.keys import reject_unknown_keys
+from lavida.cli.ranks import log_from_main_process, process_state
 from lavida.cli.record import hydra_record, write_record
 from lavida.data.prompts import parse_categories
 from lavida.eval.benchmarks import benchmark_class, get_benchmark
@@ -203,12 +204,12 @@ def build_predictor(cfg: DictConfig) -> Predictor:
 
 @hydra.main(version_base=None, config_path="pkg://lavida.configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    from accelerate import PartialState
-
     with user_errors("lavida-eval", cfg):
+        log_from_main_process()
+        state = process_state()
         record = hydra_record(cfg)
         run(cfg)
-    if PartialState().is_main_process:  # once the results are written: a refused rerun keeps the old record
+    if state.is_main_process:  # once the results are written: a refused rerun keeps the old record
         write_record(cfg.output_dir, record)
 
 

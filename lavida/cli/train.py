@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lavida.cli.errors import interrupted, user_errors
 from lavida.cli.keys import reject_unknown_keys
+from lavida.cli.ranks import log_from_main_process
 from lavida.cli.record import hydra_record, write_record
 from lavida.data.config import DataConfig
 from lavida.models.config import LavidaConfig
@@ -64,6 +65,7 @@ def main(cfg: DictConfig) -> None:
         "(the steps after it are trained again)."
     )
     with interrupted("lavida-train", then=resume), user_errors("lavida-train", cfg):
+        log_from_main_process()
         run(cfg, record=hydra_record(cfg))
 
 

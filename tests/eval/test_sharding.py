@@ -5,28 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
 
 def test_two_ranks_share_the_videos_and_agree(tmp_path):
-    from eval.trees import write_ucsd_ped2_tree
+    from eval.trees import ped2_scores_only
 
     from lavida.eval.benchmarks import get_benchmark
-    from lavida.eval.runner import run_evaluation
 
-    tree = write_ucsd_ped2_tree(tmp_path / "ped2")
-    predictions = tmp_path / "predictions"
-    predictions.mkdir()
-    rng = np.random.default_rng(0)
+    tree, predictions, single = ped2_scores_only(tmp_path)
     benchmark = get_benchmark("ucsd_ped2", tree.root)
-    for video in benchmark.videos():
-        np.save(predictions / f"{video.name}.npy", rng.random(video.num_frames).astype(np.float32))
-    single = run_evaluation(
-        benchmark=benchmark,
-        protocol=benchmark.protocol("standard"),
-        output_dir=tmp_path / "one",
-        predictions_dir=predictions,
-    )
     out = tmp_path / "two"
     out.mkdir()
     command = [

@@ -337,3 +337,30 @@ def write_ucsd_ped2_tree(root: str | Path) -> WrittenTree:
         files[f"{name}:gt"] = gt
         videos[name] = ExpectedVideo(frames, labels, masks)
     return WrittenTree(root, videos, files)
+
+
+def ped2_scores_only(tmp_path: Path) -> tuple[WrittenTree, Path, dict]:
+    """A Ped2 tree with random saved frame scores, and the metrics of one process evaluating them.
+
+    For the multi-process tests, which compare ``accelerate launch`` runs with this single-process run.
+
+    Returns:
+        The tree, the predictions folder (``<video>.npy``), and the single-process metrics.
+    """
+    from lavida.eval.benchmarks import get_benchmark
+    from lavida.eval.runner import run_evaluation
+
+    tree = write_ucsd_ped2_tree(tmp_path / "ped2")
+    predictions = tmp_path / "predictions"
+    predictions.mkdir()
+    benchmark = get_benchmark("ucsd_ped2", tree.root)
+    rng = np.random.default_rng(0)
+    for video in benchmark.videos():
+        np.save(predictions / f"{video.name}.npy", rng.random(video.num_frames).astype(np.float32))
+    single = run_evaluation(
+        benchmark=benchmark,
+        protocol=benchmark.protocol("standard"),
+        output_dir=tmp_path / "one",
+        predictions_dir=predictions,
+    )
+    return tree, predictions, single

@@ -1,0 +1,154 @@
+"""Multi-process runs (``accelerate launch``): progress lines from the main process only, the other ranks'
+warnings and refusals marked with their rank, and CPU processes that really share the work
+(lavida/cli/ranks.py).
+
+Every process of a launched lavida-eval or lavida-train printed every INFO line (N copies, interleaved in
+one log file); on a machine without CUDA, lavida-eval's processes did not even form a group, so each
+evaluated every video and printed the metrics itself."""
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lavida.cli.errors import interrupted, user_errors
+from lavida.cli.ranks import log_from_main_process, process_rank
+
+HYDRA_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's job_logging default
+
+
+@pytest.fixture
+def job_handlers(tmp_path):
+    """The root logger as Hydra sets up a job: a console and a file handler at INFO; restored after."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    console = logging.StreamHandler(io.StringIO())
+    log_file = logging.FileHandler(tmp_path / "job.log")
+    for handler in (console, log_file):
+        handler.setFormatter(logging.Formatter(HYDRA_FORMAT))
+    root.handlers[:] = [console, log_file]
+    root.setLevel(logging.INFO)
+    yield console.stream, tmp_path / "job.log"
+    log_file.close()
+    root.handlers[:] = saved_handlers
+    root.setLevel(saved_level)
+
+
+def _log_three_lines() -> None:
+    logging.getLogger("lavida.eval.runner").info("2 of 2 videos are not cached")
+    logging.getLogger("a_library.weights").info("loading weights")  # a library's, propagated to the root
+    logging.getLogger("lavida.eval.benchmarks.ucsd_ped2").warning("2 test clips; the official set has 12")
+
+
+def test_other_ranks_pass_on_warnings_only_each_marked_with_its_rank(job_handlers):
+    console, log_file = job_handlers
+    assert log_from_main_process(rank=3) == 3
+    log_from_main_process(rank=3)  # a second call does not mark the lines twice
+    _log_three_lines()
+    logging.getLogger().handlers[1].flush()
+    for text in (console.getvalue(), log_file.read_text()):
+        lines = text.splitlines()
+        assert len(lines) == 1, text
+        assert lines[0].startswith("[rank 3] [")
+        assert lines[0].endswith(
+            "[lavida.eval.benchmarks.ucsd_ped2][WARNING] - 2 test clips; the official set has 12"
+        )
+
+
+def test_the_main_process_logs_as_configured(job_handlers):
+    console, log_file = job_handlers
+    assert log_from_main_process(rank=0) == 0
+    _log_three_lines()
+    logging.getLogger().handlers[1].flush()
+    for text in (console.getvalue(), log_file.read_text()):
+        lines = text.splitlines()
+        assert [line.rsplit(" - ", 1)[1] for line in lines] == [
+            "2 of 2 videos are not cached",
+            "loading weights",
+            "2 test clips; the official set has 12",
+        ]
+        assert not any("[rank" in line for line in lines)
+
+
+def test_the_rank_is_the_launchers_variable(monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    assert process_rank() == 0
+    monkeypatch.setenv("RANK", "5")
+    assert process_rank() == 5
+    monkeypatch.setenv("RANK", "five")
+    with pytest.raises(ValueError, match="RANK='five' is not a process rank"):
+        process_rank()
+
+
+def test_another_ranks_refusal_names_the_rank_and_its_ctrl_c_says_nothing(monkeypatch, capsys):
+    from omegaconf import OmegaConf
+
+    from lavida.data.video import VideoReadError
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(SystemExit) as stop, user_errors("lavida-eval", OmegaConf.create({})):
+        raise VideoReadError("clip_007.avi: decoding failed after 12 frame(s).")
+    assert stop.value.code == 2
+    assert (
+        capsys.readouterr().err == "lavida-eval [rank 1]: clip_007.avi: decoding failed after 12 frame(s).\n"
+    )
+
+    # Ctrl-C reaches every process of the run; the main one says what to do next.
+    with pytest.raises(SystemExit) as stop, interrupted("lavida-train", then="rerun to resume."):
+        raise KeyboardInterrupt
+    assert stop.value.code == 130 and capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(SystemExit), interrupted("lavida-train", then="rerun to resume."):
+        raise KeyboardInterrupt
+    assert capsys.readouterr().err == "lavida-train: interrupted; rerun to resume.\n"
+
+
+def test_two_cpu_processes_share_the_videos_and_log_once(tmp_path):
+    """``accelerate launch --num_processes 2 -m lavida.cli.eval ...`` on a machine without CUDA (scores-only
+    mode): the metrics of one process, computed once; the run's INFO lines once, in console and log."""
+    from eval.trees import ped2_scores_only
+
+    tree, predictions, single = ped2_scores_only(tmp_path)
+    out = tmp_path / "two"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "-m", "lavida.cli.eval", "benchmark=ucsd_ped2", f"benchmark.root={tree.root}",
+        f"predictions={predictions}", f"output_dir={out}",
+    ]  # fmt: skip
+    env = {key: value for key, value in os.environ.items() if key != "CUDA_VISIBLE_DEVICES"}
+    env["CUDA_VISIBLE_DEVICES"] = ""  # the machine without CUDA this is about, also where a GPU is
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {key: metrics[key] for key in single} == single
+    for text in (done.stdout + done.stderr, (out / "eval.log").read_text()):
+        info = [line for line in text.splitlines() if "][INFO] - " in line]
+        assert len([line for line in info if "ucsd_ped2: {" in line]) == 1, text  # the metrics, once
+        assert len([line for line in info if "test clips (2 anomalous)" in line]) == 1, text
+        assert not any(line.startswith("[rank") for line in info), text
+    # Each process computed one of the two videos: one progress bar, over one video.
+    assert "(standard): 100%|██████████| 1/1" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("tool", ["train", "eval"])
+def test_the_entry_points_hand_logging_to_the_main_process_before_the_job(tool, monkeypatch):
+    """lavida-train is launched the same way as lavida-eval; its 2-process run (tests/train/test_ddp.py)
+    goes through the trainer, so the wiring of the entry point is checked here."""
+    import importlib
+
+    from omegaconf import OmegaConf
+
+    module = importlib.import_module(f"lavida.cli.{tool}")
+    calls = []
+    monkeypatch.setattr(module, "log_from_main_process", lambda: calls.append("log_from_main_process"))
+    monkeypatch.setattr(module, "hydra_record", lambda cfg: {})
+    monkeypatch.setattr(module, "write_record", lambda *args: None)
+    monkeypatch.setattr(module, "run", lambda cfg, **kwargs: calls.append("run"))
+    module.main.__wrapped__(OmegaConf.create({"output_dir": "unused"}))
+    assert calls == ["log_from_main_process", "run"]
