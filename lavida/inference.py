@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from lavida.data.processor import EncodedSample, LavidaProcessor
 from lavida.data.prompts import clean_categories
@@ -33,11 +33,14 @@ class ClipDataset(Dataset):
     """The clips of one video, decoded and encoded for the model.
 
     Args:
-        path: Video file or frame folder (opened lazily in each worker: decoders do not pickle).
+        path: Video file or frame folder (opened on the first read where no source is given).
         clips: (C, T) frame indices per clip.
         categories: The anomaly categories of the prompt.
         processor: Builds model inputs (test-time pixel budget, fixed prompt template).
-        source: An already opened frame source to use in the main process (``num_workers=0``).
+        source: An already opened frame source of ``path``. The main process reads it (``num_workers=0``);
+            each dataloader worker reads its own copy where the source makes one (PyAV videos, frame
+            folders: see :meth:`~lavida.data.video.FrameSource.for_worker`), and otherwise opens ``path``
+            itself (decord readers).
     """
 
     def __init__(
@@ -53,15 +56,29 @@ class ClipDataset(Dataset):
         self.clips = np.asarray(clips, dtype=np.int64)
         self.categories = list(categories)
         self.processor = processor
-        self._source = source
+        self._source = source  # read only in the process that made the dataset
+        # Made here, before any worker starts: a forked worker inherits the dataset as it is, without
+        # __getstate__, and each worker then has its own copy of this one.
+        self._worker_source = None if source is None else source.for_worker()
 
     def __len__(self) -> int:
         return int(self.clips.shape[0])
 
+    def _frame_source(self) -> FrameSource:
+        if get_worker_info() is None:
+            if self._source is None:
+                self._source = open_video(self.path)
+            return self._source
+        # A dataloader worker never touches self._source. Forked, it holds the main process's reader as it
+        # was: a decord reader or an open PyAV decoder shares its file offset with the parent and the other
+        # workers and lacks its decoding threads (they stayed in the parent), so reading it, or even
+        # closing it, can return wrong frames or hang.
+        if self._worker_source is None:
+            self._worker_source = open_video(self.path)
+        return self._worker_source
+
     def __getitem__(self, index: int) -> tuple[int, EncodedSample]:
-        if self._source is None:
-            self._source = open_video(self.path)
-        frames = self._source.get_frames(self.clips[index])  # one batched decode per clip (DESIGN §8)
+        frames = self._frame_source().get_frames(self.clips[index])  # one batched decode per clip (DESIGN §8)
         sample = ClipSample(frames=frames, categories=self.categories, is_video=frames.shape[0] > 1)
         try:
             return index, self.processor.encode(sample, train=False)
@@ -76,8 +93,10 @@ class ClipDataset(Dataset):
             ) from error
 
     def __getstate__(self) -> dict:
+        # A spawned worker gets _worker_source (a copy without open decoders, or None); _source may be a
+        # decord reader, which does not pickle, and workers do not read it anyway.
         state = dict(self.__dict__)
-        state["_source"] = None  # each worker opens its own reader
+        state["_source"] = None
         return state
 
 
@@ -229,7 +248,9 @@ class Predictor:
             path: Video file or frame folder.
             clips: (C, T) frame indices (whole numbers).
             categories: Prompt categories, a list of strings.
-            source: An opened frame source to reuse (only with ``num_workers=0``).
+            source: ``path`` already opened, to reuse. Dataloader workers read copies of a PyAV video or a
+                frame folder, so that none of them decodes the whole video again to count its frames; they
+                open a decord video themselves (its reader cannot be shared with them).
             keep_masks: Override the predictor's ``keep_masks`` for this video.
 
         Returns:

@@ -10,6 +10,7 @@ three channels. All frames of a clip are decoded in one batched call (DESIGN §8
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 from collections.abc import Sequence
@@ -78,6 +79,17 @@ class FrameSource:
 
     def _read(self, indices: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def for_worker(self) -> FrameSource | None:
+        """A copy of this opened source for a DataLoader worker, sharing no open decoder with it, or None
+        where the worker must open the path itself.
+
+        None here, and for decord readers: they neither pickle (spawned workers) nor survive a fork (a
+        forked reader shares its file offset with the parent and every other worker). PyAV videos and
+        frame folders return a copy: opening a PyAV video decodes it whole to count its frames, which no
+        worker then repeats.
+        """
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, frames={self.num_frames}, size={self.height}x{self.width})"
@@ -185,6 +197,10 @@ class FrameFolder(FrameSource):
         self.fps = fps
         first = read_image(self.files[0])
         self.height, self.width = first.shape[:2]
+
+    def for_worker(self) -> FrameFolder:
+        """A copy (no open files; the file list is shared), so that workers read the frames listed here."""
+        return copy.copy(self)
 
     def _read(self, indices: np.ndarray) -> np.ndarray:
         frames = [read_image(self.files[i]) for i in indices]
@@ -354,6 +370,20 @@ class PyAVVideo(FrameSource):
         state.update(_container=None, _decoded=None, _position=0)
         return state
 
+    def for_worker(self) -> PyAVVideo:
+        """A copy with the frame count and timestamps but no open container (see :meth:`__getstate__`): a
+        worker reading it opens the file on its first read and decodes from the start, without the
+        counting decode :meth:`__init__` makes."""
+        return copy.copy(self)
+
+    def __del__(self) -> None:
+        # Close the decoder now instead of leaving it to the garbage collector: PyAV's container lies in
+        # a reference cycle, so it would keep its decoding threads until the next collection, and a
+        # DataLoader worker forked meanwhile (which has no such threads) hangs when its own collection
+        # frees it. getattr: __init__ may have failed before setting _container.
+        if getattr(self, "_container", None) is not None:
+            self.close()
+
     def _restart(self) -> None:
         import av
 
@@ -395,6 +425,10 @@ class PyAVVideo(FrameSource):
         return np.stack(frames)
 
 
+# Files whose decord refusal open_video has logged at INFO in this process; later opens log it at DEBUG.
+_DECORD_REFUSALS_LOGGED: set[str] = set()
+
+
 def open_video(path: str | Path, *, fps: float | None = None) -> FrameSource:
     """Open a video file (decord, then PyAV) or a frame folder.
 
@@ -415,7 +449,12 @@ def open_video(path: str | Path, *, fps: float | None = None) -> FrameSource:
     try:
         return DecordVideo(path)
     except VideoReadError as decord_error:
-        log.info("decord could not open %s (%s); trying PyAV", path, decord_error)
+        # An evaluation opens a video several times (to count its frames for the labels, to plan its
+        # clips, in each dataloader worker); the reason is the same every time, so it is shown once.
+        key = str(path.resolve())
+        level = logging.DEBUG if key in _DECORD_REFUSALS_LOGGED else logging.INFO
+        _DECORD_REFUSALS_LOGGED.add(key)
+        log.log(level, "decord could not open %s (%s); trying PyAV", path, decord_error)
         try:
             return PyAVVideo(path)
         except VideoReadError as av_error:

@@ -285,7 +285,7 @@ def _predict(
         video.path,
         clips,
         categories,
-        source=source if predictor.num_workers == 0 else None,
+        source=source,  # workers read copies of a PyAV video instead of counting its frames again (for_worker)
         keep_masks=keep_masks,
     )
     scores = plan.expand(prediction.frame_scores)  # sample-and-hold over each interval

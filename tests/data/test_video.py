@@ -1,5 +1,6 @@
 """Frame sources: video files (decord / PyAV) and frame folders behave alike."""
 
+import logging
 import re
 from fractions import Fraction
 
@@ -222,3 +223,15 @@ def test_transport_stream_and_3gp_files_are_videos(tmp_path, suffix):
     video = open_video(path)
     assert len(video) == len(frames)
     np.testing.assert_allclose(video.get_frames([0, 11])[:, 30, 50, 0].astype(float), [0, 220], atol=6)
+
+
+def test_decord_refusing_a_file_is_logged_once(tmp_path, caplog):
+    """An evaluation opens a video several times (its frame count for the labels, its clip plan, each
+    dataloader worker): why decord does not read it was logged at INFO each time."""
+    path = write_video(tmp_path / "v.avi", _frames(), codec="mpeg4")
+    with caplog.at_level(logging.DEBUG, logger="lavida.data.video"):
+        for spelling in (path, str(path), tmp_path / "." / "v.avi"):
+            assert isinstance(open_video(spelling), PyAVVideo)
+    refusals = [record for record in caplog.records if "trying PyAV" in record.getMessage()]
+    assert [record.levelno for record in refusals] == [logging.INFO, logging.DEBUG, logging.DEBUG]
+    assert all("mpeg4 stream may hold not-coded frames" in record.getMessage() for record in refusals)

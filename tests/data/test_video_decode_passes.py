@@ -1,14 +1,23 @@
-"""PyAV-read videos: clips read in plan order decode each frame once, and frame counts come from decoding
-(packets are not frames: not-coded VOPs, recordings cut mid-GOP). Decoded frames are counted by wrapping
-``av.open``: every decode in ``lavida.data.video`` goes through ``container.decode``.
+"""PyAV-read videos: clips read in plan order decode each frame once, dataloader workers do not decode a
+video again to count its frames, and frame counts come from decoding (packets are not frames: not-coded
+VOPs, recordings cut mid-GOP). Decoded frames are counted by wrapping ``av.open``: every decode in
+``lavida.data.video`` goes through ``container.decode``.
 """
+
+import copy
+import gc
+import multiprocessing
+import os
 
 import av
 import numpy as np
 import pytest
 from conftest import decode_sequentially, sweeping_frames
+from torch.utils.data import DataLoader
 
+import lavida.inference as inference
 from lavida.data.video import DecordVideo, PyAVVideo, VideoReadError, open_video, write_video
+from lavida.inference import ClipCollator, ClipDataset
 
 N = 40
 
@@ -113,3 +122,117 @@ def test_a_recording_cut_mid_gop_has_more_packets_than_frames(tmp_path, codec):
     video = open_video(path)
     assert len(video) == len(reference)
     np.testing.assert_array_equal(video.get_frames(np.arange(len(reference))), reference)
+
+
+class _FramesOnly:
+    """Stands in for the processor of a ClipDataset: a clip's frames are all that reaches the model."""
+
+    def encode(self, sample, train):
+        return sample.frames
+
+    def collate(self, samples):
+        return np.stack(samples)
+
+
+def _must_not_read(indices):
+    raise AssertionError("a dataloader worker read the main process's reader")
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_a_worker_reads_its_own_copy_of_a_pyav_video_without_counting_its_frames_again(
+    tmp_path, counts, monkeypatch, start
+):
+    """Opening a PyAV video decodes it whole to count its frames. ClipDataset dropped the opened source on
+    its way to a spawned worker, which opened (and decoded) the video again; a forked worker kept it and
+    read it with the main process's open decoder. Both now read a copy: one pass from the first frame."""
+    path = _write(tmp_path / "v.avi", codec="mpeg4", max_b_frames=2)
+    source = open_video(path)
+    assert isinstance(source, PyAVVideo)
+    source.get_frames([5])  # the main process's decoder is open now
+    clips = np.arange(0, N, 2).reshape(-1, 4)
+    dataset = ClipDataset(path=path, clips=clips, categories=["fire"], processor=_FramesOnly(), source=source)
+    # A forked worker holds the dataset as it was; a spawned one a copy made through __getstate__ (deepcopy
+    # goes through it as pickling does, and the project unpickles nothing).
+    worker = dataset if start == "fork" else copy.deepcopy(dataset)
+    monkeypatch.setattr(source, "_read", _must_not_read)
+    monkeypatch.setattr(inference, "get_worker_info", lambda: object())  # as inside a dataloader worker
+    counts.update(opened=0, decoded=0)
+    frames = np.stack([worker[i][1] for i in range(len(worker))])
+    assert counts == {"opened": 1, "decoded": int(clips.max()) + 1}  # no counting decode
+    np.testing.assert_array_equal(frames, decode_sequentially(path)[clips])
+
+
+def test_a_worker_opens_a_decord_video_itself(tmp_path, monkeypatch):
+    """A decord reader neither pickles nor may be shared with a forked worker (one file offset for all)."""
+    path = write_video(tmp_path / "v.mp4", sweeping_frames(N), fps=10, codec="libx264", max_b_frames=0)
+    source = open_video(path)
+    assert isinstance(source, DecordVideo)
+    clips = np.arange(N).reshape(-1, 8)
+    dataset = ClipDataset(path=path, clips=clips, categories=["fire"], processor=_FramesOnly(), source=source)
+    expected = np.stack([dataset[i][1] for i in range(len(dataset))])  # the main process: its reader
+    spawned = copy.deepcopy(dataset)  # through __getstate__, as pickling
+    monkeypatch.setattr(source, "_read", _must_not_read)
+    monkeypatch.setattr(inference, "get_worker_info", lambda: object())
+    for worker in (dataset, spawned):  # a forked worker holds the dataset as it was
+        np.testing.assert_array_equal(np.stack([worker[i][1] for i in range(len(worker))]), expected)
+        assert isinstance(worker._worker_source, DecordVideo) and worker._worker_source is not source
+
+
+def _collect_garbage(worker_id):
+    gc.collect()
+
+
+def _loader_frames(dataset, **options):
+    """The clips' frames through a DataLoader, batched as lavida.inference.Predictor batches them."""
+    loader = DataLoader(dataset, batch_size=2, collate_fn=ClipCollator(processor=_FramesOnly()), **options)
+    return np.concatenate([batch for _, batch in loader])
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork here")
+def test_forked_workers_read_a_pyav_video_as_the_main_process_does(tmp_path, monkeypatch):
+    """Two forked dataloader workers, as lavida.inference.Predictor runs them: each decodes the video once
+    from the start, none counts its frames again, and they give the frames of num_workers=0.
+
+    Two ways a worker hung (the loader's timeout turns that into a failure): it read (or closed) the main
+    process's reader, whose open decoder's threads stayed in the parent; and a reader read and dropped in
+    the main process kept its decoder, in a reference cycle, until a garbage collection, which a worker
+    forked meanwhile then ran without those threads.
+    """
+    path = _write(tmp_path / "v.avi", n=60, codec="mpeg4", max_b_frames=2)
+    calls = tmp_path / "calls.txt"
+    for name in ("__init__", "_restart"):
+        original = getattr(PyAVVideo, name)
+
+        def logged(self, *args, _name=name, _original=original, **kwargs):
+            with open(calls, "a") as file:  # one short append per call: the processes do not interleave
+                file.write(f"{_name} {os.getpid()}\n")
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(PyAVVideo, name, logged)
+    clips = np.arange(0, 60, 2).reshape(-1, 3)
+    gc.collect()  # no garbage of other tests in the workers; from here on, only what this test drops
+    gc.disable()
+    try:
+        PyAVVideo(path).get_frames([3])  # read and dropped
+        source = open_video(path)
+        source.get_frames([5])  # an open decoder in the main process
+        dataset = ClipDataset(
+            path=path, clips=clips, categories=["fire"], processor=_FramesOnly(), source=source
+        )
+        parallel = _loader_frames(
+            dataset,
+            num_workers=2,
+            multiprocessing_context="fork",
+            worker_init_fn=_collect_garbage,
+            timeout=30,
+        )
+    finally:
+        gc.enable()
+    serial = _loader_frames(dataset, num_workers=0)
+    np.testing.assert_array_equal(parallel, serial)
+    np.testing.assert_array_equal(serial, decode_sequentially(path)[clips])
+    made = [line.split() for line in calls.read_text().splitlines()]
+    main = str(os.getpid())
+    assert [pid for name, pid in made if name == "__init__"] == [main, main]  # the dropped reader, source
+    workers = [pid for name, pid in made if name == "_restart" and pid != main]
+    assert len(workers) == len(set(workers)) == 2  # each worker decodes once, from the first frame

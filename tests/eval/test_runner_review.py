@@ -153,6 +153,32 @@ def test_model_scores_are_held_from_the_sampled_frame_before(tmp_path, monkeypat
     assert metrics["frame_auc_micro"] == pytest.approx(roc_auc_score(all_labels, all_scores), abs=1e-12)
 
 
+def test_the_runner_hands_its_opened_video_to_the_predictor_with_workers_too(tmp_path, monkeypatch):
+    """The runner opens each video to count its frames; with dataloader workers it used to pass nothing, so
+    every worker opened the file again, which for a PyAV video is one more whole decode to count frames
+    (lavida.data.video.FrameSource.for_worker: workers now read copies of it)."""
+    lengths = (24, 17)
+    bench = Lengths(tmp_path, lengths, {"standard": 1, "lavida_official": 1})
+    opened = {}
+
+    def open_counted(path, fps=None):
+        opened[path.name] = FrameCount(lengths[int(path.name[1:])])
+        return opened[path.name]
+
+    monkeypatch.setattr(runner, "open_video", open_counted)
+    predictor = IndexPredictor()
+    predictor.num_workers = 2
+    given = []
+    predict = predictor.predict_video
+    predictor.predict_video = lambda path, *args, source=None, **kwargs: (
+        given.append((path.name, source)) or predict(path, *args, source=source, **kwargs)
+    )
+    run_evaluation(
+        benchmark=bench, protocol=bench.protocol("standard"), output_dir=tmp_path / "out", predictor=predictor
+    )
+    assert given == [(name, opened[name]) for name in ("v0", "v1")]
+
+
 # -- per-video results merged into the metrics ------------------------------------------------------------
 
 
