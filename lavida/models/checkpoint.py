@@ -161,7 +161,8 @@ def load_checkpoint(
             f"{directory / META_FILE}: the checkpoint was trained with <SEG> id {saved_seg}, but the tokenizer "
             f"now gives {model.mllm.seg_token_id}; the base MLLM differs from the one it was trained on."
         )
-    return model.to(device).eval(), config  # LoRA's dropout (B.5) is for training only
+    # LoRA's dropout (0.05, the release's: lavida_official.md §2; B.5 gives only r and α) is for training only
+    return model.to(device).eval(), config
 
 
 DEFAULT_CLIP_LENGTH = 8  # B.3: T = 8 frames per clip
@@ -170,8 +171,9 @@ DEFAULT_CLIP_LENGTH = 8  # B.3: T = 8 frames per clip
 def trained_clip_length(directory: str | Path) -> int:
     """The clip length the checkpoint was trained on (its meta.json), else B.3's 8.
 
-    Evaluation and detection default to it: supplement Tab. 7 tests each clip length with the model
-    trained on it.
+    Evaluation and detection default to it: we assume that supplement Tab. 7 tests each clip length with a
+    model trained on it. The paper does not say; ``clip_length=`` evaluates one checkpoint at another length
+    (docs/fidelity.md).
     """
     return int(read_checkpoint_meta(directory).get("clip_length", DEFAULT_CLIP_LENGTH))
 

@@ -20,10 +20,11 @@ class OptimConfig:
         betas: AdamW betas.
         eps: AdamW epsilon.
         warmup_steps: Optimizer steps of warm-up.
-        warmup_type: ``linear`` (what the official code's HF scheduler does) or ``log`` (DeepSpeed
-            WarmupDecayLR's default shape).
-        decay: ``linear`` to 0 at the last step (WarmupDecayLR) or ``constant`` after warm-up.
-        schedule_over: What the decay's length counts: ``steps``, the run's optimizer steps (it reaches 0 at
+        warmup_type: ``log``, the shape of DeepSpeed's WarmupDecayLR, which B.3 names (log-shaped unless
+            told otherwise; it runs the first step at lr 0), or ``linear``, what the release's HF scheduler
+            does (``train=official``).
+        decay: ``linear`` towards 0, reached just after the last step (WarmupDecayLR), or ``constant`` after warm-up.
+        schedule_over: What the decay's length counts: ``steps``, the run's optimizer steps (it reaches 0 after
             the last step), or ``micro_batches``, the release's: its HF schedule was laid out over every
             micro-batch (16,000) but stepped once per optimizer step (8,000 with accumulation 2), so it
             ends near half the peak rate (lavida_official.md §9; ``train=official``).
@@ -37,7 +38,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     warmup_steps: int = 100
-    warmup_type: Literal["linear", "log"] = "linear"
+    warmup_type: Literal["linear", "log"] = "log"
     decay: Literal["linear", "constant"] = "linear"
     schedule_over: Literal["steps", "micro_batches"] = "steps"
     grad_clip: float = 1.0

@@ -56,7 +56,7 @@ def test_save_load_identical_outputs(trained, tmp_path):
 
 
 def test_a_loaded_model_predicts_deterministically_in_any_mode(trained, tmp_path):
-    """LoRA's dropout (B.5) is for training: a loaded model and predict() must not use it."""
+    """LoRA's dropout (the release's 0.05) is for training: a loaded model and predict() must not use it."""
     model, config = trained
     save_checkpoint(model, config, tmp_path / "ckpt")
     loaded, _ = load_checkpoint(tmp_path / "ckpt")

@@ -35,8 +35,8 @@ def test_two_process_ddp_keeps_ranks_identical(synthetic_train_root, tiny_pretra
     # advance it once per process per step, ending the warm-up and decay twice as early).
     from lavida.train.optim import warmup_decay_factor
 
-    expected_lr = 1e-3 * warmup_decay_factor(
-        2, warmup_steps=4, total_steps=2, warmup_type="linear", decay="linear"
+    expected_lr = 1e-3 * warmup_decay_factor(  # the default log warm-up (B.3's WarmupDecayLR)
+        2, warmup_steps=4, total_steps=2, warmup_type="log", decay="linear"
     )
     for rank in (0, 1):
         schedule = json.loads((out / f"schedule_rank{rank}.json").read_text())

@@ -39,6 +39,9 @@ def test_paper_recipe_values():
     cfg = compose_train(["experiment=paper_main"])
     train = TrainConfig.from_dict(cfg["train"])
     assert (train.optim.lr, train.optim.weight_decay, train.optim.warmup_steps) == (1e-5, 1e-5, 100)
+    # B.3's WarmupDecayLR is DeepSpeed's: log-shaped warm-up unless told otherwise; the release's is linear.
+    optim = train.optim
+    assert (optim.warmup_type, optim.decay, optim.schedule_over) == ("log", "linear", "steps")
     assert (train.batch_size, train.epochs, train.batches_per_epoch, train.optim.grad_clip) == (
         2,
         10,
@@ -52,6 +55,7 @@ def test_paper_recipe_values():
     official_cfg = compose_train(["experiment=official"])
     official = TrainConfig.from_dict(official_cfg["train"])
     assert (official.epochs, official.grad_accum, official.optim.weight_decay) == (8, 2, 0.01)
+    assert (official.optim.warmup_type, official.optim.schedule_over) == ("linear", "micro_batches")
     assert (official.loss.weights, official.loss.supervise_all_iou) == ("official", False)
     official_model = LavidaConfig.from_dict(official_cfg["model"])
     assert (official_model.projector.eq7, official_model.mllm.positions) == ("official", "sequential")

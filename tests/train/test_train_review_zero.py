@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -67,8 +68,9 @@ def test_zero2_logs_the_rate_each_step_applied(synthetic_train_root, tiny_pretra
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-6000:]
     report = json.loads((out / "lr_report.json").read_text())
-    # Linear warm-up over 4 steps: 1/4, 2/4, 3/4 of lr on steps 1, 2, 3 (docs/fidelity.md).
-    assert report["applied"] == pytest.approx([2.5e-4, 5e-4, 7.5e-4])
+    # The default log warm-up over 4 steps (B.3's WarmupDecayLR, docs/fidelity.md): log(k + 1) / log(4) of lr
+    # on steps k = 0, 1, 2, the first at lr 0.
+    assert report["applied"] == pytest.approx([1e-3 * math.log(k + 1) / math.log(4) for k in range(3)])
     assert report["logged"] == pytest.approx(report["applied"])
 
 

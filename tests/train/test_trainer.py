@@ -382,7 +382,8 @@ def test_parameters_at_lr_scale_0_stay_out_of_the_clipped_norm(
 
 
 def test_the_logged_learning_rate_is_the_one_applied(synthetic_train_root, tiny_pretrained, tmp_path):
-    """train/lr at step s is the rate step s used (linear warm-up over 4 steps: 1/4, 2/4, 3/4 of lr)."""
+    """train/lr at step s is the rate step s used (the default log warm-up over 4 steps: log(s + 1) / log(4)
+    of lr, the first step at lr 0)."""
     trainer = make_trainer(
         synthetic_train_root,
         tiny_pretrained,
@@ -394,7 +395,7 @@ def test_the_logged_learning_rate_is_the_one_applied(synthetic_train_root, tiny_
     logged = []
     trainer.accelerator.log = lambda values, step: logged.append(values["train/lr"])
     trainer.fit()
-    assert logged == pytest.approx([2.5e-4, 5e-4, 7.5e-4])
+    assert logged == pytest.approx([1e-3 * math.log(s + 1) / math.log(4) for s in range(3)])
 
 
 def test_a_resume_allowed_to_change_the_optimizer_uses_the_new_settings(
