@@ -235,3 +235,28 @@ def _markdown(metrics: dict, notes: list[str], info: dict, benchmark: VadBenchma
     if notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
+
+
+def summary_line(metrics: dict, *, benchmark: VadBenchmark, protocol: str, output_dir: str | Path) -> str:
+    """The run's result in one line for the console, headline metric first, as report.md gives them (%):
+
+    ``ucsd_ped2 (standard), 12 videos, 2,010 frames: pixel_auc 97.12 % (paper 98.12), frame_auc_micro
+    95.40 %, ... (report.md, metrics.json in outputs/eval/ucsd_ped2_standard)``
+
+    The whole of metrics.json on one line was unreadable; it stays in the file.
+    """
+    paper_key, paper_value = PAPER_RESULTS.get(benchmark.name, (None, None))
+    primary = metrics.get("primary_metric")
+    keys = [key for key in METRIC_DESCRIPTIONS if key in metrics]
+    keys.sort(key=lambda key: key != primary)  # stable: the others keep report.md's order
+    shown = []
+    for key in keys:
+        text = f"{key} {100 * metrics[key]:.2f} %"
+        if key == paper_key and paper_value is not None:
+            text += f" (paper {paper_value:.2f})"
+        shown.append(text)
+    head = (
+        f"{benchmark.name} ({protocol}), {metrics['num_videos']:,} videos, {metrics['num_frames']:,} frames"
+    )
+    body = ", ".join(shown) if shown else "no metric defined (see report.md)"
+    return f"{head}: {body} (report.md, metrics.json in {output_dir})"

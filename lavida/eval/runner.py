@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from lavida.data.video import open_video
 from lavida.eval.benchmark import ClipPlan, GroundTruthError, Protocol, TestVideo, VadBenchmark, plan_clips
-from lavida.eval.report import compute_metrics, write_reports
+from lavida.eval.report import compute_metrics, summary_line, write_reports
 from lavida.eval.video_result import PixelStatistics, VideoResult, pixel_statistics
 from lavida.file_names import safe_file_name
 from lavida.file_state import file_state
@@ -238,7 +238,7 @@ def run_evaluation(
         )
         info.update(pixel_size=pixel_size, pixel_resize=protocol.pixel_resize)
     write_reports(output_dir, metrics=metrics, notes=notes, results=results, info=info, benchmark=benchmark)
-    log.info("%s: %s", benchmark.name, json.dumps(metrics))
+    log.info("%s", summary_line(metrics, benchmark=benchmark, protocol=protocol.name, output_dir=output_dir))
     return metrics
 
 

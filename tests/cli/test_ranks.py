@@ -129,7 +129,8 @@ def test_two_cpu_processes_share_the_videos_and_log_once(tmp_path):
     assert {key: metrics[key] for key in single} == single
     for text in (done.stdout + done.stderr, (out / "eval.log").read_text()):
         info = [line for line in text.splitlines() if "][INFO] - " in line]
-        assert len([line for line in info if "ucsd_ped2: {" in line]) == 1, text  # the metrics, once
+        summary = "ucsd_ped2 (standard), 2 videos, 14 frames: "  # the metrics, once
+        assert len([line for line in info if summary in line]) == 1, text
         assert len([line for line in info if "test clips (2 anomalous)" in line]) == 1, text
         assert not any(line.startswith("[rank") for line in info), text
     # Each process computed one of the two videos: one progress bar, over one video.

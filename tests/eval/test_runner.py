@@ -638,3 +638,30 @@ def test_frames_the_model_cannot_take_name_the_video(predictor, tmp_path, worker
     plan = plan_clips(2, interval=1, clip_length=2, drop_tail=False)
     with pytest.raises(ValueError, match=r"thin: cannot encode clip 0 of its 2x600 \(HxW\) frames .*aspect"):
         predictor.predict_video(folder, plan.clips, ["fire"])
+
+
+def test_the_console_summary_puts_the_headline_metric_first_beside_the_papers():
+    """The run used to end with the whole of metrics.json as one JSON line."""
+    from types import SimpleNamespace
+
+    from lavida.eval.paper_results import PAPER_RESULTS
+    from lavida.eval.report import summary_line
+
+    metrics = {
+        "frame_auc_micro": 0.954,
+        "frame_ap": 0.5,
+        "pixel_auc": 0.97125,
+        "num_videos": 12,
+        "num_frames": 2010,
+        "primary_metric": "pixel_auc",
+        "source": {"mode": "model"},  # not a metric: left out
+    }
+    key, paper = PAPER_RESULTS["ucsd_ped2"]
+    assert key == "pixel_auc"
+    line = summary_line(
+        metrics, benchmark=SimpleNamespace(name="ucsd_ped2"), protocol="standard", output_dir="out/ped2"
+    )
+    assert line == (
+        f"ucsd_ped2 (standard), 12 videos, 2,010 frames: pixel_auc 97.12 % (paper {paper:.2f}), "
+        "frame_auc_micro 95.40 %, frame_ap 50.00 % (report.md, metrics.json in out/ped2)"
+    )
