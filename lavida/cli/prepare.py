@@ -27,6 +27,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from lavida.cli.errors import USER_ERROR_STATUS, is_user_error
 from lavida.data.exposure import TextPool
 from lavida.data.sources import SOURCES, get_source, source_class
 from lavida.data.sources.base import SegRecord, write_manifest
@@ -204,14 +205,22 @@ def _remove_empty_folders(top: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Run the command; a refused dataset or setting exits with status 2, like a usage error.
+
+    A refusal (:func:`lavida.cli.errors.is_user_error`: a DatasetFormatError, or a check of ours that
+    raised ValueError, ...) already names the file and what was expected, so it is printed as one line;
+    so is an OSError (permissions, a full disk: the system's message names the path) and a missing
+    package. Anything else is a bug and keeps its traceback (status 1).
+    """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     dataset, settings, options = _parse(argv)
     try:
         run(dataset, settings, options)
-    except (OSError, ValueError, ImportError, KeyError) as error:
-        # Dataset errors already name the file and what was expected; no traceback needed.
+    except Exception as error:
+        if not (is_user_error(error) or isinstance(error, OSError | ModuleNotFoundError)):
+            raise
         print(f"lavida-prepare {dataset}: {error}", file=sys.stderr)
-        raise SystemExit(1) from error
+        raise SystemExit(USER_ERROR_STATUS) from error
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """`lavida-prepare` on a tiny fake source, and the lazy source registry."""
 
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -112,7 +115,35 @@ def test_bad_arguments_exit_with_a_message(argv, message, capsys):
 def test_missing_root_is_reported_without_a_traceback(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["test_prepare:TinySource", f"root={tmp_path / 'absent'}"])
-    assert exit_info.value.code == 1 and "does not exist" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_a_refused_dataset_exits_2_through_the_console_script(tmp_path):
+    """``lavida-prepare ade20k root=/nothere`` exited with 1, while its usage errors exit with 2 and
+    lavida/cli/errors.py says that lavida-prepare, like the other tools, ends a refusal with 2."""
+    command = [str(Path(sys.executable).parent / "lavida-prepare"), "ade20k", f"root={tmp_path / 'nothere'}"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        f"lavida-prepare ade20k: ade20k: dataset root '{tmp_path / 'nothere'}' does not exist. See "
+        "data/README.md for what to download.\n"
+    )
+
+
+class BuggySource(TinySource):
+    """Fails the way a bug does: the interpreter raises a ValueError inside our code."""
+
+    name = "buggy"
+
+    def index(self, *, artifacts=None):
+        yield from ()
+        int("x")
+
+
+def test_a_bug_keeps_its_traceback(tmp_path):
+    """Only refusals end with one line and status 2; a ValueError the interpreter raised is a bug."""
+    with pytest.raises(ValueError, match="invalid literal for int"):
+        main(["test_prepare:BuggySource", f"root={tmp_path}"])
 
 
 class FailingSource(TinySource):
@@ -150,7 +181,7 @@ def test_a_failed_prepare_leaves_no_new_empty_folders(tmp_path, capsys):
     for argv in (["ade20k", f"root={tmp_path / 'ADE'}"], ["test_prepare:FailingSource", f"root={tmp_path}"]):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
-        assert exit_info.value.code == 1
+        assert exit_info.value.code == 2
     assert tree(tmp_path) == ["ADE"]
     with pytest.raises(SystemExit):
         main(

@@ -101,12 +101,14 @@ class ADE20KSource(SegmentationSource):
         """Yield one record per image that has at least one target, in file-name order.
 
         Args:
-            skip_errors: Log and skip an image whose annotation is missing, unreadable or invalid
-                instead of raising; a count of skipped images is logged at the end.
+            skip_errors: Log and skip an image whose annotation is missing, unreadable or invalid, or an
+                annotation whose image is missing, instead of raising; a count of skipped images is
+                logged at the end.
 
         Raises:
             DatasetFormatError: The split's folders are missing or empty, or (unless
-                ``skip_errors``) an image's annotation is missing or invalid; the message names the file.
+                ``skip_errors``) an image's annotation is missing or invalid, or an annotation's image is
+                missing; the message names the file.
         """
         folder = _SPLIT_FOLDERS[self.split]
         images_dir = self.root / "images" / folder
@@ -119,14 +121,22 @@ class ADE20KSource(SegmentationSource):
                 f"{len(images)} images{'' if labels_dir.is_dir() else ' and no annotations folder'}. "
                 "Point root at the extracted ADEChallengeData2016 folder."
             )
+        # Every stem with an image or an annotation: the release pairs them one to one, so an annotation
+        # without its image is a missing file (listing the images alone dropped it without a word).
+        stems = {image.stem for image in images} | {label.stem for label in labels_dir.glob("*.png")}
         yield from self.collect_records(
-            images,
+            [images_dir / f"{stem}.jpg" for stem in sorted(stems)],
             lambda image: self._record(image, labels_dir / f"{image.stem}.png"),
             skip_errors=skip_errors,
             log=logger,
         )
 
     def _record(self, image: Path, label_path: Path) -> SegRecord:
+        if not image.is_file():
+            raise DatasetFormatError(
+                f"{image}: image missing for annotation {label_path.name}; every label PNG has its JPEG in "
+                "the ADEChallengeData2016 release. Re-extract the zip, or run with skip_errors=true to skip it."
+            )
         if not label_path.is_file():
             raise DatasetFormatError(f"{label_path}: annotation missing for image {image.name}.")
         label = read_index_png(label_path)

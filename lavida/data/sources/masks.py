@@ -7,10 +7,10 @@ Two mask specs cover all eleven training datasets (research notes §5.1):
   labelIds, Mapillary label indices, YouTube-VOS / DAVIS object ids). Palette PNGs are read as
   palette indices, never converted to RGB.
 - ``{"kind": "rle", "file": "<json file>", "key": "<id>"}`` — the file maps ``key`` to a list with one
-  entry per frame: an RLE dict, a list of RLE dicts (their union), or None (absent). ``key`` may be a
-  list of keys: the union of their masks (one text describing several objects, :func:`merge_by_text`). refCOCO-family
-  polygons are converted to RLE once at indexing time; MeViS's one big ``mask_dict.json`` is split into
-  one file per video so a worker never loads all of it.
+  entry per frame: an RLE dict, a list of RLE dicts and Nones (their union), or None (absent). ``key``
+  may be a list of keys: the union of their masks (one text describing several objects,
+  :func:`merge_by_text`). refCOCO-family polygons are converted to RLE once at indexing time; MeViS's
+  one big ``mask_dict.json`` is split into one file per video so a worker never loads all of it.
 """
 
 from __future__ import annotations
@@ -170,6 +170,39 @@ def _parse_rle_file(path: str, inode: int, size: int, mtime_ns: int) -> dict[str
         ) from error
 
 
+class RLEDecodeError(DatasetFormatError):
+    """An entry of an RLE mask file does not decode.
+
+    The message blames the file, which lavida-prepare wrote; a source whose RLEs are copied unchanged from
+    the dataset (MeViS) catches this and names the dataset's file instead, from the attributes. They are
+    keyword arguments with defaults, so that ``RLEDecodeError(message)`` (how pickling and torch's
+    DataLoader re-raise an error from a worker) still works.
+
+    Attributes:
+        file: The RLE file.
+        key: The entry.
+        position: The frame.
+        part: Which RLE of the frame's list failed (None: the frame holds one RLE, not a list).
+        parts: How many RLEs the frame's list holds (1 for a single RLE).
+        reason: What was wrong with it (the decoder's message).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: Path | None = None,
+        key: str = "",
+        position: int = 0,
+        part: int | None = None,
+        parts: int = 1,
+        reason: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.file, self.key, self.position, self.part, self.parts = file, key, position, part, parts
+        self.reason = reason
+
+
 def load_mask_spec(
     spec: dict[str, Any], positions: Sequence[int], *, root: str | Path, size: tuple[int, int]
 ) -> np.ndarray:
@@ -211,13 +244,23 @@ def load_mask_spec(
             for row, position in enumerate(positions):
                 if position >= len(per_frame):
                     raise DatasetFormatError(f"{root / spec['file']}: '{key}' has no frame {position}.")
-                try:
-                    masks[row] |= decode_rle(per_frame[position], size)
-                except (DatasetFormatError, KeyError, TypeError, ValueError) as error:
-                    raise DatasetFormatError(
-                        f"{root / spec['file']}: entry '{key}', frame {position}: {error}; expected a COCO "
-                        "RLE {'size': [H, W], 'counts': ...} (or null). Re-run lavida-prepare for this dataset."
-                    ) from error
+                entry = per_frame[position]
+                parts = entry if isinstance(entry, list) else [entry]
+                for part, rle in enumerate(parts):  # one by one, so that the error can say which
+                    try:
+                        masks[row] |= decode_rle(rle, size)
+                    except (DatasetFormatError, KeyError, TypeError, ValueError) as error:
+                        raise RLEDecodeError(
+                            f"{root / spec['file']}: entry '{key}', frame {position}: {error}; expected a "
+                            "COCO RLE {'size': [H, W], 'counts': ...} (or null). Re-run lavida-prepare for "
+                            "this dataset.",
+                            file=root / spec["file"],
+                            key=key,
+                            position=position,
+                            part=part if isinstance(entry, list) else None,
+                            parts=len(parts),
+                            reason=str(error),
+                        ) from error
         return masks
     raise DatasetFormatError(f"Unknown mask spec kind {kind!r}; expected 'index_png' or 'rle'.")
 

@@ -166,7 +166,10 @@ def read_raw_split(raw_root: str | Path, split: str) -> list[str]:
 def raw_meta_expressions(raw_root: str | Path, split: str) -> dict[str, Any]:
     """The converted ``meta_expressions.json`` content of one split, built from the raw release.
 
-    Frames are the video's JPEG names, sorted (empty when its folder is missing: the caller reports it).
+    Frames are the names of the video's JPEGs *and* annotation PNGs, sorted (empty when both folders are
+    missing: the caller reports it). DAVIS has both files for every frame, so a frame that lacks either
+    is listed and then refused by :func:`check_video_frames`, as in the other video sources; listing
+    only the JPEGs dropped a frame whose JPEG was missing, leaving a gap in time and its annotation unread.
     """
     raw_root = Path(raw_root)
     texts = read_text_annotations(raw_root / TEXT_DIRNAME)
@@ -181,8 +184,14 @@ def raw_meta_expressions(raw_root: str | Path, split: str) -> dict[str, Any]:
         for object_id in sorted(objects):
             for text in objects[object_id]:
                 expressions[str(len(expressions))] = {"exp": text, "obj_id": str(object_id)}
-        folder = raw_root / RAW_IMAGES / video
-        frames = list_stems(folder, ".jpg") if folder.is_dir() else []
+        frames = sorted(
+            {
+                stem
+                for folder, suffix in ((RAW_IMAGES, ".jpg"), (RAW_ANNOTATIONS, ".png"))
+                if (raw_root / folder / video).is_dir()
+                for stem in list_stems(raw_root / folder / video, suffix)
+            }
+        )
         videos[video] = {"expressions": expressions, "frames": frames}
     if without_text:
         logger.warning(

@@ -77,6 +77,13 @@ class RefYouTubeVOSSource(VideoSegmentationSource):
             raise DatasetFormatError(
                 f"{self.name}: dataset root '{expressions_root}' does not exist. See data/README.md for what to download."
             )
+        if ytvos_root is not None and not Path(ytvos_root).expanduser().is_dir():
+            # Checked here, not by the base class, whose message would call it the dataset root.
+            raise DatasetFormatError(
+                f"{self.name}: ytvos_root '{Path(ytvos_root).expanduser()}' does not exist; expected the "
+                "YouTube-VOS 2019 folder holding train/{meta.json,JPEGImages,Annotations}. Fix ytvos_root=, "
+                f"or leave it out to read train/ under root ('{expressions_root}')."
+            )
         super().__init__(ytvos_root if ytvos_root is not None else expressions_root, split=split)
         self.expressions_root = expressions_root
         self.expressions_path = expressions_root / "meta_expressions" / split / "meta_expressions.json"

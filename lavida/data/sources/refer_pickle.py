@@ -31,7 +31,7 @@ from typing import Any, NoReturn
 from lavida.atomic import write_json
 from lavida.data.sources.base import DatasetFormatError
 
-__all__ = ["DataOnlyUnpickler", "convert_refs_pickle", "load_data_pickle"]
+__all__ = ["DataOnlyUnpickler", "RefusedPickleError", "convert_refs_pickle", "load_data_pickle"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,10 @@ _CODE_OPCODES = frozenset(
 )  # fmt: skip
 
 
+class RefusedPickleError(pickle.UnpicklingError):
+    """The pickle asks for a global or a persistent id: content refused, unlike a corrupt stream."""
+
+
 class DataOnlyUnpickler(pickle.Unpickler):
     """An unpickler that loads only built-in data: every global and persistent id is refused.
 
@@ -54,13 +58,13 @@ class DataOnlyUnpickler(pickle.Unpickler):
     """
 
     def find_class(self, module: str, name: str) -> NoReturn:
-        raise pickle.UnpicklingError(
+        raise RefusedPickleError(
             f"refused global '{module}.{name}': this pickle would import code; only plain data "
             "(lists, dicts, strings, numbers) is accepted."
         )
 
     def persistent_load(self, pid: Any) -> NoReturn:
-        raise pickle.UnpicklingError(f"refused persistent id {pid!r}: only plain data is accepted.")
+        raise RefusedPickleError(f"refused persistent id {pid!r}: only plain data is accepted.")
 
 
 def load_data_pickle(data: bytes, *, name: str = "<pickle>") -> Any:
@@ -78,31 +82,48 @@ def load_data_pickle(data: bytes, *, name: str = "<pickle>") -> Any:
         DatasetFormatError: The pickle references code (the opcode is named), is corrupt or
             truncated, or holds bytes that are not UTF-8.
     """
+    # The refusal is raised after the scan, outside its try: DatasetFormatError is a ValueError, which the
+    # corrupt-stream handler below caught and reworded as a truncated file.
+    code = None
     try:
         for opcode, _argument, position in pickletools.genops(data):
             if opcode.name in _CODE_OPCODES:
-                raise DatasetFormatError(
-                    f"{name}: refused: opcode {opcode.name} at byte {position} imports or calls code. "
-                    "The refer pickles hold only plain data, so this file is not a genuine one; "
-                    "download it again from a trusted copy."
-                )
+                code = opcode.name, position
+                break
     except (ValueError, EOFError) as error:  # genops raises ValueError on a corrupt stream
+        raise _corrupt(name, error) from error
+    if code is not None:
         raise DatasetFormatError(
-            f"{name}: not a valid pickle ({error}); the file may be truncated."
-        ) from error
+            f"{name}: refused: opcode {code[0]} at byte {code[1]} imports or calls code. "
+            "The refer pickles hold only plain data, so this file is not a genuine one; "
+            "download it again from a trusted copy."
+        )
     try:
         # encoding="bytes": Python-2 str arrives as bytes, decoded below as UTF-8 (module docstring).
         loaded = DataOnlyUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except pickle.UnpicklingError as error:
+    except RefusedPickleError as error:
         raise DatasetFormatError(f"{name}: {error}") from error
-    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as error:
-        raise DatasetFormatError(
-            f"{name}: not a valid pickle ({error!r}); the file may be truncated."
-        ) from error
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        AttributeError,
+    ) as error:
+        raise _corrupt(name, error) from error
     try:
         return _plain(loaded, name)
     except RecursionError as error:  # a self-containing list: not refs, and not expressible in JSON
         raise DatasetFormatError(f"{name}: the pickle holds a self-referencing structure.") from error
+
+
+def _corrupt(name: str, error: Exception) -> DatasetFormatError:
+    """The refusal of a pickle that cannot be read to its end (as opposed to one that holds code)."""
+    return DatasetFormatError(
+        f"{name}: not a valid pickle ({error!r}); the file is truncated or corrupt. Download it again."
+    )
 
 
 def _plain(value: Any, name: str) -> Any:

@@ -100,6 +100,22 @@ def test_missing_and_corrupt_files_name_the_file(tree, caplog):
     )
 
 
+def test_an_annotation_without_its_image_is_refused(tree, caplog):
+    """A deleted ADE_train_00000002.jpg dropped its image without a word (3 entries became 2), while a
+    missing annotation was an error; the release pairs them one to one, so both are missing files."""
+    root = tree["root"]
+    (root / "images/training/ADE_train_00000002.jpg").unlink()
+    with pytest.raises(
+        DatasetFormatError,
+        match=r"images/training/ADE_train_00000002\.jpg: image missing for annotation ADE_train_00000002\.png",
+    ):
+        list(ADE20KSource(root).index())
+    with caplog.at_level(logging.WARNING, logger="lavida.data.sources.ade20k"):
+        records = list(ADE20KSource(root, exclude_background=False).index(skip_errors=True))
+    assert [r.key for r in records] == ["ADE_train_00000001", "ADE_train_00000003"]
+    assert "skipped 1 of 3 images" in caplog.text
+
+
 def test_invalid_label_values_and_sizes_are_rejected(tree):
     from PIL import Image
 

@@ -196,6 +196,42 @@ def test_missing_annotation_and_bad_masks_name_mask_dict(tree):
         list(MeViSSource(tree["root"]).index())
 
 
+def test_rle_counts_no_encoder_writes_are_refused_at_prepare(tree):
+    """``counts: '!!!'`` passed lavida-prepare, was copied into the shard, and training then blamed the
+    shard and said to re-run lavida-prepare, which copied the same bad mask again."""
+    data = json.loads(tree["mask_dict"].read_text())
+    data["10"][0] = {"size": [24, 32], "counts": "!!!"}
+    write_json(tree["mask_dict"], data)
+    with pytest.raises(
+        DatasetFormatError,
+        match=r"mask_dict\.json: annotation 10 \(video m1\): frame 0 is not a COCO RLE: its counts hold "
+        r"characters no encoder writes .*The file is corrupt: download or extract it again",
+    ):
+        list(MeViSSource(tree["root"]).index())
+
+
+def test_a_mask_that_fails_to_decode_names_mask_dict_and_its_annotation(tree):
+    """Counts of valid characters that overrun the frame are only found by decoding, which prepare does
+    not do (mevis._check_masks says why); loading names the dataset's file and the annotation, not the
+    shard, and does not send the user to re-run lavida-prepare, which would copy the same mask."""
+    data = json.loads(tree["mask_dict"].read_text())
+    data["11"][4] = {"size": [24, 32], "counts": "0PP3"}  # 3072 pixels for a 24×32 frame
+    write_json(tree["mask_dict"], data)
+    source = MeViSSource(tree["root"])
+    m1 = records_by_key(source)["m1"]
+    mask_dict = tree["root"] / "train/mask_dict.json"
+    shard = tree["root"] / ".lavida/mevis_masks/train/m1.json"
+    for target in m1.targets[0], m1.targets[2]:  # "10+11": annotation 10 is absent on frame 4; and "11"
+        with pytest.raises(DatasetFormatError) as refused:
+            source.load_masks(m1, target, [3, 4])
+        assert str(refused.value) == (
+            f"{mask_dict}: annotation 11 (video m1), frame 4: not a valid COCO RLE (Invalid RLE mask "
+            f"representation). lavida-prepare copied it unchanged into {shard}, so the dataset's file is "
+            "corrupt: download or extract mask_dict.json again, then re-run lavida-prepare mevis."
+        )
+    assert source.load_masks(m1, m1.targets[0], [0, 1]).any(axis=(1, 2)).all()  # other frames still load
+
+
 def test_missing_frames_and_metadata_name_the_file(tree):
     (tree["root"] / "train/JPEGImages/m2/00001.jpg").unlink()
     with pytest.raises(DatasetFormatError, match=r"JPEGImages/m2: 1 of the video's 3 frames.*00001\.jpg"):

@@ -196,6 +196,31 @@ def test_missing_raw_folders_name_them(raw, tmp_path):
         convert_davis(tmp_path, tmp_path / "out")
 
 
+@pytest.mark.parametrize(
+    "removed, message",
+    [
+        (
+            "DAVIS/JPEGImages/480p/classic-car/00002.jpg",
+            r"JPEGImages/480p/classic-car: 1 of the video's 4 frames have no '\*\.jpg' file \(first: 00002\.jpg\)",
+        ),
+        (
+            "DAVIS/Annotations_unsupervised/480p/classic-car/00001.png",
+            r"Annotations_unsupervised/480p/classic-car: 1 of the video's 4 frames have no '\*\.png' file "
+            r"\(first: 00001\.png\)",
+        ),
+    ],
+)
+def test_raw_layout_refuses_a_frame_missing_a_file(raw, tmp_path, removed, message):
+    """A missing JPEG was skipped: the frames became 00000, 00001, 00003 (a silent gap in time) and the
+    annotation 00002.png went unread. DAVIS has both files for every frame; the other video sources
+    refuse the same damage with the same words, and skip_errors skips the video."""
+    (raw["root"] / removed).unlink()
+    with pytest.raises(DatasetFormatError, match=message):
+        list(RefDAVISSource(raw["root"]).index(artifacts=tmp_path / "a"))
+    records = records_by_key(RefDAVISSource(raw["root"]), artifacts=tmp_path / "a", skip_errors=True)
+    assert sorted(records) == ["dogs-scale"]
+
+
 def test_neither_layout_explains_both(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetFormatError, match="converted Ref-DAVIS folder .* or at the raw one"):

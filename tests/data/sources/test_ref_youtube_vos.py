@@ -65,6 +65,20 @@ def test_separate_youtube_vos_root(tree, tmp_path):
         RefYouTubeVOSSource(tmp_path / "nowhere", ytvos_root=tree["root"])
 
 
+def test_a_missing_ytvos_root_is_named_as_ytvos_root(tree, tmp_path, capsys):
+    """``lavida-prepare refvos root=R ytvos_root=/nonexist`` said "dataset root '/nonexist' does not
+    exist", naming the setting that was right."""
+    from lavida.cli.prepare import main
+
+    missing = tmp_path / "nonexist"
+    with pytest.raises(SystemExit):
+        main(["refvos", f"root={tree['root']}", f"ytvos_root={missing}"])
+    message = capsys.readouterr().err
+    assert f"refvos: ytvos_root '{missing}' does not exist" in message and "dataset root" not in message
+    with pytest.raises(DatasetFormatError, match=r"dataset root '.*nowhere' does not exist"):
+        RefYouTubeVOSSource(tmp_path / "nowhere", ytvos_root=missing)  # root is checked first
+
+
 def test_expression_about_an_unknown_object_is_left_out(tree, caplog):
     path = tree["root"] / "meta_expressions/train/meta_expressions.json"
     data = json.loads(path.read_text())

@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -264,6 +265,26 @@ def test_a_pickle_that_imports_code_is_refused(tmp_path):
         with pytest.raises(pickle.UnpicklingError, match="refused global"):
             DataOnlyUnpickler(io.BytesIO(pickle.dumps(_Exploit(marker), protocol=protocol))).load()
     assert not marker.exists() and not path.with_suffix(".json").exists()
+
+
+def test_a_refused_pickle_and_a_truncated_one_each_say_one_thing(tmp_path):
+    """The refusal of code ended "...download it again from a trusted copy.); the file may be truncated.":
+    the refusal, a ValueError, was caught by the corrupt-stream handler and reworded."""
+    with pytest.raises(DatasetFormatError) as refused:
+        load_data_pickle(pickle.dumps([{"ref_id": 1}, _Exploit(tmp_path / "pwned")]), name="refs(unc).p")
+    assert re.fullmatch(
+        r"refs\(unc\)\.p: refused: opcode STACK_GLOBAL at byte \d+ imports or calls code\. The refer "
+        r"pickles hold only plain data, so this file is not a genuine one; download it again from a "
+        r"trusted copy\.",
+        str(refused.value),
+    )
+    with pytest.raises(DatasetFormatError) as truncated:
+        load_data_pickle(pickle.dumps([{"ref_id": 1, "sent": "a dog"}])[:-6], name="refs(unc).p")
+    assert re.fullmatch(
+        r"refs\(unc\)\.p: not a valid pickle \(.+\); the file is truncated or corrupt\. Download it again\.",
+        str(truncated.value),
+    )
+    assert "refused" not in str(truncated.value)
 
 
 def test_plain_data_pickles_convert_next_to_the_pickle(tmp_path):
