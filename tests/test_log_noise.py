@@ -73,3 +73,53 @@ def test_save_checkpoint_leaves_the_info_line_to_its_callers(tiny_model, tiny_pr
     caplog.set_level(logging.INFO)
     save_checkpoint(tiny_model, tiny_pretrained, tmp_path / "step.staging" / "model")
     assert "staging" not in caplog.text
+
+
+def test_the_demo_s_stand_ins_are_made_without_open_clip_s_chatter(tiny_pretrained, tmp_path, caplog):
+    """``lavida-demo`` printed open_clip's eight progress lines and two "initialized randomly" warnings while
+    it wrote its random base models and pretrained the tiny CLIP, both random on purpose and said so."""
+    import shutil
+
+    from conftest import compose_model_config, write_synthetic_train
+
+    from lavida.models.random_init import write_random_pretrained
+    from lavida.synthetic.pretrain_clip import pretrain_clip
+
+    caplog.set_level(logging.INFO)
+    write_random_pretrained(compose_model_config("tiny"), tmp_path / "base")
+    assert "Wrote random base models" in caplog.text  # lavida's own line says they are random
+    text = tiny_pretrained.text_encoder
+    clip_file = tmp_path / "open_clip_model.safetensors"
+    shutil.copy(text.pretrained, clip_file)
+    train_root = write_synthetic_train(tmp_path / "train", videos=2, images=4, frames=2)
+    pretrain_clip(clip_file, train_root, model_name=text.model_name, arch=text.arch, steps=1, batch_size=4)
+    assert [r.getMessage() for r in _open_clip_records(caplog)] == []
+
+
+def test_the_demo_tells_deepspeed_it_runs_on_the_cpu(monkeypatch, tmp_path):
+    """Accelerate's model unwrapping imports DeepSpeed where it is installed, which warned on every demo run
+    "Setting accelerator to CPU. If you have GPU or other accelerator, we were unable to detect it"."""
+    import subprocess
+    import sys
+
+    from omegaconf import OmegaConf
+
+    import lavida.cli.demo as demo
+
+    pytest.importorskip("deepspeed")
+    monkeypatch.delenv("DS_ACCELERATOR", raising=False)
+    monkeypatch.setattr(demo, "run", lambda cfg: {})
+    monkeypatch.setattr(demo, "hydra_record", lambda cfg: {})
+    monkeypatch.setattr(demo, "write_record", lambda *args: None)
+    demo.main.__wrapped__(OmegaConf.create({"num_workers": 1, "output_dir": str(tmp_path)}))
+    import os
+
+    assert os.environ["DS_ACCELERATOR"] == "cpu"
+    done = subprocess.run(
+        [sys.executable, "-c", "import deepspeed"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
+    )
+    assert done.returncode == 0 and "Setting accelerator" not in done.stdout + done.stderr, done.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import hydra
 import torch
@@ -38,6 +39,9 @@ def torch_threads(num_workers: int) -> int:
 @hydra.main(version_base=None, config_path="pkg://lavida.configs", config_name="demo")
 def main(cfg: DictConfig) -> None:
     torch.set_num_threads(torch_threads(cfg.num_workers))
+    # The demo runs on the CPU. Accelerate's model unwrapping imports DeepSpeed where it is installed,
+    # which then warns that it found no GPU; told the CPU is meant, it says nothing.
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
     record = hydra_record(cfg)
     with user_errors("lavida-demo", cfg):
         metrics = run(cfg)

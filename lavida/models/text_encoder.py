@@ -119,7 +119,8 @@ def build_category_encoder(
 
 class _OpenClipChatter(logging.Filter):
     """Drops open_clip's progress messages, and its "No pretrained weights loaded ... Model initialized
-    randomly" when ``weights_follow`` (lavida loads the weights from a local file right after).
+    randomly" unless ``keep_random_notice`` (lavida loads the weights from a local file right after, or
+    makes a random tower on purpose and says so itself).
 
     open_clip (3.x) logs through the root logger (``logging.info``/``logging.warning``), about eight lines
     per build ("Parsing model identifier", "Instantiating model architecture", "Using default
@@ -128,17 +129,17 @@ class _OpenClipChatter(logging.Filter):
     that other loggers propagate to it.
     """
 
-    def __init__(self, package_dir: str, *, weights_follow: bool) -> None:
+    def __init__(self, package_dir: str, *, keep_random_notice: bool) -> None:
         super().__init__()
         self.package_dir = package_dir
-        self.weights_follow = weights_follow
+        self.keep_random_notice = keep_random_notice
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.pathname.startswith(self.package_dir):
             return True
         if record.levelno < logging.WARNING:
             return False
-        return not (self.weights_follow and "initialized randomly" in record.getMessage())
+        return self.keep_random_notice or "initialized randomly" not in record.getMessage()
 
 
 class _LastResortStandIn(logging.Handler):
@@ -151,14 +152,20 @@ class _LastResortStandIn(logging.Handler):
 
 
 @contextlib.contextmanager
-def _quiet_open_clip(*, weights_follow: bool) -> Iterator[None]:
+def quiet_open_clip(*, keep_random_notice: bool) -> Iterator[None]:
     """The context in which open_clip builds a model or tokenizer, its chatter left out (see
-    :class:`_OpenClipChatter`); the logging configuration is as it was afterwards."""
+    :class:`_OpenClipChatter`); the logging configuration is as it was afterwards.
+
+    Args:
+        keep_random_notice: Keep open_clip's warning that the model is initialised randomly: True where
+            the caller leaves it random without saying so (``pretrained=None`` in
+            :func:`load_clip_text`).
+    """
     import open_clip
 
     root = logging.getLogger()
     package_dir = os.path.join(os.path.dirname(open_clip.__file__), "")  # with the trailing separator
-    chatter = _OpenClipChatter(package_dir, weights_follow=weights_follow)
+    chatter = _OpenClipChatter(package_dir, keep_random_notice=keep_random_notice)
     root.addFilter(chatter)
     # logging.info() (module-level, as open_clip calls it) runs logging.basicConfig() when the root logger
     # has no handler: a Python API user's program would keep a stderr handler it never configured, and
@@ -188,7 +195,7 @@ def load_clip_text(
         )
     # With `pretrained`, the weights are loaded from that file below: open_clip's notice that the model
     # is initialised randomly would mislead. Without it, the model is random and the notice stays.
-    with _quiet_open_clip(weights_follow=pretrained is not None):
+    with quiet_open_clip(keep_random_notice=pretrained is None):
         clip = open_clip.create_model(model_name, pretrained=None, device=torch.get_default_device())
     del clip.visual  # only the text tower is used; this frees ~88M parameters for ViT-B/32
     # The contrastive temperature (and SigLIP's bias) belong to CLIP's training loss, not to the text
@@ -200,7 +207,7 @@ def load_clip_text(
     if pretrained is not None:
         load_clip_text_weights(clip, pretrained, model_name=model_name)
     clip.to(getattr(torch, dtype))
-    with _quiet_open_clip(weights_follow=pretrained is not None):
+    with quiet_open_clip(keep_random_notice=pretrained is None):
         tokenizer = open_clip.get_tokenizer(model_name)
     return clip, tokenizer
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from lavida.atomic import atomic_path
 from lavida.data.sources.base import SegRecord, read_manifest
 from lavida.data.sources.synthetic import SyntheticSource
-from lavida.models.text_encoder import load_clip_text_weights, register_clip_config
+from lavida.models.text_encoder import load_clip_text_weights, quiet_open_clip, register_clip_config
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +67,13 @@ def pretrain_clip(
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     register_clip_config(model_name, arch)
-    clip = open_clip.create_model(model_name, pretrained=None, device=torch.device("cpu"))
+    with quiet_open_clip(keep_random_notice=False):  # the text tower's weights are loaded just below
+        clip = open_clip.create_model(model_name, pretrained=None, device=torch.device("cpu"))
+        tokenizer = open_clip.get_tokenizer(model_name)
     visual = clip.visual  # random; the file holds the text tower only (its loader expects no image tower)
     del clip.visual
     load_clip_text_weights(clip, str(clip_file))
     clip.visual = visual
-    tokenizer = open_clip.get_tokenizer(model_name)
     clip.train()
     side = clip.visual.image_size
     side = side[0] if isinstance(side, tuple | list) else int(side)
