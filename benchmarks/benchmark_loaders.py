@@ -15,12 +15,14 @@ of the shipped split lists (158 abnormal) with ~89,900 id maps; UCF-Crime 290 vi
 
     python benchmarks/benchmark_loaders.py                         # all five, trees in a temporary folder
     python benchmarks/benchmark_loaders.py --only ucsd_ped2 --size 240 360
-    python benchmarks/benchmark_loaders.py --root /tmp/loader-trees --keep --profile 20   # reuses the trees
+    python benchmarks/benchmark_loaders.py --root /tmp/loader-trees --keep --profile 20  # reuses kept trees
 
 With tiny files the figures are the loaders' own overhead (listing, parsing, per-file opens, Python),
 not decoding: real masks and videos add their decoding time. The trees are read from the page cache.
 Prints a markdown table; ``--profile N`` also prints each benchmark's top N functions by cumulative
-time (cProfile).
+time (cProfile). ``--keep`` keeps the trees in ``<root>/<tree>-HxW``, where a later ``--keep`` run reuses
+them; each appears there only once complete (:func:`tree_folder`). Without it every tree is written
+afresh and removed at the end.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import time
 import tracemalloc
 from collections import Counter
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -314,34 +317,81 @@ def measure(run: str, root: Path, repeat: int, memory: bool) -> dict:
     }
 
 
-def main() -> None:
+def at_least(minimum: int, text: str) -> int:
+    """argparse ``type=partial(at_least, minimum)``: an integer ≥ ``minimum``, else an error naming the flag."""
+    if not text.strip().removeprefix("-").isdecimal() or int(text) < minimum:
+        raise argparse.ArgumentTypeError(f"expected an integer of at least {minimum}, got {text!r}")
+    return int(text)
+
+
+def tree_folder(base: Path, tree: str, size: tuple[int, int], *, keep: bool) -> tuple[Path, bool]:
+    """Where ``tree`` at ``size`` is read from, written first unless ``keep`` finds it complete.
+
+    A tree is written into a temporary sibling (``.<tree>-HxW.tmp-*``) and, with ``keep``, renamed to
+    ``<base>/<tree>-HxW`` only once its writer has finished, so that name only ever holds a complete
+    tree: one interrupted midway (Ctrl-C, an error, a full disk) is removed, and one killed outright
+    leaves only a hidden ``.tmp-`` folder that no run reads. Without ``keep`` nothing there is reused
+    (an existing ``<tree>-HxW`` is left as it is) and the tree stays in its temporary sibling, which the
+    caller removes.
+
+    Returns:
+        (the tree's folder, whether this call wrote it).
+    """
+    final = base / f"{tree}-{size[0]}x{size[1]}"
+    if keep and final.is_dir():
+        return final, False
+    base.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(dir=base, prefix=f".{final.name}.tmp-"))
+    try:
+        WRITERS[tree](temporary, size)
+    except BaseException:  # Ctrl-C included: half a tree must not be left where a run could read it
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    if not keep:
+        return temporary, True
+    temporary.rename(final)  # one rename: <tree>-HxW appears complete or not at all
+    return final, True
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    positive, non_negative = partial(at_least, 1), partial(at_least, 0)
     parser.add_argument("--only", nargs="+", choices=list(RUNS), default=list(RUNS))
-    parser.add_argument("--size", type=int, nargs=2, default=(8, 8), metavar=("H", "W"), help="image size")
+    parser.add_argument(
+        "--size", type=positive, nargs=2, default=(8, 8), metavar=("H", "W"), help="image size"
+    )
     parser.add_argument("--root", type=Path, help="where to write the trees (default: a temporary folder)")
-    parser.add_argument("--keep", action="store_true", help="keep the trees (and reuse them if present)")
-    parser.add_argument("--repeat", type=int, default=3, help="timed passes; the best is printed")
-    parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the top N functions")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the trees in <root>/<tree>-HxW and reuse those a finished run left there "
+        "(without it, every tree is written afresh and removed at the end)",
+    )
+    parser.add_argument("--repeat", type=positive, default=3, help="timed passes; the best is printed")
+    parser.add_argument(
+        "--profile", type=non_negative, default=0, metavar="N", help="print the top N functions"
+    )
     parser.add_argument(
         "--memory", action="store_true", help="also measure the memory the loaded benchmark holds (slow)"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     size = tuple(args.size)
 
     base = args.root or Path(tempfile.mkdtemp(prefix="lavida-loaders-"))
     written: list[Path] = []  # removed at the end unless --keep (never the --root folder itself)
+    trees: dict[str, Path] = {}  # shanghaitech's tree serves two rows
     rows = []
     try:
         for run in args.only:
             name, options, tree = RUNS[run]
-            root = base / f"{tree}-{size[0]}x{size[1]}"
-            if not root.is_dir():
+            if tree not in trees:
                 t0 = time.perf_counter()
-                root.mkdir(parents=True)
-                written.append(root)
-                WRITERS[tree](root, size)
-                print(f"wrote {root} in {time.perf_counter() - t0:.1f} s", flush=True)
+                trees[tree], wrote = tree_folder(base, tree, size, keep=args.keep)
+                if wrote:
+                    written.append(trees[tree])
+                    print(f"wrote {trees[tree]} in {time.perf_counter() - t0:.1f} s", flush=True)
+            root = trees[tree]
             rows.append(measure(run, root, args.repeat, args.memory))
             if args.profile:
                 profile = cProfile.Profile()

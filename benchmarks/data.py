@@ -22,6 +22,7 @@ import argparse
 import os
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -177,23 +178,36 @@ def measure_loader(loader, *, warmup: int) -> tuple[int, int, float]:
     return clips, frames, time.perf_counter() - started
 
 
-def main() -> None:
+def at_least(minimum: int, text: str) -> int:
+    """argparse ``type=partial(at_least, minimum)``: an integer ≥ ``minimum``, else an error naming the flag."""
+    if not text.strip().removeprefix("-").isdecimal() or int(text) < minimum:
+        raise argparse.ArgumentTypeError(f"expected an integer of at least {minimum}, got {text!r}")
+    return int(text)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (see the module docstring)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--height", type=int, default=720)
-    parser.add_argument("--width", type=int, default=1280)
-    parser.add_argument("--videos", type=int, default=6)
-    parser.add_argument("--frames", type=int, default=40, help="frames per video")
-    parser.add_argument("--images", type=int, default=6)
+    positive, non_negative = partial(at_least, 1), partial(at_least, 0)
+    parser.add_argument("--height", type=positive, default=720)
+    parser.add_argument("--width", type=positive, default=1280)
+    parser.add_argument("--videos", type=positive, default=6)
+    parser.add_argument("--frames", type=positive, default=40, help="frames per video")
+    parser.add_argument("--images", type=positive, default=6)
     parser.add_argument("--video-share", type=float, default=0.7, help="mixture weight of videos")
     parser.add_argument("--budget", choices=["official", "tiny"], default="official")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--batches", type=int, default=20, help="timed batches")
-    parser.add_argument("--warmup", type=int, default=2, help="batches before timing starts")
-    parser.add_argument("--stage-clips", type=int, default=6, help="clips for the per-stage breakdown")
-    args = parser.parse_args()
+    parser.add_argument("--workers", type=non_negative, default=2)
+    parser.add_argument("--batch-size", type=positive, default=2)
+    parser.add_argument("--batches", type=positive, default=20, help="timed batches")
+    parser.add_argument("--warmup", type=non_negative, default=2, help="batches before timing starts")
+    parser.add_argument("--stage-clips", type=positive, default=6, help="clips for the per-stage breakdown")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="lavida-bench-data-") as folder:
         root = Path(folder)

@@ -1,34 +1,40 @@
-"""Why the demo's frame scores stay flat: two measurements on the tiny SAM2 of a ``lavida-demo`` run.
+"""Why the demo's frame scores stay flat: five measurements on the tiny SAM2 of a ``lavida-demo`` run.
 
 LAVIDA's frame-level anomaly score is SAM2's object score (§3.8). The decoder's object token, like
 the projector's category attention (Eq. 7), only sees SAM2's *top-level* features (8×8 for the tiny
 model), so the demo can only learn frame scores if (1) those features say what an object is and
 (2) the decoder can learn "is the prompted thing in this frame?" from them. This script measures both
 on the SAM2 of a finished demo run (``<demo>/base_models/sam2``, after its pretraining) and the demo's
-synthetic training set:
+synthetic training set, in the order it prints them (docs/benchmarks.md lists the same five):
 
-1. **Linear probes.** For every object of sampled training frames, the feature vector of the cell
+1. **Spread of the deepest level.** Its mean per-location norm and the mean distance of a location's
+   feature from the frame's mean feature (near 0: every location carries the same vector).
+2. **Linear probes.** For every object of sampled training frames, the feature vector of the cell
    it covers most is taken at each level (top 8×8, 16×16, 32×32), and a logistic regression
    (sklearn) predicts the object's colour and its shape from it (70 % of objects to fit, 30 % to
    score). Chance is about 1/8 for colour and 1/6 for shape.
-2. **Oracle prompts.** A copy of the decoder is trained as in LAVIDA (frozen encoder, B.2) but
-   prompted by a learned embedding per training description instead of the projector: half the
-   frames are asked for a visible object (its mask, presence 1), half for an absent description
-   (empty mask, presence 0). It prints the object-score loss and the presence accuracy every 50
-   steps. Chance: loss ln 2 = 0.693, accuracy 0.5.
 3. **What one attribute buys.** On clips drawn by the demo's real training dataset (Anomaly Exposure
    Sampler, ``max_categories`` 8, strides 1 and 2), three rules decide each frame's presence label
    from the ground truth: "a listed category has the colour of a visible object", "... the shape ...",
    and "a listed category is a visible object" (exact, so it must score 1.0). The first two are the
    best any detector that sees only colour, or only shape, can do: the sampler's irrelevant
-   categories often share a colour or a shape with a visible object. Also the frame BCE of the best
-   predictor that sees only the number of listed categories (Eq. 1–2 list one fewer for a normal
-   clip; ``--category-count matched`` removes that).
+   categories often share a colour or a shape with a visible object. Also the frame AUC of the same
+   rules on the demo's two test sets, and the frame BCE of the best predictor that sees only the
+   number of listed categories (Eq. 1–2 list one fewer for a normal clip; ``--category-count
+   matched`` removes that).
 4. **Grounding probe and Eq. 7 head**, trained side by side on frozen features: the best
    category–location match (max-pooling keeps the match strength) and LAVIDA's own Eq. 7 attention
-   read out as max_k w·f_a[k] (docs/benchmarks.md).
+   read out as max_k w·f_a[k]. Reads the demo's trained model config (``train/final``);
+   ``--grounding-steps 0`` skips it.
+5. **Oracle prompts.** A copy of the decoder is trained as in LAVIDA (frozen encoder, B.2) but
+   prompted by a learned embedding per training description instead of the projector: half the
+   frames are asked for a visible object (its mask, presence 1), half for an absent description
+   (empty mask, presence 0). It prints the object-score loss and the presence accuracy every 50
+   steps. Chance: loss ln 2 = 0.693, accuracy 0.5. ``--steps 0`` skips it.
 
-Run from the repository root after a demo run::
+A folder that lacks any input (a demo killed midway) is refused before any work, naming what is missing.
+
+Run from the repository root after a finished demo run::
 
     python benchmarks/demo_diagnostics.py outputs/demo
     python benchmarks/demo_diagnostics.py outputs/demo --steps 600 --class-weight 10
@@ -40,6 +46,7 @@ import argparse
 import dataclasses
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +57,7 @@ from lavida.data.config import DataConfig
 from lavida.data.processor import sam_pixel_values
 from lavida.data.sources.base import SegRecord, read_manifest
 from lavida.data.sources.synthetic import SyntheticSource
+from lavida.demo import STAND_INS_FILE
 from lavida.losses import SegLossWeights, segmentation_loss
 from lavida.models.mask_decoder import MultiLevelMaskDecoder, build_mask_decoder
 from lavida.synthetic.datasets import default_split
@@ -122,6 +130,61 @@ def demo_split(demo_dir: Path):
     if not run_config.is_file():
         raise SystemExit(f"{run_config} does not exist: give the output_dir of a finished `lavida-demo` run.")
     return default_split(int(json.loads(run_config.read_text())["train"]["seed"]))
+
+
+def demo_inputs(demo_dir: Path, *, grounding: bool) -> dict[Path, str]:
+    """What :func:`main` reads from ``demo_dir``, each with what it is: a folder's file that the demo
+    writes last stands for the whole folder.
+
+    Args:
+        grounding: Whether the grounding probe runs: it alone reads the trained model's config.
+    """
+    data, train = demo_dir / "data", demo_dir / "train"
+    # SyntheticSource refuses a missing root, so only an existing one is asked where its manifest is.
+    train_set = data / "synthetic_train"
+    manifest = SyntheticSource(train_set).manifest_path() if train_set.is_dir() else train_set
+    inputs = {
+        demo_dir / "base_models" / "sam2" / "config.json": "the tiny SAM2 of the demo's base models",
+        # Written once the stand-in pretraining has finished: without it base_models/sam2 may still hold
+        # random weights, and every probe would describe an untrained encoder.
+        demo_dir / "base_models" / STAND_INS_FILE: "the record of the finished stand-in pretraining",
+        manifest: "the synthetic training set and its manifest",
+        train / "run_config.json": "the training run's settings, whose seed gives the category split",
+        data / "vad_seen" / "synthetic_layout.json": "the seen test set",
+        data / "vad_unseen" / "synthetic_layout.json": "the unseen test set",
+    }
+    if grounding:
+        inputs[train / "final" / "lavida_config.json"] = "the trained model, written when training ends"
+    return inputs
+
+
+def check_demo_dir(demo_dir: Path, *, grounding: bool) -> None:
+    """Refuse, before any work, a folder that lacks something :func:`main` will read.
+
+    A demo killed midway (or a folder that is no demo) otherwise failed minutes later, at the first
+    missing file. The CLIP weights that the trained model's config names are checked too: the demo
+    writes them as absolute paths, which moving its folder breaks.
+
+    Raises:
+        SystemExit: naming every missing input, what it is and how to produce it.
+    """
+    inputs = demo_inputs(demo_dir, grounding=grounding)
+    missing = [f"{path}: {what}" for path, what in inputs.items() if not path.exists()]
+    model = demo_dir / "train" / "final" / "lavida_config.json"
+    if grounding and model.is_file():
+        weights = json.loads(model.read_text()).get("text_encoder", {}).get("pretrained")
+        if weights is not None and not Path(weights).exists():
+            missing.append(f"{weights}: the CLIP text weights {model} names (was the demo folder moved?)")
+    if not missing:
+        return
+    listed = "\n  ".join(missing)
+    skip = " (--grounding-steps 0 skips the grounding probe, the only part that reads train/final)"
+    raise SystemExit(
+        f"{demo_dir} is not a finished `lavida-demo` run; missing:\n  {listed}\n"
+        f"Rerun `lavida-demo output_dir={demo_dir}` with the settings it was started with to finish it (it "
+        "reuses the data and base models there and resumes training), or give the output_dir of a "
+        f"finished run{skip if grounding and not model.is_file() else ''}."
+    )
 
 
 def training_clips(
@@ -520,17 +583,31 @@ def train_grounding_probe(
     return rows
 
 
+def at_least(minimum: int, text: str) -> int:
+    """argparse ``type=partial(at_least, minimum)``: an integer ≥ ``minimum``, else an error naming the flag."""
+    if not text.strip().removeprefix("-").isdecimal() or int(text) < minimum:
+        raise argparse.ArgumentTypeError(f"expected an integer of at least {minimum}, got {text!r}")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    positive, non_negative = partial(at_least, 1), partial(at_least, 0)
     parser.add_argument("demo_dir", type=Path, help="output_dir of a finished lavida-demo run")
-    parser.add_argument("--probe-frames", type=int, default=200)
-    parser.add_argument("--steps", type=int, default=300, help="oracle-prompt training steps (0: skip)")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--probe-frames", type=positive, default=200, help="training frames for the probes")
+    parser.add_argument(
+        "--steps", type=non_negative, default=300, help="oracle-prompt training steps (0: skip)"
+    )
+    parser.add_argument("--batch-size", type=positive, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--class-weight", type=float, default=1.0, help="weight of the object-score loss")
-    parser.add_argument("--rule-clips", type=int, default=400, help="training clips for the attribute rules")
-    parser.add_argument("--max-categories", type=int, default=8, help="as the demo's max_categories")
-    parser.add_argument("--grounding-steps", type=int, default=1500, help="grounding-probe steps (0: skip)")
+    parser.add_argument(
+        "--rule-clips", type=positive, default=400, help="training clips for the attribute rules"
+    )
+    parser.add_argument("--max-categories", type=positive, default=8, help="as the demo's max_categories")
+    parser.add_argument(
+        "--grounding-steps", type=non_negative, default=1500, help="grounding-probe steps (0: skip)"
+    )
     parser.add_argument(
         "--category-count",
         choices=("paper", "matched"),
@@ -540,11 +617,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
+    check_demo_dir(args.demo_dir, grounding=args.grounding_steps > 0)
     sam_dir = args.demo_dir / "base_models" / "sam2"
     train_root = args.demo_dir / "data" / "synthetic_train"
-    for path in (sam_dir, train_root):
-        if not path.is_dir():
-            raise SystemExit(f"{path} does not exist: give the output_dir of a finished `lavida-demo` run.")
     source = SyntheticSource(train_root)
     records = read_manifest(source.manifest_path())
     # The oracle prompts are as wide as SAM2's prompt tokens (any width works: B.5's Linear maps them).

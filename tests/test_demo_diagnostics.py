@@ -341,6 +341,19 @@ def test_split_description_inverts_describe():
     assert [split_description(describe(c, s)) for c, s in pairs] == pairs
 
 
+def demo_folder(tmp_path, source, tiny_pretrained):
+    """A demo-like folder with the toy training set and the tiny SAM2, its pretraining recorded as done."""
+    demo = tmp_path / "demo"
+    (demo / "base_models").mkdir(parents=True)
+    (demo / "base_models" / "sam2").symlink_to(tiny_pretrained.mask_decoder.pretrained)
+    (demo / "base_models" / "stand_ins.json").write_text("{}")
+    (demo / "data").mkdir()
+    (demo / "data" / "synthetic_train").symlink_to(source.root)
+    (demo / "train").mkdir()
+    (demo / "train" / "run_config.json").write_text(json.dumps({"train": {"seed": 0}}))
+    return demo
+
+
 def test_main_prints_every_section_for_a_demo_directory(
     diagnostics, toy, tiny_pretrained, tmp_path, monkeypatch, capsys
 ):
@@ -350,13 +363,7 @@ def test_main_prints_every_section_for_a_demo_directory(
     from lavida.synthetic.datasets import VadSetSpec, default_split, write_vad_set
 
     source, _, _ = toy
-    demo = tmp_path / "demo"
-    (demo / "base_models").mkdir(parents=True)
-    (demo / "base_models" / "sam2").symlink_to(tiny_pretrained.mask_decoder.pretrained)
-    (demo / "data").mkdir()
-    (demo / "data" / "synthetic_train").symlink_to(source.root)
-    (demo / "train").mkdir()
-    (demo / "train" / "run_config.json").write_text(json.dumps({"train": {"seed": 0}}))
+    demo = demo_folder(tmp_path, source, tiny_pretrained)
     split = default_split(0)
     for name, anomalies in (("seen", split.seen_anomalies), ("unseen", split.unseen_anomalies)):
         spec = VadSetSpec(anomalous_videos=2, normal_videos=1, frames=6, seed=1)
@@ -379,3 +386,81 @@ def test_main_prints_every_section_for_a_demo_directory(
     oracle = [line for line in out.splitlines() if line.startswith("| 2 | ")]
     assert len(oracle) == 1, out
     assert "Grounding probe" not in out  # --grounding-steps 0 skips it
+
+
+def test_a_demo_killed_during_training_is_refused_before_any_work(
+    diagnostics, toy, tiny_pretrained, tmp_path, monkeypatch
+):
+    """A demo folder without ``train/final`` (killed while training) ran minutes of probes, then ended in
+    ``FileNotFoundError: .../train/final/lavida_config.json``. Now nothing is built or read first, and the
+    refusal names every missing input and the command that writes it."""
+    from lavida.synthetic.datasets import VadSetSpec, default_split, write_vad_set
+
+    source, _, _ = toy
+    demo = demo_folder(tmp_path, source, tiny_pretrained)
+    split = default_split(0)
+    spec = VadSetSpec(anomalous_videos=1, normal_videos=1, frames=4, seed=1)
+    write_vad_set(demo / "data" / "vad_seen", anomalies=split.seen_anomalies, normal=split.normal, spec=spec)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the demo folder was checked")
+
+    monkeypatch.setattr(diagnostics, "build_mask_decoder", no_work)
+    monkeypatch.setattr("sys.argv", ["demo_diagnostics.py", str(demo)])
+    with pytest.raises(SystemExit) as raised:
+        diagnostics.main()
+    message = str(raised.value.code)
+    assert str(demo / "train" / "final" / "lavida_config.json") in message
+    assert str(demo / "data" / "vad_unseen" / "synthetic_layout.json") in message
+    assert "vad_seen" not in message and "sam2" not in message  # only what is missing
+    assert f"lavida-demo output_dir={demo}" in message and "--grounding-steps 0" in message
+
+    # Without the grounding probe nothing reads train/final, so only the test set is missing.
+    monkeypatch.setattr("sys.argv", ["demo_diagnostics.py", str(demo), "--grounding-steps", "0"])
+    with pytest.raises(SystemExit) as raised:
+        diagnostics.main()
+    message = str(raised.value.code)
+    assert "vad_unseen" in message and "train/final" not in message
+
+
+def test_an_empty_folder_is_refused_with_every_input_listed(diagnostics, tmp_path):
+    with pytest.raises(SystemExit) as raised:
+        diagnostics.check_demo_dir(tmp_path, grounding=True)
+    message = str(raised.value.code)
+    for part in ("sam2/config.json", "stand_ins.json", "synthetic_train", "run_config.json", "vad_seen"):
+        assert part in message, part
+    assert "vad_unseen" in message and "train/final/lavida_config.json" in message
+
+
+def test_moved_clip_weights_are_named_before_any_work(diagnostics, tmp_path):
+    """The trained model's config names the CLIP weights by absolute path: a moved demo folder breaks it."""
+    final = tmp_path / "train" / "final"
+    final.mkdir(parents=True)
+    gone = tmp_path / "elsewhere" / "clip" / "open_clip_model.safetensors"
+    (final / "lavida_config.json").write_text(json.dumps({"text_encoder": {"pretrained": str(gone)}}))
+    with pytest.raises(SystemExit, match="was the demo folder moved") as raised:
+        diagnostics.check_demo_dir(tmp_path, grounding=True)
+    assert str(gone) in str(raised.value.code)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--rule-clips", "0"),
+        ("--probe-frames", "0"),
+        ("--batch-size", "0"),
+        ("--max-categories", "0"),
+        ("--steps", "-1"),
+        ("--grounding-steps", "-1"),
+    ],
+)
+def test_counts_out_of_range_are_usage_errors_naming_the_flag(
+    diagnostics, tmp_path, monkeypatch, capsys, flag, value
+):
+    """``--rule-clips 0`` was refused as ``data.samples_per_epoch must be ≥ 1`` after the probes had run,
+    ``--probe-frames 0`` ended in numpy's "need at least one array to stack"."""
+    monkeypatch.setattr("sys.argv", ["demo_diagnostics.py", str(tmp_path), flag, value])
+    with pytest.raises(SystemExit) as raised:
+        diagnostics.main()
+    assert raised.value.code == 2
+    assert f"argument {flag}: expected an integer of at least" in capsys.readouterr().err

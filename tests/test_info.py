@@ -1,5 +1,11 @@
-"""`lavida-info`: parameter counts on the meta device, checked against the architecture formulas."""
+"""`lavida-info`: parameter counts on the meta device against the architecture formulas; user errors."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 from conftest import compose_model_config
 from omegaconf import OmegaConf
 
@@ -80,3 +86,28 @@ def test_tiny_model_counts(capsys):
     assert trainable["mllm.lm_head (<SEG> row)"] == 64
     assert trainable["text_encoder (CLIP text, frozen)"] == 0
     assert totals["projector (multi-scale semantic)"] == trainable["projector (multi-scale semantic)"] > 0
+
+
+def lavida_info(*overrides: str, cwd) -> subprocess.CompletedProcess:
+    """The installed ``lavida-info`` console script, as a user's shell runs it (no HYDRA_FULL_ERROR)."""
+    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
+    command = [str(Path(sys.executable).parent / "lavida-info"), *overrides]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["+modle=tiny"], "lavida-info: unknown key(s) 'modle' (did you mean 'model'?); "),
+        (["model=tiny", "model.projector.num_queries=0"], "lavida-info: num_queries must be positive, got 0"),
+    ],
+)
+def test_a_user_error_is_one_line_with_status_2(tmp_path, overrides, message):
+    """lavida-info printed Hydra's "Error executing job" banner and a traceback for these, and exited 1,
+    where the other Hydra tools print ``lavida-<tool>: <message>`` and exit 2 (lavida/cli/errors.py)."""
+    done = lavida_info(*overrides, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "Error executing job" not in done.stderr
+    assert done.stderr.startswith(message), done.stderr
+    assert done.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []  # info writes nothing

@@ -2,7 +2,7 @@
 
 ``benchmarks/`` is not a package, so the script is imported from its file. One module-scoped run
 covers every mode × ratio × clip length; the timings are only checked for being finite and positive
-(benchmarks are scripts, not timed tests: DESIGN §8).
+(benchmarks are scripts that print figures, not timed tests).
 """
 
 import dataclasses
@@ -448,3 +448,37 @@ def test_cuda_timing_and_memory_calls_name_the_device(bench, monkeypatch):
     for name, where in calls:
         want = ("stream", device) if name == "Event.record" else device
         assert where == want, (name, where)
+
+
+def test_the_full_model_without_cuda_is_refused_before_it_is_built(bench, monkeypatch, capsys):
+    """Without --tiny and without CUDA the script fell back to the CPU and built the 8.45 B model in fp32
+    (~34 GB), which ended in an allocator error."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the model was built")
+
+    monkeypatch.setattr(bench, "build_random_model", no_build)
+    monkeypatch.setattr(bench, "compose_config", no_build)
+    with pytest.raises(SystemExit) as raised:
+        bench.main([])
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert "no CUDA device" in err and "--tiny" in err and "--device cuda" in err
+
+    # Asked for by name, the CPU is the user's choice; the tiny model defaults to it.
+    assert bench.parse_args(["--device", "cpu"]).device == "cpu"
+    assert bench.parse_args(["--model", "tiny"]).device == "cpu"
+    assert bench.parse_args(["--tiny"]).device == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--warmup", "-1"), ("--repeats", "0"), ("--processing-repeats", "0"), ("--threads", "0")],
+)
+def test_counts_out_of_range_are_usage_errors_naming_the_flag(bench, capsys, flag, value):
+    """``--warmup -1`` was accepted, and the report said "after -1 warm-up"."""
+    with pytest.raises(SystemExit) as raised:
+        bench.parse_args(["--tiny", flag, value])
+    assert raised.value.code == 2
+    assert f"argument {flag}: expected an integer of at least" in capsys.readouterr().err

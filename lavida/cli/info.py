@@ -12,6 +12,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from lavida.cli.errors import user_errors
 from lavida.cli.keys import reject_unknown_keys
 from lavida.models.config import LavidaConfig
 from lavida.models.lavida import build_lavida
@@ -25,7 +26,8 @@ def run(cfg: DictConfig) -> int:
 
     Raises:
         ValueError: for a top-level key ``info.yaml`` does not define (``+modle=tiny``), naming the
-            nearest valid key, before anything is built.
+            nearest valid key, before anything is built; or for an invalid model size
+            (``model.projector.num_queries=0``). ``lavida-info`` prints either as one line and exits 2.
     """
     reject_unknown_keys(cfg, config_name="info")
     config = LavidaConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True)).without_weights()
@@ -45,7 +47,9 @@ def run(cfg: DictConfig) -> int:
 
 @hydra.main(version_base=None, config_path="pkg://lavida.configs", config_name="info")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    # A misspelt key or an invalid size is the user's to fix: one line, not Hydra's traceback.
+    with user_errors("lavida-info", cfg):
+        run(cfg)
 
 
 if __name__ == "__main__":
