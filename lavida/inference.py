@@ -78,7 +78,7 @@ class ClipDataset(Dataset):
         return self._worker_source
 
     def __getitem__(self, index: int) -> tuple[int, EncodedSample]:
-        frames = self._frame_source().get_frames(self.clips[index])  # one batched decode per clip (DESIGN §8)
+        frames = self._frame_source().get_frames(self.clips[index])  # one batched decode per clip
         sample = ClipSample(frames=frames, categories=self.categories, is_video=frames.shape[0] > 1)
         try:
             return index, self.processor.encode(sample, train=False)

@@ -1,4 +1,4 @@
-"""How lavida-train, lavida-eval, lavida-detect and lavida-demo end a run that the user's input refused.
+"""How lavida-train, -eval, -detect, -demo and -info end a run that the user's input refused.
 
 Hydra reports any exception of its task as "Error executing job with overrides: [...]" and a traceback,
 so a refusal that says what to do (a misspelt path, a training checkpoint given for a model, a missing

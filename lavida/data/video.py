@@ -5,7 +5,7 @@ i, j, k" — so datasets, evaluation and ``lavida-detect`` never care whether a 
 (decord, PyAV as fallback) or a folder of ``.jpg``/``.png``/``.tif``/``.bmp`` files.
 
 Frames are always returned as one (n, H, W, 3) uint8 RGB array; greyscale images are repeated to
-three channels. All frames of a clip are decoded in one batched call (DESIGN §8).
+three channels. All frames of a clip are decoded in one batched call (``FrameSource.get_frames``).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ frame-level ground truth, lazily the pixel-level ground truth, and for UBnormal 
 A :class:`Protocol` says which videos are evaluated and how frames are sampled into 8-frame clips;
 :func:`plan_clips` does the sampling and says which raw frame inherits which sampled frame's score.
 
-Protocols (DESIGN §5, docs/evaluation.md):
+Protocols (docs/evaluation.md):
 
 - ``standard`` (default): every frame of every test video is scored. Frames 0, I, 2I, ... are
   sampled (I = the benchmark's interval), grouped 8 to a clip; the last clip is padded by repeating

@@ -12,7 +12,7 @@ so this module:
    that actually guarantees nothing is imported, even if the scan missed a path, and
 3. writes the result as JSON; sources read only the JSON afterwards.
 
-This is the project's only pickle-reading code (DESIGN.md §9): nothing else may call ``pickle.load``.
+The project reads no pickle but this one: nothing else may call ``pickle.load``.
 
 The refs were pickled by Python 2, whose byte strings arrive as ``bytes`` when unpickled with
 ``encoding="bytes"``; they are decoded as UTF-8 here (never silently as latin-1, which would turn any
