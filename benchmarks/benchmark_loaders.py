@@ -41,7 +41,6 @@ import time
 import tracemalloc
 from collections import Counter
 from collections.abc import Callable, Iterator
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +53,7 @@ from lavida.eval.benchmark import VadBenchmark, plan_clips
 from lavida.eval.benchmarks import get_benchmark
 from lavida.eval.benchmarks._common import resource
 from lavida.eval.runner import EvalSettings
+from lavida.number_checks import count_at_least
 
 CHUNK = EvalSettings().pixel_chunk
 
@@ -317,13 +317,6 @@ def measure(run: str, root: Path, repeat: int, memory: bool) -> dict:
     }
 
 
-def at_least(minimum: int, text: str) -> int:
-    """argparse ``type=partial(at_least, minimum)``: an integer ≥ ``minimum``, else an error naming the flag."""
-    if not text.strip().removeprefix("-").isdecimal() or int(text) < minimum:
-        raise argparse.ArgumentTypeError(f"expected an integer of at least {minimum}, got {text!r}")
-    return int(text)
-
-
 def tree_folder(base: Path, tree: str, size: tuple[int, int], *, keep: bool) -> tuple[Path, bool]:
     """Where ``tree`` at ``size`` is read from, written first unless ``keep`` finds it complete.
 
@@ -355,7 +348,7 @@ def tree_folder(base: Path, tree: str, size: tuple[int, int], *, keep: bool) -> 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    positive, non_negative = partial(at_least, 1), partial(at_least, 0)
+    positive, non_negative = count_at_least(1), count_at_least(0)
     parser.add_argument("--only", nargs="+", choices=list(RUNS), default=list(RUNS))
     parser.add_argument(
         "--size", type=positive, nargs=2, default=(8, 8), metavar=("H", "W"), help="image size"

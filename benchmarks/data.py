@@ -22,7 +22,6 @@ import argparse
 import os
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -38,6 +37,7 @@ from lavida.data.processor import IMAGE_BUDGET, TRAIN_VIDEO_BUDGET, LavidaProces
 from lavida.data.sources.base import SegmentationSource, SegRecord, SegTarget  # noqa: E402
 from lavida.data.sources.masks import load_mask_spec  # noqa: E402
 from lavida.data.train_dataset import TrainDataset  # noqa: E402
+from lavida.number_checks import count_at_least  # noqa: E402
 
 NAMES = [
     "dog",
@@ -178,19 +178,12 @@ def measure_loader(loader, *, warmup: int) -> tuple[int, int, float]:
     return clips, frames, time.perf_counter() - started
 
 
-def at_least(minimum: int, text: str) -> int:
-    """argparse ``type=partial(at_least, minimum)``: an integer ≥ ``minimum``, else an error naming the flag."""
-    if not text.strip().removeprefix("-").isdecimal() or int(text) < minimum:
-        raise argparse.ArgumentTypeError(f"expected an integer of at least {minimum}, got {text!r}")
-    return int(text)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (see the module docstring)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    positive, non_negative = partial(at_least, 1), partial(at_least, 0)
+    positive, non_negative = count_at_least(1), count_at_least(0)
     parser.add_argument("--height", type=positive, default=720)
     parser.add_argument("--width", type=positive, default=1280)
     parser.add_argument("--videos", type=positive, default=6)

@@ -46,7 +46,6 @@ import argparse
 import dataclasses
 import json
 import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +59,7 @@ from lavida.data.sources.synthetic import SyntheticSource
 from lavida.demo import STAND_INS_FILE
 from lavida.losses import SegLossWeights, segmentation_loss
 from lavida.models.mask_decoder import MultiLevelMaskDecoder, build_mask_decoder
+from lavida.number_checks import count_at_least
 from lavida.synthetic.datasets import default_split
 from lavida.synthetic.shapes import COLOURS, SHAPES, split_description
 
@@ -583,16 +583,9 @@ def train_grounding_probe(
     return rows
 
 
-def at_least(minimum: int, text: str) -> int:
-    """argparse ``type=partial(at_least, minimum)``: an integer ≥ ``minimum``, else an error naming the flag."""
-    if not text.strip().removeprefix("-").isdecimal() or int(text) < minimum:
-        raise argparse.ArgumentTypeError(f"expected an integer of at least {minimum}, got {text!r}")
-    return int(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    positive, non_negative = partial(at_least, 1), partial(at_least, 0)
+    positive, non_negative = count_at_least(1), count_at_least(0)
     parser.add_argument("demo_dir", type=Path, help="output_dir of a finished lavida-demo run")
     parser.add_argument("--probe-frames", type=positive, default=200, help="training frames for the probes")
     parser.add_argument(

@@ -77,7 +77,6 @@ import warnings
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +91,7 @@ from lavida.models.config import LavidaConfig
 from lavida.models.lavida import LavidaModel, build_lavida
 from lavida.models.mask_decoder import DecoderOutput, ImageFeatures
 from lavida.models.outputs import LavidaOutput, LavidaPrediction
+from lavida.number_checks import count_at_least
 
 # -- the paper's numbers ------------------------------------------------------------------------------
 # Supplement Tab. 2 (A800 80 GB, clip length 8, compression ratio 0.2): FPS and ms per frame. Its four
@@ -1047,18 +1047,11 @@ def frame_size_arg(value: str) -> tuple[int, int]:
     )
 
 
-def at_least(minimum: int, text: str) -> int:
-    """argparse ``type=partial(at_least, minimum)``: an integer ≥ ``minimum``, else an error naming the flag."""
-    if not text.strip().removeprefix("-").isdecimal() or int(text) < minimum:
-        raise argparse.ArgumentTypeError(f"expected an integer of at least {minimum}, got {text!r}")
-    return int(text)
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line options (see the module docstring and docs/benchmarks.md)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
-    positive, non_negative = partial(at_least, 1), partial(at_least, 0)
+    positive, non_negative = count_at_least(1), count_at_least(0)
     add("--model", default="lavida", choices=sorted(PRESETS), help="model config in lavida/configs/model")
     add("--tiny", action="store_true", help="shorthand for --model tiny, on the CPU unless --device is given")
     add(

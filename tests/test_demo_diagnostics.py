@@ -463,4 +463,4 @@ def test_counts_out_of_range_are_usage_errors_naming_the_flag(
     with pytest.raises(SystemExit) as raised:
         diagnostics.main()
     assert raised.value.code == 2
-    assert f"argument {flag}: expected an integer of at least" in capsys.readouterr().err
+    assert f"argument {flag}: expected a whole number ≥" in capsys.readouterr().err

@@ -27,3 +27,30 @@ from lavida.number_checks import is_real, is_whole
 )
 def test_bools_strings_and_none_are_not_numbers(value, real, whole):
     assert (is_real(value), is_whole(value)) == (real, whole)
+
+
+@pytest.mark.parametrize(
+    ("text", "minimum", "parsed"),
+    [
+        ("3", 1, 3),
+        ("0", 0, 0),
+        (" 7 ", 1, 7),
+        ("0", 1, None),
+        ("-1", 0, None),
+        ("1.5", 1, None),
+        ("x", 0, None),
+    ],
+)
+def test_count_at_least_parses_whole_numbers_from_its_minimum(text, minimum, parsed):
+    import argparse
+
+    from lavida.number_checks import count_at_least
+
+    parse = count_at_least(minimum)
+    if parsed is not None:
+        assert parse(text) == parsed
+        return
+    with pytest.raises(
+        argparse.ArgumentTypeError, match=f"expected a whole number ≥ {minimum}, got {text!r}"
+    ):
+        parse(text)
