@@ -107,7 +107,10 @@ def test_the_demo_tells_deepspeed_it_runs_on_the_cpu(monkeypatch, tmp_path):
     import lavida.cli.demo as demo
 
     pytest.importorskip("deepspeed")
-    monkeypatch.delenv("DS_ACCELERATOR", raising=False)
+    # Set first, so that monkeypatch restores the variable's absence after main's setdefault: later tests
+    # (and the subprocesses they build from os.environ) must not run DeepSpeed on the CPU accelerator.
+    monkeypatch.setenv("DS_ACCELERATOR", "unset by the test")
+    monkeypatch.delenv("DS_ACCELERATOR")
     monkeypatch.setattr(demo, "run", lambda cfg: {})
     monkeypatch.setattr(demo, "hydra_record", lambda cfg: {})
     monkeypatch.setattr(demo, "write_record", lambda *args: None)

@@ -205,8 +205,8 @@ def build_predictor(cfg: DictConfig) -> Predictor:
 @hydra.main(version_base=None, config_path="pkg://lavida.configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
     with user_errors("lavida-eval", cfg):
-        log_from_main_process()
         state = process_state()
+        log_from_main_process(rank=state.process_index)  # the rank Accelerate gave, whatever the launcher
         record = hydra_record(cfg)
         run(cfg)
     if state.is_main_process:  # once the results are written: a refused rerun keeps the old record

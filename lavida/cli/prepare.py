@@ -209,18 +209,26 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     A refusal (:func:`lavida.cli.errors.is_user_error`: a DatasetFormatError, or a check of ours that
     raised ValueError, ...) already names the file and what was expected, so it is printed as one line;
-    so is an OSError (permissions, a full disk: the system's message names the path) and a missing
-    package. Anything else is a bug and keeps its traceback (status 1).
+    so is an OSError about a file (permissions, a full disk: the system's message names the path) and a
+    missing third-party package. Anything else is a bug and keeps its traceback (status 1): there is no
+    log file to keep it in.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     dataset, settings, options = _parse(argv)
     try:
         run(dataset, settings, options)
     except Exception as error:
-        if not (is_user_error(error) or isinstance(error, OSError | ModuleNotFoundError)):
+        if not (is_user_error(error) or _system_refusal(error)):
             raise
         print(f"lavida-prepare {dataset}: {error}", file=sys.stderr)
         raise SystemExit(USER_ERROR_STATUS) from error
+
+
+def _system_refusal(error: Exception) -> bool:
+    """An OSError that names its file, or a missing package other than lavida's own modules."""
+    if isinstance(error, ModuleNotFoundError):
+        return not (error.name or "lavida").startswith("lavida")
+    return isinstance(error, OSError) and error.filename is not None
 
 
 if __name__ == "__main__":

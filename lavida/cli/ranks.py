@@ -12,25 +12,51 @@ from __future__ import annotations
 import logging
 import os
 
-# The global rank set by the launchers (torchrun, ``accelerate launch``, the DeepSpeed launcher). Read
-# from the environment rather than from Accelerate's state: that would start the process group before the
+# Where the launchers put the global rank and the number of processes: torchrun, ``accelerate launch`` and
+# the DeepSpeed launcher set RANK and WORLD_SIZE; ``accelerate launch --mpirun_hostfile`` (mpirun: MPICH,
+# Open MPI, MVAPICH) sets its own pairs, which Accelerate reads in this order too. Read from the
+# environment rather than from Accelerate's state: that would start the process group before the
 # trainer's Accelerator chooses its own settings (``cpu=True``, the DeepSpeed plugin).
-RANK_VARIABLE = "RANK"
+RANK_VARIABLES = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
+SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def _first_count(names: tuple[str, ...], *, default: int) -> int:
+    """The first of ``names`` that is set, as a whole number ≥ 0; ``default`` where none is.
+
+    Raises:
+        ValueError: the variable holds something else, naming it.
+    """
+    for name in names:
+        value = os.environ.get(name, "").strip()
+        if not value:
+            continue
+        if not value.isdecimal():
+            raise ValueError(
+                f"the environment variable {name}={value!r} is not a whole number ≥ 0; it is set by the "
+                "launcher (accelerate launch, torchrun, mpirun): unset it for a single process."
+            )
+        return int(value)
+    return default
+
+
+def launched_processes() -> int:
+    """How many processes the launcher started (1 without a launcher)."""
+    return max(_first_count(SIZE_VARIABLES, default=1), 1)
 
 
 def process_rank() -> int:
     """This process's global rank: 0 for the main (or only) process.
 
+    A rank left in the environment of a single process (a stale shell variable, one pod of a cluster job)
+    counts as 0: Accelerate makes such a process its main one, and its progress must be shown.
+
     Raises:
-        ValueError: ``RANK`` is set to something other than a whole number ≥ 0.
+        ValueError: a launcher's variable holds something other than a whole number.
     """
-    value = os.environ.get(RANK_VARIABLE, "0").strip() or "0"
-    if not value.isdigit():
-        raise ValueError(
-            f"the environment variable {RANK_VARIABLE}={value!r} is not a process rank (a whole number ≥ 0); "
-            "it is set by the launcher (accelerate launch, torchrun): unset it for a single process."
-        )
-    return int(value)
+    if launched_processes() == 1:
+        return 0
+    return _first_count(RANK_VARIABLES, default=0)
 
 
 def rank_tag(rank: int) -> str:
@@ -55,8 +81,9 @@ def log_from_main_process(*, rank: int | None = None) -> int:
 
     Call at the start of a Hydra job, after Hydra has configured logging. On the main process nothing
     changes. Elsewhere every handler of the root logger (Hydra's console and file handlers) is raised to
-    WARNING and marks its lines ``[rank R]``: the libraries' loggers propagate to the root, so their INFO
-    lines are held back too.
+    WARNING and marks its lines ``[rank R]``, which holds back the INFO lines of every logger that
+    propagates to the root: lavida's, Accelerate's, PEFT's. transformers and DeepSpeed log through
+    handlers of their own and are left as they are.
 
     Args:
         rank: The global rank; by default :func:`process_rank`.
@@ -87,5 +114,4 @@ def process_state():
     import torch
     from accelerate import PartialState
 
-    launched = int(os.environ.get("WORLD_SIZE", "1") or "1") > 1
-    return PartialState(cpu=launched and not torch.cuda.is_available())
+    return PartialState(cpu=launched_processes() > 1 and not torch.cuda.is_available())

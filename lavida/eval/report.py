@@ -240,14 +240,15 @@ def _markdown(metrics: dict, notes: list[str], info: dict, benchmark: VadBenchma
 def summary_line(metrics: dict, *, benchmark: VadBenchmark, protocol: str, output_dir: str | Path) -> str:
     """The run's result in one line for the console, headline metric first, as report.md gives them (%):
 
-    ``ucsd_ped2 (standard), 12 videos, 2,010 frames: pixel_auc 97.12 % (paper 98.12), frame_auc_micro
+    ``ucsd_ped2 (standard), 12 videos, 2,010 frames: pixel_auc 97.12 % (paper 87.68), frame_auc_micro
     95.40 %, ... (report.md, metrics.json in outputs/eval/ucsd_ped2_standard)``
 
-    The whole of metrics.json on one line was unreadable; it stays in the file.
+    The whole of metrics.json on one line was unreadable; it stays in the file, with the bounds on the
+    metrics' numerical error, which report.md lists and this line leaves out.
     """
     paper_key, paper_value = PAPER_RESULTS.get(benchmark.name, (None, None))
     primary = metrics.get("primary_metric")
-    keys = [key for key in METRIC_DESCRIPTIONS if key in metrics]
+    keys = [key for key in METRIC_DESCRIPTIONS if key in metrics and not key.endswith("_error_bound")]
     keys.sort(key=lambda key: key != primary)  # stable: the others keep report.md's order
     shown = []
     for key in keys:

@@ -74,13 +74,42 @@ def test_the_main_process_logs_as_configured(job_handlers):
         assert not any("[rank" in line for line in lines)
 
 
-def test_the_rank_is_the_launchers_variable(monkeypatch):
-    monkeypatch.delenv("RANK", raising=False)
-    assert process_rank() == 0
-    monkeypatch.setenv("RANK", "5")
-    assert process_rank() == 5
+LAUNCHER_VARIABLES = (
+    "RANK", "WORLD_SIZE", "PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
+    "MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("environment", "rank"),
+    [
+        ({}, 0),
+        ({"RANK": "5", "WORLD_SIZE": "8"}, 5),  # torchrun, accelerate launch, deepspeed
+        ({"PMI_RANK": "3", "PMI_SIZE": "4"}, 3),  # accelerate launch --mpirun_hostfile (MPICH)
+        ({"OMPI_COMM_WORLD_RANK": "2", "OMPI_COMM_WORLD_SIZE": "4"}, 2),  # Open MPI
+        # A rank left over in a single process's environment: Accelerate makes it the main process, so
+        # its progress lines must not be held back.
+        ({"RANK": "1"}, 0),
+        ({"RANK": "1", "WORLD_SIZE": "1"}, 0),
+    ],
+)
+def test_the_rank_is_the_launchers(monkeypatch, environment, rank):
+    for name in LAUNCHER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert process_rank() == rank
+
+
+def test_a_malformed_launcher_variable_is_named(monkeypatch):
+    for name in LAUNCHER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "five")
-    with pytest.raises(ValueError, match="RANK='five' is not a process rank"):
+    with pytest.raises(ValueError, match="RANK='five' is not a whole number"):
+        process_rank()
+    monkeypatch.setenv("RANK", "²")  # a digit to str.isdigit, not to int()
+    with pytest.raises(ValueError, match="RANK='²' is not a whole number"):
         process_rank()
 
 
@@ -91,6 +120,7 @@ def test_another_ranks_refusal_names_the_rank_and_its_ctrl_c_says_nothing(monkey
 
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(SystemExit) as stop, user_errors("lavida-eval", OmegaConf.create({})):
         raise VideoReadError("clip_007.avi: decoding failed after 12 frame(s).")
     assert stop.value.code == 2
@@ -132,7 +162,10 @@ def test_two_cpu_processes_share_the_videos_and_log_once(tmp_path):
         summary = "ucsd_ped2 (standard), 2 videos, 14 frames: "  # the metrics, once
         assert len([line for line in info if summary in line]) == 1, text
         assert len([line for line in info if "test clips (2 anomalous)" in line]) == 1, text
-        assert not any(line.startswith("[rank") for line in info), text
+        # Rank 1's lines: its warning (both ranks read the partial test set), marked, and nothing else.
+        marked = [line for line in text.splitlines() if line.startswith("[rank")]
+        assert len(marked) == 1 and marked[0].startswith("[rank 1] ["), text
+        assert "][WARNING] - UCSD Ped2:" in marked[0] and "holds 2 test clips" in marked[0], text
     # Each process computed one of the two videos: one progress bar, over one video.
     assert "(standard): 100%|██████████| 1/1" in done.stderr, done.stderr
 
@@ -147,9 +180,13 @@ def test_the_entry_points_hand_logging_to_the_main_process_before_the_job(tool, 
 
     module = importlib.import_module(f"lavida.cli.{tool}")
     calls = []
-    monkeypatch.setattr(module, "log_from_main_process", lambda: calls.append("log_from_main_process"))
+    monkeypatch.setattr(
+        module, "log_from_main_process", lambda **kwargs: calls.append(("log_from_main_process", kwargs))
+    )
     monkeypatch.setattr(module, "hydra_record", lambda cfg: {})
     monkeypatch.setattr(module, "write_record", lambda *args: None)
     monkeypatch.setattr(module, "run", lambda cfg, **kwargs: calls.append("run"))
     module.main.__wrapped__(OmegaConf.create({"output_dir": "unused"}))
-    assert calls == ["log_from_main_process", "run"]
+    # lavida-eval has started Accelerate's state by then and passes the rank it gave (mpirun sets no RANK).
+    expected = {"rank": 0} if tool == "eval" else {}
+    assert calls == [("log_from_main_process", expected), "run"]

@@ -131,7 +131,7 @@ def test_a_refused_dataset_exits_2_through_the_console_script(tmp_path):
 
 
 class BuggySource(TinySource):
-    """Fails the way a bug does: the interpreter raises a ValueError inside our code."""
+    """Fails the way a bug does: a ValueError the interpreter raised (``int("x")``), not one of our checks."""
 
     name = "buggy"
 
@@ -144,6 +144,48 @@ def test_a_bug_keeps_its_traceback(tmp_path):
     """Only refusals end with one line and status 2; a ValueError the interpreter raised is a bug."""
     with pytest.raises(ValueError, match="invalid literal for int"):
         main(["test_prepare:BuggySource", f"root={tmp_path}"])
+
+
+class SystemFailures(TinySource):
+    """Raises the OSError or ModuleNotFoundError it is told to, from indexing."""
+
+    name = "system_failures"
+    error: Exception = OSError()
+
+    def index(self, *, artifacts=None):
+        yield from ()
+        raise type(self).error
+
+
+@pytest.mark.parametrize(
+    ("error", "refused"),
+    [
+        (PermissionError(13, "Permission denied", "/data/refs.json"), True),  # names its file
+        (ModuleNotFoundError("No module named 'pycocotools'", name="pycocotools"), True),
+        (IsADirectoryError(21, "Is a directory"), False),  # no file named: a path we built wrongly
+        (
+            ModuleNotFoundError(
+                "No module named 'lavida.data.sources.nosuch'", name="lavida.data.sources.nosuch"
+            ),
+            False,
+        ),
+    ],
+)
+def test_system_errors_are_refusals_only_when_the_user_can_fix_them(
+    tmp_path, monkeypatch, capsys, error, refused
+):
+    """A file the system refused, or a package to install, is one line and status 2; an OSError that names
+    no file, or a lavida module that does not import, is a bug whose traceback must stay (there is no log)."""
+    monkeypatch.setattr(SystemFailures, "error", error)
+    arguments = ["test_prepare:SystemFailures", f"root={tmp_path}"]
+    if refused:
+        with pytest.raises(SystemExit) as stop:
+            main(arguments)
+        last = capsys.readouterr().err.splitlines()[-1]  # after tqdm's progress line
+        assert stop.value.code == 2 and last == f"lavida-prepare test_prepare:SystemFailures: {error}"
+    else:
+        with pytest.raises(type(error)):
+            main(arguments)
 
 
 class FailingSource(TinySource):

@@ -651,6 +651,7 @@ def test_the_console_summary_puts_the_headline_metric_first_beside_the_papers():
         "frame_auc_micro": 0.954,
         "frame_ap": 0.5,
         "pixel_auc": 0.97125,
+        "pixel_auc_error_bound": 2e-7,  # a bound on the metric's error, not a metric: left out
         "num_videos": 12,
         "num_frames": 2010,
         "primary_metric": "pixel_auc",

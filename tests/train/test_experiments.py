@@ -162,7 +162,8 @@ def test_every_train_option_has_a_tiny_twin_with_its_recipe():
 
 
 def _recipe(train: TrainConfig) -> tuple:
-    return train.grad_accum, train.optim.weight_decay, train.optim.schedule_over, train.loss
+    optim = train.optim
+    return train.grad_accum, optim.weight_decay, optim.warmup_type, optim.schedule_over, train.loss
 
 
 def test_the_official_schedule_is_the_releases_hf_schedule():
