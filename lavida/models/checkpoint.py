@@ -9,7 +9,13 @@ local paths when the model is rebuilt:
                             decoder, the prompt embedding layer
     meta.json               lavida version, git revision (``+dirty`` with uncommitted changes to
                             tracked files; null outside a checkout), parameter counts, <SEG> token id,
-                            and the training step and clip length (trainer checkpoints)
+                            the training step and clip length (trainer checkpoints), and where the
+                            run folder's random stand-ins lie relative to the checkpoint (smoke runs)
+
+A smoke run's random stand-ins for the base models (``base_weights: optional``) live in its run folder
+(``<run>/base_models/``, lavida.models.random_init). A checkpoint records their place relative to
+itself too, so that a run folder moved or renamed as a whole (``mv outputs/demo outputs/demo_seed0``)
+still loads: where a recorded path is gone, the same place relative to the checkpoint is used.
 
 Directories are written to a temporary sibling and renamed into place, so a crash never leaves a
 half-written checkpoint behind.
@@ -20,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -76,8 +83,10 @@ def save_checkpoint(
 ) -> Path:
     """Write ``model``'s trained weights and ``config`` to ``directory`` (replaced atomically if it exists)."""
     directory = Path(directory)
+    settings = _absolute_base_paths(config.to_dict())
+    stand_ins = _stand_ins_relative(config, settings, directory)
     with atomic_dir(directory) as staging:
-        (staging / CONFIG_FILE).write_text(json.dumps(_absolute_base_paths(config.to_dict()), indent=2))
+        (staging / CONFIG_FILE).write_text(json.dumps(settings, indent=2))
         peft_model = model.mllm.model
         if hasattr(peft_model, "save_pretrained") and hasattr(peft_model, "peft_config"):
             peft_model.save_pretrained(staging / ADAPTER_DIR)
@@ -88,6 +97,7 @@ def save_checkpoint(
             "git_revision": _git_revision(),
             "seg_token_id": model.mllm.seg_token_id,
             "trainable_parameters": model.trainable_parameter_count(),
+            **({STAND_INS_KEY: stand_ins} if stand_ins else {}),
             **(extra_meta or {}),
         }
         (staging / META_FILE).write_text(json.dumps(meta, indent=2))
@@ -109,6 +119,60 @@ def _absolute_base_paths(settings: dict) -> dict:
         if path is not None and not Path(path).expanduser().is_absolute():
             settings[section]["pretrained"] = str(Path(path).expanduser().absolute())
     return settings
+
+
+# meta.json: section → path of the run folder's stand-in relative to the checkpoint (smoke runs only).
+STAND_INS_KEY = "stand_ins_relative"
+
+# How far above a checkpoint its run folder may lie: <run>/final, <run>/checkpoints/step_N/model, and
+# the demo's <demo>/train/final.
+_RUN_FOLDER_DEPTH = 4
+
+
+def _stand_ins_relative(config: LavidaConfig, settings: dict, directory: Path) -> dict[str, str]:
+    """Section → its base model's path relative to ``directory``, for the random stand-ins that lavida wrote
+    into the run folder that holds ``directory`` (``<run>/base_models/...``); {} for real base weights."""
+    if config.base_weights != "optional":
+        return {}
+    from lavida.models.random_init import random_pretrained_paths
+
+    here = directory.absolute()
+    relative = {}
+    for section in _BASE_MODEL_SECTIONS:
+        path = settings[section].get("pretrained")
+        if path is None:
+            continue
+        for run in list(here.parents)[:_RUN_FOLDER_DEPTH]:
+            if Path(path) == random_pretrained_paths(run / "base_models")[section]:
+                relative[section] = os.path.relpath(path, here)
+                break
+    return relative
+
+
+def _relocated_stand_ins(data: dict, directory: Path, overrides: dict[str, Any]) -> dict:
+    """``data`` with each stand-in whose recorded path is gone pointed at the same place relative to the
+    checkpoint, where one lies there (its run folder was moved). Paths given in ``overrides`` stay."""
+    relative = read_checkpoint_meta(directory).get(STAND_INS_KEY) or {}
+    found: dict[str, Path] = {}
+    for section, place in relative.items():
+        recorded = (data.get(section) or {}).get("pretrained")
+        if recorded is None or "pretrained" in (overrides.get(section) or {}) or Path(recorded).exists():
+            continue
+        candidate = Path(os.path.normpath(directory.absolute() / place))
+        if candidate.exists():
+            found[section] = candidate
+    if not found:
+        return data
+    moved = {section: {"pretrained": str(path)} for section, path in found.items()}
+    for section, path in found.items():
+        log.info(
+            "%s: the stand-in %s is gone; using %s, its place relative to the checkpoint (the run folder "
+            "was moved).",
+            directory,
+            data[section]["pretrained"],
+            path,
+        )
+    return _merge(data, moved)
 
 
 def load_checkpoint(
@@ -145,6 +209,7 @@ def load_checkpoint(
     data = read_json(directory / CONFIG_FILE, expected="the model configuration save_checkpoint writes")
     if config_overrides:
         data = _merge(data, config_overrides)
+    data = _relocated_stand_ins(data, directory, config_overrides or {})
     config = LavidaConfig.from_dict(data)
     _check_base_models_saved(config, directory / CONFIG_FILE)
     try:

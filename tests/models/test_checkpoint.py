@@ -240,3 +240,54 @@ def test_a_file_given_as_checkpoint_is_named_as_such(trained, tmp_path):
         WeightsNotFoundError, match=r"heads\.safetensors' is not a LAVIDA checkpoint.*a file, not"
     ):
         load_checkpoint(target / "heads.safetensors")
+
+
+def test_a_smoke_run_folder_moved_as_a_whole_still_loads(tmp_path, caplog):
+    """``mv outputs/demo outputs/demo_seed0``: the checkpoint named its random stand-ins by absolute path,
+    so the moved run's checkpoint no longer loaded. It now also records their place relative to itself."""
+    import logging
+    import shutil
+
+    from conftest import compose_model_config
+
+    from lavida.models.random_init import write_random_pretrained
+
+    run = tmp_path / "demo"
+    config = write_random_pretrained(compose_model_config("tiny"), run / "base_models")
+    model = build_lavida(config)
+    _perturb_trainable(model)
+    before = _outputs(model.eval())
+    save_checkpoint(model, config, run / "train" / "final")
+    meta = json.loads((run / "train" / "final" / "meta.json").read_text())
+    assert meta["stand_ins_relative"] == {
+        "mllm": "../../base_models/mllm",
+        "text_encoder": "../../base_models/clip/open_clip_model.safetensors",
+        "mask_decoder": "../../base_models/sam2",
+    }
+
+    moved = tmp_path / "demo_seed0"
+    shutil.move(run, moved)
+    caplog.set_level(logging.INFO)
+    loaded, loaded_config = load_checkpoint(moved / "train" / "final")
+    torch.testing.assert_close(_outputs(loaded).object_logits, before.object_logits, rtol=0, atol=0)
+    assert loaded_config.mask_decoder.pretrained == str(moved / "base_models" / "sam2")
+    assert "the run folder was moved" in caplog.text
+
+    # A path given by the caller wins; one that does not exist is refused, not replaced.
+    with pytest.raises(WeightsNotFoundError):
+        load_checkpoint(
+            moved / "train" / "final", config_overrides={"mask_decoder": {"pretrained": str(tmp_path / "x")}}
+        )
+    # The checkpoint copied out of its run folder finds no stand-ins there: the error says how to point at them.
+    shutil.copytree(moved / "train" / "final", tmp_path / "elsewhere" / "final")
+    with pytest.raises(WeightsNotFoundError, match="checkpoint_overrides"):
+        load_checkpoint(tmp_path / "elsewhere" / "final")
+
+
+def test_real_base_weights_are_not_looked_for_in_the_run_folder(trained, tmp_path):
+    """Only lavida's own stand-ins (base_weights: optional, <run>/base_models/...) are recorded relatively."""
+    import dataclasses
+
+    model, config = trained
+    save_checkpoint(model, dataclasses.replace(config, base_weights="required"), tmp_path / "run" / "final")
+    assert "stand_ins_relative" not in json.loads((tmp_path / "run" / "final" / "meta.json").read_text())
