@@ -59,6 +59,7 @@ from lavida.data.sources.synthetic import SyntheticSource
 from lavida.demo import STAND_INS_FILE
 from lavida.losses import SegLossWeights, segmentation_loss
 from lavida.models.mask_decoder import MultiLevelMaskDecoder, build_mask_decoder
+from lavida.models.random_init import random_pretrained_paths
 from lavida.number_checks import count_at_least
 from lavida.synthetic.datasets import default_split
 from lavida.synthetic.shapes import COLOURS, SHAPES, split_description
@@ -155,15 +156,21 @@ def demo_inputs(demo_dir: Path, *, grounding: bool) -> dict[Path, str]:
     }
     if grounding:
         inputs[train / "final" / "lavida_config.json"] = "the trained model, written when training ends"
+        inputs[demo_clip_weights(demo_dir)] = "the tiny CLIP text weights of the demo's base models"
     return inputs
+
+
+def demo_clip_weights(demo_dir: Path) -> Path:
+    """The demo's pretrained tiny CLIP text tower, read from the demo folder itself (as its SAM2 is), not
+    from the absolute path the trained model's config recorded: the folder may have been moved."""
+    return random_pretrained_paths(demo_dir / "base_models")["text_encoder"]
 
 
 def check_demo_dir(demo_dir: Path, *, grounding: bool) -> None:
     """Refuse, before any work, a folder that lacks something :func:`main` will read.
 
     A demo killed midway (or a folder that is no demo) otherwise failed minutes later, at the first
-    missing file. The CLIP weights that the trained model's config names are checked too: the demo
-    writes them as absolute paths, which moving its folder breaks.
+    missing file.
 
     Raises:
         SystemExit: naming every missing input, what it is and how to produce it.
@@ -171,10 +178,6 @@ def check_demo_dir(demo_dir: Path, *, grounding: bool) -> None:
     inputs = demo_inputs(demo_dir, grounding=grounding)
     missing = [f"{path}: {what}" for path, what in inputs.items() if not path.exists()]
     model = demo_dir / "train" / "final" / "lavida_config.json"
-    if grounding and model.is_file():
-        weights = json.loads(model.read_text()).get("text_encoder", {}).get("pretrained")
-        if weights is not None and not Path(weights).exists():
-            missing.append(f"{weights}: the CLIP text weights {model} names (was the demo folder moved?)")
     if not missing:
         return
     listed = "\n  ".join(missing)
@@ -667,7 +670,7 @@ def main() -> None:
         )
         config = model_config.text_encoder
         text_encoder = build_category_encoder(
-            model_name=config.model_name, pretrained=config.pretrained, arch=config.arch
+            model_name=config.model_name, pretrained=str(demo_clip_weights(args.demo_dir)), arch=config.arch
         )
         # The demo's projector sizes as constructor keywords; Eq. 7 does not read f_sem (llm_dim unused).
         eq7 = {

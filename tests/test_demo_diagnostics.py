@@ -432,15 +432,23 @@ def test_an_empty_folder_is_refused_with_every_input_listed(diagnostics, tmp_pat
     assert "vad_unseen" in message and "train/final/lavida_config.json" in message
 
 
-def test_moved_clip_weights_are_named_before_any_work(diagnostics, tmp_path):
-    """The trained model's config names the CLIP weights by absolute path: a moved demo folder breaks it."""
+def test_a_moved_demo_folder_is_read_where_it_lies(diagnostics, tmp_path):
+    """The trained model's config names the CLIP weights by absolute path, which a moved demo folder breaks:
+    the grounding probe reads them from the folder's own base models, as it reads SAM2."""
     final = tmp_path / "train" / "final"
     final.mkdir(parents=True)
     gone = tmp_path / "elsewhere" / "clip" / "open_clip_model.safetensors"
     (final / "lavida_config.json").write_text(json.dumps({"text_encoder": {"pretrained": str(gone)}}))
-    with pytest.raises(SystemExit, match="was the demo folder moved") as raised:
+    here = diagnostics.demo_clip_weights(tmp_path)
+    assert here == tmp_path / "base_models" / "clip" / "open_clip_model.safetensors"
+    with pytest.raises(SystemExit) as raised:  # the folder's own CLIP is missing too: that one is named
         diagnostics.check_demo_dir(tmp_path, grounding=True)
-    assert str(gone) in str(raised.value.code)
+    assert str(here) in str(raised.value.code) and str(gone) not in str(raised.value.code)
+    here.parent.mkdir(parents=True)
+    here.write_bytes(b"")
+    with pytest.raises(SystemExit) as raised:  # the other inputs are still missing; the CLIP no longer
+        diagnostics.check_demo_dir(tmp_path, grounding=True)
+    assert str(here) not in str(raised.value.code)
 
 
 @pytest.mark.parametrize(
