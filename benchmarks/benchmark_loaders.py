@@ -58,7 +58,7 @@ from lavida.number_checks import count_at_least
 CHUNK = EvalSettings().pixel_chunk
 
 # UCSD Ped2's 12 test clips (2,010 frames) and their UCSDped2.m ranges (1-based, inclusive; the file is
-# quoted in tests/eval/test_loader_review.py): 1,651 anomalous frames.
+# quoted in tests/eval/test_loader_labels.py): 1,651 anomalous frames.
 PED2_CLIPS = [
     (180, (61, 180)),
     (180, (95, 180)),

@@ -48,7 +48,7 @@ def warmup_decay_factor(
 
     Against DeepSpeed's ``WarmupDecayLR`` at iteration i (its ``last_batch_iteration``): ``log`` is its
     gamma(i = step) at every step; ``linear`` is its gamma(step + 1) during the warm-up, so that the first
-    step does not run at lr 0, and its gamma(step) after (tests/train/test_train_review_optim.py). When
+    step does not run at lr 0, and its gamma(step) after (tests/train/test_optimizer_schedule.py). When
     DeepSpeed's engine owns that schedule, optimizer step k applies gamma(k − 1), its minimum lr at k = 0.
     """
     if warmup_steps > 0 and step < warmup_steps:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_train_review_loop import make_trainer, record_steps, trained
+from test_training_loop import make_trainer, record_steps, trained
 
 import lavida.train.loop as loop
 from lavida.train.config import LauncherConfig
