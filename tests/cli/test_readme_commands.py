@@ -169,6 +169,11 @@ def smoke_commands() -> list[str]:
     return [line for line in block.group(1).splitlines() if line.strip()]
 
 
+def smoke_argv(line: str, cwd: Path) -> list[str]:
+    """A smoke command line as a shell run in ``cwd`` hands it over: its words, ``$PWD`` expanded."""
+    return shlex.split(line.replace("$PWD", str(cwd)))
+
+
 def test_the_smoke_block_composes(tmp_path):
     """Each smoke command, split as a shell would, composes: the training reads the demo's synthetic set
     alone, from an absolute root, and evaluation and detection read the checkpoint it writes."""
@@ -182,7 +187,7 @@ def test_the_smoke_block_composes(tmp_path):
     configs = {}
     with initialize_config_module("lavida.configs", version_base=None):
         for tool, line in zip(tools, commands, strict=True):
-            overrides = shlex.split(line.replace("$PWD", str(tmp_path)))[1:]
+            overrides = smoke_argv(line, tmp_path)[1:]
             configs[tool] = compose(tool.removeprefix("lavida-"), overrides=overrides)
     demo = Path(configs["lavida-demo"].output_dir)
     data = DataConfig.from_dict(OmegaConf.to_container(configs["lavida-train"].data, resolve=True))
@@ -204,11 +209,13 @@ def test_the_smoke_block_runs_and_evaluates_reproducibly(tmp_path):
     bin_dir = Path(sys.executable).parent
     commands = [line.replace(".venv/bin/", f"{bin_dir}/", 1) for line in smoke_commands()]
     for line in commands:
-        done = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True)
+        done = subprocess.run(
+            smoke_argv(line, tmp_path), cwd=tmp_path, env=env, capture_output=True, text=True
+        )
         assert done.returncode == 0, f"{line}\n{done.stderr[-3000:]}"
     again = commands[2].replace("output_dir=outputs/smoke/eval", "output_dir=outputs/smoke/eval_again")
     assert again != commands[2]
-    subprocess.run(["bash", "-c", again], cwd=tmp_path, env=env, check=True, capture_output=True)
+    subprocess.run(smoke_argv(again, tmp_path), cwd=tmp_path, env=env, check=True, capture_output=True)
     first, second = (
         json.loads((tmp_path / "outputs" / "smoke" / name / "metrics.json").read_text())
         for name in ("eval", "eval_again")
