@@ -57,7 +57,7 @@ def write_random_pretrained(
 
     from lavida.models.mask_decoder import load_sam2
     from lavida.models.mllm import load_base_mllm
-    from lavida.models.text_encoder import load_clip_text, quiet_open_clip
+    from lavida.models.text_encoder import load_clip_text
 
     paths = random_pretrained_paths(root)
     data = config.to_dict()
@@ -87,12 +87,12 @@ def write_random_pretrained(
                 sam.save_pretrained(staging)
         else:
             # Random on purpose, and the log line below says so: open_clip's notice would only repeat it.
-            with quiet_open_clip(keep_random_notice=False):
-                clip, _ = load_clip_text(
-                    model_name=config.text_encoder.model_name,
-                    arch=config.text_encoder.arch,
-                    dtype=config.dtype,
-                )
+            clip, _ = load_clip_text(
+                model_name=config.text_encoder.model_name,
+                arch=config.text_encoder.arch,
+                dtype=config.dtype,
+                random_notice=False,
+            )
             with atomic_path(path) as staging:
                 save_file({key: value.contiguous() for key, value in clip.state_dict().items()}, str(staging))
 

@@ -182,9 +182,16 @@ def quiet_open_clip(*, keep_random_notice: bool) -> Iterator[None]:
 
 
 def load_clip_text(
-    *, model_name: str, pretrained: str | None = None, arch: dict | None = None, dtype: str = "float32"
+    *,
+    model_name: str,
+    pretrained: str | None = None,
+    arch: dict | None = None,
+    dtype: str = "float32",
+    random_notice: bool = True,
 ):
-    """The open_clip model without its image tower, and its tokenizer. Args as :func:`build_category_encoder`."""
+    """The open_clip model without its image tower, and its tokenizer. Args as :func:`build_category_encoder`;
+    ``random_notice=False`` leaves out open_clip's "initialized randomly" warning for a tower that is random
+    on purpose and said to be by the caller (lavida.models.random_init)."""
     import open_clip
 
     if arch is not None:
@@ -195,7 +202,7 @@ def load_clip_text(
         )
     # With `pretrained`, the weights are loaded from that file below: open_clip's notice that the model
     # is initialised randomly would mislead. Without it, the model is random and the notice stays.
-    with quiet_open_clip(keep_random_notice=pretrained is None):
+    with quiet_open_clip(keep_random_notice=pretrained is None and random_notice):
         clip = open_clip.create_model(model_name, pretrained=None, device=torch.get_default_device())
     del clip.visual  # only the text tower is used; this frees ~88M parameters for ViT-B/32
     # The contrastive temperature (and SigLIP's bias) belong to CLIP's training loss, not to the text
@@ -207,7 +214,7 @@ def load_clip_text(
     if pretrained is not None:
         load_clip_text_weights(clip, pretrained, model_name=model_name)
     clip.to(getattr(torch, dtype))
-    with quiet_open_clip(keep_random_notice=pretrained is None):
+    with quiet_open_clip(keep_random_notice=pretrained is None and random_notice):
         tokenizer = open_clip.get_tokenizer(model_name)
     return clip, tokenizer
 
