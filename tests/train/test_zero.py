@@ -27,10 +27,11 @@ REPO = Path(__file__).resolve().parents[2]
 pytest.importorskip("deepspeed")
 
 
-def launch(
+def start(
     config: Path, data_root: Path, output_dir: Path, launcher: str, *, device: str, stop_after: int = 0
-):
-    """One worker process under torch.distributed.run; returns its report."""
+) -> subprocess.Popen:
+    """Start one worker process under torch.distributed.run (``--standalone``: its own rendezvous port,
+    so that two workers can run side by side); its console goes to ``<output_dir>.console``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if device == "cpu":
         env["DS_ACCELERATOR"] = "cpu"  # DeepSpeed's CPU accelerator (gloo); on a GPU machine it finds CUDA
@@ -39,11 +40,24 @@ def launch(
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
         str(WORKER), str(config), str(data_root), str(output_dir), launcher, str(stop_after),
     ]  # fmt: skip
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=600, check=False, cwd=REPO, env=env
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-6000:]
+    with output_dir.with_suffix(".console").open("w") as console:  # the child keeps its own handle
+        return subprocess.Popen(command, stdout=console, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+
+
+def finish(worker: subprocess.Popen, output_dir: Path) -> dict:
+    """Wait for a worker started by :func:`start`; returns its report."""
+    returncode = worker.wait(timeout=600)
+    console = output_dir.with_suffix(".console").read_text()
+    assert returncode == 0, console[-8000:]
     return json.loads((output_dir / "worker_report.json").read_text())
+
+
+def launch(
+    config: Path, data_root: Path, output_dir: Path, launcher: str, *, device: str, stop_after: int = 0
+):
+    """One worker process, waited for; returns its report."""
+    worker = start(config, data_root, output_dir, launcher, device=device, stop_after=stop_after)
+    return finish(worker, output_dir)
 
 
 def _trainable_heads(run: Path, step: int) -> dict[str, torch.Tensor]:
@@ -53,7 +67,17 @@ def _trainable_heads(run: Path, step: int) -> dict[str, torch.Tensor]:
 def check_zero_run_and_resume(synthetic_train_root, tiny_pretrained, tmp_path, *, device: str, launcher: str):
     config = tmp_path / "model.json"
     config.write_text(json.dumps(tiny_pretrained.to_dict()))
-    straight = launch(config, synthetic_train_root, tmp_path / "straight", launcher, device=device)
+    # The uninterrupted run and the run stopped after step 2 are independent: they run side by side.
+    out = tmp_path / "resumed"
+    straight_worker = start(config, synthetic_train_root, tmp_path / "straight", launcher, device=device)
+    first_worker = start(config, synthetic_train_root, out, launcher, device=device, stop_after=2)
+    try:
+        straight = finish(straight_worker, tmp_path / "straight")
+        first = finish(first_worker, out)
+    finally:
+        for worker in (straight_worker, first_worker):
+            if worker.poll() is None:  # the other one failed: stop this one too
+                worker.kill()
     assert straight["engine"] == "DeepSpeedEngine" and straight["bf16"], straight
     assert straight["zero_stage"] == int(launcher[-1]), straight
     assert (
@@ -76,8 +100,6 @@ def check_zero_run_and_resume(synthetic_train_root, tiny_pretrained, tmp_path, *
     assert any(not torch.equal(early[name], late[name]) for name in early)
     assert all(t.numel() > 0 for t in late.values())  # whole tensors, not ZeRO shards
 
-    out = tmp_path / "resumed"
-    first = launch(config, synthetic_train_root, out, launcher, device=device, stop_after=2)
     assert (first["started_at"], first["stopped_at"], len(first["losses"])) == (0, 2, 2)
     resumed = launch(config, synthetic_train_root, out, launcher, device=device)
     assert (resumed["started_at"], resumed["stopped_at"], len(resumed["losses"])) == (2, 4, 2)
