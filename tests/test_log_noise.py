@@ -126,3 +126,31 @@ def test_the_demo_tells_deepspeed_it_runs_on_the_cpu(monkeypatch, tmp_path):
         env=dict(os.environ),
     )
     assert done.returncode == 0 and "Setting accelerator" not in done.stdout + done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("launcher", "told"),
+    [("cpu", True), ("zero2", False), ("single", None)],  # None: told exactly when there is no GPU
+)
+def test_lavida_train_tells_deepspeed_the_cpu_is_meant(monkeypatch, tmp_path, launcher, told):
+    """``lavida-train launcher=cpu`` printed DeepSpeed's "Setting accelerator to CPU ... unable to detect
+    it" on every process (Accelerate imports DeepSpeed for unwrapping and checkpoints); a ZeRO launcher
+    keeps DeepSpeed's own detection, where a missing GPU is news."""
+    import os
+
+    import torch
+    from conftest import compose_cli_config
+
+    import lavida.cli.train as train
+
+    if told is None:
+        told = not torch.cuda.is_available()
+    monkeypatch.setenv("DS_ACCELERATOR", "unset by the test")  # restored to absent afterwards
+    monkeypatch.delenv("DS_ACCELERATOR")
+    ran = []
+    monkeypatch.setattr(train, "run", lambda cfg, record: ran.append(os.environ.get("DS_ACCELERATOR")))
+    monkeypatch.setattr(train, "hydra_record", lambda cfg: {})
+    cfg = compose_cli_config("train", "model=tiny", "data=tiny", "train=tiny", f"launcher={launcher}")
+    cfg.output_dir = str(tmp_path)
+    train.main.__wrapped__(cfg)
+    assert ran == (["cpu"] if told else [None])

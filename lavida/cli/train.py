@@ -7,6 +7,7 @@ Multi-GPU and multi-node runs use the same script under ``accelerate launch``, e
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 
 import hydra
@@ -58,6 +59,20 @@ def run(
     return summary
 
 
+def quiet_deepspeed_on_cpu(launcher: DictConfig) -> None:
+    """Tell DeepSpeed the CPU is meant when a launcher without DeepSpeed trains on the CPU.
+
+    Accelerate imports DeepSpeed where it is installed (model unwrapping, checkpoints), and DeepSpeed then
+    warned on every process "Setting accelerator to CPU. If you have GPU or other accelerator, we were
+    unable to detect it", a false alarm for ``launcher=cpu``. ZeRO launchers are left to DeepSpeed's own
+    detection: there a missing GPU is news.
+    """
+    import torch
+
+    if launcher.get("deepspeed") is None and (launcher.get("cpu") or not torch.cuda.is_available()):
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
 @hydra.main(version_base=None, config_path="pkg://lavida.configs", config_name="train")
 def main(cfg: DictConfig) -> None:
     resume = (
@@ -66,6 +81,7 @@ def main(cfg: DictConfig) -> None:
     )
     with interrupted("lavida-train", then=resume), user_errors("lavida-train", cfg):
         log_from_main_process()
+        quiet_deepspeed_on_cpu(cfg.launcher)
         run(cfg, record=hydra_record(cfg))
 
 
