@@ -82,8 +82,10 @@ def log_from_main_process(*, rank: int | None = None) -> int:
     Call at the start of a Hydra job, after Hydra has configured logging. On the main process nothing
     changes. Elsewhere every handler of the root logger (Hydra's console and file handlers) is raised to
     WARNING and marks its lines ``[rank R]``, which holds back the INFO lines of every logger that
-    propagates to the root: lavida's, Accelerate's, PEFT's. transformers and DeepSpeed log through
-    handlers of their own and are left as they are.
+    propagates to the root: lavida's, Accelerate's, PEFT's. transformers logs through a handler of its
+    own (warnings only, by default): its lines are marked too, and its progress bars ("Loading weights",
+    one per process and model) are left to the main process. DeepSpeed's handler, also its own and at
+    WARNING, is left as it is: marking it would mean importing DeepSpeed in every run.
 
     Args:
         rank: The global rank; by default :func:`process_rank`.
@@ -99,7 +101,19 @@ def log_from_main_process(*, rank: int | None = None) -> int:
             continue  # already marked (a second call in the same process)
         handler.setLevel(max(handler.level, logging.WARNING))
         handler.setFormatter(_RankFormatter(handler.formatter, rank=rank))
+    _mark_transformers(rank)
     return rank
+
+
+def _mark_transformers(rank: int) -> None:
+    """Mark transformers' own log lines with the rank and leave its progress bars to the main process."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    transformers_logging.get_logger()  # sets up transformers' handler if nothing has yet
+    for handler in logging.getLogger("transformers").handlers:
+        if not isinstance(handler.formatter, _RankFormatter):
+            handler.setFormatter(_RankFormatter(handler.formatter, rank=rank))
 
 
 def process_state():

@@ -24,8 +24,14 @@ HYDRA_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's
 @pytest.fixture
 def job_handlers(tmp_path):
     """The root logger as Hydra sets up a job: a console and a file handler at INFO; restored after."""
+    from transformers.utils import logging as transformers_logging
+
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
+    transformers_logging.get_logger()  # transformers' own handler, as after any transformers import
+    transformers_handler = logging.getLogger("transformers").handlers[0]
+    saved_transformers = transformers_handler.formatter, transformers_handler.stream
+    transformers_handler.setStream(io.StringIO())
     console = logging.StreamHandler(io.StringIO())
     log_file = logging.FileHandler(tmp_path / "job.log")
     for handler in (console, log_file):
@@ -36,6 +42,9 @@ def job_handlers(tmp_path):
     log_file.close()
     root.handlers[:] = saved_handlers
     root.setLevel(saved_level)
+    transformers_handler.setFormatter(saved_transformers[0])
+    transformers_handler.setStream(saved_transformers[1])
+    transformers_logging.enable_progress_bar()
 
 
 def _log_three_lines() -> None:
@@ -57,6 +66,15 @@ def test_other_ranks_pass_on_warnings_only_each_marked_with_its_rank(job_handler
         assert lines[0].endswith(
             "[lavida.eval.benchmarks.ucsd_ped2][WARNING] - 2 test clips; the official set has 12"
         )
+    # transformers logs through its own handler, not the root's: its lines are marked as well, and its
+    # progress bars ("Loading weights", one per process and model) are the main process's alone.
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.get_logger("transformers.modeling_utils").warning("Some weights were not used")
+    transformers_stream = logging.getLogger("transformers").handlers[0].stream
+    (line,) = transformers_stream.getvalue().splitlines()
+    assert line.startswith("[rank 3] ") and line.endswith("] Some weights were not used"), line
+    assert not transformers_logging.is_progress_bar_enabled()
 
 
 def test_the_main_process_logs_as_configured(job_handlers):
@@ -72,6 +90,13 @@ def test_the_main_process_logs_as_configured(job_handlers):
             "2 test clips; the official set has 12",
         ]
         assert not any("[rank" in line for line in lines)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.get_logger("transformers.modeling_utils").warning("Some weights were not used")
+    transformers_stream = logging.getLogger("transformers").handlers[0].stream
+    (line,) = transformers_stream.getvalue().splitlines()
+    assert line.endswith("] Some weights were not used") and "[rank" not in line, line
+    assert transformers_logging.is_progress_bar_enabled()
 
 
 LAUNCHER_VARIABLES = (
@@ -186,7 +211,9 @@ def test_the_entry_points_hand_logging_to_the_main_process_before_the_job(tool, 
     monkeypatch.setattr(module, "hydra_record", lambda cfg: {})
     monkeypatch.setattr(module, "write_record", lambda *args: None)
     monkeypatch.setattr(module, "run", lambda cfg, **kwargs: calls.append("run"))
-    module.main.__wrapped__(OmegaConf.create({"output_dir": "unused"}))
+    monkeypatch.setenv("DS_ACCELERATOR", "unset by the test")  # lavida-train may set it: restored after
+    monkeypatch.delenv("DS_ACCELERATOR")
+    module.main.__wrapped__(OmegaConf.create({"output_dir": "unused", "launcher": {"cpu": True}}))
     # lavida-eval has started Accelerate's state by then and passes the rank it gave (mpirun sets no RANK).
     expected = {"rank": 0} if tool == "eval" else {}
     assert calls == [("log_from_main_process", expected), "run"]
