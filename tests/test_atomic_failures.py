@@ -1,4 +1,4 @@
-"""Review of lavida.atomic: a failure at each step (write, fsync, rename) leaves the old version or the
+"""lavida.atomic under failure: a failure at each step (write, fsync, rename) leaves the old version or the
 new one, whole, and nothing else; names near the file-name limit; reading JSON whatever the locale."""
 
 import os

@@ -1,4 +1,4 @@
-"""Review of lavida.losses: tie-breaking of the best mask, target binarisation, and the data-parallel
+"""lavida.losses: tie-breaking of the best mask, target binarisation, and the data-parallel
 normalisation (each against a hand-worked case or the single-process loss)."""
 
 from __future__ import annotations

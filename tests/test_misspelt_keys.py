@@ -1,4 +1,4 @@
-"""Review of lavida-info's and the key check's handling of misspelt keys."""
+"""lavida-info's and the key check's handling of misspelt keys."""
 
 import pytest
 from conftest import compose_cli_config

@@ -1,6 +1,6 @@
-"""benchmarks/runtime.py, second review: what its agreement check and FLOP counts can claim.
+"""benchmarks/runtime.py: what its agreement check and FLOP counts can claim.
 
-Each test reproduces a defect found by the review on the tiny CPU model (or on synthetic outputs).
+Each test reproduces a defect on the tiny CPU model (or on synthetic outputs).
 """
 
 import dataclasses

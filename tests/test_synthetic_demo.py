@@ -1,4 +1,4 @@
-"""Defects found in review of the synthetic benchmark and lavida-demo, each pinned by a test."""
+"""The synthetic benchmark and lavida-demo: each test pins a defect that was found and fixed."""
 
 from __future__ import annotations
 

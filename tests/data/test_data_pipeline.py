@@ -1,6 +1,6 @@
-"""Review of the training data pipeline and the clip predictor against the paper (§3.3, Eq. 1–2; B.3, B.5)
+"""The training data pipeline and the clip predictor against the paper (§3.3, Eq. 1–2; B.3, B.5)
 and the recorded official options: slow re-implementations of the deterministic rules, exact expected
-distributions for the random ones, and the regressions of the defects the review found."""
+distributions for the random ones, and the regressions of the defects found in it."""
 
 import itertools
 import math

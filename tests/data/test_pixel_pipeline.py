@@ -1,4 +1,4 @@
-"""Review of the pixel pipeline into the two frozen vision models, against independent references.
+"""The pixel pipeline into the two frozen vision models, against independent references.
 
 - SAM2 branch: transformers' ``Sam2ImageProcessor`` with the SAM2.1 checkpoints' defaults (1024² — here a
   small S —, bilinear, antialiased, rescale 1/255, ImageNet mean/std; masks nearest-exact), the release's

@@ -1,4 +1,4 @@
-"""Review regressions of the training sampler: ``category_count="matched"`` with few usable texts, and the
+"""Regressions of the training sampler: ``category_count="matched"`` with few usable texts, and the
 effective (renormalised) mixture in the run record."""
 
 import hashlib

@@ -1,4 +1,4 @@
-"""Video reading, second review: every read must return the frames a plain sequential decode returns.
+"""Video reading: every read must return the frames a plain sequential decode returns.
 
 The reference in every test is an independent sequential PyAV decode of the same file (``_sequential``):
 frame i is the i-th frame the decoder outputs. The videos are tiny and each frame is distinct (a red

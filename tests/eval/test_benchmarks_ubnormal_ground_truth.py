@@ -1,6 +1,6 @@
-"""Second review of the UBnormal loader and its RBDC/TBDC ground truth (tests/eval/trees.py tree).
+"""The UBnormal loader and its RBDC/TBDC ground truth (tests/eval/trees.py tree).
 
-Each test reproduces one defect found by the review and failed before its fix.
+Each test reproduces one defect and failed before its fix.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Review of the test-benchmark loaders against the datasets' documented formats (research/vad_eval.md §1).
+"""The test-benchmark loaders against the datasets' documented formats (research/vad_eval.md §1).
 
 Each loader gets a hand-worked label array checked element by element (interval ends at the first and
-the last frame, ends past the video), and each defect found by the review has a test that failed before
+the last frame, ends past the video), and each defect found in them has a test that failed before
 its fix. Trees come from ``tests/eval/trees.py``.
 """
 

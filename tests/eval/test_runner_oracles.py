@@ -1,4 +1,4 @@
-"""Review of the evaluation runner against independent computations: clip plans and sample-and-hold
+"""The evaluation runner against independent computations: clip plans and sample-and-hold
 against a slow re-implementation of both protocols, per-video results merged into the metrics against
 sklearn, RBDC/TBDC frame counts, the order in which a run's outputs are written, and the settings the
 runner and lavida-eval accept."""
@@ -312,7 +312,7 @@ class Tracked(VadBenchmark):
 def test_rbdc_counts_the_scored_frames_whatever_their_indices(tmp_path):
     """A result scored on frames 4..9 of a 10-frame video (``VideoResult.scored`` holds any raw indices):
     tracks on unscored frames are dropped and the FPR denominator is the 6 scored frames, as if the video
-    were those 6 frames. Before the review the tracks of frames 2 and 3 were kept and frame 9 was checked
+    were those 6 frames. Before the fix the tracks of frames 2 and 3 were kept and frame 9 was checked
     against a count of 6, so RBDC/TBDC were not computed at all."""
     track = np.array([[1, f, 2, 2, 6, 6] for f in range(2, 10)])
     regions = np.array([[f, 2, 2, 6, 6, 0.9] for f in range(4, 10)] + [[5, 20, 20, 25, 25, 0.95]], float)

@@ -325,7 +325,7 @@ def test_pixel_statistics_are_merged_one_video_at_a_time(data, tmp_path, monkeyp
     assert metrics["pixel_auc"] == pytest.approx(reference.compute(), abs=1e-12)
 
 
-# Review: with several processes, every rank decides on every video before any computes.
+# With several processes, every rank decides on every video before any computes.
 
 
 class FakeRank:
@@ -413,7 +413,7 @@ def test_ranks_share_the_videos_left_to_compute(data, tmp_path, monkeypatch, com
     assert results[1] == {} and results[0]["num_videos"] == 6
 
 
-# Review: a rerun that recomputes removes the previous command's .hydra/ record with its metrics.
+# A rerun that recomputes removes the previous command's .hydra/ record with its metrics.
 
 
 def test_a_recomputing_rerun_removes_the_previous_record(data, tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""Review of frame_auc / frame_ap against slow loop oracles written from the definitions.
+"""frame_auc / frame_ap against slow loop oracles written from the definitions.
 
 The oracles below never call sklearn: the AUC counts every positive/negative pair (a tie counts
 one half, the Mann-Whitney convention sklearn's trapezoid reproduces), and both AP variants walk

@@ -1,4 +1,4 @@
-"""Review of the pixel metrics against slow re-implementations written from their definitions.
+"""The pixel metrics against slow re-implementations written from their definitions.
 
 * PixelAUC: an independent quantiser (``math.frexp`` per score) and a pair-by-pair count give the
   exact value the histogram must return, and the exact bound; sklearn then checks the bound is true.

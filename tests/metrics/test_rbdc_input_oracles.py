@@ -1,4 +1,4 @@
-"""RBDC/TBDC inputs review: extract_regions and the UBnormal track builder against flood-fill loops.
+"""The inputs of RBDC/TBDC: extract_regions and the UBnormal track builder against flood-fill loops.
 
 The oracles walk the pixels one by one (a stack-based flood fill for connected components, a scan for
 bounds); they share nothing with the scipy.ndimage calls the library makes.

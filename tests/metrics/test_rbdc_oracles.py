@@ -1,4 +1,4 @@
-"""RBDC/TBDC review: the metric against slow, literal re-statements of its definition.
+"""RBDC/TBDC against slow, literal re-statements of its definition.
 
 Ramachandra & Jones, "Street Scene", WACV 2020, §4: a ground-truth region is detected when a detected
 region of its frame has IoU >= beta with it; a detected region is a false positive when its IoU with

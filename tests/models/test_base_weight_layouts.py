@@ -1,4 +1,4 @@
-"""Loading review: the base-weight layouts a researcher downloads, written tiny and at random in their
+"""Loading the base-weight layouts a researcher downloads, written tiny and at random in their
 real formats, and the ways a local copy can be wrong (a tensor missing, another size, a foreign format).
 
 Each wrong copy must fail with an error naming the file and the fix, never load with part of the model
@@ -229,7 +229,7 @@ def test_clip_folder_of_the_timm_repository_names_the_open_clip_file(tiny_pretra
     assert f"Point at the file in it: '{folder / 'open_clip_model.safetensors'}'" in str(info.value)
 
 
-# -- Qwen2-VL (lavida/models/mllm.py, outside this review's files) -----------------------------------------
+# -- Qwen2-VL (lavida/models/mllm.py) -----------------------------------------
 
 
 def test_qwen_directory_missing_a_tensor_is_refused(tiny_pretrained, tmp_path):

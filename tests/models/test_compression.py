@@ -441,7 +441,7 @@ def test_cuda_matches_cpu(density):
 
 
 # --------------------------------------------------------------------------------------------
-# Review: the fast candidate search must not decide the result (near-duplicate backgrounds)
+# The fast candidate search must not decide the result (near-duplicate backgrounds)
 
 
 def _near_duplicate_blobs(per_blob: int, dim: int, spread: float, seed: int) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Second review of the forward pass after the MLLM (§3.8, Eq. 9) and of what it reports.
+"""The forward pass after the MLLM (§3.8, Eq. 9) and of what it reports.
 
 Every expectation is computed independently of the code under test: transformers' own ``Sam2Model``
 forward is the reference for the decoder wiring, hand-built outputs for the mask choice and the gating,

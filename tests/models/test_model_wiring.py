@@ -1,4 +1,4 @@
-"""Review of the model wiring (§3.4-3.8): batching invariance, what compression keeps, trainable set.
+"""The model wiring (§3.4-3.8): batching invariance, what compression keeps, trainable set.
 
 Every expectation is computed independently of the code under test: a sample run alone is the
 reference for the same sample in a mixed batch, and the kept sequence is rebuilt from the

@@ -1,4 +1,4 @@
-"""Second review of the training-source readers against the real downloads' formats.
+"""The training-source readers against the real downloads' formats.
 
 Each test builds the smallest input that reproduces one way the real data differs from what the reader
 assumed, and checks what the reader does with it now (the comment says what it did before).

@@ -1,4 +1,4 @@
-"""Review of the training-source readers: hand-worked records field by field, and the defects found.
+"""The training-source readers: hand-worked records field by field, and the defects found in them.
 
 Every expected record below is worked out by hand from the tree writers' definitions (``trees.py``,
 ``video_trees.py``), not copied from the readers' output: the comments say where each value comes from.
