@@ -117,7 +117,7 @@ def test_detection_to_dict_is_plain_json(detector, video, tmp_path):
 def test_predict_clip_and_stream_return_what_they_document(detector, video):
     scores, masks = detector.predict_clip(_frames(), ["fire"])
     assert scores.shape == (8,) and scores.dtype == np.float64
-    assert masks.ndim == 3 and masks.shape[0] == 8 and masks.dtype == np.float32
+    assert masks.ndim == 3 and masks.shape[0] == 8 and masks.dtype == np.float64
     assert (0 <= scores).all() and (scores <= 1).all() and (0 <= masks).all() and (masks <= 1).all()
     results = list(detector.stream(video, ["fire"]))
     assert [r.index for r in results] == list(range(10))
@@ -127,7 +127,7 @@ def test_predict_clip_and_stream_return_what_they_document(detector, video):
     first = results[0]
     assert isinstance(first.score, float) and 0 <= first.score <= 1
     assert first.frame.shape == (48, 64, 3) and first.frame.dtype == np.uint8
-    assert first.mask.shape == masks.shape[1:] and first.mask.dtype == np.float32
+    assert first.mask.shape == masks.shape[1:] and first.mask.dtype == np.float64
     assert isinstance(first.sampled_from, int)
 
 

@@ -203,9 +203,10 @@ class Detector:
             categories: The anomaly categories to look for, a list of strings (each searched once).
 
         Returns:
-            (T,) float64 anomaly probabilities in [0, 1], and (T, h, w) float32 pixel probabilities in
+            (T,) float64 anomaly probabilities in [0, 1], and (T, h, w) float64 pixel probabilities in
             [0, 1] at the mask decoder's resolution (h = w = S/4; 0 on frames whose object score is ≤ 0
-            when ``gate_masks``).
+            when ``gate_masks``). float64, so that the logits stay recoverable for the resize to the
+            frame (a float32 sigmoid is exactly 1.0 above a logit of ~16.6).
 
         Raises:
             TypeError: ``categories`` is one string, or ``frames`` is not an array.
@@ -218,7 +219,7 @@ class Detector:
         batch = self.processor([sample], train=False).to(self.device, dtype=self.dtype)
         prediction = self.model.predict(batch, gate_masks=self.gate_masks)
         scores = prediction.frame_scores.cpu().numpy()
-        masks = torch.sigmoid(prediction.mask_logits.float()).cpu().numpy()
+        masks = torch.sigmoid(prediction.mask_logits.double()).cpu().numpy()
         return scores, masks
 
     # -- streams -----------------------------------------------------------------------------------
@@ -234,7 +235,7 @@ class Detector:
         """Yield every frame's result as soon as it is final, in frame order.
 
         Each is a :class:`~lavida.detect.window.FrameResult`: ``index``, ``frame`` ((H, W, 3) uint8),
-        ``score`` (a float in [0, 1]), ``mask`` ((h, w) float32 pixel probabilities at the decoder's
+        ``score`` (a float in [0, 1]), ``mask`` ((h, w) float64 pixel probabilities at the decoder's
         resolution) and ``sampled_from``. ``fps`` is the frame rate of a frame folder (video files store
         their own). Categories named more than once are searched once (:func:`distinct_categories`).
 
@@ -673,10 +674,21 @@ class _Writers:
         self.overlay.path.unlink(missing_ok=True)
 
 
+# Probabilities are clipped to [ε, 1 − ε] before they are turned back into logits: |logit| ≤ 36.7, the
+# most a float64 sigmoid can tell apart from 0 and 1, above what SAM2's mask logits reach.
+_PROBABILITY_EPS = 1e-16
+
+
 def upsample_mask_logits_from_probabilities(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(h, w) probabilities → (H, W) probabilities (bilinear on the logits, as SAM2 upsamples)."""
-    logits = np.log(np.clip(mask, 1e-6, 1 - 1e-6)) - np.log1p(-np.clip(mask, 1e-6, 1 - 1e-6))
-    return upsample_mask_logits(logits[None].astype(np.float32), size)[0]
+    """(h, w) probabilities → (H, W) float64 probabilities: back to logits, bilinear, sigmoid (SAM2's order).
+
+    The border of a thresholded mask lies where the interpolated logits cross the threshold's logit, so
+    the logits must come back whole: the detector's float64 probabilities keep them up to ±36.7. (A clip
+    at 1e-6 used to cap them at ±13.8 and moved the borders of masks with stronger logits.)
+    """
+    probabilities = np.clip(np.asarray(mask, dtype=np.float64), _PROBABILITY_EPS, 1 - _PROBABILITY_EPS)
+    logits = np.log(probabilities) - np.log1p(-probabilities)
+    return upsample_mask_logits(logits[None], size, dtype=np.float64)[0]
 
 
 @dataclass

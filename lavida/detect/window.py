@@ -32,7 +32,7 @@ class FrameResult:
         index: Frame index in the stream.
         frame: (H, W, 3) uint8, the frame itself (for overlays; dropped by the caller after use).
         score: Anomaly probability.
-        mask: (h, w) float32 pixel probabilities at the decoder's resolution, or None.
+        mask: (h, w) pixel probabilities at the decoder's resolution (float64 from the Detector), or None.
         sampled_from: Index of the sampled frame whose prediction this frame holds.
     """
 

@@ -122,6 +122,32 @@ def test_stream_agrees_with_detect_frame_by_frame(detector, tmp_path, monkeypatc
         np.testing.assert_array_equal(masks[frame.index], expected)
 
 
+def test_mask_borders_come_from_the_decoders_own_logits(detector):
+    """The written mask is SAM2's: the decoder's logits stretched bilinearly, then thresholded. Strong
+    logits (±20–30, as a trained SAM2 gives) must come back whole from the probabilities the stream
+    carries; a clip at 1e-6 capped them at ±13.8 and moved the borders by a few percent of the area."""
+    import torch
+
+    from lavida.detect.detector import upsample_mask_logits_from_probabilities
+
+    rng = np.random.default_rng(0)
+    logits = np.full((16, 16), -20.0) + rng.normal(0, 2, (16, 16))
+    logits[4:12, 5:11] = 25.0 + rng.normal(0, 2, (8, 6))
+    # The reference: SAM2's order on the logits themselves, in float64 (no probabilities in between).
+    stretched = torch.nn.functional.interpolate(
+        torch.from_numpy(logits)[None, None], size=(128, 96), mode="bilinear", align_corners=False
+    )[0, 0].numpy()
+    probabilities = torch.sigmoid(torch.from_numpy(logits)).numpy()  # float64, as predict_clip returns
+    for threshold in (0.5, 0.9, 0.1):
+        expected = stretched >= np.log(threshold / (1 - threshold))
+        got = upsample_mask_logits_from_probabilities(probabilities, (128, 96)) >= threshold
+        assert 1000 < expected.sum() < expected.size - 1000  # a border to move
+        np.testing.assert_array_equal(got, expected, err_msg=f"threshold {threshold}")
+    # predict_clip's probabilities are float64: a float32 sigmoid is exactly 1.0 above ~16.6.
+    _, masks = detector.predict_clip(random_frames(2), ["red square"])
+    assert masks.dtype == np.float64
+
+
 def test_masks_are_stretched_back_to_the_frame_bilinearly(detector, tmp_path, monkeypatch):
     """SAM2 sees each frame stretched to a square; its mask is stretched back to H×W (not cropped, not
     letterboxed), bilinearly on the logits: a top-left quadrant stays the top-left quadrant."""
