@@ -149,16 +149,25 @@ def _stand_ins_relative(config: LavidaConfig, settings: dict, directory: Path) -
     return relative
 
 
+def stand_in_places(directory: str | Path) -> dict[str, Path]:
+    """Section → where the checkpoint's random stand-in lies now, by its place relative to the checkpoint
+    (``meta.json``'s ``stand_ins_relative``): inside the checkpoint's run folder, wherever that folder was
+    moved. {} for real base weights, and for checkpoints saved before lavida recorded the place."""
+    directory = Path(directory)
+    relative = read_checkpoint_meta(directory).get(STAND_INS_KEY) or {}
+    return {
+        section: Path(os.path.normpath(directory.absolute() / place)) for section, place in relative.items()
+    }
+
+
 def _relocated_stand_ins(data: dict, directory: Path, overrides: dict[str, Any]) -> dict:
     """``data`` with each stand-in whose recorded path is gone pointed at the same place relative to the
     checkpoint, where one lies there (its run folder was moved). Paths given in ``overrides`` stay."""
-    relative = read_checkpoint_meta(directory).get(STAND_INS_KEY) or {}
     found: dict[str, Path] = {}
-    for section, place in relative.items():
+    for section, candidate in stand_in_places(directory).items():
         recorded = (data.get(section) or {}).get("pretrained")
         if recorded is None or "pretrained" in (overrides.get(section) or {}) or Path(recorded).exists():
             continue
-        candidate = Path(os.path.normpath(directory.absolute() / place))
         if candidate.exists():
             found[section] = candidate
     if not found:

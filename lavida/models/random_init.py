@@ -29,6 +29,17 @@ def random_pretrained_paths(root: str | Path) -> dict[str, Path]:
     return {section: Path(root) / place for section, place in _PLACES.items()}
 
 
+def random_pretrained_root(section: str, path: str | Path | None) -> Path | None:
+    """The root under which ``path`` is ``section``'s place in :func:`random_pretrained_paths`, or None when
+    ``path`` is no such place (real weights, or no path)."""
+    if path is None:
+        return None
+    parts, place = Path(path).parts, Path(_PLACES[section]).parts
+    if len(parts) <= len(place) or parts[-len(place) :] != place:
+        return None
+    return Path(*parts[: -len(place)])
+
+
 def unset_base_models(config: LavidaConfig) -> list[str]:
     """The sections (``mllm``, ``text_encoder``, ``mask_decoder``) that have no ``pretrained`` path."""
     return [section for section in BASE_MODEL_SECTIONS if getattr(config, section).pretrained is None]

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from lavida.atomic import write_json
+from lavida.atomic import read_json, write_json
 from lavida.data.config import DataConfig
 from lavida.data.processor import LavidaProcessor
 from lavida.data.train_dataset import (
@@ -37,10 +37,22 @@ from lavida.data.train_dataset import (
 )
 from lavida.data.types import IGNORE_INDEX
 from lavida.losses import LavidaLoss, SegLossWeights
-from lavida.models.checkpoint import CONFIG_FILE, HEADS_FILE, META_FILE, read_checkpoint_meta, save_checkpoint
+from lavida.models.checkpoint import (
+    CONFIG_FILE,
+    HEADS_FILE,
+    META_FILE,
+    read_checkpoint_meta,
+    save_checkpoint,
+    stand_in_places,
+)
 from lavida.models.config import LavidaConfig
 from lavida.models.lavida import build_lavida
-from lavida.models.random_init import random_pretrained_paths, unset_base_models, write_random_pretrained
+from lavida.models.random_init import (
+    random_pretrained_paths,
+    random_pretrained_root,
+    unset_base_models,
+    write_random_pretrained,
+)
 from lavida.train.config import LauncherConfig, TrainConfig
 from lavida.train.launcher import build_accelerator, register_zero3_outside_parameters
 from lavida.train.optim import apply_optim_settings, build_optimizer, build_scheduler, schedule_length
@@ -135,7 +147,7 @@ class Trainer:
         # Random stand-ins only where the config allows them (base_weights: optional); a required base model
         # without a path is refused by build_lavida, before anything is built.
         if self.model_config.base_weights == "optional" and unset_base_models(self.model_config):
-            self.model_config = self._random_base_models_on_disk(resumed=resume is not None)
+            self.model_config = self._random_base_models_on_disk(resume=resume)
         if resume is not None:
             # Before the model is built: a 7B model need not load to learn that the run cannot resume.
             check_resume_settings(resume, self._record(), mode=self.config.resume_check)
@@ -264,22 +276,24 @@ class Trainer:
         check_checkpoints_in_the_way(self.output_dir, resume_step=read_progress(path).step)
         return path
 
-    def _random_base_models_on_disk(self, *, resumed: bool) -> LavidaConfig:
+    def _random_base_models_on_disk(self, *, resume: Path | None) -> LavidaConfig:
         """Write random stand-ins for the base models without weights into the run folder; point at them.
 
         With ``base_weights: optional`` (smoke runs) an unset base model is random. Drawn at build time,
         it would be drawn again, differently, by every later load of a checkpoint, which holds only what
         trains: the trained heads would run on other frozen weights, and each evaluation of the same
         checkpoint would give other scores. On disk, checkpoints name them as they name real weights
-        (absolute paths). Written by the main process at the start of a run, reused on resume; the
-        global generator is left as it was.
+        (absolute paths). Written by the main process at the start of a run, reused on resume (those in
+        the run folder where it is now, also after a move); the global generator is left as it was.
         """
         acc = self.accelerator
         root = (self.output_dir / "base_models").absolute()
+        if resume is not None:
+            _check_stand_ins_kept(resume, root, unset_base_models(self.model_config))  # on every process
         if acc.is_main_process:
             with torch.random.fork_rng(devices=[]):
                 write_random_pretrained(
-                    self.model_config, root, seed=self.config.seed, reuse_existing=resumed
+                    self.model_config, root, seed=self.config.seed, reuse_existing=resume is not None
                 )
         acc.wait_for_everyone()
         paths = random_pretrained_paths(root)
@@ -601,6 +615,36 @@ class Trainer:
                 log.info("Saved the trained model to %s", final)
         self.accelerator.wait_for_everyone()
         return final
+
+
+def _check_stand_ins_kept(resume: Path, root: Path, sections: list[str]) -> None:
+    """Refuse to resume when random stand-ins that ``resume`` was trained on are missing from ``root``.
+
+    A run folder moved without its ``base_models/`` (or with it deleted) would otherwise get new random
+    stand-ins, other frozen weights under the trained ones, without a word. Checkpoints saved before
+    lavida recorded where their stand-ins lie (``stand_in_places``) are not checked.
+
+    Raises:
+        FileNotFoundError: such a stand-in is missing (one line: what, and how to fix it).
+    """
+    trained_on = stand_in_places(resume / "model")
+    paths = random_pretrained_paths(root)
+    lost = [section for section in sections if section in trained_on and not paths[section].exists()]
+    if not lost:
+        return
+    saved = read_json(
+        resume / "model" / CONFIG_FILE, expected="the model configuration save_checkpoint writes"
+    )
+    old_roots = {
+        random_pretrained_root(section, (saved.get(section) or {}).get("pretrained")) for section in lost
+    }
+    where = "" if None in old_roots else f" (saved with them in {', '.join(sorted(map(str, old_roots)))})"
+    names = ", ".join(str(paths[section].relative_to(root)) for section in lost)
+    raise FileNotFoundError(
+        f"Resuming from {resume}{where}, but {root} lacks the random stand-in base models it was trained on "
+        f"({names}); new random ones would put other frozen weights under its trained weights. Copy the run's "
+        f"base_models/ folder to {root} (a run folder moves whole), or train into a new output_dir."
+    )
 
 
 def _flat(record: dict, prefix: str = "") -> dict:

@@ -1,0 +1,169 @@
+"""A smoke run's folder moved or renamed between a kill and its resume (``mv outputs/train/smoke /elsewhere``,
+then the same command with ``output_dir=/elsewhere/smoke``).
+
+The run folder holds the random stand-ins of its base models (``base_models/``); its checkpoints and its
+``run_config.json`` name them at the old place. The resumed run must train on the stand-ins that moved with
+it (never on what lies at the old place now, nor on new random ones), and continue exactly where the
+uninterrupted run would be; a run moved without them is refused before the model is built.
+"""
+
+import json
+import shutil
+
+import pytest
+import torch
+from conftest import compose_model_config
+from trainers import make_trainer
+
+from lavida.models.random_init import random_pretrained_paths, write_random_pretrained
+from lavida.train.resume_check import ResumeMismatchError
+
+SIZES = {"batches_per_epoch": 4, "save_every": 2}  # checkpoints at steps 2 and 4
+SECTIONS = ("mllm", "mask_decoder", "text_encoder")
+KEYS = ("loss", "loss_txt", "loss_seg")
+
+
+def _recording(trainer) -> list[dict[str, float]]:
+    """The losses of every micro-batch the trainer runs from now on."""
+    losses: list[dict[str, float]] = []
+    step = trainer.train_step
+    trainer.train_step = lambda batch: losses.append(step(batch)) or losses[-1]
+    return losses
+
+
+@pytest.fixture(scope="module")
+def killed_run(synthetic_train_root, tmp_path_factory):
+    """A smoke run (``model=tiny``: stand-ins written into its folder) killed after its step-2 checkpoint,
+    and the per-step losses of the same run left uninterrupted."""
+    config = compose_model_config("tiny")
+    assert config.base_weights == "optional" and config.mllm.pretrained is None
+    folder = tmp_path_factory.mktemp("moved_run")
+    straight = make_trainer(synthetic_train_root, config, folder / "straight", **SIZES)
+    straight.setup()
+    losses = _recording(straight)
+    straight.fit()
+    assert len(losses) == 4
+
+    first = make_trainer(synthetic_train_root, config, folder / "killed", **SIZES)
+    first.setup()
+    step = first.train_step
+
+    def killed_after_step_2(batch):
+        if first.progress.step == 2:
+            raise KeyboardInterrupt  # step 2's checkpoint is written, step 3 never runs
+        return step(batch)
+
+    first.train_step = killed_after_step_2
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+    assert not (folder / "killed" / "final").exists()
+    # Each test moves the run away from where it was trained: it is put back from this copy first.
+    shutil.copytree(folder / "killed", folder / "as_killed")
+    return folder / "killed", losses
+
+
+def _moved(killed_run, tmp_path):
+    """The killed run, as it was left where it trained (its old place), moved to ``<tmp>/elsewhere/renamed``.
+
+    Returns the old place and the new one.
+    """
+    old, _ = killed_run
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.copytree(old.parent / "as_killed", old)
+    new = tmp_path / "elsewhere" / "renamed"
+    new.parent.mkdir()
+    shutil.move(old, new)
+    return old, new
+
+
+def _other_stand_ins_at(old) -> None:
+    """Another run's stand-ins (another seed) where the moved run's stand-ins were: a new smoke run under the
+    old name. Training on them would give other losses."""
+    with torch.random.fork_rng(devices=[]):
+        write_random_pretrained(compose_model_config("tiny"), old / "base_models", seed=1)
+
+
+def _times(paths) -> dict[str, int]:
+    return {section: path.stat().st_mtime_ns for section, path in paths.items()}
+
+
+def _resumes_exactly(trainer, straight, stand_ins, new) -> None:
+    """Set up ``trainer``: it continues at step 2 on ``stand_ins`` and trains the steps of the uninterrupted
+    run, loss for loss; its final model names the moved stand-ins."""
+    trainer.setup()
+    assert (trainer.progress.step, trainer.progress.epoch, trainer.progress.batch_in_epoch) == (2, 0, 2)
+    used = {section: getattr(trainer.model_config, section).pretrained for section in SECTIONS}
+    assert used == {section: str(path) for section, path in stand_ins.items()}
+    losses = _recording(trainer)
+    summary = trainer.fit()
+    assert summary.steps == 4 and summary.final_checkpoint == new / "final"
+    assert len(losses) == 2
+    for key in KEYS:
+        assert [step[key] for step in losses] == [step[key] for step in straight[2:]], key
+    saved = json.loads((new / "final" / "lavida_config.json").read_text())
+    assert {section: saved[section]["pretrained"] for section in SECTIONS} == used
+
+
+def test_a_moved_run_resumes_on_the_stand_ins_that_moved_with_it(killed_run, synthetic_train_root, tmp_path):
+    """The same command with the new output_dir continues at step 2 with the uninterrupted run's losses, on
+    the moved stand-ins (not rewritten), although another run's stand-ins now lie at the old place."""
+    _, straight = killed_run
+    old, new = _moved(killed_run, tmp_path)
+    _other_stand_ins_at(old)
+    recorded = json.loads((new / "run_config.json").read_text())
+    assert recorded["model"]["mllm"]["pretrained"] == str(old / "base_models" / "mllm")  # the old place
+    stand_ins = random_pretrained_paths(new / "base_models")
+    written = _times(stand_ins)
+
+    resumed = make_trainer(synthetic_train_root, compose_model_config("tiny"), new, **SIZES)
+    _resumes_exactly(resumed, straight, stand_ins, new)
+    assert _times(stand_ins) == written
+    # The run's record now names where it is.
+    assert json.loads((new / "run_config.json").read_text())["model"]["mllm"]["pretrained"] == str(
+        stand_ins["mllm"]
+    )
+
+
+@pytest.mark.parametrize("old_place", ["kept", "gone"])
+def test_a_run_moved_without_its_stand_ins_is_refused_before_anything_is_written(
+    killed_run, synthetic_train_root, tmp_path, old_place
+):
+    """Only checkpoints/ moved (or base_models/ deleted): new random stand-ins would put other frozen weights
+    under the trained heads. Refused in one line that names the missing folder and says how to fix it;
+    following the advice, the run resumes."""
+    old, new = _moved(killed_run, tmp_path)
+    shutil.rmtree(new / "base_models")
+    if old_place == "kept":
+        shutil.copytree(old.parent / "as_killed" / "base_models", old / "base_models")
+
+    trainer = make_trainer(synthetic_train_root, compose_model_config("tiny"), new, **SIZES)
+    with pytest.raises(FileNotFoundError) as error:
+        trainer.setup()
+    message = str(error.value)
+    assert "\n" not in message
+    assert str(new / "base_models") in message and "step_0000002" in message
+    assert not (new / "base_models").exists()  # no new random stand-ins
+    assert f"saved with them in {old / 'base_models'}" in message  # where to copy them from
+    assert "Copy the run's base_models/ folder to" in message and "train into a new output_dir" in message
+    if old_place == "kept":  # following the advice, the run resumes
+        shutil.copytree(old / "base_models", new / "base_models")
+        again = make_trainer(synthetic_train_root, compose_model_config("tiny"), new, **SIZES)
+        again.setup()
+        assert again.progress.step == 2
+        assert again.model_config.mllm.pretrained == str(new / "base_models" / "mllm")
+
+
+def test_a_moved_run_with_a_changed_setting_is_still_refused(killed_run, synthetic_train_root, tmp_path):
+    """Moving changes only paths, which may differ; a changed learning rate is refused as in place, and the
+    refusal names only it."""
+    _, new = _moved(killed_run, tmp_path)
+    trainer = make_trainer(
+        synthetic_train_root,
+        compose_model_config("tiny"),
+        new,
+        **SIZES,
+        optim={"lr": 1e-3, "warmup_steps": 0, "decay": "constant"},
+    )
+    with pytest.raises(ResumeMismatchError) as error:
+        trainer.setup()
+    assert error.value.changed == ("train.optim.lr",)
