@@ -314,7 +314,7 @@ def base_models(config: DemoConfig, model_config: LavidaConfig, train_root: Path
             record_file, settings, what="base models", fresh=[base, Path(config.output_dir) / "train"]
         )
         log.info("Reusing the base models and stand-in pretraining in %s", base)
-        return LavidaConfig.from_dict(read_json(record_file, expected=_RECORD)["model"])
+        return _here(LavidaConfig.from_dict(read_json(record_file, expected=_RECORD)["model"]), base)
     from lavida.train.state import latest_checkpoint
 
     train_dir = Path(config.output_dir) / "train"
@@ -351,6 +351,21 @@ def base_models(config: DemoConfig, model_config: LavidaConfig, train_root: Path
         )
     write_json(record_file, {"settings": settings, "model": model_config.to_dict()}, indent=1)
     return model_config
+
+
+def _here(recorded: LavidaConfig, base: Path) -> LavidaConfig:
+    """``recorded`` with its base models pointed at ``base``, where they lie now.
+
+    The record names them absolutely, where the output folder was when they were written; a folder moved
+    or renamed as a whole holds them here, and the old place may be gone or hold another run's.
+    """
+    from lavida.models.random_init import random_pretrained_paths, random_pretrained_root
+
+    data = recorded.to_dict()
+    for section, path in random_pretrained_paths(base).items():
+        if random_pretrained_root(section, data[section].get("pretrained")) is not None:
+            data[section]["pretrained"] = str(path)
+    return LavidaConfig.from_dict(data)
 
 
 # The trainer's settings (resume_check's dotted keys) that each demo setting decides (run_demo, step 3).

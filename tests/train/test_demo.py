@@ -2,6 +2,7 @@
 meets the issue's learning targets (slow; ``make test-slow``)."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -210,6 +211,24 @@ def test_base_models_are_made_once_per_output_folder(tmp_path, synthetic_train_r
     )
     with pytest.raises(ValueError, match=r"differing: train_videos\).*delete .*base_models.* and .*train"):
         base_models(resized, LavidaConfig.from_dict(_tiny_model_dict()), synthetic_train_root)
+
+    # Moved or renamed as a whole, the folder's rerun reuses the base models that moved with it, not their
+    # recorded place, which may be gone or, as here, hold another run's.
+    moved = tmp_path.parent / f"{tmp_path.name}_moved"
+    shutil.copytree(tmp_path, moved)
+    (tmp_path / "base_models" / "sam2" / "model.safetensors").write_bytes(b"another run's")
+    there = base_models(
+        DemoConfig(output_dir=str(moved), sam_pretrain_steps=1, clip_pretrain_steps=1),
+        LavidaConfig.from_dict(_tiny_model_dict()),
+        synthetic_train_root,
+    )
+    expected = made.to_dict()
+    for section in ("mllm", "mask_decoder", "text_encoder"):
+        expected[section]["pretrained"] = str(
+            moved / Path(expected[section]["pretrained"]).relative_to(tmp_path)
+        )
+    assert there.to_dict() == expected
+    assert Path(there.mask_decoder.pretrained, "model.safetensors").read_bytes() == written
 
 
 def test_a_rerun_with_other_data_settings_is_refused(tmp_path):
