@@ -94,7 +94,8 @@ from lavida.models.outputs import LavidaOutput, LavidaPrediction
 from lavida.number_checks import count_at_least
 
 # -- the paper's numbers ------------------------------------------------------------------------------
-# Supplement Tab. 2 (A800 80 GB, clip length 8, compression ratio 0.2): FPS and ms per frame. Its four
+# Supplement Tab. 2 (clip length 8, compression ratio 0.2; the GPU is not named, B.3 trains on an A800):
+# FPS and ms per frame. Its four
 # parts sum to 133.76 ms (7.48 FPS), not 1000 / 7.33 = 136.43 ms; Tab. 7's row for clip length 8 gives
 # 45.31 + 91.10 = 136.41 ms, so the FPS matches Tab. 7 and the split is slightly off.
 PAPER_TAB2_FPS = 7.33
@@ -111,7 +112,7 @@ PAPER_TAB7 = {
 }
 # Main paper Fig. 7b: inference GPU memory at ratio 0.2 is 54.1 % of the uncompressed baseline.
 PAPER_FIG7B_MEMORY_AT_0_2 = 0.541
-PAPER_GPU = "A800 80 GB (supplement B)"
+PAPER_GPU = "GPU not stated (B.3 trains on an A800 80 GB)"
 
 # ShanghaiTech's test categories (the official release, research/lavida_official.md §10): K = 18.
 SHANGHAITECH_CATEGORIES = (
