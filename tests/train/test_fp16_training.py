@@ -1,4 +1,4 @@
-"""Review: ``launcher.mixed_precision=fp16`` without DeepSpeed trains under a dynamic loss scaler.
+"""``launcher.mixed_precision=fp16`` without DeepSpeed trains under a dynamic loss scaler.
 
 Accelerate then scales the loss by a ``GradScaler`` (initial scale 2^16), whose first steps commonly
 overflow in fp16: the scaler's answer is to skip that update and lower the scale, not an error. The

@@ -1,4 +1,4 @@
-"""Review: the loss settings of ``train.loss`` are checked when the config is read."""
+"""The loss settings of ``train.loss`` are checked when the config is read."""
 
 from __future__ import annotations
 

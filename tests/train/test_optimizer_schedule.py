@@ -1,4 +1,4 @@
-"""Review of the optimizer and the learning-rate schedule against independent computations.
+"""The optimizer and the learning-rate schedule against independent computations.
 
 The schedule is compared with a slow, step-by-step re-implementation of DeepSpeed's ``WarmupDecayLR``
 (``deepspeed/runtime/lr_schedules.py``: ``WarmupLR._get_gamma`` and ``WarmupDecayLR._get_gamma``),

@@ -1,4 +1,4 @@
-"""Review of the training loop: accumulation boundaries, clipping, exact resume, failures during saving.
+"""The training loop: accumulation boundaries, clipping, exact resume, failures during saving.
 
 Each check compares the loop with an independent computation: gradients taken with ``torch.autograd.grad``
 outside the loop, or an uninterrupted run of the same settings.

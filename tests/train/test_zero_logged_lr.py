@@ -1,4 +1,4 @@
-"""Review: under DeepSpeed the logged ``train/lr`` of step s must be the rate step s applied.
+"""Under DeepSpeed the logged ``train/lr`` of step s must be the rate step s applied.
 
 DeepSpeed's engine steps the schedule itself, inside ``accelerator.backward`` (Accelerate's
 ``DeepSpeedSchedulerWrapper.step`` does nothing), so a rate read after ``backward`` is already the next
