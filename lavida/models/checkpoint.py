@@ -64,11 +64,18 @@ def checkpoint_digest(directory: str | Path) -> str:
     one saved to the same path (a retrained ``final/``). Reads the whole checkpoint once: about 0.24 GB for
     the paper's model (59.6 M trained parameters in float32).
     """
-    directory = Path(directory)
+    return files_digest(directory)
+
+
+def files_digest(path: str | Path) -> str:
+    """The first 16 hex digits of a SHA-256 over the files of a folder (names, sizes, bytes), or of one file."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    root = path.parent if path.is_file() else path
     digest = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        digest.update(f"{path.relative_to(directory).as_posix()}\0{path.stat().st_size}\0".encode())
-        with path.open("rb") as handle:
+    for file in files:
+        digest.update(f"{file.relative_to(root).as_posix()}\0{file.stat().st_size}\0".encode())
+        with file.open("rb") as handle:
             while chunk := handle.read(1 << 20):
                 digest.update(chunk)
     return digest.hexdigest()[:16]
@@ -98,6 +105,11 @@ def save_checkpoint(
             "seg_token_id": model.mllm.seg_token_id,
             "trainable_parameters": model.trainable_parameter_count(),
             **({STAND_INS_KEY: stand_ins} if stand_ins else {}),
+            **(
+                {STAND_IN_DIGESTS_KEY: {s: files_digest(settings[s]["pretrained"]) for s in stand_ins}}
+                if stand_ins
+                else {}
+            ),
             **(extra_meta or {}),
         }
         (staging / META_FILE).write_text(json.dumps(meta, indent=2))
@@ -123,6 +135,10 @@ def _absolute_base_paths(settings: dict) -> dict:
 
 # meta.json: section → path of the run folder's stand-in relative to the checkpoint (smoke runs only).
 STAND_INS_KEY = "stand_ins_relative"
+# meta.json: section → files_digest of that stand-in, so that a stand-in found at a path is known to be the
+# one the checkpoint was trained on: the recorded place may hold another run's by now (a new run under the
+# old name after a move). A few MB at the tiny sizes; real base weights are neither recorded nor hashed.
+STAND_IN_DIGESTS_KEY = "stand_in_sha256"
 
 # How far above a checkpoint its run folder may lie: <run>/final, <run>/checkpoints/step_N/model, and
 # the demo's <demo>/train/final.
@@ -161,22 +177,40 @@ def stand_in_places(directory: str | Path) -> dict[str, Path]:
 
 
 def _relocated_stand_ins(data: dict, directory: Path, overrides: dict[str, Any]) -> dict:
-    """``data`` with each stand-in whose recorded path is gone pointed at the same place relative to the
-    checkpoint, where one lies there (its run folder was moved). Paths given in ``overrides`` stay."""
+    """``data`` with each stand-in pointed at the copy the checkpoint was trained on: the recorded path, or
+    else the same place relative to the checkpoint (its run folder was moved). Where the checkpoint
+    recorded their digests, the first whose files match is taken, and a stand-in matching at neither place
+    is refused; older checkpoints take the recorded path if it exists. Paths given in ``overrides`` stay.
+
+    Raises:
+        WeightsNotFoundError: the stand-in at the recorded path (and at the relative place) is another one.
+    """
+    digests = read_checkpoint_meta(directory).get(STAND_IN_DIGESTS_KEY) or {}
     found: dict[str, Path] = {}
     for section, candidate in stand_in_places(directory).items():
         recorded = (data.get(section) or {}).get("pretrained")
-        if recorded is None or "pretrained" in (overrides.get(section) or {}) or Path(recorded).exists():
+        if recorded is None or "pretrained" in (overrides.get(section) or {}):
             continue
-        if candidate.exists():
-            found[section] = candidate
+        places = [p for p in dict.fromkeys([Path(recorded), candidate]) if p.exists()]
+        if section in digests:
+            matching = [p for p in places if files_digest(p) == digests[section]]
+            if places and not matching:
+                raise WeightsNotFoundError(
+                    f"{directory}: the {section} stand-in at {' and at '.join(map(str, places))} is not the one "
+                    f"this checkpoint was trained on (its files differ: another run's?). Put the run's own "
+                    f"base_models/ back beside it, or point at them with "
+                    f"checkpoint_overrides.{section}.pretrained=PATH."
+                )
+            places = matching
+        if places and places[0] != Path(recorded):
+            found[section] = places[0]
     if not found:
         return data
     moved = {section: {"pretrained": str(path)} for section, path in found.items()}
     for section, path in found.items():
         log.info(
-            "%s: the stand-in %s is gone; using %s, its place relative to the checkpoint (the run folder "
-            "was moved).",
+            "%s: the stand-in %s is gone or another one; using %s, its place relative to the checkpoint "
+            "(the run folder was moved).",
             directory,
             data[section]["pretrained"],
             path,

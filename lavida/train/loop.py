@@ -41,6 +41,8 @@ from lavida.models.checkpoint import (
     CONFIG_FILE,
     HEADS_FILE,
     META_FILE,
+    STAND_IN_DIGESTS_KEY,
+    files_digest,
     read_checkpoint_meta,
     save_checkpoint,
     stand_in_places,
@@ -618,33 +620,53 @@ class Trainer:
 
 
 def _check_stand_ins_kept(resume: Path, root: Path, sections: list[str]) -> None:
-    """Refuse to resume when random stand-ins that ``resume`` was trained on are missing from ``root``.
+    """Refuse to resume unless ``root`` holds the random stand-ins that ``resume`` was trained on.
 
     A run folder moved without its ``base_models/`` (or with it deleted) would otherwise get new random
-    stand-ins, other frozen weights under the trained ones, without a word. Checkpoints saved before
-    lavida recorded where their stand-ins lie (``stand_in_places``) are not checked.
+    stand-ins, and one given another run's (copied from a place reused since) would train on those: other
+    frozen weights under the trained ones, without a word. Checkpoints saved before lavida recorded where
+    their stand-ins lie (``stand_in_places``) and their digests are not checked.
 
     Raises:
-        FileNotFoundError: such a stand-in is missing (one line: what, and how to fix it).
+        FileNotFoundError: such a stand-in is missing or another one (one line: what, and how to fix it).
     """
     trained_on = stand_in_places(resume / "model")
+    digests = read_checkpoint_meta(resume / "model").get(STAND_IN_DIGESTS_KEY) or {}
     paths = random_pretrained_paths(root)
     lost = [section for section in sections if section in trained_on and not paths[section].exists()]
-    if not lost:
+    other = [
+        section
+        for section in sections
+        if section in digests and paths[section].exists() and files_digest(paths[section]) != digests[section]
+    ]
+    if not lost and not other:
         return
     saved = read_json(
         resume / "model" / CONFIG_FILE, expected="the model configuration save_checkpoint writes"
     )
     old_roots = {
-        random_pretrained_root(section, (saved.get(section) or {}).get("pretrained")) for section in lost
+        random_pretrained_root(section, (saved.get(section) or {}).get("pretrained"))
+        for section in lost + other
     }
     where = "" if None in old_roots else f" (saved with them in {', '.join(sorted(map(str, old_roots)))})"
-    names = ", ".join(str(paths[section].relative_to(root)) for section in lost)
+    problem = []
+    if lost:
+        problem.append(
+            f"lacks the random stand-in base models it was trained on ({_names(paths, root, lost)})"
+        )
+    if other:
+        problem.append(
+            f"holds other stand-ins than it was trained on ({_names(paths, root, other)}: their files differ)"
+        )
     raise FileNotFoundError(
-        f"Resuming from {resume}{where}, but {root} lacks the random stand-in base models it was trained on "
-        f"({names}); new random ones would put other frozen weights under its trained weights. Copy the run's "
-        f"base_models/ folder to {root} (a run folder moves whole), or train into a new output_dir."
+        f"Resuming from {resume}{where}, but {root} {' and '.join(problem)}; other frozen weights would go under "
+        f"its trained weights. Copy the run's own base_models/ folder to {root} (a run folder moves whole), or "
+        "train into a new output_dir."
     )
+
+
+def _names(paths: dict[str, Path], root: Path, sections: list[str]) -> str:
+    return ", ".join(str(paths[section].relative_to(root)) for section in sections)
 
 
 def _flat(record: dict, prefix: str = "") -> dict:

@@ -284,6 +284,48 @@ def test_a_smoke_run_folder_moved_as_a_whole_still_loads(tmp_path, caplog):
         load_checkpoint(tmp_path / "elsewhere" / "final")
 
 
+def test_a_moved_runs_checkpoint_never_loads_another_runs_stand_ins(tmp_path, caplog):
+    """``mv outputs/train/smoke outputs/train/smoke_v1``, then a new smoke run under the old name: the moved
+    run's checkpoints still name the old place, which now holds the new run's stand-ins. The checkpoint
+    records their digests, so it loads its own (beside it) and refuses stand-ins that are not."""
+    import logging
+    import shutil
+
+    from conftest import compose_model_config
+
+    from lavida.models.checkpoint import files_digest
+    from lavida.models.random_init import random_pretrained_paths, write_random_pretrained
+
+    run = tmp_path / "smoke"
+    config = write_random_pretrained(compose_model_config("tiny"), run / "base_models", seed=0)
+    model = build_lavida(config)
+    _perturb_trainable(model)
+    before = _outputs(model.eval())
+    save_checkpoint(model, config, run / "final")
+    digests = json.loads((run / "final" / "meta.json").read_text())["stand_in_sha256"]
+    paths = random_pretrained_paths(run / "base_models")
+    assert digests == {section: files_digest(paths[section]) for section in digests} and len(digests) == 3
+
+    moved = tmp_path / "smoke_v1"
+    shutil.move(run, moved)
+    with torch.random.fork_rng(devices=[]):  # the new run at the old place: other random stand-ins
+        write_random_pretrained(compose_model_config("tiny"), run / "base_models", seed=1)
+    assert files_digest(paths["mask_decoder"]) != digests["mask_decoder"]
+    caplog.set_level(logging.INFO)
+    loaded, loaded_config = load_checkpoint(moved / "final")
+    assert loaded_config.mask_decoder.pretrained == str(moved / "base_models" / "sam2")
+    torch.testing.assert_close(_outputs(loaded).object_logits, before.object_logits, rtol=0, atol=0)
+    assert "gone or another one" in caplog.text
+
+    # Its own stand-ins replaced by other ones too: neither place holds them, and nothing is loaded.
+    shutil.rmtree(moved / "base_models")
+    shutil.copytree(run / "base_models", moved / "base_models")
+    with pytest.raises(
+        WeightsNotFoundError, match=r"not the one this checkpoint was trained on.*checkpoint_overrides"
+    ):
+        load_checkpoint(moved / "final")
+
+
 def test_real_base_weights_are_not_looked_for_in_the_run_folder(trained, tmp_path):
     """Only lavida's own stand-ins (base_weights: optional, <run>/base_models/...) are recorded relatively."""
     import dataclasses

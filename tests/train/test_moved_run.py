@@ -144,13 +144,29 @@ def test_a_run_moved_without_its_stand_ins_is_refused_before_anything_is_written
     assert str(new / "base_models") in message and "step_0000002" in message
     assert not (new / "base_models").exists()  # no new random stand-ins
     assert f"saved with them in {old / 'base_models'}" in message  # where to copy them from
-    assert "Copy the run's base_models/ folder to" in message and "train into a new output_dir" in message
+    assert "Copy the run's own base_models/ folder to" in message and "train into a new output_dir" in message
     if old_place == "kept":  # following the advice, the run resumes
         shutil.copytree(old / "base_models", new / "base_models")
         again = make_trainer(synthetic_train_root, compose_model_config("tiny"), new, **SIZES)
         again.setup()
         assert again.progress.step == 2
         assert again.model_config.mllm.pretrained == str(new / "base_models" / "mllm")
+
+
+def test_a_moved_run_given_another_runs_stand_ins_is_refused(killed_run, synthetic_train_root, tmp_path):
+    """base_models/ copied from the old place after a new run took it over: other frozen weights under the
+    trained ones. The checkpoint's digests tell them apart; refused before anything is written."""
+    old, new = _moved(killed_run, tmp_path)
+    shutil.rmtree(new / "base_models")
+    _other_stand_ins_at(new)
+    written = _times(random_pretrained_paths(new / "base_models"))
+    trainer = make_trainer(synthetic_train_root, compose_model_config("tiny"), new, **SIZES)
+    with pytest.raises(
+        FileNotFoundError, match=r"holds other stand-ins than it was trained on \(mllm, "
+    ) as error:
+        trainer.setup()
+    assert "\n" not in str(error.value) and "train into a new output_dir" in str(error.value)
+    assert _times(random_pretrained_paths(new / "base_models")) == written  # nothing rewritten
 
 
 def test_a_moved_run_with_a_changed_setting_is_still_refused(killed_run, synthetic_train_root, tmp_path):
