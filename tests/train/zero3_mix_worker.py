@@ -17,6 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for conftest's sample makers
 
 from conftest import make_samples, tiny_processor_for  # noqa: E402
+from zero_worker import skip_deepspeed_inference_op  # noqa: E402
 
 from lavida.losses import LavidaLoss  # noqa: E402
 from lavida.models.config import LavidaConfig  # noqa: E402
@@ -26,6 +27,7 @@ from lavida.train.launcher import register_zero3_outside_parameters  # noqa: E40
 
 def main(config_json: str, output_dir: str) -> None:
     torch.set_num_threads(1)
+    skip_deepspeed_inference_op()
     deepspeed.init_distributed(dist_backend="gloo")
     rank = int(os.environ["RANK"])
     torch.manual_seed(0)

@@ -22,7 +22,23 @@ from lavida.train.loop import Trainer
 LAUNCHERS = Path(__file__).resolve().parents[2] / "lavida" / "configs" / "launcher"
 
 
+def skip_deepspeed_inference_op() -> None:
+    """Keep DeepSpeed from compiling its shared-memory all-reduce in this process.
+
+    On the CPU accelerator DeepSpeed's communication backend builds a C++ extension at start-up (about 25 s
+    on 2 cores, on every fresh machine and every new virtualenv path) that only ``inference_all_reduce``
+    uses; ZeRO training reduces through torch.distributed, which these workers test.
+    """
+    import importlib
+
+    # By module name: the attribute deepspeed.comm.torch is PyTorch itself (deepspeed.comm imports torch).
+    backend = importlib.import_module("deepspeed.comm.torch")
+    assert hasattr(backend, "build_shm_op"), "DeepSpeed moved build_shm_op: update this test helper"
+    backend.build_shm_op = lambda: None
+
+
 def build_trainer(config_json: str, data_root: str, output_dir: str, launcher_name: str) -> Trainer:
+    skip_deepspeed_inference_op()
     model = json.loads(Path(config_json).read_text())
     model["dtype"] = "bfloat16"  # as experiment=paper_main: frozen weights in bf16
     model["mllm"]["gradient_checkpointing"] = True
