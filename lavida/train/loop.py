@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from lavida.atomic import read_json, write_json
+from lavida.atomic import atomic_dir, atomic_path, read_json, write_json
 from lavida.data.config import DataConfig
 from lavida.data.processor import LavidaProcessor
 from lavida.data.train_dataset import (
@@ -51,10 +52,10 @@ from lavida.models.config import LavidaConfig
 from lavida.models.lavida import build_lavida
 from lavida.models.random_init import (
     random_pretrained_paths,
-    random_pretrained_root,
     unset_base_models,
     write_random_pretrained,
 )
+from lavida.models.weights import WeightsNotFoundError
 from lavida.train.config import LauncherConfig, TrainConfig
 from lavida.train.launcher import build_accelerator, register_zero3_outside_parameters
 from lavida.train.optim import apply_optim_settings, build_optimizer, build_scheduler, schedule_length
@@ -286,13 +287,20 @@ class Trainer:
         trains: the trained heads would run on other frozen weights, and each evaluation of the same
         checkpoint would give other scores. On disk, checkpoints name them as they name real weights
         (absolute paths). Written by the main process at the start of a run, reused on resume (those in
-        the run folder where it is now, also after a move); the global generator is left as it was.
+        the run folder where it is now, also after a move; those the resumed checkpoint was trained on,
+        copied in, where the run folder lacks them); the global generator is left as it was.
         """
         acc = self.accelerator
         root = (self.output_dir / "base_models").absolute()
-        if resume is not None:
-            _check_stand_ins_kept(resume, root, unset_base_models(self.model_config))  # on every process
+        copies = {}
+        if resume is not None:  # on every process, before anything is written: they all refuse alike
+            copies = _stand_ins_to_copy(resume, root, unset_base_models(self.model_config))
         if acc.is_main_process:
+            for section, source in copies.items():
+                _copy_stand_in(source, random_pretrained_paths(root)[section])
+                log.info(
+                    "Copied the %s stand-in %s was trained on from %s into %s", section, resume, source, root
+                )
             with torch.random.fork_rng(devices=[]):
                 write_random_pretrained(
                     self.model_config, root, seed=self.config.seed, reuse_existing=resume is not None
@@ -619,50 +627,70 @@ class Trainer:
         return final
 
 
-def _check_stand_ins_kept(resume: Path, root: Path, sections: list[str]) -> None:
-    """Refuse to resume unless ``root`` holds the random stand-ins that ``resume`` was trained on.
+def _stand_ins_to_copy(resume: Path, root: Path, sections: list[str]) -> dict[str, Path]:
+    """Section → where the random stand-in that ``resume`` was trained on lies, for each one ``root`` lacks.
 
-    A run folder moved without its ``base_models/`` (or with it deleted) would otherwise get new random
-    stand-ins, and one given another run's (copied from a place reused since) would train on those: other
-    frozen weights under the trained ones, without a word. Checkpoints saved before lavida recorded where
-    their stand-ins lie (``stand_in_places``) and their digests are not checked.
+    A resumed run must train on the frozen weights its checkpoint was trained on. Where the run folder
+    lacks them (moved without its ``base_models/``, or resumed from another run's checkpoint with
+    ``train.resume``), they are found beside the checkpoint or where it was saved with them, and known by
+    the digest the checkpoint recorded; new random ones, or another run's, would go under the trained
+    weights without a word. Checkpoints saved before lavida recorded their stand-ins are not checked.
 
     Raises:
-        FileNotFoundError: such a stand-in is missing or another one (one line: what, and how to fix it).
+        WeightsNotFoundError: ``root`` holds other stand-ins, or a missing one is found nowhere (one
+            line: what, and how to fix it; a FileNotFoundError, as load_checkpoint raises it).
     """
     trained_on = stand_in_places(resume / "model")
     digests = read_checkpoint_meta(resume / "model").get(STAND_IN_DIGESTS_KEY) or {}
     paths = random_pretrained_paths(root)
-    lost = [section for section in sections if section in trained_on and not paths[section].exists()]
+    saved = read_json(
+        resume / "model" / CONFIG_FILE, expected="the model configuration save_checkpoint writes"
+    )
     other = [
         section
         for section in sections
         if section in digests and paths[section].exists() and files_digest(paths[section]) != digests[section]
     ]
+    copies, lost = {}, []
+    for section in sections:
+        if section not in trained_on or paths[section].exists():
+            continue
+        places = [
+            trained_on[section],
+            Path((saved.get(section) or {}).get("pretrained") or trained_on[section]),
+        ]
+        found = [p for p in dict.fromkeys(places) if p.exists() and files_digest(p) == digests.get(section)]
+        if found:
+            copies[section] = found[0]
+        else:
+            lost.append(section)
     if not lost and not other:
-        return
-    saved = read_json(
-        resume / "model" / CONFIG_FILE, expected="the model configuration save_checkpoint writes"
-    )
-    old_roots = {
-        random_pretrained_root(section, (saved.get(section) or {}).get("pretrained"))
-        for section in lost + other
-    }
-    where = "" if None in old_roots else f" (saved with them in {', '.join(sorted(map(str, old_roots)))})"
+        return copies
     problem = []
     if lost:
         problem.append(
-            f"lacks the random stand-in base models it was trained on ({_names(paths, root, lost)})"
+            f"lacks the random stand-in base models it was trained on ({_names(paths, root, lost)}), and no copy "
+            "with their files lies beside the checkpoint or where it was saved"
         )
     if other:
         problem.append(
             f"holds other stand-ins than it was trained on ({_names(paths, root, other)}: their files differ)"
         )
-    raise FileNotFoundError(
-        f"Resuming from {resume}{where}, but {root} {' and '.join(problem)}; other frozen weights would go under "
-        f"its trained weights. Copy the run's own base_models/ folder to {root} (a run folder moves whole), or "
-        "train into a new output_dir."
+    raise WeightsNotFoundError(
+        f"Resuming from {resume}, but {root} {' and '.join(problem)}; other frozen weights would go under its "
+        f"trained weights. Put the run's own base_models/ folder in {root}, or start over: a new output_dir "
+        "without train.resume."
     )
+
+
+def _copy_stand_in(source: Path, target: Path) -> None:
+    """Copy a stand-in (a model folder, or the CLIP text tower's one file) to ``target``, atomically."""
+    if source.is_dir():
+        with atomic_dir(target) as staging:
+            shutil.copytree(source, staging, dirs_exist_ok=True)
+    else:
+        with atomic_path(target) as temporary:
+            shutil.copyfile(source, temporary)
 
 
 def _names(paths: dict[str, Path], root: Path, sections: list[str]) -> str:

@@ -4,7 +4,8 @@ then the same command with ``output_dir=/elsewhere/smoke``).
 The run folder holds the random stand-ins of its base models (``base_models/``); its checkpoints and its
 ``run_config.json`` name them at the old place. The resumed run must train on the stand-ins that moved with
 it (never on what lies at the old place now, nor on new random ones), and continue exactly where the
-uninterrupted run would be; a run moved without them is refused before the model is built.
+uninterrupted run would be; one moved without them gets them from where it was trained, and where they
+are found nowhere (or the folder holds other ones) it is refused before the model is built.
 """
 
 import json
@@ -124,33 +125,57 @@ def test_a_moved_run_resumes_on_the_stand_ins_that_moved_with_it(killed_run, syn
     )
 
 
-@pytest.mark.parametrize("old_place", ["kept", "gone"])
-def test_a_run_moved_without_its_stand_ins_is_refused_before_anything_is_written(
-    killed_run, synthetic_train_root, tmp_path, old_place
+def test_a_run_moved_without_its_stand_ins_takes_them_from_where_it_was_trained(
+    killed_run, synthetic_train_root, tmp_path, caplog
 ):
-    """Only checkpoints/ moved (or base_models/ deleted): new random stand-ins would put other frozen weights
-    under the trained heads. Refused in one line that names the missing folder and says how to fix it;
-    following the advice, the run resumes."""
+    """Only checkpoints/ moved (or base_models/ deleted), the old place still there: the stand-ins the
+    checkpoint was trained on (known by its digests) are copied in, and the run continues exactly."""
+    from lavida.models.checkpoint import files_digest
+
+    _, straight = killed_run
     old, new = _moved(killed_run, tmp_path)
     shutil.rmtree(new / "base_models")
-    if old_place == "kept":
-        shutil.copytree(old.parent / "as_killed" / "base_models", old / "base_models")
+    shutil.copytree(old.parent / "as_killed" / "base_models", old / "base_models")
+    resumed = make_trainer(synthetic_train_root, compose_model_config("tiny"), new, **SIZES)
+    stand_ins = random_pretrained_paths(new / "base_models")
+    with caplog.at_level("INFO", logger="lavida.train.loop"):
+        _resumes_exactly(resumed, straight, stand_ins, new)
+    recorded = json.loads((new / "checkpoints" / "step_0000002" / "model" / "meta.json").read_text())
+    assert {section: files_digest(stand_ins[section]) for section in SECTIONS} == recorded["stand_in_sha256"]
+    assert f"from {old / 'base_models' / 'sam2'} into {new / 'base_models'}" in caplog.text
 
+
+def test_a_run_moved_without_its_stand_ins_found_nowhere_is_refused(
+    killed_run, synthetic_train_root, tmp_path
+):
+    """Neither in the run folder nor where the checkpoint was saved with them: new random stand-ins would
+    put other frozen weights under the trained heads. Refused in one line, before anything is written."""
+    _, new = _moved(killed_run, tmp_path)
+    shutil.rmtree(new / "base_models")
     trainer = make_trainer(synthetic_train_root, compose_model_config("tiny"), new, **SIZES)
     with pytest.raises(FileNotFoundError) as error:
         trainer.setup()
     message = str(error.value)
     assert "\n" not in message
     assert str(new / "base_models") in message and "step_0000002" in message
+    assert "(mllm, sam2, clip/open_clip_model.safetensors)" in message
+    assert "start over: a new output_dir without train.resume" in message
     assert not (new / "base_models").exists()  # no new random stand-ins
-    assert f"saved with them in {old / 'base_models'}" in message  # where to copy them from
-    assert "Copy the run's own base_models/ folder to" in message and "train into a new output_dir" in message
-    if old_place == "kept":  # following the advice, the run resumes
-        shutil.copytree(old / "base_models", new / "base_models")
-        again = make_trainer(synthetic_train_root, compose_model_config("tiny"), new, **SIZES)
-        again.setup()
-        assert again.progress.step == 2
-        assert again.model_config.mllm.pretrained == str(new / "base_models" / "mllm")
+
+
+def test_resuming_another_runs_checkpoint_brings_its_stand_ins_along(
+    killed_run, synthetic_train_root, tmp_path
+):
+    """``train.resume=<run>/checkpoints/step_N`` into a new output_dir: the new run folder gets the stand-ins
+    that checkpoint was trained on, copied from beside it, and continues exactly."""
+    _, straight = killed_run
+    _, source = _moved(killed_run, tmp_path)
+    target = tmp_path / "continued"
+    checkpoint = source / "checkpoints" / "step_0000002"
+    resumed = make_trainer(
+        synthetic_train_root, compose_model_config("tiny"), target, **SIZES, resume=str(checkpoint)
+    )
+    _resumes_exactly(resumed, straight, random_pretrained_paths(target / "base_models"), target)
 
 
 def test_a_moved_run_given_another_runs_stand_ins_is_refused(killed_run, synthetic_train_root, tmp_path):
@@ -165,7 +190,7 @@ def test_a_moved_run_given_another_runs_stand_ins_is_refused(killed_run, synthet
         FileNotFoundError, match=r"holds other stand-ins than it was trained on \(mllm, "
     ) as error:
         trainer.setup()
-    assert "\n" not in str(error.value) and "train into a new output_dir" in str(error.value)
+    assert "\n" not in str(error.value) and "a new output_dir without train.resume" in str(error.value)
     assert _times(random_pretrained_paths(new / "base_models")) == written  # nothing rewritten
 
 
