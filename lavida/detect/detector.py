@@ -674,19 +674,20 @@ class _Writers:
         self.overlay.path.unlink(missing_ok=True)
 
 
-# Probabilities are clipped to [ε, 1 − ε] before they are turned back into logits: |logit| ≤ 36.7, the
-# most a float64 sigmoid can tell apart from 0 and 1, above what SAM2's mask logits reach.
-_PROBABILITY_EPS = 1e-16
+# Bounds of a float64 probability turned back into a logit: down to float64's smallest normal number
+# (logit −708) and up to 1 − 1e-16 (+36.7; a float64 sigmoid of anything above is 1.0 exactly).
+_PROBABILITY_RANGE = (float(np.finfo(np.float64).tiny), 1 - 1e-16)
 
 
 def upsample_mask_logits_from_probabilities(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(h, w) probabilities → (H, W) float64 probabilities: back to logits, bilinear, sigmoid (SAM2's order).
 
     The border of a thresholded mask lies where the interpolated logits cross the threshold's logit, so
-    the logits must come back whole: the detector's float64 probabilities keep them up to ±36.7. (A clip
-    at 1e-6 used to cap them at ±13.8 and moved the borders of masks with stronger logits.)
+    the logits must come back whole: the detector's float64 probabilities keep them from −708 to +36.7.
+    (A clip at 1e-6 used to cap them at ±13.8 and moved the borders of masks with stronger logits.) A
+    logit above +36.7 comes back as +36.7, which moves a border next to it by less than a decoder pixel.
     """
-    probabilities = np.clip(np.asarray(mask, dtype=np.float64), _PROBABILITY_EPS, 1 - _PROBABILITY_EPS)
+    probabilities = np.clip(np.asarray(mask, dtype=np.float64), *_PROBABILITY_RANGE)
     logits = np.log(probabilities) - np.log1p(-probabilities)
     return upsample_mask_logits(logits[None], size, dtype=np.float64)[0]
 

@@ -124,14 +124,14 @@ def test_stream_agrees_with_detect_frame_by_frame(detector, tmp_path, monkeypatc
 
 def test_mask_borders_come_from_the_decoders_own_logits(detector):
     """The written mask is SAM2's: the decoder's logits stretched bilinearly, then thresholded. Strong
-    logits (±20–30, as a trained SAM2 gives) must come back whole from the probabilities the stream
-    carries; a clip at 1e-6 capped them at ±13.8 and moved the borders by a few percent of the area."""
+    logits (+25 inside, −50 outside) must come back whole from the probabilities the stream carries; a
+    clip at 1e-6 capped them at ±13.8 (and one at 1e-16 at ±36.8) and moved the borders."""
     import torch
 
     from lavida.detect.detector import upsample_mask_logits_from_probabilities
 
     rng = np.random.default_rng(0)
-    logits = np.full((16, 16), -20.0) + rng.normal(0, 2, (16, 16))
+    logits = np.full((16, 16), -50.0) + rng.normal(0, 2, (16, 16))  # a confident background
     logits[4:12, 5:11] = 25.0 + rng.normal(0, 2, (8, 6))
     # The reference: SAM2's order on the logits themselves, in float64 (no probabilities in between).
     stretched = torch.nn.functional.interpolate(
