@@ -296,7 +296,8 @@ def base_models(config: DemoConfig, model_config: LavidaConfig, train_root: Path
 
     # Absolute: the checkpoint's config names these folders, and lavida-eval / lavida-detect must find
     # them from any working directory.
-    base = Path(config.output_dir).resolve() / "base_models"
+    # Not resolve(): a checkpoint finds its run folder among its own unresolved parents (symlinks kept).
+    base = Path(config.output_dir).absolute() / "base_models"
     record_file = base / STAND_INS_FILE
     settings = {
         "seed": config.seed,

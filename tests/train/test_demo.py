@@ -171,6 +171,30 @@ def test_demo_meets_learning_targets(tmp_path):
         assert metrics[key] >= bound, key
 
 
+def test_base_models_keep_the_output_folders_own_path(tmp_path, synthetic_train_root):
+    """An output folder reached through a symlink: the base models are named through it, as the checkpoint
+    names its own folder, so the checkpoint records where its stand-ins lie (and their digests). Resolved
+    paths recorded nothing, and such a run lost its protection against moves and other runs' stand-ins."""
+    from lavida.demo import DemoConfig, _tiny_model_dict, base_models
+    from lavida.models.checkpoint import save_checkpoint
+    from lavida.models.config import LavidaConfig
+    from lavida.models.lavida import build_lavida
+
+    (tmp_path / "real").mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "real", target_is_directory=True)
+    config = DemoConfig(output_dir=str(link), sam_pretrain_steps=0, clip_pretrain_steps=0)
+    made = base_models(config, LavidaConfig.from_dict(_tiny_model_dict()), synthetic_train_root)
+    assert made.mask_decoder.pretrained == str(link / "base_models" / "sam2")
+    save_checkpoint(build_lavida(made), made, link / "train" / "final")
+    meta = json.loads((link / "train" / "final" / "meta.json").read_text())
+    assert (
+        set(meta["stand_ins_relative"])
+        == set(meta["stand_in_sha256"])
+        == {"mllm", "mask_decoder", "text_encoder"}
+    )
+
+
 def test_base_models_are_made_once_per_output_folder(tmp_path, synthetic_train_root, monkeypatch):
     """A rerun of the demo (after a kill) reuses the base models and stand-in pretraining it recorded,
     and refuses other settings: training resumed on other frozen weights would be silently wrong. The
