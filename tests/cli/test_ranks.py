@@ -31,6 +31,7 @@ def job_handlers(tmp_path):
     transformers_logging.get_logger()  # transformers' own handler, as after any transformers import
     transformers_handler = logging.getLogger("transformers").handlers[0]
     saved_transformers = transformers_handler.formatter, transformers_handler.stream
+    bars_were_enabled = transformers_logging.is_progress_bar_enabled()
     transformers_handler.setStream(io.StringIO())
     console = logging.StreamHandler(io.StringIO())
     log_file = logging.FileHandler(tmp_path / "job.log")
@@ -44,7 +45,8 @@ def job_handlers(tmp_path):
     root.setLevel(saved_level)
     transformers_handler.setFormatter(saved_transformers[0])
     transformers_handler.setStream(saved_transformers[1])
-    transformers_logging.enable_progress_bar()
+    if bars_were_enabled:  # as it was: disable_progress_bar() also turned huggingface_hub's off
+        transformers_logging.enable_progress_bar()
 
 
 def _log_three_lines() -> None:

@@ -46,7 +46,12 @@ def start(
 
 def finish(worker: subprocess.Popen, output_dir: Path) -> dict:
     """Wait for a worker started by :func:`start`; returns its report."""
-    returncode = worker.wait(timeout=600)
+    try:
+        returncode = worker.wait(timeout=600)
+    except subprocess.TimeoutExpired:
+        worker.terminate()  # torch.distributed.run passes SIGTERM on to its worker
+        worker.wait(timeout=60)
+        raise
     console = output_dir.with_suffix(".console").read_text()
     assert returncode == 0, console[-8000:]
     return json.loads((output_dir / "worker_report.json").read_text())
@@ -77,7 +82,8 @@ def check_zero_run_and_resume(synthetic_train_root, tiny_pretrained, tmp_path, *
     finally:
         for worker in (straight_worker, first_worker):
             if worker.poll() is None:  # the other one failed: stop this one too
-                worker.kill()
+                worker.terminate()  # SIGTERM: torch.distributed.run passes it on to its worker (SIGKILL would not)
+                worker.wait(timeout=60)
     assert straight["engine"] == "DeepSpeedEngine" and straight["bf16"], straight
     assert straight["zero_stage"] == int(launcher[-1]), straight
     assert (
