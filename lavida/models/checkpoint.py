@@ -10,12 +10,15 @@ local paths when the model is rebuilt:
     meta.json               lavida version, git revision (``+dirty`` with uncommitted changes to
                             tracked files; null outside a checkout), parameter counts, <SEG> token id,
                             the training step and clip length (trainer checkpoints), and where the
-                            run folder's random stand-ins lie relative to the checkpoint (smoke runs)
+                            run folder's random stand-ins lie relative to the checkpoint, with a digest
+                            of each (smoke runs)
 
 A smoke run's random stand-ins for the base models (``base_weights: optional``) live in its run folder
 (``<run>/base_models/``, lavida.models.random_init). A checkpoint records their place relative to
 itself too, so that a run folder moved or renamed as a whole (``mv outputs/demo outputs/demo_seed0``)
-still loads: where a recorded path is gone, the same place relative to the checkpoint is used.
+still loads, and a digest of their files: of the recorded path and the same place relative to the
+checkpoint, the first whose files are the ones it was trained on is used, and loading is refused where
+neither holds them (another run's stand-ins at the old place).
 
 Directories are written to a temporary sibling and renamed into place, so a crash never leaves a
 half-written checkpoint behind.
