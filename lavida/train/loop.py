@@ -634,7 +634,9 @@ def _stand_ins_to_copy(resume: Path, root: Path, sections: list[str]) -> dict[st
     lacks them (moved without its ``base_models/``, or resumed from another run's checkpoint with
     ``train.resume``), they are found beside the checkpoint or where it was saved with them, and known by
     the digest the checkpoint recorded; new random ones, or another run's, would go under the trained
-    weights without a word. Checkpoints saved before lavida recorded their stand-ins are not checked.
+    weights without a word. A checkpoint that recorded their places but no digests (lavida before
+    2026-12-06) takes the first place that exists, as ``load_checkpoint`` does; one saved before lavida
+    recorded its stand-ins is not checked.
 
     Raises:
         WeightsNotFoundError: ``root`` holds other stand-ins, or a missing one is found nowhere (one
@@ -659,7 +661,11 @@ def _stand_ins_to_copy(resume: Path, root: Path, sections: list[str]) -> dict[st
             trained_on[section],
             Path((saved.get(section) or {}).get("pretrained") or trained_on[section]),
         ]
-        found = [p for p in dict.fromkeys(places) if p.exists() and files_digest(p) == digests.get(section)]
+        found = [
+            p
+            for p in dict.fromkeys(places)
+            if p.exists() and (section not in digests or files_digest(p) == digests[section])
+        ]
         if found:
             copies[section] = found[0]
         else:

@@ -138,11 +138,39 @@ def test_a_run_moved_without_its_stand_ins_takes_them_from_where_it_was_trained(
     shutil.copytree(old.parent / "as_killed" / "base_models", old / "base_models")
     resumed = make_trainer(synthetic_train_root, compose_model_config("tiny"), new, **SIZES)
     stand_ins = random_pretrained_paths(new / "base_models")
-    with caplog.at_level("INFO", logger="lavida.train.loop"):
+    with caplog.at_level("INFO"):
         _resumes_exactly(resumed, straight, stand_ins, new)
     recorded = json.loads((new / "checkpoints" / "step_0000002" / "model" / "meta.json").read_text())
     assert {section: files_digest(stand_ins[section]) for section in SECTIONS} == recorded["stand_in_sha256"]
     assert f"from {old / 'base_models' / 'sam2'} into {new / 'base_models'}" in caplog.text
+    # Copied, not drawn again (the same seed would draw the same weights, which would hide a missing copy).
+    assert "Wrote random base models" not in caplog.text
+
+
+@pytest.mark.parametrize("digests", ["recorded", "not recorded (older lavida)"])
+def test_another_runs_stand_ins_at_the_old_place_are_not_copied(
+    killed_run, synthetic_train_root, tmp_path, digests
+):
+    """Moved without base_models/, and a new run has taken over the old place: its stand-ins are not the
+    checkpoint's, which its digests tell; refused, nothing written. A checkpoint without digests takes the
+    old place, as load_checkpoint does."""
+    old, new = _moved(killed_run, tmp_path)
+    shutil.rmtree(new / "base_models")
+    _other_stand_ins_at(old)
+    if digests != "recorded":
+        meta_file = new / "checkpoints" / "step_0000002" / "model" / "meta.json"
+        meta = json.loads(meta_file.read_text())
+        del meta["stand_in_sha256"]
+        meta_file.write_text(json.dumps(meta))
+    trainer = make_trainer(synthetic_train_root, compose_model_config("tiny"), new, **SIZES)
+    if digests == "recorded":
+        with pytest.raises(FileNotFoundError, match=r"no copy with their files lies beside the checkpoint"):
+            trainer.setup()
+        assert not (new / "base_models").exists()
+    else:
+        trainer.setup()
+        assert trainer.progress.step == 2
+        assert (new / "base_models" / "sam2").is_dir()
 
 
 def test_a_run_moved_without_its_stand_ins_found_nowhere_is_refused(
@@ -164,7 +192,7 @@ def test_a_run_moved_without_its_stand_ins_found_nowhere_is_refused(
 
 
 def test_resuming_another_runs_checkpoint_brings_its_stand_ins_along(
-    killed_run, synthetic_train_root, tmp_path
+    killed_run, synthetic_train_root, tmp_path, caplog
 ):
     """``train.resume=<run>/checkpoints/step_N`` into a new output_dir: the new run folder gets the stand-ins
     that checkpoint was trained on, copied from beside it, and continues exactly."""
@@ -175,7 +203,9 @@ def test_resuming_another_runs_checkpoint_brings_its_stand_ins_along(
     resumed = make_trainer(
         synthetic_train_root, compose_model_config("tiny"), target, **SIZES, resume=str(checkpoint)
     )
-    _resumes_exactly(resumed, straight, random_pretrained_paths(target / "base_models"), target)
+    with caplog.at_level("INFO"):
+        _resumes_exactly(resumed, straight, random_pretrained_paths(target / "base_models"), target)
+    assert "Copied the mllm stand-in" in caplog.text and "Wrote random base models" not in caplog.text
 
 
 def test_a_moved_run_given_another_runs_stand_ins_is_refused(killed_run, synthetic_train_root, tmp_path):
