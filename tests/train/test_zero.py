@@ -49,12 +49,25 @@ def finish(worker: subprocess.Popen, output_dir: Path) -> dict:
     try:
         returncode = worker.wait(timeout=600)
     except subprocess.TimeoutExpired:
-        worker.terminate()  # torch.distributed.run passes SIGTERM on to its worker
-        worker.wait(timeout=60)
+        stop(worker)
         raise
     console = output_dir.with_suffix(".console").read_text()
     assert returncode == 0, console[-8000:]
     return json.loads((output_dir / "worker_report.json").read_text())
+
+
+def stop(worker: subprocess.Popen) -> None:
+    """Stop a worker started by :func:`start` and the process it runs.
+
+    SIGTERM, which torch.distributed.run passes on to its worker (SIGKILL would stop only the launcher);
+    SIGKILL after a minute, so that a worker ignoring it cannot hide the error being reported.
+    """
+    worker.terminate()
+    try:
+        worker.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
 
 
 def launch(
@@ -82,8 +95,7 @@ def check_zero_run_and_resume(synthetic_train_root, tiny_pretrained, tmp_path, *
     finally:
         for worker in (straight_worker, first_worker):
             if worker.poll() is None:  # the other one failed: stop this one too
-                worker.terminate()  # SIGTERM: torch.distributed.run passes it on to its worker (SIGKILL would not)
-                worker.wait(timeout=60)
+                stop(worker)
     assert straight["engine"] == "DeepSpeedEngine" and straight["bf16"], straight
     assert straight["zero_stage"] == int(launcher[-1]), straight
     assert (
