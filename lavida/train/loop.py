@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from lavida.atomic import atomic_dir, atomic_path, read_json, write_json
+from lavida.atomic import write_json
 from lavida.data.config import DataConfig
 from lavida.data.processor import LavidaProcessor
 from lavida.data.train_dataset import (
@@ -38,16 +37,7 @@ from lavida.data.train_dataset import (
 )
 from lavida.data.types import IGNORE_INDEX
 from lavida.losses import LavidaLoss, SegLossWeights
-from lavida.models.checkpoint import (
-    CONFIG_FILE,
-    HEADS_FILE,
-    META_FILE,
-    STAND_IN_DIGESTS_KEY,
-    files_digest,
-    read_checkpoint_meta,
-    save_checkpoint,
-    stand_in_places,
-)
+from lavida.models.checkpoint import CONFIG_FILE, HEADS_FILE, META_FILE, read_checkpoint_meta, save_checkpoint
 from lavida.models.config import LavidaConfig
 from lavida.models.lavida import build_lavida
 from lavida.models.random_init import (
@@ -55,11 +45,11 @@ from lavida.models.random_init import (
     unset_base_models,
     write_random_pretrained,
 )
-from lavida.models.weights import WeightsNotFoundError
 from lavida.train.config import LauncherConfig, TrainConfig
 from lavida.train.launcher import build_accelerator, register_zero3_outside_parameters
 from lavida.train.optim import apply_optim_settings, build_optimizer, build_scheduler, schedule_length
 from lavida.train.resume_check import check_resume_settings
+from lavida.train.stand_ins import copy_stand_in, stand_ins_to_copy
 from lavida.train.state import (
     Progress,
     check_checkpoints_in_the_way,
@@ -294,10 +284,10 @@ class Trainer:
         root = (self.output_dir / "base_models").absolute()
         copies = {}
         if resume is not None:  # on every process, before anything is written: they all refuse alike
-            copies = _stand_ins_to_copy(resume, root, unset_base_models(self.model_config))
+            copies = stand_ins_to_copy(resume, root, unset_base_models(self.model_config))
         if acc.is_main_process:
             for section, source in copies.items():
-                _copy_stand_in(source, random_pretrained_paths(root)[section])
+                copy_stand_in(source, random_pretrained_paths(root)[section])
                 log.info(
                     "Copied the %s stand-in %s was trained on from %s into %s", section, resume, source, root
                 )
@@ -625,82 +615,6 @@ class Trainer:
                 log.info("Saved the trained model to %s", final)
         self.accelerator.wait_for_everyone()
         return final
-
-
-def _stand_ins_to_copy(resume: Path, root: Path, sections: list[str]) -> dict[str, Path]:
-    """Section → where the random stand-in that ``resume`` was trained on lies, for each one ``root`` lacks.
-
-    A resumed run must train on the frozen weights its checkpoint was trained on. Where the run folder
-    lacks them (moved without its ``base_models/``, or resumed from another run's checkpoint with
-    ``train.resume``), they are found beside the checkpoint or where it was saved with them, and known by
-    the digest the checkpoint recorded; new random ones, or another run's, would go under the trained
-    weights without a word. A checkpoint that recorded their places but no digests (lavida before
-    2026-12-06) takes the first place that exists, as ``load_checkpoint`` does; one saved before lavida
-    recorded its stand-ins is not checked.
-
-    Raises:
-        WeightsNotFoundError: ``root`` holds other stand-ins, or a missing one is found nowhere (one
-            line: what, and how to fix it; a FileNotFoundError, as load_checkpoint raises it).
-    """
-    trained_on = stand_in_places(resume / "model")
-    digests = read_checkpoint_meta(resume / "model").get(STAND_IN_DIGESTS_KEY) or {}
-    paths = random_pretrained_paths(root)
-    saved = read_json(
-        resume / "model" / CONFIG_FILE, expected="the model configuration save_checkpoint writes"
-    )
-    other = [
-        section
-        for section in sections
-        if section in digests and paths[section].exists() and files_digest(paths[section]) != digests[section]
-    ]
-    copies, lost = {}, []
-    for section in sections:
-        if section not in trained_on or paths[section].exists():
-            continue
-        places = [
-            trained_on[section],
-            Path((saved.get(section) or {}).get("pretrained") or trained_on[section]),
-        ]
-        found = [
-            p
-            for p in dict.fromkeys(places)
-            if p.exists() and (section not in digests or files_digest(p) == digests[section])
-        ]
-        if found:
-            copies[section] = found[0]
-        else:
-            lost.append(section)
-    if not lost and not other:
-        return copies
-    problem = []
-    if lost:
-        problem.append(
-            f"lacks the random stand-in base models it was trained on ({_names(paths, root, lost)}), and no copy "
-            "with their files lies beside the checkpoint or where it was saved"
-        )
-    if other:
-        problem.append(
-            f"holds other stand-ins than it was trained on ({_names(paths, root, other)}: their files differ)"
-        )
-    raise WeightsNotFoundError(
-        f"Resuming from {resume}, but {root} {' and '.join(problem)}; other frozen weights would go under its "
-        f"trained weights. Put the run's own base_models/ folder in {root}, or start over: a new output_dir "
-        "without train.resume."
-    )
-
-
-def _copy_stand_in(source: Path, target: Path) -> None:
-    """Copy a stand-in (a model folder, or the CLIP text tower's one file) to ``target``, atomically."""
-    if source.is_dir():
-        with atomic_dir(target) as staging:
-            shutil.copytree(source, staging, dirs_exist_ok=True)
-    else:
-        with atomic_path(target) as temporary:
-            shutil.copyfile(source, temporary)
-
-
-def _names(paths: dict[str, Path], root: Path, sections: list[str]) -> str:
-    return ", ".join(str(paths[section].relative_to(root)) for section in sections)
 
 
 def _flat(record: dict, prefix: str = "") -> dict:
