@@ -30,9 +30,9 @@ def stand_ins_to_copy(resume: Path, root: Path, sections: list[str]) -> dict[str
     lacks them (moved without its ``base_models/``, or resumed from another run's checkpoint with
     ``train.resume``), they are found beside the checkpoint or where it was saved with them, and known by
     the digest the checkpoint recorded; new random ones, or another run's, would go under the trained
-    weights without a word. A checkpoint that recorded their places but no digests (lavida before the
-    digests) takes the first place that exists, as ``load_checkpoint`` does; one saved before lavida
-    recorded its stand-ins is not checked.
+    weights without a word. A checkpoint that recorded their places but not yet their digests takes the
+    first place that exists, as ``load_checkpoint`` does; one saved before lavida recorded its stand-ins
+    is not checked.
 
     Raises:
         WeightsNotFoundError: ``root`` holds other stand-ins, or a missing one is found nowhere (one
