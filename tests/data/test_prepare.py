@@ -160,7 +160,7 @@ class SystemFailures(TinySource):
 @pytest.mark.parametrize(
     ("error", "refused"),
     [
-        (PermissionError(13, "Permission denied", "/data/refs.json"), True),  # names its file
+        (PermissionError(13, "Permission denied", "refclef/refs.json"), True),  # names its file
         (ModuleNotFoundError("No module named 'pycocotools'", name="pycocotools"), True),
         (IsADirectoryError(21, "Is a directory"), False),  # no file named: a path we built wrongly
         (
