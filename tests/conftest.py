@@ -1,6 +1,8 @@
 """Shared test set-up: offline, deterministic, CPU only."""
 
 import os
+import shutil
+from pathlib import Path
 
 # No network, ever: set before transformers / huggingface_hub are imported by any test module.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -241,3 +243,26 @@ def decode_sequentially(path):
 
     with av.open(str(path)) as container:
         return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+def other_weights(source, target):
+    """A copy of the base model at ``source`` whose largest tensor in each safetensors file is moved:
+    the same architecture, other weights (as Qwen2-VL-7B-Instruct is to Qwen2-VL-7B)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    source, target = Path(source), Path(target)
+    if source.is_dir():
+        shutil.copytree(source, target)
+    else:
+        shutil.copy(source, target)
+    for file in [target] if target.is_file() else sorted(target.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as handle:
+            metadata = handle.metadata()
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        largest = max(
+            (n for n in tensors if tensors[n].is_floating_point()), key=lambda n: tensors[n].numel()
+        )
+        tensors[largest] = tensors[largest] + 0.01
+        save_file(tensors, str(file), metadata=metadata)
+    return target

@@ -161,6 +161,7 @@ def _load_detector(cfg: DictConfig, run_key: dict, *, device: torch.device) -> D
         device=device,
         dtype=cfg.dtype,
         config_overrides=OmegaConf.to_container(cfg.checkpoint_overrides, resolve=True) or None,
+        base_model_check=cfg.base_model_check,
         clip_length=run_key["clip_length"],
         interval=cfg.interval,
         stride=cfg.stride,

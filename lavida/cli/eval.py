@@ -187,7 +187,9 @@ def build_predictor(cfg: DictConfig) -> Predictor:
     dtype = model_dtype(cfg)
     overrides = OmegaConf.to_container(cfg.checkpoint_overrides, resolve=True) or {}
     overrides["dtype"] = dtype
-    model, config = load_checkpoint(cfg.checkpoint, config_overrides=overrides, device=device)
+    model, config = load_checkpoint(
+        cfg.checkpoint, config_overrides=overrides, device=device, base_model_check=cfg.base_model_check
+    )
     processor = LavidaProcessor.for_model(model, config.inputs)
     log.info("Loaded %s on %s (%s)", cfg.checkpoint, device, getattr(torch, dtype))
     predictor = Predictor(

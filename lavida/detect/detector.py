@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -160,6 +161,7 @@ class Detector:
         device: str | torch.device | None = None,
         dtype: str | None = None,
         config_overrides: dict | None = None,
+        base_model_check: Literal["strict", "warn"] = "strict",
         **kwargs,
     ) -> Detector:
         """Load a LAVIDA checkpoint (bf16 on GPU, fp32 on CPU unless ``dtype`` says otherwise).
@@ -171,6 +173,8 @@ class Detector:
             dtype: ``float32``, ``bfloat16`` or ``float16`` (default: bfloat16 on GPU, float32 on CPU).
             config_overrides: Nested values replacing the checkpoint's saved config, e.g. base-model paths
                 on another machine: ``{"mllm": {"pretrained": "/models/Qwen2-VL-7B-Instruct"}}``.
+            base_model_check: ``strict`` refuses base models whose files are not the ones the checkpoint
+                was trained on; ``warn`` logs it and loads them (:func:`~lavida.models.checkpoint.load_checkpoint`).
             **kwargs: The :class:`Detector` settings (``threshold``, ``interval``, ...). ``clip_length``
                 defaults to the clip length the checkpoint was trained on (its meta.json; supplement
                 Tab. 7 tests each model at its own), else 8.
@@ -185,7 +189,9 @@ class Detector:
         device = default_device(device)
         overrides = dict(config_overrides or {})
         overrides["dtype"] = load_dtype(device, dtype=dtype, config_overrides=overrides)
-        model, config = load_checkpoint(checkpoint, config_overrides=overrides, device=device)
+        model, config = load_checkpoint(
+            checkpoint, config_overrides=overrides, device=device, base_model_check=base_model_check
+        )
         if kwargs.get("clip_length") is None:
             kwargs["clip_length"] = trained_clip_length(checkpoint)
         return cls(model=model, processor=LavidaProcessor.for_model(model, config.inputs), **kwargs)

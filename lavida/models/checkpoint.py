@@ -9,9 +9,10 @@ local paths when the model is rebuilt:
                             decoder, the prompt embedding layer
     meta.json               lavida version, git revision (``+dirty`` with uncommitted changes to
                             tracked files; null outside a checkout), parameter counts, <SEG> token id,
-                            the training step and clip length (trainer checkpoints), and where the
-                            run folder's random stand-ins lie relative to the checkpoint, with a digest
-                            of each (smoke runs)
+                            the training step and clip length (trainer checkpoints), a fingerprint
+                            of each base model (lavida.models.base_fingerprint: loading compares them
+                            with the weights found then), and where the run folder's random stand-ins
+                            lie relative to the checkpoint, with a digest of each (smoke runs)
 
 A smoke run's random stand-ins for the base models (``base_weights: optional``) live in its run folder
 (``<run>/base_models/``, lavida.models.random_init). A checkpoint records their place relative to
@@ -32,13 +33,14 @@ import logging
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_file, save_file
 
 import lavida
 from lavida.atomic import atomic_dir, read_json
+from lavida.models.base_fingerprint import BASE_FINGERPRINTS_KEY, base_model_fingerprints, check_base_models
 from lavida.models.config import LavidaConfig
 from lavida.models.lavida import LavidaModel, build_lavida
 from lavida.models.weights import WeightsNotFoundError
@@ -107,6 +109,7 @@ def save_checkpoint(
             "git_revision": _git_revision(),
             "seg_token_id": model.mllm.seg_token_id,
             "trainable_parameters": model.trainable_parameter_count(),
+            BASE_FINGERPRINTS_KEY: base_model_fingerprints(config),
             **({STAND_INS_KEY: stand_ins} if stand_ins else {}),
             **(
                 {STAND_IN_DIGESTS_KEY: {s: files_digest(settings[s]["pretrained"]) for s in stand_ins}}
@@ -140,7 +143,8 @@ def _absolute_base_paths(settings: dict) -> dict:
 STAND_INS_KEY = "stand_ins_relative"
 # meta.json: section → files_digest of that stand-in, so that a stand-in found at a path is known to be the
 # one the checkpoint was trained on: the recorded place may hold another run's by now (a new run under the
-# old name after a move). A few MB at the tiny sizes; real base weights are neither recorded nor hashed.
+# old name after a move). A few MB at the tiny sizes, hashed whole; every base model also gets the sampled
+# fingerprint of lavida.models.base_fingerprint, which is what real weights get.
 STAND_IN_DIGESTS_KEY = "stand_in_sha256"
 
 # How far above a checkpoint its run folder may lie: <run>/final, <run>/checkpoints/step_N/model, and
@@ -226,6 +230,7 @@ def load_checkpoint(
     *,
     config_overrides: dict[str, Any] | None = None,
     device: torch.device | str = "cpu",
+    base_model_check: Literal["strict", "warn"] = "strict",
 ) -> tuple[LavidaModel, LavidaConfig]:
     """Rebuild the model from a checkpoint directory, in eval mode (dropout off; ``.train()`` to fine-tune).
 
@@ -234,11 +239,18 @@ def load_checkpoint(
         config_overrides: Nested values replacing the saved config, e.g. new base-model paths on another
             machine: ``{"mllm": {"pretrained": "/models/Qwen2-VL-7B-Instruct"}, "dtype": "bfloat16"}``.
         device: Where to put the model.
+        base_model_check: ``strict`` refuses base models whose files are not the ones the checkpoint was
+            trained on (their fingerprints in ``meta.json``); ``warn`` logs the difference and loads (the
+            same weights converted to another format, say).
 
     Raises:
         WeightsNotFoundError: a file is missing, or the weights do not match the configured model.
+        BaseModelMismatchError: (a WeightsNotFoundError) a base model is not the one the checkpoint was
+            trained on, and ``base_model_check`` is ``strict``.
     """
     directory = Path(directory)
+    if base_model_check not in ("strict", "warn"):
+        raise ValueError(f"base_model_check must be 'strict' or 'warn', got {base_model_check!r}.")
     required = [CONFIG_FILE, HEADS_FILE]
     missing = [name for name in required if not (directory / name).is_file()]
     if missing:
@@ -258,6 +270,16 @@ def load_checkpoint(
     data = _relocated_stand_ins(data, directory, config_overrides or {})
     config = LavidaConfig.from_dict(data)
     _check_base_models_saved(config, directory / CONFIG_FILE)
+    check_base_models(
+        read_checkpoint_meta(directory).get(BASE_FINGERPRINTS_KEY) or {},
+        config,
+        checkpoint=directory,
+        mode=base_model_check,
+        fix="Point at the weights it was trained on (lavida-eval / lavida-detect: "
+        "+checkpoint_overrides.<part>.pretrained=DIR; load_checkpoint(..., config_overrides=...)); if these "
+        "are the same weights in another form (re-sharded, converted to another format or dtype), "
+        "base_model_check=warn loads them anyway.",
+    )
     try:
         model = build_lavida(config)
     except WeightsNotFoundError as error:

@@ -146,7 +146,8 @@ class TrainConfig:
             (a new run; refused if the output directory holds checkpoints), or a checkpoint directory
             (refused if the output directory holds later checkpoints).
         resume_check: ``strict`` refuses to resume when a setting that decides what is trained (model,
-            data, recipe, precision, process count) differs from the checkpoint's record; ``warn`` logs
+            data, recipe, precision, process count) differs from the checkpoint's record, or a base model's
+            files are not the ones it was trained on (lavida/models/base_fingerprint.py); ``warn`` logs
             the differences and continues (``lavida/train/resume_check.py`` lists what may change).
         logger: ``tensorboard``, ``wandb`` or ``none``.
     """

@@ -37,6 +37,7 @@ from lavida.data.train_dataset import (
 )
 from lavida.data.types import IGNORE_INDEX
 from lavida.losses import LavidaLoss, SegLossWeights
+from lavida.models.base_fingerprint import BASE_FINGERPRINTS_KEY, check_base_models
 from lavida.models.checkpoint import CONFIG_FILE, HEADS_FILE, META_FILE, read_checkpoint_meta, save_checkpoint
 from lavida.models.config import LavidaConfig
 from lavida.models.lavida import build_lavida
@@ -144,6 +145,15 @@ class Trainer:
         if resume is not None:
             # Before the model is built: a 7B model need not load to learn that the run cannot resume.
             check_resume_settings(resume, self._record(), mode=self.config.resume_check)
+            check_base_models(
+                read_checkpoint_meta(resume / "model").get(BASE_FINGERPRINTS_KEY) or {},
+                self.model_config,
+                checkpoint=resume,
+                mode=self.config.resume_check,
+                fix="Point model.<part>.pretrained (or its LAVIDA_*_PATH variable) at the weights it was trained "
+                "on; if these are the same weights in another form (re-sharded, converted to another format or "
+                "dtype), train.resume_check=warn resumes on them.",
+            )
         log.info("Building the model")
         with self._whole_model_build():
             model = build_lavida(self.model_config)

@@ -357,6 +357,28 @@ def test_cli_rerun_redoes_videos_made_with_other_checkpoint_overrides(checkpoint
     assert computed == []
 
 
+def test_cli_refuses_other_base_weights_unless_base_model_check_is_warn(
+    checkpoint, tiny_pretrained, tmp_path
+):
+    from conftest import other_weights
+
+    from lavida.cli.detect import run
+    from lavida.models.base_fingerprint import BaseModelMismatchError
+
+    inputs = tmp_path / "videos"
+    inputs.mkdir()
+    write_video(inputs / "a.mp4", moving_square(4), fps=4)
+    other = other_weights(tiny_pretrained.text_encoder.pretrained, tmp_path / "clip.safetensors")
+    cfg = cli_config(inputs, "fire", checkpoint, tmp_path / "out", overlay=False)
+    cfg.checkpoint_overrides = {"text_encoder": {"pretrained": str(other)}}
+    with pytest.raises(BaseModelMismatchError, match=f"text_encoder at {other}"):
+        run(cfg)
+    assert not (tmp_path / "out" / "a").exists()
+    cfg.base_model_check = "warn"
+    run(cfg)
+    assert (tmp_path / "out" / "a" / "scores.csv").is_file()
+
+
 def test_cli_folder_run_skips_a_frame_folder_with_a_corrupt_frame(checkpoint, tmp_path):
     from lavida.cli.detect import run
 

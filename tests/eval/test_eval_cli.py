@@ -145,3 +145,36 @@ def test_categories_are_parsed_and_one_mode_is_chosen(checkpoint, tmp_path):
                 benchmark="ucsd_ped2", **values, checkpoint=str(checkpoint), output_dir=str(tmp_path / "o")
             )
         )
+
+
+def test_other_base_weights_are_refused_unless_base_model_check_is_warn(
+    checkpoint, tiny_pretrained, tmp_path
+):
+    """lavida-eval passes base_model_check to the loader: a checkpoint pointed at another model's weights
+    (checkpoint_overrides) stops before any video is scored; with warn it runs on them."""
+    from conftest import other_weights
+    from eval.trees import write_ucsd_ped2_tree
+
+    from lavida.cli.eval import run
+    from lavida.models.base_fingerprint import BaseModelMismatchError
+
+    tree = write_ucsd_ped2_tree(tmp_path / "ped2")
+    other = other_weights(tiny_pretrained.mask_decoder.pretrained, tmp_path / "sam2")
+
+    def config(output_dir, *overrides):
+        return compose_cli_config(
+            "eval",
+            "benchmark=ucsd_ped2",
+            f"+checkpoint_overrides.mask_decoder.pretrained={other}",  # as on the command line
+            *overrides,
+            **{"benchmark.root": str(tree.root), "checkpoint": str(checkpoint)},
+            output_dir=str(output_dir),
+            num_workers=0,
+        )
+
+    with pytest.raises(BaseModelMismatchError, match=f"mask_decoder at {other}"):
+        run(config(tmp_path / "a"))
+    assert not list((tmp_path / "a").glob("**/*.npz"))  # no video scored
+    warned = config(tmp_path / "b", "base_model_check=warn")
+    assert run(warned)["num_frames"] == sum(v.num_frames for v in tree.videos.values())
+    assert list((tmp_path / "b").glob("**/*.npz"))  # where the refused run would have cached its videos

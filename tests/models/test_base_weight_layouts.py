@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from lavida.models.base_fingerprint import BaseModelMismatchError
 from lavida.models.checkpoint import checkpoint_digest, load_checkpoint, save_checkpoint
 from lavida.models.mask_decoder import build_mask_decoder, load_sam2
 from lavida.models.text_encoder import build_category_encoder
@@ -73,8 +74,13 @@ def test_checkpoint_pointed_at_a_sam2_of_another_size_is_refused(tiny_model, tin
     other = tmp_path / "sam2-other-size"
     load_sam2(arch=arch).save_pretrained(other)
     directory = save_checkpoint(tiny_model.eval(), tiny_pretrained, tmp_path / "ckpt")
+    overrides = {"mask_decoder": {"pretrained": str(other)}}
+    # Its fingerprint differs from the one the checkpoint recorded: refused before anything loads ...
+    with pytest.raises(BaseModelMismatchError, match=f"mask_decoder at {other}"):
+        load_checkpoint(directory, config_overrides=overrides)
+    # ... and where that check is waived, by the loader, which names what differs.
     with pytest.raises(WeightsNotFoundError, match="blocks_per_stage"):
-        load_checkpoint(directory, config_overrides={"mask_decoder": {"pretrained": str(other)}})
+        load_checkpoint(directory, config_overrides=overrides, base_model_check="warn")
 
 
 def test_sam2_hub_layout_sam2_video_loads_the_same_model(tiny_pretrained, tmp_path):

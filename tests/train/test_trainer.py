@@ -8,8 +8,10 @@ import shutil
 
 import pytest
 import torch
+from conftest import other_weights
 from trainers import make_trainer, poison_loss
 
+from lavida.models.base_fingerprint import BaseModelMismatchError
 from lavida.models.checkpoint import read_checkpoint_meta
 from lavida.train.config import TrainConfig
 from lavida.train.loop import NonFiniteLossError
@@ -161,6 +163,38 @@ def test_trainer_refuses_a_changed_recipe_before_building_the_model(
     with caplog.at_level(logging.WARNING):
         warned.setup()
     assert warned.progress.step == 2 and "train.optim.lr: 0.003 -> 0.001" in caplog.text
+
+
+def test_a_resume_on_other_base_weights_at_the_same_path_is_refused(
+    synthetic_train_root, tiny_pretrained, tmp_path, monkeypatch, caplog
+):
+    """The run's settings agree (the path is the same), but the folder now holds another model (a
+    re-download of the Instruct model over the base one, say): refused before the model is built;
+    resume_check=warn resumes on the new weights."""
+    base = tmp_path / "mllm"
+    shutil.copytree(tiny_pretrained.mllm.pretrained, base)
+    config = dataclasses.replace(
+        tiny_pretrained, mllm=dataclasses.replace(tiny_pretrained.mllm, pretrained=str(base))
+    )
+    out = tmp_path / "run"
+    make_trainer(synthetic_train_root, config, out, max_steps=2, save_every=2).fit()
+    shutil.rmtree(base)
+    other_weights(tiny_pretrained.mllm.pretrained, base)
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the model was built before the base weights were compared")
+
+    monkeypatch.setattr("lavida.train.loop.build_lavida", no_build)
+    with pytest.raises(
+        BaseModelMismatchError,
+        match=rf"(?s)step_0000002 was trained on other base weights.*mllm at {base}.*train.resume_check=warn",
+    ):
+        make_trainer(synthetic_train_root, config, out, max_steps=2, save_every=2).setup()
+    monkeypatch.undo()
+    warned = make_trainer(synthetic_train_root, config, out, max_steps=2, save_every=2, resume_check="warn")
+    with caplog.at_level(logging.WARNING):
+        warned.setup()
+    assert warned.progress.step == 2 and f"mllm at {base}" in caplog.text
 
 
 def test_checkpoints_of_another_run_or_later_steps_are_refused(

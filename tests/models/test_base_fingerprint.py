@@ -1,0 +1,182 @@
+"""A checkpoint records a fingerprint of each base model, and is not loaded on other weights unless asked."""
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import other_weights
+
+from lavida.models.base_fingerprint import (
+    BASE_FINGERPRINTS_KEY,
+    BaseModelMismatchError,
+    weights_fingerprint,
+)
+from lavida.models.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+from lavida.models.lavida import build_lavida
+from lavida.models.weights import WeightsNotFoundError
+
+MIB = 1 << 20
+
+
+def _random_file(path, size, seed=0):
+    data = bytearray(
+        torch.randint(0, 256, (size,), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+        .numpy()
+        .tobytes()
+    )
+    path.write_bytes(data)
+    return data
+
+
+def _flip(path, offset):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(data)
+
+
+def test_the_fingerprint_of_a_large_file_hashes_exactly_its_sampled_bytes(tmp_path):
+    """Worked by hand for an 8 MiB file: its first and last MiB and 16 slices of 64 KiB whose starts are
+    spread evenly from 1 MiB to 8 MiB - 1 MiB - 64 KiB (the docstring's rule), after '\\0<size>\\0'."""
+    data = _random_file(tmp_path / "w.safetensors", 8 * MIB)
+    first_start, last_start = MIB, 8 * MIB - MIB - 64 * 1024
+    starts = [first_start + (last_start - first_start) * i // 15 for i in range(16)]
+    expected = hashlib.sha256(f"\0{8 * MIB}\0".encode())  # a single file: no name
+    expected.update(data[:MIB])
+    for start in starts:
+        expected.update(data[start : start + 64 * 1024])
+    expected.update(data[-MIB:])
+    assert weights_fingerprint(tmp_path / "w.safetensors") == expected.hexdigest()[:16]
+
+
+def test_a_small_file_counts_every_byte_a_large_one_only_its_samples(tmp_path):
+    small = tmp_path / "small.bin"
+    _random_file(small, 3 * MIB)  # 2 MiB of ends + 16 x 64 KiB: read whole
+    before = weights_fingerprint(small)
+    _flip(small, 3 * MIB // 2)
+    assert weights_fingerprint(small) != before
+
+    large = tmp_path / "large.bin"
+    _random_file(large, 8 * MIB)
+    before = weights_fingerprint(large)
+    for sampled in (0, MIB - 1, MIB, 8 * MIB - 1):  # both ends, the first slice
+        _flip(large, sampled)
+        assert weights_fingerprint(large) != before, sampled
+        _flip(large, sampled)
+    assert weights_fingerprint(large) == before
+    _flip(large, MIB + 64 * 1024 + 100)  # between the first two slices: not read (the cost of 16 GB in ms)
+    assert weights_fingerprint(large) == before
+
+
+def test_what_the_fingerprint_of_a_model_folder_depends_on(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    _random_file(model / "model-00001-of-00002.safetensors", 100_000, seed=1)
+    _random_file(model / "model-00002-of-00002.safetensors", 100_000, seed=2)
+    (model / "config.json").write_text('{"hidden_size": 8}')
+    before = weights_fingerprint(model)
+
+    copy = tmp_path / "elsewhere" / "model"
+    shutil.copytree(model, copy)
+    (copy / "README.md").write_text("a model card")  # not a weight file
+    (copy / ".cache" / "huggingface").mkdir(parents=True)  # hf download's bookkeeping
+    (copy / ".cache" / "huggingface" / "x.safetensors").write_bytes(b"metadata")
+    assert weights_fingerprint(copy) == before
+
+    renamed = tmp_path / "renamed"
+    shutil.copytree(model, renamed)
+    (renamed / "model-00002-of-00002.safetensors").rename(renamed / "model-00002-of-00003.safetensors")
+    assert weights_fingerprint(renamed) != before  # sharded otherwise
+
+    single = tmp_path / "open_clip_model.safetensors"
+    _random_file(single, 1000)
+    renamed_file = tmp_path / "clip.safetensors"
+    shutil.copy(single, renamed_file)
+    assert weights_fingerprint(renamed_file) == weights_fingerprint(single)
+
+    no_weights = tmp_path / "no_weights"  # a folder without weight files: all of its files count
+    no_weights.mkdir()
+    (no_weights / "a.txt").write_text("a")
+    first = weights_fingerprint(no_weights)
+    (no_weights / "a.txt").write_text("b")
+    assert weights_fingerprint(no_weights) != first
+
+    with pytest.raises(WeightsNotFoundError, match="nothing_here: no such base-model file or folder"):
+        weights_fingerprint(tmp_path / "nothing_here")
+
+
+@pytest.fixture(scope="module")
+def saved(tiny_pretrained, tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_lavida(tiny_pretrained)
+    return save_checkpoint(model, tiny_pretrained, tmp_path_factory.mktemp("ckpt") / "tiny"), tiny_pretrained
+
+
+def test_a_checkpoint_records_the_fingerprint_of_each_base_model(saved):
+    checkpoint, config = saved
+    assert read_checkpoint_meta(checkpoint)[BASE_FINGERPRINTS_KEY] == {
+        "mllm": weights_fingerprint(config.mllm.pretrained),
+        "text_encoder": weights_fingerprint(config.text_encoder.pretrained),
+        "mask_decoder": weights_fingerprint(config.mask_decoder.pretrained),
+    }
+
+
+@pytest.mark.parametrize("section", ["mllm", "text_encoder", "mask_decoder"])
+def test_a_checkpoint_is_not_loaded_on_other_weights_of_the_same_model(saved, tmp_path, section, caplog):
+    checkpoint, config = saved
+    source = Path(getattr(config, section).pretrained)
+    other = other_weights(source, tmp_path / source.name)
+    overrides = {section: {"pretrained": str(other)}}
+    with pytest.raises(
+        BaseModelMismatchError, match=rf"(?s){section} at {other}: fingerprint .*base_model_check=warn"
+    ) as error:
+        load_checkpoint(checkpoint, config_overrides=overrides)
+    assert error.value.sections == (section,)
+    assert "+checkpoint_overrides.<part>.pretrained=DIR" in str(error.value)
+
+    with caplog.at_level(logging.WARNING, logger="lavida.models.base_fingerprint"):
+        model, loaded_config = load_checkpoint(
+            checkpoint, config_overrides=overrides, base_model_check="warn"
+        )
+    assert getattr(loaded_config, section).pretrained == str(other)
+    assert f"{section} at {other}" in caplog.text
+
+    same = tmp_path / f"copy_{source.name}"  # the same weights elsewhere load without a word
+    (shutil.copytree if source.is_dir() else shutil.copy)(source, same)
+    load_checkpoint(checkpoint, config_overrides={section: {"pretrained": str(same)}})
+
+
+def test_weights_replaced_at_the_recorded_path_are_refused(tiny_pretrained, tmp_path):
+    """The case no path comparison sees: the folder the checkpoint names now holds another model."""
+    base = tmp_path / "base"
+    shutil.copytree(tiny_pretrained.mllm.pretrained, base)
+    config = type(tiny_pretrained).from_dict(
+        {**tiny_pretrained.to_dict(), "mllm": {**tiny_pretrained.to_dict()["mllm"], "pretrained": str(base)}}
+    )
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(build_lavida(config), config, tmp_path / "ckpt")
+    load_checkpoint(checkpoint)
+    shutil.rmtree(base)
+    other_weights(Path(tiny_pretrained.mllm.pretrained), base)
+    with pytest.raises(BaseModelMismatchError, match=f"mllm at {base}"):
+        load_checkpoint(checkpoint)
+
+
+def test_a_checkpoint_without_fingerprints_loads_on_any_weights(saved, tmp_path):
+    """Saved before lavida recorded them: nothing to compare, as before."""
+    checkpoint, config = saved
+    old = tmp_path / "old"
+    shutil.copytree(checkpoint, old)
+    meta = json.loads((old / "meta.json").read_text())
+    del meta[BASE_FINGERPRINTS_KEY]
+    (old / "meta.json").write_text(json.dumps(meta))
+    other = other_weights(Path(config.mllm.pretrained), tmp_path / "mllm")
+    load_checkpoint(old, config_overrides={"mllm": {"pretrained": str(other)}})
+
+
+def test_an_unknown_check_mode_is_refused(saved):
+    with pytest.raises(ValueError, match="base_model_check must be 'strict' or 'warn', got 'warm'"):
+        load_checkpoint(saved[0], base_model_check="warm")
