@@ -176,14 +176,19 @@ def stand_in_places(directory: str | Path) -> dict[str, Path]:
     """Section → where the checkpoint's random stand-in lies now, by its place relative to the checkpoint
     (``meta.json``'s ``stand_ins_relative``): inside the checkpoint's run folder, wherever that folder was
     moved. {} for real base weights, and for checkpoints saved before lavida recorded the place."""
-    directory = Path(directory)
-    relative = read_checkpoint_meta(directory).get(STAND_INS_KEY) or {}
+    return _stand_in_places(Path(directory), read_checkpoint_meta(directory))
+
+
+def _stand_in_places(directory: Path, meta: dict[str, Any]) -> dict[str, Path]:
+    relative = meta.get(STAND_INS_KEY) or {}
     return {
         section: Path(os.path.normpath(directory.absolute() / place)) for section, place in relative.items()
     }
 
 
-def _relocated_stand_ins(data: dict, directory: Path, overrides: dict[str, Any]) -> dict:
+def _relocated_stand_ins(
+    data: dict, directory: Path, overrides: dict[str, Any], meta: dict[str, Any]
+) -> dict:
     """``data`` with each stand-in pointed at the copy the checkpoint was trained on: the recorded path, or
     else the same place relative to the checkpoint (its run folder was moved). Where the checkpoint
     recorded their digests, the first whose files match is taken, and a stand-in matching at neither place
@@ -192,9 +197,9 @@ def _relocated_stand_ins(data: dict, directory: Path, overrides: dict[str, Any])
     Raises:
         WeightsNotFoundError: the stand-in at the recorded path (and at the relative place) is another one.
     """
-    digests = read_checkpoint_meta(directory).get(STAND_IN_DIGESTS_KEY) or {}
+    digests = meta.get(STAND_IN_DIGESTS_KEY) or {}
     found: dict[str, Path] = {}
-    for section, candidate in stand_in_places(directory).items():
+    for section, candidate in _stand_in_places(directory, meta).items():
         recorded = (data.get(section) or {}).get("pretrained")
         if recorded is None or "pretrained" in (overrides.get(section) or {}):
             continue
@@ -267,11 +272,12 @@ def load_checkpoint(
     data = read_json(directory / CONFIG_FILE, expected="the model configuration save_checkpoint writes")
     if config_overrides:
         data = _merge(data, config_overrides)
-    data = _relocated_stand_ins(data, directory, config_overrides or {})
+    meta = read_checkpoint_meta(directory)
+    data = _relocated_stand_ins(data, directory, config_overrides or {}, meta)
     config = LavidaConfig.from_dict(data)
     _check_base_models_saved(config, directory / CONFIG_FILE)
     check_base_models(
-        read_checkpoint_meta(directory).get(BASE_FINGERPRINTS_KEY) or {},
+        meta.get(BASE_FINGERPRINTS_KEY) or {},
         config,
         checkpoint=directory,
         mode=base_model_check,
@@ -288,7 +294,7 @@ def load_checkpoint(
             raise
         raise WeightsNotFoundError(f"{error}\n{_moved_hint(directory / CONFIG_FILE, moved)}") from error
     load_trained_weights(model, directory)
-    saved_seg = read_checkpoint_meta(directory).get("seg_token_id")
+    saved_seg = meta.get("seg_token_id")
     if saved_seg is not None and saved_seg != model.mllm.seg_token_id:
         raise WeightsNotFoundError(
             f"{directory / META_FILE}: the checkpoint was trained with <SEG> id {saved_seg}, but the tokenizer "
