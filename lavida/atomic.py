@@ -18,6 +18,9 @@ unsupported (other systems, some network file systems) the old folder is renamed
 staging folder renamed into place after: a kill between the two renames leaves the old folder under
 its hidden ``.<name>.*.old`` name and none at the target. Either way a kill never leaves a mix of both
 versions.
+
+Files that their writer created private (safetensors writes 0600) get, before the rename, the read
+permissions the umask allows, like every other file of the folder.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,6 +71,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     temporary = path.with_name(_hidden_name(path.name, tail + suffix))
     try:
         yield temporary
+        _readable_as_umask_allows(temporary)
         _flush(temporary)
         os.replace(temporary, path)
     except BaseException:
@@ -227,13 +232,49 @@ def _flush(entry: Path) -> None:
 
 
 def _flush_tree(folder: Path) -> None:
-    """Flush every file and folder under ``folder`` (and itself), deepest first."""
+    """Flush every file and folder under ``folder`` (and itself), deepest first; files written private
+    get the read permissions the umask allows (:func:`_readable_as_umask_allows`)."""
     for root, _, files in os.walk(folder, topdown=False):
         for name in files:
             file = Path(root, name)
             if not file.is_symlink():
+                _readable_as_umask_allows(file)
                 _flush(file)
         _flush(Path(root))
+
+
+def _readable_as_umask_allows(file: Path) -> None:
+    """Add the read permissions the process's umask grants new files, where the writer left them out.
+
+    safetensors (0.8) writes its files with mode 0600, as ``tempfile`` does, so weights saved through it
+    (checkpoints, PEFT adapters, the stand-in base models) could not be read by the colleagues who can
+    read every other file of the same folder (0644 under the usual umask 022). No permission is removed.
+    """
+    try:
+        mode = file.stat().st_mode
+    except OSError:
+        return
+    wanted = mode | (0o444 & ~_umask())
+    if stat.S_ISREG(mode) and wanted != mode:
+        try:
+            os.chmod(file, stat.S_IMODE(wanted))
+        except OSError:  # a file system without POSIX modes: its files are as readable as it makes them
+            pass
+
+
+@functools.cache
+def _umask() -> int:
+    """The process's umask: from /proc on Linux (reading it otherwise means setting it, which is racy
+    while other threads create files), else set and restored once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _delete(entry: Path) -> None:

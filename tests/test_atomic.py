@@ -294,3 +294,70 @@ def test_a_folder_that_cannot_be_opened_is_written_to_all_the_same(tmp_path, mon
         (staging / "a.txt").write_text("a")
     assert (tmp_path / "drop" / "report.md").read_text() == "new"
     assert (tmp_path / "out" / "a.txt").read_text() == "a"
+
+
+@pytest.fixture
+def umask():
+    """Set the process's umask for one test (and the module's cached reading of it); restored after."""
+    import os
+
+    from lavida import atomic
+
+    saved = os.umask(0o022)
+
+    def set_to(mask):
+        os.umask(mask)
+        atomic._umask.cache_clear()
+
+    yield set_to
+    os.umask(saved)
+    atomic._umask.cache_clear()
+
+
+def test_private_files_become_as_readable_as_the_umask_allows(tmp_path, umask):
+    """safetensors 0.8 writes 0600; written through atomic_path or atomic_dir, its files get the read
+    bits every other output gets (0644 under umask 022), and no more than the umask allows (077)."""
+    import stat
+
+    import torch
+    from safetensors.torch import save_file
+
+    def mode(path):
+        return stat.S_IMODE(path.stat().st_mode)
+
+    save_file({"a": torch.zeros(2)}, str(tmp_path / "bare.safetensors"))
+    assert mode(tmp_path / "bare.safetensors") == 0o600  # what the library does (the test can fail)
+    for mask, expected in ((0o022, 0o644), (0o027, 0o640), (0o077, 0o600)):
+        umask(mask)
+        file = tmp_path / f"file_{mask:o}.safetensors"
+        with atomic_path(file) as temporary:
+            save_file({"a": torch.zeros(2)}, str(temporary))
+        folder = tmp_path / f"folder_{mask:o}"
+        with atomic_dir(folder) as staging:
+            (staging / "sub").mkdir()
+            save_file({"a": torch.zeros(2)}, str(staging / "sub" / "model.safetensors"))
+            (staging / "script.sh").write_text("#!/bin/sh\n")
+            (staging / "script.sh").chmod(0o700)
+        assert mode(file) == expected, oct(mask)
+        assert mode(folder / "sub" / "model.safetensors") == expected, oct(mask)
+        assert mode(folder / "script.sh") == 0o700 | (0o444 & ~mask)  # read added, nothing removed
+
+
+def test_saved_checkpoints_are_readable_by_whom_the_umask_allows(trained_checkpoint_files, umask):
+    import stat
+
+    weights = [p for p in trained_checkpoint_files.rglob("*.safetensors")]
+    assert {p.name for p in weights} >= {"heads.safetensors", "adapter_model.safetensors"}
+    assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in weights} == {"0o644"}
+
+
+@pytest.fixture
+def trained_checkpoint_files(tiny_pretrained, tmp_path, umask):
+    import torch
+
+    from lavida.models.checkpoint import save_checkpoint
+    from lavida.models.lavida import build_lavida
+
+    umask(0o022)
+    torch.manual_seed(0)
+    return save_checkpoint(build_lavida(tiny_pretrained), tiny_pretrained, tmp_path / "ckpt")
