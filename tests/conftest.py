@@ -252,6 +252,7 @@ def other_weights(source, target):
     from safetensors.torch import save_file
 
     source, target = Path(source), Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
     if source.is_dir():
         shutil.copytree(source, target)
     else:

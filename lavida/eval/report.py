@@ -106,6 +106,12 @@ def compute_metrics(
         except ValueError as error:
             notes.append(f"pixel_criterion: not computed — {error}")
 
+    if pixels is None and benchmark.has_pixel_gt and scored:
+        notes.append(
+            "pixel metrics (and RBDC/TBDC where there are tracks): not computed — no video has pixel scores "
+            "(saved predictions without 'pixel_scores')."
+        )
+
     by_name = {v.name: v for v in videos}
     tracked = [r for r in scored if r.regions is not None and by_name[r.name].tracks is not None]
     if tracked:

@@ -144,7 +144,7 @@ def run_evaluation(
     if predictions_dir is not None:
         _check_saved_predictions(videos, predictions_dir)
     if predictions_dir is not None and benchmark.has_pixel_gt:
-        _check_saved_pixel_maps(videos, Path(predictions_dir))
+        _check_saved_pixel_maps(videos, Path(predictions_dir), benchmark=benchmark)
     pixel_size = settings.pixel_size or protocol.pixel_size
     run_facts = _run_facts(benchmark, protocol, categories, settings, pixel_size, run_info, predictions_dir)
 
@@ -409,13 +409,13 @@ def _expected_files(video_name: str) -> str:
     return " or ".join(f"{name}.npz / {name}.npy" for name in names)
 
 
-def _check_saved_pixel_maps(videos: Sequence[TestVideo], directory: Path) -> None:
+def _check_saved_pixel_maps(videos: Sequence[TestVideo], directory: Path, *, benchmark: VadBenchmark) -> None:
     """Saved pixel maps must cover every video with pixel ground truth, or none of them.
 
     The pixel metrics pool every pixel of every test video (normal ones included) and RBDC/TBDC count
     false positives over all test frames, so maps for only some videos would score a subset without a
     word: a normal video's false alarms would simply vanish. A method without pixel maps (none saved)
-    gets frame metrics only.
+    gets frame metrics only, with a warning (the benchmark's headline metric may be a pixel one).
     """
     with_maps, without = [], []
     for video in videos:
@@ -435,6 +435,15 @@ def _check_saved_pixel_maps(videos: Sequence[TestVideo], directory: Path) -> Non
             f"{len(without)} with pixel ground truth do not: {shown}. The pixel metrics and RBDC/TBDC pool all "
             "test videos, normal ones included; save 'pixel_scores' (F, H, W) for every video, or for none "
             "to get frame metrics only."
+        )
+    if without and not with_maps:
+        primary = benchmark.primary_metric
+        log.warning(
+            "%s: no saved pixel maps ('pixel_scores' (F, H, W) in <name>.npz); %s has pixel ground truth, but "
+            "only the frame metrics are computed%s.",
+            directory,
+            benchmark.name,
+            f", not its headline metric {primary}" if primary.startswith("pixel") else "",
         )
 
 

@@ -40,7 +40,12 @@ from safetensors.torch import load_file, save_file
 
 import lavida
 from lavida.atomic import atomic_dir, read_json
-from lavida.models.base_fingerprint import BASE_FINGERPRINTS_KEY, base_model_fingerprints, check_base_models
+from lavida.models.base_fingerprint import (
+    BASE_FINGERPRINTS_KEY,
+    base_model_fingerprints,
+    check_base_models,
+    weights_fingerprint,
+)
 from lavida.models.config import LavidaConfig
 from lavida.models.lavida import LavidaModel, build_lavida
 from lavida.models.weights import WeightsNotFoundError
@@ -230,6 +235,53 @@ def _relocated_stand_ins(
     return _merge(data, moved)
 
 
+def _base_models_from_variables(data: dict, directory: Path, overrides: dict[str, Any], meta: dict) -> dict:
+    """``data`` with each base model whose recorded path is gone taken from its environment variable
+    (``LAVIDA_QWEN2VL_PATH``, ...; README, step 1), where the weights there are the ones the checkpoint was
+    trained on: their fingerprint is the one it recorded. A checkpoint trained on one machine then loads on
+    another whose variables point at its own copies. Without a recorded fingerprint, or where it differs,
+    the recorded path stays (and its absence is reported, with how to point elsewhere).
+    """
+    from lavida.models.lavida import path_variable
+
+    fingerprints = meta.get(BASE_FINGERPRINTS_KEY) or {}
+    found = {}
+    for section in _BASE_MODEL_SECTIONS:
+        recorded = (data.get(section) or {}).get("pretrained")
+        if (
+            recorded is None
+            or "pretrained" in (overrides.get(section) or {})
+            or Path(recorded).expanduser().exists()
+        ):
+            continue
+        variable = path_variable(section, (data.get("mllm") or {}).get("family", "qwen2_vl"))
+        value = os.environ.get(variable)
+        if not value or not Path(value).expanduser().exists() or section not in fingerprints:
+            continue
+        if weights_fingerprint(value) != fingerprints[section]:
+            log.warning(
+                "%s: the %s base model it names (%s) is gone, and %s=%s holds other weights than it was trained "
+                "on (their fingerprint differs); not used.",
+                directory,
+                section,
+                recorded,
+                variable,
+                value,
+            )
+            continue
+        log.info(
+            "%s: the %s base model it names (%s) is gone; using %s=%s, which holds the same weights (their "
+            "fingerprint is the one the checkpoint recorded).",
+            directory,
+            section,
+            recorded,
+            variable,
+            value,
+        )
+        found[section] = {"pretrained": value}
+    return _merge(data, found) if found else data
+
+
 def load_checkpoint(
     directory: str | Path,
     *,
@@ -274,6 +326,7 @@ def load_checkpoint(
         data = _merge(data, config_overrides)
     meta = read_checkpoint_meta(directory)
     data = _relocated_stand_ins(data, directory, config_overrides or {}, meta)
+    data = _base_models_from_variables(data, directory, config_overrides or {}, meta)
     config = LavidaConfig.from_dict(data)
     _check_base_models_saved(config, directory / CONFIG_FILE)
     check_base_models(
@@ -469,8 +522,9 @@ def _moved_hint(config_file: Path, sections: list[str]) -> str:
     lines = [
         f"{', '.join(f'{section}.pretrained' for section in sections)} "
         f"{'come' if len(sections) > 1 else 'comes'} from the checkpoint's "
-        f"{config_file} (written where it was trained); environment variables and model.<part>.pretrained "
-        "do not change them. Point the checkpoint at the local copies:"
+        f"{config_file} (written where it was trained); model.<part>.pretrained does not change them, and an "
+        "environment variable (LAVIDA_QWEN2VL_PATH, ...) is used in their place only where it holds the very "
+        "weights the checkpoint recorded a fingerprint of. Point the checkpoint at the local copies:"
     ]
     for section in sections:
         lines.append(

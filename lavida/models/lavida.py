@@ -202,6 +202,12 @@ _PATH_VARIABLES = {
 }
 
 
+def path_variable(section: str, mllm_family: str) -> str:
+    """The environment variable the paper's configs read ``section``'s base-model path from (README, step 1)."""
+    variable = _PATH_VARIABLES[section]
+    return variable[mllm_family] if isinstance(variable, dict) else variable
+
+
 def check_base_weights(config: LavidaConfig) -> None:
     """Fail before anything loads if a base model's weights are missing.
 
@@ -222,9 +228,7 @@ def check_base_weights(config: LavidaConfig) -> None:
         unset = []
         for section in ("mllm", "text_encoder", "mask_decoder"):
             if getattr(config, section).pretrained is None:
-                variable = _PATH_VARIABLES[section]
-                if isinstance(variable, dict):
-                    variable = variable[config.mllm.family]
+                variable = path_variable(section, config.mllm.family)
                 unset.append(f"  - model.{section}.pretrained (environment variable {variable})")
         if unset:
             raise WeightsNotFoundError(

@@ -279,6 +279,19 @@ def test_ucf_annotation_file_smaller_than_the_official_split_is_logged(tmp_path,
     )
 
 
+def test_xd_annotation_file_smaller_than_the_official_split_is_logged(tmp_path, caplog):
+    from eval.trees import write_xd_violence_tree
+
+    from lavida.eval.benchmarks.xd_violence import XDViolence
+
+    tree = write_xd_violence_tree(tmp_path / "XD")
+    with caplog.at_level(logging.WARNING):
+        XDViolence(tree.root).videos()
+    assert (
+        "lists 2 violent test videos; the official test set has 800 (500 violent + 300 normal)" in caplog.text
+    )
+
+
 # -- UBnormal: id maps of different sizes ------------------------------------------------------------------
 
 

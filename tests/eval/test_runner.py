@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import logging
 import re
 
 import numpy as np
@@ -232,9 +233,10 @@ def test_saved_pixel_scores_must_be_probability_maps(benchmark, tmp_path):
     assert "pixel_auc" in evaluate_saved(benchmark, predictions, tmp_path / "o")
 
 
-def test_pixel_maps_for_some_videos_only_are_refused(benchmark, tmp_path):
+def test_pixel_maps_for_some_videos_only_are_refused(benchmark, tmp_path, caplog):
     """The pixel metrics pool all videos, normal ones included: maps for a alone would score a subset
-    (b's false alarms would vanish). Maps for every video, or for none (frame metrics only), are fine."""
+    (b's false alarms would vanish). Maps for every video, or for none (frame metrics only, said in the
+    log and the report), are fine."""
     predictions = tmp_path / "preds"
     predictions.mkdir()
     np.savez(predictions / "a.npz", frame_scores=np.zeros(13), pixel_scores=np.full((13, 24, 32), 0.5))
@@ -251,8 +253,12 @@ def test_pixel_maps_for_some_videos_only_are_refused(benchmark, tmp_path):
             evaluate_saved(benchmark, predictions, tmp_path / f"o_{without}")
         assert not (tmp_path / f"o_{without}" / "predictions").exists()  # refused before any work
     np.savez(predictions / "a.npz", frame_scores=np.zeros(13))
-    metrics = evaluate_saved(benchmark, predictions, tmp_path / "frames_only")
+    with caplog.at_level(logging.WARNING, logger="lavida.eval.runner"):
+        metrics = evaluate_saved(benchmark, predictions, tmp_path / "frames_only")
     assert "frame_auc_micro" in metrics and "pixel_auc" not in metrics
+    assert f"{predictions}: no saved pixel maps" in caplog.text and "only the frame metrics" in caplog.text
+    report = (tmp_path / "frames_only" / "report.md").read_text()
+    assert "pixel metrics (and RBDC/TBDC where there are tracks): not computed" in report
 
 
 def test_saved_scores_keep_float64_resolution(benchmark, tmp_path):

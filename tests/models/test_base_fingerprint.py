@@ -180,3 +180,66 @@ def test_a_checkpoint_without_fingerprints_loads_on_any_weights(saved, tmp_path)
 def test_an_unknown_check_mode_is_refused(saved):
     with pytest.raises(ValueError, match="base_model_check must be 'strict' or 'warn', got 'warm'"):
         load_checkpoint(saved[0], base_model_check="warm")
+
+
+def _trained_elsewhere(checkpoint, tmp_path, section):
+    """A copy of ``checkpoint`` whose ``section`` base model is named at a path that does not exist here
+    (it was trained on another machine)."""
+    copy = tmp_path / "from_the_cluster"
+    shutil.copytree(checkpoint, copy)
+    data = json.loads((copy / "lavida_config.json").read_text())
+    data[section]["pretrained"] = str(tmp_path / "cluster" / "models" / section)
+    (copy / "lavida_config.json").write_text(json.dumps(data))
+    return copy
+
+
+VARIABLES = {
+    "mllm": "LAVIDA_QWEN2VL_PATH",
+    "text_encoder": "LAVIDA_CLIP_PATH",
+    "mask_decoder": "LAVIDA_SAM2_PATH",
+}
+
+
+@pytest.mark.parametrize("section", ["mllm", "text_encoder", "mask_decoder"])
+def test_a_gone_base_model_is_taken_from_its_variable_where_the_weights_match(
+    saved, tmp_path, monkeypatch, caplog, section
+):
+    """README step 1's variables name this machine's copies: a checkpoint trained elsewhere uses them
+    where they hold the weights it recorded, and only there."""
+    checkpoint, config = saved
+    moved = _trained_elsewhere(checkpoint, tmp_path, section)
+    source = Path(getattr(config, section).pretrained)
+    here = tmp_path / "here" / source.name
+    here.parent.mkdir()
+    (shutil.copytree if source.is_dir() else shutil.copy)(source, here)
+    monkeypatch.setenv(VARIABLES[section], str(here))
+    with caplog.at_level(logging.INFO, logger="lavida.models.checkpoint"):
+        _, loaded = load_checkpoint(moved)
+    assert getattr(loaded, section).pretrained == str(here)
+    assert f"using {VARIABLES[section]}={here}, which holds the same weights" in caplog.text
+
+    other = other_weights(source, tmp_path / "other" / source.name)
+    monkeypatch.setenv(VARIABLES[section], str(other))
+    with caplog.at_level(logging.WARNING, logger="lavida.models.checkpoint"):
+        with pytest.raises(WeightsNotFoundError, match=f"checkpoint_overrides.{section}.pretrained=DIR"):
+            load_checkpoint(moved)
+    assert f"{VARIABLES[section]}={other} holds other weights than it was trained on" in caplog.text
+
+    monkeypatch.setenv(VARIABLES[section], str(here))
+    unrecorded = json.loads((moved / "meta.json").read_text())
+    del unrecorded[BASE_FINGERPRINTS_KEY]
+    (moved / "meta.json").write_text(json.dumps(unrecorded))
+    with pytest.raises(
+        WeightsNotFoundError, match="is used in their place only where it holds the very weights"
+    ):
+        load_checkpoint(moved)  # saved before fingerprints: the variable's weights cannot be told apart
+
+
+def test_an_override_wins_over_the_variable(saved, tmp_path, monkeypatch):
+    checkpoint, config = saved
+    moved = _trained_elsewhere(checkpoint, tmp_path, "mask_decoder")
+    monkeypatch.setenv("LAVIDA_SAM2_PATH", config.mask_decoder.pretrained)
+    given = tmp_path / "given"
+    shutil.copytree(config.mask_decoder.pretrained, given)
+    _, loaded = load_checkpoint(moved, config_overrides={"mask_decoder": {"pretrained": str(given)}})
+    assert loaded.mask_decoder.pretrained == str(given)

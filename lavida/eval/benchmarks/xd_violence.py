@@ -246,7 +246,17 @@ class XDViolence(VadBenchmark):
             FileNotFoundError: normal videos are missing and ``skip_missing`` is False.
         """
         if len(annotations) != OFFICIAL_VIOLENT:
-            return ()  # another list than the official one: its normal videos cannot be counted
+            # Another list than the official one: its normal videos cannot be counted, nor the run compared.
+            log.warning(
+                "XD-Violence: %s lists %d violent test videos; the official test set has %d (%d violent + %d "
+                "normal), so the numbers are not comparable with published ones.",
+                annotation_file,
+                len(annotations),
+                OFFICIAL_VIOLENT + OFFICIAL_NORMAL,
+                OFFICIAL_VIOLENT,
+                OFFICIAL_NORMAL,
+            )
+            return ()
         found = sum(1 for name in files if name not in annotations and label_codes(name) == ["A"])
         absent = OFFICIAL_NORMAL - found
         if absent <= 0:
