@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from lavida.atomic import read_json, write_json, write_text
+from lavida.models.base_fingerprint import BaseModelMismatchError
 from lavida.models.config import LavidaConfig
 from lavida.run_outputs import RECORD_DIR, remove_previous_outputs
 from lavida.train.resume_check import ResumeMismatchError
@@ -244,6 +245,14 @@ def run_demo(config: DemoConfig, *, model: dict | None = None) -> dict:
         trainer.setup()  # the resume check: the last of this run's refusals
     except ResumeMismatchError as error:
         raise demo_resume_error(error, out) from error
+    except BaseModelMismatchError as error:
+        # The trainer's hints (model.<part>.pretrained, train.resume_check=warn) are no lavida-demo settings.
+        raise ValueError(
+            f"{out / 'base_models'} holds other base models ({', '.join(error.sections)}) than the training "
+            f"checkpoints in {out / 'train'} were trained on (their files changed since). Use a fresh "
+            f"output_dir, or delete {out / 'base_models'} and {out / 'train'} to make new ones and train again "
+            "(the synthetic data there is reused)."
+        ) from error
     # Once this run has passed its checks (a refused rerun keeps them): a rerun that then dies must not
     # leave the earlier results and .hydra/ record beside the new training state, as if they were its own.
     remove_previous_outputs(out, files=_RUN_OUTPUTS, folders=_RUN_FOLDERS)
@@ -321,8 +330,8 @@ def base_models(config: DemoConfig, model_config: LavidaConfig, train_root: Path
     train_dir = Path(config.output_dir) / "train"
     if latest_checkpoint(train_dir) is not None:
         # Base models made again need not be the ones that run started on (the stand-ins' floats depend
-        # on the thread count, lavida.cli.demo.torch_threads), and the trainer's resume check compares
-        # their paths, not their weights.
+        # on the thread count, lavida.cli.demo.torch_threads); the trainer would refuse them by their
+        # fingerprints, but only after the minutes of stand-in pretraining.
         raise ValueError(
             f"{train_dir} holds training checkpoints, but {record_file} (the record of the base models they "
             f"were trained on) is missing. Use a fresh output_dir, or delete {train_dir} to train again "

@@ -46,7 +46,12 @@ from lavida.detect.stream import expand_inputs, is_live, output_names
 from lavida.detect.window import check_window
 from lavida.file_state import file_state
 from lavida.inference import load_dtype
-from lavida.models.checkpoint import checkpoint_digest, trained_clip_length
+from lavida.models.checkpoint import (
+    check_base_model_check,
+    checkpoint_digest,
+    loaded_base_fingerprints,
+    trained_clip_length,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +72,7 @@ def run(cfg: DictConfig) -> dict:
     # Before any input is read or folder made, as lavida-eval does: the model itself loads only at the
     # first input that is not reused.
     check_checkpoint(cfg.checkpoint)
+    check_base_model_check(cfg.base_model_check)
     inputs = expand_inputs(cfg.input)
     # What the model will be, known without loading it (the run key of reused videos records it).
     device = default_device(cfg.device)
@@ -141,10 +147,13 @@ def _run_key(
     """Everything besides the input that shapes a video's outputs (``dtype``: the model's, e.g. ``float32``)."""
     outputs = ("overlay", "save", "explain", "max_frames")
     scoring = ("threshold", "interval", "stride", "aggregation", "min_interval", "merge_gap")
+    overrides = OmegaConf.to_container(cfg.checkpoint_overrides, resolve=True) or {}
     return {
         "checkpoint_sha256": checkpoint_digest(cfg.checkpoint),
         # They change the model (its pixel budget, its dtype, even its weights' source), so its outputs.
-        "checkpoint_overrides": OmegaConf.to_container(cfg.checkpoint_overrides, resolve=True) or {},
+        "checkpoint_overrides": overrides,
+        # The frozen weights it builds on: other files at the same paths must not be served old outputs.
+        "base_models": loaded_base_fingerprints(cfg.checkpoint, config_overrides=overrides),
         "categories": categories,
         "settings": {key: cfg[key] for key in outputs + scoring},
         "clip_length": clip_length,

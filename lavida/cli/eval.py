@@ -20,7 +20,12 @@ from lavida.data.prompts import parse_categories
 from lavida.eval.benchmarks import benchmark_class, get_benchmark
 from lavida.eval.runner import SAVED_PREDICTIONS, EvalSettings, run_evaluation
 from lavida.inference import Predictor, load_dtype
-from lavida.models.checkpoint import checkpoint_digest, trained_clip_length
+from lavida.models.checkpoint import (
+    check_base_model_check,
+    checkpoint_digest,
+    loaded_base_fingerprints,
+    trained_clip_length,
+)
 from lavida.number_checks import is_real, is_whole
 
 log = logging.getLogger(__name__)
@@ -108,6 +113,7 @@ def run(cfg: DictConfig) -> dict:
         )
     if cfg.checkpoint is not None:
         check_checkpoint(cfg.checkpoint)
+        check_base_model_check(cfg.base_model_check)
         model_dtype(cfg)  # and a dtype the model cannot load in
     else:
         check_predictions_dir(cfg.predictions)
@@ -118,7 +124,6 @@ def run(cfg: DictConfig) -> dict:
         clip_length = trained_clip_length(cfg.checkpoint)
     if clip_length is not None:
         protocol = dataclasses.replace(protocol, clip_length=int(clip_length))
-    log.info("Clips of %d frames, one every %d frames sampled", protocol.clip_length, protocol.interval)
     categories = parse_categories(cfg.categories) if cfg.categories is not None else None
     if cfg.predictions is not None:
         return run_evaluation(
@@ -130,7 +135,9 @@ def run(cfg: DictConfig) -> dict:
             settings=settings,
             overwrite=cfg.overwrite,
         )
+    log.info("Clips of %d frames, one every %d frames sampled", protocol.clip_length, protocol.interval)
     dtype = str(getattr(torch, model_dtype(cfg)))  # "torch.bfloat16", as the loaded model's
+    overrides = OmegaConf.to_container(cfg.checkpoint_overrides, resolve=True) or {}
     return run_evaluation(
         benchmark=benchmark,
         protocol=protocol,
@@ -144,9 +151,11 @@ def run(cfg: DictConfig) -> dict:
         run_info={
             "checkpoint": str(cfg.checkpoint),
             "checkpoint_sha256": checkpoint_digest(cfg.checkpoint),
-            "checkpoint_overrides": OmegaConf.to_container(cfg.checkpoint_overrides, resolve=True) or {},
+            "checkpoint_overrides": overrides,
             "dtype": dtype,
             "gate_masks": cfg.gate_masks,
+            # The frozen weights it builds on: other files at the same paths must not be served old results.
+            "base_models": loaded_base_fingerprints(cfg.checkpoint, config_overrides=overrides),
         },
         overwrite=cfg.overwrite,
     )

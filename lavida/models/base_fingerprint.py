@@ -10,15 +10,17 @@ now.
 
 The fingerprint is *sampled*, so that checking a 7B model costs milliseconds, not the tens of seconds
 a full hash of 16 GB takes (SHA-256 runs at about 1 GB/s on one core, and reading from disk may be
-slower): for each weight file (``*.safetensors``, ``*.bin``, ``*.pt``, ``*.pth``; every
-file where a folder holds none), its name within the folder, its size, its first and last MiB
-(safetensors' header of tensor names, shapes and offsets, and the first and last tensors' bytes), and
-16 slices of 64 KiB spread evenly between them; small files are read whole. Any other architecture,
-precision or sharding changes the names, sizes or headers; other weights of the same architecture (a
-fine-tune, the Instruct model) change the sampled bytes. Edits confined to the unsampled bytes go
-unseen: this tells models apart, it does not verify a download. A single file is fingerprinted without
-its name (a renamed file is the same weights); hidden files and folders (``.cache/`` of
-``hf download``, ``.git/``) are skipped.
+slower): for each weight file the loader reads (a folder's own ``*.safetensors``, else its ``*.bin``,
+``*.pt``, ``*.pth``; every file where it holds none), its name within the folder, its size, its first
+and last MiB (safetensors' header of tensor names, shapes and offsets, and the first and last tensors'
+bytes), and 16 slices of 64 KiB spread evenly between them; small files are read whole. Any other
+architecture, precision or sharding changes the names, sizes or headers; other weights of the same
+architecture (a fine-tune, the Instruct model) change the sampled bytes. Edits confined to the
+unsampled bytes go unseen: this tells models apart, it does not verify a download. Where one file holds
+the weights its name does not count, so a folder and its weights file given directly (the CLIP loader
+takes either) or a renamed file are the same weights; files the loader does not read (a
+``pytorch_model.bin`` beside ``model.safetensors``, subfolders, hidden files such as ``.cache/`` of
+``hf download``) are not fingerprinted.
 """
 
 from __future__ import annotations
@@ -67,17 +69,16 @@ def weights_fingerprint(path: str | Path) -> str:
     """
     path = Path(path).expanduser()
     if path.is_file():
-        files = [(path, "")]  # the name of a single file does not count
+        weights = [path]
     elif path.is_dir():
-        visible = sorted(
-            p
-            for p in path.rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        )
-        weights = [p for p in visible if p.suffix in WEIGHT_SUFFIXES] or visible
-        files = [(p, p.relative_to(path).as_posix()) for p in weights]
+        weights = _weight_files(path)
     else:
         raise WeightsNotFoundError(f"{path}: no such base-model file or folder to fingerprint.")
+    # One file is fingerprinted without its name: a model folder and its weights file given directly (the
+    # CLIP loader takes either) are the same weights, and so is a renamed file.
+    files = (
+        [(weights[0], "")] if len(weights) == 1 else [(p, p.relative_to(path).as_posix()) for p in weights]
+    )
     digest = hashlib.sha256()
     for file, name in files:
         size = file.stat().st_size
@@ -87,6 +88,28 @@ def weights_fingerprint(path: str | Path) -> str:
                 handle.seek(offset)
                 digest.update(handle.read(length))
     return digest.hexdigest()[:16]
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    """The files of a model folder that hold the weights its loader reads, sorted.
+
+    transformers reads the folder's own ``*.safetensors`` (one file, or the shards its index names) and
+    only without them ``*.bin``/``*.pt``/``*.pth``; so a full download that also holds ``pytorch_model.bin``
+    and a lean one without it are the same weights, and subfolders (``original/`` of some repositories)
+    are not read. A folder without weight files counts every visible file under it.
+    """
+    own = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    safetensors = [p for p in own if p.suffix == ".safetensors"]
+    if safetensors:
+        return safetensors
+    other = [p for p in own if p.suffix in WEIGHT_SUFFIXES]
+    if other:
+        return other
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
 
 
 def _sampled_ranges(size: int) -> list[tuple[int, int]]:

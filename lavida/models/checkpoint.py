@@ -192,7 +192,7 @@ def _stand_in_places(directory: Path, meta: dict[str, Any]) -> dict[str, Path]:
 
 
 def _relocated_stand_ins(
-    data: dict, directory: Path, overrides: dict[str, Any], meta: dict[str, Any]
+    data: dict, directory: Path, overrides: dict[str, Any], meta: dict[str, Any], *, announce: bool
 ) -> dict:
     """``data`` with each stand-in pointed at the copy the checkpoint was trained on: the recorded path, or
     else the same place relative to the checkpoint (its run folder was moved). Where the checkpoint
@@ -224,7 +224,7 @@ def _relocated_stand_ins(
     if not found:
         return data
     moved = {section: {"pretrained": str(path)} for section, path in found.items()}
-    for section, path in found.items():
+    for section, path in found.items() if announce else ():
         log.info(
             "%s: the stand-in %s is gone or another one; using %s, its place relative to the checkpoint "
             "(the run folder was moved).",
@@ -235,12 +235,15 @@ def _relocated_stand_ins(
     return _merge(data, moved)
 
 
-def _base_models_from_variables(data: dict, directory: Path, overrides: dict[str, Any], meta: dict) -> dict:
+def _base_models_from_variables(
+    data: dict, directory: Path, overrides: dict[str, Any], meta: dict, *, announce: bool
+) -> dict:
     """``data`` with each base model whose recorded path is gone taken from its environment variable
     (``LAVIDA_QWEN2VL_PATH``, ...; README, step 1), where the weights there are the ones the checkpoint was
     trained on: their fingerprint is the one it recorded. A checkpoint trained on one machine then loads on
     another whose variables point at its own copies. Without a recorded fingerprint, or where it differs,
-    the recorded path stays (and its absence is reported, with how to point elsewhere).
+    the recorded path stays (and its absence is reported, with how to point elsewhere). ``announce`` logs
+    what was taken or passed over.
     """
     from lavida.models.lavida import path_variable
 
@@ -248,38 +251,60 @@ def _base_models_from_variables(data: dict, directory: Path, overrides: dict[str
     found = {}
     for section in _BASE_MODEL_SECTIONS:
         recorded = (data.get(section) or {}).get("pretrained")
-        if (
-            recorded is None
-            or "pretrained" in (overrides.get(section) or {})
-            or Path(recorded).expanduser().exists()
-        ):
+        overridden = "pretrained" in (overrides.get(section) or {})
+        if recorded is None or overridden or Path(recorded).expanduser().exists():
             continue
         variable = path_variable(section, (data.get("mllm") or {}).get("family", "qwen2_vl"))
         value = os.environ.get(variable)
         if not value or not Path(value).expanduser().exists() or section not in fingerprints:
             continue
-        if weights_fingerprint(value) != fingerprints[section]:
-            log.warning(
-                "%s: the %s base model it names (%s) is gone, and %s=%s holds other weights than it was trained "
-                "on (their fingerprint differs); not used.",
+        same = weights_fingerprint(value) == fingerprints[section]
+        if same:
+            found[section] = {"pretrained": value}
+        if announce:
+            log.log(
+                logging.INFO if same else logging.WARNING,
+                "%s: the %s base model it names (%s) is gone; %s=%s %s",
                 directory,
                 section,
                 recorded,
                 variable,
                 value,
+                "holds the same weights (the fingerprint the checkpoint recorded): using it."
+                if same
+                else "holds other weights than it was trained on (their fingerprint differs): not used.",
             )
-            continue
-        log.info(
-            "%s: the %s base model it names (%s) is gone; using %s=%s, which holds the same weights (their "
-            "fingerprint is the one the checkpoint recorded).",
-            directory,
-            section,
-            recorded,
-            variable,
-            value,
-        )
-        found[section] = {"pretrained": value}
     return _merge(data, found) if found else data
+
+
+def check_base_model_check(mode: str) -> None:
+    """Refuse a ``base_model_check`` other than ``strict`` or ``warn`` (the CLIs call it before their first
+    input: a rerun that loads no model would otherwise accept a misspelt one)."""
+    if mode not in ("strict", "warn"):
+        raise ValueError(f"base_model_check must be 'strict' or 'warn', got {mode!r}.")
+
+
+def _resolved_settings(directory: Path, overrides: dict[str, Any], *, announce: bool) -> tuple[dict, dict]:
+    """The model settings a load of ``directory`` builds (its saved config, ``overrides``, stand-ins found
+    where the run folder moved, base models taken from their variables) and its meta.json. ``announce``
+    logs where base models were found elsewhere than the config names."""
+    data = read_json(directory / CONFIG_FILE, expected="the model configuration save_checkpoint writes")
+    if overrides:
+        data = _merge(data, overrides)
+    meta = read_checkpoint_meta(directory)
+    data = _relocated_stand_ins(data, directory, overrides, meta, announce=announce)
+    data = _base_models_from_variables(data, directory, overrides, meta, announce=announce)
+    return data, meta
+
+
+def loaded_base_fingerprints(
+    directory: str | Path, *, config_overrides: dict[str, Any] | None = None
+) -> dict:
+    """Section -> fingerprint of each base model that :func:`load_checkpoint` with ``config_overrides``
+    would build on, without loading anything (milliseconds): for caches of a checkpoint's outputs, which
+    must not be served after the base weights changed."""
+    data, _ = _resolved_settings(Path(directory), config_overrides or {}, announce=False)
+    return base_model_fingerprints(LavidaConfig.from_dict(data))
 
 
 def load_checkpoint(
@@ -306,8 +331,7 @@ def load_checkpoint(
             trained on, and ``base_model_check`` is ``strict``.
     """
     directory = Path(directory)
-    if base_model_check not in ("strict", "warn"):
-        raise ValueError(f"base_model_check must be 'strict' or 'warn', got {base_model_check!r}.")
+    check_base_model_check(base_model_check)
     required = [CONFIG_FILE, HEADS_FILE]
     missing = [name for name in required if not (directory / name).is_file()]
     if missing:
@@ -321,12 +345,7 @@ def load_checkpoint(
             f"'{directory}' is not a LAVIDA checkpoint: missing {missing}. A checkpoint holds {CONFIG_FILE}, "
             f"{HEADS_FILE}, {ADAPTER_DIR}/ and {META_FILE}. Found: {found}"
         )
-    data = read_json(directory / CONFIG_FILE, expected="the model configuration save_checkpoint writes")
-    if config_overrides:
-        data = _merge(data, config_overrides)
-    meta = read_checkpoint_meta(directory)
-    data = _relocated_stand_ins(data, directory, config_overrides or {}, meta)
-    data = _base_models_from_variables(data, directory, config_overrides or {}, meta)
+    data, meta = _resolved_settings(directory, config_overrides or {}, announce=True)
     config = LavidaConfig.from_dict(data)
     _check_base_models_saved(config, directory / CONFIG_FILE)
     check_base_models(

@@ -188,6 +188,7 @@ def test_detect_does_not_hide_index_errors_as_skipped_videos(tmp_path, monkeypat
     monkeypatch.setattr(cli, "Detector", BuggyDetector)
     monkeypatch.setattr(cli, "check_checkpoint", lambda path: None)
     monkeypatch.setattr(cli, "checkpoint_digest", lambda path: "0" * 16)
+    monkeypatch.setattr(cli, "loaded_base_fingerprints", lambda path, **kwargs: {})
     cfg = compose("detect", *detect_overrides(tmp_path))
     with pytest.raises(IndexError, match="out of bounds"):
         cli.run(cfg)

@@ -189,10 +189,12 @@ def test_two_cpu_processes_share_the_videos_and_log_once(tmp_path):
         summary = "ucsd_ped2 (standard), 2 videos, 14 frames: "  # the metrics, once
         assert len([line for line in info if summary in line]) == 1, text
         assert len([line for line in info if "test clips (2 anomalous)" in line]) == 1, text
-        # Rank 1's lines: its warning (both ranks read the partial test set), marked, and nothing else.
+        # Rank 1's lines: its warnings (both ranks read the partial test set and the predictions without
+        # pixel maps), marked, and nothing else.
         marked = [line for line in text.splitlines() if line.startswith("[rank")]
-        assert len(marked) == 1 and marked[0].startswith("[rank 1] ["), text
+        assert len(marked) == 2 and all(line.startswith("[rank 1] [") for line in marked), text
         assert "][WARNING] - UCSD Ped2:" in marked[0] and "holds 2 test clips" in marked[0], text
+        assert "][WARNING] - " in marked[1] and "no saved pixel maps" in marked[1], text
     # Each process computed one of the two videos: one progress bar, over one video.
     assert "(standard): 100%|██████████| 1/1" in done.stderr, done.stderr
 

@@ -754,3 +754,49 @@ def test_without_libx264_overlays_fall_back_to_mpeg4_with_a_warning(tmp_path, mo
     writer.close()
     assert _codec(tmp_path / "o.mp4") == "mpeg4" and len(open_video(tmp_path / "o.mp4")) == 3
     assert "no libx264 encoder" in caplog.text
+
+
+def test_cli_redoes_videos_when_the_base_weights_changed_under_the_same_paths(
+    tiny_pretrained, tmp_path, monkeypatch
+):
+    """A finished video is reused only on the same base weights (their fingerprints are in its run key):
+    after the CLIP file at the checkpoint's path is replaced, a rerun does not serve the old outputs; a
+    misspelt base_model_check is refused before any input, although nothing would load."""
+    import dataclasses
+    import shutil
+
+    import torch
+    from conftest import other_weights
+
+    from lavida.cli.detect import run
+    from lavida.models.base_fingerprint import BaseModelMismatchError
+    from lavida.models.checkpoint import save_checkpoint
+    from lavida.models.lavida import build_lavida
+
+    clip = tmp_path / "clip" / "open_clip_model.safetensors"
+    clip.parent.mkdir()
+    shutil.copy(tiny_pretrained.text_encoder.pretrained, clip)
+    config = dataclasses.replace(
+        tiny_pretrained, text_encoder=dataclasses.replace(tiny_pretrained.text_encoder, pretrained=str(clip))
+    )
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(build_lavida(config), config, tmp_path / "final")
+    inputs = tmp_path / "videos"
+    inputs.mkdir()
+    write_video(inputs / "a.mp4", moving_square(4), fps=4)
+    computed = _recording_detect(monkeypatch)
+    cfg = cli_config(inputs, "fire", checkpoint, tmp_path / "out", overlay=False)
+    run(cfg)
+    assert computed == ["a.mp4"]
+    cfg.base_model_check = "warm"
+    with pytest.raises(ValueError, match="base_model_check must be 'strict' or 'warn', got 'warm'"):
+        run(cfg)
+    cfg.base_model_check = "strict"
+    clip.unlink()
+    other_weights(tiny_pretrained.text_encoder.pretrained, clip)
+    computed.clear()
+    with pytest.raises(BaseModelMismatchError, match=f"text_encoder at {clip}"):
+        run(cfg)  # not reused: loaded, and refused
+    cfg.base_model_check = "warn"
+    run(cfg)
+    assert computed == ["a.mp4"]  # redone on the new weights

@@ -91,6 +91,25 @@ def test_what_the_fingerprint_of_a_model_folder_depends_on(tmp_path):
     (renamed / "model-00002-of-00002.safetensors").rename(renamed / "model-00002-of-00003.safetensors")
     assert weights_fingerprint(renamed) != before  # sharded otherwise
 
+    (copy / "pytorch_model.bin").write_bytes(b"the same weights in the other format")  # not read
+    (copy / "original").mkdir()  # nor are subfolders
+    (copy / "original" / "consolidated.00.pth").write_bytes(b"the release's own format")
+    assert weights_fingerprint(copy) == before
+
+    clip = (
+        tmp_path / "clip-vit-base-patch32"
+    )  # a transformers CLIP folder, or its weights file given directly
+    clip.mkdir()
+    _random_file(clip / "model.safetensors", 5000, seed=3)
+    (clip / "config.json").write_text("{}")
+    assert weights_fingerprint(clip) == weights_fingerprint(clip / "model.safetensors")
+    bin_only = tmp_path / "bin_only"  # without safetensors the .bin is what transformers reads
+    bin_only.mkdir()
+    _random_file(bin_only / "pytorch_model.bin", 5000, seed=4)
+    first = weights_fingerprint(bin_only)
+    _flip(bin_only / "pytorch_model.bin", 10)
+    assert weights_fingerprint(bin_only) != first
+
     single = tmp_path / "open_clip_model.safetensors"
     _random_file(single, 1000)
     renamed_file = tmp_path / "clip.safetensors"
@@ -216,7 +235,10 @@ def test_a_gone_base_model_is_taken_from_its_variable_where_the_weights_match(
     with caplog.at_level(logging.INFO, logger="lavida.models.checkpoint"):
         _, loaded = load_checkpoint(moved)
     assert getattr(loaded, section).pretrained == str(here)
-    assert f"using {VARIABLES[section]}={here}, which holds the same weights" in caplog.text
+    assert (
+        f"{VARIABLES[section]}={here} holds the same weights (the fingerprint the checkpoint recorded): using it"
+        in caplog.text
+    )
 
     other = other_weights(source, tmp_path / "other" / source.name)
     monkeypatch.setenv(VARIABLES[section], str(other))

@@ -124,8 +124,24 @@ def test_demo_writes_all_outputs(tmp_path, caplog, monkeypatch):
         run(cfg)
     assert (out / "metrics.json").read_text() == earlier
     assert (out / ".hydra" / "config.yaml").is_file() and (out / "score_curves.png").is_file()
-    # ...while a rerun that passes its checks and then dies leaves none of them beside its new training.
+    # Base models whose files changed under the checkpoints (their fingerprints) are refused in the
+    # demo's terms, not with the trainer's settings, which lavida-demo does not have.
     import shutil
+
+    from conftest import other_weights
+
+    OmegaConf.update(cfg, "steps", 4)
+    shutil.move(out / "base_models" / "sam2", tmp_path / "sam2_kept")
+    other_weights(tmp_path / "sam2_kept", out / "base_models" / "sam2")
+    with pytest.raises(
+        ValueError, match=r"holds other base models \(mask_decoder\) than the training"
+    ) as error:
+        run(cfg)
+    assert "resume_check" not in str(error.value) and (out / "metrics.json").read_text() == earlier
+    shutil.rmtree(out / "base_models" / "sam2")
+    shutil.move(tmp_path / "sam2_kept", out / "base_models" / "sam2")
+    OmegaConf.update(cfg, "steps", 5)
+    # ...while a rerun that passes its checks and then dies leaves none of them beside its new training.
 
     from lavida.train.loop import Trainer
 
