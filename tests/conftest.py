@@ -267,3 +267,20 @@ def other_weights(source, target):
         tensors[largest] = tensors[largest] + 0.01
         save_file(tensors, str(file), metadata=metadata)
     return target
+
+
+def checkpoint_on_its_own_clip(tiny_pretrained, tmp_path):
+    """A tiny checkpoint whose CLIP text tower is a copy of its own at ``tmp_path/clip/`` (the shared
+    ``tiny_pretrained`` stays untouched when a test replaces it); returns (checkpoint, clip file)."""
+    import dataclasses
+
+    from lavida.models.checkpoint import save_checkpoint
+    from lavida.models.lavida import build_lavida
+
+    clip = tmp_path / "clip" / "open_clip_model.safetensors"
+    clip.parent.mkdir()
+    shutil.copy(tiny_pretrained.text_encoder.pretrained, clip)
+    text_encoder = dataclasses.replace(tiny_pretrained.text_encoder, pretrained=str(clip))
+    config = dataclasses.replace(tiny_pretrained, text_encoder=text_encoder)
+    torch.manual_seed(0)
+    return save_checkpoint(build_lavida(config), config, tmp_path / "final"), clip

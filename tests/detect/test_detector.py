@@ -762,25 +762,12 @@ def test_cli_redoes_videos_when_the_base_weights_changed_under_the_same_paths(
     """A finished video is reused only on the same base weights (their fingerprints are in its run key):
     after the CLIP file at the checkpoint's path is replaced, a rerun does not serve the old outputs; a
     misspelt base_model_check is refused before any input, although nothing would load."""
-    import dataclasses
-    import shutil
-
-    import torch
-    from conftest import other_weights
+    from conftest import checkpoint_on_its_own_clip, other_weights
 
     from lavida.cli.detect import run
     from lavida.models.base_fingerprint import BaseModelMismatchError
-    from lavida.models.checkpoint import save_checkpoint
-    from lavida.models.lavida import build_lavida
 
-    clip = tmp_path / "clip" / "open_clip_model.safetensors"
-    clip.parent.mkdir()
-    shutil.copy(tiny_pretrained.text_encoder.pretrained, clip)
-    config = dataclasses.replace(
-        tiny_pretrained, text_encoder=dataclasses.replace(tiny_pretrained.text_encoder, pretrained=str(clip))
-    )
-    torch.manual_seed(0)
-    checkpoint = save_checkpoint(build_lavida(config), config, tmp_path / "final")
+    checkpoint, clip = checkpoint_on_its_own_clip(tiny_pretrained, tmp_path)
     inputs = tmp_path / "videos"
     inputs.mkdir()
     write_video(inputs / "a.mp4", moving_square(4), fps=4)

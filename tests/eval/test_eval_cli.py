@@ -1,6 +1,5 @@
 """`lavida-eval` end to end: a checkpoint, a benchmark tree in its official layout, all outputs written."""
 
-import dataclasses
 import json
 
 import pytest
@@ -185,24 +184,12 @@ def test_results_cached_on_other_base_weights_are_not_served(tiny_pretrained, tm
     """The cache is keyed on the base models' fingerprints too: after the CLIP file at the checkpoint's
     path is replaced by other weights, a rerun that would only read the cache names them as a changed
     setting, and a misspelt base_model_check is refused although no model would load."""
-    import shutil
-
-    import torch
-    from conftest import other_weights
+    from conftest import checkpoint_on_its_own_clip, other_weights
     from eval.trees import write_ucsd_ped2_tree
 
     from lavida.cli.eval import run
-    from lavida.models.checkpoint import save_checkpoint
-    from lavida.models.lavida import build_lavida
 
-    clip = tmp_path / "clip" / "open_clip_model.safetensors"
-    clip.parent.mkdir()
-    shutil.copy(tiny_pretrained.text_encoder.pretrained, clip)
-    config = dataclasses.replace(
-        tiny_pretrained, text_encoder=dataclasses.replace(tiny_pretrained.text_encoder, pretrained=str(clip))
-    )
-    torch.manual_seed(0)
-    path = save_checkpoint(build_lavida(config), config, tmp_path / "final")
+    path, clip = checkpoint_on_its_own_clip(tiny_pretrained, tmp_path)
     tree = write_ucsd_ped2_tree(tmp_path / "ped2")
     values = {"benchmark.root": str(tree.root), "checkpoint": str(path), "output_dir": str(tmp_path / "out")}
     run(eval_config(benchmark="ucsd_ped2", **values, num_workers=0))
