@@ -113,6 +113,17 @@ class Trainer:
                 f"zero3; on CPU launcher.mixed_precision=bf16), or model.dtype=float32 (e.g. for a tiny "
                 f"smoke run on CPU)."
             )
+        deepspeed = launcher.deepspeed or {}
+        for section, dtype in (("bf16", "bfloat16"), ("fp16", "float16")):
+            if (deepspeed.get(section) or {}).get("enabled") and model.dtype != dtype:
+                # DeepSpeed casts the weights it optimises to its precision and leaves the frozen ones in
+                # model.dtype: the first layer mixing the two fails deep inside the first step.
+                raise ValueError(
+                    f"launcher '{launcher.name}' trains in DeepSpeed's {section}, which casts the trained weights "
+                    f"to {dtype} but leaves the frozen ones in model.dtype={model.dtype}. Set "
+                    f"model.dtype={dtype} (experiment=paper_main sets bfloat16), or train without DeepSpeed "
+                    "(launcher=single, ddp or cpu)."
+                )
         self.model_config = model
         self.data_config = data
         self.config = train

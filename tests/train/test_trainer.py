@@ -5,6 +5,7 @@ import json
 import logging
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -195,6 +196,35 @@ def test_a_resume_on_other_base_weights_at_the_same_path_is_refused(
     with caplog.at_level(logging.WARNING):
         warned.setup()
     assert warned.progress.step == 2 and f"mllm at {base}" in caplog.text
+
+
+@pytest.mark.parametrize("launcher", ["zero2", "zero3"])
+def test_deepspeed_precision_without_the_models_dtype_is_refused_with_the_fix(
+    launcher, synthetic_train_root, tiny_pretrained, tmp_path
+):
+    """DeepSpeed's bf16 casts the weights it trains and leaves the frozen ones in model.dtype: with float32
+    frozen weights the first step failed inside SAM2 (float != BFloat16); refused before anything is built.
+    Also for a ZeRO launcher switched to fp16."""
+    from omegaconf import OmegaConf
+
+    import lavida.configs
+    from lavida.train.config import launcher_from_dict
+
+    settings = OmegaConf.to_container(
+        OmegaConf.load(Path(lavida.configs.__file__).with_name("launcher") / f"{launcher}.yaml")
+    )
+    out = tmp_path / "run"
+    for precision, dtype in (("bf16", "bfloat16"), ("fp16", "float16")):
+        if precision == "fp16":
+            settings["mixed_precision"] = "fp16"
+            settings["deepspeed"]["fp16"] = settings["deepspeed"].pop("bf16")
+        with pytest.raises(
+            ValueError,
+            match=rf"launcher '{launcher}' trains in DeepSpeed's {precision}, .* leaves the frozen ones in "
+            rf"model.dtype=float32. Set model.dtype={dtype}",
+        ):
+            make_trainer(synthetic_train_root, tiny_pretrained, out, launcher=launcher_from_dict(settings))
+    assert not out.exists()
 
 
 def test_checkpoints_of_another_run_or_later_steps_are_refused(

@@ -6,9 +6,17 @@ from lavida.train.config import LauncherConfig, TrainConfig
 from lavida.train.loop import Trainer
 
 
-def make_trainer(root, model_config, output_dir, *, data_seed: int = 3, **train_overrides) -> Trainer:
+def make_trainer(
+    root,
+    model_config,
+    output_dir,
+    *,
+    data_seed: int = 3,
+    launcher: LauncherConfig | None = None,
+    **train_overrides,
+) -> Trainer:
     """A CPU Trainer over the synthetic set at ``root``: 6 batches of 2, lr 3e-3 constant; ``train_overrides``
-    replace top-level train settings."""
+    replace top-level train settings; ``launcher`` replaces the plain CPU one."""
     data = DataConfig.from_dict(
         {
             "sources": {"synthetic": {"weight": 1.0, "root": str(root)}},
@@ -33,7 +41,7 @@ def make_trainer(root, model_config, output_dir, *, data_seed: int = 3, **train_
         model=model_config,
         data=data,
         train=TrainConfig.from_dict(train),
-        launcher=LauncherConfig(cpu=True),
+        launcher=launcher or LauncherConfig(cpu=True),
         output_dir=output_dir,
         sources={"synthetic": SyntheticSource(root)},
     )
