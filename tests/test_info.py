@@ -1,5 +1,6 @@
 """`lavida-info`: parameter counts on the meta device against the architecture formulas; user errors."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -42,8 +43,14 @@ def _run(capsys, name):
     return total, capsys.readouterr().out
 
 
-def test_paper_model_is_8_5_billion(capsys):
-    total, printed = _run(capsys, "lavida")
+def test_paper_model_is_8_5_billion(capsys, caplog):
+    with caplog.at_level(logging.INFO):
+        total, printed = _run(capsys, "lavida")
+    # Built on the meta device, said once; not the build's "random init" lines of a model loaded for use.
+    assert "The architecture of the configured model, built on the meta device" in caplog.text
+    assert printed.startswith("component ")  # the table alone on stdout
+    assert "random" not in caplog.text.lower() and "random" not in printed.lower()
+    assert logging.getLogger("lavida.models").level == logging.NOTSET  # as it was
     assert printed.strip().splitlines()[-1] == f"total_params={total}"
     assert 8.40e9 < total < 8.55e9  # B.3: "The total number of model parameters is 8.5B"
     rows = {line[:44].strip(): line for line in printed.splitlines()}

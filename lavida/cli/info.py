@@ -17,6 +17,7 @@ from lavida.cli.keys import reject_unknown_keys
 from lavida.models.config import LavidaConfig
 from lavida.models.lavida import build_lavida
 from lavida.models.summary import component_counts
+from lavida.models.text_encoder import quiet_open_clip
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,19 @@ def run(cfg: DictConfig) -> int:
     """
     reject_unknown_keys(cfg, config_name="info")
     config = LavidaConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True)).without_weights()
-    with torch.device("meta"):
-        model = build_lavida(config)
+    # The build's own lines ("Built qwen2_vl (random init)", open_clip's "initialized randomly") describe
+    # a model loaded for use; on the meta device they only alarm a user whose LAVIDA_*_PATH are set.
+    builders = logging.getLogger("lavida.models")
+    level = builders.level
+    builders.setLevel(logging.WARNING)
+    try:
+        with torch.device("meta"), quiet_open_clip(keep_random_notice=False):
+            model = build_lavida(config)
+    finally:
+        builders.setLevel(level)
     rows = component_counts(model)
     width = max(len(row.name) for row in rows)
+    log.info("The architecture of the configured model, built on the meta device: no weights read or allocated.")
     print(f"{'component':<{width}}  {'total':>15}  {'trainable':>13}")
     for row in rows:
         print(f"{row.name:<{width}}  {row.total:>15,}  {row.trainable:>13,}")
