@@ -44,7 +44,9 @@ def run(cfg: DictConfig) -> int:
         builders.setLevel(level)
     rows = component_counts(model)
     width = max(len(row.name) for row in rows)
-    log.info("The architecture of the configured model, built on the meta device: no weights read or allocated.")
+    log.info(
+        "The architecture of the configured model, built on the meta device: no weights read or allocated."
+    )
     print(f"{'component':<{width}}  {'total':>15}  {'trainable':>13}")
     for row in rows:
         print(f"{row.name:<{width}}  {row.total:>15,}  {row.trainable:>13,}")
