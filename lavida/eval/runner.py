@@ -566,7 +566,7 @@ def _run_facts(
 
 
 # The model settings of ``run_info`` (as lavida-eval passes them) that change the numbers of one checkpoint.
-_MODEL_SETTINGS = ("checkpoint_overrides", "dtype", "gate_masks")
+_MODEL_SETTINGS = ("checkpoint_overrides", "dtype", "gate_masks", "base_models")
 
 
 def _source(

@@ -91,7 +91,12 @@ def model_run(tmp_path, tiny_model):
     def run(name, benchmark, *, checkpoint, digest, clip_length=8, **settings):
         bench = Posing(tmp_path / "data" / benchmark, benchmark)
         # The model settings as lavida-eval's run info spells them (lavida/cli/eval.py), defaults unless given.
-        defaults = {"checkpoint_overrides": {}, "dtype": "torch.float32", "gate_masks": True}
+        defaults = {
+            "checkpoint_overrides": {},
+            "dtype": "torch.float32",
+            "gate_masks": True,
+            "base_models": {"mllm": "0" * 16},
+        }
         run_evaluation(
             benchmark=bench,
             protocol=dataclasses.replace(bench.protocol("standard"), clip_length=clip_length),
@@ -144,7 +149,12 @@ def test_metrics_json_records_what_produced_the_run(scores_run, model_run, tmp_p
         "categories": ["bicycle", "chasing"],
         "default_categories": True,
         "clip_length": 8,
-        "settings": {"checkpoint_overrides": {}, "dtype": "torch.float32", "gate_masks": True},
+        "settings": {
+            "checkpoint_overrides": {},
+            "dtype": "torch.float32",
+            "gate_masks": True,
+            "base_models": {"mllm": "0" * 16},
+        },
     }
     assert "- checkpoint_sha256: `0123456789abcdef`" in (model / "report.md").read_text()
 
@@ -186,6 +196,10 @@ def test_runs_of_one_checkpoint_with_other_settings_are_refused(model_run, tmp_p
         },
         "dtype: torch.float32 vs torch.bfloat16": {"dtype": "torch.bfloat16"},
         "gate_masks: True vs False": {"gate_masks": False},
+        # The same checkpoint on other base weights (base_model_check=warn): another model.
+        rf"base_models: \{{'mllm': '{'0' * 16}'\}} vs \{{'mllm': '{'1' * 16}'\}}": {
+            "base_models": {"mllm": "1" * 16}
+        },
     }
     for number, (difference, settings) in enumerate(variants.items()):
         other = model_run(f"sht_{number}", "shanghaitech", checkpoint=ckpt, digest=digest, **settings)
@@ -193,8 +207,8 @@ def test_runs_of_one_checkpoint_with_other_settings_are_refused(model_run, tmp_p
             build_tables([read_run(base), read_run(other)])
         markdown, _ = build_tables([read_run(base), read_run(other)], allow_mixed=True)
         assert (
-            f"checkpoint `{ckpt.resolve()}` (sha256 {digest}), clip_length 8, dtype torch.float32, "
-            in markdown
+            f"checkpoint `{ckpt.resolve()}` (sha256 {digest}), base_models {{'mllm': '{'0' * 16}'}}, "
+            "clip_length 8, dtype torch.float32, " in markdown
         )
 
     # A run written before the settings were recorded agrees with any (its source has none of them).
