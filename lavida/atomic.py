@@ -262,10 +262,9 @@ def _readable_as_umask_allows(file: Path) -> None:
             pass
 
 
-@functools.cache
 def _umask() -> int:
-    """The process's umask: from /proc on Linux (reading it otherwise means setting it, which is racy
-    while other threads create files), else set and restored once."""
+    """The process's umask, now (it may change while the process runs): from /proc on Linux, a few
+    microseconds; elsewhere set and restored, which is racy while other threads create files."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("Umask:"):

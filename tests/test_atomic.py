@@ -298,20 +298,12 @@ def test_a_folder_that_cannot_be_opened_is_written_to_all_the_same(tmp_path, mon
 
 @pytest.fixture
 def umask():
-    """Set the process's umask for one test (and the module's cached reading of it); restored after."""
+    """Set the process's umask for one test; restored after."""
     import os
 
-    from lavida import atomic
-
     saved = os.umask(0o022)
-
-    def set_to(mask):
-        os.umask(mask)
-        atomic._umask.cache_clear()
-
-    yield set_to
+    yield os.umask
     os.umask(saved)
-    atomic._umask.cache_clear()
 
 
 def test_private_files_become_as_readable_as_the_umask_allows(tmp_path, umask):

@@ -94,7 +94,17 @@ def run(cfg: DictConfig) -> dict:
         key = {**run_key, "settings": settings, "input": _input_state(source)}
         key = json.loads(json.dumps(key))  # as it reads back
         marker = output_dir / name / RUN_FILE
-        if cfg.resume and key["input"] is not None and marker.is_file() and _made_with(marker) == key:
+        made = _made_with(marker) if cfg.resume and key["input"] is not None and marker.is_file() else None
+        if isinstance(made, dict) and made != key:
+            # Redone, possibly for hours with the paper's model: say why (a run.json of an older lavida
+            # lacks what it did not record, such as the base models' fingerprints).
+            changed = [
+                f"{field}{' (not recorded: made by an older lavida)' if field not in made else ''}"
+                for field in sorted(set(made) | set(key))
+                if made.get(field) != key.get(field)
+            ]
+            log.info("Redoing %s: its outputs were made with other %s.", source, ", ".join(changed))
+        if made == key:
             summary = _read(output_dir / name / "summary.json")
             if summary is not None:
                 log.info("Reusing %s: its outputs were made with the same checkpoint and settings.", source)

@@ -36,8 +36,12 @@ from lavida.models.weights import WeightsNotFoundError
 
 log = logging.getLogger(__name__)
 
-# meta.json: section -> weights_fingerprint of the base model the checkpoint was trained on.
+# meta.json: section -> weights_fingerprint of the base model the checkpoint was trained on, and the
+# version of weights_fingerprint that made them. Bump the version whenever what is hashed changes: records
+# of another version are then not compared (as if the checkpoint had none), never refused as other weights.
 BASE_FINGERPRINTS_KEY = "base_model_fingerprints"
+FINGERPRINT_VERSION_KEY = "base_model_fingerprint_version"
+FINGERPRINT_VERSION = 1
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
@@ -119,6 +123,29 @@ def _sampled_ranges(size: int) -> list[tuple[int, int]]:
     gap = size - 2 * _EDGE - _SLICE  # the last slice ends where the last MiB starts
     middle = [(_EDGE + gap * i // (_SLICES - 1), _SLICE) for i in range(_SLICES)]
     return [(0, _EDGE), *middle, (size - _EDGE, _EDGE)]
+
+
+def fingerprint_record(config: LavidaConfig) -> dict:
+    """What a checkpoint's meta.json records of ``config``'s base models (fingerprints and their version)."""
+    return {
+        BASE_FINGERPRINTS_KEY: base_model_fingerprints(config),
+        FINGERPRINT_VERSION_KEY: FINGERPRINT_VERSION,
+    }
+
+
+def recorded_fingerprints(meta: dict) -> dict[str, str]:
+    """The base-model fingerprints a checkpoint's meta.json recorded with this version of the fingerprint;
+    {} where it recorded none, or made them another way (they cannot be compared)."""
+    if meta.get(FINGERPRINT_VERSION_KEY) != FINGERPRINT_VERSION:
+        if BASE_FINGERPRINTS_KEY in meta:
+            log.info(
+                "The checkpoint's base-model fingerprints were made by another version of lavida (%s, now %d); "
+                "its base models are not compared.",
+                meta.get(FINGERPRINT_VERSION_KEY, "unversioned"),
+                FINGERPRINT_VERSION,
+            )
+        return {}
+    return dict(meta.get(BASE_FINGERPRINTS_KEY) or {})
 
 
 def base_model_fingerprints(config: LavidaConfig) -> dict[str, str]:

@@ -41,9 +41,10 @@ from safetensors.torch import load_file, save_file
 import lavida
 from lavida.atomic import atomic_dir, read_json
 from lavida.models.base_fingerprint import (
-    BASE_FINGERPRINTS_KEY,
     base_model_fingerprints,
     check_base_models,
+    fingerprint_record,
+    recorded_fingerprints,
     weights_fingerprint,
 )
 from lavida.models.config import LavidaConfig
@@ -114,7 +115,7 @@ def save_checkpoint(
             "git_revision": _git_revision(),
             "seg_token_id": model.mllm.seg_token_id,
             "trainable_parameters": model.trainable_parameter_count(),
-            BASE_FINGERPRINTS_KEY: base_model_fingerprints(config),
+            **fingerprint_record(config),
             **({STAND_INS_KEY: stand_ins} if stand_ins else {}),
             **(
                 {STAND_IN_DIGESTS_KEY: {s: files_digest(settings[s]["pretrained"]) for s in stand_ins}}
@@ -247,7 +248,7 @@ def _base_models_from_variables(
     """
     from lavida.models.lavida import path_variable
 
-    fingerprints = meta.get(BASE_FINGERPRINTS_KEY) or {}
+    fingerprints = recorded_fingerprints(meta)
     found = {}
     for section in _BASE_MODEL_SECTIONS:
         recorded = (data.get(section) or {}).get("pretrained")
@@ -349,7 +350,7 @@ def load_checkpoint(
     config = LavidaConfig.from_dict(data)
     _check_base_models_saved(config, directory / CONFIG_FILE)
     check_base_models(
-        meta.get(BASE_FINGERPRINTS_KEY) or {},
+        recorded_fingerprints(meta),
         config,
         checkpoint=directory,
         mode=base_model_check,

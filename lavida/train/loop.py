@@ -37,7 +37,7 @@ from lavida.data.train_dataset import (
 )
 from lavida.data.types import IGNORE_INDEX
 from lavida.losses import LavidaLoss, SegLossWeights
-from lavida.models.base_fingerprint import BASE_FINGERPRINTS_KEY, check_base_models
+from lavida.models.base_fingerprint import check_base_models, recorded_fingerprints
 from lavida.models.checkpoint import CONFIG_FILE, HEADS_FILE, META_FILE, read_checkpoint_meta, save_checkpoint
 from lavida.models.config import LavidaConfig
 from lavida.models.lavida import build_lavida
@@ -113,17 +113,17 @@ class Trainer:
                 f"zero3; on CPU launcher.mixed_precision=bf16), or model.dtype=float32 (e.g. for a tiny "
                 f"smoke run on CPU)."
             )
-        deepspeed = launcher.deepspeed or {}
-        for section, dtype in (("bf16", "bfloat16"), ("fp16", "float16")):
-            if (deepspeed.get(section) or {}).get("enabled") and model.dtype != dtype:
-                # DeepSpeed casts the weights it optimises to its precision and leaves the frozen ones in
-                # model.dtype: the first layer mixing the two fails deep inside the first step.
-                raise ValueError(
-                    f"launcher '{launcher.name}' trains in DeepSpeed's {section}, which casts the trained weights "
-                    f"to {dtype} but leaves the frozen ones in model.dtype={model.dtype}. Set "
-                    f"model.dtype={dtype} (experiment=paper_main sets bfloat16), or train without DeepSpeed "
-                    "(launcher=single, ddp or cpu)."
-                )
+        wanted = {"bf16": "bfloat16", "fp16": "float16"}.get(launcher.mixed_precision)
+        if launcher.deepspeed is not None and wanted is not None and model.dtype != wanted:
+            # DeepSpeed trains in the launcher's precision (lavida.train.launcher.deepspeed_config): it casts
+            # the weights it optimises and leaves the frozen ones in model.dtype, so the first layer mixing
+            # the two failed deep inside the first step.
+            raise ValueError(
+                f"launcher '{launcher.name}' trains with DeepSpeed in {launcher.mixed_precision}, which casts the "
+                f"trained weights to {wanted} but leaves the frozen ones in model.dtype={model.dtype}. Set "
+                f"model.dtype={wanted} (experiment=paper_main sets bfloat16), launcher.mixed_precision=no for "
+                "float32 throughout, or train without DeepSpeed (launcher=single, ddp or cpu)."
+            )
         self.model_config = model
         self.data_config = data
         self.config = train
@@ -157,7 +157,7 @@ class Trainer:
             # Before the model is built: a 7B model need not load to learn that the run cannot resume.
             check_resume_settings(resume, self._record(), mode=self.config.resume_check)
             check_base_models(
-                read_checkpoint_meta(resume / "model").get(BASE_FINGERPRINTS_KEY) or {},
+                recorded_fingerprints(read_checkpoint_meta(resume / "model")),
                 self.model_config,
                 checkpoint=resume,
                 mode=self.config.resume_check,

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import tracemalloc
 from pathlib import Path
 
@@ -757,7 +758,7 @@ def test_without_libx264_overlays_fall_back_to_mpeg4_with_a_warning(tmp_path, mo
 
 
 def test_cli_redoes_videos_when_the_base_weights_changed_under_the_same_paths(
-    tiny_pretrained, tmp_path, monkeypatch
+    tiny_pretrained, tmp_path, monkeypatch, caplog
 ):
     """A finished video is reused only on the same base weights (their fingerprints are in its run key):
     after the CLIP file at the checkpoint's path is replaced, a rerun does not serve the old outputs; a
@@ -785,5 +786,7 @@ def test_cli_redoes_videos_when_the_base_weights_changed_under_the_same_paths(
     with pytest.raises(BaseModelMismatchError, match=f"text_encoder at {clip}"):
         run(cfg)  # not reused: loaded, and refused
     cfg.base_model_check = "warn"
-    run(cfg)
-    assert computed == ["a.mp4"]  # redone on the new weights
+    with caplog.at_level(logging.INFO, logger="lavida.cli.detect"):
+        run(cfg)
+    assert computed == ["a.mp4"]  # redone on the new weights, saying why
+    assert f"Redoing {inputs / 'a.mp4'}: its outputs were made with other base_models." in caplog.text

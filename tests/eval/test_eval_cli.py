@@ -188,6 +188,7 @@ def test_results_cached_on_other_base_weights_are_not_served(tiny_pretrained, tm
     from eval.trees import write_ucsd_ped2_tree
 
     from lavida.cli.eval import run
+    from lavida.models.base_fingerprint import weights_fingerprint
 
     path, clip = checkpoint_on_its_own_clip(tiny_pretrained, tmp_path)
     tree = write_ucsd_ped2_tree(tmp_path / "ped2")
@@ -195,9 +196,11 @@ def test_results_cached_on_other_base_weights_are_not_served(tiny_pretrained, tm
     run(eval_config(benchmark="ucsd_ped2", **values, num_workers=0))
     with pytest.raises(ValueError, match="base_model_check must be 'strict' or 'warn', got 'warm'"):
         run(eval_config(benchmark="ucsd_ped2", **values, num_workers=0, base_model_check="warm"))
+    before = weights_fingerprint(clip)
     clip.unlink()
     other_weights(tiny_pretrained.text_encoder.pretrained, clip)
-    with pytest.raises(ValueError, match=r"computed with other settings: .*base_models"):
+    changed = rf"run.base_models.text_encoder was '{before}', now '{weights_fingerprint(clip)}'"
+    with pytest.raises(ValueError, match=rf"computed with other settings: {changed}\. Pass overwrite=true"):
         run(eval_config(benchmark="ucsd_ped2", **values, num_workers=0, base_model_check="warn"))
     again = run(
         eval_config(benchmark="ucsd_ped2", **values, num_workers=0, base_model_check="warn", overwrite=True)

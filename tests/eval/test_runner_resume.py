@@ -141,6 +141,28 @@ def test_the_refusal_names_the_setting_that_differs(data, tmp_path):
     assert "pixel size" not in message  # only what differs
 
 
+def test_a_nested_setting_is_named_by_its_key_and_an_unrecorded_one_as_absent():
+    """Settings inside the run info (the base models' fingerprints, checkpoint_overrides) are named by
+    their dotted key, not by two dumps of the whole run info; one that an older cache lacks is absent."""
+    import json
+
+    from lavida.eval.runner import _differences
+
+    def facts(run_info):
+        return json.dumps({"run": {"benchmark": "ped2", "run": run_info}, "video": {}})
+
+    old = facts({"dtype": "torch.float32", "checkpoint_overrides": {}})
+    new = facts({"dtype": "torch.float32", "checkpoint_overrides": {}, "base_models": {"mllm": "a" * 16}})
+    assert _differences(old, new) == f"run.base_models was absent, now {{'mllm': '{'a' * 16}'}}"
+    other = facts({"dtype": "torch.float32", "checkpoint_overrides": {}, "base_models": {"mllm": "b" * 16}})
+    assert _differences(new, other) == f"run.base_models.mllm was '{'a' * 16}', now '{'b' * 16}'"
+    overridden = facts({"dtype": "torch.bfloat16", "checkpoint_overrides": {"compression": {"ratio": 0.5}}})
+    assert _differences(old, overridden) == (
+        "run.checkpoint_overrides.compression was absent, now {'ratio': 0.5}; "
+        "run.dtype was 'torch.float32', now 'torch.bfloat16'"
+    )
+
+
 def test_the_refusal_names_a_video_whose_own_labels_changed(data, tmp_path, computed):
     save_predictions(tmp_path / "preds", FrameOnly(data))
     evaluate_saved(FrameOnly(data), tmp_path / "preds", tmp_path / "out")

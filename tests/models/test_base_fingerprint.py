@@ -12,6 +12,8 @@ from conftest import other_weights
 
 from lavida.models.base_fingerprint import (
     BASE_FINGERPRINTS_KEY,
+    FINGERPRINT_VERSION,
+    FINGERPRINT_VERSION_KEY,
     BaseModelMismatchError,
     weights_fingerprint,
 )
@@ -184,16 +186,26 @@ def test_weights_replaced_at_the_recorded_path_are_refused(tiny_pretrained, tmp_
         load_checkpoint(checkpoint)
 
 
-def test_a_checkpoint_without_fingerprints_loads_on_any_weights(saved, tmp_path):
-    """Saved before lavida recorded them: nothing to compare, as before."""
+@pytest.mark.parametrize("recorded", ["no fingerprints", "unversioned fingerprints", "another version"])
+def test_a_checkpoint_without_comparable_fingerprints_loads_on_any_weights(saved, tmp_path, recorded):
+    """Saved before lavida recorded them, or made by another way of fingerprinting (what is hashed
+    changed; the first records had no version): nothing to compare, never refused as other weights."""
     checkpoint, config = saved
     old = tmp_path / "old"
     shutil.copytree(checkpoint, old)
     meta = json.loads((old / "meta.json").read_text())
-    del meta[BASE_FINGERPRINTS_KEY]
+    assert meta[FINGERPRINT_VERSION_KEY] == FINGERPRINT_VERSION == 1
+    if recorded == "no fingerprints":
+        del meta[BASE_FINGERPRINTS_KEY], meta[FINGERPRINT_VERSION_KEY]
+    elif recorded == "unversioned fingerprints":
+        del meta[FINGERPRINT_VERSION_KEY]
+    else:
+        meta[FINGERPRINT_VERSION_KEY] = 2
     (old / "meta.json").write_text(json.dumps(meta))
     other = other_weights(Path(config.mllm.pretrained), tmp_path / "mllm")
     load_checkpoint(old, config_overrides={"mllm": {"pretrained": str(other)}})
+    with pytest.raises(BaseModelMismatchError):  # the same with its own record: refused (the test can fail)
+        load_checkpoint(checkpoint, config_overrides={"mllm": {"pretrained": str(other)}})
 
 
 def test_an_unknown_check_mode_is_refused(saved):

@@ -202,28 +202,44 @@ def test_a_resume_on_other_base_weights_at_the_same_path_is_refused(
 def test_deepspeed_precision_without_the_models_dtype_is_refused_with_the_fix(
     launcher, synthetic_train_root, tiny_pretrained, tmp_path
 ):
-    """DeepSpeed's bf16 casts the weights it trains and leaves the frozen ones in model.dtype: with float32
-    frozen weights the first step failed inside SAM2 (float != BFloat16); refused before anything is built.
-    Also for a ZeRO launcher switched to fp16."""
+    """DeepSpeed trains in launcher.mixed_precision (deepspeed_config decides DeepSpeed's bf16/fp16 from it,
+    whatever the yaml's block says), casting the weights it trains and leaving the frozen ones in
+    model.dtype: with float32 frozen weights under bf16 the first step failed inside SAM2 (float !=
+    BFloat16). A mismatch is refused before anything is built; float32 throughout (mixed_precision=no) and
+    matching dtypes are accepted."""
     from omegaconf import OmegaConf
 
     import lavida.configs
     from lavida.train.config import launcher_from_dict
 
-    settings = OmegaConf.to_container(
-        OmegaConf.load(Path(lavida.configs.__file__).with_name("launcher") / f"{launcher}.yaml")
-    )
+    yaml = Path(lavida.configs.__file__).with_name("launcher") / f"{launcher}.yaml"
     out = tmp_path / "run"
-    for precision, dtype in (("bf16", "bfloat16"), ("fp16", "float16")):
-        if precision == "fp16":
-            settings["mixed_precision"] = "fp16"
-            settings["deepspeed"]["fp16"] = settings["deepspeed"].pop("bf16")
+
+    def trainer(precision, dtype, *, bf16_block=True):
+        settings = OmegaConf.to_container(OmegaConf.load(yaml))
+        settings["mixed_precision"] = precision
+        if not bf16_block:
+            del settings["deepspeed"]["bf16"]
+        model = dataclasses.replace(tiny_pretrained, dtype=dtype)
+        return make_trainer(synthetic_train_root, model, out, launcher=launcher_from_dict(settings))
+
+    for precision, dtype, bf16_block in (
+        ("bf16", "float32", True),
+        ("bf16", "float32", False),  # a yaml without the block: deepspeed_config enables bf16 all the same
+        ("fp16", "float32", True),
+        ("fp16", "bfloat16", True),
+        ("bf16", "float16", True),
+    ):
+        wanted = {"bf16": "bfloat16", "fp16": "float16"}[precision]
         with pytest.raises(
             ValueError,
-            match=rf"launcher '{launcher}' trains in DeepSpeed's {precision}, .* leaves the frozen ones in "
-            rf"model.dtype=float32. Set model.dtype={dtype}",
+            match=rf"launcher '{launcher}' trains with DeepSpeed in {precision}, .* leaves the frozen ones in "
+            rf"model.dtype={dtype}. Set model.dtype={wanted}",
         ):
-            make_trainer(synthetic_train_root, tiny_pretrained, out, launcher=launcher_from_dict(settings))
+            trainer(precision, dtype, bf16_block=bf16_block)
+    trainer("no", "float32")  # float32 throughout
+    trainer("bf16", "bfloat16")  # experiment=paper_main
+    trainer("fp16", "float16")
     assert not out.exists()
 
 
