@@ -137,13 +137,6 @@ def recorded_fingerprints(meta: dict) -> dict[str, str]:
     """The base-model fingerprints a checkpoint's meta.json recorded with this version of the fingerprint;
     {} where it recorded none, or made them another way (they cannot be compared)."""
     if meta.get(FINGERPRINT_VERSION_KEY) != FINGERPRINT_VERSION:
-        if BASE_FINGERPRINTS_KEY in meta:
-            log.info(
-                "The checkpoint's base-model fingerprints were made by another version of lavida (%s, now %d); "
-                "its base models are not compared.",
-                meta.get(FINGERPRINT_VERSION_KEY, "unversioned"),
-                FINGERPRINT_VERSION,
-            )
         return {}
     return dict(meta.get(BASE_FINGERPRINTS_KEY) or {})
 

@@ -41,6 +41,9 @@ from safetensors.torch import load_file, save_file
 import lavida
 from lavida.atomic import atomic_dir, read_json
 from lavida.models.base_fingerprint import (
+    BASE_FINGERPRINTS_KEY,
+    FINGERPRINT_VERSION,
+    FINGERPRINT_VERSION_KEY,
     base_model_fingerprints,
     check_base_models,
     fingerprint_record,
@@ -349,8 +352,17 @@ def load_checkpoint(
     data, meta = _resolved_settings(directory, config_overrides or {}, announce=True)
     config = LavidaConfig.from_dict(data)
     _check_base_models_saved(config, directory / CONFIG_FILE)
+    recorded = recorded_fingerprints(meta)
+    if not recorded and meta.get(BASE_FINGERPRINTS_KEY):
+        log.info(
+            "%s: its base-model fingerprints were made by another version of lavida (%s, now %d); its base "
+            "models are not compared.",
+            directory,
+            meta.get(FINGERPRINT_VERSION_KEY, "unversioned"),
+            FINGERPRINT_VERSION,
+        )
     check_base_models(
-        recorded_fingerprints(meta),
+        recorded,
         config,
         checkpoint=directory,
         mode=base_model_check,

@@ -187,7 +187,7 @@ def test_weights_replaced_at_the_recorded_path_are_refused(tiny_pretrained, tmp_
 
 
 @pytest.mark.parametrize("recorded", ["no fingerprints", "unversioned fingerprints", "another version"])
-def test_a_checkpoint_without_comparable_fingerprints_loads_on_any_weights(saved, tmp_path, recorded):
+def test_a_checkpoint_without_comparable_fingerprints_loads_on_any_weights(saved, tmp_path, recorded, caplog):
     """Saved before lavida recorded them, or made by another way of fingerprinting (what is hashed
     changed; the first records had no version): nothing to compare, never refused as other weights."""
     checkpoint, config = saved
@@ -203,7 +203,10 @@ def test_a_checkpoint_without_comparable_fingerprints_loads_on_any_weights(saved
         meta[FINGERPRINT_VERSION_KEY] = 2
     (old / "meta.json").write_text(json.dumps(meta))
     other = other_weights(Path(config.mllm.pretrained), tmp_path / "mllm")
-    load_checkpoint(old, config_overrides={"mllm": {"pretrained": str(other)}})
+    with caplog.at_level(logging.INFO, logger="lavida.models.checkpoint"):
+        load_checkpoint(old, config_overrides={"mllm": {"pretrained": str(other)}})
+    said = caplog.text.count("fingerprints were made by another version of lavida")
+    assert said == (0 if recorded == "no fingerprints" else 1)  # once per load
     with pytest.raises(BaseModelMismatchError):  # the same with its own record: refused (the test can fail)
         load_checkpoint(checkpoint, config_overrides={"mllm": {"pretrained": str(other)}})
 
