@@ -143,7 +143,13 @@ class Detector:
             )
         # Here rather than at the first video, where a bad setting would surface only once a file or a
         # stream has been opened.
-        check_window(clip_length=clip_length, interval=interval, stride=stride, aggregation=aggregation)
+        check_window(
+            clip_length=clip_length,
+            interval=interval,
+            stride=stride,
+            aggregation=aggregation,
+            clip_length_nullable=False,
+        )
         self.model = model.eval()
         self.processor = processor
         self.clip_length, self.interval, self.stride = clip_length, interval, stride

@@ -82,13 +82,25 @@ class MaskWriter:
 
 
 def read_masks(path: str | Path) -> dict[int, np.ndarray]:
-    """masks.jsonl → {frame: (H, W) bool}."""
+    """masks.jsonl → {frame: (H, W) bool}.
+
+    Raises:
+        ValueError: a line is not a mask record (another of the video's files given, say), naming the file
+            and the line.
+    """
     masks = {}
     with Path(path).open(encoding="utf-8") as handle:
-        for line in handle:
-            entry = json.loads(line)
-            height, width = entry["rle"]["size"]
-            masks[entry["frame"]] = decode_rle(entry["rle"], (height, width))
+        for number, line in enumerate(handle, start=1):
+            try:
+                entry = json.loads(line)
+                height, width = entry["rle"]["size"]
+                masks[entry["frame"]] = decode_rle(entry["rle"], (height, width))
+            except (ValueError, KeyError, TypeError) as error:
+                raise ValueError(
+                    f"{path}, line {number}: not a mask record {{frame, rle: {{size, counts}}}} ({error!r}); "
+                    "read_masks reads the masks.jsonl that Detector.detect(..., output_dir=...) and "
+                    "lavida-detect write in each video's folder."
+                ) from error
     return masks
 
 

@@ -152,7 +152,9 @@ def open_stream(
         for start in range(0, total, batch):
             yield from video.get_frames(np.arange(start, min(start + batch, total)))
 
-    return FrameStream(name=stream_name(text), frames=frames(), fps=video.fps, num_frames=total)
+    # A frame folder's rate is the caller's (an int, a numpy float): the stream's is a float, as a file's is.
+    fps = None if video.fps is None else float(video.fps)
+    return FrameStream(name=stream_name(text), frames=frames(), fps=fps, num_frames=total)
 
 
 def _warn_variable_rate(path: Path, frame: int, time_s: float, fps: float) -> None:

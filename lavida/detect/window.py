@@ -152,8 +152,18 @@ class SlidingWindow:
             item.add(float(scores[position]), None if masks is None else masks[position])
 
 
-def check_window(*, clip_length: int | None, interval: int, stride: int | None, aggregation: str) -> None:
+def check_window(
+    *,
+    clip_length: int | None,
+    interval: int,
+    stride: int | None,
+    aggregation: str,
+    clip_length_nullable: bool = True,
+) -> None:
     """The sliding window's settings; lavida-detect checks them before the model loads, as ``SlidingWindow`` does.
+
+    ``clip_length_nullable``: whether null is a valid clip length where the caller checks it (lavida-detect:
+    the checkpoint's; a :class:`~lavida.detect.detector.Detector` needs a number), so the message offers it.
 
     Raises:
         ValueError: naming the setting, the allowed values and an example.
@@ -164,7 +174,7 @@ def check_window(*, clip_length: int | None, interval: int, stride: int | None, 
             f"{aggregation!r}; set aggregation=mean or aggregation=max."
         )
     for setting, value, nullable in (
-        ("clip_length", clip_length, True),
+        ("clip_length", clip_length, clip_length_nullable),
         ("interval", interval, False),
         ("stride", stride, True),
     ):

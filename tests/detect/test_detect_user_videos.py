@@ -311,6 +311,31 @@ def test_detector_refuses_bad_window_settings_when_built(detector):
     ):
         with pytest.raises(ValueError, match=rf"^{named} "):
             Detector(model=detector.model, processor=detector.processor, **settings)
+    # A Detector needs a number: its refusal of 0 does not offer null, which it would refuse next.
+    with pytest.raises(ValueError, match=r"^clip_length must be a whole number of frames ≥ 1, got 0\.$"):
+        Detector(model=detector.model, processor=detector.processor, clip_length=0)
+
+
+def test_a_frame_folders_rate_is_a_float_whatever_type_it_was_given_as(detector, tmp_path):
+    """Detection.fps is declared a float: a frame folder's rate given as a numpy float (or an int) is
+    stored as one, so that json.dumps(dataclasses.asdict(...)) of the scalar fields works."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for t, frame in enumerate(random_frames(3)):
+        Image.fromarray(frame).save(folder / f"{t}.png")
+    for given in (np.float32(10), 10):
+        result = detector.detect(folder, ["x"], fps=given, progress=False)
+        assert type(result.fps) is float and result.fps == 10.0
+        json.dumps(result.fps)
+
+
+def test_read_masks_on_another_file_names_it_and_what_it_reads(detector, tmp_path):
+    video = write_video(tmp_path / "a.mp4", random_frames(3), fps=3)
+    result = detector.detect(video, ["x"], output_dir=tmp_path / "out", overlay=False, progress=False)
+    assert len(read_masks(result.output_dir / "masks.jsonl")) == 3
+    scores = result.output_dir / "scores.jsonl"
+    with pytest.raises(ValueError, match=rf"{scores}, line 1: not a mask record .*reads the masks.jsonl"):
+        read_masks(scores)
 
 
 def test_summary_records_the_settings_its_intervals_depend_on(detector, tmp_path, monkeypatch):
