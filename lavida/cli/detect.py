@@ -52,6 +52,7 @@ from lavida.models.checkpoint import (
     loaded_base_fingerprints,
     trained_clip_length,
 )
+from lavida.settings_diff import changed_settings
 
 log = logging.getLogger(__name__)
 
@@ -95,18 +96,21 @@ def run(cfg: DictConfig) -> dict:
         key = json.loads(json.dumps(key))  # as it reads back
         marker = output_dir / name / RUN_FILE
         made = _made_with(marker) if cfg.resume and key["input"] is not None and marker.is_file() else None
-        if isinstance(made, dict) and made != key:
-            # Redone, possibly for hours with the paper's model: say why (a run.json of an older lavida
-            # lacks what it did not record, such as the base models' fingerprints).
-            changed = [
-                f"{field}{' (not recorded: made by an older lavida)' if field not in made else ''}"
-                for field in sorted(set(made) | set(key))
-                if made.get(field) != key.get(field)
-            ]
-            log.info("Redoing %s: its outputs were made with other %s.", source, ", ".join(changed))
+        # A finished video is redone, possibly for hours with the paper's model: each branch says why (a
+        # run.json of an older lavida lacks what it did not record, such as the base models' fingerprints).
+        if marker.is_file() and cfg.resume and key["input"] is not None and not isinstance(made, dict):
+            log.info("Redoing %s: %s is unreadable or not a record of settings.", source, marker)
+        elif isinstance(made, dict) and made != key:
+            log.info(
+                "Redoing %s: its outputs were made otherwise (%s).",
+                source,
+                "; ".join(changed_settings(made, key)),
+            )
         if made == key:
             summary = _read(output_dir / name / "summary.json")
-            if summary is not None:
+            if summary is None:
+                log.info("Redoing %s: its summary.json is missing or unreadable.", source)
+            else:
                 log.info("Reusing %s: its outputs were made with the same checkpoint and settings.", source)
                 index["videos"].append(
                     _entry(source, output_dir / name, summary["frames"], summary["intervals"])

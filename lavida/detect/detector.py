@@ -192,6 +192,13 @@ class Detector:
         """
         from lavida.models.checkpoint import load_checkpoint, trained_clip_length
 
+        # Before the (possibly 7B) model loads; clip_length=None is valid here (the checkpoint's).
+        check_window(
+            clip_length=kwargs.get("clip_length"),
+            interval=kwargs.get("interval", 1),
+            stride=kwargs.get("stride"),
+            aggregation=kwargs.get("aggregation", "mean"),
+        )
         device = default_device(device)
         overrides = dict(config_overrides or {})
         overrides["dtype"] = load_dtype(device, dtype=dtype, config_overrides=overrides)

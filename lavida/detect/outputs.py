@@ -85,22 +85,28 @@ def read_masks(path: str | Path) -> dict[int, np.ndarray]:
     """masks.jsonl → {frame: (H, W) bool}.
 
     Raises:
-        ValueError: a line is not a mask record (another of the video's files given, say), naming the file
-            and the line.
+        ValueError: a line is not a mask record (another of the video's files given, say), or the last one
+            is cut short (a partial copy); naming the file and the line.
     """
     masks = {}
-    with Path(path).open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            try:
-                entry = json.loads(line)
-                height, width = entry["rle"]["size"]
-                masks[entry["frame"]] = decode_rle(entry["rle"], (height, width))
-            except (ValueError, KeyError, TypeError) as error:
-                raise ValueError(
-                    f"{path}, line {number}: not a mask record {{frame, rle: {{size, counts}}}} ({error!r}); "
-                    "read_masks reads the masks.jsonl that Detector.detect(..., output_dir=...) and "
-                    "lavida-detect write in each video's folder."
-                ) from error
+    lines = Path(path).read_bytes().splitlines(keepends=True)
+    for number, raw in enumerate(lines, start=1):
+        try:
+            entry = json.loads(raw.decode("utf-8"))
+            height, width = entry["rle"]["size"]
+            masks[entry["frame"]] = decode_rle(entry["rle"], (height, width))
+        except (ValueError, KeyError, TypeError) as error:
+            if number == len(lines) and not raw.endswith(b"\n") and number > 1:
+                problem = (
+                    "an incomplete last line (a partial copy, or a video whose outputs are still written)"
+                )
+            else:
+                problem = (
+                    f"not a mask record {{frame, rle: {{size, counts}}}} ({type(error).__name__}); read_masks "
+                    "reads the masks.jsonl that Detector.detect(..., output_dir=...) and lavida-detect write in "
+                    "each video's folder"
+                )
+            raise ValueError(f"{path}, line {number}: {problem}.") from error
     return masks
 
 

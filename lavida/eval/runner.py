@@ -30,7 +30,6 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from scipy.special import expit
@@ -45,6 +44,7 @@ from lavida.file_state import file_state
 from lavida.inference import Predictor, upsample_mask_logits
 from lavida.number_checks import is_whole
 from lavida.run_outputs import RECORD_DIR, remove_previous_outputs
+from lavida.settings_diff import changed_settings
 
 log = logging.getLogger(__name__)
 
@@ -670,25 +670,6 @@ def _cache_is_current(cache: Path, fingerprint: str, facts: str, *, overwrite: b
     )
 
 
-_ABSENT = object()
-
-
-def _changed(was: Any, now: Any, *, key: str | None) -> list[str]:
-    """``key was X, now Y`` for each setting that differs, descending into dicts both sides hold."""
-    if isinstance(was, dict) and isinstance(now, dict):
-        return [
-            change
-            for name in sorted(set(was) | set(now))
-            for change in _changed(
-                was.get(name, _ABSENT), now.get(name, _ABSENT), key=name if key is None else f"{key}.{name}"
-            )
-        ]
-    if was == now:
-        return []
-    shown = ["absent" if value is _ABSENT else repr(value) for value in (was, now)]
-    return [f"{key} was {shown[0]}, now {shown[1]}"]
-
-
 def _differences(stored: str, current: str) -> str:
     """What differs between a cached result's facts and this run's, in words (old → new values)."""
     if not stored:
@@ -697,7 +678,7 @@ def _differences(stored: str, current: str) -> str:
     changes = []
     # Nested settings by their dotted key (run.base_models.mllm), so that the one that changed is named
     # (one that a cache written by an older lavida lacks shows as absent).
-    changes += _changed(old.get("run", {}), new["run"], key=None)
+    changes += changed_settings(old.get("run", {}), new["run"])
     for key in sorted(set(old.get("video", {})) | set(new["video"])):
         if old.get("video", {}).get(key) != new["video"].get(key):
             changes.append(_VIDEO_FACT_NAMES.get(key, key))

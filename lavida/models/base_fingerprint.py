@@ -141,6 +141,21 @@ def recorded_fingerprints(meta: dict) -> dict[str, str]:
     return dict(meta.get(BASE_FINGERPRINTS_KEY) or {})
 
 
+def fingerprints_to_compare(meta: dict, *, checkpoint: Path) -> dict[str, str]:
+    """:func:`recorded_fingerprints`, saying once (INFO) when the checkpoint has fingerprints that cannot be
+    compared: loading and resuming then run on whatever weights its paths hold, as before fingerprints."""
+    recorded = recorded_fingerprints(meta)
+    if not recorded and meta.get(BASE_FINGERPRINTS_KEY):
+        log.info(
+            "%s: its base-model fingerprints were made by another version of lavida (%s, now %d): its base "
+            "models are not compared, and LAVIDA_*_PATH variables cannot stand in for its recorded paths.",
+            checkpoint,
+            meta.get(FINGERPRINT_VERSION_KEY, "unversioned"),
+            FINGERPRINT_VERSION,
+        )
+    return recorded
+
+
 def base_model_fingerprints(config: LavidaConfig) -> dict[str, str]:
     """Section -> :func:`weights_fingerprint` of each base model whose ``pretrained`` path exists."""
     fingerprints = {}

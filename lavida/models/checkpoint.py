@@ -41,12 +41,10 @@ from safetensors.torch import load_file, save_file
 import lavida
 from lavida.atomic import atomic_dir, read_json
 from lavida.models.base_fingerprint import (
-    BASE_FINGERPRINTS_KEY,
-    FINGERPRINT_VERSION,
-    FINGERPRINT_VERSION_KEY,
     base_model_fingerprints,
     check_base_models,
     fingerprint_record,
+    fingerprints_to_compare,
     recorded_fingerprints,
     weights_fingerprint,
 )
@@ -352,17 +350,8 @@ def load_checkpoint(
     data, meta = _resolved_settings(directory, config_overrides or {}, announce=True)
     config = LavidaConfig.from_dict(data)
     _check_base_models_saved(config, directory / CONFIG_FILE)
-    recorded = recorded_fingerprints(meta)
-    if not recorded and meta.get(BASE_FINGERPRINTS_KEY):
-        log.info(
-            "%s: its base-model fingerprints were made by another version of lavida (%s, now %d); its base "
-            "models are not compared.",
-            directory,
-            meta.get(FINGERPRINT_VERSION_KEY, "unversioned"),
-            FINGERPRINT_VERSION,
-        )
     check_base_models(
-        recorded,
+        fingerprints_to_compare(meta, checkpoint=directory),
         config,
         checkpoint=directory,
         mode=base_model_check,

@@ -37,7 +37,7 @@ from lavida.data.train_dataset import (
 )
 from lavida.data.types import IGNORE_INDEX
 from lavida.losses import LavidaLoss, SegLossWeights
-from lavida.models.base_fingerprint import check_base_models, recorded_fingerprints
+from lavida.models.base_fingerprint import check_base_models, fingerprints_to_compare
 from lavida.models.checkpoint import CONFIG_FILE, HEADS_FILE, META_FILE, read_checkpoint_meta, save_checkpoint
 from lavida.models.config import LavidaConfig
 from lavida.models.lavida import build_lavida
@@ -121,8 +121,9 @@ class Trainer:
             raise ValueError(
                 f"launcher '{launcher.name}' trains with DeepSpeed in {launcher.mixed_precision}, which casts the "
                 f"trained weights to {wanted} but leaves the frozen ones in model.dtype={model.dtype}. Set "
-                f"model.dtype={wanted} (experiment=paper_main sets bfloat16), launcher.mixed_precision=no for "
-                "float32 throughout, or train without DeepSpeed (launcher=single, ddp or cpu)."
+                f"model.dtype={wanted}{' (as experiment=paper_main does)' if wanted == 'bfloat16' else ''}, or "
+                "launcher.mixed_precision=no with model.dtype=float32 for float32 throughout, or train without "
+                "DeepSpeed (launcher=single, ddp or cpu)."
             )
         self.model_config = model
         self.data_config = data
@@ -157,7 +158,7 @@ class Trainer:
             # Before the model is built: a 7B model need not load to learn that the run cannot resume.
             check_resume_settings(resume, self._record(), mode=self.config.resume_check)
             check_base_models(
-                recorded_fingerprints(read_checkpoint_meta(resume / "model")),
+                fingerprints_to_compare(read_checkpoint_meta(resume / "model"), checkpoint=resume),
                 self.model_config,
                 checkpoint=resume,
                 mode=self.config.resume_check,

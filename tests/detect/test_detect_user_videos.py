@@ -333,9 +333,13 @@ def test_read_masks_on_another_file_names_it_and_what_it_reads(detector, tmp_pat
     video = write_video(tmp_path / "a.mp4", random_frames(3), fps=3)
     result = detector.detect(video, ["x"], output_dir=tmp_path / "out", overlay=False, progress=False)
     assert len(read_masks(result.output_dir / "masks.jsonl")) == 3
-    scores = result.output_dir / "scores.jsonl"
-    with pytest.raises(ValueError, match=rf"{scores}, line 1: not a mask record .*reads the masks.jsonl"):
-        read_masks(scores)
+    for other in ("scores.jsonl", "scores.png"):  # a text file and a binary one of the same folder
+        with pytest.raises(ValueError, match=rf"{other}, line 1: not a mask record .*reads the masks.jsonl"):
+            read_masks(result.output_dir / other)
+    cut = tmp_path / "masks.jsonl"  # a partial copy: the last line cut short
+    cut.write_bytes((result.output_dir / "masks.jsonl").read_bytes()[:-10])
+    with pytest.raises(ValueError, match=r"masks.jsonl, line 3: an incomplete last line \(a partial copy"):
+        read_masks(cut)
 
 
 def test_summary_records_the_settings_its_intervals_depend_on(detector, tmp_path, monkeypatch):
@@ -465,3 +469,19 @@ def test_detector_passes_its_window_settings_through(detector, tmp_path, monkeyp
     clips, expected = _reference(23, 4, 2, 3, aggregation)
     assert seen == clips
     np.testing.assert_allclose(result.scores, expected)
+
+
+def test_from_checkpoint_refuses_a_bad_window_before_loading_and_offers_null(detect_checkpoint, monkeypatch):
+    """from_checkpoint takes clip_length=None (the checkpoint's): its refusal of 0 says so, before minutes
+    of loading the paper's model."""
+    from lavida import Detector
+    from lavida.models import checkpoint
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the window settings were checked")
+
+    monkeypatch.setattr(checkpoint, "load_checkpoint", no_load)
+    with pytest.raises(
+        ValueError, match=r"^clip_length must be a whole number of frames ≥ 1 or null, got 0\."
+    ):
+        Detector.from_checkpoint(detect_checkpoint, device="cpu", clip_length=0)

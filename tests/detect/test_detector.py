@@ -296,9 +296,7 @@ def test_cli_rerun_reuses_finished_videos_and_redoes_changed_ones(checkpoint, tm
 
     from lavida.cli.detect import run
 
-    inputs = tmp_path / "videos"
-    inputs.mkdir()
-    write_video(inputs / "a.mp4", moving_square(4), fps=4)
+    inputs = _one_video_folder(tmp_path, frames=4)
     write_video(inputs / "b.mp4", moving_square(6), fps=6)
     cfg = cli_config(inputs, "fire", checkpoint, tmp_path / "out", overlay=False)
     computed = _recording_detect(monkeypatch)
@@ -338,13 +336,19 @@ def _recording_detect(monkeypatch):
     return computed
 
 
+def _one_video_folder(tmp_path, *, frames: int):
+    """``tmp_path/videos`` holding ``a.mp4``: a moving square of ``frames`` frames at ``frames`` fps."""
+    inputs = tmp_path / "videos"
+    inputs.mkdir()
+    write_video(inputs / "a.mp4", moving_square(frames), fps=frames)
+    return inputs
+
+
 def test_cli_rerun_redoes_videos_made_with_other_checkpoint_overrides(checkpoint, tmp_path, monkeypatch):
     """checkpoint_overrides change the model (here its test-time pixel budget), so its outputs too."""
     from lavida.cli.detect import run
 
-    inputs = tmp_path / "videos"
-    inputs.mkdir()
-    write_video(inputs / "a.mp4", moving_square(8), fps=8)
+    inputs = _one_video_folder(tmp_path, frames=8)
     computed = _recording_detect(monkeypatch)
     cfg = cli_config(inputs, "fire", checkpoint, tmp_path / "out", overlay=False)
     run(cfg)
@@ -366,9 +370,7 @@ def test_cli_refuses_other_base_weights_unless_base_model_check_is_warn(
     from lavida.cli.detect import run
     from lavida.models.base_fingerprint import BaseModelMismatchError
 
-    inputs = tmp_path / "videos"
-    inputs.mkdir()
-    write_video(inputs / "a.mp4", moving_square(4), fps=4)
+    inputs = _one_video_folder(tmp_path, frames=4)
     other = other_weights(tiny_pretrained.text_encoder.pretrained, tmp_path / "clip.safetensors")
     cfg = cli_config(inputs, "fire", checkpoint, tmp_path / "out", overlay=False)
     cfg.checkpoint_overrides = {"text_encoder": {"pretrained": str(other)}}
@@ -378,6 +380,31 @@ def test_cli_refuses_other_base_weights_unless_base_model_check_is_warn(
     cfg.base_model_check = "warn"
     run(cfg)
     assert (tmp_path / "out" / "a" / "scores.csv").is_file()
+
+
+def test_cli_says_why_it_redoes_a_finished_video(checkpoint, tmp_path, monkeypatch, caplog):
+    from lavida.cli.detect import run
+
+    inputs = _one_video_folder(tmp_path, frames=4)
+    computed = _recording_detect(monkeypatch)
+    cfg = cli_config(inputs, "fire", checkpoint, tmp_path / "out", overlay=False)
+    run(cfg)
+    folder = tmp_path / "out" / "a"
+    cfg.threshold = 0.3
+    reasons = {
+        "its outputs were made otherwise (settings.threshold was 0.5, now 0.3)": lambda: None,
+        f"{folder / 'run.json'} is unreadable or not a record of settings": lambda: (
+            folder / "run.json"
+        ).write_text("[1]"),
+        "its summary.json is missing or unreadable": lambda: (folder / "summary.json").unlink(),
+    }
+    for reason, damage in reasons.items():
+        damage()
+        computed.clear()
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="lavida.cli.detect"):
+            run(cfg)
+        assert computed == ["a.mp4"] and f"Redoing {inputs / 'a.mp4'}: {reason}" in caplog.text, reason
 
 
 def test_cli_folder_run_skips_a_frame_folder_with_a_corrupt_frame(checkpoint, tmp_path):
@@ -402,9 +429,7 @@ def test_cli_folder_run_skips_a_frame_folder_with_a_corrupt_frame(checkpoint, tm
 def test_cli_index_entry_is_the_same_fresh_and_reused_with_explanations(checkpoint, tmp_path, monkeypatch):
     from lavida.cli.detect import run
 
-    inputs = tmp_path / "videos"
-    inputs.mkdir()
-    write_video(inputs / "a.mp4", moving_square(8), fps=8)
+    inputs = _one_video_folder(tmp_path, frames=8)
     computed = _recording_detect(monkeypatch)
     cfg = cli_config(inputs, "fire", checkpoint, tmp_path / "out", overlay=False, explain=True, threshold=0.0)
     first = run(cfg)
@@ -769,9 +794,7 @@ def test_cli_redoes_videos_when_the_base_weights_changed_under_the_same_paths(
     from lavida.models.base_fingerprint import BaseModelMismatchError
 
     checkpoint, clip = checkpoint_on_its_own_clip(tiny_pretrained, tmp_path)
-    inputs = tmp_path / "videos"
-    inputs.mkdir()
-    write_video(inputs / "a.mp4", moving_square(4), fps=4)
+    inputs = _one_video_folder(tmp_path, frames=4)
     computed = _recording_detect(monkeypatch)
     cfg = cli_config(inputs, "fire", checkpoint, tmp_path / "out", overlay=False)
     run(cfg)
@@ -789,4 +812,7 @@ def test_cli_redoes_videos_when_the_base_weights_changed_under_the_same_paths(
     with caplog.at_level(logging.INFO, logger="lavida.cli.detect"):
         run(cfg)
     assert computed == ["a.mp4"]  # redone on the new weights, saying why
-    assert f"Redoing {inputs / 'a.mp4'}: its outputs were made with other base_models." in caplog.text
+    assert (
+        f"Redoing {inputs / 'a.mp4'}: its outputs were made otherwise (base_models.text_encoder was '"
+        in caplog.text
+    )

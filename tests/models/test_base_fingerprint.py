@@ -203,7 +203,7 @@ def test_a_checkpoint_without_comparable_fingerprints_loads_on_any_weights(saved
         meta[FINGERPRINT_VERSION_KEY] = 2
     (old / "meta.json").write_text(json.dumps(meta))
     other = other_weights(Path(config.mllm.pretrained), tmp_path / "mllm")
-    with caplog.at_level(logging.INFO, logger="lavida.models.checkpoint"):
+    with caplog.at_level(logging.INFO, logger="lavida.models"):
         load_checkpoint(old, config_overrides={"mllm": {"pretrained": str(other)}})
     said = caplog.text.count("fingerprints were made by another version of lavida")
     assert said == (0 if recorded == "no fingerprints" else 1)  # once per load

@@ -197,6 +197,16 @@ def test_a_resume_on_other_base_weights_at_the_same_path_is_refused(
         warned.setup()
     assert warned.progress.step == 2 and f"mllm at {base}" in caplog.text
 
+    # Fingerprints of another version cannot be compared: the resume goes on, and says so.
+    meta_file = out / "checkpoints" / "step_0000002" / "model" / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    del meta["base_model_fingerprint_version"]
+    meta_file.write_text(json.dumps(meta))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="lavida.models.base_fingerprint"):
+        make_trainer(synthetic_train_root, config, out, max_steps=2, save_every=2).setup()
+    assert "fingerprints were made by another version of lavida (unversioned, now 1)" in caplog.text
+
 
 @pytest.mark.parametrize("launcher", ["zero2", "zero3"])
 def test_deepspeed_precision_without_the_models_dtype_is_refused_with_the_fix(
