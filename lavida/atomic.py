@@ -71,7 +71,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     temporary = path.with_name(_hidden_name(path.name, tail + suffix))
     try:
         yield temporary
-        _readable_as_umask_allows(temporary)
+        _readable_as_umask_allows(temporary, umask=_umask())
         _flush(temporary)
         os.replace(temporary, path)
     except BaseException:
@@ -234,17 +234,18 @@ def _flush(entry: Path) -> None:
 def _flush_tree(folder: Path) -> None:
     """Flush every file and folder under ``folder`` (and itself), deepest first; files written private
     get the read permissions the umask allows (:func:`_readable_as_umask_allows`)."""
+    umask = _umask()  # once per folder, not per file (a dataset folder may hold thousands)
     for root, _, files in os.walk(folder, topdown=False):
         for name in files:
             file = Path(root, name)
             if not file.is_symlink():
-                _readable_as_umask_allows(file)
+                _readable_as_umask_allows(file, umask=umask)
                 _flush(file)
         _flush(Path(root))
 
 
-def _readable_as_umask_allows(file: Path) -> None:
-    """Add the read permissions the process's umask grants new files, where the writer left them out.
+def _readable_as_umask_allows(file: Path, *, umask: int) -> None:
+    """Add the read permissions ``umask`` (the process's) grants new files, where the writer left them out.
 
     safetensors (0.8) writes its files with mode 0600, as ``tempfile`` does, so weights saved through it
     (checkpoints, PEFT adapters, the stand-in base models) could not be read by the colleagues who can
@@ -254,7 +255,7 @@ def _readable_as_umask_allows(file: Path) -> None:
         mode = file.stat().st_mode
     except OSError:
         return
-    wanted = mode | (0o444 & ~_umask())
+    wanted = mode | (0o444 & ~umask)
     if stat.S_ISREG(mode) and wanted != mode:
         try:
             os.chmod(file, stat.S_IMODE(wanted))

@@ -89,24 +89,25 @@ def read_masks(path: str | Path) -> dict[int, np.ndarray]:
             is cut short (a partial copy); naming the file and the line.
     """
     masks = {}
-    lines = Path(path).read_bytes().splitlines(keepends=True)
-    for number, raw in enumerate(lines, start=1):
-        try:
-            entry = json.loads(raw.decode("utf-8"))
-            height, width = entry["rle"]["size"]
-            masks[entry["frame"]] = decode_rle(entry["rle"], (height, width))
-        except (ValueError, KeyError, TypeError) as error:
-            if number == len(lines) and not raw.endswith(b"\n") and number > 1:
-                problem = (
-                    "an incomplete last line (a partial copy, or a video whose outputs are still written)"
-                )
-            else:
-                problem = (
-                    f"not a mask record {{frame, rle: {{size, counts}}}} ({type(error).__name__}); read_masks "
-                    "reads the masks.jsonl that Detector.detect(..., output_dir=...) and lavida-detect write in "
-                    "each video's folder"
-                )
-            raise ValueError(f"{path}, line {number}: {problem}.") from error
+    with Path(path).open("rb") as handle:  # bytes: another (binary) file is named, not a bare decode error
+        for number, raw in enumerate(handle, start=1):
+            try:
+                entry = json.loads(raw.decode("utf-8"))
+                height, width = entry["rle"]["size"]
+                masks[entry["frame"]] = decode_rle(entry["rle"], (height, width))
+            except (ValueError, KeyError, TypeError) as error:
+                # Only a file's last line can lack its newline: after whole records, a partial copy.
+                if not raw.endswith(b"\n") and number > 1:
+                    problem = (
+                        "an incomplete last line (a partial copy, or a video whose outputs are still written)"
+                    )
+                else:
+                    problem = (
+                        f"not a mask record {{frame, rle: {{size, counts}}}} ({type(error).__name__}); "
+                        "read_masks reads the masks.jsonl that Detector.detect(..., output_dir=...) and "
+                        "lavida-detect write in each video's folder"
+                    )
+                raise ValueError(f"{path}, line {number}: {problem}.") from error
     return masks
 
 

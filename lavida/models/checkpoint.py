@@ -50,6 +50,7 @@ from lavida.models.base_fingerprint import (
 )
 from lavida.models.config import LavidaConfig
 from lavida.models.lavida import LavidaModel, build_lavida
+from lavida.models.random_init import BASE_MODEL_SECTIONS, random_pretrained_paths, unset_base_models
 from lavida.models.weights import WeightsNotFoundError
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ def _absolute_base_paths(settings: dict) -> dict:
     or none.
     """
     settings = {key: dict(value) if isinstance(value, dict) else value for key, value in settings.items()}
-    for section in _BASE_MODEL_SECTIONS:
+    for section in BASE_MODEL_SECTIONS:
         path = settings[section].get("pretrained")
         if path is not None and not Path(path).expanduser().is_absolute():
             settings[section]["pretrained"] = str(Path(path).expanduser().absolute())
@@ -164,11 +165,9 @@ def _stand_ins_relative(config: LavidaConfig, settings: dict, directory: Path) -
     into the run folder that holds ``directory`` (``<run>/base_models/...``); {} for real base weights."""
     if config.base_weights != "optional":
         return {}
-    from lavida.models.random_init import random_pretrained_paths
-
     here = directory.absolute()
     relative = {}
-    for section in _BASE_MODEL_SECTIONS:
+    for section in BASE_MODEL_SECTIONS:
         path = settings[section].get("pretrained")
         if path is None:
             continue
@@ -251,7 +250,7 @@ def _base_models_from_variables(
 
     fingerprints = recorded_fingerprints(meta)
     found = {}
-    for section in _BASE_MODEL_SECTIONS:
+    for section in BASE_MODEL_SECTIONS:
         recorded = (data.get(section) or {}).get("pretrained")
         overridden = "pretrained" in (overrides.get(section) or {})
         if recorded is None or overridden or Path(recorded).expanduser().exists():
@@ -499,17 +498,12 @@ def _load_heads(model: LavidaModel, heads_file: Path) -> None:
             parameters[name].copy_(tensor)
 
 
-_BASE_MODEL_SECTIONS = ("mllm", "text_encoder", "mask_decoder")
-
-
 def _check_base_models_saved(config: LavidaConfig, config_file: Path) -> None:
     """Refuse a checkpoint trained on random base models that were never written to disk.
 
     A checkpoint holds only what trains; building an unset base model again draws other random frozen
     weights under the trained heads, so every load would score differently.
     """
-    from lavida.models.random_init import unset_base_models
-
     unset = unset_base_models(config)
     # Required base models without a path are refused by check_base_weights, naming their variables.
     if not unset or config.base_weights != "optional":
@@ -529,7 +523,7 @@ def _check_base_models_saved(config: LavidaConfig, config_file: Path) -> None:
 def _moved_base_models(config: LavidaConfig, overrides: dict[str, Any]) -> list[str]:
     """The sections whose base-model path came from the saved config and does not exist here."""
     moved = []
-    for section in _BASE_MODEL_SECTIONS:
+    for section in BASE_MODEL_SECTIONS:
         path = getattr(config, section).pretrained
         overridden = "pretrained" in (overrides.get(section) or {})
         if path is not None and not overridden and not Path(path).expanduser().exists():
