@@ -31,16 +31,15 @@ from lavida.cli.errors import user_errors
 from lavida.cli.keys import reject_unknown_keys
 from lavida.data.prompts import parse_categories
 from lavida.data.video import VideoReadError
-from lavida.detect.detector import (
-    Detector,
+from lavida.detect.checks import (
     check_fps,
     check_intervals,
     check_max_frames,
     check_output_options,
     check_threshold,
-    default_device,
     distinct_categories,
 )
+from lavida.detect.detector import Detector, default_device
 from lavida.detect.outputs import interval_records
 from lavida.detect.stream import expand_inputs, is_live, output_names
 from lavida.detect.window import check_window

@@ -20,10 +20,7 @@ soon as that interval is final.
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,25 +30,27 @@ import numpy as np
 import torch
 
 from lavida.atomic import atomic_dir
-from lavida.data.exposure import normalize_text as comparison_key
 from lavida.data.processor import LavidaProcessor, check_frames
-from lavida.data.prompts import clean_categories
 from lavida.data.types import ClipSample
-from lavida.detect.intervals import Interval, anomalous_intervals
-from lavida.detect.outputs import (
-    MaskWriter,
-    ScoreWriter,
-    VideoWriter,
-    cut_segments,
-    interval_records,
-    overlay_frame,
-    write_summary,
+from lavida.detect.checks import (
+    check_fps,
+    check_intervals,
+    check_max_frames,
+    check_name,
+    check_output_options,
+    check_source,
+    check_threshold,
+    distinct_categories,
 )
+from lavida.detect.explanations import ExplanationFrames
+from lavida.detect.frame_writers import FrameWriters
+from lavida.detect.interrupt import HeldInterrupt
+from lavida.detect.intervals import Interval, anomalous_intervals
+from lavida.detect.outputs import interval_records, write_summary
 from lavida.detect.stream import is_live, open_stream
 from lavida.detect.window import Aggregation, FrameResult, SlidingWindow, check_window
-from lavida.inference import load_dtype, upsample_mask_logits
+from lavida.inference import load_dtype
 from lavida.models.lavida import LavidaModel
-from lavida.number_checks import is_real, is_whole
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +255,7 @@ class Detector:
         Each is a :class:`~lavida.detect.window.FrameResult`: ``index``, ``frame`` ((H, W, 3) uint8),
         ``score`` (a float in [0, 1]), ``mask`` ((h, w) float64 pixel probabilities at the decoder's
         resolution) and ``sampled_from``. ``fps`` is the frame rate of a frame folder (video files store
-        their own). Categories named more than once are searched once (:func:`distinct_categories`).
+        their own). Categories named more than once are searched once (:func:`~lavida.detect.checks.distinct_categories`).
 
         The arguments are checked when this is called; the source is opened at the first ``next()``.
 
@@ -341,7 +340,7 @@ class Detector:
                 many inputs passes ``output_names`` so that no two share a folder): one folder name, not
                 ``.`` or ``..``.
 
-        Categories named more than once are searched once (:func:`distinct_categories`).
+        Categories named more than once are searched once (:func:`~lavida.detect.checks.distinct_categories`).
 
         Returns:
             A :class:`Detection`: (F,) float64 ``scores``, ``intervals``, ``fps``; ``to_dict()`` for JSON.
@@ -370,12 +369,14 @@ class Detector:
         # whole when the video is done: a rerun leaves no file of an earlier one (old segments, an
         # overlay no longer asked for), and a run killed midway leaves the earlier folder untouched.
         with atomic_dir(target) if target is not None else nullcontext() as folder:
-            writers = _Writers(folder, fps=stream.fps, threshold=self.threshold, overlay=overlay, save=save)
+            writers = FrameWriters(
+                folder, fps=stream.fps, threshold=self.threshold, overlay=overlay, save=save
+            )
             results = self._window(categories, source).run(stream.frames)
             scores: list[float] = []
             keeper = None
             if explain:
-                keeper = _ExplanationFrames(
+                keeper = ExplanationFrames(
                     self.explain, merge_gap=self.merge_gap, min_length=self.min_interval
                 )
             bar = tqdm(total=stream.num_frames, desc=name, unit="frame", disable=not progress)
@@ -384,7 +385,7 @@ class Detector:
                 for result in results:
                     # Ctrl-C while a frame is written would leave it in some files and not in others:
                     # it is held until the frame is complete, then ends the stream.
-                    with _HeldInterrupt(enabled=live) as held:
+                    with HeldInterrupt(enabled=live) as held:
                         writing = True
                         scores.append(result.score)
                         writers.write(result, scores)
@@ -467,130 +468,6 @@ def default_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def check_source(source: object) -> None:
-    """A video file, frame folder, URL or device, as a ``str`` or a path.
-
-    Raises:
-        TypeError: anything else, e.g. an array of frames (which ``Path()`` would have turned into a file
-            name thousands of characters long).
-    """
-    if isinstance(source, (str, os.PathLike)):
-        return
-    kind = f"{type(source).__module__}.{type(source).__qualname__}".removeprefix("builtins.")
-    hint = ""
-    if isinstance(source, (np.ndarray, torch.Tensor)):
-        hint = (
-            "; to detect in frames held in memory, write them to a file first "
-            "(lavida.data.video.write_video(path, frames, fps=...)), or score (T, H, W, 3) uint8 clips "
-            "with Detector.predict_clip"
-        )
-    elif isinstance(source, int):
-        hint = f"; a capture device is named 'device:{source}' or '/dev/video{source}'"
-    raise TypeError(
-        f"source must be a video file, frame folder, URL or device (a str or a Path), got {kind}{hint}."
-    )
-
-
-def check_threshold(threshold: float) -> None:
-    """``threshold`` is compared with frame scores, which are probabilities: it must lie in [0, 1].
-
-    Raises:
-        ValueError: naming the setting.
-    """
-    number = is_real(threshold)
-    if not number or not 0.0 <= float(threshold) <= 1.0:  # NaN fails too
-        raise ValueError(
-            f"threshold must be a number in [0, 1], got {threshold!r}: frame scores are probabilities; "
-            "set e.g. threshold=0.5."
-        )
-
-
-def check_fps(fps: float | None) -> None:
-    """A frame folder's frame rate: None (unknown) or a positive number of frames per second.
-
-    Raises:
-        ValueError: naming the setting.
-    """
-    if fps is None:
-        return
-    number = is_real(fps)
-    if not number or not 0.0 < float(fps) < float("inf"):  # NaN fails too
-        raise ValueError(
-            f"fps must be a positive number of frames per second or null, got {fps!r}; it is the frame "
-            "rate of frame folders, e.g. fps=25."
-        )
-
-
-def check_max_frames(max_frames: int | None) -> None:
-    """None (every frame; a live stream until Ctrl-C) or a whole number of frames ≥ 1.
-
-    Raises:
-        ValueError: naming the setting (0 or a negative number would read no frame of any video).
-    """
-    if max_frames is None:
-        return
-    if not is_whole(max_frames) or max_frames < 1:
-        raise ValueError(
-            f"max_frames must be a whole number of frames ≥ 1 or null (every frame), got {max_frames!r}; "
-            "e.g. max_frames=3000."
-        )
-
-
-def check_name(name: str) -> None:
-    """An output folder's name: one plain folder name inside ``output_dir``.
-
-    Raises:
-        ValueError: a path (``a/b``), or ``.``/``..``, which name ``output_dir`` itself (its whole contents
-            would be replaced by this video's folder) or its parent.
-    """
-    separators = {"/", os.sep, os.altsep} - {None}
-    if not isinstance(name, str) or not name.strip(".") or any(sep in name for sep in separators):
-        raise ValueError(
-            f"name must be one folder name inside output_dir, without path separators and not . or .., "
-            f"got {name!r}; e.g. name='street'."
-        )
-
-
-def distinct_categories(categories: Sequence[str]) -> list[str]:
-    """:func:`~lavida.data.prompts.clean_categories`, then each category once, in the order first named.
-
-    Names that differ only in case or spacing (``fire``, ``Fire``, ``fire  ``) are one category; a warning
-    names the ones dropped. The Anomaly Exposure Sampler shows the model distinct categories only (Eq.
-    1–2), and a repeated one would weigh twice in the prompt and in the projector's attention over the
-    category features (Eq. 7), changing the scores of a search that is meant to be the same.
-
-    Raises:
-        TypeError: one string instead of a list of them.
-        ValueError: no category is left.
-    """
-    kept, seen, dropped = [], set(), []
-    for category in clean_categories(categories):
-        key = comparison_key(category)  # the sampler's: whitespace collapsed, case folded
-        if key in seen:
-            dropped.append(category)
-        else:
-            seen.add(key)
-            kept.append(category)
-    if dropped:
-        log.warning(
-            "Categories named more than once are searched once: dropping %s; searching %s.",
-            ", ".join(repr(category) for category in dropped),
-            ", ".join(repr(category) for category in kept),
-        )
-    return kept
-
-
-def check_intervals(*, min_interval: int, merge_gap: int) -> None:
-    """``min_interval`` ≥ 1 and ``merge_gap`` ≥ 0 frames, whole numbers.
-
-    Raises:
-        ValueError: naming the setting.
-    """
-    for setting, value, least in (("min_interval", min_interval, 1), ("merge_gap", merge_gap, 0)):
-        if not is_whole(value) or value < least:
-            raise ValueError(f"{setting} must be a whole number of frames ≥ {least}, got {value!r}.")
-
-
 def _log_stop(name: str, frames: int) -> None:
     log.warning(
         "%s: stopped (Ctrl-C) after %d frame(s); finishing its outputs (Ctrl-C again aborts and keeps "
@@ -598,193 +475,3 @@ def _log_stop(name: str, frames: int) -> None:
         name,
         frames,
     )
-
-
-class _HeldInterrupt:
-    """Holds Ctrl-C (SIGINT) back during the block; ``pending`` then says whether it came.
-
-    Only when ``enabled``, in the main thread (the only one SIGINT reaches) and while SIGINT has
-    Python's default handler: a program that installed its own keeps it.
-    """
-
-    def __init__(self, *, enabled: bool) -> None:
-        self.enabled = enabled
-        self.pending = False
-        self._previous = None
-
-    def __enter__(self) -> _HeldInterrupt:
-        if (
-            self.enabled
-            and threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        ):
-            self._previous = signal.signal(signal.SIGINT, self._hold)
-        return self
-
-    def _hold(self, signum, frame) -> None:
-        self.pending = True
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
-
-
-def check_output_options(*, overlay: bool, save: str) -> None:
-    """``save`` is ``all`` or ``anomalous``; ``anomalous`` cuts the overlay video, so it needs ``overlay``.
-
-    Raises:
-        ValueError: naming the setting to change.
-    """
-    if save not in ("all", "anomalous"):
-        raise ValueError(f"save must be 'all' or 'anomalous', got {save!r}.")
-    if save == "anomalous" and not overlay:
-        raise ValueError(
-            "save=anomalous writes the overlay video of each anomalous interval (segments/segment_000.mp4, "
-            "...), but overlay is off: set overlay=true, or save=all for scores and masks without videos."
-        )
-
-
-class _Writers:
-    """The per-frame writers of one video (none without a folder)."""
-
-    # save="anomalous" cuts segment k from interval k, and min_interval and merge_gap settle the
-    # intervals only once every score is known. Holding overlay frames until then would grow with the
-    # video, so the whole overlay goes to this temporary file (near-lossless, as it is encoded twice),
-    # which ``finish`` cuts into segments with one sequential decode and then deletes.
-    FULL_OVERLAY = ".overlay.full.mp4"
-
-    def __init__(
-        self, folder: Path | None, *, fps: float | None, threshold: float, overlay: bool, save: str
-    ) -> None:
-        self.folder, self.fps, self.threshold, self.save = folder, fps, threshold, save
-        self.scores = ScoreWriter(folder, fps=fps, threshold=threshold) if folder else None
-        self.masks = MaskWriter(folder) if folder else None
-        self.overlay = None
-        if folder is not None and overlay:
-            if save == "all":
-                self.overlay = VideoWriter(folder / "overlay.mp4", fps=fps)
-            else:
-                self.overlay = VideoWriter(folder / self.FULL_OVERLAY, fps=fps, codec="mpeg4")
-
-    def write(self, result: FrameResult, history: list[float]) -> None:
-        if self.folder is None:
-            return
-        height, width = result.frame.shape[:2]
-        mask = np.zeros((height, width), dtype=bool)
-        if result.mask is not None:
-            mask = upsample_mask_logits_from_probabilities(result.mask, (height, width)) >= self.threshold
-        self.scores.write(result.index, result.score)
-        self.masks.write(result.index, mask)
-        if self.overlay is not None:
-            self.overlay.write(overlay_frame(result.frame, mask, history, self.threshold))
-
-    def close(self) -> None:
-        for writer in (self.scores, self.masks, self.overlay):
-            if writer is not None:
-                writer.close()
-
-    def finish(self, intervals: list[Interval]) -> None:
-        """After :meth:`close`: with save="anomalous", cut ``segments/segment_<k>.mp4`` for each interval."""
-        if self.overlay is None or self.save != "anomalous":
-            return
-        if self.overlay.path.exists():
-            cut_segments(self.overlay.path, intervals, self.folder / "segments", fps=self.fps)
-        self.overlay.path.unlink(missing_ok=True)
-
-
-# Bounds of a float64 probability turned back into a logit: down to float64's smallest normal number
-# (logit −708) and up to 1 − 1e-16 (+36.7; a float64 sigmoid of anything above is 1.0 exactly).
-_PROBABILITY_RANGE = (float(np.finfo(np.float64).tiny), 1 - 1e-16)
-
-
-def upsample_mask_logits_from_probabilities(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(h, w) probabilities → (H, W) float64 probabilities: back to logits, bilinear, sigmoid (SAM2's order).
-
-    The border of a thresholded mask lies where the interpolated logits cross the threshold's logit, so
-    the logits must come back whole: the detector's float64 probabilities keep them from −708 to +36.7.
-    (A clip at 1e-6 used to cap them at ±13.8 and moved the borders of masks with stronger logits.) A
-    logit above +36.7 comes back as +36.7, which moves a border next to it by less than a decoder pixel.
-    """
-    probabilities = np.clip(np.asarray(mask, dtype=np.float64), *_PROBABILITY_RANGE)
-    logits = np.log(probabilities) - np.log1p(-probabilities)
-    return upsample_mask_logits(logits[None], size, dtype=np.float64)[0]
-
-
-@dataclass
-class _OpenRun:
-    start: int
-    end: int
-    frames: list[np.ndarray] = field(default_factory=list)  # every ``step``-th anomalous frame
-    step: int = 1
-    count: int = 0  # anomalous frames in the run
-
-
-class _ExplanationFrames:
-    """Explains each reported interval as soon as it is final, holding frames of the open one only.
-
-    Runs of anomalous frames are merged as :func:`~lavida.detect.intervals.anomalous_intervals` merges
-    them (at most ``merge_gap`` frames apart). A merged run is final once the ``merge_gap + 1`` frames
-    after it are all below the threshold (no later run can join it), or at the end of the stream; it is
-    then dropped (shorter than ``min_length``) or explained at once and only the answer kept, under its
-    number among the reported intervals. A run is final before the next one starts, so one is open at a
-    time, holding an evenly spread sample of at most ``2 · per_run + 1`` of its anomalous frames:
-    memory does not grow with the video, however often the score crosses the threshold.
-
-    Args:
-        explain: (T, H, W, 3) uint8 frames, T ≤ ``per_run`` → the MLLM's answer.
-        merge_gap: As ``anomalous_intervals``'s.
-        min_length: As ``anomalous_intervals``'s.
-        per_run: Frames shown to ``explain`` per interval (at most).
-    """
-
-    def __init__(
-        self, explain: Callable[[np.ndarray], str], *, merge_gap: int, min_length: int, per_run: int = 8
-    ) -> None:
-        self.explain = explain
-        self.merge_gap, self.min_length, self.per_run = merge_gap, min_length, per_run
-        self.explanations: dict[int, str] = {}  # reported interval number → answer
-        self._reported = 0
-        self._run: _OpenRun | None = None
-
-    @property
-    def held(self) -> int:
-        """Frames held now."""
-        return 0 if self._run is None else len(self._run.frames)
-
-    def add(self, index: int, frame: np.ndarray, *, anomalous: bool) -> None:
-        """The next frame (``index`` counts up from 0) and whether its score reaches the threshold."""
-        run = self._run
-        if run is not None:
-            below = index - run.end - (1 if anomalous else 0)  # frames below the threshold since the run
-            if below > self.merge_gap:
-                self._close()
-        if not anomalous:
-            return
-        if self._run is None:
-            self._run = _OpenRun(start=index, end=index)
-        run = self._run
-        run.end = index
-        if run.count % run.step == 0:
-            # A copy: the frame may be a view of a whole decoded batch, which it would keep alive.
-            run.frames.append(np.array(frame, copy=True))
-        run.count += 1
-        if len(run.frames) > 2 * self.per_run:  # keep every other one
-            run.frames = run.frames[::2]
-            run.step *= 2
-
-    def finish(self) -> dict[int, str]:
-        """At the end of the stream: settle the open run; returns interval number → answer."""
-        if self._run is not None:
-            self._close()
-        return self.explanations
-
-    def _close(self) -> None:
-        run, self._run = self._run, None
-        if run.end - run.start + 1 < self.min_length:
-            return
-        picks = np.linspace(0, len(run.frames) - 1, min(self.per_run, len(run.frames))).round().astype(int)
-        # The number is taken first: an explanation stopped by Ctrl-C leaves its interval without an
-        # answer, never the later ones under the wrong number.
-        number, self._reported = self._reported, self._reported + 1
-        self.explanations[number] = self.explain(np.stack([run.frames[i] for i in picks]))

@@ -104,7 +104,7 @@ def test_window_matches_a_slow_reference(aggregation):
 def test_stream_agrees_with_detect_frame_by_frame(detector, tmp_path, monkeypatch):
     """Detector.stream and Detector.detect score the same frames alike, with overlapping clips, sampling
     and a last partial window; the written masks are stream()'s masks stretched back to the frame."""
-    from lavida.detect.detector import upsample_mask_logits_from_probabilities
+    from lavida.detect.frame_writers import upsample_mask_logits_from_probabilities
 
     monkeypatch.setattr(detector, "stride", 3)
     monkeypatch.setattr(detector, "interval", 2)
@@ -128,7 +128,7 @@ def test_mask_borders_come_from_the_decoders_own_logits(detector):
     clip at 1e-6 capped them at ±13.8 (and one at 1e-16 at ±36.8) and moved the borders."""
     import torch
 
-    from lavida.detect.detector import upsample_mask_logits_from_probabilities
+    from lavida.detect.frame_writers import upsample_mask_logits_from_probabilities
 
     rng = np.random.default_rng(0)
     logits = np.full((16, 16), -50.0) + rng.normal(0, 2, (16, 16))  # a confident background
@@ -248,7 +248,7 @@ def test_duplicate_categories_are_searched_once(detector, checkpoint, tmp_path, 
 
     video = write_video(tmp_path / "a.mp4", random_frames(8), fps=8)
     once = detector.detect(video, ["fire", "red square"], progress=False)
-    with caplog.at_level(logging.WARNING, logger="lavida.detect.detector"):
+    with caplog.at_level(logging.WARNING, logger="lavida.detect.checks"):
         twice = detector.detect(video, ["fire", "red square", "Fire", " fire "], progress=False)
     assert twice.categories == ["fire", "red square"]
     np.testing.assert_array_equal(twice.scores, once.scores)

@@ -13,6 +13,8 @@ from detect.cli_config import cli_config
 from PIL import Image
 
 from lavida.data.video import VideoReadError, open_video, write_video
+from lavida.detect.explanations import ExplanationFrames
+from lavida.detect.interrupt import HeldInterrupt
 from lavida.detect.outputs import read_masks
 
 
@@ -577,7 +579,7 @@ def test_ctrl_c_ends_a_live_stream_and_keeps_its_outputs(detector, tmp_path, mon
     """A live stream without max_frames only ends when stopped: Ctrl-C finishes its folder normally."""
     import signal
 
-    import lavida.detect.detector as module
+    import lavida.detect.frame_writers as frame_writers
 
     write_video(tmp_path / "live.mp4", moving_square(40), fps=10)
     original = detector.predict_clip
@@ -600,19 +602,19 @@ def test_ctrl_c_ends_a_live_stream_and_keeps_its_outputs(detector, tmp_path, mon
         # Ctrl-C while a frame's files are written (SIGINT, as the terminal sends it): that frame is
         # finished first, so every file holds the same frames.
         monkeypatch.setattr(detector, "predict_clip", original)
-        overlay = module.overlay_frame
+        overlay = frame_writers.overlay_frame
 
         def interrupted_overlay(frame, mask, history, threshold):
             if len(history) == 12:
                 signal.raise_signal(signal.SIGINT)
             return overlay(frame, mask, history, threshold)
 
-        monkeypatch.setattr(module, "overlay_frame", interrupted_overlay)
+        monkeypatch.setattr(frame_writers, "overlay_frame", interrupted_overlay)
         result = _detect_not_aborted(detector, f"{base}/live.mp4", out)
         assert result.scores.shape == (12,)
         _assert_complete_folder(result.output_dir, 12)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    monkeypatch.setattr(module, "overlay_frame", overlay)
+    monkeypatch.setattr(frame_writers, "overlay_frame", overlay)
 
     # A file is not live: Ctrl-C aborts it and leaves its earlier folder as it was.
     video = tmp_path / "live.mp4"
@@ -684,7 +686,7 @@ def test_explanation_frames_stay_bounded_on_flickering_scores(detector, monkeypa
         assert peak < 2_000_000, (merge_gap, min_interval, peak)
 
     # Directly: one open run at a time, at most 2 × 8 + 1 of its frames.
-    keeper = module._ExplanationFrames(lambda frames: "yes", merge_gap=3, min_length=1, per_run=8)
+    keeper = ExplanationFrames(lambda frames: "yes", merge_gap=3, min_length=1, per_run=8)
     held = []
     for index in range(length):
         keeper.add(index, np.zeros((2, 2, 3), np.uint8), anomalous=(index // 3) % 2 == 0)
@@ -715,7 +717,7 @@ def test_ctrl_c_between_frames_ends_a_live_stream(detector, tmp_path, monkeypatc
         return np.array([0.1 if len(scored) % 3 == 0 else 0.9]), None
 
     monkeypatch.setattr(detector, "predict_clip", predict)
-    hold = module._HeldInterrupt
+    hold = HeldInterrupt
     enter, leave = hold.__enter__, hold.__exit__
     if where == "before the hold":
 
