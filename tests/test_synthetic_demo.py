@@ -111,9 +111,9 @@ def test_base_models_are_not_remade_under_an_existing_training_run(tmp_path, mon
 @pytest.mark.parametrize("value", [0.89996, 0.899999999])
 def test_a_missed_target_never_prints_as_the_bound(value):
     """0.89996 printed as "missed (90.00 %)": the shown number met the bound the verdict says it missed."""
-    from lavida.demo import _targets_line
+    from lavida.demo_report import targets_line
 
-    line = _targets_line({"frame_auc_micro": value, "pixel_auc": 0.95, "total_seconds": 100.0})
+    line = targets_line({"frame_auc_micro": value, "pixel_auc": 0.95, "total_seconds": 100.0})
     shown = re.search(r"seen frame AUC ≥ 90 %: missed \(([0-9.]+) %\)", line)
     assert shown, line
     assert float(shown.group(1)) < 90.0 and float(shown.group(1)) <= 100 * value
@@ -129,7 +129,7 @@ def test_score_curves_shade_exactly_the_anomalous_frames(tmp_path, monkeypatch):
     matplotlib.use("Agg")
     from matplotlib.axes import Axes
 
-    import lavida.demo
+    import lavida.demo_report
     from lavida.eval.runner import cached_result_path
     from lavida.eval.video_result import VideoResult
 
@@ -158,8 +158,8 @@ def test_score_curves_shade_exactly_the_anomalous_frames(tmp_path, monkeypatch):
         return original(self, xmin, xmax, *args, **kwargs)
 
     monkeypatch.setattr(Axes, "axvspan", recording)
-    monkeypatch.setattr(lavida.demo, "_overlays", lambda out, test_sets: None)  # needs a checkpoint
-    lavida.demo._plots(tmp_path, test_sets)
+    monkeypatch.setattr(lavida.demo_report, "_overlays", lambda out, test_sets: None)  # needs a checkpoint
+    lavida.demo_report.write_plots(tmp_path, test_sets)
     assert (tmp_path / "score_curves.png").is_file()
     # Frames a..b (inclusive) are shaded from a − 0.5 to b + 0.5.
     assert [(axis.get_ylabel(), xmin, xmax) for axis, xmin, xmax in spans] == [

@@ -95,7 +95,7 @@ def test_demo_writes_all_outputs(tmp_path, caplog, monkeypatch):
 
     # The plots read the evaluated videos' caches by name: a stray file beside them (here the hidden
     # temporary a killed cache write leaves) is not read.
-    from lavida.demo import _plots
+    from lavida.demo_report import write_plots
     from lavida.synthetic.datasets import default_split
 
     (out / "eval_seen" / "predictions" / ".01_0001.npz.1.0a1b.tmp.npz").write_bytes(b"truncated")
@@ -105,7 +105,7 @@ def test_demo_writes_all_outputs(tmp_path, caplog, monkeypatch):
         "seen": (out / "data" / "vad_seen", list(split.seen_anomalies)),
         "unseen": (out / "data" / "vad_unseen", list(split.unseen_anomalies)),
     }
-    _plots(out, test_sets)
+    write_plots(out, test_sets)
     assert (out / "score_curves.png").is_file()
 
     # A rerun into the folder takes everything over and times only itself: the time target is not judged.
@@ -171,7 +171,7 @@ def test_demo_meets_learning_targets(tmp_path):
     from hydra import compose, initialize_config_module
 
     from lavida.cli.demo import run, torch_threads
-    from lavida.demo import TARGETS, TIME_BUDGET_S
+    from lavida.demo_report import TARGETS, TIME_BUDGET_S
 
     assert TARGETS == {"frame_auc_micro": 0.90, "pixel_auc": 0.90} and TIME_BUDGET_S == 600  # issue #5
     with initialize_config_module("lavida.configs", version_base=None):
@@ -290,21 +290,21 @@ def test_a_rerun_with_other_data_settings_is_refused(tmp_path):
 
 
 def test_report_states_which_targets_are_met():
-    from lavida.demo import _targets_line
+    from lavida.demo_report import targets_line
 
-    line = _targets_line({"frame_auc_micro": 0.9, "pixel_auc": 0.97123, "total_seconds": 549.4})
+    line = targets_line({"frame_auc_micro": 0.9, "pixel_auc": 0.97123, "total_seconds": 549.4})
     assert line == (
         "Targets: seen frame AUC ≥ 90 %: met (90.00 %); seen pixel AUC ≥ 90 %: met (97.12 %); "
         "whole run under 600 s: met (549.4 s)."
     )
-    line = _targets_line({"frame_auc_micro": 0.7993, "pixel_auc": 0.95, "total_seconds": 600.0})
+    line = targets_line({"frame_auc_micro": 0.7993, "pixel_auc": 0.95, "total_seconds": 600.0})
     assert "seen frame AUC ≥ 90 %: missed (79.93 %)" in line and "under 600 s: missed (600.0 s)" in line
     # Just short of a bound must not print as the bound itself.
-    line = _targets_line({"frame_auc_micro": 0.8996, "pixel_auc": 0.95, "total_seconds": 599.96})
+    line = targets_line({"frame_auc_micro": 0.8996, "pixel_auc": 0.95, "total_seconds": 599.96})
     assert "missed (89.96 %)" in line and "met (600.0 s)" in line
     assert line.endswith('docs/benchmarks.md, "The demo\'s frame scores".')  # points to what is known
     # A rerun that took over earlier work timed only itself: the time target is not judged.
-    line = _targets_line(
+    line = targets_line(
         {
             "frame_auc_micro": 0.8,
             "pixel_auc": 0.95,
@@ -321,7 +321,7 @@ def test_report_states_which_targets_are_met():
 def test_within_video_auc_ignores_offsets_between_videos_and_skips_normal_ones(tmp_path):
     import numpy as np
 
-    from lavida.demo import _within_video_auc
+    from lavida.demo_report import within_video_auc
     from lavida.eval.runner import cached_result_path
     from lavida.eval.video_result import VideoResult
 
@@ -341,13 +341,13 @@ def test_within_video_auc_ignores_offsets_between_videos_and_skips_normal_ones(t
             frame_scores=np.array(scores, dtype=np.float32),
             frame_labels=np.array(labels, dtype=np.uint8),
         ).save(cached_result_path(eval_dir, name))
-    assert _within_video_auc(eval_dir, root) == pytest.approx((1 + 1 + 1 / 3) / 3)
+    assert within_video_auc(eval_dir, root) == pytest.approx((1 + 1 + 1 / 3) / 3)
 
 
 def test_score_curves_share_one_axis_fitted_to_the_scores():
     import numpy as np
 
-    from lavida.demo import score_axis_limits
+    from lavida.demo_report import score_axis_limits
 
     # Scores 0.50–0.60 over two videos: span 0.10, widened by 5 % of it on each side.
     low, high = score_axis_limits([np.array([0.52, 0.60]), np.array([0.50, 0.55])])
@@ -380,11 +380,11 @@ def test_demo_refuses_data_sizes_the_generators_cannot_honour(tmp_path, settings
 
 
 def test_report_names_the_seen_categories_the_training_set_lacks():
-    from lavida.demo import _coverage_line
+    from lavida.demo_report import coverage_line
 
-    line = _coverage_line({"seen": [], "normal": []})
+    line = coverage_line({"seen": [], "normal": []})
     assert line.startswith("Every seen anomaly and normal category occurs among the training objects")
-    line = _coverage_line({"seen": ["red circle", "blue ring"], "normal": ["cyan cross"]})
+    line = coverage_line({"seen": ["red circle", "blue ring"], "normal": ["cyan cross"]})
     assert "0 training objects: seen red circle, blue ring; normal cyan cross" in line
-    line = _coverage_line({"seen": [], "normal": ["cyan cross"]})
+    line = coverage_line({"seen": [], "normal": ["cyan cross"]})
     assert "0 training objects: normal cyan cross." in line and "seen" not in line
