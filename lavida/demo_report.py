@@ -33,7 +33,7 @@ def within_video_auc(eval_dir: Path, root: Path) -> float:
     """
     from sklearn.metrics import roc_auc_score
 
-    from lavida.eval.runner import cached_result_path
+    from lavida.eval.result_cache import cached_result_path
     from lavida.eval.video_result import VideoResult
 
     aucs = []
@@ -70,7 +70,7 @@ def write_plots(out: Path, test_sets: dict) -> None:
     import matplotlib.pyplot as plt
 
     from lavida.detect.intervals import anomalous_intervals
-    from lavida.eval.runner import cached_result_path
+    from lavida.eval.result_cache import cached_result_path
     from lavida.eval.video_result import VideoResult
 
     rows = []

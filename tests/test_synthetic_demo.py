@@ -130,7 +130,7 @@ def test_score_curves_shade_exactly_the_anomalous_frames(tmp_path, monkeypatch):
     from matplotlib.axes import Axes
 
     import lavida.demo_report
-    from lavida.eval.runner import cached_result_path
+    from lavida.eval.result_cache import cached_result_path
     from lavida.eval.video_result import VideoResult
 
     labels = {  # split: {video: frame labels}

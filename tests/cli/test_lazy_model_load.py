@@ -52,7 +52,7 @@ def test_an_eval_rerun_with_every_result_cached_does_not_load_the_model(checkpoi
     from eval.trees import write_ucsd_ped2_tree
 
     from lavida.cli.eval import run
-    from lavida.eval.runner import cached_result_path
+    from lavida.eval.result_cache import cached_result_path
     from lavida.eval.video_result import VideoResult
 
     tree = write_ucsd_ped2_tree(tmp_path / "ped2")
@@ -78,13 +78,14 @@ def test_an_eval_rerun_with_a_result_missing_loads_the_model_once(checkpoint, tm
 
     from lavida.cli.eval import run
     from lavida.eval import runner
+    from lavida.eval.result_cache import cached_result_path
 
     tree = write_ucsd_ped2_tree(tmp_path / "ped2")
     out = tmp_path / "out"
     cfg = eval_config(tree, out, checkpoint)
     first = run(cfg)
     missing = sorted(tree.videos)[-1]
-    runner.cached_result_path(out, missing).unlink()  # as if killed before this video was done
+    cached_result_path(out, missing).unlink()  # as if killed before this video was done
 
     loads, predicted, original = count_loads(monkeypatch), [], runner._predict
     monkeypatch.setattr(

@@ -16,7 +16,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from lavida.eval import runner
 from lavida.eval.benchmark import GroundTruthError, TestVideo, VadBenchmark, missing_video
 from lavida.eval.benchmarks import get_benchmark
-from lavida.eval.runner import EvalSettings, cached_result_path, run_evaluation
+from lavida.eval.result_cache import cached_result_path
+from lavida.eval.runner import EvalSettings, run_evaluation
 from lavida.eval.video_result import PIXEL_AUC_OCTAVES, VideoResult, pixel_statistics
 from lavida.metrics import PixelAUC
 
@@ -619,7 +620,7 @@ def test_runs_that_are_not_the_whole_test_split_say_so(benchmark, tmp_path, caps
 def test_prediction_files_never_come_from_outside_the_folder(tmp_path):
     """The exact spelling of a name is a file name in the predictions folder, never a path out of it, and
     a name too long for the file system falls back to the file-safe one instead of failing."""
-    from lavida.eval.runner import saved_prediction_paths
+    from lavida.eval.saved_predictions import saved_prediction_paths
 
     predictions = tmp_path / "preds"
     predictions.mkdir()

@@ -12,7 +12,8 @@ from sklearn.metrics import roc_auc_score
 
 from lavida.eval import report, runner
 from lavida.eval.benchmark import TestVideo, VadBenchmark
-from lavida.eval.runner import EvalSettings, cached_result_path, run_evaluation
+from lavida.eval.result_cache import cached_result_path
+from lavida.eval.runner import EvalSettings, run_evaluation
 from lavida.eval.video_result import PIXEL_AUC_OCTAVES
 from lavida.metrics import PixelAUC
 
@@ -82,13 +83,13 @@ def save_predictions(folder, bench, *, seed=0):
 def computed(monkeypatch):
     """Names of the videos whose results were computed (not served from the cache)."""
     names = []
-    original = runner._from_saved
+    original = runner.result_from_saved
 
     def spy(video, *args, **kwargs):
         names.append(video.name)
         return original(video, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "_from_saved", spy)
+    monkeypatch.setattr(runner, "result_from_saved", spy)
     return names
 
 
@@ -146,7 +147,7 @@ def test_a_nested_setting_is_named_by_its_key_and_an_unrecorded_one_as_absent():
     their dotted key, not by two dumps of the whole run info; one that an older cache lacks is absent."""
     import json
 
-    from lavida.eval.runner import _differences
+    from lavida.eval.result_cache import _differences
 
     def facts(run_info):
         return json.dumps({"run": {"benchmark": "ped2", "run": run_info}, "video": {}})
@@ -200,7 +201,7 @@ def test_a_killed_rerun_leaves_no_stale_metrics(data, tmp_path, monkeypatch):
     save_predictions(tmp_path / "preds", bench, seed=1)  # a new method version, same folder
     for video in bench.videos():
         os.utime(tmp_path / "preds" / f"{video.name}.npy", ns=(2, 2))
-    original = runner._from_saved
+    original = runner.result_from_saved
     calls = []
 
     def dies_on_the_second_video(*args, **kwargs):
@@ -209,12 +210,12 @@ def test_a_killed_rerun_leaves_no_stale_metrics(data, tmp_path, monkeypatch):
             raise KeyboardInterrupt("killed")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "_from_saved", dies_on_the_second_video)
+    monkeypatch.setattr(runner, "result_from_saved", dies_on_the_second_video)
     with pytest.raises(KeyboardInterrupt):
         evaluate_saved(bench, tmp_path / "preds", out, overwrite=True)
     assert [path.name for path in outputs if path.exists()] == []
 
-    monkeypatch.setattr(runner, "_from_saved", original)
+    monkeypatch.setattr(runner, "result_from_saved", original)
     resumed = evaluate_saved(bench, tmp_path / "preds", out, overwrite=True)
     fresh = evaluate_saved(bench, tmp_path / "preds", tmp_path / "fresh")
     assert resumed == fresh
@@ -453,7 +454,7 @@ def test_a_recomputing_rerun_removes_the_previous_record(data, tmp_path, monkeyp
     def killed(*args, **kwargs):
         raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(runner, "_from_saved", killed)
+    monkeypatch.setattr(runner, "result_from_saved", killed)
     with pytest.raises(KeyboardInterrupt):
         evaluate_saved(bench, tmp_path / "preds", out, categories=["dog"], overwrite=True)
     assert not (out / ".hydra").exists() and not (out / "metrics.json").exists()

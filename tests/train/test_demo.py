@@ -322,7 +322,7 @@ def test_within_video_auc_ignores_offsets_between_videos_and_skips_normal_ones(t
     import numpy as np
 
     from lavida.demo_report import within_video_auc
-    from lavida.eval.runner import cached_result_path
+    from lavida.eval.result_cache import cached_result_path
     from lavida.eval.video_result import VideoResult
 
     videos = {  # name: (frame scores, frame labels)
