@@ -2,8 +2,8 @@
 
 A fingerprint is the path and a digest of the files' relative names, sizes and modification times,
 not of their content: prediction folders and videos can hold gigabytes, and rewriting a file changes
-its time. (Checkpoints, which are small and can be retrained in place, are hashed by content:
-``lavida.models.checkpoint.checkpoint_digest``.)
+its time. Checkpoints and the smoke runs' random stand-ins, which are small and can be rewritten in place,
+are hashed by content instead (``files_digest``; ``lavida.models.checkpoint.checkpoint_digest``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
-__all__ = ["file_state"]
+__all__ = ["file_state", "files_digest"]
 
 
 def file_state(path: str | Path) -> dict:
@@ -27,3 +27,17 @@ def file_state(path: str | Path) -> dict:
     stats = [p.stat() for p in files]
     listing = [(name, s.st_size, s.st_mtime_ns) for name, s in zip(names, stats, strict=True)]
     return {"path": str(path), "files": hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]}
+
+
+def files_digest(path: str | Path) -> str:
+    """The first 16 hex digits of a SHA-256 over the files of a folder (names, sizes, bytes), or of one file."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    root = path.parent if path.is_file() else path
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file.relative_to(root).as_posix()}\0{file.stat().st_size}\0".encode())
+        with file.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]

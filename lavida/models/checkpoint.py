@@ -27,10 +27,8 @@ half-written checkpoint behind.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import subprocess
 from pathlib import Path
 from typing import Any, Literal
@@ -40,17 +38,28 @@ from safetensors.torch import load_file, save_file
 
 import lavida
 from lavida.atomic import atomic_dir, read_json
+from lavida.file_state import files_digest
 from lavida.models.base_fingerprint import (
     base_model_fingerprints,
     check_base_models,
     fingerprint_record,
     fingerprints_to_compare,
-    recorded_fingerprints,
-    weights_fingerprint,
+)
+from lavida.models.base_model_places import (
+    STAND_IN_DIGESTS_KEY,
+    STAND_INS_KEY,
+    absolute_base_paths,
+    base_models_from_variables,
+    check_base_models_saved,
+    merge_settings,
+    moved_base_models,
+    moved_hint,
+    relocated_stand_ins,
+    stand_ins_from_meta,
+    stand_ins_relative,
 )
 from lavida.models.config import LavidaConfig
 from lavida.models.lavida import LavidaModel, build_lavida
-from lavida.models.random_init import BASE_MODEL_SECTIONS, random_pretrained_paths, unset_base_models
 from lavida.models.weights import WeightsNotFoundError
 
 log = logging.getLogger(__name__)
@@ -80,20 +89,6 @@ def checkpoint_digest(directory: str | Path) -> str:
     return files_digest(directory)
 
 
-def files_digest(path: str | Path) -> str:
-    """The first 16 hex digits of a SHA-256 over the files of a folder (names, sizes, bytes), or of one file."""
-    path = Path(path)
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    root = path.parent if path.is_file() else path
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(f"{file.relative_to(root).as_posix()}\0{file.stat().st_size}\0".encode())
-        with file.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-    return digest.hexdigest()[:16]
-
-
 def save_checkpoint(
     model: LavidaModel,
     config: LavidaConfig,
@@ -103,8 +98,8 @@ def save_checkpoint(
 ) -> Path:
     """Write ``model``'s trained weights and ``config`` to ``directory`` (replaced atomically if it exists)."""
     directory = Path(directory)
-    settings = _absolute_base_paths(config.to_dict())
-    stand_ins = _stand_ins_relative(config, settings, directory)
+    settings = absolute_base_paths(config.to_dict())
+    stand_ins = stand_ins_relative(config, settings, directory)
     with atomic_dir(directory) as staging:
         (staging / CONFIG_FILE).write_text(json.dumps(settings, indent=2))
         peft_model = model.mllm.model
@@ -132,150 +127,11 @@ def save_checkpoint(
     return directory
 
 
-def _absolute_base_paths(settings: dict) -> dict:
-    """``settings`` with every relative base-model path made absolute against the current folder.
-
-    A checkpoint is read from wherever evaluation runs; a path like ``weights/qwen`` (a relative
-    ``model.mllm.pretrained``, or the demo's ``outputs/demo/base_models``) would then name another folder,
-    or none.
-    """
-    settings = {key: dict(value) if isinstance(value, dict) else value for key, value in settings.items()}
-    for section in BASE_MODEL_SECTIONS:
-        path = settings[section].get("pretrained")
-        if path is not None and not Path(path).expanduser().is_absolute():
-            settings[section]["pretrained"] = str(Path(path).expanduser().absolute())
-    return settings
-
-
-# meta.json: section → path of the run folder's stand-in relative to the checkpoint (smoke runs only).
-STAND_INS_KEY = "stand_ins_relative"
-# meta.json: section → files_digest of that stand-in, so that a stand-in found at a path is known to be the
-# one the checkpoint was trained on: the recorded place may hold another run's by now (a new run under the
-# old name after a move). A few MB at the tiny sizes, hashed whole; every base model also gets the sampled
-# fingerprint of lavida.models.base_fingerprint, which is what real weights get.
-STAND_IN_DIGESTS_KEY = "stand_in_sha256"
-
-# How far above a checkpoint its run folder may lie: <run>/final, <run>/checkpoints/step_N/model, and
-# the demo's <demo>/train/final.
-_RUN_FOLDER_DEPTH = 4
-
-
-def _stand_ins_relative(config: LavidaConfig, settings: dict, directory: Path) -> dict[str, str]:
-    """Section → its base model's path relative to ``directory``, for the random stand-ins that lavida wrote
-    into the run folder that holds ``directory`` (``<run>/base_models/...``); {} for real base weights."""
-    if config.base_weights != "optional":
-        return {}
-    here = directory.absolute()
-    relative = {}
-    for section in BASE_MODEL_SECTIONS:
-        path = settings[section].get("pretrained")
-        if path is None:
-            continue
-        for run in list(here.parents)[:_RUN_FOLDER_DEPTH]:
-            if Path(path) == random_pretrained_paths(run / "base_models")[section]:
-                relative[section] = os.path.relpath(path, here)
-                break
-    return relative
-
-
 def stand_in_places(directory: str | Path) -> dict[str, Path]:
     """Section → where the checkpoint's random stand-in lies now, by its place relative to the checkpoint
     (``meta.json``'s ``stand_ins_relative``): inside the checkpoint's run folder, wherever that folder was
     moved. {} for real base weights, and for checkpoints saved before lavida recorded the place."""
-    return _stand_in_places(Path(directory), read_checkpoint_meta(directory))
-
-
-def _stand_in_places(directory: Path, meta: dict[str, Any]) -> dict[str, Path]:
-    relative = meta.get(STAND_INS_KEY) or {}
-    return {
-        section: Path(os.path.normpath(directory.absolute() / place)) for section, place in relative.items()
-    }
-
-
-def _relocated_stand_ins(
-    data: dict, directory: Path, overrides: dict[str, Any], meta: dict[str, Any], *, announce: bool
-) -> dict:
-    """``data`` with each stand-in pointed at the copy the checkpoint was trained on: the recorded path, or
-    else the same place relative to the checkpoint (its run folder was moved). Where the checkpoint
-    recorded their digests, the first whose files match is taken, and a stand-in matching at neither place
-    is refused; older checkpoints take the recorded path if it exists. Paths given in ``overrides`` stay.
-
-    Raises:
-        WeightsNotFoundError: the stand-in at the recorded path (and at the relative place) is another one.
-    """
-    digests = meta.get(STAND_IN_DIGESTS_KEY) or {}
-    found: dict[str, Path] = {}
-    for section, candidate in _stand_in_places(directory, meta).items():
-        recorded = (data.get(section) or {}).get("pretrained")
-        if recorded is None or "pretrained" in (overrides.get(section) or {}):
-            continue
-        places = [p for p in dict.fromkeys([Path(recorded), candidate]) if p.exists()]
-        if section in digests:
-            matching = [p for p in places if files_digest(p) == digests[section]]
-            if places and not matching:
-                raise WeightsNotFoundError(
-                    f"{directory}: the {section} stand-in at {' and at '.join(map(str, places))} is not the one "
-                    f"this checkpoint was trained on (its files differ: another run's?). Put the run's own "
-                    f"base_models/ back beside it, or point at them with "
-                    f"checkpoint_overrides.{section}.pretrained=PATH."
-                )
-            places = matching
-        if places and places[0] != Path(recorded):
-            found[section] = places[0]
-    if not found:
-        return data
-    moved = {section: {"pretrained": str(path)} for section, path in found.items()}
-    for section, path in found.items() if announce else ():
-        log.info(
-            "%s: the stand-in %s is gone or another one; using %s, its place relative to the checkpoint "
-            "(the run folder was moved).",
-            directory,
-            data[section]["pretrained"],
-            path,
-        )
-    return _merge(data, moved)
-
-
-def _base_models_from_variables(
-    data: dict, directory: Path, overrides: dict[str, Any], meta: dict, *, announce: bool
-) -> dict:
-    """``data`` with each base model whose recorded path is gone taken from its environment variable
-    (``LAVIDA_QWEN2VL_PATH``, ...; README, step 1), where the weights there are the ones the checkpoint was
-    trained on: their fingerprint is the one it recorded. A checkpoint trained on one machine then loads on
-    another whose variables point at its own copies. Without a recorded fingerprint, or where it differs,
-    the recorded path stays (and its absence is reported, with how to point elsewhere). ``announce`` logs
-    what was taken or passed over.
-    """
-    from lavida.models.lavida import path_variable
-
-    fingerprints = recorded_fingerprints(meta)
-    found = {}
-    for section in BASE_MODEL_SECTIONS:
-        recorded = (data.get(section) or {}).get("pretrained")
-        overridden = "pretrained" in (overrides.get(section) or {})
-        if recorded is None or overridden or Path(recorded).expanduser().exists():
-            continue
-        variable = path_variable(section, (data.get("mllm") or {}).get("family", "qwen2_vl"))
-        value = os.environ.get(variable)
-        if not value or not Path(value).expanduser().exists() or section not in fingerprints:
-            continue
-        same = weights_fingerprint(value) == fingerprints[section]
-        if same:
-            found[section] = {"pretrained": value}
-        if announce:
-            log.log(
-                logging.INFO if same else logging.WARNING,
-                "%s: the %s base model it names (%s) is gone; %s=%s %s",
-                directory,
-                section,
-                recorded,
-                variable,
-                value,
-                "holds the same weights (the fingerprint the checkpoint recorded): using it."
-                if same
-                else "holds other weights than it was trained on (their fingerprint differs): not used.",
-            )
-    return _merge(data, found) if found else data
+    return stand_ins_from_meta(Path(directory), read_checkpoint_meta(directory))
 
 
 def check_base_model_check(mode: str) -> None:
@@ -291,10 +147,10 @@ def _resolved_settings(directory: Path, overrides: dict[str, Any], *, announce: 
     logs where base models were found elsewhere than the config names."""
     data = read_json(directory / CONFIG_FILE, expected="the model configuration save_checkpoint writes")
     if overrides:
-        data = _merge(data, overrides)
+        data = merge_settings(data, overrides)
     meta = read_checkpoint_meta(directory)
-    data = _relocated_stand_ins(data, directory, overrides, meta, announce=announce)
-    data = _base_models_from_variables(data, directory, overrides, meta, announce=announce)
+    data = relocated_stand_ins(data, directory, overrides, meta, announce=announce)
+    data = base_models_from_variables(data, directory, overrides, meta, announce=announce)
     return data, meta
 
 
@@ -348,7 +204,7 @@ def load_checkpoint(
         )
     data, meta = _resolved_settings(directory, config_overrides or {}, announce=True)
     config = LavidaConfig.from_dict(data)
-    _check_base_models_saved(config, directory / CONFIG_FILE)
+    check_base_models_saved(config, directory / CONFIG_FILE)
     check_base_models(
         fingerprints_to_compare(meta, checkpoint=directory),
         config,
@@ -362,10 +218,10 @@ def load_checkpoint(
     try:
         model = build_lavida(config)
     except WeightsNotFoundError as error:
-        moved = _moved_base_models(config, config_overrides or {})
+        moved = moved_base_models(config, config_overrides or {})
         if not moved:
             raise
-        raise WeightsNotFoundError(f"{error}\n{_moved_hint(directory / CONFIG_FILE, moved)}") from error
+        raise WeightsNotFoundError(f"{error}\n{moved_hint(directory / CONFIG_FILE, moved)}") from error
     load_trained_weights(model, directory)
     saved_seg = meta.get("seg_token_id")
     if saved_seg is not None and saved_seg != model.mllm.seg_token_id:
@@ -496,67 +352,6 @@ def _load_heads(model: LavidaModel, heads_file: Path) -> None:
                     f"{tuple(parameters[name].shape)}."
                 )
             parameters[name].copy_(tensor)
-
-
-def _check_base_models_saved(config: LavidaConfig, config_file: Path) -> None:
-    """Refuse a checkpoint trained on random base models that were never written to disk.
-
-    A checkpoint holds only what trains; building an unset base model again draws other random frozen
-    weights under the trained heads, so every load would score differently.
-    """
-    unset = unset_base_models(config)
-    # Required base models without a path are refused by check_base_weights, naming their variables.
-    if not unset or config.base_weights != "optional":
-        return
-    first = unset[0]
-    raise WeightsNotFoundError(
-        f"{config_file}: no base weights for {', '.join(f'model.{section}' for section in unset)}. The "
-        "checkpoint was trained on random stand-ins that were not saved (base_weights: optional), and it holds "
-        "only what trains, so building them again would put other random weights under the trained heads and "
-        "every load would score differently. lavida-train now writes such stand-ins into the run folder "
-        "(base_models/), and its checkpoints name them: retrain the checkpoint, or give the weights it was "
-        f"trained on: load_checkpoint(..., config_overrides={{'{first}': {{'pretrained': DIR}}}}); "
-        f"lavida-eval / lavida-detect: +checkpoint_overrides.{first}.pretrained=DIR."
-    )
-
-
-def _moved_base_models(config: LavidaConfig, overrides: dict[str, Any]) -> list[str]:
-    """The sections whose base-model path came from the saved config and does not exist here."""
-    moved = []
-    for section in BASE_MODEL_SECTIONS:
-        path = getattr(config, section).pretrained
-        overridden = "pretrained" in (overrides.get(section) or {})
-        if path is not None and not overridden and not Path(path).expanduser().exists():
-            moved.append(section)
-    return moved
-
-
-def _moved_hint(config_file: Path, sections: list[str]) -> str:
-    # The environment variables and model.<part>.pretrained that the training error suggests do not
-    # reach a checkpoint: its base-model paths are fixed in its config file when it is saved.
-    lines = [
-        f"{', '.join(f'{section}.pretrained' for section in sections)} "
-        f"{'come' if len(sections) > 1 else 'comes'} from the checkpoint's "
-        f"{config_file} (written where it was trained); model.<part>.pretrained does not change them, and an "
-        "environment variable (LAVIDA_QWEN2VL_PATH, ...) is used in their place only where it holds the very "
-        "weights the checkpoint recorded a fingerprint of. Point the checkpoint at the local copies:"
-    ]
-    for section in sections:
-        lines.append(
-            f"  - lavida-eval / lavida-detect: +checkpoint_overrides.{section}.pretrained=DIR; "
-            f"load_checkpoint(..., config_overrides={{'{section}': {{'pretrained': DIR}}}})"
-        )
-    lines.append(f"  (or edit the paths in {config_file})")
-    return "\n".join(lines)
-
-
-def _merge(base: dict, overrides: dict) -> dict:
-    merged = dict(base)
-    for key, value in overrides.items():
-        merged[key] = (
-            _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-        )
-    return merged
 
 
 def _git_revision() -> str | None:

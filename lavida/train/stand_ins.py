@@ -12,13 +12,9 @@ import shutil
 from pathlib import Path
 
 from lavida.atomic import atomic_dir, atomic_path, read_json
-from lavida.models.checkpoint import (
-    CONFIG_FILE,
-    STAND_IN_DIGESTS_KEY,
-    files_digest,
-    read_checkpoint_meta,
-    stand_in_places,
-)
+from lavida.file_state import files_digest
+from lavida.models.base_model_places import STAND_IN_DIGESTS_KEY
+from lavida.models.checkpoint import CONFIG_FILE, read_checkpoint_meta, stand_in_places
 from lavida.models.random_init import random_pretrained_paths
 from lavida.models.weights import WeightsNotFoundError
 

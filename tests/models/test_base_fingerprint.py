@@ -247,7 +247,7 @@ def test_a_gone_base_model_is_taken_from_its_variable_where_the_weights_match(
     here.parent.mkdir()
     (shutil.copytree if source.is_dir() else shutil.copy)(source, here)
     monkeypatch.setenv(VARIABLES[section], str(here))
-    with caplog.at_level(logging.INFO, logger="lavida.models.checkpoint"):
+    with caplog.at_level(logging.INFO, logger="lavida.models.base_model_places"):
         _, loaded = load_checkpoint(moved)
     assert getattr(loaded, section).pretrained == str(here)
     assert (
@@ -257,7 +257,7 @@ def test_a_gone_base_model_is_taken_from_its_variable_where_the_weights_match(
 
     other = other_weights(source, tmp_path / "other" / source.name)
     monkeypatch.setenv(VARIABLES[section], str(other))
-    with caplog.at_level(logging.WARNING, logger="lavida.models.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="lavida.models.base_model_places"):
         with pytest.raises(WeightsNotFoundError, match=f"checkpoint_overrides.{section}.pretrained=DIR"):
             load_checkpoint(moved)
     assert f"{VARIABLES[section]}={other} holds other weights than it was trained on" in caplog.text

@@ -293,7 +293,7 @@ def test_a_moved_runs_checkpoint_never_loads_another_runs_stand_ins(tmp_path, ca
 
     from conftest import compose_model_config
 
-    from lavida.models.checkpoint import files_digest
+    from lavida.file_state import files_digest
     from lavida.models.random_init import random_pretrained_paths, write_random_pretrained
 
     run = tmp_path / "smoke"

@@ -130,7 +130,7 @@ def test_a_run_moved_without_its_stand_ins_takes_them_from_where_it_was_trained(
 ):
     """Only checkpoints/ moved (or base_models/ deleted), the old place still there: the stand-ins the
     checkpoint was trained on (known by its digests) are copied in, and the run continues exactly."""
-    from lavida.models.checkpoint import files_digest
+    from lavida.file_state import files_digest
 
     _, straight = killed_run
     old, new = _moved(killed_run, tmp_path)
