@@ -15,7 +15,7 @@ TARGETS = {"frame_auc_micro": 0.90, "pixel_auc": 0.90}
 TIME_BUDGET_S = 600
 
 
-def test_set_layout(root: Path) -> dict:
+def _read_layout(root: Path) -> dict:
     """A test set's ``synthetic_layout.json`` (lavida.synthetic.datasets.write_vad_set)."""
     return read_json(
         root / "synthetic_layout.json",
@@ -37,7 +37,7 @@ def within_video_auc(eval_dir: Path, root: Path) -> float:
     from lavida.eval.video_result import VideoResult
 
     aucs = []
-    for video in sorted(test_set_layout(root)):
+    for video in sorted(_read_layout(root)):
         result = VideoResult.load(cached_result_path(eval_dir, video))
         if 0 < result.frame_labels.sum() < result.frame_labels.size:
             aucs.append(roc_auc_score(result.frame_labels > 0, result.frame_scores))
@@ -75,7 +75,7 @@ def write_plots(out: Path, test_sets: dict) -> None:
 
     rows = []
     for name, (root, _) in test_sets.items():
-        for video in sorted(test_set_layout(root)):
+        for video in sorted(_read_layout(root)):
             rows.append((name, VideoResult.load(cached_result_path(out / f"eval_{name}", video))))
     low, high = score_axis_limits([result.frame_scores for _, result in rows])
     figure, axes = plt.subplots(
@@ -115,7 +115,7 @@ def _overlays(out: Path, test_sets: dict) -> None:
     folder = out / "overlays"
     folder.mkdir(exist_ok=True)
     for name, (root, categories) in test_sets.items():
-        layout = test_set_layout(root)
+        layout = _read_layout(root)
         anomalous = [(video, info) for video, info in sorted(layout.items()) if info["interval"]][:2]
         for video, info in anomalous:
             start, end = info["interval"]
@@ -201,6 +201,17 @@ def coverage_line(untrained: dict[str, list[str]]) -> str:
 def write_report(
     out: Path, settings: dict, split, metrics: dict, summary, *, untrained: dict[str, list[str]]
 ) -> None:
+    """Write ``<out>/report.md``: both splits' metrics, the verdict on :data:`TARGETS` and the settings.
+
+    Args:
+        out: The demo's output folder.
+        settings: The demo's settings (``DemoConfig`` as a mapping).
+        split: The category split (``lavida.synthetic.datasets.CategorySplit``).
+        metrics: What ``metrics.json`` receives (seen split plain, unseen under ``unseen_*``).
+        summary: The trainer's ``TrainSummary`` (its ``steps``).
+        untrained: ``untrained_categories``'s mapping (:func:`coverage_line`).
+    """
+
     def pct(key: str) -> str:
         return f"{100 * metrics[key]:.1f}" if key in metrics else "n/a"
 

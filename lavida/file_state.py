@@ -1,4 +1,5 @@
-"""Cheap fingerprints of inputs on disk, for caches that must notice when their inputs change.
+"""Fingerprints of files on disk: cheap ones of their state (``file_state``), for caches that must notice
+when their inputs change, and digests of their content (``files_digest``), for a file's identity.
 
 A fingerprint is the path and a digest of the files' relative names, sizes and modification times,
 not of their content: prediction folders and videos can hold gigabytes, and rewriting a file changes

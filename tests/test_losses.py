@@ -163,6 +163,16 @@ def test_focal_hand_case():
     torch.testing.assert_close(got, torch.tensor(HAND_FOCAL, dtype=torch.float64), rtol=1e-6, atol=1e-9)
 
 
+def test_focal_alpha_zero_weighs_only_the_negatives():
+    """α = 0 is a valid α (only α < 0 disables the weighting, as in SAM2): α_t = α·t + (1 − α)(1 − t)
+    = 1 − t, so positive pixels cost nothing and negative ones keep their full (1 − p_t)^γ · BCE.
+    Hand case (γ = 2): (0,0) and (1,1) are positives -> 0;
+    (0,1): p = 0.25, t = 0, p_t = 0.75: 0.25² · ln(4/3) = ln(4/3)/16;  (1,0): p_t = 0.5: 0.5² · ln 2."""
+    got = sigmoid_focal_loss(HAND_LOGITS[0, 0].double(), HAND_TARGET[0].double(), alpha=0.0)
+    want = [[0.0, math.log(4 / 3) / 16], [math.log(2) / 4, 0.0]]
+    torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64), rtol=1e-6, atol=1e-12)
+
+
 def test_focal_without_alpha_and_gamma_is_bce():
     x, t = torch.randn(50) * 4, (torch.rand(50) > 0.5).float()
     torch.testing.assert_close(
@@ -361,6 +371,18 @@ def test_frame_labels_set_the_object_score_target_only():
     )
     with pytest.raises(ValueError, match=r"frame_labels must be \(N,\) with N = 4"):
         _seg(logits, iou_pred, obj, targets, frame_labels=torch.ones(3))
+
+
+def test_frame_labels_may_carry_a_trailing_unit_dim():
+    """Like the object logits, frame labels of shape (N, 1) are accepted and mean the same as (N,);
+    any other second dimension is a shape error, not a reshape failure further down."""
+    logits, iou_pred, obj, targets = _random_batch(negatives=(1, 3))
+    labels = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    flat = _seg(logits, iou_pred, obj, targets, frame_labels=labels)
+    column = _seg(logits, iou_pred, obj, targets, frame_labels=labels[:, None])
+    assert all(torch.equal(flat[k], column[k]) for k in flat)
+    with pytest.raises(ValueError, match=r"frame_labels must be \(N,\) with N = 4, got \(4, 2\)"):
+        _seg(logits, iou_pred, obj, targets, frame_labels=torch.ones(4, 2))
 
 
 def test_gradients_flow():

@@ -1,5 +1,6 @@
 """Checks of the detector's settings and inputs, shared by :class:`~lavida.detect.detector.Detector` and
-``lavida-detect``: each raises before a model loads or a video opens, naming the setting and a valid value.
+``lavida-detect``: each ``check_*`` raises before a model loads or a video opens, naming the setting and
+what it accepts; ``distinct_categories`` drops repeated categories with a warning.
 """
 
 from __future__ import annotations

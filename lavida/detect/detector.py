@@ -255,7 +255,8 @@ class Detector:
         Each is a :class:`~lavida.detect.window.FrameResult`: ``index``, ``frame`` ((H, W, 3) uint8),
         ``score`` (a float in [0, 1]), ``mask`` ((h, w) float64 pixel probabilities at the decoder's
         resolution) and ``sampled_from``. ``fps`` is the frame rate of a frame folder (video files store
-        their own). Categories named more than once are searched once (:func:`~lavida.detect.checks.distinct_categories`).
+        their own). Categories named more than once are searched once
+        (:func:`~lavida.detect.checks.distinct_categories`).
 
         The arguments are checked when this is called; the source is opened at the first ``next()``.
 
@@ -340,7 +341,8 @@ class Detector:
                 many inputs passes ``output_names`` so that no two share a folder): one folder name, not
                 ``.`` or ``..``.
 
-        Categories named more than once are searched once (:func:`~lavida.detect.checks.distinct_categories`).
+        Categories named more than once are searched once
+        (:func:`~lavida.detect.checks.distinct_categories`).
 
         Returns:
             A :class:`Detection`: (F,) float64 ``scores``, ``intervals``, ``fps``; ``to_dict()`` for JSON.
@@ -370,7 +372,7 @@ class Detector:
         # overlay no longer asked for), and a run killed midway leaves the earlier folder untouched.
         with atomic_dir(target) if target is not None else nullcontext() as folder:
             writers = FrameWriters(
-                folder, fps=stream.fps, threshold=self.threshold, overlay=overlay, save=save
+                folder=folder, fps=stream.fps, threshold=self.threshold, overlay=overlay, save=save
             )
             results = self._window(categories, source).run(stream.frames)
             scores: list[float] = []

@@ -1,4 +1,5 @@
-"""The per-frame files of one video (``lavida.detect.outputs``), written as each frame becomes final."""
+"""The per-frame files of one video (``lavida.detect.outputs``), written as each frame becomes final, and the
+resize of a frame's pixel probabilities to the frame that its mask is thresholded at."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ class FrameWriters:
     FULL_OVERLAY = ".overlay.full.mp4"
 
     def __init__(
-        self, folder: Path | None, *, fps: float | None, threshold: float, overlay: bool, save: str
+        self, *, folder: Path | None, fps: float | None, threshold: float, overlay: bool, save: str
     ) -> None:
         self.folder, self.fps, self.threshold, self.save = folder, fps, threshold, save
         self.scores = ScoreWriter(folder, fps=fps, threshold=threshold) if folder else None
@@ -35,6 +36,8 @@ class FrameWriters:
                 self.overlay = VideoWriter(folder / self.FULL_OVERLAY, fps=fps, codec="mpeg4")
 
     def write(self, result: FrameResult, history: list[float]) -> None:
+        """One final frame: its score, its mask (pixel probabilities ≥ the threshold, at the frame's size)
+        and its overlay frame, whose score curve shows ``history``, the scores of every frame so far."""
         if self.folder is None:
             return
         height, width = result.frame.shape[:2]
@@ -47,6 +50,7 @@ class FrameWriters:
             self.overlay.write(overlay_frame(result.frame, mask, history, self.threshold))
 
     def close(self) -> None:
+        """Flush and close every file (also after an error: what was written stays readable)."""
         for writer in (self.scores, self.masks, self.overlay):
             if writer is not None:
                 writer.close()

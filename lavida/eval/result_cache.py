@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 
 def cached_result_path(output_dir: str | Path, video_name: str) -> Path:
-    """Where :func:`run_evaluation` caches one video's :class:`VideoResult` in its ``output_dir``."""
+    """Where :func:`~lavida.eval.runner.run_evaluation` caches one video's :class:`VideoResult` in its
+    ``output_dir``."""
     return Path(output_dir) / "predictions" / f"{safe_file_name(video_name)}.npz"
 
 
@@ -50,9 +51,10 @@ def check_cache_names(videos: Sequence[TestVideo]) -> None:
 
 
 # What a cached result depends on besides its video's own inputs. Bumped when the cached layout or
-# the computation changes: 2: float64 frame scores (1 stored float32, which ties every logit above
-# ~16.6); 3: float64 pixel probabilities and PixelAUC(octaves=60) (2 tied pixel logits above ~16.6);
-# 4: per-video fingerprints with their facts stored beside them.
+# the computation changes (lavida.eval.runner._predict, lavida.eval.saved_predictions.result_from_saved,
+# lavida.eval.video_result.pixel_statistics): 2: float64 frame scores (1 stored float32, which ties every
+# logit above ~16.6); 3: float64 pixel probabilities and PixelAUC(octaves=60) (2 tied pixel logits above
+# ~16.6); 4: per-video fingerprints with their facts stored beside them.
 _RESULT_FORMAT = 4
 
 

@@ -6,8 +6,8 @@ truth, and caches the :class:`VideoResult` on disk as soon as the video is done.
 same output directory skips every cached video computed from the same run-wide settings and the same
 inputs of that video (its labels, tracks and prediction files), so an interrupted evaluation resumes
 where it stopped, and so does a full run after a ``max_videos`` smoke run or one with a video added
-(``lavida.eval.result_cache``). Given a ``predictor_factory``, the model is loaded only when a video is left to predict: a rerun that
-finds every result cached (to recompute the metrics, say) does not load it.
+(``lavida.eval.result_cache``). Given a ``predictor_factory``, the model is loaded only when a video is
+left to predict: a rerun that finds every result cached (to recompute the metrics, say) does not load it.
 A rerun that computes anything first removes the previous ``metrics.json``, ``report.md``,
 ``per_video.csv`` and ``.hydra/`` record, so a rerun killed midway leaves no metrics of other results
 behind. With several processes (``accelerate launch``), every rank checks every cached result, the
@@ -250,6 +250,7 @@ def run_evaluation(
     return metrics
 
 
+# A change to what this computes must bump lavida.eval.result_cache._RESULT_FORMAT (cached results).
 def _predict(
     video: TestVideo,
     plan: ClipPlan,

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# A change to what this computes must bump lavida.eval.result_cache._RESULT_FORMAT (cached results).
 def result_from_saved(
     video: TestVideo,
     plan: ClipPlan,
@@ -188,8 +189,8 @@ def saved_prediction_paths(directory: str | Path, video_name: str) -> tuple[Path
     """The files scores-only mode reads for one video: ``(<name>.npz, <name>.npy)`` in ``directory``.
 
     ``<name>`` is the video's name as it is where such files exist, else the name with every run of
-    characters outside ``A-Za-z0-9._-`` replaced by ``_`` (``safe_file_name``, how this runner names its
-    own caches): XD-Violence names hold ``#`` and ``=``, and either spelling of
+    characters outside ``A-Za-z0-9._-`` replaced by ``_`` (``safe_file_name``, how the runner names its
+    caches: ``lavida.eval.result_cache.cached_result_path``): XD-Violence names hold ``#`` and ``=``, and either spelling of
     ``Bad.Boys.1995__#01-11-55_01-12-40_label_G-B2-B6`` is found. The suffix is appended to the whole
     name, never substituted: ``Path.with_suffix`` would cut the name at its first dot.
     """

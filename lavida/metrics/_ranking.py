@@ -61,15 +61,18 @@ def equal_error_rate(
 
     Returns:
         ``(eer, threshold)``: the interpolated EER, and the threshold of the first ROC point at or
-        past the crossing (a score at which the operating point is closest from the lenient side).
+        past the crossing (a score at which the operating point is closest from the lenient side). A
+        curve that never crosses gives the mean of FPR and FNR at its end nearest the crossing.
     """
     fnr = 1.0 - tpr
     diff = fpr - fnr  # non-decreasing along the curve: fpr grows, fnr shrinks
     i = int(np.searchsorted(diff, 0.0, side="left"))
-    if i >= len(diff):  # never crosses (degenerate curve): report the last point
+    # A curve that misses the crossing (a threshold grid that stops short of it, or starts past it) is
+    # read at its end nearest the crossing, both ends alike: the mean of FPR and FNR there.
+    if i >= len(diff):
         return float((fpr[-1] + fnr[-1]) / 2), float(thresholds[-1])
-    if i == 0 or diff[i] == 0.0:
-        return float(fpr[i]), float(thresholds[i])
+    if i == 0 or diff[i] == 0.0:  # on a point of the curve (FPR = FNR there), or past it from the start
+        return float((fpr[i] + fnr[i]) / 2), float(thresholds[i])
     # Linear interpolation between point i-1 (diff < 0) and point i (diff > 0).
     w = -diff[i - 1] / (diff[i] - diff[i - 1])
     eer = fpr[i - 1] + w * (fpr[i] - fpr[i - 1])

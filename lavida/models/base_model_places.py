@@ -1,7 +1,9 @@
-"""Where a checkpoint's frozen base models are found when it is loaded.
+"""Where a checkpoint's frozen base models lie: recorded when it is saved, found again when it is loaded.
 
-A checkpoint names its base models by path (``lavida_config.json``, made absolute when it is saved). On
-load, a path that no longer holds them is replaced, in this order, by:
+A checkpoint names its base models by path (``lavida_config.json``, made absolute when it is saved:
+``absolute_base_paths``), and a smoke run's checkpoint also records where its random stand-ins lie relative
+to it, with a digest of each (``meta.json``'s ``STAND_INS_KEY`` and ``STAND_IN_DIGESTS_KEY``). On load, a
+path that no longer holds them is replaced, in this order, by:
 
 - the same place relative to the checkpoint, for the random stand-ins a smoke run writes into its run
   folder (``<run>/base_models/``), so that a run folder moved as a whole still loads; the stand-in there
@@ -9,7 +11,9 @@ load, a path that no longer holds them is replaced, in this order, by:
 - the README's environment variable (``LAVIDA_QWEN2VL_PATH``, ...), where the weights there have the
   fingerprint the checkpoint recorded (``lavida.models.base_fingerprint``).
 
-Paths given as overrides always win. Where nothing is found, the error says how to point at the weights.
+Paths given as overrides always win. Where nothing is found, the error says how to point at the weights
+(``moved_hint``); a checkpoint trained on random stand-ins that were never saved is refused
+(``check_base_models_saved``).
 """
 
 from __future__ import annotations
@@ -203,6 +207,7 @@ def moved_base_models(config: LavidaConfig, overrides: dict[str, Any]) -> list[s
 
 
 def moved_hint(config_file: Path, sections: list[str]) -> str:
+    """How to point a checkpoint whose base models in ``sections`` are gone at copies on this machine."""
     # The environment variables and model.<part>.pretrained that the training error suggests do not
     # reach a checkpoint: its base-model paths are fixed in its config file when it is saved.
     lines = [
@@ -222,6 +227,7 @@ def moved_hint(config_file: Path, sections: list[str]) -> str:
 
 
 def merge_settings(base: dict, overrides: dict) -> dict:
+    """``base`` with ``overrides`` merged in, nested mappings key by key (neither is changed)."""
     merged = dict(base)
     for key, value in overrides.items():
         merged[key] = (

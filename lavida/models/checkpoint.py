@@ -19,7 +19,8 @@ A smoke run's random stand-ins for the base models (``base_weights: optional``) 
 itself too, so that a run folder moved or renamed as a whole (``mv outputs/demo outputs/demo_seed0``)
 still loads, and a digest of their files: of the recorded path and the same place relative to the
 checkpoint, the first whose files are the ones it was trained on is used, and loading is refused where
-neither holds them (another run's stand-ins at the old place).
+neither holds them (another run's stand-ins at the old place). How base models are found on load:
+``lavida.models.base_model_places``.
 
 Directories are written to a temporary sibling and renamed into place, so a crash never leaves a
 half-written checkpoint behind.

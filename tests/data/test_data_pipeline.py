@@ -287,6 +287,100 @@ def test_predictor_workers_do_not_receive_the_model(monkeypatch):
     assert captured["collate_fn"]([(1, "a"), (0, "b")]) == ([1, 0], ["a", "b"])
 
 
+class _FramesOfSize:
+    """A frame source of black (H, W) frames."""
+
+    def __init__(self, height: int, width: int) -> None:
+        self.shape = (height, width)
+
+    def for_worker(self):
+        return self
+
+    def get_frames(self, indices):
+        return np.zeros((len(indices), *self.shape, 3), np.uint8)
+
+
+class _RefusingProcessor:
+    """Refuses every clip, as Qwen2-VL's processor refuses frames it cannot resize."""
+
+    def encode(self, sample, *, train):
+        raise ValueError("refused")
+
+
+def test_the_aspect_ratio_hint_follows_qwen2_vls_limit():
+    """A clip the processor refuses names the video and its frame size; it advises cropping exactly when
+    Qwen2-VL's own smart_resize refuses the frame size (aspect ratio over 200, strictly), and not for a
+    frame at the limit, whose refusal has another cause."""
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    from lavida.inference import ClipDataset
+
+    for height, width in ((2, 400), (2, 401), (2, 402), (300, 2), (3, 600)):
+        try:
+            smart_resize(height, width)
+            qwen_refuses = False
+        except ValueError:
+            qwen_refuses = True
+        dataset = ClipDataset(
+            path="thin.mp4",
+            clips=np.zeros((1, 2), np.int64),
+            categories=["fire"],
+            processor=_RefusingProcessor(),
+            source=_FramesOfSize(height, width),
+        )
+        with pytest.raises(
+            ValueError, match=rf"thin.mp4: cannot encode clip 0 of its {height}x{width} "
+        ) as error:
+            dataset[0]
+        assert ("aspect ratio of at most 200" in str(error.value)) == qwen_refuses, (height, width)
+        assert qwen_refuses == (max(height, width) > 200 * min(height, width))  # the reference, checked
+
+
+class _RecordingProcessor:
+    """Returns what it was asked to encode."""
+
+    def encode(self, sample, *, train):
+        return sample, train
+
+
+def test_clip_dataset_encodes_at_test_time_and_one_frame_as_an_image():
+    """Each clip is encoded for inference (``train=False``: the test-time pixel budget, no augmentation),
+    with its frames and the prompt categories; a clip of one frame is an image (Qwen2-VL's image input),
+    one of several frames a video."""
+    from lavida.inference import ClipDataset
+
+    for length, is_video in ((1, False), (2, True), (3, True)):
+        dataset = ClipDataset(
+            path="v.mp4",
+            clips=np.zeros((2, length), np.int64),
+            categories=["fire", "smoke"],
+            processor=_RecordingProcessor(),
+            source=_FramesOfSize(6, 8),
+        )
+        index, (sample, train) = dataset[1]
+        assert index == 1 and train is False
+        assert sample.frames.shape == (length, 6, 8, 3) and sample.is_video is is_video, length
+        assert list(sample.categories) == ["fire", "smoke"]
+
+
+def test_clip_plans_of_whole_numbers_are_taken_as_int64():
+    """check_clips' contract: a (C, T) plan of whole numbers, T ≥ 1, C ≥ 0, returned as int64; whole
+    floats (a plan computed in floating point) are accepted, fractional ones and T = 0 refused."""
+    from lavida.inference import check_clips
+
+    for plan, want in (
+        (np.array([[0.0, 2.0], [4.0, 6.0]]), [[0, 2], [4, 6]]),
+        ([[3]], [[3]]),  # one clip of one frame
+        (np.array([[1, 2]], np.uint8), [[1, 2]]),
+    ):
+        got = check_clips(plan)
+        assert got.dtype == np.int64 and got.tolist() == want
+    assert check_clips(np.zeros((0, 4))).shape == (0, 4)  # a video without a clip
+    for bad in (np.zeros((2, 0)), np.array([[0.0, 1.5]]), np.array([[0.0, np.nan]])):
+        with pytest.raises(ValueError, match=r"clips must be a \(C, T\) array"):
+            check_clips(bad)
+
+
 def test_batched_and_worker_predictions_match_one_clip_at_a_time(tiny_model, tmp_path):
     """Clip batching and the frame-to-clip mapping: every batch size and worker count gives each clip's T
     frames their own scores and masks (up to float32 reduction order)."""
@@ -314,6 +408,32 @@ def test_batched_and_worker_predictions_match_one_clip_at_a_time(tiny_model, tmp
         np.testing.assert_allclose(
             result.mask_logits.astype(np.float32), single.mask_logits.astype(np.float32), atol=1e-2
         )
+
+
+def test_a_default_predictor_gates_the_masks_of_frames_without_an_object(tiny_model, tmp_path):
+    """SAM2's no-object convention, on by default (docs/fidelity.md: masks gated when producing
+    predictions): a frame whose object logit is ≤ 0 gets the mask logit −1024 everywhere. The object-score
+    head's bias is pushed down so that every frame has a negative logit (score < 0.5)."""
+    from conftest import tiny_processor_for
+    from PIL import Image
+
+    from lavida.inference import Predictor
+
+    rng = np.random.default_rng(29)
+    for t in range(2):
+        Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(tmp_path / f"{t:03d}.png")
+    head = tiny_model.mask_decoder.sam.mask_decoder.pred_obj_score_head  # SAM2's object-score MLP
+    with torch.no_grad():
+        head.proj_out.bias.sub_(100.0)
+    processor, clips = tiny_processor_for(tiny_model), np.array([[0, 1]])
+    default = Predictor(model=tiny_model, processor=processor).predict_video(tmp_path, clips, ["fire"])
+    assert (default.frame_scores < 0.5).all()
+    assert (default.mask_logits == -1024).all()
+    raw = Predictor(model=tiny_model, processor=processor, gate_masks=False).predict_video(
+        tmp_path, clips, ["fire"]
+    )
+    np.testing.assert_array_equal(raw.frame_scores, default.frame_scores)
+    assert (raw.mask_logits != -1024).any()
 
 
 def test_mask_upsampling_is_half_pixel_bilinear_then_sigmoid():

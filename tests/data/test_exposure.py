@@ -1,12 +1,13 @@
 """The Anomaly Exposure Sampler (Eq. 1–2): the `expose` contract and its statistics."""
 
+import dataclasses
 from collections import Counter
 
 import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from lavida.data.exposure import AnomalyExposureSampler, TextPool, expose, normalize_text
+from lavida.data.exposure import AnomalyExposureSampler, Exposure, TextPool, expose, normalize_text
 from lavida.data.sources.base import SegRecord, SegTarget
 
 POOL = [f"class {i}" for i in range(60)] * 3 + ["person"] * 40  # 61 distinct texts, with repeats
@@ -245,3 +246,58 @@ def test_sampler_validates_its_settings():
         AnomalyExposureSampler(category_count="balanced")
     with pytest.raises(TypeError, match="positional argument"):
         AnomalyExposureSampler(0.5, 30)  # keyword-only
+
+
+def test_expose_defaults_are_the_papers():
+    """B.5: p = 0.5 and max(K_E) = 30. With a pool of 61 usable texts nothing else caps the count, so
+    the default call lists at most 30 categories (an anomalous sample reaches 30: K_E = 30 has
+    probability 1/29) and labels about half the samples anomalous."""
+    rng = np.random.default_rng(13)
+    pool = TextPool(POOL)
+    draws = [expose("a dog", pool, rng=rng) for _ in range(3000)]
+    assert max(len(categories) for categories, _ in draws) == 30
+    assert _binomial_ok(sum(is_anomaly for _, is_anomaly in draws), 3000, 0.5)
+
+
+def test_pool_repr_counts_texts_and_distinct_ones():
+    """4 texts, of which "a"/"A " are one description after normalisation and "" is no description."""
+    assert repr(TextPool(["a", "b", "A ", ""], weighting="texts")) == (
+        "TextPool(4 texts, 2 distinct, weighting='texts')"
+    )
+
+
+def test_sampler_repr_shows_its_settings():
+    sampler = AnomalyExposureSampler(p=0.25, max_categories=6, category_count="matched")
+    assert repr(sampler) == "AnomalyExposureSampler(p=0.25, max_categories=6, category_count='matched')"
+
+
+def test_sampler_defaults_are_the_papers():
+    """B.5: p = 0.5, max(K_E) = 30, and Eq. 1–2's category count unless "matched" is asked for."""
+    sampler = AnomalyExposureSampler()
+    assert (sampler.p, sampler.max_categories, sampler.category_count) == (0.5, 30, "paper")
+
+
+def test_exposure_is_frozen():
+    """A decision is a value: the item built from it cannot be changed behind the sampler's back."""
+    exposure = Exposure(categories=["a dog"], is_anomaly=True, target=SegTarget("a dog", {}))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        exposure.is_anomaly = False  # type: ignore[misc]
+
+
+def test_draw_is_the_largest_efraimidis_spirakis_keys_for_a_large_pool():
+    """The slow form of the documented draw, replayed on the same random stream: each distinct text gets
+    the key log(u)/w (one uniform per distinct text, w = its number of samples); the draw is the k
+    allowed texts with the largest keys, largest first. A pool of 600 distinct texts, as a real dataset
+    has, and k up to 400: the fast path (a partial partition) must pick the same k as a full sort."""
+    weights = [1 + i % 7 for i in range(600)]
+    texts = [f"text {i}" for i, w in enumerate(weights) for _ in range(w)]
+    pool = TextPool(texts)
+    exclude = ["TEXT 3", "text 10", "not in the pool"]
+    allowed = np.array([t not in ("text 3", "text 10") for t in pool.distinct])
+    rng, replay = np.random.default_rng(14), np.random.default_rng(14)
+    for k in [1, 2, 29, 150, 300, 400] * 40:
+        got = pool.draw(k, exclude=exclude, rng=rng)
+        keys = np.log(replay.random(600)) / np.asarray(weights, dtype=float)
+        keys[~allowed] = -np.inf
+        order = sorted(range(600), key=lambda i: -keys[i])[:k]
+        assert got == [pool.distinct[i] for i in order], k

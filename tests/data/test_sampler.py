@@ -63,6 +63,57 @@ def test_matched_count_with_one_usable_text_falls_back_to_the_paper_rule(caplog,
     assert len(warnings) == 1 and "had 1" in warnings[0].getMessage()  # once per process
 
 
+def test_the_paper_rule_never_warns_about_the_matched_fallback(caplog, monkeypatch):
+    """The fallback warning is about ``"matched"`` only: the paper's rule with the same one usable text
+    (or any other pool) says nothing, and does not use up the once-per-process warning."""
+    monkeypatch.setattr(exposure, "_matched_fallback_warned", False)
+    caplog.set_level(logging.WARNING, logger="lavida.data.exposure")
+    rng = np.random.default_rng(6)
+    pool, present = TextPool(CITY), CITY[:7]  # usable: "bicycle" only
+    for _ in range(20):
+        expose("train", pool, present=present, category_count="paper", rng=rng)
+    assert not [r for r in caplog.records if "category_count='matched'" in r.getMessage()]
+    expose("train", pool, present=present, category_count="matched", rng=rng)
+    warnings = [r for r in caplog.records if "category_count='matched'" in r.getMessage()]
+    assert len(warnings) == 1 and "had 1" in warnings[0].getMessage()
+
+
+def test_the_matched_fallback_warns_from_max_categories_two(caplog, monkeypatch):
+    """max(K_E) = 2 is the smallest cap where "matched" means something (K = 2 for both labels): with one
+    usable text it falls back and says so. Only max(K_E) = 1, where no K ≥ 2 exists, is silent."""
+    caplog.set_level(logging.WARNING, logger="lavida.data.exposure")
+    pool, present = TextPool(CITY), CITY[:7]  # usable: "bicycle" only
+    for max_categories, warned in ((1, False), (2, True)):
+        monkeypatch.setattr(exposure, "_matched_fallback_warned", False)
+        caplog.clear()
+        rng = np.random.default_rng(7)
+        expose(
+            "train", pool, present=present, max_categories=max_categories, category_count="matched", rng=rng
+        )
+        messages = [r.getMessage() for r in caplog.records if "category_count='matched'" in r.getMessage()]
+        assert len(messages) == int(warned), max_categories
+
+
+def test_a_fresh_process_warns_about_the_matched_fallback_once():
+    """The once-per-process flag starts unset: the first fallback of a new process (a training run, a
+    dataloader worker) is reported, the second is not. A fresh interpreter, since this process's flag
+    may already be used up by other tests."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, numpy as np\n"
+        "logging.basicConfig(level=logging.WARNING, format='%(message)s')\n"
+        "from lavida.data.exposure import TextPool, expose\n"
+        f"pool, rng = TextPool({CITY!r}), np.random.default_rng(0)\n"
+        "for _ in range(2):\n"
+        f"    expose('train', pool, present={CITY[:7]!r}, category_count='matched', rng=rng)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("category_count='matched'") == 1, done.stderr
+
+
 def _paper_fingerprint() -> str:
     digest = hashlib.sha256()
     rng = np.random.default_rng(2024)

@@ -254,7 +254,7 @@ def test_pixel_maps_for_some_videos_only_are_refused(benchmark, tmp_path, caplog
             evaluate_saved(benchmark, predictions, tmp_path / f"o_{without}")
         assert not (tmp_path / f"o_{without}" / "predictions").exists()  # refused before any work
     np.savez(predictions / "a.npz", frame_scores=np.zeros(13))
-    with caplog.at_level(logging.WARNING, logger="lavida.eval.runner"):
+    with caplog.at_level(logging.WARNING, logger="lavida.eval.saved_predictions"):
         metrics = evaluate_saved(benchmark, predictions, tmp_path / "frames_only")
     assert "frame_auc_micro" in metrics and "pixel_auc" not in metrics
     assert f"{predictions}: no saved pixel maps" in caplog.text and "only the frame metrics" in caplog.text

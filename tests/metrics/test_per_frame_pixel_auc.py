@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -94,3 +96,38 @@ def test_state_round_trip_and_merge_equal_the_whole():
     restored.merge(second)
     assert restored.compute() == pytest.approx(whole.compute(), abs=1e-12)
     assert restored.num_frames == whole.num_frames
+
+
+def test_merge_returns_self_and_refuses_another_convention_or_type():
+    """merge() returns ``self`` (so calls chain), and refuses to add frames scored under the other
+    empty-prediction convention: a 0 and a 0.5 for the same all-zero frame cannot be averaged."""
+    scores, labels = hand_video()
+    tao, true_auc = PerFramePixelAUC(), PerFramePixelAUC(empty_prediction="auc")
+    tao.update(scores, labels)
+    true_auc.update(scores, labels)
+    merged = PerFramePixelAUC()
+    assert merged.merge(tao) is merged
+    for other in (true_auc, object()):
+        with pytest.raises(ValueError, match="same empty_prediction"):
+            PerFramePixelAUC().merge(other)
+    with pytest.raises(ValueError, match="same empty_prediction"):
+        true_auc.merge(tao)
+
+
+def test_fully_anomalous_frames_are_logged_and_others_are_not(caplog):
+    scores, labels = hand_video()
+    metric = PerFramePixelAUC()
+    with caplog.at_level(logging.WARNING, logger="lavida.metrics.pixel_per_frame"):
+        metric.update(scores, labels)  # no fully anomalous frame
+    assert "anomalous at every pixel" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="lavida.metrics.pixel_per_frame"):
+        metric.update(np.full((2, 2, 2), 0.3), np.ones((2, 2, 2), dtype=bool))
+    assert "2 frame(s) are anomalous at every pixel" in caplog.text
+
+
+@pytest.mark.parametrize("shape", [(3, 0, 4), (3, 4, 0), (0, 0)])
+def test_frames_without_pixels_are_refused_whichever_side_is_empty(shape):
+    metric = PerFramePixelAUC()
+    with pytest.raises(ValueError, match="non-empty"):
+        metric.update(np.zeros(shape), np.zeros(shape, dtype=bool))
+    assert (metric.num_frames, metric.num_skipped_normal, metric.num_skipped_full) == (0, 0, 0)

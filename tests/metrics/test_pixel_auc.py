@@ -214,3 +214,79 @@ def test_exactly_tied_scores_are_exact_ties_whatever_the_bound_says(caplog):
     assert metric.compute() == pytest.approx(roc_auc_score(labels.ravel(), scores.ravel()), abs=1e-12)
     assert metric.error_bound() > 0.1
     assert "share a score exactly" in caplog.text
+
+
+def test_quantiser_settings_bounds_and_the_documented_size():
+    """Class docstring: mantissa_bits in [1, 20], octaves in [1, 125], chunk_size >= 1; defaults (14, 40)
+    give 1,277,958 bins, and the counts take 32 * (3 + (octaves - 1) * 2**mantissa_bits) bytes."""
+    default = PixelAUC()
+    assert (default.mantissa_bits, default.octaves) == (14, 40)
+    assert default.num_bins == 1_277_958
+    for mantissa_bits, octaves in ((14, 40), (1, 1), (3, 5), (20, 1), (1, 125)):
+        metric = PixelAUC(mantissa_bits=mantissa_bits, octaves=octaves)
+        assert metric.num_bins == 2 * (3 + (octaves - 1) * 2**mantissa_bits)
+        assert metric._counts.nbytes == 32 * (3 + (octaves - 1) * 2**mantissa_bits)
+    for bad in ({"mantissa_bits": 21}, {"octaves": 0}, {"octaves": 126}, {"chunk_size": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            PixelAUC(**bad)
+    # The smallest chunk, one pixel per step, is valid and counts the same.
+    rng = np.random.default_rng(9)
+    s, y = rng.random(257), rng.random(257) < 0.5
+    a, b = PixelAUC(), PixelAUC(chunk_size=1)
+    a.update(s, y)
+    b.update(s, y)
+    assert np.array_equal(a._counts, b._counts)
+
+
+def test_warning_only_when_the_bound_exceeds_1e_4(caplog):
+    """compute() warns when the bound *exceeds* 1e-4. One exactly tied positive/negative pair (0.3) and
+    otherwise distinct, well-separated scores: the bound is 1 / (2 P N), 1e-4 exactly for P N = 5000
+    (no warning) and 1.25e-4 for P N = 4000 (warning)."""
+    for n_pos, warns in ((50, False), (40, True)):
+        positives = np.r_[0.3, 0.6 + 0.001 * np.arange(n_pos - 1)]
+        negatives = np.r_[0.3, 0.1 + 0.001 * np.arange(99)]
+        metric = PixelAUC()
+        metric.update(np.r_[positives, negatives], np.r_[np.ones(n_pos, bool), np.zeros(100, bool)])
+        assert metric.error_bound() == 1 / (2 * n_pos * 100)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="lavida.metrics.pixel"):
+            metric.compute()
+        assert ("error bound" in caplog.text) == warns
+
+
+def test_state_with_the_exact_end_bins_round_trips_and_bad_bins_or_counts_are_refused():
+    """Scores exactly 0 and 1 fill bins 0 and num_bins - 1, valid indices of a state. A state is refused
+    when a bin is out of range or repeated (two counts for one bin), or any count is negative."""
+    metric = PixelAUC(mantissa_bits=4, octaves=4)
+    metric.update(np.array([0.0, 0.0, 0.4, 1.0, 1.0, 0.7]), np.array([0, 1, 0, 1, 0, 1]))
+    state = metric.state_dict()
+    assert state["bins"][0] == 0 and state["bins"][-1] == metric.num_bins - 1
+    restored = PixelAUC(mantissa_bits=4, octaves=4)
+    restored.load_state_dict(state)
+    assert np.array_equal(restored._counts, metric._counts)
+    # Distinct bins in another order (not as state_dict writes them) are a valid state too.
+    reversed_state = {k: (v[::-1] if v.ndim else v) for k, v in state.items()}
+    restored.load_state_dict(reversed_state)
+    assert np.array_equal(restored._counts, metric._counts)
+
+    def with_(bins, negatives, positives):
+        return dict(state, bins=np.array(bins), negatives=np.array(negatives), positives=np.array(positives))
+
+    for bad in (
+        with_([metric.num_bins], [1], [0]),  # one past the last bin
+        with_([5, 5], [1, 1], [0, 0]),  # a repeated bin
+        with_([3, 5, 5], [1, 1, 1], [0, 0, 0]),
+        with_([5, 3, 3], [1, 1, 1], [0, 0, 0]),
+    ):
+        with pytest.raises(ValueError, match="distinct indices"):
+            restored.load_state_dict(bad)
+    for negatives, positives in (([-1], [0]), ([0], [-1])):
+        with pytest.raises(ValueError, match="non-negative"):
+            restored.load_state_dict(with_([5], negatives, positives))
+    assert np.array_equal(restored._counts, metric._counts)  # refused states leave the counts alone
+
+
+def test_repr_names_the_settings_and_counts():
+    metric = PixelAUC(mantissa_bits=3, octaves=5)
+    metric.update(np.array([0.1, 0.9, 0.5]), np.array([0, 1, 0]))
+    assert repr(metric) == "PixelAUC(mantissa_bits=3, octaves=5, positive=1, negative=2)"

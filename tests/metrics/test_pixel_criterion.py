@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -159,3 +161,86 @@ def test_state_round_trip_and_merge_equal_the_whole():
     restored.merge(second)
     assert restored.compute().auc == whole.compute().auc
     assert restored.compute().eer == whole.compute().eer
+
+
+def test_merge_returns_self_and_refuses_another_coverage():
+    """merge() returns ``self``; frames judged under 40 % and under 20 % cannot share one ROC."""
+    scores, labels = hand_frames()
+    first, second = PixelCriterion(), PixelCriterion()
+    first.update(scores[:2], labels[:2])
+    second.update(scores[2:], labels[2:])
+    assert first.merge(second) is first
+    assert first.compute().auc == pytest.approx(0.75, abs=1e-12)  # the hand-worked whole
+    with pytest.raises(ValueError, match="same min_coverage"):
+        PixelCriterion(min_coverage=0.2).merge(second)
+    with pytest.raises(ValueError, match="same min_coverage"):
+        PixelCriterion().merge(object())
+
+
+def test_empty_state_round_trips():
+    """A fresh accumulator holds no frame: its state is two empty arrays of equal length, and loading it
+    (e.g. a shard that saw nothing) then adding frames gives the frames' own result."""
+    state = PixelCriterion().state_dict()
+    assert state["critical"].shape == state["anomalous"].shape == (0,)
+    scores, labels = hand_frames()
+    restored = PixelCriterion()
+    restored.load_state_dict(state)
+    restored.update(scores, labels)
+    assert restored.compute().auc == pytest.approx(0.75, abs=1e-12)
+
+
+def test_coverage_bounds_and_full_coverage():
+    """min_coverage lies in (0, 1]. At 1 every anomalous pixel must fire, so the critical score is the
+    lowest anomalous-pixel score: .1 for frame A and .4 for frame B of the hand-worked frames."""
+    for bad in (1.5, 1.0 + 1e-9, -0.1):
+        with pytest.raises(ValueError, match="min_coverage"):
+            PixelCriterion(min_coverage=bad)
+    scores, labels = hand_frames()
+    metric = PixelCriterion(min_coverage=1.0)
+    metric.update(scores, labels)
+    np.testing.assert_allclose(metric.state_dict()["critical"], [0.1, 0.4, 0.55, 0.3])
+
+
+def test_small_coverage_needs_one_pixel_of_a_thousand():
+    # min_coverage 0.001 of 1,000 anomalous pixels: ceil(1) = 1 pixel, so the critical score is the
+    # largest anomalous-pixel score.
+    scores = np.zeros((1, 1, 1001))
+    labels = np.zeros((1, 1, 1001), dtype=bool)
+    labels[0, 0, :1000] = True
+    scores[0, 0, :1000] = np.linspace(0.0, 0.9, 1000)
+    metric = PixelCriterion(min_coverage=0.001)
+    metric.update(scores, labels)
+    assert metric.state_dict()["critical"][0] == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("shape", [(3, 0, 4), (3, 4, 0), (0, 0), (2, 3, 4, 5), (5,)])
+def test_maps_without_pixels_or_with_the_wrong_rank_are_refused(shape):
+    metric = PixelCriterion()
+    with pytest.raises(ValueError, match=r"non-empty \(T, H, W\)"):
+        metric.update(np.zeros(shape), np.zeros(shape, dtype=bool))
+    assert metric.state_dict()["critical"].size == 0
+
+
+def test_one_pixel_frames_and_a_single_threshold_are_valid():
+    # Four 1x1 frames: anomalous .8 and .4, normal .6 and .2. At the single threshold .5: TPR 1/2,
+    # FPR 1/2, one ROC point.
+    scores = np.array([0.8, 0.4, 0.6, 0.2]).reshape(4, 1, 1)
+    labels = np.array([1, 1, 0, 0], dtype=bool).reshape(4, 1, 1)
+    result = pixel_criterion([scores], [labels], thresholds=[0.5])
+    np.testing.assert_allclose(result.fpr, [0.5])
+    np.testing.assert_allclose(result.tpr, [0.5])
+    assert result.thresholds.tolist() == [0.5]
+
+
+@pytest.mark.parametrize("thresholds", [[], [0.5, np.nan], [np.inf, 0.5], [0.5, -np.inf]])
+def test_empty_or_non_finite_threshold_grids_are_refused(thresholds):
+    scores, labels = hand_frames()
+    with pytest.raises(ValueError, match="non-empty array of finite numbers"):
+        pixel_criterion([scores], [labels], thresholds=thresholds)
+
+
+def test_result_is_immutable():
+    scores, labels = hand_frames()
+    result = pixel_criterion([scores], [labels])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.auc = 1.0

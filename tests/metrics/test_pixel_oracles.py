@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import math
-import tracemalloc
 
 import numpy as np
 import pytest
+from metrics.memory import peak_bytes
 from sklearn.metrics import roc_auc_score
 
 from lavida.metrics import PerFramePixelAUC, PixelAUC, PixelCriterion, per_frame_pixel_auc, pixel_criterion
@@ -26,18 +26,6 @@ def pair_auc(pos_keys, neg_keys) -> float:
     pos = np.asarray(pos_keys, dtype=np.float64)[:, None]
     neg = np.asarray(neg_keys, dtype=np.float64)[None, :]
     return float(((pos > neg) + 0.5 * (pos == neg)).mean())
-
-
-def peak_bytes(fn) -> int:
-    """Peak traced allocation while running ``fn`` (numpy reports its buffers to tracemalloc)."""
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        base = tracemalloc.get_traced_memory()[0]
-        fn()
-        return tracemalloc.get_traced_memory()[1] - base
-    finally:
-        tracemalloc.stop()
 
 
 # ============================================================================================ PixelAUC

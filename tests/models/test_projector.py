@@ -284,6 +284,15 @@ def test_shape_errors(projector, key, bad):
         projector(**{**_inputs(), key: bad})
 
 
+def test_vision_features_of_the_wrong_width_are_named():
+    """f_v (and its positional encoding, of the same shape) 9 wide where vision_dim is 10: the error names
+    f_v's expected shape (not a matmul failure inside W_v, nor the f_v_pos check)."""
+    projector = MultiScaleSemanticProjector(**TINY)
+    wrong = torch.zeros(7, HW, 9)
+    with pytest.raises(ValueError, match=r"f_v must be \(N, HW, vision_dim=10\), got \(7, 6, 9\)"):
+        projector(**{**_inputs(), "f_v": wrong, "f_v_pos": wrong})
+
+
 def test_constructor_validation():
     with pytest.raises(ValueError, match="downsample_rate"):
         DownsampledAttention(dim=30, num_heads=3, downsample_rate=4)
@@ -295,6 +304,19 @@ def test_constructor_validation():
         MultiScaleSemanticProjector(**{**TINY, "num_queries": 0})
     with pytest.raises(ValueError, match="eq7"):
         MultiScaleSemanticProjector(**TINY, eq7="residual")
+
+
+def test_sizes_of_one_are_valid():
+    """Only sizes ≤ 0 are refused: one query, one two-way block (which then updates no keys) and a
+    1-wide output are a valid projector, equal to the per-frame reference of Eq. 7–8."""
+    p = MultiScaleSemanticProjector(**{**TINY, "num_queries": 1, "num_layers": 1, "out_dim": 1}).eval()
+    assert len(p.blocks) == 1 and not p.blocks[0].update_keys
+    inputs = _inputs()
+    with torch.no_grad():
+        out = p(**inputs)
+        want = torch.stack([_reference_frame(p, inputs, n) for n in range(FRAME_TO_SAMPLE.numel())])
+    assert out.shape == (FRAME_TO_SAMPLE.numel(), 1)
+    torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-5)
 
 
 def test_downsampled_attention_matches_loop_and_masks_keys():
