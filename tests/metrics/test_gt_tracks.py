@@ -82,6 +82,57 @@ def test_empty_and_invalid_anomalies():
         object_boxes(np.zeros((4, 4), dtype=np.uint8), [0])
 
 
+def test_no_object_ids_give_an_empty_mapping():
+    assert object_boxes(id_video()[0], []) == {}
+    assert object_boxes(id_video()[0], [], box="largest_component") == {}
+
+
+def test_empty_anomaly_list_in_any_shape():
+    # An empty {video}_tracks.txt reads as shape (0,) (np.loadtxt) or (0, 3): no track either way.
+    for empty in ([], np.zeros(0), np.zeros((0, 3))):
+        rows = tracks_from_id_maps(id_video(), empty)
+        assert rows.shape == (0, 6)
+        assert rows.dtype == np.int64
+
+
+def test_exactly_three_anomalies():
+    # A (3, 3) array is three anomaly rows, not one (3,) row. Ids sorted: 5 (frame 0), 5 (frame 2),
+    # 7 (frame 1) -> tracks 0, 1, 2; boxes from id_video(): 5 -> (1, 1, 6, 8), 7 -> (4, 4, 4, 4).
+    rows = tracks_from_id_maps(id_video(), [[7, 1, 1], [5, 0, 0], [5, 2, 2]])
+    np.testing.assert_array_equal(rows, [[0, 0, 1, 1, 6, 8], [1, 2, 1, 1, 6, 8], [2, 1, 4, 4, 4, 4]])
+
+
+@pytest.mark.parametrize(
+    "bad", [[[5, 0.5, 2]], [[5, 0, 2.5]], [[5.5, 0, 2]], [[5, 0, np.inf]], [[5, np.nan, 2]]]
+)
+def test_non_whole_or_non_finite_anomaly_rows_raise(bad):
+    # A fractional frame or id must not be truncated silently (2.5 -> 2), nor inf cast to an integer.
+    with pytest.raises(ValueError, match="whole numbers"):
+        tracks_from_id_maps(id_video(), bad)
+
+
+@pytest.mark.parametrize("bad", [[0, 0, 1], [-3, 0, 1], [5, -1, 1], [5, 2, 1]])
+def test_invalid_anomaly_rows_raise(bad):
+    # id 0 is background (and negative ids meaningless); a negative start would index the maps from the
+    # end (maps[-1] is the last frame); start > end is an empty interval.
+    with pytest.raises(ValueError, match=r"anomaly row .* is invalid; expected object_id >= 1"):
+        tracks_from_id_maps(id_video(), [bad])
+
+
+def test_skip_warning_counts_the_skipped_frames(caplog):
+    # Object 7 only exists in frame 1 of id_video(); interval [0, 2] -> frames 0 and 2 are skipped: 2 pairs,
+    # "2 of its 3 frames". Object 5 (track 0, every frame present) is not mentioned.
+    with caplog.at_level(logging.WARNING, logger="lavida.metrics.tracks"):
+        tracks_from_id_maps(id_video(), [[5, 0, 2], [7, 0, 2]])
+    assert "tracks_from_id_maps: 2 (track, frame) pairs had no pixel" in caplog.text
+    assert "object 7 [0, 2] (track 1) in 2 of its 3 frames" in caplog.text
+    assert "object 5" not in caplog.text
+    with pytest.raises(
+        ValueError, match=r"object 7 has no pixel in frame 0, inside its anomaly interval \[0, 2\]"
+    ):
+        tracks_from_id_maps(id_video(), [[5, 0, 2], [7, 0, 2]], missing="raise")
+
+
 def test_tracks_feed_rbdc_directly():
     rows = tracks_from_id_maps(id_video(), [[5, 0, 2], [7, 1, 1]])
     perfect = np.column_stack((rows[:, 1:], np.full(len(rows), 0.9)))

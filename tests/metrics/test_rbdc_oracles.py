@@ -241,10 +241,38 @@ def test_iou_exactly_beta_matches():
 )
 def test_alpha_boundary(length, found, detected):
     # A track of `length` regions, `found` of them detected without FP: RBDR = found / length on all of
-    # [0, 1], TBDR 1 iff found / length >= .1 (3 / 30 is .1 exactly, although .1 * 30 > 3 in floats).
+    # [0, 1], TBDR 1 iff found / length >= .1 (3 / 30 and .1 * 30 are both exactly .1 and 3 in floats;
+    # see test_alpha_fraction_where_the_float_product_misleads for products that round off an integer).
     gt = {"v": np.array([[0, f, *BOX] for f in range(length)])}
     det = {"v": np.array([[f, *BOX, 1.0 - f / 100] for f in range(found)])}
     assert rbdc_tbdc(gt, det, length) == pytest.approx((found / length, float(detected)), abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("length", "alpha", "found", "detected"),
+    [
+        # .28 * 25 = 7.000000000000001 in floats (ceil 8), yet 7 / 25 == .28: 7 regions are enough.
+        (25, 0.28, 7, True),
+        (25, 0.28, 6, False),
+        # alpha one ulp above 1/3 (0.33333333333333337): alpha * 3 rounds to 1.0 exactly (ceil 1), yet
+        # 1 / 3 < alpha: one region of three is not enough, two are.
+        (3, float(np.nextafter(1 / 3, 1)), 1, False),
+        (3, float(np.nextafter(1 / 3, 1)), 2, True),
+        # Same one ulp above 2/3: alpha * 3 rounds to 2.0 (ceil 2), yet 2 / 3 < alpha: all three needed.
+        (3, float(np.nextafter(2 / 3, 1)), 2, False),
+        (3, float(np.nextafter(2 / 3, 1)), 3, True),
+    ],
+)
+def test_alpha_fraction_where_the_float_product_misleads(length, alpha, found, detected):
+    # The reference counts a track when `hits / len >= alpha` (float division); ceil(alpha * len) is off
+    # by one either way when the float product rounds across an integer. One track of `length` frames,
+    # `found` of them detected without FP: RBDR = found / length on [0, 1], TBDR 1 iff detected.
+    assert (found / length >= alpha) == detected  # the definition itself, as the reference evaluates it
+    gt = {"v": np.array([[0, f, *BOX] for f in range(length)])}
+    det = {"v": np.array([[f, *BOX, 1.0 - f / 100] for f in range(found)])}
+    assert rbdc_tbdc(gt, det, length, alpha=alpha) == pytest.approx(
+        (found / length, float(detected)), abs=1e-12
+    )
 
 
 def test_ground_truth_region_counted_once_whatever_its_detections():

@@ -177,6 +177,46 @@ def test_invalid_inputs_raise(gt, det, frames, message):
         rbdc_tbdc(gt, det, frames)
 
 
+@pytest.mark.parametrize("where", ["gt", "det"])
+def test_frame_index_equal_to_frame_count_is_rejected(where):
+    # Frame indices are 0-based: a 3-frame video has frames 0, 1, 2; index 3 is one past the end.
+    gt = {"v": track(0, [3] if where == "gt" else [0])}
+    det = {"v": np.array([3 if where == "det" else 0, *BOX, 1.0])}
+    with pytest.raises(ValueError, match="refers to frame 3 but num_frames"):
+        rbdc_tbdc(gt, det, {"v": 3})
+    # The last valid index is accepted.
+    assert rbdc_tbdc({"v": track(0, [2])}, {"v": np.array([2, *BOX, 1.0])}, {"v": 3}) == (1.0, 1.0)
+
+
+def test_duplicate_region_error_names_the_duplicated_frame():
+    # Track 4 has regions in frames 0, 1, 1, 2: the duplicate is frame 1 (not frame 0, its first row).
+    gt = {"v": track(4, [0, 1, 1, 2])}
+    with pytest.raises(ValueError, match="track 4 has more than one region in frame 1;"):
+        rbdc_tbdc(gt, {}, {"v": 3})
+
+
+def test_more_tracks_than_frames_are_not_duplicates():
+    # Three tracks in a 2-frame video (track 0 in frames 0 and 1, tracks 1 and 2 in frame 0): every
+    # (track, frame) pair is distinct, so no "more than one region" error. One exact detection of
+    # track 2 (frame 0), no FP: RBDR = 1 / 4 and TBDR = 1 / 3 on all of [0, 1].
+    gt = {
+        "v": np.concatenate([track(0, [0, 1]), track(1, [0], box=FAR), track(2, [0], box=[60, 60, 69, 69])])
+    }
+    det = {"v": np.array([0, 60, 60, 69, 69, 0.9])}
+    assert rbdc_tbdc(gt, det, {"v": 2}) == pytest.approx((0.25, 1 / 3), abs=1e-12)
+
+
+def test_curves_default_alpha_and_beta_are_the_papers():
+    # rbdc_tbdc_curves defaults to beta = alpha = .1 (Street Scene), like rbdc_tbdc. One track of 10
+    # regions; one detection of frame 0 with IoU 10 / 100 = .1 exactly (a 1 x 10 strip inside BOX):
+    # matched at beta .1, and 1 / 10 >= .1 marks the track detected. RBDR .1 and TBDR 1 from FPR 0.
+    gt = {"v": track(0, range(10))}
+    det = {"v": np.array([0, 10, 10, 10, 19, 0.5])}
+    curves = rbdc_tbdc_curves(gt, det, 10)
+    assert (curves.rbdc, curves.tbdc) == pytest.approx((0.1, 1.0), abs=1e-12)
+    assert (curves.rbdc, curves.tbdc) == pytest.approx(rbdc_tbdc(gt, det, 10, beta=0.1, alpha=0.1), abs=1e-12)
+
+
 def test_invalid_parameters():
     gt = {"v": track(0, [0])}
     with pytest.raises(ValueError, match="beta"):
