@@ -224,6 +224,7 @@ def _release_logits(rng, count, side):
         ((240, 360), (1024, 1024), (158, 238)),
         ((30, 40), (64, 64), (30, 40)),
         ((30, 40), (30, 40), (30, 40)),
+        ((30, 40), (64, 64), (64, 64)),  # metrics at the predictions' own grid (SAM2's S×S)
         ((12, 20), (24, 40), (48, 80)),
         ((17, 23), (64, 64), (128, 11)),
         ((101, 7), (33, 97), (5, 3)),
@@ -255,3 +256,81 @@ def test_pixel_auc_counts_are_the_bincount_of_the_bin_indices(dtype):
             expected[: binned.size] += binned
         assert np.array_equal(metric._counts.reshape(-1), expected)
     assert metric.num_positive and metric.num_negative
+
+
+def test_a_cache_written_with_other_quantiser_settings_loads_as_written(tmp_path):
+    """The fingerprint, not the loader, decides what to do with an older cache: its PixelAUC (here
+    40 octaves and 10 mantissa bits, not the current settings) reads back with its own settings and
+    counts instead of failing to load into a default one."""
+    rng = np.random.default_rng(7)
+    stats = PixelStatistics(pixel_auc=PixelAUC(mantissa_bits=10, octaves=40))
+    stats.update(_maps(rng, 3, 8, 8, np.float64), _labels(rng, 3, 8, 8))
+    path = VideoResult("v", np.arange(3), rng.random(3), np.zeros(3, np.uint8), stats).save(
+        tmp_path / "v.npz"
+    )
+    loaded = VideoResult.load(path).pixels
+    assert (loaded.pixel_auc.mantissa_bits, loaded.pixel_auc.octaves) == (10, 40)
+    _same_statistics(loaded, stats)
+
+
+def test_release_regions_at_the_ground_truths_size_are_still_cut_bilinearly():
+    """Regions come from the predictions bilinearly resized to the ground truth's own size, whatever
+    ``resize``: with ``release`` and no ``size`` the metrics' maps are nearest-resized to that same size,
+    and are not the maps the regions are cut from."""
+    rng = np.random.default_rng(8)
+    maps, labels = _maps(rng, 5, 12, 20, np.float64), _labels(rng, 5, 18, 22)
+    _, regions = pixel_statistics(
+        np.arange(5),
+        predicted=lambda f: maps[f],
+        ground_truth=lambda f: labels[f],
+        resize="release",
+        region_thresholds=(0.5, 0.3),
+    )
+    expected = extract_regions(
+        resize_probabilities(maps, (18, 22)), thresholds=[0.5, 0.3], frames=list(range(5))
+    )
+    assert regions.shape == expected.shape and np.array_equal(regions, expected)
+
+
+def test_bilinear_resizing_samples_pixel_centres():
+    # 2 → 4 columns, pixel centres (align_corners=False): output x reads input (x + 0.5) / 2 - 0.5 =
+    # -0.25, 0.25, 0.75, 1.25, clamped to [0, 1]: values 0, 0.25, 0.75, 1 (corners would give thirds).
+    got = resize_probabilities(np.array([[[0.0, 1.0]]]), (1, 4))
+    np.testing.assert_allclose(got, [[[0.0, 0.25, 0.75, 1.0]]], atol=1e-12)
+
+
+def test_a_video_without_scored_frames_has_no_regions():
+    stats, regions = pixel_statistics(
+        np.arange(0),
+        predicted=lambda f: np.zeros((f.size, 4, 4)),
+        ground_truth=lambda f: np.zeros((f.size, 4, 4), bool),
+        region_thresholds=(0.5,),
+    )
+    assert regions.shape == (0, 6)  # (N, 6) rows, N = 0
+
+
+def test_loaded_results_keep_their_facts_and_older_caches_have_none(tmp_path):
+    result = VideoResult(
+        "v", np.arange(2), np.array([0.1, 0.9]), np.array([0, 1], np.uint8), facts='{"x": 1}'
+    )
+    loaded = VideoResult.load(result.save(tmp_path / "v.npz"))
+    assert (loaded.name, loaded.facts) == ("v", '{"x": 1}')
+    old = tmp_path / "old.npz"  # a cache of an earlier version: no facts member
+    np.savez(
+        old,
+        name="v",
+        fingerprint="f",
+        scored=np.arange(2),
+        frame_scores=np.zeros(2),
+        frame_labels=np.zeros(2),
+    )
+    assert VideoResult.load(old).facts == ""
+
+
+def test_cached_results_never_unpickle(tmp_path):
+    path = tmp_path / "evil.npz"
+    np.savez(path, name="v", fingerprint=np.array([object()], dtype=object), facts="", scored=np.arange(1))
+    with pytest.raises(ValueError):
+        VideoResult.load(path)
+    with pytest.raises(ValueError):
+        VideoResult.read_fingerprint(path)

@@ -50,3 +50,18 @@ def test_intervals_outside_the_video_mark_nothing():
     for outside in ([(-5, -3)], [(-3, -2)], [(12, 15)], [(10, 10)]):
         assert not labels_from_intervals(10, outside, where="x").any(), outside
     np.testing.assert_array_equal(labels_from_intervals(10, [(-2, 1)], where="x"), [1, 1] + [0] * 8)
+
+
+def test_default_clip_length_is_the_papers_eight():
+    # B.3: T = 8. 16 frames at interval 1 are exactly two full clips, 0-7 and 8-15.
+    plan = plan_clips(16, interval=1)
+    np.testing.assert_array_equal(plan.clips, [list(range(8)), list(range(8, 16))])
+    assert plan.valid.all()
+
+
+@pytest.mark.parametrize(
+    "num_frames,interval,clip_length", [(-1, 1, 8), (10, 0, 8), (10, 1, 0), (-1, 0, 8), (10, 0, 0)]
+)
+def test_each_bad_argument_is_refused_alone(num_frames, interval, clip_length):
+    with pytest.raises(ValueError, match="plan_clips"):
+        plan_clips(num_frames, interval=interval, clip_length=clip_length)
