@@ -94,17 +94,19 @@ def run(cfg: DictConfig) -> dict:
         key = {**run_key, "settings": settings, "input": _input_state(source)}
         key = json.loads(json.dumps(key))  # as it reads back
         marker = output_dir / name / RUN_FILE
-        made = _made_with(marker) if cfg.resume and key["input"] is not None and marker.is_file() else None
-        # A finished video is redone, possibly for hours with the paper's model: each branch says why (a
-        # run.json of an older lavida lacks what it did not record, such as the base models' fingerprints).
-        if marker.is_file() and cfg.resume and key["input"] is not None and not isinstance(made, dict):
-            log.info("Redoing %s: %s is unreadable or not a record of settings.", source, marker)
-        elif isinstance(made, dict) and made != key:
-            log.info(
-                "Redoing %s: its outputs were made otherwise (%s).",
-                source,
-                "; ".join(changed_settings(made, key)),
-            )
+        made = None
+        if cfg.resume and key["input"] is not None and marker.is_file():
+            made = _made_with(marker)
+            # A finished video is redone, possibly for hours with the paper's model: each branch says why (a
+            # run.json of an older lavida lacks what it did not record, such as the base models' fingerprints).
+            if not isinstance(made, dict):
+                log.info("Redoing %s: %s is unreadable or not a record of settings.", source, marker)
+            elif made != key:
+                log.info(
+                    "Redoing %s: its outputs were made otherwise (%s).",
+                    source,
+                    "; ".join(changed_settings(made, key)),
+                )
         if made == key:
             summary = _read(output_dir / name / "summary.json")
             if summary is None:

@@ -98,9 +98,8 @@ def test_what_the_fingerprint_of_a_model_folder_depends_on(tmp_path):
     (copy / "original" / "consolidated.00.pth").write_bytes(b"the release's own format")
     assert weights_fingerprint(copy) == before
 
-    clip = (
-        tmp_path / "clip-vit-base-patch32"
-    )  # a transformers CLIP folder, or its weights file given directly
+    # A transformers CLIP folder, or its weights file given directly.
+    clip = tmp_path / "clip-vit-base-patch32"
     clip.mkdir()
     _random_file(clip / "model.safetensors", 5000, seed=3)
     (clip / "config.json").write_text("{}")
