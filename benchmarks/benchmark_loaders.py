@@ -52,7 +52,7 @@ from lavida.data.video import write_video
 from lavida.eval.benchmark import VadBenchmark, plan_clips
 from lavida.eval.benchmarks import get_benchmark
 from lavida.eval.benchmarks._common import resource
-from lavida.eval.runner import EvalSettings
+from lavida.eval.settings import EvalSettings
 from lavida.number_checks import count_at_least
 
 CHUNK = EvalSettings().pixel_chunk

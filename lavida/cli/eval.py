@@ -18,8 +18,9 @@ from lavida.cli.ranks import log_from_main_process, process_state
 from lavida.cli.record import hydra_record, write_record
 from lavida.data.prompts import parse_categories
 from lavida.eval.benchmarks import benchmark_class, get_benchmark
-from lavida.eval.runner import EvalSettings, run_evaluation
+from lavida.eval.runner import run_evaluation
 from lavida.eval.saved_predictions import SAVED_PREDICTIONS
+from lavida.eval.settings import EvalSettings
 from lavida.inference import Predictor, load_dtype
 from lavida.models.checkpoint import (
     check_base_model_check,

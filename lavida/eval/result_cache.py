@@ -14,19 +14,16 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lavida.eval.benchmark import Protocol, TestVideo, VadBenchmark
 from lavida.eval.saved_predictions import file_exists, saved_prediction_paths
+from lavida.eval.settings import EvalSettings
 from lavida.eval.video_result import VideoResult
 from lavida.file_names import safe_file_name
 from lavida.file_state import file_state
 from lavida.settings_diff import changed_settings
-
-if TYPE_CHECKING:
-    from lavida.eval.runner import EvalSettings
 
 log = logging.getLogger(__name__)
 

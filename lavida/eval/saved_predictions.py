@@ -13,16 +13,13 @@ import os
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lavida.eval.benchmark import ClipPlan, GroundTruthError, Protocol, TestVideo, VadBenchmark
+from lavida.eval.settings import EvalSettings
 from lavida.eval.video_result import VideoResult, pixel_statistics
 from lavida.file_names import safe_file_name
-
-if TYPE_CHECKING:
-    from lavida.eval.runner import EvalSettings
 
 log = logging.getLogger(__name__)
 

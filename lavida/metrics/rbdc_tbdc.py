@@ -184,7 +184,7 @@ def rbdc_tbdc_curves(
     tp_at = np.bincount(first_hit[first_hit < n_dets], minlength=n_dets)
     fp_at = np.ones(n_dets, dtype=np.int64)
     fp_at[rank[pair_det]] = 0  # a detection matching any region is never a FP
-    track_at = _track_detection_ranks(gt.track, first_hit, gt.num_tracks, alpha, n_dets)
+    track_at = _track_detection_ranks(gt.track, first_hit, gt.num_tracks, alpha)
 
     cum_tp = np.cumsum(tp_at)
     cum_fp = np.cumsum(fp_at)
@@ -417,9 +417,10 @@ def _clip_at_one_false_positive_per_frame(
 
 
 def _track_detection_ranks(
-    track: NDArray[np.int64], first_hit: NDArray[np.int64], num_tracks: int, alpha: float, never: int
+    track: NDArray[np.int64], first_hit: NDArray[np.int64], num_tracks: int, alpha: float
 ) -> NDArray[np.int64]:
-    """Rank of the detection at which each track reaches ``alpha`` of its regions matched (``never`` if not)."""
+    """Rank of the detection at which each track reaches ``alpha`` of its regions matched: ``first_hit``'s
+    "never" value (the detection count) if it never does, since its unmatched regions hold it and sort last."""
     length = np.bincount(track, minlength=num_tracks)
     # Smallest m with m / length >= alpha, evaluated in float like the reference (`x / len >= alpha`).
     need = np.ceil(alpha * length).astype(np.int64)
@@ -428,5 +429,4 @@ def _track_detection_ranks(
     need = np.maximum(need, 1)
     order = np.lexsort((first_hit, track))  # regions by track, then by the rank they were first matched
     start = np.cumsum(length) - length
-    ranks = first_hit[order][start + need - 1]
-    return np.where(ranks < never, ranks, never)
+    return first_hit[order][start + need - 1]

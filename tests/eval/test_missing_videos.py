@@ -14,7 +14,8 @@ from eval.trees import write_ubnormal_tree, write_ucf_crime_tree, write_xd_viole
 from lavida.eval.benchmarks.ubnormal import UBnormal
 from lavida.eval.benchmarks.ucf_crime import UCFCrime
 from lavida.eval.benchmarks.xd_violence import XDViolence
-from lavida.eval.runner import EvalSettings, run_evaluation
+from lavida.eval.runner import run_evaluation
+from lavida.eval.settings import EvalSettings
 
 NORMAL, ABNORMAL = "normal_scene_3_scenario_7", "abnormal_scene_2_scenario_4"
 

@@ -17,7 +17,8 @@ from lavida.eval import runner
 from lavida.eval.benchmark import GroundTruthError, TestVideo, VadBenchmark, missing_video
 from lavida.eval.benchmarks import get_benchmark
 from lavida.eval.result_cache import cached_result_path
-from lavida.eval.runner import EvalSettings, run_evaluation
+from lavida.eval.runner import run_evaluation
+from lavida.eval.settings import EvalSettings
 from lavida.eval.video_result import PIXEL_AUC_OCTAVES, VideoResult, pixel_statistics
 from lavida.metrics import PixelAUC
 

@@ -12,7 +12,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from lavida.eval import report, runner
 from lavida.eval.benchmark import TestVideo, VadBenchmark, plan_clips
 from lavida.eval.result_cache import cached_result_path
-from lavida.eval.runner import EvalSettings, run_evaluation
+from lavida.eval.runner import run_evaluation
+from lavida.eval.settings import EvalSettings
 from lavida.eval.video_result import VideoResult
 from lavida.inference import VideoPrediction
 from lavida.metrics import rbdc_tbdc

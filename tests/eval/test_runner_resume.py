@@ -13,7 +13,8 @@ from sklearn.metrics import roc_auc_score
 from lavida.eval import report, runner
 from lavida.eval.benchmark import TestVideo, VadBenchmark
 from lavida.eval.result_cache import cached_result_path
-from lavida.eval.runner import EvalSettings, run_evaluation
+from lavida.eval.runner import run_evaluation
+from lavida.eval.settings import EvalSettings
 from lavida.eval.video_result import PIXEL_AUC_OCTAVES
 from lavida.metrics import PixelAUC
 
