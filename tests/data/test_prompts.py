@@ -1,9 +1,11 @@
 """Prompt templates, Qwen chat rendering and category cleaning."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from lavida.data.prompts import PromptTemplates, clean_categories
+from lavida.data.prompts import PromptTemplates, clean_categories, parse_categories
 
 
 def test_official_templates_load():
@@ -56,3 +58,68 @@ def test_bad_template_file(tmp_path):
     bad.write_text('{"user": []}')
     with pytest.raises(ValueError, match="t.json"):
         PromptTemplates.load(bad)
+
+
+def test_prompts_and_templates_are_immutable():
+    """Templates are validated once, in __post_init__; a field changed afterwards would skip the checks."""
+    templates = PromptTemplates.load()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        templates.answer = ("no token",)
+    chat = templates.render(["fire"], is_video=True)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        chat.answer = ""
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"user": ("Find {categories} <SEG>.",)}, r"The user template .* contains '<SEG>'"),
+        ({"system": "You find <SEG>."}, r"The system prompt .* contains '<SEG>'"),
+        ({"answer": ("<|im_start|><SEG>",)}, r"The answer template .* contains '<\|im_start\|>'"),
+    ],
+)
+def test_seg_token_belongs_to_the_answer_only(fields, problem):
+    """f_sem is read at the one <SEG> of the answer (Eq. 5): a <SEG> in the user turn or system prompt, or
+    a chat token anywhere, would move it or the supervised span."""
+    kwargs = {
+        "user": ("Find {categories} in this {type}.",),
+        "answer": ("It is <SEG>.",),
+        "inference_answer": 0,
+    }
+    with pytest.raises(ValueError, match=problem):
+        PromptTemplates(**{**kwargs, **fields})
+
+
+def test_inference_indices_must_name_a_template():
+    """The official file has 5 user templates: index 4 is the last one, 5 is out of range."""
+    assert PromptTemplates.load(inference_user=4).render(["fire"], is_video=True).prompt.count("sceen") == 1
+    with pytest.raises(ValueError, match=r"inference_user=5 is out of range: there are 5 user templates\."):
+        PromptTemplates.load(inference_user=5)
+    with pytest.raises(ValueError, match=r"there is 1 answer template\. "):
+        PromptTemplates(user=("{categories}",), answer=("<SEG>",), inference_answer=1)
+
+
+def test_parse_categories_from_a_command_line_string_or_list():
+    """lavida-detect's categories= is one comma-separated string or a list; blanks are dropped."""
+    assert parse_categories(" fire, car accident ,, ") == ["fire", "car accident"]
+    assert parse_categories([" fire ", "", 3]) == ["fire", "3"]
+    with pytest.raises(ValueError, match="categories is empty"):
+        parse_categories(" , ")
+
+
+@pytest.mark.parametrize(
+    ("categories", "hint"),
+    [("fire", "pass ['fire']."), ("fire, smoke", "pass ['fire, smoke'], or ['fire', 'smoke'] for several.")],
+)
+def test_one_string_of_categories_is_refused_with_the_list_to_pass(categories, hint):
+    """A string would be searched letter by letter; the message shows the list, split on commas if several."""
+    with pytest.raises(TypeError) as info:
+        clean_categories(categories)
+    assert str(info.value).endswith(hint)
+
+
+@pytest.mark.parametrize(("user", "answer"), [((), ("<SEG>",)), (("{categories}",), ())])
+def test_either_template_list_empty_is_refused(user, answer):
+    """One empty list is enough to make render() impossible; the message says what is missing."""
+    with pytest.raises(ValueError, match="at least one user and one answer template"):
+        PromptTemplates(user=user, answer=answer, inference_answer=0)

@@ -162,6 +162,15 @@ def test_write_video_keeps_a_fractional_frame_rate(tmp_path):
     video = open_video(write_video(tmp_path / "v.mp4", _frames(n=12), fps=7.5))
     assert video.fps == pytest.approx(7.5) and len(video) == 12
     assert video_rate(30000 / 1001) == Fraction(30000, 1001)
+    # video_rate's docstring: 7.5 → 15/2, 25 → 25, a literal 29.97 → 2997/100; rates below 1 are rates too.
+    assert [video_rate(fps) for fps in (7.5, 25, 29.97, 0.5)] == [
+        Fraction(15, 2),
+        Fraction(25),
+        Fraction(2997, 100),
+        Fraction(1, 2),
+    ]
+    # Denominators stop at NTSC's 1001: 1003/1002 becomes the nearest such fraction, 1002/1001.
+    assert video_rate(1003 / 1002) == Fraction(1002, 1001)
     with pytest.raises(ValueError, match="positive"):
         video_rate(0)
 
@@ -235,3 +244,115 @@ def test_decord_refusing_a_file_is_logged_once(tmp_path, caplog):
     refusals = [record for record in caplog.records if "trying PyAV" in record.getMessage()]
     assert [record.levelno for record in refusals] == [logging.INFO, logging.DEBUG, logging.DEBUG]
     assert all("mpeg4 stream may hold not-coded frames" in record.getMessage() for record in refusals)
+
+
+def _folder(path, n=3, h=8, w=6):
+    """``n`` frames of h×w, frame i filled with 10·i, saved as 0000.png, 0001.png, ..."""
+    path.mkdir(exist_ok=True)
+    for i in range(n):
+        Image.fromarray(np.full((h, w, 3), 10 * i, np.uint8)).save(path / f"{i:04d}.png")
+    return path
+
+
+def test_an_empty_request_gives_an_empty_batch(tmp_path):
+    """No indices (a clip plan with nothing left) is (0, H, W, 3) uint8, stackable with real batches."""
+    source = FrameFolder(_folder(tmp_path / "f"))
+    got = source.get_frames([])
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, np.zeros((0, 8, 6, 3), np.uint8))
+
+
+def test_repr_names_the_path_length_and_size(tmp_path):
+    """Log lines and error reports show a source by its repr: path, frame count and H×W."""
+    folder = _folder(tmp_path / "f")
+    assert repr(FrameFolder(folder)) == f"FrameFolder({str(folder)!r}, frames=3, size=8x6)"
+
+
+def test_a_worker_copy_of_a_folder_reads_the_frames_listed_at_open(tmp_path):
+    """A frame added after opening does not shift a worker's frame count away from the main process's."""
+    folder = _folder(tmp_path / "f")
+    source = FrameFolder(folder)
+    Image.fromarray(np.full((8, 6, 3), 99, np.uint8)).save(folder / "0003.png")
+    worker = source.for_worker()
+    assert worker is not source and len(worker) == 3
+    np.testing.assert_array_equal(worker.get_frames([2, 0])[:, 0, 0, 0], [20, 0])
+
+
+@pytest.mark.parametrize(
+    ("duplicated", "listed"),
+    [
+        (
+            5,
+            r"\(0000\.jpg, 0000\.png; 0001\.jpg, 0001\.png; 0002\.jpg, 0002\.png; 0003\.jpg, 0003\.png; "
+            r"0004\.jpg, 0004\.png\); keep",
+        ),
+        (
+            6,
+            r"\(0000\.jpg, 0000\.png; 0001\.jpg, 0001\.png; 0002\.jpg, 0002\.png; 0003\.jpg, 0003\.png; "
+            r"0004\.jpg, 0004\.png and 1 more\); keep",
+        ),
+    ],
+)
+def test_many_doubled_frames_list_the_first_five(tmp_path, duplicated, listed):
+    """The message lists at most five doubled frames and counts the rest (6 − 5 = 1 more)."""
+    for i in range(duplicated):
+        for suffix in ("jpg", "png"):
+            Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / f"{i:04d}.{suffix}")
+    with pytest.raises(
+        VideoReadError, match=rf"{duplicated} frame\(s\) exist in more than one file {listed}"
+    ):
+        list_frame_files(tmp_path)
+
+
+def test_both_readers_report_rate_and_frame_times(tmp_path):
+    """An H.264 mp4 written at 10 fps: frame i is shown at i / 10 s, by decord's index and PyAV's decode
+    alike (lavida-detect checks decord's times against frame / fps to warn about variable rates)."""
+    from lavida.data.video import DecordVideo
+
+    path = write_video(tmp_path / "v.mp4", _frames(), fps=10, codec="libx264")
+    for video in (DecordVideo(path), PyAVVideo(path)):
+        assert video.fps == pytest.approx(10)
+        np.testing.assert_allclose(video.frame_times(), np.arange(12) / 10, atol=1e-6)
+
+
+def test_decord_reads_a_one_frame_video(tmp_path):
+    """A single-frame clip (a snapshot saved as a video) is a video of length 1, not an error."""
+    from lavida.data.video import DecordVideo
+
+    video = DecordVideo(write_video(tmp_path / "one.mp4", _frames(n=1), codec="libx264"))
+    assert len(video) == 1
+    # _frames: the green box (200) covers rows 8..23, columns 16..39 of frame 0 (red 0).
+    np.testing.assert_allclose(video.get_frames([0])[0, 16, 30].astype(float), [0, 200, 0], atol=8)
+
+
+def test_an_unreadable_video_gives_both_decoders_reasons(tmp_path):
+    """Each decoder's own reason (the error's cause where there is one), not the wrapper's or nothing."""
+    from lavida.data.video import unreadable_video_error
+
+    decord_error = VideoReadError("v.mp4: decord cannot open the video")
+    decord_error.__cause__ = RuntimeError("moov atom not found")  # as `raise ... from error` sets it
+    error = unreadable_video_error(tmp_path / "v.mp4", decord_error, VideoReadError("no video stream"))
+    assert str(error) == (
+        f"{tmp_path / 'v.mp4'}: unreadable video. decord: moov atom not found; PyAV: no video stream. "
+        "Is it a video file with a supported codec?"
+    )
+
+
+def test_write_video_creates_folders_and_defaults_to_25_fps(tmp_path):
+    """Overlays go to output folders that may not exist yet; without fps the file plays at 25 fps."""
+    path = write_video(tmp_path / "a" / "b" / "v.avi", _frames())
+    video = open_video(path)
+    assert video.fps == pytest.approx(25) and len(video) == 12
+
+
+def test_write_video_passes_encoder_options_on(tmp_path):
+    """options={"g": "1"} (a keyframe every frame) reaches the encoder: all 12 packets are keyframes,
+    where the encoder's own GOP of 12 gives one."""
+    import av
+
+    keyframes = []
+    for name, options in (("default.avi", None), ("intra.avi", {"g": "1"})):
+        with av.open(str(write_video(tmp_path / name, _frames(), options=options))) as container:
+            packets = [p for p in container.demux(container.streams.video[0]) if p.size]
+            keyframes.append(sum(p.is_keyframe for p in packets))
+    assert keyframes == [1, 12]

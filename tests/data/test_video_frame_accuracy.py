@@ -82,6 +82,16 @@ def test_pyav_reader_random_access_matches_a_sequential_decode(tmp_path):
         video.get_frames([40])
 
 
+def test_pyav_reader_restarts_when_a_read_starts_before_where_the_last_stopped(tmp_path):
+    """Decoding stopped after frame 5; [1, 9] must restart for frame 1 even though 9 lies ahead, and a
+    one-frame read of an already passed frame ([4] after [4]) restarts too."""
+    path = _write(tmp_path / "v.avi", sweeping_frames(), codec="mpeg4", b_frames=2)
+    reference = decode_sequentially(path)
+    video = PyAVVideo(path)
+    for indices in ([3, 5], [1, 9], [4], [4]):
+        np.testing.assert_array_equal(video.get_frames(indices), reference[indices])
+
+
 def test_pyav_reader_does_not_hold_every_frame(tmp_path):
     """The fallback kept the whole decoded video in memory (a 10-minute 720p video: tens of GB) and
     could not be copied cheaply to workers; it now decodes on demand and copies without frames."""
