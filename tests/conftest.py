@@ -245,6 +245,18 @@ def decode_sequentially(path):
         return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
 
 
+def grey_noise_frames(n: int = 6, h: int = 48, w: int = 64):
+    """(n, h, w, 3) uint8 grey noise: detail everywhere, so an encoder's quantiser shows in the decoding
+    error, and no colour, so chroma subsampling adds none (encoder quality tests)."""
+    return np.repeat(np.random.default_rng(0).integers(0, 256, (n, h, w, 1), dtype=np.uint8), 3, axis=3)
+
+
+def mean_decode_error(path, frames) -> float:
+    """Mean |decoded − written| over every pixel of the video file ``path`` written from ``frames``."""
+    decoded = decode_sequentially(path)
+    return float(np.abs(decoded.astype(int) - frames).mean())
+
+
 def other_weights(source, target):
     """A copy of the base model at ``source`` whose largest tensor in each safetensors file is moved:
     the same architecture, other weights (as Qwen2-VL-7B-Instruct is to Qwen2-VL-7B)."""

@@ -35,7 +35,7 @@ import numpy as np
 
 from lavida.atomic import write_json, write_text
 from lavida.data.sources.masks import decode_rle, encode_rle
-from lavida.data.video import video_rate
+from lavida.data.video import MPEG4_NEAR_LOSSLESS, video_rate
 from lavida.detect.intervals import Interval
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ def overlay_frame(
 # H.264 plays in browsers, notebooks and editors, where MPEG-4 part 2 plays only in VLC-like players.
 # CRF 18 is visually lossless; "veryfast" keeps encoding far below the model's time per frame.
 PLAYABLE_CODEC, PLAYABLE_OPTIONS = "libx264", {"crf": "18", "preset": "veryfast"}
-FALLBACK_CODEC, FALLBACK_OPTIONS = "mpeg4", {"qscale": "2"}
+FALLBACK_CODEC, FALLBACK_OPTIONS = "mpeg4", MPEG4_NEAR_LOSSLESS
 
 
 def playable_codec() -> tuple[str, dict[str, str]]:
@@ -162,8 +162,8 @@ class VideoWriter:
         path: The file to write.
         fps: Frame rate, kept exact (7.5 stays 7.5, see ``video_rate``); 25 when unknown.
         codec: The encoder; by default H.264 (:func:`playable_codec`).
-        options: Encoder options; by default those of the codec chosen (``{"qscale": "2"}`` for
-            near-lossless ``mpeg4``).
+        options: Encoder options; by default those of the codec chosen (quantiser 2 for near-lossless
+            ``mpeg4``: ``MPEG4_NEAR_LOSSLESS``).
     """
 
     def __init__(

@@ -784,6 +784,27 @@ def test_without_libx264_overlays_fall_back_to_mpeg4_with_a_warning(tmp_path, mo
     assert "no libx264 encoder" in caplog.text
 
 
+def test_mpeg4_overlays_are_written_at_quantiser_2(tmp_path):
+    """The MPEG-4 fallback is meant to be near-lossless: on detailed frames its error is that of a file
+    written with the quantiser pinned at 2 (qmin = qmax = 2), not the ~5× larger error of the encoder's
+    default bitrate, which the old {"qscale": "2"} (no mpeg4 option) silently left in place."""
+    from conftest import grey_noise_frames, mean_decode_error
+
+    from lavida.data.video import write_video
+    from lavida.detect.outputs import VideoWriter
+
+    frames = grey_noise_frames()
+    writer = VideoWriter(tmp_path / "o.mp4", fps=5, codec="mpeg4")
+    for frame in frames:
+        writer.write(frame)
+    writer.close()
+    pinned = write_video(tmp_path / "q2.mp4", frames, fps=5, options={"qmin": "2", "qmax": "2"})
+    default_rate = write_video(tmp_path / "rate.mp4", frames, fps=5, options={})
+    error = mean_decode_error(tmp_path / "o.mp4", frames)
+    assert error == pytest.approx(mean_decode_error(pinned, frames), abs=0.05)
+    assert error < mean_decode_error(default_rate, frames) / 3
+
+
 def test_cli_redoes_videos_when_the_base_weights_changed_under_the_same_paths(
     tiny_pretrained, tmp_path, monkeypatch, caplog
 ):
