@@ -1,13 +1,14 @@
 """ShanghaiTech loader on a tiny tree in the common layout (tests/eval/trees.py)."""
 
 import logging
+import shutil
 
 import numpy as np
 import pytest
 from eval.trees import write_shanghaitech_tree
 
 from lavida.eval.benchmark import GroundTruthError, plan_clips
-from lavida.eval.benchmarks.shanghaitech import ShanghaiTech
+from lavida.eval.benchmarks.shanghaitech import ShanghaiTech, any_pixel
 
 
 @pytest.fixture
@@ -101,3 +102,108 @@ def test_unreadable_npy_ground_truth_names_the_file(tree, kind, damage):
         np.save(path, np.array([0, None], dtype=object), allow_pickle=True)
     with pytest.raises(GroundTruthError, match=rf"test_{kind}/01_0014\.npy: .*expected .*array"):
         ShanghaiTech(tree.root).videos()
+
+
+def test_unknown_frame_label_source_is_refused(tree):
+    """A misspelt label source fails at construction instead of silently using the frame masks."""
+    with pytest.raises(ValueError, match=r"frame_labels must be 'frame_mask' or 'pixel_mask', got 'pixel'"):
+        ShanghaiTech(tree.root, frame_labels="pixel")
+
+
+def test_hidden_entries_beside_the_videos_are_ignored(tree):
+    """macOS litter: a ``.DS_Store`` file and a ``._01_0014`` folder among the frame folders, and
+    ``._01_0014.npy`` among the masks, are not test videos."""
+    testing = tree.root / "testing"
+    (testing / "frames" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (testing / "frames" / "._01_0014").mkdir()
+    for kind in ("test_frame_mask", "test_pixel_mask"):
+        (testing / kind / "._01_0014.npy").write_bytes(b"\x00\x05\x16\x07")
+    assert [v.name for v in ShanghaiTech(tree.root).videos()] == ["01_0014", "02_0161"]
+
+
+def test_two_dimensional_masks_are_refused(tree):
+    """A pixel mask of one frame per row (F, W) and a frame mask of shape (F, 1) have the right first
+    axis but not the documented rank."""
+    np.save(tree.files["02_0161:pixel_mask"], np.zeros((8, 48), np.uint8))
+    with pytest.raises(GroundTruthError, match=r"02_0161\.npy: shape \(8, 48\), expected \(8, H, W\)"):
+        ShanghaiTech(tree.root).videos()
+    write_shanghaitech_tree(tree.root)  # repair
+    np.save(tree.files["02_0161:frame_mask"], np.zeros((8, 1), np.uint8))
+    with pytest.raises(GroundTruthError, match=r"02_0161\.npy: shape \(8, 1\), expected \(8,\)"):
+        ShanghaiTech(tree.root).videos()
+
+
+def test_hwf_hint_only_where_the_last_axis_is_the_frame_count(tree):
+    """(7, 32, 48) for 8 frames is simply wrong: no "(H, W, F)" hint."""
+    np.save(tree.files["02_0161:pixel_mask"], np.zeros((7, 32, 48), np.uint8))
+    with pytest.raises(GroundTruthError) as error:
+        ShanghaiTech(tree.root).videos()
+    assert str(error.value).endswith("(8 frames).")
+
+
+def test_frame_mask_values_other_than_zero_and_one_are_refused(tree):
+    """A frame mask holding 0..11 (say, object counts) is not 0/1; only the first ten values are named.
+    01_0014 gets two more frames (12) so that there are more than ten distinct values."""
+    folder = tree.root / "testing" / "frames" / "01_0014"
+    for t in (10, 11):
+        shutil.copy(folder / "000.jpg", folder / f"{t:03d}.jpg")
+    np.save(tree.files["01_0014:pixel_mask"], np.zeros((12, 32, 48), np.uint8))
+    np.save(tree.files["01_0014:frame_mask"], np.arange(12))
+    with pytest.raises(
+        GroundTruthError,
+        match=r"01_0014\.npy: values \[0, 1, 2, 3, 4, 5, 6, 7, 8, 9\], expected only 0 and 1",
+    ):
+        ShanghaiTech(tree.root).videos()
+
+
+def test_masks_of_another_size_than_the_frames_are_logged(tree, caplog):
+    """Frames are 32x48 (H x W); masks of 16x24 are kept but logged (pixel metrics resize them)."""
+    np.save(tree.files["02_0161:pixel_mask"], np.zeros((8, 16, 24), np.uint8))
+    with caplog.at_level(logging.WARNING):
+        ShanghaiTech(tree.root).videos()
+    assert "02_0161.npy: masks are 16x24 but the frames are 32x48; pixel metrics will resize." in caplog.text
+    assert "01_0014.npy: masks are" not in caplog.text  # same size as its frames
+
+
+def test_without_the_check_the_pixel_masks_are_not_compared(tree, caplog):
+    """``check_pixel_labels=False`` leaves the frame-mask labels as they are and logs no disagreement; the
+    release's source (``pixel_mask``) still reads the pixel masks for its labels."""
+    labels = np.load(tree.files["01_0014:frame_mask"])
+    labels[7] = 1
+    np.save(tree.files["01_0014:frame_mask"], labels)
+    with caplog.at_level(logging.WARNING):
+        by_frame = ShanghaiTech(tree.root, check_pixel_labels=False).videos()[0]
+        assert "disagree" not in caplog.text
+        by_pixel = ShanghaiTech(tree.root, frame_labels="pixel_mask", check_pixel_labels=False).videos()[0]
+    np.testing.assert_array_equal(by_frame.frame_labels, [0, 0, 0, 1, 1, 1, 1, 1, 0, 0])
+    np.testing.assert_array_equal(by_pixel.frame_labels, [0, 0, 0, 1, 1, 1, 1, 0, 0, 0])
+    assert by_pixel.frame_labels.dtype == np.uint8
+
+
+def test_scene_is_the_leading_number_of_the_name(tree):
+    """``01_0014`` → scene 1; a folder whose name does not start with a number has no scene."""
+    testing = tree.root / "testing"
+    (testing / "frames" / "02_0161").rename(testing / "frames" / "extra_12")
+    for kind in ("test_frame_mask", "test_pixel_mask"):
+        (testing / kind / "02_0161.npy").rename(testing / kind / "extra_12.npy")
+    videos = {v.name: v for v in ShanghaiTech(tree.root).videos()}
+    assert videos["01_0014"].meta["scene"] == 1 and videos["extra_12"].meta["scene"] is None
+
+
+def test_any_pixel_covers_every_chunk_of_frames():
+    """70 frames of 2x3 pixels (more frames than one 64-frame chunk, and than pixels per side):
+    anomalous pixels on frames 0, 63, 64 and 69 only."""
+    masks = np.zeros((70, 2, 3), np.uint8)
+    masks[[0, 63, 64, 69], 1, 2] = 1
+    np.testing.assert_array_equal(np.flatnonzero(any_pixel(masks)), [0, 63, 64, 69])
+
+
+def test_videos_without_frames_are_listed_up_to_ten(tree):
+    """Eleven masks without a frame folder: the count says 11, the list names the first ten (sorted)."""
+    for k in range(11):
+        np.save(tree.root / "testing" / "test_pixel_mask" / f"09_{k:04d}.npy", np.zeros((1, 2, 2), np.uint8))
+    listed = ", ".join(f"09_{k:04d}" for k in range(10))
+    with pytest.raises(FileNotFoundError) as error:
+        ShanghaiTech(tree.root).videos()
+    assert "11 annotated test videos have no frame folder in " in str(error.value)
+    assert str(error.value).endswith(f": {listed}. Extract all test frames.")

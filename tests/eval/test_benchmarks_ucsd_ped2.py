@@ -7,7 +7,7 @@ import pytest
 from eval.trees import write_ucsd_ped2_tree
 
 from lavida.eval.benchmark import GroundTruthError, plan_clips
-from lavida.eval.benchmarks.ucsd_ped2 import UCSDPed2, parse_matlab_ranges
+from lavida.eval.benchmarks.ucsd_ped2 import UCSDPed2, parse_matlab_ranges, read_ucsd_frame_gt
 
 
 @pytest.fixture
@@ -132,3 +132,120 @@ def test_a_ped1_folder_is_named_as_ped1(tmp_path, name):
     (test / "UCSDped1.m").write_text("TestVideoFile = {};\n")
     with pytest.raises(FileNotFoundError, match=r"is UCSD Ped1 .*holds UCSDped2/"):
         UCSDPed2(tmp_path / name).videos()
+
+
+@pytest.mark.parametrize(
+    ("body", "intervals"),
+    [
+        ("1:2:8", [(0, 0), (2, 2), (4, 4), (6, 6)]),  # 1, 3, 5, 7: the stop 8 is not on the step
+        ("2:3:8", [(1, 1), (4, 4), (7, 7)]),  # 2, 5, 8: the stop is included when reached
+        ("9:4", []),  # MATLAB's a:b is empty when b < a
+    ],
+)
+def test_matlab_step_ranges_and_empty_ranges(body, intervals):
+    """MATLAB ``a:s:b`` stops at the last step not past ``b``; ``a:b`` with ``b < a`` is empty."""
+    assert parse_matlab_ranges(body, where="x") == intervals
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [("1:0:5", "'1:0:5' has a zero step"), ("0:5", "'0:5': MATLAB frame numbers start at 1")],
+)
+def test_matlab_ranges_that_cannot_be_frames_are_refused(body, message):
+    """A zero step (``range`` would raise a bare ValueError) and frame 0 (MATLAB counts from 1)."""
+    with pytest.raises(GroundTruthError, match=rf"^x: {message}"):
+        parse_matlab_ranges(body, where="x")
+
+
+def test_explicitly_numbered_matlab_lines_are_put_in_clip_order(tmp_path):
+    """``TestVideoFile{2}`` before ``TestVideoFile{1}``: the number, not the line order, names the clip."""
+    path = tmp_path / "UCSDped2.m"
+    path.write_text("TestVideoFile{2}.gt_frame = [5:6];\nTestVideoFile{ 1 }.gt_frame = [1:2];\n")
+    assert read_ucsd_frame_gt(path) == [[(0, 1)], [(4, 5)]]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "TestVideoFile{1}.gt_frame = [1:2];\nTestVideoFile{1}.gt_frame = [3:4];\n",
+            ", line 2: clip 1 is given twice",
+        ),
+        (
+            "TestVideoFile{1}.gt_frame = [1:2];\nTestVideoFile{3}.gt_frame = [3:4];\n",
+            r": clips \[1, 3\] are not numbered 1 \.\. 2",
+        ),
+        ("TestVideoFile = {};\n% TestVideoFile{end+1}.gt_frame = [1:2];\n", ": no gt_frame line found"),
+    ],
+)
+def test_matlab_clip_numbers_must_run_from_one(tmp_path, text, message):
+    """A clip given twice, a gap in the clip numbers, and a file with no (uncommented) gt_frame line."""
+    path = tmp_path / "UCSDped2.m"
+    path.write_text(text)
+    with pytest.raises(GroundTruthError, match=rf"UCSDped2\.m{message}"):
+        read_ucsd_frame_gt(path)
+
+
+def test_unpadded_clip_folders_are_numbered(tree):
+    """``Test1`` and ``Test2`` (no zero padding) are clips 1 and 2 of the .m file."""
+    test = tree.root / "UCSDped2" / "Test"
+    for n in (1, 2):
+        (test / f"Test{n:03d}").rename(test / f"Test{n}")
+        (test / f"Test{n:03d}_gt").rename(test / f"Test{n}_gt")
+    videos = UCSDPed2(tree.root).videos()
+    assert [v.name for v in videos] == ["Test1", "Test2"]
+    np.testing.assert_array_equal(videos[1].frame_labels, [1, 1, 0, 0, 1, 1])  # [1:2, 5:6]
+
+
+def test_unknown_frame_label_source_is_refused(tree):
+    """A misspelt label source fails at construction instead of silently giving the pixel-mask labels."""
+    with pytest.raises(ValueError, match=r"frame_labels must be 'matlab' or 'pixel', got 'mask'"):
+        UCSDPed2(tree.root, frame_labels="mask")
+
+
+def test_root_may_hold_the_archive_folder(tree):
+    """The folder holding ``UCSD_Anomaly_Dataset.v1p2/UCSDped2`` is accepted as the root."""
+    bench = UCSDPed2(tree.root.parent)
+    assert bench.test_dir == tree.root / "UCSDped2" / "Test"
+    assert [v.name for v in bench.videos()] == ["Test001", "Test002"]
+
+
+def test_a_single_other_matlab_file_is_used(tree):
+    """A renamed frame GT file (``Ped2_gt.m``) is read when it is the only visible ``.m`` (the tree's
+    ``._UCSDped2.m`` AppleDouble file does not count); with two candidates none is guessed."""
+    test = tree.root / "UCSDped2" / "Test"
+    tree.files["matlab"].rename(test / "Ped2_gt.m")
+    first = UCSDPed2(tree.root).videos()[0]
+    np.testing.assert_array_equal(first.frame_labels, [0, 0, 1, 1, 1, 0, 0, 0])
+    (test / "old.m").write_text("TestVideoFile{end+1}.gt_frame = [1:8];\n")
+    with pytest.raises(GroundTruthError, match=r"UCSDped2\.m: ground-truth file not found"):
+        UCSDPed2(tree.root).videos()
+
+
+def test_masks_of_another_size_than_the_frames_are_logged(tree, caplog):
+    """Frames are 32x48 (H x W): 16x24 masks are logged with both sizes as (H, W); same-size masks are not."""
+    from PIL import Image
+
+    for path in tree.files["Test002:gt"].glob("[0-9]*.bmp"):
+        Image.fromarray(np.zeros((16, 24), np.uint8)).save(path)
+    with caplog.at_level(logging.WARNING):
+        UCSDPed2(tree.root).videos()
+    assert (
+        "Test002_gt: masks are (16, 24) but the frames are (32, 48); pixel metrics will resize."
+        in caplog.text
+    )
+    assert "Test001_gt" not in caplog.text
+
+
+@pytest.mark.parametrize(("count", "tail"), [(10, ""), (11, " ...")])
+def test_stray_images_are_listed_up_to_ten(tree, count, tail):
+    """Ten stray images are all named; from eleven on, the first ten (sorted) and '...'."""
+    from PIL import Image
+
+    clip = tree.root / "UCSDped2" / "Test" / "Test001"
+    for k in range(count):
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(clip / f"extra{k:02d}.png")
+    with pytest.raises(GroundTruthError) as error:
+        UCSDPed2(tree.root).videos()
+    listed = ", ".join(f"extra{k:02d}.png" for k in range(10))
+    assert f"not .tif frames: {listed}{tail}. Evaluation" in str(error.value)
