@@ -309,7 +309,7 @@ def test_constructor_validation():
 def test_sizes_of_one_are_valid():
     """Only sizes ≤ 0 are refused: one query, one two-way block (which then updates no keys) and a
     1-wide output are a valid projector, equal to the per-frame reference of Eq. 7–8."""
-    p = MultiScaleSemanticProjector(**{**TINY, "num_queries": 1, "num_layers": 1, "out_dim": 1}).eval()
+    p = MultiScaleSemanticProjector(**{**TINY, "num_queries": 1, "num_layers": 1, "out_dim": 1})
     assert len(p.blocks) == 1 and not p.blocks[0].update_keys
     inputs = _inputs()
     with torch.no_grad():
