@@ -13,9 +13,10 @@ from __future__ import annotations
 import copy
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
@@ -489,7 +490,8 @@ def video_rate(fps: float) -> Fraction:
 # Quantiser 2 on every frame (ffmpeg's `-q:v 2`): near-lossless MPEG-4 part 2. Not {"qscale": "2"},
 # which is no option of libavcodec's mpeg4 encoder and was silently ignored (the encoder's default
 # bitrate then left ~5× the error: mean |error| 7.6 against 1.5 on detailed grey frames).
-MPEG4_NEAR_LOSSLESS = {"qmin": "2", "qmax": "2"}
+# Read-only: write_video and lavida-detect's MPEG-4 fallback share it, and each copies it.
+MPEG4_NEAR_LOSSLESS: Mapping[str, str] = MappingProxyType({"qmin": "2", "qmax": "2"})
 
 
 def write_video(

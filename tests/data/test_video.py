@@ -10,6 +10,7 @@ from conftest import grey_noise_frames, mean_decode_error, write_bomb_bmp, write
 from PIL import Image
 
 from lavida.data.video import (
+    MPEG4_NEAR_LOSSLESS,
     FrameFolder,
     PyAVVideo,
     VideoReadError,
@@ -367,3 +368,11 @@ def test_default_mpeg4_files_are_near_lossless(tmp_path):
         write_video(tmp_path / "q2.avi", frames, options={"qmin": "2", "qmax": "2"}), frames
     )
     assert mean_decode_error(write_video(tmp_path / "default.avi", frames), frames) <= at_q2 + 0.1
+
+
+def test_the_near_lossless_options_cannot_be_changed_in_place():
+    """MPEG4_NEAR_LOSSLESS is shared by write_video and lavida-detect's MPEG-4 fallback; an in-place edit by
+    one caller would silently change the other's quality, so the module constant is read-only."""
+    with pytest.raises(TypeError):
+        MPEG4_NEAR_LOSSLESS["qmax"] = "31"  # type: ignore[index]
+    assert dict(MPEG4_NEAR_LOSSLESS) == {"qmin": "2", "qmax": "2"}

@@ -1,11 +1,18 @@
 """UBnormal loader on a tiny tree in the official layout (tests/eval/trees.py)."""
 
+import dataclasses
+import logging
+import os
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 from eval.trees import write_ubnormal_tree
+from PIL import Image
 
-from lavida.eval.benchmark import GroundTruthError, plan_clips
-from lavida.eval.benchmarks.ubnormal import UBnormal
+from lavida.eval.benchmark import GroundTruthError, TestVideo, plan_clips
+from lavida.eval.benchmarks.ubnormal import UBnormal, is_abnormal_video, read_id_map
 
 
 @pytest.fixture
@@ -139,3 +146,133 @@ def test_missing_tracks_file_and_missing_map(tree):
     ).unlink()
     with pytest.raises(GroundTruthError, match=r"frames \[7\] have no"):
         load(tree).videos()
+
+
+# -- pinned on hand-worked inputs (mutation-testing survivors) --------------------------------------------
+
+
+def write_lists(folder, abnormal: list[str], normal: list[str], split: str = "test"):
+    """Split lists naming ``abnormal`` and ``normal`` videos, in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind, names in (("abnormal", abnormal), ("normal", normal)):
+        (folder / f"{kind}_{split}_video_names.txt").write_text("".join(f"{n}\n" for n in names))
+    return folder
+
+
+def test_colour_id_map_keeps_its_first_channel(tmp_path):
+    """A colour map (the dataset has none) reads as its first channel, as the docstring says; the other
+    channels hold different values so that any other choice shows."""
+    ids = np.array([[0, 3], [5, 0]], np.uint8)
+    rgb = np.stack([ids, ids + 10, ids + 20], axis=-1)  # channel 0 = ids, 1 = ids + 10, 2 = ids + 20
+    Image.fromarray(rgb, mode="RGB").save(tmp_path / "v_0000_gt.png")
+    read = read_id_map(tmp_path / "v_0000_gt.png")
+    assert read.shape == (2, 2)
+    np.testing.assert_array_equal(read, [[0, 3], [5, 0]])
+
+
+@pytest.mark.parametrize(("cpus", "workers"), [(64, 8), (2, 2), (None, 1)])
+def test_default_workers_are_the_cpus_up_to_eight(tmp_path, monkeypatch, cpus, workers):
+    """``workers`` defaults to the CPU count capped at 8, and to 1 where the count is unknown."""
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    assert UBnormal(tmp_path).workers == workers
+    assert UBnormal(tmp_path, workers=3).workers == 3
+
+
+def test_is_abnormal_video_without_the_key_is_normal():
+    """A video whose meta does not say ``abnormal`` is not kept by the official (abnormal-only) filter."""
+    plain = TestVideo(name="v", path=Path("v.mp4"), frame_labels=np.zeros(2, np.uint8))
+    assert not is_abnormal_video(plain)
+    assert is_abnormal_video(dataclasses.replace(plain, meta={"abnormal": True}))
+
+
+def test_a_name_listed_twice_is_refused(tmp_path):
+    """The same video in the abnormal and the normal list: the second listing is named."""
+    lists = write_lists(tmp_path / "lists", ["abnormal_scene_1_scenario_1"], ["abnormal_scene_1_scenario_1"])
+    with pytest.raises(
+        GroundTruthError,
+        match=r"normal_test_video_names\.txt, line 1: 'abnormal_scene_1_scenario_1' is listed twice",
+    ):
+        UBnormal(tmp_path, split_lists=lists).video_names()
+
+
+@pytest.mark.parametrize("name", ["abnormal_scene", "abnormal_scene_one_scenario_1", "normal_1_scene_2"])
+def test_a_name_without_a_scene_number_is_refused(tmp_path, name):
+    """Two tokens only, a word in the scene token, or a number in another token: no scene number in the
+    third ``_``-separated token (line 2 of the list: line 1 is a good name)."""
+    lists = write_lists(tmp_path / "lists", ["abnormal_scene_1_scenario_1", name], [])
+    with pytest.raises(GroundTruthError, match=rf"line 2: '{name}' is not a UBnormal video name"):
+        UBnormal(tmp_path, split_lists=lists).video_names()
+
+
+def test_a_name_ending_with_its_scene_number_is_read(tmp_path):
+    """Three tokens are enough: the scene number is the third (``normal_scene_5`` → Scene5)."""
+    lists = write_lists(tmp_path / "lists", [], ["normal_scene_5"])
+    assert UBnormal(tmp_path, split_lists=lists).video_names() == {"normal_scene_5": False}
+
+
+@pytest.mark.parametrize(("count", "tail"), [(10, ""), (11, " ...")])
+def test_missing_video_list_is_cut_after_ten_paths(tmp_path, count, tail):
+    """Ten missing videos are listed in full; from eleven on, the first ten (sorted by name) and '...'."""
+    names = [f"abnormal_scene_1_scenario_{k:02d}" for k in range(count)]
+    lists = write_lists(tmp_path / "lists", names, [])
+    root = tmp_path / "UBnormal"
+    root.mkdir()
+    listed = ", ".join(str(root / "Scene1" / f"{n}.mp4") for n in names[:10])
+    with pytest.raises(FileNotFoundError) as error:
+        UBnormal(root, split_lists=lists).videos()
+    assert f"{count} listed videos are missing under {root}: {listed}{tail}. Extract" in str(error.value)
+
+
+def test_abnormal_video_without_id_maps_is_refused(tree):
+    """An abnormal video needs its maps (frame count and pixel ground truth); the message names the
+    first map expected."""
+    name = "abnormal_scene_2_scenario_4"
+    ann = tree.files[f"{name}:annotations"]
+    for path in ann.glob("*_gt.png"):
+        path.unlink()
+    with pytest.raises(GroundTruthError) as error:
+        load(tree).videos()
+    assert str(error.value) == (
+        f"{ann}: abnormal video '{name}' has no object-id maps; expected "
+        f"{ann / 'abnormal_scene_2_scenario_4_0000_gt.png'} and one map per frame."
+    )
+
+
+@pytest.mark.parametrize(
+    ("absent", "named"),
+    [([14], [14]), (list(range(1, 12)), list(range(1, 11)))],
+    ids=["last-but-one", "eleven"],
+)
+def test_gaps_in_the_id_maps_are_named_up_to_ten(tree, absent, named):
+    """16 maps 0..15: a gap just below the last map is found too; of eleven gaps (1..11), the first ten."""
+    name = "abnormal_scene_2_scenario_4"
+    ann = tree.files[f"{name}:annotations"]
+    for t in absent:
+        (ann / f"{name}_{t:04d}_gt.png").unlink()
+    with pytest.raises(GroundTruthError, match=re.escape(f"frames {named} have no {name}_<%04d>_gt.png map")):
+        load(tree).videos()
+
+
+def test_intervals_at_the_frame_count_are_clipped_or_ignored(tree, caplog):
+    """16 maps (frames 0..15): ``3,4,16`` ends one past the last frame → clipped to [4, 15];
+    ``5,16,20`` starts one past it → ignored. Both logged with the file's line."""
+    name = "abnormal_scene_2_scenario_4"
+    tree.files[f"{name}:tracks"].write_text("3,4,16\n5,16,20\n")
+    with caplog.at_level(logging.WARNING, logger="lavida.eval.benchmarks.ubnormal"):
+        video = {v.name: v for v in load(tree).videos()}[name]
+    assert video.meta["anomalies"] == [[3, 4, 15]]
+    np.testing.assert_array_equal(np.flatnonzero(video.frame_labels), range(4, 16))
+    assert "line 1: interval [4, 16] clipped to the last frame 15." in caplog.text
+    assert "line 2: interval [16, 20] starts after the last frame (15); ignored." in caplog.text
+    assert "no anomaly interval" not in caplog.text
+
+
+def test_abnormal_video_without_a_usable_interval_is_reported(tree, caplog):
+    """Every interval past the end (16 frames): the abnormal video is scored as all normal, with a warning."""
+    name = "abnormal_scene_2_scenario_4"
+    tracks = tree.files[f"{name}:tracks"]
+    tracks.write_text("5,16,20\n")
+    with caplog.at_level(logging.WARNING, logger="lavida.eval.benchmarks.ubnormal"):
+        video = {v.name: v for v in load(tree).videos()}[name]
+    assert video.meta["anomalies"] == [] and not video.is_anomalous and video.tracks.shape == (0, 6)
+    assert f"{tracks}: no anomaly interval; the abnormal video is scored as all normal." in caplog.text
