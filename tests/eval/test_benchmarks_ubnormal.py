@@ -164,7 +164,7 @@ def test_colour_id_map_keeps_its_first_channel(tmp_path):
     channels hold different values so that any other choice shows."""
     ids = np.array([[0, 3], [5, 0]], np.uint8)
     rgb = np.stack([ids, ids + 10, ids + 20], axis=-1)  # channel 0 = ids, 1 = ids + 10, 2 = ids + 20
-    Image.fromarray(rgb, mode="RGB").save(tmp_path / "v_0000_gt.png")
+    Image.fromarray(rgb).save(tmp_path / "v_0000_gt.png")
     read = read_id_map(tmp_path / "v_0000_gt.png")
     assert read.shape == (2, 2)
     np.testing.assert_array_equal(read, [[0, 3], [5, 0]])
