@@ -1,6 +1,7 @@
 """Resuming an evaluation: which cached per-video results a rerun may reuse, what a killed or refused
 rerun leaves behind, and that merging cached results does not grow with the number of videos."""
 
+import dataclasses
 import json
 import os
 import threading
@@ -12,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 
 from lavida.eval import report, runner
 from lavida.eval.benchmark import TestVideo, VadBenchmark
-from lavida.eval.result_cache import cached_result_path
+from lavida.eval.result_cache import _differences, cached_result_path, run_facts, video_facts
 from lavida.eval.runner import run_evaluation
 from lavida.eval.settings import EvalSettings
 from lavida.eval.video_result import PIXEL_AUC_OCTAVES
@@ -148,8 +149,6 @@ def test_a_nested_setting_is_named_by_its_key_and_an_unrecorded_one_as_absent():
     their dotted key, not by two dumps of the whole run info; one that an older cache lacks is absent."""
     import json
 
-    from lavida.eval.result_cache import _differences
-
     def facts(run_info):
         return json.dumps({"run": {"benchmark": "ped2", "run": run_info}, "video": {}})
 
@@ -279,8 +278,6 @@ def test_a_cache_damaged_past_its_fingerprint_is_recomputed_by_overwrite(data, t
 
 @pytest.mark.parametrize("clip_length", [4, 16])
 def test_the_clip_length_is_recorded(data, tmp_path, clip_length):
-    import dataclasses
-
     bench = FrameOnly(data)
     save_predictions(tmp_path / "preds", bench)
     protocol = dataclasses.replace(bench.protocol("lavida_official"), clip_length=clip_length)
@@ -519,3 +516,101 @@ def test_a_rank_with_no_video_to_predict_does_not_load_the_model(data, tmp_path,
     )
     assert loads == [0] and predicted == ["v1"]
     assert results[1] == {} and results[0] == first
+
+
+# Added by mutation testing: what the fingerprint leaves out, and the refusals that name no setting.
+
+
+def test_a_checkpoint_path_counts_only_without_its_digest(data, tmp_path, computed):
+    """run_facts drops the checkpoint path when its digest is recorded (the same weights moved or
+    spelled otherwise reuse the results) and keeps it when no digest is given (another path may be
+    other weights): the second rerun below is refused and names the path."""
+    bench = FrameOnly(data)
+    save_predictions(tmp_path / "preds", bench)
+    digest = {"checkpoint_sha256": "0123456789abcdef"}
+    evaluate_saved(bench, tmp_path / "preds", tmp_path / "out", run_info={"checkpoint": "runs/a", **digest})
+    computed.clear()
+    evaluate_saved(bench, tmp_path / "preds", tmp_path / "out", run_info={"checkpoint": "/moved/a", **digest})
+    assert computed == []
+    evaluate_saved(bench, tmp_path / "preds", tmp_path / "bare", run_info={"checkpoint": "runs/a"})
+    with pytest.raises(ValueError, match=r"run\.checkpoint was 'runs/a', now '/moved/a'"):
+        evaluate_saved(bench, tmp_path / "preds", tmp_path / "bare", run_info={"checkpoint": "/moved/a"})
+
+
+def test_another_clip_length_refuses_the_cache(data, tmp_path):
+    """Every protocol field but video_filter is in the fingerprint: results computed with T = 8
+    sampled frames per clip (B.3) are not served to a rerun with T = 4."""
+    import dataclasses
+
+    bench = FrameOnly(data)
+    save_predictions(tmp_path / "preds", bench)
+    evaluate_saved(bench, tmp_path / "preds", tmp_path / "out")
+    protocol = dataclasses.replace(bench.protocol("standard"), clip_length=4)
+    with pytest.raises(ValueError, match=r"protocol\.clip_length was 8, now 4"):
+        run_evaluation(
+            benchmark=bench,
+            protocol=protocol,
+            output_dir=tmp_path / "out",
+            predictions_dir=tmp_path / "preds",
+        )
+
+
+def test_the_video_facts_digest_the_tracks(tmp_path):
+    """A video's facts digest its frame labels and (UBnormal) its anomaly tracks: other tracks with the
+    same labels give other facts, the same ones the same facts."""
+    labels = np.array([0, 1, 1, 0], np.uint8)
+    box = np.array([[1, 1, 2, 3, 8, 9], [1, 2, 2, 3, 8, 9]], np.int64)  # (track_id, frame, x0, y0, x1, y1)
+    moved = box + np.array([0, 0, 1, 0, 1, 0])
+
+    def facts(tracks):
+        return video_facts(TestVideo(name="v", path=tmp_path / "v", frame_labels=labels, tracks=tracks), None)
+
+    assert facts(box) == facts(box.copy())
+    assert facts(box) != facts(moved)
+    assert facts(box) != facts(None)
+    assert facts(box)["ground_truth"]["frames"] == 4
+
+
+def test_the_refusal_explains_a_difference_it_cannot_name_by_a_setting():
+    """A cache that recorded no facts (an earlier lavida) is refused as such; facts that agree although
+    the fingerprints do not say so; a video fact present on one side only (a scores-only rerun over a
+    model run's cache, whose facts hold no prediction files) is named."""
+    from lavida.eval.result_cache import _differences
+
+    run = {"benchmark": "frame_only", "run": {}}
+    model = json.dumps({"run": run, "video": {"ground_truth": {"frames": 20}}})
+    scores = json.dumps({"run": run, "video": {"ground_truth": {"frames": 20}, "prediction_files": [[]]}})
+    assert _differences("", model) == (
+        "it was written by an earlier version of lavida, which did not record its settings"
+    )
+    assert _differences(model, model) == "unknown (the facts agree but the fingerprints do not)"
+    written_again = "this video's prediction files were written again (name, size or time differ)"
+    assert _differences(model, scores) == written_again
+    assert _differences(scores, model) == written_again
+
+
+def test_the_run_facts_name_the_mode(data, tmp_path):
+    """The mode in the fingerprint (and so in a refusal, "mode was 'model', now 'scores-only'") is the
+    one that ran: ``model`` without a predictions_dir, ``scores-only`` with one."""
+    bench = FrameOnly(data)
+
+    def mode(predictions_dir):
+        facts = run_facts(
+            bench, bench.protocol("standard"), ["fire"], EvalSettings(), None, None, predictions_dir
+        )
+        return facts["mode"]
+
+    assert (mode(None), mode(tmp_path / "preds")) == ("model", "scores-only")
+
+
+def test_the_same_run_info_in_another_order_reuses_the_cache(data, tmp_path, computed):
+    """The facts are canonical JSON (keys sorted, normalised_facts): the same run info with its keys,
+    or a nested setting's keys, in another order (e.g. overrides given in another order) is the same run."""
+    bench = FrameOnly(data)
+    save_predictions(tmp_path / "preds", bench)
+    first = {"dtype": "torch.float32", "checkpoint_overrides": {"compression": {"ratio": 0.5, "k": 8}}}
+    again = {"checkpoint_overrides": {"compression": {"k": 8, "ratio": 0.5}}, "dtype": "torch.float32"}
+    evaluate_saved(bench, tmp_path / "preds", tmp_path / "out", run_info=first)
+    computed.clear()
+    evaluate_saved(bench, tmp_path / "preds", tmp_path / "out", run_info=again)
+    assert computed == []

@@ -208,3 +208,75 @@ def test_default_scratch_stays_within_its_memory_budget():
     assert block.shape == (4893, 6000) and block.dtype == torch.float64
     assert gather.shape == (8192, 1024) and gather.dtype == torch.float32
     assert block.numel() * 8 + gather.numel() * 4 <= 256 * 2**20
+
+
+@pytest.mark.parametrize(("dim", "centre"), [(4, 2.0**21), (64, 2.0**20)])
+def test_a_search_error_within_its_bound_cannot_hide_the_kth_neighbour(dim, centre, monkeypatch):
+    """The fast search only proposes: a true neighbour that it ranks too far must still be found by
+    the certificate (module notes), which compares lower bounds with the k-th exact candidate distance.
+
+    The search value of token 0 for X, its true 2nd nearest, is raised by 0.4·B, B = γ(‖a‖ + ‖b‖)²
+    with γ ≈ 2(D + 8)u (module notes; real fp64 errors stay under B/2). Tokens on the first axis,
+    dyadic so that every difference is exact: token 0 at c, then Y, X and nine Z at c + offsets
+    with squared distances ≈ 0.01·B, 0.8·B and 0.9·B ... 1.06·B, and a last token at minus their
+    sum (the mean is exactly 0, so ‖a‖ ≈ ‖b‖ ≈ c). X, at 1.2·B in the search, falls behind the
+    nine Z and out of the k + 8 = 10 candidates. Its lower bound, about (0.8 + 0.4 - 1)·B = 0.2·B,
+    is above Y's distance but below the 2nd candidate's (Z, 0.9·B): only a check against the k-th
+    candidate distance (not the (k - 1)-th) with a positive γ (at D = 4 a (D - 8) would make it
+    negative) measures X. Reference: Eq. 3 with k = 2 on exact float64 distances."""
+    u = 2.0**-53
+    bound = 2 * (dim + 8) * u * (2 * centre) ** 2  # B for a, b ≈ c: 0.047 (D = 4), 0.070 (D = 64)
+    grid = 2.0**-12
+
+    def offset(fraction: float) -> float:  # dyadic, squared ≈ fraction·B
+        return round(math.sqrt(fraction * bound) / grid) * grid
+
+    fractions = [0.01, 0.8] + [0.9 + 0.02 * q for q in range(9)]
+    tokens = torch.zeros(13, dim, dtype=torch.float64)
+    tokens[0, 0] = centre
+    tokens[1:12, 0] = centre + torch.tensor([offset(f) for f in fractions], dtype=torch.float64)
+    tokens[12, 0] = -tokens[:12, 0].sum()
+    real_addmm = torch.addmm
+
+    def search_with_error(*args, **kwargs):
+        out = real_addmm(*args, **kwargs)  # one block of all 13 rows (chunk_size=None)
+        out[0, 2] += 0.4 * bound
+        return out
+
+    monkeypatch.setattr(torch, "addmm", search_with_error)
+    got = local_density(tokens, k=2)
+    d2 = torch.cdist(tokens, tokens, compute_mode="donot_use_mm_for_euclid_dist") ** 2
+    d2.fill_diagonal_(math.inf)
+    torch.testing.assert_close(got, 2 / d2.topk(2, largest=False).values.sum(dim=1), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("token_at_origin", [False, True])
+def test_a_search_error_within_its_bound_cannot_hide_the_lowest_tied_background(token_at_origin, monkeypatch):
+    """The nearest-background search is certified like the kNN one, and each term of its slack
+    γ(‖a‖ + ‖b‖)² = γ‖a‖² + γ‖b‖² + 2γ‖a‖‖b‖ is needed: here one of ‖a‖, ‖b‖ is 0 in turn.
+
+    Six backgrounds (rows 0-5) tie exactly for token 6, which must join row 0 (ties: lower row).
+    Token 6's search values for rows 0 and 1 are raised by 0.4·B, B = γ(‖a‖ + ‖b‖)² with
+    γ ≈ 2(D + 8)u (module notes): rows 2-5 are then the m = 4 candidates, whatever topk's tie order.
+    The lower bound of rows 0 and 1 is their exact distance + 0.4·B - B, so they are re-measured.
+    First case: token e_1, backgrounds all at 0 (‖b‖ = 0, distance 1, B = γ). Second: token 0,
+    backgrounds ±2e_1, ±2e_2, ±2e_3 (‖a‖ = 0, distance 4, B = 4γ). D = 1024, so that γ ≈ 2064u is
+    far above the exact distances' own rounding margin (≈ 170u relative): a bound missing the
+    γ‖a‖² (first case) or γ‖b‖² (second) term would exceed the exact distance and row 2 would win."""
+    dim = 1024
+    x = torch.zeros(7, dim, dtype=torch.float64)
+    if token_at_origin:
+        x[:6, :3] = 2 * torch.cat([torch.eye(3), -torch.eye(3)])
+    else:
+        x[6, 0] = 1.0
+    u = 2.0**-53
+    bound = 2 * (dim + 8) * u * (x[6].norm() + x[0].norm()).item() ** 2
+    real_addmm = torch.addmm
+
+    def search_with_error(*args, **kwargs):
+        out = real_addmm(*args, **kwargs)  # (7 tokens, 6 backgrounds): one block
+        out[6, :2] += 0.4 * bound
+        return out
+
+    monkeypatch.setattr(torch, "addmm", search_with_error)
+    assert compression._assign(x, torch.arange(6), None).tolist() == [0, 1, 2, 3, 4, 5, 0]
