@@ -15,6 +15,7 @@ from lavida.data.sources.masks import (
     polygons_to_rle,
     read_index_png,
 )
+from lavida.data.sources.refer import segmentation_to_rle
 
 
 def test_rle_round_trip_and_union():
@@ -161,3 +162,17 @@ def test_every_unreadable_label_or_image_is_a_format_error_naming_the_file(tmp_p
         with pytest.raises(DatasetFormatError, match=path.name) as caught:
             reader(path)
         assert isinstance(caught.value, READ_ERRORS)
+
+
+def test_polygons_without_area_are_an_empty_mask():
+    """A segmentation whose polygons all have fewer than three points (or none) is an empty mask, which
+    the refer indexer leaves out like an empty segmentation; it used to raise IndexError from pycocotools
+    (``frPyObjects([])``), which no reader catches, stopping lavida-prepare. As a box, [1, 1, 5, 3] would
+    be 15 pixels."""
+    for polygons in ([[1, 1, 5, 3]], []):
+        rle = polygons_to_rle(polygons, 5, 7)
+        assert rle["size"] == [5, 7]
+        np.testing.assert_array_equal(decode_rle(rle, (5, 7)), np.zeros((5, 7), bool))
+    # The refer indexer's reader, through which such an annotation reached pycocotools.
+    rle = segmentation_to_rle([[1, 1, 5, 3]], 5, 7)
+    np.testing.assert_array_equal(decode_rle(rle, (5, 7)), np.zeros((5, 7), bool))

@@ -133,10 +133,11 @@ def polygons_to_rle(polygons: Sequence[Sequence[float]], height: int, width: int
     """COCO polygons ([x1, y1, x2, y2, ...] lists) → one compressed RLE of their union."""
     from pycocotools import mask as coco_mask
 
-    rles = coco_mask.frPyObjects([list(map(float, p)) for p in polygons if len(p) >= 6], height, width)
-    if not rles:
+    # Fewer than three points is no area; frPyObjects would fail on an empty list (IndexError).
+    kept = [list(map(float, p)) for p in polygons if len(p) >= 6]
+    if not kept:
         return encode_rle(np.zeros((height, width), dtype=bool))
-    merged = coco_mask.merge(rles)
+    merged = coco_mask.merge(coco_mask.frPyObjects(kept, height, width))
     return {"size": [height, width], "counts": merged["counts"].decode("ascii")}
 
 

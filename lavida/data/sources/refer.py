@@ -340,7 +340,8 @@ def segmentation_to_rle(segmentation: Any, height: int, width: int) -> dict[str,
     An empty list is an empty mask: some annotations in the refer data have no segmentation, and the
     reference loaders read them as an all-zero mask (LISA's refer_seg_dataset checks
     ``len(ann["segmentation"]) == 0``); the caller then leaves the ref out like any empty mask,
-    instead of one such annotation stopping the whole indexing run.
+    instead of one such annotation stopping the whole indexing run. So are polygons with fewer than three
+    points (no area; :func:`polygons_to_rle`).
 
     Raises:
         DatasetFormatError: Unknown layout, or an RLE whose size is not (height, width).
