@@ -5,11 +5,14 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from pycocotools import mask as coco_mask
 
 from lavida.data.sources.base import DatasetFormatError, SegTarget
 from lavida.data.sources.masks import (
+    check_image_size,
     decode_rle,
     encode_rle,
+    image_size,
     load_mask_spec,
     merge_by_text,
     polygons_to_rle,
@@ -176,3 +179,64 @@ def test_polygons_without_area_are_an_empty_mask():
     # The refer indexer's reader, through which such an annotation reached pycocotools.
     rle = segmentation_to_rle([[1, 1, 5, 3]], 5, 7)
     np.testing.assert_array_equal(decode_rle(rle, (5, 7)), np.zeros((5, 7), bool))
+
+
+def test_image_size_is_height_then_width_and_a_mismatch_names_both(tmp_path):
+    """Readers compare an image with its label by (H, W); a swapped or wrong index would pass transposed
+    images, so a 3×5 image is checked against (3, 5) and (5, 3)."""
+    Image.fromarray(np.zeros((3, 5, 3), np.uint8)).save(tmp_path / "a.png")  # 3 rows, 5 columns
+    assert image_size(tmp_path / "a.png") == (3, 5)
+    assert check_image_size(tmp_path / "a.png", (3, 5)) is None
+    with pytest.raises(DatasetFormatError, match="image is 3x5 but its annotation is 5x3"):
+        check_image_size(tmp_path / "a.png", (5, 3))
+
+
+def test_rles_decode_whatever_their_counts_and_shape():
+    """An uncompressed RLE of a non-square frame is read as (H, W) = its size, in COCO's column-major
+    order, and pycocotools' own output (counts as bytes) decodes as well as the JSON form (str)."""
+    # [[0, 1, 1], [0, 0, 1]] column by column: 0 0 | 1 0 | 1 1 → runs 2 zeros, 1 one, 1 zero, 2 ones.
+    expected = np.array([[0, 1, 1], [0, 0, 1]], bool)
+    np.testing.assert_array_equal(decode_rle({"size": [2, 3], "counts": [2, 1, 1, 2]}, (2, 3)), expected)
+    native = coco_mask.encode(np.asfortranarray(expected.astype(np.uint8)))
+    assert isinstance(native["counts"], bytes)
+    np.testing.assert_array_equal(decode_rle(native, (2, 3)), expected)
+
+
+def test_a_triangle_is_a_polygon():
+    """COCO's polygons need three points (6 numbers): a triangle is kept, beside a shorter list (no
+    area) that must not reach pycocotools, which reads a 4-number first entry as a box [x, y, w, h]."""
+    triangle = [0, 0, 6, 0, 0, 6]
+    # The same triangle with its last vertex repeated (8 numbers) is the reference rasterisation.
+    same = decode_rle(polygons_to_rle([[*triangle, 0, 6]], 8, 8), (8, 8))
+    assert same.any()
+    np.testing.assert_array_equal(decode_rle(polygons_to_rle([triangle], 8, 8), (8, 8)), same)
+    np.testing.assert_array_equal(decode_rle(polygons_to_rle([[1, 1, 5, 3], triangle], 8, 8), (8, 8)), same)
+
+
+def test_a_position_past_the_last_frame_is_a_format_error(tmp_path):
+    """A manifest asking for frame n of an n-frame spec is a DatasetFormatError naming it (which
+    data.skip_errors can skip), not an IndexError (which stops training)."""
+    Image.fromarray(np.zeros((4, 5), np.uint8)).save(tmp_path / "a.png")
+    png = {"kind": "index_png", "paths": ["a.png", None], "values": [1]}
+    with pytest.raises(DatasetFormatError, match="index_png spec has 2 frames; position 2 requested"):
+        load_mask_spec(png, [0, 2], root=tmp_path, size=(4, 5))
+    (tmp_path / "v.json").write_text(json.dumps({"e1": [None, None]}))
+    rle = {"kind": "rle", "file": "v.json", "key": "e1"}
+    with pytest.raises(DatasetFormatError, match=rf"{tmp_path / 'v.json'}: 'e1' has no frame 2\."):
+        load_mask_spec(rle, [1, 2], root=tmp_path, size=(4, 5))
+
+
+def test_merged_rle_specs_keep_a_single_key_and_only_the_annotations_they_have():
+    """Two refs of one text with the same key stay one string key (the manifest's form for one mask);
+    ``anno_ids`` (MeViS) is united when either target has it and never invented for refer specs."""
+    rle = {"kind": "rle", "file": "m.json"}
+    assert merge_by_text(
+        [SegTarget("a cat", {**rle, "key": "7"}), SegTarget("a cat", {**rle, "key": "7"})]
+    ) == [SegTarget("a cat", {**rle, "key": "7"})]
+    assert merge_by_text(
+        [SegTarget("a cat", {**rle, "key": "7"}), SegTarget("a cat", {**rle, "key": "8"})]
+    ) == [SegTarget("a cat", {**rle, "key": ["7", "8"]})]
+    merged = merge_by_text(
+        [SegTarget("cats", {**rle, "key": "10"}), SegTarget("cats", {**rle, "key": "11", "anno_ids": [11]})]
+    )
+    assert merged == [SegTarget("cats", {**rle, "key": ["10", "11"], "anno_ids": [11]})]

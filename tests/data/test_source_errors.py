@@ -185,3 +185,18 @@ def test_a_set_data_root_is_not_blamed(caplog, tmp_path):
     message = str(error.value)
     assert message.startswith("None of the mixture's sources") and "is not set" not in message
     assert f"\n  mevis: dataset root '{tmp_path / 'MeViS'}' does not exist" in message  # named once
+
+
+def test_a_source_without_any_root_is_not_blamed_on_the_data_root(caplog):
+    """``root: null`` is a source with no folder at all: setting LAVIDA_DATA_ROOT would not help, so it is
+    listed as its own problem rather than under the "LAVIDA_DATA_ROOT is not set" headline (which is for
+    relative roots only)."""
+    with pytest.raises(ValueError) as error:
+        _open_sources(
+            caplog, data_root=None, missing_sources="error", sources={"mevis": {"weight": 1.0, "root": None}}
+        )
+    assert str(error.value) == (
+        "Training sources cannot be read:\n"
+        "  mevis: no dataset folder: set LAVIDA_DATA_ROOT (or data.data_root) or an absolute data.sources.mevis.root\n"
+        "Prepare them (data/README.md), or set their weight to 0 (data.sources.<name>.weight=0)."
+    )

@@ -2,6 +2,7 @@
 
 import json
 import logging
+from dataclasses import FrozenInstanceError
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,13 @@ from lavida.data.exposure import AnomalyExposureSampler
 from lavida.data.mixture import Mixture
 from lavida.data.sources.base import SegmentationSource, SegRecord, SegTarget, write_manifest
 from lavida.data.sources.masks import load_mask_spec
-from lavida.data.train_dataset import TrainBatch, TrainDataset, UnreadableItemError, build_train_dataset
+from lavida.data.train_dataset import (
+    OpenedSources,
+    TrainBatch,
+    TrainDataset,
+    UnreadableItemError,
+    build_train_dataset,
+)
 from lavida.data.types import LavidaBatch
 
 SIZE = (24, 32)
@@ -298,3 +305,164 @@ def test_records_file_roundtrip_is_what_the_fake_index_reads(fake_sources):
     records = list(fake_sources["fakevideo"].index())
     assert len(records) == 6 and records[0].targets[0].frames == tuple(range(3, 12))
     assert json.loads(records[0].to_json())["meta"] == {"size": list(SIZE)}
+
+
+def test_defaults_are_the_papers_and_the_configs(fake_sources):
+    """A dataset built without options trains as DataConfig's defaults do: T = 8 (supplement B.3, "each
+    video clip to contain 8 frames"), strides {1, 2, 4} with 3 tries for a window showing the target and
+    presence frame labels (docs/fidelity.md), no skipping and 10 attempts, from epoch 0."""
+    dataset = TrainDataset(
+        sources=fake_sources,
+        records={name: list(source.index()) for name, source in fake_sources.items()},
+        mixture=Mixture({"fakevideo": 1.0}),
+        sampler=AnomalyExposureSampler(p=0.5, max_categories=30),
+        length=4,
+    )
+    config = DataConfig()
+    assert dataset.clip_length == config.clip_length == 8
+    assert dataset.strides == tuple(config.strides) == (1, 2, 4)
+    assert dataset.visibility_tries == config.visibility_tries == 3
+    assert dataset.frame_labels == config.frame_labels == "presence"
+    assert dataset.skip_errors is config.skip_errors is False
+    assert dataset.max_attempts == config.max_attempts == 10
+    assert dataset.epoch == 0 and dataset.num_skipped == 0
+    assert {name: pool.weighting for name, pool in dataset.pools.items()} == {
+        "fakevideo": config.pool_weighting
+    }
+    assert [len(dataset[i].sample.frames) for i in range(4)] == [8] * 4
+
+
+@pytest.mark.parametrize(("length", "max_attempts"), [(0, 10), (10, 0), (-1, 1)])
+def test_length_and_attempts_must_be_positive(fake_sources, length, max_attempts):
+    """Either one below 1 alone is refused at construction, not at the first item."""
+    with pytest.raises(ValueError, match="length and max_attempts must be ≥ 1"):
+        make_dataset(fake_sources, length=length, max_attempts=max_attempts)
+
+
+def test_one_item_and_one_attempt_are_enough(fake_sources):
+    """The smallest valid dataset: item 0 exists, index 1 (= length) and -1 are outside it."""
+    dataset = make_dataset(fake_sources, length=1, max_attempts=1)
+    assert len(dataset) == 1 and dataset[0].info.index == 0
+    for index in (1, -1):
+        with pytest.raises(IndexError, match=rf"Item {index} is outside the dataset's 1 items"):
+            dataset[index]
+
+
+def test_every_mixture_source_needs_a_source_and_records(fake_sources):
+    """A mixture name missing from either mapping is refused up front, the message saying which one."""
+    records = {name: list(source.index()) for name, source in fake_sources.items()}
+    sampler = AnomalyExposureSampler(p=0.5, max_categories=30)
+    mixture = Mixture({"fakevideo": 0.5, "fakeimage": 0.5})
+    with pytest.raises(ValueError, match="Mixture source 'fakeimage' has no source"):
+        TrainDataset(
+            sources={"fakevideo": fake_sources["fakevideo"]},
+            records=records,
+            mixture=mixture,
+            sampler=sampler,
+            length=1,
+        )
+    with pytest.raises(ValueError, match="Mixture source 'fakeimage' has no records"):
+        TrainDataset(
+            sources=fake_sources,
+            records={"fakevideo": records["fakevideo"]},
+            mixture=mixture,
+            sampler=sampler,
+            length=1,
+        )
+
+
+def test_records_without_targets_are_left_out_and_counted(fake_sources, caplog):
+    """6 records with targets plus 2 without: the 2 are logged and never drawn; none dropped, nothing said."""
+    records = list(fake_sources["fakevideo"].index())
+    empty = [SegRecord(**{**vars(records[0]), "key": f"empty{i}", "targets": ()}) for i in range(2)]
+    sampler = AnomalyExposureSampler(p=0.5, max_categories=30)
+    with caplog.at_level(logging.INFO, logger="lavida.data.train_dataset"):
+        dataset = TrainDataset(
+            sources=fake_sources,
+            records={"fakevideo": [*records, *empty]},
+            mixture=Mixture({"fakevideo": 1.0}),
+            sampler=sampler,
+            length=1,
+        )
+    assert "fakevideo: 2 records without targets are not used." in caplog.text
+    assert [record.key for record in dataset.records["fakevideo"]] == [record.key for record in records]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="lavida.data.train_dataset"):
+        make_dataset(fake_sources, length=1)
+    assert "without targets" not in caplog.text
+
+
+class _Reshaped(FakeVideoSource):
+    """The fake video source with its frames or masks altered by ``frames_fn`` / ``masks_fn``."""
+
+    def __init__(self, root, *, frames_fn=None, masks_fn=None):
+        super().__init__(root)
+        self.frames_fn, self.masks_fn = frames_fn, masks_fn
+
+    def load_frames(self, record, positions):
+        frames = np.asarray(super().load_frames(record, positions))
+        return self.frames_fn(frames) if self.frames_fn else frames
+
+    def load_masks(self, record, target, positions):
+        masks = super().load_masks(record, target, positions)
+        return self.masks_fn(masks) if self.masks_fn else masks
+
+
+@pytest.mark.parametrize(
+    ("frames_fn", "got"),
+    [
+        (lambda f: f[..., 0], r"\(8, 24, 32\) uint8"),  # one channel, no channel axis
+        (lambda f: np.concatenate([f, f[..., :1]], axis=-1), r"\(8, 24, 32, 4\) uint8"),  # RGBA
+        (lambda f: f.astype(np.float32), r"\(8, 24, 32, 3\) float32"),  # right shape, wrong dtype
+    ],
+    ids=["grey", "rgba", "float"],
+)
+def test_frames_that_are_not_rgb_uint8_are_refused(fake_sources, frames_fn, got):
+    """Each flaw alone is a format error naming the record and what the source returned."""
+    source = _Reshaped(fake_sources["fakevideo"].root, frames_fn=frames_fn)
+    dataset = make_dataset({"fakevideo": source}, weights={"fakevideo": 1.0}, length=1)
+    with pytest.raises(UnreadableItemError, match=rf"frames must be \(T, H, W, 3\) uint8, got {got}\."):
+        dataset[0]
+
+
+def test_masks_of_another_size_than_the_frames_are_refused(fake_sources):
+    """Masks at half resolution on an anomalous item: a format error quoting both (T, H, W) shapes."""
+    good = make_dataset(fake_sources, weights={"fakevideo": 1.0}, length=16)
+    index = next(i for i in range(16) if good[i].info.is_anomaly)
+    source = _Reshaped(fake_sources["fakevideo"].root, masks_fn=lambda m: m[:, ::2, ::2])
+    dataset = make_dataset({"fakevideo": source}, weights={"fakevideo": 1.0}, length=16)
+    with pytest.raises(UnreadableItemError, match=r"masks \(8, 12, 16\) do not match frames \(8, 24, 32\)\."):
+        dataset[index]
+
+
+def test_a_sources_own_strides_override_the_global_ones(fake_sources):
+    """data.sources.<name>.strides: with T = 4 on 12-frame videos a stride of 3 fits (positions t, t+3,
+    t+6, t+9), so every video clip steps by 3 while the image source keeps T = 1."""
+    for source in fake_sources.values():
+        write_manifest(source.index(), source.manifest_path())
+    config = DataConfig(
+        sources={"fakevideo": SourceConfig(weight=1.0, strides=[3]), "fakeimage": SourceConfig(weight=1.0)},
+        clip_length=4,
+        strides=[1],
+        samples_per_epoch=12,
+    )
+    dataset = build_train_dataset(config, processor=None, sources=fake_sources)
+    assert dataset.strides_per_source == {"fakevideo": (3,)} and dataset.strides == (1,)
+    infos = [dataset[i].info for i in range(12)]
+    videos = [info.positions for info in infos if info.source == "fakevideo"]
+    assert videos and all(np.diff(positions).tolist() == [3, 3, 3] for positions in videos)
+    assert all(info.positions == (0,) for info in infos if info.source == "fakeimage")
+
+
+def test_an_items_origin_is_a_value(fake_sources):
+    """ItemInfo (an item's origin, compared across workers and restarts) and OpenedSources (the mixture
+    the run record holds) cannot be edited after the fact; origins hash by value: item 0 read twice and
+    item 1 are two origins."""
+    dataset = make_dataset(fake_sources, length=2)
+    infos = [dataset[0].info, dataset[0].info, dataset[1].info]
+    assert len(set(infos)) == 2
+    with pytest.raises(FrozenInstanceError):
+        infos[0].is_anomaly = not infos[0].is_anomaly
+    opened = OpenedSources(sources={}, records={}, mixture=Mixture({"fakevideo": 1.0}))
+    with pytest.raises(FrozenInstanceError):
+        opened.mixture = Mixture({"fakeimage": 1.0})
