@@ -252,7 +252,7 @@ def _readable_as_umask_allows(file: Path, *, umask: int) -> None:
     read every other file of the same folder (0644 under the usual umask 022). No permission is removed.
     """
     try:
-        mode = file.stat().st_mode
+        mode = file.lstat().st_mode  # a link is left alone, and so is what it points to (chmod follows links)
     except OSError:
         return
     wanted = mode | (0o444 & ~umask)
