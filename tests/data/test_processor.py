@@ -1,12 +1,23 @@
 """LavidaProcessor: pixel budgets, label masking, SAM2 branch, collation."""
 
+import re
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 from conftest import make_samples, tiny_processor_for
 
-from lavida.data.processor import IMAGENET_MEAN, IMAGENET_STD, PixelBudget, smart_resize
+from lavida.data.processor import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    LavidaProcessor,
+    PixelBudget,
+    check_frames,
+    smart_resize,
+)
 from lavida.data.types import ClipSample
+from lavida.models.qwen_processor import load_processor
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +114,227 @@ def test_bad_inputs(processor):
         processor.encode(ClipSample(frames=frames, categories=["x"], frame_labels=np.ones(3)), train=True)
     with pytest.raises(ValueError, match="category list is empty"):
         processor.encode(ClipSample(frames=frames, categories=[" "]), train=False)
+
+
+def test_collate_one_sample_is_that_sample_unpadded(processor):
+    """A batch of one is the encoded sample itself: no padding,
+    every token attended, and the same ids, token types and answer labels."""
+    video, _ = make_samples()
+    encoded = processor.encode(video, train=True, rng=np.random.default_rng(0))
+    batch = processor.collate([encoded])
+    assert torch.equal(batch.input_ids[0], encoded.input_ids)
+    assert torch.equal(batch.mm_token_type_ids[0], encoded.mm_token_type_ids)
+    assert torch.equal(batch.labels[0], encoded.labels)
+    assert batch.attention_mask.tolist() == [[1] * encoded.input_ids.shape[0]]
+
+
+def test_collate_concatenates_every_per_frame_field_in_sample_order(processor):
+    """Masks, frame labels, SAM2 pixels and category tokens of a mixed batch are the samples' own, stacked in
+    order (video's 8 frames, then the image's 1), so frame i's target matches its frame_to_sample entry."""
+    video, image = make_samples()
+    parts = [processor.encode(sample, train=True) for sample in (video, image)]
+    batch = processor.collate(parts)
+    for field in ("target_masks", "frame_labels", "sam_pixel_values", "category_tokens"):
+        expected = torch.cat([getattr(part, field) for part in parts])
+        assert torch.equal(getattr(batch, field), expected), field
+    assert torch.equal(batch.pixel_values_videos, parts[0].pixel_values)
+    assert torch.equal(batch.pixel_values, parts[1].pixel_values)
+    # The mask presence labels, taken independently from the source masks of make_samples.
+    presence = [float(m.any()) for m in video.masks] + [float(image.masks[0].any())]
+    assert batch.frame_labels.tolist() == presence
+
+
+def test_collate_refuses_masks_on_only_some_samples(processor):
+    """Silently dropping the targets of a whole batch because one sample lacks them would train on nothing;
+    collate says so instead (frame labels likewise)."""
+    video, image = make_samples()
+    with_masks = processor.encode(video, train=True)
+    without = processor.encode(
+        ClipSample(frames=image.frames, categories=["dog"], is_video=False), train=True
+    )
+    with pytest.raises(ValueError, match="Some samples have target masks and others not"):
+        processor.collate([with_masks, without])
+
+
+def _byte_level_processor(family="qwen2_vl", train=784, test=7056, image=12544):
+    """A LavidaProcessor around the offline byte-level Qwen processor, each budget one exact area."""
+    return LavidaProcessor(
+        qwen_processor=load_processor(None, family=family),
+        clip_tokenizer=lambda categories: torch.zeros(len(categories), 77, dtype=torch.long),
+        sam_image_size=32,
+        train_video_budget=PixelBudget(train, train),
+        test_video_budget=PixelBudget(test, test),
+        image_budget=PixelBudget(image, image),
+    )
+
+
+def test_qwen2_5_clip_groups_are_one_second_apart():
+    """Qwen2.5-VL spaces its 2-frame groups by second_per_grid_ts: frame lists are taken at 2 fps
+    (qwen-vl-utils' rate), so each group of temporal_patch_size = 2 frames spans 2 / 2 = 1.0 s."""
+    processor = _byte_level_processor("qwen2_5_vl")
+    frames = np.zeros((8, 56, 56, 3), dtype=np.uint8)
+    encoded = processor.encode(ClipSample(frames=frames, categories=["x"], is_video=True), train=False)
+    assert encoded.second_per_grid_ts.tolist() == [1.0]
+    batch = processor.question_batch(frames, "What happens?")
+    assert batch.second_per_grid_ts.tolist() == [1.0]
+
+
+def test_each_mode_takes_its_own_pixel_budget():
+    """Training clips, test clips and images are resized to their own per-frame budgets (official: 32–64,
+    160–192 × 28²·8 px and 32–1024 × 28² px). A 56×56 frame under exact areas of 28², 84² and 112² px
+    (Qwen's smart_resize: scale by sqrt(target / 56²), then floor / ceil to multiples of 28) becomes
+    28×28, 84×84 and 112×112: grids of 2, 6 and 8 patches of 14 a side."""
+    processor = _byte_level_processor()
+    frames = np.zeros((2, 56, 56, 3), dtype=np.uint8)
+    clip = ClipSample(frames=frames, categories=["x"], is_video=True)
+    image = ClipSample(frames=frames[:1], categories=["x"], is_video=False)
+    assert processor.encode(clip, train=True).grid_thw.tolist() == [[1, 2, 2]]
+    assert processor.encode(clip, train=False).grid_thw.tolist() == [[1, 6, 6]]
+    assert processor.encode(image, train=True).grid_thw.tolist() == [[1, 8, 8]]
+    assert processor.encode(image, train=False).grid_thw.tolist() == [[1, 8, 8]]
+    assert processor.question_batch(frames, "Why?").video_grid_thw.tolist() == [[1, 6, 6]]
+    assert processor.question_batch(frames[:1], "Why?").image_grid_thw.tolist() == [[1, 8, 8]]
+
+
+def test_clip_length_decides_video_or_image(processor):
+    """Two frames already make a video (one temporal patch of 2 frames, video tokens); a one-frame clip
+    flagged as video goes to the MLLM as an image (a video needs temporal_patch_size = 2 frames)."""
+    frames = np.random.default_rng(0).integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)
+    two = processor.encode(ClipSample(frames=frames, categories=["x"], is_video=True), train=False)
+    h, w = smart_resize(64, 96, factor=28, budget=processor.budgets["test"])
+    assert two.is_video and two.grid_thw.tolist() == [[1, h // 14, w // 14]]  # 2 frames / temporal patch 2
+    assert int((two.mm_token_type_ids == 2).sum()) == (h // 28) * (w // 28)  # video tokens, 2×2 merge
+
+    one = processor.encode(ClipSample(frames=frames[:1], categories=["x"], is_video=True), train=False)
+    h, w = smart_resize(64, 96, factor=28, budget=processor.budgets["image"])
+    assert not one.is_video and one.grid_thw.tolist() == [[1, h // 14, w // 14]]
+    assert int((one.mm_token_type_ids == 1).sum()) == (h // 28) * (w // 28)  # image tokens
+    assert one.second_per_grid_ts is None
+
+
+def test_given_frame_labels_override_mask_presence(processor):
+    """A source's own per-frame labels (e.g. an annotated frame with an empty mask) win over the presence
+    read off the masks; they arrive as float, one per frame."""
+    frames = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+    masks = np.zeros((2, 32, 32), dtype=bool)
+    masks[0, :8, :8] = True  # presence would say [1, 0]
+    sample = ClipSample(
+        frames=frames,
+        categories=["x"],
+        is_video=True,
+        masks=masks,
+        frame_labels=np.array([0, 1], dtype=np.int64),
+    )
+    encoded = processor.encode(sample, train=True)
+    assert encoded.frame_labels.dtype == torch.float32
+    assert encoded.frame_labels.tolist() == [0.0, 1.0]
+
+
+def test_question_batch_prompt_and_visual_inputs(processor):
+    """The explanation prompt (Detector.explain) is the chat format up to the assistant header, with one
+    <|video_pad|> per merged patch of a clip (test budget) or <|image_pad|> per merged patch of a frame (image
+    budget); the segmentation fields are empty."""
+    frames = np.random.default_rng(0).integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)
+    for clip, pad, budget in ((frames, "<|video_pad|>", "test"), (frames[:1], "<|image_pad|>", "image")):
+        h, w = smart_resize(64, 96, factor=28, budget=processor.budgets[budget])
+        batch = processor.question_batch(clip, "What is burning?")
+        expected = (
+            f"<|im_start|>system\n{processor.templates.system}<|im_end|>\n<|im_start|>user\n<|vision_start|>"
+            + pad * ((h // 28) * (w // 28))  # 2 frames = 1 temporal patch; 2×2 spatial merge
+            + "<|vision_end|>What is burning?<|im_end|>\n<|im_start|>assistant\n"
+        )
+        assert processor.tokenizer.decode(batch.input_ids[0]) == expected
+        assert batch.attention_mask.tolist() == [[1] * batch.input_ids.shape[1]]
+        grid = batch.video_grid_thw if pad == "<|video_pad|>" else batch.image_grid_thw
+        assert grid.tolist() == [[1, h // 14, w // 14]]
+        assert (batch.pixel_values is None) == (pad == "<|video_pad|>")
+        assert (batch.pixel_values_videos is None) == (pad == "<|image_pad|>")
+        side = processor.sam_image_size
+        assert batch.sam_pixel_values.shape == (0, 3, side, side) and batch.category_tokens.shape == (0, 77)
+        assert batch.frame_to_sample.numel() == batch.category_to_sample.numel() == 0
+
+
+def test_for_model_takes_the_configured_budgets(processor):
+    """The budgets come from the model's InputConfig (tiny.yaml: 3136–12544 px for all three), and default
+    to the official ones (lavida_official.md §2) without one."""
+    tiny = PixelBudget(3136, 12544)  # lavida/configs/model/tiny.yaml
+    assert processor.budgets == {"train": tiny, "test": tiny, "image": tiny}
+    model = SimpleNamespace(
+        mllm=SimpleNamespace(processor=processor.qwen),
+        text_encoder=SimpleNamespace(tokenizer=processor.clip_tokenizer),
+        mask_decoder=SimpleNamespace(image_size=48),
+    )
+    official = {
+        "train": PixelBudget(200_704, 401_408),
+        "test": PixelBudget(1_003_520, 1_204_224),
+        "image": PixelBudget(25_088, 802_816),
+    }
+    default = LavidaProcessor.for_model(model)
+    assert default.budgets == official
+    bare = LavidaProcessor(
+        qwen_processor=processor.qwen, clip_tokenizer=processor.clip_tokenizer, sam_image_size=48
+    )
+    assert bare.budgets == official
+    assert default.sam_image_size == 48 and default.factor == 28  # patch 14 × merge 2
+
+
+def test_image_sample_error_counts_the_frames(processor):
+    """The refusal of a several-frame image sample names its frame count (2 here, not the 3 channels)."""
+    frames = np.zeros((2, 32, 32, 3), np.uint8)
+    with pytest.raises(ValueError, match="one frame, but got 2 frames"):
+        processor.encode(ClipSample(frames=frames, categories=["x"], is_video=False), train=False)
+
+
+@pytest.mark.parametrize(
+    "frames,error,hint",
+    [
+        ([np.zeros((4, 4, 3), np.uint8)], TypeError, "got list; stack a list of (H, W, 3) frames"),
+        ("clip.mp4", TypeError, "got str."),
+        (np.zeros((1, 2, 4, 4, 3), np.uint8), ValueError, "pass one clip at a time, e.g. frames[0]"),
+        (np.zeros((4, 4, 3), np.uint8), ValueError, "add the time axis: frames[None]"),
+        (
+            np.zeros((2, 3, 4, 4), np.uint8),
+            ValueError,
+            "the colour channels go last: frames.transpose(0, 2, 3, 1)",
+        ),
+        (torch.zeros(2, 3, 4, 4, dtype=torch.uint8), ValueError, "frames.permute(0, 2, 3, 1)"),
+        (np.zeros((2, 4, 4), np.uint8), ValueError, "repeat them 3 times on the last axis"),
+        (np.zeros((2, 4, 4, 4), np.uint8), ValueError, "repeat them 3 times on the last axis"),
+        (np.zeros((0, 4, 4, 3), np.uint8), ValueError, "at least one frame of at least one pixel"),
+        (np.zeros((2, 4, 0, 3), np.uint8), ValueError, "at least one frame of at least one pixel"),
+        (np.zeros((2, 4, 4, 3), bool), ValueError, "convert them with (frames * 255).astype(np.uint8)"),
+        (torch.zeros(2, 4, 4, 3, dtype=torch.bool), ValueError, "(frames * 255).to(torch.uint8)"),
+        (
+            np.ones((2, 4, 4, 3), np.float32),
+            ValueError,
+            "floats scaled to 1: convert them with (frames * 255).round()",
+        ),
+        (torch.full((2, 4, 4, 3), 2.0), ValueError, "frames.round().clip(0, 255).to(torch.uint8)"),
+        (np.full((2, 4, 4, 3), 1.5, np.float32), ValueError, "float values in [0, 255] with frames.round()"),
+        (
+            np.zeros((2, 4, 4, 3), np.int16),
+            ValueError,
+            "convert them with frames.clip(0, 255).astype(np.uint8)",
+        ),
+    ],
+)
+def test_check_frames_names_the_fix(frames, error, hint):
+    """Each wrong clip gets the one conversion that fixes it (the Detector's and the datasets' common gate)."""
+    with pytest.raises(error, match=re.escape(hint)):
+        check_frames(frames)
+
+
+@pytest.mark.parametrize(
+    "frames", [np.zeros((1, 4, 4, 3), np.uint8), torch.zeros(2, 3, 5, 3, dtype=torch.uint8)]
+)
+def test_check_frames_accepts_uint8_rgb_clips(frames):
+    """A (T, H, W, 3) uint8 clip passes, including one whose height happens to be 3 (not channels-first)."""
+    assert check_frames(frames) is None
+
+
+def test_pixel_budget_bounds():
+    """A budget may be one exact area (min = max) but not empty, inverted or zero."""
+    assert PixelBudget(1, 1).max_pixels == 1
+    for low, high in ((0, 10), (11, 10), (-1, 10)):
+        with pytest.raises(ValueError, match="0 < min_pixels <= max_pixels"):
+            PixelBudget(low, high)
