@@ -338,3 +338,23 @@ def test_pixel_budget_bounds():
     for low, high in ((0, 10), (11, 10), (-1, 10)):
         with pytest.raises(ValueError, match="0 < min_pixels <= max_pixels"):
             PixelBudget(low, high)
+
+
+def test_frames_already_at_the_budgets_size_reach_the_vit_unresized():
+    """A 28×28 clip under an exact 28² px budget needs no resize (smart_resize keeps 28×28) and is passed on
+    as it is: the patches hold exactly the clip's pixels, each channel normalised by the processor's own mean
+    and std (the patchify only reorders them: (C, t = 2, 14, 14) per patch)."""
+    processor = _byte_level_processor(train=784)
+    frames = np.random.default_rng(0).integers(0, 256, (2, 28, 28, 3), dtype=np.uint8)
+    encoded = processor.encode(ClipSample(frames=frames, categories=["x"], is_video=True), train=True)
+    assert encoded.grid_thw.tolist() == [[1, 2, 2]]
+    patches = encoded.pixel_values.reshape(-1, 3, 2, 14, 14)
+    image_processor = processor.qwen.image_processor
+    for c in range(3):
+        expected = (frames[..., c] / 255 - image_processor.image_mean[c]) / image_processor.image_std[c]
+        torch.testing.assert_close(
+            patches[:, c].flatten().sort().values,
+            torch.from_numpy(np.sort(expected, axis=None)).float(),
+            rtol=0,
+            atol=1e-5,
+        )
