@@ -1,5 +1,6 @@
 """Shared test set-up: offline, deterministic, CPU only."""
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -296,3 +297,41 @@ def checkpoint_on_its_own_clip(tiny_pretrained, tmp_path):
     config = dataclasses.replace(tiny_pretrained, text_encoder=text_encoder)
     torch.manual_seed(0)
     return save_checkpoint(build_lavida(config), config, tmp_path / "final"), clip
+
+
+def tree_listing(folder: Path) -> dict:
+    """Every entry under ``folder`` (hidden ones too) with its text, folders as nested dicts: what a
+    reader finds there after an atomic write, a failed one, or a kill."""
+    return {
+        p.name: (tree_listing(p) if p.is_dir() and not p.is_symlink() else p.read_text())
+        for p in sorted(folder.iterdir())
+    }
+
+
+def offline_lavida_processor(
+    qwen_processor=None, *, family: str = "qwen2_vl", sam_image_size: int = 64, **budgets
+):
+    """A LavidaProcessor on ``qwen_processor`` (default: the offline byte-level Qwen processor of
+    ``family``), CLIP tokens all zero (not checked where this is used); ``budgets`` are LavidaProcessor's
+    ``train_video_budget``, ``test_video_budget`` and ``image_budget`` (the official ones where left out)."""
+    from lavida.data.processor import LavidaProcessor
+    from lavida.models.qwen_processor import load_processor
+
+    return LavidaProcessor(
+        qwen_processor=qwen_processor or load_processor(None, family=family),
+        clip_tokenizer=lambda names: torch.zeros(len(names), 77, dtype=torch.long),
+        sam_image_size=sam_image_size,
+        **budgets,
+    )
+
+
+def write_eval_run(folder: Path, benchmark: str, protocol: str, **metrics) -> Path:
+    """A finished lavida-eval run folder: metrics.json (the whole official test split unless ``metrics``
+    says otherwise) and report.md's title line, which is where lavida-tables reads the benchmark."""
+    from lavida.eval.tables import OFFICIAL_TEST_VIDEOS
+
+    folder.mkdir(parents=True)
+    whole = {"split": "test", "videos_left_out": 0, "num_videos": OFFICIAL_TEST_VIDEOS[benchmark][protocol]}
+    (folder / "metrics.json").write_text(json.dumps({**whole, **metrics}))
+    (folder / "report.md").write_text(f"# {benchmark} — {protocol} protocol\n", encoding="utf-8")
+    return folder

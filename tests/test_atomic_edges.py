@@ -9,17 +9,10 @@ import stat
 from pathlib import Path
 
 import pytest
+from conftest import tree_listing
 
 import lavida.atomic as atomic
 from lavida.atomic import atomic_dir, atomic_path, exchange_paths, write_text
-
-
-def _listing(folder: Path) -> dict:
-    """Every entry under ``folder`` (hidden ones too) with its text, folders as nested dicts."""
-    return {
-        p.name: (_listing(p) if p.is_dir() and not p.is_symlink() else p.read_text())
-        for p in sorted(folder.iterdir())
-    }
 
 
 @pytest.fixture
@@ -88,7 +81,7 @@ def test_the_temporary_of_a_255_byte_name_is_255_bytes(tmp_path):
         assert len(os.fsencode(temporary.name)) == 255
         assert re.fullmatch(r"\.b+\.\d+\.[0-9a-f]{8}\.tmp", temporary.name)
         temporary.write_text("new")
-    assert _listing(tmp_path) == {"b" * 255: "new"}
+    assert tree_listing(tmp_path) == {"b" * 255: "new"}
 
 
 def test_a_suffix_of_32_bytes_is_kept_and_one_of_33_is_not(tmp_path):
@@ -100,7 +93,7 @@ def test_a_suffix_of_32_bytes_is_kept_and_one_of_33_is_not(tmp_path):
     with atomic_path(tmp_path / f"y{dropped}") as temporary:
         assert re.fullmatch(rf"\.y{dropped}\.{os.getpid()}\.[0-9a-f]{{8}}\.tmp", temporary.name)
         temporary.write_text("y")
-    assert _listing(tmp_path) == {f"x{kept}": "x", f"y{dropped}": "y"}
+    assert tree_listing(tmp_path) == {f"x{kept}": "x", f"y{dropped}": "y"}
 
 
 @pytest.mark.parametrize(
@@ -118,7 +111,7 @@ def test_staging_folders_are_named_after_the_host_and_pid(tmp_path, monkeypatch,
     with atomic_dir(tmp_path / "out") as staging:
         assert re.fullmatch(rf"\.out\.{host}\.{os.getpid()}\.[0-9a-f]{{8}}\.tmp", staging.name)
         (staging / "a.txt").write_text("a")
-    assert _listing(tmp_path) == {"out": {"a.txt": "a"}}
+    assert tree_listing(tmp_path) == {"out": {"a.txt": "a"}}
 
 
 def test_a_writer_with_the_largest_pid_still_gets_a_staging_folder(tmp_path, monkeypatch):
@@ -129,7 +122,7 @@ def test_a_writer_with_the_largest_pid_still_gets_a_staging_folder(tmp_path, mon
     with atomic_dir(tmp_path / name) as staging:
         assert len(os.fsencode(staging.name)) == 255 and ".4194303." in staging.name
         (staging / "a.txt").write_text("a")
-    assert _listing(tmp_path) == {name: {"a.txt": "a"}}
+    assert tree_listing(tmp_path) == {name: {"a.txt": "a"}}
 
 
 # -- parents, clean-up --------------------------------------------------------------------------------
@@ -139,7 +132,7 @@ def test_missing_parent_folders_are_created_at_any_depth(tmp_path):
     write_text(tmp_path / "a" / "b" / "report.md", "text")
     with atomic_dir(tmp_path / "c" / "d" / "out") as staging:
         (staging / "x.txt").write_text("x")
-    assert _listing(tmp_path) == {"a": {"b": {"report.md": "text"}}, "c": {"d": {"out": {"x.txt": "x"}}}}
+    assert tree_listing(tmp_path) == {"a": {"b": {"report.md": "text"}}, "c": {"d": {"out": {"x.txt": "x"}}}}
 
 
 def test_a_block_failing_before_it_wrote_raises_its_own_error(tmp_path):
@@ -147,7 +140,7 @@ def test_a_block_failing_before_it_wrote_raises_its_own_error(tmp_path):
     with pytest.raises(RuntimeError, match="before writing"):
         with atomic_path(tmp_path / "report.md"):
             raise RuntimeError("before writing")
-    assert _listing(tmp_path) == {}
+    assert tree_listing(tmp_path) == {}
 
 
 def test_two_writers_of_one_folder_in_one_process_get_their_own_staging(tmp_path):
@@ -158,7 +151,7 @@ def test_two_writers_of_one_folder_in_one_process_get_their_own_staging(tmp_path
         assert first != second
         (first / "from.txt").write_text("first")
         (second / "from.txt").write_text("second")
-    assert _listing(tmp_path) == {"out": {"from.txt": "first"}}  # ``first`` closed last
+    assert tree_listing(tmp_path) == {"out": {"from.txt": "first"}}  # ``first`` closed last
 
 
 def test_the_fallback_sets_each_old_folder_aside_under_its_own_name(tmp_path, monkeypatch):
@@ -179,7 +172,7 @@ def test_the_fallback_sets_each_old_folder_aside_under_its_own_name(tmp_path, mo
             (staging / "v.txt").write_text(version)
     assert len(set_aside) == 2 and len(set(set_aside)) == 2  # the first write had nothing to set aside
     assert all(re.fullmatch(rf"\.out\.{os.getpid()}\.[0-9a-f]{{8}}\.old", name) for name in set_aside)
-    assert _listing(tmp_path) == {"out": {"v.txt": "3"}}
+    assert tree_listing(tmp_path) == {"out": {"v.txt": "3"}}
 
 
 def _undeletable(monkeypatch, name: str) -> None:
@@ -208,7 +201,7 @@ def test_an_old_version_that_cannot_be_deleted_does_not_fail_the_write(tmp_path,
     _undeletable(monkeypatch, "locked.bin")
     with atomic_dir(out) as staging:
         (staging / "new.txt").write_text("new")
-    listing = _listing(tmp_path)
+    listing = tree_listing(tmp_path)
     assert listing.pop("out") == {"new.txt": "new"}
     assert list(listing.values()) == [{"locked.bin": "old"}]  # the old version's leftover, hidden
 
@@ -222,7 +215,7 @@ def test_an_abandoned_staging_folder_that_cannot_be_deleted_does_not_fail_the_wr
     _undeletable(monkeypatch, "locked.bin")
     with atomic_dir(tmp_path / "out") as staging:
         (staging / "new.txt").write_text("new")
-    assert _listing(tmp_path) == {"out": {"new.txt": "new"}, left.name: {"locked.bin": "x"}}
+    assert tree_listing(tmp_path) == {"out": {"new.txt": "new"}, left.name: {"locked.bin": "x"}}
 
 
 def test_a_failed_flush_of_the_parent_raises_that_error(tmp_path, monkeypatch):
@@ -245,7 +238,7 @@ def test_a_failed_flush_of_the_parent_raises_that_error(tmp_path, monkeypatch):
         with atomic_dir(out) as staging:
             (staging / "v.txt").write_text("new")
     assert raised.value.errno == errno.EIO
-    assert _listing(tmp_path) == {"out": {"v.txt": "new"}}  # renamed before the flush failed
+    assert tree_listing(tmp_path) == {"out": {"v.txt": "new"}}  # renamed before the flush failed
 
 
 # -- the exchange and its fallbacks -------------------------------------------------------------------
@@ -258,7 +251,7 @@ def test_exchange_paths_swaps_where_the_c_library_does(tmp_path):
         pytest.skip("this system or file system has no atomic exchange (renameat2 RENAME_EXCHANGE)")
     first, second = _swap_folders(tmp_path)
     assert exchange_paths(first, second) is True
-    assert _listing(tmp_path) == {"a": {"y": "from b"}, "b": {"x": "from a"}}
+    assert tree_listing(tmp_path) == {"a": {"y": "from b"}, "b": {"x": "from a"}}
 
 
 def test_exchange_paths_takes_relative_paths(tmp_path, monkeypatch):
@@ -268,7 +261,7 @@ def test_exchange_paths_takes_relative_paths(tmp_path, monkeypatch):
     _swap_folders(tmp_path)
     monkeypatch.chdir(tmp_path)
     assert exchange_paths("a", Path("b")) is True
-    assert _listing(tmp_path) == {"a": {"y": "from b"}, "b": {"x": "from a"}}
+    assert tree_listing(tmp_path) == {"a": {"y": "from b"}, "b": {"x": "from a"}}
 
 
 def _fake_renameat2(code: int):
@@ -293,7 +286,7 @@ def test_without_an_exchange_folders_are_still_replaced(tmp_path, monkeypatch, c
     for version in ("old", "new"):
         with atomic_dir(out) as staging:
             (staging / f"{version}.txt").write_text(version)
-    assert _listing(tmp_path) == {"a": {"x": "from a"}, "b": {"y": "from b"}, "out": {"new.txt": "new"}}
+    assert tree_listing(tmp_path) == {"a": {"x": "from a"}, "b": {"y": "from b"}, "out": {"new.txt": "new"}}
 
 
 def test_a_real_exchange_failure_is_raised_with_its_errno(tmp_path, monkeypatch):
@@ -373,4 +366,4 @@ def test_a_running_writer_is_only_asked_whether_it_runs(tmp_path, monkeypatch):
     with atomic_dir(tmp_path / "out") as mine:
         (mine / "new.txt").write_text("new")
     assert sent == [(os.getpid(), 0)]
-    assert _listing(tmp_path) == {"out": {"new.txt": "new"}, staging.name: {}}
+    assert tree_listing(tmp_path) == {"out": {"new.txt": "new"}, staging.name: {}}

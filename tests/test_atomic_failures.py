@@ -7,17 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import tree_listing
 
 import lavida.atomic as atomic
 from lavida.atomic import atomic_dir, atomic_path, read_json, write_json, write_text
-
-
-def _listing(folder: Path) -> dict:
-    """Every entry under ``folder`` (hidden ones too) with its text, folders as nested dicts."""
-    return {
-        p.name: (_listing(p) if p.is_dir() and not p.is_symlink() else p.read_text())
-        for p in sorted(folder.iterdir())
-    }
 
 
 def _failing_nth(real, n: int, error: OSError):
@@ -49,14 +42,14 @@ def test_a_file_write_failing_at_any_step_keeps_the_old_file_and_no_temporary(tm
             temporary.write_text("new, half")
             if step == "write":
                 raise OSError(28, "No space left on device")
-    assert _listing(tmp_path) == {"metrics.json": "old"}
+    assert tree_listing(tmp_path) == {"metrics.json": "old"}
 
 
 def test_a_file_failing_before_it_existed_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(atomic.os, "replace", _failing_nth(os.replace, 1, OSError(18, "cross-device")))
     with pytest.raises(OSError):
         write_text(tmp_path / "new.txt", "new")
-    assert _listing(tmp_path) == {}
+    assert tree_listing(tmp_path) == {}
 
 
 def test_a_new_file_gets_the_mode_of_any_file_the_user_makes(tmp_path):
@@ -86,13 +79,13 @@ def test_a_file_whose_name_is_near_the_limit_is_written(tmp_path, name):
     target = tmp_path / name
     write_text(target, "old")
     write_text(target, "new")
-    assert _listing(tmp_path) == {name: "new"}
+    assert tree_listing(tmp_path) == {name: "new"}
     with pytest.raises(RuntimeError):
         with atomic_path(target) as temporary:
             assert len(os.fsencode(temporary.name)) <= 255 and temporary.name.startswith(".")
             temporary.write_text("half")
             raise RuntimeError("killed")
-    assert _listing(tmp_path) == {name: "new"}
+    assert tree_listing(tmp_path) == {name: "new"}
 
 
 def test_a_long_suffix_is_not_kept_but_npz_is(tmp_path):
@@ -142,7 +135,7 @@ def test_a_folder_write_failing_at_any_step_keeps_the_old_folder_whole(
     with pytest.raises(OSError):
         with atomic_dir(out) as staging:
             (staging / "new.bin").write_text("new")
-    assert _listing(tmp_path) == OLD
+    assert tree_listing(tmp_path) == OLD
 
 
 def test_a_folder_failing_before_it_existed_leaves_nothing(tmp_path, monkeypatch):
@@ -150,7 +143,7 @@ def test_a_folder_failing_before_it_existed_leaves_nothing(tmp_path, monkeypatch
     with pytest.raises(OSError):
         with atomic_dir(tmp_path / "out") as staging:
             (staging / "new.bin").write_text("new")
-    assert _listing(tmp_path) == {}
+    assert tree_listing(tmp_path) == {}
 
 
 def test_replace_dir_from_another_file_system_keeps_the_old_folder(tmp_path, monkeypatch):
@@ -171,7 +164,7 @@ def test_replace_dir_from_another_file_system_keeps_the_old_folder(tmp_path, mon
     monkeypatch.setattr(atomic.os, "replace", cross_device)
     with pytest.raises(OSError, match="cross-device"):
         atomic.replace_dir(staging, out)
-    assert _listing(tmp_path) == {**OLD, "staging": {"new.bin": "new"}}
+    assert tree_listing(tmp_path) == {**OLD, "staging": {"new.bin": "new"}}
 
 
 @pytest.mark.parametrize("exchange", [True, False])
@@ -185,7 +178,7 @@ def test_a_folder_whose_name_is_near_the_limit_is_replaced(tmp_path, monkeypatch
         with atomic_dir(out) as staging:
             assert len(os.fsencode(staging.name)) <= 255
             (staging / f"{version}.txt").write_text(version)
-    assert _listing(tmp_path) == {name: {"new.txt": "new"}}
+    assert tree_listing(tmp_path) == {name: {"new.txt": "new"}}
 
 
 def test_a_killed_writer_of_a_long_named_folder_is_cleaned_up_too(tmp_path):
@@ -200,7 +193,7 @@ def test_a_killed_writer_of_a_long_named_folder_is_cleaned_up_too(tmp_path):
     left.mkdir()
     with atomic_dir(tmp_path / name) as staging:
         (staging / "a").write_text("a")
-    assert _listing(tmp_path) == {name: {"a": "a"}}
+    assert tree_listing(tmp_path) == {name: {"a": "a"}}
 
 
 # -- reading JSON -------------------------------------------------------------------------------------

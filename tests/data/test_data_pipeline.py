@@ -11,6 +11,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
+from conftest import offline_lavida_processor
 from scipy.stats import chisquare
 
 from lavida.data.clips import sample_clip
@@ -207,14 +208,7 @@ def test_mllm_resize_is_qwen_vl_utils_rule(budget):
 @pytest.fixture(scope="module")
 def processor():
     """A LavidaProcessor on the offline byte-level Qwen2-VL processor; CLIP tokens are not checked here."""
-    from lavida.data.processor import LavidaProcessor
-    from lavida.models.qwen_processor import load_processor
-
-    return LavidaProcessor(
-        qwen_processor=load_processor(None),
-        clip_tokenizer=lambda names: torch.zeros(len(names), 77, dtype=torch.long),
-        sam_image_size=64,
-    )
+    return offline_lavida_processor(sam_image_size=64)
 
 
 def test_sam_branch_is_a_square_stretch_with_imagenet_normalisation_in_float32(processor):

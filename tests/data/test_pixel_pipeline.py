@@ -17,14 +17,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import QWEN2_VL_PREPROCESSOR
+from conftest import QWEN2_VL_PREPROCESSOR, offline_lavida_processor
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
 from lavida.data.processor import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    LavidaProcessor,
     PixelBudget,
     sam_pixel_values,
     smart_resize,
@@ -54,9 +53,8 @@ def lavida_processor(tmp_path_factory):
     (folder / "preprocessor_config.json").write_text(json.dumps(QWEN2_VL_PREPROCESSOR))
     (folder / "config.json").write_text(json.dumps({"model_type": "qwen2_vl"}))
     (folder / "model.safetensors").write_bytes(b"")  # only its presence is checked
-    return LavidaProcessor(
-        qwen_processor=load_processor(folder),
-        clip_tokenizer=lambda categories: torch.zeros(len(categories), 77, dtype=torch.long),
+    return offline_lavida_processor(
+        load_processor(folder),
         sam_image_size=SIDE,
         train_video_budget=BUDGET,
         test_video_budget=BUDGET,

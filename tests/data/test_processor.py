@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import make_samples, tiny_processor_for
+from conftest import make_samples, offline_lavida_processor, tiny_processor_for
 
 from lavida.data.processor import (
     IMAGENET_MEAN,
@@ -17,7 +17,6 @@ from lavida.data.processor import (
     smart_resize,
 )
 from lavida.data.types import ClipSample
-from lavida.models.qwen_processor import load_processor
 
 
 @pytest.fixture(scope="module")
@@ -157,10 +156,9 @@ def test_collate_refuses_masks_on_only_some_samples(processor):
 
 
 def _byte_level_processor(family="qwen2_vl", train=784, test=7056, image=12544):
-    """A LavidaProcessor around the offline byte-level Qwen processor, each budget one exact area."""
-    return LavidaProcessor(
-        qwen_processor=load_processor(None, family=family),
-        clip_tokenizer=lambda categories: torch.zeros(len(categories), 77, dtype=torch.long),
+    """The offline byte-level processor with each budget one exact area."""
+    return offline_lavida_processor(
+        family=family,
         sam_image_size=32,
         train_video_budget=PixelBudget(train, train),
         test_video_budget=PixelBudget(test, test),

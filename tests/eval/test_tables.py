@@ -1,33 +1,18 @@
 """Tab. 1 / Tab. 2 collection from run directories."""
 
-import json
 import re
 
 import pytest
+from conftest import write_eval_run
 
 from lavida.cli.tables import main
-from lavida.eval.tables import OFFICIAL_TEST_VIDEOS, NoResultsError, read_run
-
-
-def _run(tmp_path, name, benchmark, protocol, metrics):
-    """A run folder as lavida-eval writes it, of the whole official test split unless ``metrics`` says
-    otherwise (``num_videos``)."""
-    path = tmp_path / name
-    path.mkdir()
-    metrics = {
-        "split": "test",
-        "videos_left_out": 0,
-        "num_videos": OFFICIAL_TEST_VIDEOS[benchmark][protocol],
-    } | metrics
-    (path / "metrics.json").write_text(json.dumps(metrics))
-    (path / "report.md").write_text(f"# {benchmark} — {protocol} protocol\n")
-    return path
+from lavida.eval.tables import NoResultsError, read_run
 
 
 def test_tables_put_our_numbers_beside_the_papers(tmp_path, capsys):
-    a = _run(tmp_path, "a", "shanghaitech", "standard", {"frame_auc_micro": 0.8123})
-    b = _run(tmp_path, "b", "xd_violence", "standard", {"frame_ap": 0.5, "frame_auc_micro": 0.9})
-    c = _run(tmp_path, "c", "ucsd_ped2", "lavida_official", {"pixel_auc": 0.7777})
+    a = write_eval_run(tmp_path / "a", "shanghaitech", "standard", frame_auc_micro=0.8123)
+    b = write_eval_run(tmp_path / "b", "xd_violence", "standard", frame_ap=0.5, frame_auc_micro=0.9)
+    c = write_eval_run(tmp_path / "c", "ucsd_ped2", "lavida_official", pixel_auc=0.7777)
     main([str(a), str(b), str(c), "--out", str(tmp_path / "t")])
     markdown = (tmp_path / "t" / "tables.md").read_text()
     assert "| LAVIDA (paper) | 76.45 | 85.28 | 82.18 | 90.62 |" in markdown
@@ -57,9 +42,9 @@ def test_read_run_errors(tmp_path):
 
 def test_two_runs_of_one_benchmark_and_protocol_are_refused(tmp_path, capsys):
     """Picking one by argument order would silently put whichever came last in the table."""
-    v10 = _run(tmp_path, "ucf_v10", "ucf_crime", "standard", {"frame_auc_micro": 0.85})
-    v9 = _run(tmp_path, "ucf_v9", "ucf_crime", "standard", {"frame_auc_micro": 0.70})
-    other = _run(tmp_path, "ucf_official", "ucf_crime", "lavida_official", {"frame_auc_micro": 0.75})
+    v10 = write_eval_run(tmp_path / "ucf_v10", "ucf_crime", "standard", frame_auc_micro=0.85)
+    v9 = write_eval_run(tmp_path / "ucf_v9", "ucf_crime", "standard", frame_auc_micro=0.70)
+    other = write_eval_run(tmp_path / "ucf_official", "ucf_crime", "lavida_official", frame_auc_micro=0.75)
     with pytest.raises(SystemExit, match="2"):
         main([str(v10), str(v9), "--out", str(tmp_path / "t")])
     # The refusal is printed as it is, without a traceback, and nothing is written.

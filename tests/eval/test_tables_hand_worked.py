@@ -6,12 +6,12 @@ pinned by a small case worked out by hand. The official test-split sizes are res
 """
 
 import dataclasses
-import json
 import logging
 import re
 from pathlib import Path
 
 import pytest
+from conftest import write_eval_run
 
 from lavida.eval.tables import (
     NoResultsError,
@@ -27,14 +27,6 @@ from lavida.eval.tables import (
 def _model(checkpoint=None, digest=None, **extra):
     """A model run's source as lavida-eval records it (lavida.eval.runner._source)."""
     return {"mode": "model", "checkpoint": checkpoint, "checkpoint_sha256": digest, **extra}
-
-
-def _write(folder, benchmark="shanghaitech", protocol="standard"):
-    """A finished run folder: metrics.json and report.md's title line."""
-    folder.mkdir(parents=True)
-    (folder / "metrics.json").write_text(json.dumps({"num_videos": 107, "frame_auc_micro": 0.5}))
-    (folder / "report.md").write_text(f"# {benchmark} — {protocol} protocol\n", encoding="utf-8")
-    return folder
 
 
 # -- shortfall ------------------------------------------------------------------------------------------
@@ -312,10 +304,10 @@ def test_folders_without_metrics(tmp_path):
 
     parent = tmp_path / "parent"
     for name in ("a", "b", "c"):
-        _write(parent / name)
+        write_eval_run(parent / name, "shanghaitech", "standard")
     with pytest.raises(FileNotFoundError, match=r"subfolders a, b, c hold lavida-eval runs; pass the runs"):
         read_run(parent)
-    _write(parent / "d")
+    write_eval_run(parent / "d", "shanghaitech", "standard")
     with pytest.raises(FileNotFoundError, match=r"subfolders a, b, c, \.\.\. hold .*e\.g\. .*parent.\*$"):
         read_run(parent)
 
@@ -329,9 +321,9 @@ def _empty_cache(folder):
 def test_read_run_title_and_read_runs(tmp_path, caplog):
     """The benchmark and protocol come from report.md's first line (an empty report has none); read_runs
     skips folders with no results, and refuses when every folder given is such a one."""
-    run = read_run(_write(tmp_path / "run", "ubnormal", "lavida_official"))
+    run = read_run(write_eval_run(tmp_path / "run", "ubnormal", "lavida_official", num_videos=107))
     assert (run.benchmark, run.protocol, run.metrics["num_videos"]) == ("ubnormal", "lavida_official", 107)
-    empty = _write(tmp_path / "empty_report")
+    empty = write_eval_run(tmp_path / "empty_report", "shanghaitech", "standard")
     (empty / "report.md").write_text("")
     with pytest.raises(ValueError, match=re.escape("title line ''")):
         read_run(empty)

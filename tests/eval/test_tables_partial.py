@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import write_eval_run
 from eval.trees import write_shanghaitech_tree, write_ubnormal_tree, write_ucf_crime_tree
 
 from lavida.cli.tables import main as tables
@@ -32,13 +33,8 @@ from lavida.eval.tables import (
 
 
 def _run(folder, benchmark, protocol, **metrics):
-    """A finished run folder as lavida-eval writes it: metrics.json (the whole official test split unless
-    ``metrics`` says otherwise) and report.md's title line."""
-    folder.mkdir(parents=True)
-    whole = {"split": "test", "videos_left_out": 0, "num_videos": OFFICIAL_TEST_VIDEOS[benchmark][protocol]}
-    (folder / "metrics.json").write_text(json.dumps({**whole, PAPER_RESULTS[benchmark][0]: 0.75, **metrics}))
-    (folder / "report.md").write_text(f"# {benchmark} — {protocol} protocol\n", encoding="utf-8")
-    return folder
+    """:func:`write_eval_run` with the table's metric at 0.75 unless ``metrics`` says otherwise."""
+    return write_eval_run(folder, benchmark, protocol, **{PAPER_RESULTS[benchmark][0]: 0.75, **metrics})
 
 
 def _evaluate(bench, protocol, output_dir):

@@ -15,7 +15,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import QWEN2_VL_PREPROCESSOR
+from conftest import QWEN2_VL_PREPROCESSOR, offline_lavida_processor
 
 from lavida.data.processor import LavidaProcessor, PixelBudget, smart_resize
 from lavida.data.prompts import PromptTemplates
@@ -138,9 +138,8 @@ def qwen_folder(tmp_path_factory):
 
 def _lavida_processor(qwen_processor, side: int = 32) -> LavidaProcessor:
     budget = PixelBudget(28 * 28 * 20, 28 * 28 * 30)  # small frames: 4 × 6 merged tokens for 64 × 96
-    return LavidaProcessor(
-        qwen_processor=qwen_processor,
-        clip_tokenizer=lambda names: torch.zeros(len(names), 77, dtype=torch.long),
+    return offline_lavida_processor(
+        qwen_processor,
         sam_image_size=side,
         train_video_budget=budget,
         test_video_budget=budget,
