@@ -335,3 +335,25 @@ def write_eval_run(folder: Path, benchmark: str, protocol: str, **metrics) -> Pa
     (folder / "metrics.json").write_text(json.dumps({**whole, **metrics}))
     (folder / "report.md").write_text(f"# {benchmark} — {protocol} protocol\n", encoding="utf-8")
     return folder
+
+
+def skip_without_exchange(folder: Path) -> None:
+    """Skip unless the C library's renameat2 swaps two folders in ``folder`` (Linux, and a file system that
+    supports RENAME_EXCHANGE). Asked directly through ctypes, not through lavida.atomic: a bug there that
+    disabled the exchange would otherwise skip the very tests meant to catch it. AT_FDCWD is -100
+    (<fcntl.h>), RENAME_EXCHANGE is 1 << 1 (<linux/fs.h>)."""
+    import ctypes
+
+    function = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    swapped = False
+    if function is not None:
+        first, second = folder / ".probe_a", folder / ".probe_b"
+        first.mkdir()
+        second.mkdir()
+        (first / "a").touch()
+        swapped = function(-100, os.fsencode(first), -100, os.fsencode(second), 2) == 0
+        assert (second / "a").exists() == swapped  # the probe itself: moved only where it said so
+        shutil.rmtree(first)
+        shutil.rmtree(second)
+    if not swapped:
+        pytest.skip("this system or file system has no atomic exchange (renameat2 RENAME_EXCHANGE)")

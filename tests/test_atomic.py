@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import skip_without_exchange
 
 from lavida.atomic import atomic_dir, atomic_path, exchange_paths, write_json, write_text
 
@@ -72,25 +73,13 @@ def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path):
     assert weights.stat().st_mode == (tmp_path / "plain").stat().st_mode
 
 
-def _skip_without_exchange(folder):
-    """Skip where renameat2(RENAME_EXCHANGE) is unavailable (not Linux, some network file systems)."""
-    first, second = folder / ".probe_a", folder / ".probe_b"
-    first.mkdir()
-    second.mkdir()
-    supported = exchange_paths(first, second)
-    first.rmdir()
-    second.rmdir()
-    if not supported:
-        pytest.skip("this system or file system has no atomic exchange (renameat2 RENAME_EXCHANGE)")
-
-
 def test_exchange_paths_swaps_two_folders_or_says_it_cannot(tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     first.mkdir()
     second.mkdir()
     (first / "x").write_text("from a")
     (second / "y").write_text("from b")
-    _skip_without_exchange(tmp_path)
+    skip_without_exchange(tmp_path)
     assert exchange_paths(first, second)
     assert _files(first) == {"y": "from b"} and _files(second) == {"x": "from a"}
     with pytest.raises(FileNotFoundError):  # a real failure is raised, not taken for "unsupported"
@@ -103,7 +92,7 @@ def test_a_replaced_folder_never_goes_missing(tmp_path, monkeypatch):
 
     import lavida.atomic as atomic
 
-    _skip_without_exchange(tmp_path)
+    skip_without_exchange(tmp_path)
     weights = tmp_path / "sam2"
     with atomic_dir(weights) as staging:
         (staging / "config.json").write_text("old")
@@ -248,7 +237,7 @@ def test_a_folder_reaches_the_disk_before_it_takes_the_old_ones_place(tmp_path, 
     events = _record_flushes(monkeypatch)
     swapped = []
     if exchange:
-        _skip_without_exchange(tmp_path)
+        skip_without_exchange(tmp_path)
         real_exchange = atomic.exchange_paths
 
         def logged_exchange(first, second):

@@ -9,7 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import tree_listing
+from conftest import skip_without_exchange, tree_listing
 
 import lavida.atomic as atomic
 from lavida.atomic import atomic_dir, atomic_path, exchange_paths, write_text
@@ -30,25 +30,6 @@ def _swap_folders(tmp_path: Path) -> tuple[Path, Path]:
     (first / "x").write_text("from a")
     (second / "y").write_text("from b")
     return first, second
-
-
-def _libc_exchanges(folder: Path) -> bool:
-    """Whether the C library's renameat2 swaps two folders here, asked directly (not via lavida.atomic):
-    AT_FDCWD is -100 (<fcntl.h>), RENAME_EXCHANGE is 1 << 1 (<linux/fs.h>)."""
-    function = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
-    if function is None:
-        return False
-    first, second = folder / ".probe_a", folder / ".probe_b"
-    first.mkdir()
-    second.mkdir()
-    (first / "a").touch()
-    swapped = function(-100, os.fsencode(first), -100, os.fsencode(second), 2) == 0
-    assert (second / "a").exists() == swapped  # the probe itself: moved only where it said so
-    for probe in (first, second):
-        for entry in probe.iterdir():
-            entry.unlink()
-        probe.rmdir()
-    return swapped
 
 
 # -- names --------------------------------------------------------------------------------------------
@@ -191,9 +172,9 @@ def _undeletable(monkeypatch, name: str) -> None:
 @pytest.mark.parametrize("exchange", [True, False])
 def test_an_old_version_that_cannot_be_deleted_does_not_fail_the_write(tmp_path, monkeypatch, exchange):
     """The new folder is in place once renamed; what of the old one cannot be deleted is left, silently."""
-    if exchange and not _libc_exchanges(tmp_path):
-        pytest.skip("this system or file system has no atomic exchange (renameat2 RENAME_EXCHANGE)")
-    if not exchange:
+    if exchange:
+        skip_without_exchange(tmp_path)
+    else:
         monkeypatch.setattr(atomic, "exchange_paths", lambda first, second: False)
     out = tmp_path / "out"
     with atomic_dir(out) as staging:
@@ -247,8 +228,7 @@ def test_a_failed_flush_of_the_parent_raises_that_error(tmp_path, monkeypatch):
 def test_exchange_paths_swaps_where_the_c_library_does(tmp_path):
     """Probed directly through ctypes: where renameat2 exchanges, exchange_paths must too (and not fall
     back to the two-rename path, which can leave the target missing after a kill)."""
-    if not _libc_exchanges(tmp_path):
-        pytest.skip("this system or file system has no atomic exchange (renameat2 RENAME_EXCHANGE)")
+    skip_without_exchange(tmp_path)
     first, second = _swap_folders(tmp_path)
     assert exchange_paths(first, second) is True
     assert tree_listing(tmp_path) == {"a": {"y": "from b"}, "b": {"x": "from a"}}
@@ -256,8 +236,7 @@ def test_exchange_paths_swaps_where_the_c_library_does(tmp_path):
 
 def test_exchange_paths_takes_relative_paths(tmp_path, monkeypatch):
     """Relative paths are relative to the working directory (AT_FDCWD), as for os.replace."""
-    if not _libc_exchanges(tmp_path):
-        pytest.skip("this system or file system has no atomic exchange (renameat2 RENAME_EXCHANGE)")
+    skip_without_exchange(tmp_path)
     _swap_folders(tmp_path)
     monkeypatch.chdir(tmp_path)
     assert exchange_paths("a", Path("b")) is True
