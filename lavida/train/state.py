@@ -184,15 +184,19 @@ def check_checkpoints_in_the_way(output_dir: Path, *, resume_step: int | None) -
 
 
 def _step_number(folder: Path) -> int:
-    try:
-        return int(folder.name.removeprefix("step_"))
-    except ValueError:
-        return -1  # not a folder this module wrote; never newer than a real step
+    """N of a folder :func:`_step_folders` returned."""
+    return int(folder.name.removeprefix("step_"))
 
 
 def _step_folders(root: Path) -> list[Path]:
-    """The ``step_<N>`` folders under ``root``, oldest first (not the ``.staging`` ones)."""
-    return sorted(p for p in root.glob("step_*") if p.is_dir() and "." not in p.name)
+    """The ``step_<N>`` folders under ``root``, by N (oldest first).
+
+    Staging folders and other names (a user's copy such as ``step_best``) are not checkpoints: counted as
+    one, the copy was taken for the newest by resume=auto and counted towards keep_last. The order is N's,
+    not the names': ``{:07d}`` stops padding at step 10,000,000.
+    """
+    folders = [p for p in root.glob("step_*") if p.is_dir() and p.name.removeprefix("step_").isdecimal()]
+    return sorted(folders, key=_step_number)
 
 
 def _is_complete(directory: Path) -> bool:

@@ -164,6 +164,18 @@ def test_explicitly_numbered_matlab_lines_are_put_in_clip_order(tmp_path):
     assert read_ucsd_frame_gt(path) == [[(0, 1)], [(4, 5)]]
 
 
+def test_end_plus_one_follows_the_largest_clip_number_so_far(tmp_path):
+    """MATLAB's ``end`` is the cell array's length, which is its largest index so far: after
+    ``TestVideoFile{2}``, ``{end+1}`` is clip 3 (not 2, the count of lines so far + 1), and ``{1}`` then
+    fills the first slot."""
+    path = tmp_path / "UCSDped2.m"
+    path.write_text(
+        "TestVideoFile{2}.gt_frame = [5:6];\nTestVideoFile{end+1}.gt_frame = [7:8];\n"
+        "TestVideoFile{1}.gt_frame = [1:2];\n"
+    )
+    assert read_ucsd_frame_gt(path) == [[(0, 1)], [(4, 5)], [(6, 7)]]
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -249,3 +261,19 @@ def test_stray_images_are_listed_up_to_ten(tree, count, tail):
         UCSDPed2(tree.root).videos()
     listed = ", ".join(f"extra{k:02d}.png" for k in range(10))
     assert f"not .tif frames: {listed}{tail}. Evaluation" in str(error.value)
+
+
+def test_a_one_frame_clip_is_read(tree):
+    """A clip of a single .tif frame (and mask) loads: its frame size is read from that frame. Test002 cut
+    to its first frame, whose mask is anomalous, with the single-frame MATLAB vector ``[1]``."""
+    test = tree.root / "UCSDped2" / "Test"
+    for n in range(2, 7):
+        (test / "Test002" / f"{n:03d}.tif").unlink()
+        (test / "Test002_gt" / f"{n:03d}.bmp").unlink()
+    tree.files["matlab"].write_text(
+        "TestVideoFile{end+1}.gt_frame = [3:5];\nTestVideoFile{end+1}.gt_frame = [1];\n"
+    )
+    second = UCSDPed2(tree.root).videos()[1]
+    assert second.num_frames == 1
+    np.testing.assert_array_equal(second.frame_labels, [1])
+    np.testing.assert_array_equal(second.pixel_masks(np.array([0])), tree.videos["Test002"].masks[:1])

@@ -94,7 +94,11 @@ def read_ucsd_frame_gt(path: Path) -> list[list[tuple[int, int]]]:
         match = _GT_LINE.search(code)
         if not match:
             raise GroundTruthError(f"{where}: '{line}' does not match {expected}.")
-        index = len(clips) + 1 if match.group(1).replace(" ", "") == "end+1" else int(match.group(1))
+        # MATLAB's `end` of a cell array is its length, i.e. the largest index assigned so far (a cell
+        # array grows to its largest index): `{2}, {end+1}, {1}` are clips 2, 3, 1.
+        index = (
+            max(clips, default=0) + 1 if match.group(1).replace(" ", "") == "end+1" else int(match.group(1))
+        )
         if index in clips:
             raise GroundTruthError(f"{where}: clip {index} is given twice.")
         clips[index] = parse_matlab_ranges(match.group(2), where=where)
