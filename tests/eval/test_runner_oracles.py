@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from eval.trees import VideosMadeByTheTest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from lavida.eval import report, runner
@@ -298,19 +299,6 @@ def test_official_pixel_metrics_pool_only_the_kept_frames(tmp_path):
 # -- RBDC/TBDC: frame counts and tracks of the scored frames ----------------------------------------------
 
 
-class Tracked(VadBenchmark):
-    name = "tracked"
-    intervals = {"standard": 1, "lavida_official": 1}
-    has_pixel_gt = True
-
-    @property
-    def categories(self):
-        return ["fire"]
-
-    def load_videos(self):
-        return []
-
-
 def test_rbdc_counts_the_scored_frames_whatever_their_indices(tmp_path):
     """A result scored on frames 4..9 of a 10-frame video (``VideoResult.scored`` holds any raw indices):
     tracks on unscored frames are dropped and the FPR denominator is the 6 scored frames, as if the video
@@ -321,7 +309,9 @@ def test_rbdc_counts_the_scored_frames_whatever_their_indices(tmp_path):
     video = TestVideo(name="v", path=tmp_path / "v", frame_labels=np.ones(10, np.uint8), tracks=track)
     scored = np.arange(4, 10)
     result = VideoResult("v", scored, np.full(6, 0.5), np.ones(6, np.uint8), regions=regions)
-    metrics, notes = report.compute_metrics([result], videos=[video], benchmark=Tracked(tmp_path))
+    metrics, notes = report.compute_metrics(
+        [result], videos=[video], benchmark=VideosMadeByTheTest(tmp_path, pixel_gt=True)
+    )
     assert not [note for note in notes if "rbdc" in note], notes
     # The same video cut to its 6 scored frames, numbered from 0.
     shifted_track = track[track[:, 1] >= 4] - [0, 4, 0, 0, 0, 0]
@@ -337,7 +327,9 @@ def test_rbdc_of_prefix_scored_frames_is_unchanged(tmp_path):
     regions = np.array([[f, 2, 2, 6, 6, 0.8] for f in range(3, 8)] + [[1, 20, 20, 25, 25, 0.9]], float)
     video = TestVideo(name="v", path=tmp_path / "v", frame_labels=np.ones(12, np.uint8), tracks=track)
     result = VideoResult("v", np.arange(8), np.full(8, 0.5), np.ones(8, np.uint8), regions=regions)
-    metrics, _ = report.compute_metrics([result], videos=[video], benchmark=Tracked(tmp_path))
+    metrics, _ = report.compute_metrics(
+        [result], videos=[video], benchmark=VideosMadeByTheTest(tmp_path, pixel_gt=True)
+    )
     expected = rbdc_tbdc({"v": track[track[:, 1] < 8]}, {"v": regions}, {"v": 8})
     assert (metrics["rbdc"], metrics["tbdc"]) == pytest.approx(expected, abs=1e-12)
 

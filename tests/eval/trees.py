@@ -4,6 +4,7 @@ Each ``write_<benchmark>_tree(root)`` writes a few 32×48 videos (a handful of f
 hand-placed anomalies and returns a :class:`WrittenTree`: the root to give the benchmark, the expected
 frame labels and pixel masks per video, and the paths of the ground-truth files (so tests can corrupt
 them). Videos are mp4 (``lavida.data.video.write_video``) or frame folders, as in each dataset.
+:class:`VideosMadeByTheTest` is a benchmark with no tree at all, for tests that hand-make their videos.
 
 Import with ``from eval.trees import ...`` (``tests/`` is on ``sys.path``; ``tests/data/sources`` has its
 own ``trees`` module, so the bare name is ambiguous in a full run).
@@ -18,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from lavida.data.video import write_video
+from lavida.eval.benchmark import VadBenchmark
 
 HEIGHT, WIDTH = 32, 48
 
@@ -364,3 +366,22 @@ def ped2_scores_only(tmp_path: Path) -> tuple[WrittenTree, Path, dict]:
         predictions_dir=predictions,
     )
     return tree, predictions, single
+
+
+class VideosMadeByTheTest(VadBenchmark):
+    """A benchmark whose test videos each test makes itself (it loads none): category "fire", interval 1
+    under both protocols, pixel ground truth as ``pixel_gt`` says."""
+
+    name = "bench"
+    intervals = {"standard": 1, "lavida_official": 1}
+
+    def __init__(self, root: str | Path, *, pixel_gt: bool = False) -> None:
+        super().__init__(root)
+        self.has_pixel_gt = pixel_gt
+
+    @property
+    def categories(self) -> list[str]:
+        return ["fire"]
+
+    def load_videos(self) -> list:
+        return []

@@ -4,9 +4,17 @@ import json
 
 import pytest
 import torch
-from conftest import make_samples, tiny_processor_for
+from conftest import checkpoint_on_its_own_clip, make_samples, other_weights, tiny_processor_for
 
-from lavida.models.checkpoint import heads_state_dict, load_checkpoint, save_checkpoint
+from lavida.models.base_fingerprint import weights_fingerprint
+from lavida.models.checkpoint import (
+    heads_state_dict,
+    load_checkpoint,
+    loaded_base_fingerprints,
+    read_checkpoint_meta,
+    save_checkpoint,
+    trained_clip_length,
+)
 from lavida.models.lavida import build_lavida
 from lavida.models.weights import WeightsNotFoundError
 
@@ -333,3 +341,46 @@ def test_real_base_weights_are_not_looked_for_in_the_run_folder(trained, tmp_pat
     model, config = trained
     save_checkpoint(model, dataclasses.replace(config, base_weights="required"), tmp_path / "run" / "final")
     assert "stand_ins_relative" not in json.loads((tmp_path / "run" / "final" / "meta.json").read_text())
+
+
+def test_loaded_base_fingerprints_follow_the_config_overrides(tiny_pretrained, tmp_path):
+    """Evaluation caches are keyed on these fingerprints: with ``checkpoint_overrides`` pointing a base model
+    elsewhere, the fingerprint must be that of the weights the override names (a cache made on the saved
+    path must not be served), and without overrides that of the saved path."""
+    checkpoint, clip = checkpoint_on_its_own_clip(tiny_pretrained, tmp_path)
+    other = other_weights(clip, tmp_path / "other" / clip.name)
+    saved = loaded_base_fingerprints(checkpoint)
+    overridden = loaded_base_fingerprints(
+        checkpoint, config_overrides={"text_encoder": {"pretrained": str(other)}}
+    )
+    # References: each file's fingerprint taken directly; the other weights differ, so the two do too.
+    assert saved["text_encoder"] == weights_fingerprint(clip)
+    assert overridden["text_encoder"] == weights_fingerprint(other) != weights_fingerprint(clip)
+    assert {k: v for k, v in overridden.items() if k != "text_encoder"} == {
+        k: v for k, v in saved.items() if k != "text_encoder"
+    }
+
+
+def test_a_checkpoint_whose_seg_token_id_differs_from_the_tokenizers_is_refused(trained, tmp_path):
+    """meta.json's <SEG> id is compared with the tokenizer's: another id means another base MLLM, whose
+    <SEG> row the trained heads were never paired with."""
+    model, config = trained
+    target = save_checkpoint(model, config, tmp_path / "ckpt")
+    meta_file = target / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    assert meta["seg_token_id"] == model.mllm.seg_token_id
+    meta["seg_token_id"] = model.mllm.seg_token_id + 1
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(WeightsNotFoundError, match=r"meta\.json: the checkpoint was trained with <SEG> id"):
+        load_checkpoint(target)
+
+
+def test_the_trained_clip_length_comes_from_meta_json_else_b3s_8(tmp_path):
+    """Evaluation defaults to the clip length the checkpoint recorded; a checkpoint without meta.json (or
+    without the key) falls back to supplement B.3's T = 8 frames."""
+    assert read_checkpoint_meta(tmp_path) == {}
+    assert trained_clip_length(tmp_path) == 8  # supplement B.3: T = 8
+    (tmp_path / "meta.json").write_text(json.dumps({"step": 3}))
+    assert trained_clip_length(tmp_path) == 8
+    (tmp_path / "meta.json").write_text(json.dumps({"clip_length": 4}))
+    assert trained_clip_length(tmp_path) == 4

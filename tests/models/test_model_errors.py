@@ -100,3 +100,16 @@ def test_lora_disabled_against_a_lora_checkpoint_names_the_saved_rank(saved):
     assert str(directory / "mllm_adapter") in message
     assert f"saved with r={config.mllm.lora['r']}" in message
     assert "configured without LoRA" in message
+
+
+def test_lora_on_more_modules_than_saved_is_refused_naming_the_missing_keys(saved):
+    """A model configured with LoRA on k_proj as well as the saved q_proj/v_proj: the checkpoint holds no
+    k_proj adapter, so loading must stop (naming a missing k_proj LoRA key) instead of keeping the
+    fresh k_proj adapter."""
+    directory, config = saved
+    more = {**config.mllm.lora, "target_modules": ["q_proj", "v_proj", "k_proj"]}
+    with pytest.raises(
+        WeightsNotFoundError,
+        match=r"does not match the model's adapter: unexpected \[\], missing \[.*k_proj\.lora_",
+    ):
+        load_checkpoint(directory, config_overrides={"mllm": {"lora": more}})

@@ -143,3 +143,24 @@ def test_an_unreadable_record_is_refused_in_strict_mode_and_skipped_in_warn_mode
         with caplog.at_level(logging.WARNING):
             assert check_resume_settings(checkpoint, record(train__seed=7), mode="warn") == []
         assert problem in caplog.text and "not compared" in caplog.text
+
+
+def test_the_errors_changed_keys_include_settings_on_one_side_only(tmp_path):
+    """Callers name their own settings from ``ResumeMismatchError.changed`` (lavida-demo), so a setting
+    added or removed must be there too, not only in the message; sorted dotted keys, one per change."""
+    checkpoint = checkpoint_with(tmp_path, record())
+    now = record(train__seed=7, train__optim__lr_scales={"sam.mask_decoder": 0.1})
+    del now["data"]["max_categories"]
+    with pytest.raises(ResumeMismatchError) as error:
+        check_resume_settings(checkpoint, now, mode="strict")
+    # Removed, added, changed: the three keys, sorted as strings.
+    assert error.value.changed == (
+        "data.max_categories",
+        "train.optim.lr_scales.sam.mask_decoder",
+        "train.seed",
+    )
+    assert error.value.changes == (
+        "data.max_categories: 30 -> (absent)",
+        "train.optim.lr_scales.sam.mask_decoder: (absent) -> 0.1",
+        "train.seed: 44 -> 7",
+    )

@@ -180,3 +180,16 @@ def test_a_copied_checkpoint_under_another_name_is_neither_newest_nor_pruned(
     assert final.is_dir() and final.name == "step_0000006"
     assert latest_checkpoint(tmp_path) == final
     assert best.is_dir()  # not lavida's to delete
+
+
+def test_checkpoints_past_seven_digits_are_newer_than_the_padded_ones(tmp_path, caplog):
+    """Folders are named ``step_{N:07d}``: the padding ends at 9,999,999, so by name ``step_10000000`` sorts
+    before ``step_9999999`` ('1' < '9'); by step number it is the newer one."""
+    root = tmp_path / "checkpoints"
+    for name in ("step_9999999", "step_10000000"):
+        (root / name / "model").mkdir(parents=True)
+        (root / name / "progress.json").write_text("{}")
+    (root / "latest.txt").write_text("step_10000000\n")
+    with caplog.at_level(logging.WARNING):
+        assert latest_checkpoint(tmp_path) == root / "step_10000000"
+    assert caplog.text == ""  # the pointer agrees with the scan

@@ -1,9 +1,11 @@
 """ADE20K SceneParsing source on a tiny ADEChallengeData2016 tree."""
 
 import logging
+import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 from trees import write_ade20k_tree
 
 from lavida.data.sources.ade20k import ADE20K_BACKGROUND, ADE20KSource, ade20k_class_names
@@ -74,6 +76,22 @@ def test_background_option_and_min_pixels(tree):
     assert [t.text for t in second.targets] == ["flag"] and "lamp" in second.present
 
 
+def test_min_pixels_is_inclusive_and_by_default_keeps_a_single_pixel(tree):
+    """min_pixels is the fewest pixels a target may have ("fewer than this" is not a target), and the
+    default 1 keeps every class, as the official code does (ADE20KSource docstring)."""
+    # The lamp (37) covers exactly 2 pixels (row 20, cols 10-11): min_pixels=2 keeps it as a target.
+    second = next(
+        r for r in ADE20KSource(tree["root"], min_pixels=2).index() if r.key == "ADE_train_00000002"
+    )
+    assert [t.text for t in second.targets] == ["lamp", "flag"]
+    # Image 3 holds only wall and sky (no target); one lamp pixel makes lamp its one target by default.
+    label = tree["labels"]["training"]["ADE_train_00000003"].copy()
+    label[0, 0] = 37
+    Image.fromarray(label).save(tree["root"] / "annotations/training/ADE_train_00000003.png")
+    third = next(r for r in ADE20KSource(tree["root"]).index() if r.key == "ADE_train_00000003")
+    assert [t.text for t in third.targets] == ["lamp"] and third.present == ("wall", "sky", "lamp")
+
+
 def test_validation_split_and_manifest_round_trip(tree, tmp_path):
     source = ADE20KSource(tree["root"], split="val")
     records = list(source.index())
@@ -114,6 +132,14 @@ def test_an_annotation_without_its_image_is_refused(tree, caplog):
         records = list(ADE20KSource(root, exclude_background=False).index(skip_errors=True))
     assert [r.key for r in records] == ["ADE_train_00000001", "ADE_train_00000003"]
     assert "skipped 1 of 3 images" in caplog.text
+
+
+def test_a_missing_annotations_folder_is_a_layout_error_even_when_skipping(tree):
+    """Without annotations/training the root is the wrong folder, not a set of images to skip one by one:
+    skip_errors would otherwise index nothing without an error."""
+    shutil.rmtree(tree["root"] / "annotations" / "training")
+    with pytest.raises(DatasetFormatError, match="found 3 images and no annotations folder"):
+        list(ADE20KSource(tree["root"]).index(skip_errors=True))
 
 
 def test_invalid_label_values_and_sizes_are_rejected(tree):

@@ -1,9 +1,11 @@
 """Cityscapes (gtFine labelIds) source on a tiny tree."""
 
 import logging
+import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 from trees import write_cityscapes_tree
 
 from lavida.data.sources.base import DatasetFormatError, write_manifest
@@ -26,6 +28,53 @@ def test_label_table_subsets():
         "traffic light", "traffic sign", "terrain", "truck", "bus", "train", "motorcycle", "bicycle",
     ]  # fmt: skip
     assert len(CITYSCAPES_TRAIN19) == 19 and set(CITYSCAPES_OFFICIAL8) <= set(CITYSCAPES_TRAIN19)
+
+
+def test_train19_is_the_benchmark_classes_in_train_id_order():
+    """CITYSCAPES_TRAIN19 lists the label ids of trainIds 0..18 in order (cityscapesscripts
+    helpers/labels.py; train_datasets.md §2.3: road 7->0, sidewalk 8->1, building 11->2, ... bicycle 33->18)."""
+    assert [CITYSCAPES_LABELS[i] for i in CITYSCAPES_TRAIN19] == [
+        "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
+        "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
+    ]  # fmt: skip
+
+
+def test_min_pixels_is_inclusive_and_by_default_keeps_a_single_pixel(tree):
+    """min_pixels is the fewest pixels a target may have, and the default 1 keeps every class, as the
+    official code does (CityscapesSource docstring)."""
+    # aachen_000000's traffic light (rows 0-5, cols 20-23) and bicycle (rows 18-21, cols 24-29) cover
+    # 6*4 = 4*6 = 24 pixels each: min_pixels=24 keeps both, 25 neither (and the image is left out).
+    records = {r.key: r for r in CityscapesSource(tree["root"], min_pixels=24).index()}
+    assert [t.text for t in records["aachen_000000_000019"].targets] == ["traffic light", "bicycle"]
+    records = {r.key: r for r in CityscapesSource(tree["root"], min_pixels=25).index()}
+    assert sorted(records) == ["bochum_000000_000313"]
+    # aachen_000001 shows none of the eight; one traffic-sign pixel (id 20) makes it its target.
+    stem = "aachen_000001_000019"
+    label = tree["labels"][stem].copy()
+    label[0, 0] = 20
+    Image.fromarray(label).save(tree["root"] / "gtFine" / "train" / "aachen" / f"{stem}_gtFine_labelIds.png")
+    records = {r.key: r for r in CityscapesSource(tree["root"]).index()}
+    assert [t.text for t in records[stem].targets] == ["traffic sign"]
+
+
+def test_a_train_ids_png_is_refused(tree):
+    """*_labelTrainIds.png (made by createTrainIdLabelImgs, ignore = 255) is not a labelIds file: refused
+    with the file named, not a KeyError for label 255."""
+    stem = "aachen_000000_000019"
+    label = tree["labels"][stem].copy()
+    label[0, 0] = 255
+    Image.fromarray(label).save(tree["root"] / "gtFine" / "train" / "aachen" / f"{stem}_gtFine_labelIds.png")
+    with pytest.raises(
+        DatasetFormatError, match=rf"{stem}_gtFine_labelIds.png: pixel value 255 is not a Cityscapes label id"
+    ):
+        list(CityscapesSource(tree["root"]).index())
+
+
+def test_a_missing_gtfine_folder_is_a_layout_error_even_when_skipping(tree):
+    """Without gtFine/train the download is incomplete: skip_errors must not turn that into an empty index."""
+    shutil.rmtree(tree["root"] / "gtFine" / "train")
+    with pytest.raises(DatasetFormatError, match="found 3 images and no gtFine folder"):
+        list(CityscapesSource(tree["root"]).index(skip_errors=True))
 
 
 def test_official8_targets_only_the_eight_ids(tree):

@@ -2,11 +2,12 @@
 
 import json
 import logging
+import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
-from trees import write_mapillary_tree
+from trees import MAPILLARY_LABELS, write_mapillary_tree
 
 from lavida.data.sources.base import DatasetFormatError
 from lavida.data.sources.mapillary import MapillaryVistasSource
@@ -60,6 +61,39 @@ def test_official_behaviour_keeps_void_labels(tree):
     assert [t.text for t in records[0].targets] == ["bird", "car", "ego vehicle", "unlabeled"]
 
 
+def test_min_pixels_counts_all_values_of_a_text_and_defaults_to_one(tree):
+    """min_pixels compares with the pixels of all labels sharing a text, and keeps a target that has
+    exactly that many; the default 1 keeps every class, as the official code does (class docstring)."""
+    # k2's crosswalk is labels 3 and 4, 4x16 = 64 pixels each: 128 together, so min_pixels=128 keeps it
+    # (neither label alone reaches it); curb (label 1) covers 24*32 - 128 = 640.
+    k2 = next(r for r in MapillaryVistasSource(tree["root"], min_pixels=128).index() if r.key == "k2")
+    assert [t.text for t in k2.targets] == ["curb", "lane marking - crosswalk"]
+    k2 = next(r for r in MapillaryVistasSource(tree["root"], min_pixels=129).index() if r.key == "k2")
+    assert [t.text for t in k2.targets] == ["curb"] and k2.present == ("curb", "lane marking - crosswalk")
+    # k3 is all "unlabeled" (no target); one car pixel (label 2) makes car its target by default.
+    label = tree["labels"]["k3"].copy()
+    label[0, 0] = 2
+    image = Image.fromarray(label)
+    image.putpalette([channel for entry in MAPILLARY_LABELS for channel in entry["color"]])
+    image.save(tree["root"] / "training" / "v2.0" / "labels" / "k3.png")
+    k3 = next(r for r in MapillaryVistasSource(tree["root"]).index() if r.key == "k3")
+    assert [t.text for t in k3.targets] == ["car"]
+
+
+@pytest.mark.parametrize("readable", ["", " . ", None])
+def test_a_label_without_a_readable_name_names_the_config(tree, readable):
+    """A label whose readable name is empty (after normalisation) or not a string would be a target with
+    no text; the config is refused, naming the label."""
+    config = tree["root"] / "config_v2.0.json"
+    data = json.loads(config.read_text())
+    data["labels"][0]["readable"] = readable
+    config.write_text(json.dumps(data))
+    with pytest.raises(
+        DatasetFormatError, match=r"config_v2.0.json: label 0 \(animal--bird\) has no readable name"
+    ):
+        MapillaryVistasSource(tree["root"])
+
+
 def test_config_errors_name_the_file(tree):
     config = tree["root"] / "config_v2.0.json"
     config.write_text(json.dumps({"labels": [{"name": "animal--bird"}]}))
@@ -81,6 +115,26 @@ def test_bad_labels_raise_or_are_skipped(tree, caplog):
     assert [r.key for r in records] == ["k3"]
     assert "k2.png: pixel value 9 has no entry in config_v2.0.json" in caplog.text
     assert "skipped 2 of 3 images" in caplog.text
+
+
+def test_the_first_value_past_the_config_is_refused(tree):
+    """The config lists 7 labels (values 0..6): value 7 is the first with no entry, a format error naming
+    the range, not an IndexError."""
+    label = tree["labels"]["k1"].copy()
+    label[0, 0] = 7
+    Image.fromarray(label).save(tree["root"] / "training" / "v2.0" / "labels" / "k1.png")
+    with pytest.raises(
+        DatasetFormatError, match=r"k1.png: pixel value 7 has no entry in config_v2.0.json \(labels 0..6\)"
+    ):
+        list(MapillaryVistasSource(tree["root"]).index())
+
+
+def test_a_missing_labels_folder_is_a_layout_error_even_when_skipping(tree):
+    """Without training/v2.0/labels the root or version is wrong: skip_errors must not turn that into an
+    empty index."""
+    shutil.rmtree(tree["root"] / "training" / "v2.0" / "labels")
+    with pytest.raises(DatasetFormatError, match="found 3 images and no labels folder"):
+        list(MapillaryVistasSource(tree["root"]).index(skip_errors=True))
 
 
 def test_missing_split_folder_explains_the_layout(tree):

@@ -2,10 +2,11 @@
 
 import json
 import logging
+import re
 
 import numpy as np
 import pytest
-from video_trees import SIZE, encode, write_frame, write_json, write_mevis_tree, write_youtube_vos_tree
+from video_trees import SIZE, box, encode, write_frame, write_json, write_mevis_tree, write_youtube_vos_tree
 
 from lavida.data.sources.base import DatasetFormatError, read_manifest, write_manifest
 from lavida.data.sources.mevis import MeViSSource, iter_json_object
@@ -280,3 +281,139 @@ def test_expressions_never_visible_are_left_out(tree, caplog):
     shard = json.loads((tree["root"] / ".lavida/mevis_masks/train/m1.json").read_text())
     assert sorted(shard) == ["10", "10+11", "11"]
     assert "4 expressions have no mask on any frame" in caplog.text
+
+
+def test_annotation_id_zero_is_a_real_annotation(tree):
+    """MeViS ``anno_id`` s number the split's annotations, not palette values (research notes §2.7: obj_id
+    [0, 1, 2, 3] has anno_id [2, 3, 4, 5]), so 0 is a usable id; parse_object_id refuses only negative ids."""
+    meta = json.loads((tree["root"] / "train/meta_expressions.json").read_text())
+    meta["videos"]["m2"]["expressions"]["0"]["anno_id"] = [0]  # the dog: annotation 12 renamed 0
+    write_json(tree["root"] / "train/meta_expressions.json", meta)
+    masks = json.loads(tree["mask_dict"].read_text())
+    masks["0"] = masks.pop("12")
+    write_json(tree["mask_dict"], masks)
+    source = MeViSSource(tree["root"])
+    m2 = records_by_key(source)["m2"]
+    (dog,) = m2.targets
+    # The fixture's dog is on frames 0 and 2 (video_trees._mevis_masks).
+    assert (dog.text, dog.mask["key"], dog.mask["anno_ids"], dog.frames) == (
+        "a dog running",
+        "0",
+        [0],
+        (0, 2),
+    )
+    np.testing.assert_array_equal(source.load_masks(m2, dog, [0, 1, 2]), tree["masks"]["m2"]["12"])
+
+
+_BROKEN = [
+    ('{"aaaa": 1, "bbbb": 2, "c": [1, 2}', "Expecting ',' delimiter"),  # a bad value
+    ('{"aaaa": 1, "bbbb" 2}', "expected one of ':', found '2'"),
+    ('{"aaaa": 1', "expected one of ',}', found 'the end of the file'"),  # cut off
+    ("{}x", "unexpected data after the top-level object"),
+]
+
+
+@pytest.mark.parametrize("chunk_chars", [3, 4, 1 << 20])
+@pytest.mark.parametrize("text, reason", _BROKEN)
+def test_streaming_reader_errors_give_the_position_in_the_whole_file(tmp_path, chunk_chars, text, reason):
+    """A broken mask_dict.json's error gives the position in the whole file however it was chunked, and
+    says what was found there; the reference position is the one json.loads reports for the whole text."""
+    path = tmp_path / "broken.json"
+    path.write_text(text)
+    with pytest.raises(json.JSONDecodeError) as reference:
+        json.loads(text)
+    expected = f"broken.json: not valid JSON near character {reference.value.pos} ({reason});"
+    with pytest.raises(DatasetFormatError, match=re.escape(expected)):
+        list(iter_json_object(path, chunk_chars=chunk_chars))
+
+
+def test_left_out_expressions_and_videos_are_counted_exactly_in_the_log(tree, caplog):
+    """The prepare log is how a user learns how much of MeViS was dropped, so each count must be exact (a
+    substring check like "1 expressions" also matches "-1 expressions")."""
+    # Hand count: m1 gets an expression whose text normalises to "" and one with no annotation id (2 left
+    # out); m2's only expression now names annotation 72, null on every frame (1 never visible), which
+    # leaves m2 without a target (1 video).
+    meta = json.loads((tree["root"] / "train/meta_expressions.json").read_text())
+    m1 = meta["videos"]["m1"]["expressions"]
+    m1["90"] = {"exp": " . ", "obj_id": [0], "anno_id": [10]}
+    m1["91"] = {"exp": "a cat", "obj_id": [], "anno_id": []}
+    meta["videos"]["m2"]["expressions"]["0"]["anno_id"] = [72]
+    write_json(tree["root"] / "train/meta_expressions.json", meta)
+    masks = json.loads(tree["mask_dict"].read_text())
+    masks["72"] = [None] * 3
+    write_json(tree["mask_dict"], masks)
+    with caplog.at_level(logging.INFO, logger="lavida.data.sources"):
+        records = records_by_key(MeViSSource(tree["root"]))
+    assert sorted(records) == ["m1"]
+    assert records["m1"].present == ("two cats playing", "the cat on the left", "the cat that jumps")
+    messages = [record.getMessage() for record in caplog.records]
+    assert "mevis: 2 expressions have an empty text or no annotation id and are left out." in messages
+    assert (
+        "mevis: 1 expressions have no mask on any frame (null or empty everywhere) and are left out."
+        in messages
+    )
+    assert "mevis: 1 videos have no usable expression and are left out." in messages
+
+
+def test_a_video_entry_without_frames_or_exp_names_the_expressions_file(tree):
+    """The record's frames come from meta_expressions.json; without a "frames" list the video would be
+    read from whatever JPEGs are on disk instead. An expression without an "exp" string has no text."""
+    path = tree["root"] / "train/meta_expressions.json"
+    meta = json.loads(path.read_text())
+    del meta["videos"]["m2"]["frames"]
+    write_json(path, meta)
+    expected = f'{path}: video m2 needs an "expressions" mapping and a non-empty "frames" list.'
+    with pytest.raises(DatasetFormatError, match=re.escape(expected)):
+        list(MeViSSource(tree["root"]).index())
+    meta["videos"]["m2"]["frames"] = tree["frames"]["m2"]
+    meta["videos"]["m2"]["expressions"]["0"]["exp"] = None
+    write_json(path, meta)
+    expected = f'{path}: video m2, expression 0: no "exp" string.'
+    with pytest.raises(DatasetFormatError, match=re.escape(expected)):
+        list(MeViSSource(tree["root"]).index())
+
+
+def test_missing_annotations_are_named_first_five_in_numeric_order(tree):
+    """The message lists at most five of the ids mask_dict.json lacks, smallest first (numerically, not
+    as strings, where "100" < "20")."""
+    path = tree["root"] / "train/meta_expressions.json"
+    meta = json.loads(path.read_text())
+    meta["videos"]["m1"]["expressions"]["9"] = {
+        "exp": "ghosts",
+        "obj_id": [5],
+        "anno_id": [4000, 30, 3, 100, 21, 20],
+    }
+    write_json(path, meta)
+    # Numeric order of the six absent ids: 3, 20, 21, 30, 100, 4000; the first five are named.
+    expected = f"{tree['mask_dict']}: no entry for annotation id(s) 3, 20, 21, 30, 100 of video m1 (used by"
+    with pytest.raises(DatasetFormatError, match=re.escape(expected)):
+        list(MeViSSource(tree["root"]).index())
+
+
+def test_an_older_shard_without_nulls_names_every_annotation_of_the_key(tree):
+    """A shard written before frames kept a null per absent annotation holds fewer RLEs than the key has
+    ids; the failing RLE cannot then be traced to one annotation, so all of the key's ids are named."""
+    source = MeViSSource(tree["root"])
+    m1 = records_by_key(source)["m1"]
+    shard_path = tree["root"] / ".lavida/mevis_masks/train/m1.json"
+    shard = json.loads(shard_path.read_text())
+    # "10+11" on frame 4: annotation 10 is absent there; the old layout kept only 11's RLE, here broken.
+    shard["10+11"][4] = [{"size": [24, 32], "counts": "0PP3"}]  # 3072 pixels for a 24×32 frame
+    shard_path.write_text(json.dumps(shard))
+    with pytest.raises(
+        DatasetFormatError, match=r"mask_dict\.json: one of annotations 10, 11 \(video m1\), frame 4:"
+    ):
+        source.load_masks(m1, m1.targets[0], [4])
+
+
+def test_a_one_pixel_mask_is_visible(tree):
+    """Visibility is read from the RLE areas without decoding: any area above zero is visible, down to a
+    single pixel (MeViS has small, distant objects)."""
+    masks = json.loads(tree["mask_dict"].read_text())
+    pixel = box(5, 7, 1, 1)  # one pixel, on frame 1 of m2, where the dog was absent
+    masks["12"][1] = encode(pixel)
+    write_json(tree["mask_dict"], masks)
+    source = MeViSSource(tree["root"])
+    m2 = records_by_key(source)["m2"]
+    assert m2.targets[0].frames == (0, 1, 2)
+    np.testing.assert_array_equal(source.load_masks(m2, m2.targets[0], [1])[0], pixel)

@@ -2,14 +2,20 @@
 
 import json
 import logging
+import re
 import shutil
 
 import numpy as np
 import pytest
-from video_trees import SIZE, write_davis_raw_tree, write_ref_davis_tree
+from video_trees import SIZE, write_davis_raw_tree, write_label, write_ref_davis_tree
 
 from lavida.data.sources.base import DatasetFormatError
-from lavida.data.sources.ref_davis import RefDAVISSource, convert_davis, read_text_annotations
+from lavida.data.sources.ref_davis import (
+    TEXT_ANNOTATION_FILES,
+    RefDAVISSource,
+    convert_davis,
+    read_text_annotations,
+)
 
 
 @pytest.fixture
@@ -239,3 +245,95 @@ def test_skip_errors_logs_a_count_and_continues(tree, caplog):
         records = records_by_key(RefDAVISSource(tree["root"]), skip_errors=True)
     assert sorted(records) == ["bike-packing"]
     assert "skipped 1 of 2 videos" in caplog.text
+
+
+def test_only_a_pair_of_enclosing_quotes_is_removed(tmp_path):
+    """Each line is ``<video> <object id> "<expression>"``; the quotes go only when they enclose the text,
+    so an unquoted text (or a stray quote) is kept as written and ``""`` is an empty expression."""
+    lines = ['dog 1 "a dog"', "dog 2 a dog without quotes", 'dog 3 ""', 'dog 4 "']
+    for name in TEXT_ANNOTATION_FILES:
+        (tmp_path / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    videos = read_text_annotations(tmp_path)
+    # Each of the four files gives every object one line, so four copies per object.
+    assert videos == {"dog": {1: ["a dog"] * 4, 2: ["a dog without quotes"] * 4, 3: [""] * 4, 4: ['"'] * 4}}
+
+
+def test_a_split_video_without_text_lines_is_left_out_with_a_warning(raw, tmp_path, caplog):
+    """ReferFormer's converter raises KeyError on a split video that no text file mentions; we leave it
+    out and say so, naming the split, the text folder and the video."""
+    split_file = raw["root"] / "DAVIS/ImageSets/2017/train.txt"
+    split_file.write_text(split_file.read_text() + "no-text-video\n")
+    with caplog.at_level(logging.WARNING, logger="lavida.data.sources"):
+        records = records_by_key(RefDAVISSource(raw["root"]), artifacts=tmp_path / "a")
+    assert sorted(records) == ["classic-car", "dogs-scale"]
+    text_dir = raw["root"] / "davis_text_annotations"
+    expected = f"refdavis: 1 train videos have no line in {text_dir} and are left out (first: no-text-video)."
+    assert expected in [record.getMessage() for record in caplog.records]
+
+
+def test_converting_without_semantics_warns_and_writes_no_meta_json(raw, tmp_path, caplog):
+    """davis_semantics.json (the semantics zip) is optional: without it the converted tree has no
+    meta.json, which must be said, since ReferFormer-layout tools expect one."""
+    semantics = raw["root"] / "DAVIS/davis_semantics.json"
+    semantics.unlink()
+    out = tmp_path / "converted"
+    with caplog.at_level(logging.WARNING, logger="lavida.data.sources"):
+        assert convert_davis(raw["root"], out) == {"train": 2, "valid": 1}
+    assert not (out / "train/meta.json").exists() and not (out / "valid/meta.json").exists()
+    expected = f"refdavis: {semantics} not found; the converted tree gets no meta.json."
+    assert [record.getMessage() for record in caplog.records] == [expected]
+
+
+def test_left_out_expressions_and_videos_are_counted_exactly_in_the_log(tree, caplog):
+    """The prepare log is how a user learns how much was dropped, so each count must be exact (a
+    substring check like "1 videos" also matches "-1 videos")."""
+    # Hand count: dog's 4 expressions and one of bike-packing's name object 7, on no annotation (5 left
+    # out); dog is then left without a target (1 video).
+    path = tree["root"] / "meta_expressions/train/meta_expressions.json"
+    data = json.loads(path.read_text())
+    for expression in data["videos"]["dog"]["expressions"].values():
+        expression["obj_id"] = "7"
+    data["videos"]["bike-packing"]["expressions"]["0"]["obj_id"] = "7"
+    path.write_text(json.dumps(data))
+    with caplog.at_level(logging.INFO, logger="lavida.data.sources"):
+        records = records_by_key(RefDAVISSource(tree["root"]))
+    assert sorted(records) == ["bike-packing"] and len(records["bike-packing"].targets) == 7
+    messages = [record.getMessage() for record in caplog.records]
+    assert "refdavis: 5 expressions refer to an object absent from every annotation; left out." in messages
+    assert "refdavis: 1 videos have no usable expression and are left out." in messages
+
+
+def test_a_video_entry_without_expressions_or_exp_names_the_expressions_file(tree):
+    """A malformed entry of meta_expressions.json is refused with the file and video named, not with a
+    bare AttributeError that skip_errors cannot skip."""
+    path = tree["root"] / "meta_expressions/train/meta_expressions.json"
+    data = json.loads(path.read_text())
+    del data["videos"]["dog"]["expressions"]
+    path.write_text(json.dumps(data))
+    expected = f'{path}: video dog needs an "expressions" mapping and a "frames" list.'
+    with pytest.raises(DatasetFormatError, match=re.escape(expected)):
+        list(RefDAVISSource(tree["root"]).index())
+    data["videos"]["dog"]["expressions"] = {"0": {"exp": None, "obj_id": "1"}}
+    path.write_text(json.dumps(data))
+    expected = f'{path}: video dog, expression 0: no "exp" string.'
+    with pytest.raises(DatasetFormatError, match=re.escape(expected)):
+        list(RefDAVISSource(tree["root"]).index())
+
+
+def test_converted_expressions_keep_non_ascii_text_readable(raw, tmp_path):
+    """The converted meta_expressions.json is written as UTF-8 text, not \\u escapes, so the latin-1
+    lines of the annot2 files read as written ("café") when the file is inspected."""
+    out = tmp_path / "converted"
+    convert_davis(raw["root"], out)
+    text = (out / "meta_expressions/train/meta_expressions.json").read_text(encoding="utf-8")
+    assert '"the white café racer"' in text and "\\u00e9" not in text
+
+
+def test_a_later_annotation_of_another_size_names_the_file(tree):
+    """Indexing reads every annotation (DAVIS's meta.json has no frame lists), so an annotation whose
+    size differs from the video's frames is refused there, naming it, not when a clip is loaded."""
+    png = tree["root"] / "train/Annotations/dog/00002.png"
+    write_label(png, np.zeros((12, 16), np.uint8))
+    expected = f"{png}: annotation is (12, 16), the video's frames are (24, 32)."
+    with pytest.raises(DatasetFormatError, match=re.escape(expected)):
+        list(RefDAVISSource(tree["root"]).index())

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 import shutil
 
 import numpy as np
@@ -124,3 +125,51 @@ def test_skip_errors_logs_a_count_and_continues(tree, caplog):
         records = records_by_key(RefYouTubeVOSSource(tree["root"]), skip_errors=True)
     assert sorted(records) == ["v1", "v2"]
     assert "skipped 1 of 3 videos" in caplog.text
+
+
+def test_left_out_expressions_and_videos_are_counted_exactly_in_the_log(tree, caplog):
+    """The prepare log is how a user learns how much was dropped, so each count must be exact (a
+    substring check like "1 expressions" also matches "-1 expressions")."""
+    # Hand count: v2 and v3 each get an expression about object 9, which meta.json does not list (2
+    # unknown); v2's bird (object 2) is listed on no frame (1 never annotated); v3's only expression was
+    # the one moved to object 9, so v3 has no target (1 video).
+    root = tree["root"]
+    path = root / "meta_expressions/train/meta_expressions.json"
+    data = json.loads(path.read_text())
+    data["videos"]["v2"]["expressions"]["2"] = {"exp": "a ghost", "obj_id": "9"}
+    data["videos"]["v3"]["expressions"]["0"]["obj_id"] = "9"
+    path.write_text(json.dumps(data))
+    meta_path = root / "train/meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["videos"]["v2"]["objects"]["2"]["frames"] = []
+    meta_path.write_text(json.dumps(meta))
+    with caplog.at_level(logging.INFO, logger="lavida.data.sources"):
+        records = records_by_key(RefYouTubeVOSSource(root))
+    assert sorted(records) == ["v1", "v2"]
+    assert records["v2"].present == ("a seal lying on a rock",)
+    messages = [record.getMessage() for record in caplog.records]
+    assert f"refvos: 2 expressions refer to an object that {meta_path} does not list; left out." in messages
+    assert (
+        f"refvos: 1 expressions refer to an object with an empty frame list in {meta_path}; left out."
+        in messages
+    )
+    assert "refvos: 1 videos have no usable expression and are left out." in messages
+
+
+def test_a_video_entry_without_frames_or_exp_names_the_expressions_file(tree):
+    """The record's frames come from meta_expressions.json; without a "frames" list the video would be
+    read from whatever PNGs are on disk instead. An expression without an "exp" string has no text."""
+    root = tree["root"]
+    path = root / "meta_expressions/train/meta_expressions.json"
+    data = json.loads(path.read_text())
+    del data["videos"]["v2"]["frames"]
+    path.write_text(json.dumps(data))
+    expected = f'{path}: video v2 needs an "expressions" mapping and a non-empty "frames" list.'
+    with pytest.raises(DatasetFormatError, match=re.escape(expected)):
+        list(RefYouTubeVOSSource(root).index())
+    data["videos"]["v2"]["frames"] = tree["frames"]["v2"]
+    data["videos"]["v2"]["expressions"]["1"] = {"exp": None, "obj_id": "2"}
+    path.write_text(json.dumps(data))
+    expected = f'{path}: video v2, expression 1: no "exp" string.'
+    with pytest.raises(DatasetFormatError, match=re.escape(expected)):
+        list(RefYouTubeVOSSource(root).index())

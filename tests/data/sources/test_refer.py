@@ -220,6 +220,61 @@ def test_malformed_refs_name_the_file(refcoco):
         list(RefCocoSource(refcoco["root"]).index())
 
 
+@pytest.mark.parametrize(
+    ("sentences", "problem"),
+    [(None, "lacks sentences"), ("the man on the left", "lacks a sentences list")],
+)
+def test_a_ref_without_a_sentences_list_names_the_file_and_the_ref(tmp_path, sentences, problem):
+    """A ref without ``sentences`` (or with a string there) is a format error naming the ref, not a bare
+    KeyError from deep in the indexer nor a string read character by character into no sentence."""
+    refcoco = write_refer_tree(tmp_path / "refer_seg", "refcoco", refs_format="json")
+    refs = json.loads(refcoco["refs_path"].read_text())
+    del refs[0]["sentences"]
+    if sentences is not None:
+        refs[0]["sentences"] = sentences
+    refcoco["refs_path"].write_text(json.dumps(refs))
+    with pytest.raises(DatasetFormatError, match=rf"refs\(unc\)\.json: ref #0 {problem}"):
+        list(RefCocoSource(refcoco["root"]).index())
+
+
+def test_an_annotation_without_a_segmentation_key_names_the_ref(refcoco):
+    """instances.json holding annotation 100 (ref 0's) without a ``segmentation`` field: a format error
+    naming the ann_id and ref, as for a missing annotation, not a KeyError."""
+    path = refcoco["dataset_dir"] / "instances.json"
+    instances = json.loads(path.read_text())
+    del instances["annotations"][0]["segmentation"]
+    path.write_text(json.dumps(instances))
+    with pytest.raises(
+        DatasetFormatError, match=r"no annotation \(with a segmentation\) for ann_id 100 of ref 0"
+    ):
+        list(RefCocoSource(refcoco["root"]).index())
+
+
+def test_the_count_of_refs_left_out_is_logged_exactly(tmp_path, caplog):
+    """Refs without a usable sentence or with an empty mask are left out and counted in one message.
+
+    Ref 1 (image 1) gets only a sentence that normalises to "" and ref 2 (image 2, its only train ref)
+    an empty segmentation, so 2 refs go: image 1 keeps ref 0's two sentences, image 2 has no target
+    left and no record. The whole message is compared: "-2 refs ..." contains "2 refs ...".
+    """
+    refcoco = write_refer_tree(tmp_path / "refer_seg", "refcoco", refs_format="json")
+    refs = json.loads(refcoco["refs_path"].read_text())
+    refs[1]["sentences"] = [{"raw": " . ", "sent": " . ", "tokens": [], "sent_id": 0}]
+    refcoco["refs_path"].write_text(json.dumps(refs))
+    path = refcoco["dataset_dir"] / "instances.json"
+    instances = json.loads(path.read_text())
+    instances["annotations"][2]["segmentation"] = []  # annotation 102 = ref 2
+    path.write_text(json.dumps(instances))
+    with caplog.at_level(logging.INFO, logger="lavida.data.sources.refer"):
+        (image1,) = RefCocoSource(refcoco["root"]).index()
+    assert image1.key == "1"
+    assert [(t.text, t.mask["key"]) for t in image1.targets] == [
+        ("the man on the left", "0"),
+        ("left man", "0"),
+    ]
+    assert "refcoco: 2 refs without a usable sentence or with an empty mask were left out." in caplog.messages
+
+
 def test_corrupt_refs_pickle_names_the_file(refcoco):
     refcoco["refs_path"].write_bytes(refcoco["refs_path"].read_bytes()[:40])
     with pytest.raises(DatasetFormatError, match=r"refs\(unc\)\.p: not a valid pickle"):
@@ -234,6 +289,14 @@ def test_segmentation_layouts_agree():
     assert segmentation_to_rle(encode_rle(mask), 24, 32) == encode_rle(mask)
     with pytest.raises(DatasetFormatError, match="mixes polygons and RLEs"):
         segmentation_to_rle([[1.0, 2.0], encode_rle(mask)], 24, 32)
+
+
+@pytest.mark.parametrize("segmentation", ["counts", 7, None])
+def test_a_segmentation_neither_list_nor_dict_is_unknown(segmentation):
+    """A segmentation that is neither polygons nor RLE (a string, a number, null) is refused as unknown,
+    not iterated as if it were a list of parts."""
+    with pytest.raises(DatasetFormatError, match="empty or unknown segmentation"):
+        segmentation_to_rle(segmentation, 24, 32)
 
 
 # -- the restricted unpickler ------------------------------------------------------------------------
@@ -297,6 +360,57 @@ def test_plain_data_pickles_convert_next_to_the_pickle(tmp_path):
     path.write_bytes(pickle.dumps({"not": "a list"}))
     with pytest.raises(DatasetFormatError, match="expected a list of ref dicts"):
         convert_refs_pickle(path)
+
+
+def test_a_list_holding_anything_but_ref_dicts_is_not_converted(tmp_path):
+    """A list is not enough: every item must be a ref dict, or the JSON would hold what no source reads."""
+    path = tmp_path / "refs(unc).p"
+    path.write_bytes(pickle.dumps([{"ref_id": 1}, 2]))
+    with pytest.raises(DatasetFormatError, match="expected a list of ref dicts"):
+        convert_refs_pickle(path)
+    assert not path.with_suffix(".json").exists()
+
+
+def test_none_and_scalars_load_as_themselves():
+    """None, floats and bools are plain data: loaded unchanged, never refused as unexpected values."""
+    assert load_data_pickle(pickle.dumps([None, 1.5, True, {"bbox": None}])) == [
+        None,
+        1.5,
+        True,
+        {"bbox": None},
+    ]
+
+
+# Each opcode that imports or calls code, alone after a protocol-2 header (PROTO 2 is bytes 0-1, so it
+# sits at byte 2), with the arguments pickletools decodes for it; the scan only parses, never runs, so
+# the stack need not make sense. Byte values are the pickle module's opcode constants.
+_CODE_PICKLES = {
+    "GLOBAL": pickle.GLOBAL + b"os\nsystem\n",
+    "STACK_GLOBAL": pickle.STACK_GLOBAL,
+    "INST": pickle.INST + b"os\nsystem\n",
+    "OBJ": pickle.OBJ,
+    "REDUCE": pickle.REDUCE,
+    "BUILD": pickle.BUILD,
+    "NEWOBJ": pickle.NEWOBJ,
+    "NEWOBJ_EX": pickle.NEWOBJ_EX,
+    "EXT1": pickle.EXT1 + b"\x01",
+    "EXT2": pickle.EXT2 + b"\x01\x00",
+    "EXT4": pickle.EXT4 + b"\x01\x00\x00\x00",
+    "PERSID": pickle.PERSID + b"0\n",
+    "BINPERSID": pickle.BINPERSID,
+}
+
+
+@pytest.mark.parametrize("opcode", sorted(_CODE_PICKLES))
+def test_every_opcode_that_reaches_code_is_refused_by_name(opcode):
+    """The scan refuses each of the 13 opcodes that import, call or hook code (module docstring, step 1),
+    naming it and its offset — not only the GLOBAL/STACK_GLOBAL that real exploits start with."""
+    data = pickle.PROTO + b"\x02" + _CODE_PICKLES[opcode] + pickle.STOP
+    with pytest.raises(DatasetFormatError) as refused:
+        load_data_pickle(data, name="refs(unc).p")
+    assert str(refused.value).startswith(
+        f"refs(unc).p: refused: opcode {opcode} at byte 2 imports or calls code."
+    )
 
 
 def test_python2_byte_strings_are_decoded_as_utf8():

@@ -2,9 +2,11 @@
 
 import json
 import logging
+import re
 
 import numpy as np
 import pytest
+from PIL import Image
 from video_trees import SIZE, write_youtube_vos_tree
 
 from lavida.data.sources.base import DatasetFormatError, read_manifest, write_manifest
@@ -144,10 +146,51 @@ def test_split_and_root_are_checked(tmp_path, tree):
 
 def test_a_frame_of_another_size_names_both_files(tree):
     """np.stack would fail with a bare ValueError that names no file and that skip_errors cannot skip."""
-    from PIL import Image
-
     records = records_by_key(YouTubeVOSSource(tree["root"]))
     odd = tree["root"] / "train" / "JPEGImages" / "v1" / records["v1"].frames[2].split("/")[-1]
     Image.new("RGB", (40, 30)).save(odd)
     with pytest.raises(DatasetFormatError, match=rf"{odd.name}: frame of shape \(30, 40, 3\), but .* has"):
         YouTubeVOSSource(tree["root"]).load_frames(records["v1"], [0, 2])
+
+
+def test_left_out_objects_and_videos_are_counted_exactly_in_the_log(tree, caplog):
+    """The prepare log is how a user learns how much of YouTube-VOS was dropped, so the counts must be
+    exact (a substring check like "1 objects" also matches "-1 objects")."""
+    # Hand count: emptying the frame lists of v1's racket (object 2) and v2's seal (object 1) leaves out
+    # 2 objects; v2 is then left with "others" only, and v3 only ever had "others": 2 videos dropped.
+    meta_path = tree["root"] / "train" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["videos"]["v1"]["objects"]["2"]["frames"] = []
+    meta["videos"]["v2"]["objects"]["1"]["frames"] = []
+    meta_path.write_text(json.dumps(meta))
+    with caplog.at_level(logging.INFO, logger="lavida.data.sources"):
+        records = records_by_key(YouTubeVOSSource(tree["root"]))
+    assert sorted(records) == ["v1"]
+    messages = [record.getMessage() for record in caplog.records]
+    assert f"vos: 2 objects have an empty frame list in {meta_path}; left out." in messages
+    assert (
+        "vos: 2 videos have only 'others' objects or objects on no frame (no target) and are left out."
+        in messages
+    )
+
+
+def test_a_first_frame_of_another_size_than_its_annotation_names_both_sizes(tree):
+    """Only the first frame's sizes are compared at index time, and the record's size is that frame's;
+    the message must name the annotation file and give both sizes as HxW."""
+    root = tree["root"]
+    Image.new("RGB", (16, 12)).save(root / "train/JPEGImages/v2/00000.jpg")  # W=16, H=12
+    # The annotation stays SIZE = (24, 32); the other frames of v2 stay 24x32 as well.
+    expected = f"{root / 'train/Annotations/v2/00000.png'}: annotation is 24x32 but its frame is 12x16;"
+    with pytest.raises(DatasetFormatError, match=re.escape(expected)):
+        list(YouTubeVOSSource(root).index())
+
+
+def test_a_video_without_annotation_pngs_names_its_annotation_folder(tree):
+    """A YouTube-VOS record's frames are its annotated frames, so a video whose Annotations folder is
+    empty has none, and the message must point at that folder, not at the (full) JPEG folder."""
+    root = tree["root"]
+    for png in (root / "train/Annotations/v2").iterdir():
+        png.unlink()
+    expected = f"{root / 'train/Annotations/v2'}: the video has no frames."
+    with pytest.raises(DatasetFormatError, match=re.escape(expected)):
+        list(YouTubeVOSSource(root).index())
