@@ -1,0 +1,71 @@
+"""The metrics' shared input checks (lavida.metrics._validation): the dtypes they return, the bounds of
+alpha and beta, and the errors for inputs given in the wrong container.
+
+The metric tests reach these checks through whole metrics, with float32/float64 scores; these pin the
+promises made for other inputs.
+"""
+
+import numpy as np
+import pytest
+
+from lavida.metrics import frame_auc
+from lavida.metrics._validation import check_scores, check_unit_interval
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float32_and_float64_scores_are_returned_without_a_copy(dtype):
+    """A (T, H, W) map of a long video is large: valid float32/float64 scores come back as the same array."""
+    scores = np.array([[0.0, 0.25], [0.5, 1.0]], dtype)
+    assert check_scores(scores, fn="f", where="scores") is scores
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.uint8, np.int64])
+def test_small_floats_and_integers_become_float32(dtype):
+    """float16 and integer scores become float32, which holds them exactly (0.25 and 0.5 are powers of
+    two; 0 and 1 are the only valid integers) at half the memory of float64."""
+    values = [0, 1] if np.issubdtype(dtype, np.integer) else [0.0, 0.25, 0.5, 1.0]
+    checked = check_scores(np.array(values, dtype), fn="f", where="scores")
+    assert checked.dtype == np.float32
+    np.testing.assert_array_equal(checked, np.array(values, np.float64))
+
+
+def test_wider_floats_become_float64_not_float32():
+    """A long double score keeps float64 precision: 1/3 in float32 is 0.3333333432674408, which differs
+    from float64's 1/3 by 1e-8, enough to swap two close frames' order in a ranking metric."""
+    third = np.longdouble(1) / 3
+    checked = check_scores(np.array([third]), fn="f", where="scores")
+    assert checked.dtype == np.float64
+    assert checked[0] == float(third)
+
+
+@pytest.mark.parametrize(("value", "ok"), [(1.0, True), (0.5, True), (1.0 + 1e-12, False), (0.0, False)])
+def test_alpha_and_beta_lie_in_the_half_open_unit_interval(value, ok):
+    """RBDC/TBDC's alpha and beta lie in (0, 1]: 1.0 is allowed (one detection covering the whole track),
+    0 is not (every region would count as a detection)."""
+    if ok:
+        assert check_unit_interval(value, fn="rbdc_tbdc", name="alpha") == value
+    else:
+        with pytest.raises(ValueError, match=r"rbdc_tbdc: alpha must lie in \(0, 1\]"):
+            check_unit_interval(value, fn="rbdc_tbdc", name="alpha")
+
+
+def test_a_string_is_not_a_sequence_of_videos():
+    """A string is a Sequence in Python, so it must be refused by name, not read as one video per character."""
+    with pytest.raises(
+        TypeError, match=r"frame_auc: scores must be a sequence \(e\.g\. a list\) .*, got str;"
+    ):
+        frame_auc("0.1 0.9", [np.array([0, 1])])
+
+
+def test_a_flat_list_of_scores_gets_the_hint_to_wrap_it_and_a_wrong_shape_does_not():
+    """[0.1, 0.9] is one video's scores given as two 0-d "videos": the error says how to wrap it. A
+    per-video array of another shape is a different mistake and gets no such hint."""
+    with pytest.raises(ValueError) as flat:
+        frame_auc([0.1, 0.9], [0, 1])
+    assert str(flat.value) == (
+        "frame_auc: scores[0] must have shape (T,), got shape (); one video's scores go in as "
+        "[np.asarray(scores)]."
+    )
+    with pytest.raises(ValueError) as two_d:
+        frame_auc([np.zeros((2, 2))], [np.zeros((2, 2))])
+    assert str(two_d.value) == "frame_auc: scores[0] must have shape (T,), got shape (2, 2)."
