@@ -48,7 +48,8 @@ def test_a_ref_without_segmentation_is_left_out_and_the_image_kept(tmp_path, cap
     # Ref 0's sentences still describe something visible on the image: present, never irrelevant.
     assert {"the man on the left", "left man", "red car"} <= set(image1.present)
     np.testing.assert_array_equal(source.load_masks(image1, image1.targets[0], [0])[0], tree["masks"][1])
-    assert "1 refs without a usable sentence or with an empty mask were left out" in caplog.text
+    # The whole message: "-1 refs ..." would contain "1 refs ...".
+    assert "refclef: 1 refs without a usable sentence or with an empty mask were left out." in caplog.messages
 
 
 # -- MeViS: a malformed RLE size in mask_dict.json ---------------------------------------------------------
