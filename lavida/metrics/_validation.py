@@ -92,13 +92,11 @@ def check_labels(labels: ArrayLike, *, fn: str, where: str) -> NDArray[np.bool_]
     return arr != 0
 
 
-def check_unit_interval(value: float, *, fn: str, name: str, closed_low: bool = False) -> float:
-    """Check a scalar parameter such as ``alpha`` or ``beta`` lies in (0, 1] (or [0, 1])."""
+def check_unit_interval(value: float, *, fn: str, name: str) -> float:
+    """Check a scalar parameter such as ``alpha`` or ``beta`` lies in (0, 1]."""
     value = float(value)
-    ok = (0.0 <= value if closed_low else 0.0 < value) and value <= 1.0
-    if not ok:
-        interval = "[0, 1]" if closed_low else "(0, 1]"
-        raise ValueError(f"{fn}: {name} must lie in {interval}, got {value!r}.")
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{fn}: {name} must lie in (0, 1], got {value!r}.")
     return value
 
 

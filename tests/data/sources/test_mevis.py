@@ -6,7 +6,16 @@ import re
 
 import numpy as np
 import pytest
-from video_trees import SIZE, box, encode, write_frame, write_json, write_mevis_tree, write_youtube_vos_tree
+from video_trees import (
+    SIZE,
+    box,
+    encode,
+    records_by_key,
+    write_frame,
+    write_json,
+    write_mevis_tree,
+    write_youtube_vos_tree,
+)
 
 from lavida.data.sources.base import DatasetFormatError, read_manifest, write_manifest
 from lavida.data.sources.mevis import MeViSSource, iter_json_object
@@ -16,10 +25,6 @@ from lavida.data.sources.youtube_vos import YouTubeVOSSource
 @pytest.fixture
 def tree(tmp_path):
     return write_mevis_tree(tmp_path / "mevis")
-
-
-def records_by_key(source, **kwargs):
-    return {record.key: record for record in source.index(**kwargs)}
 
 
 def test_one_target_per_expression_and_one_shard_per_video(tree):
@@ -249,7 +254,11 @@ def test_skip_errors_logs_a_count_and_continues(tree, caplog):
     with caplog.at_level(logging.WARNING, logger="lavida.data.sources"):
         records = records_by_key(MeViSSource(tree["root"]), skip_errors=True)
     assert sorted(records) == ["m1"]
-    assert "skipped 1 of 2 videos" in caplog.text
+    skipping, summary = [record.getMessage() for record in caplog.records]  # one per skipped video, one total
+    assert skipping.startswith("mevis: skipping video m2: ")
+    assert summary == (
+        "mevis: skipped 1 of 2 videos with format errors (first: m2); their records are not in the manifest."
+    )
     assert not (tree["root"] / ".lavida/mevis_masks/train/m2.json").exists()
 
 
@@ -280,7 +289,10 @@ def test_expressions_never_visible_are_left_out(tree, caplog):
     } == {"m1": baseline["m1"]}  # the shared text keeps its visible frames (0, 1, 2); m2 has no target left
     shard = json.loads((tree["root"] / ".lavida/mevis_masks/train/m1.json").read_text())
     assert sorted(shard) == ["10", "10+11", "11"]
-    assert "4 expressions have no mask on any frame" in caplog.text
+    # Left out: 90 and 92 (annotation 70, null everywhere), 91 (71, empty everywhere), m2's only one (72).
+    assert "mevis: 4 expressions have no mask on any frame (null or empty everywhere) and are left out." in [
+        record.getMessage() for record in caplog.records
+    ]
 
 
 def test_annotation_id_zero_is_a_real_annotation(tree):

@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from video_trees import SIZE, write_davis_raw_tree, write_label, write_ref_davis_tree
+from video_trees import SIZE, records_by_key, write_davis_raw_tree, write_label, write_ref_davis_tree
 
 from lavida.data.sources.base import DatasetFormatError
 from lavida.data.sources.ref_davis import (
@@ -26,10 +26,6 @@ def tree(tmp_path):
 @pytest.fixture
 def raw(tmp_path):
     return write_davis_raw_tree(tmp_path / "davis_raw")
-
-
-def records_by_key(source, **kwargs):
-    return {record.key: record for record in source.index(**kwargs)}
 
 
 def assert_masks_match(source, records, masks):

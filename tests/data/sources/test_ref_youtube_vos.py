@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from video_trees import SIZE, write_ref_youtube_vos_tree
+from video_trees import SIZE, records_by_key, write_ref_youtube_vos_tree
 
 from lavida.data.sources.base import DatasetFormatError
 from lavida.data.sources.ref_youtube_vos import RefYouTubeVOSSource
@@ -16,10 +16,6 @@ from lavida.data.sources.ref_youtube_vos import RefYouTubeVOSSource
 @pytest.fixture
 def tree(tmp_path):
     return write_ref_youtube_vos_tree(tmp_path / "ref_youtube_vos")
-
-
-def records_by_key(source, **kwargs):
-    return {record.key: record for record in source.index(**kwargs)}
 
 
 def test_one_target_per_normalised_text(tree):

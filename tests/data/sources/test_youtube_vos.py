@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 from PIL import Image
-from video_trees import SIZE, write_youtube_vos_tree
+from video_trees import SIZE, records_by_key, write_youtube_vos_tree
 
 from lavida.data.sources.base import DatasetFormatError, read_manifest, write_manifest
 from lavida.data.sources.youtube_vos import YouTubeVOSSource
@@ -16,10 +16,6 @@ from lavida.data.sources.youtube_vos import YouTubeVOSSource
 @pytest.fixture
 def tree(tmp_path):
     return write_youtube_vos_tree(tmp_path / "youtube_vos")
-
-
-def records_by_key(source, **kwargs):
-    return {record.key: record for record in source.index(**kwargs)}
 
 
 def test_one_record_per_video_one_target_per_named_category(tree):
@@ -131,7 +127,11 @@ def test_skip_errors_logs_a_count_and_continues(tree, caplog):
     with caplog.at_level(logging.WARNING, logger="lavida.data.sources"):
         records = records_by_key(YouTubeVOSSource(tree["root"]), skip_errors=True)
     assert sorted(records) == ["v1"]
-    assert "skipped 1 of 3 videos" in caplog.text
+    skipping, summary = [record.getMessage() for record in caplog.records]  # one per skipped video, one total
+    assert skipping.startswith("vos: skipping video v2: ")
+    assert summary == (
+        "vos: skipped 1 of 3 videos with format errors (first: v2); their records are not in the manifest."
+    )
 
 
 def test_split_and_root_are_checked(tmp_path, tree):

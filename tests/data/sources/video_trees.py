@@ -6,7 +6,8 @@ what it wrote, including the exact boolean mask of every object on every frame, 
 loaded masks pixel for pixel. Objects are axis-aligned boxes that move one step per frame.
 
 Writers: :func:`write_youtube_vos_tree`, :func:`write_ref_youtube_vos_tree`, :func:`write_mevis_tree`,
-:func:`write_ref_davis_tree` (converted layout), :func:`write_davis_raw_tree` (raw DAVIS + text files).
+:func:`write_ref_davis_tree` (converted layout), :func:`write_davis_raw_tree` (raw DAVIS + text files);
+:func:`records_by_key` reads a source's index back by record key.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ SIZE = (24, 32)  # (H, W) of every frame
 
 # A DAVIS-like palette (index k gets a distinct colour); the ids, not the colours, carry the labels.
 _PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0, 0, 0, 128, 128, 0, 128] + [64] * (768 - 18)
+
+
+def records_by_key(source, **kwargs) -> dict[str, Any]:
+    """``source.index(**kwargs)`` as a dict from record key to record."""
+    return {record.key: record for record in source.index(**kwargs)}
 
 
 def box(top: int, left: int, height: int, width: int, size: tuple[int, int] = SIZE) -> np.ndarray:
