@@ -5,12 +5,14 @@ is finished" and skips generating it on a rerun, so a marker cut short by a kill
 run of the same output directory.
 """
 
+import dataclasses
 import json
 import pathlib
 
 import pytest
 
 from lavida.synthetic.datasets import (
+    CategorySplit,
     SegmentationSetSpec,
     VadSetSpec,
     default_split,
@@ -201,6 +203,8 @@ def test_segmentation_set_refuses_more_objects_than_training_descriptions(tmp_pa
         ({"normal_objects": (0, 2)}, r"normal_objects=\(0, 2\).*1 ≤ lo ≤ hi"),
         ({"normal_objects": (2, 1)}, r"normal_objects=\(2, 1\).*1 ≤ lo ≤ hi"),
         ({"height": 5}, r"height=5.*at least 9"),
+        # One anomalous video is enough to need the 4 frames: int(0.25 · 3) = 0 frames could be drawn.
+        ({"anomalous_videos": 1, "frames": 3}, r"frames=3.*at least 4"),
     ],
 )
 def test_vad_spec_refuses_settings_the_generator_cannot_honour(settings, message):
@@ -223,3 +227,51 @@ def test_vad_set_refuses_more_normal_objects_than_normal_categories(tmp_path):
         write_vad_set(tmp_path, anomalies=split.seen_anomalies, normal=split.normal[:2], spec=spec)
     with pytest.raises(ValueError, match=r"no anomaly categories"):
         write_vad_set(tmp_path, anomalies=(), normal=split.normal, spec=VadSetSpec(anomalous_videos=1))
+
+
+# -- what the generators draw: every allowed value, nothing outside ------------------------------------------
+
+
+def test_training_entries_show_one_to_max_objects_distinct_descriptions(tmp_path):
+    """SegmentationSetSpec: "objects per entry are drawn from 1..max_objects", and one entry shows a
+    description at most once, so max_objects may equal the number of training descriptions. With two
+    descriptions and max_objects=2, 40 entries hold 1 or 2 objects each, both counts occur, and no
+    two-object entry repeats a description (each would with probability 1/2 if drawn with replacement)."""
+    split = CategorySplit(
+        train=("red circle", "blue square"), seen_anomalies=(), unseen_anomalies=(), normal=()
+    )
+    spec = SegmentationSetSpec(videos=20, images=20, frames=2, height=12, width=12, max_objects=2, seed=5)
+    write_segmentation_set(tmp_path, split, spec)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    entries = [entry["objects"] for kind in ("videos", "images") for entry in meta[kind].values()]
+    assert len(entries) == 40
+    assert {len(objects) for objects in entries} == {1, 2}
+    for objects in entries:
+        assert list(objects) == [str(i) for i in range(1, len(objects) + 1)]  # ids 1..n, pixel values
+        assert len(set(objects.values())) == len(objects), objects
+
+
+def test_vad_sets_draw_every_allowed_count_length_and_start(tmp_path):
+    """write_vad_set's docstring: lo..hi normal objects per video, and an anomalous interval covering
+    25–60 % of the video, anywhere in it. At 10 frames that is int(2.5) = 2 to int(6.0) = 6 frames,
+    starting anywhere from frame 0 to 10 − length; over 60 anomalous videos (seed fixed) every length
+    occurs, some interval starts on the first frame and some ends on the last."""
+    split = default_split(0)
+    spec = VadSetSpec(
+        anomalous_videos=60, normal_videos=0, frames=10, height=12, width=12, normal_objects=(1, 3), seed=2
+    )
+    layout = write_vad_set(tmp_path, anomalies=split.seen_anomalies, normal=split.normal, spec=spec)
+    assert {len(info["normal_objects"]) for info in layout.values()} == {1, 2, 3}
+    intervals = [tuple(info["interval"]) for info in layout.values()]
+    assert {end - start for start, end in intervals} == {2, 3, 4, 5, 6}
+    assert all(0 <= start < end <= 10 for start, end in intervals)
+    assert min(start for start, _ in intervals) == 0 and max(end for _, end in intervals) == 10
+
+
+def test_default_split_sizes_of_one_and_an_immutable_split():
+    """Sizes must be at least 1 (so 1 itself is allowed), and the split is a frozen value: the demo hands
+    the same split to the training set, both test sets and the report."""
+    split = default_split(0, num_unseen=1, num_seen=1, num_normal=1)
+    assert (len(split.unseen_anomalies), len(split.seen_anomalies), len(split.normal)) == (1, 1, 1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        split.normal = ()
