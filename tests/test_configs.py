@@ -1,11 +1,12 @@
 """Every model config composes, and every real option has a tiny twin of the same structure."""
 
+import re
 from pathlib import Path
 
 import pytest
 from conftest import compose_model_config
 
-from lavida.models.config import LavidaConfig
+from lavida.models.config import InputConfig, LavidaConfig
 
 CONFIG_ROOT = Path(__file__).resolve().parents[1] / "lavida" / "configs" / "model"
 # Real option -> its tiny twin, per group.
@@ -143,3 +144,72 @@ def test_every_training_setting_is_overridable_without_a_plus():
                 yield from missing(nested, values[field.name], f"{prefix}{field.name}.")
 
     assert list(missing(train_config.TrainConfig, composed, "train.")) == ["train.optim.lr_scales"]
+
+
+def test_model_dataclass_defaults_are_the_paper_settings():
+    """A LavidaConfig built in code (lavida-info, benchmarks, tests) is the paper's model, not only a composed one."""
+    config = LavidaConfig()
+    # B.5: LoRA "rank r = 8 and scaling factor α = 16"; dropout 0.05 is the release's (docs/fidelity.md)
+    assert config.mllm.lora == {"r": 8, "alpha": 16, "dropout": 0.05}
+    assert (config.mllm.positions, config.mllm.gradient_checkpointing) == ("mrope", False)
+    # §4.3.2 / Fig. 7b: "At a compression ratio of 0.2"; k = 8 is the release's (docs/fidelity.md)
+    assert (config.compression.enabled, config.compression.ratio, config.compression.k) == (True, 0.2, 8)
+    assert config.mask_decoder.train_image_encoder is False  # B.2 freezes the vision backbone
+    projector = config.projector
+    # B.5: d_a 768, 48 queries, 5 layers, D_m 256; 12 heads, MLP 2048, 8 cross-attention heads at
+    # downsample 2: the release's two-way blocks (docs/fidelity.md, "projector Eq. 7/8")
+    assert (projector.hidden_dim, projector.num_queries, projector.num_layers, projector.out_dim) == (
+        768,
+        48,
+        5,
+        256,
+    )
+    assert (projector.num_heads, projector.mlp_dim, projector.cross_attn_heads) == (12, 2048, 8)
+    assert projector.attention_downsample_rate == 2
+    # the release's per-frame pixel budgets (docs/fidelity.md, "MLLM pixel budget per frame")
+    assert config.inputs == InputConfig(
+        train_video_budget=(200_704, 401_408),
+        test_video_budget=(1_003_520, 1_204_224),
+        image_budget=(25_088, 802_816),
+    )
+
+
+def test_pixel_budgets_are_read_as_integer_pairs():
+    """YAML and JSON give lists (and JSON may give floats): each budget becomes an (int, int) tuple, in order;
+    min = max is a fixed size and allowed."""
+    inputs = LavidaConfig.from_dict(
+        {"inputs": {"image_budget": [100.0, 100], "train_video_budget": [1, 7]}}
+    ).inputs
+    assert inputs.image_budget == (100, 100) and all(type(v) is int for v in inputs.image_budget)
+    assert inputs.train_video_budget == (1, 7)  # min 1 is the smallest "0 < min"
+
+
+@pytest.mark.parametrize("budget", [[0, 10], [11, 10], [1, 2, 3], [5]])
+def test_a_malformed_pixel_budget_is_refused(budget):
+    message = (
+        f"model.inputs.image_budget must be [min_pixels, max_pixels] with 0 < min ≤ max, got {tuple(budget)}."
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        InputConfig(image_budget=budget)
+
+
+def test_clearing_weights_needs_an_architecture_except_for_clip():
+    """open_clip knows its named text towers, so CLIP loses its path without an ``arch``; the MLLM and SAM2
+    cannot be built from a name."""
+    config = LavidaConfig.from_dict({"text_encoder": {"pretrained": "/models/clip.safetensors"}})
+    cleared = config.without_weights()
+    assert cleared.text_encoder.pretrained is None and cleared.base_weights == "optional"
+    assert cleared.text_encoder.model_name == "ViT-B-32-quickgelu"
+    for section in ("mllm", "mask_decoder"):
+        with pytest.raises(ValueError, match=rf"^model\.{section} has weights but no `arch`"):
+            LavidaConfig.from_dict({section: {"pretrained": "/models/x"}}).without_weights()
+    with_arch = LavidaConfig.from_dict(
+        {"mllm": {"pretrained": "/models/x", "arch": {"a": 1}}}
+    ).without_weights()
+    assert with_arch.mllm.pretrained is None and with_arch.mllm.arch == {"a": 1}
+
+
+def test_nested_sections_are_built_as_their_dataclasses():
+    config = LavidaConfig.from_dict({"projector": {"num_queries": 24}, "compression": {"ratio": 0.5}})
+    assert config.projector.num_queries == 24 and config.projector.hidden_dim == 768
+    assert config.compression.ratio == 0.5 and config.to_dict()["compression"]["ratio"] == 0.5

@@ -1,6 +1,7 @@
 """Source mixture and the data configs (official mixture, tiny twin, supplement Tab. 3 ablations)."""
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -178,3 +179,47 @@ def test_invalid_values_are_rejected(change, message):
     data.update(change)
     with pytest.raises(ValueError, match=message):
         DataConfig.from_dict(data)
+
+
+def test_a_listed_source_without_a_weight_is_left_out():
+    """SourceConfig's weight defaults to 0, which leaves a source out (its dataset need not exist)."""
+    config = DataConfig.from_dict({"sources": {"vos": {"root": "YouTube-VOS"}, "mevis": {"weight": 0.25}}})
+    assert config.weights() == {"mevis": 0.25}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"p": 0.0},  # Eq. 2: p is a probability, both ends included (only normal / only anomalous samples)
+        {"p": 1.0},
+        {"max_categories": 1},  # each count's bound is "≥ 1"
+        {"clip_length": 1},  # images are 1-frame clips
+        {"visibility_tries": 1},
+        {"samples_per_epoch": 1},
+        {"max_attempts": 1},
+        {"num_workers": 0},  # "≥ 0": 0 loads in the main process
+        {"strides": [1]},
+    ],
+)
+def test_values_on_a_bound_are_accepted(change):
+    """Each bound admits the value its error message names."""
+    data = DataConfig().to_dict()
+    data.update(change)
+    config = DataConfig.from_dict(data)
+    assert {key: getattr(config, key) for key in change} == change
+
+
+def test_source_values_on_a_bound_are_accepted():
+    """A source's own weight 0 (left out), max_categories 1 and strides [1] are on their bounds."""
+    source = DataConfig.from_dict(
+        {"sources": {"vos": {"weight": 0.0, "max_categories": 1, "strides": [1]}}}
+    ).sources
+    assert (source["vos"].weight, source["vos"].max_categories, source["vos"].strides) == (0.0, 1, [1])
+
+
+@pytest.mark.parametrize("strides", [[0], [2.0], [1, -2]])
+def test_strides_must_be_positive_integers(strides):
+    """A zero, negative or float stride is refused by name, not found later by the clip sampler."""
+    message = f"data.strides must be a non-empty list of positive integers, got {strides}."
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        DataConfig(strides=strides)
