@@ -83,3 +83,11 @@ def test_benchmarks_without_a_video_filter_count_every_missing_video(tmp_path):
         for protocol in ("standard", "lavida_official"):  # neither has a video filter
             assert bench.missing_under(bench.protocol(protocol)) == 1, (bench.name, protocol)
         assert bench.missing_videos == 1 and bench.missing[0].meta["intervals"]  # the listed facts
+
+
+def test_a_cap_at_or_above_the_protocols_videos_leaves_none_of_them_out(tree, tmp_path):
+    """max_videos ≥ the videos present adds nothing: only the missing normal video is left out of standard
+    (2 present, capped at 2 and at 5: 1 + max(0, 2 - cap) = 1)."""
+    bench = without(tree, NORMAL)
+    assert left_out(bench, "standard", tmp_path / "at", max_videos=2) == 1
+    assert left_out(bench, "standard", tmp_path / "above", max_videos=5) == 1

@@ -3,7 +3,9 @@ against a slow re-implementation of both protocols, per-video results merged int
 sklearn, RBDC/TBDC frame counts, the order in which a run's outputs are written, and the settings the
 runner and lavida-eval accept."""
 
+import dataclasses
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -422,3 +424,52 @@ def test_eval_cli_names_a_bad_count(tmp_path, override, message):
     cfg = compose_eval(f"benchmark.root={tmp_path / 'nowhere'}", f"output_dir={tmp_path / 'out'}", override)
     with pytest.raises(ValueError, match=message):
         run(cfg)
+
+
+@pytest.mark.parametrize(
+    ("decoded", "clips", "messages"),
+    [
+        # Frame 9 does not exist: every index above 8 becomes 8, the last decodable frame, and the run says so.
+        (
+            9,
+            [list(range(8)), [8] * 8],
+            ["v0: ground truth has 10 frames but the video decodes 9; the last 1 reuse the final frame."],
+        ),
+        (10, [list(range(8)), [8] + [9] * 7], []),  # as many frames as labels: nothing to say
+    ],
+)
+def test_a_decoded_length_at_or_one_below_the_labels(tmp_path, monkeypatch, caplog, decoded, clips, messages):
+    """10 labelled frames at I = 1: the plan's clips are 0..7 and 8, 9 padded with 9 (standard protocol)."""
+    bench = Lengths(tmp_path, (10,), {"standard": 1, "lavida_official": 1})
+    monkeypatch.setattr(runner, "open_video", lambda path, fps=None: FrameCount(decoded))
+    predictor = IndexPredictor()
+    caplog.set_level(logging.WARNING, logger="lavida.eval.runner")
+    run_evaluation(
+        benchmark=bench, protocol=bench.protocol("standard"), output_dir=tmp_path / "out", predictor=predictor
+    )
+    np.testing.assert_array_equal(predictor.clips, [clips])
+    assert [r.getMessage() for r in caplog.records if r.name == "lavida.eval.runner"] == messages
+
+
+def test_pixel_ground_truth_is_not_predicted_for_a_benchmark_that_does_not_score_it(tmp_path, monkeypatch):
+    """ShanghaiTech without pixel_metrics has masks but has_pixel_gt False: the model is not asked for masks."""
+
+    class MasksUnscored(Lengths):
+        def load_videos(self):
+            return [
+                dataclasses.replace(v, pixel_masks=lambda idx: np.zeros((len(idx), 4, 4), bool))
+                for v in super().load_videos()
+            ]
+
+    bench = MasksUnscored(tmp_path, (8,), {"standard": 1, "lavida_official": 1})
+    monkeypatch.setattr(runner, "open_video", lambda path, fps=None: FrameCount(8))
+    asked = []
+    predictor = IndexPredictor()
+    predict = predictor.predict_video
+    predictor.predict_video = lambda *args, keep_masks=None, **kwargs: (
+        asked.append(keep_masks) or predict(*args, **kwargs)
+    )
+    run_evaluation(
+        benchmark=bench, protocol=bench.protocol("standard"), output_dir=tmp_path / "out", predictor=predictor
+    )
+    assert asked == [False]

@@ -3,6 +3,7 @@ rerun leaves behind, and that merging cached results does not grow with the numb
 
 import dataclasses
 import json
+import logging
 import os
 import threading
 
@@ -437,14 +438,19 @@ def test_ranks_share_the_videos_left_to_compute(data, tmp_path, monkeypatch, com
 # A rerun that recomputes removes the previous command's .hydra/ record with its metrics.
 
 
-def test_a_recomputing_rerun_removes_the_previous_record(data, tmp_path, monkeypatch):
+def evaluated_with_record(data, tmp_path):
+    """A finished scores-only run in ``tmp_path/out`` with the .hydra/ record lavida-eval writes."""
     bench = FrameOnly(data)
     save_predictions(tmp_path / "preds", bench)
     out = tmp_path / "out"
     evaluate_saved(bench, tmp_path / "preds", out)
     (out / ".hydra").mkdir()
     (out / ".hydra" / "overrides.yaml").write_text("- categories=fire\n")  # as lavida-eval writes it
+    return bench, out
 
+
+def test_a_recomputing_rerun_removes_the_previous_record(data, tmp_path, monkeypatch):
+    bench, out = evaluated_with_record(data, tmp_path)
     with pytest.raises(ValueError, match="categories"):  # refused: nothing computed, the record stays
         evaluate_saved(bench, tmp_path / "preds", out, categories=["dog"])
     assert (out / ".hydra" / "overrides.yaml").is_file()
@@ -456,6 +462,16 @@ def test_a_recomputing_rerun_removes_the_previous_record(data, tmp_path, monkeyp
     with pytest.raises(KeyboardInterrupt):
         evaluate_saved(bench, tmp_path / "preds", out, categories=["dog"], overwrite=True)
     assert not (out / ".hydra").exists() and not (out / "metrics.json").exists()
+
+
+def test_a_rerun_that_computes_nothing_keeps_the_record(data, tmp_path):
+    """Only a rerun that computes something removes the previous .hydra/ record (module docstring): one
+    that finds every result cached leaves it, and writes the same metrics again."""
+    bench, out = evaluated_with_record(data, tmp_path)
+    written = (out / "metrics.json").read_bytes()
+    evaluate_saved(bench, tmp_path / "preds", out)
+    assert (out / ".hydra" / "overrides.yaml").read_text() == "- categories=fire\n"
+    assert (out / "metrics.json").read_bytes() == written
 
 
 # A model is loaded only to predict: a rerun with every result cached, or a rank with no video to
@@ -614,3 +630,87 @@ def test_the_same_run_info_in_another_order_reuses_the_cache(data, tmp_path, com
     computed.clear()
     evaluate_saved(bench, tmp_path / "preds", tmp_path / "out", run_info=again)
     assert computed == []
+
+
+# What a run says about loading the model, what a rerun that computes nothing keeps, and the progress bar
+# of the process that shows it.
+
+
+def cache_messages(caplog):
+    """The runner's log lines about cached videos and the model load, in order."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "lavida.eval.runner" and "cached" in r.getMessage()
+    ]
+
+
+def test_the_model_load_is_logged_only_with_a_model_to_load(data, tmp_path, predicted, caplog):
+    """A model run says why it loads the model (2 videos, none cached, both on the one process) and a rerun
+    with every result cached that it does not; a scores-only run has no model and says neither."""
+    caplog.set_level(logging.INFO, logger="lavida.eval.runner")
+    bench = FrameOnly(data, count=2)
+    evaluate_model(bench, tmp_path / "model", lambda: "model")
+    assert cache_messages(caplog) == ["2 of 2 videos are not cached (2 on this process); loading the model."]
+    caplog.clear()
+    evaluate_model(bench, tmp_path / "model", must_not_load)
+    assert cache_messages(caplog) == ["All 2 videos are cached; the model is not loaded."]
+    save_predictions(tmp_path / "preds", bench)
+    for _ in ("first run", "rerun, every result cached"):
+        caplog.clear()
+        evaluate_saved(bench, tmp_path / "preds", tmp_path / "scores")
+        assert cache_messages(caplog) == []
+
+
+def test_the_progress_bar_is_shown_by_the_local_main_process(data, tmp_path, monkeypatch):
+    """One process is its machine's main process: its bar over the videos is shown, named after the
+    benchmark and protocol."""
+    bars = []
+
+    def recording_tqdm(iterable, **kwargs):
+        bars.append(kwargs)
+        return iterable
+
+    monkeypatch.setattr(runner, "tqdm", recording_tqdm)
+    bench = FrameOnly(data)
+    save_predictions(tmp_path / "preds", bench)
+    evaluate_saved(bench, tmp_path / "preds", tmp_path / "out")
+    assert bars == [{"desc": "frame_only (standard)", "unit": "video", "disable": False}]
+
+
+def test_a_video_without_pixel_ground_truth_adds_no_pixels(data, tmp_path):
+    """A pixel benchmark may have videos without pixel ground truth (``pixel_masks`` None): after videos
+    that have it, such a video is scored on frames only and the pooled pixel AUC is that of the others'
+    pixels (sklearn on p0 and p1, within the histogram's stated bound)."""
+
+    class LastWithoutMasks(WithPixels):
+        def load_videos(self):
+            videos = super().load_videos()
+            return videos[:-1] + [dataclasses.replace(videos[-1], pixel_masks=None)]
+
+    bench = LastWithoutMasks(data, count=3)
+    rng = np.random.default_rng(5)
+    (tmp_path / "preds").mkdir()
+    scores, labels = [], []
+    for video in bench.videos()[:2]:
+        pixel_scores = rng.random((6, 8, 10))
+        np.savez(
+            tmp_path / "preds" / f"{video.name}.npz", frame_scores=rng.random(6), pixel_scores=pixel_scores
+        )
+        scores.append(pixel_scores.reshape(-1))
+        labels.append(video.pixel_masks(np.arange(6)).reshape(-1))
+    np.save(tmp_path / "preds" / "p2.npy", rng.random(6))
+    metrics = evaluate_saved(bench, tmp_path / "preds", tmp_path / "out")
+    expected = roc_auc_score(np.concatenate(labels), np.concatenate(scores))
+    assert abs(metrics["pixel_auc"] - expected) <= metrics["pixel_auc_error_bound"] + 1e-12
+
+
+def test_the_report_names_the_mode(data, tmp_path, predicted):
+    """report.md's first setting says what produced the numbers: ``model``, or ``scores-only (<folder>)``."""
+    bench = FrameOnly(data, count=2)
+    save_predictions(tmp_path / "preds", bench)
+    evaluate_saved(bench, tmp_path / "preds", tmp_path / "scores")
+    evaluate_model(bench, tmp_path / "model", lambda: "model")
+    for run, mode in (("scores", f"scores-only ({tmp_path / 'preds'})"), ("model", "model")):
+        lines = (tmp_path / run / "report.md").read_text().splitlines()
+        assert lines[2] == f"- mode: `{mode}`", run
