@@ -520,12 +520,38 @@ def test_frames_the_model_cannot_take_are_reported_with_the_source(detector, tmp
     folder.mkdir()
     for t in range(3):
         Image.fromarray(np.full((1000, 4, 3), 100, np.uint8)).save(folder / f"{t}.png")
-    expected = re.escape(f"{folder}: cannot score its 1000x4 (HxW) frames") + ".*aspect ratio"
+    expected = (
+        re.escape(f"{folder}: cannot score its 1000x4 (HxW) frames (")
+        + ".*"  # the processor's own message
+        + re.escape("); crop or pad them to an aspect ratio of at most 200.")
+        + "$"
+    )
     with pytest.raises(ValueError, match=expected):
         detector.detect(folder, ["fire"], output_dir=tmp_path / "out", progress=False)
     with pytest.raises(ValueError, match=expected):
         list(detector.stream(folder, ["fire"]))
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize(("size", "hint"), [((2, 450), True), ((3, 600), False)])
+def test_the_crop_hint_only_for_frames_past_qwen2_vls_aspect_ratio(
+    detector, tmp_path, monkeypatch, size, hint
+):
+    """Any refusal names the video; the crop hint is added only where the long side is more than 200 times
+    the short one (2x450: 225, hinted; 3x600: exactly 200, which Qwen2-VL's smart_resize takes)."""
+    import re
+
+    def refuse(clip, categories):
+        raise ValueError("refused")
+
+    monkeypatch.setattr(detector, "predict_clip", refuse)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    Image.fromarray(np.full((*size, 3), 100, np.uint8)).save(folder / "0.png")
+    suffix = "; crop or pad them to an aspect ratio of at most 200" if hint else ""
+    message = f"{folder}: cannot score its {size[0]}x{size[1]} (HxW) frames (refused){suffix}."
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        list(detector.stream(folder, ["fire"]))
 
 
 class _Server:
