@@ -15,9 +15,11 @@ from lavida.models.base_fingerprint import (
     FINGERPRINT_VERSION,
     FINGERPRINT_VERSION_KEY,
     BaseModelMismatchError,
+    base_model_fingerprints,
     weights_fingerprint,
 )
 from lavida.models.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+from lavida.models.config import LavidaConfig
 from lavida.models.lavida import build_lavida
 from lavida.models.weights import WeightsNotFoundError
 
@@ -126,6 +128,58 @@ def test_what_the_fingerprint_of_a_model_folder_depends_on(tmp_path):
 
     with pytest.raises(WeightsNotFoundError, match="nothing_here: no such base-model file or folder"):
         weights_fingerprint(tmp_path / "nothing_here")
+
+
+def test_a_file_of_up_to_three_mib_is_hashed_whole_a_larger_one_sampled(tmp_path):
+    """2 MiB of ends and 16 slices of 64 KiB make 3 MiB: a smaller file is read whole (at 3 MiB exactly the
+    slices tile the middle MiB, so both rules read the same bytes); a larger one skips bytes between slices."""
+    small = tmp_path / "small.bin"
+    data = _random_file(small, 2 * MIB + MIB // 2)
+    # Hand-worked: one file, so no name; its size, then every byte once.
+    expected = hashlib.sha256(f"\0{2 * MIB + MIB // 2}\0".encode() + bytes(data))
+    assert weights_fingerprint(small) == expected.hexdigest()[:16]
+
+    large = tmp_path / "large.bin"
+    _random_file(large, 3 * MIB + MIB // 2)
+    before = weights_fingerprint(large)
+    # Slices start at 1 MiB + gap * i // 15, gap = 3.5 MiB - 2 MiB - 64 KiB = 1,507,328: the second one at
+    # 1 MiB + 100,488, so 100 bytes past the end of the first (1 MiB + 65,536) are not read.
+    _flip(large, MIB + 64 * 1024 + 100)
+    assert weights_fingerprint(large) == before
+
+
+def test_a_folder_without_safetensors_is_its_weight_files_and_hidden_files_never_count(tmp_path):
+    """transformers reads pytorch_model.bin where no safetensors file is: the folder is that one file, the
+    same as the file given directly; a hidden file is not read, even with a weight suffix."""
+    bin_only = tmp_path / "bin_only"
+    bin_only.mkdir()
+    _random_file(bin_only / "pytorch_model.bin", 5000, seed=4)
+    (bin_only / "config.json").write_text('{"hidden_size": 8}')
+    (bin_only / ".model.safetensors").write_bytes(b"a hidden file, never read")
+    assert weights_fingerprint(bin_only) == weights_fingerprint(bin_only / "pytorch_model.bin")
+
+    no_weights = tmp_path / "no_weights"  # no weight file anywhere: every visible file under it counts
+    (no_weights / "sub").mkdir(parents=True)
+    (no_weights / "sub" / "a.txt").write_text("a")
+    (no_weights / ".cache").mkdir()
+    (no_weights / ".cache" / "b.txt").write_text("b")
+    # Hand-worked: the one visible file, sub/a.txt, alone (no name): '\0', its size 1, '\0', then b"a".
+    assert weights_fingerprint(no_weights) == hashlib.sha256(b"\x001\x00a").hexdigest()[:16]
+
+
+def test_only_base_models_whose_path_exists_are_fingerprinted(tmp_path):
+    """A random base model (no path) and a path not on this machine are left out of the record rather than
+    failing the save: here only the CLIP file is fingerprinted."""
+    clip = tmp_path / "clip.safetensors"
+    _random_file(clip, 1000, seed=2)
+    config = LavidaConfig.from_dict(
+        {
+            "mllm": {"pretrained": None},
+            "mask_decoder": {"pretrained": str(tmp_path / "not_here")},
+            "text_encoder": {"pretrained": str(clip)},
+        }
+    )
+    assert base_model_fingerprints(config) == {"text_encoder": weights_fingerprint(clip)}
 
 
 @pytest.fixture(scope="module")

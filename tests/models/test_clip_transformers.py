@@ -7,9 +7,11 @@ import shutil
 
 import pytest
 import torch
+from open_clip.transformer import QuickGELU, TextTransformer
 from safetensors.torch import load_file, save_file
 
-from lavida.models.text_encoder import build_category_encoder, check_clip_weights
+from lavida.models.clip_transformers import check_activation, open_clip_text_state
+from lavida.models.text_encoder import CLIP_HINT, build_category_encoder, check_clip_weights
 from lavida.models.weights import WeightsNotFoundError
 
 WORDS = ["fire", "a person climbing over a fence", "fighting", "a red circle"]
@@ -201,6 +203,21 @@ def test_folders_of_other_models_or_without_weights_are_explained(hf_clip, tiny_
         assert "config.json" in message
 
 
+def test_a_folder_without_weights_lists_what_it_holds(tmp_path):
+    """The listing is what shows a user that the weights file was not downloaded (only the model card)."""
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "clip"}))
+    (folder / "README.md").write_text("a model card")
+    with pytest.raises(WeightsNotFoundError) as error:
+        check_clip_weights(folder)
+    assert str(error.value) == (
+        f"CLIP text encoder: the transformers folder '{folder}' holds no weights file; expected "
+        "model.safetensors or model.safetensors.index.json or pytorch_model.bin beside its config.json. "
+        f"Found: README.md, config.json.\n{CLIP_HINT}"
+    )
+
+
 def test_a_transformers_file_without_its_config_loads_with_a_warning(
     hf_clip, tiny_pretrained, tmp_path, caplog
 ):
@@ -228,3 +245,42 @@ def test_a_whole_tiny_lavida_builds_on_a_transformers_clip_folder(hf_clip, tiny_
     check_base_weights(config)
     model = build_lavida(config)
     _assert_transformers_features(model.text_encoder, hf_clip)
+
+
+def test_the_activation_check_reads_the_text_config_of_a_one_layer_tower(tmp_path):
+    """The activation is read off the tower's first block, so a one-layer tower is checked too; a
+    clip_text_model config without hidden_act has transformers' default, quick_gelu."""
+    tower = TextTransformer(context_length=8, vocab_size=16, width=8, heads=1, layers=1, act_layer=QuickGELU)
+    config_file = tmp_path / "config.json"
+    check_activation(
+        tower, {"model_type": "clip_text_model"}, config_file=config_file, model_name="m", hint=""
+    )
+    gelu = {"model_type": "clip", "hidden_act": "quick_gelu", "text_config": {"hidden_act": "gelu"}}
+    with pytest.raises(WeightsNotFoundError) as error:
+        check_activation(tower, gelu, config_file=config_file, model_name="m", hint="Get it.")
+    # Hand-worked: a CLIPModel's text tower is described by its text_config (gelu), not the top level.
+    assert str(error.value) == (
+        f"CLIP text encoder: '{config_file}' says the tower was trained with hidden_act 'gelu', but the "
+        "open_clip model 'm' uses QuickGELU. Set model.text_encoder.model_name to the matching open_clip model "
+        "(OpenAI's weights: 'ViT-B-32-quickgelu').\nGet it."
+    )
+
+
+def test_bare_text_model_names_are_read_as_text_model_names(tmp_path):
+    """transformers 5 saves a text model's tower without the text_model. prefix: the same tensors must get
+    the same open_clip names as under the prefix."""
+    token, norm = torch.arange(6.0).reshape(3, 2), torch.tensor([1.0, 2.0])
+    projection = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    bare = {
+        "embeddings.token_embedding.weight": token,
+        "final_layer_norm.weight": norm,
+        "text_projection.weight": projection,
+    }
+    converted = open_clip_text_state(bare, source=tmp_path, hint="")
+    # Hand-worked from the renaming table: the projection is transposed (Linear (E, D) -> open_clip (D, E)).
+    assert sorted(converted) == ["ln_final.weight", "text_projection", "token_embedding.weight"]
+    torch.testing.assert_close(converted["token_embedding.weight"], token, rtol=0, atol=0)
+    torch.testing.assert_close(converted["ln_final.weight"], norm, rtol=0, atol=0)
+    torch.testing.assert_close(
+        converted["text_projection"], torch.tensor([[1.0, 3.0], [2.0, 4.0]]), rtol=0, atol=0
+    )

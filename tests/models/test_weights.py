@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from lavida.models.mask_decoder import build_mask_decoder
 from lavida.models.mllm import build_semantic_extractor
 from lavida.models.text_encoder import build_category_encoder
-from lavida.models.weights import WeightsNotFoundError
+from lavida.models.weights import WeightsNotFoundError, check_nothing_missing, check_pretrained_dir
 
 
 def test_missing_qwen_directory_lists_expected_files(tmp_path):
@@ -190,4 +190,43 @@ def test_clip_with_weights_does_not_log_that_it_is_random(tiny_pretrained, caplo
     assert not any(
         isinstance(f, logging.Filter) and "RandomInit" in type(f).__name__
         for f in logging.getLogger().filters
+    )
+
+
+# -- the checks themselves, on hand-built folders: each error compared whole -------------------------------
+
+REQUIRED = [["config.json"], ["model.safetensors", "model.safetensors.index.json"]]
+EXPECTED = "  - config.json\n  - model.safetensors or model.safetensors.index.json"
+
+
+@pytest.mark.parametrize(("count", "more"), [(20, ""), (21, ", ... (1 more)"), (23, ", ... (3 more)")])
+def test_an_incomplete_folder_lists_its_first_twenty_names_and_counts_the_rest(tmp_path, count, more):
+    """A folder of hundreds of shards still gives a readable error: 20 names, sorted, then how many more."""
+    names = [f"shard-{i:02d}.bin" for i in range(count)]
+    for name in reversed(names):  # created out of order: the listing sorts
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(WeightsNotFoundError) as error:
+        check_pretrained_dir(tmp_path, what="Qwen", required=REQUIRED, hint="Get it.")
+    # Hand-worked: both entries are missing; shown are shard-00 ... shard-19, then count - 20 more.
+    shown = ", ".join(f"shard-{i:02d}.bin" for i in range(20))
+    assert str(error.value) == (
+        f"Qwen: the directory '{tmp_path}' is incomplete.\nMissing:\n{EXPECTED}\n"
+        f"It must contain:\n{EXPECTED}\nFound: {shown}{more}\nGet it."
+    )
+
+
+def test_missing_tensors_are_counted_and_the_first_five_named_in_order(tmp_path):
+    """transformers would initialise these at random: the error counts all and names five, sorted."""
+    missing = [f"layers.{i}.weight" for i in (6, 2, 0, 5, 1, 3, 4)]
+    with pytest.raises(WeightsNotFoundError) as error:
+        check_nothing_missing({"missing_keys": missing}, directory=tmp_path, what="SAM2", hint="Get it.")
+    # Hand-worked: sorted, the first five are layers.0 ... layers.4.
+    first_five = [f"layers.{i}.weight" for i in range(5)]
+    assert str(error.value) == (
+        f"SAM2: the weights in '{tmp_path}' lack 7 tensors of the model its config.json describes, "
+        f"e.g. {first_five}: an incomplete download or another model.\nGet it."
+    )
+    # Extra tensors are not refused (the hub's SAM2 video checkpoints hold memory modules): no error.
+    check_nothing_missing(
+        {"missing_keys": [], "unexpected_keys": ["memory"]}, directory=tmp_path, what="", hint=""
     )
