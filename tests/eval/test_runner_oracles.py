@@ -336,6 +336,53 @@ def test_rbdc_of_prefix_scored_frames_is_unchanged(tmp_path):
     assert (metrics["rbdc"], metrics["tbdc"]) == pytest.approx(expected, abs=1e-12)
 
 
+def test_a_model_run_finds_regions_only_in_videos_with_tracks(tmp_path, monkeypatch):
+    """RBDC/TBDC need the predicted regions of every video with ground-truth tracks (UBnormal's abnormal
+    videos); a video without tracks gets none. The model predicts the 2×2 square at rows/columns 1–2 of a
+    4×4 frame (logit +5, elsewhere −5): at the default level 0.5 that square is one region per frame,
+    scored sigmoid(5)."""
+    square = np.zeros((4, 4), bool)
+    square[1:3, 1:3] = True
+
+    class Tracked(Lengths):
+        has_pixel_gt = True
+
+        def load_videos(self):
+            videos = super().load_videos()
+
+            def masks(idx):
+                return np.repeat(square[None], len(idx), axis=0)
+
+            track = np.array([[1, f, 1, 1, 2, 2] for f in range(8)])  # (id, frame, x0, y0, x1, y1)
+            return [
+                dataclasses.replace(videos[0], pixel_masks=masks, tracks=track),
+                dataclasses.replace(videos[1], pixel_masks=masks),
+            ]
+
+    class SquarePredictor(IndexPredictor):
+        def predict_video(self, path, clips, categories, *, source=None, keep_masks=None):
+            frames = super().predict_video(path, clips, categories).frame_scores
+            logits = np.where(square, 5.0, -5.0).astype(np.float32)
+            return VideoPrediction(
+                frame_scores=frames, mask_logits=np.repeat(logits[None], clips.size, axis=0)
+            )
+
+    bench = Tracked(tmp_path, (8, 8), {"standard": 1, "lavida_official": 1})
+    monkeypatch.setattr(runner, "open_video", lambda path, fps=None: FrameCount(8))
+    run_evaluation(
+        benchmark=bench,
+        protocol=bench.protocol("standard"),
+        output_dir=tmp_path / "out",
+        predictor=SquarePredictor(),
+    )
+    tracked, untracked = (
+        VideoResult.load(cached_result_path(tmp_path / "out", name)) for name in ("v0", "v1")
+    )
+    expected = [[f, 1, 1, 2, 2, 1 / (1 + np.exp(-5.0))] for f in range(8)]  # (frame, x0, y0, x1, y1, score)
+    np.testing.assert_allclose(tracked.regions, expected, rtol=1e-6)
+    assert untracked.regions is None
+
+
 # -- the order in which a run's outputs are written ------------------------------------------------------
 
 
