@@ -212,6 +212,17 @@ def moving_square(n, h=48, w=64):
     return frames
 
 
+def grey_ramp(n, h=16, w=16):
+    """(n, h, w, 3) uint8 frames: frame t uniform grey 20·t + 10 (n ≤ 12), so that a decoded frame's mean
+    tells its index after lossy encoding (:func:`grey_ramp_indices`)."""
+    return np.stack([np.full((h, w, 3), 20 * t + 10, np.uint8) for t in range(n)])
+
+
+def grey_ramp_indices(frames) -> list[int]:
+    """The index of each frame of :func:`grey_ramp`, read back from its mean."""
+    return [int(round((float(frame.mean()) - 10) / 20)) for frame in frames]
+
+
 # Qwen/Qwen2-VL-7B-Instruct's preprocessor_config.json, verbatim (the processor tests build folders with it).
 QWEN2_VL_PREPROCESSOR = {
     "min_pixels": 3136,

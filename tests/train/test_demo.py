@@ -318,7 +318,7 @@ def test_report_states_which_targets_are_met():
     )
 
 
-def test_within_video_auc_ignores_offsets_between_videos_and_skips_normal_ones(tmp_path):
+def test_within_video_auc_ignores_offsets_between_videos_and_skips_one_class_ones(tmp_path):
     import numpy as np
 
     from lavida.demo_report import within_video_auc
@@ -330,6 +330,7 @@ def test_within_video_auc_ignores_offsets_between_videos_and_skips_normal_ones(t
         "b": ([0.10, 0.30, 0.20, 0.05], [0, 1, 1, 0]),  # low offset, ranked perfectly: AUC 1
         "c": ([0.50, 0.40, 0.60, 0.70], [1, 0, 0, 0]),  # 1 positive above 1 of 3 negatives: AUC 1/3
         "n": ([0.99, 0.98, 0.97, 0.96], [0, 0, 0, 0]),  # normal: no AUC of its own, left out
+        "x": ([0.01, 0.02, 0.03, 0.04], [1, 1, 1, 1]),  # anomalous throughout: no AUC either, left out
     }
     root, eval_dir = tmp_path / "vad", tmp_path / "eval"
     root.mkdir()
