@@ -286,6 +286,31 @@ def test_segments_stop_at_the_last_interval_and_warn_when_the_video_is_shorter(t
     assert caplog.records == []
 
 
+class _NoFrames:
+    """What av.open gives for a video file in which no frame decodes."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def decode(self, video):
+        return iter(())
+
+
+def test_a_video_of_no_decodable_frames_is_warned_about_with_a_count_of_zero(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(av, "open", lambda path: _NoFrames())
+    video = tmp_path / "v.mp4"
+    with caplog.at_level(logging.WARNING, logger="lavida.detect.outputs"):
+        cut_segments(video, [_interval(0, 1)], tmp_path / "s", fps=10)
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{video}: only 0 frame(s) could be decoded, but the last interval ends at frame 1; its segments "
+        "are short or missing."
+    ]
+    assert not (tmp_path / "s").exists()  # nothing to write
+
+
 def test_no_intervals_make_no_segments_folder(tmp_path):
     video = _grey_video(tmp_path / "v.mp4", 3)
     assert cut_segments(video, [], tmp_path / "segments", fps=10) == []
