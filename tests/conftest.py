@@ -223,6 +223,13 @@ def grey_ramp_indices(frames) -> list[int]:
     return [int(round((float(frame.mean()) - 10) / 20)) for frame in frames]
 
 
+def write_grey_ramp(path, n, *, fps=10):
+    """:func:`grey_ramp` of ``n`` frames written to ``path`` by ``write_video`` (near-lossless mpeg4)."""
+    from lavida.data.video import write_video
+
+    return write_video(path, grey_ramp(n), fps=fps)
+
+
 # Qwen/Qwen2-VL-7B-Instruct's preprocessor_config.json, verbatim (the processor tests build folders with it).
 QWEN2_VL_PREPROCESSOR = {
     "min_pixels": 3136,

@@ -13,9 +13,8 @@ import re
 import av
 import numpy as np
 import pytest
-from conftest import decode_sequentially, grey_ramp, grey_ramp_indices
+from conftest import decode_sequentially, grey_ramp_indices, write_grey_ramp
 
-from lavida.data.video import write_video
 from lavida.detect import outputs
 from lavida.detect.intervals import Interval
 from lavida.detect.outputs import (
@@ -241,18 +240,13 @@ def _interval(start, end):
     return Interval(start, end, start, 0.9, 0.9)
 
 
-def _grey_video(path, n):
-    """Frame t uniform grey 20·t + 10 (conftest.grey_ramp), near-lossless mpeg4 at 10 fps."""
-    return write_video(path, grey_ramp(n), fps=10)
-
-
 def _frame_indices(path):
     return grey_ramp_indices(decode_sequentially(path))
 
 
 def test_segments_hold_exactly_the_frames_of_each_interval(tmp_path, caplog):
     """Intervals 1..2, 4..4 and 5..7 of an 8-frame video: segment k holds those frames, in order."""
-    video = _grey_video(tmp_path / "v.mp4", 8)
+    video = write_grey_ramp(tmp_path / "v.mp4", 8)
     intervals = [_interval(1, 2), _interval(4, 4), _interval(5, 7)]
     with caplog.at_level(logging.WARNING, logger="lavida.detect.outputs"):
         paths = cut_segments(video, intervals, tmp_path / "segments", fps=10)
@@ -267,7 +261,7 @@ def test_segments_hold_exactly_the_frames_of_each_interval(tmp_path, caplog):
 def test_segments_stop_at_the_last_interval_and_warn_when_the_video_is_shorter(tmp_path, caplog):
     """Intervals 0..0, 1..1 and 3..5 on a 5-frame video: frames 3 and 4 exist, frame 5 does not (5 frames
     decoded <= last end 5: warned). A last interval ending at frame 4 is complete (5 > 4: no warning)."""
-    video = _grey_video(tmp_path / "v.mp4", 5)
+    video = write_grey_ramp(tmp_path / "v.mp4", 5)
     with caplog.at_level(logging.WARNING, logger="lavida.detect.outputs"):
         paths = cut_segments(
             video, [_interval(0, 0), _interval(1, 1), _interval(3, 5)], tmp_path / "s", fps=10
@@ -312,7 +306,7 @@ def test_a_video_of_no_decodable_frames_is_warned_about_with_a_count_of_zero(tmp
 
 
 def test_no_intervals_make_no_segments_folder(tmp_path):
-    video = _grey_video(tmp_path / "v.mp4", 3)
+    video = write_grey_ramp(tmp_path / "v.mp4", 3)
     assert cut_segments(video, [], tmp_path / "segments", fps=10) == []
     assert not (tmp_path / "segments").exists()
 

@@ -7,10 +7,10 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-from conftest import grey_ramp, grey_ramp_indices
+from conftest import grey_ramp, grey_ramp_indices, write_grey_ramp
 from PIL import Image
 
-from lavida.data.video import DecordVideo, VideoReadError, open_video, write_video
+from lavida.data.video import DecordVideo, PyAVVideo, VideoReadError, open_video, write_video
 from lavida.detect import stream as stream_module
 from lavida.detect.stream import expand_inputs, is_live, open_stream, output_names, stream_name
 
@@ -122,14 +122,27 @@ def _vfr_video(path, pts_ms, rate, codec="mpeg4"):
     return path
 
 
-@pytest.mark.parametrize("reader", ["decord", "pyav"])
-def test_a_variable_frame_rate_is_warned_about(tmp_path, monkeypatch, caplog, reader):
-    """Times are frame / average fps: on a variable-rate file they are wrong, so the user is told."""
+def _codec_read_by(reader, monkeypatch):
+    """The codec whose mkv files ``reader`` opens: decord reads H.264 but refuses mpeg4, which PyAV then
+    reads; for "pyav" decord is made to refuse every file."""
     if reader == "pyav":
         _fail_decord(monkeypatch)
-    steady = _vfr_video(tmp_path / "steady.mkv", np.arange(30) * 100, rate=10)  # 10 fps throughout
+        return "mpeg4"
+    return "libx264"
+
+
+@pytest.mark.parametrize(("reader", "kind"), [("decord", DecordVideo), ("pyav", PyAVVideo)])
+def test_a_variable_frame_rate_is_warned_about(tmp_path, monkeypatch, caplog, reader, kind):
+    """Times are frame / average fps: on a variable-rate file they are wrong, so the user is told."""
+    codec = _codec_read_by(reader, monkeypatch)
+    steady = _vfr_video(
+        tmp_path / "steady.mkv", np.arange(30) * 100, rate=10, codec=codec
+    )  # 10 fps throughout
+    assert isinstance(open_video(steady), kind)
     # 25 fps for 0.6 s, a 1.4 s gap, then 5 fps: frame 29 is shown at 4.8 s, not at 29 / 25 = 1.16 s.
-    jumpy = _vfr_video(tmp_path / "jumpy.mkv", np.r_[np.arange(15) * 40, 2000 + np.arange(15) * 200], rate=25)
+    jumpy = _vfr_video(
+        tmp_path / "jumpy.mkv", np.r_[np.arange(15) * 40, 2000 + np.arange(15) * 200], rate=25, codec=codec
+    )
     with caplog.at_level(logging.WARNING, logger="lavida.detect.stream"):
         assert sum(1 for _ in open_stream(steady).frames) == 30
     assert "variable frame rate" not in caplog.text
@@ -172,11 +185,6 @@ def test_files_of_unknown_suffixes_are_named_in_a_warning(tmp_path, caplog):
 # camera.
 
 
-def _ramp_video(path, n, fps=10):
-    """Frame t uniform grey 20·t + 10 (conftest.grey_ramp), near-lossless mpeg4."""
-    return write_video(path, grey_ramp(n), fps=fps)
-
-
 # -- live sources and names ---------------------------------------------------------------------------------------
 
 
@@ -205,11 +213,8 @@ def test_live_sources_are_stream_urls_and_capture_devices(source, live):
         ("http://host:8080/a/b.mp4", "host_8080_a_b.mp4"),
         ("device:0", "device_0"),  # no '://': the whole text
         ("/dev/video1", "dev_video1"),  # leading '_' stripped
-        ("rtsp://./", "stream"),
-        (
-            "http://h/p?u=rtsp://c",
-            "h_p_u_rtsp_c",
-        ),  # only the first '://' ends the scheme  # dots alone: the fallback for a stream
+        ("rtsp://./", "stream"),  # dots alone: the fallback for a stream
+        ("http://h/p?u=rtsp://c", "h_p_u_rtsp_c"),  # only the first '://' ends the scheme
     ],
 )
 def test_live_sources_are_named_by_their_address(source, name):
@@ -228,8 +233,8 @@ def test_files_are_named_by_their_stem_and_folders_by_their_name(tmp_path):
 def test_output_names_give_clashing_files_their_suffix_and_number_the_rest(tmp_path):
     """a.mp4 / A.avi clash ignoring case: both keep their suffix. Two URLs of one name, or one file
     given twice, have no suffix to keep: the later ones are numbered _2, _3 in input order."""
-    a_mp4, a_avi = _ramp_video(tmp_path / "a.mp4", 1), _ramp_video(tmp_path / "A.avi", 1)
-    b = _ramp_video(tmp_path / "b.mp4", 1)
+    a_mp4, a_avi = write_grey_ramp(tmp_path / "a.mp4", 1), write_grey_ramp(tmp_path / "A.avi", 1)
+    b = write_grey_ramp(tmp_path / "b.mp4", 1)
     assert output_names([a_mp4, a_avi, b]) == ["a_mp4", "A_avi", "b"]
     assert output_names([b, b, b]) == ["b_mp4", "b_mp4_2", "b_mp4_3"]
     assert output_names(["rtsp://h/x", "rtsp://h/x", "http://h/x"]) == ["h_x", "h_x_2", "h_x_3"]
@@ -242,7 +247,7 @@ def test_output_names_give_clashing_files_their_suffix_and_number_the_rest(tmp_p
 
 @pytest.mark.parametrize("batch", [1, 2, 32])
 def test_a_video_file_yields_every_frame_in_order_whatever_the_batch(tmp_path, batch):
-    video = _ramp_video(tmp_path / "v.mp4", 5, fps=10)
+    video = write_grey_ramp(tmp_path / "v.mp4", 5, fps=10)
     stream = open_stream(video, batch=batch)
     assert (stream.name, stream.fps, stream.num_frames) == ("v", 10.0, 5)
     assert grey_ramp_indices(stream.frames) == [0, 1, 2, 3, 4]
@@ -252,7 +257,7 @@ def test_a_video_file_yields_every_frame_in_order_whatever_the_batch(tmp_path, b
     ("max_frames", "expected"), [(3, [0, 1, 2]), (5, [0, 1, 2, 3, 4]), (9, [0, 1, 2, 3, 4])]
 )
 def test_max_frames_keeps_the_first_frames_of_a_file(tmp_path, max_frames, expected):
-    stream = open_stream(_ramp_video(tmp_path / "v.mp4", 5), batch=2, max_frames=max_frames)
+    stream = open_stream(write_grey_ramp(tmp_path / "v.mp4", 5), batch=2, max_frames=max_frames)
     assert stream.num_frames == len(expected)
     assert grey_ramp_indices(stream.frames) == expected
 
@@ -269,7 +274,7 @@ def test_a_frame_folder_takes_the_rate_it_is_given_as_a_float(tmp_path):
 @pytest.mark.parametrize(("max_frames", "expected"), [(None, [0, 1, 2, 3]), (1, [0]), (3, [0, 1, 2])])
 def test_files_read_by_pyav_keep_the_first_max_frames(tmp_path, monkeypatch, max_frames, expected):
     """An mp4 states its 4 frames: the stream's length is that count, cut to max_frames."""
-    video = _ramp_video(tmp_path / "v.mp4", 4, fps=8)
+    video = write_grey_ramp(tmp_path / "v.mp4", 4, fps=8)
     _fail_decord(monkeypatch)
     stream = open_stream(video, max_frames=max_frames)
     assert (stream.name, stream.fps, stream.num_frames) == ("v", 8.0, len(expected))
@@ -278,7 +283,7 @@ def test_files_read_by_pyav_keep_the_first_max_frames(tmp_path, monkeypatch, max
 
 def test_a_steady_file_read_by_pyav_is_not_warned_about(tmp_path, monkeypatch, caplog):
     """Frames exactly 1 / fps apart: no warning, whichever decoder reads the file."""
-    video = _ramp_video(tmp_path / "v.mkv", 12, fps=6)
+    video = write_grey_ramp(tmp_path / "v.mkv", 12, fps=6)
     with caplog.at_level(logging.WARNING, logger="lavida.detect.stream"):
         assert len(list(open_stream(video).frames)) == 12
         _fail_decord(monkeypatch)
@@ -380,7 +385,7 @@ def test_a_live_stream_without_video_is_refused_and_closed(monkeypatch):
 
 
 def test_expand_inputs_of_a_file_a_url_and_a_missing_path(tmp_path):
-    video = _ramp_video(tmp_path / "v.mp4", 1)
+    video = write_grey_ramp(tmp_path / "v.mp4", 1)
     assert expand_inputs(video) == [str(video)]
     assert expand_inputs("rtsp://cam/live") == ["rtsp://cam/live"]
     missing = tmp_path / "missing"
@@ -392,8 +397,8 @@ def test_expand_inputs_of_a_file_a_url_and_a_missing_path(tmp_path):
 
 def test_a_folder_lists_videos_and_frame_folders_in_name_order_skipping_hidden_ones(tmp_path):
     """Hidden entries (.cache/, .x.mp4) are skipped; a subfolder without images (notes/) is no video."""
-    _ramp_video(tmp_path / "b.mp4", 1)
-    _ramp_video(tmp_path / ".x.mp4", 1)
+    write_grey_ramp(tmp_path / "b.mp4", 1)
+    write_grey_ramp(tmp_path / ".x.mp4", 1)
     _frame_folder(tmp_path / "a")
     _frame_folder(tmp_path / ".cache")
     (tmp_path / "notes").mkdir()
@@ -413,7 +418,7 @@ def test_a_folder_with_nothing_to_read_is_refused(tmp_path):
 
 def test_warnings_name_at_most_five_files_then_count_the_rest(tmp_path, caplog):
     """Seven unknown files: the first five by name, then 'and 2 more'; five of them: all five named."""
-    _ramp_video(tmp_path / "v.mp4", 1)
+    write_grey_ramp(tmp_path / "v.mp4", 1)
     for k in range(7):
         (tmp_path / f"n{k}.txt").write_text("x")
     with caplog.at_level(logging.WARNING, logger="lavida.detect.stream"):
@@ -438,7 +443,7 @@ def test_warnings_name_at_most_five_files_then_count_the_rest(tmp_path, caplog):
 
 
 def test_images_beside_videos_are_counted_in_the_warning(tmp_path, caplog):
-    _ramp_video(tmp_path / "v.mp4", 1)
+    write_grey_ramp(tmp_path / "v.mp4", 1)
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "poster.png")
     with caplog.at_level(logging.WARNING, logger="lavida.detect.stream"):
         assert expand_inputs(tmp_path) == [str(tmp_path / "v.mp4")]
@@ -511,17 +516,19 @@ def test_files_decord_reads_are_checked_for_a_variable_rate(tmp_path, caplog):
     ]
 
 
-@pytest.mark.parametrize("reader", ["decord", "pyav"])
-def test_frames_a_frame_late_are_warned_about_from_a_late_start(tmp_path, monkeypatch, caplog, reader):
-    """10 fps from 1 s on (the first frame need not be at 0): steady is not warned about. In 'late',
-    frames 5.. come 150 ms late: frame 5 at 0.65 s after the first, 1.5 frames off 5 / 10 = 0.5 s, over
-    the one-frame tolerance (0.1 s) and under two; every later frame is as far off, so both readers
-    name frame 5 (decord: the largest error, first reached there; PyAV: the first frame off)."""
-    if reader == "pyav":
-        _fail_decord(monkeypatch)
-    steady = _vfr_video(tmp_path / "steady.mkv", 1000 + np.arange(12) * 100, rate=10)
+def test_frames_a_frame_late_are_warned_about_from_a_late_start(tmp_path, monkeypatch, caplog):
+    """PyAV gives the stream's own times, which may start late (decord's index times frames from 0;
+    test_files_decord_reads_are_checked_for_a_variable_rate). 10 fps from 1 s on: steady is not warned
+    about. In 'late', frames 5.. come 150 ms late: frame 5 at 0.65 s after the first, 1.5 frames off
+    5 / 10 = 0.5 s, over the one-frame tolerance (0.1 s) and under two: PyAV names the first frame off."""
+    codec = _codec_read_by("pyav", monkeypatch)
+    steady = _vfr_video(tmp_path / "steady.mkv", 1000 + np.arange(12) * 100, rate=10, codec=codec)
+    assert isinstance(open_video(steady), PyAVVideo)
     late = _vfr_video(
-        tmp_path / "late.mkv", 1000 + np.r_[np.arange(5) * 100, 650 + np.arange(7) * 100], rate=10
+        tmp_path / "late.mkv",
+        1000 + np.r_[np.arange(5) * 100, 650 + np.arange(7) * 100],
+        rate=10,
+        codec=codec,
     )
     with caplog.at_level(logging.WARNING, logger="lavida.detect.stream"):
         assert len(list(open_stream(steady).frames)) == 12
