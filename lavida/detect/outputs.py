@@ -213,7 +213,9 @@ def cut_segments(
     indices count the decoded frames from 0, as the intervals do.
 
     Returns:
-        The segment files, one per interval, in order (none, and no folder, without intervals).
+        The segment files written, in interval order (none, and no folder, without intervals). An
+        interval that starts past the last decodable frame has no file and is not listed; a warning
+        says so.
     """
     import av
 
@@ -244,7 +246,7 @@ def cut_segments(
             decoded,
             intervals[-1].end,
         )
-    return paths
+    return [path for path in paths if path.exists()]
 
 
 def interval_records(

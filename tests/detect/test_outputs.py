@@ -280,6 +280,15 @@ def test_segments_stop_at_the_last_interval_and_warn_when_the_video_is_shorter(t
     assert caplog.records == []
 
 
+def test_segments_past_the_last_decodable_frame_are_not_listed(tmp_path):
+    """Intervals 1..1 and 6..7 on a 5-frame video: only the first has frames, so only its file exists
+    and only it is returned (the caller must not be handed a path to a file that was never written)."""
+    video = write_grey_ramp(tmp_path / "v.mp4", 5)
+    paths = cut_segments(video, [_interval(1, 1), _interval(6, 7)], tmp_path / "s", fps=10)
+    assert paths == [tmp_path / "s" / "segment_000.mp4"]
+    assert sorted(path.name for path in (tmp_path / "s").iterdir()) == ["segment_000.mp4"]
+
+
 class _NoFrames:
     """What av.open gives for a video file in which no frame decodes."""
 
@@ -297,7 +306,8 @@ def test_a_video_of_no_decodable_frames_is_warned_about_with_a_count_of_zero(tmp
     monkeypatch.setattr(av, "open", lambda path: _NoFrames())
     video = tmp_path / "v.mp4"
     with caplog.at_level(logging.WARNING, logger="lavida.detect.outputs"):
-        cut_segments(video, [_interval(0, 1)], tmp_path / "s", fps=10)
+        paths = cut_segments(video, [_interval(0, 1)], tmp_path / "s", fps=10)
+    assert paths == []
     assert [record.getMessage() for record in caplog.records] == [
         f"{video}: only 0 frame(s) could be decoded, but the last interval ends at frame 1; its segments "
         "are short or missing."
