@@ -83,7 +83,6 @@ class ADE20KSource(SegmentationSource):
 
     name = "ade20k"
     record_options = ("exclude_background", "min_pixels")
-    is_video = False
 
     def __init__(
         self, root: str | Path, *, split: str = "train", exclude_background: bool = True, min_pixels: int = 1

@@ -197,7 +197,7 @@ def check_manifest_options(path: str | Path, source: SegmentationSource, *, sett
 class SegmentationSource(abc.ABC):
     """A segmentation dataset in its official layout.
 
-    Subclasses set ``name`` and ``is_video`` and implement :meth:`index` and :meth:`load_masks`.
+    Subclasses set ``name`` and implement :meth:`index` and :meth:`load_masks`.
 
     Args:
         root: The dataset's root folder (as downloaded; see data/README.md).
@@ -205,7 +205,6 @@ class SegmentationSource(abc.ABC):
     """
 
     name: str
-    is_video: bool
     # Constructor options that change which records and targets ``index`` yields (a class list, a label
     # version): they are stored in the manifest and checked when training reads it.
     record_options: tuple[str, ...] = ()

@@ -101,7 +101,6 @@ class CityscapesSource(SegmentationSource):
 
     name = "cityscapes"
     record_options = ("classes", "min_pixels")
-    is_video = False
 
     def __init__(
         self, root: str | Path, *, split: str = "train", classes: str = "official8", min_pixels: int = 1

@@ -63,7 +63,6 @@ class MapillaryVistasSource(SegmentationSource):
 
     name = "mapillary"
     record_options = ("version", "skip_void", "min_pixels")
-    is_video = False
 
     def __init__(
         self,

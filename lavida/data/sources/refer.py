@@ -82,7 +82,6 @@ class ReferSource(SegmentationSource):
         DatasetFormatError: ``root`` does not exist.
     """
 
-    is_video = False
     default_split_by: str = "unc"
     default_image_dir: str = _COCO_IMAGES
     record_options = ("split_by", "image_dir")

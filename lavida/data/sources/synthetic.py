@@ -37,7 +37,6 @@ class SyntheticSource(SegmentationSource):
     """
 
     name = "synthetic"
-    is_video = True  # per record: images are one-frame records with ``is_video=False``
 
     def index(self, *, artifacts: str | Path | None = None, skip_errors: bool = False) -> Iterator[SegRecord]:
         meta_file = self.root / "meta.json"

@@ -255,7 +255,6 @@ class VideoSegmentationSource(SegmentationSource):
         ValueError: ``split`` is not supported.
     """
 
-    is_video = True
     splits: tuple[str, ...] = ("train",)
 
     def __init__(self, root: str | Path, *, split: str = "train") -> None:
