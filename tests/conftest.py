@@ -375,3 +375,35 @@ def skip_without_exchange(folder: Path) -> None:
         shutil.rmtree(second)
     if not swapped:
         pytest.skip("this system or file system has no atomic exchange (renameat2 RENAME_EXCHANGE)")
+
+
+class FakeSegSource:
+    """Stands in for a ``SegSource`` (``SyntheticSource``) where a test needs hand-made masks and frames:
+    ``masks[(record key, target text)]`` and ``frames[record key]`` are lists of (H, W) bool masks and
+    (H, W, 3) uint8 frames, indexed by frame position; counts the mask loads."""
+
+    def __init__(self, masks, frames):
+        self.root = Path("synthetic_train")
+        self.masks, self.frames, self.mask_loads = masks, frames, 0
+
+    def load_masks(self, record, target, positions):
+        self.mask_loads += 1
+        return [self.masks[record.key, target.text][p] for p in positions]
+
+    def load_frames(self, record, positions):
+        return [self.frames[record.key][p] for p in positions]
+
+
+def seg_record(key, *texts, frames=1):
+    """A synthetic-source record with one target per text (object ids 1, 2, ...)."""
+    from lavida.data.sources.base import SegRecord, SegTarget
+
+    return SegRecord(
+        source="synthetic",
+        key=key,
+        group=key,
+        frames=tuple(f"{key}/{t:05d}.jpg" for t in range(frames)),
+        targets=tuple(SegTarget(text, {"object_ids": [i]}) for i, text in enumerate(texts, start=1)),
+        present=texts,
+        is_video=frames > 1,
+    )

@@ -3,6 +3,8 @@
 import pytest
 from conftest import compose_cli_config
 
+from lavida.cli.keys import reject_unknown_keys
+
 
 def compose(config: str, *overrides: str):
     return compose_cli_config(config, *overrides)
@@ -37,3 +39,19 @@ def test_defaults_entries_name_the_key_they_fill(entry, key):
     from lavida.cli.keys import _group_key
 
     assert _group_key(entry) == key
+
+
+def test_at_most_three_close_matches_are_offered():
+    """``checkinterval`` is close to four of detect.yaml's keys (difflib ratio >= 0.6: interval 0.76,
+    checkpoint 0.70, min_interval 0.64, checkpoint_overrides 0.61); the three closest are named, closest
+    first."""
+    cfg = compose("detect", "+checkinterval=2")
+    with pytest.raises(ValueError) as error:
+        reject_unknown_keys(cfg, config_name="detect")
+    assert str(error.value) == (
+        "lavida-detect: unknown key(s) 'checkinterval' (did you mean 'interval' or 'checkpoint' or "
+        "'min_interval'?); a leading + adds a key that detect.yaml does not define, and nothing reads it. "
+        "Valid keys: ['aggregation', 'base_model_check', 'categories', 'checkpoint', 'checkpoint_overrides', "
+        "'clip_length', 'device', 'dtype', 'explain', 'fps', 'input', 'interval', 'max_frames', 'merge_gap', "
+        "'min_interval', 'output_dir', 'overlay', 'resume', 'save', 'stride', 'threshold']."
+    )

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import load_benchmark_script, write_synthetic_train
+import transformers
+from conftest import FakeSegSource, load_benchmark_script, seg_record, write_synthetic_train
 from omegaconf import OmegaConf
 
 import lavida.configs
@@ -20,7 +21,7 @@ from lavida.data.processor import sam_pixel_values
 from lavida.data.sources.base import read_manifest
 from lavida.data.sources.synthetic import SyntheticSource
 from lavida.models.mask_decoder import build_mask_decoder, load_sam2
-from lavida.synthetic.pretrain_sam import _semantic_loss, _semantic_targets, pretrain_sam
+from lavida.synthetic.pretrain_sam import _batch, _semantic_loss, _semantic_targets, pretrain_sam
 from lavida.synthetic.shapes import COLOURS, SHAPES
 
 TINY_SAM2 = Path(lavida.configs.__file__).parent / "model" / "mask_decoder" / "tiny.yaml"
@@ -105,10 +106,72 @@ def test_semantic_loss_is_the_soft_cross_entropy_of_both_heads():
 
 
 def test_zero_steps_is_a_clear_error(tmp_path):
-    from lavida.synthetic.pretrain_clip import pretrain_clip
-    from lavida.synthetic.pretrain_sam import pretrain_sam
-
+    """(pretrain_clip's own check: tests/test_pretrain_clip.py.)"""
     with pytest.raises(ValueError, match="steps must be at least 1, got 0"):
         pretrain_sam(tmp_path / "sam", tmp_path / "train", steps=0)
-    with pytest.raises(ValueError, match="steps must be at least 1, got 0"):
-        pretrain_clip(tmp_path / "clip.safetensors", tmp_path / "train", model_name="m", arch={}, steps=0)
+
+
+class _ScriptedRng:
+    """Stands in for ``numpy.random.Generator`` in ``_batch``: ``integers(n)`` and ``random()`` return the
+    scripted values in order (each ``integers`` value checked to lie in [0, n))."""
+
+    def __init__(self, *values):
+        self.values = list(values)
+
+    def integers(self, n):
+        value = self.values.pop(0)
+        assert 0 <= value < n, (value, n)
+        return value
+
+    def random(self):
+        return self.values.pop(0)
+
+
+def test_batch_clicks_masks_and_semantics_worked_out_by_hand():
+    """One 4×8 image with two objects: "red circle" on rows 0–1, columns 0–3, and "blue square" drawn
+    over it on rows 1–2, columns 2–5; S = 8, so rows are stretched ×2 and columns kept.
+
+    Sample 1 asks for the red circle (random() = 0.5 < 0.75: a click on it); its 6th pixel in row-major
+    order is (y, x) = (1, 1), at (x·8/8, y·8/4) = (1, 2) in SAM2's S×S frame, label 1, target its mask
+    stretched to rows 0–3. Sample 2 asks for the blue square but draws random() = 0.75, not below 0.75:
+    a lone negative click at (y, x) = (3, 6) -> (6, 6), label 0, empty target."""
+    red, blue = np.zeros((4, 8), dtype=bool), np.zeros((4, 8), dtype=bool)
+    red[0:2, 0:4] = True
+    blue[1:3, 2:6] = True
+    frame = np.arange(4 * 8 * 3, dtype=np.uint8).reshape(4, 8, 3)
+    record = seg_record("i0000", "red circle", "blue square")
+    source = FakeSegSource(
+        {("i0000", "red circle"): [red], ("i0000", "blue square"): [blue]}, {"i0000": [frame]}
+    )
+    #                     record, frame, target, click?, pixel | record, frame, target, click?, y, x
+    rng = _ScriptedRng(0, 0, 0, 0.5, 5, 0, 0, 1, 0.75, 3, 6)
+    pixels, points, labels, masks, semantics = _batch(source, [record], 2, 8, (2, 2), rng)
+    assert not rng.values  # every scripted draw used, none more
+    torch.testing.assert_close(points, torch.tensor([[[[1.0, 2.0]]], [[[6.0, 6.0]]]]))
+    assert labels.tolist() == [[[1]], [[0]]]
+    expected_mask = torch.zeros(8, 8)
+    expected_mask[0:4, 0:4] = 1
+    torch.testing.assert_close(masks, torch.stack([expected_mask, torch.zeros(8, 8)]))
+    # Both samples see the same image: ids 1 (red circle) with 2 (blue square) on top where they overlap.
+    ids = np.zeros((4, 8), dtype=np.int64)
+    ids[0:2, 0:4] = 1
+    ids[1:3, 2:6] = 2
+    expected_semantics = _semantic_targets(ids, ["red circle", "blue square"], 8, (2, 2))
+    torch.testing.assert_close(semantics, torch.stack([expected_semantics, expected_semantics]))
+    expected_pixels = sam_pixel_values(torch.from_numpy(np.stack([frame, frame])).permute(0, 3, 1, 2), 8)
+    torch.testing.assert_close(pixels, expected_pixels)
+
+
+class _StopHere(Exception):
+    pass
+
+
+def test_pretraining_accepts_a_single_step(monkeypatch):
+    """One step passes the step check and goes on to load the model (stopped there by a stub)."""
+
+    def stop(*args, **kwargs):
+        raise _StopHere
+
+    monkeypatch.setattr(transformers.Sam2Model, "from_pretrained", stop)
+    with pytest.raises(_StopHere):
+        pretrain_sam("sam2", "train", steps=1)

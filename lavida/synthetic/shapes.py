@@ -61,7 +61,7 @@ def shape_mask(shape: str, size: int) -> np.ndarray:
 
 
 def background(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
-    """A low-contrast textured background (smooth noise + stripes + gradient), (H, W, 3) float32."""
+    """A low-contrast textured background (smooth noise + stripes), (H, W, 3) float64 in [44, 166]."""
     coarse = rng.random((height // 8 + 2, width // 8 + 2, 3)).astype(np.float32)
     ys = np.linspace(0, coarse.shape[0] - 1.001, height)
     xs = np.linspace(0, coarse.shape[1] - 1.001, width)

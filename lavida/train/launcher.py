@@ -78,8 +78,8 @@ def build_accelerator(launcher: LauncherConfig, train: TrainConfig, *, output_di
     )
 
 
-def register_zero3_outside_parameters(model) -> int:
-    """Tell ZeRO-3 which parameters LAVIDA reads outside their own module's forward; returns how many.
+def register_zero3_outside_parameters(model) -> None:
+    """Tell ZeRO-3 which parameters LAVIDA reads outside their own module's forward.
 
     ZeRO-3 keeps a shard of each parameter and gathers the whole tensor only while the module owning it
     runs ``forward``; a parameter read by another module (peft's ``<SEG>``-row layers read the embedding
@@ -98,4 +98,3 @@ def register_zero3_outside_parameters(model) -> int:
     pairs += [(model.text_encoder, p) for p in model.text_encoder.outside_parameters()]
     for module, parameter in pairs:
         deepspeed.zero.register_external_parameter(module, parameter)
-    return len(pairs)

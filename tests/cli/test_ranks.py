@@ -14,9 +14,11 @@ import subprocess
 import sys
 
 import pytest
+from omegaconf import OmegaConf
 
 from lavida.cli.errors import interrupted, user_errors
 from lavida.cli.ranks import log_from_main_process, process_rank
+from lavida.data.video import VideoReadError
 
 HYDRA_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's job_logging default
 
@@ -141,10 +143,6 @@ def test_a_malformed_launcher_variable_is_named(monkeypatch):
 
 
 def test_another_ranks_refusal_names_the_rank_and_its_ctrl_c_says_nothing(monkeypatch, capsys):
-    from omegaconf import OmegaConf
-
-    from lavida.data.video import VideoReadError
-
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -162,6 +160,24 @@ def test_another_ranks_refusal_names_the_rank_and_its_ctrl_c_says_nothing(monkey
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(SystemExit), interrupted("lavida-train", then="rerun to resume."):
         raise KeyboardInterrupt
+    assert capsys.readouterr().err == "lavida-train: interrupted; rerun to resume.\n"
+
+
+def test_a_malformed_rank_ends_the_job_as_the_main_process(monkeypatch, capsys):
+    """With ``RANK=five`` (a refusal of its own, from process_rank) the closing lines are the main
+    process's: no rank tag on a refusal, and Ctrl-C still says what to do next."""
+    for name in LAUNCHER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "five")
+    with pytest.raises(SystemExit) as stop, user_errors("lavida-eval", OmegaConf.create({})):
+        raise VideoReadError("clip_007.avi: decoding failed after 12 frame(s).")
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == "lavida-eval: clip_007.avi: decoding failed after 12 frame(s).\n"
+    with pytest.raises(SystemExit) as stop, interrupted("lavida-train", then="rerun to resume."):
+        raise KeyboardInterrupt
+    assert stop.value.code == 130
     assert capsys.readouterr().err == "lavida-train: interrupted; rerun to resume.\n"
 
 

@@ -15,7 +15,7 @@ import pytest
 from conftest import compose_cli_config
 from omegaconf import OmegaConf
 
-from lavida.cli.errors import is_user_error, raised_by_lavida, user_errors
+from lavida.cli.errors import is_user_error, raised_by_lavida, user_errors, user_message
 
 BIN = Path(sys.executable).parent
 
@@ -179,6 +179,59 @@ def test_the_projects_error_classes_and_missing_values_are_user_errors_wherever_
     except ValueError as error:
         assert not raised_by_lavida(error.__traceback__)
         assert not is_user_error(error)
+
+
+def test_a_raise_outside_the_lavida_package_is_no_user_error():
+    """The package is lavida/ itself, not the repository above it: a check raised by a test, a script or an
+    installed library beside lavida (site-packages) keeps Hydra's traceback."""
+    try:
+        raise ValueError("threshold must be in [0, 1]")  # a raise statement, but in tests/, not lavida/
+    except ValueError as error:
+        assert raised_by_lavida(error.__traceback__) is False
+        assert is_user_error(error) is False
+
+
+def test_an_error_without_a_traceback_was_not_raised_by_lavida():
+    assert raised_by_lavida(None) is False  # nothing raised it: no raise statement of ours
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (KeyError("Unknown training source x"), "Unknown training source x"),  # a message, not in quotes
+        (KeyError(3), "3"),  # a key, not a message: str(KeyError(3)) is '3'
+        (KeyError("a", "b"), "('a', 'b')"),  # two arguments: str() of the args tuple
+        (ValueError(Path("clip.mp4")), "clip.mp4"),  # str(ValueError(x)) is str(x)
+    ],
+)
+def test_the_message_is_the_text_of_the_error(error, message):
+    """Only a KeyError with one text argument is unwrapped; any other error is shown as str() writes it."""
+    assert user_message(error, OmegaConf.create({})) == message
+
+
+def test_one_missing_nested_setting_is_named_once_by_its_full_key():
+    """omegaconf's error holds the key (``root``) and the full key (``data.root``): the full one is named."""
+    cfg = OmegaConf.create({"run_name": "a", "data": {"root": "???"}})
+    try:
+        cfg.data.root  # noqa: B018 (raises)
+    except Exception as error:
+        message = user_message(error, cfg)
+    assert message == (
+        "missing data.root=, which has no default. Give it on the command line: data.root=<value>."
+    )
+
+
+def test_three_missing_settings_are_listed_in_the_configs_order_with_the_example():
+    cfg = OmegaConf.create({"input": "???", "threshold": 0.5, "categories": "???", "checkpoint": "???"})
+    try:
+        cfg.checkpoint  # noqa: B018 (raises)
+    except Exception as error:
+        message = user_message(error, cfg, example="lavida-detect input=a.mp4 categories=fire checkpoint=c")
+    # input, categories, checkpoint: the config's order, not the order read or the alphabet.
+    assert message == (
+        "missing input=, categories= and checkpoint=, which have no default. Give them on the command "
+        "line, as in\n  lavida-detect input=a.mp4 categories=fire checkpoint=c"
+    )
 
 
 # -- the handler in-process ------------------------------------------------------------------------------

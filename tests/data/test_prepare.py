@@ -4,9 +4,11 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from lavida.cli import prepare
 from lavida.cli.prepare import main
 from lavida.data.sources import SOURCES, get_source, source_class
 from lavida.data.sources.base import (
@@ -279,3 +281,82 @@ def test_unimportable_or_wrong_sources(tmp_path):
         source_class("lavida.data.sources.base:SegRecord")
     with pytest.raises(DatasetFormatError, match="does not exist"):
         get_source("test_prepare:TinySource", tmp_path / "absent")
+
+
+def test_an_unknown_setting_lists_the_valid_keys(capsys):
+    """The valid keys are prepare's own and the source's keyword-only options (not ``self``, ``root`` or
+    ``split``, which prepare sets itself), each once, sorted."""
+    with pytest.raises(SystemExit):
+        main(["test_prepare:TinySource", "root=/x", "roots=/y"])
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "lavida-prepare: error: 'roots' is not a setting of TinySource; valid keys: artifacts, keep_void, "
+        "label, min_pixels, out, root, skip_errors, split."
+    )
+
+
+class OptionsSource(TinySource):
+    """A source whose ``index`` takes any keyword (``**options``), and records what it was given."""
+
+    name = "options"
+
+    def index(self, **options):
+        SEEN["index"] = options
+        yield from TinySource.index(self)
+
+
+def test_index_options_reach_a_source_that_takes_any_keyword(tmp_path, capsys):
+    """``artifacts=`` and ``skip_errors=true`` are handed to an ``index(**options)``; ``skip_errors=false``
+    (the default) is not handed over at all."""
+    main(
+        ["test_prepare:OptionsSource", f"root={tmp_path}", f"artifacts={tmp_path / 'art'}", "skip_errors=yes"]
+    )
+    assert SEEN["index"] == {"artifacts": tmp_path / "art", "skip_errors": True}
+    main(["test_prepare:OptionsSource", f"root={tmp_path}", "skip_errors=false"])
+    assert SEEN["index"] == {}
+    capsys.readouterr()
+
+
+def test_the_summary_printed_and_returned(tmp_path, capsys, monkeypatch):
+    """Every count of the summary, and the time taken to one decimal (102.34 - 100.0 s -> 2.3)."""
+    clock = iter([100.0, 102.34])
+    monkeypatch.setattr(prepare, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    manifest = tmp_path / "m.jsonl"
+    summary = prepare.run("test_prepare:TinySource", {"root": str(tmp_path), "out": str(manifest)})
+    # TinySource: 3 images (one frame each), targets 2 + 2 + 0; texts dog, a red car, Dog, tree: 4 in the
+    # pool, 3 distinct (dog = Dog).
+    expected = {
+        "dataset": "test_prepare:TinySource",
+        "split": "train",
+        "manifest": str(manifest),
+        "entries": 3,
+        "videos": 0,
+        "frames": 3,
+        "targets": 4,
+        "entries_without_targets": 1,
+        "text_pool": 4,
+        "distinct_texts": 3,
+        "seconds": 2.3,
+    }
+    assert summary == expected
+    width = len("entries_without_targets")
+    lines = [f"lavida-prepare test_prepare:TinySource: wrote {manifest}"]
+    lines += [f"  {key.ljust(width)}  {value}" for key, value in expected.items()]
+    printed = capsys.readouterr()
+    assert printed.out == "\n".join(lines) + "\n"
+    assert "warning" not in printed.err  # 3 entries
+
+
+class EmptySource(TinySource):
+    """A root whose layout yields no entry."""
+
+    name = "empty"
+
+    def index(self, *, artifacts=None):
+        yield from ()
+
+
+def test_an_empty_index_warns_with_the_root(tmp_path, capsys):
+    main(["test_prepare:EmptySource", f"root={tmp_path}"])
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"warning: no entries found under {tmp_path}; check the layout in data/README.md."
+    )

@@ -8,15 +8,18 @@ at random initialisation.
 import copy
 import re
 import shutil
+from importlib.resources import files
 from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
+from transformers import Sam2Config
 
 from lavida.models.base_fingerprint import BaseModelMismatchError
 from lavida.models.checkpoint import checkpoint_digest, load_checkpoint, save_checkpoint
-from lavida.models.mask_decoder import build_mask_decoder, load_sam2
+from lavida.models.mask_decoder import _check_size, _sam2_config, build_mask_decoder, load_sam2
 from lavida.models.text_encoder import build_category_encoder
 from lavida.models.weights import WeightsNotFoundError
 
@@ -66,6 +69,36 @@ def test_sam2_directory_of_another_size_than_the_config_is_refused(tiny_pretrain
     assert "model/mask_decoder=" in message
     # Without `arch` there is nothing to compare with: the directory's own config is the architecture.
     assert build_mask_decoder(pretrained=str(directory), prompt_dim=32).sam.config.vision_config
+
+
+@pytest.mark.parametrize(
+    ("size", "blocks"),
+    [
+        ("sam2.1_hiera_t", [1, 2, 7, 2]),
+        ("sam2.1_hiera_s", [1, 2, 11, 2]),
+        ("sam2.1_hiera_b_plus", [2, 3, 16, 3]),
+        ("sam2.1_hiera_l", [2, 6, 36, 4]),
+    ],
+)
+def test_a_directory_of_a_shipped_sam2_size_is_named_with_its_config(tiny_pretrained, tmp_path, size, blocks):
+    """The refusal tells which shipped config fits the directory: its Hiera blocks per stage (SAM2.1's
+    ``sam2.1_hiera_{t,s,b+,l}.yaml``: trunk stages (1, 2, 7, 2), (1, 2, 11, 2), (2, 3, 16, 3), (2, 6, 36, 4))
+    name the size. Compared on the configs alone: a real Hiera-L is too large to write here."""
+    shipped = OmegaConf.load(files("lavida.configs") / "model" / "mask_decoder" / f"{size}.yaml")
+    loaded = _sam2_config(Sam2Config, OmegaConf.to_container(shipped.arch, resolve=True))
+    configured = _sam2_config(Sam2Config, tiny_pretrained.mask_decoder.arch)  # blocks (1, 2, 1, 1)
+    with pytest.raises(WeightsNotFoundError) as info:
+        _check_size(loaded, configured, tmp_path)
+    message = str(info.value)
+    head = f"SAM2: '{tmp_path}' holds another architecture than model.mask_decoder.arch describes:\n"
+    tail = (
+        "Point model.mask_decoder.pretrained (LAVIDA_SAM2_PATH) at the directory of the configured size, or "
+        f"choose the config of the directory's size (model/mask_decoder={size}). A LAVIDA checkpoint needs "
+        "the SAM2 it was trained on."
+    )
+    assert re.fullmatch(re.escape(head) + r"(?:  [^\n]+\n)+" + re.escape(tail), message), message
+    line = f"  vision_config.backbone_config.blocks_per_stage: {blocks} in the directory, [1, 2, 1, 1] configured"
+    assert line in message.splitlines()
 
 
 def test_checkpoint_pointed_at_a_sam2_of_another_size_is_refused(tiny_model, tiny_pretrained, tmp_path):

@@ -284,3 +284,20 @@ def test_bare_text_model_names_are_read_as_text_model_names(tmp_path):
     torch.testing.assert_close(
         converted["text_projection"], torch.tensor([[1.0, 3.0], [2.0, 4.0]]), rtol=0, atol=0
     )
+
+
+def test_the_config_beside_a_weights_file_is_checked(tiny_pretrained, tmp_path):
+    """Pointing at the folder's model.safetensors instead of the folder still reads the config.json beside
+    it: a GELU tower is refused as it is when the folder is given."""
+    from transformers import CLIPModel
+
+    folder = tmp_path / "gelu"
+    CLIPModel(_clip_config(act="gelu")).save_pretrained(folder)
+    with pytest.raises(WeightsNotFoundError) as error:
+        _encoder(tiny_pretrained, folder / "model.safetensors")
+    assert str(error.value) == (
+        f"CLIP text encoder: '{folder / 'config.json'}' says the tower was trained with hidden_act 'gelu', but "
+        f"the open_clip model '{tiny_pretrained.text_encoder.model_name}' uses QuickGELU. Set "
+        "model.text_encoder.model_name to the matching open_clip model (OpenAI's weights: "
+        f"'ViT-B-32-quickgelu').\n{CLIP_HINT}"
+    )

@@ -12,8 +12,9 @@ import math
 import pytest
 import torch
 from conftest import compose_model_config
+from transformers.models.sam2_video.modeling_sam2_video import NO_OBJ_SCORE
 
-from lavida.models.mask_decoder import NO_OBJECT_LOGIT, build_mask_decoder
+from lavida.models.mask_decoder import NO_OBJECT_LOGIT, ImageFeatures, build_mask_decoder
 from lavida.models.outputs import LavidaOutput, LavidaPrediction
 
 
@@ -137,3 +138,55 @@ def test_pixel_scores_of_a_gated_frame_are_zero():
     output = _output(logits, torch.tensor([[0.9, 0.1, 0.1]]), torch.tensor([0.0]))
     pixels = LavidaPrediction.from_output(output, gate_masks=True).pixel_scores((4, 4))
     assert pixels.shape == (1, 4, 4) and bool((pixels == 0).all())
+
+
+def test_no_object_logit_is_sam2s():
+    """Gated frames carry SAM2's own "no object" score (transformers' port: ``NO_OBJ_SCORE`` = −1024),
+    so saved mask logits compare with SAM2's and the release's."""
+    assert NO_OBJECT_LOGIT == NO_OBJ_SCORE == -1024.0
+
+
+def test_image_feature_tokens_are_row_major_with_channels_last():
+    """f_v as the projector's token sequence: token y·w + x holds the C channels of pixel (y, x), for f_v
+    and its position encoding alike. Hand-built (N=2, C=2, h=2, w=3) maps whose value 100·n + 10·c + (3y + x)
+    names its frame, channel and pixel."""
+    n, c, y, x = torch.meshgrid(
+        torch.arange(2), torch.arange(2), torch.arange(2), torch.arange(3), indexing="ij"
+    )
+    top = (100 * n + 10 * c + 3 * y + x).float()
+    features = ImageFeatures(top=top, top_pos=-top, high_res=[])
+    tokens, pos = features.tokens()
+    # frame 0: tokens 0..5 = pixels (0,0), (0,1), (0,2), (1,0), (1,1), (1,2); channel 1 adds 10
+    frame0 = [[float(t), float(10 + t)] for t in range(6)]
+    want = torch.tensor([frame0, [[100 + a, 100 + b] for a, b in frame0]])
+    assert torch.equal(tokens, want)
+    assert torch.equal(pos, -want)
+
+
+def test_projector_features_are_the_deepest_level_with_its_own_position_encoding(decoder):
+    """f_v and its sine position encoding (B.5, docs/fidelity.md "f_v for the projector") are SAM2's
+    deepest FPN level and the encoding of that same level, as transformers' ``Sam2Model.get_image_features``
+    pairs them (flattened (HW, N, C) there, (N, HW, C) here)."""
+    side = decoder.image_size
+    pixels = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        f_v, f_v_pos = decoder.encode_images(pixels).tokens()
+        reference = decoder.sam.get_image_features(pixels)
+    assert torch.equal(f_v, reference.fpn_hidden_states[-1].permute(1, 0, 2))
+    assert torch.equal(f_v_pos, reference.fpn_position_encoding[-1].permute(1, 0, 2))
+
+
+def test_outside_parameters_are_the_ones_forward_reads_directly(decoder):
+    """ZeRO-3 gathers a parameter only inside its own module's forward: ``forward`` reads SAM2's
+    no-memory embedding, owned by ``Sam2Model`` (whose forward it never calls), so that one must be listed."""
+    assert [id(p) for p in decoder.outside_parameters()] == [id(decoder.sam.no_memory_embedding)]
+
+
+def test_frozen_encoder_builds_no_graph_and_the_decoder_convs_do(decoder):
+    """B.2: the SAM2 image encoder is frozen and runs without gradients, even for frames that require
+    them (as in input attribution); conv_s0/conv_s1 belong to the trained decoder and keep theirs."""
+    side = decoder.image_size
+    pixels = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(9)).requires_grad_()
+    features = decoder.encode_images(pixels)
+    assert not features.top.requires_grad and not features.top_pos.requires_grad
+    assert [level.requires_grad for level in features.high_res] == [True, True]

@@ -1,10 +1,18 @@
 """The semantic extractor: LoRA placement, <SEG> gradient, M-RoPE ids of kept tokens, equivalence with HF."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
-from conftest import make_samples, tiny_processor_for
+import torch.nn.functional as F
+from conftest import compose_model_config, make_samples, tiny_processor_for
+from torch import nn
 
+from lavida.data.processor import LavidaProcessor
 from lavida.models.compression import TokenCompressor
+from lavida.models.config import InputConfig
+from lavida.models.lavida import build_lavida
+from lavida.models.mllm import SemanticExtractor, _answer_cross_entropy, _pack
 
 
 @pytest.fixture
@@ -90,23 +98,34 @@ def test_uncompressed_path_equals_transformers_forward(batch_and_model):
     batch, model = batch_and_model
     model.mllm.compressor = None
     model.eval()
+    ours = _check_equals_transformers_forward(
+        model,
+        batch,
+        pixel_values=batch.pixel_values,
+        image_grid_thw=batch.image_grid_thw,
+        pixel_values_videos=batch.pixel_values_videos,
+        video_grid_thw=batch.video_grid_thw,
+    )
+    assert torch.equal(ours.kept_tokens, ours.visual_tokens)
+
+
+def _check_equals_transformers_forward(model, batch, **visual):
+    """Assert that the semantic extractor's f_sem (the <SEG> rows of the last hidden state) and L_txt equal
+    transformers' own forward on the same batch, given the visual inputs ``visual``; return ours."""
     with torch.no_grad():
         ours = model.mllm(batch)
         reference = model.mllm.model(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,
             mm_token_type_ids=batch.mm_token_type_ids,
-            pixel_values=batch.pixel_values,
-            image_grid_thw=batch.image_grid_thw,
-            pixel_values_videos=batch.pixel_values_videos,
-            video_grid_thw=batch.video_grid_thw,
             labels=batch.labels,
             output_hidden_states=True,
+            **visual,
         )
     seg = batch.input_ids == model.mllm.seg_token_id
     torch.testing.assert_close(ours.seg_features, reference.hidden_states[-1][seg], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(ours.lm_loss, reference.loss, rtol=1e-5, atol=1e-6)
-    assert torch.equal(ours.kept_tokens, ours.visual_tokens)
+    return ours
 
 
 def _capture(model):
@@ -204,3 +223,159 @@ def test_gradient_checkpointing_is_switched_on_through_the_current_api(tiny_pret
     assert not [w for w in recwarn if "gradient_checkpointing_enable" in str(w.message)]
     plain = build_lavida(tiny_pretrained).mllm.hf_model
     assert not plain.is_activation_checkpointing
+
+
+def test_generate_without_compression_is_transformers_greedy_decoding(tiny_model):
+    """generate() decodes with its own KV cache, continuing the 1-D position after the prompt's largest
+    M-RoPE id; with compression off it must pick transformers' own greedy tokens (Qwen2-VL's rope deltas)."""
+    video, _ = make_samples()
+    batch = tiny_processor_for(tiny_model).question_batch(video.frames, "What happens?")
+    mllm = tiny_model.mllm
+    mllm.compressor = None
+    tiny_model.eval()
+    ours = mllm.generate(batch, max_new_tokens=6)
+    with torch.no_grad():
+        reference = mllm.hf_model.generate(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            mm_token_type_ids=batch.mm_token_type_ids,
+            pixel_values_videos=batch.pixel_values_videos,
+            video_grid_thw=batch.video_grid_thw,
+            max_new_tokens=6,
+            do_sample=False,
+        )
+    assert ours == reference[0, batch.input_ids.shape[1] :].tolist()
+
+
+def test_generate_takes_one_sample(batch_and_model):
+    batch, model = batch_and_model
+    with pytest.raises(ValueError) as error:
+        model.mllm.generate(batch)
+    assert str(error.value) == "generate() takes one sample, got a batch of 2."
+
+
+def test_an_unknown_position_mode_is_refused():
+    with pytest.raises(ValueError) as error:
+        SemanticExtractor(model=nn.Identity(), seg_token_id=7, compressor=None, positions="rope")
+    assert str(error.value) == "positions must be 'mrope' or 'sequential', got 'rope'."
+
+
+def test_seg_features_are_the_rows_at_seg_and_bad_counts_are_named():
+    extractor = SemanticExtractor(model=nn.Identity(), seg_token_id=7, compressor=None)
+    hidden = torch.arange(12.0).reshape(2, 3, 2)
+    # <SEG> (7) at position 1 of sample 0 and position 2 of sample 1: rows hidden[0, 1] and hidden[1, 2].
+    features = extractor._seg_features(hidden, torch.tensor([[1, 7, 2], [3, 4, 7]]))
+    torch.testing.assert_close(features, torch.tensor([[2.0, 3.0], [10.0, 11.0]]), rtol=0, atol=0)
+    with pytest.raises(ValueError) as error:
+        extractor._seg_features(hidden, torch.tensor([[1, 7, 2], [7, 7, 1]]))
+    assert str(error.value) == (
+        "Every sample needs exactly one <SEG> token in its answer; (sample, count) = [(1, 2)]. "
+        "Build prompts with lavida.data.prompts, which strips '<SEG>' from category names."
+    )
+
+
+def test_pack_moves_the_kept_positions_to_the_front_of_each_row():
+    """Hand-worked: row 0 keeps positions 0, 2, 3 and row 1 position 1, so L' = 3; row 1 is right-padded
+    with id 0, attention 0, label -100 and position ids 0."""
+    keep = torch.tensor([[True, False, True, True], [False, True, False, False]])
+    embeds = torch.arange(16.0).reshape(2, 4, 2)
+    input_ids = torch.tensor([[10, 11, 12, 13], [20, 21, 22, 23]])
+    labels = torch.tensor([[-100, -100, 5, 6], [-100, 7, -100, -100]])
+    position_ids = torch.arange(24).reshape(3, 2, 4) + 100
+    packed = _pack(keep, embeds=embeds, input_ids=input_ids, labels=labels, position_ids=position_ids)
+    expected_embeds = torch.tensor(
+        [[[0.0, 1.0], [4.0, 5.0], [6.0, 7.0]], [[10.0, 11.0], [0.0, 0.0], [0.0, 0.0]]]
+    )
+    torch.testing.assert_close(packed.embeds, expected_embeds, rtol=0, atol=0)
+    assert packed.input_ids.tolist() == [[10, 12, 13], [21, 0, 0]]
+    assert packed.attention_mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert packed.labels.tolist() == [[-100, 5, 6], [7, -100, -100]]
+    # position_ids[k, b, t] = 100 + 8k + 4b + t.
+    assert packed.position_ids.tolist() == [
+        [[100, 102, 103], [105, 0, 0]],
+        [[108, 110, 111], [113, 0, 0]],
+        [[116, 118, 119], [121, 0, 0]],
+    ]
+    assert (
+        _pack(keep, embeds=embeds, input_ids=input_ids, labels=None, position_ids=position_ids).labels is None
+    )
+
+
+def test_answer_cross_entropy_is_the_shifted_loss_over_supervised_tokens():
+    """The state at t predicts label t + 1; the reference is HF's rule done the slow way: the LM head on
+    every position, shift by one, cross-entropy with ignore_index -100 (mean over supervised tokens)."""
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 4, 3)
+    head = nn.Linear(3, 5, bias=False)
+    labels = torch.tensor([[-100, -100, 4, 1], [-100, 2, -100, -100]])
+    logits = head(hidden)[:, :-1]
+    expected = F.cross_entropy(logits.reshape(-1, 5), labels[:, 1:].reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(_answer_cross_entropy(hidden, labels, head), expected)
+    # One supervised token (label 3 at t = 2, predicted by the state at t = 1 of sample 0).
+    one = torch.full((2, 4), -100)
+    one[0, 2] = 3
+    torch.testing.assert_close(
+        _answer_cross_entropy(hidden, one, head), F.cross_entropy(head(hidden[0, 1])[None], torch.tensor([3]))
+    )
+    # Without a supervised token the loss is 0, and still part of the graph (a backward does not fail).
+    hidden.requires_grad_(True)
+    empty = _answer_cross_entropy(hidden, torch.full((2, 4), -100), head)
+    assert empty.item() == 0.0 and empty.requires_grad
+
+
+def test_a_one_token_image_keeps_its_visual_token_under_compression(tiny_model):
+    """A 28 × 28 image is one 2 × 2 group of 14-pixel patches, one visual token after the merger; any ratio
+    keeps max(1, ·) = 1 token (§3.4), so the language model must receive it."""
+    _, image = make_samples()
+    processor = LavidaProcessor.for_model(tiny_model, InputConfig(image_budget=(784, 784)))
+    batch = processor([image], train=True)
+    record = _capture(tiny_model)
+    with torch.no_grad():
+        out = tiny_model.mllm(batch)
+    assert out.visual_tokens.tolist() == out.kept_tokens.tolist() == [1]
+    # Every token of the prompt reaches the language model.
+    assert int(record["mask"].sum()) == int(batch.attention_mask.sum())
+
+
+def test_qwen2_5_vl_uncompressed_path_equals_transformers_forward():
+    """Qwen2.5-VL's temporal M-RoPE ids read the seconds per frame group (second_per_grid_ts): with
+    compression off, f_sem and L_txt equal transformers' own forward given the same seconds. Two clips
+    (no image) in one batch: each gets its own visual tokens."""
+    torch.manual_seed(0)
+    model = build_lavida(compose_model_config("tiny", ["model/mllm=tiny_qwen2_5"])).eval()
+    model.mllm.compressor = None
+    (first, _), (second, _) = make_samples(0), make_samples(1)
+    batch = tiny_processor_for(model)([first, second], train=True)
+    _check_equals_transformers_forward(
+        model,
+        batch,
+        pixel_values_videos=batch.pixel_values_videos,
+        video_grid_thw=batch.video_grid_thw,
+        second_per_grid_ts=batch.second_per_grid_ts,
+    )
+
+
+def test_the_sizes_are_the_language_model_s(tiny_model):
+    """lavida/configs/model/mllm/tiny.yaml: hidden_size 64, vocab_size 272 (the rows of the LM head)."""
+    mllm = tiny_model.mllm
+    assert (mllm.hidden_size, mllm.vocab_size) == (64, 272)
+    assert mllm.hf_model.get_output_embeddings().weight.shape == (272, 64)
+
+
+def test_a_batch_without_pixels_gets_an_empty_visual_canvas(tiny_model):
+    """Without pixels and placeholders (a text-only batch) the visual canvas is all zeros, so the text
+    embeddings pass through unchanged; placeholders without pixels are a processor/batch mismatch."""
+    mllm = tiny_model.mllm
+    no_pixels = SimpleNamespace(
+        pixel_values=None, image_grid_thw=None, pixel_values_videos=None, video_grid_thw=None
+    )
+    like = torch.ones(1, 3, 64)
+    canvas = mllm._visual_tokens(no_pixels, torch.tensor([[1, 2, 3]]), like)
+    torch.testing.assert_close(canvas, torch.zeros(1, 3, 64), rtol=0, atol=0)
+    video_pad = mllm.hf_model.config.video_token_id
+    with pytest.raises(ValueError) as error:
+        mllm._visual_tokens(no_pixels, torch.tensor([[1, video_pad, video_pad]]), like)
+    assert str(error.value) == (
+        f"The batch has 2 placeholder tokens (id {video_pad}) but no pixels for them; the processor and the "
+        "batch disagree."
+    )

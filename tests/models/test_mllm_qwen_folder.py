@@ -11,6 +11,8 @@ the real folder.
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ from conftest import QWEN2_VL_PREPROCESSOR, offline_lavida_processor
 from lavida.data.processor import LavidaProcessor, PixelBudget, smart_resize
 from lavida.data.prompts import PromptTemplates
 from lavida.data.types import ClipSample
+from lavida.models.qwen_processor import load_processor
 
 QWEN_SPECIALS = (
     "<|endoftext|>",
@@ -248,6 +251,18 @@ def test_folder_video_config_never_resamples_the_clip(qwen_folder, tmp_path):
     assert encoded.grid_thw.tolist() == plain.grid_thw.tolist() == [[4, h // 14, w // 14]]
     torch.testing.assert_close(encoded.pixel_values, plain.pixel_values, rtol=0, atol=0)
     assert loaded.video_processor.cap_pixels_per_frame is False
+
+
+def test_folder_image_config_never_resizes_the_frame(qwen_folder, tmp_path):
+    """A folder's ``preprocessor_config.json`` whose pixel cap (here 56², under our image budget) would make
+    the image processor shrink a frame LAVIDA already resized: the frame's grid is LAVIDA's, not the cap's."""
+    capped = Path(shutil.copytree(qwen_folder, tmp_path / "capped"))
+    config = {**QWEN2_VL_PREPROCESSOR, "min_pixels": 28 * 28, "max_pixels": 56 * 56}
+    (capped / "preprocessor_config.json").write_text(json.dumps(config))
+    image = ClipSample(frames=_clip(frames=1).frames, categories=["fire"], is_video=False)
+    encoded = _lavida_processor(load_processor(capped)).encode(image, train=False)
+    h, w = smart_resize(64, 96, factor=28, budget=PixelBudget(28 * 28 * 20, 28 * 28 * 30))
+    assert encoded.grid_thw.tolist() == [[1, h // 14, w // 14]]
 
 
 def _save_tied_model(directory):

@@ -352,3 +352,74 @@ def test_two_way_block_matches_loop_and_update_keys_flag():
         frozen_keys.load_state_dict(blk.state_dict(), strict=False)
         q2, k2 = frozen_keys(queries, keys, query_pe=qpe, key_pe=kpe)
         assert k2 is keys and torch.equal(q2, q_out)
+
+
+def test_downsampled_attention_defaults_to_full_width_as_torch_multihead_attention():
+    """SAM's ``Attention`` keeps the full width unless told otherwise (downsample_rate 1): the default
+    DownsampledAttention is then ordinary multi-head attention, the same function as torch's
+    ``nn.MultiheadAttention`` given the same q/k/v/out weights (its in_proj stacks W_q, W_k, W_v)."""
+    torch.manual_seed(0)
+    att = DownsampledAttention(dim=8, num_heads=2)
+    reference = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+    with torch.no_grad():
+        reference.in_proj_weight.copy_(torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight]))
+        reference.in_proj_bias.copy_(torch.cat([att.q_proj.bias, att.k_proj.bias, att.v_proj.bias]))
+        reference.out_proj.weight.copy_(att.out_proj.weight)
+        reference.out_proj.bias.copy_(att.out_proj.bias)
+        q, k, v = torch.randn(2, 3, 8), torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+        want, _ = reference(q, k, v, need_weights=False)
+        torch.testing.assert_close(att(q, k, v), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "shown"),
+    [
+        ({"dim": 0, "num_heads": 1, "downsample_rate": 1}, "dim=0, num_heads=1, downsample_rate=1"),
+        ({"dim": 4, "num_heads": 0, "downsample_rate": 1}, "dim=4, num_heads=0, downsample_rate=1"),
+        ({"dim": 4, "num_heads": 1, "downsample_rate": 0}, "dim=4, num_heads=1, downsample_rate=0"),
+    ],
+)
+def test_downsampled_attention_refuses_each_size_of_zero(sizes, shown):
+    """A single size of 0 is refused by name (not a ZeroDivisionError, nor a module of 0-wide layers)."""
+    message = f"dim, num_heads and downsample_rate must be positive, got {shown}"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        DownsampledAttention(**sizes)
+
+
+def test_downsampled_attention_of_width_one_is_valid():
+    """dim = num_heads = 1 is a valid attention. With a single key the softmax weight is 1, so the output
+    is out_proj(v_proj(v)) whatever the query: v_proj = 2v + 1 and out_proj = 3x − 1 at v = 0.5 give
+    3 · (2 · 0.5 + 1) − 1 = 5."""
+    att = DownsampledAttention(dim=1, num_heads=1)
+    with torch.no_grad():
+        att.v_proj.weight.fill_(2.0)
+        att.v_proj.bias.fill_(1.0)
+        att.out_proj.weight.fill_(3.0)
+        att.out_proj.bias.fill_(-1.0)
+        out = att(torch.tensor([[[7.0], [-3.0]]]), torch.tensor([[[0.25]]]), torch.tensor([[[0.5]]]))
+    assert torch.equal(out, torch.tensor([[[5.0], [5.0]]]))
+
+
+def test_key_padding_mask_of_the_wrong_shape_names_both_shapes():
+    att = DownsampledAttention(dim=16, num_heads=2, downsample_rate=2)
+    q, k = torch.zeros(3, 4, 16), torch.zeros(3, 5, 16)
+    message = "key_padding_mask must have shape (B, Nk) = (3, 5), got (3, 4)"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        att(q, k, k, torch.ones(3, 4, dtype=torch.bool))
+
+
+def test_two_way_block_updates_the_keys_by_default():
+    """SAM's two-way block always runs step 4 (keys attend to the updated queries); it is built unless
+    ``update_keys=False`` is asked for. Step 4 written out from the float64 reference's updated queries."""
+    torch.manual_seed(0)
+    blk = TwoWayBlock(dim=16, num_heads=2, mlp_dim=32).eval()
+    queries, keys = torch.randn(3, 16), torch.randn(4, 16)
+    qpe, kpe = torch.randn(3, 16), torch.randn(4, 16)
+    with torch.no_grad():
+        _, k_out = blk(queries[None], keys[None], query_pe=qpe[None], key_pe=kpe[None])
+        q, k, qp, kp = queries.double(), keys.double(), qpe.double(), kpe.double()
+        q = _ln(blk.norm1, q + _attn(blk.self_attn, q + qp, q + qp, q))
+        q = _ln(blk.norm2, q + _attn(blk.cross_attn_query_to_key, q + qp, k + kp, k))
+        q = _ln(blk.norm3, q + _lin(blk.mlp[2], torch.relu(_lin(blk.mlp[0], q))))
+        want = _ln(blk.norm4, k + _attn(blk.cross_attn_key_to_query, k + kp, q + qp, q))
+    torch.testing.assert_close(k_out[0].double(), want, rtol=1e-5, atol=1e-5)

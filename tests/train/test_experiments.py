@@ -7,8 +7,8 @@ from omegaconf import OmegaConf
 
 from lavida.data.config import DataConfig
 from lavida.models.config import LavidaConfig
-from lavida.train.config import TrainConfig, launcher_from_dict
-from lavida.train.launcher import deepspeed_config
+from lavida.train.config import LauncherConfig, TrainConfig, launcher_from_dict
+from lavida.train.launcher import build_accelerator, deepspeed_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "lavida" / "configs"
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
@@ -191,3 +191,52 @@ def test_the_official_schedule_is_the_releases_hf_schedule():
     paper_train = TrainConfig.from_dict(compose_train(["train=paper"])["train"])
     paper, _ = factors("paper", [paper_train.total_steps - 1])
     assert paper_train.total_steps == 20000 and paper[0] == pytest.approx(1 / 19900)
+
+
+# A ZeRO yaml carrying an fp16 block; the batch settings come from TRAIN below.
+FP16_BLOCK = {"zero_optimization": {"stage": 2}, "fp16": {"enabled": True, "loss_scale": 0}}
+TRAIN = {"batch_size": 3, "grad_accum": 2, "optim": {"grad_clip": 0.0}}
+
+
+@pytest.mark.parametrize(
+    ("precision", "fp16", "bf16"),
+    [
+        ("bf16", {"enabled": False, "loss_scale": 0}, {"enabled": True}),  # the yaml's fp16 block turned off
+        ("no", {"enabled": False, "loss_scale": 0}, {"enabled": False}),
+        ("fp16", {"enabled": True, "loss_scale": 0}, {"enabled": False}),  # kept as the yaml wrote it
+    ],
+)
+def test_the_deepspeed_dict_follows_the_launcher_and_the_loop(precision, fp16, bf16):
+    """The whole dict handed to DeepSpeed: the yaml's settings, the loop's batch settings, and precision
+    blocks that say what launcher.mixed_precision says. grad_clip 0 disables clipping in the loop
+    (TrainConfig) and in DeepSpeed alike (gradient_clipping 0.0 is DeepSpeed's "no clipping")."""
+    launcher = LauncherConfig(name="zero2", mixed_precision=precision, deepspeed=FP16_BLOCK)
+    config = deepspeed_config(launcher, TrainConfig.from_dict(TRAIN))
+    assert config == {
+        "zero_optimization": {"stage": 2},
+        "fp16": fp16,
+        "bf16": bf16,
+        "train_micro_batch_size_per_gpu": 3,
+        "gradient_accumulation_steps": 2,
+        "gradient_clipping": 0.0,
+    }
+    assert FP16_BLOCK["fp16"] == {"enabled": True, "loss_scale": 0}  # the launcher's own dict is left as is
+
+
+def test_the_accelerator_of_a_plain_run(tmp_path):
+    """build_accelerator without a deepspeed dict: no DeepSpeed plugin, the loop's accumulation, a tracker
+    only where train.logger names one, and the LR schedule stepped once per optimizer step (B.3's 100
+    warm-up iterations; Accelerate's default would step it once per process, N times too fast on N)."""
+    launcher = LauncherConfig(name="cpu", cpu=True)
+    silent = build_accelerator(
+        launcher, TrainConfig.from_dict({"grad_accum": 2, "logger": "none"}), output_dir=tmp_path
+    )
+    assert silent.step_scheduler_with_optimizer is False
+    assert silent.state.deepspeed_plugin is None
+    assert silent.gradient_accumulation_steps == 2
+    assert silent.log_with == []
+    logged = build_accelerator(
+        launcher, TrainConfig.from_dict({"logger": "tensorboard"}), output_dir=tmp_path
+    )
+    assert [str(tracker) for tracker in logged.log_with] == ["tensorboard"]
+    assert logged.project_dir == str(tmp_path)

@@ -1,0 +1,79 @@
+"""Construction options of the Multi-Level Mask Decoder (B.2, B.5): B.5's prompt embedding layer or none
+(the official code), and the frozen image encoder by default."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+import torch
+from conftest import compose_model_config
+
+from lavida.models.mask_decoder import MultiLevelMaskDecoder, build_mask_decoder, load_sam2
+
+
+@pytest.fixture(scope="module")
+def sam():
+    """The tiny SAM2 (prompt width C = 32), random weights."""
+    torch.manual_seed(0)
+    return load_sam2(arch=compose_model_config("tiny").mask_decoder.arch)
+
+
+def test_no_prompt_embedding_feeds_f_proj_unchanged(sam):
+    """``prompt_embedding='none'`` (the official code) hands f_proj to the decoder as it is: no layer,
+    no parameter beyond SAM2's own."""
+    decoder = MultiLevelMaskDecoder(sam=sam, prompt_dim=32, prompt_embedding="none")
+    prompts = torch.randn(3, 32)
+    assert torch.equal(decoder.prompt_embedding(prompts), prompts)
+    assert {name for name, _ in decoder.named_parameters()} == {
+        f"sam.{name}" for name, _ in sam.named_parameters()
+    }
+
+
+def test_no_prompt_embedding_needs_the_prompt_width(sam):
+    message = (
+        "prompt_embedding='none' feeds f_proj straight into the decoder, so the projector's output width (24) "
+        "must equal SAM2's prompt width (32)."
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        MultiLevelMaskDecoder(sam=sam, prompt_dim=24, prompt_embedding="none")
+
+
+def test_unknown_prompt_embedding_is_refused(sam):
+    message = "prompt_embedding must be 'linear' or 'none', got 'mlp'."
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        MultiLevelMaskDecoder(sam=sam, prompt_dim=32, prompt_embedding="mlp")
+
+
+def test_defaults_freeze_the_image_encoder_and_predict_three_masks(sam):
+    """B.2 freezes SAM2's image encoder; SAM2's multimask mode (3 masks), as the official code."""
+    decoder = MultiLevelMaskDecoder(sam=sam, prompt_dim=32).train()
+    assert decoder.multimask_output is True
+    assert not any(p.requires_grad for p in sam.vision_encoder.parameters())
+    assert not sam.vision_encoder.training and sam.mask_decoder.training
+
+
+def test_build_defaults_are_the_papers(caplog):
+    """``build_mask_decoder``'s defaults: f_proj of width D_m = 256 (supplement B.5, "the output feature
+    dimension is D_m = 256") into B.5's Linear(D_m → C), the image encoder frozen (B.2), and a log line
+    naming where the weights came from."""
+    arch = compose_model_config("tiny").mask_decoder.arch
+    with caplog.at_level(logging.INFO, logger="lavida.models.mask_decoder"):
+        decoder = build_mask_decoder(arch=arch)
+    assert (decoder.prompt_embedding.in_features, decoder.prompt_embedding.out_features) == (256, 32)
+    assert not any(p.requires_grad for p in decoder.sam.vision_encoder.parameters())
+    assert [r.getMessage() for r in caplog.records] == ["Built SAM2 (random init), image size 128"]
+
+
+def test_train_image_encoder_trains_every_encoder_parameter():
+    """The experiment option ``train_image_encoder=True``: the whole image encoder trains and follows
+    ``train()``, while the unused point / mask prompt embeddings stay frozen (no prompt reaches them)."""
+    decoder = build_mask_decoder(
+        arch=compose_model_config("tiny").mask_decoder.arch, prompt_dim=32, train_image_encoder=True
+    ).train()
+    encoder = decoder.sam.vision_encoder
+    assert all(p.requires_grad for p in encoder.parameters()) and encoder.training
+    prompt_encoder = decoder.sam.prompt_encoder
+    unused = [prompt_encoder.mask_embed, prompt_encoder.point_embed, prompt_encoder.not_a_point_embed]
+    assert not any(p.requires_grad for module in unused for p in module.parameters())
