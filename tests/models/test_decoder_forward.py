@@ -140,6 +140,27 @@ def test_pixel_scores_of_a_gated_frame_are_zero():
     assert pixels.shape == (1, 4, 4) and bool((pixels == 0).all())
 
 
+def test_masks_are_gated_unless_asked_not_to():
+    """Gating is the default (SAM2 reports −1024 where it sees no object), so callers that do not pass
+    ``gate_masks`` get the masks the evaluation scores: a frame with object logit −1 is gated, one with +1
+    keeps its best candidate."""
+    candidates = torch.tensor([1.0, 2.0, 3.0]).reshape(1, 3, 1, 1).expand(2, 3, 1, 1).clone()
+    output = _output(candidates, torch.tensor([[0.1, 0.9, 0.2], [0.1, 0.9, 0.2]]), torch.tensor([-1.0, 1.0]))
+    masks = LavidaPrediction.from_output(output).mask_logits
+    assert torch.equal(masks, torch.tensor([NO_OBJECT_LOGIT, 2.0]).reshape(2, 1, 1))
+
+
+def test_pixel_scores_upsample_with_half_pixel_centres():
+    """The bilinear resize is SAM2's ``align_corners=False``: a 1x2 mask [0, 4] upsampled to 1x4 samples
+    the source at x_src = (x + 0.5) / 2 − 0.5 = −0.25, 0.25, 0.75, 1.25, clamped to [0, 1], so the logits
+    are 0, 1, 3, 4 (align_corners=True would give 0, 4/3, 8/3, 4), then the sigmoid."""
+    logits = torch.tensor([0.0, 4.0]).reshape(1, 1, 1, 2).expand(1, 3, 1, 2).clone()
+    output = _output(logits, torch.tensor([[0.9, 0.1, 0.1]]), torch.tensor([3.0]))
+    pixels = LavidaPrediction.from_output(output).pixel_scores((1, 4))
+    want = torch.tensor([[[1 / (1 + math.exp(-x)) for x in (0.0, 1.0, 3.0, 4.0)]]], dtype=torch.float64)
+    torch.testing.assert_close(pixels, want, rtol=1e-12, atol=0)
+
+
 def test_no_object_logit_is_sam2s():
     """Gated frames carry SAM2's own "no object" score (transformers' port: ``NO_OBJ_SCORE`` = −1024),
     so saved mask logits compare with SAM2's and the release's."""

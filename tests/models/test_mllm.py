@@ -379,3 +379,25 @@ def test_a_batch_without_pixels_gets_an_empty_visual_canvas(tiny_model):
         f"The batch has 2 placeholder tokens (id {video_pad}) but no pixels for them; the processor and the "
         "batch disagree."
     )
+
+
+def test_a_grid_that_disagrees_with_the_placeholders_is_named():
+    """A vision tower that returns more tokens than the batch has placeholders is refused with both counts
+    (tokens, not the feature width) and the placeholder id, so a processor/batch mismatch is diagnosable."""
+    # A stand-in tower: one image whose 3 tokens of width 4 meet only 2 placeholders (id 5) in the text.
+    tower = SimpleNamespace(
+        get_image_features=lambda pixels, grids: SimpleNamespace(pooler_output=[torch.zeros(3, 4)])
+    )
+    hf = SimpleNamespace(model=tower, config=SimpleNamespace(image_token_id=5, video_token_id=6))
+    extractor = SemanticExtractor(model=hf, seg_token_id=7, compressor=None)
+    batch = SimpleNamespace(
+        pixel_values=torch.zeros(12, 8),
+        image_grid_thw=torch.tensor([[1, 2, 6]]),
+        pixel_values_videos=None,
+        video_grid_thw=None,
+    )
+    with pytest.raises(ValueError) as error:
+        extractor._visual_tokens(batch, torch.tensor([[1, 5, 5, 2]]), torch.zeros(1, 4, 4))
+    assert str(error.value) == (
+        "The vision tower produced 3 tokens for 2 placeholders (id 5); check the grid_thw of the batch."
+    )
