@@ -3,6 +3,7 @@
 import csv
 import json
 import logging
+import re
 import tracemalloc
 from pathlib import Path
 
@@ -514,8 +515,6 @@ def test_threshold_outside_0_1_is_refused(detector, checkpoint, tmp_path, monkey
 
 def test_frames_the_model_cannot_take_are_reported_with_the_source(detector, tmp_path):
     """Qwen2-VL refuses frames with an aspect ratio over 200; the error must say which video."""
-    import re
-
     folder = tmp_path / "needle"
     folder.mkdir()
     for t in range(3):
@@ -539,7 +538,6 @@ def test_the_crop_hint_only_for_frames_past_qwen2_vls_aspect_ratio(
 ):
     """Any refusal names the video; the crop hint is added only where the long side is more than 200 times
     the short one (2x450: 225, hinted; 3x600: exactly 200, which Qwen2-VL's smart_resize takes)."""
-    import re
 
     def refuse(clip, categories):
         raise ValueError("refused")
