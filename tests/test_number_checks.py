@@ -39,6 +39,8 @@ def test_bools_strings_and_none_are_not_numbers(value, real, whole):
         ("-1", 0, None),
         ("1.5", 1, None),
         ("x", 0, None),
+        ("-1", -1, -1),  # "a whole number ≥ minimum": negative minimums take negative numbers
+        ("-2", -1, None),
     ],
 )
 def test_count_at_least_parses_whole_numbers_from_its_minimum(text, minimum, parsed):

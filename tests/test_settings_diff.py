@@ -1,5 +1,7 @@
 """lavida.settings_diff: the changed settings of two cache records, named by their dotted keys."""
 
+from pathlib import Path
+
 from lavida.settings_diff import changed_settings
 
 
@@ -20,3 +22,21 @@ def test_values_differ_as_the_caches_hash_them():
     assert changed_settings({"x": 1}, {"x": True}) == ["x was 1, now True"]
     assert changed_settings({"x": {"y": 1}}, {"x": 5}) == ["x was {'y': 1}, now 5"]
     assert changed_settings({"x": [1, 2]}, {"x": [2, 1]}) == ["x was [1, 2], now [2, 1]"]
+
+
+def test_dicts_inside_lists_compare_by_content_not_key_order():
+    """The eval cache hashes its facts with ``sort_keys=True`` (lavida/eval/result_cache.py): two records whose
+    only difference is the key order of a dict inside a list are the same settings."""
+    was = {"sources": [{"name": "a", "fps": 10}]}
+    now = {"sources": [{"fps": 10, "name": "a"}]}
+    assert changed_settings(was, now) == []
+
+
+def test_values_json_cannot_take_are_compared_as_their_text():
+    """The caches hash with ``default=str`` (lavida/eval/result_cache.py): a Path is compared as its text, not
+    refused with a TypeError."""
+    assert changed_settings({"root": Path("/data/a")}, {"root": Path("/data/a")}) == []
+    assert changed_settings({"root": Path("/data/a")}, {"root": "/data/a"}) == []
+    assert changed_settings({"root": Path("/data/a")}, {"root": Path("/data/b")}) == [
+        f"root was {Path('/data/a')!r}, now {Path('/data/b')!r}"
+    ]

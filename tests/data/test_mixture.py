@@ -223,3 +223,32 @@ def test_strides_must_be_positive_integers(strides):
     message = f"data.strides must be a non-empty list of positive integers, got {strides}."
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         DataConfig(strides=strides)
+
+
+class _FixedUniform:
+    """An ``rng`` whose uniform draw is given: pins which source each point of [0, 1) selects."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+def test_each_source_owns_a_half_open_interval_of_the_uniform():
+    """Source i owns [cdf[i-1], cdf[i]): a draw exactly on a boundary belongs to the next source, so each
+    source's share of [0, 1) is exactly its weight (np.searchsorted side="right")."""
+    mixture = Mixture({"a": 0.5, "b": 0.25, "c": 0.25})
+    draws = {value: mixture.draw(_FixedUniform(value)) for value in (0.0, 0.4999, 0.5, 0.7499, 0.75, 0.9999)}
+    assert draws == {0.0: "a", 0.4999: "a", 0.5: "b", 0.7499: "b", 0.75: "c", 0.9999: "c"}
+
+
+def test_an_unknown_on_missing_is_refused_by_name():
+    """Only "error" and "renormalize" exist (data.missing_sources); another word must not renormalise."""
+    message = "on_missing must be 'error' or 'renormalize', got 'ignore'."
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        Mixture({"a": 0.5, "b": 0.5}).restricted({"a"}, on_missing="ignore")
+
+
+def test_repr_lists_each_source_with_its_probability():
+    assert repr(Mixture({"a": 3.0, "b": 1.0})) == "Mixture(a=0.750, b=0.250)"

@@ -57,3 +57,12 @@ def test_two_runs_of_one_benchmark_and_protocol_are_refused(tmp_path, capsys):
     markdown = (tmp_path / "t" / "tables.md").read_text()
     assert "| ours (standard protocol) | – | – | 85.00 | – |" in markdown
     assert "| ours (lavida_official protocol) | – | – | 75.00 | – |" in markdown
+
+
+def test_tables_are_rewritten_in_a_nested_out_folder_under_the_label_given(tmp_path):
+    """``--out`` may name a folder not yet made (parents included) or one a previous run wrote."""
+    run = write_eval_run(tmp_path / "a", "shanghaitech", "standard", frame_auc_micro=0.8123)
+    out = tmp_path / "tables" / "v1"
+    main([str(run), "--out", str(out)])
+    main([str(run), "--out", str(out), "--label", "again"])
+    assert "| again (standard protocol) | – | 81.23 | – | – |" in (out / "tables.md").read_text()

@@ -12,6 +12,7 @@ import logging
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -266,3 +267,23 @@ def test_lavida_tables_over_outputs_eval_after_a_refused_lavida_eval(tmp_path, c
     tables(sorted(str(p) for p in (tmp_path / "outputs" / "eval").iterdir()) + ["--out", "outputs/tables"])
     assert "| ours (standard protocol) | 75.00 | – | – | – |" in capsys.readouterr().out
     assert (tmp_path / "outputs" / "tables" / "tables.md").is_file()
+
+
+def test_the_console_script_prints_the_librarys_warnings_on_stderr_under_its_name(tmp_path):
+    """``lavida-tables outputs/eval/*`` as a user's shell runs it (no pytest log handlers): the warning for a
+    folder with no results reaches stderr as ``lavida-tables: ...``, as the refusals do, and the table stdout;
+    ``--label`` names the row."""
+    done = _run(tmp_path / "ubnormal_standard", "ubnormal", "standard")
+    refused = tmp_path / "shanghaitech_lavida_offical"
+    refused.mkdir()
+    (refused / "eval.log").write_text("[lavida-eval] Unknown protocol 'lavida_offical'\n")
+    command = [str(Path(sys.executable).parent / "lavida-tables"), str(done), str(refused), "--label", "mine"]
+    shown = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stderr.splitlines()
+    assert (
+        f"lavida-tables: Skipping {refused}: no results: a run that did not finish or was refused (it holds "
+        "eval.log)."
+    ) in lines
+    assert all(line.startswith("lavida-tables: ") for line in lines)
+    assert "| mine (standard protocol) | 75.00 | – | – | – |" in shown.stdout

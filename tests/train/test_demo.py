@@ -9,6 +9,20 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+import lavida.models.random_init
+import lavida.synthetic.pretrain_clip
+import lavida.synthetic.pretrain_sam
+from lavida.demo import (
+    DemoConfig,
+    _check_settings,
+    _tiny_model_dict,
+    base_models,
+    check_data_settings,
+    demo_resume_error,
+)
+from lavida.models.config import LavidaConfig
+from lavida.train.resume_check import ResumeMismatchError
+
 
 def test_demo_writes_all_outputs(tmp_path, caplog, monkeypatch):
     from hydra import compose, initialize_config_module
@@ -389,3 +403,216 @@ def test_report_names_the_seen_categories_the_training_set_lacks():
     assert "0 training objects: seen red circle, blue ring; normal cyan cross" in line
     line = coverage_line({"seen": [], "normal": ["cyan cross"]})
     assert "0 training objects: normal cyan cross." in line and "seen" not in line
+
+
+# The trainer's settings (resume_check's dotted keys) and the demo setting run_demo derives each from
+# (run_demo, step 3: the data and train dicts it builds; the model is the model=tiny group's).
+TRAINER_KEY_TO_DEMO_SETTING = [
+    ("train.batches_per_epoch", "steps"),
+    ("train.optim.warmup_steps", "steps"),  # min(100, steps // 10)
+    ("train.batch_size", "batch_size"),
+    ("train.seed", "seed"),
+    ("data.seed", "seed"),
+    ("train.optim.lr", "lr"),
+    ("train.optim.lr_scales.mask_decoder.sam.", "decoder_lr_scale"),
+    ("train.loss.weights", "loss_weights"),
+    ("data.max_categories", "max_categories"),
+    ("data.category_count", "category_count"),
+    ("model.mllm.lora.r", "model"),
+]
+
+
+@pytest.mark.parametrize(("key", "setting"), TRAINER_KEY_TO_DEMO_SETTING)
+def test_a_refused_resume_names_the_demo_setting_behind_each_trainer_key(tmp_path, key, setting):
+    error = ResumeMismatchError(
+        "... train.resume_check=warn ...", changed=(key,), changes=(f"{key}: 1 -> 2",)
+    )
+    assert str(demo_resume_error(error, tmp_path)) == (
+        f"{tmp_path / 'train'} holds the training checkpoints of an earlier demo run with other settings "
+        f"(changed since then: {setting}); resuming it would mix the two. Use a fresh output_dir, or delete "
+        f"{tmp_path / 'train'} to train again (the synthetic data and base models there are reused).\n"
+        f"Differences (checkpoint -> now):\n  {key}: 1 -> 2"
+    )
+
+
+def test_a_refused_resume_names_each_setting_once_and_no_trainer_setting(tmp_path):
+    """Two keys from ``steps`` name it once; a key no demo setting decides (``data.strides``, fixed by
+    run_demo; ``model.mllm`` is no prefix of ``model_x``) names nothing; every difference is listed."""
+    error = ResumeMismatchError(
+        "...",
+        changed=("train.optim.warmup_steps", "data.strides", "train.batches_per_epoch", "model_x"),
+        changes=("train.optim.warmup_steps: 0 -> 1", "data.strides: [1] -> [1, 2]"),
+    )
+    message = str(demo_resume_error(error, tmp_path))
+    assert "other settings (changed since then: steps); resuming" in message
+    assert message.endswith(
+        "Differences (checkpoint -> now):\n  train.optim.warmup_steps: 0 -> 1\n  data.strides: [1] -> [1, 2]"
+    )
+    unread = str(demo_resume_error(ResumeMismatchError("..."), tmp_path))
+    assert "other settings; resuming it would mix the two." in unread
+    assert unread.endswith("reused).\nThe settings record of its latest checkpoint could not be read.")
+
+
+# What the demo's records must hold, as read_json names it when one is unreadable.
+RECORD_EXPECTED = (
+    'expected a lavida-demo record {"settings": {...}, ...}; delete the folder it is in to make it again.'
+)
+
+
+def _no_base_models_made(monkeypatch):
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("base models were written")
+
+    monkeypatch.setattr(lavida.models.random_init, "write_random_pretrained", must_not_run)
+
+
+def test_unreadable_records_say_what_they_should_hold(tmp_path, monkeypatch):
+    """``data/settings.json`` and ``base_models/stand_ins.json``, the demo's records, are read, not
+    silently written over: a truncated one is named with what it should hold."""
+    _no_base_models_made(monkeypatch)
+    config = DemoConfig(output_dir=str(tmp_path))
+    for record in (tmp_path / "data" / "settings.json", tmp_path / "base_models" / "stand_ins.json"):
+        record.parent.mkdir(parents=True)
+        record.write_text("{")
+    with pytest.raises(ValueError) as error:
+        check_data_settings(config)
+    assert str(error.value).startswith(f"{tmp_path / 'data' / 'settings.json'}: not valid JSON (")
+    assert RECORD_EXPECTED in str(error.value)
+    with pytest.raises(ValueError) as error:
+        base_models(config, LavidaConfig.from_dict(_tiny_model_dict()), tmp_path / "data" / "synthetic_train")
+    assert str(error.value).startswith(f"{tmp_path / 'base_models' / 'stand_ins.json'}: not valid JSON (")
+    assert RECORD_EXPECTED in str(error.value)
+
+
+# base_models' record: the settings the stand-ins were made under (base_models' docstring: the seed, the
+# training set's sizes they were pretrained on, their pretraining steps, the model config).
+STAND_IN_SETTINGS = {
+    "seed": 3,
+    "train_videos": 5,
+    "train_images": 4,
+    "train_frames": 6,
+    "sam_pretrain_steps": 7,
+    "clip_pretrain_steps": 8,
+}
+PLACES = {"mllm": "mllm", "mask_decoder": "sam2", "text_encoder": "clip/open_clip_model.safetensors"}
+
+
+def _write_stand_ins_record(out: Path, made_in: Path) -> dict:
+    """A stand_ins.json as an earlier run in ``made_in`` left it; returns the model config it records."""
+    model = _tiny_model_dict()
+    recorded = LavidaConfig.from_dict(model).to_dict()
+    for section, place in PLACES.items():
+        recorded[section]["pretrained"] = str(made_in / "base_models" / place)
+    (out / "base_models").mkdir(parents=True)
+    record = {
+        "settings": {**STAND_IN_SETTINGS, "model": LavidaConfig.from_dict(model).to_dict()},
+        "model": recorded,
+    }
+    (out / "base_models" / "stand_ins.json").write_text(json.dumps(record))
+    return recorded
+
+
+def test_base_models_reuse_a_record_made_under_the_same_settings_where_it_lies(tmp_path, monkeypatch):
+    """The recorded model's base models are re-pointed at this output folder's base_models/ (a folder
+    moved as a whole), and nothing is written or pretrained again."""
+    _no_base_models_made(monkeypatch)
+    out = tmp_path / "demo"
+    recorded = _write_stand_ins_record(out, made_in=tmp_path / "gone")
+    config = DemoConfig(output_dir=str(out), **STAND_IN_SETTINGS)
+    made = base_models(config, LavidaConfig.from_dict(_tiny_model_dict()), out / "data" / "synthetic_train")
+    expected = {**recorded}
+    for section, place in PLACES.items():
+        expected[section] = {**recorded[section], "pretrained": str(out / "base_models" / place)}
+    assert made.to_dict() == expected
+
+
+@pytest.mark.parametrize("setting", list(STAND_IN_SETTINGS))
+def test_base_models_refuse_each_other_setting_by_name(tmp_path, monkeypatch, setting):
+    _no_base_models_made(monkeypatch)
+    out = tmp_path / "demo"
+    _write_stand_ins_record(out, made_in=out)
+    config = DemoConfig(output_dir=str(out), **{**STAND_IN_SETTINGS, setting: STAND_IN_SETTINGS[setting] + 1})
+    with pytest.raises(ValueError) as error:
+        base_models(config, LavidaConfig.from_dict(_tiny_model_dict()), out / "data" / "synthetic_train")
+    assert str(error.value) == (
+        f"{out / 'base_models' / 'stand_ins.json'}: the base models there were made with other settings than "
+        f"this run's (differing: {setting}). Use a fresh output_dir, or delete {out / 'base_models'} and "
+        f"{out / 'train'} to start over."
+    )
+
+
+def test_recorded_settings_compare_as_they_read_back_and_name_keys_on_either_side(tmp_path):
+    """A tuple reads back from JSON as a list (no refusal of an unchanged setting); a setting only the
+    record has, or only this run has, is named as differing."""
+    record = tmp_path / "settings.json"
+    _check_settings(record, {"seed": 0, "strides": (1, 2)}, what="synthetic data", fresh=[tmp_path])
+    _check_settings(record, {"seed": 0, "strides": (1, 2)}, what="synthetic data", fresh=[tmp_path])
+    with pytest.raises(ValueError) as error:
+        _check_settings(record, {"seed": 0, "frames": 4}, what="synthetic data", fresh=[tmp_path])
+    assert str(error.value) == (
+        f"{record}: the synthetic data there were made with other settings than this run's (differing: "
+        f"frames, strides). Use a fresh output_dir, or delete {tmp_path} to start over."
+    )
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"train_videos": 0, "train_images": 1},  # "≥ 1 entry in all" (DemoConfig's docstring)
+        {"train_videos": 1, "train_images": 0},
+        {"train_frames": 2, "test_frames": 4, "test_anomalous": 1, "test_normal": 0},
+    ],
+)
+def test_demo_accepts_data_sizes_on_their_bounds(tmp_path, settings):
+    config = DemoConfig(output_dir=str(tmp_path), **settings)
+    assert {key: getattr(config, key) for key in settings} == settings
+
+
+def test_demo_refuses_a_negative_image_count(tmp_path):
+    """train_images has the same bound as train_videos (≥ 0), checked under the demo's name."""
+    with pytest.raises(ValueError, match=r"DemoConfig: train_images=-1.*at least 0"):
+        DemoConfig(output_dir=str(tmp_path / "demo"), train_images=-1)
+
+
+@pytest.mark.parametrize(("sam_steps", "clip_steps"), [(2, 3), (0, 0)])
+def test_base_models_are_made_and_pretrained_with_the_demos_seed_and_steps(
+    tmp_path, monkeypatch, sam_steps, clip_steps
+):
+    """The random base models under <output_dir>/base_models and both stand-in pretrainings get the demo's
+    seed and step counts; 0 steps skip a pretraining. The pieces are stood in for (each has its own tests)."""
+    calls = []
+
+    def fake_write(config, root, *, seed):
+        calls.append(("write_random_pretrained", Path(root), seed))
+        data = config.to_dict()
+        for section, place in PLACES.items():
+            data[section]["pretrained"] = str(Path(root) / place)
+        return LavidaConfig.from_dict(data)
+
+    def fake_sam(sam_dir, train_root, *, steps, seed):
+        calls.append(("pretrain_sam", sam_dir, train_root, steps, seed))
+
+    def fake_clip(clip_file, train_root, *, model_name, arch, steps, seed):
+        calls.append(("pretrain_clip", clip_file, train_root, model_name, arch, steps, seed))
+
+    monkeypatch.setattr(lavida.models.random_init, "write_random_pretrained", fake_write)
+    monkeypatch.setattr(lavida.synthetic.pretrain_sam, "pretrain_sam", fake_sam)
+    monkeypatch.setattr(lavida.synthetic.pretrain_clip, "pretrain_clip", fake_clip)
+    out, root = tmp_path / "demo", tmp_path / "demo" / "data" / "synthetic_train"
+    config = DemoConfig(
+        output_dir=str(out), seed=5, sam_pretrain_steps=sam_steps, clip_pretrain_steps=clip_steps
+    )
+    model = LavidaConfig.from_dict(_tiny_model_dict())
+    made = base_models(config, model, root)
+    base = out / "base_models"
+    text = made.text_encoder
+    expected = [("write_random_pretrained", base, 5)]
+    if sam_steps:
+        expected.append(("pretrain_sam", str(base / "sam2"), root, 2, 5))
+    if clip_steps:
+        expected.append(("pretrain_clip", text.pretrained, root, text.model_name, text.arch, 3, 5))
+    assert calls == expected
+    assert made.mask_decoder.pretrained == str(base / "sam2")
+    record = json.loads((base / "stand_ins.json").read_text())
+    assert record["model"] == json.loads(json.dumps(made.to_dict()))
+    assert record["settings"]["seed"] == 5 and record["settings"]["sam_pretrain_steps"] == sam_steps

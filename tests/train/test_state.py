@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
+import pickle
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 from accelerate import Accelerator
 
+from lavida.models.checkpoint import read_checkpoint_meta
 from lavida.train.state import (
     Progress,
     check_checkpoints_in_the_way,
+    check_training_checkpoint,
     latest_checkpoint,
     load_training_checkpoint,
     read_progress,
@@ -47,9 +52,21 @@ def take_a_step(model, optimizer, scheduler) -> None:
     optimizer.zero_grad()
 
 
-def save(model, config, optimizer, scheduler, output_dir, progress, *, keep_last=5):
+def save(
+    model,
+    config,
+    optimizer,
+    scheduler,
+    output_dir,
+    progress,
+    *,
+    keep_last=5,
+    accelerator=None,
+    run_config=None,
+    extra_meta=None,
+):
     return save_training_checkpoint(
-        accelerator=Accelerator(cpu=True),
+        accelerator=accelerator or Accelerator(cpu=True),
         model=model,
         model_config=config,
         optimizer=optimizer,
@@ -57,7 +74,8 @@ def save(model, config, optimizer, scheduler, output_dir, progress, *, keep_last
         progress=progress,
         output_dir=output_dir,
         keep_last=keep_last,
-        run_config={"train": {"seed": 1}},
+        run_config={"train": {"seed": 1}} if run_config is None else run_config,
+        extra_meta=extra_meta,
     )
 
 
@@ -193,3 +211,216 @@ def test_checkpoints_past_seven_digits_are_newer_than_the_padded_ones(tmp_path, 
     with caplog.at_level(logging.WARNING):
         assert latest_checkpoint(tmp_path) == root / "step_10000000"
     assert caplog.text == ""  # the pointer agrees with the scan
+
+
+class RecordingAccelerator:
+    """The part of Accelerate's API that save/load use, recording the collective calls in order: stands in
+    for another process (``main=False``) or for DeepSpeed (``plugin``), which need several processes or
+    DeepSpeed itself to run for real."""
+
+    def __init__(self, *, main: bool = True, plugin=None):
+        self.is_main_process = main
+        self.state = SimpleNamespace(deepspeed_plugin=plugin)
+        self.scaler = None
+        self.events: list = []
+
+    def wait_for_everyone(self) -> None:
+        self.events.append("barrier")
+
+    def unwrap_model(self, model):
+        return model
+
+    def save_state(self, path, **options) -> None:
+        self.events.append(("save_state", path, options))
+        Path(path).mkdir()
+
+    def load_state(self, path, **options) -> None:
+        self.events.append(("load_state", path, options))
+
+
+def test_a_fresh_run_starts_at_step_0_of_epoch_0():
+    """Trainer starts a run without a checkpoint from ``Progress()``: nothing done yet."""
+    assert Progress() == Progress(step=0, epoch=0, batch_in_epoch=0)
+
+
+def test_only_the_main_process_writes_and_every_process_meets_at_the_three_barriers(
+    tiny_model, tiny_pretrained, tmp_path
+):
+    """Saving is collective (every process calls it): a process other than the main one writes nothing,
+    yet passes the same three barriers (staging made / files written / renamed), else the processes hang
+    or read a half-written folder; it returns the folder the main process writes."""
+    accelerator = RecordingAccelerator(main=False)
+    optimizer, scheduler = optimizer_and_schedule(tiny_model)
+    final = save(
+        tiny_model,
+        tiny_pretrained,
+        optimizer,
+        scheduler,
+        tmp_path,
+        Progress(2, 0, 2),
+        accelerator=accelerator,
+    )
+    assert final == tmp_path / "checkpoints" / "step_0000002"
+    assert not (tmp_path / "checkpoints").exists()
+    assert accelerator.events == ["barrier", "barrier", "barrier"]
+
+
+def test_under_deepspeed_the_engine_state_replaces_optimizer_pt_and_frozen_weights_are_left_out(
+    tiny_model, tiny_pretrained, tmp_path
+):
+    """DeepSpeed's sharded state goes to ``accelerate/`` (state.py's docstring) without the frozen weights,
+    written by every process between the first two barriers; no optimizer.pt (DeepSpeed holds optimizer,
+    schedule and scaler); the run's settings are written with Paths as strings, and the trainer's facts
+    into model/meta.json."""
+    accelerator = RecordingAccelerator(plugin=SimpleNamespace(zero_stage=2))
+    final = save(
+        tiny_model,
+        tiny_pretrained,
+        None,
+        None,
+        tmp_path,
+        Progress(2, 1, 3),
+        accelerator=accelerator,
+        run_config={"output_dir": tmp_path},
+        extra_meta={"step": 2, "clip_length": 8},
+    )
+    staging = tmp_path / "checkpoints" / "step_0000002.staging"
+    assert accelerator.events == [
+        "barrier",
+        ("save_state", str(staging / "accelerate"), {"exclude_frozen_parameters": True}),
+        "barrier",
+        "barrier",
+    ]
+    assert sorted(p.name for p in final.iterdir()) == [
+        "accelerate",
+        "model",
+        "progress.json",
+        "run_config.json",
+    ]
+    assert json.loads((final / "run_config.json").read_text()) == {"output_dir": str(tmp_path)}
+    meta = read_checkpoint_meta(final / "model")  # the trainer's facts, which evaluation defaults to
+    assert (meta["step"], meta["clip_length"]) == (2, 8)
+    assert read_progress(final) == Progress(step=2, epoch=1, batch_in_epoch=3)
+
+
+def test_a_deepspeed_resume_loads_the_engine_state_not_strictly_and_nothing_else(tmp_path):
+    """Under DeepSpeed, Accelerate's load_state restores weights, optimizer, schedule and scaler from
+    ``accelerate/``, not strictly (the frozen weights are not in it); optimizer.pt is not needed."""
+    for name in ("model", "accelerate"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "progress.json").write_text('{"step": 6, "epoch": 1, "batch_in_epoch": 2}')
+    accelerator = RecordingAccelerator(plugin=SimpleNamespace(zero_stage=3))
+    progress = load_training_checkpoint(
+        tmp_path, accelerator=accelerator, model=None, optimizer=None, scheduler=None
+    )
+    assert progress == Progress(step=6, epoch=1, batch_in_epoch=2)
+    assert accelerator.events == [("load_state", str(tmp_path / "accelerate"), {"load_module_strict": False})]
+
+
+@pytest.mark.parametrize(
+    ("deepspeed", "present", "missing"),
+    [
+        (False, ["model", "accelerate"], "['progress.json', 'optimizer.pt']"),
+        (True, ["progress.json", "optimizer.pt"], "['model', 'accelerate']"),
+    ],
+    ids=["optimizer.pt", "deepspeed"],
+)
+def test_an_incomplete_training_checkpoint_is_refused_naming_what_it_lacks(
+    tmp_path, deepspeed, present, missing
+):
+    """A training checkpoint holds progress.json, model/ and optimizer.pt, or accelerate/ under DeepSpeed
+    (state.py's docstring); a folder without them (an output_dir, a final model) is refused in one message."""
+    for name in present:
+        (tmp_path / name).mkdir()
+    required = ["progress.json", "model", "accelerate" if deepspeed else "optimizer.pt"]
+    message = (
+        f"{tmp_path} is not a complete training checkpoint: missing {missing}. A training checkpoint is a "
+        f"folder <output_dir>/checkpoints/step_<N> holding {required}; give one as train.resume, or "
+        "train.resume=auto to take the newest."
+    )
+    with pytest.raises(FileNotFoundError) as error:
+        check_training_checkpoint(tmp_path, deepspeed=deepspeed)
+    assert str(error.value) == message
+    accelerator = RecordingAccelerator(plugin=SimpleNamespace(zero_stage=2) if deepspeed else None)
+    with pytest.raises(FileNotFoundError) as error:  # load checks first, before restoring anything
+        load_training_checkpoint(
+            tmp_path, accelerator=accelerator, model=None, optimizer=None, scheduler=None
+        )
+    assert str(error.value) == message
+    for name in required:
+        (tmp_path / name).mkdir(exist_ok=True)
+    check_training_checkpoint(tmp_path, deepspeed=deepspeed)  # complete: no error
+
+
+def test_the_fp16_loss_scale_is_saved_and_restored(tiny_model, tiny_pretrained, tmp_path):
+    """Under fp16 (not DeepSpeed) optimizer.pt also holds the loss scaler's state: the resumed run goes on
+    at the scale reached (8), not at the initial one, which would skip the updates the first run applied."""
+    accelerator = Accelerator(cpu=True)
+    accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=8.0)
+    optimizer, scheduler = optimizer_and_schedule(tiny_model)
+    folder = save(
+        tiny_model,
+        tiny_pretrained,
+        optimizer,
+        scheduler,
+        tmp_path,
+        Progress(1, 0, 1),
+        accelerator=accelerator,
+    )
+    assert torch.load(folder / "optimizer.pt", weights_only=True)["scaler"]["scale"] == 8.0
+    accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    load_training_checkpoint(
+        folder, accelerator=accelerator, model=tiny_model, optimizer=optimizer, scheduler=scheduler
+    )
+    assert accelerator.scaler.get_scale() == 8.0
+
+
+def test_optimizer_pt_is_loaded_as_tensors_and_numbers_only(tmp_path, monkeypatch):
+    """state.py's docstring: optimizer.pt is loaded weights_only, so a file holding any other pickled
+    object (a shared checkpoint can run code when unpickled) is refused, not executed."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "progress.json").write_text('{"step": 1, "epoch": 0, "batch_in_epoch": 1}')
+    torch.save({"optimizer": SimpleNamespace(), "scheduler": {}}, tmp_path / "optimizer.pt")
+    monkeypatch.setattr("lavida.train.state.load_trained_weights", lambda *args, **kwargs: None)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        load_training_checkpoint(
+            tmp_path, accelerator=RecordingAccelerator(), model=None, optimizer=None, scheduler=None
+        )
+
+
+def test_checkpoints_in_the_way_are_refused_listing_them_all(tmp_path):
+    """A fresh run (train.resume=never) beside an earlier run's checkpoints, or a resume beside later ones:
+    the whole message, every folder named."""
+    root = tmp_path / "checkpoints"
+    for name in ("step_0000002", "step_0000004", "step_0000006"):
+        (root / name).mkdir(parents=True)
+    tail = (
+        "; the two runs' checkpoints would mix and pruning would delete the new ones. Train into a new "
+        "output_dir, delete those folders, or resume with train.resume=auto."
+    )
+    with pytest.raises(FileExistsError) as error:
+        check_checkpoints_in_the_way(tmp_path, resume_step=None)
+    assert str(error.value) == (
+        f"train.resume=never starts a new run, but {root} holds checkpoints of an earlier one "
+        f"(step_0000002, step_0000004, step_0000006){tail}"
+    )
+    with pytest.raises(FileExistsError) as error:
+        check_checkpoints_in_the_way(tmp_path, resume_step=2)
+    assert str(error.value) == (
+        f"resuming from step 2, but {root} holds later checkpoints (step_0000004, step_0000006){tail}"
+    )
+    check_checkpoints_in_the_way(tmp_path / "fresh", resume_step=None)  # nothing there
+
+
+@pytest.mark.parametrize(
+    "text", ['{"step": 4, "epoch": 1, "batch_in_epoch": 1.5}', "[4, 1, 1]"], ids=["fraction", "list"]
+)
+def test_progress_must_be_an_object_of_integers(tmp_path, text):
+    """A hand-edited progress.json with a fraction, or not an object: refused with the whole message."""
+    (tmp_path / "progress.json").write_text(text)
+    with pytest.raises(ValueError) as error:
+        read_progress(tmp_path)
+    assert str(error.value) == (
+        f"{tmp_path / 'progress.json'} should hold the training progress {{step, epoch, batch_in_epoch}} as "
+        f"integers, got {json.loads(text)!r}."
+    )

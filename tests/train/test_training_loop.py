@@ -6,6 +6,9 @@ outside the loop, or an uninterrupted run of the same settings.
 
 from __future__ import annotations
 
+import math
+import time
+
 import pytest
 import torch
 from trainers import make_trainer as shared_trainer
@@ -227,3 +230,65 @@ def test_non_finite_loss_inside_an_accumulation_stops_before_any_update(
     assert not (out / "checkpoints" / "step_0000002").exists()
     for name, value in trained(trainer).items():
         assert torch.equal(value, after_step_1[name]), name
+
+
+def test_grad_clip_0_measures_the_norm_unclipped_and_a_step_clears_every_gradient(
+    synthetic_train_root, tiny_pretrained, tmp_path
+):
+    """grad_clip 0 disables clipping (train/config.py): the norm is still measured and reported, with
+    max_norm inf, and the gradient stepped is the whole one. After the optimizer step no optimized parameter
+    keeps a gradient (None, not zeros), so the next step's gradient starts afresh."""
+    trainer = make_trainer(
+        synthetic_train_root,
+        tiny_pretrained,
+        tmp_path / "run",
+        optim={"lr": 1e-3, "warmup_steps": 0, "decay": "constant", "grad_clip": 0.0},
+    )
+    trainer.setup()
+    seen = {}
+    clip_grad_norm = trainer.accelerator.clip_grad_norm_
+
+    def spy(parameters, max_norm):
+        parameters = list(parameters)
+        seen["max_norm"] = max_norm
+        seen["before"] = float(torch.cat([p.grad.flatten() for p in parameters if p.grad is not None]).norm())
+        norm = clip_grad_norm(parameters, max_norm)
+        seen["after"] = float(torch.cat([p.grad.flatten() for p in parameters if p.grad is not None]).norm())
+        return norm
+
+    trainer.accelerator.clip_grad_norm_ = spy
+    trainer._seed_micro_batch()
+    losses = trainer.train_step(next(iter(trainer.loader)))
+    assert seen["max_norm"] == math.inf
+    assert seen["after"] == seen["before"] > 0
+    assert losses["grad_norm"] == pytest.approx(seen["before"], rel=1e-5)
+    assert all(p.grad is None for p in trainer._optimized)
+
+
+def test_losses_are_logged_every_log_every_steps_and_at_the_last_and_validation_every_val_every(
+    synthetic_train_root, tiny_pretrained, tmp_path
+):
+    """3 steps, log_every 2, val_every 2: the training losses (with grad_norm and lr) go to the tracker at
+    steps 2 and 3 (the last step is always logged), the validation losses at step 2, after that step's
+    training losses; the summary's time is the run's, measured inside fit()."""
+    trainer = make_trainer(
+        synthetic_train_root,
+        tiny_pretrained,
+        tmp_path / "run",
+        batches_per_epoch=3,
+        log_every=2,
+        val_every=2,
+        val_batches=1,
+    )
+    trainer.setup()
+    logged = []
+    trainer.accelerator.log = lambda values, step: logged.append((step, sorted(values)))
+    before = time.perf_counter()
+    summary = trainer.fit()
+    took = time.perf_counter() - before
+    terms = sorted(key for key in summary.last_losses if key not in ("grad_norm", "lr"))
+    assert "loss" in terms and {"grad_norm", "lr"} <= set(summary.last_losses)
+    train = sorted(f"train/{key}" for key in summary.last_losses)
+    validation = sorted(f"val/{key}" for key in terms)
+    assert logged == [(2, train), (2, validation), (3, train)]
+    assert 0 < summary.seconds <= took
