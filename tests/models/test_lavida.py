@@ -238,7 +238,7 @@ def test_path_variable_is_the_one_the_shipped_config_reads(group_file, section):
     assert path_variable(section, family.group(1) if family else "qwen2_vl") == variable
 
 
-def test_required_weights_without_paths_are_named_in_one_message(monkeypatch):
+def test_required_weights_without_paths_are_named_in_one_message(monkeypatch, tmp_path):
     """The Qwen2.5-VL option of the paper's model with no variable set: one error, whole."""
     for variable in ("LAVIDA_QWEN2_5VL_PATH", "LAVIDA_SAM2_PATH", "LAVIDA_CLIP_PATH"):
         monkeypatch.delenv(variable, raising=False)
@@ -258,8 +258,8 @@ def test_required_weights_without_paths_are_named_in_one_message(monkeypatch):
     given = dataclasses.replace(
         config,
         text_encoder=dataclasses.replace(config.text_encoder, pretrained=None),
-        mllm=dataclasses.replace(config.mllm, pretrained="/set"),
-        mask_decoder=dataclasses.replace(config.mask_decoder, pretrained="/set"),
+        mllm=dataclasses.replace(config.mllm, pretrained=str(tmp_path / "set")),
+        mask_decoder=dataclasses.replace(config.mask_decoder, pretrained=str(tmp_path / "set")),
     )
     with pytest.raises(WeightsNotFoundError) as error:
         check_base_weights(given)
