@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 
 # No network, ever: set before transformers / huggingface_hub are imported by any test module.
@@ -14,7 +15,12 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(int(os.environ.get("LAVIDA_TEST_THREADS", min(2, os.cpu_count() or 1))))
+# At most 2 torch threads per test process; under pytest-xdist (`make test` runs one worker per core)
+# each worker gets its share of the cores, so that the workers' thread pools do not fight over them.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(
+    int(os.environ.get("LAVIDA_TEST_THREADS", max(1, min(2, (os.cpu_count() or 1) // _WORKERS))))
+)
 
 
 @pytest.fixture(autouse=True)
@@ -67,6 +73,14 @@ def load_benchmark_script(name: str):
 
 
 # -- tiny models, built offline and loaded through the production loaders ------------------------------
+
+
+def free_port() -> int:
+    """A TCP port that is free now, for a launched run's rendezvous: `accelerate launch` would otherwise
+    take 29500, which two launched tests running at once (`make test` runs tests in parallel) both claim."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def compose_cli_config(name: str, *overrides: str, **values):

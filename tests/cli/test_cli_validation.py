@@ -2,12 +2,19 @@
 what was expected and the working syntax (lavida-eval, lavida-detect, lavida-train, lavida-demo)."""
 
 import re
+import runpy
+import sys
+import warnings
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import compose_cli_config
 from omegaconf import OmegaConf
+
+import lavida.cli.detect as detect_cli
+import lavida.cli.eval as evaluate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -156,6 +163,32 @@ def test_detect_refuses_a_stride_longer_than_the_clip(tmp_path):
         run(cfg)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["save=segments"], "save must be 'all' or 'anomalous'"),
+        (["overlay=false", "save=anomalous"], "save=anomalous writes the overlay video"),
+        (["threshold=1.5"], "threshold must be a number in [0, 1]"),
+        (["fps=0"], "fps must be a positive number"),
+        (["max_frames=0"], "max_frames must be a whole number of frames ≥ 1"),
+        (["min_interval=0"], "min_interval must be a whole number of frames ≥ 1"),
+        (["merge_gap=-1"], "merge_gap must be a whole number of frames ≥ 0"),
+        (["stride=9"], "stride must be at most clip_length (8)"),  # clip_length=null: the checkpoint's 8
+    ],
+)
+def test_detect_refuses_bad_output_and_scoring_settings_before_making_a_folder(
+    detect_checkpoint, tmp_path, overrides, message
+):
+    """The detector would refuse each of these too, but only once the output folder exists and the model is
+    loading (minutes for the paper's model); lavida-detect names them first, on a valid checkpoint."""
+    cfg = compose_cli_config(
+        "detect", *detect_overrides(tmp_path, *overrides), checkpoint=str(detect_checkpoint)
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+        detect_cli.run(cfg)
+    assert not (tmp_path / "out").exists()
+
+
 def test_detect_checks_the_checkpoint_before_reading_any_input(tmp_path, monkeypatch):
     """As lavida-eval does: a wrong checkpoint= is named before the inputs are listed or a folder is made
     (it used to surface only when the model failed to load, after the output folder existed)."""
@@ -194,6 +227,53 @@ def test_detect_does_not_hide_index_errors_as_skipped_videos(tmp_path, monkeypat
         cli.run(cfg)
 
 
+def test_python_m_composes_the_detect_config(monkeypatch, capsys, tmp_path):
+    """``python -m lavida.cli.detect`` is the Hydra app over lavida/configs/detect.yaml (``--cfg job`` prints
+    the composed job config without running it), with Hydra's current defaults (version_base=None)."""
+    argv = ["lavida-detect", "--cfg", "job", "input=a.mp4", "categories=fire", "checkpoint=c", "stride=2"]
+    monkeypatch.setattr(sys, "argv", [*argv, f"output_dir={tmp_path}"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # Hydra warns when version_base is left out
+        warnings.filterwarnings("ignore", message=".*found in sys.modules", category=RuntimeWarning)
+        runpy.run_module("lavida.cli.detect", run_name="__main__")
+    printed = yaml.safe_load(capsys.readouterr().out)
+    expected = {**yaml.safe_load((ROOT / "lavida" / "configs" / "detect.yaml").read_text()), "stride": 2}
+    del expected["hydra"]
+    assert printed == {
+        **expected,
+        "input": "a.mp4",
+        "categories": "fire",
+        "checkpoint": "c",
+        "output_dir": str(tmp_path),
+    }
+
+
+def test_detect_stops_when_the_model_loads_otherwise_than_run_json_records(tmp_path, monkeypatch):
+    """Each video's run.json records the clip length, dtype and device known before the load (a rerun
+    compares them without loading): a model that loaded otherwise would leave outputs under a wrong record,
+    so the run stops before detecting with it."""
+
+    class OtherDetector:
+        clip_length, dtype, device = 4, torch.float32, torch.device("cpu")
+
+        @classmethod
+        def from_checkpoint(cls, *args, **kwargs):
+            return cls()
+
+        def detect(self, *args, **kwargs):
+            pytest.fail("detected with a model other than the one recorded")
+
+    monkeypatch.setattr(detect_cli, "Detector", OtherDetector)
+    monkeypatch.setattr(detect_cli, "check_checkpoint", lambda path: None)
+    monkeypatch.setattr(detect_cli, "checkpoint_digest", lambda path: "0" * 16)
+    monkeypatch.setattr(detect_cli, "loaded_base_fingerprints", lambda path, **kwargs: {})
+    cfg = compose("detect", *detect_overrides(tmp_path, "dtype=float32"))
+    expected = "loaded as {'clip_length': 4, 'dtype': 'torch.float32', 'device': 'cpu'}, not as recorded: "
+    with pytest.raises(RuntimeError, match=re.escape(expected + "{'clip_length': 8,")):
+        detect_cli.run(cfg)
+    assert list((tmp_path / "out").rglob("run.json")) == []
+
+
 # -- 4. eval list settings and train types ---------------------------------------------------------------
 
 
@@ -215,12 +295,34 @@ def test_eval_refuses_malformed_list_settings(tmp_path, override, message):
         run(cfg)
 
 
+@pytest.mark.parametrize(
+    ("override", "shown"),
+    [
+        ("pixel_size=240", "got 240."),
+        ("pixel_size=[10]", "got [10]."),
+        ("region_thresholds=[1.5]", "got [1.5]."),
+        ("clip_length=2.5", "got 2.5."),
+    ],
+)
+def test_eval_names_a_refused_setting_as_typed(tmp_path, override, shown):
+    cfg = compose("eval", *eval_overrides(tmp_path, override))
+    with pytest.raises(ValueError) as error:
+        evaluate.run(cfg)
+    assert shown in str(error.value)
+
+
 def test_eval_accepts_well_formed_list_settings():
     from lavida.cli.eval import eval_settings
 
     cfg = compose("eval", "pixel_size=[240,360]", "region_thresholds=[0.25,0.5]")
     settings = eval_settings(cfg)
     assert settings.pixel_size == (240, 360) and settings.region_thresholds == (0.25, 0.5)
+
+
+@pytest.mark.parametrize("given", ["null", "[]"])
+def test_eval_takes_null_or_an_empty_list_as_no_region_thresholds(given):
+    settings = evaluate.eval_settings(compose("eval", f"region_thresholds={given}"))
+    assert settings.region_thresholds is None
 
 
 @pytest.mark.parametrize(

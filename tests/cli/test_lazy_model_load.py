@@ -8,9 +8,13 @@ files; a rerun with some results missing loads the model once and predicts only 
 import json
 
 import pytest
+import torch
 from conftest import compose_cli_config, moving_square
 from detect.cli_config import cli_config
 
+import lavida.cli.detect as detect_cli
+import lavida.cli.eval as evaluate
+import lavida.models.checkpoint as checkpoints
 from lavida.data.video import write_video
 
 REPORTS = ("metrics.json", "report.md", "per_video.csv")
@@ -113,6 +117,43 @@ def test_the_eval_dtype_known_before_the_load_is_the_loaded_models(checkpoint, t
     assert build_predictor(cfg).dtype == getattr(torch, expected)
 
 
+def test_the_eval_predictor_takes_the_configured_batch_workers_and_mask_gate(checkpoint, tmp_path):
+    """Settings other than the defaults (batch_size 1, num_workers 0, gate_masks true of Predictor)."""
+    cfg = eval_config(tmp_path, tmp_path / "out", checkpoint, batch_size=3, num_workers=1, gate_masks=False)
+    predictor = evaluate.build_predictor(cfg)
+    assert (predictor.batch_size, predictor.num_workers, predictor.gate_masks) == (3, 1, False)
+
+
+def test_eval_resolves_interpolations_in_checkpoint_overrides(
+    checkpoint, tiny_pretrained, tmp_path, monkeypatch
+):
+    """``+checkpoint_overrides.mask_decoder.pretrained=${oc.env:SAM2_DIR}`` names the weights by their value,
+    not by the text of the interpolation; likewise a dtype."""
+    monkeypatch.setenv("LAVIDA_TEST_SAM2", str(tiny_pretrained.mask_decoder.pretrained))
+    monkeypatch.setenv("LAVIDA_TEST_DTYPE", "float16")
+    overrides = {
+        "dtype": "${oc.env:LAVIDA_TEST_DTYPE}",
+        "mask_decoder": {"pretrained": "${oc.env:LAVIDA_TEST_SAM2}"},
+    }
+    cfg = eval_config(tmp_path, tmp_path / "out", checkpoint, checkpoint_overrides=overrides)
+    assert evaluate.model_dtype(cfg) == "float16"
+    assert evaluate.build_predictor(cfg).dtype == torch.float16
+
+
+def test_a_model_loaded_in_another_dtype_than_recorded_is_refused(checkpoint, tmp_path, monkeypatch):
+    """The cache fingerprint records the dtype before the load: a model that loads in another one (a
+    loader that ignored the dtype override) must not have its results cached under the recorded one."""
+    original = checkpoints.load_checkpoint
+
+    def load_in_half_precision(directory, **options):
+        model, config = original(directory, **options)
+        return model.to(torch.float16), config
+
+    monkeypatch.setattr(checkpoints, "load_checkpoint", load_in_half_precision)
+    with pytest.raises(RuntimeError, match=r"loaded in torch\.float16, not in float32 as recorded"):
+        evaluate.build_predictor(eval_config(tmp_path, tmp_path / "out", checkpoint))
+
+
 def test_a_dtype_the_model_cannot_load_in_is_refused_before_the_benchmark_loads(checkpoint, tmp_path):
     """Not at the first video to predict, minutes into probing the benchmark, or never when all are cached."""
     from lavida.cli.eval import run
@@ -161,3 +202,13 @@ def test_a_detect_rerun_reusing_every_video_does_not_load_the_model(checkpoint, 
     (tmp_path / "out" / "b" / "run.json").unlink()  # as if killed before b's folder was complete
     loads = count_loads(monkeypatch)
     assert run(cfg) == first and loads == [str(checkpoint)]
+
+
+def test_a_detect_run_loads_the_model_once_for_all_its_videos(checkpoint, tmp_path, monkeypatch):
+    inputs = tmp_path / "videos"
+    inputs.mkdir()
+    write_video(inputs / "a.mp4", moving_square(2), fps=2)
+    write_video(inputs / "b.mp4", moving_square(3), fps=3)
+    loads = count_loads(monkeypatch)
+    index = detect_cli.run(cli_config(inputs, "fire", checkpoint, tmp_path / "out", overlay=False))
+    assert [entry["frames"] for entry in index["videos"]] == [2, 3] and loads == [str(checkpoint)]

@@ -12,10 +12,13 @@ import logging
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
+from conftest import free_port
 from omegaconf import OmegaConf
 
+import lavida.cli.eval as evaluate
 from lavida.cli.errors import interrupted, user_errors
 from lavida.cli.ranks import log_from_main_process, process_rank
 from lavida.data.video import VideoReadError
@@ -190,7 +193,8 @@ def test_two_cpu_processes_share_the_videos_and_log_once(tmp_path):
     out = tmp_path / "two"
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
+        "--dynamo_backend", "no",
         "-m", "lavida.cli.eval", "benchmark=ucsd_ped2", f"benchmark.root={tree.root}",
         f"predictions={predictions}", f"output_dir={out}",
     ]  # fmt: skip
@@ -237,3 +241,17 @@ def test_the_entry_points_hand_logging_to_the_main_process_before_the_job(tool, 
     # lavida-eval has started Accelerate's state by then and passes the rank it gave (mpirun sets no RANK).
     expected = {"rank": 0} if tool == "eval" else {}
     assert calls == [("log_from_main_process", expected), "run"]
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_only_the_main_process_writes_the_record_of_an_eval_run(rank, tmp_path, monkeypatch):
+    """Every process of a launched lavida-eval ends the job; one writes ``<output_dir>/.hydra/`` (the others
+    would replace the same folder at the same time)."""
+    state = SimpleNamespace(process_index=rank, is_main_process=rank == 0)
+    monkeypatch.setattr(evaluate, "process_state", lambda: state)
+    monkeypatch.setattr(evaluate, "log_from_main_process", lambda **kwargs: None)
+    monkeypatch.setattr(evaluate, "hydra_record", lambda cfg: {"overrides.yaml": "- num_workers=0\n"})
+    monkeypatch.setattr(evaluate, "run", lambda cfg: {})
+    evaluate.main.__wrapped__(OmegaConf.create({"output_dir": str(tmp_path / "out")}))
+    written = sorted(path.name for path in (tmp_path / "out").glob(".hydra/*"))
+    assert written == (["overrides.yaml"] if rank == 0 else [])

@@ -13,6 +13,8 @@ import pytest
 from conftest import compose_cli_config
 from omegaconf import OmegaConf
 
+import lavida.cli.eval as evaluate
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -137,13 +139,15 @@ def test_eval_with_a_checkpoint_on_a_ucf_crime_tree(tiny_pretrained, tmp_path):
 @pytest.mark.parametrize(
     ("benchmark", "typed", "fix"),
     [
-        ("ucf_crime", "+skip_missing=true", "+benchmark.options.skip_missing=true"),
+        ("ucf_crime", "+skip_missing=true", "loader: +benchmark.options.skip_missing=true"),
         # UBnormal's options map already holds split: a second + would be refused by Hydra
         (
             "ubnormal",
             "+split=validation",
             "(an option of the ubnormal loader: benchmark.options.split=validation)",
         ),
+        # shown as typed: a value is lower-cased only where it is a boolean (Hydra's true for True)
+        ("ubnormal", "+split=Validation", "benchmark.options.split=Validation)"),
     ],
 )
 def test_a_loader_option_at_the_top_level_names_where_it_goes(tmp_path, benchmark, typed, fix):
@@ -156,6 +160,16 @@ def test_a_loader_option_at_the_top_level_names_where_it_goes(tmp_path, benchmar
         run(cfg)
     assert fix in str(error.value)
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("typed", ["+root=/data/UCF_Crimes", "+self=1"])
+def test_the_loaders_own_parameters_are_not_named_as_its_options(tmp_path, typed):
+    """The root is benchmark.root (get_benchmark would get it twice from benchmark.options.root), and self
+    is no option: a top-level one is an unknown key like any other."""
+    cfg = eval_config("benchmark=ucf_crime", f"predictions={tmp_path}", typed)
+    with pytest.raises(ValueError, match="unknown key") as error:
+        evaluate.run(cfg)
+    assert "loader" not in str(error.value) and "benchmark.options" not in str(error.value)
 
 
 # -- "Smoke run on CPU": steps 3-5 with no weights, no datasets, no LAVIDA_DATA_ROOT ------------------------

@@ -1,18 +1,24 @@
 """lavida-detect and the Detector API on generated videos with the tiny checkpoint."""
 
+import contextlib
 import csv
+import functools
+import http.server
 import json
 import logging
 import re
+import shutil
+import threading
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import moving_square, write_broken_png
+from conftest import moving_square, other_weights, write_broken_png
 from detect.cli_config import cli_config
 from PIL import Image
 
+import lavida.cli.detect as detect_cli
 from lavida.data.video import VideoReadError, open_video, write_video
 from lavida.detect.explanations import ExplanationFrames
 from lavida.detect.interrupt import HeldInterrupt
@@ -159,28 +165,46 @@ def test_cli_folder_run_continues_past_bad_files(checkpoint, tmp_path):
     assert (tmp_path / "out" / "c_good" / "scores.csv").is_file()
 
 
+def test_cli_run_where_no_input_can_be_read_lists_why_and_exits(checkpoint, tmp_path, caplog):
+    """Every input skipped is a failed run (its exit says so), yet index.json (in an output_dir made with
+    its parents) and the log give the reasons."""
+    inputs = tmp_path / "videos"
+    inputs.mkdir()
+    (inputs / "broken.mp4").write_bytes(b"not a video")
+    cfg = cli_config(inputs, "fire", checkpoint, tmp_path / "runs" / "out")
+    with caplog.at_level(logging.INFO, logger="lavida.cli.detect"):
+        with pytest.raises(SystemExit, match="No input could be processed; see .*index.json for the reasons"):
+            detect_cli.run(cfg)
+    [entry] = json.loads((tmp_path / "runs" / "out" / "index.json").read_text())["videos"]
+    assert (Path(entry["input"]).name, entry["status"]) == ("broken.mp4", "skipped") and entry["reason"]
+    assert f"Skipping {entry['input']}: {entry['reason']}" in caplog.text
+    assert "Processed 0 of 1 input(s)" in caplog.text
+
+
+@contextlib.contextmanager
+def served_over_http(folder: Path):
+    """The files of ``folder`` served on a free local port; yields the base URL."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
 def test_http_stream_is_read_frame_by_frame(detector, tmp_path):
     """A URL goes through PyAV's network reader (the live-stream path), not through the file reader."""
-    import functools
-    import http.server
-    import threading
-
     from lavida.detect.stream import is_live, open_stream
 
     write_video(tmp_path / "live.mp4", moving_square(12), fps=12)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/live.mp4"
+    with served_over_http(tmp_path) as base_url:
+        url = f"{base_url}/live.mp4"
         assert is_live(url)
         stream = open_stream(url)
         assert stream.num_frames is None  # live: length unknown
         scores = [result.score for result in detector.stream(url, ["red square"], max_frames=10)]
         assert len(scores) == 10
-    finally:
-        server.shutdown()
 
 
 def test_overlay_keeps_a_fractional_frame_rate(detector, tmp_path):
@@ -365,6 +389,112 @@ def test_cli_rerun_redoes_videos_made_with_other_checkpoint_overrides(checkpoint
     assert computed == []
 
 
+def test_cli_rerun_reusing_every_video_lists_only_its_own_inputs(checkpoint, tmp_path, monkeypatch):
+    """index.json lists this run's inputs even when every one is reused: a video taken out of the folder
+    since the last run is no longer listed."""
+    inputs = _one_video_folder(tmp_path, frames=2)
+    write_video(inputs / "b.mp4", moving_square(2), fps=2)
+    cfg = cli_config(inputs, "fire", checkpoint, tmp_path / "out", overlay=False)
+    detect_cli.run(cfg)
+    (inputs / "b.mp4").unlink()
+    computed = _recording_detect(monkeypatch)
+    index = detect_cli.run(cfg)
+    assert computed == []  # a was reused
+    written = json.loads((tmp_path / "out" / "index.json").read_text())
+    assert [Path(entry["input"]).name for entry in written["videos"]] == ["a.mp4"]
+    assert written == index
+
+
+@pytest.mark.parametrize(
+    ("settings", "key", "expected"),
+    [
+        ({"dtype": "bfloat16"}, "dtype", "torch.bfloat16"),
+        ({"dtype": "float32", "checkpoint_overrides": {"dtype": "bfloat16"}}, "dtype", "torch.bfloat16"),
+        ({"clip_length": 4}, "clip_length", 4),
+    ],
+)
+def test_cli_loads_the_model_as_asked_and_records_it(checkpoint, tmp_path, settings, key, expected):
+    """dtype (checkpoint_overrides.dtype wins over it) and clip_length reach the loaded model, and run.json
+    (what a rerun compares, before any load) records the same values."""
+    video = write_video(tmp_path / "a.mp4", moving_square(4), fps=4)
+    detect_cli.run(cli_config(video, "fire", checkpoint, tmp_path / "out", overlay=False, **settings))
+    assert json.loads((tmp_path / "out" / "a" / "run.json").read_text())[key] == expected
+
+
+def test_cli_detects_each_video_with_the_settings_given(checkpoint, tmp_path):
+    """Every scoring and output setting of detect.yaml reaches the detector (summary.json records the
+    scoring ones as it used them), none left at the Detector's defaults."""
+    video = write_video(tmp_path / "a.mp4", moving_square(4), fps=4)
+    scoring = {
+        "threshold": 0.3,
+        "interval": 2,
+        "stride": 4,
+        "aggregation": "max",
+        "min_interval": 2,
+        "merge_gap": 1,
+    }
+    detect_cli.run(
+        cli_config(video, "fire", checkpoint, tmp_path / "out", overlay=False, max_frames=3, **scoring)
+    )
+    folder = tmp_path / "out" / "a"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["settings"] == {**scoring, "clip_length": 8} and summary["frames"] == 3
+    assert not (folder / "overlay.mp4").exists()
+
+
+def test_cli_cuts_the_anomalous_segments_when_asked(checkpoint, tmp_path):
+    video = write_video(tmp_path / "a.mp4", moving_square(2), fps=2)
+    detect_cli.run(cli_config(video, "fire", checkpoint, tmp_path / "out", save="anomalous", threshold=0.0))
+    segments = tmp_path / "out" / "a" / "segments"
+    assert [path.name for path in segments.iterdir()] == ["segment_000.mp4"]  # every frame is over 0.0
+
+
+def test_cli_resolves_interpolations_in_checkpoint_overrides(checkpoint, tmp_path, monkeypatch):
+    """``+checkpoint_overrides.dtype='${oc.env:DTYPE}'``: the model and run.json get the value, so a rerun
+    after the variable changed does not reuse outputs made otherwise."""
+    video = write_video(tmp_path / "a.mp4", moving_square(2), fps=2)
+    cfg = cli_config(video, "fire", checkpoint, tmp_path / "out", overlay=False)
+    cfg.checkpoint_overrides = {"dtype": "${oc.env:LAVIDA_TEST_DTYPE}"}
+    monkeypatch.setenv("LAVIDA_TEST_DTYPE", "bfloat16")
+    detect_cli.run(cfg)
+    made = json.loads((tmp_path / "out" / "a" / "run.json").read_text())
+    assert (made["checkpoint_overrides"], made["dtype"]) == ({"dtype": "bfloat16"}, "torch.bfloat16")
+
+
+def test_cli_never_reuses_a_live_stream(checkpoint, tmp_path, monkeypatch):
+    """A live stream changes with every read: a rerun redoes it although its folder was finished."""
+    write_video(tmp_path / "live.mp4", moving_square(3), fps=3)
+    computed = _recording_detect(monkeypatch)
+    with served_over_http(tmp_path) as base_url:
+        cfg = cli_config(
+            f"{base_url}/live.mp4", "fire", checkpoint, tmp_path / "out", overlay=False, max_frames=2
+        )
+        detect_cli.run(cfg)
+        detect_cli.run(cfg)
+    assert computed == ["live.mp4", "live.mp4"]
+    [marker] = (tmp_path / "out").glob("*/run.json")
+    assert json.loads(marker.read_text())["input"] is None
+
+
+def test_cli_redoes_videos_when_overridden_base_weights_changed_under_the_same_path(
+    checkpoint, tiny_pretrained, tmp_path, monkeypatch
+):
+    """The run key fingerprints the base weights that checkpoint_overrides point to (those loaded), not the
+    checkpoint's own: other weights written at the overridden path are not served the old outputs."""
+    inputs = _one_video_folder(tmp_path, frames=2)
+    clip = tmp_path / "clip" / "open_clip_model.safetensors"
+    clip.parent.mkdir()
+    shutil.copy(tiny_pretrained.text_encoder.pretrained, clip)
+    cfg = cli_config(inputs, "fire", checkpoint, tmp_path / "out", overlay=False, base_model_check="warn")
+    cfg.checkpoint_overrides = {"text_encoder": {"pretrained": str(clip)}}
+    computed = _recording_detect(monkeypatch)
+    detect_cli.run(cfg)
+    clip.unlink()
+    other_weights(tiny_pretrained.text_encoder.pretrained, clip)
+    detect_cli.run(cfg)
+    assert computed == ["a.mp4", "a.mp4"]
+
+
 def test_cli_refuses_other_base_weights_unless_base_model_check_is_warn(
     checkpoint, tiny_pretrained, tmp_path
 ):
@@ -408,6 +538,20 @@ def test_cli_says_why_it_redoes_a_finished_video(checkpoint, tmp_path, monkeypat
         with caplog.at_level(logging.INFO, logger="lavida.cli.detect"):
             run(cfg)
         assert computed == ["a.mp4"] and f"Redoing {inputs / 'a.mp4'}: {reason}" in caplog.text, reason
+
+
+def test_cli_says_it_reuses_a_finished_video_and_gives_no_reason_to_redo_it(
+    checkpoint, tmp_path, monkeypatch, caplog
+):
+    inputs = _one_video_folder(tmp_path, frames=2)
+    cfg = cli_config(inputs, "fire", checkpoint, tmp_path / "out", overlay=False)
+    detect_cli.run(cfg)
+    computed = _recording_detect(monkeypatch)
+    with caplog.at_level(logging.INFO, logger="lavida.cli.detect"):
+        detect_cli.run(cfg)
+    assert computed == []
+    assert f"Reusing {inputs / 'a.mp4'}: its outputs were made with the same checkpoint" in caplog.text
+    assert "Redoing" not in caplog.text
 
 
 def test_cli_folder_run_skips_a_frame_folder_with_a_corrupt_frame(checkpoint, tmp_path):

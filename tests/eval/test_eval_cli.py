@@ -2,8 +2,14 @@
 
 import json
 
+import numpy as np
 import pytest
-from conftest import compose_cli_config
+from conftest import compose_cli_config, other_weights
+from eval.trees import write_ubnormal_tree, write_ucsd_ped2_tree
+
+import lavida.cli.eval as evaluate
+from lavida.models.base_fingerprint import weights_fingerprint
+from lavida.models.checkpoint import checkpoint_digest
 
 
 @pytest.fixture(scope="module")
@@ -148,13 +154,12 @@ def test_categories_are_parsed_and_one_mode_is_chosen(checkpoint, tmp_path):
 
 
 def test_other_base_weights_are_refused_unless_base_model_check_is_warn(
-    checkpoint, tiny_pretrained, tmp_path
+    checkpoint, tiny_pretrained, tmp_path, monkeypatch
 ):
     """lavida-eval passes base_model_check to the loader: a checkpoint pointed at another model's weights
-    (checkpoint_overrides) stops before any video is scored; with warn it runs on them."""
-    from conftest import other_weights
-    from eval.trees import write_ucsd_ped2_tree
-
+    (checkpoint_overrides) stops before any video is scored; with warn it runs on them, and metrics.json
+    records them with the checkpoint and every other setting its numbers depend on (lavida-tables puts
+    only one model's runs in one row)."""
     from lavida.cli.eval import run
     from lavida.models.base_fingerprint import BaseModelMismatchError
 
@@ -175,8 +180,37 @@ def test_other_base_weights_are_refused_unless_base_model_check_is_warn(
     with pytest.raises(BaseModelMismatchError, match=f"mask_decoder at {other}"):
         run(config(tmp_path / "a"))
     assert not list((tmp_path / "a").glob("**/*.npz"))  # no video scored
-    warned = config(tmp_path / "b", "base_model_check=warn")
-    assert run(warned)["num_frames"] == sum(v.num_frames for v in tree.videos.values())
+    monkeypatch.setenv("LAVIDA_TEST_SAM2", str(other))
+    warned = config(
+        tmp_path / "b",
+        "base_model_check=warn",
+        "gate_masks=false",
+        "categories=[fire,'car crash']",
+        "pixel_size=[16,16]",  # an evaluation setting, reaching the runner in model mode too
+        "checkpoint_overrides.mask_decoder.pretrained=${oc.env:LAVIDA_TEST_SAM2}",  # recorded resolved
+    )
+    metrics = run(warned)
+    assert metrics["num_frames"] == sum(v.num_frames for v in tree.videos.values())
+    assert metrics["pixel_size"] == [16, 16]
+    assert metrics["source"] == {
+        "mode": "model",
+        "checkpoint": str(checkpoint.resolve()),
+        "checkpoint_sha256": checkpoint_digest(checkpoint),
+        "predictions": None,
+        "categories": ["fire", "car crash"],
+        "default_categories": False,
+        "clip_length": 8,
+        "settings": {
+            "checkpoint_overrides": {"mask_decoder": {"pretrained": str(other)}},
+            "dtype": "torch.float32",
+            "gate_masks": False,
+            "base_models": {
+                "mllm": weights_fingerprint(tiny_pretrained.mllm.pretrained),
+                "text_encoder": weights_fingerprint(tiny_pretrained.text_encoder.pretrained),
+                "mask_decoder": weights_fingerprint(other),
+            },
+        },
+    }
     assert list((tmp_path / "b").glob("**/*.npz"))  # where the refused run would have cached its videos
 
 
@@ -206,3 +240,25 @@ def test_results_cached_on_other_base_weights_are_not_served(tiny_pretrained, tm
         eval_config(benchmark="ucsd_ped2", **values, num_workers=0, base_model_check="warn", overwrite=True)
     )
     assert again["num_frames"] == sum(v.num_frames for v in tree.videos.values())
+
+
+def test_loader_options_reach_the_loader_with_their_interpolations_resolved(tmp_path):
+    """benchmark.options are the loader's keyword arguments, resolved as the rest of the config: UBnormal's
+    validation split, with its split lists named relative to benchmark.root."""
+    tree = write_ubnormal_tree(tmp_path / "UBnormal")
+    predictions = tmp_path / "preds"
+    predictions.mkdir()
+    validation = sorted(name for name, video in tree.videos.items() if video.meta["split"] == "validation")
+    for name in validation:
+        np.save(predictions / f"{name}.npy", np.linspace(0, 1, tree.videos[name].num_frames))
+    cfg = compose_cli_config(
+        "eval",
+        "benchmark=ubnormal",
+        "benchmark.options.split=validation",
+        "+benchmark.options.split_lists=${benchmark.root}/scripts",  # as on the command line
+        **{"benchmark.root": str(tree.root)},
+        predictions=str(predictions),
+        output_dir=str(tmp_path / "out"),
+    )
+    metrics = evaluate.run(cfg)
+    assert metrics["split"] == "validation" and metrics["num_videos"] == len(validation) == 2

@@ -9,9 +9,10 @@ import logging
 
 import numpy as np
 import pytest
-from eval.trees import VideosMadeByTheTest
+from eval.trees import VideosMadeByTheTest, write_ucsd_ped2_tree
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+import lavida.cli.eval as evaluate
 from lavida.eval import report, runner
 from lavida.eval.benchmark import TestVideo, VadBenchmark, plan_clips
 from lavida.eval.result_cache import cached_result_path
@@ -471,6 +472,28 @@ def test_eval_cli_names_a_bad_count(tmp_path, override, message):
     cfg = compose_eval(f"benchmark.root={tmp_path / 'nowhere'}", f"output_dir={tmp_path / 'out'}", override)
     with pytest.raises(ValueError, match=message):
         run(cfg)
+
+
+def test_eval_cli_takes_the_ends_of_each_range(tmp_path):
+    """clip_length=1, pixel_size=[1,1] and region thresholds 0 and 1 are inside their ranges: a scores-only
+    run takes them (and max_videos) and reports what it used."""
+    tree = write_ucsd_ped2_tree(tmp_path / "ped2")
+    predictions = tmp_path / "preds"
+    predictions.mkdir()
+    for name, video in tree.videos.items():
+        np.save(predictions / f"{name}.npy", np.linspace(0, 1, video.num_frames))
+    cfg = compose_eval(
+        f"benchmark.root={tree.root}",
+        f"predictions={predictions}",
+        f"output_dir={tmp_path / 'out'}",
+        "clip_length=1",
+        "pixel_size=[1,1]",
+        "region_thresholds=[0,1]",
+        "max_videos=1",
+    )
+    metrics = evaluate.run(cfg)
+    assert metrics["clip_length"] == 1 and metrics["pixel_size"] == [1, 1]
+    assert metrics["num_videos"] == 1 and metrics["videos_left_out"] == 1
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import free_port
+
 
 def test_two_ranks_share_the_videos_and_agree(tmp_path):
     from eval.trees import ped2_scores_only
@@ -17,7 +19,8 @@ def test_two_ranks_share_the_videos_and_agree(tmp_path):
     out.mkdir()
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
+        "--dynamo_backend", "no",
         str(Path(__file__).with_name("shard_worker.py")), str(tree.root), str(predictions), str(out),
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)

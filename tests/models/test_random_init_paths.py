@@ -112,6 +112,7 @@ def test_an_existing_base_model_is_rewritten_unless_reuse_is_asked(fake_loaders,
     assert tree_listing(tmp_path / "sam2") == {"sam.txt": "sam"}
     (tmp_path / "sam2" / "sam.txt").write_text("kept")
     fake_loaders.clear()
+    caplog.clear()  # only the reusing calls' log is asserted on (an earlier test may have set INFO)
     with caplog.at_level("INFO", logger="lavida.models.random_init"):
         again = write_random_pretrained(config, tmp_path, reuse_existing=True)
     assert fake_loaders == []  # all three exist: nothing is loaded or written

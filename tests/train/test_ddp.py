@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import free_port
 from safetensors.torch import load_file
 
 
@@ -16,7 +17,7 @@ def test_two_process_ddp_keeps_ranks_identical(synthetic_train_root, tiny_pretra
     out = tmp_path / "run"
     command = [
         sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_port", str(free_port()),
         "--mixed_precision", "no", "--dynamo_backend", "no",
         str(Path(__file__).with_name("ddp_worker.py")), str(config), str(synthetic_train_root), str(out),
     ]  # fmt: skip

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import other_weights
 from trainers import make_trainer, poison_loss
 
+from lavida.losses import LavidaLoss, SegLossWeights
 from lavida.models.base_fingerprint import BaseModelMismatchError
 from lavida.models.checkpoint import read_checkpoint_meta
 from lavida.train.config import TrainConfig
@@ -68,6 +70,62 @@ def test_the_object_score_learns_the_batch_frame_labels(synthetic_train_root, ti
     for key in ("loss_mask", "loss_dice", "loss_iou", "loss_txt"):
         assert torch.equal(default[key], changed[key]), key
     assert changed["loss_class"].item() != pytest.approx(default["loss_class"].item(), rel=1e-3)
+
+
+NON_DEFAULT_LOSS = {
+    "lambda_txt": 0.5,
+    "lambda_seg": 2.0,
+    "weights": "official",
+    "focal_alpha": 0.5,
+    "focal_gamma": 1.0,
+    "supervise_all_iou": False,
+    "iou_l1": False,
+}
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected_loss"),
+    [
+        ({}, LavidaLoss()),
+        (
+            NON_DEFAULT_LOSS,
+            LavidaLoss(
+                lambda_txt=0.5,
+                lambda_seg=2.0,
+                seg_weights=SegLossWeights.official(),
+                focal_alpha=0.5,
+                focal_gamma=1.0,
+                supervise_all_iou=False,
+                iou_l1=False,
+            ),
+        ),
+    ],
+    ids=["defaults", "every_setting_changed"],
+)
+def test_the_training_loss_is_eq_10_with_the_configured_settings_over_the_batchs_frames(
+    synthetic_train_root, tiny_pretrained, tmp_path, settings, expected_loss
+):
+    """compute_loss is LavidaLoss built from train.loss on the model's outputs, and on one process L_seg's
+    sums are divided by the batch's own frame count N (LavidaLoss's default), not by another size."""
+    trainer = make_trainer(synthetic_train_root, tiny_pretrained, tmp_path / "run", loss=settings)
+    trainer.setup()
+    trainer.model.eval()  # no dropout: both forward passes must be the same
+    batch = next(iter(trainer.loader))
+    inputs = batch.batch
+    assert inputs.target_masks.shape[0] not in inputs.target_masks.shape[1:]
+    with torch.no_grad():
+        output = trainer.model(inputs)
+        expected = expected_loss(
+            lm_loss=output.lm_loss,
+            mask_logits=output.mask_logits,
+            iou_pred=output.iou_pred,
+            object_logits=output.object_logits,
+            target_masks=inputs.target_masks,
+        )
+        got = trainer.compute_loss(batch)
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value, msg=key)
 
 
 def test_kill_and_resume_gives_the_same_next_step(synthetic_train_root, tiny_pretrained, tmp_path):
@@ -386,8 +444,9 @@ def test_logged_means_count_what_each_key_was_measured_on(synthetic_train_root, 
     values = logged[0][1]
     norms = [r["grad_norm"] for r in returned if "grad_norm" in r]
     assert len(norms) == 2
-    assert values["train/grad_norm"] == pytest.approx(sum(norms) / 2)
-    assert values["train/loss"] == pytest.approx(sum(r["loss"] for r in returned) / 4)
+    # Summed and divided in float64, as here: exactly these means (float32 would round them).
+    assert values["train/grad_norm"] == sum(norms) / 2
+    assert values["train/loss"] == sum(r["loss"] for r in returned) / 4
 
 
 def test_validation_scores_the_same_draws_at_every_call(synthetic_train_root, tiny_pretrained, tmp_path):
@@ -401,6 +460,30 @@ def test_validation_scores_the_same_draws_at_every_call(synthetic_train_root, ti
     first, second = trainer.validate(), trainer.validate()
     assert first == second and first["val/loss"] > 0
     assert modes and not any(modes)  # no autograd graph kept for validation batches
+
+
+@pytest.mark.parametrize("val_batches", [1, 2])
+def test_validation_reports_the_mean_of_each_loss_over_the_held_out_batches(
+    synthetic_train_root, tiny_pretrained, tmp_path, val_batches
+):
+    """Each val/ loss is that term's mean over the val_batches held-out batches (computed here one batch at
+    a time, dropout off), and the model goes back to training mode afterwards."""
+    trainer = make_trainer(
+        synthetic_train_root, tiny_pretrained, tmp_path / "run", val_every=1, val_batches=val_batches
+    )
+    trainer.setup()
+    trainer.model.eval()
+    trainer.validation.set_epoch(0)
+    with torch.no_grad():
+        per_batch = [trainer.compute_loss(batch) for batch in trainer.validation]
+    trainer.model.train()
+    assert len(per_batch) == val_batches
+    expected = {
+        f"val/{key}": sum(float(losses[key]) for losses in per_batch) / val_batches for key in per_batch[0]
+    }
+    metrics = trainer.validate()
+    assert metrics == pytest.approx(expected, rel=1e-5)
+    assert trainer.model.training
 
 
 def test_warmup_decay_schedule_shape():
@@ -603,6 +686,13 @@ def test_a_rerun_of_a_finished_run_keeps_its_final_model(
     assert read_checkpoint_meta(final)["git_revision"] == "0123456789abcdef+dirty"
 
 
+def test_save_every_0_saves_one_checkpoint_at_the_end(synthetic_train_root, tiny_pretrained, tmp_path):
+    """save_every 0 is "only at the end": with keep_last 2 a save at every step would leave two."""
+    make_trainer(synthetic_train_root, tiny_pretrained, tmp_path / "run", max_steps=2, keep_last=2).fit()
+    steps = sorted(path.name for path in (tmp_path / "run" / "checkpoints").glob("step_*"))
+    assert steps == ["step_0000002"]
+
+
 @pytest.mark.parametrize(("schedule_over", "length"), [("steps", 2), ("micro_batches", 4)])
 def test_the_decay_spans_the_steps_or_like_the_release_the_micro_batches(
     synthetic_train_root, tiny_pretrained, tmp_path, schedule_over, length
@@ -653,3 +743,21 @@ def test_a_run_logs_its_validation_losses_and_the_final_checkpoint_paths(
         f"Saved training checkpoint {checkpoints / 'step_0000002'}",
         f"Saved the trained model to {tmp_path / 'run' / 'final'}",
     ]
+
+
+def test_a_tensorboard_run_records_its_settings_flattened_to_scalars(
+    synthetic_train_root, tiny_pretrained, tmp_path
+):
+    """train.logger=tensorboard starts Accelerate's tracker under <output_dir>/lavida with the run's settings as
+    hyperparameters: nested keys joined with dots, None written as "null", lists left out (TensorBoard's
+    hparams take scalars only)."""
+    out = tmp_path / "run"
+    make_trainer(synthetic_train_root, tiny_pretrained, out, max_steps=1, logger="tensorboard").fit()
+    (record,) = (out / "lavida").glob("*/hparams.yml")
+    hparams = yaml.safe_load(record.read_text())
+    assert hparams["train.optim.lr"] == 3e-3 and hparams["train.max_steps"] == 1
+    assert hparams["train.logger"] == "tensorboard" and hparams["processes"] == 1
+    assert hparams["data.sources.synthetic.weight"] == 1.0
+    assert hparams["launcher.deepspeed"] == "null"
+    assert "data.strides" not in hparams and "train.optim.betas" not in hparams
+    assert all(isinstance(value, (bool, int, float, str)) for value in hparams.values())

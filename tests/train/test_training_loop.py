@@ -265,6 +265,44 @@ def test_grad_clip_0_measures_the_norm_unclipped_and_a_step_clears_every_gradien
     assert all(p.grad is None for p in trainer._optimized)
 
 
+def test_a_gradient_norm_given_as_a_python_float_is_reported_as_it_is(
+    synthetic_train_root, tiny_pretrained, tmp_path
+):
+    """Under DeepSpeed ``clip_grad_norm_`` returns the step's norm as a Python float, not a tensor: the step
+    must report that number (not fail on it)."""
+    trainer = make_trainer(synthetic_train_root, tiny_pretrained, tmp_path / "run")
+    trainer.setup()
+    clip_grad_norm = trainer.accelerator.clip_grad_norm_
+    returned = []
+
+    def as_deepspeed(parameters, max_norm):
+        returned.append(float(clip_grad_norm(parameters, max_norm)))
+        return returned[-1]
+
+    trainer.accelerator.clip_grad_norm_ = as_deepspeed
+    trainer._seed_micro_batch()
+    losses = trainer.train_step(next(iter(trainer.loader)))
+    assert len(returned) == 1 and returned[0] > 0
+    assert losses["grad_norm"] == returned[0]
+
+
+def test_fit_trains_with_dropout_on_even_after_the_model_was_put_in_eval_mode(
+    synthetic_train_root, tiny_pretrained, tmp_path
+):
+    """A model left in eval mode (e.g. by an evaluation between setup and fit) must train in training mode:
+    LoRA's dropout is part of the recipe."""
+    trainer = make_trainer(synthetic_train_root, tiny_pretrained, tmp_path / "run", max_steps=1)
+    trainer.setup()
+    trainer.model.eval()
+    dropouts = [m for name, m in trainer.model.named_modules() if name.endswith("lora_dropout")]
+    assert dropouts
+    modes = []
+    compute = trainer.compute_loss
+    trainer.compute_loss = lambda batch: modes.append([m.training for m in dropouts]) or compute(batch)
+    trainer.fit()
+    assert modes == [[True] * len(dropouts)]
+
+
 def test_losses_are_logged_every_log_every_steps_and_at_the_last_and_validation_every_val_every(
     synthetic_train_root, tiny_pretrained, tmp_path
 ):
