@@ -467,11 +467,15 @@ def test_validation_reports_the_mean_of_each_loss_over_the_held_out_batches(
     synthetic_train_root, tiny_pretrained, tmp_path, val_batches
 ):
     """Each val/ loss is that term's mean over the val_batches held-out batches (computed here one batch at
-    a time, dropout off), and the model goes back to training mode afterwards."""
+    a time, dropout off), and the model goes back to training mode afterwards. One training step first:
+    with every LoRA B still zero, LoRA's dropout could not change a loss, so validating in training mode
+    would go unnoticed."""
     trainer = make_trainer(
         synthetic_train_root, tiny_pretrained, tmp_path / "run", val_every=1, val_batches=val_batches
     )
     trainer.setup()
+    trainer._seed_micro_batch()
+    trainer.train_step(next(iter(trainer.loader)))
     trainer.model.eval()
     trainer.validation.set_epoch(0)
     with torch.no_grad():
