@@ -32,11 +32,10 @@ def test_dicts_inside_lists_compare_by_content_not_key_order():
     assert changed_settings(was, now) == []
 
 
-def test_values_json_cannot_take_are_compared_as_their_text():
+def test_values_json_cannot_take_are_compared_as_their_text(tmp_path):
     """The caches hash with ``default=str`` (lavida/eval/result_cache.py): a Path is compared as its text, not
     refused with a TypeError."""
-    assert changed_settings({"root": Path("/data/a")}, {"root": Path("/data/a")}) == []
-    assert changed_settings({"root": Path("/data/a")}, {"root": "/data/a"}) == []
-    assert changed_settings({"root": Path("/data/a")}, {"root": Path("/data/b")}) == [
-        f"root was {Path('/data/a')!r}, now {Path('/data/b')!r}"
-    ]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert changed_settings({"root": a}, {"root": Path(a)}) == []
+    assert changed_settings({"root": a}, {"root": str(a)}) == []
+    assert changed_settings({"root": a}, {"root": b}) == [f"root was {a!r}, now {b!r}"]

@@ -162,11 +162,11 @@ def test_a_loader_option_at_the_top_level_names_where_it_goes(tmp_path, benchmar
     assert not (tmp_path / "outputs").exists()
 
 
-@pytest.mark.parametrize("typed", ["+root=/data/UCF_Crimes", "+self=1"])
+@pytest.mark.parametrize("typed", ["+root={tmp}", "+self=1"])
 def test_the_loaders_own_parameters_are_not_named_as_its_options(tmp_path, typed):
     """The root is benchmark.root (get_benchmark would get it twice from benchmark.options.root), and self
     is no option: a top-level one is an unknown key like any other."""
-    cfg = eval_config("benchmark=ucf_crime", f"predictions={tmp_path}", typed)
+    cfg = eval_config("benchmark=ucf_crime", f"predictions={tmp_path}", typed.format(tmp=tmp_path))
     with pytest.raises(ValueError, match="unknown key") as error:
         evaluate.run(cfg)
     assert "loader" not in str(error.value) and "benchmark.options" not in str(error.value)

@@ -1,6 +1,5 @@
 """lavida-detect and the Detector API on generated videos with the tiny checkpoint."""
 
-import contextlib
 import csv
 import functools
 import http.server
@@ -181,24 +180,12 @@ def test_cli_run_where_no_input_can_be_read_lists_why_and_exits(checkpoint, tmp_
     assert "Processed 0 of 1 input(s)" in caplog.text
 
 
-@contextlib.contextmanager
-def served_over_http(folder: Path):
-    """The files of ``folder`` served on a free local port; yields the base URL."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-
-
 def test_http_stream_is_read_frame_by_frame(detector, tmp_path):
     """A URL goes through PyAV's network reader (the live-stream path), not through the file reader."""
     from lavida.detect.stream import is_live, open_stream
 
     write_video(tmp_path / "live.mp4", moving_square(12), fps=12)
-    with served_over_http(tmp_path) as base_url:
+    with _Server(tmp_path) as base_url:
         url = f"{base_url}/live.mp4"
         assert is_live(url)
         stream = open_stream(url)
@@ -465,7 +452,7 @@ def test_cli_never_reuses_a_live_stream(checkpoint, tmp_path, monkeypatch):
     """A live stream changes with every read: a rerun redoes it although its folder was finished."""
     write_video(tmp_path / "live.mp4", moving_square(3), fps=3)
     computed = _recording_detect(monkeypatch)
-    with served_over_http(tmp_path) as base_url:
+    with _Server(tmp_path) as base_url:
         cfg = cli_config(
             f"{base_url}/live.mp4", "fire", checkpoint, tmp_path / "out", overlay=False, max_frames=2
         )
@@ -700,15 +687,10 @@ class _Server:
     """Serve a folder over HTTP on a free local port (a stand-in for a network camera)."""
 
     def __init__(self, folder):
-        import functools
-        import http.server
-
         handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
 
     def __enter__(self):
-        import threading
-
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 

@@ -4,7 +4,6 @@ tests/models/test_checkpoint.py, tests/models/test_base_fingerprint.py and tests
 """
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 from conftest import compose_model_config
@@ -36,17 +35,18 @@ def _with_paths(config, **paths):
 
 def test_relative_base_paths_become_absolute_against_the_current_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    elsewhere = str(tmp_path.parent / "elsewhere" / "sam2")
     settings = {
         "mllm": {"pretrained": "weights/qwen", "family": "qwen2_vl"},
         "text_encoder": {"pretrained": None},
-        "mask_decoder": {"pretrained": "/elsewhere/sam2"},
+        "mask_decoder": {"pretrained": elsewhere},
         "dtype": "float32",
     }
     result = absolute_base_paths(settings)
     assert result == {
         "mllm": {"pretrained": str(tmp_path / "weights" / "qwen"), "family": "qwen2_vl"},
         "text_encoder": {"pretrained": None},
-        "mask_decoder": {"pretrained": "/elsewhere/sam2"},
+        "mask_decoder": {"pretrained": elsewhere},
         "dtype": "float32",
     }
     assert settings["mllm"]["pretrained"] == "weights/qwen"  # the given settings are left as they were
@@ -95,16 +95,16 @@ def test_only_given_paths_that_are_gone_and_not_overridden_count_as_moved(tmp_pa
         text_encoder=str(tmp_path / "gone_clip"),
     )
     assert moved_base_models(config, {}) == ["mllm", "text_encoder"]
-    assert moved_base_models(config, {"mllm": {"pretrained": "/new"}, "text_encoder": {"dtype": "x"}}) == [
-        "text_encoder"
-    ]
+    assert moved_base_models(
+        config, {"mllm": {"pretrained": str(tmp_path / "new_qwen")}, "text_encoder": {"dtype": "x"}}
+    ) == ["text_encoder"]
     assert moved_base_models(_with_paths(config, mllm=None, text_encoder=None), {}) == []
 
 
-def test_the_moved_hint_names_each_section_and_both_ways_to_point_at_it():
-    config_file = Path("/runs/a/final/lavida_config.json")
+def test_the_moved_hint_names_each_section_and_both_ways_to_point_at_it(tmp_path):
+    config_file = tmp_path / "final" / "lavida_config.json"
     tail = (
-        "from the checkpoint's /runs/a/final/lavida_config.json (written where it was trained); "
+        f"from the checkpoint's {config_file} (written where it was trained); "
         "model.<part>.pretrained does not change them, and an environment variable (LAVIDA_QWEN2VL_PATH, "
         "...) is used in their place only where it holds the very weights the checkpoint recorded a "
         "fingerprint of. Point the checkpoint at the local copies:\n"
@@ -117,7 +117,7 @@ def test_the_moved_hint_names_each_section_and_both_ways_to_point_at_it():
         "  - lavida-eval / lavida-detect: +checkpoint_overrides.mask_decoder.pretrained=DIR; "
         "load_checkpoint(..., config_overrides={'mask_decoder': {'pretrained': DIR}})\n"
     )
-    edit = "  (or edit the paths in /runs/a/final/lavida_config.json)"
+    edit = f"  (or edit the paths in {config_file})"
     assert moved_hint(config_file, ["mllm"]) == f"mllm.pretrained comes {tail}{mllm}{edit}"
     assert moved_hint(config_file, ["mllm", "mask_decoder"]) == (
         f"mllm.pretrained, mask_decoder.pretrained come {tail}{mllm}{sam2}{edit}"
@@ -125,28 +125,30 @@ def test_the_moved_hint_names_each_section_and_both_ways_to_point_at_it():
 
 
 def test_merge_settings_merges_mappings_key_by_key_and_replaces_everything_else():
-    base = {"mllm": {"pretrained": "/a", "lora": {"r": 8, "alpha": 16}}, "dtype": "float32", "arch": None}
+    base = {"mllm": {"pretrained": "qwen", "lora": {"r": 8, "alpha": 16}}, "dtype": "float32", "arch": None}
     overrides = {"mllm": {"lora": {"r": 4}}, "dtype": "bfloat16", "arch": {"depth": 2}, "new": 1}
     assert merge_settings(base, overrides) == {
-        "mllm": {"pretrained": "/a", "lora": {"r": 4, "alpha": 16}},
+        "mllm": {"pretrained": "qwen", "lora": {"r": 4, "alpha": 16}},
         "dtype": "bfloat16",
         "arch": {"depth": 2},
         "new": 1,
     }
     assert base == {
-        "mllm": {"pretrained": "/a", "lora": {"r": 8, "alpha": 16}},
+        "mllm": {"pretrained": "qwen", "lora": {"r": 8, "alpha": 16}},
         "dtype": "float32",
         "arch": None,
     }
 
 
-def test_a_checkpoint_of_unsaved_stand_ins_is_refused_with_how_to_give_the_weights():
-    config_file = Path("/runs/a/final/lavida_config.json")
-    tiny = _with_paths(compose_model_config("tiny"), mllm=None, mask_decoder=None, text_encoder="/clip")
+def test_a_checkpoint_of_unsaved_stand_ins_is_refused_with_how_to_give_the_weights(tmp_path):
+    config_file = tmp_path / "final" / "lavida_config.json"
+    tiny = _with_paths(
+        compose_model_config("tiny"), mllm=None, mask_decoder=None, text_encoder=str(tmp_path / "clip")
+    )
     with pytest.raises(WeightsNotFoundError) as error:
         check_base_models_saved(tiny, config_file)
     assert str(error.value) == (
-        "/runs/a/final/lavida_config.json: no base weights for model.mllm, model.mask_decoder. The checkpoint "
+        f"{config_file}: no base weights for model.mllm, model.mask_decoder. The checkpoint "
         "was trained on random stand-ins that were not saved (base_weights: optional), and it holds only what "
         "trains, so building them again would put other random weights under the trained heads and every load "
         "would score differently. lavida-train now writes such stand-ins into the run folder (base_models/), "
@@ -155,5 +157,7 @@ def test_a_checkpoint_of_unsaved_stand_ins_is_refused_with_how_to_give_the_weigh
         "+checkpoint_overrides.mllm.pretrained=DIR."
     )
     # Every path given: nothing to refuse; required base weights are refused elsewhere (check_base_weights).
-    check_base_models_saved(_with_paths(tiny, mllm="/q", mask_decoder="/s"), config_file)
+    check_base_models_saved(
+        _with_paths(tiny, mllm=str(tmp_path / "q"), mask_decoder=str(tmp_path / "s")), config_file
+    )
     check_base_models_saved(dataclasses.replace(tiny, base_weights="required"), config_file)

@@ -341,7 +341,7 @@ PROJECTOR_OVERRIDES = [
 ]
 
 
-def test_build_passes_each_configured_value_to_its_builder(monkeypatch):
+def test_build_passes_each_configured_value_to_its_builder(monkeypatch, tmp_path):
     builders = _StandInBuilders(monkeypatch)
     overrides = [
         "model.compression.ratio=0.3",
@@ -351,12 +351,12 @@ def test_build_passes_each_configured_value_to_its_builder(monkeypatch):
         "model.mllm.attn_implementation=eager",
         "model.mask_decoder.prompt_embedding=none",
         "model.mask_decoder.train_image_encoder=true",
-        "model.text_encoder.pretrained=/clip.safetensors",
+        f"model.text_encoder.pretrained={tmp_path / 'clip.safetensors'}",
         "model.dtype=bfloat16",
         "model.projector.out_dim=8",
     ]
     config = compose_model_config("tiny", overrides)
-    monkeypatch.setattr(lavida_module, "check_base_weights", lambda config: None)  # /clip.safetensors
+    monkeypatch.setattr(lavida_module, "check_base_weights", lambda config: None)  # no file at that path
     model = lavida_module.build_lavida(config)
     m, t, d = config.mllm, config.text_encoder, config.mask_decoder
     mllm = builders.calls["build_semantic_extractor"]
@@ -374,7 +374,7 @@ def test_build_passes_each_configured_value_to_its_builder(monkeypatch):
     assert (compressor.ratio, compressor.k, compressor.density) == (0.3, 5, "lof")
     assert builders.calls["build_category_encoder"] == {
         "model_name": t.model_name,
-        "pretrained": "/clip.safetensors",
+        "pretrained": str(tmp_path / "clip.safetensors"),
         "arch": t.arch,
         "dtype": "bfloat16",
     }
