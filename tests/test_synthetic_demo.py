@@ -7,6 +7,9 @@ import re
 
 import numpy as np
 import pytest
+from conftest import tree_listing
+
+from lavida.demo import DATA_SETTINGS_FILE, DemoConfig, check_data_settings, run_demo
 
 # -- default_split must not hand back a split that breaks its promises -------------------------------------
 
@@ -56,7 +59,9 @@ def _refusal(tmp_path, before: dict, after: dict) -> str:
     return str(error.value)
 
 
-@pytest.mark.parametrize("changed", [{"train_videos": 7}, {"seed": 1}, {"train_frames": 4}])
+@pytest.mark.parametrize(
+    "changed", [{"train_videos": 7}, {"train_images": 3}, {"seed": 1}, {"train_frames": 4}]
+)
 def test_data_refusal_for_training_set_settings_names_base_models_and_training(tmp_path, changed):
     """The stand-ins are pretrained on the training set and its run trains on it: deleting data/ alone
     only led to a second refusal (stand_ins.json) on the next run."""
@@ -76,6 +81,29 @@ def test_data_refusal_for_test_set_settings_names_only_the_data(tmp_path):
     out = tmp_path / "demo"
     assert f"delete {out / 'data'} to start over" in message
     assert "base_models" not in message and str(out / "train") not in message
+
+
+def test_run_demo_refuses_data_made_with_other_settings_before_writing_anything(tmp_path):
+    """The whole demo, not just ``check_data_settings``: a rerun with another seed stops at its first step
+    and leaves the folder as it was, instead of training on the old data under the new settings."""
+    out = tmp_path / "demo"
+    sizes = {
+        "train_videos": 1,
+        "train_images": 0,
+        "train_frames": 2,
+        "test_anomalous": 1,
+        "test_normal": 0,
+        "test_frames": 4,
+        "sam_pretrain_steps": 0,
+        "clip_pretrain_steps": 0,
+        "steps": 1,
+        "num_workers": 0,
+    }
+    check_data_settings(DemoConfig(output_dir=str(out), seed=1, **sizes))  # an earlier run's record
+    before = tree_listing(out)
+    with pytest.raises(ValueError, match=rf"{DATA_SETTINGS_FILE}: the synthetic data .*differing: seed\)"):
+        run_demo(DemoConfig(output_dir=str(out), seed=0, **sizes))
+    assert tree_listing(out) == before
 
 
 # -- base models regenerated under a training run that started on others --------------------------------
@@ -108,7 +136,7 @@ def test_base_models_are_not_remade_under_an_existing_training_run(tmp_path, mon
 # -- the report's verdicts agree with the numbers they print ------------------------------------------------
 
 
-@pytest.mark.parametrize("value", [0.89996, 0.899999999])
+@pytest.mark.parametrize("value", [0.89996, 0.899999999, 0.8999999999999])
 def test_a_missed_target_never_prints_as_the_bound(value):
     """0.89996 printed as "missed (90.00 %)": the shown number met the bound the verdict says it missed."""
     from lavida.demo_report import targets_line

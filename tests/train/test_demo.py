@@ -3,8 +3,10 @@ meets the issue's learning targets (slow; ``make test-slow``)."""
 
 import json
 import shutil
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -20,7 +22,13 @@ from lavida.demo import (
     check_data_settings,
     demo_resume_error,
 )
+from lavida.demo_report import coverage_line, targets_line, within_video_auc, write_report
+from lavida.eval.result_cache import cached_result_path
+from lavida.eval.video_result import VideoResult
+from lavida.models.checkpoint import checkpoint_digest
 from lavida.models.config import LavidaConfig
+from lavida.synthetic.datasets import default_split
+from lavida.train.loop import TrainSummary
 from lavida.train.resume_check import ResumeMismatchError
 
 
@@ -46,10 +54,18 @@ def test_demo_writes_all_outputs(tmp_path, caplog, monkeypatch):
     for key, value in small.items():
         OmegaConf.update(cfg, key, value)
     with caplog.at_level("WARNING", logger="lavida.demo"):
+        started = time.perf_counter()
         metrics = run(cfg)
+        elapsed = time.perf_counter() - started
     out = tmp_path / "demo"
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == metrics and metrics["train_steps"] == 4
+    # Both times are spans within this call, rounded to 0.1 s: training is a part of the whole run.
+    assert 0 <= metrics["train_seconds"] <= metrics["total_seconds"] <= elapsed + 0.05
+    assert [round(metrics[key], 1) for key in ("train_seconds", "total_seconds")] == [
+        metrics["train_seconds"],
+        metrics["total_seconds"],
+    ]
     assert metrics["reused_from_earlier_run"] == []  # a whole run: its time is judged
     # Each split's figures are its evaluation's: the frame AUC is sklearn's over the saved per-video
     # scores (2 anomalous videos and 1 normal one), the pixel AUC the one its metrics.json holds.
@@ -58,6 +74,7 @@ def test_demo_writes_all_outputs(tmp_path, caplog, monkeypatch):
 
     from lavida.eval.video_result import VideoResult
 
+    keys = {"train_steps", "train_seconds", "total_seconds", "reused_from_earlier_run"}
     for prefix, split_name in (("", "seen"), ("unseen_", "unseen")):
         evaluation = out / f"eval_{split_name}"
         caches = sorted(p for p in (evaluation / "predictions").glob("*.npz") if not p.name.startswith("."))
@@ -69,7 +86,37 @@ def test_demo_writes_all_outputs(tmp_path, caplog, monkeypatch):
         assert saved[prefix + "frame_auc_micro"] == pytest.approx(expected, abs=1e-12), split_name
         evaluated = json.loads((evaluation / "metrics.json").read_text())
         assert saved[prefix + "pixel_auc"] == evaluated["pixel_auc"], split_name
+        # Each split is evaluated with the trained checkpoint, prompted with its own anomaly categories.
+        final = out / "train" / "final"
+        first_digest = checkpoint_digest(final)
+        assert evaluated["source"]["checkpoint"] == str(final.resolve()), split_name
+        assert evaluated["source"]["checkpoint_sha256"] == first_digest, split_name
+        split = default_split(cfg.seed)
+        anomalies = split.seen_anomalies if split_name == "seen" else split.unseen_anomalies
+        assert evaluated["source"]["categories"] == list(anomalies), split_name
+        # Every float figure of the split's evaluation, and nothing else of it, is in the demo's metrics.
+        figures = {key: value for key, value in evaluated.items() if isinstance(value, float)}
+        assert {key: saved[prefix + key] for key in figures} == figures, split_name
+        keys |= {prefix + key for key in (*figures, "frame_auc_within_videos")}
         assert 0.0 <= saved[prefix + "pixel_auc"] <= 1.0, split_name
+        assert (evaluated["num_videos"], evaluated["num_frames"]) == (3, 3 * 16), split_name
+    assert set(saved) == keys
+    # The trainer ran under the demo's settings (the ones a refused resume names, demo_resume_error).
+    run_config = json.loads((out / "train" / "run_config.json").read_text())
+    assert (run_config["train"]["batches_per_epoch"], run_config["train"]["batch_size"]) == (
+        4,
+        cfg.batch_size,
+    )
+    assert run_config["train"]["seed"] == run_config["data"]["seed"] == cfg.seed
+    assert run_config["train"]["optim"]["lr"] == cfg.lr
+    assert run_config["train"]["optim"]["lr_scales"] == {"mask_decoder.sam.": cfg.decoder_lr_scale}
+    assert run_config["train"]["optim"]["warmup_steps"] <= cfg.steps / 10  # at most a tenth of the run
+    assert run_config["train"]["loss"]["weights"] == cfg.loss_weights
+    assert (run_config["data"]["max_categories"], run_config["data"]["category_count"]) == (
+        cfg.max_categories,
+        cfg.category_count,
+    )
+    assert run_config["data"]["num_workers"] == 0
     for name in (
         "report.md",
         "score_curves.png",
@@ -91,8 +138,6 @@ def test_demo_writes_all_outputs(tmp_path, caplog, monkeypatch):
         assert saved[prefix + "frame_auc_within_videos"] == pytest.approx(sum(per_video) / 2)
     assert f"| {100 * saved['frame_auc_within_videos']:.1f} |" in report
     # Six toy training entries cannot show every seen category: the run warns and the report says which.
-    from lavida.synthetic.datasets import default_split
-
     meta = json.loads((out / "data" / "synthetic_train" / "meta.json").read_text())
     trained = {
         text
@@ -110,7 +155,6 @@ def test_demo_writes_all_outputs(tmp_path, caplog, monkeypatch):
     # The plots read the evaluated videos' caches by name: a stray file beside them (here the hidden
     # temporary a killed cache write leaves) is not read.
     from lavida.demo_report import write_plots
-    from lavida.synthetic.datasets import default_split
 
     (out / "eval_seen" / "predictions" / ".01_0001.npz.1.0a1b.tmp.npz").write_bytes(b"truncated")
     (out / "score_curves.png").unlink()
@@ -164,12 +208,22 @@ def test_demo_writes_all_outputs(tmp_path, caplog, monkeypatch):
     def killed(self):
         raise RuntimeError("killed while training")
 
+    fit = Trainer.fit
     monkeypatch.setattr(Trainer, "fit", killed)
     with pytest.raises(RuntimeError, match="killed while training"):
         run(cfg)
     for name in ("metrics.json", "report.md", "score_curves.png", "overlays", ".hydra"):
         assert not (out / name).exists(), name
     assert (out / "base_models" / "stand_ins.json").is_file()  # what the checks accepted is kept
+    # Trained again into the same train/final, the run evaluates its new weights: the evaluations cached
+    # for the first run's weights are recomputed, not refused as other settings (_predictor's run info).
+    monkeypatch.setattr(Trainer, "fit", fit)
+    retrained = run(cfg)
+    assert retrained["train_steps"] == 5 and retrained["reused_from_earlier_run"] == ["data", "base models"]
+    for split_name in ("seen", "unseen"):
+        evaluated = json.loads((out / f"eval_{split_name}" / "metrics.json").read_text())
+        digest = evaluated["source"]["checkpoint_sha256"]
+        assert digest == checkpoint_digest(out / "train" / "final") != first_digest, split_name
 
 
 @pytest.mark.slow
@@ -313,6 +367,12 @@ def test_report_states_which_targets_are_met():
     )
     line = targets_line({"frame_auc_micro": 0.7993, "pixel_auc": 0.95, "total_seconds": 600.0})
     assert "seen frame AUC ≥ 90 %: missed (79.93 %)" in line and "under 600 s: missed (600.0 s)" in line
+    line = targets_line({"frame_auc_micro": 0.95, "pixel_auc": 0.5, "total_seconds": 12.0})
+    assert line == (
+        "Targets: seen frame AUC ≥ 90 %: met (95.00 %); seen pixel AUC ≥ 90 %: missed (50.00 %); "
+        "whole run under 600 s: met (12.0 s). "
+        'What is known about the gap: docs/benchmarks.md, "The demo\'s frame scores".'
+    )
     # Just short of a bound must not print as the bound itself.
     line = targets_line({"frame_auc_micro": 0.8996, "pixel_auc": 0.95, "total_seconds": 599.96})
     assert "missed (89.96 %)" in line and "met (600.0 s)" in line
@@ -330,6 +390,54 @@ def test_report_states_which_targets_are_met():
         "whole run under 600 s: not measured (this run reused the data, base models, training of an earlier "
         "one in its folder and took 12.0 s itself)" in line
     )
+
+
+def test_report_tables_both_splits_from_the_metrics_and_records_the_settings(tmp_path):
+    """report.md's rows against hand-formatted percentages (one decimal), a missing figure as n/a, a
+    rerun's time as its own, and the settings as given."""
+    split = default_split(0)
+    metrics = {
+        "frame_auc_micro": 0.8125,
+        "frame_auc_within_videos": 0.5,
+        "frame_ap": 0.25,
+        "pixel_auc": 0.9,
+        "unseen_frame_auc_micro": 0.6,
+        "unseen_frame_auc_within_videos": 0.75,
+        "unseen_frame_ap": 0.125,  # no unseen_pixel_auc
+        "total_seconds": 12.4,
+        "reused_from_earlier_run": ["data", "base models"],
+    }
+    summary = TrainSummary(steps=7, final_checkpoint=tmp_path / "final", last_losses={}, seconds=1.0)
+    untrained = {"seen": [split.seen_anomalies[0]], "normal": []}
+    write_report(tmp_path, {"seed": 0, "steps": 7}, split, metrics, summary, untrained=untrained)
+    lines = (tmp_path / "report.md").read_text().splitlines()
+    seen, unseen = ", ".join(split.seen_anomalies), ", ".join(split.unseen_anomalies)
+    # The title, the run line and the table, each a Markdown block of its own (blank lines between).
+    assert lines[:11] == [
+        "# LAVIDA demo — synthetic benchmark",
+        "",
+        "Trained the tiny model for 7 steps on CPU; total time 12 s "
+        "(this run only: it reused the data, base models of an earlier one).",
+        "",
+        "| split | frame AUC (%) | frame AUC within videos (%) | frame AP (%) | pixel AUC (%) | anomaly "
+        "categories |",
+        "|---|---:|---:|---:|---:|---|",
+        f"| seen (training targets) | 81.2 | 50.0 | 25.0 | 90.0 | {seen} |",
+        f"| unseen (never in training) | 60.0 | 75.0 | 12.5 | n/a | {unseen} |",
+        "",
+        coverage_line(untrained),
+        "",
+    ]
+    verdict = lines.index(targets_line(metrics))
+    assert lines[verdict - 1] == lines[verdict + 1] == ""
+    # The settings last, as a fenced JSON block.
+    fence = lines.index("Settings:")
+    assert lines[fence - 1] == "" and lines[fence + 1] == "```json" and lines[-1] == "```"
+    assert json.loads("\n".join(lines[fence + 2 : -1])) == {"seed": 0, "steps": 7}
+    whole = {**metrics, "reused_from_earlier_run": []}
+    write_report(tmp_path, {}, split, whole, summary, untrained=untrained)
+    lines = (tmp_path / "report.md").read_text().splitlines()
+    assert lines[2] == "Trained the tiny model for 7 steps on CPU; total time 12 s."
 
 
 def test_within_video_auc_ignores_offsets_between_videos_and_skips_one_class_ones(tmp_path):
@@ -357,6 +465,33 @@ def test_within_video_auc_ignores_offsets_between_videos_and_skips_one_class_one
             frame_labels=np.array(labels, dtype=np.uint8),
         ).save(cached_result_path(eval_dir, name))
     assert within_video_auc(eval_dir, root) == pytest.approx((1 + 1 + 1 / 3) / 3)
+
+
+def test_within_video_auc_refuses_a_test_set_without_a_two_class_video(tmp_path):
+    """A normal video and one anomalous throughout: no video has an AUC of its own, and no mean is made up."""
+    root, eval_dir = tmp_path / "vad", tmp_path / "eval"
+    root.mkdir()
+    (root / "synthetic_layout.json").write_text(json.dumps({"n": {}, "x": {}}))
+    for name, labels in (("n", [0, 0, 0]), ("x", [1, 1, 1])):
+        VideoResult(
+            name=name,
+            scored=np.arange(3),
+            frame_scores=np.array([0.1, 0.5, 0.9], dtype=np.float32),
+            frame_labels=np.array(labels, dtype=np.uint8),
+        ).save(cached_result_path(eval_dir, name))
+    with pytest.raises(ValueError) as error:
+        within_video_auc(eval_dir, root)
+    assert str(error.value) == f"{root}: no test video has both anomalous and normal frames."
+
+
+def test_an_unreadable_test_set_layout_says_what_it_should_hold(tmp_path):
+    (tmp_path / "synthetic_layout.json").write_text("{")
+    with pytest.raises(ValueError) as error:
+        within_video_auc(tmp_path / "eval", tmp_path)
+    assert str(error.value).startswith(f"{tmp_path / 'synthetic_layout.json'}: not valid JSON (")
+    assert "; expected the test set's layout written by lavida.synthetic.datasets.write_vad_set. " in str(
+        error.value
+    )
 
 
 def test_score_curves_share_one_axis_fitted_to_the_scores():
@@ -389,7 +524,7 @@ def test_demo_refuses_data_sizes_the_generators_cannot_honour(tmp_path, settings
     """Refused when the config is made, before anything is written, naming the demo's own setting."""
     from lavida.demo import DemoConfig
 
-    with pytest.raises(ValueError, match=r"DemoConfig: " + message):
+    with pytest.raises(ValueError, match=r"^DemoConfig: " + message):
         DemoConfig(output_dir=str(tmp_path / "demo"), **settings)
     assert not (tmp_path / "demo").exists()
 
@@ -401,8 +536,14 @@ def test_report_names_the_seen_categories_the_training_set_lacks():
     assert line.startswith("Every seen anomaly and normal category occurs among the training objects")
     line = coverage_line({"seen": ["red circle", "blue ring"], "normal": ["cyan cross"]})
     assert "0 training objects: seen red circle, blue ring; normal cyan cross" in line
+    assert line.endswith(" At this training-set size the seen row mixes trained and untrained categories.")
     line = coverage_line({"seen": [], "normal": ["cyan cross"]})
     assert "0 training objects: normal cyan cross." in line and "seen" not in line
+    # Only untrained normal categories: the seen row is all training targets, the normal objects are not.
+    assert line.endswith(
+        " At this training-set size the test videos' normal objects include categories the model never "
+        "trained on."
+    )
 
 
 # The trainer's settings (resume_check's dotted keys) and the demo setting run_demo derives each from
@@ -524,6 +665,27 @@ def test_base_models_reuse_a_record_made_under_the_same_settings_where_it_lies(t
     for section, place in PLACES.items():
         expected[section] = {**recorded[section], "pretrained": str(out / "base_models" / place)}
     assert made.to_dict() == expected
+
+
+def test_base_models_reuse_leaves_real_weights_where_the_model_config_names_them(tmp_path, monkeypatch):
+    """Only the random base models move with the output folder: a section the model config gave its own
+    weights (which write_random_pretrained leaves as they are) keeps its path on reuse."""
+    _no_base_models_made(monkeypatch)
+    out = tmp_path / "demo"
+    model = _tiny_model_dict()
+    model["mask_decoder"]["pretrained"] = str(tmp_path / "weights" / "my_sam2")
+    given = LavidaConfig.from_dict(model).to_dict()
+    recorded = LavidaConfig.from_dict(model).to_dict()
+    for section in ("mllm", "text_encoder"):
+        recorded[section]["pretrained"] = str(tmp_path / "gone" / "base_models" / PLACES[section])
+    (out / "base_models").mkdir(parents=True)
+    record = {"settings": {**STAND_IN_SETTINGS, "model": given}, "model": recorded}
+    (out / "base_models" / "stand_ins.json").write_text(json.dumps(record))
+    config = DemoConfig(output_dir=str(out), **STAND_IN_SETTINGS)
+    made = base_models(config, LavidaConfig.from_dict(model), out / "data" / "synthetic_train")
+    assert made.mask_decoder.pretrained == str(tmp_path / "weights" / "my_sam2")
+    assert made.mllm.pretrained == str(out / "base_models" / "mllm")
+    assert made.text_encoder.pretrained == str(out / "base_models" / PLACES["text_encoder"])
 
 
 @pytest.mark.parametrize("setting", list(STAND_IN_SETTINGS))
