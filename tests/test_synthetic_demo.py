@@ -5,11 +5,30 @@ from __future__ import annotations
 import json
 import re
 
+import matplotlib
 import numpy as np
 import pytest
 from conftest import tree_listing
+from matplotlib.axes import Axes
 
-from lavida.demo import DATA_SETTINGS_FILE, DemoConfig, check_data_settings, run_demo
+import lavida.demo_report
+import lavida.models.random_init
+import lavida.train.state
+from lavida.demo import (
+    DATA_SETTINGS,
+    DATA_SETTINGS_FILE,
+    STAND_INS_FILE,
+    DemoConfig,
+    _tiny_model_dict,
+    base_models,
+    check_data_settings,
+    run_demo,
+)
+from lavida.demo_report import targets_line
+from lavida.eval.result_cache import cached_result_path
+from lavida.eval.video_result import VideoResult
+from lavida.models.config import LavidaConfig
+from lavida.synthetic.datasets import default_split
 
 # -- default_split must not hand back a split that breaks its promises -------------------------------------
 
@@ -28,14 +47,12 @@ from lavida.demo import DATA_SETTINGS_FILE, DemoConfig, check_data_settings, run
 def test_default_split_refuses_sizes_it_cannot_honour(sizes, message):
     """It used to return the last permutation tried (unseen words missing from training) or a short
     ``normal`` tuple without a word."""
-    from lavida.synthetic.datasets import default_split
 
     with pytest.raises(ValueError, match=message):
         default_split(0, **sizes)
 
 
 def test_default_split_gives_the_sizes_asked_for():
-    from lavida.synthetic.datasets import default_split
 
     split = default_split(3, num_unseen=10, num_seen=4, num_normal=5)
     assert (len(split.unseen_anomalies), len(split.seen_anomalies), len(split.normal)) == (10, 4, 5)
@@ -46,7 +63,6 @@ def test_default_split_gives_the_sizes_asked_for():
 
 
 def _refusal(tmp_path, before: dict, after: dict) -> str:
-    from lavida.demo import DATA_SETTINGS, DATA_SETTINGS_FILE, DemoConfig, check_data_settings
 
     out = tmp_path / "demo"
     first = DemoConfig(output_dir=str(out), **before)
@@ -113,10 +129,6 @@ def test_base_models_are_not_remade_under_an_existing_training_run(tmp_path, mon
     """With base_models/ deleted but train/ kept, the base models were written and pretrained again and
     the training resumed on them: the same only if every float op repeats (the stand-ins differ between
     thread counts, lavida.cli.demo.torch_threads), silently wrong otherwise."""
-    import lavida.models.random_init
-    import lavida.train.state
-    from lavida.demo import STAND_INS_FILE, DemoConfig, _tiny_model_dict, base_models
-    from lavida.models.config import LavidaConfig
 
     out = tmp_path / "demo"
     (out / "train" / "checkpoints" / "step_4").mkdir(parents=True)
@@ -139,7 +151,6 @@ def test_base_models_are_not_remade_under_an_existing_training_run(tmp_path, mon
 @pytest.mark.parametrize("value", [0.89996, 0.899999999, 0.8999999999999])
 def test_a_missed_target_never_prints_as_the_bound(value):
     """0.89996 printed as "missed (90.00 %)": the shown number met the bound the verdict says it missed."""
-    from lavida.demo_report import targets_line
 
     line = targets_line({"frame_auc_micro": value, "pixel_auc": 0.95, "total_seconds": 100.0})
     shown = re.search(r"seen frame AUC ≥ 90 %: missed \(([0-9.]+) %\)", line)
@@ -152,14 +163,8 @@ def test_a_missed_target_never_prints_as_the_bound(value):
 
 
 def test_score_curves_shade_exactly_the_anomalous_frames(tmp_path, monkeypatch):
-    import matplotlib
 
     matplotlib.use("Agg")
-    from matplotlib.axes import Axes
-
-    import lavida.demo_report
-    from lavida.eval.result_cache import cached_result_path
-    from lavida.eval.video_result import VideoResult
 
     labels = {  # split: {video: frame labels}
         "seen": {"01_0001": [0, 0, 1, 1, 1, 0, 0, 0], "01_0002": [0] * 8},

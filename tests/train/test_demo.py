@@ -9,12 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import other_weights
+from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
+from sklearn.metrics import roc_auc_score
 
 import lavida.models.random_init
 import lavida.synthetic.pretrain_clip
 import lavida.synthetic.pretrain_sam
+from lavida.cli.demo import run, torch_threads
 from lavida.demo import (
+    STAND_INS_FILE,
     DemoConfig,
     _check_settings,
     _tiny_model_dict,
@@ -22,20 +27,27 @@ from lavida.demo import (
     check_data_settings,
     demo_resume_error,
 )
-from lavida.demo_report import coverage_line, targets_line, within_video_auc, write_report
+from lavida.demo_report import (
+    TARGETS,
+    TIME_BUDGET_S,
+    coverage_line,
+    score_axis_limits,
+    targets_line,
+    within_video_auc,
+    write_plots,
+    write_report,
+)
 from lavida.eval.result_cache import cached_result_path
 from lavida.eval.video_result import VideoResult
-from lavida.models.checkpoint import checkpoint_digest
+from lavida.models.checkpoint import checkpoint_digest, save_checkpoint
 from lavida.models.config import LavidaConfig
+from lavida.models.lavida import build_lavida
 from lavida.synthetic.datasets import default_split
-from lavida.train.loop import TrainSummary
+from lavida.train.loop import Trainer, TrainSummary
 from lavida.train.resume_check import ResumeMismatchError
 
 
 def test_demo_writes_all_outputs(tmp_path, caplog, monkeypatch):
-    from hydra import compose, initialize_config_module
-
-    from lavida.cli.demo import run
 
     with initialize_config_module("lavida.configs", version_base=None):
         cfg = compose("demo")
@@ -69,10 +81,6 @@ def test_demo_writes_all_outputs(tmp_path, caplog, monkeypatch):
     assert metrics["reused_from_earlier_run"] == []  # a whole run: its time is judged
     # Each split's figures are its evaluation's: the frame AUC is sklearn's over the saved per-video
     # scores (2 anomalous videos and 1 normal one), the pixel AUC the one its metrics.json holds.
-    import numpy as np
-    from sklearn.metrics import roc_auc_score
-
-    from lavida.eval.video_result import VideoResult
 
     keys = {"train_steps", "train_seconds", "total_seconds", "reused_from_earlier_run"}
     for prefix, split_name in (("", "seen"), ("unseen_", "unseen")):
@@ -154,7 +162,6 @@ def test_demo_writes_all_outputs(tmp_path, caplog, monkeypatch):
 
     # The plots read the evaluated videos' caches by name: a stray file beside them (here the hidden
     # temporary a killed cache write leaves) is not read.
-    from lavida.demo_report import write_plots
 
     (out / "eval_seen" / "predictions" / ".01_0001.npz.1.0a1b.tmp.npz").write_bytes(b"truncated")
     (out / "score_curves.png").unlink()
@@ -184,9 +191,6 @@ def test_demo_writes_all_outputs(tmp_path, caplog, monkeypatch):
     assert (out / ".hydra" / "config.yaml").is_file() and (out / "score_curves.png").is_file()
     # Base models whose files changed under the checkpoints (their fingerprints) are refused in the
     # demo's terms, not with the trainer's settings, which lavida-demo does not have.
-    import shutil
-
-    from conftest import other_weights
 
     OmegaConf.update(cfg, "steps", 4)
     shutil.move(out / "base_models" / "sam2", tmp_path / "sam2_kept")
@@ -200,8 +204,6 @@ def test_demo_writes_all_outputs(tmp_path, caplog, monkeypatch):
     shutil.move(tmp_path / "sam2_kept", out / "base_models" / "sam2")
     OmegaConf.update(cfg, "steps", 5)
     # ...while a rerun that passes its checks and then dies leaves none of them beside its new training.
-
-    from lavida.train.loop import Trainer
 
     shutil.rmtree(out / "train")  # as the refusal says, to train again
 
@@ -236,10 +238,6 @@ def test_demo_writes_all_outputs(tmp_path, caplog, monkeypatch):
 )
 def test_demo_meets_learning_targets(tmp_path):
     """The full default demo (~8–10 min on 2 cores): the issue's targets on held-out synthetic videos."""
-    from hydra import compose, initialize_config_module
-
-    from lavida.cli.demo import run, torch_threads
-    from lavida.demo_report import TARGETS, TIME_BUDGET_S
 
     assert TARGETS == {"frame_auc_micro": 0.90, "pixel_auc": 0.90} and TIME_BUDGET_S == 600  # issue #5
     with initialize_config_module("lavida.configs", version_base=None):
@@ -259,10 +257,6 @@ def test_base_models_keep_the_output_folders_own_path(tmp_path, synthetic_train_
     """An output folder reached through a symlink: the base models are named through it, as the checkpoint
     names its own folder, so the checkpoint records where its stand-ins lie (and their digests). Resolved
     paths recorded nothing, and such a run lost its protection against moves and other runs' stand-ins."""
-    from lavida.demo import DemoConfig, _tiny_model_dict, base_models
-    from lavida.models.checkpoint import save_checkpoint
-    from lavida.models.config import LavidaConfig
-    from lavida.models.lavida import build_lavida
 
     (tmp_path / "real").mkdir()
     link = tmp_path / "link"
@@ -283,10 +277,6 @@ def test_base_models_are_made_once_per_output_folder(tmp_path, synthetic_train_r
     """A rerun of the demo (after a kill) reuses the base models and stand-in pretraining it recorded,
     and refuses other settings: training resumed on other frozen weights would be silently wrong. The
     model config names them by absolute paths, so the demo's checkpoint loads from any directory."""
-    import lavida.synthetic.pretrain_clip
-    import lavida.synthetic.pretrain_sam
-    from lavida.demo import STAND_INS_FILE, DemoConfig, _tiny_model_dict, base_models
-    from lavida.models.config import LavidaConfig
 
     monkeypatch.chdir(tmp_path.parent)
     config = DemoConfig(output_dir=tmp_path.name, sam_pretrain_steps=1, clip_pretrain_steps=1)  # relative
@@ -340,7 +330,6 @@ def test_base_models_are_made_once_per_output_folder(tmp_path, synthetic_train_r
 
 
 def test_a_rerun_with_other_data_settings_is_refused(tmp_path):
-    from lavida.demo import _check_settings
 
     record = tmp_path / "data" / "settings.json"
     _check_settings(
@@ -358,7 +347,6 @@ def test_a_rerun_with_other_data_settings_is_refused(tmp_path):
 
 
 def test_report_states_which_targets_are_met():
-    from lavida.demo_report import targets_line
 
     line = targets_line({"frame_auc_micro": 0.9, "pixel_auc": 0.97123, "total_seconds": 549.4})
     assert line == (
@@ -441,11 +429,6 @@ def test_report_tables_both_splits_from_the_metrics_and_records_the_settings(tmp
 
 
 def test_within_video_auc_ignores_offsets_between_videos_and_skips_one_class_ones(tmp_path):
-    import numpy as np
-
-    from lavida.demo_report import within_video_auc
-    from lavida.eval.result_cache import cached_result_path
-    from lavida.eval.video_result import VideoResult
 
     videos = {  # name: (frame scores, frame labels)
         "a": ([0.90, 0.95, 0.92, 0.99], [0, 1, 0, 1]),  # high offset, ranked perfectly: AUC 1
@@ -495,9 +478,6 @@ def test_an_unreadable_test_set_layout_says_what_it_should_hold(tmp_path):
 
 
 def test_score_curves_share_one_axis_fitted_to_the_scores():
-    import numpy as np
-
-    from lavida.demo_report import score_axis_limits
 
     # Scores 0.50–0.60 over two videos: span 0.10, widened by 5 % of it on each side.
     low, high = score_axis_limits([np.array([0.52, 0.60]), np.array([0.50, 0.55])])
@@ -522,7 +502,6 @@ def test_score_curves_share_one_axis_fitted_to_the_scores():
 )
 def test_demo_refuses_data_sizes_the_generators_cannot_honour(tmp_path, settings, message):
     """Refused when the config is made, before anything is written, naming the demo's own setting."""
-    from lavida.demo import DemoConfig
 
     with pytest.raises(ValueError, match=r"^DemoConfig: " + message):
         DemoConfig(output_dir=str(tmp_path / "demo"), **settings)
@@ -530,7 +509,6 @@ def test_demo_refuses_data_sizes_the_generators_cannot_honour(tmp_path, settings
 
 
 def test_report_names_the_seen_categories_the_training_set_lacks():
-    from lavida.demo_report import coverage_line
 
     line = coverage_line({"seen": [], "normal": []})
     assert line.startswith("Every seen anomaly and normal category occurs among the training objects")
