@@ -1,14 +1,17 @@
 """Smoke runs on random base models (``base_weights: optional``): the frozen weights a checkpoint was
 trained on must be the ones every later load gets, on every rank and on resume."""
 
+import dataclasses
+
 import pytest
 import torch
 from conftest import compose_model_config
 from trainers import make_trainer
 
+from lavida.models.base_fingerprint import weights_fingerprint
 from lavida.models.checkpoint import load_checkpoint, save_checkpoint
 from lavida.models.lavida import build_lavida
-from lavida.models.random_init import random_pretrained_paths
+from lavida.models.random_init import random_pretrained_paths, write_random_pretrained
 from lavida.models.weights import WeightsNotFoundError
 
 
@@ -54,6 +57,31 @@ def test_a_resumed_run_reuses_the_written_base_models(random_base_run, synthetic
     assert _same_weights(
         resumed.accelerator.unwrap_model(resumed.model), trainer.accelerator.unwrap_model(trainer.model)
     )
+
+
+def test_the_stand_ins_are_drawn_from_train_seed(
+    synthetic_train_root, tiny_pretrained, tmp_path, monkeypatch
+):
+    """A run's random base models are those train.seed draws, not those of the writer's default seed (0):
+    another seed trains on other frozen weights. Only the text encoder is unset here, and the run stops
+    before the model is built, with the stand-in on disk."""
+    config = dataclasses.replace(
+        tiny_pretrained,
+        base_weights="optional",
+        text_encoder=dataclasses.replace(tiny_pretrained.text_encoder, pretrained=None),
+    )
+
+    def no_build(*args, **kwargs):
+        raise RuntimeError("stop after the stand-ins")
+
+    monkeypatch.setattr("lavida.train.loop.build_lavida", no_build)
+    trainer = make_trainer(synthetic_train_root, config, tmp_path / "run", max_steps=1, seed=7)
+    with pytest.raises(RuntimeError, match="stop after the stand-ins"):
+        trainer.setup()
+    written = random_pretrained_paths(tmp_path / "run" / "base_models")["text_encoder"]
+    write_random_pretrained(config, tmp_path / "seed_7", seed=7)
+    expected = random_pretrained_paths(tmp_path / "seed_7")["text_encoder"]
+    assert weights_fingerprint(written) == weights_fingerprint(expected)
 
 
 def test_a_checkpoint_of_unsaved_random_base_models_is_refused(tiny_pretrained, tmp_path):

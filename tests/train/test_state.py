@@ -145,6 +145,25 @@ def test_fp16_resume_from_a_checkpoint_without_scaler_state_restores_the_rest_an
     assert str(folder / "optimizer.pt") in caplog.text
 
 
+def test_a_resume_without_fp16_says_nothing_about_a_loss_scaler(
+    tiny_model, tiny_pretrained, tmp_path, caplog
+):
+    """Without fp16 there is no loss scale to restore: a checkpoint saved without one resumes with no
+    warning (the fallback warning above is for fp16 resumes only)."""
+    optimizer, scheduler = optimizer_and_schedule(tiny_model)
+    folder = save(tiny_model, tiny_pretrained, optimizer, scheduler, tmp_path, Progress(1, 0, 2))
+    with caplog.at_level(logging.WARNING, logger="lavida.train.state"):
+        progress = load_training_checkpoint(
+            folder,
+            accelerator=Accelerator(cpu=True),
+            model=tiny_model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+        )
+    assert progress == Progress(step=1, epoch=0, batch_in_epoch=2)
+    assert [record.getMessage() for record in caplog.records if record.name == "lavida.train.state"] == []
+
+
 def test_only_zero_stage_3_gathers_and_then_exactly_the_trainable_parameters(monkeypatch):
     """ZeRO-3 shards every parameter, so a checkpoint must gather the trainable ones (only those: the frozen
     base models would be gathered for nothing); without DeepSpeed or under ZeRO-1/2 the module already

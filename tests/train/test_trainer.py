@@ -246,7 +246,9 @@ def test_a_resume_on_other_base_weights_at_the_same_path_is_refused(
     monkeypatch.setattr("lavida.train.loop.build_lavida", no_build)
     with pytest.raises(
         BaseModelMismatchError,
-        match=rf"(?s)step_0000002 was trained on other base weights.*mllm at {base}.*train.resume_check=warn",
+        match=rf"(?s)step_0000002 was trained on other base weights.*mllm at {base}.*any other sign\. Point "
+        r"model\.<part>\.pretrained \(or its LAVIDA_\*_PATH variable\) at the weights it was trained on;.*"
+        r"train\.resume_check=warn resumes on them\.",
     ):
         make_trainer(synthetic_train_root, config, out, max_steps=2, save_every=2).setup()
     monkeypatch.undo()
@@ -688,6 +690,46 @@ def test_a_rerun_of_a_finished_run_keeps_its_final_model(
     shutil.rmtree(final)
     make_trainer(synthetic_train_root, tiny_pretrained, tmp_path / "run", **sizes).fit()
     assert read_checkpoint_meta(final)["git_revision"] == "0123456789abcdef+dirty"
+
+
+@pytest.mark.parametrize("meta", ['{"step": 1}', '{"step": 2'], ids=["another_step", "unreadable"])
+def test_a_rerun_saves_final_again_unless_its_meta_names_the_finished_step(
+    synthetic_train_root, tiny_pretrained, tmp_path, meta
+):
+    """A complete final/ is kept only when its meta.json says it was saved at the finished step: one saved at
+    another step (left by an earlier, shorter run) or whose meta.json cannot be read is written again."""
+    sizes = {"epochs": 1, "batches_per_epoch": 2}
+    make_trainer(synthetic_train_root, tiny_pretrained, tmp_path / "run", **sizes).fit()
+    final = tmp_path / "run" / "final"
+    (final / "meta.json").write_text(meta)
+    make_trainer(synthetic_train_root, tiny_pretrained, tmp_path / "run", **sizes).fit()
+    assert read_checkpoint_meta(final)["step"] == 2
+
+
+def test_each_training_checkpoints_model_records_its_step_and_clip_length(
+    synthetic_train_root, tiny_pretrained, tmp_path
+):
+    """A training checkpoint's model/ is evaluable as is: like final/, its meta.json holds the step it was
+    saved at and the clip length it was trained on (evaluation and detection default to it)."""
+    out = tmp_path / "run"
+    trainer = make_trainer(synthetic_train_root, tiny_pretrained, out, max_steps=2, save_every=1, keep_last=2)
+    trainer.fit()
+    for step in (1, 2):
+        meta = read_checkpoint_meta(out / "checkpoints" / f"step_{step:07d}" / "model")
+        assert (meta["step"], meta["clip_length"]) == (step, trainer.data_config.clip_length)
+
+
+def test_the_training_loader_reads_with_data_num_workers_and_validation_in_the_main_process(
+    synthetic_train_root, tiny_pretrained, tmp_path
+):
+    """data.num_workers sets the training loader's worker processes; the few validation batches are read in
+    the main process. Checked on the loaders setup built, without iterating them (no worker starts)."""
+    trainer = make_trainer(
+        synthetic_train_root, tiny_pretrained, tmp_path / "run", val_every=1, val_batches=1
+    )
+    trainer.data_config = dataclasses.replace(trainer.data_config, num_workers=1)
+    trainer.setup()
+    assert (trainer.loader.num_workers, trainer.validation.num_workers) == (1, 0)
 
 
 def test_save_every_0_saves_one_checkpoint_at_the_end(synthetic_train_root, tiny_pretrained, tmp_path):
