@@ -135,7 +135,8 @@ class TrainConfig:
         grad_accum: Forward passes per optimizer step.
         max_steps: Stop after this many optimizer steps (smoke runs); None = epochs × batches_per_epoch.
         seed: Seed of the model's randomness (dropout); the data has its own (``data.seed``).
-        trainable_fp32: Keep trainable parameters in float32 when the model is bf16 (mixed precision).
+        trainable_fp32: Keep trainable parameters in float32 when the model is bf16 (mixed precision). PEFT
+            keeps the MLLM's LoRA and ``<SEG>``-row adapters in float32 either way (its default).
         log_every: Optimizer steps between logged losses.
         save_every: Optimizer steps between checkpoints (0: only at the end).
         keep_last: Checkpoints kept (older ones are deleted).

@@ -16,7 +16,7 @@ from trainers import make_trainer, poison_loss
 from lavida.losses import LavidaLoss, SegLossWeights
 from lavida.models.base_fingerprint import BaseModelMismatchError
 from lavida.models.checkpoint import read_checkpoint_meta
-from lavida.train.config import TrainConfig
+from lavida.train.config import LauncherConfig, TrainConfig
 from lavida.train.loop import NonFiniteLossError
 from lavida.train.optim import warmup_decay_factor
 from lavida.train.resume_check import RUN_CONFIG_FILE, ResumeMismatchError
@@ -730,6 +730,40 @@ def test_the_training_loader_reads_with_data_num_workers_and_validation_in_the_m
     trainer.data_config = dataclasses.replace(trainer.data_config, num_workers=1)
     trainer.setup()
     assert (trainer.loader.num_workers, trainer.validation.num_workers) == (1, 0)
+
+
+@pytest.mark.parametrize("trainable_fp32", [True, False])
+def test_a_bf16_model_trains_its_parameters_in_float32_only_if_asked(
+    synthetic_train_root, tiny_pretrained, tmp_path, trainable_fp32
+):
+    """Mixed precision (supplement B.3, bf16): with train.trainable_fp32 the trained parameters (and so their
+    optimizer state) are float32 while the frozen base weights stay in model.dtype; without it, the trained
+    projector and mask decoder are bf16 too (PEFT keeps the MLLM's adapters in float32 either way)."""
+    model = dataclasses.replace(tiny_pretrained, dtype="bfloat16")
+    trainer = make_trainer(
+        synthetic_train_root,
+        model,
+        tmp_path / "run",
+        launcher=LauncherConfig(cpu=True, mixed_precision="bf16"),
+        trainable_fp32=trainable_fp32,
+    )
+    trainer.setup()
+    named = list(trainer.accelerator.unwrap_model(trainer.model).named_parameters())
+    trained = {p.dtype for name, p in named if p.requires_grad and not name.startswith("mllm.")}
+    frozen = {p.dtype for _, p in named if not p.requires_grad}
+    assert trained == {torch.float32 if trainable_fp32 else torch.bfloat16}
+    assert {p.dtype for name, p in named if name.startswith("mllm.") and p.requires_grad} == {torch.float32}
+    assert frozen == {torch.bfloat16}
+
+
+def test_val_batches_0_turns_validation_off(synthetic_train_root, tiny_pretrained, tmp_path, caplog):
+    """val_every > 0 with val_batches 0 validates on nothing: no held-out set is built and nothing is logged."""
+    caplog.set_level(logging.INFO)
+    settings = {"batches_per_epoch": 1, "val_every": 1, "val_batches": 0}
+    trainer = make_trainer(synthetic_train_root, tiny_pretrained, tmp_path / "run", **settings)
+    trainer.fit()
+    assert trainer.validation is None
+    assert not [record for record in caplog.records if record.getMessage().startswith("Validation")]
 
 
 def test_save_every_0_saves_one_checkpoint_at_the_end(synthetic_train_root, tiny_pretrained, tmp_path):
