@@ -13,6 +13,7 @@ import yaml
 from conftest import other_weights
 from trainers import make_trainer, poison_loss
 
+from lavida.data.config import DataConfig
 from lavida.losses import LavidaLoss, SegLossWeights
 from lavida.models.base_fingerprint import BaseModelMismatchError
 from lavida.models.checkpoint import read_checkpoint_meta
@@ -492,6 +493,21 @@ def test_validation_reports_the_mean_of_each_loss_over_the_held_out_batches(
     assert trainer.model.training
 
 
+def test_validation_draws_from_the_sources_the_trainer_was_given(
+    synthetic_train_root, tiny_pretrained, tmp_path
+):
+    """Sources handed to the Trainer as objects (custom data) feed the held-out batches too: the validation
+    set reuses the sources setup opened, never re-opens them from data.sources (whose root is missing
+    here)."""
+    trainer = make_trainer(
+        synthetic_train_root, tiny_pretrained, tmp_path / "run", val_every=1, val_batches=1
+    )
+    moved = {"synthetic": {"weight": 1.0, "root": str(tmp_path / "not_there")}}
+    trainer.data_config = DataConfig.from_dict({**trainer.data_config.to_dict(), "sources": moved})
+    trainer.setup()
+    assert len(trainer.validation) == 1 and trainer.validate()["val/loss"] > 0
+
+
 def test_warmup_decay_schedule_shape():
     linear = [
         warmup_decay_factor(s, warmup_steps=4, total_steps=12, warmup_type="linear", decay="linear")
@@ -823,6 +839,24 @@ def test_a_run_logs_its_validation_losses_and_the_final_checkpoint_paths(
         f"Saved training checkpoint {checkpoints / 'step_0000002'}",
         f"Saved the trained model to {tmp_path / 'run' / 'final'}",
     ]
+
+
+def test_setup_writes_the_runs_settings_and_the_commands_to_run_config_json(
+    synthetic_train_root, tiny_pretrained, tmp_path
+):
+    """run_config.json (which a resume compares with) holds the train settings, the process count and the
+    command's settings as given, values JSON cannot hold (a Path) written as text."""
+    out = tmp_path / "runs" / "first"
+    command = {"run_name": "smoke", "output_dir": out}
+    trainer = make_trainer(synthetic_train_root, tiny_pretrained, out, run_config=command, max_steps=3)
+    trainer.setup()
+    recorded = json.loads((out / "run_config.json").read_text())
+    assert recorded["hydra"] == {"run_name": "smoke", "output_dir": str(out)}
+    assert (recorded["train"]["max_steps"], recorded["train"]["batch_size"], recorded["processes"]) == (
+        3,
+        2,
+        1,
+    )
 
 
 def test_a_tensorboard_run_records_its_settings_flattened_to_scalars(

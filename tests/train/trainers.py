@@ -13,10 +13,12 @@ def make_trainer(
     *,
     data_seed: int = 3,
     launcher: LauncherConfig | None = None,
+    run_config: dict | None = None,
     **train_overrides,
 ) -> Trainer:
     """A CPU Trainer over the synthetic set at ``root``: 6 batches of 2, lr 3e-3 constant; ``train_overrides``
-    replace top-level train settings; ``launcher`` replaces the plain CPU one."""
+    replace top-level train settings; ``launcher`` replaces the plain CPU one; ``run_config`` is the
+    command's settings (what lavida-train passes)."""
     data = DataConfig.from_dict(
         {
             "sources": {"synthetic": {"weight": 1.0, "root": str(root)}},
@@ -44,6 +46,7 @@ def make_trainer(
         launcher=launcher or LauncherConfig(cpu=True),
         output_dir=output_dir,
         sources={"synthetic": SyntheticSource(root)},
+        run_config=run_config,
     )
 
 
