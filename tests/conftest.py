@@ -58,6 +58,15 @@ def evaluate_saved(bench, predictions, output_dir, **options):
     )
 
 
+def save_ramp_scores(folder: Path, frame_counts: dict[str, int]) -> Path:
+    """Saved frame scores for a scores-only run: ``<folder>/<video>.npy`` rising from 0 to 1 over each video's
+    frames (``frame_counts``: video name → frame count). Returns ``folder``, made here."""
+    folder.mkdir()
+    for name, count in frame_counts.items():
+        np.save(folder / f"{name}.npy", np.linspace(0, 1, count))
+    return folder
+
+
 def load_benchmark_script(name: str):
     """Import ``benchmarks/<name>.py`` (not a package) as a registered module, so its dataclasses resolve."""
     import importlib.util

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import compose_cli_config, other_weights
+from conftest import compose_cli_config, other_weights, save_ramp_scores
 from eval.trees import write_ubnormal_tree, write_ucsd_ped2_tree
 
 import lavida.cli.eval as evaluate
@@ -128,7 +128,6 @@ def test_clips_have_the_length_the_checkpoint_was_trained_on(tiny_pretrained, tm
 def test_categories_are_parsed_and_one_mode_is_chosen(checkpoint, tmp_path):
     """categories="a, b" is two categories (not eight letters), as lavida-detect reads it; checkpoint and
     predictions together are refused rather than the checkpoint ignored."""
-    import numpy as np
     from eval.trees import write_ucsd_ped2_tree
 
     from lavida.cli.eval import run
@@ -246,11 +245,8 @@ def test_loader_options_reach_the_loader_with_their_interpolations_resolved(tmp_
     """benchmark.options are the loader's keyword arguments, resolved as the rest of the config: UBnormal's
     validation split, with its split lists named relative to benchmark.root."""
     tree = write_ubnormal_tree(tmp_path / "UBnormal")
-    predictions = tmp_path / "preds"
-    predictions.mkdir()
-    validation = sorted(name for name, video in tree.videos.items() if video.meta["split"] == "validation")
-    for name in validation:
-        np.save(predictions / f"{name}.npy", np.linspace(0, 1, tree.videos[name].num_frames))
+    validation = {name: v.num_frames for name, v in tree.videos.items() if v.meta["split"] == "validation"}
+    predictions = save_ramp_scores(tmp_path / "preds", validation)
     cfg = compose_cli_config(
         "eval",
         "benchmark=ubnormal",

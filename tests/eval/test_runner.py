@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import evaluate_saved
+from conftest import evaluate_saved, save_ramp_scores
 from PIL import Image
 from scipy.special import expit
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -513,10 +513,7 @@ def test_malformed_prediction_files_are_named(benchmark, tmp_path, kind):
 def test_output_dir_inside_predictions_dir_resumes(benchmark, tmp_path):
     """The run's own files under predictions_dir (its output_dir there) do not change the predictions'
     fingerprint: an unchanged rerun is served from the cache instead of being refused."""
-    predictions = tmp_path / "preds"
-    predictions.mkdir()
-    for video in benchmark.videos():
-        np.save(predictions / f"{video.name}.npy", np.linspace(0, 1, video.num_frames))
+    predictions = save_ramp_scores(tmp_path / "preds", {v.name: v.num_frames for v in benchmark.videos()})
     first = evaluate_saved(benchmark, predictions, predictions / "eval")
     assert evaluate_saved(benchmark, predictions, predictions / "eval") == first
     # Predictions kept in <output_dir>/predictions, where the runner caches its own results: refused.

@@ -9,6 +9,7 @@ import logging
 
 import numpy as np
 import pytest
+from conftest import save_ramp_scores
 from eval.trees import VideosMadeByTheTest, write_ucsd_ped2_tree
 from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -392,10 +393,7 @@ def test_metrics_json_is_written_last(tmp_path, monkeypatch):
     per_video.csv must leave no metrics.json (not a fresh one beside a stale report, nor one without)."""
     (tmp_path / "data").mkdir()
     bench = Lengths(tmp_path / "data", (20, 30), {"standard": 2, "lavida_official": 2})
-    predictions = tmp_path / "preds"
-    predictions.mkdir()
-    for video in bench.videos():
-        np.save(predictions / f"{video.name}.npy", np.linspace(0, 1, video.num_frames))
+    predictions = save_ramp_scores(tmp_path / "preds", {v.name: v.num_frames for v in bench.videos()})
     out = tmp_path / "out"
     evaluate = dict(
         benchmark=bench, protocol=bench.protocol("standard"), output_dir=out, predictions_dir=predictions
@@ -478,10 +476,9 @@ def test_eval_cli_takes_the_ends_of_each_range(tmp_path):
     """clip_length=1, pixel_size=[1,1] and region thresholds 0 and 1 are inside their ranges: a scores-only
     run takes them (and max_videos) and reports what it used."""
     tree = write_ucsd_ped2_tree(tmp_path / "ped2")
-    predictions = tmp_path / "preds"
-    predictions.mkdir()
-    for name, video in tree.videos.items():
-        np.save(predictions / f"{name}.npy", np.linspace(0, 1, video.num_frames))
+    predictions = save_ramp_scores(
+        tmp_path / "preds", {name: v.num_frames for name, v in tree.videos.items()}
+    )
     cfg = compose_eval(
         f"benchmark.root={tree.root}",
         f"predictions={predictions}",

@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import evaluate_saved
+from conftest import evaluate_saved, save_ramp_scores
 from PIL import Image
 
 from lavida.cli.tables import main as tables
@@ -68,10 +68,8 @@ def scores_run(tmp_path):
 
     def run(name, benchmark, **options):
         bench = Posing(tmp_path / "data" / benchmark, benchmark)
-        predictions = tmp_path / f"preds_{name}"
-        predictions.mkdir()
-        for video in bench.videos():
-            np.save(predictions / f"{video.name}.npy", np.linspace(0, 1, video.num_frames))
+        frame_counts = {video.name: video.num_frames for video in bench.videos()}
+        predictions = save_ramp_scores(tmp_path / f"preds_{name}", frame_counts)
         evaluate_saved(bench, predictions, tmp_path / name, **options)
         return tmp_path / name
 

@@ -852,11 +852,8 @@ def test_setup_writes_the_runs_settings_and_the_commands_to_run_config_json(
     trainer.setup()
     recorded = json.loads((out / "run_config.json").read_text())
     assert recorded["hydra"] == {"run_name": "smoke", "output_dir": str(out)}
-    assert (recorded["train"]["max_steps"], recorded["train"]["batch_size"], recorded["processes"]) == (
-        3,
-        2,
-        1,
-    )
+    train = recorded["train"]
+    assert (train["max_steps"], train["batch_size"], recorded["processes"]) == (3, 2, 1)
 
 
 def test_a_tensorboard_run_records_its_settings_flattened_to_scalars(
