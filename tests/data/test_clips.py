@@ -92,6 +92,8 @@ def test_invalid_arguments():
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="at least one frame"):
         sample_clip(0, rng=rng)
+    with pytest.raises(ValueError, match=r"clip length must be at least 1, got 0"):
+        sample_clip(10, length=0, rng=rng)
     with pytest.raises(ValueError, match="strides"):
         sample_clip(10, strides=(), rng=rng)
     with pytest.raises(ValueError, match="strides"):

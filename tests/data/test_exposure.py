@@ -121,6 +121,11 @@ def test_irrelevant_texts_are_drawn_uniformly_over_samples():
         assert _binomial_ok(sum(d == ["car"] for d in draws), 3000, expected)
 
 
+def test_an_unknown_pool_weighting_is_refused():
+    with pytest.raises(ValueError, match=r"weighting must be 'samples' or 'texts', got 'sample'\."):
+        TextPool(POOL, weighting="sample")
+
+
 def test_weighted_draw_without_replacement_is_exact():
     """Two of three texts weighted 6:3:1 follow successive sampling (draw, reject repeats) exactly."""
     pool = TextPool(["a"] * 6 + ["b"] * 3 + ["c"])

@@ -1,6 +1,7 @@
 """Mask specs: index PNGs and COCO RLE, checked against hand-built masks."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -240,3 +241,28 @@ def test_merged_rle_specs_keep_a_single_key_and_only_the_annotations_they_have()
         [SegTarget("cats", {**rle, "key": "10"}), SegTarget("cats", {**rle, "key": "11", "anno_ids": [11]})]
     )
     assert merged == [SegTarget("cats", {**rle, "key": ["10", "11"], "anno_ids": [11]})]
+
+
+@pytest.mark.parametrize(("text", "problem"), [(None, "No such file"), ('{"e1": [nul', "Expecting value")])
+def test_a_missing_or_corrupt_rle_file_names_it_and_says_to_prepare_again(tmp_path, text, problem):
+    if text is not None:
+        (tmp_path / "v.json").write_text(text)
+    spec = {"kind": "rle", "file": "v.json", "key": "e1"}
+    with pytest.raises(
+        DatasetFormatError,
+        match=rf"{re.escape(str(tmp_path / 'v.json'))}: cannot read the RLE file \(.*{problem}.*\); re-run "
+        "lavida-prepare",
+    ):
+        load_mask_spec(spec, [0], root=tmp_path, size=(4, 5))
+
+
+def test_an_index_png_of_another_size_than_its_frame_names_the_label(tmp_path):
+    Image.fromarray(np.zeros((4, 5), np.uint8), mode="P").save(tmp_path / "a.png")
+    spec = {"kind": "index_png", "paths": ["a.png"], "values": [1]}
+    with pytest.raises(
+        DatasetFormatError,
+        match=re.escape(
+            f"{tmp_path / 'a.png'}: label of size (4, 5) does not match its frame's size (3, 5)."
+        ),
+    ):
+        load_mask_spec(spec, [0], root=tmp_path, size=(3, 5))

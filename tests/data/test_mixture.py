@@ -164,6 +164,21 @@ def test_unknown_keys_are_rejected_with_the_valid_ones():
 
 
 @pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        ([("p", 0.5)], r"data: expected a mapping, got list"),
+        ({"sources": ["mevis"]}, r"data\.sources: expected a mapping, got list"),
+        ({"sources": {"mevis": 0.25}}, r"data\.sources\.mevis: expected a mapping, got float"),
+    ],
+)
+def test_a_section_that_is_not_a_mapping_is_named(data, problem):
+    """A list or a bare weight where a mapping belongs (``sources: {mevis: 0.25}`` for ``{weight: 0.25}``)
+    names the section, not a TypeError from deep in the dataclass."""
+    with pytest.raises(TypeError, match=rf"^{problem}\.$"):
+        DataConfig.from_dict(data)
+
+
+@pytest.mark.parametrize(
     "change,message",
     [
         ({"p": 1.5}, "data.p"),

@@ -17,6 +17,7 @@ from lavida.data.processor import (
     smart_resize,
 )
 from lavida.data.types import ClipSample
+from lavida.models.qwen_processor import load_processor
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +114,10 @@ def test_bad_inputs(processor):
         processor.encode(ClipSample(frames=frames, categories=["x"], frame_labels=np.ones(3)), train=True)
     with pytest.raises(ValueError, match="category list is empty"):
         processor.encode(ClipSample(frames=frames, categories=[" "]), train=False)
+    with pytest.raises(ValueError, match=r"Masks must be \(T, H, W\); got shape \(2, 32, 32, 1\)"):
+        processor.encode(
+            ClipSample(frames=frames, categories=["x"], masks=np.ones((2, 32, 32, 1))), train=True
+        )
 
 
 def test_collate_one_sample_is_that_sample_unpadded(processor):
@@ -356,3 +361,34 @@ def test_frames_already_at_the_budgets_size_reach_the_vit_unresized():
             rtol=0,
             atol=1e-5,
         )
+
+
+def test_a_tokenizer_without_a_pad_token_is_refused():
+    """Batches are right-padded with the pad token; without one, collate could not build them."""
+    qwen = load_processor(None, family="qwen2_vl")
+    qwen.tokenizer.pad_token = None
+    with pytest.raises(ValueError, match=r"tokenizer has no pad token; set tokenizer\.pad_token"):
+        offline_lavida_processor(qwen)
+
+
+def test_collate_refuses_an_empty_list_and_labels_on_only_some_samples(processor):
+    video, image = make_samples()
+    with pytest.raises(ValueError, match=r"collate\(\) got an empty list of samples"):
+        processor.collate([])
+    trained = processor.encode(video, train=True, rng=np.random.default_rng(0))
+    evaluated = processor.encode(image, train=False)
+    with pytest.raises(ValueError, match="Some samples have answer labels and others not"):
+        processor.collate([trained, evaluated])
+
+
+def test_answer_labels_are_refused_when_the_answer_is_not_the_conversations_tail():
+    """Where the tokenizer merges the answer's first characters with the assistant header, the answer's
+    own tokens are not the conversation's last ones, and masking the labels by length would supervise the
+    wrong tokens: refused. (The offline byte-level tokenizer merges nothing, so the tail is changed.)"""
+    lavida = offline_lavida_processor()
+    input_ids = lavida.tokenizer("<|im_start|>assistant\nSure, it is <SEG>.", return_tensors="pt")[
+        "input_ids"
+    ][0]
+    assert lavida._answer_labels(input_ids, "it is <SEG>.").ne(-100).sum() > 0
+    with pytest.raises(ValueError, match="tokenised answer is not the tail of the tokenised conversation"):
+        lavida._answer_labels(input_ids, "Sure, it is <SEG>!")

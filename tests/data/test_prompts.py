@@ -1,6 +1,7 @@
 """Prompt templates, Qwen chat rendering and category cleaning."""
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -57,6 +58,11 @@ def test_bad_template_file(tmp_path):
         PromptTemplates.load(bad)
     bad.write_text('{"user": []}')
     with pytest.raises(ValueError, match="t.json"):
+        PromptTemplates.load(bad)
+    bad.write_text('{"user": ["{categories}"], ')
+    with pytest.raises(
+        ValueError, match=rf"^{re.escape(str(bad))}: not valid JSON \(Expecting .*\); expected a JSON object"
+    ):
         PromptTemplates.load(bad)
 
 

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -43,6 +44,7 @@ def test_corrupt_label_png_still_asks_for_a_good_copy(tmp_path):
         ('{"videos": ', r"not a readable JSON file"),
         ("[1, 2]", r"expected a JSON object"),
         ('{"videos": [1]}', r'"videos" must map'),
+        ('{"videos": {"v0": 3}}', r'videos entry "v0" is int, not an object'),
         ('{"videos": {"v0": {"objects": {"1": "red circle"}}}}', r'"v0".*"frames"'),
         ('{"videos": {"v0": {"frames": 2}}}', r'"v0".*"objects"'),
         ('{"images": {"i0": {"frames": 1, "objects": ["red circle"]}}}', r'"i0".*"objects"'),
@@ -59,6 +61,14 @@ def test_malformed_synthetic_meta_names_the_file_and_layout(tmp_path, text, prob
     assert str(meta_file) in message
     assert '"objects"' in message and '"frames"' in message  # the expected layout
     assert "write_segmentation_set" in message and "download" not in message  # the fix for a synthetic set
+
+
+def test_a_synthetic_set_without_meta_says_how_to_write_it(tmp_path):
+    with pytest.raises(
+        DatasetFormatError,
+        match=re.escape(f"{tmp_path / 'meta.json'}: not found; write the set with lavida.synthetic.datasets"),
+    ):
+        list(SyntheticSource(tmp_path).index())
 
 
 def test_wellformed_synthetic_meta_still_indexes(tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 from dataclasses import FrozenInstanceError
 from pathlib import Path
 
@@ -390,6 +391,36 @@ def test_records_without_targets_are_left_out_and_counted(fake_sources, caplog):
     with caplog.at_level(logging.INFO, logger="lavida.data.train_dataset"):
         make_dataset(fake_sources, length=1)
     assert "without targets" not in caplog.text
+
+
+def test_a_source_whose_records_all_lack_targets_is_refused(fake_sources):
+    """Every record of fakevideo without a target: nothing could be drawn from it, so it is refused by
+    name, with the fix."""
+    records = [SegRecord(**{**vars(record), "targets": ()}) for record in fake_sources["fakevideo"].index()]
+    with pytest.raises(
+        ValueError, match=r"^Source 'fakevideo' has no record with a target; re-run lavida-prepare for it\.$"
+    ):
+        TrainDataset(
+            sources=fake_sources,
+            records={"fakevideo": records},
+            mixture=Mixture({"fakevideo": 1.0}),
+            sampler=AnomalyExposureSampler(p=0.5, max_categories=30),
+            length=1,
+        )
+
+
+def test_a_manifest_without_a_usable_record_names_the_manifest(fake_sources, tmp_path):
+    """A manifest whose records all lack targets makes the source unreadable (its manifest named, with
+    the lavida-prepare command to re-run), like a missing manifest."""
+    records = [SegRecord(**{**vars(record), "targets": ()}) for record in fake_sources["fakeimage"].index()]
+    manifest = tmp_path / "fakeimage.jsonl"
+    write_manifest(records, manifest)
+    config = DataConfig(
+        sources={"fakeimage": SourceConfig(weight=1.0, manifest=str(manifest))}, samples_per_epoch=4
+    )
+    expected = f"  fakeimage: {manifest}: no record with a target; re-run lavida-prepare fakeimage\n"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        build_train_dataset(config, processor=None, sources=fake_sources)
 
 
 class _Reshaped(FakeVideoSource):

@@ -4,13 +4,17 @@ import logging
 import re
 from fractions import Fraction
 
+import av
+import decord
 import numpy as np
 import pytest
 from conftest import grey_noise_frames, mean_decode_error, write_bomb_bmp, write_broken_png
+from decord._ffi.base import DECORDError
 from PIL import Image
 
 from lavida.data.video import (
     MPEG4_NEAR_LOSSLESS,
+    DecordVideo,
     FrameFolder,
     PyAVVideo,
     VideoReadError,
@@ -203,9 +207,6 @@ class _FirstFrameFails:
 def test_a_first_frame_decord_cannot_decode_falls_back_to_pyav(tmp_path, monkeypatch):
     """Unwrapped, decord's raw DECORDError escaped open_video: no file named, no PyAV fallback, and
     lavida-detect's folder run aborted."""
-    import decord
-
-    from lavida.data.video import DecordVideo
 
     frames = _frames()
     path = write_video(tmp_path / "v.mkv", frames, codec="libx264")  # H.264 in Matroska: decord reads it
@@ -376,3 +377,142 @@ def test_the_near_lossless_options_cannot_be_changed_in_place():
     with pytest.raises(TypeError):
         MPEG4_NEAR_LOSSLESS["qmax"] = "31"  # type: ignore[index]
     assert dict(MPEG4_NEAR_LOSSLESS) == {"qmin": "2", "qmax": "2"}
+
+
+def test_a_frame_folder_must_be_a_folder(tmp_path):
+    path = write_video(tmp_path / "v.avi", _frames())
+    with pytest.raises(VideoReadError, match=re.escape(f"{path}: expected a folder of frames")):
+        FrameFolder(path)
+
+
+def test_an_image_given_as_a_video_asks_for_its_folder(tmp_path):
+    path = tmp_path / "0001.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path)
+    with pytest.raises(VideoReadError, match=re.escape(f"{path}: this is an image; give the folder")):
+        open_video(path)
+
+
+def _write_with_audio(path, frames=(), codec="mpeg4"):
+    """A file with one audio stream and, unless ``codec`` is None, a video stream holding ``frames``."""
+    with av.open(str(path), "w") as container:
+        video = None
+        if codec is not None:
+            video = container.add_stream(codec, rate=10)
+            video.height, video.width, video.pix_fmt = 16, 16, "yuv420p"
+        audio = container.add_stream("pcm_s16le", rate=8000)
+        samples = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        samples.sample_rate = 8000
+        for packet in [*audio.encode(samples), *audio.encode()]:
+            container.mux(packet)
+        if video is not None:
+            for frame in frames:
+                container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(video.encode())
+    return path
+
+
+@pytest.mark.parametrize(
+    ("codec", "reason"), [(None, "the file has no video stream"), ("mpeg4", "the video has no frames")]
+)
+def test_a_file_without_video_frames_is_unreadable_naming_the_reason(tmp_path, codec, reason):
+    """A sound-only file, and one whose video stream holds no frame: both decoders refuse it, and PyAV says
+    why."""
+    path = _write_with_audio(tmp_path / "sound.mkv", codec=codec)
+    with pytest.raises(VideoReadError, match=re.escape(f"{path}: {reason}.")):
+        PyAVVideo(path)
+    with pytest.raises(VideoReadError, match=rf"{re.escape(f'{path}: unreadable video.')}.*PyAV: .*{reason}"):
+        open_video(path)
+
+
+class _NoFrames(decord.VideoReader):
+    """decord's VideoReader for a file it opens but counts no frames in."""
+
+    def __len__(self):
+        return 0
+
+
+def test_a_video_decord_counts_no_frames_in_is_refused(tmp_path, monkeypatch):
+    """Refused with VideoReadError (not a failed read later), so that open_video falls back to PyAV."""
+    path = write_video(tmp_path / "v.mkv", _frames(), codec="libx264")
+    monkeypatch.setattr(decord, "VideoReader", _NoFrames)
+    with pytest.raises(VideoReadError, match=re.escape(f"{path}: the video has no frames")):
+        DecordVideo(path)
+    video = open_video(path)
+    assert isinstance(video, PyAVVideo) and len(video) == 12
+
+
+class _Failing:
+    """An open decord VideoReader whose ``names`` calls fail with decord's own DECORDError."""
+
+    def __init__(self, reader, *names):
+        self._reader, self._names = reader, names
+
+    def __getattr__(self, name):
+        if name in self._names:
+            raise DECORDError(f"{name}: Check failed: avcodec_receive_frame")
+        return getattr(self._reader, name)
+
+
+def test_decord_failures_after_opening_name_the_file(tmp_path):
+    """A failed read names the file and the first frames asked for; frame times decord cannot give are
+    None (lavida-detect then skips its variable-rate check), not an error."""
+    path = write_video(tmp_path / "v.mp4", _frames(), codec="libx264")
+    video = DecordVideo(path)
+    video._reader = _Failing(video._reader, "get_batch", "get_frame_timestamp")
+    assert video.frame_times() is None
+    with pytest.raises(VideoReadError, match=re.escape(f"{path}: decoding frames [1, 3]... failed")) as error:
+        video.get_frames([3, 1])
+    assert isinstance(error.value.__cause__, DECORDError)
+
+
+def test_a_pyav_video_deleted_after_opening_names_the_file(tmp_path):
+    path = write_video(tmp_path / "v.avi", _frames())
+    video = PyAVVideo(path)
+    path.unlink()
+    with pytest.raises(VideoReadError, match=re.escape(f"{path}: PyAV cannot reopen the video")):
+        video.get_frames([0])
+    assert video._container is None  # closed, so that a later read tries again
+
+
+def test_a_pyav_video_shortened_after_opening_names_the_file_and_the_counts(tmp_path):
+    """The frame count comes from the decode at open; a file rewritten shorter since then runs out."""
+    path = write_video(tmp_path / "v.avi", _frames())
+    video = PyAVVideo(path)
+    write_video(path, _frames(n=4))
+    with pytest.raises(
+        VideoReadError,
+        match=re.escape(
+            f"{path}: frame 10 asked for, but this time the decoder stopped after 4 of the 12 frames"
+        ),
+    ):
+        video.get_frames([10])
+    np.testing.assert_allclose(video.get_frames([1])[0, 30, 50, 0], 20, atol=6)  # starts again
+
+
+class _DecodeFails:
+    """A PyAV container whose decode gives ``good`` frames, then fails as a corrupt packet does."""
+
+    def __init__(self, container, good):
+        self._container, self._good = container, good
+
+    def __getattr__(self, name):
+        return getattr(self._container, name)
+
+    def decode(self, *args, **kwargs):
+        for i, frame in enumerate(self._container.decode(*args, **kwargs)):
+            if i == self._good:
+                raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
+            yield frame
+
+
+def test_a_pyav_decoding_failure_names_the_file_and_where_it_stopped(tmp_path, monkeypatch):
+    path = write_video(tmp_path / "v.avi", _frames())
+    video = PyAVVideo(path)
+    real_open = av.open
+    monkeypatch.setattr(av, "open", lambda *args, **kwargs: _DecodeFails(real_open(*args, **kwargs), 5))
+    with pytest.raises(
+        VideoReadError,
+        match=re.escape(f"{path}: decoding failed after 5 frame(s) ([Errno 1094995529] Invalid data"),
+    ):
+        video.get_frames([2, 8])
+    assert video._container is None

@@ -167,3 +167,5 @@ def test_wrong_root_says_what_layout_is_expected(tmp_path):
         list(ADE20KSource(tmp_path).index())
     with pytest.raises(ValueError, match="unknown split"):
         ADE20KSource(tmp_path, split="test")
+    with pytest.raises(ValueError, match=r"^ade20k: min_pixels must be >= 1, got 0\.$"):
+        ADE20KSource(tmp_path, min_pixels=0)

@@ -78,6 +78,17 @@ def test_a_header_whose_options_are_not_a_dict_is_not_skipped_as_a_header(tmp_pa
         read_manifest(path)
 
 
+def test_a_broken_header_line_is_a_malformed_record(tmp_path):
+    """A line that starts like a header but is not JSON (cut short) is not skipped as a header: it is a
+    record that does not parse, named by its line."""
+    path = tmp_path / "m.jsonl"
+    write_manifest([_record(("a.png",), {})], path)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write('{"manifest_options": {"classes": \n')
+    with pytest.raises(DatasetFormatError, match=r"m\.jsonl, line 2: not a valid record"):
+        read_manifest(path)
+
+
 @pytest.mark.parametrize(
     ("recorded", "given"),
     [({"classes": "train19", "min_pixels": 1}, "classes=train19 min_pixels=1"), ({}, "the defaults")],

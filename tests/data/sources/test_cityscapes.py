@@ -135,6 +135,8 @@ def test_options_are_validated(tree, tmp_path):
         CityscapesSource(tree["root"], classes="all")
     with pytest.raises(ValueError, match="unknown split"):
         CityscapesSource(tree["root"], split="test")
+    with pytest.raises(ValueError, match=r"^cityscapes: min_pixels must be >= 1, got 0\.$"):
+        CityscapesSource(tree["root"], min_pixels=0)
     with pytest.raises(DatasetFormatError, match="gtFine_trainvaltest.zip"):
         list(CityscapesSource(tree["root"], split="val").index())
 

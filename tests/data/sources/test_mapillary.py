@@ -140,3 +140,27 @@ def test_a_missing_labels_folder_is_a_layout_error_even_when_skipping(tree):
 def test_missing_split_folder_explains_the_layout(tree):
     with pytest.raises(DatasetFormatError, match=r"validation/images/\*\.jpg"):
         list(MapillaryVistasSource(tree["root"], split="val").index())
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        (
+            {"split": "test"},
+            r"unknown split 'test'; expected one of \['train', 'training', 'val', 'validation'\]",
+        ),
+        ({"version": "v3.0"}, r"unknown label version 'v3.0'; expected 'v2.0' or 'v1.2'"),
+        ({"min_pixels": 0}, r"min_pixels must be >= 1, got 0"),
+    ],
+)
+def test_unknown_options_are_refused_before_reading_the_dataset(tmp_path, options, problem):
+    """Checked first: the folder need not exist for a mistyped option to be named."""
+    with pytest.raises(ValueError, match=rf"^mapillary: {problem}\.$"):
+        MapillaryVistasSource(tmp_path / "missing", **options)
+
+
+def test_a_config_without_labels_is_refused(tree):
+    config = tree["root"] / "config_v2.0.json"
+    config.write_text(json.dumps({"labels": []}))
+    with pytest.raises(DatasetFormatError, match=r"config_v2\.0\.json: the config lists no labels\."):
+        MapillaryVistasSource(tree["root"])

@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+from trees import _uncompressed_rle
 from video_trees import (
     SIZE,
     box,
@@ -429,3 +430,67 @@ def test_a_one_pixel_mask_is_visible(tree):
     m2 = records_by_key(source)["m2"]
     assert m2.targets[0].frames == (0, 1, 2)
     np.testing.assert_array_equal(source.load_masks(m2, m2.targets[0], [1])[0], pixel)
+
+
+def test_the_streaming_reader_names_a_missing_or_undecodable_file(tmp_path):
+    with pytest.raises(DatasetFormatError, match=re.escape(f"{tmp_path / 'mask_dict.json'}: file not found")):
+        list(iter_json_object(tmp_path / "mask_dict.json"))
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes('{"caf\xe9": 1}'.encode("latin-1"))
+    with pytest.raises(DatasetFormatError, match=re.escape(f"{latin1}: cannot read the file ('utf-8' codec")):
+        list(iter_json_object(latin1))
+
+
+def test_an_anno_id_that_is_not_a_list_names_the_expression(tree):
+    path = tree["root"] / "train/meta_expressions.json"
+    meta = json.loads(path.read_text())
+    meta["videos"]["m2"]["expressions"]["0"]["anno_id"] = 12
+    write_json(path, meta)
+    expected = f'{path}: video m2, expression 0: "anno_id" must be a list of ids.'
+    with pytest.raises(DatasetFormatError, match=re.escape(expected)):
+        list(MeViSSource(tree["root"]).index())
+
+
+def test_skip_errors_passes_over_a_video_whose_expressions_are_malformed(tree, caplog):
+    """A video refused while its expressions are read (before mask_dict.json) is skipped like one refused
+    for its masks; the other video is indexed."""
+    path = tree["root"] / "train/meta_expressions.json"
+    meta = json.loads(path.read_text())
+    meta["videos"]["m1"]["expressions"]["2"]["exp"] = 7
+    write_json(path, meta)
+    with caplog.at_level(logging.WARNING, logger="lavida.data.sources"):
+        records = records_by_key(MeViSSource(tree["root"]), skip_errors=True)
+    assert sorted(records) == ["m2"]
+    assert caplog.records[0].getMessage().startswith("mevis: skipping video m1: ")
+    assert 'expression 2: no "exp" string' in caplog.records[0].getMessage()
+
+
+def test_a_video_left_without_annotation_ids_needs_nothing_from_mask_dict(tree, caplog):
+    """Every expression of m2 left out (no annotation id): m2 waits for no mask, is finished at once and,
+    without a target, left out and counted; m1 is indexed as usual."""
+    path = tree["root"] / "train/meta_expressions.json"
+    meta = json.loads(path.read_text())
+    meta["videos"]["m2"]["expressions"]["0"]["anno_id"] = []
+    write_json(path, meta)
+    with caplog.at_level(logging.INFO, logger="lavida.data.sources"):
+        records = records_by_key(MeViSSource(tree["root"]))
+    assert sorted(records) == ["m1"]
+    messages = [record.getMessage() for record in caplog.records]
+    assert "mevis: 1 expressions have an empty text or no annotation id and are left out." in messages
+    assert "mevis: 1 videos have no usable expression and are left out." in messages
+    assert not (tree["root"] / ".lavida/mevis_masks/train/m2.json").exists()
+
+
+def test_uncompressed_rles_give_the_same_visibility_and_masks(tree):
+    """mask_dict.json may hold COCO's uncompressed RLEs (counts as a list of run lengths); visibility is
+    read from them as from compressed ones."""
+    masks = json.loads(tree["mask_dict"].read_text())
+    dog = tree["masks"]["m2"]["12"]
+    masks["12"] = [
+        None if rle is None else _uncompressed_rle(m) for rle, m in zip(masks["12"], dog, strict=True)
+    ]
+    write_json(tree["mask_dict"], masks)
+    source = MeViSSource(tree["root"])
+    m2 = records_by_key(source)["m2"]
+    assert m2.targets[0].frames == (0, 2)  # the dog is absent on frame 1
+    np.testing.assert_array_equal(source.load_masks(m2, m2.targets[0], [0, 1, 2]), dog)

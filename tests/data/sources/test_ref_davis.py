@@ -4,6 +4,7 @@ import json
 import logging
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from lavida.data.sources.ref_davis import (
     TEXT_ANNOTATION_FILES,
     RefDAVISSource,
     convert_davis,
+    read_raw_split,
     read_text_annotations,
 )
 
@@ -333,3 +335,64 @@ def test_a_later_annotation_of_another_size_names_the_file(tree):
     expected = f"{png}: annotation is (12, 16), the video's frames are (24, 32)."
     with pytest.raises(DatasetFormatError, match=re.escape(expected)):
         list(RefDAVISSource(tree["root"]).index())
+
+
+def test_an_object_id_that_is_not_a_number_names_file_and_line(raw):
+    path = raw["root"] / "davis_text_annotations/Davis17_annot1_full_video.txt"
+    path.write_bytes(path.read_bytes() + b"blackswan one a black swan\r\n")
+    with pytest.raises(
+        DatasetFormatError,
+        match=re.escape(f"{path}, line 6: object id 'one' is not an integer."),
+    ):
+        read_text_annotations(path.parent)
+
+
+def test_an_unreadable_text_file_names_it(raw, monkeypatch):
+    """A text file that exists but cannot be read (no permission: not reproducible as root, hence the
+    patched read) is a format error naming it, which skip_errors and lavida-prepare report."""
+    path = raw["root"] / "davis_text_annotations" / TEXT_ANNOTATION_FILES[1]
+    real_read_bytes = Path.read_bytes
+
+    def read_bytes(self):
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    with pytest.raises(DatasetFormatError, match=re.escape(f"{path}: cannot read the file ([Errno 13]")):
+        read_text_annotations(path.parent)
+
+
+def test_an_unknown_raw_split_is_refused(raw):
+    with pytest.raises(ValueError, match=r"refdavis: split 'test' is not one of \['train', 'valid'\]"):
+        read_raw_split(raw["root"], "test")
+
+
+def test_symlinking_over_a_copied_conversion_is_refused_and_copying_replaces_links(raw, tmp_path):
+    """A symlink conversion never deletes a real folder (it may be the only copy of edited frames); a
+    copy conversion replaces the links an earlier symlink conversion left, without touching the raw
+    frames they point to."""
+    out = tmp_path / "converted"
+    convert_davis(raw["root"], out)
+    folder = out / "train/JPEGImages/classic-car"
+    with pytest.raises(FileExistsError, match=re.escape(f"{folder}: exists and is not a symlink")):
+        convert_davis(raw["root"], out, link="symlink")
+    shutil.rmtree(out)
+    convert_davis(raw["root"], out, link="symlink")
+    assert folder.is_symlink()
+    convert_davis(raw["root"], out, link="copy")
+    assert folder.is_dir() and not folder.is_symlink()
+    raw_frame = raw["root"] / "DAVIS/JPEGImages/480p/classic-car/00000.jpg"
+    assert (folder / "00000.jpg").read_bytes() == raw_frame.read_bytes()
+
+
+def test_an_expression_without_words_is_left_out(tree):
+    """An "exp" that normalises to nothing (" . ") is no target; the video's other expressions stay."""
+    path = tree["root"] / "meta_expressions/train/meta_expressions.json"
+    data = json.loads(path.read_text())
+    expressions = data["videos"]["dog"]["expressions"]
+    expressions["0"]["exp"] = " . "
+    path.write_text(json.dumps(data))
+    dog = records_by_key(RefDAVISSource(tree["root"]))["dog"]
+    kept = [e["exp"] for key, e in expressions.items() if key != "0"]
+    assert [t.text for t in dog.targets] == kept

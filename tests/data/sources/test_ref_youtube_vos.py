@@ -169,3 +169,30 @@ def test_a_video_entry_without_frames_or_exp_names_the_expressions_file(tree):
     expected = f'{path}: video v2, expression 1: no "exp" string.'
     with pytest.raises(DatasetFormatError, match=re.escape(expected)):
         list(RefYouTubeVOSSource(root).index())
+
+
+@pytest.mark.parametrize(
+    "edit", [lambda videos: videos.pop("v2"), lambda videos: videos["v2"].pop("objects")]
+)
+def test_a_video_youtube_vos_meta_does_not_describe_names_both_files(tree, edit):
+    """The expressions name a video that YouTube-VOS's meta.json lacks (or lists without objects): the
+    two files do not belong together, and both are named."""
+    root = tree["root"]
+    meta_path = root / "train/meta.json"
+    meta = json.loads(meta_path.read_text())
+    edit(meta["videos"])
+    meta_path.write_text(json.dumps(meta))
+    expressions = root / "meta_expressions/train/meta_expressions.json"
+    expected = f"{meta_path}: video v2 (listed in {expressions}) has no objects entry."
+    with pytest.raises(DatasetFormatError, match=re.escape(expected)):
+        list(RefYouTubeVOSSource(root).index())
+
+
+def test_an_expression_without_words_is_left_out(tree):
+    path = tree["root"] / "meta_expressions/train/meta_expressions.json"
+    data = json.loads(path.read_text())
+    data["videos"]["v2"]["expressions"]["1"]["exp"] = " . "
+    path.write_text(json.dumps(data))
+    v2 = records_by_key(RefYouTubeVOSSource(tree["root"]))["v2"]
+    assert [t.text for t in v2.targets] == ["a seal lying on a rock"]
+    assert v2.present == ("a seal lying on a rock",)

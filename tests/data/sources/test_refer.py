@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from trees import write_refer_tree
 
+from lavida.data.sources import refer_pickle
 from lavida.data.sources.base import DatasetFormatError, read_manifest, write_manifest
 from lavida.data.sources.masks import decode_rle, encode_rle
 from lavida.data.sources.refer import (
@@ -445,3 +446,124 @@ def test_normalize_text(raw, expected):
     assert normalize_text(raw) == expected
     with pytest.raises(TypeError, match="expected a str"):
         normalize_text(b"bytes")
+
+
+def test_the_unpickler_alone_refuses_a_persistent_id():
+    """A persistent id hands control to a hook; the unpickler refuses it even without the opcode scan."""
+    data = pickle.PROTO + b"\x02" + pickle.PERSID + b"refs\n" + pickle.STOP
+    with pytest.raises(pickle.UnpicklingError, match="refused persistent id 'refs': only plain data"):
+        DataOnlyUnpickler(io.BytesIO(data)).load()
+
+
+def test_a_global_the_scan_missed_is_still_refused_naming_the_file(monkeypatch, tmp_path):
+    """The unpickler is the check that guarantees nothing is imported (module docstring, step 2): with the
+    opcode scan emptied, a pickle that imports os.system is refused as a DatasetFormatError naming the
+    file, not as a bare UnpicklingError."""
+    monkeypatch.setattr(refer_pickle, "_CODE_OPCODES", frozenset())
+    with pytest.raises(
+        DatasetFormatError, match=r"refs\(unc\)\.p: refused global '(posix|os|nt)\.system'"
+    ) as refused:
+        load_data_pickle(pickle.dumps(_Exploit(tmp_path / "pwned")), name="refs(unc).p")
+    assert isinstance(refused.value.__cause__, refer_pickle.RefusedPickleError)
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (pickle.POP, "stack underflow"),  # well-formed opcodes that the unpickler cannot run
+        (pickle.BINGET + b"\x05", "Memo value not found"),
+        (pickle.EMPTY_DICT + pickle.EMPTY_LIST + pickle.EMPTY_LIST + pickle.SETITEM, "unhashable type"),
+    ],
+)
+def test_a_pickle_that_parses_but_cannot_be_loaded_is_corrupt(body, problem):
+    """The opcode scan only parses; a stream whose opcodes cannot run is reported as corrupt, naming the
+    file and the unpickler's reason."""
+    with pytest.raises(
+        DatasetFormatError,
+        match=rf"refs\(unc\)\.p: not a valid pickle \(.*{problem}.*\); the file is truncated",
+    ):
+        load_data_pickle(pickle.PROTO + b"\x02" + body + pickle.STOP, name="refs(unc).p")
+
+
+def test_a_self_containing_list_is_refused_naming_the_file():
+    """JSON cannot hold a list that contains itself; refused with its file named, not a RecursionError."""
+    looped = []
+    looped.append(looped)
+    with pytest.raises(DatasetFormatError, match=r"refs\(unc\)\.p: the pickle holds a self-referencing"):
+        load_data_pickle(pickle.dumps(looped), name="refs(unc).p")
+
+
+def test_a_missing_refs_pickle_names_the_file(tmp_path):
+    path = tmp_path / "refs(unc).p"
+    with pytest.raises(DatasetFormatError, match=re.escape(f"{path}: cannot read the refs pickle")):
+        convert_refs_pickle(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[{not json", r"cannot read the refs JSON \(Expecting"),
+        ('{"refs": []}', "expected a list of refs, got dict"),
+    ],
+)
+def test_an_unreadable_refs_json_names_the_file(tmp_path, text, problem):
+    refcoco = write_refer_tree(tmp_path / "refer_seg", "refcoco", refs_format="json")
+    refcoco["refs_path"].write_text(text)
+    with pytest.raises(DatasetFormatError, match=rf"refs\(unc\)\.json: {problem}"):
+        list(RefCocoSource(refcoco["root"]).index())
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda images: images.pop(0), "no image with id 1, which refs point to"),
+        (lambda images: images[0].pop("height"), "image 1 lacks height/width/file_name"),
+        (lambda images: images[0].update(width="wide"), "image 1 lacks height/width/file_name"),
+    ],
+)
+def test_an_image_entry_refs_cannot_use_names_instances_json(refcoco, change, problem):
+    """Image 1 (the first in instances.json) missing, or without a usable size: an error naming
+    instances.json and the image, not a KeyError."""
+    path = refcoco["dataset_dir"] / "instances.json"
+    instances = json.loads(path.read_text())
+    change(instances["images"])
+    path.write_text(json.dumps(instances))
+    with pytest.raises(DatasetFormatError, match=rf"refcoco/instances\.json: {problem}"):
+        list(RefCocoSource(refcoco["root"]).index())
+
+
+def test_an_rle_whose_counts_are_not_ascii_names_the_annotation(refcoco):
+    """A compressed RLE's counts string is ASCII; anything else names instances.json and the ann_id."""
+    path = refcoco["dataset_dir"] / "instances.json"
+    instances = json.loads(path.read_text())
+    instances["annotations"][0]["segmentation"] = {"size": [24, 32], "counts": "é"}
+    path.write_text(json.dumps(instances))
+    with pytest.raises(
+        DatasetFormatError, match=r"instances\.json, annotation 100: RLE counts cannot be read \('ascii'"
+    ):
+        list(RefCocoSource(refcoco["root"]).index())
+
+
+def test_sentences_that_are_not_dicts_are_skipped(tmp_path):
+    """A stray string among a ref's sentence dicts is ignored; the ref's real sentences stay."""
+    refcoco = write_refer_tree(tmp_path / "refer_seg", "refcoco", refs_format="json")
+    refs = json.loads(refcoco["refs_path"].read_text())
+    refs[0]["sentences"].insert(0, "a stray string")
+    refcoco["refs_path"].write_text(json.dumps(refs))
+    (image1, _) = RefCocoSource(refcoco["root"]).index()
+    assert [t.text for t in image1.targets if t.mask["key"] == "0"] == refcoco["sentences"][0]
+
+
+def test_an_unreadable_conversion_record_converts_the_pickle_again(refcoco):
+    """The record of which pickle a conversion came from, if corrupt, cannot vouch for the JSON: the
+    pickle is converted again (an edited JSON is replaced by the pickle's refs)."""
+    root = refcoco["root"]
+    list(RefCocoSource(root).index())
+    converted = root / ".lavida" / "refcoco_refs(unc).json"
+    refs = json.loads(converted.read_text())
+    refs[0]["sentences"][0]["sent"] = "edited"
+    converted.write_text(json.dumps(refs))
+    converted.with_name("refcoco_refs(unc).source.json").write_text("{half written")
+    records = list(RefCocoSource(root).index())
+    assert records[0].targets[0].text == "the man on the left"

@@ -194,3 +194,35 @@ def test_a_video_without_annotation_pngs_names_its_annotation_folder(tree):
     expected = f"{root / 'train/Annotations/v2'}: the video has no frames."
     with pytest.raises(DatasetFormatError, match=re.escape(expected)):
         list(YouTubeVOSSource(root).index())
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda v1: v1.pop("objects"), 'video v1 has no "objects" mapping.'),
+        (lambda v1: v1["objects"]["2"].pop("category"), "video v1, object 2: no category string."),
+        (
+            lambda v1: v1["objects"]["2"].update(frames="00005"),
+            "video v1: expected a list of frame ids, got str.",
+        ),
+    ],
+)
+def test_a_malformed_video_entry_names_the_metadata_and_the_video(tree, edit, problem):
+    meta_path = tree["root"] / "train" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    edit(meta["videos"]["v1"])
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(DatasetFormatError, match=re.escape(f"{meta_path}: {problem}")):
+        list(YouTubeVOSSource(tree["root"]).index())
+
+
+def test_a_category_without_words_is_no_target(tree):
+    """A category that normalises to nothing ("_") gives no target with an empty text; the video's other
+    objects stay."""
+    meta_path = tree["root"] / "train" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["videos"]["v1"]["objects"]["2"]["category"] = "_"
+    meta_path.write_text(json.dumps(meta))
+    v1 = records_by_key(YouTubeVOSSource(tree["root"]))["v1"]
+    assert [target.text for target in v1.targets] == ["person"]
+    assert v1.present == ("person",)
