@@ -466,9 +466,14 @@ def unreadable_video_error(
     path: Path, decord_error: BaseException, av_error: BaseException
 ) -> VideoReadError:
     """The error for a file neither decord nor PyAV can read, with both decoders' reasons."""
+
+    def reason(error: BaseException) -> str:
+        # The readers' own errors start with the path and end a sentence; the message names the path once.
+        return str(error.__cause__ or error).removeprefix(f"{path}: ").rstrip(".")
+
     return VideoReadError(
-        f"{path}: unreadable video. decord: {decord_error.__cause__ or decord_error}; "
-        f"PyAV: {av_error.__cause__ or av_error}. Is it a video file with a supported codec?"
+        f"{path}: unreadable video. decord: {reason(decord_error)}; PyAV: {reason(av_error)}. "
+        "Is it a video file with a supported codec?"
     )
 
 
