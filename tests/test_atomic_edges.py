@@ -300,6 +300,33 @@ def test_a_link_written_through_atomic_path_leaves_what_it_points_to_alone(tmp_p
     assert stat.S_IMODE(private.stat().st_mode) == (0o700 if kind == "folder" else 0o600)
 
 
+def test_a_file_system_that_refuses_chmod_still_gets_the_file(tmp_path, umask, monkeypatch):
+    """A mount without POSIX modes (CIFS, some FUSE file systems) answers chmod with EPERM: the read bits
+    cannot be added there, and the write must still land whole."""
+    umask(0o022)
+    refused = []
+
+    def refuse(path, mode):
+        refused.append(mode)
+        raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
+
+    monkeypatch.setattr(atomic.os, "chmod", refuse)
+    with atomic_path(tmp_path / "weights.bin") as temporary:
+        temporary.write_bytes(b"w")
+        descriptor = os.open(temporary, os.O_RDONLY)
+        os.fchmod(descriptor, 0o600)  # as safetensors leaves its files
+        os.close(descriptor)
+    assert refused == [0o644]  # the read bits were asked for
+    assert (tmp_path / "weights.bin").read_bytes() == b"w"
+    assert stat.S_IMODE((tmp_path / "weights.bin").stat().st_mode) == 0o600
+
+
+def test_a_file_gone_before_its_mode_is_read_is_left_alone(tmp_path):
+    """A file removed meanwhile (by the block's own cleanup, or another process) is not an error of the
+    write: there is nothing left to make readable."""
+    atomic._readable_as_umask_allows(tmp_path / "gone.bin", umask=0o022)  # no FileNotFoundError
+
+
 def test_on_linux_the_umask_is_read_without_setting_it(tmp_path, umask, monkeypatch):
     """os.umask can only be read by setting it, which races with other threads creating files; Linux
     shows it in /proc/self/status. A private file under umask 027 gets 0600 | (0444 & ~027) = 0640."""
@@ -332,6 +359,22 @@ def test_without_proc_the_umask_is_set_and_restored(tmp_path, umask, monkeypatch
         temporary.chmod(0o600)
     assert stat.S_IMODE((tmp_path / "weights.bin").stat().st_mode) == 0o640
     assert umask(0o027) == 0o027  # os.umask returns the mask it replaces
+
+
+def test_a_staging_folder_of_another_users_running_writer_is_kept(tmp_path, monkeypatch):
+    """Signal 0 to another user's process is refused with EPERM: the process exists, so its staging folder
+    is a live write (a colleague's run on a shared folder) and must not be deleted."""
+
+    def kill(pid, signal):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(atomic.os, "kill", kill)
+    staging = tmp_path / f"{atomic._staging_prefix(tmp_path / 'out')}4194303.abcd1234.tmp"
+    staging.mkdir()
+    (staging / "part.bin").write_bytes(b"x")
+    with atomic_dir(tmp_path / "out") as mine:
+        (mine / "new.txt").write_text("new")
+    assert tree_listing(tmp_path) == {"out": {"new.txt": "new"}, staging.name: {"part.bin": "x"}}
 
 
 def test_a_running_writer_is_only_asked_whether_it_runs(tmp_path, monkeypatch):

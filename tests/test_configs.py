@@ -79,6 +79,19 @@ def test_a_misspelt_dtype_is_rejected_with_the_valid_ones():
         LavidaConfig.from_dict({"dtype": "bf16"})
 
 
+def test_a_misspelt_base_weights_setting_is_rejected_with_the_valid_ones():
+    with pytest.raises(
+        ValueError, match=r"^model.base_weights must be 'required' or 'optional'; got 'requried'.$"
+    ):
+        LavidaConfig.from_dict({"base_weights": "requried"})
+
+
+def test_a_section_given_as_a_scalar_is_rejected_naming_the_section():
+    """``model.projector=3`` on the command line: the section must be a mapping of its settings."""
+    with pytest.raises(TypeError, match=r"^model.projector: expected a mapping, got int.$"):
+        LavidaConfig.from_dict({"projector": 3})
+
+
 def test_environment_variables_set_weight_paths(monkeypatch):
     monkeypatch.setenv("LAVIDA_QWEN2VL_PATH", "/models/qwen")
     monkeypatch.setenv("LAVIDA_SAM2_PATH", "/models/sam2")

@@ -8,6 +8,8 @@ import torch
 from conftest import FakeSegSource, seg_record, write_synthetic_train
 
 import lavida.synthetic.pretrain_clip as pretrain_clip_module
+from lavida.data.sources.base import write_manifest
+from lavida.data.sources.synthetic import SyntheticSource
 from lavida.models.text_encoder import build_category_encoder
 from lavida.synthetic.pretrain_clip import _crop, _instances, pretrain_clip
 
@@ -40,6 +42,19 @@ def test_pretraining_learns_and_saves_a_loadable_text_tower(tmp_path, train_root
     assert result["loss"] < 0.7 * result["initial_loss"]
     assert result["accuracy"] > result["initial_accuracy"]
     assert not list(tmp_path.glob("*.tmp"))  # the atomic write left nothing behind
+
+
+def test_pretraining_refuses_a_training_set_of_one_description(tmp_path, tiny_pretrained):
+    """A contrastive loss over one description has no negative: the manifest is named, with the fix."""
+    manifest = SyntheticSource(tmp_path).manifest_path()
+    write_manifest([seg_record("v0", "red circle", frames=2), seg_record("i0", "red circle")], manifest)
+    text = tiny_pretrained.text_encoder
+    with pytest.raises(ValueError) as error:
+        pretrain_clip(text.pretrained, tmp_path, model_name=text.model_name, arch=text.arch, steps=1)
+    assert str(error.value) == (
+        f"{manifest}: contrastive pretraining needs at least 2 distinct object descriptions, found 1; "
+        "regenerate the synthetic training set (lavida.synthetic.datasets)."
+    )
 
 
 def test_instances_group_every_record_and_target_by_description():

@@ -278,9 +278,11 @@ def _load_adapter(model: LavidaModel, adapter_dir: Path) -> None:
     weights = load_peft_weights(str(adapter_dir), device="cpu")
     try:
         result = set_peft_model_state_dict(peft_model, weights)
-    except RuntimeError as error:  # PEFT / torch: "size mismatch for ...lora_A.weight ..."
+    except (RuntimeError, KeyError) as error:  # torch: "size mismatch for ...lora_A.weight ..."; PEFT: a
+        # KeyError for a tensor the adapter lacks (one saved without LoRA, loaded with it)
+        detail = f"it lacks {error}" if isinstance(error, KeyError) else _first_line(error)
         raise WeightsNotFoundError(
-            f"'{adapter_dir}' does not fit the model's LoRA adapter ({_first_line(error)}). "
+            f"'{adapter_dir}' does not fit the model's LoRA adapter ({detail}). "
             f"{_lora_settings(adapter_dir, peft_model)}"
         ) from error
     adapter_keys = [key for key in result.missing_keys if ".default" in key or "trainable_tokens" in key]
@@ -296,14 +298,17 @@ def _lora_settings(adapter_dir: Path, peft_model: Any) -> str:
     saved_file = adapter_dir / "adapter_config.json"
     try:
         saved = read_json(saved_file, expected="PEFT's adapter configuration")
-    except (OSError, ValueError):
-        saved = {}
+        unknown = None if isinstance(saved, dict) else f"{saved_file}: not a JSON object"
+    except (OSError, ValueError) as error:  # missing or not JSON: what was saved is unknown, not "no LoRA"
+        saved, unknown = {}, str(error)
     configured = peft_model.peft_config["default"]
     if getattr(configured, "r", None) is None:  # only the trainable <SEG> rows: model.mllm.lora is null
         now = "the model is configured without LoRA (model.mllm.lora: null)"
     else:
         now = f"the model is configured with r={configured.r}, target_modules={configured.target_modules}"
-    if saved.get("r") is None:
+    if unknown is not None:
+        then = f"The adapter's saved LoRA settings are unknown ({unknown})"
+    elif saved.get("r") is None:
         then = f"The adapter was saved without LoRA ({saved_file})"
     else:
         then = f"The adapter was saved with r={saved['r']}, target_modules={saved.get('target_modules')} ({saved_file})"

@@ -248,6 +248,32 @@ def test_python_m_composes_the_detect_config(monkeypatch, capsys, tmp_path):
     }
 
 
+def test_python_m_composes_the_info_config(monkeypatch, capsys):
+    """``python -m lavida.cli.info`` is the Hydra app over lavida/configs/info.yaml, as lavida-info is."""
+    monkeypatch.setattr(sys, "argv", ["lavida-info", "--cfg", "job", "model=tiny"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # Hydra warns when version_base is left out
+        warnings.filterwarnings("ignore", message=".*found in sys.modules", category=RuntimeWarning)
+        runpy.run_module("lavida.cli.info", run_name="__main__")
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed == OmegaConf.to_container(compose_cli_config("info", "model=tiny"))
+
+
+@pytest.mark.parametrize(
+    ("name", "usage"),
+    [("tables", "usage: lavida-tables [-h] [--out OUT]"), ("prepare", "usage: lavida-prepare [-h] dataset")],
+)
+def test_python_m_runs_the_argparse_commands(monkeypatch, capsys, name, usage):
+    """``python -m lavida.cli.tables`` / ``.prepare`` run the same ``main`` as the console scripts."""
+    monkeypatch.setattr(sys, "argv", [f"lavida-{name}", "--help"])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*found in sys.modules", category=RuntimeWarning)
+        with pytest.raises(SystemExit) as stop:
+            runpy.run_module(f"lavida.cli.{name}", run_name="__main__")
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.startswith(usage)
+
+
 def test_detect_stops_when_the_model_loads_otherwise_than_run_json_records(tmp_path, monkeypatch):
     """Each video's run.json records the clip length, dtype and device known before the load (a rerun
     compares them without loading): a model that loaded otherwise would leave outputs under a wrong record,

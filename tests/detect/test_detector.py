@@ -18,10 +18,12 @@ from detect.cli_config import cli_config
 from PIL import Image
 
 import lavida.cli.detect as detect_cli
+import lavida.detect.detector as detector_module
 from lavida.data.video import VideoReadError, open_video, write_video
 from lavida.detect.explanations import ExplanationFrames
 from lavida.detect.interrupt import HeldInterrupt
 from lavida.detect.outputs import read_masks
+from lavida.detect.stream import FrameStream
 
 
 @pytest.fixture(scope="module")
@@ -911,6 +913,31 @@ def test_ctrl_c_between_frames_ends_a_live_stream(detector, tmp_path, monkeypatc
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     if where == "during the explanation":  # interval 0's answer was stopped; nothing else is misnumbered
         assert result.explanations == {}
+
+
+def test_ctrl_c_before_a_live_streams_first_score_leaves_nothing_and_says_so(
+    detector, tmp_path, monkeypatch, default_sigint
+):
+    """Stopped before its first frame was scored, a live run has nothing to write: it says so, naming the
+    source, and leaves no output folder (nor a staging folder) behind."""
+
+    def endless():
+        while True:
+            yield np.zeros((16, 16, 3), np.uint8)
+
+    def stopped(clip, categories):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(
+        detector_module, "open_stream", lambda *a, **k: FrameStream("cam", endless(), 10.0, None)
+    )
+    monkeypatch.setattr(detector_module, "is_live", lambda source: True)
+    monkeypatch.setattr(detector, "clip_length", 1)
+    monkeypatch.setattr(detector, "predict_clip", stopped)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"^rtsp://camera/live: no frames were read\.$"):
+        detector.detect("rtsp://camera/live", ["x"], output_dir=out, overlay=False, progress=False)
+    assert not out.exists() or list(out.iterdir()) == []
 
 
 def _codec(path) -> str:

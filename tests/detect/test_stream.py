@@ -472,6 +472,55 @@ def test_a_file_pyav_opens_without_video_or_frames_is_refused(tmp_path, monkeypa
         open_stream(path, max_frames=1)
 
 
+class _CorruptContainer(_FakeContainer):
+    """Frames 0 .. ``good`` - 1, then the error FFmpeg gives for a corrupt packet."""
+
+    def __init__(self, good):
+        super().__init__()
+        self.good = good
+
+    def decode(self, stream):
+        for value in range(self.good):
+            yield _FakeFrame(value)
+        raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
+
+
+def test_a_file_whose_first_frame_pyav_cannot_decode_is_refused_with_both_reasons(tmp_path, monkeypatch):
+    """PyAV opens the container but cannot decode a frame: refused when opened, as a file neither decoder
+    reads, with decord's reason and PyAV's, and the container closed."""
+    path = tmp_path / "v.mkv"
+    path.write_bytes(b"x")
+    _fail_decord(monkeypatch)
+    container = _CorruptContainer(good=0)
+    monkeypatch.setattr(av, "open", lambda *a, **k: container)
+    with pytest.raises(VideoReadError) as error:
+        open_stream(path)
+    assert str(error.value) == (
+        f"{path}: unreadable video. decord: cannot open {path}; PyAV: [Errno 1094995529] Invalid data found "
+        "when processing input. Is it a video file with a supported codec?"
+    )
+    assert container.closed
+
+
+def test_a_file_that_fails_to_decode_midway_names_the_frames_read(tmp_path, monkeypatch):
+    """The frames before the corrupt packet are streamed; the error then says how far decoding got."""
+    path = tmp_path / "v.mkv"
+    path.write_bytes(b"x")
+    _fail_decord(monkeypatch)
+    container = _CorruptContainer(good=2)
+    monkeypatch.setattr(av, "open", lambda *a, **k: container)
+    stream = open_stream(path)
+    frames = []
+    with pytest.raises(VideoReadError) as error:
+        frames.extend(int(frame[0, 0, 0]) for frame in stream.frames)
+    assert frames == [0, 1]
+    assert str(error.value) == (
+        f"{path}: decoding failed after 2 frame(s) ([Errno 1094995529] Invalid data found when processing "
+        "input)."
+    )
+    assert container.closed
+
+
 def test_a_file_whose_frame_times_decord_cannot_give_is_read_without_the_rate_check(tmp_path, monkeypatch):
     video = write_video(
         tmp_path / "v.mp4", grey_ramp(3, h=48, w=64), fps=10, codec="libx264"

@@ -3,12 +3,13 @@ inputs: which lines of a ground-truth text file count and under which line numbe
 are whole, which pixels of a mask image are anomalous, and how frame and pixel labels are compared."""
 
 import logging
+import re
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from lavida.eval.benchmark import GroundTruthError
+from lavida.eval.benchmark import GroundTruthError, read_category_list
 from lavida.eval.benchmarks._common import (
     MaskFiles,
     parse_frame_number,
@@ -25,6 +26,25 @@ def test_text_lines_skip_blanks_and_comments_and_keep_file_line_numbers(tmp_path
     path.write_text("a 1 2\n\n# comment\n   \n  b 3 4  \n#x\n")
     # Line 1 "a 1 2"; 2 blank; 3 comment; 4 spaces only; 5 "b 3 4" stripped; 6 comment.
     assert text_lines(path, expected="x") == [(1, "a 1 2"), (5, "b 3 4")]
+
+
+def test_a_ground_truth_file_in_another_encoding_is_refused_naming_it(tmp_path):
+    """A Latin-1 file saved by an old editor: the error names the file and what it should hold, not
+    Python's bare UnicodeDecodeError."""
+    path = tmp_path / "gt.txt"
+    path.write_bytes("Caf\xe9 1 2\n".encode("latin-1"))
+    with pytest.raises(
+        GroundTruthError,
+        match=rf"^{re.escape(str(path))}: not a UTF-8 text file \(.*\); expected lines 'name s e'\.$",
+    ):
+        text_lines(path, expected="lines 'name s e'")
+
+
+def test_a_category_list_of_comments_only_is_refused_naming_it(tmp_path):
+    path = tmp_path / "categories.txt"
+    path.write_text("# fire\n\n   \n")
+    with pytest.raises(GroundTruthError, match=rf"^{re.escape(str(path))}: the category list is empty\.$"):
+        read_category_list(path)
 
 
 @pytest.mark.parametrize(("token", "value"), [("12", 12), ("12.0", 12), ("0", 0), ("-1", -1), ("3e2", 300)])

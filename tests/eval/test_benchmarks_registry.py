@@ -44,6 +44,14 @@ def test_registry_names_and_aliases():
         get_benchmark("avenue", ".")
 
 
+def test_a_misspelt_protocol_is_refused_with_the_valid_ones(tmp_path):
+    bench = get_benchmark("shanghaitech", tmp_path)
+    with pytest.raises(
+        ValueError, match=r"^Unknown protocol 'lavida_offical'; expected 'standard' or 'lavida_official'\.$"
+    ):
+        bench.protocol("lavida_offical")
+
+
 def test_missing_root_is_reported(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         get_benchmark("shanghaitech", tmp_path / "nowhere")

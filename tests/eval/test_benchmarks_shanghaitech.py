@@ -1,6 +1,7 @@
 """ShanghaiTech loader on a tiny tree in the common layout (tests/eval/trees.py)."""
 
 import logging
+import re
 import shutil
 
 import numpy as np
@@ -207,3 +208,36 @@ def test_videos_without_frames_are_listed_up_to_ten(tree):
         ShanghaiTech(tree.root).videos()
     assert "11 annotated test videos have no frame folder in " in str(error.value)
     assert str(error.value).endswith(f": {listed}. Extract all test frames.")
+
+
+def test_a_root_without_the_frames_folder_names_it_and_the_expected_layout(tree):
+    frames = tree.root / "testing" / "frames"
+    shutil.rmtree(frames)
+    with pytest.raises(FileNotFoundError) as error:
+        ShanghaiTech(tree.root).videos()
+    assert str(error.value).startswith(f"ShanghaiTech: {frames} not found. Expected <root>/testing/frames/")
+    assert "<root>/testing/test_pixel_mask/<video>.npy." in str(error.value)
+
+
+def test_a_frames_folder_without_videos_is_refused_naming_it(tree):
+    """No masks either (a copy whose extraction failed): nothing names a missing video, so the empty folder
+    itself must be reported rather than an evaluation over no video."""
+    testing = tree.root / "testing"
+    for folder in ("frames", "test_frame_mask", "test_pixel_mask"):
+        shutil.rmtree(testing / folder)
+    (testing / "frames").mkdir()
+    with pytest.raises(
+        FileNotFoundError,
+        match=rf"^ShanghaiTech: {re.escape(str(testing / 'frames'))} holds no video folders\.$",
+    ):
+        ShanghaiTech(tree.root).videos()
+
+
+def test_a_video_folder_without_frame_images_is_refused_naming_it(tree):
+    folder = tree.root / "testing" / "frames" / "02_0161"
+    for image in folder.iterdir():
+        image.unlink()
+    with pytest.raises(
+        FileNotFoundError, match=rf"^ShanghaiTech: {re.escape(str(folder))} holds no frame images\.$"
+    ):
+        ShanghaiTech(tree.root).videos()

@@ -96,6 +96,16 @@ def test_missing_annotation_file(tree):
         UCFCrime(tree.root).videos()
 
 
+def test_an_annotation_file_of_comments_only_is_refused_naming_it(tmp_path):
+    """An empty annotation file would otherwise evaluate no video at all."""
+    path = tmp_path / "ann.txt"
+    path.write_text("# name class start1 end1 start2 end2\n\n")
+    with pytest.raises(
+        GroundTruthError, match=r"ann\.txt: the file holds no annotation; expected lines 'name class"
+    ):
+        read_ucf_annotations(path)
+
+
 def test_path_prefixed_names_are_accepted(tmp_path):
     path = tmp_path / "ann.txt"
     path.write_text("Arson/Arson022_x264.mp4 Arson 3500 4000 -1 -1\n")

@@ -1,6 +1,8 @@
 """UCSD Ped2 loader on a tiny tree in the official layout, macOS litter included (tests/eval/trees.py)."""
 
 import logging
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -70,6 +72,37 @@ def test_mask_count_must_match_the_frames(tree):
     next(tree.files["Test002:gt"].glob("006.bmp")).unlink()
     with pytest.raises(GroundTruthError, match=r"Test002_gt: 5 masks for 6 frames"):
         UCSDPed2(tree.root).videos()
+
+
+def test_a_test_folder_without_clip_folders_is_refused_naming_it(tree):
+    test = tree.root / "UCSDped2" / "Test"
+    for name in ("Test001", "Test002"):
+        shutil.rmtree(test / name)
+    with pytest.raises(
+        FileNotFoundError, match=rf"^UCSD Ped2: {re.escape(str(test))} holds no TestNNN folders\.$"
+    ):
+        UCSDPed2(tree.root).videos()
+
+
+def test_a_clip_without_tif_frames_is_refused_naming_it(tree):
+    """The AppleDouble ``._001.tif`` and ``.DS_Store`` left in the folder are not frames."""
+    clip = tree.root / "UCSDped2" / "Test" / "Test002"
+    for frame in clip.glob("[0-9]*.tif"):
+        frame.unlink()
+    with pytest.raises(
+        FileNotFoundError, match=rf"^UCSD Ped2: {re.escape(str(clip))} holds no \.tif frames\.$"
+    ):
+        UCSDPed2(tree.root).videos()
+
+
+def test_a_clip_without_its_mask_folder_names_the_folder_expected(tree):
+    shutil.rmtree(tree.files["Test002:gt"])
+    clip = tree.root / "UCSDped2" / "Test" / "Test002"
+    with pytest.raises(GroundTruthError) as error:
+        UCSDPed2(tree.root).videos()
+    assert str(error.value) == (
+        f"{tree.files['Test002:gt']}: pixel ground truth not found; expected one .bmp mask per frame of {clip}."
+    )
 
 
 def test_other_images_beside_the_frames_are_refused(tree):
@@ -188,10 +221,16 @@ def test_end_plus_one_follows_the_largest_clip_number_so_far(tmp_path):
             r": clips \[1, 3\] are not numbered 1 \.\. 2",
         ),
         ("TestVideoFile = {};\n% TestVideoFile{end+1}.gt_frame = [1:2];\n", ": no gt_frame line found"),
+        (
+            "TestVideoFile = {};\nTestVideoFile{end+1}.gt_frame = 3:5;\n",
+            r", line 2: 'TestVideoFile\{end\+1\}\.gt_frame = 3:5;' does not match lines "
+            r"'TestVideoFile\{end\+1\}\.gt_frame = \[start:end\];' \(1-based, inclusive\)\.$",
+        ),
     ],
 )
 def test_matlab_clip_numbers_must_run_from_one(tmp_path, text, message):
-    """A clip given twice, a gap in the clip numbers, and a file with no (uncommented) gt_frame line."""
+    """A clip given twice, a gap in the clip numbers, a file with no (uncommented) gt_frame line, and a
+    gt_frame line without the brackets of a MATLAB array."""
     path = tmp_path / "UCSDped2.m"
     path.write_text(text)
     with pytest.raises(GroundTruthError, match=rf"UCSDped2\.m{message}"):

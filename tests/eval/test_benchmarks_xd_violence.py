@@ -74,6 +74,33 @@ def test_missing_annotated_video(tree, caplog):
     assert bench.missing_videos == 1  # reported as left out (metrics.json, lavida-tables)
 
 
+def test_a_test_folder_without_its_videos_folder_names_it_and_the_expected_layout(tree):
+    videos = tree.root / "XD-Violence-test" / "videos"
+    shutil.rmtree(videos)
+    with pytest.raises(FileNotFoundError) as error:
+        XDViolence(tree.root).videos()
+    assert str(error.value) == (
+        f"XD-Violence: {videos} not found. Expected <root>/videos/*.mp4 and <root>/annotations.txt "
+        "(or both inside <root>/XD-Violence-test/)."
+    )
+
+
+def test_skipping_every_missing_video_of_an_empty_videos_folder_leaves_nothing_to_evaluate(tree, caplog):
+    """skip_missing=True skips the annotated videos that are not there; with none there at all, the empty
+    folder is refused by name rather than evaluated as a benchmark of no video."""
+    videos = tree.root / "XD-Violence-test" / "videos"
+    for video in videos.iterdir():
+        video.unlink()
+    with (
+        caplog.at_level(logging.WARNING),
+        pytest.raises(
+            FileNotFoundError, match=rf"^XD-Violence: {re.escape(str(videos))} holds no video files\.$"
+        ),
+    ):
+        XDViolence(tree.root, skip_missing=True).videos()
+    assert "skipping 2 annotated videos without a file" in caplog.text
+
+
 def test_missing_normal_videos_of_the_official_split(tree, monkeypatch, caplog):
     """The official annotations.txt lists the 500 violent test videos and none of the 300 normal ones, so a
     folder with fewer normal videos is missing some; the split's sizes are shrunk here to the tree's 2

@@ -258,3 +258,15 @@ def test_loader_options_reach_the_loader_with_their_interpolations_resolved(tmp_
     )
     metrics = evaluate.run(cfg)
     assert metrics["split"] == "validation" and metrics["num_videos"] == len(validation) == 2
+
+
+def test_a_misspelt_benchmark_name_is_refused_with_the_valid_ones(tmp_path):
+    """``benchmark.name=ucfcrim`` composes (only ``benchmark=`` picks a file): the loader-option hints,
+    computed first, must let the registry name the valid benchmarks instead of failing on the name."""
+    cfg = compose_cli_config(
+        "eval", "benchmark=ucf_crime", "benchmark.name=ucfcrim", predictions=str(tmp_path)
+    )
+    with pytest.raises(
+        ValueError, match=r"^Unknown benchmark 'ucfcrim'; expected one of: ubnormal, shanghaitech"
+    ):
+        evaluate.run(cfg)

@@ -99,6 +99,40 @@ def test_tracks_on_the_last_scored_frame_are_kept(tmp_path, frames, last):
     assert (metrics["rbdc"], metrics["tbdc"]) == (1.0, 1.0), notes
 
 
+def test_rbdc_that_cannot_be_computed_is_noted_and_the_other_metrics_kept(tmp_path):
+    """A track whose box is reversed (x_min 6 > x_max 2): RBDC/TBDC refuse it, and the report says why
+    in its notes instead of losing the frame metrics of the whole run."""
+    track = np.array([[1, 0, 6, 2, 2, 6]])
+    regions = np.array([[0, 2, 2, 6, 6, 0.9]])
+    video = TestVideo(name="v", path=Path("v"), frame_labels=np.ones(4, np.uint8), tracks=track)
+    result = VideoResult("v", A.scored, A.frame_scores, A.frame_labels, regions=regions)
+    metrics, notes = compute_metrics(
+        [result], videos=[video], benchmark=VideosMadeByTheTest(tmp_path, pixel_gt=False)
+    )
+    assert "rbdc" not in metrics and "tbdc" not in metrics
+    assert metrics["frame_auc_micro"] == pytest.approx(0.75, abs=1e-12)
+    assert notes == [
+        "rbdc/tbdc: not computed — rbdc_tbdc: gt_tracks['v'] row 0 has box [6.0, 2.0, 2.0, 6.0]; expected "
+        "x_min <= x_max and y_min <= y_max (inclusive pixel coordinates)."
+    ]
+
+
+def test_a_video_whose_frame_auc_fails_gets_an_empty_cell_and_the_others_theirs(tmp_path):
+    """NaN scores in one video: compute_metrics notes why the frame metrics are missing, and per_video.csv
+    still gets written, the failing video's frame_auc left empty."""
+    nan = VideoResult("z", np.arange(3), np.array([0.2, np.nan, 0.4]), np.array([0, 0, 1], np.uint8))
+    bench = VideosMadeByTheTest(tmp_path, pixel_gt=False)
+    metrics, notes = compute_metrics([A, nan], videos=make_videos("a", "z"), benchmark=bench)
+    assert "frame_auc_micro" not in metrics and "contains NaN" in notes[0]
+    info = {"protocol": "standard", "interval": 1}
+    write_reports(
+        tmp_path / "out", metrics=metrics, notes=notes, results=[A, nan], info=info, benchmark=bench
+    )
+    rows = (tmp_path / "out" / "per_video.csv").read_text().splitlines()
+    assert rows[1] == "a,4,2,0.412500,0.800000,0.750000"
+    assert rows[2].startswith("z,3,1,") and rows[2].endswith(",")
+
+
 def test_per_video_csv_has_a_frame_auc_for_videos_with_both_classes(tmp_path):
     """per_video.csv, written into a folder that does not exist yet. Hand-worked: a (above) has AUC 0.75;
     c has one anomalous frame, scored 0.4 against 0.2 (above) and 0.6 (below): AUC 0.5; n has no anomalous

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import evaluate_saved, save_ramp_scores
+from eval.trees import VideosMadeByTheTest
 from PIL import Image
 from scipy.special import expit
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -210,6 +211,38 @@ def test_scores_only_errors_name_the_file(benchmark, tmp_path):
         match=r"holds no predictions for 1 of the 2 videos evaluated:\n  b: expected b\.npz / b\.npy\n",
     ):
         evaluate_saved(benchmark, predictions, tmp_path / "o2")
+
+
+@pytest.mark.parametrize("given", [(), ("predictions_dir", "predictor_factory")])
+def test_exactly_one_source_of_scores_is_required(benchmark, tmp_path, given):
+    """Neither the model nor saved predictions, or both: refused before any video is read or written."""
+    sources = {
+        "predictions_dir": tmp_path / "preds",
+        "predictor_factory": lambda: pytest.fail("model loaded"),
+    }
+    with pytest.raises(
+        ValueError, match=r"^Give exactly one of `predictor`, `predictor_factory` .* and `predictions_dir`"
+    ):
+        run_evaluation(
+            benchmark=benchmark,
+            protocol=benchmark.protocol("standard"),
+            output_dir=tmp_path / "out",
+            **{key: sources[key] for key in given},
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_benchmark_without_test_videos_is_refused_naming_it_and_the_protocol(tmp_path):
+    bench = VideosMadeByTheTest(tmp_path)
+    with pytest.raises(
+        ValueError, match=r"^bench: no test videos selected under protocol 'lavida_official'\.$"
+    ):
+        run_evaluation(
+            benchmark=bench,
+            protocol=bench.protocol("lavida_official"),
+            output_dir=tmp_path / "out",
+            predictions_dir=tmp_path,
+        )
 
 
 def test_saved_pixel_scores_must_be_probability_maps(benchmark, tmp_path):

@@ -91,3 +91,23 @@ def test_an_npz_of_pickled_object_arrays_is_refused(tmp_path):
     np.savez(tmp_path / "a.npz", frame_scores=np.array([0.2, 0.5, 0.4], dtype=object))
     with pytest.raises(GroundTruthError, match=r"a\.npz: cannot read the saved predictions \(ValueError"):
         read(tmp_path, "a", 3)
+
+
+def test_an_npz_without_frame_scores_names_the_arrays_it_holds(tmp_path):
+    """Another method's archive under its own array name: the error names the file, the array expected and
+    the ones found, and is not rewritten as a file numpy cannot read."""
+    np.savez(tmp_path / "a.npz", scores=np.array([0.2, 0.5, 0.4]))
+    with pytest.raises(GroundTruthError) as error:
+        read(tmp_path, "a", 3)
+    assert str(error.value) == f"{tmp_path / 'a.npz'}: expected an array 'frame_scores'; found ['scores']."
+
+
+def test_a_video_without_a_prediction_file_names_the_files_expected(tmp_path):
+    """The runner checks the whole folder first; read on its own (a file removed meanwhile), the video's
+    missing file is still named with both spellings of its name."""
+    with pytest.raises(FileNotFoundError) as error:
+        read(tmp_path, "clip:1", 3)
+    assert str(error.value) == (
+        f"No predictions for video 'clip:1': expected clip:1.npz / clip:1.npy or clip_1.npz / clip_1.npy in "
+        f"{tmp_path}."
+    )

@@ -82,6 +82,18 @@ def test_empty_and_invalid_anomalies():
         object_boxes(np.zeros((4, 4), dtype=np.uint8), [0])
 
 
+def test_a_misspelt_option_is_refused_with_the_valid_values():
+    """Both options are plain strings: a misspelt one would otherwise pick the other rule silently."""
+    with pytest.raises(
+        ValueError, match=r"^object_boxes: box must be 'union' or 'largest_component', got 'largest'\.$"
+    ):
+        object_boxes(id_video()[0], [5], box="largest")
+    with pytest.raises(
+        ValueError, match=r"^tracks_from_id_maps: missing must be 'skip' or 'raise', got 'error'\.$"
+    ):
+        tracks_from_id_maps(id_video(), [[5, 0, 2]], missing="error")
+
+
 def test_no_object_ids_give_an_empty_mapping():
     assert object_boxes(id_video()[0], []) == {}
     assert object_boxes(id_video()[0], [], box="largest_component") == {}

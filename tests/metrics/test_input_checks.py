@@ -5,11 +5,13 @@ The metric tests reach these checks through whole metrics, with float32/float64 
 promises made for other inputs.
 """
 
+import re
+
 import numpy as np
 import pytest
 
 from lavida.metrics import frame_auc
-from lavida.metrics._validation import check_scores, check_unit_interval
+from lavida.metrics._validation import check_labels, check_scores, check_unit_interval
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -36,6 +38,31 @@ def test_wider_floats_become_float64_not_float32():
     checked = check_scores(np.array([third]), fn="f", where="scores")
     assert checked.dtype == np.float64
     assert checked[0] == float(third)
+
+
+@pytest.mark.parametrize(
+    ("check", "values", "message"),
+    [
+        (
+            check_scores,
+            np.array([True, False]),
+            "f: scores[2] has dtype bool; expected real-valued scores in [0, 1]. A binary prediction is a "
+            "valid score map: pass it as numbers, e.g. mask.astype(np.float32).",
+        ),
+        (check_scores, np.array(["0.5"]), "f: scores[2] must hold real numbers in [0, 1], got dtype <U3."),
+        (
+            check_scores,
+            np.array([0.5j]),
+            "f: scores[2] must hold real numbers in [0, 1], got dtype complex128.",
+        ),
+        (check_labels, np.array(["1"]), "f: scores[2] must be bool or 0/1 numbers, got dtype <U1."),
+    ],
+)
+def test_a_non_numeric_dtype_is_refused_naming_the_input_and_the_dtype(check, values, message):
+    """Strings (a csv column read as text) and complex numbers have no order against [0, 1]; bool scores
+    would rank every positive alike, and are refused with the conversion that makes them valid scores."""
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        check(values, fn="f", where="scores[2]")
 
 
 @pytest.mark.parametrize(("value", "ok"), [(1.0, True), (0.5, True), (1.0 + 1e-12, False), (0.0, False)])

@@ -98,6 +98,15 @@ def test_state_round_trip_and_merge_equal_the_whole():
     assert restored.num_frames == whole.num_frames
 
 
+def test_load_state_dict_refuses_a_state_missing_a_key():
+    state = PerFramePixelAUC().state_dict()
+    del state["num_skipped_full"]
+    with pytest.raises(
+        ValueError, match=r"^PerFramePixelAUC.load_state_dict: missing keys \['num_skipped_full'\]\.$"
+    ):
+        PerFramePixelAUC().load_state_dict(state)
+
+
 def test_merge_returns_self_and_refuses_another_convention_or_type():
     """merge() returns ``self`` (so calls chain), and refuses to add frames scored under the other
     empty-prediction convention: a 0 and a 0.5 for the same all-zero frame cannot be averaged."""

@@ -152,6 +152,11 @@ def test_load_state_dict_rejects_bad_states():
     bad = dict(state, bins=np.array([-1]), negatives=np.array([1]), positives=np.array([0]))
     with pytest.raises(ValueError, match="distinct indices"):
         PixelAUC().load_state_dict(bad)
+    with pytest.raises(ValueError, match=r"state version 99, expected 1\.$"):
+        PixelAUC().load_state_dict(dict(state, version=np.array(99)))
+    unequal = dict(state, bins=np.array([3, 4]), negatives=np.array([1]), positives=np.array([0]))
+    with pytest.raises(ValueError, match=r"must have equal lengths, got \(2,\), \(1,\), \(1,\)\.$"):
+        PixelAUC().load_state_dict(unequal)
 
 
 def test_reset_and_undefined_auc():

@@ -189,6 +189,15 @@ def test_empty_state_round_trips():
     assert restored.compute().auc == pytest.approx(0.75, abs=1e-12)
 
 
+def test_load_state_dict_refuses_a_state_missing_a_key_or_with_unequal_arrays():
+    state = PixelCriterion().state_dict()
+    with pytest.raises(ValueError, match=r"^PixelCriterion.load_state_dict: missing keys \['anomalous'\]\.$"):
+        PixelCriterion().load_state_dict({"critical": state["critical"]})
+    unequal = {"critical": np.array([0.2, 0.4]), "anomalous": np.array([True])}
+    with pytest.raises(ValueError, match=r"'critical' \(2,\) and 'anomalous' \(1,\) differ in length\.$"):
+        PixelCriterion().load_state_dict(unequal)
+
+
 def test_coverage_bounds_and_full_coverage():
     """min_coverage lies in (0, 1]. At 1 every anomalous pixel must fire, so the critical score is the
     lowest anomalous-pixel score: .1 for frame A and .4 for frame B of the hand-worked frames."""

@@ -8,6 +8,7 @@ from conftest import checkpoint_on_its_own_clip, make_samples, other_weights, ti
 
 from lavida.models.base_fingerprint import weights_fingerprint
 from lavida.models.checkpoint import (
+    _git_revision,
     heads_state_dict,
     load_checkpoint,
     loaded_base_fingerprints,
@@ -208,6 +209,13 @@ def test_git_revision_names_the_commit_and_a_dirty_tree(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint, "__file__", str(outside / "checkpoint.py"))
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
     assert checkpoint._git_revision() is None
+
+
+def test_git_revision_is_none_where_git_is_not_installed(tmp_path, monkeypatch):
+    """A machine without git (a slim container) saves checkpoints too: this repository's revision is then
+    unknown, and asking for it must not fail the save."""
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no git to run
+    assert _git_revision() is None
 
 
 def test_relative_base_paths_are_recorded_absolute(trained, tmp_path, monkeypatch):

@@ -10,7 +10,11 @@ import torch
 from open_clip.transformer import QuickGELU, TextTransformer
 from safetensors.torch import load_file, save_file
 
-from lavida.models.clip_transformers import check_activation, open_clip_text_state
+from lavida.models.clip_transformers import (
+    check_activation,
+    open_clip_text_state,
+    read_transformers_clip_folder,
+)
 from lavida.models.text_encoder import CLIP_HINT, build_category_encoder, check_clip_weights
 from lavida.models.weights import WeightsNotFoundError
 
@@ -301,3 +305,59 @@ def test_the_config_beside_a_weights_file_is_checked(tiny_pretrained, tmp_path):
         "model.text_encoder.model_name to the matching open_clip model (OpenAI's weights: "
         f"'ViT-B-32-quickgelu').\n{CLIP_HINT}"
     )
+
+
+def test_a_config_json_that_is_not_json_is_refused_naming_it(tmp_path):
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "clip",')  # a download cut short
+    (folder / "model.safetensors").write_bytes(b"")
+    with pytest.raises(WeightsNotFoundError) as error:
+        check_clip_weights(folder)
+    message = str(error.value)
+    assert message.startswith(f"CLIP text encoder: could not read '{folder / 'config.json'}' (")
+    assert message.endswith(f").\n{CLIP_HINT}")
+
+
+@pytest.mark.parametrize(
+    ("index", "message"),
+    [
+        (
+            '{"metadata": {}}',
+            "could not read the shard index '{index}' ('weight_map'); expected a json object with a 'weight_map'.",
+        ),
+        (
+            "[1, 2]",
+            "could not read the shard index '{index}' (list indices must be integers or slices, not str); expected a json object with a 'weight_map'.",
+        ),
+        (
+            '{"weight_map": {"text_projection.weight": "model-00002-of-00002.safetensors"}}',
+            "'{index}' lists the shard 'model-00002-of-00002.safetensors', which is not in '{folder}'.",
+        ),
+    ],
+)
+def test_a_broken_shard_index_is_refused_naming_it(tmp_path, index, message):
+    """An index without its weight map, one that is not a json object, and one listing a shard that was not
+    downloaded: each names the index file, before any shard is read."""
+    folder = tmp_path / "sharded"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "clip"}))
+    (folder / "model.safetensors.index.json").write_text(index)
+    with pytest.raises(WeightsNotFoundError) as error:
+        read_transformers_clip_folder(folder, hint="Get it.")
+    expected = message.format(index=folder / "model.safetensors.index.json", folder=folder)
+    assert str(error.value) == f"CLIP text encoder: {expected}\nGet it."
+
+
+def test_a_text_tower_tensor_of_unknown_name_keeps_its_name(tmp_path):
+    """A name outside the renaming table is kept as it is (so the loader reports it as unexpected), not
+    dropped or mapped onto an open_clip tensor."""
+    extra = torch.tensor([5.0])
+    state = {
+        "text_model.final_layer_norm.weight": torch.ones(2),
+        "text_model.adapter.scale": extra,
+        "text_projection.weight": torch.eye(2),
+    }
+    converted = open_clip_text_state(state, source=tmp_path, hint="")
+    assert sorted(converted) == ["ln_final.weight", "text_model.adapter.scale", "text_projection"]
+    assert converted["text_model.adapter.scale"] is extra

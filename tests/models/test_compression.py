@@ -185,6 +185,13 @@ def test_num_kept(n, ratio, expected):
     assert res.num_kept == expected
 
 
+@pytest.mark.parametrize("n", [0, -4])
+def test_num_kept_refuses_fewer_than_one_token(n):
+    """R = max(1, ...) would otherwise claim one kept token out of none."""
+    with pytest.raises(ValueError, match=rf"^num_tokens must be >= 1, got {n}\.$"):
+        num_kept(n, 0.2)
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 9])
 @pytest.mark.parametrize("ratio", [0.01, 0.3, 0.5, 0.99, 1.0])
 @pytest.mark.parametrize("density", ["paper", "lof"])

@@ -77,3 +77,12 @@ def test_train_image_encoder_trains_every_encoder_parameter():
     prompt_encoder = decoder.sam.prompt_encoder
     unused = [prompt_encoder.mask_embed, prompt_encoder.point_embed, prompt_encoder.not_a_point_embed]
     assert not any(p.requires_grad for module in unused for p in module.parameters())
+
+
+def test_neither_weights_nor_an_architecture_is_refused():
+    """Without a directory there is nothing to read the architecture from: the build asks for one of the two
+    instead of building some default SAM2."""
+    with pytest.raises(
+        ValueError, match=r"^SAM2 needs either `pretrained` \(a local directory\) or `arch`\.$"
+    ):
+        build_mask_decoder()

@@ -182,3 +182,10 @@ def test_an_arch_config_is_the_family_s_with_the_tokenizer_s_ids(family, config_
     assert ids == (11, 12, 13, 14)
     text = config.get_text_config()
     assert (text.hidden_size, text.eos_token_id, text.pad_token_id) == (64, 15, 16)
+
+
+def test_neither_weights_nor_an_architecture_is_refused():
+    with pytest.raises(
+        ValueError, match=r"^The MLLM needs either `pretrained` \(a local directory\) or `arch`\.$"
+    ):
+        mllm_module.load_base_mllm()

@@ -1,6 +1,8 @@
 """Configuration and checkpoint mistakes fail loudly, naming the setting or file and how to fix it."""
 
+import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -8,6 +10,7 @@ from omegaconf import OmegaConf
 
 from lavida.models.checkpoint import load_checkpoint, save_checkpoint
 from lavida.models.config import CompressionConfig, LavidaConfig
+from lavida.models.lavida import build_lavida
 from lavida.models.weights import WeightsNotFoundError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "lavida" / "configs"
@@ -113,3 +116,59 @@ def test_lora_on_more_modules_than_saved_is_refused_naming_the_missing_keys(save
         match=r"does not match the model's adapter: unexpected \[\], missing \[.*k_proj\.lora_",
     ):
         load_checkpoint(directory, config_overrides={"mllm": {"lora": more}})
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ("deleted", r"\[Errno 2\] No such file or directory: '.*adapter_config\.json'"),
+        ("truncated", r".*adapter_config\.json: not valid JSON \("),
+        ("a list", r".*adapter_config\.json: not a JSON object"),
+    ],
+)
+def test_an_unreadable_adapter_config_leaves_the_saved_lora_settings_unknown(saved, damage, reason):
+    """The adapter's weights hold a rank-8 LoRA; without a readable adapter_config.json the message said
+    "The adapter was saved without LoRA", sending the user to load it with ``lora: null``."""
+    directory, config = saved
+    adapter_config = directory / "mllm_adapter" / "adapter_config.json"
+    if damage == "deleted":
+        adapter_config.unlink()
+    elif damage == "truncated":
+        adapter_config.write_text(adapter_config.read_text()[:20])
+    else:
+        adapter_config.write_text("[8]")
+    other = {**config.mllm.lora, "r": config.mllm.lora["r"] * 2}
+    with pytest.raises(WeightsNotFoundError) as info:
+        load_checkpoint(directory, config_overrides={"mllm": {"lora": other}})
+    message = str(info.value)
+    assert "saved without LoRA" not in message
+    assert re.search(rf"The adapter's saved LoRA settings are unknown \({reason}", message), message
+    assert f"the model is configured with r={other['r']}" in message
+
+
+def test_lora_against_an_adapter_saved_without_lora_names_both(tiny_pretrained, tmp_path):
+    """The frozen-LLM ablation's checkpoint (``lora: null``: only the <SEG> rows) loaded with LoRA on: PEFT
+    looks the <SEG> rows up under LoRA's names and raised a bare KeyError, which no caller explains."""
+    config = dataclasses.replace(tiny_pretrained, mllm=dataclasses.replace(tiny_pretrained.mllm, lora=None))
+    directory = save_checkpoint(build_lavida(config).eval(), config, tmp_path / "ckpt")
+    with pytest.raises(WeightsNotFoundError) as info:
+        load_checkpoint(directory, config_overrides={"mllm": {"lora": tiny_pretrained.mllm.lora}})
+    message = str(info.value)
+    assert message.startswith(
+        f"'{directory / 'mllm_adapter'}' does not fit the model's LoRA adapter (it lacks '"
+    )
+    assert (
+        f"The adapter was saved without LoRA ({directory / 'mllm_adapter' / 'adapter_config.json'})"
+        in message
+    )
+    assert f"the model is configured with r={tiny_pretrained.mllm.lora['r']}" in message
+
+
+def test_a_checkpoint_without_its_adapter_weights_names_the_file(saved):
+    directory, _ = saved
+    (directory / "mllm_adapter" / "adapter_model.safetensors").unlink()
+    with pytest.raises(WeightsNotFoundError) as info:
+        load_checkpoint(directory)
+    assert str(info.value) == (
+        f"'{directory / 'mllm_adapter'}/adapter_model.safetensors' is missing: the MLLM adapter was not saved."
+    )

@@ -1,7 +1,14 @@
 """The offline byte-level Qwen processor (lavida/models/qwen_processor.py) that random models, tests and
 tiny configs use in place of a downloaded tokenizer: its token ids and its ``<SEG>``."""
 
-from lavida.models.qwen_processor import QWEN_SPECIAL_TOKENS, add_seg_token, byte_level_tokenizer
+import pytest
+
+from lavida.models.qwen_processor import (
+    QWEN_SPECIAL_TOKENS,
+    add_seg_token,
+    build_processor,
+    byte_level_tokenizer,
+)
 
 
 def test_byte_level_ids_are_dense_pad_first_then_the_sorted_byte_symbols():
@@ -23,3 +30,12 @@ def test_seg_is_added_once_with_the_next_free_id():
     assert add_seg_token(tokenizer) == 263 and len(tokenizer) == 264
     assert tokenizer("x<SEG>y")["input_ids"] == [88, 263, 89]  # x, y: 120 - 32 and 121 - 32, never split
     assert tokenizer.decode([88, 263, 89], skip_special_tokens=True) == "xy"  # special: left out of a text
+
+
+def test_a_misspelt_family_is_refused_with_the_valid_ones():
+    """``model.mllm.family=qwen2.5_vl`` (a dot for the underscore) reaches the processor, the first thing
+    built for a family."""
+    with pytest.raises(
+        ValueError, match=r"^Unknown MLLM family 'qwen2\.5_vl'; expected 'qwen2_vl' or 'qwen2_5_vl'\.$"
+    ):
+        build_processor(tokenizer=byte_level_tokenizer(), family="qwen2.5_vl")

@@ -1,15 +1,22 @@
 """Missing or corrupt base-weight paths give errors that name the path and list what is expected."""
 
 import logging
+import re
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from lavida.models.mask_decoder import build_mask_decoder
 from lavida.models.mllm import build_semantic_extractor
 from lavida.models.text_encoder import build_category_encoder
-from lavida.models.weights import WeightsNotFoundError, check_nothing_missing, check_pretrained_dir
+from lavida.models.weights import (
+    WeightsNotFoundError,
+    check_nothing_missing,
+    check_pretrained_dir,
+    check_weights_file,
+    load_state_dict_file,
+)
 
 
 def test_missing_qwen_directory_lists_expected_files(tmp_path):
@@ -73,6 +80,22 @@ def test_clip_weights_errors(tiny_pretrained, tmp_path):
     wrong_suffix.write_bytes(b"")
     with pytest.raises(WeightsNotFoundError, match="not a supported weights file"):
         build_category_encoder(model_name=name, arch=arch, pretrained=str(wrong_suffix))
+
+
+def test_clip_weights_of_another_width_are_refused_naming_the_file_and_tensor(tiny_pretrained, tmp_path):
+    """Every name of the configured tower present, one of another shape (another CLIP's width)."""
+    state = load_file(tiny_pretrained.text_encoder.pretrained)
+    width = state["ln_final.weight"].shape[0]
+    state["ln_final.weight"] = torch.ones(width + 1)
+    other = tmp_path / "other_width.safetensors"
+    save_file(state, str(other))
+    arch, name = tiny_pretrained.text_encoder.arch, tiny_pretrained.text_encoder.model_name
+    with pytest.raises(
+        WeightsNotFoundError,
+        match=rf"(?s)^CLIP text encoder: '{re.escape(str(other))}' does not fit the configured model: .*"
+        rf"size mismatch for ln_final\.weight: .*torch\.Size\(\[{width + 1}\]\)",
+    ):
+        build_category_encoder(model_name=name, arch=arch, pretrained=str(other))
 
 
 def test_clip_loads_torch_bin_state_dict(tiny_pretrained, tmp_path):
@@ -230,3 +253,32 @@ def test_missing_tensors_are_counted_and_the_first_five_named_in_order(tmp_path)
     check_nothing_missing(
         {"missing_keys": [], "unexpected_keys": ["memory"]}, directory=tmp_path, what="", hint=""
     )
+
+
+def test_a_folder_of_several_weights_files_lists_them_when_the_hint_names_none(tmp_path):
+    """Two candidates and a hint that names neither: the error cannot pick one, so it lists both."""
+    for name in ("b.safetensors", "a.safetensors", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(WeightsNotFoundError) as error:
+        check_weights_file(tmp_path, what="CLIP", suffixes=(".safetensors",), hint="Get it.")
+    assert str(error.value) == (
+        f"CLIP: expected a weights file, but '{tmp_path}' is a folder. Point at one of the files in it: "
+        "a.safetensors, b.safetensors.\nGet it."
+    )
+
+
+def test_a_state_dict_saved_under_state_dict_is_unwrapped(tmp_path):
+    """Training frameworks (Lightning, some open_clip checkpoints) save ``{"state_dict": {...}, ...}``."""
+    path = tmp_path / "wrapped.pt"
+    torch.save({"state_dict": {"w": torch.ones(2)}, "epoch": 3}, path)
+    state = load_state_dict_file(path, what="CLIP")
+    assert list(state) == ["w"]
+    torch.testing.assert_close(state["w"], torch.ones(2), rtol=0, atol=0)
+
+
+def test_a_file_of_tensors_that_is_not_a_state_dict_is_refused_naming_it(tmp_path):
+    path = tmp_path / "list.pt"
+    torch.save([torch.ones(2)], path)
+    with pytest.raises(WeightsNotFoundError) as error:
+        load_state_dict_file(path, what="CLIP")
+    assert str(error.value) == f"CLIP: '{path}' does not hold a state dict (got list)."

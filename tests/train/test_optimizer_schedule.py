@@ -153,6 +153,20 @@ def test_adamw_settings_and_weight_decay_on_every_trainable_parameter():
     assert given == {id(p) for p in trainable}
 
 
+@pytest.mark.parametrize("frozen", ["by requires_grad", "by an lr scale of 0"])
+def test_a_model_with_nothing_to_train_is_refused(frozen):
+    """Everything frozen (or every trainable group given lr_scales 0): an AdamW over no parameter would
+    only fail inside torch, or train nothing for the whole run."""
+    model = nn.Linear(2, 1)
+    config = OptimConfig()
+    if frozen == "by requires_grad":
+        model.requires_grad_(False)
+    else:
+        config = OptimConfig(lr_scales={"": 0.0})
+    with pytest.raises(ValueError, match=r"^The model has no trainable parameter; nothing to optimise\.$"):
+        build_optimizer(model, config)
+
+
 def test_one_adamw_step_by_hand():
     """First AdamW step (Loshchilov & Hutter): p ← p·(1 − lr·wd) − lr · m̂ / (√v̂ + eps) with m̂ = g and
     v̂ = g² after bias correction, i.e. p·(1 − lr·wd) − lr · g / (|g| + eps). Decoupled: the decay is not

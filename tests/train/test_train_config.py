@@ -102,6 +102,17 @@ def test_the_smallest_allowed_values_are_accepted():
             lambda: OptimConfig(betas=(0.9, 0.99, 0.999)),
             "train.optim.betas must be two numbers in [0, 1), got (0.9, 0.99, 0.999).",
         ),
+        (
+            lambda: OptimConfig(schedule_over="epochs"),
+            "train.optim.schedule_over must be steps or micro_batches, got 'epochs'.",
+        ),
+        (lambda: TrainConfig(epochs=0), "train.epochs must be ≥ 1, got 0."),
+        (lambda: TrainConfig(grad_accum=0), "train.grad_accum must be ≥ 1, got 0."),
+        (lambda: TrainConfig(max_steps=0), "train.max_steps must be ≥ 1 or null, got 0."),
+        (
+            lambda: TrainConfig(resume_check="loose"),
+            "train.resume_check must be 'strict' or 'warn', got 'loose'.",
+        ),
     ],
 )
 def test_values_just_outside_a_bound_are_refused(make, message):
@@ -127,3 +138,16 @@ def test_values_just_outside_a_bound_are_refused(make, message):
 def test_a_mistyped_value_is_refused_with_the_default_as_example(values, message):
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         TrainConfig.from_dict(values)
+
+
+@pytest.mark.parametrize(
+    ("values", "where", "key"),
+    [({"epoch": 2}, "train", "epoch"), ({"optim": {"learning_rate": 1e-4}}, "train.optim", "learning_rate")],
+)
+def test_an_unknown_key_is_refused_naming_its_section_and_the_valid_keys(values, where, key):
+    with pytest.raises(
+        ValueError, match=rf"^{re.escape(where)}: unknown keys \['{key}'\]; valid keys are \["
+    ) as error:
+        TrainConfig.from_dict(values)
+    valid = "'epochs'" if where == "train" else "'lr'"
+    assert valid in str(error.value)
