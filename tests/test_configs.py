@@ -86,6 +86,26 @@ def test_a_misspelt_base_weights_setting_is_rejected_with_the_valid_ones():
         LavidaConfig.from_dict({"base_weights": "requried"})
 
 
+@pytest.mark.parametrize(
+    ("section", "key", "typo", "choices"),
+    [
+        ("mllm", "family", "qwen2.5_vl", "qwen2_vl, qwen2_5_vl"),
+        ("mllm", "positions", "rope", "mrope, sequential"),
+        ("compression", "density", "LOF", "paper, lof"),
+        ("mask_decoder", "prompt_embedding", "mlp", "linear, none"),
+        ("projector", "kind", "q_former", "multiscale, qformer, mlp"),
+        ("projector", "eq7", "Paper", "paper, official"),
+    ],
+)
+def test_a_misspelt_choice_is_rejected_naming_its_key(section, key, typo, choices):
+    """Each was checked only where the model is built from it, if at all, in a message that did not name
+    the key (model.mllm.family only by the processor)."""
+    with pytest.raises(
+        ValueError, match=rf"^model\.{section}\.{key} must be one of {choices}; got '{typo}'\.$"
+    ):
+        LavidaConfig.from_dict({section: {key: typo}})
+
+
 def test_a_section_given_as_a_scalar_is_rejected_naming_the_section():
     """``model.projector=3`` on the command line: the section must be a mapping of its settings."""
     with pytest.raises(TypeError, match=r"^model.projector: expected a mapping, got int.$"):

@@ -350,7 +350,8 @@ class Detector:
         Raises:
             TypeError: ``source`` is not a path, URL or device name, or ``categories`` is one string.
             ValueError: empty category list, a setting not valid (``max_frames``, ``fps``, ``save``,
-                ``name``), no frames, or frames the model cannot take (the message names the source).
+                ``name``), no frames (or a live stream stopped before its first frame was scored), or frames
+                the model cannot take (the message names the source).
             lavida.data.video.VideoReadError: unreadable, empty or undecodable video.
             KeyboardInterrupt: Ctrl-C on a source that is not live (its earlier folder is kept as it was).
         """
@@ -383,6 +384,7 @@ class Detector:
                 )
             bar = tqdm(total=stream.num_frames, desc=name, unit="frame", disable=not progress)
             writing = False  # True while a frame's files are half written
+            stopped = False
             try:
                 for result in results:
                     # Ctrl-C while a frame is written would leave it in some files and not in others:
@@ -403,6 +405,7 @@ class Detector:
                 # written so far complete; a file's run is aborted (its earlier folder kept).
                 if not live or writing:
                     raise
+                stopped = True
                 _log_stop(name, len(scores))
             finally:
                 bar.close()
@@ -410,6 +413,11 @@ class Detector:
                 results.close()
                 if hasattr(stream.frames, "close"):  # a stopped live stream's connection
                     stream.frames.close()
+            if not scores and stopped:
+                # Frames are scored a clip at a time, so a stream stopped early may have read frames.
+                raise ValueError(
+                    f"{source}: stopped (Ctrl-C) before its first frame was scored; nothing was written."
+                )
             if not scores:
                 raise ValueError(f"{source}: no frames were read.")
             values = np.asarray(scores, dtype=np.float64)

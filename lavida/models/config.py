@@ -9,6 +9,7 @@ Unknown keys are rejected with the list of valid ones, so a YAML typo fails loud
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -171,7 +172,17 @@ def _from_dict(cls, data: dict[str, Any], where: str):
     for name, value in data.items():
         nested = _NESTED.get(known[name].type) if isinstance(known[name].type, str) else None
         values[name] = _from_dict(nested, value, f"{where}.{name}") if nested is not None else value
-    return cls(**values)
+    built = cls(**values)
+    # A choice among names (model.mllm.family, projector.kind, ...) is checked here, where the key can be
+    # named, rather than where the model is built from it, deep in a builder (or never, for a typo that
+    # happens to select the default branch).
+    for name, hint in typing.get_type_hints(cls).items():
+        choices = typing.get_args(hint) if typing.get_origin(hint) is Literal else None
+        if choices and getattr(built, name) not in choices:
+            raise ValueError(
+                f"{where}.{name} must be one of {', '.join(map(str, choices))}; got {getattr(built, name)!r}."
+            )
+    return built
 
 
 _NESTED = {

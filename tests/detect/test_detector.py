@@ -935,7 +935,10 @@ def test_ctrl_c_before_a_live_streams_first_score_leaves_nothing_and_says_so(
     monkeypatch.setattr(detector, "clip_length", 1)
     monkeypatch.setattr(detector, "predict_clip", stopped)
     out = tmp_path / "out"
-    with pytest.raises(ValueError, match=r"^rtsp://camera/live: no frames were read\.$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^rtsp://camera/live: stopped \(Ctrl-C\) before its first frame was scored; nothing was written\.$",
+    ):
         detector.detect("rtsp://camera/live", ["x"], output_dir=out, overlay=False, progress=False)
     assert not out.exists() or list(out.iterdir()) == []
 
