@@ -141,6 +141,26 @@ def test_a_mistyped_value_is_refused_with_the_default_as_example(values, message
 
 
 @pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (
+            lambda: TrainConfig.from_dict({"logger": "tb"}),
+            "train.logger must be one of tensorboard, wandb, none, got 'tb'; e.g. train.logger=tensorboard.",
+        ),
+        (
+            lambda: launcher_from_dict({"mixed_precision": "bfloat16"}),
+            "launcher.mixed_precision must be one of no, bf16, fp16, got 'bfloat16'; e.g. "
+            "launcher.mixed_precision=no.",
+        ),
+    ],
+)
+def test_a_value_outside_its_choices_is_refused_naming_the_key(build, message):
+    """Neither has a check of its own: Accelerate would refuse them later without naming the key."""
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        build()
+
+
+@pytest.mark.parametrize(
     ("values", "where", "key"),
     [({"epoch": 2}, "train", "epoch"), ({"optim": {"learning_rate": 1e-4}}, "train.optim", "learning_rate")],
 )
