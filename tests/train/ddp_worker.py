@@ -1,5 +1,6 @@
 """Run by tests/train/test_ddp.py under `accelerate launch`: two training steps, then each rank saves
-its trainable parameters so the test can compare ranks."""
+its trainable parameters so the test can compare ranks; with a fourth argument ``rerun``, the same run
+again, which finds nothing left to train."""
 
 import json
 import sys
@@ -15,7 +16,7 @@ from lavida.train.config import LauncherConfig, TrainConfig
 from lavida.train.loop import Trainer
 
 
-def main(config_json: str, data_root: str, output_dir: str) -> None:
+def main(config_json: str, data_root: str, output_dir: str, mode: str = "train") -> None:
     torch.set_num_threads(1)
     data = DataConfig.from_dict(
         {
@@ -47,6 +48,11 @@ def main(config_json: str, data_root: str, output_dir: str) -> None:
     )
     trainer.setup()
     acc = trainer.accelerator
+    if mode == "rerun":  # the same command again after the run finished: nothing left to train
+        summary = trainer.fit()
+        rerun = {"steps": summary.steps, "final": str(summary.final_checkpoint)}
+        Path(f"{output_dir}/rerun_rank{acc.process_index}.json").write_text(json.dumps(rerun))
+        return
 
     def save(tag: str) -> None:
         model = acc.unwrap_model(trainer.model)
@@ -89,4 +95,4 @@ def main(config_json: str, data_root: str, output_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

@@ -11,17 +11,22 @@ from conftest import free_port
 from safetensors.torch import load_file
 
 
-def test_two_process_ddp_keeps_ranks_identical(synthetic_train_root, tiny_pretrained, tmp_path):
-    config = tmp_path / "model.json"
-    config.write_text(json.dumps(tiny_pretrained.to_dict()))
-    out = tmp_path / "run"
+def _launch(*arguments: str, timeout: int) -> subprocess.CompletedProcess:
+    """ddp_worker.py on two CPU processes (gloo)."""
     command = [
         sys.executable, "-m", "accelerate.commands.launch",
         "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_port", str(free_port()),
         "--mixed_precision", "no", "--dynamo_backend", "no",
-        str(Path(__file__).with_name("ddp_worker.py")), str(config), str(synthetic_train_root), str(out),
+        str(Path(__file__).with_name("ddp_worker.py")), *arguments,
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_two_process_ddp_keeps_ranks_identical(synthetic_train_root, tiny_pretrained, tmp_path):
+    config = tmp_path / "model.json"
+    config.write_text(json.dumps(tiny_pretrained.to_dict()))
+    out = tmp_path / "run"
+    result = _launch(str(config), str(synthetic_train_root), str(out), timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     rank0 = load_file(str(out / "trained_rank0_of_2.safetensors"))
     rank1 = load_file(str(out / "trained_rank1_of_2.safetensors"))
@@ -58,3 +63,14 @@ def test_two_process_ddp_keeps_ranks_identical(synthetic_train_root, tiny_pretra
     assert len(means) == 2 and ranks[0]["losses"] != ranks[1]["losses"]
     for rank in ranks:
         assert rank["logged"] == pytest.approx(means, rel=1e-12)
+
+    # The same command again: nothing is left to train, and both ranks must agree to keep final/ as it
+    # is (the main process decides; a rank that saved on its own would wait for the other forever).
+    final_meta = out / "final" / "meta.json"
+    written = (final_meta.read_bytes(), final_meta.stat().st_mtime_ns)
+    result = _launch(str(config), str(synthetic_train_root), str(out), "rerun", timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rank in (0, 1):
+        rerun = json.loads((out / f"rerun_rank{rank}.json").read_text())
+        assert rerun == {"steps": 2, "final": str(out / "final")}
+    assert (final_meta.read_bytes(), final_meta.stat().st_mtime_ns) == written
