@@ -202,6 +202,20 @@ def test_detect_checks_the_checkpoint_before_reading_any_input(tmp_path, monkeyp
     assert not (tmp_path / "out").exists()
 
 
+def test_detect_refuses_an_output_dir_that_is_a_file_before_loading_the_model(
+    detect_checkpoint, tmp_path, monkeypatch
+):
+    """The output folder is made before the model loads (minutes for the paper's model): an output_dir that
+    names a file fails at once, not once the model is loaded."""
+    monkeypatch.setattr(
+        detect_cli.Detector, "from_checkpoint", lambda *a, **k: pytest.fail("the model was loaded")
+    )
+    (tmp_path / "out").write_text("a file, not a folder")
+    cfg = compose_cli_config("detect", *detect_overrides(tmp_path), checkpoint=str(detect_checkpoint))
+    with pytest.raises(FileExistsError):
+        detect_cli.run(cfg)
+
+
 def test_detect_does_not_hide_index_errors_as_skipped_videos(tmp_path, monkeypatch):
     """A bug (here an IndexError inside detection) stops the run instead of skipping every video."""
     import torch

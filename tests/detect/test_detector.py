@@ -513,11 +513,20 @@ def test_cli_says_why_it_redoes_a_finished_video(checkpoint, tmp_path, monkeypat
     run(cfg)
     folder = tmp_path / "out" / "a"
     cfg.threshold = 0.3
+
+    def lose_the_input_path():
+        made = json.loads((folder / "run.json").read_text())
+        (folder / "run.json").write_text(json.dumps({**made, "input": {**made["input"], "path": None}}))
+
     reasons = {
         "its outputs were made otherwise (settings.threshold was 0.5, now 0.3)": lambda: None,
         f"{folder / 'run.json'} is unreadable or not a record of settings": lambda: (
             folder / "run.json"
         ).write_text("[1]"),
+        # A damaged record whose input path is not text: compared as it is (only text is made absolute).
+        f"its outputs were made otherwise (input.path was None, now {str(inputs / 'a.mp4')!r})": (
+            lose_the_input_path
+        ),
         "its summary.json is missing or unreadable": lambda: (folder / "summary.json").unlink(),
     }
     for reason, damage in reasons.items():
@@ -541,6 +550,26 @@ def test_cli_says_it_reuses_a_finished_video_and_gives_no_reason_to_redo_it(
     assert computed == []
     assert f"Reusing {inputs / 'a.mp4'}: its outputs were made with the same checkpoint" in caplog.text
     assert "Redoing" not in caplog.text
+
+
+def test_cli_reuses_a_video_whose_run_json_holds_the_input_path_as_typed(checkpoint, tmp_path, monkeypatch):
+    """A run.json written before input paths were made absolute holds the path as typed (``videos/a.mp4``):
+    a rerun takes it from its own current folder, so it reuses the video from the folder it was typed in,
+    and redoes it from another one (where ``videos/a.mp4`` is another file)."""
+    inputs = _one_video_folder(tmp_path, frames=2)
+    cfg = cli_config(inputs, "fire", checkpoint, tmp_path / "out", overlay=False)
+    detect_cli.run(cfg)
+    marker = tmp_path / "out" / "a" / "run.json"
+    made = json.loads(marker.read_text())
+    assert made["input"]["path"] == str(inputs / "a.mp4")
+    marker.write_text(json.dumps({**made, "input": {**made["input"], "path": "videos/a.mp4"}}))
+    computed = _recording_detect(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    detect_cli.run(cfg)
+    assert computed == []
+    monkeypatch.chdir(inputs)
+    detect_cli.run(cfg)
+    assert computed == ["a.mp4"]
 
 
 def test_cli_folder_run_skips_a_frame_folder_with_a_corrupt_frame(checkpoint, tmp_path):
