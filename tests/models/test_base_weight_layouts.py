@@ -48,7 +48,8 @@ def test_sam2_directory_missing_a_tensor_is_refused_not_initialised_at_random(ti
     with pytest.raises(WeightsNotFoundError) as info:
         build_mask_decoder(pretrained=str(directory), arch=tiny_pretrained.mask_decoder.arch, prompt_dim=32)
     message = str(info.value)
-    assert str(directory) in message and "mask_decoder.conv_s0.bias" in message
+    assert message.startswith(f"SAM2: the weights in '{directory}' lack 1 tensors of the model")
+    assert "mask_decoder.conv_s0.bias" in message
     assert "LAVIDA_SAM2_PATH" in message
 
 
@@ -99,6 +100,44 @@ def test_a_directory_of_a_shipped_sam2_size_is_named_with_its_config(tiny_pretra
     assert re.fullmatch(re.escape(head) + r"(?:  [^\n]+\n)+" + re.escape(tail), message), message
     line = f"  vision_config.backbone_config.blocks_per_stage: {blocks} in the directory, [1, 2, 1, 1] configured"
     assert line in message.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "configured"),
+    [
+        ("vision_config.backbone_config.hidden_size", 24, 16),
+        ("vision_config.backbone_config.blocks_per_stage", [1, 2, 2, 1], [1, 2, 1, 1]),
+        ("vision_config.backbone_config.embed_dim_per_stage", [16, 32, 64, 96], [16, 32, 64, 128]),
+        ("vision_config.backbone_config.num_attention_heads_per_stage", [1, 1, 2, 4], [1, 1, 2, 2]),
+        ("vision_config.backbone_config.global_attention_blocks", [1], [2]),
+        ("vision_config.backbone_config.window_size_per_stage", [4, 4, 2, 2], [4, 4, 4, 2]),
+        ("vision_config.backbone_config.image_size", [256, 256], [128, 128]),
+        ("vision_config.fpn_hidden_size", 64, 32),
+        ("prompt_encoder_config.image_size", 256, 128),
+        ("prompt_encoder_config.hidden_size", 64, 32),
+        ("mask_decoder_config.hidden_size", 64, 32),
+        ("mask_decoder_config.num_hidden_layers", 3, 2),
+    ],
+)
+def test_each_architecture_field_alone_makes_another_size(
+    tiny_pretrained, tmp_path, field, value, configured
+):
+    """Any one of the fields that tell SAM2 architectures apart is enough for the refusal, which names that
+    field alone; the tiny config's size is no shipped one, so the fix names no config."""
+    arch = copy.deepcopy(tiny_pretrained.mask_decoder.arch)
+    *parents, name = field.split(".")
+    section = arch
+    for parent in parents:
+        section = section[parent]
+    section[name] = value
+    loaded = _sam2_config(Sam2Config, arch)
+    with pytest.raises(WeightsNotFoundError) as info:
+        _check_size(loaded, _sam2_config(Sam2Config, tiny_pretrained.mask_decoder.arch), tmp_path)
+    lines = str(info.value).splitlines()
+    assert [line for line in lines if line.startswith("  ")] == [
+        f"  {field}: {value} in the directory, {configured} configured"
+    ]
+    assert "(model/mask_decoder=<the directory's size>)" in lines[-1]
 
 
 def test_checkpoint_pointed_at_a_sam2_of_another_size_is_refused(tiny_model, tiny_pretrained, tmp_path):
@@ -173,6 +212,12 @@ def test_sam2_loads_in_the_requested_dtype(tiny_pretrained):
         dtype="bfloat16",
     )
     assert {p.dtype for p in decoder.parameters()} == {torch.bfloat16}
+
+
+def test_load_sam2_reads_a_directory_in_the_requested_dtype(tiny_pretrained):
+    """``load_sam2`` itself, not only ``build_mask_decoder``'s final cast, returns the dtype asked for."""
+    sam = load_sam2(pretrained=tiny_pretrained.mask_decoder.pretrained, dtype="bfloat16")
+    assert {p.dtype for p in sam.parameters()} == {torch.bfloat16}
 
 
 # -- CLIP -------------------------------------------------------------------------------------------------

@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 
 import pytest
 import torch
 from conftest import compose_model_config
+from torch import nn
+from transformers import Sam2Config
 
-from lavida.models.mask_decoder import MultiLevelMaskDecoder, build_mask_decoder, load_sam2
+from lavida.models.mask_decoder import MultiLevelMaskDecoder, _sam2_config, build_mask_decoder, load_sam2
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +55,45 @@ def test_defaults_freeze_the_image_encoder_and_predict_three_masks(sam):
     assert decoder.multimask_output is True
     assert not any(p.requires_grad for p in sam.vision_encoder.parameters())
     assert not sam.vision_encoder.training and sam.mask_decoder.training
+
+
+def test_eval_and_train_switch_every_trained_module_and_keep_the_encoder_in_eval(sam):
+    """``eval()`` puts the whole module (prompt embedding, prompt encoder, mask decoder) in inference mode;
+    ``train()`` brings back all but the frozen image encoder."""
+    decoder = MultiLevelMaskDecoder(sam=sam, prompt_dim=32)
+    trained = [decoder.prompt_embedding, sam.prompt_encoder, sam.mask_decoder]
+    decoder.eval()
+    assert not any(module.training for module in decoder.modules())
+    decoder.train()
+    assert all(module.training for part in trained for module in part.modules())
+    assert not any(module.training for module in sam.vision_encoder.modules())
+
+
+def test_build_without_prompt_embedding_feeds_f_proj_unchanged():
+    """``build_mask_decoder`` passes ``prompt_embedding='none'`` on (the official code's wiring): no B.5 layer."""
+    decoder = build_mask_decoder(
+        arch=compose_model_config("tiny").mask_decoder.arch, prompt_dim=32, prompt_embedding="none"
+    )
+    assert isinstance(decoder.prompt_embedding, nn.Identity)
+    prompts = torch.randn(2, 32)
+    assert torch.equal(decoder.prompt_embedding(prompts), prompts)
+
+
+def test_building_sam2_leaves_the_configured_arch_unchanged():
+    """The arch belongs to the model config (saved with checkpoints, compared with a directory's): building
+    SAM2 from it must not write transformers' backbone model type into it."""
+    arch = compose_model_config("tiny").mask_decoder.arch
+    before = copy.deepcopy(arch)
+    load_sam2(arch=arch)
+    assert arch == before
+
+
+def test_an_arch_without_a_backbone_section_keeps_transformers_default_backbone():
+    """``arch`` holds only the ``Sam2Config`` arguments that differ from transformers' defaults; one that
+    leaves out the Hiera backbone gets transformers' default one (Hiera-T's blocks per stage)."""
+    config = _sam2_config(Sam2Config, {"prompt_encoder_config": {"hidden_size": 32}})
+    assert config.prompt_encoder_config.hidden_size == 32
+    assert config.vision_config.backbone_config.blocks_per_stage == [1, 2, 7, 2]
 
 
 def test_build_defaults_are_the_papers(caplog):

@@ -54,8 +54,11 @@ def test_corrupt_qwen_weights(tiny_pretrained, tmp_path):
 def test_missing_and_corrupt_sam2(tiny_pretrained, tmp_path):
     import shutil
 
-    with pytest.raises(WeightsNotFoundError, match="LAVIDA_SAM2_PATH"):
+    with pytest.raises(WeightsNotFoundError, match="LAVIDA_SAM2_PATH") as error:
         build_mask_decoder(pretrained=str(tmp_path / "sam"))
+    assert str(error.value).startswith(
+        f"SAM2: expected a local directory at '{tmp_path / 'sam'}', but it does not"
+    )
     broken = tmp_path / "sam2"
     shutil.copytree(tiny_pretrained.mask_decoder.pretrained, broken)
     (broken / "model.safetensors").write_bytes(b"garbage")
