@@ -210,6 +210,7 @@ def test_a_checkpoint_is_not_loaded_on_other_weights_of_the_same_model(saved, tm
         load_checkpoint(checkpoint, config_overrides=overrides)
     assert error.value.sections == (section,)
     assert "+checkpoint_overrides.<part>.pretrained=DIR" in str(error.value)
+    assert "without any other sign. Point at the weights it was trained on (lavida-eval" in str(error.value)
 
     with caplog.at_level(logging.WARNING, logger="lavida.models.base_fingerprint"):
         model, loaded_config = load_checkpoint(

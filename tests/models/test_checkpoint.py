@@ -1,22 +1,28 @@
 """Checkpoint save → load gives identical outputs; broken checkpoints give clear errors."""
 
 import json
+import re
 
 import pytest
 import torch
 from conftest import checkpoint_on_its_own_clip, make_samples, other_weights, tiny_processor_for
+from safetensors.torch import load_file, save_file
+from torch import nn
 
+import lavida
+from lavida.models.adapters import MLPAdapter
 from lavida.models.base_fingerprint import weights_fingerprint
 from lavida.models.checkpoint import (
     _git_revision,
     heads_state_dict,
     load_checkpoint,
+    load_trained_weights,
     loaded_base_fingerprints,
     read_checkpoint_meta,
     save_checkpoint,
     trained_clip_length,
 )
-from lavida.models.lavida import build_lavida
+from lavida.models.lavida import LavidaModel, build_lavida
 from lavida.models.weights import WeightsNotFoundError
 
 
@@ -130,12 +136,20 @@ def test_broken_checkpoints_raise_clear_errors(trained, tmp_path):
     with pytest.raises(WeightsNotFoundError, match="not a LAVIDA checkpoint"):
         load_checkpoint(tmp_path / "nowhere")
 
-    # Hand-edited files (the eq7 hint below asks for one) with a typo name the file and the place.
-    for name in ("lavida_config.json", "meta.json"):
+    # Hand-edited files (the eq7 hint below asks for one) with a typo name the file, the place and what
+    # the file should hold.
+    holds = {
+        "lavida_config.json": "the model configuration save_checkpoint writes",
+        "meta.json": "a JSON object of training facts (lavida_version, step, ...)",
+    }
+    for name, what in holds.items():
         target = save_checkpoint(model, config, tmp_path / f"ckpt_{name}")
         text = (target / name).read_text()
         (target / name).write_text(text.replace('"', "", 1))
-        with pytest.raises(ValueError, match=rf"{name}: not valid JSON \(.* line 2, column 3\)"):
+        with pytest.raises(
+            ValueError,
+            match=rf"{name}: not valid JSON \(.* line 2, column 3\); expected {re.escape(what)}\. ",
+        ):
             load_checkpoint(target)
 
 
@@ -288,6 +302,11 @@ def test_a_smoke_run_folder_moved_as_a_whole_still_loads(tmp_path, caplog):
     torch.testing.assert_close(_outputs(loaded).object_logits, before.object_logits, rtol=0, atol=0)
     assert loaded_config.mask_decoder.pretrained == str(moved / "base_models" / "sam2")
     assert "the run folder was moved" in caplog.text
+    # The fingerprints an evaluation cache is keyed on follow the stand-ins too, and say nothing more.
+    caplog.clear()
+    fingerprints = loaded_base_fingerprints(moved / "train" / "final")
+    assert fingerprints["mask_decoder"] == weights_fingerprint(moved / "base_models" / "sam2")
+    assert caplog.text == ""
 
     # A path given by the caller wins; one that does not exist is refused, not replaced.
     with pytest.raises(WeightsNotFoundError):
@@ -348,7 +367,8 @@ def test_real_base_weights_are_not_looked_for_in_the_run_folder(trained, tmp_pat
 
     model, config = trained
     save_checkpoint(model, dataclasses.replace(config, base_weights="required"), tmp_path / "run" / "final")
-    assert "stand_ins_relative" not in json.loads((tmp_path / "run" / "final" / "meta.json").read_text())
+    meta = json.loads((tmp_path / "run" / "final" / "meta.json").read_text())
+    assert "stand_ins_relative" not in meta and "stand_in_sha256" not in meta
 
 
 def test_loaded_base_fingerprints_follow_the_config_overrides(tiny_pretrained, tmp_path):
@@ -392,3 +412,145 @@ def test_the_trained_clip_length_comes_from_meta_json_else_b3s_8(tmp_path):
     assert trained_clip_length(tmp_path) == 8
     (tmp_path / "meta.json").write_text(json.dumps({"clip_length": 4}))
     assert trained_clip_length(tmp_path) == 4
+
+
+def test_meta_json_records_the_code_the_trained_size_and_the_seg_id(trained, tmp_path, monkeypatch):
+    """meta.json's facts (the module docstring): lavida's version, the git revision of the code that saved,
+    the number of trained parameters and the <SEG> token id, with the caller's extra entries."""
+    model, config = trained
+    monkeypatch.setattr("lavida.models.checkpoint._git_revision", lambda: "0123abcd+dirty")
+    target = save_checkpoint(model, config, tmp_path / "ckpt", extra_meta={"step": 7, "clip_length": 4})
+    meta = json.loads((target / "meta.json").read_text())
+    trained_count = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert meta["lavida_version"] == lavida.__version__
+    assert meta["git_revision"] == "0123abcd+dirty"
+    assert meta["trainable_parameters"] == trained_count > 0
+    assert meta["seg_token_id"] == model.mllm.seg_token_id
+    assert (meta["step"], meta["clip_length"]) == (7, 4)
+
+
+class _BaseModelWithoutAdapter(nn.Linear):
+    """A frozen base model with transformers' ``save_pretrained`` (which writes all its weights), no PEFT."""
+
+    def save_pretrained(self, directory):
+        directory.mkdir(parents=True)
+        save_file(self.state_dict(), directory / "model.safetensors")
+
+
+class _PlainMllm(nn.Module):
+    """An MLLM that is no PEFT model (as the stand-ins of tests/models/test_lavida.py): nothing of it trains."""
+
+    seg_token_id = 3
+
+    def __init__(self):
+        super().__init__()
+        self.model = _BaseModelWithoutAdapter(2, 2).requires_grad_(False)
+
+
+def _model_with_a_plain_mllm(seed):
+    torch.manual_seed(seed)
+    return LavidaModel(
+        mllm=_PlainMllm(),
+        text_encoder=nn.Identity(),
+        mask_decoder=nn.Identity(),
+        projector=MLPAdapter(llm_dim=2, out_dim=2, hidden_dim=2),
+    )
+
+
+def test_a_model_whose_mllm_is_no_peft_model_saves_and_loads_its_heads_without_an_adapter(
+    tiny_pretrained, tmp_path
+):
+    """No adapter is written for an MLLM without a PEFT adapter (its frozen base model is not saved either),
+    and none is asked for on loading."""
+    model = _model_with_a_plain_mllm(seed=0)
+    target = save_checkpoint(model, tiny_pretrained, tmp_path / "ckpt")
+    assert sorted(p.name for p in target.iterdir()) == [
+        "heads.safetensors",
+        "lavida_config.json",
+        "meta.json",
+    ]
+    other = _model_with_a_plain_mllm(seed=1)
+    assert not torch.equal(other.projector.mlp[0].weight, model.projector.mlp[0].weight)
+    load_trained_weights(other, target)
+    for name, parameter in model.projector.named_parameters():
+        torch.testing.assert_close(other.projector.get_parameter(name), parameter, rtol=0, atol=0)
+
+
+def test_a_folder_that_is_no_checkpoint_is_refused_naming_what_it_lacks_and_holds(tmp_path):
+    """The message lists what the folder holds (a run folder given for its checkpoint, say), and says so
+    where there is no folder at all."""
+    folder = tmp_path / "outputs"
+    folder.mkdir()
+    (folder / "metrics.json").write_text("{}")
+    (folder / "lavida_config.json").write_text("{}")
+    with pytest.raises(WeightsNotFoundError) as info:
+        load_checkpoint(folder)
+    assert str(info.value) == (
+        f"'{folder}' is not a LAVIDA checkpoint: missing ['heads.safetensors']. A checkpoint holds "
+        "lavida_config.json, heads.safetensors, mllm_adapter/ and meta.json. "
+        "Found: ['lavida_config.json', 'metrics.json']"
+    )
+    with pytest.raises(WeightsNotFoundError) as info:
+        load_checkpoint(tmp_path / "nowhere")
+    assert str(info.value).endswith(
+        "missing ['lavida_config.json', 'heads.safetensors']. A checkpoint holds lavida_config.json, "
+        "heads.safetensors, mllm_adapter/ and meta.json. Found: (no such directory)"
+    )
+    (folder / "heads.safetensors").write_bytes(b"")
+    with pytest.raises(WeightsNotFoundError) as info:
+        load_checkpoint(folder / "heads.safetensors")
+    assert str(info.value).endswith(
+        "Found: a file, not the checkpoint's folder: give the folder that holds it"
+    )
+
+
+def test_a_paper_form_checkpoint_loaded_with_the_official_form_names_the_fix(trained, tmp_path):
+    """The other direction of test_eq7_form_mismatch_names_the_fix: heads without the official form's
+    LayerNorm, loaded with ``eq7: official``, are named as the paper's form."""
+    model, config = trained
+    target = save_checkpoint(model, config, tmp_path / "ckpt")
+    data = json.loads((target / "lavida_config.json").read_text())
+    assert data["projector"]["eq7"] == "paper"
+    data["projector"]["eq7"] = "official"
+    (target / "lavida_config.json").write_text(json.dumps(data))
+    with pytest.raises(WeightsNotFoundError) as info:
+        load_checkpoint(target)
+    assert str(info.value).endswith(
+        ' The checkpoint computes Eq. 7 in the \'paper\' form: set "eq7": "paper" under "projector" in '
+        "its lavida_config.json."
+    )
+
+
+def test_heads_of_another_model_are_refused_naming_the_tensors_missing_and_unexpected(trained, tmp_path):
+    model, config = trained
+    target = save_checkpoint(model, config, tmp_path / "ckpt")
+    heads = load_file(target / "heads.safetensors")
+    names = sorted(heads)
+    heads["projector.extra.weight"] = torch.zeros(2)
+    del heads[names[0]]
+    save_file(heads, target / "heads.safetensors")
+    with pytest.raises(WeightsNotFoundError) as info:
+        load_checkpoint(target)
+    assert str(info.value) == (
+        f"'{target / 'heads.safetensors'}' does not match the configured model: missing [{names[0]!r}] (1), "
+        "unexpected ['projector.extra.weight'] (1)."
+    )
+
+
+def test_a_checkpoint_of_random_base_models_never_written_is_refused(trained, tmp_path):
+    """A checkpoint saved before lavida wrote its random stand-ins to disk names no base model: building one
+    again would put other random weights under the trained heads, so loading refuses and names the file."""
+    model, config = trained
+    target = save_checkpoint(model, config, tmp_path / "ckpt")
+    data = json.loads((target / "lavida_config.json").read_text())
+    data["mask_decoder"]["pretrained"] = None
+    (target / "lavida_config.json").write_text(json.dumps(data))
+    meta = json.loads((target / "meta.json").read_text())
+    for key in ("stand_ins_relative", "stand_in_sha256"):
+        meta.pop(key, None)
+    (target / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(
+        WeightsNotFoundError,
+        match=rf"^{re.escape(str(target / 'lavida_config.json'))}: no base weights for model\.mask_decoder\. ",
+    ):
+        load_checkpoint(target)

@@ -93,6 +93,10 @@ def test_lora_rank_mismatch_names_the_adapter_and_both_ranks(saved):
     assert str(directory / "mllm_adapter") in message
     assert f"r={saved_r}" in message and f"r={saved_r * 2}" in message
     assert "adapter_config.json" in message
+    # The detail is torch's first size mismatch (the first LoRA A matrix), not its "Error(s) in loading" header.
+    assert "does not fit the model's LoRA adapter (size mismatch for " in message
+    assert f"q_proj.lora_A.default.weight: copying a param with shape torch.Size([{saved_r}, " in message
+    assert "Error(s)" not in message
 
 
 def test_lora_disabled_against_a_lora_checkpoint_names_the_saved_rank(saved):
@@ -102,7 +106,7 @@ def test_lora_disabled_against_a_lora_checkpoint_names_the_saved_rank(saved):
     message = str(info.value)
     assert str(directory / "mllm_adapter") in message
     assert f"saved with r={config.mllm.lora['r']}" in message
-    assert "configured without LoRA" in message
+    assert "; the model is configured without LoRA (model.mllm.lora: null). Load it" in message
 
 
 def test_lora_on_more_modules_than_saved_is_refused_naming_the_missing_keys(saved):
@@ -122,7 +126,10 @@ def test_lora_on_more_modules_than_saved_is_refused_naming_the_missing_keys(save
     ("damage", "reason"),
     [
         ("deleted", r"\[Errno 2\] No such file or directory: '.*adapter_config\.json'"),
-        ("truncated", r".*adapter_config\.json: not valid JSON \("),
+        (
+            "truncated",
+            r".*adapter_config\.json: not valid JSON \(.*\); expected PEFT's adapter configuration\.",
+        ),
         ("a list", r".*adapter_config\.json: not a JSON object"),
     ],
 )
