@@ -237,7 +237,10 @@ class LavidaProcessor:
             image_grid_thw=torch.cat([s.grid_thw for s in images]) if images else None,
             pixel_values_videos=torch.cat([s.pixel_values for s in videos]) if videos else None,
             video_grid_thw=torch.cat([s.grid_thw for s in videos]) if videos else None,
-            second_per_grid_ts=_cat_optional([s.second_per_grid_ts for s in videos]),
+            second_per_grid_ts=_cat_optional(
+                [s.second_per_grid_ts for s in videos],
+                what="video timings (Qwen2.5-VL's second_per_grid_ts: samples of two processors?)",
+            ),
             sam_pixel_values=torch.cat([s.sam_pixel_values for s in samples]),
             frame_to_sample=torch.repeat_interleave(torch.arange(batch_size), frames_per_sample),
             category_tokens=torch.cat([s.category_tokens for s in samples]),
@@ -433,12 +436,11 @@ def _seconds(encoded) -> torch.Tensor | None:
     return None if value is None else torch.as_tensor(value, dtype=torch.float32).reshape(-1)
 
 
-def _cat_optional(parts: list[torch.Tensor | None], what: str = "") -> torch.Tensor | None:
+def _cat_optional(parts: list[torch.Tensor | None], *, what: str) -> torch.Tensor | None:
     present = [part is not None for part in parts]
     if not any(present):
         return None
     if not all(present):
-        if what:
-            raise ValueError(f"Some samples have {what} and others not; a batch needs them for all or none.")
-        return None
+        # Dropping them for the whole batch would lose the samples' own (Qwen2.5-VL's timings silently).
+        raise ValueError(f"Some samples have {what} and others not; a batch needs them for all or none.")
     return torch.cat(parts)

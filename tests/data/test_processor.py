@@ -1,5 +1,6 @@
 """LavidaProcessor: pixel budgets, label masking, SAM2 branch, collation."""
 
+import dataclasses
 import re
 from types import SimpleNamespace
 
@@ -379,6 +380,20 @@ def test_collate_refuses_an_empty_list_and_labels_on_only_some_samples(processor
     evaluated = processor.encode(image, train=False)
     with pytest.raises(ValueError, match="Some samples have answer labels and others not"):
         processor.collate([trained, evaluated])
+
+
+def test_collate_refuses_videos_of_which_only_some_carry_timings(processor):
+    """Qwen2.5-VL's processor gives each video its seconds per temporal group, Qwen2-VL's none; a batch mixing
+    the two would have lost the timings of all its videos."""
+    video, _ = make_samples()
+    plain = processor.encode(video, train=False)
+    assert plain.second_per_grid_ts is None  # the Qwen2-VL twin
+    timed = dataclasses.replace(plain, second_per_grid_ts=torch.tensor([1.0]))
+    assert torch.equal(processor.collate([timed, timed]).second_per_grid_ts, torch.tensor([1.0, 1.0]))
+    with pytest.raises(
+        ValueError, match=r"^Some samples have video timings \(Qwen2\.5-VL's second_per_grid_ts"
+    ):
+        processor.collate([timed, plain])
 
 
 def test_answer_labels_are_refused_when_the_answer_is_not_the_conversations_tail():
