@@ -101,7 +101,8 @@ def test_a_misspelt_choice_is_rejected_naming_its_key(section, key, typo, choice
     """Each was checked only where the model is built from it, if at all, in a message that did not name
     the key (model.mllm.family only by the processor)."""
     with pytest.raises(
-        ValueError, match=rf"^model\.{section}\.{key} must be one of {choices}; got '{typo}'\.$"
+        ValueError,
+        match=rf"^model\.{section}\.{key} must be one of {choices}, got '{typo}'; e\.g\. model\.{section}\.{key}={choices.split(', ')[0]}\.$",
     ):
         LavidaConfig.from_dict({section: {key: typo}})
 

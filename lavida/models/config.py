@@ -9,10 +9,10 @@ Unknown keys are rejected with the list of valid ones, so a YAML typo fails loud
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from lavida.config_choices import check_choices
 from lavida.number_checks import is_real
 
 
@@ -173,15 +173,7 @@ def _from_dict(cls, data: dict[str, Any], where: str):
         nested = _NESTED.get(known[name].type) if isinstance(known[name].type, str) else None
         values[name] = _from_dict(nested, value, f"{where}.{name}") if nested is not None else value
     built = cls(**values)
-    # A choice among names (model.mllm.family, projector.kind, ...) is checked here, where the key can be
-    # named, rather than where the model is built from it, deep in a builder (or never, for a typo that
-    # happens to select the default branch).
-    for name, hint in typing.get_type_hints(cls).items():
-        choices = typing.get_args(hint) if typing.get_origin(hint) is Literal else None
-        if choices and getattr(built, name) not in choices:
-            raise ValueError(
-                f"{where}.{name} must be one of {', '.join(map(str, choices))}; got {getattr(built, name)!r}."
-            )
+    check_choices(built, where)  # model.mllm.family, projector.kind, ...: named here, not in a builder
     return built
 
 

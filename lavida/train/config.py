@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from lavida.config_choices import check_choices
 from lavida.number_checks import is_real, is_whole
 
 
@@ -220,7 +220,9 @@ def _build(cls, data: dict[str, Any], where: str):
     if "betas" in data:
         data = {**data, "betas": tuple(data["betas"])}
     built = cls(**data)
-    _check_choices(built, where)
+    # After the dataclass's own checks, whose messages say more where they exist (train.logger and
+    # launcher.mixed_precision have none: Accelerate would refuse them without naming the key).
+    check_choices(built, where)
     return built
 
 
@@ -248,20 +250,6 @@ def _check_types(cls, data: dict[str, Any], where: str) -> None:
             raise ValueError(
                 f"{where}.{spec.name} must be {expected}, got {value!r}; e.g. "
                 f"{where}.{spec.name}={_example(spec)}."
-            )
-
-
-def _check_choices(built, where: str) -> None:
-    """Refuse a value outside a ``Literal`` field's choices by name (``train.logger=tb``,
-    ``launcher.mixed_precision=bfloat16``), where Accelerate would otherwise fail without naming the key.
-    Runs after the dataclass's own checks, whose messages say more where they exist."""
-    for name, hint in typing.get_type_hints(type(built)).items():
-        choices = typing.get_args(hint) if typing.get_origin(hint) is Literal else None
-        value = getattr(built, name)
-        if choices and value not in choices:
-            raise ValueError(
-                f"{where}.{name} must be one of {', '.join(map(str, choices))}, got {value!r}; e.g. "
-                f"{where}.{name}={choices[0]}."
             )
 
 
