@@ -304,13 +304,13 @@ def test_a_segmentation_neither_list_nor_dict_is_unknown(segmentation):
 
 
 class _Exploit:
-    """Unpickling this calls os.system (a classic malicious pickle)."""
+    """Unpickling this calls os.mkdir on ``marker``: code run by a malicious pickle (no shell involved)."""
 
     def __init__(self, marker):
         self.marker = marker
 
     def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
+        return (os.mkdir, (str(self.marker),))
 
 
 def test_a_pickle_that_imports_code_is_refused(tmp_path):
@@ -321,7 +321,7 @@ def test_a_pickle_that_imports_code_is_refused(tmp_path):
     with pytest.raises(DatasetFormatError, match=r"refs\(unc\)\.p: refused: opcode STACK_GLOBAL"):
         convert_refs_pickle(path)
     # The unpickler alone, without the opcode scan, refuses the global too.
-    with pytest.raises(pickle.UnpicklingError, match=r"refused global '(posix|os|nt)\.system'"):
+    with pytest.raises(pickle.UnpicklingError, match=r"refused global '(posix|os|nt)\.mkdir'"):
         DataOnlyUnpickler(io.BytesIO(data)).load()
     for protocol in (0, 2):  # protocol 0 uses GLOBAL (text), protocol 2 GLOBAL + REDUCE
         with pytest.raises(DatasetFormatError, match="refused: opcode GLOBAL"):
@@ -457,11 +457,11 @@ def test_the_unpickler_alone_refuses_a_persistent_id():
 
 def test_a_global_the_scan_missed_is_still_refused_naming_the_file(monkeypatch, tmp_path):
     """The unpickler is the check that guarantees nothing is imported (module docstring, step 2): with the
-    opcode scan emptied, a pickle that imports os.system is refused as a DatasetFormatError naming the
+    opcode scan emptied, a pickle that imports os.mkdir is refused as a DatasetFormatError naming the
     file, not as a bare UnpicklingError."""
     monkeypatch.setattr(refer_pickle, "_CODE_OPCODES", frozenset())
     with pytest.raises(
-        DatasetFormatError, match=r"refs\(unc\)\.p: refused global '(posix|os|nt)\.system'"
+        DatasetFormatError, match=r"refs\(unc\)\.p: refused global '(posix|os|nt)\.mkdir'"
     ) as refused:
         load_data_pickle(pickle.dumps(_Exploit(tmp_path / "pwned")), name="refs(unc).p")
     assert isinstance(refused.value.__cause__, refer_pickle.RefusedPickleError)
