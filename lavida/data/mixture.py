@@ -66,6 +66,8 @@ class Mixture:
         self.names: tuple[str, ...] = tuple(kept)
         self.probabilities = np.asarray([kept[name] / total for name in self.names])  # (S,) sums to 1
         self._cdf = np.cumsum(self.probabilities)
+        # The cumulative sum can end a rounding step below 1 (seven equal weights: 1 - 2.2e-16); pinning
+        # it to 1 keeps every uniform draw in [0, 1) inside the last source's interval.
         self._cdf[-1] = 1.0
 
     @property
@@ -75,8 +77,7 @@ class Mixture:
 
     def draw(self, rng: np.random.Generator) -> str:
         """One source name (consumes exactly one uniform from ``rng``)."""
-        index = int(np.searchsorted(self._cdf, rng.random(), side="right"))
-        return self.names[min(index, len(self.names) - 1)]
+        return self.names[int(np.searchsorted(self._cdf, rng.random(), side="right"))]
 
     def restricted(
         self, available: Collection[str], *, on_missing: OnMissing = "error", reasons: Sequence[str] = ()

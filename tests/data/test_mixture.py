@@ -258,6 +258,15 @@ def test_each_source_owns_a_half_open_interval_of_the_uniform():
     assert draws == {0.0: "a", 0.4999: "a", 0.5: "b", 0.7499: "b", 0.75: "c", 0.9999: "c"}
 
 
+def test_the_largest_uniform_below_one_draws_the_last_source():
+    """Seven equal weights sum to 1 - 2.2e-16 in floating point; a draw above that must still land in the
+    last source's interval, not past the end of the list."""
+    mixture = Mixture({f"s{i}": 1.0 for i in range(7)})
+    largest_below_one = float(np.nextafter(1.0, 0.0))
+    assert float(np.cumsum(mixture.probabilities)[-1]) < largest_below_one  # the case this test is about
+    assert mixture.draw(_FixedUniform(largest_below_one)) == "s6"
+
+
 def test_an_unknown_on_missing_is_refused_by_name():
     """Only "error" and "renormalize" exist (data.missing_sources); another word must not renormalise."""
     message = "on_missing must be 'error' or 'renormalize', got 'ignore'."
