@@ -173,6 +173,7 @@ def test_a_ped1_folder_is_named_as_ped1(tmp_path, name):
         ("1:2:8", [(0, 0), (2, 2), (4, 4), (6, 6)]),  # 1, 3, 5, 7: the stop 8 is not on the step
         ("2:3:8", [(1, 1), (4, 4), (7, 7)]),  # 2, 5, 8: the stop is included when reached
         ("9:4", []),  # MATLAB's a:b is empty when b < a
+        ("1:2:5, 9:10", [(0, 0), (2, 2), (4, 4), (8, 9)]),  # a range after a stepped one is still read
     ],
 )
 def test_matlab_step_ranges_and_empty_ranges(body, intervals):

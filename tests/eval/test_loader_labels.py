@@ -83,6 +83,23 @@ def test_ucsd_ped2_hand_worked_labels(tmp_path, caplog):
         first = UCSDPed2(tree.root).videos()[0]
     assert first.frame_labels.tolist() == [1, 0, 0, 0, 0, 0, 1, 1]
     assert "clip 1: a range runs past the clip's 8 frames" in caplog.text
+    assert "clip 2: a range runs past" not in caplog.text  # [1:2, 5:6] fits Test002's 6 frames
+    assert first.meta == {"gt_dir": str(tree.files["Test001:gt"])}
+
+
+def test_ucsd_ped2_clips_come_in_number_order_without_zero_padding(tmp_path):
+    """Folders ``Test1`` .. ``Test10`` are clips 1..10 in that order, not in name order (Test10 before Test2)."""
+    tree = write_ucsd_ped2_tree(tmp_path / "ped2")
+    test = tree.files["matlab"].parent
+    for number in (1, 2):
+        for suffix in ("", "_gt"):
+            (test / f"Test{number:03d}{suffix}").rename(test / f"Test{number}{suffix}")
+    for number in range(3, 11):
+        for suffix in ("", "_gt"):
+            shutil.copytree(test / f"Test2{suffix}", test / f"Test{number}{suffix}")
+    tree.files["matlab"].write_text("TestVideoFile{end+1}.gt_frame = [1:2];\n" * 10)
+    names = [video.name for video in UCSDPed2(tree.root).videos()]
+    assert names == [f"Test{number}" for number in range(1, 11)]
 
 
 @pytest.mark.parametrize("dtype", [bool, np.uint8, np.int64, np.float32])
