@@ -2,6 +2,7 @@
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -115,6 +116,19 @@ def test_keys_with_dots_are_not_confused(tmp_path):
 def test_nan_equals_nan(tmp_path):
     checkpoint = checkpoint_with(tmp_path, record(train__max_steps=float("nan")))
     assert check_resume_settings(checkpoint, record(train__max_steps=float("nan")), mode="strict") == []
+
+
+def test_a_value_the_trainer_wrote_as_text_equals_the_same_value_now(tmp_path):
+    """The trainer writes its record with ``json.dumps(..., default=str)``: a Path reads back as text, and
+    must still equal the Path of the run resuming, while another Path must not."""
+    checkpoint = checkpoint_with(tmp_path, {})
+    written = json.dumps(record(train__init_from=Path("/runs/a/final")), default=str)
+    (checkpoint / RUN_CONFIG_FILE).write_text(written)
+    now = record(train__init_from=Path("/runs/a/final"))
+    assert check_resume_settings(checkpoint, now, mode="strict") == []
+    moved = record(train__init_from=Path("/runs/b/final"))
+    with pytest.raises(ResumeMismatchError, match="train.init_from: '/runs/a/final' -> '/runs/b/final'"):
+        check_resume_settings(checkpoint, moved, mode="strict")
 
 
 def test_warn_mode_logs_the_changes_and_continues(tmp_path, caplog):
