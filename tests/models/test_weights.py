@@ -2,6 +2,7 @@
 
 import logging
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -268,6 +269,42 @@ def test_a_folder_of_several_weights_files_lists_them_when_the_hint_names_none(t
         f"CLIP: expected a weights file, but '{tmp_path}' is a folder. Point at one of the files in it: "
         "a.safetensors, b.safetensors.\nGet it."
     )
+
+
+def test_a_missing_file_lists_its_folder_when_the_folder_exists(tmp_path):
+    """A misspelt file name: the error shows what the folder holds; a missing folder has nothing to show."""
+    (tmp_path / "open_clip_model.safetensors").write_bytes(b"")
+    with pytest.raises(WeightsNotFoundError) as error:
+        check_weights_file(
+            tmp_path / "open_clip.safetensors", what="CLIP", suffixes=(".safetensors",), hint="Get it."
+        )
+    assert str(error.value) == (
+        f"CLIP: expected a weights file at '{tmp_path / 'open_clip.safetensors'}' (.safetensors), but it does not "
+        f"exist.\nFound in '{tmp_path}': open_clip_model.safetensors\nGet it."
+    )
+    absent = tmp_path / "absent" / "open_clip.safetensors"
+    with pytest.raises(WeightsNotFoundError) as error:
+        check_weights_file(absent, what="CLIP", suffixes=(".safetensors",), hint="Get it.")
+    assert str(error.value) == (
+        f"CLIP: expected a weights file at '{absent}' (.safetensors), but it does not exist.\nGet it."
+    )
+
+
+@pytest.mark.parametrize("name", ["truncated.pt", "truncated.safetensors"])
+def test_a_truncated_file_is_called_corrupt_not_a_file_of_python_objects(tmp_path, name):
+    """Only torch's weights-only refusal means pickled objects; any other failure to parse is a bad download."""
+    whole = tmp_path / f"whole{Path(name).suffix}"
+    if name.endswith(".pt"):
+        torch.save({"w": torch.ones(64, 64)}, whole)
+    else:
+        save_file({"w": torch.ones(64, 64)}, str(whole))
+    path = tmp_path / name
+    path.write_bytes(whole.read_bytes()[:100])
+    with pytest.raises(WeightsNotFoundError) as error:
+        load_state_dict_file(path, what="CLIP")
+    message = str(error.value)
+    assert message.startswith(f"CLIP: could not read '{path}' (")
+    assert message.endswith("The file is corrupt or not a state dict; download it again.")
 
 
 def test_a_state_dict_saved_under_state_dict_is_unwrapped(tmp_path):
