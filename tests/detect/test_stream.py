@@ -565,6 +565,48 @@ def test_files_decord_reads_are_checked_for_a_variable_rate(tmp_path, caplog):
     ]
 
 
+@pytest.mark.parametrize(
+    ("offsets", "warned"),
+    [
+        ([0.0, 0.0, 0.0, 0.0], None),  # steady from a late start: nothing to say
+        ([0.0, 0.0, 0.25, 0.25], None),  # exactly one frame off: within the tolerance
+        ([0.0, 0.0, 0.5, 0.5], "frame 2 is shown at 1.00 s, but"),  # two frames off
+    ],
+)
+def test_decord_times_that_start_late_are_measured_from_the_first_frame(
+    tmp_path, monkeypatch, caplog, offsets, warned
+):
+    """A stated 4 fps (frame times exact in binary). Decord's index starts at 0 for the files written here;
+    an index starting at 3 s must be read from its first frame, and only more than a frame off is warned
+    about, naming the frame and its time after the first."""
+    video = _vfr_video(tmp_path / "v.mkv", np.arange(4) * 250, rate=4, codec="libx264")
+    times = 3.0 + np.arange(4) / 4 + np.asarray(offsets)
+    monkeypatch.setattr(DecordVideo, "frame_times", lambda self: times.copy())
+    with caplog.at_level(logging.WARNING, logger="lavida.detect.stream"):
+        assert len(list(open_stream(video).frames)) == 4
+    messages = [record.getMessage() for record in caplog.records]
+    if warned is None:
+        assert messages == []
+    else:
+        (message,) = messages
+        assert message.startswith(f"{video}: variable frame rate (or a wrong rate in the file): {warned}")
+        assert "frame / average fps = 2 / 4 = 0.50 s" in message
+
+
+def test_pyav_frames_exactly_one_frame_off_are_not_warned_about(tmp_path, monkeypatch, caplog):
+    """The tolerance is one frame, inclusive: at a stated 4 fps (times exact in binary), frame 2 shown at
+    0.75 s instead of 0.50 s is within it; at 1.00 s it is not."""
+    codec = _codec_read_by("pyav", monkeypatch)
+    within = _vfr_video(tmp_path / "within.mkv", [0, 250, 750, 1000], rate=4, codec=codec)
+    beyond = _vfr_video(tmp_path / "beyond.mkv", [0, 250, 1000, 1250], rate=4, codec=codec)
+    with caplog.at_level(logging.WARNING, logger="lavida.detect.stream"):
+        assert len(list(open_stream(within).frames)) == 4
+        assert caplog.records == []
+        assert len(list(open_stream(beyond).frames)) == 4
+    (record,) = caplog.records
+    assert "frame 2 is shown at 1.00 s" in record.getMessage()
+
+
 def test_frames_a_frame_late_are_warned_about_from_a_late_start(tmp_path, monkeypatch, caplog):
     """PyAV gives the stream's own times, which may start late (decord's index times frames from 0;
     test_files_decord_reads_are_checked_for_a_variable_rate). 10 fps from 1 s on: steady is not warned
