@@ -1,5 +1,6 @@
 """The semantic extractor: LoRA placement, <SEG> gradient, M-RoPE ids of kept tokens, equivalence with HF."""
 
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -340,12 +341,15 @@ def test_a_one_token_image_keeps_its_visual_token_under_compression(tiny_model):
 def test_qwen2_5_vl_uncompressed_path_equals_transformers_forward():
     """Qwen2.5-VL's temporal M-RoPE ids read the seconds per frame group (second_per_grid_ts): with
     compression off, f_sem and L_txt equal transformers' own forward given the same seconds. Two clips
-    (no image) in one batch: each gets its own visual tokens."""
+    (no image) in one batch: each gets its own visual tokens. The seconds are set apart from Qwen2.5-VL's
+    default of 1 s, so that ignoring them would change the ids."""
     torch.manual_seed(0)
     model = build_lavida(compose_model_config("tiny", ["model/mllm=tiny_qwen2_5"])).eval()
     model.mllm.compressor = None
     (first, _), (second, _) = make_samples(0), make_samples(1)
     batch = tiny_processor_for(model)([first, second], train=True)
+    assert batch.second_per_grid_ts.tolist() == [1.0, 1.0]  # what the default would give as well
+    batch = dataclasses.replace(batch, second_per_grid_ts=torch.tensor([0.5, 3.0]))
     _check_equals_transformers_forward(
         model,
         batch,
