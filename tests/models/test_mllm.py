@@ -234,7 +234,15 @@ def test_generate_without_compression_is_transformers_greedy_decoding(tiny_model
     mllm = tiny_model.mllm
     mllm.compressor = None
     tiny_model.eval()
-    ours = mllm.generate(batch, max_new_tokens=6)
+    # The tokens of a random tiny model hardly depend on the positions; the logits of each step do.
+    logits = []
+    hook = mllm.hf_model.get_output_embeddings().register_forward_hook(
+        lambda module, args, output: logits.append(output.clone())  # (1, V)
+    )
+    try:
+        ours = mllm.generate(batch, max_new_tokens=6)
+    finally:
+        hook.remove()
     with torch.no_grad():
         reference = mllm.hf_model.generate(
             input_ids=batch.input_ids,
@@ -244,8 +252,22 @@ def test_generate_without_compression_is_transformers_greedy_decoding(tiny_model
             video_grid_thw=batch.video_grid_thw,
             max_new_tokens=6,
             do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
         )
-    assert ours == reference[0, batch.input_ids.shape[1] :].tolist()
+    assert ours == reference.sequences[0, batch.input_ids.shape[1] :].tolist()
+    assert len(logits) == len(reference.logits) == 6
+    for step, (mine, theirs) in enumerate(zip(logits, reference.logits, strict=True)):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5, msg=f"step {step}")
+
+
+def test_generate_stops_after_64_tokens_without_an_end_token(tiny_model, monkeypatch):
+    """The default cap: a model whose end token never comes returns exactly 64 tokens."""
+    video, _ = make_samples()
+    batch = tiny_processor_for(tiny_model).question_batch(video.frames, "What happens?")
+    tiny_model.eval()
+    monkeypatch.setattr(tiny_model.mllm.hf_model.config.text_config, "eos_token_id", [-1])
+    assert len(tiny_model.mllm.generate(batch)) == 64
 
 
 def test_generate_takes_one_sample(batch_and_model):
