@@ -49,10 +49,18 @@ def test_train_returns_the_encoder_and_leaves_the_frozen_tower_in_eval_mode(tiny
     """nn.Module.train() defaults to mode=True and returns the module (``model.train().to(...)`` chains);
     the CLIP tower itself stays in eval mode (frozen, B.2)."""
     encoder = _tiny_encoder(tiny_pretrained, tiny_pretrained.text_encoder.pretrained)
+    assert [name for name, module in encoder.clip.named_modules() if module.training] == []  # as built
     assert encoder.train() is encoder
     assert encoder.training
     assert [name for name, module in encoder.clip.named_modules() if module.training] == []
     assert encoder.eval() is encoder and not encoder.training
+
+
+def test_the_tower_is_built_in_the_dtype_asked_for(tiny_pretrained):
+    text = tiny_pretrained.text_encoder
+    encoder = build_category_encoder(model_name=text.model_name, arch=text.arch, dtype="bfloat16")
+    assert {parameter.dtype for parameter in encoder.clip.parameters()} == {torch.bfloat16}
+    assert encoder(encoder.tokenize(["a red circle"])).dtype == torch.bfloat16
 
 
 def test_outside_parameters_are_the_two_that_encode_text_reads_directly(tiny_pretrained):
