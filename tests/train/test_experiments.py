@@ -237,8 +237,18 @@ def test_the_accelerator_of_a_plain_run(tmp_path):
     assert silent.state.deepspeed_plugin is None
     assert silent.gradient_accumulation_steps == 2
     assert silent.log_with == []
+    assert silent.ddp_handler.find_unused_parameters is True  # LauncherConfig's default
+    assert silent.mixed_precision == "no"
     logged = build_accelerator(
         launcher, TrainConfig.from_dict({"logger": "tensorboard"}), output_dir=tmp_path
     )
     assert [str(tracker) for tracker in logged.log_with] == ["tensorboard"]
     assert logged.project_dir == str(tmp_path)
+
+
+def test_the_accelerator_takes_the_launchers_precision_and_ddp_flag(tmp_path):
+    """launcher.mixed_precision and launcher.find_unused_parameters reach Accelerate (bf16 runs on CPU too)."""
+    launcher = LauncherConfig(name="cpu", cpu=True, mixed_precision="bf16", find_unused_parameters=False)
+    accelerator = build_accelerator(launcher, TrainConfig.from_dict({"logger": "none"}), output_dir=tmp_path)
+    assert accelerator.mixed_precision == "bf16"
+    assert accelerator.ddp_handler.find_unused_parameters is False
