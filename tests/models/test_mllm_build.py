@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import compose_model_config
 from torch import nn
 from transformers import Qwen2_5_VLConfig, Qwen2VLConfig
 
@@ -189,3 +190,25 @@ def test_neither_weights_nor_an_architecture_is_refused():
         ValueError, match=r"^The MLLM needs either `pretrained` \(a local directory\) or `arch`\.$"
     ):
         mllm_module.load_base_mllm()
+
+
+def test_an_unknown_family_is_refused_by_name():
+    """The config check refuses a misspelt family first; load_base_mllm refuses one given directly too."""
+    with pytest.raises(ValueError) as error:
+        mllm_module.load_base_mllm(family="qwen3_vl", arch=compose_model_config("tiny").mllm.arch)
+    assert str(error.value) == "Unknown MLLM family 'qwen3_vl'; expected 'qwen2_vl' or 'qwen2_5_vl'."
+
+
+def test_a_random_model_too_small_for_the_tokenizer_grows_to_it():
+    """An arch whose vocabulary lacks room for <SEG> (200 rows for the 264-token tiny tokenizer) is grown as
+    it is built, input embedding and LM head alike."""
+    arch = compose_model_config("tiny").mllm.arch
+    small = {**arch, "text_config": {**arch["text_config"], "vocab_size": 200}}
+    model, processor = mllm_module.load_base_mllm(arch=small)
+    assert len(processor.tokenizer) == 264
+    assert model.get_input_embeddings().weight.shape[0] == 264
+    assert model.get_output_embeddings().weight.shape[0] == 264
+
+
+def test_the_position_mode_reaches_the_extractor(stub_build):
+    assert mllm_module.build_semantic_extractor(arch={}, positions="sequential").positions == "sequential"
