@@ -121,9 +121,8 @@ def test_nan_equals_nan(tmp_path):
 def test_a_value_the_trainer_wrote_as_text_equals_the_same_value_now(tmp_path):
     """The trainer writes its record with ``json.dumps(..., default=str)``: a Path reads back as text, and
     must still equal the Path of the run resuming, while another Path must not."""
-    checkpoint = checkpoint_with(tmp_path, {})
-    written = json.dumps(record(train__init_from=Path("/runs/a/final")), default=str)
-    (checkpoint / RUN_CONFIG_FILE).write_text(written)
+    read_back = json.loads(json.dumps(record(train__init_from=Path("/runs/a/final")), default=str))
+    checkpoint = checkpoint_with(tmp_path, read_back)
     now = record(train__init_from=Path("/runs/a/final"))
     assert check_resume_settings(checkpoint, now, mode="strict") == []
     moved = record(train__init_from=Path("/runs/b/final"))
