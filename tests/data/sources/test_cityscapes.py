@@ -166,6 +166,22 @@ def test_a_polegroup_is_poles(tree, single_pole):
     assert "pole" in official.present and [t.text for t in official.targets] == ["traffic light"]
 
 
+def test_a_pole_as_the_highest_label_is_read_with_its_empty_group(tree):
+    """An image whose highest label id is a pole (17): the polegroup (18) lies past it, and must count as
+    empty, not past the end of the label histogram."""
+    from trees import _label, _save_image, _save_label
+
+    root, stem = tree["root"], "aachen_000003_000019"
+    _save_image(root / "leftImg8bit" / "train" / "aachen" / f"{stem}_leftImg8bit.png", 210)
+    label = _label([(7, 12, 24, 0, 32), (17, 0, 12, 28, 30)])
+    _save_label(root / "gtFine" / "train" / "aachen" / f"{stem}_gtFine_labelIds.png", label)
+    source = CityscapesSource(root, classes="train19")
+    record = next(r for r in source.index() if r.key == stem)
+    assert sorted(record.present) == ["pole", "road"]
+    assert [t.text for t in record.targets] == ["road", "pole"]
+    np.testing.assert_array_equal(source.load_masks(record, record.targets[1], [0])[0], label == 17)
+
+
 def test_training_refuses_a_manifest_prepared_with_other_options(tree, capsys):
     """The manifest's name does not say which class set it holds: training reads its recorded options."""
     from lavida.cli.prepare import run
