@@ -210,5 +210,27 @@ def test_a_random_model_too_small_for_the_tokenizer_grows_to_it():
     assert model.get_output_embeddings().weight.shape[0] == 264
 
 
+def test_a_random_model_s_processor_takes_the_vision_tower_s_patching():
+    """Without a folder the processor is built, and must patch frames as the arch's vision tower does (here
+    7-pixel patches merged 3×3 over 1 frame, not Qwen2-VL's 14, 2×2 and 2)."""
+    arch = compose_model_config("tiny").mllm.arch
+    vision = {**arch["vision_config"], "patch_size": 7, "spatial_merge_size": 3, "temporal_patch_size": 1}
+    _, processor = mllm_module.load_base_mllm(arch={**arch, "vision_config": vision})
+    for part in (processor.image_processor, processor.video_processor):
+        assert (part.patch_size, part.merge_size, part.temporal_patch_size) == (7, 3, 1)
+
+
+def test_a_random_model_is_built_in_the_dtype_and_attention_asked_for_and_the_default_dtype_is_restored():
+    arch = compose_model_config("tiny").mllm.arch
+    extractor = mllm_module.build_semantic_extractor(
+        arch=arch, lora=None, dtype="bfloat16", attn_implementation="eager"
+    )
+    # PEFT keeps the trainable <SEG>-row deltas it adds in float32; every weight of the model is bf16.
+    weights = {n: p.dtype for n, p in extractor.hf_model.named_parameters() if "trainable_tokens" not in n}
+    assert weights and set(weights.values()) == {torch.bfloat16}
+    assert extractor.hf_model.config._attn_implementation == "eager"
+    assert torch.get_default_dtype() == torch.float32
+
+
 def test_the_position_mode_reaches_the_extractor(stub_build):
     assert mllm_module.build_semantic_extractor(arch={}, positions="sequential").positions == "sequential"
