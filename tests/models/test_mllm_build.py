@@ -232,5 +232,19 @@ def test_a_random_model_is_built_in_the_dtype_and_attention_asked_for_and_the_de
     assert torch.get_default_dtype() == torch.float32
 
 
+def test_lora_settings_other_than_peft_s_defaults_reach_every_adapter():
+    """r 4, α 12, dropout 0.1: none is PEFT's default (r 8, α 8, dropout 0), so each must be passed on."""
+    from peft.tuners.lora import LoraLayer
+
+    lora = {"r": 4, "alpha": 12, "dropout": 0.1}
+    extractor = mllm_module.build_semantic_extractor(arch=compose_model_config("tiny").mllm.arch, lora=lora)
+    adapters = [module for module in extractor.model.modules() if isinstance(module, LoraLayer)]
+    assert adapters
+    for module in adapters:
+        assert (module.r["default"], module.lora_alpha["default"]) == (4, 12)
+        assert module.lora_dropout["default"].p == pytest.approx(0.1)
+        assert module.lora_A["default"].weight.shape[0] == 4
+
+
 def test_the_position_mode_reaches_the_extractor(stub_build):
     assert mllm_module.build_semantic_extractor(arch={}, positions="sequential").positions == "sequential"
