@@ -117,6 +117,13 @@ def test_bad_labels_raise_or_are_skipped(tree, caplog):
     assert "skipped 2 of 3 images" in caplog.text
 
 
+def test_a_label_of_another_size_than_its_image_is_refused(tree):
+    labels = tree["root"] / "training" / "v2.0" / "labels"
+    Image.fromarray(np.zeros((10, 10), np.uint8), mode="L").save(labels / "k1.png")
+    with pytest.raises(DatasetFormatError, match=r"k1.jpg: image is 24x32 but its annotation is 10x10"):
+        list(MapillaryVistasSource(tree["root"]).index())
+
+
 def test_the_first_value_past_the_config_is_refused(tree):
     """The config lists 7 labels (values 0..6): value 7 is the first with no entry, a format error naming
     the range, not an IndexError."""
