@@ -494,3 +494,30 @@ def test_uncompressed_rles_give_the_same_visibility_and_masks(tree):
     m2 = records_by_key(source)["m2"]
     assert m2.targets[0].frames == (0, 2)  # the dog is absent on frame 1
     np.testing.assert_array_equal(source.load_masks(m2, m2.targets[0], [0, 1, 2]), dog)
+
+
+@pytest.mark.parametrize("how", ["empty texts", "masks null everywhere"])
+def test_a_first_video_without_a_usable_expression_leaves_the_next_one_indexed(tree, how):
+    """m1 (read first) loses every expression, either before any mask is needed (empty texts) or once its
+    masks are read (null on every frame); m2 after it is indexed as before."""
+    baseline = records_by_key(MeViSSource(tree["root"]))["m2"]
+    meta = json.loads((tree["root"] / "train/meta_expressions.json").read_text())
+    for expression in meta["videos"]["m1"]["expressions"].values():
+        if how == "empty texts":
+            expression["exp"] = " . "
+        else:
+            expression["anno_id"] = [70]
+    write_json(tree["root"] / "train/meta_expressions.json", meta)
+    masks = json.loads(tree["mask_dict"].read_text())
+    masks["70"] = [None] * 5
+    write_json(tree["mask_dict"], masks)
+    records = records_by_key(MeViSSource(tree["root"]))
+    assert sorted(records) == ["m2"]
+    assert records["m2"].targets == baseline.targets
+
+
+def test_a_missing_mask_file_is_named(tree):
+    tree["mask_dict"].unlink()
+    message = f"{tree['mask_dict']}: file not found; expected "
+    with pytest.raises(DatasetFormatError, match=re.escape(message)):
+        list(MeViSSource(tree["root"]).index())
