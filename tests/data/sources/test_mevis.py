@@ -186,7 +186,14 @@ def test_missing_annotation_and_bad_masks_name_mask_dict(tree):
     data["11"] = data["10"][:4]  # one frame short
     write_json(tree["mask_dict"], data)
     with pytest.raises(
-        DatasetFormatError, match=r"mask_dict\.json: annotation 11 \(video m1\): expected a list of 5 masks"
+        DatasetFormatError,
+        match=r"mask_dict\.json: annotation 11 \(video m1\): expected a list of 5 masks .*, got 4 entries\.",
+    ):
+        list(MeViSSource(tree["root"]).index())
+    data["11"] = {"0": data["10"][0]}  # not a list at all
+    write_json(tree["mask_dict"], data)
+    with pytest.raises(
+        DatasetFormatError, match=r"annotation 11 \(video m1\): expected a list .*, got dict\."
     ):
         list(MeViSSource(tree["root"]).index())
     data["11"] = data["10"][:4] + [encode(np.zeros((5, 5), bool))]
@@ -521,3 +528,23 @@ def test_a_missing_mask_file_is_named(tree):
     message = f"{tree['mask_dict']}: file not found; expected "
     with pytest.raises(DatasetFormatError, match=re.escape(message)):
         list(MeViSSource(tree["root"]).index())
+
+
+def test_expressions_sharing_an_annotation_before_another_one_keep_both_masks(tree):
+    """Two expressions of m1 name annotation 10 before one names 11: each key is computed once, and the
+    repeat must not stop the keys after it."""
+    meta = json.loads((tree["root"] / "train/meta_expressions.json").read_text())
+    meta["videos"]["m1"]["expressions"] = {
+        "0": {"exp": "the cat on the left", "obj_id": [0], "anno_id": [10]},
+        "1": {"exp": "the left cat", "obj_id": [0], "anno_id": [10]},
+        "2": {"exp": "the cat that jumps", "obj_id": [1], "anno_id": [11]},
+    }
+    write_json(tree["root"] / "train/meta_expressions.json", meta)
+    record = records_by_key(MeViSSource(tree["root"]))["m1"]
+    assert [(t.text, t.mask["key"]) for t in record.targets] == [
+        ("the cat on the left", "10"),
+        ("the left cat", "10"),
+        ("the cat that jumps", "11"),
+    ]
+    shard = json.loads((tree["root"] / ".lavida/mevis_masks/train/m1.json").read_text())
+    assert sorted(shard) == ["10", "11"]
