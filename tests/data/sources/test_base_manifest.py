@@ -139,3 +139,10 @@ def test_records_without_a_target_are_counted_in_one_message(tmp_path, caplog):
         records = list(ADE20KSource(root).index())
     assert len(records) == 2
     assert "ade20k: 1 images have no target and are left out." in caplog.messages
+
+
+def test_reading_a_missing_manifest_says_to_prepare_the_dataset(tmp_path):
+    path = tmp_path / "ade20k_train.jsonl"
+    with pytest.raises(DatasetFormatError) as error:
+        read_manifest(path)
+    assert str(error.value) == f"{path}: manifest not found; run `lavida-prepare` for this dataset first."
