@@ -317,7 +317,19 @@ def test_synthetic_record_by_hand_and_hidden_objects(tmp_path, caplog):
     assert "2 objects are hidden on every frame" in caplog.text
 
 
-def test_synthetic_entry_without_a_visible_object_is_left_out(tmp_path):
-    meta = {"videos": {"v0000": _synthetic_entry(tmp_path, "v0000", [np.zeros((4, 5))], {"1": "red circle"})}}
+def test_synthetic_entry_without_a_visible_object_is_left_out(tmp_path, caplog):
+    """v0000 shows none of its objects and is left out, counted exactly; v0001 after it is still read."""
+    shown = np.zeros((4, 5))
+    shown[0, 0] = 1
+    meta = {
+        "videos": {
+            "v0000": _synthetic_entry(tmp_path, "v0000", [np.zeros((4, 5))], {"1": "red circle"}),
+            "v0001": _synthetic_entry(tmp_path, "v0001", [shown], {"1": "blue square"}),
+        }
+    }
     (tmp_path / "meta.json").write_text(json.dumps(meta))
-    assert list(SyntheticSource(tmp_path).index()) == []
+    with caplog.at_level(logging.INFO, logger="lavida.data.sources"):
+        assert [record.key for record in SyntheticSource(tmp_path).index()] == ["v0001"]
+    messages = [record.getMessage() for record in caplog.records]
+    assert "synthetic: 1 objects are hidden on every frame and are not targets." in messages
+    assert "synthetic: 1 entries show no object and are left out." in messages
