@@ -315,6 +315,7 @@ def test_synthetic_record_by_hand_and_hidden_objects(tmp_path, caplog):
     assert picture.targets == (SegTarget("white star", _index_png(["Annotations/i0000/00000.png"], [2])),)
     assert picture.present == ("white star",) and not picture.is_video
     assert "2 objects are hidden on every frame" in caplog.text
+    assert "show no object" not in caplog.text  # each entry has a visible object
 
 
 def test_synthetic_entry_without_a_visible_object_is_left_out(tmp_path, caplog):
