@@ -258,9 +258,10 @@ def test_only_a_pair_of_enclosing_quotes_is_removed(tmp_path):
 
 def test_a_split_video_without_text_lines_is_left_out_with_a_warning(raw, tmp_path, caplog):
     """ReferFormer's converter raises KeyError on a split video that no text file mentions; we leave it
-    out and say so, naming the split, the text folder and the video."""
+    out and say so, naming the split, the text folder and the video. It is listed first: the videos after
+    it are still read."""
     split_file = raw["root"] / "DAVIS/ImageSets/2017/train.txt"
-    split_file.write_text(split_file.read_text() + "no-text-video\n")
+    split_file.write_text("no-text-video\n" + split_file.read_text())
     with caplog.at_level(logging.WARNING, logger="lavida.data.sources"):
         records = records_by_key(RefDAVISSource(raw["root"]), artifacts=tmp_path / "a")
     assert sorted(records) == ["classic-car", "dogs-scale"]
