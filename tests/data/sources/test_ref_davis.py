@@ -302,6 +302,17 @@ def test_left_out_expressions_and_videos_are_counted_exactly_in_the_log(tree, ca
     assert "refdavis: 1 videos have no usable expression and are left out." in messages
 
 
+def test_a_first_video_without_a_usable_expression_leaves_the_next_one_read(tree):
+    """Every expression of bike-packing (read first) names object 7, on no annotation: dog is still read."""
+    path = tree["root"] / "meta_expressions/train/meta_expressions.json"
+    data = json.loads(path.read_text())
+    assert list(data["videos"]) == ["bike-packing", "dog"]
+    for expression in data["videos"]["bike-packing"]["expressions"].values():
+        expression["obj_id"] = "7"
+    path.write_text(json.dumps(data))
+    assert sorted(records_by_key(RefDAVISSource(tree["root"]))) == ["dog"]
+
+
 def test_a_video_entry_without_expressions_or_exp_names_the_expressions_file(tree):
     """A malformed entry of meta_expressions.json is refused with the file and video named, not with a
     bare AttributeError that skip_errors cannot skip."""

@@ -114,13 +114,24 @@ def test_missing_youtube_vos_meta_names_the_file(tree):
 
 
 def test_skip_errors_logs_a_count_and_continues(tree, caplog):
-    shutil.rmtree(tree["root"] / "train/Annotations/v3")
-    with pytest.raises(DatasetFormatError, match=r"Annotations/v3: folder not found"):
+    """The first video (v1) is broken: the two after it are still read."""
+    shutil.rmtree(tree["root"] / "train/Annotations/v1")
+    with pytest.raises(DatasetFormatError, match=r"Annotations/v1: folder not found"):
         list(RefYouTubeVOSSource(tree["root"]).index())
     with caplog.at_level(logging.WARNING, logger="lavida.data.sources"):
         records = records_by_key(RefYouTubeVOSSource(tree["root"]), skip_errors=True)
-    assert sorted(records) == ["v1", "v2"]
+    assert sorted(records) == ["v2", "v3"]
     assert "skipped 1 of 3 videos" in caplog.text
+
+
+def test_a_first_video_without_a_usable_expression_leaves_the_others_read(tree):
+    """Every expression of v1 (read first) is about object 9, which meta.json does not list."""
+    path = tree["root"] / "meta_expressions/train/meta_expressions.json"
+    data = json.loads(path.read_text())
+    for expression in data["videos"]["v1"]["expressions"].values():
+        expression["obj_id"] = "9"
+    path.write_text(json.dumps(data))
+    assert sorted(records_by_key(RefYouTubeVOSSource(tree["root"]))) == ["v2", "v3"]
 
 
 def test_left_out_expressions_and_videos_are_counted_exactly_in_the_log(tree, caplog):
