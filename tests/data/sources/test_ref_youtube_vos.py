@@ -134,6 +134,22 @@ def test_a_first_video_without_a_usable_expression_leaves_the_others_read(tree):
     assert sorted(records_by_key(RefYouTubeVOSSource(tree["root"]))) == ["v2", "v3"]
 
 
+def test_expressions_left_out_first_leave_the_later_ones_of_the_video(tree):
+    """v1's first expression has no words and its second names object 9, which meta.json does not list:
+    the two after them are still read."""
+    path = tree["root"] / "meta_expressions/train/meta_expressions.json"
+    data = json.loads(path.read_text())
+    expressions = data["videos"]["v1"]["expressions"]
+    expressions["0"]["exp"] = " . "
+    expressions["1"]["obj_id"] = "9"
+    path.write_text(json.dumps(data))
+    record = records_by_key(RefYouTubeVOSSource(tree["root"]))["v1"]
+    assert sorted(target.text for target in record.targets) == [
+        "a man in a red shirt",
+        "the person on the left",
+    ]
+
+
 def test_left_out_expressions_and_videos_are_counted_exactly_in_the_log(tree, caplog):
     """The prepare log is how a user learns how much was dropped, so each count must be exact (a
     substring check like "1 expressions" also matches "-1 expressions")."""
