@@ -9,6 +9,7 @@ import re
 
 import numpy as np
 import pytest
+from PIL import Image
 from trees import write_refer_tree
 
 from lavida.data.sources import refer_pickle
@@ -194,6 +195,14 @@ def test_missing_files_raise_or_are_skipped(refcoco, caplog):
     assert set(json.loads((root / ".lavida/refcoco_unc_train_masks/00000.json").read_text())) == {"2"}
     (root / "refcoco" / "instances.json").unlink()
     with pytest.raises(DatasetFormatError, match=r"refcoco/instances.json: not found"):
+        list(RefCocoSource(root).index())
+
+
+def test_an_image_of_another_size_than_instances_json_says_is_refused(refcoco):
+    root = refcoco["root"]
+    image = root / refcoco["frames"][1]
+    Image.new("RGB", (10, 8)).save(image)
+    with pytest.raises(DatasetFormatError, match=rf"{image.name}: image is 8x10 but its annotation is 24x32"):
         list(RefCocoSource(root).index())
 
 
