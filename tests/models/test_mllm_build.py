@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import compose_model_config
+from peft.tuners.lora import LoraLayer
 from torch import nn
 from transformers import Qwen2_5_VLConfig, Qwen2VLConfig
 
@@ -234,8 +235,6 @@ def test_a_random_model_is_built_in_the_dtype_and_attention_asked_for_and_the_de
 
 def test_lora_settings_other_than_peft_s_defaults_reach_every_adapter():
     """r 4, α 12, dropout 0.1: none is PEFT's default (r 8, α 8, dropout 0), so each must be passed on."""
-    from peft.tuners.lora import LoraLayer
-
     lora = {"r": 4, "alpha": 12, "dropout": 0.1}
     extractor = mllm_module.build_semantic_extractor(arch=compose_model_config("tiny").mllm.arch, lora=lora)
     adapters = [module for module in extractor.model.modules() if isinstance(module, LoraLayer)]

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
-from trees import write_cityscapes_tree
+from trees import _label, _save_image, _save_label, write_cityscapes_tree
 
 from lavida.data.sources.base import DatasetFormatError, write_manifest
 from lavida.data.sources.cityscapes import (
@@ -146,8 +146,6 @@ def test_a_polegroup_is_poles(tree, single_pole):
     """A polegroup (label 18) is poles: with train19, whose "pole" is a target, a normal sample must not
     list "pole" as absent (Eq. 1), and an anomalous "pole" sample must not mark the group's poles as
     normal: "pole" is present and its mask covers both labels."""
-    from trees import _label, _save_image, _save_label
-
     root, stem = tree["root"], "aachen_000002_000019"
     _save_image(root / "leftImg8bit" / "train" / "aachen" / f"{stem}_leftImg8bit.png", 210)
     boxes = [(7, 12, 24, 0, 32), (18, 0, 12, 0, 4), (26, 14, 20, 8, 20), (19, 0, 4, 12, 16)]  # + light
@@ -169,8 +167,6 @@ def test_a_polegroup_is_poles(tree, single_pole):
 def test_a_pole_as_the_highest_label_is_read_with_its_empty_group(tree):
     """An image whose highest label id is a pole (17): the polegroup (18) lies past it, and must count as
     empty, not past the end of the label histogram."""
-    from trees import _label, _save_image, _save_label
-
     root, stem = tree["root"], "aachen_000003_000019"
     _save_image(root / "leftImg8bit" / "train" / "aachen" / f"{stem}_leftImg8bit.png", 210)
     label = _label([(7, 12, 24, 0, 32), (17, 0, 12, 28, 30)])
