@@ -123,15 +123,32 @@ def test_metadata_frame_without_annotation_is_an_error(tree):
 
 
 def test_skip_errors_logs_a_count_and_continues(tree, caplog):
-    (tree["root"] / "train/Annotations/v2/00010.png").unlink()
+    """The first video (v1) is broken: v2 after it is still read (v3 has no target)."""
+    (tree["root"] / "train/Annotations/v1/00010.png").unlink()
     with caplog.at_level(logging.WARNING, logger="lavida.data.sources"):
         records = records_by_key(YouTubeVOSSource(tree["root"]), skip_errors=True)
-    assert sorted(records) == ["v1"]
+    assert sorted(records) == ["v2"]
     skipping, summary = [record.getMessage() for record in caplog.records]  # one per skipped video, one total
-    assert skipping.startswith("vos: skipping video v2: ")
+    assert skipping.startswith("vos: skipping video v1: ")
     assert summary == (
-        "vos: skipped 1 of 3 videos with format errors (first: v2); their records are not in the manifest."
+        "vos: skipped 1 of 3 videos with format errors (first: v1); their records are not in the manifest."
     )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"category": "others"}, {"category": "_"}, {"frames": []}],
+    ids=["others", "no words", "on no frame"],
+)
+def test_an_object_left_out_first_leaves_the_later_objects_of_the_video(tree, change):
+    """v1's object 1 (read first) is left out; objects 2 and 3 after it are still targets, in id order."""
+    meta_path = tree["root"] / "train/meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["videos"]["v1"]["objects"]["1"].update(change)
+    meta_path.write_text(json.dumps(meta))
+    racket, person = records_by_key(YouTubeVOSSource(tree["root"]))["v1"].targets
+    assert (racket.text, racket.mask["values"]) == ("tennis racket", [2])
+    assert (person.text, person.mask["values"]) == ("person", [3])
 
 
 def test_split_and_root_are_checked(tmp_path, tree):
