@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -11,9 +13,12 @@ import pytest
 from conftest import tree_listing
 from matplotlib.axes import Axes
 
+import lavida.demo
 import lavida.demo_report
 import lavida.models.random_init
 import lavida.train.state
+from lavida.data.sources.base import write_manifest
+from lavida.data.sources.synthetic import SyntheticSource
 from lavida.demo import (
     DATA_SETTINGS,
     DATA_SETTINGS_FILE,
@@ -28,7 +33,13 @@ from lavida.demo_report import targets_line
 from lavida.eval.result_cache import cached_result_path
 from lavida.eval.video_result import VideoResult
 from lavida.models.config import LavidaConfig
-from lavida.synthetic.datasets import default_split
+from lavida.synthetic.datasets import (
+    SegmentationSetSpec,
+    VadSetSpec,
+    default_split,
+    write_segmentation_set,
+    write_vad_set,
+)
 
 # -- default_split must not hand back a split that breaks its promises -------------------------------------
 
@@ -120,6 +131,59 @@ def test_run_demo_refuses_data_made_with_other_settings_before_writing_anything(
     with pytest.raises(ValueError, match=rf"{DATA_SETTINGS_FILE}: the synthetic data .*differing: seed\)"):
         run_demo(DemoConfig(output_dir=str(out), seed=0, **sizes))
     assert tree_listing(out) == before
+
+
+def _file_digests(root: Path) -> dict[str, str]:
+    """Every file under ``root`` by its relative path, as a SHA-256 of its bytes with ``root`` written as
+    ``<root>`` (a manifest names the set's own folder)."""
+    return {
+        path.relative_to(root).as_posix(): hashlib.sha256(
+            path.read_bytes().replace(str(root).encode(), b"<root>")
+        ).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_run_demo_writes_its_data_with_the_demos_sizes_and_seeds(tmp_path, monkeypatch):
+    """The data step, stopped before the base models: the training set and both test sets are the ones
+    the generators make of the demo's sizes and seed (the test sets at seed + 101 and seed + 202), with
+    the training set's manifest. At sizes and a seed away from every generator default, so that a size
+    or seed not handed on shows."""
+
+    class DataWritten(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise DataWritten
+
+    monkeypatch.setattr(lavida.demo, "base_models", stop)
+    sizes = {"train_videos": 2, "train_images": 1, "train_frames": 3}
+    sizes |= {"test_anomalous": 1, "test_normal": 1, "test_frames": 5}
+    config = DemoConfig(output_dir=str(tmp_path / "demo"), seed=7, **sizes)
+    with pytest.raises(DataWritten):
+        run_demo(config)
+
+    split = default_split(7)
+    expected = tmp_path / "expected"
+    train = SegmentationSetSpec(videos=2, images=1, frames=3, seed=7)
+    source = SyntheticSource(write_segmentation_set(expected / "synthetic_train", split, train))
+    write_manifest(source.index(), source.manifest_path(), options=source.index_options())
+    for name, anomalies, seed in (
+        ("seen", split.seen_anomalies, 108),
+        ("unseen", split.unseen_anomalies, 209),
+    ):
+        spec = VadSetSpec(anomalous_videos=1, normal_videos=1, frames=5, seed=seed)
+        write_vad_set(expected / f"vad_{name}", anomalies=anomalies, normal=split.normal, spec=spec)
+    data = tmp_path / "demo" / "data"
+    assert sorted(path.name for path in data.iterdir()) == [
+        DATA_SETTINGS_FILE,
+        "synthetic_train",
+        "vad_seen",
+        "vad_unseen",
+    ]
+    for name in ("synthetic_train", "vad_seen", "vad_unseen"):
+        assert _file_digests(data / name) == _file_digests(expected / name), name
 
 
 # -- base models regenerated under a training run that started on others --------------------------------

@@ -14,13 +14,15 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import accelerate
 import pytest
+import torch
 from conftest import free_port
 from omegaconf import OmegaConf
 
 import lavida.cli.eval as evaluate
 from lavida.cli.errors import interrupted, user_errors
-from lavida.cli.ranks import log_from_main_process, process_rank
+from lavida.cli.ranks import log_from_main_process, process_rank, process_state
 from lavida.data.video import VideoReadError
 
 HYDRA_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's job_logging default
@@ -84,6 +86,22 @@ def test_other_ranks_pass_on_warnings_only_each_marked_with_its_rank(job_handler
     assert not transformers_logging.is_progress_bar_enabled()
 
 
+def test_a_handler_added_after_the_first_call_is_marked_by_the_next(job_handlers):
+    """Marked handlers are skipped, not taken as a sign that the rest are marked too: a handler added in
+    between (a job that logs to a second file) is marked by the next call."""
+    console, _ = job_handlers
+    log_from_main_process(rank=2)
+    late = logging.StreamHandler(io.StringIO())
+    late.setFormatter(logging.Formatter(HYDRA_FORMAT))
+    logging.getLogger().addHandler(late)
+    log_from_main_process(rank=2)
+    _log_three_lines()
+    for text in (console.getvalue(), late.stream.getvalue()):
+        (line,) = text.splitlines()
+        assert line.startswith("[rank 2] [") and line.count("[rank 2]") == 1, text
+        assert line.endswith("[WARNING] - 2 test clips; the official set has 12"), text
+
+
 def test_the_main_process_logs_as_configured(job_handlers):
     console, log_file = job_handlers
     assert log_from_main_process(rank=0) == 0
@@ -119,6 +137,7 @@ LAUNCHER_VARIABLES = (
         ({"RANK": "5", "WORLD_SIZE": "8"}, 5),  # torchrun, accelerate launch, deepspeed
         ({"PMI_RANK": "3", "PMI_SIZE": "4"}, 3),  # accelerate launch --mpirun_hostfile (MPICH)
         ({"OMPI_COMM_WORLD_RANK": "2", "OMPI_COMM_WORLD_SIZE": "4"}, 2),  # Open MPI
+        ({"WORLD_SIZE": "4"}, 0),  # a size without a rank: the process is taken for the main one
         # A rank left over in a single process's environment: Accelerate makes it the main process, so
         # its progress lines must not be held back.
         ({"RANK": "1"}, 0),
@@ -131,6 +150,23 @@ def test_the_rank_is_the_launchers(monkeypatch, environment, rank):
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     assert process_rank() == rank
+
+
+@pytest.mark.parametrize(
+    ("world_size", "cuda", "cpu"),
+    [("2", False, True), ("2", True, False), ("1", False, False), ("1", True, False)],
+)
+def test_only_launched_processes_without_cuda_are_made_cpu_processes(monkeypatch, world_size, cuda, cpu):
+    """Launched processes without CUDA must join one CPU (gloo) group; a single process is left to
+    Accelerate's own choice of device (MPS, XPU), as are processes that have CUDA."""
+    for name in LAUNCHER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", world_size)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    made = []
+    monkeypatch.setattr(accelerate, "PartialState", lambda **kwargs: made.append(kwargs) or "state")
+    assert process_state() == "state"
+    assert made == [{"cpu": cpu}]
 
 
 def test_a_malformed_launcher_variable_is_named(monkeypatch):

@@ -102,6 +102,16 @@ def test_collate_mixed_batch(processor):
         assert bool((batch.labels[row, n:] == -100).all())
     moved = batch.to("cpu", dtype=torch.float64)
     assert moved.sam_pixel_values.dtype == torch.float64 and moved.input_ids.dtype == torch.long
+    # Every tensor goes to the device, the integer ones too; the dtype reaches the pixel tensors only.
+    on_meta = batch.to("meta", dtype=torch.float16)
+    tensors = {name: value for name, value in vars(on_meta).items() if isinstance(value, torch.Tensor)}
+    assert {"input_ids", "frame_to_sample", "target_masks", "pixel_values_videos"} <= tensors.keys()
+    assert all(value.device.type == "meta" for value in tensors.values())
+    assert {name for name, value in tensors.items() if value.dtype == torch.float16} == {
+        "pixel_values",
+        "pixel_values_videos",
+        "sam_pixel_values",
+    }
 
 
 def test_bad_inputs(processor):

@@ -444,6 +444,12 @@ def test_eval_settings_refuse_counts_below_one(settings, message):
         EvalSettings(**settings)
 
 
+def test_eval_settings_accept_counts_of_one():
+    """One is the smallest count that means something: one frame per pixel step, one video."""
+    settings = EvalSettings(pixel_chunk=1, max_videos=1)
+    assert (settings.pixel_chunk, settings.max_videos) == (1, 1)
+
+
 def compose_eval(*overrides):
     from hydra import compose, initialize_config_module
 
