@@ -16,6 +16,7 @@ from matplotlib.axes import Axes
 import lavida.demo
 import lavida.demo_report
 import lavida.models.random_init
+import lavida.synthetic.datasets
 import lavida.train.state
 from lavida.data.sources.base import write_manifest
 from lavida.data.sources.synthetic import SyntheticSource
@@ -145,24 +146,36 @@ def _file_digests(root: Path) -> dict[str, str]:
     }
 
 
-def test_run_demo_writes_its_data_with_the_demos_sizes_and_seeds(tmp_path, monkeypatch):
-    """The data step, stopped before the base models: the training set and both test sets are the ones
-    the generators make of the demo's sizes and seed (the test sets at seed + 101 and seed + 202), with
-    the training set's manifest. At sizes and a seed away from every generator default, so that a size
-    or seed not handed on shows."""
+class DataWritten(Exception):
+    """Raised where run_demo's data step ends (see ``data_step_only``)."""
 
-    class DataWritten(Exception):
-        pass
+
+@pytest.fixture
+def data_step_only(monkeypatch):
+    """run_demo stopped with :class:`DataWritten` where the data step ends, before the base models."""
 
     def stop(*args, **kwargs):
         raise DataWritten
 
     monkeypatch.setattr(lavida.demo, "base_models", stop)
-    sizes = {"train_videos": 2, "train_images": 1, "train_frames": 3}
-    sizes |= {"test_anomalous": 1, "test_normal": 1, "test_frames": 5}
-    config = DemoConfig(output_dir=str(tmp_path / "demo"), seed=7, **sizes)
+
+
+SMALL_DATA = {
+    "train_videos": 2,
+    "train_images": 1,
+    "train_frames": 3,
+    "test_anomalous": 1,
+    "test_normal": 1,
+    "test_frames": 5,
+}
+
+
+def test_run_demo_writes_its_data_with_the_demos_sizes_and_seeds(tmp_path, data_step_only):
+    """The training set and both test sets are the ones the generators make of the demo's sizes and seed
+    (the test sets at seed + 101 and seed + 202), with the training set's manifest. At sizes and a seed
+    away from every generator default, so that a size or seed not handed on shows."""
     with pytest.raises(DataWritten):
-        run_demo(config)
+        run_demo(DemoConfig(output_dir=str(tmp_path / "demo"), seed=7, **SMALL_DATA))
 
     split = default_split(7)
     expected = tmp_path / "expected"
@@ -184,6 +197,29 @@ def test_run_demo_writes_its_data_with_the_demos_sizes_and_seeds(tmp_path, monke
     ]
     for name in ("synthetic_train", "vad_seen", "vad_unseen"):
         assert _file_digests(data / name) == _file_digests(expected / name), name
+
+
+@pytest.mark.parametrize(
+    ("untrained", "warned"),
+    [
+        ({"seen": ["red ring"], "normal": []}, "seen red ring"),
+        ({"seen": [], "normal": ["white square"]}, "normal white square"),
+        ({"seen": [], "normal": []}, None),
+    ],
+)
+def test_run_demo_warns_of_each_kind_of_untrained_category(
+    tmp_path, data_step_only, monkeypatch, caplog, untrained, warned
+):
+    """A seen anomaly or a normal category without training objects is each warned about on its own."""
+    monkeypatch.setattr(lavida.synthetic.datasets, "untrained_categories", lambda root, split: untrained)
+    with caplog.at_level("WARNING", logger="lavida.demo"), pytest.raises(DataWritten):
+        run_demo(DemoConfig(output_dir=str(tmp_path / "demo"), **SMALL_DATA))
+    warnings = [record.getMessage() for record in caplog.records if record.name == "lavida.demo"]
+    if warned is None:
+        assert warnings == []
+    else:
+        (warning,) = warnings
+        assert f"has 0 objects of {warned}: raise train_videos" in warning
 
 
 # -- base models regenerated under a training run that started on others --------------------------------
