@@ -12,14 +12,19 @@ import numpy as np
 import pytest
 from conftest import tree_listing
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from PIL import Image
 
 import lavida.demo
 import lavida.demo_report
 import lavida.models.random_init
 import lavida.synthetic.datasets
 import lavida.train.state
+from lavida.data.processor import LavidaProcessor
 from lavida.data.sources.base import write_manifest
 from lavida.data.sources.synthetic import SyntheticSource
+from lavida.data.types import ClipSample
+from lavida.data.video import open_video
 from lavida.demo import (
     DATA_SETTINGS,
     DATA_SETTINGS_FILE,
@@ -30,9 +35,11 @@ from lavida.demo import (
     check_data_settings,
     run_demo,
 )
-from lavida.demo_report import targets_line
+from lavida.demo_report import score_axis_limits, targets_line
 from lavida.eval.result_cache import cached_result_path
 from lavida.eval.video_result import VideoResult
+from lavida.inference import upsample_mask_logits
+from lavida.models.checkpoint import load_checkpoint
 from lavida.models.config import LavidaConfig
 from lavida.synthetic.datasets import (
     SegmentationSetSpec,
@@ -199,6 +206,25 @@ def test_run_demo_writes_its_data_with_the_demos_sizes_and_seeds(tmp_path, data_
         assert _file_digests(data / name) == _file_digests(expected / name), name
 
 
+def test_run_demo_builds_on_the_model_config_it_is_given(tmp_path, monkeypatch):
+    """lavida-demo passes the composed ``model`` group; only a call without one falls back to the tiny
+    model's config."""
+    given = []
+
+    def stop(config, model_config, train_root):
+        given.append(model_config)
+        raise DataWritten
+
+    monkeypatch.setattr(lavida.demo, "base_models", stop)
+    other = _tiny_model_dict()
+    other["compression"]["ratio"] = 0.5
+    for model in (None, other):
+        with pytest.raises(DataWritten):
+            run_demo(DemoConfig(output_dir=str(tmp_path / "demo"), **SMALL_DATA), model=model)
+    assert given == [LavidaConfig.from_dict(_tiny_model_dict()), LavidaConfig.from_dict(other)]
+    assert given[1].compression.ratio == 0.5
+
+
 @pytest.mark.parametrize(
     ("untrained", "warned"),
     [
@@ -245,6 +271,74 @@ def test_base_models_are_not_remade_under_an_existing_training_run(tmp_path, mon
         base_models(config, LavidaConfig.from_dict(_tiny_model_dict()), out / "data" / "synthetic_train")
 
 
+# -- the mask overlays: the anomaly's frames, predicted masks in green, the ground truth outlined ------------
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    """The pixels of ``mask`` (H, W) that differ from the pixel above or to the left (wrapping round at the
+    first row and column), the slow way."""
+    height, width = mask.shape
+    edge = np.zeros_like(mask)
+    for y in range(height):
+        for x in range(width):
+            edge[y, x] = mask[y, x] != mask[y - 1, x] or mask[y, x] != mask[y, x - 1]
+    return edge
+
+
+def test_overlays_show_two_anomalous_videos_with_masks_in_green_and_the_truth_outlined(
+    tmp_path, detect_checkpoint
+):
+    """report.md lists overlays/ as predicted masks (green) and ground-truth outlines (magenta) on
+    anomalous frames; each tile is checked pixel by pixel against the test set's own frames and masks."""
+    split = default_split(0)
+    root = tmp_path / "data" / "vad_seen"
+    spec = VadSetSpec(anomalous_videos=3, normal_videos=1, frames=32, seed=3)  # anomalies of 8+ frames
+    layout = write_vad_set(root, anomalies=split.seen_anomalies, normal=split.normal, spec=spec)
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "final").symlink_to(detect_checkpoint)
+
+    lavida.demo_report._overlays(tmp_path, {"seen": (root, list(split.seen_anomalies))})
+
+    anomalous = sorted(video for video, info in layout.items() if info["interval"])
+    assert len(anomalous) == 3
+    written = sorted(path.name for path in (tmp_path / "overlays").iterdir())
+    assert written == [f"seen_{video}.png" for video in anomalous[:2]]  # two per split
+    model, config = load_checkpoint(detect_checkpoint)
+    processor = LavidaProcessor.for_model(model, config.inputs)
+    blended_anywhere = False
+    for video in anomalous[:2]:
+        start, end = layout[video]["interval"]
+        frames = open_video(root / "testing" / "frames" / video).get_frames(list(range(32)))
+        # The model sees 8 frames evenly over the anomaly, as one inference clip; every other one is shown.
+        clip = np.linspace(start, end - 1, 8).round().astype(int)
+        sample = ClipSample(frames=frames[clip], categories=list(split.seen_anomalies))
+        logits = model.predict(processor([sample], train=False)).mask_logits.numpy()
+        masks = upsample_mask_logits(logits, frames.shape[1:3]) > 0.5
+        predicted = dict(zip(clip.tolist(), masks, strict=True))
+        truth = np.load(root / "testing" / "test_pixel_mask" / f"{video}.npy") > 0
+        image = np.asarray(Image.open(tmp_path / "overlays" / f"seen_{video}.png"))
+        height, width = frames.shape[1:3]
+        assert image.shape == (height, 4 * width, 3)
+        shown = []
+        # Each frame's pixels as they are, and half of them plus half of pure green.
+        green = (0.5 * frames.astype(np.float32) + 0.5 * np.array([0, 255, 0])).astype(np.uint8)
+        for tile in np.split(image, 4, axis=1):
+            magenta = np.all(tile == (255, 0, 255), axis=-1)
+            own, blended = np.all(tile == frames, axis=-1), np.all(tile == green, axis=-1)  # (32, H, W)
+            # The frame a tile shows: the one each of its pixels is drawn from, plain, green or magenta.
+            (t,) = [t for t in range(32) if np.all(own[t] | blended[t] | magenta)]
+            shown.append(t)
+            edge = _outline(truth[t])
+            assert edge.any() and np.array_equal(magenta & ~own[t], edge & ~own[t])
+            # Elsewhere green exactly where the mask is predicted; pure green pixels look the same either way.
+            changed = ~own[t] & ~edge
+            assert np.array_equal(blended[t] & changed, predicted[t] & changed)
+            assert not (changed & ~blended[t]).any()
+            blended_anywhere |= bool((blended[t] & changed).any())
+        assert shown == clip[::2].tolist()
+    assert blended_anywhere  # the checkpoint predicts a mask somewhere
+
+
 # -- the report's verdicts agree with the numbers they print ------------------------------------------------
 
 
@@ -271,29 +365,48 @@ def test_score_curves_shade_exactly_the_anomalous_frames(tmp_path, monkeypatch):
         "unseen": {"01_0001": [1, 0, 0, 0, 0, 0, 1, 1], "01_0002": [0, 0, 0, 1, 0, 0, 0, 0]},
     }
     test_sets = {}
+    curves = []  # each row's scores, top to bottom
     for split, videos in labels.items():
         root = tmp_path / f"vad_{split}"
         root.mkdir()
         (root / "synthetic_layout.json").write_text(json.dumps({name: {} for name in videos}))
         for name, frame_labels in videos.items():
+            low = 0.3 + 0.1 * len(curves)  # every video at another offset
+            curves.append(np.linspace(low, low + 0.05, 8, dtype=np.float32))
             VideoResult(
                 name=name,
                 scored=np.arange(8),
-                frame_scores=np.linspace(0.4, 0.6, 8, dtype=np.float32),
+                frame_scores=curves[-1],
                 frame_labels=np.array(frame_labels, dtype=np.uint8),
             ).save(cached_result_path(tmp_path / f"eval_{split}", name))
         test_sets[split] = (root, [])
-    spans = []
-    original = Axes.axvspan
+    spans, saved = [], []
+    original_span, original_save = Axes.axvspan, Figure.savefig
 
     def recording(self, xmin, xmax, *args, **kwargs):
         spans.append((self, xmin, xmax))  # the row's label is set after its spans
-        return original(self, xmin, xmax, *args, **kwargs)
+        return original_span(self, xmin, xmax, *args, **kwargs)
+
+    def keeping(self, *args, **kwargs):
+        saved.append(self)  # the figure as written, before write_plots closes it
+        return original_save(self, *args, **kwargs)
 
     monkeypatch.setattr(Axes, "axvspan", recording)
+    monkeypatch.setattr(Figure, "savefig", keeping)
     monkeypatch.setattr(lavida.demo_report, "_overlays", lambda out, test_sets: None)  # needs a checkpoint
     lavida.demo_report.write_plots(tmp_path, test_sets)
     assert (tmp_path / "score_curves.png").is_file()
+    # One row per video, each its own curve, all on the one fitted y-axis the title states.
+    (figure,) = saved
+    low, high = score_axis_limits(curves)
+    assert f"one y-axis {low:.2f}–{high:.2f} for all" in figure.get_suptitle()
+    assert len(figure.axes) == len(curves)
+    for axis, scores in zip(figure.axes, curves, strict=True):
+        (line,) = axis.get_lines()
+        assert np.array_equal(line.get_xdata(), np.arange(8))
+        assert np.array_equal(line.get_ydata(), scores)
+        assert axis.get_ylim() == (low, high)
+    assert figure.axes[-1].get_xlabel() == "frame"
     # Frames a..b (inclusive) are shaded from a − 0.5 to b + 0.5.
     assert [(axis.get_ylabel(), xmin, xmax) for axis, xmin, xmax in spans] == [
         ("seen\n01_0001", 1.5, 4.5),
