@@ -151,6 +151,19 @@ def test_an_object_left_out_first_leaves_the_later_objects_of_the_video(tree, ch
     assert (person.text, person.mask["values"]) == ("person", [3])
 
 
+def test_objects_are_read_in_the_order_of_their_numbers_not_their_names(tree):
+    """With ids 2, 4, 10 and 30 the targets follow the numbers (racket 2 before person 10): by name, "10"
+    and "30" would come before "2" and the targets of a video would change order with its ids' digits."""
+    meta_path = tree["root"] / "train/meta.json"
+    meta = json.loads(meta_path.read_text())
+    objects = meta["videos"]["v1"]["objects"]
+    objects["10"], objects["30"] = objects.pop("1"), objects.pop("3")  # the two person objects
+    meta_path.write_text(json.dumps(meta))
+    racket, person = records_by_key(YouTubeVOSSource(tree["root"]))["v1"].targets
+    assert (racket.text, racket.mask["values"]) == ("tennis racket", [2])
+    assert (person.text, person.mask["values"]) == ("person", [10, 30])
+
+
 def test_split_and_root_are_checked(tmp_path, tree):
     with pytest.raises(ValueError, match="split 'valid' is not supported"):
         YouTubeVOSSource(tree["root"], split="valid")
