@@ -393,9 +393,11 @@ def test_score_curves_shade_exactly_the_anomalous_frames(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Axes, "axvspan", recording)
     monkeypatch.setattr(Figure, "savefig", keeping)
-    monkeypatch.setattr(lavida.demo_report, "_overlays", lambda out, test_sets: None)  # needs a checkpoint
+    overlaid = []  # the overlays need a checkpoint: tested on their own above
+    monkeypatch.setattr(lavida.demo_report, "_overlays", lambda *args: overlaid.append(args))
     lavida.demo_report.write_plots(tmp_path, test_sets)
     assert (tmp_path / "score_curves.png").is_file()
+    assert overlaid == [(tmp_path, test_sets)]
     # One row per video, each its own curve, all on the one fitted y-axis the title states.
     (figure,) = saved
     low, high = score_axis_limits(curves)
