@@ -6,6 +6,7 @@ Every process of a launched lavida-eval or lavida-train printed every INFO line 
 one log file); on a machine without CUDA, lavida-eval's processes did not even form a group, so each
 evaluated every video and printed the metrics itself."""
 
+import importlib
 import io
 import json
 import logging
@@ -18,7 +19,9 @@ import accelerate
 import pytest
 import torch
 from conftest import free_port
+from eval.trees import ped2_scores_only
 from omegaconf import OmegaConf
+from transformers.utils import logging as transformers_logging
 
 import lavida.cli.eval as evaluate
 from lavida.cli.errors import interrupted, user_errors
@@ -31,8 +34,6 @@ HYDRA_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's
 @pytest.fixture
 def job_handlers(tmp_path):
     """The root logger as Hydra sets up a job: a console and a file handler at INFO; restored after."""
-    from transformers.utils import logging as transformers_logging
-
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
     transformers_logging.get_logger()  # transformers' own handler, as after any transformers import
@@ -77,8 +78,6 @@ def test_other_ranks_pass_on_warnings_only_each_marked_with_its_rank(job_handler
         )
     # transformers logs through its own handler, not the root's: its lines are marked as well, and its
     # progress bars ("Loading weights", one per process and model) are the main process's alone.
-    from transformers.utils import logging as transformers_logging
-
     transformers_logging.get_logger("transformers.modeling_utils").warning("Some weights were not used")
     transformers_stream = logging.getLogger("transformers").handlers[0].stream
     (line,) = transformers_stream.getvalue().splitlines()
@@ -115,8 +114,6 @@ def test_the_main_process_logs_as_configured(job_handlers):
             "2 test clips; the official set has 12",
         ]
         assert not any("[rank" in line for line in lines)
-    from transformers.utils import logging as transformers_logging
-
     transformers_logging.get_logger("transformers.modeling_utils").warning("Some weights were not used")
     transformers_stream = logging.getLogger("transformers").handlers[0].stream
     (line,) = transformers_stream.getvalue().splitlines()
@@ -223,8 +220,6 @@ def test_a_malformed_rank_ends_the_job_as_the_main_process(monkeypatch, capsys):
 def test_two_cpu_processes_share_the_videos_and_log_once(tmp_path):
     """``accelerate launch --num_processes 2 -m lavida.cli.eval ...`` on a machine without CUDA (scores-only
     mode): the metrics of one process, computed once; the run's INFO lines once, in console and log."""
-    from eval.trees import ped2_scores_only
-
     tree, predictions, single = ped2_scores_only(tmp_path)
     out = tmp_path / "two"
     command = [
@@ -259,10 +254,6 @@ def test_two_cpu_processes_share_the_videos_and_log_once(tmp_path):
 def test_the_entry_points_hand_logging_to_the_main_process_before_the_job(tool, monkeypatch):
     """lavida-train is launched the same way as lavida-eval; its 2-process run (tests/train/test_ddp.py)
     goes through the trainer, so the wiring of the entry point is checked here."""
-    import importlib
-
-    from omegaconf import OmegaConf
-
     module = importlib.import_module(f"lavida.cli.{tool}")
     calls = []
     monkeypatch.setattr(
