@@ -371,8 +371,8 @@ def test_score_curves_shade_exactly_the_anomalous_frames(tmp_path, monkeypatch):
         root.mkdir()
         (root / "synthetic_layout.json").write_text(json.dumps({name: {} for name in videos}))
         for name, frame_labels in videos.items():
-            low = 0.3 + 0.1 * len(curves)  # every video at another offset
-            curves.append(np.linspace(low, low + 0.05, 8, dtype=np.float32))
+            offset = 0.3 + 0.1 * len(curves)  # every video at another offset
+            curves.append(np.linspace(offset, offset + 0.05, 8, dtype=np.float32))
             VideoResult(
                 name=name,
                 scored=np.arange(8),
