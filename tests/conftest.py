@@ -1,5 +1,6 @@
 """Shared test set-up: offline, deterministic, CPU only."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -338,6 +339,16 @@ def checkpoint_on_its_own_clip(tiny_pretrained, tmp_path):
     config = dataclasses.replace(tiny_pretrained, text_encoder=text_encoder)
     torch.manual_seed(0)
     return save_checkpoint(build_lavida(config), config, tmp_path / "final"), clip
+
+
+def file_digests(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (hidden ones too) by its relative path, as the SHA-256 of its bytes: two
+    trees are byte-identical when these are equal, and a difference names the file."""
+    return {
+        path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
 
 
 def tree_listing(folder: Path) -> dict:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-from pathlib import Path
 
 import matplotlib
 import numpy as np
 import pytest
-from conftest import tree_listing
+from conftest import file_digests, tree_listing
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from PIL import Image
@@ -141,18 +139,6 @@ def test_run_demo_refuses_data_made_with_other_settings_before_writing_anything(
     assert tree_listing(out) == before
 
 
-def _file_digests(root: Path) -> dict[str, str]:
-    """Every file under ``root`` by its relative path, as a SHA-256 of its bytes with ``root`` written as
-    ``<root>`` (a manifest names the set's own folder)."""
-    return {
-        path.relative_to(root).as_posix(): hashlib.sha256(
-            path.read_bytes().replace(str(root).encode(), b"<root>")
-        ).hexdigest()
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }
-
-
 class DataWritten(Exception):
     """Raised where run_demo's data step ends (see ``data_step_only``)."""
 
@@ -203,7 +189,7 @@ def test_run_demo_writes_its_data_with_the_demos_sizes_and_seeds(tmp_path, data_
         "vad_unseen",
     ]
     for name in ("synthetic_train", "vad_seen", "vad_unseen"):
-        assert _file_digests(data / name) == _file_digests(expected / name), name
+        assert file_digests(data / name) == file_digests(expected / name), name
 
 
 def test_run_demo_builds_on_the_model_config_it_is_given(tmp_path, monkeypatch):

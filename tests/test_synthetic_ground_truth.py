@@ -10,12 +10,11 @@ written files are then read back through the real ShanghaiTech loader and the re
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import file_digests
 from PIL import Image
 
 import lavida.synthetic.datasets as datasets
@@ -231,14 +230,6 @@ def test_training_descriptions_never_include_held_out_categories(tmp_path, seed)
     assert not set(written) & unseen
 
 
-def _digest(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
 def test_same_seed_gives_byte_identical_sets_and_other_seeds_other_videos(tmp_path):
     split = default_split(0)
     train = SegmentationSetSpec(videos=2, images=2, frames=3, height=HEIGHT, width=WIDTH, seed=3)
@@ -254,11 +245,11 @@ def test_same_seed_gives_byte_identical_sets_and_other_seeds_other_videos(tmp_pa
                 normal=split.normal,
                 spec=spec,
             )
-    assert _digest(tmp_path / "train_a") == _digest(tmp_path / "train_b")
+    assert file_digests(tmp_path / "train_a") == file_digests(tmp_path / "train_b")
     for seed in (101, 202):
-        assert _digest(tmp_path / f"vad_{seed}_a") == _digest(tmp_path / f"vad_{seed}_b")
+        assert file_digests(tmp_path / f"vad_{seed}_a") == file_digests(tmp_path / f"vad_{seed}_b")
     # The demo's two test seeds give other videos: no frame file is shared.
-    first, second = _digest(tmp_path / "vad_101_a"), _digest(tmp_path / "vad_202_a")
+    first, second = file_digests(tmp_path / "vad_101_a"), file_digests(tmp_path / "vad_202_a")
     frames = [name for name in first if name.endswith(".jpg")]
     assert frames and all(first[name] != second[name] for name in frames)
     assert split == default_split(0) and default_split(0) != default_split(1)
