@@ -23,12 +23,28 @@ def sam():
     return load_sam2(arch=compose_model_config("tiny").mask_decoder.arch)
 
 
+def _sparse_prompts_received(decoder: MultiLevelMaskDecoder, prompts: torch.Tensor) -> torch.Tensor:
+    """(N, 1, 1, C) the sparse prompt embeddings SAM2's mask decoder is called with for ``prompts`` (N, D_m)."""
+    received = []
+    hook = decoder.sam.mask_decoder.register_forward_pre_hook(
+        lambda module, args, kwargs: received.append(kwargs["sparse_prompt_embeddings"]), with_kwargs=True
+    )
+    try:
+        pixels = torch.randn(prompts.shape[0], 3, decoder.image_size, decoder.image_size)
+        with torch.no_grad():
+            decoder(decoder.encode_images(pixels), prompts)
+    finally:
+        hook.remove()
+    (sparse,) = received
+    return sparse
+
+
 def test_no_prompt_embedding_feeds_f_proj_unchanged(sam):
-    """``prompt_embedding='none'`` (the official code) hands f_proj to the decoder as it is: no layer,
-    no parameter beyond SAM2's own."""
+    """``prompt_embedding='none'`` (the official code) hands f_proj to SAM2's mask decoder as it is: no
+    layer, no parameter beyond SAM2's own."""
     decoder = MultiLevelMaskDecoder(sam=sam, prompt_dim=32, prompt_embedding="none")
     prompts = torch.randn(3, 32)
-    assert torch.equal(decoder.prompt_embedding(prompts), prompts)
+    assert torch.equal(_sparse_prompts_received(decoder, prompts), prompts.reshape(3, 1, 1, 32))
     assert {name for name, _ in decoder.named_parameters()} == {
         f"sam.{name}" for name, _ in sam.named_parameters()
     }
@@ -73,9 +89,14 @@ def test_build_without_prompt_embedding_feeds_f_proj_unchanged():
     """``build_mask_decoder`` passes ``prompt_embedding='none'`` on (the official code's wiring): no B.5 layer,
     where the default build has one."""
     arch = compose_model_config("tiny").mask_decoder.arch
+    prompts = torch.randn(2, 32)
     decoder = build_mask_decoder(arch=arch, prompt_dim=32, prompt_embedding="none")
-    assert isinstance(decoder.prompt_embedding, nn.Identity)
-    assert isinstance(build_mask_decoder(arch=arch, prompt_dim=32).prompt_embedding, nn.Linear)
+    assert torch.equal(_sparse_prompts_received(decoder, prompts), prompts.reshape(2, 1, 1, 32))
+    default = build_mask_decoder(arch=arch, prompt_dim=32)
+    with torch.no_grad():
+        embedded = default.prompt_embedding(prompts)  # B.5's Linear(D_m → C)
+    assert isinstance(default.prompt_embedding, nn.Linear)
+    assert torch.equal(_sparse_prompts_received(default, prompts), embedded.reshape(2, 1, 1, 32))
 
 
 def test_building_sam2_leaves_the_configured_arch_unchanged():
