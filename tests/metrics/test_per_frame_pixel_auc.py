@@ -81,11 +81,13 @@ def test_invalid_inputs():
 
 
 def test_state_round_trip_and_merge_equal_the_whole():
-    from lavida.metrics import PerFramePixelAUC
-
+    """The sum and all three counts carry over, skipped frames included: one normal frame in each part
+    and two frames anomalous at every pixel in the second."""
     rng = np.random.default_rng(4)
     scores = rng.random((10, 5, 5))
     labels = rng.random((10, 5, 5)) > 0.7
+    labels[[1, 6]] = False
+    labels[[7, 8]] = True
     whole = PerFramePixelAUC()
     whole.update(scores, labels)
     first, second = PerFramePixelAUC(), PerFramePixelAUC()
@@ -95,7 +97,9 @@ def test_state_round_trip_and_merge_equal_the_whole():
     restored.load_state_dict(first.state_dict())
     restored.merge(second)
     assert restored.compute() == pytest.approx(whole.compute(), abs=1e-12)
-    assert restored.num_frames == whole.num_frames
+    counts = (whole.num_frames, whole.num_skipped_normal, whole.num_skipped_full)
+    assert counts == (6, 2, 2)
+    assert (restored.num_frames, restored.num_skipped_normal, restored.num_skipped_full) == counts
 
 
 def test_load_state_dict_refuses_a_state_missing_a_key():

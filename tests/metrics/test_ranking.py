@@ -67,6 +67,15 @@ def test_eer_interpolated_on_the_first_segment():
     assert threshold == 0.7
 
 
+def test_eer_interpolated_on_the_last_segment_into_the_corner():
+    # Segment (.2, .5) -> (1, 1): FPR = .2 + .8 w, FNR = .5 - .5 w, equal at w = 3/13 -> EER 5/13. The
+    # point past the crossing is the corner, where FPR - FNR = 1: read off there, the EER would be 1/2.
+    fpr, tpr, thr = np.array([0.0, 0.2, 1.0]), np.array([0.0, 0.5, 1.0]), np.array([np.inf, 0.5, 0.1])
+    eer, threshold = equal_error_rate(fpr, tpr, thr)
+    assert eer == pytest.approx(5 / 13, abs=1e-12)
+    assert threshold == 0.1
+
+
 def test_eer_of_a_curve_that_stops_before_the_crossing_is_read_at_its_last_point():
     # A threshold grid that stops early: FPR - FNR is -1, -.6, -.5, -.1, never >= 0. The crossing is
     # not on the curve; the EER is taken at the last (nearest) point, the mean of its FPR .3 and
