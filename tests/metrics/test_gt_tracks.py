@@ -131,6 +131,15 @@ def test_invalid_anomaly_rows_raise(bad):
         tracks_from_id_maps(id_video(), [bad])
 
 
+def test_object_id_1_is_the_first_valid_one():
+    # 0 is the background of UBnormal's id maps, so 1 is the lowest object id and must be accepted.
+    maps = np.zeros((2, 6, 6), dtype=np.uint8)
+    maps[:, 2:4, 1:5] = 1
+    np.testing.assert_array_equal(
+        tracks_from_id_maps(maps, [[1, 0, 1]]), [[0, 0, 1, 2, 4, 3], [0, 1, 1, 2, 4, 3]]
+    )
+
+
 def test_skip_warning_counts_the_skipped_frames(caplog):
     # Object 7 only exists in frame 1 of id_video(); interval [0, 2] -> frames 0 and 2 are skipped: 2 pairs,
     # "2 of its 3 frames". Object 5 (track 0, every frame present) is not mentioned.
