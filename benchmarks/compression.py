@@ -74,7 +74,7 @@ def _exact_rss_accounting() -> None:
 
 
 def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
+    with open("/proc/self/status", encoding="utf-8") as f:
         for line in f:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
@@ -95,7 +95,7 @@ def measure(
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
         return wall, cpu, (torch.cuda.max_memory_allocated(device) - base) / 2**20, res
     try:
-        with open("/proc/self/clear_refs", "w") as f:
+        with open("/proc/self/clear_refs", "w", encoding="utf-8") as f:
             f.write("5")  # reset the peak resident set size (VmHWM)
         base = _rss_kib("VmRSS")
     except OSError:

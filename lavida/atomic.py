@@ -267,7 +267,7 @@ def _umask() -> int:
     """The process's umask, now (it may change while the process runs): from /proc on Linux, a few
     microseconds; elsewhere set and restored, which is racy while other threads create files."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
             if line.startswith("Umask:"):
                 return int(line.split()[1], 8)
     except (OSError, ValueError):

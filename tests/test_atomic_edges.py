@@ -330,7 +330,7 @@ def test_a_file_gone_before_its_mode_is_read_is_left_alone(tmp_path):
 def test_on_linux_the_umask_is_read_without_setting_it(tmp_path, umask, monkeypatch):
     """os.umask can only be read by setting it, which races with other threads creating files; Linux
     shows it in /proc/self/status. A private file under umask 027 gets 0600 | (0444 & ~027) = 0640."""
-    if "Umask:" not in Path("/proc/self/status").read_text():
+    if "Umask:" not in Path("/proc/self/status").read_text(encoding="utf-8"):
         pytest.skip("needs Linux's /proc/self/status (kernel 4.7 or later)")
     umask(0o027)
     calls = []

@@ -18,7 +18,7 @@ def main(root: str, predictions: str, output_dir: str) -> None:
         output_dir=output_dir,
         predictions_dir=predictions,
     )
-    with open(f"{output_dir}/rank{state.process_index}.json", "w") as handle:
+    with open(f"{output_dir}/rank{state.process_index}.json", "w", encoding="utf-8") as handle:
         json.dump({"processes": state.num_processes, "metrics": metrics}, handle)
 
 

@@ -76,7 +76,7 @@ def _box_masks(labels: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray
 
 def _write_text(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")
     return path
 
 

@@ -39,7 +39,7 @@ def main(config_json: str, data_root: str, output_dir: str, mode: str = "train")
         }
     )
     trainer = Trainer(
-        model=LavidaConfig.from_dict(json.loads(Path(config_json).read_text())),
+        model=LavidaConfig.from_dict(json.loads(Path(config_json).read_text(encoding="utf-8"))),
         data=data,
         train=train,
         launcher=LauncherConfig(name="cpu", cpu=True),
@@ -51,7 +51,9 @@ def main(config_json: str, data_root: str, output_dir: str, mode: str = "train")
     if mode == "rerun":  # the same command again after the run finished: nothing left to train
         summary = trainer.fit()
         rerun = {"steps": summary.steps, "final": str(summary.final_checkpoint)}
-        Path(f"{output_dir}/rerun_rank{acc.process_index}.json").write_text(json.dumps(rerun))
+        Path(f"{output_dir}/rerun_rank{acc.process_index}.json").write_text(
+            json.dumps(rerun), encoding="utf-8"
+        )
         return
 
     def save(tag: str) -> None:
@@ -91,7 +93,9 @@ def main(config_json: str, data_root: str, output_dir: str, mode: str = "train")
         "losses": [float(loss["loss"]) for loss in losses],
         "logged": logged,
     }
-    Path(f"{output_dir}/schedule_rank{acc.process_index}.json").write_text(json.dumps(schedule))
+    Path(f"{output_dir}/schedule_rank{acc.process_index}.json").write_text(
+        json.dumps(schedule), encoding="utf-8"
+    )
 
 
 if __name__ == "__main__":

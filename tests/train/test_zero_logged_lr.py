@@ -50,7 +50,9 @@ def worker(config_json: str, data_root: str, output_dir: str) -> None:
     logged: list[float] = []
     trainer.accelerator.log = lambda values, step: logged.append(values["train/lr"])
     trainer.fit()
-    Path(output_dir, "lr_report.json").write_text(json.dumps({"applied": applied, "logged": logged}))
+    Path(output_dir, "lr_report.json").write_text(
+        json.dumps({"applied": applied, "logged": logged}), encoding="utf-8"
+    )
 
 
 def test_zero2_logs_the_rate_each_step_applied(synthetic_train_root, tiny_pretrained, tmp_path):

@@ -31,7 +31,7 @@ def main(config_json: str, output_dir: str) -> None:
     deepspeed.init_distributed(dist_backend="gloo")
     rank = int(os.environ["RANK"])
     torch.manual_seed(0)
-    model = build_lavida(LavidaConfig.from_dict(json.loads(Path(config_json).read_text())))
+    model = build_lavida(LavidaConfig.from_dict(json.loads(Path(config_json).read_text(encoding="utf-8"))))
     register_zero3_outside_parameters(model)
     video, image = make_samples(0)
     samples = [video, make_samples(1)[0]] if rank == 0 else [video, image]
@@ -63,7 +63,7 @@ def main(config_json: str, output_dir: str) -> None:
         engine.step()
         losses.append(float(loss))
     report = {"losses": losses, "finite": all(math.isfinite(v) for v in losses)}
-    Path(output_dir, f"rank{rank}.json").write_text(json.dumps(report))
+    Path(output_dir, f"rank{rank}.json").write_text(json.dumps(report), encoding="utf-8")
 
 
 if __name__ == "__main__":

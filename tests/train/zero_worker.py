@@ -39,7 +39,7 @@ def skip_deepspeed_inference_op() -> None:
 
 def build_trainer(config_json: str, data_root: str, output_dir: str, launcher_name: str) -> Trainer:
     skip_deepspeed_inference_op()
-    model = json.loads(Path(config_json).read_text())
+    model = json.loads(Path(config_json).read_text(encoding="utf-8"))
     model["dtype"] = "bfloat16"  # as experiment=paper_main: frozen weights in bf16
     model["mllm"]["gradient_checkpointing"] = True
     data = DataConfig.from_dict(
@@ -121,7 +121,7 @@ def main(config_json: str, data_root: str, output_dir: str, launcher_name: str, 
         "final": final,
     }
     if trainer.accelerator.is_main_process:
-        Path(output_dir, "worker_report.json").write_text(json.dumps(report, indent=2))
+        Path(output_dir, "worker_report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
 
 
 if __name__ == "__main__":
