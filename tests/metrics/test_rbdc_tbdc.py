@@ -163,6 +163,12 @@ def test_one_row_and_empty_inputs():
         ({"v": track(0, [5])}, {}, {"v": 3}, "refers to frame 5 but num_frames"),
         ({"v": track(0, [0, 0])}, {}, {"v": 3}, "more than one region in frame 0"),
         ({"v": np.array([0, 0, 19, 10, 10, 19])}, {}, {"v": 3}, "x_min <= x_max"),
+        (
+            {"v": track(0, [0])},
+            {"v": np.array([[0, *BOX, 0.9], [1, 10, 19, 19, 10, 0.8]])},  # y_max < y_min in row 1
+            {"v": 3},
+            r"^rbdc_tbdc: detections\['v'\] row 1 has box \[10.0, 19.0, 19.0, 10.0\]; expected x_min <= x_max",
+        ),
         ({"v": np.array([0, 0.5, *BOX])}, {}, {"v": 3}, "whole numbers"),
         ({"v": np.zeros((2, 5))}, {}, {"v": 3}, r"shape \(N, 6\)"),
         ({"v": track(0, [0])}, {"v": np.array([0, *BOX, np.nan])}, {"v": 3}, r"NaN .*\(rows \[0\]\).*drop"),
