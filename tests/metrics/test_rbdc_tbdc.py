@@ -172,6 +172,12 @@ def test_one_row_and_empty_inputs():
         ({"v": np.array([0, 0.5, *BOX])}, {}, {"v": 3}, "whole numbers"),
         ({"v": np.zeros((2, 5))}, {}, {"v": 3}, r"shape \(N, 6\)"),
         ({"v": track(0, [0])}, {"v": np.array([0, *BOX, np.nan])}, {"v": 3}, r"NaN .*\(rows \[0\]\).*drop"),
+        (
+            {"v": track(0, [0, 1, 2])},
+            {"v": np.array([[0, *BOX, 0.9], [1, *BOX, np.inf], [2, *BOX, 0.7]])},
+            {"v": 3},
+            r"NaN or infinite values \(rows \[1\]\)",  # the row that holds it, not the first
+        ),
         ({"v": track(0, [-1])}, {}, {"v": 3}, "negative frame index -1; frame indices are 0-based"),
         ({"v": track(0, [0])}, {"v": np.array([-2, *BOX, 1.0])}, {"v": 3}, "negative frame index -2"),
         ({"v": track(0, [0])}, {}, {"v": 0}, "positive int"),
