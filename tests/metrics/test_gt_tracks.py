@@ -147,15 +147,15 @@ def test_skip_warning_counts_the_skipped_frames(caplog):
         tracks_from_id_maps(id_video(), [[5, 0, 2], [7, 0, 2]])
     assert "tracks_from_id_maps: 2 (track, frame) pairs had no pixel" in caplog.text
     assert "object 7 [0, 2] (track 1) in 2 of its 3 frames" in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="lavida.metrics.tracks"):
-        tracks_from_id_maps(id_video(), [[7, 1, 2]])  # an interval that starts later: frame 2 of 2
-    assert "object 7 [1, 2] (track 0) in 1 of its 2 frames" in caplog.text
     assert "object 5" not in caplog.text
     with pytest.raises(
         ValueError, match=r"object 7 has no pixel in frame 0, inside its anomaly interval \[0, 2\]"
     ):
         tracks_from_id_maps(id_video(), [[5, 0, 2], [7, 0, 2]], missing="raise")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lavida.metrics.tracks"):
+        tracks_from_id_maps(id_video(), [[7, 1, 2]])  # an interval that starts later: frame 2 of 2
+    assert "object 7 [1, 2] (track 0) in 1 of its 2 frames" in caplog.text
 
 
 def test_tracks_feed_rbdc_directly():
