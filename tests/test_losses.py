@@ -512,6 +512,31 @@ def test_lavida_loss_eq10(lambda_txt, lambda_seg):
         )
 
 
+@pytest.mark.parametrize(
+    ("settings", "call"),
+    [
+        ({"focal_alpha": 0.6}, {}),
+        ({"focal_gamma": 1.0}, {}),
+        ({"supervise_all_iou": False}, {}),
+        ({"iou_l1": False}, {}),
+        ({}, {"num_frames": 10.0}),
+        ({}, {"frame_labels": torch.tensor([1.0, 1.0, 0.0, 0.0])}),  # not mask presence (1, 0, 1, 1)
+    ],
+    ids=["focal_alpha", "focal_gamma", "supervise_all_iou", "iou_l1", "num_frames", "frame_labels"],
+)
+def test_lavida_loss_hands_each_setting_to_the_segmentation_loss(settings, call):
+    """One setting at a time, so that each must arrive on its own: LavidaLoss's terms are segmentation_loss's
+    with that setting, which on this batch differ from the defaults' (a setting dropped on the way shows)."""
+    logits, iou_pred, obj, targets = _random_batch()
+    batch = {"mask_logits": logits, "iou_pred": iou_pred, "object_logits": obj, "target_masks": targets}
+    out = LavidaLoss(**settings)(lm_loss=None, **batch, **call)
+    expected = segmentation_loss(**batch, weights=SegLossWeights(), **settings, **call)
+    default = segmentation_loss(**batch, weights=SegLossWeights())
+    for key in ("loss_mask", "loss_dice", "loss_iou", "loss_class", "loss_seg"):
+        torch.testing.assert_close(out[key], expected[key], msg=key)
+    assert out["loss_seg"].item() != pytest.approx(default["loss_seg"].item(), rel=1e-6)
+
+
 def test_lavida_loss_defaults_are_the_paper():
     criterion = LavidaLoss()
     assert (criterion.lambda_txt, criterion.lambda_seg) == (1.0, 1.0)  # supplement B.3
