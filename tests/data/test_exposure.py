@@ -225,6 +225,7 @@ def test_sampler_excludes_everything_visible_in_the_group():
         _record("img1/ref0", "img1", ["the left man"], present=["the left man", "a red umbrella"]),
         _record("img1/ref1", "img1", ["woman in blue"]),
         *[_record(f"img{i}", f"img{i}", [f"thing {i}"]) for i in range(2, 40)],
+        _record("img40", "img40", ["a red umbrella"]),  # in the pool: only the exclusion keeps it out
     ]
     pool = TextPool.from_records(records)
     sampler = AnomalyExposureSampler(p=0.5, max_categories=30)
@@ -240,6 +241,25 @@ def test_sampler_excludes_everything_visible_in_the_group():
             assert exposure.genuine_index is None and "the left man" not in exposure.categories
     capped = sampler(record, target, pool, rng=rng, max_categories=3)
     assert len(capped.categories) <= 3
+    # The other record of the group: what is visible only in the first record's `present` list is
+    # excluded too (the group's texts, not this record's own list).
+    other = records[1]
+    for _ in range(500):
+        exposure = sampler(other, other.targets[0], pool, rng=rng)
+        assert not {"the left man", "a red umbrella"} & set(exposure.categories)
+
+
+@pytest.mark.parametrize("settings", [{"p": 0.2}, {"category_count": "matched"}, {"max_categories": 5}])
+def test_sampler_hands_its_settings_to_expose(settings):
+    """Draw for draw on the same random stream, the sampler decides as expose() with its settings."""
+    records = [_record(f"img{i}", f"img{i}", [f"thing {i}"]) for i in range(40)]
+    pool = TextPool.from_records(records)
+    sampler = AnomalyExposureSampler(**settings)
+    got_rng, want_rng = np.random.default_rng(3), np.random.default_rng(3)
+    for _ in range(200):
+        got = sampler(records[0], records[0].targets[0], pool, rng=got_rng)
+        want = expose("thing 0", pool, present={"thing 0"}, rng=want_rng, **settings)
+        assert (got.categories, got.is_anomaly) == want
 
 
 def test_sampler_validates_its_settings():
