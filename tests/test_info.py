@@ -7,8 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import compose_model_config
 from omegaconf import OmegaConf
+
+from lavida.cli.info import run
+from lavida.models.lavida import build_lavida
 
 
 def qwen2_vl_parameters(text: dict, vision: dict) -> int:
@@ -37,8 +41,6 @@ def qwen2_vl_parameters(text: dict, vision: dict) -> int:
 
 
 def _run(capsys, name):
-    from lavida.cli.info import run
-
     total = run(OmegaConf.create({"model": compose_model_config(name).to_dict()}))
     return total, capsys.readouterr().out
 
@@ -66,10 +68,6 @@ def test_paper_model_is_8_5_billion(capsys, caplog):
 def test_tiny_model_counts(capsys):
     """The tiny twin's table on the meta device against a real CPU build counted parameter by parameter,
     its MLLM rows against the Qwen2-VL formula, and its trainable MLLM entries against LoRA counted by hand."""
-    import torch
-
-    from lavida.models.lavida import build_lavida
-
     total, printed = _run(capsys, "tiny")
     lines = printed.strip().splitlines()
     assert lines[-1] == f"total_params={total}"
@@ -93,6 +91,24 @@ def test_tiny_model_counts(capsys):
     assert trainable["mllm.lm_head (<SEG> row)"] == 64
     assert trainable["text_encoder (CLIP text, frozen)"] == 0
     assert totals["projector (multi-scale semantic)"] == trainable["projector (multi-scale semantic)"] > 0
+
+
+def test_an_interpolated_size_is_resolved_before_the_build(capsys):
+    """A size written as an interpolation (``model.projector.num_queries='${model.projector.num_layers}'``
+    on the command line) counts as the value it names, not as the text."""
+    tiny = compose_model_config("tiny").to_dict()
+    tiny["projector"]["num_layers"] = 3
+    direct = run(OmegaConf.create({"model": {**tiny, "projector": {**tiny["projector"], "num_queries": 3}}}))
+    interpolated = OmegaConf.create(
+        {
+            "model": {
+                **tiny,
+                "projector": {**tiny["projector"], "num_queries": "${model.projector.num_layers}"},
+            }
+        }
+    )
+    assert run(interpolated) == direct != run(OmegaConf.create({"model": tiny}))
+    capsys.readouterr()
 
 
 def lavida_info(*overrides: str, cwd) -> subprocess.CompletedProcess:

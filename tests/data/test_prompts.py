@@ -129,3 +129,27 @@ def test_either_template_list_empty_is_refused(user, answer):
     """One empty list is enough to make render() impossible; the message says what is missing."""
     with pytest.raises(ValueError, match="at least one user and one answer template"):
         PromptTemplates(user=user, answer=answer, inference_answer=0)
+
+
+@pytest.mark.parametrize("field", ["{type!z}", "{type:d}"])
+def test_a_field_that_only_fails_when_formatted_is_refused_on_load(field):
+    """A conversion or format spec that str.format rejects passes the field-name check; the templates
+    are formatted once when made, so the error comes on load, not in a dataloader worker."""
+    with pytest.raises(ValueError, match=r"is not a valid format string"):
+        PromptTemplates(
+            user=(f"Find {{categories}} in this {field}.",), answer=("<SEG>",), inference_answer=0
+        )
+
+
+def test_a_template_files_system_prompt_is_rendered(tmp_path):
+    """The file's "system" replaces Qwen2-VL's default system prompt in the rendered conversation."""
+    path = tmp_path / "templates.json"
+    path.write_text(
+        '{"user": ["Find {categories}."], "answer": ["<SEG>"], "system": "You watch a camera."}',
+        encoding="utf-8",
+    )
+    templates = PromptTemplates.load(path, inference_answer=0)
+    assert templates.system == "You watch a camera."
+    assert templates.render(["fire"], is_video=False).prompt.startswith(
+        "<|im_start|>system\nYou watch a camera.<|im_end|>\n<|im_start|>user\n"
+    )

@@ -2,10 +2,13 @@
 
 import contextlib
 import io
+import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from lavida.eval.video_result import (
     PIXEL_AUC_OCTAVES,
@@ -99,6 +102,20 @@ def test_saved_maps_of_any_width_give_the_statistics_of_their_float64_copy(dtype
 
 
 @pytest.mark.parametrize("resize", ["bilinear", "release"])
+def test_ground_truth_read_as_0_255_images_counts_as_its_bool_masks(resize):
+    """A benchmark's masks straight from 8-bit images (0 and 255) are the masks they show: pixel_statistics
+    takes any non-zero pixel as anomalous, in both resize modes."""
+    rng = np.random.default_rng(3)
+    maps = _maps(rng, 9, 12, 20, np.float64)
+    labels = _labels(rng, 9, 12, 20)
+    images = labels.astype(np.uint8) * 255
+    options = dict(predicted=lambda f: maps[f], size=(13, 17), resize=resize, region_thresholds=(0.5,))
+    from_images, _ = pixel_statistics(np.arange(9), ground_truth=lambda f: images[f], **options)
+    from_masks, _ = pixel_statistics(np.arange(9), ground_truth=lambda f: labels[f], **options)
+    _same_statistics(from_images, from_masks)
+
+
+@pytest.mark.parametrize("resize", ["bilinear", "release"])
 @pytest.mark.parametrize("interval", [1, 3, 4])
 def test_sample_and_hold_maps_are_predicted_once_with_identical_statistics(resize, interval):
     rng = np.random.default_rng(2)
@@ -145,7 +162,7 @@ def test_cached_results_read_back_as_savez_compressed_wrote_them(tmp_path):
         fingerprint="abc",
         facts='{"x": 1}',
     )
-    path = result.save(tmp_path / "v.npz")
+    path = result.save(tmp_path / "cache" / "video" / "v.npz")  # folders made as needed
     reference = io.BytesIO()
     arrays = {
         "name": np.asarray(result.name),
@@ -165,7 +182,25 @@ def test_cached_results_read_back_as_savez_compressed_wrote_them(tmp_path):
             assert new[key].dtype == old[key].dtype and np.array_equal(new[key], old[key]), key
     loaded = VideoResult.load(path)
     _same_statistics(loaded.pixels, stats)
+    assert (loaded.name, loaded.fingerprint, loaded.facts) == ("v#1", "abc", '{"x": 1}')
+    for field in ("scored", "frame_scores", "frame_labels", "regions"):
+        expected = getattr(result, field)
+        assert np.array_equal(getattr(loaded, field), expected), field
     assert VideoResult.read_fingerprint(path) == ("abc", '{"x": 1}')
+
+
+def test_pixel_statistics_tell_apart_probabilities_a_logit_apart_out_to_the_documented_ends():
+    """Float64 sigmoids of logits 29 and 30 (1 - p ≈ 2.5e-13 and 9.4e-14) and of -41 and -40 (≈ 1.6e-18
+    and 4.2e-18) lie past the 40 octaves of PixelAUC's default; the evaluation's statistics keep them
+    apart (PIXEL_AUC_OCTAVES), so the pooled AUC is sklearn's 3/4, where tied bins would give 1/2."""
+    logits = torch.tensor([[[30.0, -40.0, 29.0, -41.0]]], dtype=torch.float64)
+    scores = torch.sigmoid(logits).numpy()
+    labels = np.array([[[True, True, False, False]]])
+    stats = PixelStatistics()
+    stats.update(scores, labels)
+    assert roc_auc_score(labels.ravel(), scores.ravel()) == 0.75
+    assert stats.pixel_auc.compute() == 0.75
+    assert stats.pixel_auc.error_bound() == 0.0
 
 
 def test_pixel_auc_state_loads_sorted_and_unsorted_bins_and_refuses_repeats():
@@ -236,6 +271,29 @@ def test_release_masks_pick_what_the_two_nearest_resizes_picked(native, grid, ta
     expected = resize_masks(resize_masks(masks, grid, mode="nearest"), target, mode="nearest")
     got = _release_masks(masks, grid, target)
     assert got.dtype == np.bool_ and got.shape == expected.shape and np.array_equal(got, expected)
+
+
+def _nearest_by_hand(masks, size, *, exact):
+    """Output pixel (i, j) reads source row floor((i + 1/2) h / H) with centres aligned (nearest-exact),
+    or floor(i h / H) (torch's legacy nearest), and likewise for columns; fractions, no floats."""
+    (_, h, w), (height, width) = masks.shape, size
+    shift = Fraction(1, 2) if exact else 0
+    rows = [min(h - 1, math.floor((i + shift) * Fraction(h, height))) for i in range(height)]
+    cols = [min(w - 1, math.floor((j + shift) * Fraction(w, width))) for j in range(width)]
+    return masks[:, rows][:, :, cols]
+
+
+@pytest.mark.parametrize(("native", "size"), [((5, 7), (8, 3)), ((12, 20), (13, 17)), ((9, 4), (3, 11))])
+def test_masks_are_resized_by_the_nearest_rule_each_mode_names(native, size):
+    """Ground truth reaches the metrics' size by nearest-exact (pixel centres) unless the release's legacy
+    rule is asked for; the two differ on these sizes."""
+    masks = np.random.default_rng(12).random((2, *native)) < 0.5
+    exact = resize_masks(masks, size)
+    legacy = resize_masks(masks, size, mode="nearest")
+    assert exact.dtype == legacy.dtype == np.bool_
+    assert np.array_equal(exact, _nearest_by_hand(masks, size, exact=True))
+    assert np.array_equal(legacy, _nearest_by_hand(masks, size, exact=False))
+    assert not np.array_equal(exact, legacy)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

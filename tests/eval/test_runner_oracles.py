@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import save_ramp_scores
 from eval.trees import VideosMadeByTheTest, write_ucsd_ped2_tree
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 import lavida.cli.eval as evaluate
 from lavida.eval import report, runner
@@ -266,19 +266,43 @@ class Pixels(VadBenchmark):
         return videos
 
 
+def critical_score(scores, mask):
+    """The highest pixel score t at which a frame counts for the 40 % criterion, by a walk over its own
+    scores: an anomalous frame is a TP at t when 5 * (anomalous pixels >= t) >= 2 * (anomalous pixels);
+    a normal frame is a FP at t when any pixel is >= t."""
+    if not mask.any():
+        return float(scores.max())
+    inside = scores[mask]
+    return max(float(t) for t in inside if 5 * np.count_nonzero(inside >= t) >= 2 * inside.size)
+
+
+def equal_error_rate_by_walk(labels, scores):
+    """The EER of the frames' ROC: linear interpolation where FPR - (1 - TPR) changes sign."""
+    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    for i in range(1, len(fpr)):
+        before, after = fpr[i - 1] - (1 - tpr[i - 1]), fpr[i] - (1 - tpr[i])
+        if after >= 0 > before:
+            return fpr[i - 1] + -before / (after - before) * (fpr[i] - fpr[i - 1])
+    raise AssertionError("the ROC from (0, 0) to (1, 1) always crosses FPR = FNR")
+
+
 @pytest.mark.parametrize("pixel_chunk", [1, 3, 16])
 def test_official_pixel_metrics_pool_only_the_kept_frames(tmp_path, pixel_chunk):
     """Pixel statistics merged over videos, under drop_tail (8-frame windows at I = 1): sklearn on the
-    pooled pixels of the kept frames, and the TAO per-frame mean over their anomalous frames; the same
-    whatever number of frames each step of the pixel metrics takes (one is the least)."""
+    pooled pixels of the kept frames, the TAO per-frame mean over their anomalous frames, and the 40 %
+    criterion's AUC and EER from each kept frame's critical score; the same whatever number of frames
+    each step of the pixel metrics takes (one is the least)."""
     (tmp_path / "data").mkdir()
     bench = Pixels(tmp_path / "data", (11, 19, 5, 8))  # kept frames: 8, 16, 0, 8
     predictions = tmp_path / "preds"
     predictions.mkdir()
     rng = np.random.default_rng(11)
-    pooled_scores, pooled_labels, per_frame = [], [], []
+    pooled_scores, pooled_labels, per_frame, critical, anomalous = [], [], [], [], []
     for video in bench.videos():
-        maps = rng.random((video.num_frames, 8, 10))
+        # Anomalous pixels score higher on average, so that neither the AUCs nor the criterion is degenerate.
+        maps = rng.random((video.num_frames, 8, 10)) / 2
+        every = video.pixel_masks(np.arange(video.num_frames))
+        maps[every] += rng.random(int(every.sum())) / 2
         np.savez(predictions / f"{video.name}.npz", frame_scores=maps.mean(axis=(1, 2)), pixel_scores=maps)
         kept = np.arange(video.num_frames // 8 * 8)
         masks = video.pixel_masks(kept)
@@ -289,6 +313,8 @@ def test_official_pixel_metrics_pool_only_the_kept_frames(tmp_path, pixel_chunk)
             for m, s in zip(masks, maps[kept], strict=True)
             if m.any()
         ]
+        critical += [critical_score(s, m) for m, s in zip(masks, maps[kept], strict=True)]
+        anomalous += [bool(m.any()) for m in masks]
     metrics = run_evaluation(
         benchmark=bench,
         protocol=bench.protocol("lavida_official"),
@@ -300,6 +326,12 @@ def test_official_pixel_metrics_pool_only_the_kept_frames(tmp_path, pixel_chunk)
     expected = roc_auc_score(np.concatenate(pooled_labels), np.concatenate(pooled_scores))
     assert abs(metrics["pixel_auc"] - expected) <= metrics["pixel_auc_error_bound"] + 1e-12
     assert metrics["pixel_auc_per_frame"] == pytest.approx(np.mean(per_frame), abs=1e-12)
+    assert 0 < sum(anomalous) < len(anomalous) == 32  # both kinds of frame for the criterion
+    assert 0.2 < metrics["pixel_criterion_auc"] < 0.8 and 0.2 < metrics["pixel_criterion_eer"] < 0.8
+    assert metrics["pixel_criterion_auc"] == pytest.approx(roc_auc_score(anomalous, critical), abs=1e-12)
+    assert metrics["pixel_criterion_eer"] == pytest.approx(
+        equal_error_rate_by_walk(anomalous, critical), abs=1e-12
+    )
     assert metrics["num_frames"] == 32
 
 

@@ -85,8 +85,10 @@ def test_unset_base_models_lists_the_sections_without_a_path_in_drawing_order():
 def test_each_section_is_written_by_its_own_loader_from_seed_zero(fake_loaders, tmp_path):
     """mllm/ holds the model and its processor, sam2/ the SAM2 model, the CLIP file the text tower's
     tensors; the weights are drawn after torch.manual_seed(0) (the default seed), so the fake's
-    torch.rand(3) equals a fresh draw after manual_seed(0); open_clip's own random-weights notice is off."""
+    torch.rand(3) equals a fresh draw after manual_seed(0), whatever the caller drew before; open_clip's own
+    random-weights notice is off."""
     config = compose_model_config("tiny")
+    torch.manual_seed(5)  # not the state the weights are drawn from (conftest seeds every test with 0)
     written = write_random_pretrained(config, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip", "mllm", "sam2"]
     assert tree_listing(tmp_path / "mllm") == {"model.txt": "model", "processor.txt": "processor"}
@@ -124,3 +126,20 @@ def test_an_existing_base_model_is_rewritten_unless_reuse_is_asked(fake_loaders,
         write_random_pretrained(config, tmp_path, reuse_existing=True)
     assert [name for name, _ in fake_loaders] == ["clip"]
     assert caplog.messages == [f"Wrote random base models (text_encoder) to {tmp_path}"]
+
+
+def test_each_loader_is_given_the_configs_architecture_family_and_dtype(fake_loaders, tmp_path):
+    """The stand-ins are built as the config describes them: another MLLM family or a bf16 config reaches
+    the loaders (a dropped argument would write the default family or float32 weights)."""
+    tiny = compose_model_config("tiny")
+    config = replace(tiny, dtype="bfloat16", mllm=replace(tiny.mllm, family="qwen2_5_vl"))
+    write_random_pretrained(config, tmp_path)
+    calls = dict(fake_loaders)
+    assert calls["mllm"] == {"family": "qwen2_5_vl", "arch": tiny.mllm.arch, "dtype": "bfloat16"}
+    assert calls["sam2"] == {"arch": tiny.mask_decoder.arch, "dtype": "bfloat16"}
+    assert calls["clip"] == {
+        "model_name": tiny.text_encoder.model_name,
+        "arch": tiny.text_encoder.arch,
+        "dtype": "bfloat16",
+        "random_notice": False,
+    }
