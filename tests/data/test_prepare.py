@@ -1,6 +1,8 @@
 """`lavida-prepare` on a tiny fake source, and the lazy source registry."""
 
+import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +18,7 @@ from lavida.data.sources.base import (
     SegmentationSource,
     SegRecord,
     SegTarget,
+    check_manifest_options,
     read_manifest,
 )
 
@@ -88,6 +91,33 @@ def test_prepare_default_location_and_sources_without_artifacts(tmp_path, capsys
     capsys.readouterr()
 
 
+class RecordedOptionsSource(TinySource):
+    """TinySource whose min_pixels and label change what it indexes, so its manifest records them."""
+
+    name = "recorded"
+    record_options = ("min_pixels", "label")
+
+    def __init__(self, root, *, min_pixels: int = 1, label: str | None = None, **options):
+        super().__init__(root, min_pixels=min_pixels, label=label, **options)
+        self.min_pixels, self.label = min_pixels, label
+
+
+def test_the_manifest_records_the_options_it_was_indexed_with(tmp_path, capsys):
+    """Its first line holds the source's record_options as given, which training checks the configured
+    source against (check_manifest_options): other options are refused, the same ones accepted."""
+    main(["test_prepare:RecordedOptionsSource", f"root={tmp_path}", "min_pixels=5", "label=abc"])
+    manifest = tmp_path / ".lavida" / "recorded_train.jsonl"
+    header = manifest.read_text(encoding="utf-8").splitlines()[0]
+    assert json.loads(header) == {"manifest_options": {"min_pixels": 5, "label": "abc"}}
+    assert [record.key for record in read_manifest(manifest)] == ["img0", "img1", "img2"]
+    check_manifest_options(manifest, RecordedOptionsSource(tmp_path, min_pixels=5, label="abc"), setting="s")
+    with pytest.raises(ValueError, match="indexed with the options"):
+        check_manifest_options(
+            manifest, RecordedOptionsSource(tmp_path, min_pixels=6, label="abc"), setting="s"
+        )
+    capsys.readouterr()
+
+
 def test_prepare_passes_typed_constructor_options(tmp_path, capsys):
     main(["test_prepare:TinySource", f"root={tmp_path}", "min_pixels=5", "keep_void=true", "label=abc"])
     assert SEEN["options"] == (5, True, "abc")
@@ -130,6 +160,34 @@ def test_a_refused_dataset_exits_2_through_the_console_script(tmp_path):
         f"lavida-prepare ade20k: ade20k: dataset root '{tmp_path / 'nothere'}' does not exist. See "
         "data/README.md for what to download.\n"
     )
+
+
+class ChattySource(TinySource):
+    """TinySource that says, at INFO, what it leaves out, as the real sources do."""
+
+    name = "chatty"
+
+    def index(self, *, artifacts=None):
+        logging.getLogger(__name__).info("chatty: 1 image has no target and is left out.")
+        yield from TinySource.index(self, artifacts=artifacts)
+
+
+def test_the_console_script_shows_the_sources_info_lines_with_their_level_and_logger(tmp_path):
+    """What a source reports at INFO (entries left out, skipped files) reaches the user's terminal as
+    ``LEVEL logger: message``; Python's default (WARNING, bare) would hide it."""
+    command = [
+        str(Path(sys.executable).parent / "lavida-prepare"),
+        "test_prepare:ChattySource",
+        f"root={tmp_path}",
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "INFO test_prepare: chatty: 1 image has no target and is left out.\n" in done.stderr
+    assert "wrote " in done.stdout
 
 
 class BuggySource(TinySource):

@@ -8,6 +8,7 @@ checkpointing) run through the real loop.
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -54,11 +55,15 @@ def test_paper_main_tiny_twin_trains_in_bf16_with_checkpointing(
     """The paper's run keeps its bf16 base weights and gradient checkpointing at tiny size, under CPU
     autocast."""
     out = tmp_path / "paper_main"
-    cfg, summary = train(
-        "paper_main", tiny_pretrained, synthetic_train_root, out, "launcher.mixed_precision=bf16"
-    )
+    with caplog.at_level(logging.INFO, logger="lavida.cli.train"):
+        cfg, summary = train(
+            "paper_main", tiny_pretrained, synthetic_train_root, out, "launcher.mixed_precision=bf16"
+        )
     assert (cfg.model.dtype, cfg.model.mllm.gradient_checkpointing) == ("bfloat16", True)
     assert summary.steps == 4 and summary.final_checkpoint == out / "final"
+    assert re.search(
+        rf"Finished 4 steps in \d+ s; final model: {re.escape(str(out / 'final'))}$", caplog.text, re.M
+    )
     recorded = json.loads((out / "run_config.json").read_text())
     assert recorded["hydra"]["run_name"] == "paper_main" and recorded["model"]["dtype"] == "bfloat16"
     meta = json.loads((out / "final" / "meta.json").read_text())
@@ -77,6 +82,16 @@ def test_bf16_weights_without_autocast_are_refused_with_the_fix(tiny_pretrained,
     the trainer says so before building anything."""
     cfg = compose("paper_main", tiny_pretrained, tmp_path / "o")
     with pytest.raises(ValueError, match=r"model.dtype=bfloat16 .* needs autocast, but launcher 'cpu' has "):
+        run(cfg, sources={})
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_misspelt_added_key_is_refused_before_anything_is_made(tiny_pretrained, tmp_path):
+    """``+trian.max_steps=1`` would otherwise train the default number of steps without a word."""
+    cfg = compose("paper_main", tiny_pretrained, tmp_path / "o", "+trian.max_steps=1")
+    with pytest.raises(
+        ValueError, match=r"^lavida-train: unknown key\(s\) 'trian' \(did you mean 'train'\?\)"
+    ):
         run(cfg, sources={})
     assert not (tmp_path / "o").exists()
 
