@@ -441,3 +441,14 @@ def seg_record(key, *texts, frames=1):
         present=texts,
         is_video=frames > 1,
     )
+
+
+def slow_auc_eer(fpr, tpr):
+    """Trapezoid area, and the EER where fpr - (1 - tpr) changes sign, by a walk over the segments."""
+    area = sum((fpr[i] - fpr[i - 1]) * (tpr[i] + tpr[i - 1]) / 2 for i in range(1, len(fpr)))
+    for i in range(1, len(fpr)):
+        before, after = fpr[i - 1] - (1 - tpr[i - 1]), fpr[i] - (1 - tpr[i])
+        if after >= 0 > before:
+            w = -before / (after - before)
+            return area, fpr[i - 1] + w * (fpr[i] - fpr[i - 1])
+    raise AssertionError("the ROC from (0, 0) to (1, 1) always crosses FPR = FNR")

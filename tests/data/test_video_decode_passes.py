@@ -204,9 +204,8 @@ def test_forked_workers_read_a_pyav_video_as_the_main_process_does(tmp_path, mon
         original = getattr(PyAVVideo, name)
 
         def logged(self, *args, _name=name, _original=original, **kwargs):
-            with open(
-                calls, "a", encoding="utf-8"
-            ) as file:  # one short append per call: the processes do not interleave
+            # One short append per call: the processes do not interleave.
+            with open(calls, "a", encoding="utf-8") as file:
                 file.write(f"{_name} {os.getpid()}\n")
             return _original(self, *args, **kwargs)
 

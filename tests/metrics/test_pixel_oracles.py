@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import slow_auc_eer
 from metrics.memory import peak_bytes
 from sklearn.metrics import roc_auc_score
 
@@ -264,17 +265,6 @@ def slow_criterion(frames_s, frames_y, num=2, den=5):
             points.append((*point, t))
     fpr, tpr, thr = (np.array(c) for c in zip(*points, strict=True))
     return fpr, tpr, thr
-
-
-def slow_auc_eer(fpr, tpr):
-    """Trapezoid area, and the EER where fpr - (1 - tpr) changes sign, by a walk over the segments."""
-    area = sum((fpr[i] - fpr[i - 1]) * (tpr[i] + tpr[i - 1]) / 2 for i in range(1, len(fpr)))
-    for i in range(1, len(fpr)):
-        before, after = fpr[i - 1] - (1 - tpr[i - 1]), fpr[i] - (1 - tpr[i])
-        if after >= 0 > before:
-            w = -before / (after - before)
-            return area, fpr[i - 1] + w * (fpr[i] - fpr[i - 1])
-    raise AssertionError("the ROC from (0, 0) to (1, 1) always crosses FPR = FNR")
 
 
 def test_criterion_hand_worked_with_ties_and_interpolated_eer():
