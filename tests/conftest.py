@@ -1,7 +1,9 @@
 """Shared test set-up: offline, deterministic, CPU only."""
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -32,6 +34,47 @@ def _seed_and_dtype():
     dtype = torch.get_default_dtype()
     yield
     torch.set_default_dtype(dtype)
+
+
+@contextlib.contextmanager
+def kept_logging_setup():
+    """Put the logging set-up back as it was: the handlers, levels and switches of the root logger and of
+    every logger that existed before. A Hydra app run in-process (``main()`` of a console script) configures
+    logging with handlers on the stream pytest captured for that test; left in place, they write to a closed
+    file in later tests of the same worker, which logging reports as a "--- Logging error ---" traceback.
+
+    pytest's own capture handlers come and go with each test phase (set-up, call, tear-down), so they are
+    neither restored nor removed here."""
+    loggers = [logging.getLogger()]
+    loggers += [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    saved = [(lg, ours(lg.handlers), lg.level, lg.propagate, lg.disabled) for lg in loggers]
+    try:
+        yield
+    finally:
+        for lg, handlers, level, propagate, disabled in saved:
+            for handler in ours(lg.handlers):
+                if handler not in handlers:
+                    lg.removeHandler(handler)
+                    handler.close()  # a file handler (Hydra's job log) lets go of its file
+            for handler in handlers:
+                if handler not in lg.handlers:
+                    lg.addHandler(handler)
+            if lg.level != level:
+                lg.setLevel(level)  # only where changed: each call clears every logger's level cache
+            lg.propagate = propagate
+            lg.disabled = disabled
+
+
+def ours(handlers: list[logging.Handler]) -> list[logging.Handler]:
+    """The handlers that are not pytest's per-phase capture handlers."""
+    return [h for h in handlers if not type(h).__module__.startswith("_pytest.")]
+
+
+@pytest.fixture(autouse=True)
+def _kept_logging_setup():
+    """No test leaves logging configured differently for the next one (see kept_logging_setup)."""
+    with kept_logging_setup():
+        yield
 
 
 @pytest.fixture(autouse=True)
