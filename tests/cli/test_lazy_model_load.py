@@ -6,9 +6,11 @@ files; a rerun with some results missing loads the model once and predicts only 
 """
 
 import json
+import logging
 
 import pytest
 import torch
+from accelerate import PartialState
 from conftest import compose_cli_config, moving_square
 from detect.cli_config import cli_config
 
@@ -122,6 +124,24 @@ def test_the_eval_predictor_takes_the_configured_batch_workers_and_mask_gate(che
     cfg = eval_config(tmp_path, tmp_path / "out", checkpoint, batch_size=3, num_workers=1, gate_masks=False)
     predictor = evaluate.build_predictor(cfg)
     assert (predictor.batch_size, predictor.num_workers, predictor.gate_masks) == (3, 1, False)
+
+
+def test_the_eval_model_loads_on_this_processs_device_and_the_log_says_where(
+    checkpoint, tmp_path, monkeypatch, caplog
+):
+    """Under ``accelerate launch`` each process loads onto its own device (cuda:<rank>), which only
+    Accelerate knows; the log line names the checkpoint, the device and the dtype."""
+    devices, original = [], checkpoints.load_checkpoint
+
+    def load_checkpoint(directory, **options):
+        devices.append(options["device"])
+        return original(directory, **options)
+
+    monkeypatch.setattr(checkpoints, "load_checkpoint", load_checkpoint)
+    caplog.set_level(logging.INFO, logger="lavida.cli.eval")
+    evaluate.build_predictor(eval_config(tmp_path, tmp_path / "out", checkpoint))
+    assert devices == [PartialState().device]
+    assert f"Loaded {checkpoint} on {PartialState().device} (torch.float32)" in caplog.messages
 
 
 def test_eval_resolves_interpolations_in_checkpoint_overrides(

@@ -1,6 +1,7 @@
 """`lavida-eval` end to end: a checkpoint, a benchmark tree in its official layout, all outputs written."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from conftest import compose_cli_config, other_weights, save_ramp_scores
 from eval.trees import write_ubnormal_tree, write_ucsd_ped2_tree
 
 import lavida.cli.eval as evaluate
+from lavida.eval.benchmarks.ucsd_ped2 import UCSDPed2
 from lavida.models.base_fingerprint import weights_fingerprint
 from lavida.models.checkpoint import checkpoint_digest
 
@@ -92,9 +94,9 @@ def test_a_checkpoint_replaced_in_place_is_not_served_from_the_cache(tiny_pretra
     assert second["pixel_auc"] != first["pixel_auc"]
 
 
-def test_clips_have_the_length_the_checkpoint_was_trained_on(tiny_pretrained, tmp_path):
+def test_clips_have_the_length_the_checkpoint_was_trained_on(tiny_pretrained, tmp_path, caplog):
     """Supplement Tab. 7 trains and tests at T = 4, 8, 12, 16: the checkpoint's clip length (meta.json)
-    is the default, and clip_length= overrides it."""
+    is the default, and clip_length= overrides it; the log says which length and sampling interval ran."""
     import torch
     from eval.trees import write_ucsd_ped2_tree
 
@@ -116,13 +118,18 @@ def test_clips_have_the_length_the_checkpoint_was_trained_on(tiny_pretrained, tm
         return original(num_frames, **options)
 
     values = {"benchmark.root": str(tree.root), "checkpoint": str(path), "num_workers": 0}
+    interval = UCSDPed2.intervals["standard"]
+    caplog.set_level(logging.INFO, logger="lavida.cli.eval")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(runner, "plan_clips", spy)
         run(eval_config(benchmark="ucsd_ped2", **values, output_dir=str(tmp_path / "a")))
         assert set(lengths) == {4} and lengths
+        assert f"Clips of 4 frames, one every {interval} frames sampled" in caplog.messages
         lengths.clear()
+        caplog.clear()
         run(eval_config(benchmark="ucsd_ped2", **values, clip_length=2, output_dir=str(tmp_path / "b")))
         assert set(lengths) == {2} and lengths
+        assert f"Clips of 2 frames, one every {interval} frames sampled" in caplog.messages
 
 
 def test_categories_are_parsed_and_one_mode_is_chosen(checkpoint, tmp_path):
