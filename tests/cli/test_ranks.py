@@ -121,6 +121,27 @@ def test_the_main_process_logs_as_configured(job_handlers):
     assert transformers_logging.is_progress_bar_enabled()
 
 
+def test_transformers_lines_carry_the_rank_in_a_process_that_has_not_imported_it_yet():
+    """The entry points mark the handlers before anything else imports transformers, so the handler
+    transformers sets up then must carry the rank all the same. A fresh process: this one set up
+    transformers' handler long ago. (The pinned transformers sets it up on import; the explicit
+    ``get_logger()`` in ``_mark_transformers`` covers a release that sets it up at the first logger.)"""
+    code = (
+        "import logging\n"
+        "from lavida.cli.ranks import log_from_main_process\n"
+        "assert not logging.getLogger('transformers').handlers, 'transformers already set up'\n"
+        "log_from_main_process(rank=3)\n"
+        "from transformers.utils import logging as transformers_logging\n"
+        "transformers_logging.get_logger('transformers.modeling_utils').warning('Some weights were not used')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("[rank 3] ") and line.endswith(" Some weights were not used"), line
+
+
 LAUNCHER_VARIABLES = (
     "RANK", "WORLD_SIZE", "PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
     "MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE",
