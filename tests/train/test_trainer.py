@@ -11,15 +11,19 @@ import pytest
 import torch
 import yaml
 from conftest import other_weights
+from omegaconf import OmegaConf
+from torch import nn
 from trainers import make_trainer, poison_loss
 
+import lavida.configs
+import lavida.models.checkpoint as checkpoint_module
 from lavida.data.config import DataConfig
 from lavida.losses import LavidaLoss, SegLossWeights
 from lavida.models.base_fingerprint import BaseModelMismatchError
 from lavida.models.checkpoint import read_checkpoint_meta
-from lavida.train.config import LauncherConfig, TrainConfig
+from lavida.train.config import LauncherConfig, OptimConfig, TrainConfig, launcher_from_dict
 from lavida.train.loop import NonFiniteLossError
-from lavida.train.optim import warmup_decay_factor
+from lavida.train.optim import build_optimizer, warmup_decay_factor
 from lavida.train.resume_check import RUN_CONFIG_FILE, ResumeMismatchError
 from lavida.train.state import latest_checkpoint, read_progress
 
@@ -278,11 +282,6 @@ def test_deepspeed_precision_without_the_models_dtype_is_refused_with_the_fix(
     model.dtype: with float32 frozen weights under bf16 the first step failed inside SAM2 (float !=
     BFloat16). A mismatch is refused before anything is built; float32 throughout (mixed_precision=no) and
     matching dtypes are accepted."""
-    from omegaconf import OmegaConf
-
-    import lavida.configs
-    from lavida.train.config import launcher_from_dict
-
     yaml = Path(lavida.configs.__file__).with_name("launcher") / f"{launcher}.yaml"
     out = tmp_path / "run"
 
@@ -529,11 +528,6 @@ def test_warmup_decay_schedule_shape():
 
 
 def test_learning_rate_scales_make_parameter_groups():
-    from torch import nn
-
-    from lavida.train.config import OptimConfig
-    from lavida.train.optim import build_optimizer
-
     model = nn.ModuleDict({"a": nn.Linear(2, 2), "b": nn.Linear(2, 2), "c": nn.Linear(2, 2)})
     model["a"].bias.requires_grad_(False)
     optimizer = build_optimizer(model, OptimConfig(lr=1e-3, lr_scales={"b.": 0.1, "c.": 0.0, "b.bias": 0.5}))
@@ -685,22 +679,20 @@ def test_a_rerun_of_a_finished_run_keeps_its_final_model(
     """Rerunning lavida-train after it finished trained nothing but saved final/ again, with the new git
     revision in its meta.json: the checkpoint's digest changed, and lavida-eval refused its own cached
     results for the same weights."""
-    from lavida.models import checkpoint
-
     sizes = {"epochs": 1, "batches_per_epoch": 2}
     make_trainer(synthetic_train_root, tiny_pretrained, tmp_path / "run", **sizes).fit()
     final = tmp_path / "run" / "final"
-    digest = checkpoint.checkpoint_digest(final)
+    digest = checkpoint_module.checkpoint_digest(final)
     assert read_checkpoint_meta(final)["step"] == 2
 
-    monkeypatch.setattr(checkpoint, "_git_revision", lambda: "0123456789abcdef+dirty")  # a pull since
+    monkeypatch.setattr(checkpoint_module, "_git_revision", lambda: "0123456789abcdef+dirty")  # a pull since
     rerun = make_trainer(synthetic_train_root, tiny_pretrained, tmp_path / "run", **sizes)
     trained = []
     step = rerun.train_step
     rerun.train_step = lambda batch: trained.append(step(batch)) or trained[-1]
     summary = rerun.fit()
     assert not trained and summary.steps == 2 and summary.final_checkpoint == final
-    assert checkpoint.checkpoint_digest(final) == digest
+    assert checkpoint_module.checkpoint_digest(final) == digest
 
     # A final/ that is not the finished step's (deleted, or left by an earlier, shorter run) is written.
     shutil.rmtree(final)
