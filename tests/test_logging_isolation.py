@@ -57,12 +57,11 @@ def test_kept_logging_setup_leaves_pytests_own_capture_handlers_alone():
     """pytest adds and removes its capture handlers at each test phase; the clean-up, which runs in the
     tear-down phase, must neither take away that phase's handler nor bring back the set-up phase's."""
     root = logging.getLogger()
-    setup_phase = LogCaptureHandler()
+    setup_phase, teardown_phase = LogCaptureHandler(), LogCaptureHandler()
     root.addHandler(setup_phase)
     try:
         with kept_logging_setup():
             root.removeHandler(setup_phase)
-            teardown_phase = LogCaptureHandler()
             root.addHandler(teardown_phase)
         assert teardown_phase in root.handlers
         assert setup_phase not in root.handlers

@@ -122,9 +122,9 @@ def test_the_main_process_logs_as_configured(job_handlers):
 
 
 def test_transformers_lines_carry_the_rank_in_a_process_that_has_not_imported_it_yet():
-    """The entry points mark the handlers before anything else imports transformers, so the handler
-    transformers sets up then must carry the rank all the same. A fresh process: this one set up
-    transformers' handler long ago. (The pinned transformers sets it up on import; the explicit
+    """An entry point may mark the handlers before transformers is imported; the handler transformers
+    sets up then must carry the rank all the same. A fresh process: this one set up transformers'
+    handler long ago. (The pinned transformers sets it up on import; the explicit
     ``get_logger()`` in ``_mark_transformers`` covers a release that sets it up at the first logger.)"""
     code = (
         "import logging\n"
