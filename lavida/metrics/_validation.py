@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
+    "check_frame_maps",
     "check_labels",
     "check_scores",
     "check_unit_interval",
@@ -90,6 +91,37 @@ def check_labels(labels: ArrayLike, *, fn: str, where: str) -> NDArray[np.bool_]
             "with labels > 0."
         )
     return arr != 0
+
+
+def check_frame_maps(
+    scores: ArrayLike, labels: ArrayLike, *, fn: str
+) -> tuple[NDArray[np.floating], NDArray[np.bool_]]:
+    """Check per-frame pixel maps and return them flattened per frame.
+
+    Args:
+        scores: ``(T, H, W)`` (or one ``(H, W)`` frame) probabilities in [0, 1].
+        labels: Same shape; bool or 0/1 pixel labels.
+        fn: Name of the calling public function, used in the message.
+
+    Returns:
+        ``(T, H * W)`` scores (as :func:`check_scores` returns them) and ``(T, H * W)`` bool labels.
+
+    Raises:
+        ValueError: On a shape mismatch, a wrong number of dimensions, frames without pixels (a frame of
+            0 pixels has 0 anomalous pixels out of 0 and would count as both normal and fully anomalous),
+            or invalid values.
+    """
+    s = np.asarray(scores)
+    y = np.asarray(labels)
+    if s.shape != y.shape:
+        raise ValueError(f"{fn}: scores have shape {s.shape} but labels have shape {y.shape}.")
+    if s.ndim == 2:
+        s, y = s[None], y[None]
+    if s.ndim != 3 or s.shape[1] * s.shape[2] == 0:
+        raise ValueError(f"{fn}: expected non-empty (T, H, W) or (H, W) maps, got shape {s.shape}.")
+    s = check_scores(s, fn=fn, where="scores").reshape(s.shape[0], -1)
+    y = check_labels(y, fn=fn, where="labels").reshape(y.shape[0], -1)
+    return s, y
 
 
 def check_unit_interval(value: float, *, fn: str, name: str) -> float:

@@ -32,7 +32,7 @@ from numpy.typing import ArrayLike, NDArray
 from sklearn.metrics import roc_curve
 
 from lavida.metrics._ranking import equal_error_rate
-from lavida.metrics._validation import check_labels, check_scores, per_video_pairs
+from lavida.metrics._validation import check_frame_maps, per_video_pairs
 
 __all__ = ["PixelCriterion", "PixelCriterionResult", "pixel_criterion"]
 
@@ -100,20 +100,7 @@ class PixelCriterion:
         Raises:
             ValueError: On a shape mismatch, a wrong number of dimensions, or invalid values.
         """
-        s = np.asarray(scores)
-        y = np.asarray(labels)
-        if s.shape != y.shape:
-            raise ValueError(
-                f"PixelCriterion.update: scores have shape {s.shape} but labels have shape {y.shape}."
-            )
-        if s.ndim == 2:
-            s, y = s[None], y[None]
-        if s.ndim != 3 or s.shape[1] * s.shape[2] == 0:
-            raise ValueError(
-                f"PixelCriterion.update: expected non-empty (T, H, W) or (H, W) maps, got shape {s.shape}."
-            )
-        s = check_scores(s, fn="PixelCriterion.update", where="scores").reshape(s.shape[0], -1)
-        y = check_labels(y, fn="PixelCriterion.update", where="labels").reshape(y.shape[0], -1)
+        s, y = check_frame_maps(scores, labels, fn="PixelCriterion.update")
         n_gt = np.count_nonzero(y, axis=1)
         anomalous = n_gt > 0
         critical = s.max(axis=1).astype(np.float64)  # normal frames: FP iff max >= t

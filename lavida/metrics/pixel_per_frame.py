@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from lavida.metrics._ranking import binary_auc
-from lavida.metrics._validation import check_labels, check_scores, per_video_pairs
+from lavida.metrics._validation import check_frame_maps, per_video_pairs
 
 __all__ = ["PerFramePixelAUC", "per_frame_pixel_auc"]
 
@@ -73,22 +73,7 @@ class PerFramePixelAUC:
             ValueError: On a shape mismatch, a wrong number of dimensions, frames without pixels
                 (``H * W == 0``), or invalid values. Nothing is added when an error is raised.
         """
-        s = np.asarray(scores)
-        y = np.asarray(labels)
-        if s.shape != y.shape:
-            raise ValueError(
-                f"PerFramePixelAUC.update: scores have shape {s.shape} but labels have shape {y.shape}."
-            )
-        if s.ndim == 2:
-            s, y = s[None], y[None]
-        # A frame without pixels has no AUC and is neither normal nor anomalous: 0 anomalous pixels out
-        # of 0 would count it as both.
-        if s.ndim != 3 or s.shape[1] * s.shape[2] == 0:
-            raise ValueError(
-                f"PerFramePixelAUC.update: expected non-empty (T, H, W) or (H, W) maps, got shape {s.shape}."
-            )
-        s = check_scores(s, fn="PerFramePixelAUC.update", where="scores").reshape(s.shape[0], -1)
-        y = check_labels(y, fn="PerFramePixelAUC.update", where="labels").reshape(y.shape[0], -1)
+        s, y = check_frame_maps(scores, labels, fn="PerFramePixelAUC.update")
         n_pos = np.count_nonzero(y, axis=1)
         self.num_skipped_normal += int((n_pos == 0).sum())
         full = n_pos == y.shape[1]

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from lavida.metrics import frame_auc
-from lavida.metrics._validation import check_labels, check_scores, check_unit_interval
+from lavida.metrics._validation import check_frame_maps, check_labels, check_scores, check_unit_interval
+from lavida.metrics.pixel_criterion import PixelCriterion
+from lavida.metrics.pixel_per_frame import PerFramePixelAUC
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -96,3 +98,33 @@ def test_a_flat_list_of_scores_gets_the_hint_to_wrap_it_and_a_wrong_shape_does_n
     with pytest.raises(ValueError) as two_d:
         frame_auc([np.zeros((2, 2))], [np.zeros((2, 2))])
     assert str(two_d.value) == "frame_auc: scores[0] must have shape (T,), got shape (2, 2)."
+
+
+def test_frame_maps_come_back_one_row_per_frame_and_a_single_frame_is_one_frame():
+    scores = np.arange(12, dtype=np.float64).reshape(2, 2, 3) / 11
+    labels = np.arange(12).reshape(2, 2, 3) % 2
+    s, y = check_frame_maps(scores, labels, fn="f")
+    assert s.shape == y.shape == (2, 6) and y.dtype == np.bool_
+    assert np.array_equal(s, scores.reshape(2, 6)) and np.array_equal(y, labels.reshape(2, 6) == 1)
+    one_s, one_y = check_frame_maps(scores[1], labels[1], fn="f")  # (H, W)
+    assert np.array_equal(one_s, s[1:]) and np.array_equal(one_y, y[1:])
+
+
+@pytest.mark.parametrize("metric", [PixelCriterion, PerFramePixelAUC])
+@pytest.mark.parametrize(
+    ("shape", "label_shape", "message"),
+    [
+        ((2, 4, 4), (2, 4, 5), "scores have shape (2, 4, 4) but labels have shape (2, 4, 5)."),
+        ((1, 2, 4, 4), (1, 2, 4, 4), "expected non-empty (T, H, W) or (H, W) maps, got shape (1, 2, 4, 4)."),
+        ((4,), (4,), "expected non-empty (T, H, W) or (H, W) maps, got shape (4,)."),
+        ((2, 0, 4), (2, 0, 4), "expected non-empty (T, H, W) or (H, W) maps, got shape (2, 0, 4)."),
+        ((2, 4, 0), (2, 4, 0), "expected non-empty (T, H, W) or (H, W) maps, got shape (2, 4, 0)."),
+    ],
+)
+def test_per_frame_pixel_metrics_refuse_maps_of_the_wrong_shape_naming_themselves(
+    metric, shape, label_shape, message
+):
+    """Both per-frame pixel metrics check their maps alike and name their own update in the message."""
+    with pytest.raises(ValueError) as error:
+        metric().update(np.zeros(shape), np.zeros(label_shape, dtype=bool))
+    assert str(error.value) == f"{metric.__name__}.update: {message}"
