@@ -1,5 +1,5 @@
 """The metrics' shared input checks (lavida.metrics._validation): the dtypes they return, the bounds of
-alpha and beta, and the errors for inputs given in the wrong container.
+alpha and beta, the errors for inputs given in the wrong container, and the per-frame pixel maps' shapes.
 
 The metric tests reach these checks through whole metrics, with float32/float64 scores; these pin the
 promises made for other inputs.
