@@ -495,3 +495,12 @@ def slow_auc_eer(fpr, tpr):
             w = -before / (after - before)
             return area, fpr[i - 1] + w * (fpr[i] - fpr[i - 1])
     raise AssertionError("the ROC from (0, 0) to (1, 1) always crosses FPR = FNR")
+
+
+def legacy_nearest(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """torch's legacy "nearest" resize of (n, h, w) arrays, written out: output pixel i takes input
+    floor(i · in / out), the scale in float32 as torch computes it."""
+    h, w = array.shape[1:]
+    rows = np.minimum(np.floor(np.arange(size[0]) * np.float32(h / size[0])).astype(int), h - 1)
+    cols = np.minimum(np.floor(np.arange(size[1]) * np.float32(w / size[1])).astype(int), w - 1)
+    return array[:, rows][:, :, cols]

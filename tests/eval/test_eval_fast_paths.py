@@ -8,6 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
+from conftest import legacy_nearest
 from sklearn.metrics import roc_auc_score
 
 from lavida.eval.video_result import (
@@ -273,13 +274,12 @@ def test_release_masks_pick_what_the_two_nearest_resizes_picked(native, grid, ta
     assert got.dtype == np.bool_ and got.shape == expected.shape and np.array_equal(got, expected)
 
 
-def _nearest_by_hand(masks, size, *, exact):
-    """Output pixel (i, j) reads source row floor((i + 1/2) h / H) with centres aligned (nearest-exact),
-    or floor(i h / H) (torch's legacy nearest), and likewise for columns; fractions, no floats."""
+def _nearest_exact_by_hand(masks, size):
+    """Output pixel (i, j) reads source row floor((i + 1/2) h / H), pixel centres aligned (nearest-exact),
+    and likewise for columns; fractions, no floats."""
     (_, h, w), (height, width) = masks.shape, size
-    shift = Fraction(1, 2) if exact else 0
-    rows = [min(h - 1, math.floor((i + shift) * Fraction(h, height))) for i in range(height)]
-    cols = [min(w - 1, math.floor((j + shift) * Fraction(w, width))) for j in range(width)]
+    rows = [min(h - 1, math.floor((i + Fraction(1, 2)) * Fraction(h, height))) for i in range(height)]
+    cols = [min(w - 1, math.floor((j + Fraction(1, 2)) * Fraction(w, width))) for j in range(width)]
     return masks[:, rows][:, :, cols]
 
 
@@ -291,8 +291,8 @@ def test_masks_are_resized_by_the_nearest_rule_each_mode_names(native, size):
     exact = resize_masks(masks, size)
     legacy = resize_masks(masks, size, mode="nearest")
     assert exact.dtype == legacy.dtype == np.bool_
-    assert np.array_equal(exact, _nearest_by_hand(masks, size, exact=True))
-    assert np.array_equal(legacy, _nearest_by_hand(masks, size, exact=False))
+    assert np.array_equal(exact, _nearest_exact_by_hand(masks, size))
+    assert np.array_equal(legacy, legacy_nearest(masks, size))
     assert not np.array_equal(exact, legacy)
 
 

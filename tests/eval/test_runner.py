@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import evaluate_saved, save_ramp_scores
+from conftest import evaluate_saved, legacy_nearest, save_ramp_scores
 from eval.trees import VideosMadeByTheTest
 from PIL import Image
 from scipy.special import expit
@@ -382,14 +382,6 @@ def test_regions_share_the_ground_truth_coordinates_at_any_pixel_size(tmp_path):
         np.testing.assert_array_equal(regions, native.regions)
 
 
-def _nearest(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """torch's legacy "nearest" resize, written out: output pixel i takes input floor(i · in / out)."""
-    h, w = array.shape[1:]
-    rows = np.minimum(np.floor(np.arange(size[0]) * np.float32(h / size[0])).astype(int), h - 1)
-    cols = np.minimum(np.floor(np.arange(size[1]) * np.float32(w / size[1])).astype(int), w - 1)
-    return array[:, rows][:, :, cols]
-
-
 @pytest.mark.parametrize("name", ["result.npz", "result", "result.cache"])
 def test_video_result_saves_to_any_file_name(tmp_path, name):
     """np.savez_compressed appends .npz to a path without it, so writing by name would miss the
@@ -418,8 +410,8 @@ def test_release_resize_follows_the_official_validation():
         size=(158, 238),
         resize="release",
     )
-    expected_labels = _nearest(_nearest(labels, (64, 64)), (158, 238))
-    expected_scores = _nearest(predictions, (158, 238))
+    expected_labels = legacy_nearest(legacy_nearest(labels, (64, 64)), (158, 238))
+    expected_scores = legacy_nearest(predictions, (158, 238))
     expected = roc_auc_score(expected_labels.reshape(-1), expected_scores.reshape(-1))
     assert stats.pixel_auc.compute() == pytest.approx(expected, abs=stats.pixel_auc.error_bound())
     bilinear, _ = pixel_statistics(
