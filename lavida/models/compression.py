@@ -17,14 +17,17 @@ Constants and where they come from:
 
 Design notes (choices the paper leaves open are listed in ``docs/fidelity.md``):
 
-* Discrete steps (kNN, top-R, assignment) run on a detached copy: they carry no gradient anyway,
+* Discrete steps (kNN, top-R, assignment) run on detached tokens: they carry no gradient anyway,
   and keeping them out of the graph saves the L×L work from autograd. Eq. 4 runs on the input
   itself, so gradients reach ``tokens`` (the official code wrapped everything in ``no_grad``).
-* Distances are exact differences in the work dtype (fp32; fp64 for fp64 input) summed in fp64,
-  in row chunks so that no L×L matrix is ever held. A fast matmul search (‖a‖² + ‖b‖² - 2a·b on
-  mean-centred tokens) proposes k + 8 candidates per token for the kNN and 4 for the nearest
-  background; the distances that enter the density and decide the assignment are then
-  recomputed from differences. The expansion loses about u·‖z‖² to cancellation: in float32
+* Distances are exact differences of the input tokens in the work dtype (fp32; fp64 for fp64
+  input) summed in fp64, in row chunks so that no L×L matrix is ever held. The tokens are not
+  centred for this: two close floats differ exactly (Sterbenz's lemma), and rounding each token
+  to a centred copy first moved near-duplicates' distances by ~1e-6 relative, enough to reorder
+  near-tied ones. A fast matmul search (‖a‖² + ‖b‖² - 2a·b on a mean-centred fp64 copy)
+  proposes k + 8 candidates per token for the kNN and 4 for the nearest background; the
+  distances that enter the density and decide the assignment are then recomputed from
+  differences. The expansion loses about u·‖z‖² to cancellation: in float32
   (as ``torch.cdist``'s matmul path, the official code) ≈1e-3 for D = 3584 and unit-variance
   features, which swamps the tiny distances of near-duplicate tokens, exactly the dense
   background tokens Eq. 3 ranks. The search therefore runs in float64: about twice a float32
@@ -36,7 +39,10 @@ Design notes (choices the paper leaves open are listed in ``docs/fidelity.md``):
   reach the k-th exact candidate distance only if its lower bound does; rows where some token
   might (in practice exact or near-exact ties, or near-duplicate clusters larger than the
   candidate list) get every such token measured exactly. Results therefore equal an exhaustive
-  exact search whatever the chunk size and the float32 matmul precision setting.
+  search over the difference-based distances whatever the chunk size and the float32 matmul
+  precision setting. Those distances are within ``_exact_error`` of the true ones (≈8e-6
+  relative in fp32 for D = 3584, from rounding the squares and their fp32 partial sums), so only
+  candidates tied that closely can be ordered otherwise than by a float64 computation.
 * Ties are broken towards lower indices everywhere (density ranking, nearest neighbour, nearest
   background), so results are deterministic and exact duplicates behave predictably.
 * Argument checks include a finiteness check of ``tokens`` (one device sync per call).
@@ -145,8 +151,8 @@ def local_density(
     _check_k_density_chunk(k, density, chunk_size)
     if tokens.shape[0] < 2:
         raise ValueError("local_density needs at least 2 tokens: a single token has no neighbours.")
-    x = _centred(tokens)
-    return _density(x, k, density, chunk_size).to(x.dtype)
+    x = _detached(tokens)
+    return _density(x, _search_copy(x), k, density, chunk_size).to(x.dtype)
 
 
 def reverse_attention_compress(
@@ -252,15 +258,16 @@ def _select(
     tokens: Tensor, r: int, k: int, density: str, chunk_size: int | None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The discrete part: (keep (R,), assignment (L,), density (L,)), computed without a graph."""
-    x = _centred(tokens)
+    x = _detached(tokens)
+    xs = _search_copy(x)
     if x.shape[0] > 1:
-        rho = _density(x, k, density, chunk_size)
+        rho = _density(x, xs, k, density, chunk_size)
     else:
         rho = torch.full((1,), math.nan, dtype=torch.float64, device=x.device)
     # Top-R by density (fp64); a stable descending sort keeps lower indices first among equal ones.
     top = torch.sort(rho, descending=True, stable=True).indices[:r]
     keep = torch.sort(top).values
-    return keep, _assign(x, keep, chunk_size), rho.to(x.dtype)
+    return keep, _assign(x, xs, keep, chunk_size), rho.to(x.dtype)
 
 
 def _work_dtype(tokens: Tensor) -> torch.dtype:
@@ -268,14 +275,25 @@ def _work_dtype(tokens: Tensor) -> torch.dtype:
     return torch.float64 if tokens.dtype == torch.float64 else torch.float32
 
 
-def _centred(tokens: Tensor) -> Tensor:
-    """Detached (L, D) copy in the work dtype, minus its mean.
+def _detached(tokens: Tensor) -> Tensor:
+    """The (L, D) tokens without their graph, in the work dtype (no copy for fp32 and fp64 input).
+
+    The exact differences are taken of these, not of a centred copy: two close floats differ
+    exactly (Sterbenz's lemma), while centring would first round each of them, which can
+    reorder near-tied distances of near-duplicate tokens.
+    """
+    return tokens.detach().to(_work_dtype(tokens))
+
+
+def _search_copy(x: Tensor) -> Tensor:
+    """(L, D) fp64 copy of ``x`` minus its mean, for the matmul search (module notes: why fp64).
 
     Distances are translation invariant; centring shrinks ‖z‖² (LLM features share a large
-    common component), and with it the cancellation error of the ‖a‖² + ‖b‖² - 2a·b search.
+    common component), and with it the cancellation error of the ‖a‖² + ‖b‖² - 2a·b search
+    and the bound that certifies it.
     """
-    x = tokens.detach().to(_work_dtype(tokens))
-    return x - x.mean(dim=0, keepdim=True)
+    xs = x.to(torch.float64, copy=True)  # a copy even for fp64 input, which is centred in place
+    return xs.sub_(xs.mean(dim=0, keepdim=True))
 
 
 def _buffers(x: Tensor, xs: Tensor, width: int, m: int, chunk_size: int | None) -> tuple[Tensor, Tensor]:
@@ -388,15 +406,15 @@ def _complete(lower: Tensor, cand: Tensor, bound: Tensor) -> tuple[Tensor, Tenso
     return open_rows, torch.cat([cand.index_select(0, open_rows), more], dim=1)
 
 
-def _knn(x: Tensor, k: int, chunk_size: int | None) -> tuple[Tensor, Tensor]:
-    """k nearest neighbours of every row of x (self excluded by index), by exact distances.
+def _knn(x: Tensor, xs: Tensor, k: int, chunk_size: int | None) -> tuple[Tensor, Tensor]:
+    """k nearest neighbours of every row of x (self excluded by index), by exact distances;
+    ``xs`` is x's search copy (:func:`_search_copy`).
 
     Returns:
         idx (L, k) int64 and exact squared distances (L, k) in fp64, ascending along each row
         (ties: lower index).
     """
     num = x.shape[0]
-    xs = x.double()  # the search matmul (module notes: why fp64)
     sq = xs.square().sum(dim=-1)
     norm = sq.sqrt()
     gamma = _error_factor(xs)
@@ -433,10 +451,10 @@ def _knn(x: Tensor, k: int, chunk_size: int | None) -> tuple[Tensor, Tensor]:
     return idx, d2
 
 
-def _density(x: Tensor, k: int, density: str, chunk_size: int | None) -> Tensor:
-    """(L,) fp64 density of the centred (L, D) tokens x, L ≥ 2 (ranked in fp64, reported in x's dtype)."""
+def _density(x: Tensor, xs: Tensor, k: int, density: str, chunk_size: int | None) -> Tensor:
+    """(L,) fp64 density of the (L, D) tokens x, L ≥ 2, with ``xs`` their search copy."""
     k = min(k, x.shape[0] - 1)  # k' = L - 1 when there are fewer than k other tokens
-    idx, d2 = _knn(x, k, chunk_size)
+    idx, d2 = _knn(x, xs, k, chunk_size)
     if density == "paper":
         # Eq. 3. Sums of ascending values, so tied neighbourhoods give bit-identical densities.
         return k / d2.sum(dim=1)
@@ -447,13 +465,12 @@ def _density(x: Tensor, k: int, density: str, chunk_size: int | None) -> Tensor:
     return k / (torch.sort(reach, dim=1).values.sum(dim=1) + _LOF_EPS)
 
 
-def _assign(x: Tensor, keep: Tensor, chunk_size: int | None) -> Tensor:
+def _assign(x: Tensor, xs: Tensor, keep: Tensor, chunk_size: int | None) -> Tensor:
     """(L,) int64 row in ``keep`` of every token's nearest background token, by exact distances
-    (ties: lower row); certified like :func:`_knn`."""
+    (ties: lower row); certified like :func:`_knn`. ``xs`` is x's search copy (:func:`_search_copy`)."""
     num = x.shape[0]
     r = keep.numel()
     rows_r = torch.arange(r, device=x.device)
-    xs = x.double()  # the search matmul (module notes: why fp64)
     bg, bg_search = x[keep], xs[keep]
     sq_bg, sq_x = bg_search.square().sum(dim=-1), xs.square().sum(dim=-1)
     norm_bg, norm_x = sq_bg.sqrt(), sq_x.sqrt()

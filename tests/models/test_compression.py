@@ -483,11 +483,33 @@ def test_nearest_background_is_exact_among_near_duplicates():
     # (ties: lower row), even when 40 backgrounds are near-duplicates of each other.
     x = _near_duplicate_blobs(40, 3584, 1e-3, 3)
     keep = torch.arange(0, 80, 2)
-    got = compression._assign(compression._centred(x), keep, None)
+    got = compression._assign(x, compression._search_copy(x), keep, None)
     d2 = torch.cdist(x.double(), x.double()[keep], compute_mode="donot_use_mm_for_euclid_dist")
     want = d2.argmin(dim=1)  # first minimum = lower row
     want[keep] = torch.arange(keep.numel())
     assert got.tolist() == want.tolist()
+
+
+def test_exactly_tied_backgrounds_go_to_the_lower_row_far_from_the_mean():
+    # Case i: a token p_i and two backgrounds p_i + 1e-3·e_0 (row 2i) and p_i + 1e-3·e_1 (row 2i + 1),
+    # p_i in [1, 1.9)^8. Adding 1e-3 to any float32 in [1, 2) lands 8389 steps of 2^-23 higher, so both
+    # squared distances are exactly (8389·2^-23)²: a tie, which the lower row wins. Sixteen tokens at -40
+    # put the mean near -9. Centring rounded p - mean (in [8, 16)) to steps 8× coarser, and taking the
+    # exact differences of that centred copy broke some of these ties towards row 2i + 1.
+    g = torch.Generator().manual_seed(0)
+    cases = []
+    for _ in range(16):
+        p = 1 + 0.9 * torch.rand(8, generator=g)
+        cases += [p + 1e-3 * torch.eye(8)[0], p + 1e-3 * torch.eye(8)[1], p]
+    x = torch.cat([torch.stack(cases), torch.full((16, 8), -40.0)])
+    tokens = x[2:48:3].double()
+    d_low = (tokens - x[0:48:3].double()).square().sum(dim=1)
+    d_high = (tokens - x[1:48:3].double()).square().sum(dim=1)
+    assert torch.equal(d_low, d_high) and torch.all(d_low == (8389 * 2.0**-23) ** 2)  # the premise
+    assert -10 < x.mean().item() < -8
+    keep = torch.tensor([*range(0, 48, 3), *range(1, 48, 3)]).sort().values  # rows 2i, 2i + 1 of case i
+    got = compression._assign(x, compression._search_copy(x), keep, None)
+    assert got[2:48:3].tolist() == list(range(0, 32, 2))
 
 
 @pytest.mark.parametrize("precision", ["high", "medium"])
