@@ -53,8 +53,8 @@ DATA_SETTINGS = (
 
 @dataclass
 class DemoConfig:
-    """Sizes and schedule of the demo (~8 minutes on 2 cores; the defaults do not yet meet the frame-AUC
-    target, see docs/benchmarks.md).
+    """Sizes and schedule of the demo (3–9 minutes on 2 cores, by machine; the defaults do not yet meet the
+    frame-AUC target, see docs/benchmarks.md).
 
     Attributes:
         output_dir: Where everything goes.
