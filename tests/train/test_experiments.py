@@ -3,12 +3,16 @@
 from pathlib import Path
 
 import pytest
+import torch
+from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
+from transformers import get_linear_schedule_with_warmup
 
 from lavida.data.config import DataConfig
 from lavida.models.config import LavidaConfig
 from lavida.train.config import LauncherConfig, TrainConfig, launcher_from_dict
 from lavida.train.launcher import build_accelerator, deepspeed_config
+from lavida.train.optim import build_scheduler, schedule_length
 
 CONFIGS = Path(__file__).resolve().parents[2] / "lavida" / "configs"
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
@@ -16,8 +20,6 @@ LAUNCHERS = sorted(p.stem for p in (CONFIGS / "launcher").glob("*.yaml"))
 
 
 def compose_train(overrides):
-    from hydra import compose, initialize_config_module
-
     with initialize_config_module("lavida.configs", version_base=None):
         cfg = compose("train", overrides=overrides)
     return OmegaConf.to_container(cfg, resolve=True)
@@ -170,11 +172,8 @@ def _recipe(train: TrainConfig) -> tuple:
 
 def test_the_official_schedule_is_the_releases_hf_schedule():
     """train=official: HF's get_linear_schedule_with_warmup(100, 16,000), stepped at its 8,000 optimizer steps
-    (lavida_official.md §9), so the last step runs at about half the peak; train=paper decays to 0."""
-    import torch
-    from transformers import get_linear_schedule_with_warmup
-
-    from lavida.train.optim import build_scheduler, schedule_length
+    (lavida_official.md §9), so the last step runs at about half the peak; train=paper decays to 0. In the
+    warm-up each step runs at HF's factor of the next step (docs/fidelity.md: the first at lr/100, not 0)."""
 
     def factors(name: str, steps: list[int]) -> tuple[list[float], TrainConfig]:
         train = TrainConfig.from_dict(compose_train([f"train={name}"])["train"])
@@ -190,6 +189,11 @@ def test_the_official_schedule_is_the_releases_hf_schedule():
     )
     assert official == pytest.approx([release.lr_lambdas[0](step) for step in (100, 4000, 7999)], abs=1e-12)
     assert official[-1] == pytest.approx(0.5032, abs=1e-4)
+    warmup, _ = factors("official", [0, 1, 50, 98, 99])
+    assert warmup == pytest.approx(
+        [release.lr_lambdas[0](step + 1) for step in (0, 1, 50, 98, 99)], abs=1e-12
+    )
+    assert warmup == pytest.approx([0.01, 0.02, 0.51, 0.99, 1.0], abs=1e-12)  # (k + 1) / 100 by hand
     paper_train = TrainConfig.from_dict(compose_train(["train=paper"])["train"])
     paper, _ = factors("paper", [paper_train.total_steps - 1])
     assert paper_train.total_steps == 20000 and paper[0] == pytest.approx(1 / 19900)

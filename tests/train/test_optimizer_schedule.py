@@ -73,7 +73,7 @@ def test_log_warmup_is_deepspeeds_formula_at_every_step_of_the_paper_run():
 
 
 def test_linear_warmup_is_deepspeeds_one_step_ahead_in_the_warmup_only():
-    """``warmup_type: linear`` (our default, docs/fidelity.md "first step at lr/100, not 0"): during the
+    """``warmup_type: linear`` (the release's shape; docs/fidelity.md "first step runs at lr/100"): during the
     warm-up the factor of step k is DeepSpeed's linear gamma one iteration later, (k + 1)/W; from step W
     on it is DeepSpeed's decay at iteration k. Hand-worked: k = 0: 1/100; k = 1: 2/100; k = 99: 1;
     k = 100: 1; k = 19999: 1/19900 (so the rate is 1 on two steps, 99 and 100)."""
