@@ -15,6 +15,13 @@ Void labels: the official code keeps all 124 names, so "unlabeled", "ego vehicle
 can become the genuine anomaly (lavida_official.md §8) — a bug the research notes advise against
 copying (train_datasets.md §2.2). Labels named ``void--*`` are therefore neither targets nor present
 texts by default (``skip_void=False`` restores the official behaviour).
+
+Group labels (v2.0): a "Person Group" is persons and a "Pole Group" poles, told apart no further. As
+for Cityscapes' polegroup, the class counts as present wherever its group is (Eq. 1 draws S_irr from
+what is absent), and the group's pixels are part of the class's mask, so that an anomalous "person"
+sample does not mark a crowd normal. A "Vehicle Group" holds vehicles of unnamed kinds: no vehicle
+class is listed as absent where one is visible, and none takes its pixels. The groups stay targets of
+their own as well.
 """
 
 from __future__ import annotations
@@ -41,6 +48,13 @@ _SPLIT_FOLDERS = {
     "validation": "validation",
 }
 _VOID_PREFIX = "void--"
+# Class label -> its group label (config names); see the module notes.
+_GROUPS_OF = {
+    "human--person--individual": "human--person--person-group",
+    "object--support--pole": "object--support--pole-group",
+}
+_VEHICLE_GROUP = "object--vehicle--vehicle-group"
+_VEHICLE_PREFIX = "object--vehicle--"
 
 
 class MapillaryVistasSource(SegmentationSource):
@@ -84,9 +98,25 @@ class MapillaryVistasSource(SegmentationSource):
         self.skip_void = skip_void
         self.min_pixels = min_pixels
         # texts[v] is the description of pixel value v, or None for a skipped void label.
-        self.texts = self._read_config(self.root / f"config_{version}.json")
+        self.texts, names = self._read_config(self.root / f"config_{version}.json")
+        value_of = {name: value for value, name in enumerate(names)}
+        # Pixel value of a class -> the value of its group, where the config has both.
+        self._group_of = {
+            value_of[name]: value_of[group]
+            for name, group in _GROUPS_OF.items()
+            if name in value_of and group in value_of
+        }
+        self._vehicle_group = value_of.get(_VEHICLE_GROUP)
+        self._vehicle_texts = tuple(
+            dict.fromkeys(
+                text
+                for name, text in zip(names, self.texts, strict=True)
+                if name.startswith(_VEHICLE_PREFIX) and name != _VEHICLE_GROUP and text is not None
+            )
+        )
 
-    def _read_config(self, path: Path) -> tuple[str | None, ...]:
+    def _read_config(self, path: Path) -> tuple[tuple[str | None, ...], tuple[str, ...]]:
+        """(text of each pixel value or None for a skipped void label, config name of each value)."""
         try:
             labels = json.loads(path.read_text(encoding="utf-8"))["labels"]
             entries = [(str(label["name"]), label["readable"]) for label in labels]
@@ -107,7 +137,7 @@ class MapillaryVistasSource(SegmentationSource):
             texts.append(None if void and self.skip_void else normalize_text(readable.lower()))
         if not entries:
             raise DatasetFormatError(f"{path}: the config lists no labels.")
-        return tuple(texts)
+        return tuple(texts), tuple(name for name, _ in entries)
 
     def index(self, *, skip_errors: bool = False) -> Iterator[SegRecord]:
         """Yield one record per image that has at least one target, in file-name order.
@@ -154,6 +184,12 @@ class MapillaryVistasSource(SegmentationSource):
             text = self.texts[value]
             if text is not None:  # several labels may share a readable name: one target for all
                 values_by_text.setdefault(text, []).append(int(value))
+        for value, group in self._group_of.items():
+            if counts[group] and self.texts[value] is not None:  # the class, at least as its group
+                values_by_text.setdefault(self.texts[value], []).append(group)
+        present = list(values_by_text)
+        if self._vehicle_group is not None and counts[self._vehicle_group]:
+            present += [text for text in self._vehicle_texts if text not in values_by_text]
         label_file = label_path.relative_to(self.root).as_posix()
         targets = tuple(
             SegTarget(text=text, mask={"kind": "index_png", "paths": [label_file], "values": values})
@@ -166,7 +202,7 @@ class MapillaryVistasSource(SegmentationSource):
             group=f"{self.name}/{image.stem}",
             frames=(image.relative_to(self.root).as_posix(),),
             targets=targets,
-            present=tuple(values_by_text),
+            present=tuple(present),
             is_video=False,
             meta={"size": [int(label.shape[0]), int(label.shape[1])]},
         )

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
-from trees import MAPILLARY_LABELS, write_mapillary_tree
+from trees import MAPILLARY_LABELS, _label, _save_image, _save_label, write_mapillary_tree
 
 from lavida.data.sources.base import DatasetFormatError
 from lavida.data.sources.mapillary import MapillaryVistasSource
@@ -171,3 +171,58 @@ def test_a_config_without_labels_is_refused(tree):
     config.write_text(json.dumps({"labels": []}))
     with pytest.raises(DatasetFormatError, match=r"config_v2\.0\.json: the config lists no labels\."):
         MapillaryVistasSource(tree["root"])
+
+
+# Entries of the real config_v2.0.json (names and readable names), at other pixel values.
+GROUP_LABELS = [
+    ("animal--bird", "Bird"),
+    ("human--person--individual", "Person"),
+    ("human--person--person-group", "Person Group"),
+    ("object--support--pole", "Pole"),
+    ("object--support--pole-group", "Pole Group"),
+    ("object--vehicle--car", "Car"),
+    ("object--vehicle--truck", "Truck"),
+    ("object--vehicle--vehicle-group", "Vehicle Group"),
+    ("void--unlabeled", "Unlabeled"),
+]
+
+
+def test_a_group_label_is_its_class(tmp_path):
+    """Person Group (2) is persons and Pole Group (4) poles: where a group is, the class is present (a
+    normal sample must not list it as absent, Eq. 1) and an anomalous sample of the class covers the
+    group's pixels. A Vehicle Group (7) holds vehicles of unnamed kinds: car and truck count as present
+    there, but take none of its pixels. Each group is still a target of its own."""
+    root = tmp_path / "mapillary"
+    labels = [
+        {"name": name, "readable": readable, "instances": False, "evaluate": True}
+        for name, readable in GROUP_LABELS
+    ]
+    root.mkdir()
+    (root / "config_v2.0.json").write_text(json.dumps({"labels": labels}), encoding="utf-8")
+    images = {
+        "crowd": _label(
+            [(8, 0, 24, 0, 32), (0, 0, 4, 0, 4), (2, 4, 12, 0, 10), (4, 0, 12, 20, 24), (7, 14, 24, 0, 16)]
+        ),
+        "mixed": _label([(8, 0, 24, 0, 32), (1, 0, 8, 0, 4), (2, 10, 20, 0, 10), (3, 0, 12, 20, 22)]),
+    }
+    palette = [value for index in range(len(GROUP_LABELS)) for value in (index, index, index)]
+    for seed, (key, label) in enumerate(images.items()):
+        _save_image(root / "training" / "images" / f"{key}.jpg", seed)
+        _save_label(root / "training" / "v2.0" / "labels" / f"{key}.png", label, palette)
+    source = MapillaryVistasSource(root)
+    crowd, mixed = source.index()
+    assert sorted(crowd.present) == [
+        "bird", "car", "person", "person group", "pole", "pole group", "truck", "vehicle group"
+    ]  # fmt: skip
+    assert [(t.text, t.mask["values"]) for t in crowd.targets] == [
+        ("bird", [0]),
+        ("person group", [2]),
+        ("pole group", [4]),
+        ("vehicle group", [7]),
+        ("person", [2]),
+        ("pole", [4]),
+    ]
+    assert sorted(mixed.present) == ["person", "person group", "pole"]
+    person = next(t for t in mixed.targets if t.text == "person")
+    assert person.mask["values"] == [1, 2]
+    np.testing.assert_array_equal(source.load_masks(mixed, person, [0])[0], np.isin(images["mixed"], [1, 2]))
