@@ -131,7 +131,7 @@ def run_demo(config: DemoConfig, *, model: dict | None = None) -> dict:
         model: The model configuration as a mapping (``model=tiny`` composed by Hydra); None composes it.
     """
     from lavida.data.config import DataConfig
-    from lavida.data.sources.base import write_manifest
+    from lavida.data.sources.base import read_manifest, write_manifest
     from lavida.data.sources.synthetic import SyntheticSource
     from lavida.synthetic.datasets import (
         SegmentationSetSpec,
@@ -166,18 +166,19 @@ def run_demo(config: DemoConfig, *, model: dict | None = None) -> dict:
             seed=config.seed,
         )
         write_segmentation_set(train_root, split, spec)
-    # Training objects are drawn at random from all training descriptions, so a small set may lack some
-    # seen (or normal) category altogether, and the "seen" row then is not all training targets.
-    untrained = untrained_categories(train_root, split)
-    if untrained["seen"] or untrained["normal"]:
-        log.warning(
-            "The training set (%s) has 0 objects of %s: raise train_videos / train_images to train on them.",
-            train_root / "meta.json",
-            untrained_list(untrained),
-        )
     source = SyntheticSource(train_root)
     if not source.manifest_path().is_file():
         write_manifest(source.index(), source.manifest_path(), options=source.index_options())
+    # Training objects are drawn at random from all training descriptions, so a small set may lack some
+    # seen (or normal) category altogether (or show it only hidden by other objects, as no target), and
+    # the "seen" row then is not all training targets.
+    untrained = untrained_categories(read_manifest(source.manifest_path()), split)
+    if untrained["seen"] or untrained["normal"]:
+        log.warning(
+            "The training set (%s) has 0 targets of %s: raise train_videos / train_images to train on them.",
+            train_root / "meta.json",
+            untrained_list(untrained),
+        )
     test_sets = {}
     for name, anomalies, seed in (
         ("seen", split.seen_anomalies, 101),

@@ -180,20 +180,20 @@ def untrained_list(untrained: dict[str, list[str]]) -> str:
 
 
 def coverage_line(untrained: dict[str, list[str]]) -> str:
-    """The report's sentence on whether every seen and normal category occurs among the training objects.
+    """The report's sentence on whether every seen and normal category is among the training targets.
 
     Args:
         untrained: ``lavida.synthetic.datasets.untrained_categories``'s ``{"seen": [...], "normal": [...]}``.
     """
     if not (untrained["seen"] or untrained["normal"]):
-        return "Every seen anomaly and normal category occurs among the training objects."
+        return "Every seen anomaly and normal category is among the training targets."
     effect = (
         "the seen row mixes trained and untrained categories"
         if untrained["seen"]
         else "the test videos' normal objects include categories the model never trained on"
     )
     return (
-        f"**Not trained on** — 0 training objects: {untrained_list(untrained)}. "
+        f"**Not trained on** — 0 training targets: {untrained_list(untrained)}. "
         f"At this training-set size {effect}."
     )
 

@@ -9,13 +9,17 @@ import dataclasses
 import json
 import pathlib
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from lavida.data.sources.synthetic import SyntheticSource
 from lavida.synthetic.datasets import (
     CategorySplit,
     SegmentationSetSpec,
     VadSetSpec,
     default_split,
+    untrained_categories,
     write_segmentation_set,
     write_vad_set,
 )
@@ -153,18 +157,45 @@ def test_attribute_rules_on_the_test_set_use_the_recorded_visibility():
 
 
 def test_untrained_categories_names_the_seen_and_normal_ones_absent_from_training(tmp_path):
-    from lavida.synthetic.datasets import untrained_categories
-
     split = default_split(0)
     # One video with a single object: exactly one training description occurs.
     write_segmentation_set(tmp_path, split, SegmentationSetSpec(videos=1, images=0, frames=2, max_objects=1))
     (trained,) = json.loads((tmp_path / "meta.json").read_text())["videos"]["v0000"]["objects"].values()
-    missing = untrained_categories(tmp_path, split)
+    missing = untrained_categories(SyntheticSource(tmp_path).index(), split)
     assert missing == {
         "seen": [text for text in split.seen_anomalies if text != trained],
         "normal": [text for text in split.normal if text != trained],
     }
     assert len(missing["seen"]) >= len(split.seen_anomalies) - 1 >= 1
+
+
+def test_an_object_hidden_on_every_frame_is_not_trained(tmp_path):
+    """meta.json lists the seen anomaly split.seen_anomalies[0] as object 2 of an image, but object 1 is
+    drawn over it: no pixel of value 2, so SyntheticSource makes it no target, and it counts as untrained."""
+    split = default_split(0)
+    hidden, shown = split.seen_anomalies[0], split.normal[0]
+    ids = np.zeros((6, 8), dtype=np.uint8)
+    ids[1:4, 2:6] = 1
+    for folder, name, image in (
+        ("JPEGImages", "00000.jpg", Image.new("RGB", (8, 6))),
+        ("Annotations", "00000.png", Image.fromarray(ids, mode="L")),
+    ):
+        (tmp_path / folder / "i0000").mkdir(parents=True)
+        image.save(tmp_path / folder / "i0000" / name)
+    meta = {"videos": {}, "images": {"i0000": {"frames": 1, "objects": {"1": shown, "2": hidden}}}}
+    (tmp_path / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    missing = untrained_categories(SyntheticSource(tmp_path).index(), split)
+    assert missing == {"seen": list(split.seen_anomalies), "normal": list(split.normal[1:])}
+
+
+def test_a_category_both_anomalous_and_normal_is_refused(tmp_path):
+    with pytest.raises(
+        ValueError, match=r"write_vad_set: red cross is both an anomaly and a normal category"
+    ):
+        write_vad_set(
+            tmp_path, anomalies=("red cross",), normal=("red cross", "cyan circle"), spec=VadSetSpec(seed=1)
+        )
+    assert not (tmp_path / "synthetic_layout.json").exists()
 
 
 # -- settings the generators cannot honour are refused up front ------------------------------------------------

@@ -223,7 +223,7 @@ def test_run_demo_warns_of_each_kind_of_untrained_category(
     tmp_path, data_step_only, monkeypatch, caplog, untrained, warned
 ):
     """A seen anomaly or a normal category without training objects is each warned about on its own."""
-    monkeypatch.setattr(lavida.synthetic.datasets, "untrained_categories", lambda root, split: untrained)
+    monkeypatch.setattr(lavida.synthetic.datasets, "untrained_categories", lambda records, split: untrained)
     with caplog.at_level("WARNING", logger="lavida.demo"), pytest.raises(DataWritten):
         run_demo(DemoConfig(output_dir=str(tmp_path / "demo"), **SMALL_DATA))
     warnings = [record.getMessage() for record in caplog.records if record.name == "lavida.demo"]
@@ -231,7 +231,7 @@ def test_run_demo_warns_of_each_kind_of_untrained_category(
         assert warnings == []
     else:
         (warning,) = warnings
-        assert f"has 0 objects of {warned}: raise train_videos" in warning
+        assert f"has 0 targets of {warned}: raise train_videos" in warning
 
 
 # -- base models regenerated under a training run that started on others --------------------------------

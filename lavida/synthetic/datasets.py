@@ -18,19 +18,21 @@ are exact.
 The descriptions split into "seen" categories, drawn from the training descriptions, and held-out ones
 that never appear in training at all, so zero-shot detection of unseen categories is measured
 separately. Training objects are drawn at random from all training descriptions, so a small training
-set may contain no object of some seen category: ``untrained_categories`` names them.
+set may contain no object of some seen category, or only objects hidden on every frame (which are no
+training targets): ``untrained_categories`` names them.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from lavida.atomic import read_json, write_json
+from lavida.atomic import write_json
+from lavida.data.sources.base import SegRecord
 from lavida.synthetic.shapes import SceneObject, all_descriptions, random_object, render
 
 # The generators' arithmetic sets these minima (checked by the specs below, named in their errors):
@@ -167,24 +169,21 @@ def write_segmentation_set(root: str | Path, split: CategorySplit, spec: Segment
     return root
 
 
-def untrained_categories(root: str | Path, split: CategorySplit) -> dict[str, list[str]]:
-    """The seen anomaly and normal categories of which ``<root>/meta.json`` has no training object.
+def untrained_categories(records: Iterable[SegRecord], split: CategorySplit) -> dict[str, list[str]]:
+    """The seen anomaly and normal categories that are no training target in ``records``.
+
+    Args:
+        records: The training set's records as ``lavida.data.sources.synthetic.SyntheticSource`` indexes
+            them (or its manifest): an object that later objects hide on every frame is no target there.
 
     Returns:
         ``{"seen": [description, ...], "normal": [description, ...]}`` in the split's order; empty lists
-        when the training set contains every one of them.
+        when every one of them is a training target.
     """
-    meta_file = Path(root) / "meta.json"
-    meta = read_json(meta_file, expected="the training set's meta.json written by write_segmentation_set")
-    counts = Counter(
-        text
-        for kind in ("videos", "images")
-        for entry in meta[kind].values()
-        for text in entry["objects"].values()
-    )
+    targets = {target.text for record in records for target in record.targets}
     return {
-        "seen": [text for text in split.seen_anomalies if counts[text] == 0],
-        "normal": [text for text in split.normal if counts[text] == 0],
+        "seen": [text for text in split.seen_anomalies if text not in targets],
+        "normal": [text for text in split.normal if text not in targets],
     }
 
 
@@ -260,6 +259,10 @@ def write_vad_set(
         "normal_objects": [description, ...], "normal_visible": {description: [frame index, ...]}}}``
         (also written to ``<root>/synthetic_layout.json``), where ``normal_visible`` lists the frames on
         which at least one pixel of each normal object is visible.
+
+    Raises:
+        ValueError: A category is both an anomaly and normal, more normal objects are asked for than there
+            are normal categories, or anomalous videos have no anomaly category.
     """
     high = spec.normal_objects[1]
     if high > len(normal):
@@ -270,6 +273,12 @@ def write_vad_set(
     if spec.anomalous_videos > 0 and not anomalies:
         raise ValueError(
             f"write_vad_set: {spec.anomalous_videos} anomalous videos but no anomaly categories were given."
+        )
+    both = sorted(set(anomalies) & set(normal))
+    if both:
+        raise ValueError(
+            f"write_vad_set: {', '.join(both)} is both an anomaly and a normal category; a normal object of "
+            "it would be labelled normal. Give disjoint categories."
         )
     root = Path(root)
     rng = np.random.default_rng(spec.seed)
