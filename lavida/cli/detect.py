@@ -35,7 +35,9 @@ from lavida.detect.checks import (
     check_fps,
     check_intervals,
     check_max_frames,
+    check_output_dir,
     check_output_options,
+    check_output_place,
     check_threshold,
     distinct_categories,
 )
@@ -74,6 +76,11 @@ def run(cfg: DictConfig) -> dict:
     check_checkpoint(cfg.checkpoint)
     check_base_model_check(cfg.base_model_check)
     inputs = expand_inputs(cfg.input)
+    # Before anything is written: each video's folder is replaced whole when it is done.
+    check_output_dir(cfg.input, cfg.output_dir)
+    names = output_names(inputs)
+    for source, name in zip(inputs, names, strict=True):
+        check_output_place(source, Path(cfg.output_dir) / name)
     # What the model will be, known without loading it (the run key of reused videos records it).
     device = default_device(cfg.device)
     overrides = OmegaConf.to_container(cfg.checkpoint_overrides, resolve=True) or {}
@@ -88,7 +95,7 @@ def run(cfg: DictConfig) -> dict:
     output_dir.mkdir(parents=True, exist_ok=True)
     run_key = _run_key(cfg, categories, clip_length=clip_length, dtype=dtype, device=device)
     detector = None  # loaded at the first input that is not reused (minutes for the paper's model)
-    for source, name in zip(inputs, output_names(inputs), strict=True):
+    for source, name in zip(inputs, names, strict=True):
         # fps only changes the outputs of frame folders (files keep their own rate).
         settings = {**run_key["settings"], "fps": cfg.fps if Path(source).is_dir() else None}
         key = {**run_key, "settings": settings, "input": _input_state(source)}

@@ -8,12 +8,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from lavida.data.exposure import normalize_text as comparison_key
 from lavida.data.prompts import clean_categories
+from lavida.detect.stream import is_live
 from lavida.number_checks import is_real, is_whole
 
 log = logging.getLogger(__name__)
@@ -155,4 +157,47 @@ def check_output_options(*, overlay: bool, save: str) -> None:
         raise ValueError(
             "save=anomalous writes the overlay video of each anomalous interval (segments/segment_000.mp4, "
             "...), but overlay is off: set overlay=true, or save=all for scores and masks without videos."
+        )
+
+
+def check_output_place(source: str | Path, target: Path) -> None:
+    """A video's output folder ``target`` must neither be, hold, nor lie inside its input ``source``.
+
+    The folder is replaced whole when the video is done, so a frame folder written to itself, or a video
+    whose own folder is the target, would be deleted; outputs inside a frame folder would be read as frames
+    by the next run. Live sources are not paths and pass.
+
+    Raises:
+        ValueError: naming both paths and how to choose ``output_dir``.
+    """
+    if is_live(str(source)):
+        return
+    src, dst = Path(source).resolve(), Path(target).resolve()
+    if dst == src or dst in src.parents or src in dst.parents:
+        where = "is" if dst == src else "holds" if dst in src.parents else "lies inside"
+        raise ValueError(
+            f"The outputs of {source} would go to {target}, which {where} the input itself; that folder is "
+            "replaced whole when the video is done. Choose an output_dir away from the inputs, one that "
+            "neither holds them nor lies inside them (e.g. outputs/detect)."
+        )
+
+
+def check_output_dir(input_path: str | Path, output_dir: str | Path) -> None:
+    """``lavida-detect``'s ``output_dir`` must not be, or lie inside, its ``input`` folder.
+
+    A later run with the same ``input`` would read the output folders (frames of overlays and plots) as
+    frame folders to process.
+
+    Raises:
+        ValueError: naming both folders.
+    """
+    folder = Path(input_path)
+    if not folder.is_dir():
+        return
+    src, dst = folder.resolve(), Path(output_dir).resolve()
+    if dst == src or src in dst.parents:
+        raise ValueError(
+            f"output_dir={output_dir} is {'the' if dst == src else 'inside the'} input folder {input_path}: "
+            f"a later run on it would read the output folders as videos. Choose an output_dir outside "
+            f"{input_path}."
         )

@@ -38,6 +38,7 @@ from lavida.detect.checks import (
     check_max_frames,
     check_name,
     check_output_options,
+    check_output_place,
     check_source,
     check_threshold,
     distinct_categories,
@@ -47,7 +48,7 @@ from lavida.detect.frame_writers import FrameWriters
 from lavida.detect.interrupt import HeldInterrupt
 from lavida.detect.intervals import Interval, anomalous_intervals
 from lavida.detect.outputs import interval_records, write_summary
-from lavida.detect.stream import is_live, open_stream
+from lavida.detect.stream import is_live, open_stream, stream_name
 from lavida.detect.window import Aggregation, FrameResult, SlidingWindow, check_window
 from lavida.inference import load_dtype
 from lavida.models.lavida import LavidaModel
@@ -364,10 +365,12 @@ class Detector:
         if name is not None:
             check_name(name)
         categories = distinct_categories(categories)
-        stream = open_stream(source, fps=fps, max_frames=max_frames)
-        name = name or stream.name
-        live = is_live(str(source))
+        name = name or stream_name(source)
         target = None if output_dir is None else Path(output_dir) / name
+        if target is not None:
+            check_output_place(source, target)  # before the video opens: it may be the folder replaced
+        stream = open_stream(source, fps=fps, max_frames=max_frames)
+        live = is_live(str(source))
         # Files are written into a staging folder that takes the place of <output_dir>/<name> as a
         # whole when the video is done: a rerun leaves no file of an earlier one (old segments, an
         # overlay no longer asked for), and a run killed midway leaves the earlier folder untouched.

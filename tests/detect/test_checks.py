@@ -8,6 +8,7 @@ each refusal prints, without loading a model.
 import logging
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,9 @@ from lavida.detect.checks import (
     check_intervals,
     check_max_frames,
     check_name,
+    check_output_dir,
     check_output_options,
+    check_output_place,
     check_source,
     check_threshold,
     distinct_categories,
@@ -179,3 +182,53 @@ def test_unknown_save_modes_and_segments_without_an_overlay_are_refused():
     )
     with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
         check_output_options(overlay=False, save="anomalous")
+
+
+# -- output folders that would replace, hold or sit inside their input -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "where"),
+    [
+        ("inp/cam1", "inp/cam1", "is"),  # a frame folder written to itself (output_dir=inp)
+        ("data/street/street.mp4", "data/street", "holds"),  # a video in a folder of its own name
+        ("inp/cam1", "inp/cam1/cam1", "lies inside"),  # output_dir inside the frame folder
+    ],
+)
+def test_an_output_folder_on_its_input_is_refused(tmp_path, monkeypatch, source, target, where):
+    monkeypatch.chdir(tmp_path)
+    message = (
+        f"The outputs of {source} would go to {target}, which {where} the input itself; that folder is "
+        "replaced whole when the video is done. Choose an output_dir away from the inputs, one that neither "
+        "holds them nor lies inside them (e.g. outputs/detect)."
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        check_output_place(source, Path(target))
+
+
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [
+        ("inp/cam1", "out/cam1"),
+        ("inp/cam1", "inp/cam10"),  # a sibling whose name starts alike is another folder
+        ("data/street.mp4", "data/street"),  # beside the video, not its folder
+        ("rtsp://camera/stream", "rtsp:/camera/stream"),  # a live source is no path
+    ],
+)
+def test_an_output_folder_beside_or_away_from_its_input_passes(tmp_path, monkeypatch, source, target):
+    monkeypatch.chdir(tmp_path)
+    assert check_output_place(source, Path(target)) is None
+
+
+def test_an_output_dir_in_the_input_folder_is_refused(tmp_path):
+    (tmp_path / "inp").mkdir()
+    (tmp_path / "inp" / "a.mp4").write_bytes(b"")
+    for output_dir, which in ((tmp_path / "inp", "the"), (tmp_path / "inp" / "out", "inside the")):
+        message = (
+            f"output_dir={output_dir} is {which} input folder {tmp_path / 'inp'}: a later run on it would read "
+            f"the output folders as videos. Choose an output_dir outside {tmp_path / 'inp'}."
+        )
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            check_output_dir(tmp_path / "inp", output_dir)
+    assert check_output_dir(tmp_path / "inp", tmp_path / "inp2") is None  # a name that starts alike
+    assert check_output_dir(tmp_path / "inp" / "a.mp4", tmp_path / "inp") is None  # input a file

@@ -5,16 +5,25 @@ import json
 import logging
 import os
 import re
+import socket
 from pathlib import Path
 
+import matplotlib.axes
 import numpy as np
 import pytest
+import torch
 from detect.cli_config import cli_config as detect_config
 from PIL import Image
 
-from lavida.data.video import write_video
-from lavida.detect.outputs import read_masks
+from lavida import Detector
+from lavida.cli.detect import run
+from lavida.data.video import VideoReadError, write_video
+from lavida.detect.frame_writers import upsample_mask_logits_from_probabilities
+from lavida.detect.intervals import anomalous_intervals
+from lavida.detect.outputs import read_masks, write_summary
+from lavida.detect.stream import output_names, stream_name
 from lavida.detect.window import SlidingWindow
+from lavida.models import checkpoint as checkpoint_module
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +113,6 @@ def test_window_matches_a_slow_reference(aggregation):
 def test_stream_agrees_with_detect_frame_by_frame(detector, tmp_path, monkeypatch):
     """Detector.stream and Detector.detect score the same frames alike, with overlapping clips, sampling
     and a last partial window; the written masks are stream()'s masks stretched back to the frame."""
-    from lavida.detect.frame_writers import upsample_mask_logits_from_probabilities
 
     monkeypatch.setattr(detector, "stride", 3)
     monkeypatch.setattr(detector, "interval", 2)
@@ -126,9 +134,6 @@ def test_mask_borders_come_from_the_decoders_own_logits(detector):
     """The written mask is SAM2's: the decoder's logits stretched bilinearly, then thresholded. Strong
     logits (+25 inside, −50 outside) must come back whole from the probabilities the stream carries; a
     clip at 1e-6 capped them at ±13.8 (and one at 1e-16 at ±36.8) and moved the borders."""
-    import torch
-
-    from lavida.detect.frame_writers import upsample_mask_logits_from_probabilities
 
     rng = np.random.default_rng(0)
     logits = np.full((16, 16), -50.0) + rng.normal(0, 2, (16, 16))  # a confident background
@@ -195,7 +200,6 @@ def test_dot_names_never_make_the_output_folder_itself_or_its_parent(detector, t
     """A file ``..mp4`` has the stem ``.``, and the folder ``..`` the name ``..``: <output_dir>/<name> was
     then output_dir itself (replaced whole: every other result in it deleted) or its parent (refused by
     the system only after the whole video was scored)."""
-    from lavida.detect.stream import output_names, stream_name
 
     monkeypatch.setattr(detector, "predict_clip", lambda frames, c: (np.full(len(frames), 0.9), None))
     out = tmp_path / "out"
@@ -222,11 +226,34 @@ def test_dot_names_never_make_the_output_folder_itself_or_its_parent(detector, t
     assert sorted(p.name for p in out.iterdir()) == ["cam", "earlier", "video"]
 
 
+def test_outputs_never_replace_their_input(detector, checkpoint, tmp_path, monkeypatch):
+    """Each video's output folder is replaced whole when it is done. With output_dir the input folder, a
+    frame folder's outputs went to the frame folder itself and its frames were deleted; a video kept in a
+    folder of its own name lost that folder. Both are refused before the model loads or anything is
+    written, and the inputs stay as they were."""
+
+    inputs = tmp_path / "inp"
+    (inputs / "cam1").mkdir(parents=True)
+    for t in range(3):
+        Image.fromarray(random_frames(1, seed=t)[0]).save(inputs / "cam1" / f"{t}.png")
+    video = write_video(tmp_path / "data" / "street" / "street.mp4", random_frames(3), fps=3)
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    monkeypatch.setattr(Detector, "from_checkpoint", lambda *a, **k: pytest.fail("the model was loaded"))
+    with pytest.raises(ValueError, match=r"output_dir=.* is the input folder"):
+        run(cli_config(inputs, "fire", checkpoint, inputs))
+    with pytest.raises(ValueError, match=r"which is the input itself"):
+        run(cli_config(inputs / "cam1", "fire", checkpoint, inputs))
+    with pytest.raises(ValueError, match=r"which holds the input itself"):
+        run(cli_config(video, "fire", checkpoint, tmp_path / "data"))
+    with pytest.raises(ValueError, match=r"which is the input itself"):
+        detector.detect(inputs / "cam1", ["fire"], output_dir=inputs, overlay=False, progress=False)
+    after = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    assert after == before
+
+
 def test_max_frames_is_checked_before_anything_runs(detector, checkpoint, tmp_path, monkeypatch):
     """max_frames=0 or -5 made every video "no frames" (skipped, then "No input could be processed"), and
     1.5 a TypeError: it is refused up front, naming the setting."""
-    from lavida import Detector
-    from lavida.cli.detect import run
 
     video = write_video(tmp_path / "a.mp4", random_frames(4), fps=4)
     for bad in (0, -5):
@@ -244,7 +271,6 @@ def test_max_frames_is_checked_before_anything_runs(detector, checkpoint, tmp_pa
 def test_duplicate_categories_are_searched_once(detector, checkpoint, tmp_path, caplog, monkeypatch):
     """A category named twice (or in another case) was encoded twice, weighing it double in the
     projector's cross-attention and the prompt, and changed the scores; it is now dropped with a warning."""
-    from lavida.cli.detect import run
 
     video = write_video(tmp_path / "a.mp4", random_frames(8), fps=8)
     once = detector.detect(video, ["fire", "red square"], progress=False)
@@ -269,10 +295,6 @@ def test_duplicate_categories_are_searched_once(detector, checkpoint, tmp_path, 
 def test_score_plot_shades_exactly_the_interval_frames(tmp_path, monkeypatch):
     """Scores are drawn at x = frame; an interval's shading spanned [start, end + 1], taking in the next,
     non-anomalous frame's point. It spans [start − ½, end + ½]: the interval's points and no other."""
-    import matplotlib.axes
-
-    from lavida.detect.intervals import anomalous_intervals
-    from lavida.detect.outputs import write_summary
 
     spans = []
     original = matplotlib.axes.Axes.axvspan
@@ -301,7 +323,6 @@ def test_score_plot_shades_exactly_the_interval_frames(tmp_path, monkeypatch):
 def test_detector_refuses_bad_window_settings_when_built(detector):
     """Detector(clip_length=None) failed only at the first clip with a TypeError, and a stride over the
     clip length only once a video was opened; both are refused by the constructor, naming the setting."""
-    from lavida import Detector
 
     for settings, named in (
         ({"clip_length": None}, "clip_length"),
@@ -353,7 +374,6 @@ def test_summary_records_the_settings_its_intervals_depend_on(detector, tmp_path
 
 
 def test_names_are_plain_folder_names(tmp_path):
-    from lavida.detect.stream import stream_name
 
     assert stream_name(tmp_path / "..mp4") == "video"
     assert stream_name(tmp_path / "...avi") == "video"
@@ -368,10 +388,6 @@ def test_names_are_plain_folder_names(tmp_path):
 def test_a_run_killed_midway_resumes_without_serving_partial_files(checkpoint, tmp_path, monkeypatch):
     """Killed while video b is half written: a is kept and reused, b is redone from scratch; the staging
     folder a killed process left (its PID no longer runs) is removed and never listed."""
-    import socket
-
-    from lavida.cli.detect import run
-    from lavida.detect.detector import Detector
 
     inputs = tmp_path / "videos"
     inputs.mkdir()
@@ -412,7 +428,6 @@ def test_a_run_killed_midway_resumes_without_serving_partial_files(checkpoint, t
 
 
 def test_bad_inputs_name_the_file(detector, tmp_path):
-    from lavida.data.video import VideoReadError
 
     missing = tmp_path / "missing.mp4"
     with pytest.raises(VideoReadError, match=f"{missing}: no such file"):
@@ -430,8 +445,6 @@ def test_bad_inputs_name_the_file(detector, tmp_path):
 def test_summary_md_does_not_give_the_last_frame_the_end_time(tmp_path):
     """Frames 10..19 at 10 fps: frame 19 is shown at 1.90 s and the interval ends at 2.00 s (end_time);
     summary.md wrote "19 (2.00s)", as if that were frame 19's time."""
-    from lavida.detect.intervals import anomalous_intervals
-    from lavida.detect.outputs import write_summary
 
     scores = np.r_[np.zeros(10), np.ones(10), np.zeros(5)]
     intervals = anomalous_intervals(scores, threshold=0.5)
@@ -474,13 +487,11 @@ def test_detector_passes_its_window_settings_through(detector, tmp_path, monkeyp
 def test_from_checkpoint_refuses_a_bad_window_before_loading_and_offers_null(detect_checkpoint, monkeypatch):
     """from_checkpoint takes clip_length=None (the checkpoint's): its refusal of 0 says so, before minutes
     of loading the paper's model."""
-    from lavida import Detector
-    from lavida.models import checkpoint
 
     def no_load(*args, **kwargs):
         raise AssertionError("the model was loaded before the window settings were checked")
 
-    monkeypatch.setattr(checkpoint, "load_checkpoint", no_load)
+    monkeypatch.setattr(checkpoint_module, "load_checkpoint", no_load)
     with pytest.raises(
         ValueError, match=r"^clip_length must be a whole number of frames ≥ 1 or null, got 0\."
     ):
