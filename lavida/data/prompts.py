@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import string
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -214,13 +214,22 @@ def _check_user_template(template: str) -> None:
 def parse_categories(value: str | Sequence[str]) -> list[str]:
     """A command line's categories: ``"fire, fighting"`` or a list → ``["fire", "fighting"]``.
 
+    Hydra reads an unquoted number as one (``categories=1984``): it is taken as its text.
+
     Raises:
-        ValueError: none is given.
+        ValueError: none is given, or the value is neither text, a number nor a list.
     """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
     if isinstance(value, str):
         names = [part.strip() for part in value.split(",")]
-    else:
+    elif isinstance(value, Iterable):
         names = [str(item).strip() for item in value]
+    else:
+        raise ValueError(
+            f"categories must be text or a list of texts, got {value!r}; e.g. 'categories=\"fire, fighting\"' "
+            "(quoted for the shell and for Hydra)."
+        )
     names = [name for name in names if name]
     if not names:
         raise ValueError(

@@ -213,8 +213,6 @@ def _decode(
     try:
         count = 0
         for frame in container.decode(stream):
-            if max_frames is not None and count >= max_frames:
-                break
             if not warned and frame.time is not None:
                 start = frame.time if start is None else start
                 if abs(frame.time - start - count / fps) > 1 / fps:
@@ -222,6 +220,8 @@ def _decode(
                     warned = True
             yield frame.to_ndarray(format="rgb24")
             count += 1
+            if max_frames is not None and count >= max_frames:
+                break  # before decoding another frame: a live stream may send none for a while
     except Exception as error:  # av raises many error classes
         raise VideoReadError(f"{source}: decoding failed after {count} frame(s) ({error}).") from error
     finally:
@@ -303,6 +303,15 @@ def expand_inputs(source: str | Path) -> list[str]:
             len(others),
             _names(others),
             ", ".join(VIDEO_SUFFIXES),
+        )
+    empty = [child for child in children if child.is_dir() and child not in folders]
+    if empty:
+        log.warning(
+            "%s: ignoring %d subfolder(s) that hold no frames: %s (subfolders are not searched for videos; "
+            "give such a folder as input of its own).",
+            path,
+            len(empty),
+            _names(empty),
         )
     entries = [str(child) for child in children if child in videos or child in folders]  # in name order
     if not entries:

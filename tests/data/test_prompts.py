@@ -109,6 +109,13 @@ def test_parse_categories_from_a_command_line_string_or_list():
     """lavida-detect's categories= is one comma-separated string or a list; blanks are dropped."""
     assert parse_categories(" fire, car accident ,, ") == ["fire", "car accident"]
     assert parse_categories([" fire ", "", 3]) == ["fire", "3"]
+    # Hydra reads an unquoted number as one: categories=1984
+    assert parse_categories(1984) == ["1984"] and parse_categories(2.5) == ["2.5"]
+    for value in (True, None):
+        with pytest.raises(
+            ValueError, match=rf"^categories must be text or a list of texts, got {value}; e\.g\."
+        ):
+            parse_categories(value)
     with pytest.raises(ValueError, match="categories is empty"):
         parse_categories(" , ")
 

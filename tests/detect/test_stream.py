@@ -373,6 +373,28 @@ def test_a_live_stream_runs_until_max_frames_and_closes(monkeypatch, caplog):
     assert containers[0].closed and caplog.records == []
 
 
+class _CountingContainer(_FakeContainer):
+    """A _FakeContainer that counts the frames its decoder produced."""
+
+    def __init__(self):
+        super().__init__()
+        self.decoded = 0
+
+    def decode(self, stream):
+        for frame in super().decode(stream):
+            self.decoded += 1
+            yield frame
+
+
+def test_a_live_stream_stops_at_max_frames_without_decoding_another(monkeypatch):
+    """The max_frames-th frame ends the stream: a further frame, which a live source may send only after a
+    while (up to the 10 s timeout) or never, is not waited for."""
+    container = _CountingContainer()
+    monkeypatch.setattr(av, "open", lambda *a, **k: container)
+    assert len(list(open_stream("rtsp://cam/live", max_frames=3).frames)) == 3
+    assert container.decoded == 3 and container.closed
+
+
 def test_a_live_stream_without_video_is_refused_and_closed(monkeypatch):
     container = _FakeContainer(video=False)
     monkeypatch.setattr(av, "open", lambda *a, **k: container)
@@ -406,6 +428,19 @@ def test_a_folder_lists_videos_and_frame_folders_in_name_order_skipping_hidden_o
     (tmp_path / "hidden_frames").mkdir()
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "hidden_frames" / ".0.jpg")
     assert expand_inputs(tmp_path) == [str(tmp_path / "a"), str(tmp_path / "b.mp4")]
+
+
+def test_subfolders_without_frames_are_named_in_a_warning(tmp_path, caplog):
+    """A folder of videos with videos one level down: those are not searched, and the warning says so
+    instead of leaving them out unseen."""
+    write_grey_ramp(tmp_path / "x.mp4", 1)
+    write_grey_ramp(tmp_path / "more" / "y.mp4", 1)
+    with caplog.at_level(logging.WARNING, logger="lavida.detect.stream"):
+        assert expand_inputs(tmp_path) == [str(tmp_path / "x.mp4")]
+    assert caplog.messages == [
+        f"{tmp_path}: ignoring 1 subfolder(s) that hold no frames: more (subfolders are not searched for "
+        "videos; give such a folder as input of its own)."
+    ]
 
 
 def test_a_folder_with_nothing_to_read_is_refused(tmp_path):
