@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -392,6 +393,15 @@ def open_train_sources(
                     )
                 source = get_source(name, root, split=settings.split, **settings.options)
             manifest = settings.manifest or source.manifest_path(config.manifest_dir)
+            if not Path(manifest).is_file():
+                # lavida-prepare's out= (or refvos' ytvos_root=, which moves the root) puts a manifest
+                # elsewhere: say how training finds it, not only that it is missing.
+                raise DatasetFormatError(
+                    f"{manifest}: manifest not found. Run `lavida-prepare {name} root={source.root}` first; "
+                    f"one written elsewhere is read with data.manifest_dir=DIR or data.sources.{name}.manifest="
+                    f"FILE, and lavida-prepare options that move it (ytvos_root= for refvos) go under "
+                    f"data.sources.{name}.options too."
+                )
             usable = [record for record in read_manifest(manifest) if record.targets]
             check_manifest_options(manifest, source, setting=f"data.sources.{name}.options")
             if not usable:

@@ -11,6 +11,7 @@ from PIL import Image
 from lavida.data.sources.base import DatasetFormatError
 from lavida.data.sources.masks import read_index_png
 from lavida.data.sources.synthetic import SyntheticSource
+from lavida.synthetic.datasets import SegmentationSetSpec, default_split, write_segmentation_set
 
 # -- label PNGs ------------------------------------------------------------------------------------------
 
@@ -208,5 +209,29 @@ def test_a_source_without_any_root_is_not_blamed_on_the_data_root(caplog):
     assert str(error.value) == (
         "Training sources cannot be read:\n"
         "  mevis: no dataset folder: set LAVIDA_DATA_ROOT (or data.data_root) or an absolute data.sources.mevis.root\n"
+        "Prepare them (data/README.md), or set their weight to 0 (data.sources.<name>.weight=0)."
+    )
+
+
+def test_an_unprepared_source_says_how_training_finds_a_manifest_prepared_elsewhere(caplog, tmp_path):
+    """A dataset folder without <root>/.lavida/<name>_train.jsonl: the run says to prepare it, and how a
+    manifest written elsewhere (lavida-prepare's out=, refvos' ytvos_root=) is pointed at. Only "run
+    lavida-prepare" was said, which is wrong advice when the manifest exists in another folder."""
+    write_segmentation_set(
+        tmp_path / "synth", default_split(0), SegmentationSetSpec(videos=1, images=1, frames=2)
+    )
+    manifest = tmp_path / "synth" / ".lavida" / "synthetic_train.jsonl"
+    with pytest.raises(ValueError) as error:
+        _open_sources(
+            caplog,
+            missing_sources="error",
+            sources={"synthetic": {"weight": 1.0, "root": str(tmp_path / "synth")}},
+        )
+    assert str(error.value) == (
+        "Training sources cannot be read:\n"
+        f"  synthetic: {manifest}: manifest not found. Run `lavida-prepare synthetic root={tmp_path / 'synth'}` "
+        "first; one written elsewhere is read with data.manifest_dir=DIR or data.sources.synthetic.manifest=FILE, "
+        "and lavida-prepare options that move it (ytvos_root= for refvos) go under data.sources.synthetic.options "
+        "too.\n"
         "Prepare them (data/README.md), or set their weight to 0 (data.sources.<name>.weight=0)."
     )
