@@ -31,9 +31,20 @@ def file_state(path: str | Path) -> dict:
 
 
 def files_digest(path: str | Path) -> str:
-    """The first 16 hex digits of a SHA-256 over the files of a folder (names, sizes, bytes), or of one file."""
+    """The first 16 hex digits of a SHA-256 over the files of a folder (names, sizes, bytes), or of one file.
+
+    Hidden files and folders in a folder (``.DS_Store``, ``.ipynb_checkpoints/``) are left out: a file
+    browser or notebook writes them beside a checkpoint's files, and they are no part of its weights.
+    """
     path = Path(path)
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    if path.is_file():
+        files = [path]
+    else:
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
     root = path.parent if path.is_file() else path
     digest = hashlib.sha256()
     for file in files:

@@ -87,3 +87,19 @@ def test_files_digest_changes_with_content_of_the_same_size_and_with_a_rename(tm
     assert files_digest(root) == before
     (root / "b.txt").rename(root / "c.txt")
     assert files_digest(root) != before
+
+
+def test_files_digest_leaves_out_hidden_files_and_folders(tmp_path):
+    """A file browser's .DS_Store or a notebook's .ipynb_checkpoints/ beside a checkpoint's files is no
+    part of its weights: the digest stays the hand-computed one of the visible files. A visible file added
+    still changes it."""
+    root = _folder(tmp_path / "final")
+    (root / ".DS_Store").write_bytes(b"finder")
+    (root / ".ipynb_checkpoints").mkdir()
+    (root / ".ipynb_checkpoints" / "meta-checkpoint.json").write_bytes(b"{}")
+    (root / "sub" / ".hidden").write_bytes(b"x")
+    assert files_digest(root) == _expected_digest([("b.txt", b"second"), ("sub/a.bin", b"\x00first")])
+    (root / "c.txt").write_bytes(b"third")
+    assert files_digest(root) == _expected_digest(
+        [("b.txt", b"second"), ("c.txt", b"third"), ("sub/a.bin", b"\x00first")]
+    )

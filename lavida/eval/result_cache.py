@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,10 +28,14 @@ from lavida.settings_diff import changed_settings
 log = logging.getLogger(__name__)
 
 
+# The folder of a run's per-video results, in its output_dir.
+CACHE_DIR = "predictions"
+
+
 def cached_result_path(output_dir: str | Path, video_name: str) -> Path:
     """Where :func:`~lavida.eval.runner.run_evaluation` caches one video's :class:`VideoResult` in its
     ``output_dir``."""
-    return Path(output_dir) / "predictions" / f"{safe_file_name(video_name)}.npz"
+    return Path(output_dir) / CACHE_DIR / f"{safe_file_name(video_name)}.npz"
 
 
 def check_cache_names(videos: Sequence[TestVideo]) -> None:
@@ -75,6 +79,8 @@ def run_facts(
     run = dict(run_info or {})
     if "checkpoint_sha256" in run:
         run.pop("checkpoint", None)
+    if "base_models" in run and "checkpoint_overrides" in run:
+        run["checkpoint_overrides"] = without_weight_paths(run["checkpoint_overrides"])
     return {
         "benchmark": benchmark.name,
         "dataset_root": str(benchmark.root.resolve()) if benchmark.has_pixel_gt else None,
@@ -88,19 +94,36 @@ def run_facts(
     }
 
 
+def without_weight_paths(overrides: Mapping) -> dict:
+    """``checkpoint_overrides`` without the ``<part>.pretrained`` base-weight paths (parts left empty are
+    dropped), for comparing runs that record the base weights' fingerprints (``base_models``): the same
+    weights named by another path, as for a checkpoint trained on another machine, then agree."""
+    kept = {}
+    for part, values in overrides.items():
+        if isinstance(values, Mapping):
+            values = {key: value for key, value in values.items() if key != "pretrained"}
+            if not values:
+                continue
+        kept[part] = values
+    return kept
+
+
 def video_facts(video: TestVideo, predictions_dir: str | Path | None) -> dict:
     """One video's own inputs: a digest of its frame labels and tracks (a cached result holds the labels
-    of the run that made it, so ground truth read with other options must not be served from it) and,
-    in scores-only mode, the state (name, size, time: ``file_state``) of its prediction files, without
-    their folder (predictions saved again must not be served from the old ones' results; a moved folder
-    may be)."""
+    of the run that made it, so ground truth read with other options must not be served from it) and the
+    state (names, sizes, times: ``file_state``), without their folder, of what was scored: in model mode
+    the video file or frame folder (another copy of the data, re-encoded or rescaled, must not be served
+    the old frames' results), in scores-only mode its prediction files (predictions saved again must not
+    be served from the old ones' results; a moved folder may be)."""
     digest = hashlib.sha256(np.ascontiguousarray(video.frame_labels, dtype=np.uint8).tobytes())
     if video.tracks is not None:
         digest.update(b"\0tracks\0" + np.ascontiguousarray(video.tracks, dtype=np.int64).tobytes())
     facts: dict = {
         "ground_truth": {"frames": int(video.num_frames), "labels_and_tracks": digest.hexdigest()[:16]}
     }
-    if predictions_dir is not None:
+    if predictions_dir is None:
+        facts["video_files"] = file_state(video.path)["files"]
+    else:
         facts["prediction_files"] = [
             file_state(path)["files"]
             for path in saved_prediction_paths(predictions_dir, video.name)
@@ -118,6 +141,8 @@ _VIDEO_FACT_NAMES = {
     "ground_truth": "this video's ground truth (frame count, labels or tracks) is not the one the cached "
     "result was computed with",
     "prediction_files": "this video's prediction files were written again (name, size or time differ)",
+    "video_files": "this video's file or frames are not the ones the cached result was computed from (names, "
+    "sizes or times differ: another copy of the data, or the files were written again)",
 }
 
 

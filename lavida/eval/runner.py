@@ -34,6 +34,7 @@ from lavida.data.video import open_video
 from lavida.eval.benchmark import ClipPlan, Protocol, TestVideo, VadBenchmark, plan_clips
 from lavida.eval.report import compute_metrics, summary_line, write_reports
 from lavida.eval.result_cache import (
+    CACHE_DIR,
     cache_is_current,
     cached_result_path,
     check_cache_names,
@@ -105,10 +106,7 @@ def run_evaluation(
     if not videos:
         raise ValueError(f"{benchmark.name}: no test videos selected under protocol '{protocol.name}'.")
     check_cache_names(videos)
-    if (
-        predictions_dir is not None
-        and Path(predictions_dir).resolve() == (output_dir / "predictions").resolve()
-    ):
+    if predictions_dir is not None and Path(predictions_dir).resolve() == (output_dir / CACHE_DIR).resolve():
         raise ValueError(
             f"predictions_dir {predictions_dir} is where this run caches its own per-video results "
             f"(<output_dir>/predictions), which would overwrite the saved predictions; evaluate into "
@@ -126,9 +124,10 @@ def run_evaluation(
     # refusal then stops all ranks with the run directory as it was, and a rerun that computes anything
     # first removes the previous run's metrics. The videos left to compute are split round-robin.
     todo: list[tuple[TestVideo, str, str]] = []
+    fingerprints: dict[str, str] = {}  # video name -> what its cached result must have been computed from
     for video in videos:
         facts = normalised_facts({"run": facts_of_run, "video": video_facts(video, predictions_dir)})
-        fingerprint = hashlib.sha256(facts.encode()).hexdigest()[:16]
+        fingerprint = fingerprints[video.name] = hashlib.sha256(facts.encode()).hexdigest()[:16]
         cache = cached_result_path(output_dir, video.name)
         if not (cache.is_file() and cache_is_current(cache, fingerprint, facts, overwrite=overwrite)):
             todo.append((video, fingerprint, facts))
@@ -181,7 +180,16 @@ def run_evaluation(
     results: list[VideoResult] = []
     pixels: PixelStatistics | None = None
     for video in videos:
-        result = load_cached(cached_result_path(output_dir, video.name))
+        cache = cached_result_path(output_dir, video.name)
+        result = load_cached(cache)
+        if result.fingerprint != fingerprints[video.name]:
+            # Nothing locks output_dir: a second run into it (overwrite=true, or other settings) may have
+            # replaced results since this one decided. Its metrics would mix the two runs' predictions.
+            raise ValueError(
+                f"{cache}: this cached result was computed with other settings than this run's, after the "
+                f"run checked it: another run wrote into {output_dir} at the same time. Run again (or give "
+                "each run its own output_dir)."
+            )
         if result.pixels is not None and result.scored.size:
             pixels = result.pixels if pixels is None else pixels.merge(result.pixels)
         result.pixels = None

@@ -21,6 +21,7 @@ from typing import NoReturn
 from lavida.atomic import read_json
 from lavida.eval.benchmarks import shanghaitech, ubnormal, ucf_crime, ucsd_ped2, xd_violence
 from lavida.eval.paper_results import PAPER_RESULTS
+from lavida.eval.result_cache import without_weight_paths
 from lavida.run_outputs import RECORD_DIR
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,8 @@ def source_differences(a: dict, b: dict) -> list[str]:
     A checkpoint is known by its digest where both runs have one (the same weights moved elsewhere are
     one model), else by its path; an unrecorded one agrees with any. Model runs of one checkpoint must
     also share the clip length (supplement Tab. 7 ablates it), the checkpoint overrides (a compression
-    ratio, ...), the dtype and the mask gating, where both runs record them. Categories agree when both
+    ratio, ...; base-weight paths only where a run records no fingerprints of the weights), the dtype and
+    the mask gating, where both runs record them. Categories agree when both
     runs use their own benchmark's list (each benchmark has its own) or both were given the same list.
     Prediction folders are not compared: one method's predictions are usually saved in a folder per
     benchmark, so different folders say nothing; they are listed below the tables instead.
@@ -166,6 +168,11 @@ def source_differences(a: dict, b: dict) -> list[str]:
         if _checkpoints_differ(a, b):
             differences.append(f"checkpoint: {_checkpoint(a)} vs {_checkpoint(b)}")
         settings_a, settings_b = _model_settings(a), _model_settings(b)
+        if "base_models" in settings_a and "base_models" in settings_b:
+            # The weights are compared by their fingerprints: another path to the same weights agrees.
+            for settings in (settings_a, settings_b):
+                if "checkpoint_overrides" in settings:
+                    settings["checkpoint_overrides"] = without_weight_paths(settings["checkpoint_overrides"])
         for key in settings_a:
             if key in settings_b and settings_a[key] != settings_b[key]:
                 differences.append(f"{key}: {settings_a[key]} vs {settings_b[key]}")

@@ -714,3 +714,79 @@ def test_the_report_names_the_mode(data, tmp_path, predicted):
     for run, mode in (("scores", f"scores-only ({tmp_path / 'preds'})"), ("model", "model")):
         lines = (tmp_path / run / "report.md").read_text().splitlines()
         assert lines[2] == f"- mode: `{mode}`", run
+
+
+# From a review of the run management (2026-12-08): what was served although it should not have been.
+
+
+def test_a_video_whose_file_changed_is_not_served_its_old_result(data, tmp_path, predicted):
+    """Model mode: the state of the video's file (or frame folder) is in its facts. Another copy of the data,
+    re-encoded or rescaled with the same labels, was served the old frames' results."""
+    bench = FrameOnly(data)
+    for video in bench.videos():
+        video.path.write_bytes(b"frames")
+    evaluate_model(bench, tmp_path / "out", lambda: "model")
+    (data / "v2").write_bytes(b"other frames")
+    predicted.clear()
+    with pytest.raises(
+        ValueError, match=r"v2\.npz was computed with other settings: .*video.*file or frames"
+    ):
+        evaluate_model(bench, tmp_path / "out", must_not_load)
+    run_evaluation(
+        benchmark=bench,
+        protocol=bench.protocol("standard"),
+        output_dir=tmp_path / "out",
+        predictor_factory=lambda: "model",
+        run_info={"dtype": "torch.float32", "gate_masks": True},
+        overwrite=True,
+    )
+    assert predicted == ["v2"]  # the others' files are as they were
+
+
+def test_results_another_run_wrote_meanwhile_are_not_mixed_into_the_metrics(
+    data, tmp_path, predicted, monkeypatch
+):
+    """Nothing locks an output_dir: a run that rewrote v0 (here with the first run's result) after this run
+    had checked its caches left a metrics.json of both runs' predictions. The metrics now refuse it."""
+    bench, out = FrameOnly(data), tmp_path / "out"
+    evaluate_model(bench, out, lambda: "model")  # gate_masks True
+    first_v0 = cached_result_path(out, "v0").read_bytes()
+    fake_predict = runner._predict
+
+    def other_run_writes_v0(video, *args):
+        if video.name == "v3":
+            cached_result_path(out, "v0").write_bytes(first_v0)
+        return fake_predict(video, *args)
+
+    monkeypatch.setattr(runner, "_predict", other_run_writes_v0)
+    with pytest.raises(
+        ValueError, match=r"v0\.npz: this cached result was computed with other settings than "
+    ):
+        run_evaluation(
+            benchmark=bench,
+            protocol=bench.protocol("standard"),
+            output_dir=out,
+            predictor_factory=lambda: "model",
+            run_info={"dtype": "torch.float32", "gate_masks": False},
+            overwrite=True,
+        )
+    assert not (out / "metrics.json").exists()
+
+
+def test_base_weight_paths_count_in_the_facts_only_without_the_weights_fingerprints(data):
+    """The same frozen weights named by another path (a checkpoint trained on another machine, pointed at
+    the local copies with checkpoint_overrides) reuse the results where base_models fingerprints them; any
+    other override, or a path without fingerprints, still counts."""
+    bench = FrameOnly(data)
+
+    def facts(overrides, base_models=True):
+        info = {
+            "checkpoint_overrides": overrides,
+            **({"base_models": {"mllm": "0a1b"}} if base_models else {}),
+        }
+        return run_facts(bench, bench.protocol("standard"), ["fire"], EvalSettings(), None, info, None)
+
+    assert facts({"mllm": {"pretrained": "/a"}}) == facts({"mllm": {"pretrained": "/b"}}) == facts({})
+    assert facts({"mllm": {"pretrained": "/a", "lora_r": 4}}) != facts({"mllm": {"pretrained": "/a"}})
+    assert facts({"compression": {"ratio": 0.5}}) != facts({})
+    assert facts({"mllm": {"pretrained": "/a"}}, False) != facts({"mllm": {"pretrained": "/b"}}, False)

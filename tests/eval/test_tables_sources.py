@@ -217,6 +217,27 @@ def test_runs_of_one_checkpoint_with_other_settings_are_refused(model_run, tmp_p
     build_tables([read_run(base), read_run(tmp_path / "sht_0")])
 
 
+def test_base_weight_paths_in_the_overrides_do_not_part_runs_that_fingerprint_the_weights(
+    model_run, tmp_path
+):
+    """A checkpoint trained on another machine is pointed at the local base weights with
+    checkpoint_overrides.<part>.pretrained; where both runs record the weights' fingerprints (base_models),
+    the path alone does not make another model. Another override, or other fingerprints, still does."""
+    ckpt, digest = tmp_path / "ckpt", "e" * 16
+    here = model_run("ub", "ubnormal", checkpoint=ckpt, digest=digest)
+    there = model_run(
+        "sht", "shanghaitech", checkpoint=ckpt, digest=digest,
+        checkpoint_overrides={"mllm": {"pretrained": "/models/Qwen2-VL-7B-Instruct"}},
+    )  # fmt: skip
+    build_tables([read_run(here), read_run(there)])
+    other = model_run(
+        "sht_other", "shanghaitech", checkpoint=ckpt, digest=digest,
+        checkpoint_overrides={"mllm": {"pretrained": "/models/x"}, "compression": {"ratio": 0.5}},
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"differ in checkpoint_overrides: \{\} vs \{'compression'"):
+        build_tables([read_run(here), read_run(other)])
+
+
 def test_a_scores_only_run_beside_a_model_run_is_refused(model_run, scores_run, tmp_path):
     """Another method's saved predictions are not our model's numbers."""
     model = model_run("ub_model", "ubnormal", checkpoint=tmp_path / "ckpt", digest="c" * 16)
