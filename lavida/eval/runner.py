@@ -197,6 +197,8 @@ def run_evaluation(
     metrics, notes = compute_metrics(results, videos=videos, benchmark=benchmark, pixels=pixels)
     # The paper's tables are on whole test splits: say when this run is not one (lavida-tables checks).
     metrics.update(split=benchmark.split, videos_left_out=left_out)
+    # Which benchmark and protocol, as report.md's title says: metrics.json read alone names its run.
+    metrics.update(benchmark=benchmark.name, protocol=protocol.name, interval=protocol.interval)
     # The clip length T changes every score (supplement Tab. 7 ablates it), so the outputs record it.
     metrics["clip_length"] = protocol.clip_length
     # What produced these numbers: lavida-tables puts only one model's runs in one row.

@@ -286,7 +286,10 @@ def test_the_clip_length_is_recorded(data, tmp_path, clip_length):
         benchmark=bench, protocol=protocol, output_dir=tmp_path / "out", predictions_dir=tmp_path / "preds"
     )
     assert metrics["clip_length"] == clip_length
-    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["clip_length"] == clip_length
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["clip_length"] == clip_length
+    # metrics.json read alone names its run, as report.md's title does (FrameOnly: interval 4 under it)
+    assert (saved["benchmark"], saved["protocol"], saved["interval"]) == ("frame_only", "lavida_official", 4)
     text = (tmp_path / "out" / "report.md").read_text()
     assert f"- clip_length: `{clip_length}`" in text
     assert "pixel_size" not in text and "pixel_resize" not in text  # no pixel ground truth here
