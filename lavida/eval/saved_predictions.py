@@ -61,7 +61,16 @@ def result_from_saved(
             f"No predictions for video '{video.name}': expected {_expected_files(video.name)} in {directory}."
         )
     source = npz if npz.is_file() else npy
-    frame_scores = np.asarray(frame_scores, dtype=np.float64).reshape(-1)
+    if npz.is_file() and npy.is_file():
+        log.warning("%s and %s both exist; reading the .npz (delete the file that is out of date).", npz, npy)
+    frame_scores = np.asarray(frame_scores, dtype=np.float64)
+    if any(size != 1 for size in sorted(frame_scores.shape)[:-1]):
+        # A (2, F/2) or (F/8, 8) array flattened would be scored in an order nobody chose.
+        raise GroundTruthError(
+            f"{source}: frame scores of shape {frame_scores.shape}; expected (F,) with F = {video.num_frames}, "
+            "one score per frame."
+        )
+    frame_scores = frame_scores.reshape(-1)
     if frame_scores.size != video.num_frames:
         raise GroundTruthError(
             f"{source}: {frame_scores.size} frame scores, but '{video.name}' has "

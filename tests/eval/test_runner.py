@@ -204,6 +204,13 @@ def test_scores_only_errors_name_the_file(benchmark, tmp_path):
         ):
             evaluate_saved(benchmark, predictions, tmp_path / "o_bad")
     assert not (tmp_path / "o_bad" / "metrics.json").exists()
+    # 13 scores in a (13, 1) array are one per frame; video b's 9 as a (3, 3) grid have no order to trust.
+    np.save(predictions / "a.npy", np.full((13, 1), 0.5, np.float32))
+    np.save(predictions / "b.npy", np.full((3, 3), 0.5, np.float32))
+    with pytest.raises(
+        GroundTruthError, match=r"b\.npy: frame scores of shape \(3, 3\); expected \(F,\) with F = 9"
+    ):
+        evaluate_saved(benchmark, predictions, tmp_path / "o_2d")
     (predictions / "b.npy").unlink()
     np.save(predictions / "a.npy", np.zeros(13, np.float32))
     with pytest.raises(
@@ -696,3 +703,19 @@ def test_the_console_summary_puts_the_headline_metric_first_beside_the_papers():
         f"ucsd_ped2 (standard), 12 videos, 2,010 frames: pixel_auc 97.12 % (paper {paper:.2f}), "
         "frame_auc_micro 95.40 %, frame_ap 50.00 % (report.md, metrics.json in out/ped2)"
     )
+
+
+def test_an_npz_beside_an_npy_of_one_video_is_read_with_a_warning(benchmark, tmp_path, caplog):
+    """Both files of a video: the .npz is read (it may hold pixel scores) and the run says so, as one of the
+    two is out of date; a stale .npz won without a word."""
+    predictions = tmp_path / "preds"
+    predictions.mkdir()
+    for video in benchmark.videos():
+        np.save(predictions / f"{video.name}.npy", np.linspace(0, 1, video.num_frames))
+    np.savez(predictions / "a.npz", frame_scores=np.linspace(1, 0, 13))
+    with caplog.at_level(logging.WARNING, logger="lavida.eval.saved_predictions"):
+        evaluate_saved(benchmark, predictions, tmp_path / "o")
+    both = (
+        f"{predictions / 'a.npz'} and {predictions / 'a.npy'} both exist; reading the .npz (delete the file "
+    )
+    assert [m for m in caplog.messages if "both exist" in m] == [both + "that is out of date)."]
