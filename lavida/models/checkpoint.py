@@ -110,7 +110,8 @@ def save_checkpoint(
         save_file(heads, str(staging / HEADS_FILE))
         meta = {
             "lavida_version": lavida.__version__,
-            "git_revision": _git_revision(),
+            # The trainer gives the revision it started with (extra_meta): no git call per save then.
+            "git_revision": (extra_meta or {}).get("git_revision") or _git_revision(),
             "seg_token_id": model.mllm.seg_token_id,
             "trainable_parameters": model.trainable_parameter_count(),
             **fingerprint_record(config),
@@ -362,7 +363,9 @@ def _load_heads(model: LavidaModel, heads_file: Path) -> None:
 
 def _git_revision() -> str | None:
     """The commit of the lavida code that wrote a checkpoint, ``+dirty`` when tracked files differ from it;
-    None outside a git checkout (an installed wheel) or without git."""
+    None outside a git checkout of lavida (an installed wheel, even inside another project's repository)
+    or without git. The trainer reads it once, when it starts, and records that in every checkpoint it
+    saves (``extra_meta``): the code the run imported, not what the checkout holds hours later."""
     here = Path(__file__).resolve().parent
 
     def git(*args: str) -> subprocess.CompletedProcess | None:
@@ -375,6 +378,10 @@ def _git_revision() -> str | None:
 
     head = git("rev-parse", "HEAD")
     if head is None or head.returncode != 0 or not head.stdout.strip():
+        return None
+    # A copy of lavida in another project's repository (say a git-ignored .venv) is not that project's code.
+    tracked = git("ls-files", "--error-unmatch", Path(__file__).name)
+    if tracked is None or tracked.returncode != 0:
         return None
     # Uncommitted changes to tracked files make the commit alone not name the code that ran.
     status = git("status", "--porcelain", "--untracked-files=no")

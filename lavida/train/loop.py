@@ -36,9 +36,18 @@ from lavida.data.train_dataset import (
     open_train_sources,
 )
 from lavida.data.types import IGNORE_INDEX
+from lavida.file_state import files_digest
 from lavida.losses import LavidaLoss, SegLossWeights
+from lavida.models import checkpoint as checkpoint_io
 from lavida.models.base_fingerprint import check_base_models, fingerprints_to_compare
-from lavida.models.checkpoint import CONFIG_FILE, HEADS_FILE, META_FILE, read_checkpoint_meta, save_checkpoint
+from lavida.models.checkpoint import (
+    ADAPTER_DIR,
+    CONFIG_FILE,
+    HEADS_FILE,
+    META_FILE,
+    read_checkpoint_meta,
+    save_checkpoint,
+)
 from lavida.models.config import LavidaConfig
 from lavida.models.lavida import build_lavida
 from lavida.models.random_init import (
@@ -63,6 +72,19 @@ from lavida.train.state import (
 )
 
 log = logging.getLogger(__name__)
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    """Whether two saved models hold the same trained weights: their heads file and LoRA adapter, byte for
+    byte (not meta.json, which records the git revision at saving)."""
+    if (a / HEADS_FILE).read_bytes() != (b / HEADS_FILE).read_bytes():
+        return False
+    adapters = [model / ADAPTER_DIR for model in (a, b)]
+    if not any(adapter.is_dir() for adapter in adapters):
+        return True
+    return all(adapter.is_dir() for adapter in adapters) and files_digest(adapters[0]) == files_digest(
+        adapters[1]
+    )
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -144,6 +166,7 @@ class Trainer:
         acc = self.accelerator
         set_seed(self.config.seed, device_specific=True)
         resume = self._resume_from()
+        self._warn_of_other_code(resume)
         micro_batches = self.config.batches_per_epoch * self.config.grad_accum
         per_epoch = micro_batches * self.config.batch_size * acc.num_processes
         data = DataConfig.from_dict({**self.data_config.to_dict(), "samples_per_epoch": per_epoch})
@@ -276,6 +299,24 @@ class Trainer:
             collate_fn=dataset.collate_fn,
             drop_last=True,
         )
+
+    def _warn_of_other_code(self, resume: Path | None) -> None:
+        """Read lavida's git revision now (checkpoints record the code this run started with, not the checkout
+        hours later) and warn when the checkpoint resumed was saved by other code."""
+        revision = self._revision = checkpoint_io._git_revision()
+        if resume is None or not self.accelerator.is_main_process:
+            return
+        try:
+            saved = read_checkpoint_meta(resume / "model").get("git_revision")
+        except (OSError, ValueError):  # the resume itself names an unreadable checkpoint
+            return
+        if saved and revision and saved != revision:
+            log.warning(
+                "Resuming %s, saved by lavida %s, with lavida %s: the rest of the run is trained by other code.",
+                resume,
+                saved,
+                revision,
+            )
 
     def _resume_from(self) -> Path | None:
         """The checkpoint to resume from (None: a fresh run), after refusing an output_dir whose checkpoints
@@ -607,19 +648,31 @@ class Trainer:
     def _meta(self) -> dict:
         # The clip length the model was trained on: evaluation and detection default to it (supp. D.3.3
         # varies it at inference too).
-        return {"step": self.progress.step, "clip_length": self.data_config.clip_length}
+        return {
+            "step": self.progress.step,
+            "clip_length": self.data_config.clip_length,
+            "git_revision": self._revision,  # read when the run started (_warn_of_other_code)
+        }
 
     def _final_is_current(self) -> bool:
-        """Whether ``final/`` holds a complete model saved at the current step (decided on the main process:
-        every process must take the same branch, since saving is collective)."""
+        """Whether ``final/`` holds a complete model saved at the current step, with the weights of this
+        run's newest checkpoint (decided on the main process: every process must take the same branch, since
+        saving is collective). The step alone would keep the final/ of an earlier run in the same folder
+        whose checkpoints were deleted, had it stopped at the same step."""
         from accelerate.utils import broadcast_object_list
 
         final = self.output_dir / "final"
         current = [False]
         if self.accelerator.is_main_process:
             complete = all((final / name).is_file() for name in (CONFIG_FILE, HEADS_FILE, META_FILE))
+            newest = latest_checkpoint(self.output_dir)
             try:
-                current[0] = complete and read_checkpoint_meta(final).get("step") == self.progress.step
+                current[0] = (
+                    complete
+                    and read_checkpoint_meta(final).get("step") == self.progress.step
+                    and newest is not None
+                    and _same_weights(final, newest / "model")
+                )
             except (OSError, ValueError):  # an unreadable meta.json: save final/ again
                 current[0] = False
         if self.accelerator.num_processes > 1:

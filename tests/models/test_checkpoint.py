@@ -218,6 +218,13 @@ def test_git_revision_names_the_commit_and_a_dirty_tree(tmp_path, monkeypatch):
     assert checkpoint._git_revision() == head
     (package / "checkpoint.py").write_text("x = 2\n")
     assert checkpoint._git_revision() == head + "+dirty"
+    # A copy of lavida inside another project's repository, untracked there (a git-ignored .venv): that
+    # project's commit is not lavida's.
+    venv = repo / ".venv" / "lib" / "lavida" / "models"
+    venv.mkdir(parents=True)
+    (repo / ".gitignore").write_text(".venv/\n")
+    monkeypatch.setattr(checkpoint, "__file__", str(venv / "checkpoint.py"))
+    assert checkpoint._git_revision() is None
     outside = tmp_path / "site-packages" / "lavida" / "models"
     outside.mkdir(parents=True)
     monkeypatch.setattr(checkpoint, "__file__", str(outside / "checkpoint.py"))

@@ -700,6 +700,57 @@ def test_a_rerun_of_a_finished_run_keeps_its_final_model(
     assert read_checkpoint_meta(final)["git_revision"] == "0123456789abcdef+dirty"
 
 
+def test_the_final_model_of_an_earlier_run_is_not_kept_for_this_one(
+    synthetic_train_root, tiny_pretrained, tmp_path, monkeypatch
+):
+    """Run A finishes; its checkpoints are deleted (as a refused resume says to), not its final/. Run B, with
+    another learning rate, is killed while saving final/, and its rerun trains nothing: final/ was kept as
+    "current" because its meta.json named the same step, so B's run folder served A's model. It is now kept
+    only with the weights of the run's newest checkpoint."""
+    sizes = {"epochs": 1, "batches_per_epoch": 2}
+    make_trainer(synthetic_train_root, tiny_pretrained, tmp_path / "run", **sizes).fit()
+    final = tmp_path / "run" / "final"
+    a_heads = (final / "heads.safetensors").read_bytes()
+    shutil.rmtree(tmp_path / "run" / "checkpoints")
+
+    other_lr = {"optim": {"lr": 1e-4, "warmup_steps": 0, "decay": "constant"}}
+    b = make_trainer(synthetic_train_root, tiny_pretrained, tmp_path / "run", **sizes, **other_lr)
+    monkeypatch.setattr(b, "save_final", lambda: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        b.fit()
+    newest = tmp_path / "run" / "checkpoints" / "step_0000002" / "model" / "heads.safetensors"
+    assert newest.read_bytes() != a_heads  # B's weights differ from A's
+    monkeypatch.undo()
+    make_trainer(synthetic_train_root, tiny_pretrained, tmp_path / "run", **sizes, **other_lr).fit()
+    assert (final / "heads.safetensors").read_bytes() == newest.read_bytes()
+
+
+def test_checkpoints_record_the_revision_the_run_started_with_and_a_resume_on_other_code_warns(
+    synthetic_train_root, tiny_pretrained, tmp_path, monkeypatch, caplog
+):
+    """The git revision was read at each save: a commit made while a run trained was recorded in its later
+    checkpoints and final/, whose weights came from the code it started with. It is read when the run
+    starts; and resuming a checkpoint saved by other code says so."""
+    calls = []  # the first read sees commit aaaa; a commit is made while the run trains
+
+    def revision():
+        calls.append(1)
+        return "aaaa" if len(calls) == 1 else "bbbb+dirty"
+
+    monkeypatch.setattr(checkpoint_module, "_git_revision", revision)
+    sizes = {"epochs": 1, "batches_per_epoch": 2, "save_every": 1}
+    make_trainer(synthetic_train_root, tiny_pretrained, tmp_path / "run", **sizes).fit()
+    run = tmp_path / "run"
+    saved = [run / "checkpoints" / f"step_000000{n}" / "model" for n in (1, 2)] + [run / "final"]
+    assert [read_checkpoint_meta(path)["git_revision"] for path in saved] == ["aaaa"] * 3
+    with caplog.at_level(logging.WARNING, logger="lavida.train.loop"):
+        make_trainer(synthetic_train_root, tiny_pretrained, run, **sizes).fit()  # trains nothing
+    assert (
+        f"Resuming {run / 'checkpoints' / 'step_0000002'}, saved by lavida aaaa, with lavida bbbb+dirty: the rest "
+        "of the run is trained by other code." in caplog.messages
+    )
+
+
 @pytest.mark.parametrize("meta", ['{"step": 1}', '{"step": 2'], ids=["another_step", "unreadable"])
 def test_a_rerun_saves_final_again_unless_its_meta_names_the_finished_step(
     synthetic_train_root, tiny_pretrained, tmp_path, meta
