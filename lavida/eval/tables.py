@@ -156,8 +156,8 @@ def source_differences(a: dict, b: dict) -> list[str]:
     one model), else by its path; an unrecorded one agrees with any. Model runs of one checkpoint must
     also share the clip length (supplement Tab. 7 ablates it), the checkpoint overrides (a compression
     ratio, ...; base-weight paths only where a run records no fingerprints of the weights), the dtype and
-    the mask gating, where both runs record them. Categories agree when both
-    runs use their own benchmark's list (each benchmark has its own) or both were given the same list.
+    the mask gating, where both runs record them. Categories agree when both runs use their own
+    benchmark's list (each benchmark has its own) or both were given the same list.
     Prediction folders are not compared: one method's predictions are usually saved in a folder per
     benchmark, so different folders say nothing; they are listed below the tables instead.
     """

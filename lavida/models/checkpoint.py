@@ -108,10 +108,11 @@ def save_checkpoint(
             peft_model.save_pretrained(staging / ADAPTER_DIR)
         heads = {name: tensor.contiguous().cpu() for name, tensor in heads_state_dict(model).items()}
         save_file(heads, str(staging / HEADS_FILE))
+        extra_meta = extra_meta or {}
         meta = {
             "lavida_version": lavida.__version__,
             # The trainer gives the revision it started with (extra_meta): no git call per save then.
-            "git_revision": (extra_meta or {}).get("git_revision") or _git_revision(),
+            "git_revision": extra_meta["git_revision"] if "git_revision" in extra_meta else _git_revision(),
             "seg_token_id": model.mllm.seg_token_id,
             "trainable_parameters": model.trainable_parameter_count(),
             **fingerprint_record(config),
@@ -121,7 +122,7 @@ def save_checkpoint(
                 if stand_ins
                 else {}
             ),
-            **(extra_meta or {}),
+            **extra_meta,
         }
         (staging / META_FILE).write_text(json.dumps(meta, indent=2))
     # DEBUG: callers that stage the directory (lavida.train.state) name the final place themselves.
