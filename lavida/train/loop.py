@@ -79,12 +79,10 @@ def _same_weights(a: Path, b: Path) -> bool:
     byte (not meta.json, which records the git revision at saving)."""
     if (a / HEADS_FILE).read_bytes() != (b / HEADS_FILE).read_bytes():
         return False
-    adapters = [model / ADAPTER_DIR for model in (a, b)]
-    if not any(adapter.is_dir() for adapter in adapters):
-        return True
-    return all(adapter.is_dir() for adapter in adapters) and files_digest(adapters[0]) == files_digest(
-        adapters[1]
-    )
+    adapter_a, adapter_b = a / ADAPTER_DIR, b / ADAPTER_DIR
+    if adapter_a.is_dir() != adapter_b.is_dir():
+        return False
+    return not adapter_a.is_dir() or files_digest(adapter_a) == files_digest(adapter_b)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -166,6 +164,8 @@ class Trainer:
         acc = self.accelerator
         set_seed(self.config.seed, device_specific=True)
         resume = self._resume_from()
+        # Read once, now: checkpoints record the code this run started with, not the checkout hours later.
+        self._revision = checkpoint_io._git_revision()
         self._warn_of_other_code(resume)
         micro_batches = self.config.batches_per_epoch * self.config.grad_accum
         per_epoch = micro_batches * self.config.batch_size * acc.num_processes
@@ -301,9 +301,8 @@ class Trainer:
         )
 
     def _warn_of_other_code(self, resume: Path | None) -> None:
-        """Read lavida's git revision now (checkpoints record the code this run started with, not the checkout
-        hours later) and warn when the checkpoint resumed was saved by other code."""
-        revision = self._revision = checkpoint_io._git_revision()
+        """Warn when the checkpoint resumed was saved by other code than this run's (``self._revision``)."""
+        revision = self._revision
         if resume is None or not self.accelerator.is_main_process:
             return
         try:
@@ -651,7 +650,7 @@ class Trainer:
         return {
             "step": self.progress.step,
             "clip_length": self.data_config.clip_length,
-            "git_revision": self._revision,  # read when the run started (_warn_of_other_code)
+            "git_revision": self._revision,  # read when the run started (setup)
         }
 
     def _final_is_current(self) -> bool:
